@@ -1,0 +1,1 @@
+"""aiohttp routes, grouped like the Lambda REST API."""

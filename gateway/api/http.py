@@ -1,0 +1,89 @@
+"""HTTP plumbing shared by every route: JSON bodies, Lambda-shaped errors, app keys.
+
+Only this module turns a `LambdaError` into a response. Anything else raised by a handler becomes a
+500 ServiceException (logged with its traceback) and never takes the gateway down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import (
+    InvalidRequestContentException,
+    LambdaError,
+    NotImplementedException,
+    RequestTooLargeException,
+    ServiceException,
+)
+
+log = logging.getLogger("gateway.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: the largest JSON body any control-plane call accepts (a 50 MB zip, base64 encoded, plus fields)
+MAX_CONTROL_BODY = 70 * 1024 * 1024
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(err: LambdaError) -> web.Response:
+    headers = {"x-amzn-ErrorType": err.name}
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(
+        body=orjson.dumps(err.to_dict()),
+        status=err.status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY) -> dict[str, Any]:
+    """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLargeException("Request must be smaller than %d bytes for the operation" % limit)
+    body = await request.read()
+    if not body:
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestContentException(f"Could not parse request body into json: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: expected a JSON object at the top level"
+        )
+    return data
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except LambdaError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(RequestTooLargeException("Request must be smaller than the operation's limit"))
+    except web.HTTPNotFound:
+        return error_response(
+            NotImplementedException(
+                f"{request.method} {request.path} is not an operation of the Lambda API this gateway serves"
+            )
+        )
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            NotImplementedException(f"{request.method} is not supported on {request.path}")
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(ServiceException("An internal error occurred in the gateway"))

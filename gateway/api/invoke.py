@@ -1,0 +1,108 @@
+"""Invoke: `POST /2015-03-31/functions/{FunctionName}/invocations` (RequestResponse and DryRun)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import orjson
+from aiohttp import web
+
+from gateway.app_keys import INVOKER, REGISTRY, SETTINGS
+from gateway.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    NotImplementedException,
+    RequestTooLargeException,
+    ValidationException,
+)
+from gateway.names import parse_function_name
+
+#: Lambda's synchronous request limit
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
+MAX_CLIENT_CONTEXT = 3583
+INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+def _client_context(header: str | None) -> bytes | None:
+    """The decoded `X-Amz-Client-Context` (base64 of a JSON object), validated."""
+    if header is None:
+        return None
+    if len(header) > MAX_CLIENT_CONTEXT:
+        raise InvalidParameterValueException(
+            f"Client context must be smaller than {MAX_CLIENT_CONTEXT} bytes, but was {len(header)} bytes."
+        )
+    try:
+        raw = base64.b64decode(header, validate=True)
+        if not isinstance(orjson.loads(raw), dict):
+            raise ValueError("not an object")
+    except (binascii.Error, ValueError):
+        raise InvalidRequestContentException(
+            "Client context must be a valid Base64-encoded JSON object."
+        ) from None
+    return raw
+
+
+async def invoke(request: web.Request) -> web.Response:
+    app = request.app
+    headers = request.headers
+    ref = parse_function_name(request.match_info["FunctionName"], request.query.get("Qualifier"))
+    config = app[REGISTRY].resolve(ref.name, ref.qualifier)
+
+    inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if inv_type not in INVOCATION_TYPES:
+        raise ValidationException(
+            f"1 validation error detected: Value '{inv_type}' at 'invocationType' failed to satisfy "
+            "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+        )
+    log_type = headers.get("X-Amz-Log-Type", "None")
+    if log_type not in ("None", "Tail"):
+        raise ValidationException(
+            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy constraint: "
+            "Member must satisfy enum value set: [None, Tail]"
+        )
+    length = request.content_length
+    if length is not None and length > MAX_SYNC_PAYLOAD:
+        raise RequestTooLargeException(
+            f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+        )
+    payload = await request.read()
+    if len(payload) > MAX_SYNC_PAYLOAD:
+        raise RequestTooLargeException(
+            f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+        )
+    if payload:
+        try:
+            orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequestContentException(
+                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            ) from None
+    else:
+        payload = b"{}"
+    client_context = _client_context(headers.get("X-Amz-Client-Context"))
+
+    if inv_type == "DryRun":
+        return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})
+    if inv_type == "Event":
+        raise NotImplementedException(
+            "Asynchronous invocation (InvocationType=Event) is not implemented by this gateway yet; "
+            "use RequestResponse."
+        )
+
+    invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
+    outcome = await app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail")
+    out_headers = {
+        "Content-Type": "application/json",
+        "X-Amz-Executed-Version": outcome.executed_version,
+        "x-amzn-RequestId": outcome.request_id,
+    }
+    if outcome.function_error is not None:
+        out_headers["X-Amz-Function-Error"] = outcome.function_error
+    if log_type == "Tail":
+        out_headers["X-Amz-Log-Result"] = outcome.log_result()
+    return web.Response(body=outcome.payload, status=200, headers=out_headers)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/2015-03-31/functions/{FunctionName}/invocations", invoke)

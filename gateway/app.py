@@ -1,0 +1,118 @@
+"""The aiohttp application: wiring of storage, runtimes, pools and routes, and their lifetimes.
+
+Start-up order (cleanup contexts, undone in reverse): storage (code store, registry) -> runtimes
+(zygotes, pools, invoker, reaper) -> deployment of `--deploy` directories. On shutdown the runner first
+drains HTTP requests in flight (up to `drain_timeout`), then the pools kill every environment and the
+zygotes are stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.api import functions, invoke
+from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
+from gateway.app_keys import CODESTORE, INVOKER, POOLS, REGISTRY, SETTINGS, ZYGOTES
+from gateway.codestore import CodeStore
+from gateway.config import Settings
+from gateway.invoker import Invoker
+from gateway.pool import PoolManager
+from gateway.registry import Registry
+from gateway.zygote import Zygote
+
+log = logging.getLogger("gateway")
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    codestore = CodeStore(data_dir / "code")
+    registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
+    app[CODESTORE] = codestore
+    app[REGISTRY] = registry
+    try:
+        yield
+    finally:
+        registry.close()
+
+
+def _zygotes_for(settings: Settings) -> dict[str, Zygote]:
+    """One zygote per distinct interpreter, shared by the runtime ids that map to it."""
+    by_interpreter: dict[str, list[str]] = {}
+    for runtime, interpreter in settings.runtimes.items():
+        by_interpreter.setdefault(interpreter, []).append(runtime)
+    zygotes: dict[str, Zygote] = {}
+    for interpreter, runtimes in by_interpreter.items():
+        zygote = Zygote(interpreter, runtimes)
+        for runtime in runtimes:
+            zygotes[runtime] = zygote
+        if interpreter == sys.executable:
+            log.info("runtimes %s run on this gateway's interpreter %s (Python %d.%d)", ", ".join(runtimes),
+                     interpreter, *sys.version_info[:2])
+        else:
+            log.info("runtimes %s run on %s", ", ".join(runtimes), interpreter)
+    return zygotes
+
+
+async def _runtimes(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    zygotes = _zygotes_for(settings)
+    app[ZYGOTES] = zygotes
+    pools = PoolManager(settings, zygotes)
+    app[POOLS] = pools
+    app[INVOKER] = Invoker(settings, pools)
+    app[REGISTRY].add_listener(pools.retire_function)
+    tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
+    tasks.append(asyncio.create_task(pools.reap_forever()))
+    try:
+        yield
+    finally:
+        pools.close()
+        await asyncio.gather(*(z.close() for z in set(zygotes.values())), return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _deploy(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.deploy_dirs:
+        from gateway.deploy import deploy_directories
+
+        await deploy_directories(app[REGISTRY], app[CODESTORE], settings, settings.deploy_dirs)
+    yield
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 once every runtime zygote is ready to fork, 503 before (and while one restarts)."""
+    zygotes = request.app[ZYGOTES]
+    unique = set(zygotes.values())
+    status = {
+        "status": "ok" if all(z.ready for z in unique) else "starting",
+        "runtimes": {rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid}
+                     for rt, z in sorted(zygotes.items())},
+        "environments": request.app[POOLS].count(),
+        "inflight": request.app[INVOKER].inflight,
+    }
+    return json_response(status, 200 if status["status"] == "ok" else 503)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_CONTROL_BODY)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_runtimes)
+    app.cleanup_ctx.append(_deploy)
+    app.router.add_get("/healthz", healthz)
+    invoke.add_routes(app)
+    functions.add_routes(app)
+    return app

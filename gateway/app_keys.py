@@ -1,0 +1,22 @@
+"""Typed aiohttp application keys: the gateway's shared state, set once at start-up."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.codestore import CodeStore
+    from gateway.config import Settings
+    from gateway.invoker import Invoker
+    from gateway.pool import PoolManager
+    from gateway.registry import Registry
+    from gateway.zygote import Zygote
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+CODESTORE: web.AppKey[CodeStore] = web.AppKey("codestore")
+INVOKER: web.AppKey[Invoker] = web.AppKey("invoker")
+POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
+ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")

@@ -1,0 +1,87 @@
+"""Settings: one frozen object, parsed and validated once.
+
+Sources, strongest first: command-line flags, then `GATEWAY_*` environment variables, then defaults.
+The environment is passed in (never read from `os.environ` here) so tests can supply their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PYTHON_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    data_dir: Path = Path(".gateway-data")
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+    #: seconds an on-demand environment may sit idle before it is reaped (scale to zero)
+    idle_timeout: float = 300.0
+    #: how often the reaper looks for idle environments, seconds
+    reap_interval: float = 5.0
+    #: account-wide limit on invocations in flight (Lambda's default: 1000)
+    account_concurrency: int = 1000
+    #: seconds SIGTERM waits for in-flight invocations before killing them
+    drain_timeout: float = 30.0
+    #: Lambda runtime id -> interpreter that runs it
+    runtimes: Mapping[str, str] = field(default_factory=dict)
+    #: directories whose sub-directories are deployed as functions at start-up
+    deploy_dirs: tuple[Path, ...] = ()
+    log_level: str = "INFO"
+
+    def function_arn(self, name: str, qualifier: str | None = None) -> str:
+        arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+        return f"{arn}:{qualifier}" if qualifier else arn
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+        """Build settings from parsed `serve` flags and an environment mapping; raise ValueError if invalid."""
+
+        def pick(flag: object, env_name: str, default: str) -> str:
+            if flag is not None:
+                return str(flag)
+            return environ.get(env_name, default)
+
+        runtimes = {rt: sys.executable for rt in PYTHON_RUNTIMES}
+        for rt in PYTHON_RUNTIMES:
+            override = environ.get("GATEWAY_RUNTIME_" + rt.upper().replace(".", "_"))
+            if override:
+                runtimes[rt] = override
+        deploy = getattr(args, "deploy", None) or [
+            p for p in environ.get("GATEWAY_DEPLOY_DIRS", "").split(":") if p
+        ]
+        settings = cls(
+            host=pick(getattr(args, "host", None), "GATEWAY_HOST", cls.host),
+            port=int(pick(getattr(args, "port", None), "GATEWAY_PORT", str(cls.port))),
+            data_dir=Path(pick(getattr(args, "data_dir", None), "GATEWAY_DATA_DIR", str(cls.data_dir))),
+            region=environ.get("GATEWAY_REGION", cls.region),
+            account_id=environ.get("GATEWAY_ACCOUNT_ID", cls.account_id),
+            idle_timeout=float(
+                pick(getattr(args, "idle_timeout", None), "GATEWAY_IDLE_TIMEOUT", str(cls.idle_timeout))
+            ),
+            reap_interval=float(environ.get("GATEWAY_REAP_INTERVAL", cls.reap_interval)),
+            account_concurrency=int(environ.get("GATEWAY_ACCOUNT_CONCURRENCY", cls.account_concurrency)),
+            drain_timeout=float(environ.get("GATEWAY_DRAIN_TIMEOUT", cls.drain_timeout)),
+            runtimes=runtimes,
+            deploy_dirs=tuple(Path(p) for p in deploy),
+            log_level=environ.get("GATEWAY_LOG_LEVEL", cls.log_level).upper(),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} out of range")
+        if not (len(self.account_id) == 12 and self.account_id.isdigit()):
+            raise ValueError(f"account id must be 12 digits, got {self.account_id!r}")
+        if self.idle_timeout <= 0 or self.reap_interval <= 0:
+            raise ValueError("idle timeout and reap interval must be positive")
+        if self.account_concurrency < 1:
+            raise ValueError("account concurrency must be at least 1")

@@ -1,0 +1,102 @@
+"""One error tree for everything the API can answer.
+
+Each class carries its Lambda wire name and HTTP status; only the HTTP layer (`gateway.api.http`)
+turns an error into a response: status, header `x-amzn-ErrorType: <name>` and the JSON body
+`{"Type": "User", "message": ...}` that botocore maps to the named exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LambdaError(Exception):
+    """An error with a fixed Lambda wire name and HTTP status."""
+
+    name: ClassVar[str] = "ServiceException"
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "Service"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"Type": self.kind, "message": self.message, **self.extra}
+
+
+class ServiceException(LambdaError):
+    name = "ServiceException"
+    status = 500
+
+
+class InvalidParameterValueException(LambdaError):
+    name = "InvalidParameterValueException"
+    status = 400
+    kind = "User"
+
+
+class InvalidRequestContentException(LambdaError):
+    name = "InvalidRequestContentException"
+    status = 400
+    kind = "User"
+
+
+class ValidationException(LambdaError):
+    name = "ValidationException"
+    status = 400
+    kind = "User"
+
+
+class ResourceNotFoundException(LambdaError):
+    name = "ResourceNotFoundException"
+    status = 404
+    kind = "User"
+
+
+class ResourceConflictException(LambdaError):
+    name = "ResourceConflictException"
+    status = 409
+    kind = "User"
+
+
+class PreconditionFailedException(LambdaError):
+    name = "PreconditionFailedException"
+    status = 412
+    kind = "User"
+
+
+class RequestTooLargeException(LambdaError):
+    """A request body over the limit. Lambda names it `RequestEntityTooLargeException` on the wire."""
+
+    name = "RequestEntityTooLargeException"
+    status = 413
+    kind = "User"
+
+
+class UnsupportedMediaTypeException(LambdaError):
+    name = "UnsupportedMediaTypeException"
+    status = 415
+    kind = "User"
+
+
+class TooManyRequestsException(LambdaError):
+    """Throttled. `reason` is one of Lambda's ThrottleReason values."""
+
+    name = "TooManyRequestsException"
+    status = 429
+    kind = "User"
+
+    def __init__(self, message: str, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(message, Reason=reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class NotImplementedException(LambdaError):
+    """An operation of the Lambda API this gateway does not implement (yet). 501 is not retried by boto3."""
+
+    name = "NotImplementedException"
+    status = 501
+    kind = "Service"

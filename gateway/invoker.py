@@ -1,0 +1,223 @@
+"""One synchronous invocation: admission -> pool -> environment -> outcome.
+
+`Invoker.invoke()` either returns an `Outcome` (a result, or a function error answered with status 200 and
+`X-Amz-Function-Error: Unhandled`, as Lambda does) or raises a `LambdaError` for the caller (throttled,
+runtime unavailable). Whatever happens, the concurrency slot is released and the environment goes back
+to its pool or is discarded; a crash or timeout of user code never escapes as a gateway error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.config import Settings
+from gateway.environment import EnvironmentDied, InvocationTimeout
+from gateway.errors import ServiceException, TooManyRequestsException
+from gateway.pool import PoolManager
+from gateway.protocol import RESULT
+from gateway.registry import FunctionConfig
+from gateway.zygote import ZygoteUnavailable, describe_wait_status
+
+log = logging.getLogger("gateway.invoker")
+
+UNHANDLED = "Unhandled"
+#: how long a crashed invocation waits for the zygote to report the exit status, for the error message
+EXIT_STATUS_WAIT = 0.2
+#: the tail of the log returned for LogType=Tail
+LOG_TAIL_BYTES = 4096
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the caller gets for a synchronous invoke that reached the function."""
+
+    request_id: str
+    executed_version: str
+    payload: bytes
+    function_error: str | None = None
+    error_type: str | None = None
+    log: bytes = b""
+
+    def log_result(self) -> str:
+        """`X-Amz-Log-Result`: base64 of the last 4 KB of the invocation's log."""
+        return base64.b64encode(self.log[-LOG_TAIL_BYTES:]).decode()
+
+
+def _error_body(error_type: str, message: str, request_id: str | None = None) -> bytes:
+    body: dict[str, object] = {"errorMessage": message, "errorType": error_type}
+    if request_id is not None:
+        body["requestId"] = request_id
+    return orjson.dumps(body)
+
+
+class Invoker:
+    """Runs synchronous invocations against the pools, counting them against the account limit."""
+
+    def __init__(self, settings: Settings, pools: PoolManager) -> None:
+        self.settings = settings
+        self.pools = pools
+        self.inflight = 0
+        self._limit = settings.account_concurrency
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no invocation is in flight; False if `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def invoke(
+        self,
+        config: FunctionConfig,
+        invoked_arn: str,
+        payload: bytes,
+        client_context: bytes | None = None,
+        want_log: bool = False,
+    ) -> Outcome:
+        if self.inflight >= self._limit:
+            raise TooManyRequestsException("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            return await self._invoke(config, invoked_arn, payload, client_context, want_log)
+        finally:
+            self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
+
+    async def _invoke(
+        self,
+        config: FunctionConfig,
+        invoked_arn: str,
+        payload: bytes,
+        client_context: bytes | None,
+        want_log: bool,
+    ) -> Outcome:
+        request_id = str(uuid.uuid4())
+        try:
+            pool = self.pools.pool_for(config)
+            env, cold = await pool.acquire()
+        except ZygoteUnavailable as exc:
+            log.warning("cannot start an environment for %s: %s", config.name, exc)
+            raise ServiceException("The runtime for this function is not available; try again.") from None
+        except InvocationTimeout:
+            return self._failed(config, request_id, "Sandbox.Timedout",
+                                f"RequestId: {request_id} Error: Init timed out after 10.00 seconds", want_log)
+        except EnvironmentDied as exc:
+            status = await self._exit_status(exc)
+            return self._failed(config, request_id, "Runtime.ExitError",
+                                f"RequestId: {request_id} Error: Runtime exited with error: {status}", want_log)
+        try:
+            if env.init_error is not None:
+                err = env.init_error
+                body = orjson.dumps({**err, "requestId": request_id})
+                text = f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode() if want_log else b""
+                return self._outcome(config, request_id, body, err["errorType"], text, env.init_ms,
+                                     0.0, 0, cold, want_log)
+            try:
+                frame = await env.invoke(payload, request_id, invoked_arn, client_context, config.timeout)
+            except InvocationTimeout:
+                message = f"RequestId: {request_id} Error: Task timed out after {config.timeout:.2f} seconds"
+                return self._failed(config, request_id, "Sandbox.Timedout", message, want_log,
+                                    duration_ms=config.timeout * 1000.0)
+            except EnvironmentDied as exc:
+                status = await self._exit_status(exc)
+                return self._failed(config, request_id, "Runtime.ExitError",
+                                    f"RequestId: {request_id} Error: Runtime exited with error: {status}",
+                                    want_log)
+            init_ms = env.init_ms if cold else None
+            if frame[0] == RESULT:
+                _, _, out, duration_ms, rss_kb, output = frame
+                return self._outcome(config, request_id, out, None, output, init_ms, duration_ms, rss_kb,
+                                     cold, want_log)
+            _, _, error_type, body, duration_ms, rss_kb, output = frame
+            return self._outcome(config, request_id, body, error_type, output, init_ms, duration_ms, rss_kb,
+                                 cold, want_log)
+        finally:
+            pool.release(env)
+
+    def _outcome(
+        self,
+        config: FunctionConfig,
+        request_id: str,
+        payload: bytes,
+        error_type: str | None,
+        output: bytes,
+        init_ms: float | None,
+        duration_ms: float,
+        rss_kb: int,
+        cold: bool,
+        want_log: bool,
+    ) -> Outcome:
+        outcome = Outcome(request_id, config.version, payload)
+        if error_type is not None:
+            outcome.function_error = UNHANDLED
+            outcome.error_type = error_type
+        if want_log:
+            outcome.log = self._log_text(config, request_id, output, duration_ms, rss_kb,
+                                         init_ms if cold else None, error_type)
+        return outcome
+
+    def _failed(
+        self,
+        config: FunctionConfig,
+        request_id: str,
+        error_type: str,
+        message: str,
+        want_log: bool,
+        duration_ms: float = 0.0,
+    ) -> Outcome:
+        """An invocation that ended without a reply from the function (timeout, crash)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+        output = f"{stamp} {request_id} {message}\n".encode() if want_log else b""
+        return self._outcome(config, request_id, _error_body(error_type, message), error_type, output,
+                             None, duration_ms, 0, False, want_log)
+
+    @staticmethod
+    async def _exit_status(exc: EnvironmentDied) -> str:
+        status: int | None = None
+        if exc.exit_status is not None:
+            try:
+                status = await asyncio.wait_for(asyncio.shield(exc.exit_status), EXIT_STATUS_WAIT)
+            except TimeoutError:
+                status = None
+        return describe_wait_status(status)
+
+    @staticmethod
+    def _log_text(
+        config: FunctionConfig,
+        request_id: str,
+        output: bytes,
+        duration_ms: float,
+        rss_kb: int,
+        init_ms: float | None,
+        error_type: str | None,
+    ) -> bytes:
+        """START / the function's output / END / REPORT, as Lambda writes them to CloudWatch."""
+        billed = math.ceil(duration_ms + (init_ms or 0.0))
+        report = (
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
+            f"Memory Size: {config.memory_size} MB\tMax Memory Used: {math.ceil(rss_kb / 1024)} MB\t"
+        )
+        if init_ms is not None:
+            report += f"Init Duration: {init_ms:.2f} ms\t"
+        if error_type in ("Sandbox.Timedout", "Runtime.ExitError"):
+            report += f"Status: {'timeout' if error_type == 'Sandbox.Timedout' else 'error'}\t"
+            if error_type == "Runtime.ExitError":
+                report += f"Error Type: {error_type}\t"
+        return (
+            f"START RequestId: {request_id} Version: {config.version}\n".encode()
+            + output
+            + f"END RequestId: {request_id}\n{report}\n".encode()
+        )

@@ -1,0 +1,59 @@
+"""Function names, ARNs and qualifiers as the Lambda API accepts them. Pure, no I/O.
+
+`{FunctionName}` in a path may be `name`, `name:qualifier`, a full ARN
+`arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]` or a partial ARN `ACCOUNT:function:NAME[:QUALIFIER]`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from gateway.errors import InvalidParameterValueException, ValidationException
+
+NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+QUALIFIER_RE = re.compile(r"\$LATEST|[a-zA-Z0-9_-]{1,128}")
+_ARN_RE = re.compile(
+    r"(?:arn:(?:aws[a-zA-Z-]*):lambda:(?P<region>[a-z]{2}(?:-gov)?-[a-z]+-\d{1}):)?"
+    r"(?:(?P<account>\d{12}):)?"
+    r"(?:function:)?"
+    r"(?P<name>[a-zA-Z0-9_-]+)"
+    r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
+)
+
+
+class FunctionRef(NamedTuple):
+    name: str
+    qualifier: str | None
+
+
+def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
+    """Split a path's FunctionName into (name, qualifier), merging `?Qualifier=`.
+
+    Raises ValidationException for a malformed name, InvalidParameterValueException when the
+    qualifier in the name and the one in the query string differ.
+    """
+    m = _ARN_RE.fullmatch(raw) if len(raw) <= 170 else None
+    if m is None or (m["account"] is None and "function:" in raw):
+        raise ValidationException(
+            f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: "
+            "Member must satisfy regular expression pattern: "
+            r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
+            r"(\d{12}:)?(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?"
+        )
+    name = m["name"]
+    if len(name) > 64:
+        raise ValidationException(
+            f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: "
+            "Member must have length less than or equal to 64"
+        )
+    in_name = m["qualifier"]
+    if qualifier is not None and not QUALIFIER_RE.fullmatch(qualifier):
+        raise ValidationException(
+            f"1 validation error detected: Value '{qualifier}' at 'qualifier' failed to satisfy constraint: "
+            r"Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)"
+        )
+    if in_name is not None and qualifier is not None and in_name != qualifier:
+        raise InvalidParameterValueException("The derived qualifier from the function name does not match "
+                                              "the specified qualifier.")
+    return FunctionRef(name, in_name if in_name is not None else qualifier)

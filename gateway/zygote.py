@@ -1,0 +1,227 @@
+"""The gateway's side of the fork server (`runtimes/python/zygote.py`): start it, ask it for forks, watch exits.
+
+One `Zygote` per interpreter. `fork(spec)` hands the zygote one end of a fresh socketpair over the control
+socket (SCM_RIGHTS) and returns the new environment's pid and the gateway's end. The gateway itself never
+forks. If the zygote dies, pending forks fail, `supervise()` restarts it with back-off, and environments it
+had forked die with it (their PDEATHSIG), which the pools see as crashes.
+
+Concurrency: all methods run on the event loop; replies are read by a loop reader callback.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger("gateway.zygote")
+
+FORK = 1
+HELLO = 2
+FORKED = 3
+FORK_FAILED = 4
+EXITED = 5
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ZygoteUnavailable(Exception):
+    """The zygote is not running (starting, restarting or stopped); the fork could not be made."""
+
+
+def describe_wait_status(status: int | None) -> str:
+    """Lambda's wording for how a runtime process ended: 'exit status 1', 'signal: killed', ..."""
+    if status is None:
+        return "signal: killed"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        names = {9: "killed", 11: "segmentation fault", 6: "aborted", 15: "terminated", 7: "bus error",
+                 8: "floating point exception", 4: "illegal instruction", 13: "broken pipe"}
+        return f"signal: {names.get(sig, str(sig))}"
+    if os.WIFEXITED(status):
+        return f"exit status {os.WEXITSTATUS(status)}"
+    return f"wait status {status}"
+
+
+class Zygote:
+    """A supervised fork server for one interpreter."""
+
+    def __init__(self, interpreter: str, runtimes: list[str]) -> None:
+        self.interpreter = interpreter
+        self.runtimes = runtimes
+        self.pid: int | None = None
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._ready = asyncio.Event()
+        self._req_ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._exits: dict[int, asyncio.Future[int | None]] = {}
+        self._closing = False
+        self._unpacker = msgpack.Unpacker(raw=False)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "GATEWAY_PID": str(os.getpid()),
+        }
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.interpreter, "-m", "runtimes.python.zygote", "--control-fd", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                cwd=str(PROJECT_ROOT),
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._unpacker = msgpack.Unpacker(raw=False)
+        loop.add_reader(ours.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._on_lost()
+                return
+            msg = msgpack.unpackb(data, raw=False)
+            kind = msg[0]
+            if kind == EXITED:
+                fut = self._exits.pop(msg[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg[2])
+            elif kind == FORKED:
+                pending = self._pending.pop(msg[1], None)
+                if pending is not None and not pending.done():
+                    pending.set_result(msg[2])
+            elif kind == FORK_FAILED:
+                pending = self._pending.pop(msg[1], None)
+                if pending is not None and not pending.done():
+                    pending.set_exception(ZygoteUnavailable(f"fork failed: {msg[2]}"))
+            elif kind == HELLO:
+                self.pid = msg[1]
+                self._ready.set()
+                log.info("zygote for %s ready (pid %s, %s)", ",".join(self.runtimes), self.pid, self.interpreter)
+
+    def _on_lost(self) -> None:
+        """The control socket closed: the zygote is gone. Fail what waits on it."""
+        self._ready.clear()
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ZygoteUnavailable("the zygote exited"))
+        self._pending.clear()
+        for exit_fut in self._exits.values():
+            if not exit_fut.done():
+                exit_fut.set_result(None)
+        self._exits.clear()
+
+    async def fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None]]:
+        """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status)."""
+        if not self._ready.is_set() or self._sock is None:
+            raise ZygoteUnavailable("the runtime zygote is not ready")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        req_id = next(self._req_ids)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            data = msgpack.packb([FORK, req_id, spec], use_bin_type=True)
+            fds = array.array("i", [theirs.fileno()])
+            self._send_with_fd(data, fds)
+        except BaseException:
+            self._pending.pop(req_id, None)
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            pid = await fut
+        except BaseException:
+            ours.close()
+            raise
+        exit_fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._exits[pid] = exit_fut
+        return pid, ours, exit_fut
+
+    def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:
+        sock = self._sock
+        assert sock is not None
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())]
+        for _ in range(1000):
+            try:
+                sock.sendmsg([data], anc)
+                return
+            except (BlockingIOError, InterruptedError):
+                time.sleep(0.001)  # the control socket's buffer is full: rare, brief
+        raise ZygoteUnavailable("the zygote is not reading its control socket")
+
+    async def supervise(self, max_backoff: float = 5.0) -> None:
+        """Start the zygote and keep it running until `close()`; restart with back-off when it dies."""
+        backoff = 0.1
+        while not self._closing:
+            started = time.monotonic()
+            try:
+                await self._start()
+            except OSError as exc:
+                log.error("cannot start the zygote for %s with %s: %s", self.runtimes, self.interpreter, exc)
+            else:
+                assert self._proc is not None
+                code = await self._proc.wait()
+                self._on_lost()
+                if self._closing:
+                    return
+                log.error("zygote (pid %s) exited with %s; restarting", self._proc.pid, code)
+                self.restarts += 1
+            if time.monotonic() - started > 10:
+                backoff = 0.1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Stop the zygote: close its control socket (it exits on EOF), then kill it if it lingers."""
+        self._closing = True
+        proc = self._proc
+        self._on_lost()
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

@@ -1,0 +1,1 @@
+"""Language runtimes that run inside the gateway's environments."""

@@ -1,0 +1,156 @@
+"""The fork server: imports the runtime and the heavy stdlib once, then forks environments on request.
+
+Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd N`); never runs user code
+itself. The control socket is a SOCK_SEQPACKET socketpair, one msgpack message per packet:
+
+    gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
+    zygote -> gateway   [HELLO, pid]                      once, when ready to fork
+                        [FORKED, req_id, pid] | [FORK_FAILED, req_id, message]
+                        [EXITED, pid, wait_status]        for every environment that ended
+
+The zygote dies with the gateway (PR_SET_PDEATHSIG), exits when the control socket closes, and reaps
+its children, reporting each exit so the gateway can say how an environment died.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+
+import msgpack
+
+# The heavy stdlib, imported once here so that every forked environment starts with it (copy-on-write).
+import asyncio  # noqa: F401
+import base64  # noqa: F401
+import collections  # noqa: F401
+import dataclasses  # noqa: F401
+import datetime  # noqa: F401
+import decimal  # noqa: F401
+import hashlib  # noqa: F401
+import http.client  # noqa: F401
+import json  # noqa: F401
+import logging  # noqa: F401
+import ssl  # noqa: F401
+import urllib.parse  # noqa: F401
+import urllib.request  # noqa: F401
+import uuid  # noqa: F401
+
+from runtimes.python import bootstrap
+
+FORK = 1
+HELLO = 2
+FORKED = 3
+FORK_FAILED = 4
+EXITED = 5
+
+
+def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    fds = array.array("i")
+    msg, ancdata, _flags, _addr = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
+
+
+def _child(sock: socket.socket, wakeup_r: int, wakeup_w: int, env_fd: int, spec: dict[str, object]) -> None:
+    """In the forked child: drop the zygote's state and become an environment. Never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        sock.close()
+        os.close(wakeup_r)
+        os.close(wakeup_w)
+        bootstrap.run(env_fd, spec)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def serve(control_fd: int) -> None:
+    sock = socket.socket(fileno=control_fd)
+    sock.setblocking(True)
+    packer = msgpack.Packer(use_bin_type=True)
+    my_pid = os.getpid()
+
+    def send(msg: list[object]) -> None:
+        sock.send(packer.pack(msg))
+
+    wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when we stop
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, "control")
+    sel.register(wakeup_r, selectors.EVENT_READ, "signal")
+
+    import gc
+
+    gc.collect()
+    gc.freeze()  # keep the garbage collector from touching (and so copying) the zygote's objects in children
+    send([HELLO, my_pid])
+    while True:
+        for key, _ in sel.select():
+            if key.data == "signal":
+                try:
+                    os.read(wakeup_r, 4096)
+                except BlockingIOError:
+                    pass
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    send([EXITED, pid, status])
+                continue
+            msg, fds = _recv_fds(sock)
+            if not msg:
+                return  # the gateway closed the control socket
+            kind, req_id, spec = msgpack.unpackb(msg, raw=False)
+            if kind != FORK or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                send([FORK_FAILED, req_id, "bad fork request"])
+                continue
+            env_fd = fds[0]
+            spec["zygote_pid"] = my_pid
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                os.close(env_fd)
+                send([FORK_FAILED, req_id, str(exc)])
+                continue
+            if pid == 0:
+                _child(sock, wakeup_r, wakeup_w, env_fd, spec)
+            os.close(env_fd)
+            send([FORKED, req_id, pid])
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if len(args) != 2 or args[0] != "--control-fd":
+        sys.exit("usage: python -m runtimes.python.zygote --control-fd N")
+    libc = bootstrap._libc
+    libc.prctl(bootstrap.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
+    if expected_parent and os.getppid() != expected_parent:
+        sys.exit(1)  # the gateway died before we set PDEATHSIG
+    serve(int(args[1]))
+
+
+if __name__ == "__main__":
+    main()
