@@ -25,9 +25,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.drain_timeout
-    )
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.drain_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
@@ -48,8 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (default 9000; env GATEWAY_PORT)")
     s.add_argument("--data-dir", help="registry, code and temp files (default ./.gateway-data)")
     s.add_argument("--idle-timeout", type=float, help="seconds before an idle environment is reaped (300)")
-    s.add_argument("--deploy", action="append", metavar="DIR",
-                   help="deploy each sub-directory of DIR as a function at start-up (repeatable)")
+    s.add_argument(
+        "--deploy",
+        action="append",
+        metavar="DIR",
+        help="deploy each sub-directory of DIR as a function at start-up (repeatable)",
+    )
     return parser
 
 

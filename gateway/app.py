@@ -54,8 +54,12 @@ def _zygotes_for(settings: Settings) -> dict[str, Zygote]:
         for runtime in runtimes:
             zygotes[runtime] = zygote
         if interpreter == sys.executable:
-            log.info("runtimes %s run on this gateway's interpreter %s (Python %d.%d)", ", ".join(runtimes),
-                     interpreter, *sys.version_info[:2])
+            log.info(
+                "runtimes %s run on this gateway's interpreter %s (Python %d.%d)",
+                ", ".join(runtimes),
+                interpreter,
+                *sys.version_info[:2],
+            )
         else:
             log.info("runtimes %s run on %s", ", ".join(runtimes), interpreter)
     return zygotes
@@ -88,7 +92,8 @@ async def _deploy(app: web.Application) -> AsyncIterator[None]:
     if settings.deploy_dirs:
         from gateway.deploy import deploy_directories
 
-        await deploy_directories(app[REGISTRY], app[CODESTORE], settings, settings.deploy_dirs)
+        deployer = functions.Deployer(settings, app[REGISTRY], app[CODESTORE])
+        await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs)
     yield
 
 
@@ -98,8 +103,9 @@ async def healthz(request: web.Request) -> web.Response:
     unique = set(zygotes.values())
     status = {
         "status": "ok" if all(z.ready for z in unique) else "starting",
-        "runtimes": {rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid}
-                     for rt, z in sorted(zygotes.items())},
+        "runtimes": {
+            rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid} for rt, z in sorted(zygotes.items())
+        },
         "environments": request.app[POOLS].count(),
         "inflight": request.app[INVOKER].inflight,
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 PYTHON_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 9000
@@ -54,9 +54,7 @@ class Settings:
             override = environ.get("GATEWAY_RUNTIME_" + rt.upper().replace(".", "_"))
             if override:
                 runtimes[rt] = override
-        deploy = getattr(args, "deploy", None) or [
-            p for p in environ.get("GATEWAY_DEPLOY_DIRS", "").split(":") if p
-        ]
+        deploy = getattr(args, "deploy", None) or [p for p in environ.get("GATEWAY_DEPLOY_DIRS", "").split(":") if p]
         settings = cls(
             host=pick(getattr(args, "host", None), "GATEWAY_HOST", cls.host),
             port=int(pick(getattr(args, "port", None), "GATEWAY_PORT", str(cls.port))),

@@ -44,8 +44,20 @@ class Environment(asyncio.Protocol):
     """The gateway's handle on one runtime process. Created by `spawn()`; one invocation at a time by default."""
 
     __slots__ = (
-        "_decoder", "_ids", "_inflight", "_ready", "_transport", "dead", "exit_status", "init_error",
-        "init_ms", "initialization_type", "key", "last_used", "pid", "tmp_dir",
+        "_decoder",
+        "_ids",
+        "_inflight",
+        "_ready",
+        "_transport",
+        "dead",
+        "exit_status",
+        "init_error",
+        "init_ms",
+        "initialization_type",
+        "key",
+        "last_used",
+        "pid",
+        "tmp_dir",
     )
 
     def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], tmp_dir: str) -> None:
@@ -66,8 +78,7 @@ class Environment(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is not a subclass)
 
     def data_received(self, data: bytes) -> None:
         try:

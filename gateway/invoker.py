@@ -112,38 +112,62 @@ class Invoker:
             log.warning("cannot start an environment for %s: %s", config.name, exc)
             raise ServiceException("The runtime for this function is not available; try again.") from None
         except InvocationTimeout:
-            return self._failed(config, request_id, "Sandbox.Timedout",
-                                f"RequestId: {request_id} Error: Init timed out after 10.00 seconds", want_log)
+            return self._failed(
+                config,
+                request_id,
+                "Sandbox.Timedout",
+                f"RequestId: {request_id} Error: Init timed out after 10.00 seconds",
+                want_log,
+            )
         except EnvironmentDied as exc:
             status = await self._exit_status(exc)
-            return self._failed(config, request_id, "Runtime.ExitError",
-                                f"RequestId: {request_id} Error: Runtime exited with error: {status}", want_log)
+            return self._failed(
+                config,
+                request_id,
+                "Runtime.ExitError",
+                f"RequestId: {request_id} Error: Runtime exited with error: {status}",
+                want_log,
+            )
         try:
             if env.init_error is not None:
                 err = env.init_error
                 body = orjson.dumps({**err, "requestId": request_id})
                 text = f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode() if want_log else b""
-                return self._outcome(config, request_id, body, err["errorType"], text, env.init_ms,
-                                     0.0, 0, cold, want_log)
+                return self._outcome(
+                    config, request_id, body, err["errorType"], text, env.init_ms, 0.0, 0, cold, want_log
+                )
             try:
                 frame = await env.invoke(payload, request_id, invoked_arn, client_context, config.timeout)
             except InvocationTimeout:
-                message = f"RequestId: {request_id} Error: Task timed out after {config.timeout:.2f} seconds"
-                return self._failed(config, request_id, "Sandbox.Timedout", message, want_log,
-                                    duration_ms=config.timeout * 1000.0)
+                message = f"Task timed out after {config.timeout:.2f} seconds"
+                return self._failed(
+                    config,
+                    request_id,
+                    "Sandbox.Timedout",
+                    f"RequestId: {request_id} Error: {message}",
+                    want_log,
+                    duration_ms=config.timeout * 1000.0,
+                    log_line=message,
+                )
             except EnvironmentDied as exc:
                 status = await self._exit_status(exc)
-                return self._failed(config, request_id, "Runtime.ExitError",
-                                    f"RequestId: {request_id} Error: Runtime exited with error: {status}",
-                                    want_log)
+                return self._failed(
+                    config,
+                    request_id,
+                    "Runtime.ExitError",
+                    f"RequestId: {request_id} Error: Runtime exited with error: {status}",
+                    want_log,
+                )
             init_ms = env.init_ms if cold else None
             if frame[0] == RESULT:
                 _, _, out, duration_ms, rss_kb, output = frame
-                return self._outcome(config, request_id, out, None, output, init_ms, duration_ms, rss_kb,
-                                     cold, want_log)
+                return self._outcome(
+                    config, request_id, out, None, output, init_ms, duration_ms, rss_kb, cold, want_log
+                )
             _, _, error_type, body, duration_ms, rss_kb, output = frame
-            return self._outcome(config, request_id, body, error_type, output, init_ms, duration_ms, rss_kb,
-                                 cold, want_log)
+            return self._outcome(
+                config, request_id, body, error_type, output, init_ms, duration_ms, rss_kb, cold, want_log
+            )
         finally:
             pool.release(env)
 
@@ -165,8 +189,9 @@ class Invoker:
             outcome.function_error = UNHANDLED
             outcome.error_type = error_type
         if want_log:
-            outcome.log = self._log_text(config, request_id, output, duration_ms, rss_kb,
-                                         init_ms if cold else None, error_type)
+            outcome.log = self._log_text(
+                config, request_id, output, duration_ms, rss_kb, init_ms if cold else None, error_type
+            )
         return outcome
 
     def _failed(
@@ -177,12 +202,24 @@ class Invoker:
         message: str,
         want_log: bool,
         duration_ms: float = 0.0,
+        log_line: str | None = None,
     ) -> Outcome:
         """An invocation that ended without a reply from the function (timeout, crash)."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-        output = f"{stamp} {request_id} {message}\n".encode() if want_log else b""
-        return self._outcome(config, request_id, _error_body(error_type, message), error_type, output,
-                             None, duration_ms, 0, False, want_log)
+        line = log_line or message
+        output = f"{stamp} {request_id} {line}\n".encode() if want_log else b""
+        return self._outcome(
+            config,
+            request_id,
+            _error_body(error_type, message),
+            error_type,
+            output,
+            None,
+            duration_ms,
+            0,
+            False,
+            want_log,
+        )
 
     @staticmethod
     async def _exit_status(exc: EnvironmentDied) -> str:

@@ -54,6 +54,7 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
             r"Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)"
         )
     if in_name is not None and qualifier is not None and in_name != qualifier:
-        raise InvalidParameterValueException("The derived qualifier from the function name does not match "
-                                              "the specified qualifier.")
+        raise InvalidParameterValueException(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
     return FunctionRef(name, in_name if in_name is not None else qualifier)

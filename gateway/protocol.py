@@ -1,6 +1,7 @@
 """The gateway <-> environment wire protocol: msgpack frames on one stream socket. No I/O here.
 
-A frame is one msgpack array whose first element is the frame kind. Invocation frames carry an id, so
+A frame is a 4-byte big-endian length followed by one msgpack array whose first element is the frame
+kind (the length lets a reader refuse an oversized frame before buffering it). Invocation frames carry an id, so
 several invocations can be in flight on one connection and replies may come back in any order. Event
 and result payloads travel as raw `bytes` (JSON text): neither side re-encodes user JSON.
 
@@ -24,6 +25,9 @@ from typing import Any
 
 import msgpack
 
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
 READY = 1
 INVOKE = 2
 RESULT = 3
@@ -43,7 +47,9 @@ class ProtocolError(Exception):
 
 
 def encode(frame: list[Any] | tuple[Any, ...]) -> bytes:
-    return msgpack.packb(frame, use_bin_type=True)  # type: ignore[no-any-return]
+    """One frame: a 4-byte big-endian length, then the msgpack array."""
+    body: bytes = _packb(frame, use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
 
 
 def encode_invoke(
@@ -54,38 +60,43 @@ def encode_invoke(
     invoked_arn: str,
     client_context: bytes | None,
 ) -> bytes:
-    return msgpack.packb(  # type: ignore[no-any-return]
+    body: bytes = _packb(
         (INVOKE, inv_id, payload, deadline_ms, request_id, invoked_arn, client_context), use_bin_type=True
     )
+    return len(body).to_bytes(4, "big") + body
 
 
 class FrameDecoder:
-    """Incremental decoder: feed bytes, iterate complete, validated frames.
+    """Incremental decoder: feed bytes, get the complete, validated frames they finish.
 
-    Raises ProtocolError on garbage, on a frame over `max_frame` bytes, or on a frame of unknown kind or
-    wrong arity. After an error the decoder is unusable.
+    Raises ProtocolError as soon as a length prefix announces more than `max_frame` bytes, on bytes that
+    are not msgpack, and on a frame of unknown kind or wrong arity. After an error the decoder is unusable.
     """
 
-    __slots__ = ("_unpacker",)
+    __slots__ = ("_buf", "_max")
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
-            max_buffer_size=max_frame,
-            max_bin_len=max_frame,
-            max_str_len=max_frame,
-            max_array_len=64,
-            max_map_len=64,
-        )
+        self._buf = b""
+        self._max = max_frame
 
     def feed(self, data: bytes) -> list[list[Any]]:
-        try:
-            self._unpacker.feed(data)
-            frames = list(self._unpacker)
-        except Exception as exc:  # BufferFull, ExtraData, FormatError, StackError, ValueError ...
-            raise ProtocolError(f"undecodable frame: {exc!r}") from None
-        for frame in frames:
+        buf = self._buf + data if self._buf else data
+        frames: list[list[Any]] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            size = int.from_bytes(buf[pos : pos + 4], "big")
+            if size > self._max:
+                raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self._max}")
+            if end - pos - 4 < size:
+                break
+            try:
+                frame = _unpackb(buf[pos + 4 : pos + 4 + size], raw=False, use_list=True)
+            except Exception as exc:  # FormatError, ExtraData, StackError, ValueError ...
+                raise ProtocolError(f"undecodable frame: {exc!r}") from None
             if type(frame) is not list or not frame or _ARITY.get(frame[0]) != len(frame):
                 raise ProtocolError(f"malformed frame: {str(frame)[:200]}")
+            frames.append(frame)
+            pos += 4 + size
+        self._buf = buf[pos:] if pos < end else b""
         return frames

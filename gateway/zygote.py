@@ -44,8 +44,16 @@ def describe_wait_status(status: int | None) -> str:
         return "signal: killed"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        names = {9: "killed", 11: "segmentation fault", 6: "aborted", 15: "terminated", 7: "bus error",
-                 8: "floating point exception", 4: "illegal instruction", 13: "broken pipe"}
+        names = {
+            9: "killed",
+            11: "segmentation fault",
+            6: "aborted",
+            15: "terminated",
+            7: "bus error",
+            8: "floating point exception",
+            4: "illegal instruction",
+            13: "broken pipe",
+        }
         return f"signal: {names.get(sig, str(sig))}"
     if os.WIFEXITED(status):
         return f"exit status {os.WEXITSTATUS(status)}"
@@ -67,7 +75,6 @@ class Zygote:
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
-        self._unpacker = msgpack.Unpacker(raw=False)
 
     @property
     def ready(self) -> bool:
@@ -88,7 +95,11 @@ class Zygote:
         }
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self.interpreter, "-m", "runtimes.python.zygote", "--control-fd", str(theirs.fileno()),
+                self.interpreter,
+                "-m",
+                "runtimes.python.zygote",
+                "--control-fd",
+                str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
@@ -99,7 +110,6 @@ class Zygote:
             theirs.close()
         ours.setblocking(False)
         self._sock = ours
-        self._unpacker = msgpack.Unpacker(raw=False)
         loop.add_reader(ours.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
@@ -203,7 +213,7 @@ class Zygote:
                 assert self._proc is not None
                 code = await self._proc.wait()
                 self._on_lost()
-                if self._closing:
+                if self._stopping():
                     return
                 log.error("zygote (pid %s) exited with %s; restarting", self._proc.pid, code)
                 self.restarts += 1
@@ -211,6 +221,9 @@ class Zygote:
                 backoff = 0.1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
+
+    def _stopping(self) -> bool:
+        return self._closing
 
     async def close(self, timeout: float = 3.0) -> None:
         """Stop the zygote: close its control socket (it exits on EOF), then kill it if it lingers."""

@@ -49,7 +49,7 @@ def error_response(err: LambdaError) -> web.Response:
 async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY) -> dict[str, Any]:
     """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException."""
     if request.content_length is not None and request.content_length > limit:
-        raise RequestTooLargeException("Request must be smaller than %d bytes for the operation" % limit)
+        raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for the operation")
     body = await request.read()
     if not body:
         return {}
@@ -79,9 +79,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             )
         )
     except web.HTTPMethodNotAllowed:
-        return error_response(
-            NotImplementedException(f"{request.method} is not supported on {request.path}")
-        )
+        return error_response(NotImplementedException(f"{request.method} is not supported on {request.path}"))
     except web.HTTPException:
         raise
     except Exception:

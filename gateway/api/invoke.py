@@ -37,9 +37,7 @@ def _client_context(header: str | None) -> bytes | None:
         if not isinstance(orjson.loads(raw), dict):
             raise ValueError("not an object")
     except (binascii.Error, ValueError):
-        raise InvalidRequestContentException(
-            "Client context must be a valid Base64-encoded JSON object."
-        ) from None
+        raise InvalidRequestContentException("Client context must be a valid Base64-encoded JSON object.") from None
     return raw
 
 

@@ -212,7 +212,11 @@ def _serve(
             try:
                 event = json.loads(payload)
                 ctx = LambdaContext(
-                    request_id, arn, deadline_ms, json.loads(client_context) if client_context else None, environ
+                    request_id,
+                    arn,
+                    deadline_ms,
+                    json.loads(client_context) if client_context else None,
+                    environ,
                 )
                 result = handler(event, ctx)
                 try:

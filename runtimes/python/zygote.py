@@ -15,14 +15,6 @@ its children, reporting each exit so the gateway can say how an environment died
 from __future__ import annotations
 
 import array
-import os
-import selectors
-import signal
-import socket
-import sys
-import traceback
-
-import msgpack
 
 # The heavy stdlib, imported once here so that every forked environment starts with it (copy-on-write).
 import asyncio  # noqa: F401
@@ -35,10 +27,18 @@ import hashlib  # noqa: F401
 import http.client  # noqa: F401
 import json  # noqa: F401
 import logging  # noqa: F401
+import os
+import selectors
+import signal
+import socket
 import ssl  # noqa: F401
-import urllib.parse  # noqa: F401
+import sys
+import traceback
+import urllib.parse
 import urllib.request  # noqa: F401
 import uuid  # noqa: F401
+
+import msgpack
 
 from runtimes.python import bootstrap
 
@@ -58,7 +58,9 @@ def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
-def _child(sock: socket.socket, wakeup_r: int, wakeup_w: int, env_fd: int, spec: dict[str, object]) -> None:
+def _child(
+    sel: selectors.BaseSelector, sock: socket.socket, wakeup_r: int, wakeup_w: int, env_fd: int, spec: dict[str, object]
+) -> None:
     """In the forked child: drop the zygote's state and become an environment. Never returns."""
     code = 1
     try:
@@ -66,6 +68,7 @@ def _child(sock: socket.socket, wakeup_r: int, wakeup_w: int, env_fd: int, spec:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        sel.close()
         sock.close()
         os.close(wakeup_r)
         os.close(wakeup_w)
@@ -117,7 +120,10 @@ def serve(control_fd: int) -> None:
                         break
                     send([EXITED, pid, status])
                 continue
-            msg, fds = _recv_fds(sock)
+            try:
+                msg, fds = _recv_fds(sock)
+            except OSError:
+                return  # the gateway is gone
             if not msg:
                 return  # the gateway closed the control socket
             kind, req_id, spec = msgpack.unpackb(msg, raw=False)
@@ -135,7 +141,7 @@ def serve(control_fd: int) -> None:
                 send([FORK_FAILED, req_id, str(exc)])
                 continue
             if pid == 0:
-                _child(sock, wakeup_r, wakeup_w, env_fd, spec)
+                _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec)
             os.close(env_fd)
             send([FORKED, req_id, pid])
 

@@ -1,0 +1,362 @@
+"""Request bodies of the function-management calls: shape, constraints and Lambda's error messages. Pure.
+
+Checks run in Lambda's order: the JSON shape first (wrong types and unknown fields →
+InvalidRequestContentException), then the model's constraints, all reported together in one
+ValidationException (`1 validation error detected: Value '1200' at 'timeout' failed to satisfy
+constraint: ...`), then the service's own rules (InvalidParameterValueException).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
+from gateway.names import parse_function_name
+
+log = logging.getLogger("gateway.api.functions")
+
+ROLE_PATTERN = r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
+HANDLER_PATTERN = r"[^\s]+"
+ENV_KEY_PATTERN = r"[a-zA-Z]([a-zA-Z0-9_])+"
+ENV_LIMIT = 4096
+ARCHITECTURES = ("x86_64", "arm64")
+#: keys Lambda sets itself and refuses in a function's configuration
+RESERVED_ENV_KEYS = frozenset(
+    {
+        "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+    }
+)  # fmt: skip
+DEPRECATED_RUNTIMES = frozenset({"python2.7", "python3.6", "python3.7", "python3.8"})
+
+_ROLE_RE = re.compile(ROLE_PATTERN)
+_HANDLER_RE = re.compile(HANDLER_PATTERN)
+_ENV_KEY_RE = re.compile(ENV_KEY_PATTERN)
+
+# Members of the botocore model. Those in _UNSUPPORTED are refused when set; those in _IGNORED are accepted
+# and have no effect; DeadLetterConfig, KMSKeyArn, TracingConfig and LoggingConfig are kept and echoed.
+_CONFIG_MEMBERS = frozenset(
+    {
+        "Role", "Handler", "Description", "Timeout", "MemorySize", "VpcConfig", "Environment", "Runtime",
+        "DeadLetterConfig", "KMSKeyArn", "TracingConfig", "Layers", "FileSystemConfigs", "ImageConfig",
+        "EphemeralStorage", "SnapStart", "LoggingConfig", "CapacityProviderConfig", "DurableConfig",
+    }
+)  # fmt: skip
+CREATE_MEMBERS = _CONFIG_MEMBERS | {
+    "FunctionName", "Code", "Publish", "PackageType", "Tags", "CodeSigningConfigArn", "Architectures",
+    "PublishTo", "TenancyConfig",
+}  # fmt: skip
+UPDATE_CONFIG_MEMBERS = _CONFIG_MEMBERS | {"FunctionName", "RevisionId"}
+UPDATE_CODE_MEMBERS = frozenset(
+    {
+        "FunctionName", "ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "Publish", "DryRun",
+        "RevisionId", "Architectures", "SourceKMSKeyArn", "PublishTo",
+    }
+)  # fmt: skip
+_CODE_MEMBERS = frozenset({"ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn"})
+_UNSUPPORTED = (
+    "Layers", "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "CapacityProviderConfig",
+    "DurableConfig", "TenancyConfig",
+)  # fmt: skip
+_ECHOED = ("DeadLetterConfig", "KMSKeyArn", "TracingConfig")
+
+_JAVA_TYPES = {str: "java.lang.String", int: "java.lang.Integer", bool: "java.lang.Boolean", dict: "Map"}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    """Validated settings from a request: FunctionConfig field name -> value, plus echoed extras."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    revision_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSpec:
+    name: str
+    zip_b64: str
+    config: ConfigChanges
+    tags: dict[str, str]
+    publish: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSpec:
+    zip_b64: str
+    revision_id: str | None
+    dry_run: bool
+    publish: bool
+    architectures: tuple[str, ...] | None
+
+
+class _Violations:
+    """Constraint violations, reported together as Lambda does."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, value: object, member: str, constraint: str, *, sensitive: bool = False) -> None:
+        shown = "" if sensitive else "null " if value is None else f"'{value}' "
+        self.items.append(f"Value {shown}at '{member}' failed to satisfy constraint: {constraint}")
+
+    def raise_if_any(self) -> None:
+        n = len(self.items)
+        if n:
+            plural = "s" if n > 1 else ""
+            raise ValidationException(f"{n} validation error{plural} detected: " + "; ".join(self.items))
+
+
+def _shape_error(key: str, value: object, expected: type) -> InvalidRequestContentException:
+    java = _JAVA_TYPES.get(expected, expected.__name__)
+    got = "null" if value is None else type(value).__name__
+    return InvalidRequestContentException(
+        f"Could not parse request body into json: Cannot deserialize value of type `{java}` from {got} value at '{key}'"
+    )
+
+
+def check_members(body: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    for key in body:
+        if key not in known:
+            raise InvalidRequestContentException(
+                f'Could not parse request body into json: Unrecognized field "{key}" ({where}), not marked as ignorable'
+            )
+
+
+def _opt(body: Mapping[str, Any], key: str, expected: type) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python; JSON true is not a number
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise _shape_error(key, value, expected)
+    return value
+
+
+def _str_map(body: Mapping[str, Any], key: str) -> dict[str, str] | None:
+    value: dict[str, str] | None = _opt(body, key, dict)
+    if value is not None and not all(isinstance(v, str) for v in value.values()):
+        raise _shape_error(key, value, dict)
+    return value
+
+
+def _bounded(v: _Violations, value: int | None, member: str, low: int, high: int) -> None:
+    if value is None:
+        return
+    if value < low:
+        v.add(value, member, f"Member must have value greater than or equal to {low}")
+    elif value > high:
+        v.add(value, member, f"Member must have value less than or equal to {high}")
+
+
+def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges:
+    """The configuration members common to CreateFunction and UpdateFunctionConfiguration."""
+    out: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if (runtime := _opt(body, "Runtime", str)) is not None:
+        out["runtime"] = runtime
+    if (handler := _opt(body, "Handler", str)) is not None:
+        if len(handler) > 128:
+            v.add(handler, "handler", "Member must have length less than or equal to 128")
+        elif not _HANDLER_RE.fullmatch(handler):
+            v.add(handler, "handler", f"Member must satisfy regular expression pattern: {HANDLER_PATTERN}")
+        out["handler"] = handler
+    if (role := _opt(body, "Role", str)) is not None:
+        if not _ROLE_RE.fullmatch(role):
+            v.add(role, "role", f"Member must satisfy regular expression pattern: {ROLE_PATTERN}")
+        out["role"] = role
+    if (description := _opt(body, "Description", str)) is not None:
+        if len(description) > 256:
+            v.add(description, "description", "Member must have length less than or equal to 256")
+        out["description"] = description
+    if (timeout := _opt(body, "Timeout", int)) is not None:
+        _bounded(v, timeout, "timeout", 1, 900)
+        out["timeout"] = timeout
+    if (memory := _opt(body, "MemorySize", int)) is not None:
+        _bounded(v, memory, "memorySize", 128, 10240)
+        out["memory_size"] = memory
+    if (env := _opt(body, "Environment", dict)) is not None:
+        check_members(env, frozenset({"Variables"}), "Environment")
+        variables = _str_map(env, "Variables") or {}
+        if not all(_ENV_KEY_RE.fullmatch(k) for k in variables):
+            v.add(None, "environment.variables", "Map keys must satisfy constraint: [Member must satisfy "
+                  f"regular expression pattern: {ENV_KEY_PATTERN}]", sensitive=True)  # fmt: skip
+        out["environment"] = variables
+    if (storage := _opt(body, "EphemeralStorage", dict)) is not None:
+        check_members(storage, frozenset({"Size"}), "EphemeralStorage")
+        size = _opt(storage, "Size", int)
+        if size is None:
+            v.add(None, "ephemeralStorage.size", "Member must not be null")
+        _bounded(v, size, "ephemeralStorage.size", 512, 10240)
+        out["ephemeral_storage"] = size
+    for key in _ECHOED:
+        value = body.get(key)
+        if value is not None:
+            extra[key] = _opt(body, key, str if key == "KMSKeyArn" else dict)
+    if (tracing := extra.get("TracingConfig")) is not None:
+        mode = tracing.get("Mode", "PassThrough")
+        if mode not in ("Active", "PassThrough"):
+            v.add(mode, "tracingConfig.mode", "Member must satisfy enum value set: [Active, PassThrough]")
+        extra["TracingConfig"] = {"Mode": mode}
+    if (logging_config := _opt(body, "LoggingConfig", dict)) is not None:
+        extra["LoggingConfig"] = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}", **logging_config}
+    return ConfigChanges(out, extra)
+
+
+def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: Mapping[str, str]) -> None:
+    """Lambda's own rules, checked once the model's constraints hold."""
+    runtime = changes.fields.get("runtime")
+    if runtime is not None and runtime not in runtimes:
+        if runtime in DEPRECATED_RUNTIMES:
+            raise InvalidParameterValueException(
+                f"The runtime parameter of {runtime} is no longer supported for creating or updating AWS "
+                "Lambda functions. We recommend you use a supported runtime while creating or updating "
+                "functions."
+            )
+        raise InvalidParameterValueException(
+            f"The runtime parameter of {runtime} is not supported by this gateway. "
+            f"Supported runtimes: {', '.join(sorted(runtimes))}."
+        )
+    variables: dict[str, str] | None = changes.fields.get("environment")
+    if variables:
+        reserved = [k for k in variables if k in RESERVED_ENV_KEYS]
+        if reserved:
+            raise InvalidParameterValueException(
+                "Lambda was unable to configure your environment variables because the environment variables "
+                "you have provided contains reserved keys that are currently not supported for modification. "
+                f"Reserved keys used in this request: {','.join(reserved)}"
+            )
+        measured = orjson.dumps(variables)
+        if len(measured) > ENV_LIMIT:
+            raise InvalidParameterValueException(
+                "Lambda was unable to configure your environment variables because the environment variables "
+                "you have provided exceeded the 4KB limit. String measured: " + measured.decode()
+            )
+    for key in _UNSUPPORTED:
+        if body.get(key):
+            raise InvalidParameterValueException(f"{key} is not supported by this gateway.")
+    for key in ("VpcConfig", "SnapStart", "PublishTo", "SourceKMSKeyArn"):
+        if body.get(key):
+            log.info("ignoring %s: it has no effect on this gateway", key)
+
+
+def _architectures(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] | None:
+    archs = _opt(body, "Architectures", list)
+    if archs is None:
+        return None
+    shown = "[" + ", ".join(str(a) for a in archs) + "]"
+    if len(archs) != 1:
+        bound = "greater than or equal to 1" if not archs else "less than or equal to 1"
+        v.add(shown, "architectures", f"Member must have length {bound}")
+    elif archs[0] not in ARCHITECTURES:
+        v.add(shown, "architectures", "Member must satisfy constraint: "
+              "[Member must satisfy enum value set: [x86_64, arm64]]")  # fmt: skip
+    return tuple(str(a) for a in archs)
+
+
+def parse_create(body: Mapping[str, Any], runtimes: Mapping[str, str]) -> CreateSpec:
+    """Validate a CreateFunction body; `runtimes` are the runtime ids this gateway runs."""
+    check_members(body, CREATE_MEMBERS, "CreateFunctionRequest")
+    v = _Violations()
+    raw_name = _opt(body, "FunctionName", str)
+    if raw_name is None:
+        v.add(None, "functionName", "Member must not be null")
+    if body.get("Role") is None:
+        v.add(None, "role", "Member must not be null")
+    code = _opt(body, "Code", dict)
+    if code is None:
+        v.add(None, "code", "Member must not be null")
+    else:
+        check_members(code, _CODE_MEMBERS, "FunctionCode")
+    name = ""
+    if raw_name is not None:
+        ref = parse_function_name(raw_name)
+        if ref.qualifier is not None:
+            raise InvalidParameterValueException(f"The function name of CreateFunction cannot be qualified: {raw_name}")
+        name = ref.name
+    changes = _config(body, v, name)
+    archs = _architectures(body, v)
+    package_type = _opt(body, "PackageType", str)
+    if package_type not in (None, "Zip", "Image"):
+        v.add(package_type, "packageType", "Member must satisfy enum value set: [Zip, Image]")
+    tags = _str_map(body, "Tags") or {}
+    publish = bool(_opt(body, "Publish", bool))
+    zip_b64 = _opt(code, "ZipFile", str) if code is not None else None
+    v.raise_if_any()
+    assert code is not None
+
+    if package_type == "Image" or code.get("ImageUri"):
+        raise InvalidParameterValueException(
+            "This gateway runs .zip file archives only (Code.ZipFile); container images are not supported."
+        )
+    if any(code.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
+        raise InvalidParameterValueException(
+            "This gateway accepts function code only as Code.ZipFile; S3Bucket/S3Key are not supported."
+        )
+    if zip_b64 is None:
+        raise InvalidParameterValueException("Please provide a source for function code.")
+    if "runtime" not in changes.fields or "handler" not in changes.fields:
+        raise InvalidParameterValueException(
+            "Runtime and Handler are mandatory parameters for functions created with deployment packages."
+        )
+    _service_checks(body, changes, runtimes)
+    if archs is not None:
+        changes.fields["architectures"] = archs
+    return CreateSpec(name, zip_b64, changes, tags, publish)
+
+
+def parse_config_update(body: Mapping[str, Any], runtimes: Mapping[str, str], name: str) -> ConfigChanges:
+    """Validate an UpdateFunctionConfiguration body: only the members present change."""
+    check_members(body, UPDATE_CONFIG_MEMBERS, "UpdateFunctionConfigurationRequest")
+    v = _Violations()
+    changes = _config(body, v, name)
+    revision_id = _opt(body, "RevisionId", str)
+    v.raise_if_any()
+    _service_checks(body, changes, runtimes)
+    return ConfigChanges(changes.fields, changes.extra, revision_id)
+
+
+def parse_code_update(body: Mapping[str, Any]) -> CodeSpec:
+    """Validate an UpdateFunctionCode body."""
+    check_members(body, UPDATE_CODE_MEMBERS, "UpdateFunctionCodeRequest")
+    v = _Violations()
+    archs = _architectures(body, v)
+    zip_b64 = _opt(body, "ZipFile", str)
+    revision_id = _opt(body, "RevisionId", str)
+    dry_run = bool(_opt(body, "DryRun", bool))
+    publish = bool(_opt(body, "Publish", bool))
+    v.raise_if_any()
+    if body.get("ImageUri"):
+        raise InvalidParameterValueException(
+            "This gateway runs .zip file archives only (ZipFile); container images are not supported."
+        )
+    if any(body.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
+        raise InvalidParameterValueException(
+            "This gateway accepts function code only as ZipFile; S3Bucket/S3Key are not supported."
+        )
+    if zip_b64 is None:
+        raise InvalidParameterValueException("Please provide a source for function code.")
+    if body.get("SourceKMSKeyArn") or body.get("PublishTo"):
+        log.info("ignoring SourceKMSKeyArn/PublishTo: they have no effect on this gateway")
+    return CodeSpec(zip_b64, revision_id, dry_run, publish, archs)
+
+
+def decode_zip(zip_b64: str) -> bytes:
+    """The ZipFile blob's bytes. CPU-heavy for big packages: call it in a worker thread."""
+    try:
+        return base64.b64decode(zip_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: ZipFile is not valid base64"
+        ) from None

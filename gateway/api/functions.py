@@ -1,0 +1,276 @@
+"""Function management routes of the Lambda API (2015-03-31): create, get, list, update, delete.
+
+Handlers parse and validate (`gateway.api.function_params`), do the CPU-heavy part of a code upload
+(base64, SHA-256, unzip) in a worker thread, and change the registry synchronously on the event loop,
+so each registry write is atomic with respect to other requests. Errors are `LambdaError`s rendered by
+`gateway.api.http.error_middleware`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.api.function_params import (
+    ConfigChanges,
+    decode_zip,
+    parse_code_update,
+    parse_config_update,
+    parse_create,
+)
+from gateway.api.http import json_response, read_json_object
+from gateway.app_keys import CODESTORE, REGISTRY, SETTINGS
+from gateway.codestore import CodeInfo, CodeStore
+from gateway.config import Settings
+from gateway.errors import (
+    InvalidParameterValueException,
+    PreconditionFailedException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from gateway.names import FunctionRef, parse_function_name
+from gateway.registry import (
+    LATEST,
+    REVISION_MISMATCH,
+    FunctionConfig,
+    Registry,
+    new_revision_id,
+    now_last_modified,
+)
+
+log = logging.getLogger("gateway.api.functions")
+
+PREFIX = "/2015-03-31/functions"
+#: ListFunctions returns at most this many functions a page, whatever MaxItems asks for
+LIST_PAGE_LIMIT = 50
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the function-management operations; `app` must hold SETTINGS, REGISTRY and CODESTORE."""
+    app.router.add_post(PREFIX, create_function)
+    app.router.add_post(PREFIX + "/", create_function)
+    app.router.add_get(PREFIX, list_functions)
+    app.router.add_get(PREFIX + "/", list_functions)
+    app.router.add_get(PREFIX + "/{FunctionName}", get_function)
+    app.router.add_delete(PREFIX + "/{FunctionName}", delete_function)
+    app.router.add_get(PREFIX + "/{FunctionName}/configuration", get_function_configuration)
+    app.router.add_put(PREFIX + "/{FunctionName}/configuration", update_function_configuration)
+    app.router.add_put(PREFIX + "/{FunctionName}/code", update_function_code)
+    app.router.add_get(PREFIX + "/{FunctionName}/code-zip", get_function_code_zip)
+
+
+def _ref(request: web.Request) -> FunctionRef:
+    return parse_function_name(request.match_info["FunctionName"], request.query.get("Qualifier"))
+
+
+def _latest_only(ref: FunctionRef, operation: str) -> str:
+    """The function name of an update, which may only address `$LATEST`."""
+    if ref.qualifier not in (None, LATEST):
+        raise InvalidParameterValueException(
+            f"{operation} changes the $LATEST version only; a qualifier of {ref.qualifier} is not allowed."
+        )
+    return ref.name
+
+
+async def _store_code(codestore: CodeStore, zip_b64: str, *, dry_run: bool = False) -> CodeInfo:
+    """Decode, hash, validate and (unless `dry_run`) store a package, off the event loop."""
+
+    def work() -> CodeInfo:
+        data = decode_zip(zip_b64)
+        return codestore.check(data) if dry_run else codestore.put(data)
+
+    return await asyncio.to_thread(work)
+
+
+def _apply(config: FunctionConfig, changes: ConfigChanges) -> FunctionConfig:
+    return dataclasses.replace(config, **changes.fields, extra={**config.extra, **changes.extra})
+
+
+#: fields that make two configurations of one function equivalent (identity and bookkeeping excluded)
+_COMPARED = ("runtime", "handler", "role", "code_sha256", "description", "timeout", "memory_size",
+             "environment", "ephemeral_storage", "architectures", "extra", "tags")  # fmt: skip
+
+
+class Deployer:
+    """Creates functions from CreateFunction request bodies: for the API and for start-up deployment."""
+
+    def __init__(self, settings: Settings, registry: Registry, codestore: CodeStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.codestore = codestore
+
+    @classmethod
+    def from_app(cls, app: web.Application) -> Deployer:
+        return cls(app[SETTINGS], app[REGISTRY], app[CODESTORE])
+
+    async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
+        """Validate a body, store its code and return the configuration it describes (not registered)."""
+        spec = parse_create(body, self.settings.runtimes)
+        if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
+            raise ResourceConflictException(f"Function already exist: {spec.name}")
+        code = await _store_code(self.codestore, spec.zip_b64)
+        if spec.publish:
+            log.info("CreateFunction %s: Publish is not supported yet; only $LATEST was created", spec.name)
+        base = FunctionConfig(
+            name=spec.name,
+            arn=self.settings.function_arn(spec.name),
+            runtime="",
+            handler="",
+            role="",
+            code_sha256=code.sha256_hex,
+            code_size=code.size,
+            code_dir=code.path,
+            last_modified=now_last_modified(),
+            revision_id=new_revision_id(),
+            tags=spec.tags,
+        )
+        return _apply(base, spec.config)
+
+    async def create(self, body: dict[str, Any]) -> FunctionConfig:
+        """CreateFunction. Raises ResourceConflictException if the name is taken, or a validation error."""
+        config = self.registry.create(await self._build(body))
+        log.info("created function %s (code %s)", config.name, config.code_sha256)
+        return config
+
+    async def create_or_update(self, body: dict[str, Any]) -> str:
+        """Make the function match a complete CreateFunction body: "created", "updated" or "unchanged".
+
+        Members missing from `body` take their defaults, as on creation.
+        """
+        name = parse_create(body, self.settings.runtimes).name
+        if name not in self.registry:
+            await self.create(body)
+            return "created"
+        desired = await self._build(body, replacing=True)
+        current = self.registry.get(name)
+        if all(getattr(current, f) == getattr(desired, f) for f in _COMPARED):
+            return "unchanged"
+        changes = {f: getattr(desired, f) for f in _COMPARED} | {"code_size": desired.code_size,
+                                                                 "code_dir": desired.code_dir}  # fmt: skip
+        self.registry.update(name, lambda c: dataclasses.replace(c, **changes))
+        return "updated"
+
+
+# -- handlers ----------------------------------------------------------------------------------------
+
+
+async def create_function(request: web.Request) -> web.Response:
+    """CreateFunction: 201 with the new FunctionConfiguration."""
+    config = await Deployer.from_app(request.app).create(await read_json_object(request))
+    return json_response(config.to_wire(), status=201)
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    """ListFunctions: pages of at most 50, sorted by name; `NextMarker` when more follow."""
+    registry = request.app[REGISTRY]
+    query = request.query
+    raw_max = query.get("MaxItems")
+    page = LIST_PAGE_LIMIT
+    if raw_max is not None:
+        try:
+            max_items = int(raw_max)
+        except ValueError:
+            raise InvalidParameterValueException(f"Invalid value for MaxItems: {raw_max}") from None
+        if not 1 <= max_items <= 10000:
+            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
+            raise ValidationException(
+                f"1 validation error detected: Value '{max_items}' at 'maxItems' failed to satisfy "
+                f"constraint: Member must have value {bound}"
+            )
+        page = min(max_items, LIST_PAGE_LIMIT)
+    version = query.get("FunctionVersion")
+    if version is not None and version != "ALL":
+        raise ValidationException(
+            f"1 validation error detected: Value '{version}' at 'functionVersion' failed to satisfy "
+            "constraint: Member must satisfy enum value set: [ALL]"
+        )
+    configs, more = registry.list_page(query.get("Marker") or None, page)
+    out: dict[str, Any] = {"Functions": [c.to_wire() for c in configs]}
+    if more and configs:
+        out["NextMarker"] = configs[-1].name
+    return json_response(out)
+
+
+async def get_function(request: web.Request) -> web.Response:
+    """GetFunction: {Configuration, Code{RepositoryType, Location}, Tags}."""
+    ref = _ref(request)
+    config = request.app[REGISTRY].resolve(ref.name, ref.qualifier)
+    location = f"{request.scheme}://{request.host}{PREFIX}/{quote(config.name, safe='')}/code-zip"
+    if config.version != LATEST:
+        location += f"?Qualifier={quote(config.version, safe='')}"
+    return json_response(
+        {
+            "Configuration": config.to_wire(),
+            "Code": {"RepositoryType": "S3", "Location": location},
+            "Tags": dict(config.tags),
+        }
+    )
+
+
+async def get_function_configuration(request: web.Request) -> web.Response:
+    """GetFunctionConfiguration: the FunctionConfiguration of `$LATEST` or the given qualifier."""
+    ref = _ref(request)
+    return json_response(request.app[REGISTRY].resolve(ref.name, ref.qualifier).to_wire())
+
+
+async def get_function_code_zip(request: web.Request) -> web.StreamResponse:
+    """The package as uploaded: the URL GetFunction returns as `Code.Location` (not a Lambda operation)."""
+    ref = _ref(request)
+    config = request.app[REGISTRY].resolve(ref.name, ref.qualifier)
+    path = request.app[CODESTORE].zip_path(config.code_sha256)
+    if not path.is_file():
+        raise ResourceNotFoundException(f"Code of function {config.qualified_arn} is missing from the store")
+    return web.FileResponse(path, headers={"Content-Type": "application/zip"})
+
+
+async def update_function_code(request: web.Request) -> web.Response:
+    """UpdateFunctionCode: new package for `$LATEST`; RevisionId checked; DryRun validates only."""
+    registry = request.app[REGISTRY]
+    name = _latest_only(_ref(request), "UpdateFunctionCode")
+    spec = parse_code_update(await read_json_object(request))
+    current = registry.get(name)
+    # fail fast, before the upload is unzipped; checked again atomically by registry.update
+    if spec.revision_id is not None and spec.revision_id != current.revision_id:
+        raise PreconditionFailedException(REVISION_MISMATCH)
+    code = await _store_code(request.app[CODESTORE], spec.zip_b64, dry_run=spec.dry_run)
+    fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
+    if spec.architectures is not None:
+        fields["architectures"] = spec.architectures
+    if spec.dry_run:
+        return json_response(dataclasses.replace(registry.get(name), **fields).to_wire())
+    if spec.publish:
+        log.info("UpdateFunctionCode %s: Publish is not supported yet; only $LATEST was updated", name)
+    config = registry.update(name, lambda c: dataclasses.replace(c, **fields), if_revision=spec.revision_id)
+    log.info("updated code of function %s (code %s)", name, config.code_sha256)
+    return json_response(config.to_wire())
+
+
+async def update_function_configuration(request: web.Request) -> web.Response:
+    """UpdateFunctionConfiguration: the members present replace those of `$LATEST`; RevisionId checked."""
+    registry = request.app[REGISTRY]
+    name = _latest_only(_ref(request), "UpdateFunctionConfiguration")
+    body = await read_json_object(request)
+    changes = parse_config_update(body, request.app[SETTINGS].runtimes, name)
+    config = registry.update(name, lambda c: _apply(c, changes), if_revision=changes.revision_id)
+    log.info("updated configuration of function %s", name)
+    return json_response(config.to_wire())
+
+
+async def delete_function(request: web.Request) -> web.Response:
+    """DeleteFunction: 204. Without a qualifier the function goes with all its versions."""
+    registry = request.app[REGISTRY]
+    ref = _ref(request)
+    if ref.qualifier == LATEST:
+        raise InvalidParameterValueException("$LATEST version cannot be deleted without deleting the function.")
+    if ref.qualifier is not None:
+        registry.resolve(ref.name, ref.qualifier)  # ResourceNotFoundException until versions exist
+        raise InvalidParameterValueException("Deleting a published version is not supported yet.")
+    registry.delete(ref.name)
+    log.info("deleted function %s", ref.name)
+    return web.Response(status=204)

@@ -1,0 +1,244 @@
+"""Fixtures that run the real gateway as a subprocess and talk to it with boto3 or raw HTTP.
+
+`gateway` is one gateway shared by a test session; `gateway_factory` starts private gateways (own port,
+own data dir) for tests that restart, signal or break one. Every process started here is stopped at
+teardown: SIGTERM, then SIGKILL of its process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER = "lambda_function.lambda_handler"
+ROLE = "arn:aws:iam::123456789012:role/lambda-role"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_zip(files: dict[str, str | bytes]) -> bytes:
+    """A zip archive holding `files` (name -> content)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return buf.getvalue()
+
+
+@dataclass
+class RunningGateway:
+    data_dir: Path
+    env: dict[str, str]
+    args: tuple[str, ...] = ()
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    clients: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> RunningGateway:
+        self.port = self.port or free_port()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.args,
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"gateway not healthy after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def health(self) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as resp:
+                return dict(json.load(resp))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return dict(json.load(exc))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Signal the gateway and wait; SIGKILL its process group if it does not exit in time."""
+        self.close_clients()
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    def restart(self) -> RunningGateway:
+        self.stop()
+        return self.start()
+
+    def client(self, **config: Any) -> Any:
+        """A boto3 Lambda client for this gateway, with retries off so errors surface as they are."""
+        cfg = Config(retries={"total_max_attempts": 1}, read_timeout=60, connect_timeout=5, **config)
+        client = boto3.client(
+            "lambda",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            config=cfg,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        self.clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Raw HTTP: (status, headers, body)."""
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, dict(exc.headers), exc.read()
+
+
+def _gateway_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({"GATEWAY_LOG_LEVEL": "INFO", "GATEWAY_REAP_INTERVAL": "0.5"})
+    env.update(extra)
+    return env
+
+
+GatewayFactory = Callable[..., RunningGateway]
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start private gateways: `gateway_factory(idle_timeout=..., env={...})`; all stopped at teardown."""
+    started: list[RunningGateway] = []
+
+    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (), name: str = "") -> RunningGateway:
+        data_dir = tmp_path / f"gw{len(started)}{name}"
+        gw = RunningGateway(data_dir, _gateway_env(**(env or {})), args)
+        started.append(gw)
+        return gw.start()
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """One gateway shared by the session's tests (functions get unique names per test)."""
+    gw = RunningGateway(tmp_path_factory.mktemp("shared") / "data", _gateway_env())
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def lam(gateway: RunningGateway) -> Iterator[Any]:
+    yield gateway.client()
+    gateway.close_clients()
+
+
+_counter = iter(range(1_000_000))
+
+
+@pytest.fixture
+def fname(request: pytest.FixtureRequest) -> str:
+    """A function name unique to this test."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    return f"{base}-{next(_counter)}"
+
+
+def create_function(
+    client: Any,
+    name: str,
+    source: str,
+    handler: str = HANDLER,
+    files: dict[str, str | bytes] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Create a function whose `lambda_function.py` is `source` (plus `files`)."""
+    zip_files: dict[str, str | bytes] = {"lambda_function.py": source, **(files or {})}
+    params: dict[str, Any] = {
+        "FunctionName": name,
+        "Runtime": "python3.12",
+        "Role": ROLE,
+        "Handler": handler,
+        "Code": {"ZipFile": make_zip(zip_files)},
+    }
+    params.update(kwargs)
+    return dict(client.create_function(**params))
+
+
+def invoke_json(client: Any, name: str, event: Any = None, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+    """Invoke and decode: (the response dict without the stream, the decoded payload)."""
+    payload = json.dumps(event if event is not None else {}).encode()
+    resp = client.invoke(FunctionName=name, Payload=payload, **kwargs)
+    body = resp.pop("Payload").read()
+    return resp, json.loads(body) if body else None

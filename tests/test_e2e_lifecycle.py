@@ -1,0 +1,129 @@
+"""The gateway process: health, graceful drain on SIGTERM, children that die with it, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import GatewayFactory, create_function, invoke_json
+
+SLOW = """
+import os, time
+def lambda_handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"pid": os.getpid()}
+"""
+
+
+def _children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _gone(pids: set[int], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = set()
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.add(pid)
+            except OSError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_healthz_reports_runtimes(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    health = gw.health()
+    assert health["status"] == "ok"
+    assert set(health["runtimes"]) == {"python3.9", "python3.10", "python3.11", "python3.12", "python3.13"}
+    assert "run on this gateway's interpreter" in gw.log()
+
+
+def test_sigterm_drains_in_flight_invocations_then_stops_every_child(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_function(lam, "slow", SLOW, Timeout=10)
+    invoke_json(lam, "slow")
+    assert gw.proc is not None
+    with ThreadPoolExecutor(2) as ex:
+        running = [ex.submit(invoke_json, lam, "slow", {"sleep": 1.0}) for _ in range(2)]
+        time.sleep(0.4)
+        children = _children_of(gw.proc.pid)
+        assert len(children) >= 3  # the zygote and two environments
+        os.kill(gw.proc.pid, signal.SIGTERM)
+        results = [f.result() for f in running]
+    for resp, _ in results:
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp
+    assert gw.proc.wait(15) == 0
+    assert _gone(children), "children outlived the gateway"
+
+
+def test_children_die_when_the_gateway_is_killed(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_function(lam, "victim", SLOW)
+    invoke_json(lam, "victim")
+    assert gw.proc is not None
+    children = _children_of(gw.proc.pid)
+    assert children
+    os.kill(gw.proc.pid, signal.SIGKILL)
+    gw.proc.wait(5)
+    assert _gone(children), "environments or zygote survived SIGKILL of the gateway"
+
+
+def test_functions_survive_restart_and_zygote_restarts(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_function(lam, "durable", SLOW, Timeout=9)
+    gw.restart()
+    lam = gw.client()
+    assert lam.get_function_configuration(FunctionName="durable")["Timeout"] == 9
+    assert "FunctionError" not in invoke_json(lam, "durable")[0]
+    zygote_pid = gw.health()["runtimes"]["python3.12"]["pid"]
+    os.kill(zygote_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        health = gw.health()
+        if health["status"] == "ok" and health["runtimes"]["python3.12"]["pid"] != zygote_pid:
+            break
+        time.sleep(0.05)
+    assert gw.health()["runtimes"]["python3.12"]["pid"] != zygote_pid
+    assert "FunctionError" not in invoke_json(lam, "durable")[0]
+
+
+def test_examples_are_deployed(gateway_factory: GatewayFactory) -> None:
+    examples = str(Path(__file__).resolve().parent.parent / "examples")
+    gw = gateway_factory(args=("--deploy", examples))
+    lam: Any = gw.client()
+    names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert {"hello", "echo"} <= names
+    _, body = invoke_json(lam, "hello", {"name": "Ada"})
+    assert body["message"] == "Hello, Ada!"
+    before = lam.get_function_configuration(FunctionName="hello")["RevisionId"]
+    gw.restart()
+    assert gw.client().get_function_configuration(FunctionName="hello")["RevisionId"] == before  # idempotent

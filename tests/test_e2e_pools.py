@@ -1,0 +1,91 @@
+"""Warm reuse, concurrency, idle reaping, and updates that never run stale code."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tests.conftest import GatewayFactory, create_function, invoke_json, make_zip
+from tests.test_e2e_failures import _alive
+
+PID_SOURCE = """
+import os, time
+def lambda_handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"pid": os.getpid(), "tmp": os.environ["TMPDIR"], "marker": MARKER, "setting": os.environ.get("SETTING")}
+MARKER = "v0"
+"""
+
+
+def test_warm_environment_is_reused(lam: Any, fname: str) -> None:
+    create_function(lam, fname, PID_SOURCE)
+    pids = {invoke_json(lam, fname)[1]["pid"] for _ in range(5)}
+    assert len(pids) == 1
+
+
+def test_concurrent_invocations_get_separate_environments(lam: Any, fname: str) -> None:
+    create_function(lam, fname, PID_SOURCE)
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(lambda _: invoke_json(lam, fname, {"sleep": 0.5})[1], range(4)))
+    assert len({r["pid"] for r in results}) == 4
+    assert len({r["tmp"] for r in results}) == 4  # each has a private /tmp
+
+
+def test_most_recently_used_environment_serves_next(lam: Any, fname: str) -> None:
+    create_function(lam, fname, PID_SOURCE)
+    with ThreadPoolExecutor(2) as ex:
+        slow = ex.submit(lambda: invoke_json(lam, fname, {"sleep": 0.6})[1])
+        time.sleep(0.2)
+        fast = ex.submit(lambda: invoke_json(lam, fname, {"sleep": 0.0})[1]).result()
+        last = slow.result()  # released last
+    assert fast["pid"] != last["pid"]
+    assert invoke_json(lam, fname)[1]["pid"] == last["pid"]
+
+
+def test_idle_environments_are_reaped(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(env={"GATEWAY_IDLE_TIMEOUT": "1"})
+    lam = gw.client()
+    create_function(lam, "reaped", PID_SOURCE)
+    body = invoke_json(lam, "reaped")[1]
+    assert gw.health()["environments"] == 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (gw.health()["environments"] or os.path.exists(body["tmp"])):
+        time.sleep(0.1)
+    assert gw.health()["environments"] == 0
+    assert not os.path.exists(body["tmp"]), "the private /tmp outlived its environment"
+    assert not _alive(body["pid"])
+    assert invoke_json(lam, "reaped")[1]["pid"] != body["pid"]  # scale from zero works
+
+
+def test_no_invocation_runs_old_code_after_update(lam: Any, fname: str) -> None:
+    create_function(lam, fname, PID_SOURCE)
+    with ThreadPoolExecutor(3) as ex:
+        for i in range(1, 6):
+            list(ex.map(lambda _: invoke_json(lam, fname), range(3)))  # several warm environments
+            source = PID_SOURCE.replace('MARKER = "v0"', f'MARKER = "v{i}"')
+            lam.update_function_code(FunctionName=fname, ZipFile=make_zip({"lambda_function.py": source}))
+            markers = list(ex.map(lambda _: invoke_json(lam, fname)[1]["marker"], range(6)))
+            assert markers == [f"v{i}"] * 6
+
+
+def test_no_invocation_runs_old_settings_after_update(lam: Any, fname: str) -> None:
+    create_function(lam, fname, PID_SOURCE, Environment={"Variables": {"SETTING": "0"}})
+    invoke_json(lam, fname)
+    for i in range(1, 4):
+        lam.update_function_configuration(FunctionName=fname, Environment={"Variables": {"SETTING": str(i)}})
+        assert invoke_json(lam, fname)[1]["setting"] == str(i)
+
+
+def test_update_during_invocation_lets_it_finish(lam: Any, fname: str) -> None:
+    create_function(lam, fname, PID_SOURCE)
+    with ThreadPoolExecutor(1) as ex:
+        running = ex.submit(lambda: invoke_json(lam, fname, {"sleep": 0.8}))
+        time.sleep(0.3)
+        lam.update_function_code(
+            FunctionName=fname, ZipFile=make_zip({"lambda_function.py": PID_SOURCE.replace('"v0"', '"new"')})
+        )
+        assert invoke_json(lam, fname)[1]["marker"] == "new"
+        resp, old = running.result()
+    assert "FunctionError" not in resp and old["marker"] == "v0"

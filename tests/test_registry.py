@@ -1,0 +1,127 @@
+"""Registry (SQLite + cache) and the Deployer used for start-up deployment, without HTTP."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.api.functions import Deployer
+from gateway.codestore import CodeStore
+from gateway.config import Settings
+from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
+from gateway.registry import FunctionConfig, Registry, new_revision_id, now_last_modified
+from tests.conftest import HANDLER, ROLE, make_zip
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, runtimes={"python3.12": sys.executable})
+
+
+@pytest.fixture
+def codestore(tmp_path: Path) -> CodeStore:
+    return CodeStore(tmp_path / "code")
+
+
+def _open(settings: Settings, codestore: CodeStore) -> Registry:
+    return Registry(settings.data_dir / "registry.sqlite3", codestore, settings)
+
+
+def _config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionConfig:
+    code = codestore.put(make_zip({"lambda_function.py": f"# {name}\n"}))
+    return FunctionConfig(
+        name=name, arn=ARN + name, runtime="python3.12", handler=HANDLER, role=ROLE,
+        code_sha256=code.sha256_hex, code_size=code.size, code_dir=code.path,
+        last_modified=now_last_modified(), revision_id=new_revision_id(), **kwargs,
+    )  # fmt: skip
+
+
+def test_create_get_resolve_delete(settings: Settings, codestore: CodeStore) -> None:
+    registry = _open(settings, codestore)
+    cfg = registry.create(_config(codestore, "f", environment={"KEY": "v"}))
+    assert registry.get("f") is cfg
+    assert registry.resolve("f", None) is cfg and registry.resolve("f", "$LATEST") is cfg
+    with pytest.raises(ResourceNotFoundException, match=f"Function not found: {ARN}f:1$"):
+        registry.resolve("f", "1")
+    with pytest.raises(ResourceConflictException, match="Function already exist: f"):
+        registry.create(_config(codestore, "f"))
+    registry.delete("f")
+    with pytest.raises(ResourceNotFoundException, match=f"Function not found: {ARN}f$"):
+        registry.get("f")
+    with pytest.raises(ResourceNotFoundException):
+        registry.delete("f")
+    registry.close()
+
+
+def test_update_checks_revision_and_notifies(settings: Settings, codestore: CodeStore) -> None:
+    registry = _open(settings, codestore)
+    seen: list[str] = []
+    registry.add_listener(seen.append)
+    cfg = registry.create(_config(codestore, "f"))
+    assert seen == []
+    new = registry.update("f", lambda c: dataclasses.replace(c, timeout=9), if_revision=cfg.revision_id)
+    assert (new.timeout, seen) == (9, ["f"])
+    assert new.revision_id != cfg.revision_id
+    with pytest.raises(PreconditionFailedException):
+        registry.update("f", lambda c: dataclasses.replace(c, timeout=10), if_revision=cfg.revision_id)
+    assert registry.get("f").timeout == 9 and seen == ["f"]
+    registry.delete("f")
+    assert seen == ["f", "f"]
+    registry.close()
+
+
+def test_persistence_and_paging(settings: Settings, codestore: CodeStore) -> None:
+    registry = _open(settings, codestore)
+    for name in ("c", "a", "b"):
+        registry.create(_config(codestore, name, tags={"t": name}, architectures=("arm64",)))
+    registry.update("b", lambda c: dataclasses.replace(c, environment={"KEY": "1"}))
+    before = registry.list()
+    registry.close()
+
+    reopened = _open(settings, codestore)
+    assert reopened.list() == before
+    assert [c.name for c in before] == ["a", "b", "c"]
+    assert reopened.get("b").environment == {"KEY": "1"} and reopened.get("a").architectures == ("arm64",)
+    page, more = reopened.list_page(None, 2)
+    assert ([c.name for c in page], more) == (["a", "b"], True)
+    page, more = reopened.list_page("b", 2)
+    assert ([c.name for c in page], more) == (["c"], False)
+    reopened.close()
+
+
+def test_to_wire(codestore: CodeStore) -> None:
+    cfg = _config(codestore, "f")
+    wire = cfg.to_wire()
+    assert wire["CodeSha256"] == base64.b64encode(bytes.fromhex(cfg.code_sha256)).decode()
+    assert wire["FunctionArn"] == ARN + "f" and wire["Version"] == "$LATEST"
+    assert "Environment" not in wire and "Layers" not in wire
+    assert dataclasses.replace(cfg, version="3").to_wire()["FunctionArn"] == ARN + "f:3"
+
+
+async def test_deployer_create_or_update(settings: Settings, codestore: CodeStore) -> None:
+    registry = _open(settings, codestore)
+    deployer = Deployer(settings, registry, codestore)
+    zip_b64 = base64.b64encode(make_zip({"lambda_function.py": "X = 1\n"})).decode()
+    body: dict[str, Any] = {
+        "FunctionName": "f", "Runtime": "python3.12", "Role": ROLE, "Handler": HANDLER,
+        "Code": {"ZipFile": zip_b64},
+    }  # fmt: skip
+    assert await deployer.create_or_update(body) == "created"
+    revision = registry.get("f").revision_id
+    assert await deployer.create_or_update(body) == "unchanged"
+    assert registry.get("f").revision_id == revision
+    assert await deployer.create_or_update({**body, "Timeout": 10}) == "updated"
+    assert registry.get("f").timeout == 10
+    assert await deployer.create_or_update(body) == "updated"  # members left out return to defaults
+    assert registry.get("f").timeout == 3
+    new_zip = base64.b64encode(make_zip({"lambda_function.py": "X = 2\n"})).decode()
+    assert await deployer.create_or_update({**body, "Code": {"ZipFile": new_zip}}) == "updated"
+    assert (registry.get("f").code_dir / "lambda_function.py").read_text() == "X = 2\n"
+    registry.close()
