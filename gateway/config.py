@@ -58,7 +58,7 @@ class Settings:
         settings = cls(
             host=pick(getattr(args, "host", None), "GATEWAY_HOST", cls.host),
             port=int(pick(getattr(args, "port", None), "GATEWAY_PORT", str(cls.port))),
-            data_dir=Path(pick(getattr(args, "data_dir", None), "GATEWAY_DATA_DIR", str(cls.data_dir))),
+            data_dir=Path(pick(getattr(args, "data_dir", None), "GATEWAY_DATA_DIR", str(cls.data_dir))).resolve(),
             region=environ.get("GATEWAY_REGION", cls.region),
             account_id=environ.get("GATEWAY_ACCOUNT_ID", cls.account_id),
             idle_timeout=float(

@@ -139,6 +139,10 @@ class Environment(asyncio.Protocol):
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
             return await fut
+        except asyncio.CancelledError:
+            # The caller gave up while the function runs: never hand this environment out half-busy.
+            self.kill("invocation cancelled")
+            raise
         finally:
             timer.cancel()
             self._inflight.pop(inv_id, None)

@@ -131,7 +131,14 @@ class Invoker:
         try:
             if env.init_error is not None:
                 err = env.init_error
-                body = orjson.dumps({**err, "requestId": request_id})
+                body = orjson.dumps(
+                    {
+                        "errorMessage": err["errorMessage"],
+                        "errorType": err["errorType"],
+                        "requestId": request_id,
+                        "stackTrace": err.get("stackTrace", []),
+                    }
+                )
                 text = f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode() if want_log else b""
                 return self._outcome(
                     config, request_id, body, err["errorType"], text, env.init_ms, 0.0, 0, cold, want_log
