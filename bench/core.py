@@ -24,8 +24,9 @@ What is measured, and how:
    parses the JSON with orjson, calls the same handler in-process and returns `orjson.dumps(result)`
    (the ceiling for one Python process). Same load generator, one target after the other. Reported:
    requests/s, latency percentiles, errors (socket errors and non-2xx) and the ratio gateway/baseline,
-   plus the CPU time used meanwhile by the gateway process and by its whole session (gateway, zygotes,
-   environments). The load generator is `wrk` (POST body via a Lua script) if it is on PATH, else an
+   plus the CPU used meanwhile (100 % = one core) by the server process, its whole process tree (gateway,
+   zygotes, environments), the load generator, and the machine as a whole (what is left is other load on
+   this shared, noisy machine). The load generator is `wrk` (POST body via a Lua script) if it is on PATH, else an
    asyncio raw-socket HTTP/1.1 keep-alive client in this process (no pipelining); which one is recorded.
    Nothing is pinned: the client shares the machine's cores with the servers, which the results note.
 
@@ -45,6 +46,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -176,30 +178,91 @@ def machine_facts() -> dict[str, Any]:
 # -- CPU accounting from /proc -----------------------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()  # fields from "state" on; comm may contain spaces
+@dataclass(frozen=True)
+class ProcInfo:
+    ppid: int
+    starttime: int
+    #: utime + stime + cutime + cstime, in clock ticks
+    ticks: int
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process."""
-    f = _stat_fields(pid)
-    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
-
-
-def session_cpu_seconds(sid: int) -> float:
-    """utime + stime of the live processes of session `sid`, plus what their waited-for children used."""
-    total = 0
+def proc_table() -> dict[int, ProcInfo]:
+    """Every live process: pid -> ProcInfo."""
+    table = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        f = _stat_fields(int(entry.name))
-        if f and int(f[3]) == sid:
-            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-    return total / CLK_TCK
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        f = raw[raw.rindex(")") + 2 :].split()  # fields from "state" on; comm may contain spaces
+        table[int(entry.name)] = ProcInfo(int(f[1]), int(f[19]), sum(int(x) for x in f[11:15]))
+    return table
+
+
+def descendants(root: int, table: dict[int, ProcInfo]) -> set[int]:
+    """`root` and every process below it (environments call setsid(), so sessions would miss them)."""
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table and pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks over all CPUs since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+@dataclass
+class CpuMeter:
+    """CPU used while a block runs: by the server's whole process tree, its main process, the load
+    generator (children of this process, or this process itself), and the machine as a whole."""
+
+    root: int
+    results: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[dict[str, float]]:
+        t0, table0, busy0 = time.monotonic(), proc_table(), machine_busy_ticks()
+        client0 = _client_cpu()
+        yield self.results
+        wall = time.monotonic() - t0
+        table1, busy1 = proc_table(), machine_busy_ticks()
+        client1 = _client_cpu()
+
+        def tree_ticks(table: dict[int, ProcInfo]) -> dict[tuple[int, int], int]:
+            return {(pid, table[pid].starttime): table[pid].ticks for pid in descendants(self.root, table)}
+
+        before, after = tree_ticks(table0), tree_ticks(table1)
+        tree = sum(t - before.get(key, 0) for key, t in after.items())
+        main0 = table0[self.root].ticks if self.root in table0 else 0
+        main1 = table1[self.root].ticks if self.root in table1 else main0
+        ncpu = os.cpu_count() or 1
+        self.results.update(
+            {
+                "server_process_cpu_pct": round(100 * (main1 - main0) / CLK_TCK / wall, 1),
+                "server_tree_cpu_pct": round(100 * tree / CLK_TCK / wall, 1),
+                "server_tree_processes": len(after),
+                "load_generator_cpu_pct": round(100 * (client1 - client0) / wall, 1),
+                "machine_busy_pct": round(100 * ncpu * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
+            }
+        )
+        r = self.results
+        r["other_cpu_pct"] = round(r["machine_busy_pct"] - r["server_tree_cpu_pct"] - r["load_generator_cpu_pct"], 1)
+
+
+def _client_cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # -- servers -----------------------------------------------------------------------------------------------
@@ -215,6 +278,8 @@ class Server:
     env: dict[str, str] | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: processes of its tree still alive after it exited (then SIGKILLed)
+    survivors: int = 0
 
     @property
     def url(self) -> str:
@@ -257,6 +322,8 @@ class Server:
         proc = self.proc
         if proc is None:
             return None
+        table = proc_table()
+        tree = {(pid, table[pid].starttime) for pid in descendants(proc.pid, table) if pid != proc.pid}
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
@@ -266,9 +333,16 @@ class Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-        # anything of its session still alive (e.g. orphaned environments) goes too
+        # anything of its process group or tree still alive (e.g. orphaned environments) goes too
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        table = proc_table()
+        self.survivors = 0
+        for pid, start in tree:
+            if pid in table and table[pid].starttime == start:
+                self.survivors += 1
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         return proc.returncode
 
 
@@ -551,13 +625,10 @@ def bench_throughput(
     if warmup > 0:
         gen.run(server, function, connections, warmup)
     assert server.proc is not None
-    pid = server.proc.pid
-    cpu0, sess0, t0 = cpu_seconds(pid), session_cpu_seconds(pid), time.monotonic()
-    result = gen.run(server, function, connections, seconds)
-    wall = time.monotonic() - t0
-    result["server_process_cpu_pct"] = round(100 * (cpu_seconds(pid) - cpu0) / wall, 1)
-    result["server_session_cpu_pct"] = round(100 * (session_cpu_seconds(pid) - sess0) / wall, 1)
-    return result
+    meter = CpuMeter(server.proc.pid)
+    with meter.measure():
+        result = gen.run(server, function, connections, seconds)
+    return result | {"cpu": meter.results}
 
 
 # -- main --------------------------------------------------------------------------------------------------
@@ -593,10 +664,13 @@ def print_table(r: dict[str, Any]) -> None:
     for label, stats, keys in rows:
         cells = "  ".join(f"{k} {stats.get(k, '-'):>8} ms" for k in keys)
         print(f"{label:30} {cells}")
-    print(f"{'throughput  conns':30} {'gateway r/s':>12} {'baseline r/s':>13} {'ratio':>6}  gateway CPU% proc/session")
+    print(
+        f"{'throughput  conns':30} {'gateway r/s':>12} {'baseline r/s':>13} {'ratio':>6}  gateway run CPU%: proc/tree, client, other"
+    )
     for row in r["throughput"]:
         gw, bl = row["gateway"], row["baseline"]
-        cpu = f"{gw['server_process_cpu_pct']}/{gw['server_session_cpu_pct']}"
+        cpu = "/".join(str(gw["cpu"][k]) for k in ("server_process_cpu_pct", "server_tree_cpu_pct"))
+        cpu += f"  client {gw['cpu']['load_generator_cpu_pct']}  other {gw['cpu']['other_cpu_pct']}"
         rates = f"{gw['requests_per_s']:>12.0f} {bl['requests_per_s']:>13.0f} {row['ratio']:>6.3f}"
         print(f"{row['connections']:>30} {rates}  {cpu}")
     print(f"errors: {r['error_totals']}")
@@ -669,6 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             result["gateway_exit_code"] = gateway.stop()
             result["baseline_exit_code"] = baseline.stop()
+            result["surviving_processes_killed"] = gateway.survivors + baseline.survivors
             gw_log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
             result["gateway_log"] = {
                 "error_lines": sum(1 for ln in gw_log.splitlines() if " ERROR " in ln or "Traceback" in ln),

@@ -53,6 +53,8 @@ class RunningGateway:
     data_dir: Path
     env: dict[str, str]
     args: tuple[str, ...] = ()
+    #: start from the data dir's parent with a relative --data-dir, as `make run` does
+    relative: bool = False
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
@@ -78,10 +80,10 @@ class RunningGateway:
                     "--port",
                     str(self.port),
                     "--data-dir",
-                    str(self.data_dir),
+                    self.data_dir.name if self.relative else str(self.data_dir),
                     *self.args,
                 ],
-                cwd=ROOT,
+                cwd=self.data_dir.parent if self.relative else ROOT,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -179,9 +181,11 @@ def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start private gateways: `gateway_factory(idle_timeout=..., env={...})`; all stopped at teardown."""
     started: list[RunningGateway] = []
 
-    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (), name: str = "") -> RunningGateway:
+    def start(
+        env: dict[str, str] | None = None, args: tuple[str, ...] = (), name: str = "", relative: bool = False
+    ) -> RunningGateway:
         data_dir = tmp_path / f"gw{len(started)}{name}"
-        gw = RunningGateway(data_dir, _gateway_env(**(env or {})), args)
+        gw = RunningGateway(data_dir, _gateway_env(**(env or {})), args, relative)
         started.append(gw)
         return gw.start()
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -246,3 +250,40 @@ def test_bad_client_context_is_rejected(lam: Any, echo: str) -> None:
     with pytest.raises(ClientError) as exc:
         lam.invoke(FunctionName=echo, ClientContext="not base64!!")
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+def test_aws_cli_invoke(gateway: RunningGateway, echo: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    out = tmp_path / "out.json"
+    cmd = [
+        "aws",
+        "--endpoint-url",
+        gateway.url,
+        "lambda",
+        "invoke",
+        "--function-name",
+        echo,
+        "--cli-binary-format",
+        "raw-in-base64-out",
+        "--payload",
+        '{"from": "cli"}',
+        "--log-type",
+        "Tail",
+        str(out),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    if "Unknown options: --cli-binary-format" in done.stderr:  # AWS CLI v1: payloads are raw already
+        cmd = [c for c in cmd if c not in ("--cli-binary-format", "raw-in-base64-out")]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    meta = json.loads(done.stdout)
+    assert meta["StatusCode"] == 200
+    assert meta["ExecutedVersion"] == "$LATEST"
+    assert "START RequestId" in base64.b64decode(meta["LogResult"]).decode()
+    assert json.loads(out.read_text())["event"] == {"from": "cli"}
