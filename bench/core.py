@@ -664,9 +664,8 @@ def print_table(r: dict[str, Any]) -> None:
     for label, stats, keys in rows:
         cells = "  ".join(f"{k} {stats.get(k, '-'):>8} ms" for k in keys)
         print(f"{label:30} {cells}")
-    print(
-        f"{'throughput  conns':30} {'gateway r/s':>12} {'baseline r/s':>13} {'ratio':>6}  gateway run CPU%: proc/tree, client, other"
-    )
+    head = f"{'throughput  conns':30} {'gateway r/s':>12} {'baseline r/s':>13} {'ratio':>6}"
+    print(head + "  gateway run CPU%: proc/tree, client, other")
     for row in r["throughput"]:
         gw, bl = row["gateway"], row["baseline"]
         cpu = "/".join(str(gw["cpu"][k]) for k in ("server_process_cpu_pct", "server_tree_cpu_pct"))
