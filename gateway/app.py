@@ -21,6 +21,7 @@ from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.app_keys import CODESTORE, INVOKER, POOLS, REGISTRY, SETTINGS, ZYGOTES
 from gateway.codestore import CodeStore
 from gateway.config import Settings
+from gateway.environment import sweep_leftovers
 from gateway.invoker import Invoker
 from gateway.pool import PoolManager
 from gateway.registry import Registry
@@ -67,7 +68,11 @@ def _zygotes_for(settings: Settings) -> dict[str, Zygote]:
 
 async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    envs_root = settings.data_dir / "envs"
+    killed = sweep_leftovers(envs_root)
+    if killed:
+        log.warning("killed %d processes left by environments of an earlier run", killed)
+    envs_root.mkdir(parents=True, exist_ok=True)
     zygotes = _zygotes_for(settings)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)
@@ -81,6 +86,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     finally:
         pools.close()
         await asyncio.gather(*(z.close() for z in set(zygotes.values())), return_exceptions=True)
+        await asyncio.to_thread(sweep_leftovers, envs_root, True)
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -107,6 +113,7 @@ async def healthz(request: web.Request) -> web.Response:
             rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid} for rt, z in sorted(zygotes.items())
         },
         "environments": request.app[POOLS].count(),
+        "isolation": {"private_tmp": all(z.private_tmp for z in unique)},
         "inflight": request.app[INVOKER].inflight,
     }
     return json_response(status, 200 if status["status"] == "ok" else 503)

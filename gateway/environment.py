@@ -14,15 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from gateway import protocol
 
+log = logging.getLogger("gateway.environment")
+
+#: how long a process whose socket closed may take to exit before it is SIGKILLed
+LINGER = 0.1
 #: Lambda gives Init 10 seconds
 INIT_TIMEOUT = 10.0
 
@@ -49,25 +55,32 @@ class Environment(asyncio.Protocol):
         "_inflight",
         "_ready",
         "_transport",
+        "_finished",
         "dead",
+        "env_dir",
         "exit_status",
         "init_error",
+        "init_log",
         "init_ms",
         "initialization_type",
         "key",
+        "last_output",
         "last_used",
         "pid",
-        "tmp_dir",
     )
 
-    def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], tmp_dir: str) -> None:
+    def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str) -> None:
         self.key = key
         self.pid = pid
         self.exit_status = exit_status
-        self.tmp_dir = tmp_dir
+        self.env_dir = env_dir
         self.dead = False
+        self._finished = False
         self.init_ms = 0.0
         self.init_error: dict[str, Any] | None = None
+        self.init_log = b""
+        #: what an invocation printed before the environment was killed under it (timeout, crash)
+        self.last_output = b""
         self.last_used = time.monotonic()
         self.initialization_type = "on-demand"
         self._transport: asyncio.Transport | None = None
@@ -100,8 +113,13 @@ class Environment(asyncio.Protocol):
                 return
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Usually the process is exiting: give the zygote a moment to report how, before making sure.
+        self.dead = True
         self._fail_all("Runtime exited")
-        self.kill("socket closed")
+        if self.exit_status.done():
+            self.kill("socket closed")
+        else:
+            asyncio.get_running_loop().call_later(LINGER, self.kill, "socket closed")
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     @property
@@ -115,7 +133,7 @@ class Environment(asyncio.Protocol):
         except TimeoutError:
             self.kill("init timed out")
             raise InvocationTimeout(f"Init timed out after {timeout:.2f} seconds") from None
-        _, _pid, self.init_ms, self.init_error = frame
+        _, _pid, self.init_ms, self.init_error, self.init_log = frame
 
     async def invoke(
         self,
@@ -163,23 +181,41 @@ class Environment(asyncio.Protocol):
             self._ready.set_exception(EnvironmentDied(reason, self.exit_status))
 
     def kill(self, reason: str = "killed") -> None:
-        """SIGKILL the environment's whole process group and drop the connection. Idempotent."""
-        if not self.dead:
+        """SIGKILL the environment's whole process group and drop the connection. Idempotent.
+
+        An environment the zygote has already reaped is not signalled: its pid may belong to another
+        process by now. The handler's own children share its process group and die with it.
+        """
+        if not self._finished:
+            self._finished = True
             self.dead = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)  # the handler's own children too
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self.pid, signal.SIGKILL)  # in case it died before setsid()
+            if not self.exit_status.done():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(self.pid, signal.SIGKILL)  # in case it died before setsid()
             if self._transport is not None:
                 self._transport.abort()
-            _remove_later(self.tmp_dir)
+            if reason != "shut down":  # it may have been running an invocation: keep what it printed
+                self.last_output = _read_tail(os.path.join(self.env_dir, "output"))
+            _remove_later(self.env_dir)
+        if reason.startswith("bad frame") or reason.startswith("unexpected frame"):
+            log.warning("environment %s (pid %s) killed: %s", self.key, self.pid, reason)
         self._fail_all(reason)
 
     def shutdown(self) -> None:
-        """Ask an idle environment to exit, then make sure it does (it is idle, so no work is lost)."""
-        if not self.dead and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(protocol.encode((protocol.SHUTDOWN,)))
+        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""
         self.kill("shut down")
+
+
+def _read_tail(path: str, limit: int = protocol.MAX_LOG) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - limit, 0))
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _remove_later(path: str) -> None:
@@ -191,11 +227,11 @@ def _remove_later(path: str) -> None:
 
 
 async def connect(
-    key: Any, pid: int, sock: socket.socket, exit_status: asyncio.Future[int | None], tmp_dir: str
+    key: Any, pid: int, sock: socket.socket, exit_status: asyncio.Future[int | None], env_dir: str
 ) -> Environment:
     """Wrap a freshly forked environment's socket in an `Environment` protocol."""
     loop = asyncio.get_running_loop()
-    env = Environment(key, pid, exit_status, tmp_dir)
+    env = Environment(key, pid, exit_status, env_dir)
     try:
         await loop.create_unix_connection(lambda: env, sock=sock)
     except BaseException:
@@ -203,3 +239,44 @@ async def connect(
         env.kill("could not connect")
         raise
     return env
+
+
+def sweep_leftovers(envs_root: Path, always: bool = False) -> int:
+    """Remove what environments of an earlier gateway left behind (after a SIGKILL of the gateway).
+
+    Processes started by a handler can outlive their environment (a process group is not a container).
+    Those that still see a private /tmp under `envs_root` (their mount namespace says so) are killed; then
+    every leftover environment directory is removed. The scan of /proc runs when directories are left
+    over, or `always` (at shutdown, when directories may already be gone). Returns how many it killed.
+    """
+    killed = 0
+    if envs_root.is_dir() and (always or any(envs_root.iterdir())):
+        marker = " " + _path_in_mountinfo(envs_root) + "/"
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/mountinfo") as f:
+                    if marker not in f.read():  # the root of its /tmp bind mount is one of our env dirs
+                        continue
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+            except (OSError, ProcessLookupError):
+                continue
+        for child in envs_root.iterdir():
+            shutil.rmtree(child, ignore_errors=True)
+    return killed
+
+
+def _path_in_mountinfo(path: Path) -> str:
+    """How `path` appears as a mount root in /proc/*/mountinfo: relative to its filesystem's root."""
+    real = str(path.resolve())
+    best_point, best_root = "/", "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            root, point = fields[3], fields[4]
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best_point):
+                best_point, best_root = point, root
+    rest = real[len(best_point) :].lstrip("/") if best_point != "/" else real.lstrip("/")
+    return best_root.rstrip("/") + "/" + rest

@@ -112,22 +112,15 @@ class Invoker:
             log.warning("cannot start an environment for %s: %s", config.name, exc)
             raise ServiceException("The runtime for this function is not available; try again.") from None
         except InvocationTimeout:
-            return self._failed(
-                config,
-                request_id,
-                "Sandbox.Timedout",
-                f"RequestId: {request_id} Error: Init timed out after 10.00 seconds",
-                want_log,
-            )
+            return self._failed(config, request_id, "Sandbox.Timedout", "Init timed out after 10.00 seconds", want_log)
         except EnvironmentDied as exc:
             status = await self._exit_status(exc)
             return self._failed(
-                config,
-                request_id,
-                "Runtime.ExitError",
-                f"RequestId: {request_id} Error: Runtime exited with error: {status}",
-                want_log,
+                config, request_id, "Runtime.ExitError", f"Runtime exited with error: {status}", want_log
             )
+        # Init output and Init Duration belong to the invocation that caused the cold start.
+        init_log = env.init_log if cold else b""
+        init_ms = env.init_ms if cold else None
         try:
             if env.init_error is not None:
                 err = env.init_error
@@ -139,41 +132,36 @@ class Invoker:
                         "stackTrace": err.get("stackTrace", []),
                     }
                 )
-                text = f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode() if want_log else b""
-                return self._outcome(
-                    config, request_id, body, err["errorType"], text, env.init_ms, 0.0, 0, cold, want_log
-                )
+                if want_log:
+                    init_log += f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode()
+                return self._outcome(config, request_id, body, err["errorType"], want_log, init_log, b"", init_ms)
             try:
                 frame = await env.invoke(payload, request_id, invoked_arn, client_context, config.timeout)
             except InvocationTimeout:
-                message = f"Task timed out after {config.timeout:.2f} seconds"
                 return self._failed(
                     config,
                     request_id,
                     "Sandbox.Timedout",
-                    f"RequestId: {request_id} Error: {message}",
+                    f"Task timed out after {config.timeout:.2f} seconds",
                     want_log,
+                    init_log,
+                    env.last_output,
+                    init_ms,
                     duration_ms=config.timeout * 1000.0,
-                    log_line=message,
                 )
             except EnvironmentDied as exc:
                 status = await self._exit_status(exc)
+                what = f"Runtime exited with error: {status}"
                 return self._failed(
-                    config,
-                    request_id,
-                    "Runtime.ExitError",
-                    f"RequestId: {request_id} Error: Runtime exited with error: {status}",
-                    want_log,
+                    config, request_id, "Runtime.ExitError", what, want_log, init_log, env.last_output, init_ms
                 )
-            init_ms = env.init_ms if cold else None
             if frame[0] == RESULT:
                 _, _, out, duration_ms, rss_kb, output = frame
-                return self._outcome(
-                    config, request_id, out, None, output, init_ms, duration_ms, rss_kb, cold, want_log
-                )
-            _, _, error_type, body, duration_ms, rss_kb, output = frame
+                error_type = None
+            else:
+                _, _, error_type, out, duration_ms, rss_kb, output = frame
             return self._outcome(
-                config, request_id, body, error_type, output, init_ms, duration_ms, rss_kb, cold, want_log
+                config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )
         finally:
             pool.release(env)
@@ -184,21 +172,19 @@ class Invoker:
         request_id: str,
         payload: bytes,
         error_type: str | None,
-        output: bytes,
-        init_ms: float | None,
-        duration_ms: float,
-        rss_kb: int,
-        cold: bool,
         want_log: bool,
+        init_log: bytes = b"",
+        output: bytes = b"",
+        init_ms: float | None = None,
+        duration_ms: float = 0.0,
+        rss_kb: int = 0,
     ) -> Outcome:
         outcome = Outcome(request_id, config.version, payload)
         if error_type is not None:
             outcome.function_error = UNHANDLED
             outcome.error_type = error_type
         if want_log:
-            outcome.log = self._log_text(
-                config, request_id, output, duration_ms, rss_kb, init_ms if cold else None, error_type
-            )
+            outcome.log = _log_text(config, request_id, init_log, output, duration_ms, rss_kb, init_ms, error_type)
         return outcome
 
     def _failed(
@@ -206,27 +192,19 @@ class Invoker:
         config: FunctionConfig,
         request_id: str,
         error_type: str,
-        message: str,
+        what: str,
         want_log: bool,
+        init_log: bytes = b"",
+        output: bytes = b"",
+        init_ms: float | None = None,
         duration_ms: float = 0.0,
-        log_line: str | None = None,
     ) -> Outcome:
-        """An invocation that ended without a reply from the function (timeout, crash)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-        line = log_line or message
-        output = f"{stamp} {request_id} {line}\n".encode() if want_log else b""
-        return self._outcome(
-            config,
-            request_id,
-            _error_body(error_type, message),
-            error_type,
-            output,
-            None,
-            duration_ms,
-            0,
-            False,
-            want_log,
-        )
+        """An invocation that ended without a reply from the function (timeout, crash): Lambda's wording."""
+        body = _error_body(error_type, f"RequestId: {request_id} Error: {what}")
+        if want_log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+            output = output + f"{stamp} {request_id} {what}\n".encode()
+        return self._outcome(config, request_id, body, error_type, want_log, init_log, output, init_ms, duration_ms)
 
     @staticmethod
     async def _exit_status(exc: EnvironmentDied) -> str:
@@ -238,30 +216,32 @@ class Invoker:
                 status = None
         return describe_wait_status(status)
 
-    @staticmethod
-    def _log_text(
-        config: FunctionConfig,
-        request_id: str,
-        output: bytes,
-        duration_ms: float,
-        rss_kb: int,
-        init_ms: float | None,
-        error_type: str | None,
-    ) -> bytes:
-        """START / the function's output / END / REPORT, as Lambda writes them to CloudWatch."""
-        billed = math.ceil(duration_ms + (init_ms or 0.0))
-        report = (
-            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
-            f"Memory Size: {config.memory_size} MB\tMax Memory Used: {math.ceil(rss_kb / 1024)} MB\t"
-        )
-        if init_ms is not None:
-            report += f"Init Duration: {init_ms:.2f} ms\t"
-        if error_type in ("Sandbox.Timedout", "Runtime.ExitError"):
-            report += f"Status: {'timeout' if error_type == 'Sandbox.Timedout' else 'error'}\t"
-            if error_type == "Runtime.ExitError":
-                report += f"Error Type: {error_type}\t"
-        return (
-            f"START RequestId: {request_id} Version: {config.version}\n".encode()
-            + output
-            + f"END RequestId: {request_id}\n{report}\n".encode()
-        )
+
+def _log_text(
+    config: FunctionConfig,
+    request_id: str,
+    init_log: bytes,
+    output: bytes,
+    duration_ms: float,
+    rss_kb: int,
+    init_ms: float | None,
+    error_type: str | None,
+) -> bytes:
+    """Init output, START, the invocation's output, END, REPORT: as Lambda writes them to CloudWatch."""
+    billed = math.ceil(duration_ms + (init_ms or 0.0))
+    report = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
+        f"Memory Size: {config.memory_size} MB\tMax Memory Used: {math.ceil(rss_kb / 1024)} MB\t"
+    )
+    if init_ms is not None:
+        report += f"Init Duration: {init_ms:.2f} ms\t"
+    if error_type == "Sandbox.Timedout":
+        report += "Status: timeout\t"
+    elif error_type == "Runtime.ExitError":
+        report += f"Status: error\tError Type: {error_type}\t"
+    return (
+        init_log
+        + f"START RequestId: {request_id} Version: {config.version}\n".encode()
+        + output
+        + f"END RequestId: {request_id}\n{report}\n".encode()
+    )

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
@@ -26,6 +27,8 @@ from gateway.registry import FunctionConfig
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
+
+RUNTIME_DIR = str(Path(__file__).resolve().parent.parent / "runtimes" / "python")
 
 
 def environment_variables(config: FunctionConfig, settings: Settings, init_type: str) -> dict[str, str]:
@@ -46,7 +49,7 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
         "AWS_LAMBDA_LOG_STREAM_NAME": stream,
         "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
         "LAMBDA_TASK_ROOT": str(config.code_dir),
-        "LAMBDA_RUNTIME_DIR": str(settings.data_dir.resolve() / "runtime"),
+        "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
     }
     env.update(config.environment)
     return env
@@ -63,7 +66,7 @@ class Pool:
         self.environments: set[Environment] = set()
         self.retired = False
         self.spawning = 0
-        self._tmp_root = settings.data_dir.resolve() / "tmp"
+        self._envs_root = settings.data_dir / "envs"
 
     async def acquire(self) -> tuple[Environment, bool]:
         """An environment for one invocation, and whether it was just created (a cold start)."""
@@ -77,17 +80,17 @@ class Pool:
 
     async def _spawn(self, init_type: str = "on-demand") -> Environment:
         config = self.config
-        tmp_dir = str(self._tmp_root / uuid.uuid4().hex)
+        env_dir = str(self._envs_root / uuid.uuid4().hex)
         spec: dict[str, Any] = {
             "env": environment_variables(config, self.settings, init_type),
             "code_dir": str(config.code_dir),
             "handler": config.handler,
-            "tmp_dir": tmp_dir,
+            "env_dir": env_dir,
         }
         self.spawning += 1
         try:
             pid, sock, exit_status = await self.zygote.fork(spec)
-            env = await connect((config.name, config.version), pid, sock, exit_status, tmp_dir)
+            env = await connect((config.name, config.version), pid, sock, exit_status, env_dir)
             env.initialization_type = init_type
             self.environments.add(env)
             try:

@@ -5,14 +5,15 @@ kind (the length lets a reader refuse an oversized frame before buffering it). I
 several invocations can be in flight on one connection and replies may come back in any order. Event
 and result payloads travel as raw `bytes` (JSON text): neither side re-encodes user JSON.
 
-    READY    [READY, pid, init_ms, init_error | None]          environment -> gateway, once
+    READY    [READY, pid, init_ms, init_error | None, init_log]    environment -> gateway, once
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
     RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, log]
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, log]
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
 
 `init_error` is a map {errorType, errorMessage, stackTrace}; `error_body` is the JSON error document
-Lambda returns to the caller. `log` is the invocation's captured output (bytes).
+Lambda returns to the caller. `log` / `init_log` are the captured output of the invocation / of Init.
+The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
 A frame the decoder rejects, or one larger than `MAX_FRAME`, means the peer is broken: the reader must
@@ -39,7 +40,15 @@ MAX_PAYLOAD = 6 * 1024 * 1024
 MAX_LOG = 256 * 1024
 MAX_FRAME = MAX_PAYLOAD + MAX_LOG + 64 * 1024
 
-_ARITY = {READY: 4, INVOKE: 7, RESULT: 6, ERROR: 7, SHUTDOWN: 1}
+_NUM = (int, float)
+#: the type of each field after the kind, per kind
+_SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
+    READY: (int, _NUM, (dict, type(None)), bytes),
+    INVOKE: (int, bytes, int, str, str, (bytes, type(None))),
+    RESULT: (int, bytes, _NUM, int, bytes),
+    ERROR: (int, str, bytes, _NUM, int, bytes),
+    SHUTDOWN: (),
+}
 
 
 class ProtocolError(Exception):
@@ -70,33 +79,59 @@ class FrameDecoder:
     """Incremental decoder: feed bytes, get the complete, validated frames they finish.
 
     Raises ProtocolError as soon as a length prefix announces more than `max_frame` bytes, on bytes that
-    are not msgpack, and on a frame of unknown kind or wrong arity. After an error the decoder is unusable.
+    are not msgpack, and on a frame of unknown kind, wrong arity or wrong field types. After an error the
+    decoder is unusable. A partial frame is kept as a list of chunks and joined once, when complete, so a
+    large frame costs linear time however it is split.
     """
 
-    __slots__ = ("_buf", "_max")
+    __slots__ = ("_chunks", "_have", "_max", "_need")
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._buf = b""
         self._max = max_frame
+        self._chunks: list[bytes] = []
+        self._have = 0  # bytes in _chunks
+        self._need = 0  # bytes _chunks must reach before parsing can progress
 
     def feed(self, data: bytes) -> list[list[Any]]:
-        buf = self._buf + data if self._buf else data
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            data = b"".join(self._chunks)
+            self._chunks = []
         frames: list[list[Any]] = []
+        view = memoryview(data)
         pos = 0
-        end = len(buf)
+        end = len(data)
+        size = 0
         while end - pos >= 4:
-            size = int.from_bytes(buf[pos : pos + 4], "big")
+            size = int.from_bytes(view[pos : pos + 4], "big")
             if size > self._max:
                 raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self._max}")
             if end - pos - 4 < size:
                 break
             try:
-                frame = _unpackb(buf[pos + 4 : pos + 4 + size], raw=False, use_list=True)
+                frame = _unpackb(view[pos + 4 : pos + 4 + size], raw=False, use_list=True)
             except Exception as exc:  # FormatError, ExtraData, StackError, ValueError ...
                 raise ProtocolError(f"undecodable frame: {exc!r}") from None
-            if type(frame) is not list or not frame or _ARITY.get(frame[0]) != len(frame):
-                raise ProtocolError(f"malformed frame: {str(frame)[:200]}")
+            _check(frame)
             frames.append(frame)
             pos += 4 + size
-        self._buf = buf[pos:] if pos < end else b""
+        if pos < end:
+            rest = data[pos:]
+            self._chunks = [rest]
+            self._have = len(rest)
+            self._need = 4 + size if self._have >= 4 else 4
         return frames
+
+
+def _check(frame: Any) -> None:
+    if type(frame) is not list or not frame or type(frame[0]) is not int:
+        raise ProtocolError(f"malformed frame: {str(frame)[:200]}")
+    schema = _SCHEMA.get(frame[0])
+    if schema is None or len(frame) != len(schema) + 1:
+        raise ProtocolError(f"unknown kind or wrong arity: {str(frame)[:200]}")
+    for value, kind in zip(frame[1:], schema, strict=True):
+        if not isinstance(value, kind) or type(value) is bool:
+            raise ProtocolError(f"field of wrong type in frame: {str(frame)[:200]}")

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -72,7 +73,8 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._ready = asyncio.Event()
         self._req_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = {}
+        self.private_tmp = False
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
 
@@ -132,17 +134,34 @@ class Zygote:
                 if fut is not None and not fut.done():
                     fut.set_result(msg[2])
             elif kind == FORKED:
-                pending = self._pending.pop(msg[1], None)
-                if pending is not None and not pending.done():
-                    pending.set_result(msg[2])
+                self._on_forked(msg[1], msg[2])
             elif kind == FORK_FAILED:
                 pending = self._pending.pop(msg[1], None)
                 if pending is not None and not pending.done():
                     pending.set_exception(ZygoteUnavailable(f"fork failed: {msg[2]}"))
             elif kind == HELLO:
                 self.pid = msg[1]
+                self.private_tmp = bool(msg[2].get("private_tmp"))
                 self._ready.set()
-                log.info("zygote for %s ready (pid %s, %s)", ",".join(self.runtimes), self.pid, self.interpreter)
+                log.info(
+                    "zygote for %s ready (pid %s, %s, /tmp: %s)",
+                    ",".join(self.runtimes),
+                    self.pid,
+                    self.interpreter,
+                    "private mount" if self.private_tmp else "TMPDIR only",
+                )
+
+    def _on_forked(self, req_id: int, pid: int) -> None:
+        # The exit future exists from this moment on, so an EXITED read in the same batch is not lost.
+        loop = asyncio.get_running_loop()
+        exit_fut: asyncio.Future[int | None] = loop.create_future()
+        self._exits[pid] = exit_fut
+        pending = self._pending.pop(req_id, None)
+        if pending is not None and not pending.done():
+            pending.set_result((pid, exit_fut))
+        else:  # the caller gave up (cancelled) while the fork was under way: nobody owns this environment
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _on_lost(self) -> None:
         """The control socket closed: the zygote is gone. Fail what waits on it."""
@@ -167,7 +186,7 @@ class Zygote:
             raise ZygoteUnavailable("the runtime zygote is not ready")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         req_id = next(self._req_ids)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[int, asyncio.Future[int | None]]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:
             data = msgpack.packb([FORK, req_id, spec], use_bin_type=True)
@@ -180,12 +199,10 @@ class Zygote:
         finally:
             theirs.close()
         try:
-            pid = await fut
+            pid, exit_fut = await fut
         except BaseException:
             ours.close()
             raise
-        exit_fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._exits[pid] = exit_fut
         return pid, ours, exit_fut
 
     def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:

@@ -158,3 +158,13 @@ def test_garbled_and_oversized_frames_kill_the_environment(lam: Any, fname: str,
         resp, _ = invoke_json(lam, fname)
         assert "FunctionError" not in resp
     assert gateway.health()["status"] == "ok"
+
+
+def test_exit_with_a_background_child_is_still_an_exit(lam: Any, fname: str) -> None:
+    source = "import os\ndef lambda_handler(e, c):\n    os.system('sleep 20 &')\n    os._exit(1)\n"
+    create_function(lam, fname, source, Timeout=5)
+    start = time.monotonic()
+    _, body = invoke_json(lam, fname)
+    assert time.monotonic() - start < 2  # not held open until the timeout by the child
+    assert body["errorType"] == "Runtime.ExitError"
+    assert body["errorMessage"].endswith("exit status 1")

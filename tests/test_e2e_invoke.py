@@ -287,3 +287,73 @@ def test_aws_cli_invoke(gateway: RunningGateway, echo: str, tmp_path: Path) -> N
     assert meta["ExecutedVersion"] == "$LATEST"
     assert "START RequestId" in base64.b64decode(meta["LogResult"]).decode()
     assert json.loads(out.read_text())["event"] == {"from": "cli"}
+
+
+FDS = """
+import os
+def lambda_handler(event, context):
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return fds
+"""
+
+
+def test_no_gateway_descriptor_leaks_into_user_code(lam: Any, fname: str) -> None:
+    create_function(lam, fname, FDS)
+    fds = invoke_json(lam, fname)[1]
+    extra = {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")}
+    sockets = [t for t in extra.values() if t.startswith("socket:")]
+    assert len(sockets) == 1, extra  # the environment's own connection, nothing else of the gateway's
+    others = [t for t in extra.values() if not t.startswith("socket:") and not t.startswith("/proc/")]
+    assert others == [], extra
+
+
+OUTPUT = """
+import logging, subprocess, sys, time
+print("init says hi")
+def lambda_handler(event, context):
+    print("from print")
+    sys.stderr.write("from stderr\\n")
+    logging.getLogger().warning("from logging")
+    logging.getLogger().info("not shown: below WARNING")
+    subprocess.run(["echo", "from a subprocess"], check=True)
+    if event.get("sleep"):
+        print("before the timeout", flush=True)
+        time.sleep(event["sleep"])
+    return 1
+"""
+
+
+def test_every_kind_of_output_is_captured(lam: Any, fname: str) -> None:
+    create_function(lam, fname, OUTPUT, Timeout=1)
+    first = base64.b64decode(lam.invoke(FunctionName=fname, LogType="Tail")["LogResult"]).decode()
+    assert first.index("init says hi") < first.index("START RequestId")  # Init output comes before START
+    body = first[first.index("START") :]
+    for text in ("from print", "from stderr", "from a subprocess"):
+        assert text in body
+    assert "[WARNING]\t" in body and "\tfrom logging" in body
+    assert "not shown" not in body
+    second = base64.b64decode(lam.invoke(FunctionName=fname, LogType="Tail")["LogResult"]).decode()
+    assert "init says hi" not in second
+    timed_out = lam.invoke(FunctionName=fname, Payload=b'{"sleep": 5}', LogType="Tail")
+    log = base64.b64decode(timed_out["LogResult"]).decode()
+    assert "before the timeout" in log  # what it printed before it was killed is kept
+    assert "Task timed out after 1.00 seconds" in log
+    assert "Status: timeout" in log
+
+
+def test_huge_error_message_is_cut_not_fatal(lam: Any, fname: str) -> None:
+    create_function(lam, fname, "def lambda_handler(e, c):\n    raise ValueError('x' * 7_000_000)\n")
+    resp, body = invoke_json(lam, fname)
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "ValueError"
+    assert 1000 < len(body["errorMessage"]) < 1_000_000
+
+
+def test_json_that_orjson_refuses_but_lambda_accepts(gateway: RunningGateway, echo: str) -> None:
+    status, _, _ = gateway.request("POST", f"/2015-03-31/functions/{echo}/invocations", b'{"a": 1e400}')
+    assert status == 200

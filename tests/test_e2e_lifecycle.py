@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import GatewayFactory, create_function, invoke_json
 
 SLOW = """
@@ -127,3 +129,34 @@ def test_examples_are_deployed(gateway_factory: GatewayFactory) -> None:
     before = lam.get_function_configuration(FunctionName="hello")["RevisionId"]
     gw.restart()
     assert gw.client().get_function_configuration(FunctionName="hello")["RevisionId"] == before  # idempotent
+
+
+DETACHED = """
+import subprocess
+def lambda_handler(event, context):
+    child = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    return {"child": child.pid}
+"""
+
+
+def test_processes_started_by_handlers_do_not_outlive_the_gateway(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    if not gw.health()["isolation"]["private_tmp"]:
+        pytest.skip("needs mount namespaces to recognise a handler's detached processes")
+    lam = gw.client()
+    create_function(lam, "spawner", DETACHED)
+    child = invoke_json(lam, "spawner")[1]["child"]
+    assert gw.stop() == 0  # SIGTERM: a clean stop takes them down
+    assert _gone({child})
+    assert not any((gw.data_dir / "envs").iterdir())
+
+    gw.start()
+    lam = gw.client()
+    child = invoke_json(lam, "spawner")[1]["child"]
+    assert gw.proc is not None
+    os.kill(gw.proc.pid, signal.SIGKILL)  # no clean-up possible now...
+    gw.proc.wait(5)
+    assert not _gone({child}, timeout=0.5)
+    gw.start()  # ...so the next start sweeps them
+    assert _gone({child})
+    assert not any((gw.data_dir / "envs").iterdir())

@@ -7,14 +7,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from tests.conftest import GatewayFactory, create_function, invoke_json, make_zip
 from tests.test_e2e_failures import _alive
 
 PID_SOURCE = """
-import os, time
+import os, tempfile, time
 def lambda_handler(event, context):
+    with open(os.path.join(tempfile.gettempdir(), f"mine-{os.getpid()}"), "w") as f:
+        f.write("x")
     time.sleep(event.get("sleep", 0))
-    return {"pid": os.getpid(), "tmp": os.environ["TMPDIR"], "marker": MARKER, "setting": os.environ.get("SETTING")}
+    return {"pid": os.getpid(), "tmp": os.environ["TMPDIR"], "marker": MARKER, "setting": os.environ.get("SETTING"),
+            "tmp_files": sorted(os.listdir(tempfile.gettempdir()))}
 MARKER = "v0"
 """
 
@@ -30,7 +35,8 @@ def test_concurrent_invocations_get_separate_environments(lam: Any, fname: str) 
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda _: invoke_json(lam, fname, {"sleep": 0.5})[1], range(4)))
     assert len({r["pid"] for r in results}) == 4
-    assert len({r["tmp"] for r in results}) == 4  # each has a private /tmp
+    for r in results:  # each has a private /tmp: it sees its own file only
+        assert r["tmp_files"] == [f"mine-{r['pid']}"]
 
 
 def test_most_recently_used_environment_serves_next(lam: Any, fname: str) -> None:
@@ -44,17 +50,28 @@ def test_most_recently_used_environment_serves_next(lam: Any, fname: str) -> Non
     assert invoke_json(lam, fname)[1]["pid"] == last["pid"]
 
 
+def test_private_tmp_is_mounted_at_tmp(gateway: Any, lam: Any, fname: str) -> None:
+    if not gateway.health()["isolation"]["private_tmp"]:
+        pytest.skip("no mount namespaces here (not root, or the runtime lives under /tmp): TMPDIR only")
+    create_function(lam, fname, PID_SOURCE)
+    body = invoke_json(lam, fname)[1]
+    assert body["tmp"] == "/tmp"
+    assert not os.path.exists(f"/tmp/mine-{body['pid']}")  # not the host's /tmp
+
+
 def test_idle_environments_are_reaped(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(env={"GATEWAY_IDLE_TIMEOUT": "1"})
     lam = gw.client()
     create_function(lam, "reaped", PID_SOURCE)
     body = invoke_json(lam, "reaped")[1]
     assert gw.health()["environments"] == 1
+    envs = gw.data_dir / "envs"
+    assert len(list(envs.iterdir())) == 1
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (gw.health()["environments"] or os.path.exists(body["tmp"])):
+    while time.monotonic() < deadline and (gw.health()["environments"] or any(envs.iterdir())):
         time.sleep(0.1)
     assert gw.health()["environments"] == 0
-    assert not os.path.exists(body["tmp"]), "the private /tmp outlived its environment"
+    assert not any(envs.iterdir()), "the private /tmp outlived its environment"
     assert not _alive(body["pid"])
     assert invoke_json(lam, "reaped")[1]["pid"] != body["pid"]  # scale from zero works
 

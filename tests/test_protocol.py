@@ -61,7 +61,7 @@ def test_garbage_is_rejected_or_incomplete(junk: bytes) -> None:
     except protocol.ProtocolError:
         return
     for frame in frames:  # whatever got through is a well-formed frame
-        assert isinstance(frame, list) and len(frame) == protocol._ARITY[frame[0]]
+        assert isinstance(frame, list) and len(frame) == len(protocol._SCHEMA[frame[0]]) + 1
 
 
 @pytest.mark.parametrize(
@@ -72,6 +72,13 @@ def test_garbage_is_rejected_or_incomplete(junk: bytes) -> None:
         {"kind": protocol.RESULT},  # not an array
         "hello",
         [],
+        [[1], 2, 3, 4],  # unhashable kind
+        [protocol.RESULT, [1], b"{}", 1.0, 1, b""],  # id of the wrong type
+        [protocol.RESULT, 1, b"{}", "slow", 1, b""],  # duration of the wrong type
+        [protocol.RESULT, 1, "text", 1.0, 1, b""],  # payload must be bytes
+        [protocol.ERROR, 1, 7, b"{}", 1.0, 1, b""],  # error type must be a string
+        [protocol.READY, 1, 1.0, "oops", b""],  # init error must be a map or nil
+        [protocol.RESULT, True, b"{}", 1.0, 1, b""],  # bools are not ids
     ],
 )
 def test_malformed_frames_are_protocol_errors(frame: object) -> None:
@@ -95,3 +102,26 @@ def test_msgpack_that_is_not_a_frame_is_rejected() -> None:
 def test_byte_garbage_is_protocol_error() -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.FrameDecoder().feed(b"\xc1\xc1\xc1\xc1")
+
+
+@given(result_frames, st.integers(1, 7), st.data())
+def test_a_wrong_typed_field_is_rejected(frame: list[object], index: int, data: st.DataObject) -> None:
+    index = min(index, len(frame) - 1)
+    wrong = data.draw(st.sampled_from([None, "s", [1], {"a": 1}, 1.5, b"b"]))
+    expected = protocol._SCHEMA[protocol.RESULT][index - 1]
+    if isinstance(wrong, expected):
+        return
+    frame = list(frame)
+    frame[index] = wrong
+    with pytest.raises(protocol.ProtocolError):
+        protocol.FrameDecoder().feed(protocol.encode(frame))
+
+
+def test_large_frame_fed_in_small_chunks() -> None:
+    payload = bytes(range(256)) * 16384  # 4 MB
+    stream = protocol.encode([protocol.RESULT, 7, payload, 1.0, 1, b""]) * 2
+    decoder = protocol.FrameDecoder()
+    frames = []
+    for i in range(0, len(stream), 65536):
+        frames.extend(decoder.feed(stream[i : i + 65536]))
+    assert [f[2] == payload for f in frames] == [True, True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 
 import orjson
 from aiohttp import web
@@ -22,6 +23,19 @@ from gateway.names import parse_function_name
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+def _check_json(payload: bytes) -> None:
+    """400 unless `payload` is JSON. orjson is strict (no lone surrogates, no 1e400): ask json before refusing."""
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        try:
+            json.loads(payload)
+        except ValueError:
+            raise InvalidRequestContentException(
+                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            ) from None
 
 
 def _client_context(header: str | None) -> bytes | None:
@@ -45,7 +59,8 @@ async def invoke(request: web.Request) -> web.Response:
     app = request.app
     headers = request.headers
     ref = parse_function_name(request.match_info["FunctionName"], request.query.get("Qualifier"))
-    config = app[REGISTRY].resolve(ref.name, ref.qualifier)
+    registry = app[REGISTRY]
+    registry.resolve(ref.name, ref.qualifier)  # 404 before reading a body for nothing
 
     inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
     if inv_type not in INVOCATION_TYPES:
@@ -70,15 +85,13 @@ async def invoke(request: web.Request) -> web.Response:
             f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
         )
     if payload:
-        try:
-            orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequestContentException(
-                f"Could not parse request body into json: Could not parse payload into json: {exc}"
-            ) from None
+        _check_json(payload)
     else:
         payload = b"{}"
     client_context = _client_context(headers.get("X-Amz-Client-Context"))
+    # Resolve again now that the body is in: no await may separate this from the pool choice, so an
+    # invocation never runs configuration older than the last update that returned before it started.
+    config = registry.resolve(ref.name, ref.qualifier)
 
     if inv_type == "DryRun":
         return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})

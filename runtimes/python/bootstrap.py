@@ -30,11 +30,19 @@ from gateway import protocol
 from runtimes.python.context import LambdaContext
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNS = 0x00020000
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+#: error documents are cut to fit a frame: Lambda's own limits are of this order
+MAX_ERROR_MESSAGE = 256 * 1024
+MAX_STACK_BYTES = 256 * 1024
 #: Lambda's response limit; the error message reports this figure
 MAX_RESPONSE = 6291556
 ENV_LIMITS = {resource.RLIMIT_NOFILE: 1024, resource.RLIMIT_NPROC: 1024}
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_connection: socket.socket | None = None
 
 
 class InitError(Exception):
@@ -55,6 +63,18 @@ def _format_stack(tb: Any) -> list[str]:
     return traceback.format_list(traceback.extract_tb(tb))
 
 
+def _clip_stack(stack: list[str]) -> list[str]:
+    """The innermost frames of a stack trace, within MAX_STACK_BYTES."""
+    kept: list[str] = []
+    total = 0
+    for line in reversed(stack):
+        total += len(line)
+        if total > MAX_STACK_BYTES:
+            break
+        kept.append(line)
+    return kept[::-1]
+
+
 def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     """Import `module.function` the way Lambda's Python runtime does, mapping failures to its error types."""
     try:
@@ -71,7 +91,8 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     except ImportError as exc:
         raise InitError("Runtime.ImportModuleError", f"Unable to import module '{modname}': {exc}") from None
     except Exception as exc:
-        raise InitError(type(exc).__name__, str(exc), _format_stack(exc.__traceback__)) from None
+        tb = exc.__traceback__
+        raise InitError(type(exc).__name__, str(exc), _format_stack(tb.tb_next if tb else None)) from None
     func = getattr(module, fname, None)
     if func is None:
         raise InitError("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")
@@ -100,14 +121,14 @@ class _LambdaLogHandler(logging.Handler):
 
 
 class _OutputCapture:
-    """fds 1 and 2 point at one anonymous file; `take()` returns what was written since, then empties it."""
+    """fds 1 and 2 point at one file, `<env_dir>/output`; `take()` returns what was written since, then empties it.
 
-    def __init__(self, tmp_dir: str) -> None:
-        try:
-            fd = os.open(tmp_dir, os.O_TMPFILE | os.O_RDWR, 0o600)
-        except OSError:  # filesystems without O_TMPFILE
-            fd, path = tempfile.mkstemp(dir=tmp_dir)
-            os.unlink(path)
+    The file is named, not anonymous, so that the gateway can read what a timed-out or crashed invocation
+    printed after this process is gone.
+    """
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -138,23 +159,44 @@ def _apply_limits(spec: dict[str, Any]) -> None:
             pass
 
 
+def under_tmp(path: str) -> bool:
+    """Would binding a private /tmp hide `path`?"""
+    real = os.path.realpath(path) if path else ""
+    return real == "/tmp" or real.startswith("/tmp/")
+
+
+def private_tmp(source: str) -> bool:
+    """Make `source` this process's /tmp in a private mount namespace; False where that is not allowed."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        return False
+    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    return _libc.mount(source.encode(), b"/tmp", None, MS_BIND | MS_REC, None) == 0  # type: ignore[no-any-return]
+
+
 def run(fd: int, spec: dict[str, Any]) -> None:
     """The environment's main. Never returns; exits when the gateway closes the socket or says SHUTDOWN."""
     init_start = time.perf_counter()
-    sock = socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)  # a handler's subprocess must not hold the gateway's connection open
+    global _connection
+    # Held in a global so that an exiting handler (sys.exit) does not close it before the exit status is set.
+    sock = _connection = socket.socket(fileno=fd)
     _apply_limits(spec)
-    tmp_dir = spec["tmp_dir"]
+    env_dir = spec["env_dir"]
+    tmp_dir = os.path.join(env_dir, "tmp")
     os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
+    code_dir = spec["code_dir"]
+    capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
+    if spec.get("private_tmp") and not under_tmp(code_dir) and private_tmp(tmp_dir):
+        tmp_dir = "/tmp"
     environ: dict[str, str] = spec["env"]
     os.environ.clear()
     os.environ.update(environ)
     os.environ["TMPDIR"] = tmp_dir
     tempfile.tempdir = tmp_dir
     time.tzset()
-    code_dir = spec["code_dir"]
     os.chdir(code_dir)
     sys.path[:0] = [code_dir, *spec.get("extra_paths", ())]
-    capture = _OutputCapture(tmp_dir)
     log_handler = _LambdaLogHandler()
     root = logging.getLogger()
     root.handlers[:] = [log_handler]
@@ -169,13 +211,13 @@ def run(fd: int, spec: dict[str, Any]) -> None:
     except BaseException as exc:  # SystemExit and friends in module code
         init_error = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": []}
     init_ms = (time.perf_counter() - init_start) * 1000.0
-    init_log = capture.take()
-    sock.sendall(protocol.encode((protocol.READY, os.getpid(), init_ms, init_error)))
+    if init_error is not None:
+        init_error["errorMessage"] = init_error["errorMessage"][:MAX_ERROR_MESSAGE]
+        init_error["stackTrace"] = _clip_stack(init_error["stackTrace"])
+    ready = (protocol.READY, os.getpid(), init_ms, init_error, capture.take())
+    sock.sendall(protocol.encode(ready))
     if handler is None:
         os._exit(0)
-    if init_log:
-        # Init output is logged before the first START line, as on Lambda; we ship it with the first reply.
-        os.write(1, init_log)
     _serve(sock, handler, capture, log_handler, environ)
 
 
@@ -256,7 +298,11 @@ def _serve(
 def _error_reply(
     inv_id: int, request_id: str, error_type: str, message: str, stack: list[str] | None
 ) -> tuple[Any, ...]:
-    body: dict[str, Any] = {"errorMessage": message, "errorType": error_type, "requestId": request_id}
+    body: dict[str, Any] = {
+        "errorMessage": message[:MAX_ERROR_MESSAGE],
+        "errorType": error_type[:1024],
+        "requestId": request_id,
+    }
     if stack is not None:
-        body["stackTrace"] = stack
-    return (protocol.ERROR, inv_id, error_type, json.dumps(body).encode())
+        body["stackTrace"] = _clip_stack(stack)
+    return (protocol.ERROR, inv_id, body["errorType"], json.dumps(body).encode())

@@ -4,7 +4,7 @@ Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd
 itself. The control socket is a SOCK_SEQPACKET socketpair, one msgpack message per packet:
 
     gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
-    zygote -> gateway   [HELLO, pid]                      once, when ready to fork
+    zygote -> gateway   [HELLO, pid, {"private_tmp": bool}]  once, when ready to fork
                         [FORKED, req_id, pid] | [FORK_FAILED, req_id, message]
                         [EXITED, pid, wait_status]        for every environment that ended
 
@@ -72,6 +72,7 @@ def _child(
         sock.close()
         os.close(wakeup_r)
         os.close(wakeup_w)
+        _close_fds_except(env_fd)
         bootstrap.run(env_fd, spec)
         code = 0
     except SystemExit as exc:
@@ -82,11 +83,38 @@ def _child(
         os._exit(code)
 
 
+def _close_fds_except(keep: int) -> None:
+    """Close every descriptor but stdio and `keep`: nothing of the gateway's may leak into user code."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
+
+
+def _probe_private_tmp() -> bool:
+    """Can a forked environment get a private /tmp (a mount namespace)? Tried once, in a throwaway child.
+
+    Not when the interpreter or the runtime itself lives under /tmp: the private /tmp would hide them.
+    """
+    import tempfile
+
+    if any(bootstrap.under_tmp(p) for p in (*sys.path, sys.prefix, sys.exec_prefix)):
+        return False
+    probe_dir = tempfile.mkdtemp(prefix="gateway-probe-")
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if bootstrap.private_tmp(probe_dir) else 1)
+        _, status = os.waitpid(pid, 0)
+        return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        os.rmdir(probe_dir)
+
+
 def serve(control_fd: int) -> None:
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)
     my_pid = os.getpid()
+    private_tmp = _probe_private_tmp()
 
     def send(msg: list[object]) -> None:
         sock.send(packer.pack(msg))
@@ -103,7 +131,7 @@ def serve(control_fd: int) -> None:
 
     gc.collect()
     gc.freeze()  # keep the garbage collector from touching (and so copying) the zygote's objects in children
-    send([HELLO, my_pid])
+    send([HELLO, my_pid, {"private_tmp": private_tmp}])
     while True:
         for key, _ in sel.select():
             if key.data == "signal":
@@ -134,6 +162,7 @@ def serve(control_fd: int) -> None:
                 continue
             env_fd = fds[0]
             spec["zygote_pid"] = my_pid
+            spec["private_tmp"] = private_tmp
             try:
                 pid = os.fork()
             except OSError as exc:
@@ -155,7 +184,9 @@ def main() -> None:
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
     if expected_parent and os.getppid() != expected_parent:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
-    serve(int(args[1]))
+    control_fd = int(args[1])
+    _close_fds_except(control_fd)
+    serve(control_fd)
 
 
 if __name__ == "__main__":
