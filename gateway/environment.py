@@ -51,11 +51,11 @@ class Environment(asyncio.Protocol):
 
     __slots__ = (
         "_decoder",
+        "_finished",
         "_ids",
         "_inflight",
         "_ready",
         "_transport",
-        "_finished",
         "dead",
         "env_dir",
         "exit_status",
