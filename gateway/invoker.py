@@ -66,16 +66,7 @@ class Invoker:
         self.pools = pools
         self.inflight = 0
         self._limit = settings.account_concurrency
-        self._idle = asyncio.Event()
-        self._idle.set()
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until no invocation is in flight; False if `timeout` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def invoke(
         self,
@@ -88,13 +79,10 @@ class Invoker:
         if self.inflight >= self._limit:
             raise TooManyRequestsException("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
         self.inflight += 1
-        self._idle.clear()
         try:
             return await self._invoke(config, invoked_arn, payload, client_context, want_log)
         finally:
             self.inflight -= 1
-            if not self.inflight:
-                self._idle.set()
 
     async def _invoke(
         self,

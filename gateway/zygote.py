@@ -191,7 +191,7 @@ class Zygote:
         try:
             data = msgpack.packb([FORK, req_id, spec], use_bin_type=True)
             fds = array.array("i", [theirs.fileno()])
-            self._send_with_fd(data, fds)
+            await self._send_with_fd(data, fds)
         except BaseException:
             self._pending.pop(req_id, None)
             ours.close()
@@ -205,17 +205,26 @@ class Zygote:
             raise
         return pid, ours, exit_fut
 
-    def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:
-        sock = self._sock
-        assert sock is not None
+    async def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:
+        """Send one packet with descriptors; if the socket buffer is full (rare), wait until it is writable."""
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())]
-        for _ in range(1000):
+        loop = asyncio.get_running_loop()
+        while True:
+            sock = self._sock
+            if sock is None:
+                raise ZygoteUnavailable("the zygote exited")
             try:
                 sock.sendmsg([data], anc)
                 return
             except (BlockingIOError, InterruptedError):
-                time.sleep(0.001)  # the control socket's buffer is full: rare, brief
-        raise ZygoteUnavailable("the zygote is not reading its control socket")
+                writable = loop.create_future()
+                loop.add_writer(sock.fileno(), writable.set_result, None)
+                try:
+                    await asyncio.wait_for(writable, 5.0)
+                except TimeoutError:
+                    raise ZygoteUnavailable("the zygote is not reading its control socket") from None
+                finally:
+                    loop.remove_writer(sock.fileno())
 
     async def supervise(self, max_backoff: float = 5.0) -> None:
         """Start the zygote and keep it running until `close()`; restart with back-off when it dies."""
