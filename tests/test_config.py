@@ -1,0 +1,48 @@
+"""Settings: flags over environment over defaults, validated once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import PYTHON_RUNTIMES, Settings
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    base = {"host": None, "port": None, "data_dir": None, "idle_timeout": None, "deploy": None}
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_defaults() -> None:
+    s = Settings.from_args(_args(), {})
+    assert (s.host, s.port, s.region, s.account_concurrency) == ("127.0.0.1", 9000, "us-east-1", 1000)
+    assert s.data_dir == Path(".gateway-data").resolve()  # absolute: environments chdir elsewhere
+    assert set(s.runtimes) == set(PYTHON_RUNTIMES)
+    assert set(s.runtimes.values()) == {sys.executable}
+
+
+def test_flags_win_over_environment() -> None:
+    env = {"GATEWAY_PORT": "9100", "GATEWAY_IDLE_TIMEOUT": "7", "GATEWAY_REGION": "eu-west-1"}
+    s = Settings.from_args(_args(port=9200), env)
+    assert s.port == 9200
+    assert s.idle_timeout == 7.0
+    assert s.region == "eu-west-1"
+    assert s.function_arn("f", "3") == "arn:aws:lambda:eu-west-1:123456789012:function:f:3"
+
+
+def test_runtime_interpreter_override() -> None:
+    s = Settings.from_args(_args(), {"GATEWAY_RUNTIME_PYTHON3_9": "/opt/py39/bin/python"})
+    assert s.runtimes["python3.9"] == "/opt/py39/bin/python"
+    assert s.runtimes["python3.12"] == sys.executable
+
+
+@pytest.mark.parametrize(
+    "env", [{"GATEWAY_ACCOUNT_ID": "42"}, {"GATEWAY_PORT": "70000"}, {"GATEWAY_IDLE_TIMEOUT": "0"}]
+)
+def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        Settings.from_args(_args(), env)

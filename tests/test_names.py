@@ -1,0 +1,51 @@
+"""Function names, ARNs and qualifiers as the API accepts them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.errors import InvalidParameterValueException, ValidationException
+from gateway.names import FunctionRef, parse_function_name
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function"
+
+
+@pytest.mark.parametrize(
+    ("raw", "qualifier", "expected"),
+    [
+        ("f", None, FunctionRef("f", None)),
+        ("f", "$LATEST", FunctionRef("f", "$LATEST")),
+        ("f:$LATEST", None, FunctionRef("f", "$LATEST")),
+        ("f:live", "live", FunctionRef("f", "live")),
+        (f"{ARN}:f", None, FunctionRef("f", None)),
+        (f"{ARN}:f:7", None, FunctionRef("f", "7")),
+        ("123456789012:function:f", None, FunctionRef("f", None)),
+        ("123456789012:function:f:$LATEST", None, FunctionRef("f", "$LATEST")),
+        ("arn:aws-cn:lambda:cn-north-1:123456789012:function:f", None, FunctionRef("f", None)),
+    ],
+)
+def test_accepted_forms(raw: str, qualifier: str | None, expected: FunctionRef) -> None:
+    assert parse_function_name(raw, qualifier) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "f/g", "function:f", "a" * 65, "f:", "f:a:b", "arn:aws:s3:::bucket", "f g"])
+def test_malformed_names(raw: str) -> None:
+    with pytest.raises(ValidationException):
+        parse_function_name(raw)
+
+
+def test_conflicting_qualifiers() -> None:
+    with pytest.raises(InvalidParameterValueException):
+        parse_function_name("f:1", "2")
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_parsed_or_rejected_cleanly(raw: str) -> None:
+    try:
+        ref = parse_function_name(raw)
+    except (ValidationException, InvalidParameterValueException):
+        return
+    assert 1 <= len(ref.name) <= 64
+    assert ref.name in raw
