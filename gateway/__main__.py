@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.app import create_app
+from gateway.app import DataDirInUse, create_app
 from gateway.config import Settings
 
 log = logging.getLogger("gateway")
@@ -67,9 +67,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
-        asyncio.run(serve(settings))
+        runner = asyncio.run
     else:
-        uvloop.run(serve(settings))
+        runner = uvloop.run
+    try:
+        runner(serve(settings))
+    except DataDirInUse as exc:
+        sys.exit(f"gateway: {exc}")
 
 
 if __name__ == "__main__":

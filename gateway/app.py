@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -30,18 +31,31 @@ from gateway.zygote import Zygote
 log = logging.getLogger("gateway")
 
 
+class DataDirInUse(RuntimeError):
+    """Another gateway holds the data directory: two caches over one registry would drift apart."""
+
+
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    codestore = CodeStore(data_dir / "code")
-    registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
-    app[CODESTORE] = codestore
-    app[REGISTRY] = registry
+    lock = open(data_dir / ".lock", "a+b")  # noqa: SIM115 - held for the gateway's lifetime, closed below
     try:
-        yield
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DataDirInUse(f"another gateway is using the data directory {data_dir}") from None
+    try:
+        codestore = CodeStore(data_dir / "code")
+        registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
+        app[CODESTORE] = codestore
+        app[REGISTRY] = registry
+        try:
+            yield
+        finally:
+            registry.close()
     finally:
-        registry.close()
+        lock.close()
 
 
 def _zygotes_for(settings: Settings) -> dict[str, Zygote]:
@@ -78,7 +92,12 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     pools = PoolManager(settings, zygotes)
     app[POOLS] = pools
     app[INVOKER] = Invoker(settings, pools)
-    app[REGISTRY].add_listener(pools.retire_function)
+    loop = asyncio.get_running_loop()
+
+    def on_change(name: str) -> None:  # registry writes run in a worker thread; pools live on the loop
+        loop.call_soon_threadsafe(pools.retire_function, name)
+
+    app[REGISTRY].add_listener(on_change)
     tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
     tasks.append(asyncio.create_task(pools.reap_forever()))
     try:

@@ -153,7 +153,9 @@ class Registry:
         self._functions: dict[str, dict[str, FunctionConfig]] = {}
         self._names: list[str] = []
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        if not db_path.exists():
+            db_path.touch(mode=0o600)  # it holds environment variables, often secrets
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=2.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._migrate()
@@ -317,4 +319,15 @@ class _Transaction:
         return self._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()  # e.g. disk full at COMMIT: never leave the connection inside a transaction
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite may have rolled back on its own already
+            self._db.execute("ROLLBACK")

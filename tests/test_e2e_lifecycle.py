@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, create_function, invoke_json
+from tests.conftest import GatewayFactory, create_function, free_port, invoke_json
 
 SLOW = """
 import os, time
@@ -160,3 +162,18 @@ def test_processes_started_by_handlers_do_not_outlive_the_gateway(gateway_factor
     gw.start()  # ...so the next start sweeps them
     assert _gone({child})
     assert not any((gw.data_dir / "envs").iterdir())
+
+
+def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(free_port()), "--data-dir", str(gw.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=gw.env,
+    )
+    assert second.returncode != 0
+    assert "another gateway is using the data directory" in second.stderr
+    assert gw.health()["status"] == "ok"

@@ -29,6 +29,7 @@ from gateway.codestore import CodeInfo, CodeStore
 from gateway.config import Settings
 from gateway.errors import (
     InvalidParameterValueException,
+    NotImplementedException,
     PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
@@ -114,9 +115,9 @@ class Deployer:
         spec = parse_create(body, self.settings.runtimes)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
-        code = await _store_code(self.codestore, spec.zip_b64)
         if spec.publish:
-            log.info("CreateFunction %s: Publish is not supported yet; only $LATEST was created", spec.name)
+            raise NotImplementedException(_PUBLISH_NOT_IMPLEMENTED)
+        code = await _store_code(self.codestore, spec.zip_b64)
         base = FunctionConfig(
             name=spec.name,
             arn=self.settings.function_arn(spec.name),
@@ -134,7 +135,7 @@ class Deployer:
 
     async def create(self, body: dict[str, Any]) -> FunctionConfig:
         """CreateFunction. Raises ResourceConflictException if the name is taken, or a validation error."""
-        config = self.registry.create(await self._build(body))
+        config = await asyncio.to_thread(self.registry.create, await self._build(body))
         log.info("created function %s (code %s)", config.name, config.code_sha256)
         return config
 
@@ -153,11 +154,16 @@ class Deployer:
             return "unchanged"
         changes = {f: getattr(desired, f) for f in _COMPARED} | {"code_size": desired.code_size,
                                                                  "code_dir": desired.code_dir}  # fmt: skip
-        self.registry.update(name, lambda c: dataclasses.replace(c, **changes))
+        await asyncio.to_thread(self.registry.update, name, lambda c: dataclasses.replace(c, **changes))
         return "updated"
 
 
 # -- handlers ----------------------------------------------------------------------------------------
+
+_PUBLISH_NOT_IMPLEMENTED = (
+    "Publish=true is not implemented by this gateway yet (published versions are planned); "
+    "only $LATEST exists. Retry without Publish."
+)
 
 
 async def create_function(request: web.Request) -> web.Response:
@@ -234,6 +240,8 @@ async def update_function_code(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     name = _latest_only(_ref(request), "UpdateFunctionCode")
     spec = parse_code_update(await read_json_object(request))
+    if spec.publish:
+        raise NotImplementedException(_PUBLISH_NOT_IMPLEMENTED)
     current = registry.get(name)
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
@@ -244,9 +252,9 @@ async def update_function_code(request: web.Request) -> web.Response:
         fields["architectures"] = spec.architectures
     if spec.dry_run:
         return json_response(dataclasses.replace(registry.get(name), **fields).to_wire())
-    if spec.publish:
-        log.info("UpdateFunctionCode %s: Publish is not supported yet; only $LATEST was updated", name)
-    config = registry.update(name, lambda c: dataclasses.replace(c, **fields), if_revision=spec.revision_id)
+    config = await asyncio.to_thread(
+        registry.update, name, lambda c: dataclasses.replace(c, **fields), if_revision=spec.revision_id
+    )
     log.info("updated code of function %s (code %s)", name, config.code_sha256)
     return json_response(config.to_wire())
 
@@ -257,7 +265,9 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     name = _latest_only(_ref(request), "UpdateFunctionConfiguration")
     body = await read_json_object(request)
     changes = parse_config_update(body, request.app[SETTINGS].runtimes, name)
-    config = registry.update(name, lambda c: _apply(c, changes), if_revision=changes.revision_id)
+    config = await asyncio.to_thread(
+        registry.update, name, lambda c: _apply(c, changes), if_revision=changes.revision_id
+    )
     log.info("updated configuration of function %s", name)
     return json_response(config.to_wire())
 
@@ -271,6 +281,6 @@ async def delete_function(request: web.Request) -> web.Response:
     if ref.qualifier is not None:
         registry.resolve(ref.name, ref.qualifier)  # ResourceNotFoundException until versions exist
         raise InvalidParameterValueException("Deleting a published version is not supported yet.")
-    registry.delete(ref.name)
+    await asyncio.to_thread(registry.delete, ref.name)
     log.info("deleted function %s", ref.name)
     return web.Response(status=204)

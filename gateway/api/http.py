@@ -25,8 +25,8 @@ log = logging.getLogger("gateway.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: the largest JSON body any control-plane call accepts (a 50 MB zip, base64 encoded, plus fields)
-MAX_CONTROL_BODY = 70 * 1024 * 1024
+#: the largest JSON body a control-plane call accepts: Lambda's figure (a 50 MB zip, base64 encoded, plus fields)
+MAX_CONTROL_BODY = 69905067
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
