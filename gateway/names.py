@@ -17,7 +17,7 @@ _ARN_RE = re.compile(
     r"(?:arn:(?:aws[a-zA-Z-]*):lambda:(?P<region>[a-z]{2}(?:-gov)?-[a-z]+-\d{1}):)?"
     r"(?:(?P<account>\d{12}):)?"
     r"(?:function:)?"
-    r"(?P<name>[a-zA-Z0-9_-]+)"
+    r"(?P<name>[a-zA-Z0-9_.-]+)"
     r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
 )
 
@@ -33,7 +33,12 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
     Raises ValidationException for a malformed name, InvalidParameterValueException when the
     qualifier in the name and the one in the query string differ.
     """
-    m = _ARN_RE.fullmatch(raw) if len(raw) <= 170 else None
+    if len(raw) > 256:
+        raise ValidationException(
+            f"1 validation error detected: Value '{raw[:300]}' at 'functionName' failed to satisfy constraint: "
+            "Member must have length less than or equal to 256"
+        )
+    m = _ARN_RE.fullmatch(raw)
     if m is None or (m["account"] is None and "function:" in raw):
         raise ValidationException(
             f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: "

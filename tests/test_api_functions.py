@@ -463,3 +463,38 @@ def test_functions_survive_restart(gateway_factory: GatewayFactory) -> None:
     with pytest.raises(ClientError) as exc:
         lam.get_function(FunctionName="gone")
     assert _error(exc)[0] == "ResourceNotFoundException"
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ({"DeadLetterConfig": {"TargetArn": 5}}, "InvalidRequestContentException"),
+        ({"DeadLetterConfig": {"Evil": [1]}}, "InvalidRequestContentException"),
+        ({"LoggingConfig": {"LogFormat": "XML"}}, "ValidationException"),
+        ({"LoggingConfig": {"LogFormat": "Text", "ApplicationLogLevel": "INFO"}}, "InvalidParameterValueException"),
+        ({"TracingConfig": {"Mode": "Sometimes"}}, "ValidationException"),
+        ({"VpcConfig": "x"}, "InvalidRequestContentException"),
+    ],
+)
+def test_nested_members_are_validated(gateway: RunningGateway, fname: str, extra: dict[str, Any], code: str) -> None:
+    body = {
+        "FunctionName": fname,
+        "Runtime": "python3.12",
+        "Role": ROLE,
+        "Handler": "lambda_function.h",
+        "Code": {"ZipFile": base64.b64encode(make_zip({"lambda_function.py": "def h(e, c): return 1\n"})).decode()},
+        **extra,
+    }
+    status, headers, _ = gateway.request("POST", "/2015-03-31/functions", json.dumps(body).encode())
+    assert (status, headers["x-amzn-ErrorType"]) == (400, code)
+
+
+def test_logging_config_round_trip(lam: Any, fname: str) -> None:
+    created = create_function(lam, fname, "def h(e, c): return 1\n", LoggingConfig={"LogFormat": "JSON"})
+    assert created["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "INFO",
+        "LogGroup": f"/aws/lambda/{fname}",
+    }
+    assert "KMSKeyArn" not in created

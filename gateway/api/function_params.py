@@ -69,7 +69,6 @@ _UNSUPPORTED = (
     "Layers", "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "CapacityProviderConfig",
     "DurableConfig", "TenancyConfig",
 )  # fmt: skip
-_ECHOED = ("DeadLetterConfig", "KMSKeyArn", "TracingConfig")
 
 _JAVA_TYPES = {str: "java.lang.String", int: "java.lang.Integer", bool: "java.lang.Boolean", dict: "Map"}
 
@@ -200,18 +199,58 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
             v.add(None, "ephemeralStorage.size", "Member must not be null")
         _bounded(v, size, "ephemeralStorage.size", 512, 10240)
         out["ephemeral_storage"] = size
-    for key in _ECHOED:
-        value = body.get(key)
-        if value is not None:
-            extra[key] = _opt(body, key, str if key == "KMSKeyArn" else dict)
-    if (tracing := extra.get("TracingConfig")) is not None:
+    if kms := _opt(body, "KMSKeyArn", str):
+        extra["KMSKeyArn"] = kms
+    if (dlq := _struct(body, "DeadLetterConfig", {"TargetArn": str})) is not None:
+        extra["DeadLetterConfig"] = dlq
+    if (tracing := _struct(body, "TracingConfig", {"Mode": str})) is not None:
         mode = tracing.get("Mode", "PassThrough")
         if mode not in ("Active", "PassThrough"):
             v.add(mode, "tracingConfig.mode", "Member must satisfy enum value set: [Active, PassThrough]")
         extra["TracingConfig"] = {"Mode": mode}
-    if (logging_config := _opt(body, "LoggingConfig", dict)) is not None:
-        extra["LoggingConfig"] = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}", **logging_config}
+    logging_members = {"LogFormat": str, "ApplicationLogLevel": str, "SystemLogLevel": str, "LogGroup": str}
+    if (logging_config := _struct(body, "LoggingConfig", logging_members)) is not None:
+        extra["LoggingConfig"] = _logging_config(logging_config, v, name)
+    for key in ("VpcConfig", "SnapStart"):
+        _opt(body, key, dict)  # ignored, but not if malformed
     return ConfigChanges(out, extra)
+
+
+def _struct(body: Mapping[str, Any], key: str, members: Mapping[str, type]) -> dict[str, Any] | None:
+    """A nested object with known members of known types (None members dropped), or None if absent."""
+    value = _opt(body, key, dict)
+    if value is None:
+        return None
+    check_members(value, frozenset(members), key)
+    return {k: _opt(value, k, t) for k, t in members.items() if value.get(k) is not None}
+
+
+_APP_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+_SYSTEM_LEVELS = ("DEBUG", "INFO", "WARN")
+
+
+def _logging_config(cfg: dict[str, Any], v: _Violations, name: str) -> dict[str, Any]:
+    """LoggingConfig as Lambda stores it: LogFormat Text|JSON; log levels only (and by default) with JSON."""
+    fmt = cfg.get("LogFormat", "Text")
+    if fmt not in ("Text", "JSON"):
+        v.add(fmt, "loggingConfig.logFormat", "Member must satisfy enum value set: [JSON, Text]")
+    out: dict[str, Any] = {"LogFormat": fmt}
+    if fmt == "JSON":
+        out["ApplicationLogLevel"] = cfg.get("ApplicationLogLevel", "INFO")
+        out["SystemLogLevel"] = cfg.get("SystemLogLevel", "INFO")
+        if out["ApplicationLogLevel"] not in _APP_LEVELS:
+            v.add(out["ApplicationLogLevel"], "loggingConfig.applicationLogLevel",
+                  f"Member must satisfy enum value set: [{', '.join(_APP_LEVELS)}]")  # fmt: skip
+        if out["SystemLogLevel"] not in _SYSTEM_LEVELS:
+            v.add(out["SystemLogLevel"], "loggingConfig.systemLogLevel",
+                  f"Member must satisfy enum value set: [{', '.join(_SYSTEM_LEVELS)}]")  # fmt: skip
+    elif "ApplicationLogLevel" in cfg or "SystemLogLevel" in cfg:
+        raise InvalidParameterValueException(
+            'LogLevel is not supported when LogFormat is set to "Text". Remove LogLevel from your request or '
+            'change the LogFormat to "JSON" and try again.'
+        )
+    out["LogGroup"] = cfg.get("LogGroup", f"/aws/lambda/{name}")
+    return out
 
 
 def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: Mapping[str, str]) -> None:
