@@ -335,16 +335,7 @@ def parse_create(body: Mapping[str, Any], runtimes: Mapping[str, str]) -> Create
     v.raise_if_any()
     assert code is not None
 
-    if package_type == "Image" or code.get("ImageUri"):
-        raise InvalidParameterValueException(
-            "This gateway runs .zip file archives only (Code.ZipFile); container images are not supported."
-        )
-    if any(code.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
-        raise InvalidParameterValueException(
-            "This gateway accepts function code only as Code.ZipFile; S3Bucket/S3Key are not supported."
-        )
-    if zip_b64 is None:
-        raise InvalidParameterValueException("Please provide a source for function code.")
+    zip_b64 = _zip_only(code, zip_b64, "Code.ZipFile", image=package_type == "Image")
     if "runtime" not in changes.fields or "handler" not in changes.fields:
         raise InvalidParameterValueException(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
@@ -353,6 +344,21 @@ def parse_create(body: Mapping[str, Any], runtimes: Mapping[str, str]) -> Create
     if archs is not None:
         changes.fields["architectures"] = archs
     return CreateSpec(name, zip_b64, changes, tags, publish)
+
+
+def _zip_only(source: Mapping[str, Any], zip_b64: str | None, member: str, image: bool = False) -> str:
+    """This gateway takes code as an inline zip only: refuse images and S3 locations by name."""
+    if image or source.get("ImageUri"):
+        raise InvalidParameterValueException(
+            f"This gateway runs .zip file archives only ({member}); container images are not supported."
+        )
+    if any(source.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
+        raise InvalidParameterValueException(
+            f"This gateway accepts function code only as {member}; S3Bucket/S3Key are not supported."
+        )
+    if zip_b64 is None:
+        raise InvalidParameterValueException("Please provide a source for function code.")
+    return zip_b64
 
 
 def parse_config_update(body: Mapping[str, Any], runtimes: Mapping[str, str], name: str) -> ConfigChanges:
@@ -376,16 +382,7 @@ def parse_code_update(body: Mapping[str, Any]) -> CodeSpec:
     dry_run = bool(_opt(body, "DryRun", bool))
     publish = bool(_opt(body, "Publish", bool))
     v.raise_if_any()
-    if body.get("ImageUri"):
-        raise InvalidParameterValueException(
-            "This gateway runs .zip file archives only (ZipFile); container images are not supported."
-        )
-    if any(body.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
-        raise InvalidParameterValueException(
-            "This gateway accepts function code only as ZipFile; S3Bucket/S3Key are not supported."
-        )
-    if zip_b64 is None:
-        raise InvalidParameterValueException("Please provide a source for function code.")
+    zip_b64 = _zip_only(body, zip_b64, "ZipFile")
     if body.get("SourceKMSKeyArn") or body.get("PublishTo"):
         log.info("ignoring SourceKMSKeyArn/PublishTo: they have no effect on this gateway")
     return CodeSpec(zip_b64, revision_id, dry_run, publish, archs)
