@@ -115,6 +115,7 @@ class Environment(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # Usually the process is exiting: give the zygote a moment to report how, before making sure.
         self.dead = True
+        self._keep_output()
         self._fail_all("Runtime exited")
         if self.exit_status.done():
             self.kill("socket closed")
@@ -122,10 +123,6 @@ class Environment(asyncio.Protocol):
             asyncio.get_running_loop().call_later(LINGER, self.kill, "socket closed")
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    @property
-    def busy(self) -> int:
-        return len(self._inflight)
-
     async def wait_ready(self, timeout: float = INIT_TIMEOUT) -> None:
         """Wait for READY. Sets `init_ms` and `init_error`; raises EnvironmentDied / InvocationTimeout."""
         try:
@@ -196,12 +193,17 @@ class Environment(asyncio.Protocol):
                     os.kill(self.pid, signal.SIGKILL)  # in case it died before setsid()
             if self._transport is not None:
                 self._transport.abort()
-            if reason != "shut down":  # it may have been running an invocation: keep what it printed
-                self.last_output = _read_tail(os.path.join(self.env_dir, "output"))
+            if reason != "shut down":  # it may have been running an invocation
+                self._keep_output()
             _remove_later(self.env_dir)
         if reason.startswith("bad frame") or reason.startswith("unexpected frame"):
             log.warning("environment %s (pid %s) killed: %s", self.key, self.pid, reason)
         self._fail_all(reason)
+
+    def _keep_output(self) -> None:
+        """Read what the current invocation printed, before the directory goes (once per environment)."""
+        if not self.last_output:
+            self.last_output = _read_tail(os.path.join(self.env_dir, "output"))
 
     def shutdown(self) -> None:
         """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import threading
@@ -68,6 +69,7 @@ import ctypes, os, signal, time
 def lambda_handler(event, context):
     how = event.get("how")
     if how == "exit":
+        print("last words", flush=True)
         os._exit(7)
     if how == "segv":
         ctypes.string_at(0)
@@ -168,3 +170,12 @@ def test_exit_with_a_background_child_is_still_an_exit(lam: Any, fname: str) -> 
     assert time.monotonic() - start < 2  # not held open until the timeout by the child
     assert body["errorType"] == "Runtime.ExitError"
     assert body["errorMessage"].endswith("exit status 1")
+
+
+def test_output_before_a_crash_is_kept(lam: Any, fname: str) -> None:
+    create_function(lam, fname, CRASH_SOURCE)
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"how": "exit"}', LogType="Tail")
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "last words" in log
+    assert "Runtime exited with error: exit status 7" in log
+    assert "Status: error\tError Type: Runtime.ExitError" in log

@@ -23,6 +23,7 @@ from gateway.names import parse_function_name
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+_TOO_LARGE = f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
 
 
 def _check_json(payload: bytes) -> None:
@@ -76,14 +77,10 @@ async def invoke(request: web.Request) -> web.Response:
         )
     length = request.content_length
     if length is not None and length > MAX_SYNC_PAYLOAD:
-        raise RequestTooLargeException(
-            f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
-        )
+        raise RequestTooLargeException(_TOO_LARGE)
     payload = await request.read()
     if len(payload) > MAX_SYNC_PAYLOAD:
-        raise RequestTooLargeException(
-            f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
-        )
+        raise RequestTooLargeException(_TOO_LARGE)
     if payload:
         _check_json(payload)
     else:
