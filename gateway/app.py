@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import functions, invoke
+from gateway.api import account, catalog, functions, invoke, layers, tags
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
-from gateway.app_keys import CODESTORE, INVOKER, POOLS, REGISTRY, SETTINGS, ZYGOTES
+from gateway.app_keys import CODESTORE, INVOKER, LAYERS, POOLS, REGISTRY, SETTINGS, ZYGOTES
 from gateway.codestore import CodeStore
 from gateway.config import Settings
 from gateway.environment import sweep_leftovers
 from gateway.invoker import Invoker
+from gateway.layers import LayerStore
 from gateway.pool import PoolManager
 from gateway.registry import Registry
 from gateway.zygote import Zygote
@@ -48,11 +49,14 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     try:
         codestore = CodeStore(data_dir / "code")
         registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
+        layer_store = LayerStore(data_dir / "layers.sqlite3", codestore, settings)
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
+        app[LAYERS] = layer_store
         try:
             yield
         finally:
+            layer_store.close()
             registry.close()
     finally:
         lock.close()
@@ -94,8 +98,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     app[INVOKER] = Invoker(settings, pools)
     loop = asyncio.get_running_loop()
 
-    def on_change(name: str) -> None:  # registry writes run in a worker thread; pools live on the loop
-        loop.call_soon_threadsafe(pools.retire_function, name)
+    def on_change(name: str, version: str | None) -> None:  # registry writes run in a thread; pools on the loop
+        loop.call_soon_threadsafe(pools.retire_function, name, version)
 
     app[REGISTRY].add_listener(on_change)
     tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
@@ -147,4 +151,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
     functions.add_routes(app)
+    layers.add_routes(app)
+    tags.add_routes(app)
+    account.add_routes(app)
+    catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"
     return app

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import orjson
 
 from gateway.config import Settings
+from gateway.configs import FunctionConfig
 from gateway.environment import EnvironmentDied, InvocationTimeout
 from gateway.errors import ServiceException, TooManyRequestsException
 from gateway.pool import PoolManager
 from gateway.protocol import RESULT
-from gateway.registry import FunctionConfig
 from gateway.zygote import ZygoteUnavailable, describe_wait_status
 
 log = logging.getLogger("gateway.invoker")

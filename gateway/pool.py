@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
+from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
-from gateway.registry import FunctionConfig
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
@@ -167,9 +167,9 @@ class PoolManager:
             pool = self.pools[key] = Pool(config, self.settings, zygote)
         return pool
 
-    def retire_function(self, name: str) -> None:
-        """Retire every pool of a function (after an update or delete)."""
-        for key in [k for k in self.pools if k[0] == name]:
+    def retire_function(self, name: str, version: str | None = None) -> None:
+        """Retire the pool of one version of a function, or of all its versions (after an update or delete)."""
+        for key in [k for k in self.pools if k[0] == name and version in (None, k[1])]:
             self._retire(self.pools.pop(key))
 
     def _retire(self, pool: Pool) -> None:

@@ -1,157 +1,80 @@
-"""Functions and their configurations, persisted in SQLite, cached in memory.
+"""Functions, their versions and aliases, persisted in SQLite, cached in memory.
 
-Every configuration is a row of `function_versions(name, version, config JSON)`; `$LATEST` is the
-version `'$LATEST'`, published versions (a later issue) will be further rows of the same table. Writes go
-to SQLite first (one transaction, `synchronous=FULL` under WAL), then to the in-memory cache. Reads —
-including `resolve()` on the invoke path — only touch the cache.
+Tables: `function_versions(name, version, config)` — `$LATEST` is the version `'$LATEST'`, published
+versions are `'1'`, `'2'`, ...; `aliases(name, alias, config)`; `function_meta(name, last_version)`, which
+keeps version numbers monotonic (never reused while the function exists). Writes go to SQLite first (one
+transaction, `synchronous=FULL` under WAL), then to the in-memory cache. Reads — including `resolve()` on
+the invoke path — only touch the cache.
 
-Concurrency model: methods are synchronous and fast; they are called from the event loop thread. A lock
-makes each write (check, persist, publish to the cache) atomic should another thread call in as well.
-Listeners run after the write, on the caller's thread.
+Concurrency model: reads run on the event loop thread; writes may run in a worker thread (they block on
+SQLite). A lock makes each write (check, persist, publish to the cache) atomic. Listeners run after the
+write, on the writer's thread, with (function name, version or None for all versions).
 """
 
 from __future__ import annotations
 
-import base64
 import bisect
 import builtins
 import dataclasses
 import logging
+import random
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from gateway.codestore import CodeStore
 from gateway.config import Settings
-from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
+from gateway.configs import LATEST, AliasConfig, FunctionConfig, new_revision_id, now_last_modified
+from gateway.errors import (
+    InvalidParameterValueException,
+    PreconditionFailedException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+)
 
 log = logging.getLogger("gateway.registry")
 
-LATEST = "$LATEST"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 REVISION_MISMATCH = (
     "The Revision Id provided does not match the latest Revision Id. "
     "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
 )
 
+#: fields that do not make two versions different (PublishVersion with nothing changed returns the latest)
+_NOT_COMPARED = frozenset({"version", "revision_id", "last_modified", "description", "tags", "code_dir", "layer_dirs"})
 
-def new_revision_id() -> str:
-    return str(uuid.uuid4())
-
-
-def now_last_modified() -> str:
-    """The current time as Lambda writes LastModified: `2026-11-23T14:38:00.000+0000`."""
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000"
+Listener = Callable[[str, str | None], None]
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionConfig:
-    """An immutable snapshot of one function version's configuration.
+class _Function:
+    """The cache entry of one function."""
 
-    Every update produces a new object with a new `revision_id`; the pools key environments by
-    (name, version, revision_id), so an invocation never runs code or settings older than the
-    snapshot it resolved.
-    """
+    __slots__ = ("aliases", "last_version", "versions")
 
-    name: str
-    arn: str  # unqualified function ARN
-    runtime: str
-    handler: str
-    role: str
-    code_sha256: str  # hex digest of the zip
-    code_size: int  # bytes of the zip
-    code_dir: Path  # extracted, read-only code directory (LAMBDA_TASK_ROOT)
-    last_modified: str  # ISO-8601 with +0000, e.g. 2026-11-23T14:38:00.000+0000
-    revision_id: str  # uuid4 string, new on every change
-    version: str = LATEST
-    description: str = ""
-    timeout: int = 3  # seconds
-    memory_size: int = 128  # MB
-    environment: dict[str, str] = field(default_factory=dict)
-    ephemeral_storage: int = 512  # MB
-    architectures: tuple[str, ...] = ("x86_64",)
-    extra: dict[str, Any] = field(default_factory=dict)  # other FunctionConfiguration fields kept verbatim
-    tags: dict[str, str] = field(default_factory=dict)  # function-level; not part of FunctionConfiguration
-
-    @property
-    def code_sha256_b64(self) -> str:
-        """Lambda's CodeSha256: base64 of the raw digest."""
-        return base64.b64encode(bytes.fromhex(self.code_sha256)).decode("ascii")
-
-    @property
-    def qualified_arn(self) -> str:
-        return f"{self.arn}:{self.version}"
-
-    def to_wire(self) -> dict[str, Any]:
-        """The FunctionConfiguration JSON object as Lambda returns it.
-
-        `$LATEST` is shown with the unqualified ARN, a published version with its qualified one. As on
-        AWS, `Environment` and `Layers` are left out when empty.
-        """
-        wire: dict[str, Any] = {
-            "FunctionName": self.name,
-            "FunctionArn": self.arn if self.version == LATEST else self.qualified_arn,
-            "Runtime": self.runtime,
-            "Role": self.role,
-            "Handler": self.handler,
-            "CodeSize": self.code_size,
-            "Description": self.description,
-            "Timeout": self.timeout,
-            "MemorySize": self.memory_size,
-            "LastModified": self.last_modified,
-            "CodeSha256": self.code_sha256_b64,
-            "Version": self.version,
-            "TracingConfig": {"Mode": "PassThrough"},
-            "RevisionId": self.revision_id,
-            "State": "Active",
-            "LastUpdateStatus": "Successful",
-            "PackageType": "Zip",
-            "Architectures": list(self.architectures),
-            "EphemeralStorage": {"Size": self.ephemeral_storage},
-            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
-            "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
-        }
-        if self.environment:
-            wire["Environment"] = {"Variables": dict(self.environment)}
-        wire.update(self.extra)
-        return wire
-
-    def to_record(self) -> bytes:
-        """JSON for the `config` column. `code_dir` is not stored: it follows from the digest."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "code_dir"}
-        return orjson.dumps(data)
-
-    @classmethod
-    def from_record(cls, raw: str | bytes, code_dir: Path) -> FunctionConfig:
-        data = orjson.loads(raw)
-        data["architectures"] = tuple(data.get("architectures", ("x86_64",)))
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(code_dir=code_dir, **{k: v for k, v in data.items() if k in known})
+    def __init__(self, last_version: int = 0) -> None:
+        self.versions: dict[str, FunctionConfig] = {}
+        self.aliases: dict[str, AliasConfig] = {}
+        self.last_version = last_version
 
 
-Listener = Callable[[str], None]
+def _version_key(config: FunctionConfig) -> int:
+    return -1 if config.version == LATEST else int(config.version)
 
 
 class Registry:
-    """Functions by name (and, later, by version), in SQLite with an in-memory cache."""
+    """Functions by name, with their versions and aliases, in SQLite with an in-memory cache."""
 
     def __init__(self, db_path: Path, codestore: CodeStore, settings: Settings) -> None:
         self.settings = settings
         self.codestore = codestore
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
-        # name -> version -> config; `_names` is kept sorted for paging
-        self._functions: dict[str, dict[str, FunctionConfig]] = {}
-        self._names: list[str] = []
+        self._functions: dict[str, _Function] = {}
+        self._names: list[str] = []  # sorted, for paging
         db_path.parent.mkdir(parents=True, exist_ok=True)
         if not db_path.exists():
             db_path.touch(mode=0o600)  # it holds environment variables, often secrets
@@ -165,22 +88,43 @@ class Registry:
         (current,) = self._db.execute("PRAGMA user_version").fetchone()
         if current > SCHEMA_VERSION:
             raise RuntimeError(f"registry schema {current} is newer than this gateway ({SCHEMA_VERSION})")
-        if current < 1:
-            with self._tx() as db:
+        if current == SCHEMA_VERSION:
+            return
+        with self._tx() as db:
+            if current < 1:
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS function_versions ("
                     " name TEXT NOT NULL, version TEXT NOT NULL, config TEXT NOT NULL,"
                     " PRIMARY KEY (name, version)) WITHOUT ROWID"
                 )
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if current < 2:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS aliases ("
+                    " name TEXT NOT NULL, alias TEXT NOT NULL, config TEXT NOT NULL,"
+                    " PRIMARY KEY (name, alias)) WITHOUT ROWID"
+                )
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS function_meta (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL)"
+                )
+                db.execute(
+                    "INSERT OR IGNORE INTO function_meta (name, last_version)"
+                    " SELECT DISTINCT name, 0 FROM function_versions"
+                )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _load(self) -> None:
-        for name, version, raw in self._db.execute("SELECT name, version, config FROM function_versions"):
-            sha = orjson.loads(raw)["code_sha256"]
-            if not self.codestore.ensure_extracted(sha):
-                log.warning("code %s of function %s:%s is missing from the code store", sha, name, version)
-            cfg = FunctionConfig.from_record(raw, self.codestore.path_for(sha))
-            self._functions.setdefault(name, {})[version] = cfg
+        for name, last_version in self._db.execute("SELECT name, last_version FROM function_meta"):
+            self._functions[name] = _Function(last_version)
+        for name, _version, raw in self._db.execute("SELECT name, version, config FROM function_versions"):
+            data = orjson.loads(raw)
+            for sha in (data["code_sha256"], *(layer["code_sha256"] for layer in data.get("layers", ()))):
+                if not self.codestore.ensure_extracted(sha):
+                    log.warning("code %s of function %s is missing from the code store", sha, name)
+            cfg = FunctionConfig.from_record(raw, self.codestore.path_for)
+            self._functions.setdefault(name, _Function()).versions[cfg.version] = cfg
+        for name, _alias, raw in self._db.execute("SELECT name, alias, config FROM aliases"):
+            alias = AliasConfig.from_record(raw)
+            self._functions[name].aliases[alias.name] = alias
         self._names = sorted(self._functions)
         log.info("registry loaded %d functions", len(self._names))
 
@@ -190,31 +134,74 @@ class Registry:
 
     # -- reads (cache only) ------------------------------------------------------------------------
 
+    def _function(self, name: str) -> _Function:
+        fn = self._functions.get(name)
+        if fn is None:
+            raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name)}")
+        return fn
+
     def get(self, name: str) -> FunctionConfig:
         """The `$LATEST` configuration. Raises ResourceNotFoundException."""
-        versions = self._functions.get(name)
-        if versions is None:
-            raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name)}")
-        return versions[LATEST]
+        return self._function(name).versions[LATEST]
 
-    def resolve(self, name: str, qualifier: str | None) -> FunctionConfig:
-        """The configuration a (name, qualifier) designates; no I/O. Raises ResourceNotFoundException."""
-        if qualifier is None or qualifier == LATEST:
-            return self.get(name)
-        cfg = self._functions.get(name, {}).get(qualifier)
+    def get_version(self, name: str, version: str) -> FunctionConfig:
+        """A version (`$LATEST` or a number). Raises ResourceNotFoundException."""
+        cfg = self._function(name).versions.get(version)
         if cfg is None:
-            raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name, qualifier)}")
+            raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name, version)}")
         return cfg
+
+    def get_alias(self, name: str, alias: str) -> AliasConfig:
+        found = self._function(name).aliases.get(alias)
+        if found is None:
+            raise ResourceNotFoundException(f"Alias not found: {self.settings.function_arn(name, alias)}")
+        return found
+
+    def resolve(self, name: str, qualifier: str | None, route: bool = False) -> FunctionConfig:
+        """The configuration a (name, qualifier) designates; no I/O. Raises ResourceNotFoundException.
+
+        An alias designates its version; with `route`, an alias with routing weights picks its additional
+        version with that probability (once per call: the invoke path calls with route=True).
+        """
+        fn = self._functions.get(name)
+        if fn is not None:
+            if qualifier is None:
+                return fn.versions[LATEST]
+            cfg = fn.versions.get(qualifier)
+            if cfg is not None:
+                return cfg
+            alias = fn.aliases.get(qualifier)
+            if alias is not None:
+                version = alias.function_version
+                if route and alias.additional_weights:
+                    ((extra, weight),) = alias.additional_weights.items()
+                    if random.random() < weight:
+                        version = extra
+                return fn.versions[version]
+        raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name, qualifier)}")
 
     def list(self) -> list[FunctionConfig]:
         """Every function's `$LATEST`, sorted by name."""
-        return [self._functions[n][LATEST] for n in self._names]
+        return [self._functions[n].versions[LATEST] for n in self._names]
 
     def list_page(self, after: str | None, limit: int) -> tuple[builtins.list[FunctionConfig], bool]:
         """Up to `limit` functions whose names sort after `after`; the flag says whether more follow."""
         start = 0 if after is None else bisect.bisect_right(self._names, after)
         names = self._names[start : start + limit]
-        return [self._functions[n][LATEST] for n in names], start + limit < len(self._names)
+        return [self._functions[n].versions[LATEST] for n in names], start + limit < len(self._names)
+
+    def versions(self, name: str) -> builtins.list[FunctionConfig]:
+        """`$LATEST`, then the published versions in ascending order."""
+        return sorted(self._function(name).versions.values(), key=_version_key)
+
+    def aliases(self, name: str) -> builtins.list[AliasConfig]:
+        """The function's aliases, sorted by name."""
+        fn = self._function(name)
+        return [fn.aliases[a] for a in sorted(fn.aliases)]
+
+    def total_code_size(self) -> int:
+        """Bytes of zipped code over every version of every function (GetAccountSettings' usage)."""
+        return sum(cfg.code_size for fn in list(self._functions.values()) for cfg in list(fn.versions.values()))
 
     def __contains__(self, name: object) -> bool:
         return name in self._functions
@@ -225,7 +212,7 @@ class Registry:
     # -- writes (SQLite first, then the cache) -----------------------------------------------------
 
     def add_listener(self, callback: Listener) -> None:
-        """Call `callback(name)` after every successful update or delete of a function."""
+        """Call `callback(name, version)` after a version changes or goes (`version` None: all of them)."""
         self._listeners.append(callback)
 
     def create(self, config: FunctionConfig) -> FunctionConfig:
@@ -236,27 +223,14 @@ class Registry:
             with self._tx() as db:
                 db.execute(
                     "INSERT INTO function_versions (name, version, config) VALUES (?, ?, ?)",
-                    (config.name, config.version, config.to_record().decode()),
+                    (config.name, LATEST, config.to_record().decode()),
                 )
-            self._functions[config.name] = {config.version: config}
+                db.execute("INSERT OR REPLACE INTO function_meta (name, last_version) VALUES (?, 0)", (config.name,))
+            fn = _Function()
+            fn.versions[LATEST] = config
+            self._functions[config.name] = fn
             bisect.insort(self._names, config.name)
         return config
-
-    def replace(self, name: str, new_config: FunctionConfig, *, if_revision: str | None = None) -> FunctionConfig:
-        """Store `new_config` as the function's `$LATEST` as given.
-
-        With `if_revision`, only if the current revision id equals it (PreconditionFailedException).
-        Raises ResourceNotFoundException if the function is gone.
-        """
-        if new_config.name != name or new_config.version != LATEST:
-            raise ValueError("replace() changes the $LATEST of the same function only")
-        with self._lock:
-            current = self.get(name)
-            if if_revision is not None and if_revision != current.revision_id:
-                raise PreconditionFailedException(REVISION_MISMATCH)
-            self._write_latest(new_config)
-        self._notify(name)
-        return new_config
 
     def update(
         self,
@@ -267,7 +241,8 @@ class Registry:
     ) -> FunctionConfig:
         """Apply `change` to the current `$LATEST` atomically, with a new RevisionId and LastModified.
 
-        `change` must be pure and fast (it runs under the lock). Errors as for `replace`.
+        `change` must be pure and fast (it runs under the lock). Raises ResourceNotFoundException, and
+        PreconditionFailedException when `if_revision` is not the current revision.
         """
         with self._lock:
             current = self.get(name)
@@ -277,18 +252,122 @@ class Registry:
             if new.name != name or new.version != LATEST:
                 raise ValueError("update() changes the $LATEST of the same function only")
             self._write_latest(new)
-        self._notify(name)
+        self._notify(name, LATEST)
         return new
 
-    def delete(self, name: str) -> None:
-        """Remove a function with all its versions. Raises ResourceNotFoundException."""
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Replace the function's tags. Tags are not configuration: the RevisionId stays."""
         with self._lock:
-            self.get(name)
+            current = self.get(name)
+            self._write_latest(dataclasses.replace(current, tags=dict(tags)))
+
+    def publish(
+        self,
+        name: str,
+        description: str | None = None,
+        code_sha256_b64: str | None = None,
+        if_revision: str | None = None,
+    ) -> FunctionConfig:
+        """PublishVersion: snapshot `$LATEST` as the next version number.
+
+        If nothing changed since the latest published version, that version is returned instead. A
+        `code_sha256_b64` that is not `$LATEST`'s is InvalidParameterValueException; a stale `if_revision`
+        PreconditionFailedException.
+        """
+        with self._lock:
+            fn = self._function(name)
+            latest = fn.versions[LATEST]
+            if if_revision is not None and if_revision != latest.revision_id:
+                raise PreconditionFailedException(REVISION_MISMATCH)
+            if code_sha256_b64 is not None and code_sha256_b64 != latest.code_sha256_b64:
+                raise InvalidParameterValueException(
+                    f"CodeSHA256 ({code_sha256_b64}) is different from current CodeSHA256 in $LATEST "
+                    f"({latest.code_sha256_b64}). Please try again with the current CodeSHA256."
+                )
+            newest = max(fn.versions.values(), key=_version_key)
+            if newest.version != LATEST and _same_snapshot(newest, latest):
+                return newest
+            number = fn.last_version + 1
+            version = dataclasses.replace(
+                latest,
+                version=str(number),
+                revision_id=new_revision_id(),
+                last_modified=now_last_modified(),
+                description=latest.description if description is None else description,
+                tags={},
+            )
             with self._tx() as db:
-                db.execute("DELETE FROM function_versions WHERE name = ?", (name,))
+                db.execute(
+                    "INSERT INTO function_versions (name, version, config) VALUES (?, ?, ?)",
+                    (name, version.version, version.to_record().decode()),
+                )
+                db.execute("UPDATE function_meta SET last_version = ? WHERE name = ?", (number, name))
+            fn.versions[version.version] = version
+            fn.last_version = number
+        return version
+
+    def delete(self, name: str) -> None:
+        """Remove a function with all its versions and aliases. Raises ResourceNotFoundException."""
+        with self._lock:
+            self._function(name)
+            with self._tx() as db:
+                for table in ("function_versions", "aliases", "function_meta"):
+                    db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
             del self._functions[name]
             self._names.pop(bisect.bisect_left(self._names, name))
-        self._notify(name)
+        self._notify(name, None)
+
+    def delete_version(self, name: str, version: str) -> None:
+        """Remove one published version. ResourceConflictException while an alias points at it."""
+        with self._lock:
+            fn = self._function(name)
+            if version not in fn.versions:
+                return  # deleting a version that does not exist succeeds on Lambda
+            users = sorted(a.name for a in fn.aliases.values() if version in a.versions)
+            if users:
+                raise ResourceConflictException(
+                    f"Unable to delete version because the following aliases reference it: [{', '.join(users)}]"
+                )
+            with self._tx() as db:
+                db.execute("DELETE FROM function_versions WHERE name = ? AND version = ?", (name, version))
+            del fn.versions[version]
+        self._notify(name, version)
+
+    def put_alias(self, alias: AliasConfig, *, create: bool, if_revision: str | None = None) -> AliasConfig:
+        """Create (`create`: ResourceConflictException if it exists) or replace an alias.
+
+        Its versions must exist (ResourceNotFoundException); a stale `if_revision` on replace is
+        PreconditionFailedException.
+        """
+        with self._lock:
+            fn = self._function(alias.function)
+            for version in alias.versions:
+                self.get_version(alias.function, version)
+            current = fn.aliases.get(alias.name)
+            if create and current is not None:
+                raise ResourceConflictException(f"Alias already exists: {alias.arn}")
+            if not create:
+                if current is None:
+                    raise ResourceNotFoundException(f"Alias not found: {alias.arn}")
+                if if_revision is not None and if_revision != current.revision_id:
+                    raise PreconditionFailedException(REVISION_MISMATCH)
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO aliases (name, alias, config) VALUES (?, ?, ?)",
+                    (alias.function, alias.name, alias.to_record().decode()),
+                )
+            fn.aliases[alias.name] = alias
+        return alias
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias; removing one that does not exist succeeds, as on Lambda."""
+        with self._lock:
+            fn = self._function(name)
+            if alias not in fn.aliases:
+                return
+            with self._tx() as db:
+                db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+            del fn.aliases[alias]
 
     def _write_latest(self, config: FunctionConfig) -> None:
         with self._tx() as db:
@@ -296,17 +375,25 @@ class Registry:
                 "UPDATE function_versions SET config = ? WHERE name = ? AND version = ?",
                 (config.to_record().decode(), config.name, LATEST),
             )
-        self._functions[config.name][LATEST] = config
+        self._functions[config.name].versions[LATEST] = config
 
     def close(self) -> None:
         self._db.close()
 
-    def _notify(self, name: str) -> None:
+    def _notify(self, name: str, version: str | None) -> None:
         for callback in self._listeners:
             try:
-                callback(name)
+                callback(name, version)
             except Exception:
-                log.exception("registry listener %r failed for %s", callback, name)
+                log.exception("registry listener %r failed for %s:%s", callback, name, version)
+
+
+def _same_snapshot(a: FunctionConfig, b: FunctionConfig) -> bool:
+    return all(
+        getattr(a, f.name) == getattr(b, f.name)
+        for f in dataclasses.fields(FunctionConfig)
+        if f.name not in _NOT_COMPARED
+    )
 
 
 class _Transaction:

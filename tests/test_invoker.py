@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 from gateway.invoker import _log_text, new_request_id
-from gateway.registry import FunctionConfig
+from gateway.configs import FunctionConfig
 
 CONFIG = FunctionConfig(
     name="f",

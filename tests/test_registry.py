@@ -13,8 +13,9 @@ import pytest
 from gateway.api.functions import Deployer
 from gateway.codestore import CodeStore
 from gateway.config import Settings
+from gateway.configs import FunctionConfig, new_revision_id, now_last_modified
 from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
-from gateway.registry import FunctionConfig, Registry, new_revision_id, now_last_modified
+from gateway.registry import Registry
 from tests.conftest import HANDLER, ROLE, make_zip
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
@@ -62,18 +63,18 @@ def test_create_get_resolve_delete(settings: Settings, codestore: CodeStore) -> 
 
 def test_update_checks_revision_and_notifies(settings: Settings, codestore: CodeStore) -> None:
     registry = _open(settings, codestore)
-    seen: list[str] = []
-    registry.add_listener(seen.append)
+    seen: list[tuple[str, str | None]] = []
+    registry.add_listener(lambda name, version: seen.append((name, version)))
     cfg = registry.create(_config(codestore, "f"))
     assert seen == []
     new = registry.update("f", lambda c: dataclasses.replace(c, timeout=9), if_revision=cfg.revision_id)
-    assert (new.timeout, seen) == (9, ["f"])
+    assert (new.timeout, seen) == (9, [("f", "$LATEST")])
     assert new.revision_id != cfg.revision_id
     with pytest.raises(PreconditionFailedException):
         registry.update("f", lambda c: dataclasses.replace(c, timeout=10), if_revision=cfg.revision_id)
-    assert registry.get("f").timeout == 9 and seen == ["f"]
+    assert registry.get("f").timeout == 9 and seen == [("f", "$LATEST")]
     registry.delete("f")
-    assert seen == ["f", "f"]
+    assert seen == [("f", "$LATEST"), ("f", None)]
     registry.close()
 
 

@@ -27,6 +27,7 @@ from gateway.api.http import json_response, read_json_object
 from gateway.app_keys import CODESTORE, REGISTRY, SETTINGS
 from gateway.codestore import CodeInfo, CodeStore
 from gateway.config import Settings
+from gateway.configs import LATEST, FunctionConfig, new_revision_id, now_last_modified
 from gateway.errors import (
     InvalidParameterValueException,
     NotImplementedException,
@@ -36,14 +37,7 @@ from gateway.errors import (
     ValidationException,
 )
 from gateway.names import FunctionRef, parse_function_name
-from gateway.registry import (
-    LATEST,
-    REVISION_MISMATCH,
-    FunctionConfig,
-    Registry,
-    new_revision_id,
-    now_last_modified,
-)
+from gateway.registry import REVISION_MISMATCH, Registry
 
 log = logging.getLogger("gateway.api.functions")
 

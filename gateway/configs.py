@@ -1,0 +1,179 @@
+"""The immutable records the registry keeps: function version configurations, aliases, layer references.
+
+Pure data with their Lambda wire shapes; no I/O. Every change produces a new object (with a new revision
+id where Lambda has one), so whoever holds a snapshot holds a consistent one.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+LATEST = "$LATEST"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    """A layer version a function uses: its ARN, zip size and the digest its extracted code is stored under."""
+
+    arn: str
+    code_size: int
+    code_sha256: str  # hex
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"Arn": self.arn, "CodeSize": self.code_size}
+
+
+def new_revision_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now_last_modified() -> str:
+    """The current time as Lambda writes LastModified: `2026-11-23T14:38:00.000+0000`."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}+0000"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionConfig:
+    """An immutable snapshot of one function version's configuration.
+
+    Every update produces a new object with a new `revision_id`; the pools key environments by
+    (name, version, revision_id), so an invocation never runs code or settings older than the
+    snapshot it resolved.
+    """
+
+    name: str
+    arn: str  # unqualified function ARN
+    runtime: str
+    handler: str
+    role: str
+    code_sha256: str  # hex digest of the zip
+    code_size: int  # bytes of the zip
+    code_dir: Path  # extracted, read-only code directory (LAMBDA_TASK_ROOT)
+    last_modified: str  # ISO-8601 with +0000, e.g. 2026-11-23T14:38:00.000+0000
+    revision_id: str  # uuid4 string, new on every change
+    version: str = LATEST
+    description: str = ""
+    timeout: int = 3  # seconds
+    memory_size: int = 128  # MB
+    environment: dict[str, str] = field(default_factory=dict)
+    ephemeral_storage: int = 512  # MB
+    architectures: tuple[str, ...] = ("x86_64",)
+    extra: dict[str, Any] = field(default_factory=dict)  # other FunctionConfiguration fields kept verbatim
+    tags: dict[str, str] = field(default_factory=dict)  # function-level; not part of FunctionConfiguration
+    layers: tuple[LayerRef, ...] = ()  # in the function's order
+    layer_dirs: tuple[Path, ...] = ()  # their extracted code, same order; derived, not stored
+
+    @property
+    def code_sha256_b64(self) -> str:
+        """Lambda's CodeSha256: base64 of the raw digest."""
+        return base64.b64encode(bytes.fromhex(self.code_sha256)).decode("ascii")
+
+    @property
+    def qualified_arn(self) -> str:
+        return f"{self.arn}:{self.version}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The FunctionConfiguration JSON object as Lambda returns it.
+
+        `$LATEST` is shown with the unqualified ARN, a published version with its qualified one. As on
+        AWS, `Environment` and `Layers` are left out when empty.
+        """
+        wire: dict[str, Any] = {
+            "FunctionName": self.name,
+            "FunctionArn": self.arn if self.version == LATEST else self.qualified_arn,
+            "Runtime": self.runtime,
+            "Role": self.role,
+            "Handler": self.handler,
+            "CodeSize": self.code_size,
+            "Description": self.description,
+            "Timeout": self.timeout,
+            "MemorySize": self.memory_size,
+            "LastModified": self.last_modified,
+            "CodeSha256": self.code_sha256_b64,
+            "Version": self.version,
+            "TracingConfig": {"Mode": "PassThrough"},
+            "RevisionId": self.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": list(self.architectures),
+            "EphemeralStorage": {"Size": self.ephemeral_storage},
+            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
+        }
+        if self.environment:
+            wire["Environment"] = {"Variables": dict(self.environment)}
+        if self.layers:
+            wire["Layers"] = [layer.to_wire() for layer in self.layers]
+        wire.update(self.extra)
+        return wire
+
+    def to_record(self) -> bytes:
+        """JSON for the `config` column. Code directories are not stored: they follow from the digests."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _DERIVED}
+        data["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
+        return orjson.dumps(data)
+
+    @classmethod
+    def from_record(cls, raw: str | bytes, path_for: Callable[[str], Path]) -> FunctionConfig:
+        """Rebuild from `to_record()`; `path_for(sha256_hex)` gives the extracted directory of a digest."""
+        data = orjson.loads(raw)
+        data["architectures"] = tuple(data.get("architectures", ("x86_64",)))
+        data["layers"] = tuple(LayerRef(**layer) for layer in data.get("layers", ()))
+        known = {f.name for f in dataclasses.fields(cls)} - _DERIVED
+        return cls(
+            code_dir=path_for(data["code_sha256"]),
+            layer_dirs=tuple(path_for(layer.code_sha256) for layer in data["layers"]),
+            **{k: v for k, v in data.items() if k in known},
+        )
+
+
+_DERIVED = frozenset({"code_dir", "layer_dirs"})
+
+
+@dataclass(frozen=True, slots=True)
+class AliasConfig:
+    """An alias: a name for one published version (or $LATEST), optionally routing a share to a second."""
+
+    function: str
+    name: str
+    arn: str  # the alias ARN, arn:...:function:f:alias
+    function_version: str
+    revision_id: str
+    description: str = ""
+    #: {version: weight}: at most one other published version, weight in [0, 1]
+    additional_weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every version the alias can run."""
+        return (self.function_version, *self.additional_weights)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "AliasArn": self.arn,
+            "Name": self.name,
+            "FunctionVersion": self.function_version,
+            "Description": self.description,
+            "RevisionId": self.revision_id,
+        }
+        if self.additional_weights:
+            wire["RoutingConfig"] = {"AdditionalVersionWeights": dict(self.additional_weights)}
+        return wire
+
+    def to_record(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_record(cls, raw: str | bytes) -> AliasConfig:
+        return cls(**orjson.loads(raw))
