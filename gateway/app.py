@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import account, catalog, functions, invoke, layers, tags
+from gateway.api import account, aliases, catalog, functions, invoke, layers, tags, versions
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.app_keys import CODESTORE, INVOKER, LAYERS, POOLS, REGISTRY, SETTINGS, ZYGOTES
 from gateway.codestore import CodeStore
@@ -121,7 +121,7 @@ async def _deploy(app: web.Application) -> AsyncIterator[None]:
     if settings.deploy_dirs:
         from gateway.deploy import deploy_directories
 
-        deployer = functions.Deployer(settings, app[REGISTRY], app[CODESTORE])
+        deployer = functions.Deployer.from_app(app)
         await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs)
     yield
 
@@ -151,6 +151,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
     functions.add_routes(app)
+    versions.add_routes(app)
+    aliases.add_routes(app)
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)

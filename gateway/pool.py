@@ -55,6 +55,18 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
     return env
 
 
+def layer_paths(config: FunctionConfig) -> list[str]:
+    """sys.path entries for the function's layers, after its own code, as Lambda's merged /opt orders them.
+
+    Lambda extracts layers in order into /opt (a later layer overwrites an earlier one) and puts
+    /opt/python/lib/pythonX.Y/site-packages before /opt/python; separate directories get the same lookup
+    order by listing every layer's site-packages first, later layers before earlier ones.
+    """
+    newest_first = list(reversed(config.layer_dirs))
+    site = [str(d / "python" / "lib" / config.runtime / "site-packages") for d in newest_first]
+    return site + [str(d / "python") for d in newest_first]
+
+
 class Pool:
     """The environments of one configuration snapshot."""
 
@@ -86,6 +98,7 @@ class Pool:
             "code_dir": str(config.code_dir),
             "handler": config.handler,
             "env_dir": env_dir,
+            "extra_paths": layer_paths(config),
         }
         self.spawning += 1
         try:

@@ -357,11 +357,3 @@ def test_huge_error_message_is_cut_not_fatal(lam: Any, fname: str) -> None:
 def test_json_that_orjson_refuses_but_lambda_accepts(gateway: RunningGateway, echo: str) -> None:
     status, _, _ = gateway.request("POST", f"/2015-03-31/functions/{echo}/invocations", b'{"a": 1e400}')
     assert status == 200
-
-
-def test_publish_is_refused_until_versions_exist(lam: Any, fname: str) -> None:
-    with pytest.raises(ClientError) as exc:
-        create_function(lam, fname, ECHO, Publish=True)
-    assert exc.value.response["Error"]["Code"] == "NotImplementedException"
-    with pytest.raises(ClientError):
-        lam.get_function(FunctionName=fname)  # nothing was created

@@ -24,18 +24,19 @@ from gateway.api.function_params import (
     parse_create,
 )
 from gateway.api.http import json_response, read_json_object
-from gateway.app_keys import CODESTORE, REGISTRY, SETTINGS
+from gateway.api.paging import page_size
+from gateway.app_keys import CODESTORE, LAYERS, REGISTRY, SETTINGS
 from gateway.codestore import CodeInfo, CodeStore
 from gateway.config import Settings
 from gateway.configs import LATEST, FunctionConfig, new_revision_id, now_last_modified
 from gateway.errors import (
     InvalidParameterValueException,
-    NotImplementedException,
     PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
     ValidationException,
 )
+from gateway.layers import LayerStore
 from gateway.names import FunctionRef, parse_function_name
 from gateway.registry import REVISION_MISMATCH, Registry
 
@@ -83,34 +84,53 @@ async def _store_code(codestore: CodeStore, zip_b64: str, *, dry_run: bool = Fal
     return await asyncio.to_thread(work)
 
 
-def _apply(config: FunctionConfig, changes: ConfigChanges) -> FunctionConfig:
-    return dataclasses.replace(config, **changes.fields, extra={**config.extra, **changes.extra})
+def _resolved(changes: ConfigChanges, layer_store: LayerStore) -> dict[str, Any]:
+    """The request's field changes, with layer version ARNs resolved to layers and their code."""
+    fields = dict(changes.fields)
+    arns = fields.pop("layer_arns", None)
+    if arns is not None:
+        fields["layers"], fields["layer_dirs"] = layer_store.resolve(tuple(arns))
+    return fields
+
+
+def _apply(config: FunctionConfig, fields: dict[str, Any], changes: ConfigChanges) -> FunctionConfig:
+    return dataclasses.replace(config, **fields, extra={**config.extra, **changes.extra})
+
+
+def _check_unzipped_size(config: FunctionConfig, codestore: CodeStore, layer_store: LayerStore) -> None:
+    """Lambda's 250 MB limit counts the function's code and its layers together."""
+    total = codestore.unzipped_size(config.code_sha256) + layer_store.unzipped_size(config.layers)
+    if total > codestore.max_unzipped:
+        raise InvalidParameterValueException(
+            f"Function code combined with layers exceeds the maximum allowed size of {codestore.max_unzipped} "
+            f"bytes. The actual size is {total} bytes."
+        )
 
 
 #: fields that make two configurations of one function equivalent (identity and bookkeeping excluded)
 _COMPARED = ("runtime", "handler", "role", "code_sha256", "description", "timeout", "memory_size",
-             "environment", "ephemeral_storage", "architectures", "extra", "tags")  # fmt: skip
+             "environment", "ephemeral_storage", "architectures", "extra", "tags", "layers")  # fmt: skip
 
 
 class Deployer:
     """Creates functions from CreateFunction request bodies: for the API and for start-up deployment."""
 
-    def __init__(self, settings: Settings, registry: Registry, codestore: CodeStore) -> None:
+    def __init__(self, settings: Settings, registry: Registry, codestore: CodeStore, layer_store: LayerStore) -> None:
         self.settings = settings
         self.registry = registry
         self.codestore = codestore
+        self.layer_store = layer_store
 
     @classmethod
     def from_app(cls, app: web.Application) -> Deployer:
-        return cls(app[SETTINGS], app[REGISTRY], app[CODESTORE])
+        return cls(app[SETTINGS], app[REGISTRY], app[CODESTORE], app[LAYERS])
 
     async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
         """Validate a body, store its code and return the configuration it describes (not registered)."""
         spec = parse_create(body, self.settings.runtimes)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
-        if spec.publish:
-            raise NotImplementedException(_PUBLISH_NOT_IMPLEMENTED)
+        fields = _resolved(spec.config, self.layer_store)
         code = await _store_code(self.codestore, spec.zip_b64)
         base = FunctionConfig(
             name=spec.name,
@@ -125,12 +145,19 @@ class Deployer:
             revision_id=new_revision_id(),
             tags=spec.tags,
         )
-        return _apply(base, spec.config)
+        config = _apply(base, fields, spec.config)
+        _check_unzipped_size(config, self.codestore, self.layer_store)
+        return config
 
     async def create(self, body: dict[str, Any]) -> FunctionConfig:
-        """CreateFunction. Raises ResourceConflictException if the name is taken, or a validation error."""
+        """CreateFunction (and with Publish, PublishVersion): the new `$LATEST`, or version 1 if published.
+
+        Raises ResourceConflictException if the name is taken, or a validation error.
+        """
         config = await asyncio.to_thread(self.registry.create, await self._build(body))
         log.info("created function %s (code %s)", config.name, config.code_sha256)
+        if body.get("Publish") is True:
+            config = await asyncio.to_thread(self.registry.publish, config.name)
         return config
 
     async def create_or_update(self, body: dict[str, Any]) -> str:
@@ -147,17 +174,13 @@ class Deployer:
         if all(getattr(current, f) == getattr(desired, f) for f in _COMPARED):
             return "unchanged"
         changes = {f: getattr(desired, f) for f in _COMPARED} | {"code_size": desired.code_size,
-                                                                 "code_dir": desired.code_dir}  # fmt: skip
+                                                                 "code_dir": desired.code_dir,
+                                                                 "layer_dirs": desired.layer_dirs}  # fmt: skip
         await asyncio.to_thread(self.registry.update, name, lambda c: dataclasses.replace(c, **changes))
         return "updated"
 
 
 # -- handlers ----------------------------------------------------------------------------------------
-
-_PUBLISH_NOT_IMPLEMENTED = (
-    "Publish=true is not implemented by this gateway yet (published versions are planned); "
-    "only $LATEST exists. Retry without Publish."
-)
 
 
 async def create_function(request: web.Request) -> web.Response:
@@ -170,20 +193,7 @@ async def list_functions(request: web.Request) -> web.Response:
     """ListFunctions: pages of at most 50, sorted by name; `NextMarker` when more follow."""
     registry = request.app[REGISTRY]
     query = request.query
-    raw_max = query.get("MaxItems")
-    page = LIST_PAGE_LIMIT
-    if raw_max is not None:
-        try:
-            max_items = int(raw_max)
-        except ValueError:
-            raise InvalidParameterValueException(f"Invalid value for MaxItems: {raw_max}") from None
-        if not 1 <= max_items <= 10000:
-            bound = "greater than or equal to 1" if max_items < 1 else "less than or equal to 10000"
-            raise ValidationException(
-                f"1 validation error detected: Value '{max_items}' at 'maxItems' failed to satisfy "
-                f"constraint: Member must have value {bound}"
-            )
-        page = min(max_items, LIST_PAGE_LIMIT)
+    page = page_size(query, LIST_PAGE_LIMIT)
     version = query.get("FunctionVersion")
     if version is not None and version != "ALL":
         raise ValidationException(
@@ -208,7 +218,7 @@ async def get_function(request: web.Request) -> web.Response:
         {
             "Configuration": config.to_wire(),
             "Code": {"RepositoryType": "S3", "Location": location},
-            "Tags": dict(config.tags),
+            "Tags": dict(request.app[REGISTRY].get(ref.name).tags),
         }
     )
 
@@ -234,8 +244,6 @@ async def update_function_code(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     name = _latest_only(_ref(request), "UpdateFunctionCode")
     spec = parse_code_update(await read_json_object(request))
-    if spec.publish:
-        raise NotImplementedException(_PUBLISH_NOT_IMPLEMENTED)
     current = registry.get(name)
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
@@ -246,10 +254,13 @@ async def update_function_code(request: web.Request) -> web.Response:
         fields["architectures"] = spec.architectures
     if spec.dry_run:
         return json_response(dataclasses.replace(registry.get(name), **fields).to_wire())
+    _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
         registry.update, name, lambda c: dataclasses.replace(c, **fields), if_revision=spec.revision_id
     )
     log.info("updated code of function %s (code %s)", name, config.code_sha256)
+    if spec.publish:
+        config = await asyncio.to_thread(registry.publish, name)
     return json_response(config.to_wire())
 
 
@@ -259,8 +270,11 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     name = _latest_only(_ref(request), "UpdateFunctionConfiguration")
     body = await read_json_object(request)
     changes = parse_config_update(body, request.app[SETTINGS].runtimes, name)
+    fields = _resolved(changes, request.app[LAYERS])
+    if "layers" in fields:
+        _check_unzipped_size(_apply(registry.get(name), fields, changes), request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
-        registry.update, name, lambda c: _apply(c, changes), if_revision=changes.revision_id
+        registry.update, name, lambda c: _apply(c, fields, changes), if_revision=changes.revision_id
     )
     log.info("updated configuration of function %s", name)
     return json_response(config.to_wire())
@@ -273,8 +287,15 @@ async def delete_function(request: web.Request) -> web.Response:
     if ref.qualifier == LATEST:
         raise InvalidParameterValueException("$LATEST version cannot be deleted without deleting the function.")
     if ref.qualifier is not None:
-        registry.resolve(ref.name, ref.qualifier)  # ResourceNotFoundException until versions exist
-        raise InvalidParameterValueException("Deleting a published version is not supported yet.")
+        if not ref.qualifier.isdigit():
+            registry.get_alias(ref.name, ref.qualifier)  # ResourceNotFoundException for neither
+            raise InvalidParameterValueException(
+                f"Deletion of aliases is not supported by DeleteFunction: use DeleteAlias for {ref.qualifier}."
+            )
+        registry.get_version(ref.name, ref.qualifier)
+        await asyncio.to_thread(registry.delete_version, ref.name, ref.qualifier)
+        log.info("deleted version %s of function %s", ref.qualifier, ref.name)
+        return web.Response(status=204)
     await asyncio.to_thread(registry.delete, ref.name)
     log.info("deleted function %s", ref.name)
     return web.Response(status=204)

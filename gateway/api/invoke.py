@@ -88,7 +88,7 @@ async def invoke(request: web.Request) -> web.Response:
     client_context = _client_context(headers.get("X-Amz-Client-Context"))
     # Resolve again now that the body is in: no await may separate this from the pool choice, so an
     # invocation never runs configuration older than the last update that returned before it started.
-    config = registry.resolve(ref.name, ref.qualifier)
+    config = registry.resolve(ref.name, ref.qualifier, route=True)
 
     if inv_type == "DryRun":
         return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})

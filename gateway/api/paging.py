@@ -1,0 +1,44 @@
+"""`Marker` / `MaxItems` paging, shared by the List* operations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from multidict import MultiMapping
+
+from gateway.errors import InvalidParameterValueException, ValidationException
+
+T = TypeVar("T")
+
+
+def page_size(query: MultiMapping[str], cap: int = 50) -> int:
+    """`MaxItems` validated as the model says (1..10000), then capped at what one page may hold."""
+    raw = query.get("MaxItems")
+    if raw is None:
+        return cap
+    if not raw.lstrip("-").isascii() or not raw.lstrip("-").isdigit():
+        raise InvalidParameterValueException(f"Invalid value for MaxItems: {raw}")
+    value = int(raw)
+    if not 1 <= value <= 10000:
+        bound = "greater than or equal to 1" if value < 1 else "less than or equal to 10000"
+        raise ValidationException(
+            f"1 validation error detected: Value '{value}' at 'maxItems' failed to satisfy "
+            f"constraint: Member must have value {bound}"
+        )
+    return min(value, cap)
+
+
+def paginate(
+    items: Sequence[T], query: MultiMapping[str], key: Callable[[T], str], cap: int = 50
+) -> tuple[list[T], dict[str, Any]]:
+    """The page after `Marker` (the key of the last item of the previous page) and the `NextMarker` part."""
+    size = page_size(query, cap)
+    marker = query.get("Marker")
+    start = 0
+    if marker:
+        keys = [key(item) for item in items]
+        start = keys.index(marker) + 1 if marker in keys else len(items)
+    page = list(items[start : start + size])
+    more = start + size < len(items)
+    return page, ({"NextMarker": key(page[-1])} if more and page else {})
