@@ -71,6 +71,7 @@ class CodeStore:
         self.root = root
         self.max_zipped = max_zipped
         self.max_unzipped = max_unzipped
+        self._unzipped_sizes: dict[str, int] = {}  # sha256 hex -> bytes; trees never change once extracted
         (root / "zips").mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".tmp-*"):  # left by a crash mid-extraction
             _force_rmtree(stale)
@@ -106,6 +107,19 @@ class CodeStore:
             return False
         self.put(zpath.read_bytes())
         return True
+
+    def unzipped_size(self, sha256_hex: str) -> int:
+        """Bytes of the regular files in a stored package's extracted tree; cached after the first call.
+
+        The first call walks the tree (blocking: run it in a thread for big packages) and re-extracts it if
+        it went missing. Raises FileNotFoundError if the package is not in the store.
+        """
+        size = self._unzipped_sizes.get(sha256_hex)
+        if size is None:
+            if not self.ensure_extracted(sha256_hex):
+                raise FileNotFoundError(f"code {sha256_hex} is not in the code store")
+            size = self._unzipped_sizes[sha256_hex] = _tree_size(self.path_for(sha256_hex))
+        return size
 
     # -- internals ---------------------------------------------------------------------------------
 

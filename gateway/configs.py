@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ class FunctionConfig:
         return base64.b64encode(bytes.fromhex(self.code_sha256)).decode("ascii")
 
     @property
+    def runtime_version_arn(self) -> str:
+        """A stable, Lambda-shaped id of the runtime build that runs this function (its runtime id here)."""
+        region = self.arn.split(":")[3]
+        digest = hashlib.sha256(self.runtime.encode()).hexdigest()
+        return f"arn:aws:lambda:{region}::runtime:{digest}"
+
+    @property
     def qualified_arn(self) -> str:
         return f"{self.arn}:{self.version}"
 
@@ -110,6 +118,8 @@ class FunctionConfig:
             "EphemeralStorage": {"Size": self.ephemeral_storage},
             "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
+            "VpcConfig": {"SubnetIds": [], "SecurityGroupIds": [], "VpcId": "", "Ipv6AllowedForDualStack": False},
+            "RuntimeVersionConfig": {"RuntimeVersionArn": self.runtime_version_arn},
         }
         if self.environment:
             wire["Environment"] = {"Variables": dict(self.environment)}

@@ -18,13 +18,13 @@ import builtins
 import dataclasses
 import logging
 import random
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
+from gateway import sqlite
 from gateway.codestore import CodeStore
 from gateway.config import Settings
 from gateway.configs import LATEST, AliasConfig, FunctionConfig, new_revision_id, now_last_modified
@@ -75,12 +75,7 @@ class Registry:
         self._listeners: list[Listener] = []
         self._functions: dict[str, _Function] = {}
         self._names: list[str] = []  # sorted, for paging
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        if not db_path.exists():
-            db_path.touch(mode=0o600)  # it holds environment variables, often secrets
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=2.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = sqlite.connect(db_path)
         self._migrate()
         self._load()
 
@@ -128,9 +123,8 @@ class Registry:
         self._names = sorted(self._functions)
         log.info("registry loaded %d functions", len(self._names))
 
-    def _tx(self) -> _Transaction:
-        self._db.execute("BEGIN IMMEDIATE")
-        return _Transaction(self._db)
+    def _tx(self) -> sqlite.transaction:
+        return sqlite.transaction(self._db)
 
     # -- reads (cache only) ------------------------------------------------------------------------
 
@@ -394,27 +388,3 @@ def _same_snapshot(a: FunctionConfig, b: FunctionConfig) -> bool:
         for f in dataclasses.fields(FunctionConfig)
         if f.name not in _NOT_COMPARED
     )
-
-
-class _Transaction:
-    """`with` body runs inside BEGIN IMMEDIATE; COMMIT on success, ROLLBACK on error."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self._db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                self._db.execute("COMMIT")
-                return
-            except BaseException:
-                self._rollback()  # e.g. disk full at COMMIT: never leave the connection inside a transaction
-                raise
-        self._rollback()
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:  # SQLite may have rolled back on its own already
-            self._db.execute("ROLLBACK")

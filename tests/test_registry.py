@@ -13,8 +13,9 @@ import pytest
 from gateway.api.functions import Deployer
 from gateway.codestore import CodeStore
 from gateway.config import Settings
-from gateway.configs import FunctionConfig, new_revision_id, now_last_modified
+from gateway.configs import FunctionConfig, LayerRef, new_revision_id, now_last_modified
 from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
+from gateway.layers import LayerStore
 from gateway.registry import Registry
 from tests.conftest import HANDLER, ROLE, make_zip
 
@@ -103,12 +104,15 @@ def test_to_wire(codestore: CodeStore) -> None:
     assert wire["CodeSha256"] == base64.b64encode(bytes.fromhex(cfg.code_sha256)).decode()
     assert wire["FunctionArn"] == ARN + "f" and wire["Version"] == "$LATEST"
     assert "Environment" not in wire and "Layers" not in wire
+    ref = LayerRef("arn:aws:lambda:us-east-1:123456789012:layer:l:1", 10, "0" * 64)
+    assert dataclasses.replace(cfg, layers=(ref,)).to_wire()["Layers"] == [{"Arn": ref.arn, "CodeSize": 10}]
     assert dataclasses.replace(cfg, version="3").to_wire()["FunctionArn"] == ARN + "f:3"
 
 
 async def test_deployer_create_or_update(settings: Settings, codestore: CodeStore) -> None:
     registry = _open(settings, codestore)
-    deployer = Deployer(settings, registry, codestore)
+    layer_store = LayerStore(settings.data_dir / "layers.sqlite3", codestore, settings)
+    deployer = Deployer(settings, registry, codestore, layer_store)
     zip_b64 = base64.b64encode(make_zip({"lambda_function.py": "X = 1\n"})).decode()
     body: dict[str, Any] = {
         "FunctionName": "f", "Runtime": "python3.12", "Role": ROLE, "Handler": HANDLER,
@@ -125,4 +129,5 @@ async def test_deployer_create_or_update(settings: Settings, codestore: CodeStor
     new_zip = base64.b64encode(make_zip({"lambda_function.py": "X = 2\n"})).decode()
     assert await deployer.create_or_update({**body, "Code": {"ZipFile": new_zip}}) == "updated"
     assert (registry.get("f").code_dir / "lambda_function.py").read_text() == "X = 2\n"
+    layer_store.close()
     registry.close()

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
+from gateway.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
 from gateway.names import parse_function_name
 
 log = logging.getLogger("gateway.api.functions")
@@ -43,6 +44,13 @@ DEPRECATED_RUNTIMES = frozenset({"python2.7", "python3.6", "python3.7", "python3
 _ROLE_RE = re.compile(ROLE_PATTERN)
 _HANDLER_RE = re.compile(HANDLER_PATTERN)
 _ENV_KEY_RE = re.compile(ENV_KEY_PATTERN)
+_LAYER_ARN_RE = re.compile(LAYER_VERSION_ARN_PATTERN)
+#: every constraint of a LayerList member, all named in the message whichever one failed (as Lambda does)
+_LAYER_CONSTRAINTS = (
+    "Member must satisfy constraint: [Member must have length less than or equal to 140, Member must have "
+    f"length greater than or equal to 1, Member must satisfy regular expression pattern: {LAYER_VERSION_ARN_PATTERN}, "
+    "Member must not be null]"
+)
 
 # Members of the botocore model. Those in _UNSUPPORTED are refused when set; those in _IGNORED are accepted
 # and have no effect; DeadLetterConfig, KMSKeyArn, TracingConfig and LoggingConfig are kept and echoed.
@@ -66,7 +74,7 @@ UPDATE_CODE_MEMBERS = frozenset(
 )  # fmt: skip
 _CODE_MEMBERS = frozenset({"ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn"})
 _UNSUPPORTED = (
-    "Layers", "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "CapacityProviderConfig",
+    "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "CapacityProviderConfig",
     "DurableConfig", "TenancyConfig",
 )  # fmt: skip
 
@@ -199,6 +207,8 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
             v.add(None, "ephemeralStorage.size", "Member must not be null")
         _bounded(v, size, "ephemeralStorage.size", 512, 10240)
         out["ephemeral_storage"] = size
+    if (layers := _layers(body, v)) is not None:
+        out["layer_arns"] = layers
     if kms := _opt(body, "KMSKeyArn", str):
         extra["KMSKeyArn"] = kms
     if (dlq := _struct(body, "DeadLetterConfig", {"TargetArn": str})) is not None:
@@ -214,6 +224,19 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
     for key in ("VpcConfig", "SnapStart"):
         _opt(body, key, dict)  # ignored, but not if malformed
     return ConfigChanges(out, extra)
+
+
+def _layers(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] | None:
+    """`Layers`: layer version ARNs in the function's order; the store resolves them (they may not exist)."""
+    arns = _opt(body, "Layers", list)
+    if arns is None:
+        return None
+    for arn in arns:
+        if arn is not None and not isinstance(arn, str):
+            raise _shape_error("Layers", arn, str)
+    if not all(arn is not None and len(arn) <= 140 and _LAYER_ARN_RE.fullmatch(arn) for arn in arns):
+        v.add("[" + ", ".join(str(arn) for arn in arns) + "]", "layers", _LAYER_CONSTRAINTS)
+    return tuple(arns)
 
 
 def _struct(body: Mapping[str, Any], key: str, members: Mapping[str, type]) -> dict[str, Any] | None:
@@ -267,6 +290,9 @@ def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: M
             f"The runtime parameter of {runtime} is not supported by this gateway. "
             f"Supported runtimes: {', '.join(sorted(runtimes))}."
         )
+    layer_arns: tuple[str, ...] = changes.fields.get("layer_arns", ())
+    if len(layer_arns) > MAX_LAYERS:
+        raise InvalidParameterValueException(f"Cannot reference more than {MAX_LAYERS} layers.")
     variables: dict[str, str] | None = changes.fields.get("environment")
     if variables:
         reserved = [k for k in variables if k in RESERVED_ENV_KEYS]

@@ -97,14 +97,13 @@ def _apply(config: FunctionConfig, fields: dict[str, Any], changes: ConfigChange
     return dataclasses.replace(config, **fields, extra={**config.extra, **changes.extra})
 
 
-def _check_unzipped_size(config: FunctionConfig, codestore: CodeStore, layer_store: LayerStore) -> None:
-    """Lambda's 250 MB limit counts the function's code and its layers together."""
-    total = codestore.unzipped_size(config.code_sha256) + layer_store.unzipped_size(config.layers)
-    if total > codestore.max_unzipped:
-        raise InvalidParameterValueException(
-            f"Function code combined with layers exceeds the maximum allowed size of {codestore.max_unzipped} "
-            f"bytes. The actual size is {total} bytes."
-        )
+async def _check_unzipped_size(config: FunctionConfig, codestore: CodeStore, layer_store: LayerStore) -> None:
+    """Lambda's 250 MB limit counts the function's code and its layers together (blocking: in a thread)."""
+
+    def check() -> None:
+        layer_store.check_unzipped_size(codestore.unzipped_size(config.code_sha256), config.layers)
+
+    await asyncio.to_thread(check)
 
 
 #: fields that make two configurations of one function equivalent (identity and bookkeeping excluded)
@@ -146,7 +145,7 @@ class Deployer:
             tags=spec.tags,
         )
         config = _apply(base, fields, spec.config)
-        _check_unzipped_size(config, self.codestore, self.layer_store)
+        await _check_unzipped_size(config, self.codestore, self.layer_store)
         return config
 
     async def create(self, body: dict[str, Any]) -> FunctionConfig:
@@ -254,7 +253,7 @@ async def update_function_code(request: web.Request) -> web.Response:
         fields["architectures"] = spec.architectures
     if spec.dry_run:
         return json_response(dataclasses.replace(registry.get(name), **fields).to_wire())
-    _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
+    await _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
         registry.update, name, lambda c: dataclasses.replace(c, **fields), if_revision=spec.revision_id
     )
@@ -272,7 +271,8 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     changes = parse_config_update(body, request.app[SETTINGS].runtimes, name)
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:
-        _check_unzipped_size(_apply(registry.get(name), fields, changes), request.app[CODESTORE], request.app[LAYERS])
+        new = _apply(registry.get(name), fields, changes)
+        await _check_unzipped_size(new, request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
         registry.update, name, lambda c: _apply(c, fields, changes), if_revision=changes.revision_id
     )
