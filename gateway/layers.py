@@ -204,6 +204,10 @@ class LayerStore:
             raise ResourceNotFoundException(NOT_FOUND)
         return self.get(m["name"], int(m["version"]))
 
+    def total_code_size(self) -> int:
+        """Bytes of zipped code over every live layer version (GetAccountSettings' usage)."""
+        return sum(lv.code_size for layer in list(self._layers.values()) for lv in list(layer.versions.values()))
+
     def list_versions(
         self, name: str, runtime: str | None = None, architecture: str | None = None
     ) -> list[LayerVersion]:

@@ -249,11 +249,17 @@ class Registry:
         self._notify(name, LATEST)
         return new
 
-    def set_tags(self, name: str, tags: dict[str, str]) -> None:
-        """Replace the function's tags. Tags are not configuration: the RevisionId stays."""
+    def update_tags(self, name: str, change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+        """Replace the function's tags with `change(current tags)`, atomically; return them.
+
+        Tags are not configuration: the RevisionId stays. `change` may raise to refuse (nothing written).
+        """
         with self._lock:
             current = self.get(name)
-            self._write_latest(dataclasses.replace(current, tags=dict(tags)))
+            tags = change(dict(current.tags))
+            if tags != current.tags:
+                self._write_latest(dataclasses.replace(current, tags=dict(tags)))
+            return tags
 
     def publish(
         self,

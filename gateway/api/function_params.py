@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.tags import validate_tags
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
 from gateway.names import parse_function_name
@@ -356,6 +357,7 @@ def parse_create(body: Mapping[str, Any], runtimes: Mapping[str, str]) -> Create
     if package_type not in (None, "Zip", "Image"):
         v.add(package_type, "packageType", "Member must satisfy enum value set: [Zip, Image]")
     tags = _str_map(body, "Tags") or {}
+    validate_tags(tags)
     publish = bool(_opt(body, "Publish", bool))
     zip_b64 = _opt(code, "ZipFile", str) if code is not None else None
     v.raise_if_any()
