@@ -187,3 +187,20 @@ class AliasConfig:
     @classmethod
     def from_record(cls, raw: str | bytes) -> AliasConfig:
         return cls(**orjson.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionedConfig:
+    """Provisioned concurrency requested for one published version or alias (`qualifier`) of a function."""
+
+    function: str
+    qualifier: str
+    requested: int
+    last_modified: str
+
+    def to_record(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_record(cls, raw: str | bytes) -> ProvisionedConfig:
+        return cls(**orjson.loads(raw))

@@ -1,10 +1,11 @@
 """Functions, their versions and aliases, persisted in SQLite, cached in memory.
 
 Tables: `function_versions(name, version, config)` — `$LATEST` is the version `'$LATEST'`, published
-versions are `'1'`, `'2'`, ...; `aliases(name, alias, config)`; `function_meta(name, last_version)`, which
-keeps version numbers monotonic (never reused while the function exists). Writes go to SQLite first (one
-transaction, `synchronous=FULL` under WAL), then to the in-memory cache. Reads — including `resolve()` on
-the invoke path — only touch the cache.
+versions are `'1'`, `'2'`, ...; `aliases(name, alias, config)`; `function_meta(name, last_version,
+reserved)`, which keeps version numbers monotonic (never reused while the function exists) and the
+function's reserved concurrency; `provisioned(name, qualifier, config)`, provisioned concurrency configs.
+Writes go to SQLite first (one transaction, `synchronous=FULL` under WAL), then to the in-memory cache.
+Reads — including `resolve()` on the invoke path — only touch the cache.
 
 Concurrency model: reads run on the event loop thread; writes may run in a worker thread (they block on
 SQLite). A lock makes each write (check, persist, publish to the cache) atomic. Listeners run after the
@@ -27,7 +28,14 @@ import orjson
 from gateway import sqlite
 from gateway.codestore import CodeStore
 from gateway.config import Settings
-from gateway.configs import LATEST, AliasConfig, FunctionConfig, new_revision_id, now_last_modified
+from gateway.configs import (
+    LATEST,
+    AliasConfig,
+    FunctionConfig,
+    ProvisionedConfig,
+    new_revision_id,
+    now_last_modified,
+)
 from gateway.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -37,7 +45,7 @@ from gateway.errors import (
 
 log = logging.getLogger("gateway.registry")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 REVISION_MISMATCH = (
     "The Revision Id provided does not match the latest Revision Id. "
@@ -53,12 +61,14 @@ Listener = Callable[[str, str | None], None]
 class _Function:
     """The cache entry of one function."""
 
-    __slots__ = ("aliases", "last_version", "versions")
+    __slots__ = ("aliases", "last_version", "provisioned", "reserved", "versions")
 
-    def __init__(self, last_version: int = 0) -> None:
+    def __init__(self, last_version: int = 0, reserved: int | None = None) -> None:
         self.versions: dict[str, FunctionConfig] = {}
         self.aliases: dict[str, AliasConfig] = {}
+        self.provisioned: dict[str, ProvisionedConfig] = {}
         self.last_version = last_version
+        self.reserved = reserved
 
 
 def _version_key(config: FunctionConfig) -> int:
@@ -105,11 +115,18 @@ class Registry:
                     "INSERT OR IGNORE INTO function_meta (name, last_version)"
                     " SELECT DISTINCT name, 0 FROM function_versions"
                 )
+            if current < 3:
+                db.execute("ALTER TABLE function_meta ADD COLUMN reserved INTEGER")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS provisioned ("
+                    " name TEXT NOT NULL, qualifier TEXT NOT NULL, config TEXT NOT NULL,"
+                    " PRIMARY KEY (name, qualifier)) WITHOUT ROWID"
+                )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _load(self) -> None:
-        for name, last_version in self._db.execute("SELECT name, last_version FROM function_meta"):
-            self._functions[name] = _Function(last_version)
+        for name, last_version, reserved in self._db.execute("SELECT name, last_version, reserved FROM function_meta"):
+            self._functions[name] = _Function(last_version, reserved)
         for name, _version, raw in self._db.execute("SELECT name, version, config FROM function_versions"):
             data = orjson.loads(raw)
             for sha in (data["code_sha256"], *(layer["code_sha256"] for layer in data.get("layers", ()))):
@@ -120,6 +137,9 @@ class Registry:
         for name, _alias, raw in self._db.execute("SELECT name, alias, config FROM aliases"):
             alias = AliasConfig.from_record(raw)
             self._functions[name].aliases[alias.name] = alias
+        for name, _qualifier, raw in self._db.execute("SELECT name, qualifier, config FROM provisioned"):
+            prov = ProvisionedConfig.from_record(raw)
+            self._functions[name].provisioned[prov.qualifier] = prov
         self._names = sorted(self._functions)
         log.info("registry loaded %d functions", len(self._names))
 
@@ -311,7 +331,7 @@ class Registry:
         with self._lock:
             self._function(name)
             with self._tx() as db:
-                for table in ("function_versions", "aliases", "function_meta"):
+                for table in ("function_versions", "aliases", "function_meta", "provisioned"):
                     db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
             del self._functions[name]
             self._names.pop(bisect.bisect_left(self._names, name))
@@ -330,7 +350,9 @@ class Registry:
                 )
             with self._tx() as db:
                 db.execute("DELETE FROM function_versions WHERE name = ? AND version = ?", (name, version))
+                db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, version))
             del fn.versions[version]
+            fn.provisioned.pop(version, None)
         self._notify(name, version)
 
     def put_alias(self, alias: AliasConfig, *, create: bool, if_revision: str | None = None) -> AliasConfig:
@@ -367,7 +389,55 @@ class Registry:
                 return
             with self._tx() as db:
                 db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+                db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, alias))
             del fn.aliases[alias]
+            fn.provisioned.pop(alias, None)
+
+    # -- concurrency settings (function-level, not configuration: no new RevisionId) ----------------
+
+    def reserved_concurrency(self, name: str) -> int | None:
+        """The function's reserved concurrency, None when it has none. Raises ResourceNotFoundException."""
+        return self._function(name).reserved
+
+    def all_reserved(self) -> dict[str, int]:
+        return {n: fn.reserved for n, fn in list(self._functions.items()) if fn.reserved is not None}
+
+    def set_reserved_concurrency(self, name: str, value: int | None) -> None:
+        with self._lock:
+            fn = self._function(name)
+            with self._tx() as db:
+                db.execute("UPDATE function_meta SET reserved = ? WHERE name = ?", (value, name))
+            fn.reserved = value
+
+    def provisioned_configs(self, name: str | None = None) -> builtins.list[ProvisionedConfig]:
+        """Provisioned concurrency configs of one function (sorted by qualifier), or of all functions."""
+        names = [name] if name is not None else list(self._functions)
+        out: builtins.list[ProvisionedConfig] = []
+        for n in names:
+            fn = self._function(n)
+            out.extend(fn.provisioned[q] for q in sorted(fn.provisioned))
+        return out
+
+    def put_provisioned(self, config: ProvisionedConfig) -> None:
+        with self._lock:
+            fn = self._function(config.function)
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO provisioned (name, qualifier, config) VALUES (?, ?, ?)",
+                    (config.function, config.qualifier, config.to_record().decode()),
+                )
+            fn.provisioned[config.qualifier] = config
+
+    def delete_provisioned(self, name: str, qualifier: str) -> bool:
+        """Remove a provisioned concurrency config; False if there was none."""
+        with self._lock:
+            fn = self._function(name)
+            if qualifier not in fn.provisioned:
+                return False
+            with self._tx() as db:
+                db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, qualifier))
+            del fn.provisioned[qualifier]
+            return True
 
     def _write_latest(self, config: FunctionConfig) -> None:
         with self._tx() as db:
