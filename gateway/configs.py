@@ -71,6 +71,9 @@ class FunctionConfig:
     architectures: tuple[str, ...] = ("x86_64",)
     extra: dict[str, Any] = field(default_factory=dict)  # other FunctionConfiguration fields kept verbatim
     tags: dict[str, str] = field(default_factory=dict)  # function-level; not part of FunctionConfiguration
+    #: invocations one environment may run at once (Lambda's PerExecutionEnvironmentMaxConcurrency);
+    #: more than 1 only for `async def` handlers, by opt-in
+    max_concurrency: int = 1
     layers: tuple[LayerRef, ...] = ()  # in the function's order
     layer_dirs: tuple[Path, ...] = ()  # their extracted code, same order; derived, not stored
 

@@ -99,6 +99,7 @@ class Pool:
             "handler": config.handler,
             "env_dir": env_dir,
             "extra_paths": layer_paths(config),
+            "max_concurrency": config.max_concurrency,
         }
         self.spawning += 1
         try:
