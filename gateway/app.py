@@ -17,15 +17,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import account, aliases, catalog, functions, invoke, layers, tags, versions
+from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, tags, versions
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
-from gateway.app_keys import CODESTORE, INVOKER, LAYERS, POOLS, REGISTRY, SETTINGS, ZYGOTES
+from gateway.app_keys import CODESTORE, CONCURRENCY, INVOKER, LAYERS, POOLS, REGISTRY, SETTINGS, ZYGOTES
 from gateway.codestore import CodeStore
+from gateway.concurrency import Concurrency
 from gateway.config import Settings
 from gateway.environment import sweep_leftovers
 from gateway.invoker import Invoker
 from gateway.layers import LayerStore
-from gateway.pool import PoolManager
+from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
 from gateway.zygote import Zygote
 
@@ -96,10 +97,19 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     pools = PoolManager(settings, zygotes)
     app[POOLS] = pools
     app[INVOKER] = Invoker(settings, pools)
+    concurrency = Concurrency(settings.account_concurrency, settings.unreserved_min)
+    for name, reserved in app[REGISTRY].all_reserved().items():
+        concurrency.set_reserved(name, reserved)
+    app[CONCURRENCY] = concurrency
     loop = asyncio.get_running_loop()
 
+    def forget(name: str, version: str | None) -> None:
+        pools.retire_function(name, version)
+        if version is None:  # the function is gone, and its reservation with it
+            concurrency.set_reserved(name, None)
+
     def on_change(name: str, version: str | None) -> None:  # registry writes run in a thread; pools on the loop
-        loop.call_soon_threadsafe(pools.retire_function, name, version)
+        loop.call_soon_threadsafe(forget, name, version)
 
     app[REGISTRY].add_listener(on_change)
     tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
@@ -137,7 +147,7 @@ async def healthz(request: web.Request) -> web.Response:
         },
         "environments": request.app[POOLS].count(),
         "isolation": {"private_tmp": all(z.private_tmp for z in unique)},
-        "inflight": request.app[INVOKER].inflight,
+        "inflight": request.app[CONCURRENCY].inflight(),
     }
     return json_response(status, 200 if status["status"] == "ok" else 503)
 
@@ -153,6 +163,7 @@ def create_app(settings: Settings) -> web.Application:
     functions.add_routes(app)
     versions.add_routes(app)
     aliases.add_routes(app)
+    concurrency.add_routes(app)
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)

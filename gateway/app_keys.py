@@ -8,10 +8,11 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from gateway.codestore import CodeStore
+    from gateway.concurrency import Concurrency
     from gateway.config import Settings
     from gateway.invoker import Invoker
     from gateway.layers import LayerStore
-    from gateway.pool import PoolManager
+    from gateway.pool_manager import PoolManager
     from gateway.registry import Registry
     from gateway.zygote import Zygote
 
@@ -19,6 +20,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 CODESTORE: web.AppKey[CodeStore] = web.AppKey("codestore")
 INVOKER: web.AppKey[Invoker] = web.AppKey("invoker")
+CONCURRENCY: web.AppKey[Concurrency] = web.AppKey("concurrency")
 LAYERS: web.AppKey[LayerStore] = web.AppKey("layers")
 POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
 ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")

@@ -7,10 +7,16 @@ The environment is passed in (never read from `os.environ` here) so tests can su
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def _machine_memory_mb() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+
 
 PYTHON_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
 
@@ -28,6 +34,10 @@ class Settings:
     reap_interval: float = 5.0
     #: account-wide limit on invocations in flight (Lambda's default: 1000)
     account_concurrency: int = 1000
+    #: reservations may not leave less than this for functions without one (Lambda's default: 100)
+    unreserved_min: int = 100
+    #: MB of MemorySize that live environments may add up to (default: the machine's memory)
+    memory_budget_mb: int = field(default_factory=lambda: _machine_memory_mb())
     #: seconds SIGTERM waits for in-flight invocations before killing them
     drain_timeout: float = 30.0
     #: Lambda runtime id -> interpreter that runs it
@@ -55,6 +65,7 @@ class Settings:
             if override:
                 runtimes[rt] = override
         deploy = getattr(args, "deploy", None) or [p for p in environ.get("GATEWAY_DEPLOY_DIRS", "").split(":") if p]
+        account_concurrency = int(environ.get("GATEWAY_ACCOUNT_CONCURRENCY", cls.account_concurrency))
         settings = cls(
             host=pick(getattr(args, "host", None), "GATEWAY_HOST", cls.host),
             port=int(pick(getattr(args, "port", None), "GATEWAY_PORT", str(cls.port))),
@@ -65,8 +76,11 @@ class Settings:
                 pick(getattr(args, "idle_timeout", None), "GATEWAY_IDLE_TIMEOUT", str(cls.idle_timeout))
             ),
             reap_interval=float(environ.get("GATEWAY_REAP_INTERVAL", cls.reap_interval)),
-            account_concurrency=int(environ.get("GATEWAY_ACCOUNT_CONCURRENCY", cls.account_concurrency)),
+            account_concurrency=account_concurrency,
+            # a small account (tests, laptops) gets a floor it can satisfy unless one is set explicitly
+            unreserved_min=int(environ.get("GATEWAY_UNRESERVED_MIN", min(cls.unreserved_min, account_concurrency))),
             drain_timeout=float(environ.get("GATEWAY_DRAIN_TIMEOUT", cls.drain_timeout)),
+            memory_budget_mb=int(environ.get("GATEWAY_MEMORY_BUDGET_MB", _machine_memory_mb())),
             runtimes=runtimes,
             deploy_dirs=tuple(Path(p) for p in deploy),
             log_level=environ.get("GATEWAY_LOG_LEVEL", cls.log_level).upper(),
@@ -83,3 +97,7 @@ class Settings:
             raise ValueError("idle timeout and reap interval must be positive")
         if self.account_concurrency < 1:
             raise ValueError("account concurrency must be at least 1")
+        if self.memory_budget_mb < 128:
+            raise ValueError("the memory budget must hold at least one 128 MB environment")
+        if not 0 <= self.unreserved_min <= self.account_concurrency:
+            raise ValueError("the unreserved minimum must be between 0 and the account concurrency")

@@ -66,6 +66,7 @@ class Environment(asyncio.Protocol):
         "key",
         "last_output",
         "last_used",
+        "load",
         "pid",
     )
 
@@ -83,6 +84,8 @@ class Environment(asyncio.Protocol):
         self.last_output = b""
         self.last_used = time.monotonic()
         self.initialization_type = "on-demand"
+        #: invocations the pool has given this environment and not yet taken back (shared environments)
+        self.load = 0
         self._transport: asyncio.Transport | None = None
         self._decoder = protocol.FrameDecoder()
         self._inflight: dict[int, asyncio.Future[list[Any]]] = {}
@@ -123,6 +126,10 @@ class Environment(asyncio.Protocol):
             asyncio.get_running_loop().call_later(LINGER, self.kill, "socket closed")
 
     # -- lifecycle ----------------------------------------------------------------------------------------
+    @property
+    def provisioned(self) -> bool:
+        return self.initialization_type == "provisioned-concurrency"
+
     async def wait_ready(self, timeout: float = INIT_TIMEOUT) -> None:
         """Wait for READY. Sets `init_ms` and `init_error`; raises EnvironmentDied / InvocationTimeout."""
         try:

@@ -1,9 +1,10 @@
 """One synchronous invocation: admission -> pool -> environment -> outcome.
 
 `Invoker.invoke()` either returns an `Outcome` (a result, or a function error answered with status 200 and
-`X-Amz-Function-Error: Unhandled`, as Lambda does) or raises a `LambdaError` for the caller (throttled,
-runtime unavailable). Whatever happens, the concurrency slot is released and the environment goes back
-to its pool or is discarded; a crash or timeout of user code never escapes as a gateway error.
+`X-Amz-Function-Error: Unhandled`, as Lambda does) or raises a `LambdaError` for the caller (runtime
+unavailable, no room on the node). Whatever happens, the environment goes back to its pool or is discarded;
+a crash or timeout of user code never escapes as a gateway error. Admission (the concurrency slot) is the
+caller's: see gateway.concurrency.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import orjson
 from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import EnvironmentDied, InvocationTimeout
-from gateway.errors import ServiceException, TooManyRequestsException
-from gateway.pool import PoolManager
+from gateway.errors import ServiceException
+from gateway.pool_manager import PoolManager
 from gateway.protocol import RESULT
 from gateway.zygote import ZygoteUnavailable, describe_wait_status
 
@@ -75,26 +76,8 @@ class Invoker:
     def __init__(self, settings: Settings, pools: PoolManager) -> None:
         self.settings = settings
         self.pools = pools
-        self.inflight = 0
-        self._limit = settings.account_concurrency
 
     async def invoke(
-        self,
-        config: FunctionConfig,
-        invoked_arn: str,
-        payload: bytes,
-        client_context: bytes | None = None,
-        want_log: bool = False,
-    ) -> Outcome:
-        if self.inflight >= self._limit:
-            raise TooManyRequestsException("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
-        self.inflight += 1
-        try:
-            return await self._invoke(config, invoked_arn, payload, client_context, want_log)
-        finally:
-            self.inflight -= 1
-
-    async def _invoke(
         self,
         config: FunctionConfig,
         invoked_arn: str,

@@ -1,33 +1,35 @@
-"""Environments of one function version: acquire, release, reap, retire.
+"""Environments of one function version: acquire, release, provision, reap, retire.
 
-A `Pool` holds the environments of exactly one configuration snapshot (name, version, revision). Idle
-environments sit on a stack: `acquire()` takes the most recently used one in O(1), or forks a new one
-(a cold start) when none is idle. `PoolManager` maps each function version to its current pool; when a
-function's configuration changes, its pool is retired: idle environments are shut down at once and busy
-ones when their invocation ends, so no invocation that resolved the new configuration ever runs the old
-code or settings.
+A `Pool` holds the environments of exactly one configuration snapshot (name, version, revision).
+`acquire()` serves, in this order: an idle provisioned environment, the most recently used idle on-demand
+one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environments are forked ahead of
+traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
+opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
+they have free slots. A retired pool takes no new invocations: idle environments are shut at once, busy
+ones when released, so no invocation that resolved newer configuration runs the old code or settings.
 
-Concurrency: everything runs on the event loop; only `_spawn()` awaits.
+Concurrency: everything runs on the event loop; only `_spawn()` and `ensure_provisioned()` await.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
-from gateway.zygote import Zygote, ZygoteUnavailable
+from gateway.zygote import Zygote
 
 log = logging.getLogger("gateway.pool")
 
+ON_DEMAND = "on-demand"
+PROVISIONED = "provisioned-concurrency"
 RUNTIME_DIR = str(Path(__file__).resolve().parent.parent / "runtimes" / "python")
 
 
@@ -70,28 +72,73 @@ def layer_paths(config: FunctionConfig) -> list[str]:
 class Pool:
     """The environments of one configuration snapshot."""
 
-    def __init__(self, config: FunctionConfig, settings: Settings, zygote: Zygote) -> None:
+    def __init__(
+        self, config: FunctionConfig, settings: Settings, zygote: Zygote, make_room: Callable[[Pool], None]
+    ) -> None:
         self.config = config
         self.settings = settings
         self.zygote = zygote
-        self.idle: list[Environment] = []
+        self.make_room = make_room  # before a fork: free node memory for one more environment, or raise
+        self.idle: list[Environment] = []  # on-demand, most recently used last
+        self.warm: list[Environment] = []  # idle provisioned environments
+        self.shared: list[Environment] = []  # max_concurrency > 1: every live environment, newest last
         self.environments: set[Environment] = set()
+        self.provisioned: set[Environment] = set()
+        self.provisioned_target = 0
+        self.provisioning = 0  # provisioned environments being forked now
+        self.provisioning_error: str | None = None
         self.retired = False
         self.spawning = 0
         self._envs_root = settings.data_dir / "envs"
 
+    # -- serving -----------------------------------------------------------------------------------
+
     async def acquire(self) -> tuple[Environment, bool]:
         """An environment for one invocation, and whether it was just created (a cold start)."""
-        idle = self.idle
-        while idle:
-            env = idle.pop()
-            if not env.dead:
-                return env, False
-            self.environments.discard(env)
+        if self.config.max_concurrency > 1:
+            return await self._acquire_shared()
+        for stack in (self.warm, self.idle):
+            while stack:
+                env = stack.pop()
+                if not env.dead:
+                    return env, False
+                self._forget(env)
         return await self._spawn(), True
 
-    async def _spawn(self, init_type: str = "on-demand") -> Environment:
+    async def _acquire_shared(self) -> tuple[Environment, bool]:
+        limit = self.config.max_concurrency
+        for env in reversed(self.shared):
+            if not env.dead and env.load < limit:
+                env.load += 1
+                return env, False
+        env = await self._spawn()
+        env.load += 1
+        self.shared.append(env)
+        return env, True
+
+    def release(self, env: Environment) -> None:
+        """Give an environment back after an invocation; dead, failed-init or retired ones are discarded."""
+        if self.config.max_concurrency > 1:
+            env.load -= 1
+            if env.dead or self.retired or env.init_error is not None:
+                if env in self.shared:
+                    self.shared.remove(env)
+                if env.load <= 0:
+                    self._discard(env)
+            return
+        if env.dead or self.retired or env.init_error is not None:
+            self._discard(env)
+        elif env.provisioned:
+            if len(self.provisioned) > self.provisioned_target:
+                self._discard(env)  # provisioned concurrency was lowered while it ran
+            else:
+                self.warm.append(env)
+        else:
+            self.idle.append(env)
+
+    async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
+        self.make_room(self)
         env_dir = str(self._envs_root / uuid.uuid4().hex)
         spec: dict[str, Any] = {
             "env": environment_variables(config, self.settings, init_type),
@@ -117,102 +164,102 @@ class Pool:
         finally:
             self.spawning -= 1
 
+    # -- provisioned concurrency -------------------------------------------------------------------
+
+    async def ensure_provisioned(self) -> None:
+        """Fork and initialize provisioned environments until `provisioned_target` are live.
+
+        An Init failure stops provisioning (`provisioning_error`; the config's status is FAILED) rather
+        than retrying in a loop; setting a target again clears it.
+        """
+        missing = self.provisioned_target - len(self.provisioned) - self.provisioning
+        if missing <= 0 or self.retired or self.provisioning_error is not None:
+            return
+        self.provisioning += missing
+        results = await asyncio.gather(*(self._spawn(PROVISIONED) for _ in range(missing)), return_exceptions=True)
+        self.provisioning -= missing
+        for result in results:
+            if isinstance(result, BaseException):
+                self.provisioning_error = f"{type(result).__name__}: {result}"
+                continue
+            env = result
+            if env.init_error is not None:
+                self.provisioning_error = f"{env.init_error['errorType']}: {env.init_error['errorMessage']}"
+                self._discard(env)
+            elif self.retired or len(self.provisioned) >= self.provisioned_target:
+                self._discard(env)
+            else:
+                self.provisioned.add(env)
+                if self.config.max_concurrency > 1:
+                    self.shared.append(env)
+                else:
+                    self.warm.append(env)
+        if self.provisioning_error is not None:
+            log.warning("provisioning %s:%s failed: %s", self.config.name, self.config.version, self.provisioning_error)
+
+    def set_provisioned_target(self, target: int) -> None:
+        """Change how many provisioned environments this pool keeps; idle extras are shut at once."""
+        if target != self.provisioned_target:
+            self.provisioning_error = None
+        self.provisioned_target = target
+        while len(self.provisioned) > target and self.warm:
+            self._discard(self.warm.pop(0))
+
+    @property
+    def provisioned_available(self) -> int:
+        return sum(1 for env in self.provisioned if not env.dead)
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
     @property
     def empty(self) -> bool:
-        return not self.environments and not self.spawning
+        return not self.environments and not self.spawning and not self.provisioned_target
 
-    def release(self, env: Environment) -> None:
-        """Give an environment back after an invocation; dead, failed-init or retired ones are discarded."""
-        if env.dead or self.retired or env.init_error is not None:
-            self.environments.discard(env)
-            env.shutdown()
-            return
-        self.idle.append(env)
+    def evictable(self) -> list[Environment]:
+        """Idle on-demand environments, which may be shut to make room on the node (never provisioned ones)."""
+        if self.config.max_concurrency > 1:
+            return [e for e in self.shared if e.load <= 0 and not e.provisioned]
+        return list(self.idle)
+
+    def evict(self, env: Environment) -> None:
+        if env in self.idle:
+            self.idle.remove(env)
+        if env in self.shared:
+            self.shared.remove(env)
+        self._discard(env)
 
     def reap(self, cutoff: float) -> int:
-        """Shut down idle environments unused since `cutoff` (monotonic seconds); return how many."""
-        keep: list[Environment] = []
-        reaped = 0
-        for env in self.idle:  # oldest first: the stack's bottom
-            if env.dead or env.last_used < cutoff:
-                self.environments.discard(env)
-                env.shutdown()
-                reaped += 1
-            else:
-                keep.append(env)
-        self.idle[:] = keep
-        return reaped
+        """Shut idle on-demand environments unused since `cutoff` (monotonic seconds); return how many."""
+        stale = [e for e in self.evictable() if e.dead or e.last_used < cutoff]
+        for env in stale:
+            self.evict(env)
+        for stack in (self.warm, self.shared):  # provisioned ones that died: forget them, provisioning replaces
+            for env in [e for e in stack if e.dead and e.load <= 0]:
+                stack.remove(env)
+                self._discard(env)
+        return len(stale)
 
     def retire(self) -> None:
         """No new invocations here: shut idle environments now, busy ones when they are released."""
         self.retired = True
-        for env in self.idle:
-            self.environments.discard(env)
-            env.shutdown()
+        self.provisioned_target = 0
+        for env in [*self.idle, *self.warm, *(e for e in self.shared if e.load <= 0)]:
+            self._discard(env)
         self.idle.clear()
+        self.warm.clear()
+        self.shared = [e for e in self.shared if e.load > 0]
 
     def kill_all(self) -> None:
         self.retire()
         for env in list(self.environments):
             env.kill("gateway stopping")
         self.environments.clear()
+        self.provisioned.clear()
 
+    def _discard(self, env: Environment) -> None:
+        self._forget(env)
+        env.shutdown()
 
-class PoolManager:
-    """Maps each function version to its current pool; reaps idle environments in the background."""
-
-    def __init__(self, settings: Settings, zygotes: Mapping[str, Zygote]) -> None:
-        self.settings = settings
-        self.zygotes = zygotes
-        self.pools: dict[tuple[str, str], Pool] = {}
-        #: retired pools whose busy environments have not been released yet
-        self.retired: list[Pool] = []
-
-    def pool_for(self, config: FunctionConfig) -> Pool:
-        """The pool serving exactly this configuration snapshot (hot path: one dict lookup)."""
-        key = (config.name, config.version)
-        pool = self.pools.get(key)
-        if pool is None or pool.config.revision_id != config.revision_id:
-            if pool is not None:
-                self._retire(pool)
-            zygote = self.zygotes.get(config.runtime)
-            if zygote is None:
-                raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
-            pool = self.pools[key] = Pool(config, self.settings, zygote)
-        return pool
-
-    def retire_function(self, name: str, version: str | None = None) -> None:
-        """Retire the pool of one version of a function, or of all its versions (after an update or delete)."""
-        for key in [k for k in self.pools if k[0] == name and version in (None, k[1])]:
-            self._retire(self.pools.pop(key))
-
-    def _retire(self, pool: Pool) -> None:
-        pool.retire()
-        if not pool.empty:
-            self.retired.append(pool)
-
-    def reap(self) -> int:
-        cutoff = time.monotonic() - self.settings.idle_timeout
-        reaped = sum(pool.reap(cutoff) for pool in self.pools.values())
-        for key in [k for k, p in self.pools.items() if p.empty]:
-            del self.pools[key]
-        self.retired = [p for p in self.retired if not p.empty]
-        return reaped
-
-    async def reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reap_interval)
-            with contextlib.suppress(Exception):
-                reaped = self.reap()
-                if reaped:
-                    log.debug("reaped %d idle environments", reaped)
-
-    def count(self) -> int:
-        return sum(len(p.environments) for p in (*self.pools.values(), *self.retired))
-
-    def close(self) -> None:
-        """Kill every environment, busy or idle (call after draining)."""
-        for pool in (*self.pools.values(), *self.retired):
-            pool.kill_all()
-        self.pools.clear()
-        self.retired.clear()
+    def _forget(self, env: Environment) -> None:
+        self.environments.discard(env)
+        self.provisioned.discard(env)

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.http import json_response
-from gateway.app_keys import LAYERS, REGISTRY, SETTINGS
+from gateway.app_keys import CONCURRENCY, LAYERS, REGISTRY, SETTINGS
 
 PATH = "/2016-08-19/account-settings"
 
@@ -28,12 +28,8 @@ def add_routes(app: web.Application) -> None:
 
 
 def unreserved_concurrency(app: web.Application) -> int:
-    """Concurrency left for functions without reserved concurrency.
-
-    Reserved concurrency is a later issue: until it lands this is the whole account limit. That issue
-    replaces this body with `account limit - sum of reservations`.
-    """
-    return app[SETTINGS].account_concurrency
+    """Concurrency left for functions without reserved concurrency: the account limit less every reservation."""
+    return app[CONCURRENCY].unreserved_limit
 
 
 def total_code_size(app: web.Application) -> int:

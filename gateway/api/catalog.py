@@ -127,7 +127,7 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     _area("Account", IMPLEMENTED, "API fidelity", "GetAccountSettings"),
     _area(
         "Concurrency",
-        PLANNED,
+        IMPLEMENTED,
         "concurrency",
         "PutFunctionConcurrency GetFunctionConcurrency DeleteFunctionConcurrency PutProvisionedConcurrencyConfig "
         "GetProvisionedConcurrencyConfig DeleteProvisionedConcurrencyConfig ListProvisionedConcurrencyConfigs",

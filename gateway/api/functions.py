@@ -213,13 +213,16 @@ async def get_function(request: web.Request) -> web.Response:
     location = f"{request.scheme}://{request.host}{PREFIX}/{quote(config.name, safe='')}/code-zip"
     if config.version != LATEST:
         location += f"?Qualifier={quote(config.version, safe='')}"
-    return json_response(
-        {
-            "Configuration": config.to_wire(),
-            "Code": {"RepositoryType": "S3", "Location": location},
-            "Tags": dict(request.app[REGISTRY].get(ref.name).tags),
-        }
-    )
+    registry = request.app[REGISTRY]
+    out = {
+        "Configuration": config.to_wire(),
+        "Code": {"RepositoryType": "S3", "Location": location},
+        "Tags": dict(registry.get(ref.name).tags),
+    }
+    reserved = registry.reserved_concurrency(ref.name)
+    if reserved is not None:
+        out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
+    return json_response(out)
 
 
 async def get_function_configuration(request: web.Request) -> web.Response:

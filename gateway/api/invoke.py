@@ -9,7 +9,7 @@ import json
 import orjson
 from aiohttp import web
 
-from gateway.app_keys import INVOKER, REGISTRY, SETTINGS
+from gateway.app_keys import CONCURRENCY, INVOKER, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -17,7 +17,7 @@ from gateway.errors import (
     RequestTooLargeException,
     ValidationException,
 )
-from gateway.names import parse_function_name
+from gateway.names import FunctionRef, parse_function_name
 
 #: Lambda's synchronous request limit
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
@@ -75,31 +75,20 @@ async def invoke(request: web.Request) -> web.Response:
             f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy constraint: "
             "Member must satisfy enum value set: [None, Tail]"
         )
-    length = request.content_length
-    if length is not None and length > MAX_SYNC_PAYLOAD:
-        raise RequestTooLargeException(_TOO_LARGE)
-    payload = await request.read()
-    if len(payload) > MAX_SYNC_PAYLOAD:
-        raise RequestTooLargeException(_TOO_LARGE)
-    if payload:
-        _check_json(payload)
-    else:
-        payload = b"{}"
-    client_context = _client_context(headers.get("X-Amz-Client-Context"))
-    # Resolve again now that the body is in: no await may separate this from the pool choice, so an
-    # invocation never runs configuration older than the last update that returned before it started.
-    config = registry.resolve(ref.name, ref.qualifier, route=True)
-
-    if inv_type == "DryRun":
-        return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})
-    if inv_type == "Event":
-        raise NotImplementedException(
-            "Asynchronous invocation (InvocationType=Event) is not implemented by this gateway yet; "
-            "use RequestResponse."
-        )
-
-    invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
-    outcome = await app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail")
+    if inv_type != "RequestResponse":
+        return await _not_synchronous(request, ref, inv_type)
+    concurrency = app[CONCURRENCY]
+    # Admission before the body is read or parsed: throttling stays cheaper than any real request.
+    token = concurrency.admit(ref.name)
+    try:
+        payload, client_context = await _payload(request)
+        # Resolve again now that the body is in: no await may separate this from the pool choice, so an
+        # invocation never runs configuration older than the last update that returned before it started.
+        config = registry.resolve(ref.name, ref.qualifier, route=True)
+        invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
+        outcome = await app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail")
+    finally:
+        concurrency.release(token)
     out_headers = {
         "Content-Type": "application/json",
         "X-Amz-Executed-Version": outcome.executed_version,
@@ -110,6 +99,32 @@ async def invoke(request: web.Request) -> web.Response:
     if log_type == "Tail":
         out_headers["X-Amz-Log-Result"] = outcome.log_result()
     return web.Response(body=outcome.payload, status=200, headers=out_headers)
+
+
+async def _payload(request: web.Request) -> tuple[bytes, bytes | None]:
+    """The validated event (`{}` for an empty body) and decoded client context of an Invoke request."""
+    length = request.content_length
+    if length is not None and length > MAX_SYNC_PAYLOAD:
+        raise RequestTooLargeException(_TOO_LARGE)
+    payload = await request.read()
+    if len(payload) > MAX_SYNC_PAYLOAD:
+        raise RequestTooLargeException(_TOO_LARGE)
+    if payload:
+        _check_json(payload)
+    else:
+        payload = b"{}"
+    return payload, _client_context(request.headers.get("X-Amz-Client-Context"))
+
+
+async def _not_synchronous(request: web.Request, ref: FunctionRef, inv_type: str) -> web.Response:
+    """DryRun validates the request and answers 204; Event is not implemented yet (never run synchronously)."""
+    await _payload(request)
+    config = request.app[REGISTRY].resolve(ref.name, ref.qualifier)
+    if inv_type == "DryRun":
+        return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})
+    raise NotImplementedException(
+        "Asynchronous invocation (InvocationType=Event) is not implemented by this gateway yet; use RequestResponse."
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,81 @@
+"""Reserved concurrency: PutFunctionConcurrency, GetFunctionConcurrency, DeleteFunctionConcurrency.
+
+The registry persists the setting; `Concurrency` (gateway.concurrency) enforces it on every invoke. A
+reservation applies to the whole function (every version and alias); 0 disables the function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from gateway.api.function_params import check_members
+from gateway.api.http import json_response, read_json_object
+from gateway.app_keys import CONCURRENCY, REGISTRY
+from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
+from gateway.names import parse_function_name
+
+log = logging.getLogger("gateway.api.concurrency")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put("/2017-10-31/functions/{FunctionName}/concurrency", put_function_concurrency)
+    app.router.add_get("/2019-09-30/functions/{FunctionName}/concurrency", get_function_concurrency)
+    app.router.add_delete("/2017-10-31/functions/{FunctionName}/concurrency", delete_function_concurrency)
+
+
+def _function(request: web.Request) -> str:
+    ref = parse_function_name(request.match_info["FunctionName"])
+    if ref.qualifier is not None:
+        raise InvalidParameterValueException("Reserved concurrency applies to a function, not to a qualifier.")
+    request.app[REGISTRY].get(ref.name)  # ResourceNotFoundException
+    return ref.name
+
+
+async def put_function_concurrency(request: web.Request) -> web.Response:
+    """Reserve concurrency: at most that many in flight, carved out of the account's unreserved pool."""
+    name = _function(request)
+    body = await read_json_object(request)
+    check_members(body, frozenset({"ReservedConcurrentExecutions"}), "PutFunctionConcurrencyRequest")
+    value = body.get("ReservedConcurrentExecutions")
+    if value is None:
+        raise ValidationException(
+            "1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: ReservedConcurrentExecutions must be an integer"
+        )
+    if value < 0:
+        raise ValidationException(
+            f"1 validation error detected: Value '{value}' at 'reservedConcurrentExecutions' failed to satisfy "
+            "constraint: Member must have value greater than or equal to 0"
+        )
+    concurrency = request.app[CONCURRENCY]
+    concurrency.check_reservation(name, value)
+    registry = request.app[REGISTRY]
+    provisioned = sum(p.requested for p in registry.provisioned_configs(name))
+    if value < provisioned:
+        raise InvalidParameterValueException(
+            f"ReservedConcurrentExecutions ({value}) must be at least the function's total provisioned "
+            f"concurrency ({provisioned})."
+        )
+    await asyncio.to_thread(registry.set_reserved_concurrency, name, value)
+    concurrency.set_reserved(name, value)
+    log.info("function %s: reserved concurrency %d", name, value)
+    return json_response({"ReservedConcurrentExecutions": value})
+
+
+async def get_function_concurrency(request: web.Request) -> web.Response:
+    reserved = request.app[REGISTRY].reserved_concurrency(_function(request))
+    return json_response({} if reserved is None else {"ReservedConcurrentExecutions": reserved})
+
+
+async def delete_function_concurrency(request: web.Request) -> web.Response:
+    name = _function(request)
+    await asyncio.to_thread(request.app[REGISTRY].set_reserved_concurrency, name, None)
+    request.app[CONCURRENCY].set_reserved(name, None)
+    return web.Response(status=204)

@@ -1,0 +1,170 @@
+"""All the pools of the node: which pool serves a version, node memory, provisioning, reaping.
+
+`PoolManager.pool_for(config)` is the invoke path's one dict lookup. Before every fork a pool asks
+`make_room()`: the sum of MemorySize over live environments stays within the node's memory budget, by
+evicting idle on-demand environments of other functions, least recently used first; if that is not
+enough the invocation is throttled (429). `reconcile()` makes each version's provisioned environments
+match the registry's provisioned concurrency configs (an alias's config applies to the version it names);
+it runs after every change to them and on every reaper tick, which also replaces provisioned environments
+that died and reaps idle on-demand ones after the idle timeout.
+
+Concurrency: event loop only; provisioning runs in tasks the manager owns and cancels on close().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED
+from gateway.config import Settings
+from gateway.configs import FunctionConfig
+from gateway.environment import Environment
+from gateway.errors import TooManyRequestsException
+from gateway.pool import Pool
+from gateway.zygote import Zygote, ZygoteUnavailable
+
+log = logging.getLogger("gateway.pool")
+
+#: what the registry wants provisioned: (the version's configuration, environments)
+Provisioning = Callable[[], Iterable[tuple[FunctionConfig, int]]]
+
+
+class PoolManager:
+    """Maps each function version to its current pool; owns node memory and provisioning."""
+
+    def __init__(self, settings: Settings, zygotes: Mapping[str, Zygote]) -> None:
+        self.settings = settings
+        self.zygotes = zygotes
+        self.memory_budget = settings.memory_budget_mb
+        self.pools: dict[tuple[str, str], Pool] = {}
+        #: retired pools whose busy environments have not been released yet
+        self.retired: list[Pool] = []
+        self.provisioning: Provisioning | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def pool_for(self, config: FunctionConfig) -> Pool:
+        """The pool serving exactly this configuration snapshot (hot path: one dict lookup)."""
+        key = (config.name, config.version)
+        pool = self.pools.get(key)
+        if pool is None or pool.config.revision_id != config.revision_id:
+            if pool is not None:
+                self._retire(pool)
+            zygote = self.zygotes.get(config.runtime)
+            if zygote is None:
+                raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
+            pool = self.pools[key] = Pool(config, self.settings, zygote, self.make_room)
+        return pool
+
+    def retire_function(self, name: str, version: str | None = None) -> None:
+        """Retire the pool of one version of a function, or of all its versions (after an update or delete)."""
+        for key in [k for k in self.pools if k[0] == name and version in (None, k[1])]:
+            self._retire(self.pools.pop(key))
+
+    def _retire(self, pool: Pool) -> None:
+        pool.retire()
+        if not pool.empty:
+            self.retired.append(pool)
+
+    def _all(self) -> list[Pool]:
+        return [*self.pools.values(), *self.retired]
+
+    # -- node memory -------------------------------------------------------------------------------
+
+    def memory_in_use(self) -> int:
+        """MB of MemorySize over live and starting environments."""
+        return sum((len(p.environments) + p.spawning) * p.config.memory_size for p in self._all())
+
+    def make_room(self, pool: Pool) -> None:
+        """Make room for one more environment of `pool`, or raise TooManyRequestsException."""
+        need = pool.config.memory_size
+        used = self.memory_in_use()
+        if used + need <= self.memory_budget:
+            return
+        candidates = sorted(
+            (
+                (env.last_used, id(env), other, env)
+                for other in self._all()
+                if other is not pool
+                for env in other.evictable()
+            ),
+        )
+        for evicted, (_, _, other, env) in enumerate(candidates, 1):
+            other.evict(env)
+            used -= other.config.memory_size
+            if used + need <= self.memory_budget:
+                log.info("evicted %d idle environments to make room for %s", evicted, pool.config.name)
+                return
+        raise TooManyRequestsException(
+            f"{RATE_EXCEEDED} No room on this node for another {need} MB environment "
+            f"({used} of {self.memory_budget} MB in use).",
+            ACCOUNT_EXCEEDED,
+        )
+
+    # -- provisioned concurrency ----------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Set every pool's provisioned target from the registry and start forking what is missing."""
+        if self.provisioning is None:
+            return
+        desired: dict[Pool, int] = {}
+        for config, count in self.provisioning():
+            try:
+                pool = self.pool_for(config)
+            except ZygoteUnavailable:
+                continue
+            desired[pool] = desired.get(pool, 0) + count
+        for pool in list(self.pools.values()):
+            pool.set_provisioned_target(desired.get(pool, 0))
+            if pool.provisioned_target > len(pool.provisioned) + pool.provisioning:
+                task = asyncio.get_running_loop().create_task(pool.ensure_provisioned())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def provisioned_available(self, config: FunctionConfig) -> tuple[int, str | None]:
+        """(live provisioned environments, provisioning error) of a version."""
+        pool = self.pools.get((config.name, config.version))
+        if pool is None or pool.config.revision_id != config.revision_id:
+            return 0, None
+        return pool.provisioned_available, pool.provisioning_error
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def reap(self) -> int:
+        cutoff = time.monotonic() - self.settings.idle_timeout
+        reaped = sum(pool.reap(cutoff) for pool in self.pools.values())
+        for key in [k for k, p in self.pools.items() if p.empty]:
+            del self.pools[key]
+        self.retired = [p for p in self.retired if not p.empty]
+        return reaped
+
+    async def reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reap_interval)
+            try:
+                reaped = self.reap()
+                if reaped:
+                    log.debug("reaped %d idle environments", reaped)
+                self.reconcile()
+            except Exception:
+                log.exception("reaper tick failed")
+
+    def count(self) -> int:
+        return sum(len(p.environments) for p in self._all())
+
+    def environments(self) -> Iterable[tuple[Pool, Environment]]:
+        return ((p, env) for p in self._all() for env in p.environments)
+
+    def close(self) -> None:
+        """Kill every environment, busy or idle (call after draining)."""
+        for task in self._tasks:
+            task.cancel()
+        for pool in self._all():
+            pool.kill_all()
+        self.pools.clear()
+        self.retired.clear()
+        with contextlib.suppress(RuntimeError):
+            self._tasks.clear()
