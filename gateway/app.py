@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 
@@ -23,7 +23,9 @@ from gateway.app_keys import CODESTORE, CONCURRENCY, INVOKER, LAYERS, POOLS, REG
 from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
+from gateway.configs import FunctionConfig
 from gateway.environment import sweep_leftovers
+from gateway.errors import ResourceNotFoundException
 from gateway.invoker import Invoker
 from gateway.layers import LayerStore
 from gateway.pool_manager import PoolManager
@@ -102,6 +104,18 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
         concurrency.set_reserved(name, reserved)
     app[CONCURRENCY] = concurrency
     loop = asyncio.get_running_loop()
+
+    registry = app[REGISTRY]
+
+    def provisioning() -> Iterator[tuple[FunctionConfig, int]]:
+        for prov in registry.provisioned_configs():
+            try:  # an alias's config provisions the version it names
+                yield registry.resolve(prov.function, prov.qualifier), prov.requested
+            except ResourceNotFoundException:
+                continue
+
+    pools.provisioning = provisioning
+    pools.reconcile()  # provisioned environments come back after a restart
 
     def forget(name: str, version: str | None) -> None:
         pools.retire_function(name, version)

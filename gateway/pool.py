@@ -24,7 +24,8 @@ from typing import Any
 from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
-from gateway.zygote import Zygote
+from gateway.errors import TooManyRequestsException
+from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
 
@@ -179,6 +180,8 @@ class Pool:
         results = await asyncio.gather(*(self._spawn(PROVISIONED) for _ in range(missing)), return_exceptions=True)
         self.provisioning -= missing
         for result in results:
+            if isinstance(result, ZygoteUnavailable | TooManyRequestsException):
+                continue  # transient (runtime restarting, node full): the next reconcile tries again
             if isinstance(result, BaseException):
                 self.provisioning_error = f"{type(result).__name__}: {result}"
                 continue
