@@ -229,8 +229,11 @@ class Registry:
         """Call `callback(name, version)` after a version changes or goes (`version` None: all of them)."""
         self._listeners.append(callback)
 
-    def create(self, config: FunctionConfig) -> FunctionConfig:
-        """Add a new function's `$LATEST`. Raises ResourceConflictException if the name is taken."""
+    def create(self, config: FunctionConfig, *, publish: bool = False) -> FunctionConfig:
+        """Add a new function's `$LATEST` (and with `publish`, version 1 of it, returned instead).
+
+        Raises ResourceConflictException if the name is taken.
+        """
         with self._lock:
             if config.name in self._functions:
                 raise ResourceConflictException(f"Function already exist: {config.name}")
@@ -244,7 +247,7 @@ class Registry:
             fn.versions[LATEST] = config
             self._functions[config.name] = fn
             bisect.insort(self._names, config.name)
-        return config
+            return self.publish(config.name) if publish else config
 
     def update(
         self,
@@ -252,11 +255,14 @@ class Registry:
         change: Callable[[FunctionConfig], FunctionConfig],
         *,
         if_revision: str | None = None,
+        publish: bool = False,
     ) -> FunctionConfig:
         """Apply `change` to the current `$LATEST` atomically, with a new RevisionId and LastModified.
 
-        `change` must be pure and fast (it runs under the lock). Raises ResourceNotFoundException, and
-        PreconditionFailedException when `if_revision` is not the current revision.
+        With `publish`, the new `$LATEST` is published in the same atomic step and that version is
+        returned (so it holds exactly this change). `change` must be pure and fast (it runs under the
+        lock). Raises ResourceNotFoundException, and PreconditionFailedException when `if_revision` is
+        not the current revision.
         """
         with self._lock:
             current = self.get(name)
@@ -266,6 +272,8 @@ class Registry:
             if new.name != name or new.version != LATEST:
                 raise ValueError("update() changes the $LATEST of the same function only")
             self._write_latest(new)
+            if publish:
+                new = self.publish(name)
         self._notify(name, LATEST)
         return new
 
@@ -355,24 +363,28 @@ class Registry:
             fn.provisioned.pop(version, None)
         self._notify(name, version)
 
-    def put_alias(self, alias: AliasConfig, *, create: bool, if_revision: str | None = None) -> AliasConfig:
-        """Create (`create`: ResourceConflictException if it exists) or replace an alias.
+    def create_alias(self, alias: AliasConfig) -> AliasConfig:
+        """Add an alias: ResourceConflictException if it exists, ResourceNotFoundException for missing versions."""
+        with self._lock:
+            if alias.name in self._function(alias.function).aliases:
+                raise ResourceConflictException(f"Alias already exists: {alias.arn}")
+            return self._put_alias(alias)
 
-        Its versions must exist (ResourceNotFoundException); a stale `if_revision` on replace is
-        PreconditionFailedException.
-        """
+    def update_alias(
+        self, name: str, alias: str, change: Callable[[AliasConfig], AliasConfig], if_revision: str | None = None
+    ) -> AliasConfig:
+        """Apply `change` to the current alias atomically, with a new RevisionId; `change` may raise to refuse."""
+        with self._lock:
+            current = self.get_alias(name, alias)
+            if if_revision is not None and if_revision != current.revision_id:
+                raise PreconditionFailedException(REVISION_MISMATCH)
+            return self._put_alias(dataclasses.replace(change(current), revision_id=new_revision_id()))
+
+    def _put_alias(self, alias: AliasConfig) -> AliasConfig:
         with self._lock:
             fn = self._function(alias.function)
             for version in alias.versions:
                 self.get_version(alias.function, version)
-            current = fn.aliases.get(alias.name)
-            if create and current is not None:
-                raise ResourceConflictException(f"Alias already exists: {alias.arn}")
-            if not create:
-                if current is None:
-                    raise ResourceNotFoundException(f"Alias not found: {alias.arn}")
-                if if_revision is not None and if_revision != current.revision_id:
-                    raise PreconditionFailedException(REVISION_MISMATCH)
             with self._tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO aliases (name, alias, config) VALUES (?, ?, ?)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -212,3 +213,55 @@ def test_versions_and_aliases_survive_restart(gateway_factory: GatewayFactory) -
     assert invoke_json(lam, "durable:1")[1]["marker"] == "m0"
     lam.update_function_code(FunctionName="durable", ZipFile=_code("later"))
     assert lam.publish_version(FunctionName="durable")["Version"] == "3"
+
+
+def test_publish_on_update_returns_its_own_code_under_concurrency(lam: Any, fname: str) -> None:
+    create_function(lam, fname, SOURCE)
+
+    def update(i: int) -> tuple[str, str]:
+        zip_bytes = _code(f"c{i}")
+        resp = lam.update_function_code(FunctionName=fname, ZipFile=zip_bytes, Publish=True)
+        return resp["CodeSha256"], base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+
+    with ThreadPoolExecutor(3) as ex:
+        results = list(ex.map(update, range(12)))
+    assert all(got == sent for got, sent in results)
+
+
+def test_concurrent_alias_updates_lose_nothing(lam: Any, fname: str) -> None:
+    create_function(lam, fname, SOURCE, Publish=True)
+    lam.update_function_code(FunctionName=fname, ZipFile=_code("z"), Publish=True)
+    names = [f"a{i}" for i in range(8)]
+    for name in names:
+        lam.create_alias(FunctionName=fname, Name=name, FunctionVersion="1")
+    jobs = [{"Name": n, "Description": "changed"} for n in names] + [{"Name": n, "FunctionVersion": "2"} for n in names]
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda kw: lam.update_alias(FunctionName=fname, **kw), jobs))
+    for name in names:
+        alias = lam.get_alias(FunctionName=fname, Name=name)
+        assert (alias["Description"], alias["FunctionVersion"]) == ("changed", "2")
+
+
+def test_paging_survives_a_deleted_marker(lam: Any, fname: str) -> None:
+    create_function(lam, fname, SOURCE, Publish=True)
+    for name in ("a", "b", "c", "d"):
+        lam.create_alias(FunctionName=fname, Name=name, FunctionVersion="1")
+    first = lam.list_aliases(FunctionName=fname, MaxItems=2)
+    assert [a["Name"] for a in first["Aliases"]] == ["a", "b"]
+    lam.delete_alias(FunctionName=fname, Name="b")
+    rest = lam.list_aliases(FunctionName=fname, Marker=first["NextMarker"])
+    assert [a["Name"] for a in rest["Aliases"]] == ["c", "d"]
+
+
+def test_qualified_reads_show_the_qualified_arn(lam: Any, fname: str) -> None:
+    create_function(lam, fname, SOURCE, Publish=True)
+    lam.create_alias(FunctionName=fname, Name="live", FunctionVersion="1")
+    got = lam.get_function(FunctionName=fname, Qualifier="live")["Configuration"]
+    assert (got["FunctionArn"], got["Version"]) == (f"{ARN}{fname}:live", "1")
+    latest = lam.get_function_configuration(FunctionName=fname, Qualifier="$LATEST")
+    assert latest["FunctionArn"] == f"{ARN}{fname}:$LATEST"
+    assert lam.get_function_configuration(FunctionName=fname)["FunctionArn"] == f"{ARN}{fname}"
+    with pytest.raises(ClientError) as exc:
+        lam.delete_function(FunctionName=fname, Qualifier="live")
+    assert _error(exc) == (400, "InvalidParameterValueException")
+    lam.delete_function(FunctionName=fname, Qualifier="9")  # a version that does not exist: nothing to do

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -130,4 +131,27 @@ async def test_deployer_create_or_update(settings: Settings, codestore: CodeStor
     assert await deployer.create_or_update({**body, "Code": {"ZipFile": new_zip}}) == "updated"
     assert (registry.get("f").code_dir / "lambda_function.py").read_text() == "X = 2\n"
     layer_store.close()
+    registry.close()
+
+
+def test_a_version_1_registry_is_migrated(settings: Settings, codestore: CodeStore) -> None:
+    """A database written before versions and aliases existed opens, and gains them."""
+    cfg = _config(codestore, "old")
+    path = settings.data_dir / "registry.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE function_versions (name TEXT NOT NULL, version TEXT NOT NULL, config TEXT NOT NULL,"
+        " PRIMARY KEY (name, version)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO function_versions VALUES (?, ?, ?)", ("old", "$LATEST", cfg.to_record().decode()))
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    registry = _open(settings, codestore)
+    assert registry.get("old").code_sha256 == cfg.code_sha256
+    assert registry.publish("old").version == "1"
+    assert registry.reserved_concurrency("old") is None
+    registry.close()
+    registry = _open(settings, codestore)
+    assert [v.version for v in registry.versions("old")] == ["$LATEST", "1"]
     registry.close()

@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
-from gateway.app_keys import REGISTRY, SETTINGS
+from gateway.app_keys import POOLS, REGISTRY, SETTINGS
 from gateway.configs import LATEST, AliasConfig, new_revision_id
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.names import parse_function_name
@@ -132,7 +132,7 @@ async def create_alias(request: web.Request) -> web.Response:
         revision_id=new_revision_id(),
     )
     alias = dataclasses.replace(alias, **_fields(body, None))
-    await asyncio.to_thread(registry.put_alias, alias, create=True)
+    await asyncio.to_thread(registry.create_alias, alias)
     log.info("function %s: alias %s -> %s", name, alias.name, alias.function_version)
     return json_response(alias.to_wire(), status=201)
 
@@ -148,16 +148,22 @@ async def update_alias(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     check_members(body, frozenset({"FunctionVersion", "Description", "RoutingConfig", "RevisionId"}),
                   "UpdateAliasRequest")  # fmt: skip
-    registry = request.app[REGISTRY]
-    current = registry.get_alias(name, request.match_info["Name"])
-    new = dataclasses.replace(current, **_fields(body, current), revision_id=new_revision_id())
-    await asyncio.to_thread(registry.put_alias, new, create=False, if_revision=_str(body, "RevisionId"))
+    revision = _str(body, "RevisionId")
+    new = await asyncio.to_thread(
+        request.app[REGISTRY].update_alias,
+        name,
+        request.match_info["Name"],
+        lambda current: dataclasses.replace(current, **_fields(body, current)),  # validated against the current
+        revision,
+    )
+    request.app[POOLS].reconcile()  # provisioned concurrency follows the alias to its new version
     return json_response(new.to_wire())
 
 
 async def delete_alias(request: web.Request) -> web.Response:
     name = _function_name(request)
     await asyncio.to_thread(request.app[REGISTRY].delete_alias, name, request.match_info["Name"])
+    request.app[POOLS].reconcile()
     return web.Response(status=204)
 
 

@@ -25,7 +25,7 @@ from gateway.api.function_params import (
 )
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size
-from gateway.app_keys import CODESTORE, LAYERS, REGISTRY, SETTINGS
+from gateway.app_keys import CODESTORE, LAYERS, POOLS, REGISTRY, SETTINGS
 from gateway.codestore import CodeInfo, CodeStore
 from gateway.config import Settings
 from gateway.configs import LATEST, FunctionConfig, new_revision_id, now_last_modified
@@ -153,10 +153,9 @@ class Deployer:
 
         Raises ResourceConflictException if the name is taken, or a validation error.
         """
-        config = await asyncio.to_thread(self.registry.create, await self._build(body))
+        built = await self._build(body)
+        config = await asyncio.to_thread(self.registry.create, built, publish=body.get("Publish") is True)
         log.info("created function %s (code %s)", config.name, config.code_sha256)
-        if body.get("Publish") is True:
-            config = await asyncio.to_thread(self.registry.publish, config.name)
         return config
 
     async def create_or_update(self, body: dict[str, Any]) -> str:
@@ -215,7 +214,7 @@ async def get_function(request: web.Request) -> web.Response:
         location += f"?Qualifier={quote(config.version, safe='')}"
     registry = request.app[REGISTRY]
     out = {
-        "Configuration": config.to_wire(),
+        "Configuration": _wire(request, ref, config),
         "Code": {"RepositoryType": "S3", "Location": location},
         "Tags": dict(registry.get(ref.name).tags),
     }
@@ -228,7 +227,15 @@ async def get_function(request: web.Request) -> web.Response:
 async def get_function_configuration(request: web.Request) -> web.Response:
     """GetFunctionConfiguration: the FunctionConfiguration of `$LATEST` or the given qualifier."""
     ref = _ref(request)
-    return json_response(request.app[REGISTRY].resolve(ref.name, ref.qualifier).to_wire())
+    return json_response(_wire(request, ref, request.app[REGISTRY].resolve(ref.name, ref.qualifier)))
+
+
+def _wire(request: web.Request, ref: FunctionRef, config: FunctionConfig) -> dict[str, Any]:
+    """FunctionConfiguration as asked for: qualified by the qualifier of the request (an alias's ARN for an alias)."""
+    wire = config.to_wire()
+    if ref.qualifier is not None:
+        wire["FunctionArn"] = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
+    return wire
 
 
 async def get_function_code_zip(request: web.Request) -> web.StreamResponse:
@@ -258,11 +265,13 @@ async def update_function_code(request: web.Request) -> web.Response:
         return json_response(dataclasses.replace(registry.get(name), **fields).to_wire())
     await _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
-        registry.update, name, lambda c: dataclasses.replace(c, **fields), if_revision=spec.revision_id
+        registry.update,
+        name,
+        lambda c: dataclasses.replace(c, **fields),
+        if_revision=spec.revision_id,
+        publish=spec.publish,  # the version returned holds exactly this code, whatever runs concurrently
     )
     log.info("updated code of function %s (code %s)", name, config.code_sha256)
-    if spec.publish:
-        config = await asyncio.to_thread(registry.publish, name)
     return json_response(config.to_wire())
 
 
@@ -291,12 +300,10 @@ async def delete_function(request: web.Request) -> web.Response:
         raise InvalidParameterValueException("$LATEST version cannot be deleted without deleting the function.")
     if ref.qualifier is not None:
         if not ref.qualifier.isdigit():
-            registry.get_alias(ref.name, ref.qualifier)  # ResourceNotFoundException for neither
-            raise InvalidParameterValueException(
-                f"Deletion of aliases is not supported by DeleteFunction: use DeleteAlias for {ref.qualifier}."
-            )
-        registry.get_version(ref.name, ref.qualifier)
+            raise InvalidParameterValueException("Deletion of aliases is not currently supported.")
+        registry.get(ref.name)  # ResourceNotFoundException; a version that does not exist is deleted already
         await asyncio.to_thread(registry.delete_version, ref.name, ref.qualifier)
+        request.app[POOLS].reconcile()
         log.info("deleted version %s of function %s", ref.qualifier, ref.name)
         return web.Response(status=204)
     await asyncio.to_thread(registry.delete, ref.name)

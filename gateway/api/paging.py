@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -30,15 +31,26 @@ def page_size(query: MultiMapping[str], cap: int = 50) -> int:
 
 
 def paginate(
-    items: Sequence[T], query: MultiMapping[str], key: Callable[[T], str], cap: int = 50
+    items: Sequence[T],
+    query: MultiMapping[str],
+    key: Callable[[T], str],
+    order: Callable[[str], Any] = str,
+    cap: int = 50,
 ) -> tuple[list[T], dict[str, Any]]:
-    """The page after `Marker` (the key of the last item of the previous page) and the `NextMarker` part."""
+    """The page after `Marker` and the `NextMarker` part of the answer.
+
+    `items` are sorted by `order(key(item))`; the marker is the key of the last item of the previous page,
+    and the page starts after it even if that item has gone since (deleted between two calls).
+    """
     size = page_size(query, cap)
     marker = query.get("Marker")
     start = 0
     if marker:
-        keys = [key(item) for item in items]
-        start = keys.index(marker) + 1 if marker in keys else len(items)
+        try:
+            after = order(marker)
+        except ValueError:
+            raise InvalidParameterValueException(f"Invalid value for Marker: {marker}") from None
+        start = bisect.bisect_right([order(key(item)) for item in items], after)
     page = list(items[start : start + size])
     more = start + size < len(items)
     return page, ({"NextMarker": key(page[-1])} if more and page else {})

@@ -54,11 +54,17 @@ async def publish_version(request: web.Request) -> web.Response:
     return json_response(version.to_wire(), status=201)
 
 
+def _version_order(version: str) -> int:
+    return -1 if version == LATEST else int(version)
+
+
 async def list_versions(request: web.Request) -> web.Response:
     """ListVersionsByFunction: `$LATEST`, then published versions ascending; pages of at most 50."""
     ref = parse_function_name(request.match_info["FunctionName"])
+    if ref.qualifier is not None:
+        raise InvalidParameterValueException("ListVersionsByFunction takes an unqualified function name.")
     versions = request.app[REGISTRY].versions(ref.name)
-    page, more = paginate(versions, request.query, lambda v: v.version)
+    page, more = paginate(versions, request.query, lambda v: v.version, _version_order)
     wires = [v.to_wire() for v in page]
     for wire in wires:  # in this list, $LATEST is shown with its qualified ARN
         if wire["Version"] == LATEST:
