@@ -56,6 +56,7 @@ class Environment(asyncio.Protocol):
         "_inflight",
         "_ready",
         "_transport",
+        "capacity",
         "dead",
         "env_dir",
         "exit_status",
@@ -80,6 +81,7 @@ class Environment(asyncio.Protocol):
         self.init_ms = 0.0
         self.init_error: dict[str, Any] | None = None
         self.init_log = b""
+        self.capacity = 1  # invocations it runs at once, as its READY frame says
         #: what an invocation printed before the environment was killed under it (timeout, crash)
         self.last_output = b""
         self.last_used = time.monotonic()
@@ -137,7 +139,7 @@ class Environment(asyncio.Protocol):
         except TimeoutError:
             self.kill("init timed out")
             raise InvocationTimeout(f"Init timed out after {timeout:.2f} seconds") from None
-        _, _pid, self.init_ms, self.init_error, self.init_log = frame
+        _, _pid, self.init_ms, self.init_error, self.init_log, self.capacity = frame
 
     async def invoke(
         self,

@@ -107,9 +107,8 @@ class Pool:
         return await self._spawn(), True
 
     async def _acquire_shared(self) -> tuple[Environment, bool]:
-        limit = self.config.max_concurrency
         for env in reversed(self.shared):
-            if not env.dead and env.load < limit:
+            if not env.dead and env.load < env.capacity:
                 env.load += 1
                 return env, False
         env = await self._spawn()

@@ -5,7 +5,7 @@ kind (the length lets a reader refuse an oversized frame before buffering it). I
 several invocations can be in flight on one connection and replies may come back in any order. Event
 and result payloads travel as raw `bytes` (JSON text): neither side re-encodes user JSON.
 
-    READY    [READY, pid, init_ms, init_error | None, init_log]    environment -> gateway, once
+    READY    [READY, pid, init_ms, init_error | None, init_log, capacity]    environment -> gateway, once
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
     RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, log]
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, log]
@@ -13,6 +13,8 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
 
 `init_error` is a map {errorType, errorMessage, stackTrace}; `error_body` is the JSON error document
 Lambda returns to the caller. `log` / `init_log` are the captured output of the invocation / of Init.
+`capacity` is how many invocations the environment runs at once (more than 1 only for async handlers that
+opted in); the gateway never sends it more.
 The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
@@ -43,7 +45,7 @@ MAX_FRAME = MAX_PAYLOAD + MAX_LOG + 64 * 1024
 _NUM = (int, float)
 #: the type of each field after the kind, per kind
 _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
-    READY: (int, _NUM, (dict, type(None)), bytes),
+    READY: (int, _NUM, (dict, type(None)), bytes, int),
     INVOKE: (int, bytes, int, str, str, (bytes, type(None))),
     RESULT: (int, bytes, _NUM, int, bytes),
     ERROR: (int, str, bytes, _NUM, int, bytes),

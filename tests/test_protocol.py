@@ -77,7 +77,7 @@ def test_garbage_is_rejected_or_incomplete(junk: bytes) -> None:
         [protocol.RESULT, 1, b"{}", "slow", 1, b""],  # duration of the wrong type
         [protocol.RESULT, 1, "text", 1.0, 1, b""],  # payload must be bytes
         [protocol.ERROR, 1, 7, b"{}", 1.0, 1, b""],  # error type must be a string
-        [protocol.READY, 1, 1.0, "oops", b""],  # init error must be a map or nil
+        [protocol.READY, 1, 1.0, "oops", b"", 1],  # init error must be a map or nil
         [protocol.RESULT, True, b"{}", 1.0, 1, b""],  # bools are not ids
     ],
 )

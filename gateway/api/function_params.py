@@ -41,11 +41,18 @@ RESERVED_ENV_KEYS = frozenset(
     }
 )  # fmt: skip
 DEPRECATED_RUNTIMES = frozenset({"python2.7", "python3.6", "python3.7", "python3.8"})
+CAPACITY_PROVIDER_ARN_PATTERN = (
+    r"arn:aws[a-zA-Z-]*:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:capacity-provider:"
+    r"[a-zA-Z0-9-_]+"
+)
+#: the model's bounds of PerExecutionEnvironmentMaxConcurrency
+MAX_CONCURRENCY_PER_ENVIRONMENT = 1600
 
 _ROLE_RE = re.compile(ROLE_PATTERN)
 _HANDLER_RE = re.compile(HANDLER_PATTERN)
 _ENV_KEY_RE = re.compile(ENV_KEY_PATTERN)
 _LAYER_ARN_RE = re.compile(LAYER_VERSION_ARN_PATTERN)
+_CAPACITY_PROVIDER_ARN_RE = re.compile(CAPACITY_PROVIDER_ARN_PATTERN)
 #: every constraint of a LayerList member, all named in the message whichever one failed (as Lambda does)
 _LAYER_CONSTRAINTS = (
     "Member must satisfy constraint: [Member must have length less than or equal to 140, Member must have "
@@ -54,7 +61,8 @@ _LAYER_CONSTRAINTS = (
 )
 
 # Members of the botocore model. Those in _UNSUPPORTED are refused when set; those in _IGNORED are accepted
-# and have no effect; DeadLetterConfig, KMSKeyArn, TracingConfig and LoggingConfig are kept and echoed.
+# and have no effect; DeadLetterConfig, KMSKeyArn, TracingConfig, LoggingConfig and CapacityProviderConfig are
+# kept and echoed (of the last, PerExecutionEnvironmentMaxConcurrency takes effect: see _capacity_provider).
 _CONFIG_MEMBERS = frozenset(
     {
         "Role", "Handler", "Description", "Timeout", "MemorySize", "VpcConfig", "Environment", "Runtime",
@@ -75,11 +83,16 @@ UPDATE_CODE_MEMBERS = frozenset(
 )  # fmt: skip
 _CODE_MEMBERS = frozenset({"ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn"})
 _UNSUPPORTED = (
-    "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "CapacityProviderConfig",
-    "DurableConfig", "TenancyConfig",
+    "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
 )  # fmt: skip
 
-_JAVA_TYPES = {str: "java.lang.String", int: "java.lang.Integer", bool: "java.lang.Boolean", dict: "Map"}
+_JAVA_TYPES = {
+    str: "java.lang.String",
+    int: "java.lang.Integer",
+    float: "java.lang.Double",
+    bool: "java.lang.Boolean",
+    dict: "Map",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +156,12 @@ def check_members(body: Mapping[str, Any], known: frozenset[str], where: str) ->
 
 
 def _opt(body: Mapping[str, Any], key: str, expected: type) -> Any:
+    """`body[key]` if it is of type `expected` (a float member also takes a JSON integer), None if absent or null."""
     value = body.get(key)
     if value is None:
         return None
+    if expected is float and type(value) is int:
+        return float(value)
     # bool is an int in Python; JSON true is not a number
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise _shape_error(key, value, expected)
@@ -159,7 +175,7 @@ def _str_map(body: Mapping[str, Any], key: str) -> dict[str, str] | None:
     return value
 
 
-def _bounded(v: _Violations, value: int | None, member: str, low: int, high: int) -> None:
+def _bounded(v: _Violations, value: float | None, member: str, low: float, high: float) -> None:
     if value is None:
         return
     if value < low:
@@ -222,9 +238,50 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
     logging_members = {"LogFormat": str, "ApplicationLogLevel": str, "SystemLogLevel": str, "LogGroup": str}
     if (logging_config := _struct(body, "LoggingConfig", logging_members)) is not None:
         extra["LoggingConfig"] = _logging_config(logging_config, v, name)
+    if (capacity := _capacity_provider(body, v)) is not None:
+        extra["CapacityProviderConfig"], out["max_concurrency"] = capacity
     for key in ("VpcConfig", "SnapStart"):
         _opt(body, key, dict)  # ignored, but not if malformed
     return ConfigChanges(out, extra)
+
+
+_MANAGED = "LambdaManagedInstancesCapacityProviderConfig"
+_MANAGED_MEMBERS = {
+    "CapacityProviderArn": str,
+    "PerExecutionEnvironmentMaxConcurrency": int,
+    "ExecutionEnvironmentMemoryGiBPerVCpu": float,
+}
+
+
+def _capacity_provider(body: Mapping[str, Any], v: _Violations) -> tuple[dict[str, Any], int] | None:
+    """`CapacityProviderConfig`: (the structure to echo, invocations one environment may run at once), or None.
+
+    Only PerExecutionEnvironmentMaxConcurrency has an effect here (absent: 1); more than 1 takes effect for
+    `async def` handlers only. There are no capacity providers on this gateway, so CapacityProviderArn (required
+    by the model, optional here) and the memory ratio are checked and echoed, nothing more.
+    """
+    outer = _struct(body, "CapacityProviderConfig", {_MANAGED: dict})
+    if outer is None:
+        return None
+    where = "capacityProviderConfig.lambdaManagedInstancesCapacityProviderConfig"
+    inner = _struct(outer, _MANAGED, _MANAGED_MEMBERS)
+    if inner is None:
+        v.add(None, where, "Member must not be null")
+        return {}, 1
+    arn = inner.get("CapacityProviderArn")
+    if arn is not None:
+        if not 1 <= len(arn) <= 140:
+            bound = "less than or equal to 140" if arn else "greater than or equal to 1"
+            v.add(arn, f"{where}.capacityProviderArn", f"Member must have length {bound}")
+        elif not _CAPACITY_PROVIDER_ARN_RE.fullmatch(arn):
+            v.add(arn, f"{where}.capacityProviderArn",
+                  f"Member must satisfy regular expression pattern: {CAPACITY_PROVIDER_ARN_PATTERN}")  # fmt: skip
+    max_concurrency = inner.get("PerExecutionEnvironmentMaxConcurrency")
+    _bounded(v, max_concurrency, f"{where}.perExecutionEnvironmentMaxConcurrency", 1, MAX_CONCURRENCY_PER_ENVIRONMENT)
+    _bounded(
+        v, inner.get("ExecutionEnvironmentMemoryGiBPerVCpu"), f"{where}.executionEnvironmentMemoryGiBPerVCpu", 2, 8
+    )
+    return {_MANAGED: inner}, max_concurrency or 1
 
 
 def _layers(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] | None:

@@ -3,15 +3,34 @@
 Runs in the forked child only; `run()` never returns. Contract with the gateway (see gateway.protocol):
 send READY once (with the init error, if Init failed, after which the gateway discards this
 environment), then answer every INVOKE with exactly one RESULT or ERROR frame carrying the same id.
-Invocations run one at a time. Output written to fds 1 and 2 (print, logging, subprocesses) goes to an
-anonymous file that is read back and emptied after each invocation and shipped in the reply.
+
+Two ways to serve, chosen once after Init:
+
+- sequential (the default, and the hot path): a blocking loop runs one invocation at a time. Output
+  written to fds 1 and 2 (print, logging, subprocesses) goes to one file that is read back and emptied
+  after each invocation and shipped in the reply.
+- concurrent (`spec["max_concurrency"] > 1` and an `async def` handler, Lambda's
+  PerExecutionEnvironmentMaxConcurrency): an asyncio loop runs each INVOKE as a task, at most
+  `max_concurrency` at once (extras wait in a semaphore), and replies as each finishes. Every
+  invocation has its own context, deadline and request id (in log lines, via a ContextVar), and its own
+  output: `sys.stdout`/`sys.stderr` append to the current invocation's buffer. Limit: what bypasses
+  `sys.stdout` (subprocesses, C extensions writing to fd 1, threads that do not carry the invocation's
+  context) goes to the shared file and is shipped with whichever invocation finishes next; and when the
+  environment is killed (a timeout, a crash) the buffered output of the invocations in flight is lost,
+  only what reached the shared file is left for the gateway to report.
+
+With `max_concurrency > 1` and a plain `def` handler, invocations run sequentially (Lambda requires
+async handlers for this) and the init log says so.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import ctypes
 import decimal
 import importlib
+import inspect
 import io
 import json
 import logging
@@ -24,7 +43,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway import protocol
 from runtimes.python.context import LambdaContext
@@ -43,6 +62,9 @@ ENV_LIMITS = {resource.RLIMIT_NOFILE: 1024, resource.RLIMIT_NPROC: 1024}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _connection: socket.socket | None = None
+
+#: request id of the invocation the current task serves (concurrent mode); None: `_LambdaLogHandler.request_id`
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 class InitError(Exception):
@@ -101,8 +123,18 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     return func  # type: ignore[no-any-return]
 
 
+def _log_line(level: str, created: float, request_id: str, msg: str) -> str:
+    """One log line as Lambda's Python runtime writes it (Text format)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"[{level}]\t{stamp}.{int(created % 1 * 1000):03d}Z\t{request_id}\t{msg}\n"
+
+
 class _LambdaLogHandler(logging.Handler):
-    """Formats records like Lambda's Python runtime (Text format) and writes them to stdout."""
+    """Formats records like Lambda's Python runtime (Text format) and writes them to stdout.
+
+    The request id is the current task's (`_request_id`, concurrent mode) or else `request_id`, which
+    the sequential loop sets per invocation (so log calls from the handler's own threads carry it too).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,12 +142,13 @@ class _LambdaLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             msg = record.getMessage()
             if record.exc_info:
                 msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-            line = f"[{record.levelname}]\t{stamp}.{int(record.msecs):03d}Z\t{self.request_id}\t{msg}\n"
-            sys.stdout.write(line)
+            request_id = _request_id.get()
+            if request_id is None:
+                request_id = self.request_id
+            sys.stdout.write(_log_line(record.levelname, record.created, request_id, msg))
         except Exception:
             self.handleError(record)
 
@@ -146,6 +179,91 @@ class _OutputCapture:
         os.ftruncate(1, 0)
         os.lseek(1, 0, os.SEEK_SET)
         return data
+
+
+class _InvocationOutput:
+    """What one invocation wrote through sys.stdout/sys.stderr (concurrent mode): about the last MAX_LOG chars.
+
+    Once the reply is built the buffer is closed: later writes from the invocation's context (a task it
+    left running) go to the shared file instead of being lost.
+    """
+
+    __slots__ = ("chunks", "open", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.size = 0
+        self.open = True
+
+    def write(self, text: str) -> None:
+        self.chunks.append(text)
+        self.size += len(text)
+        if self.size > 2 * protocol.MAX_LOG:
+            kept = "".join(self.chunks)[-protocol.MAX_LOG :]
+            self.chunks = [kept]
+            self.size = len(kept)
+
+    def close(self) -> bytes:
+        self.open = False
+        return "".join(self.chunks).encode("utf-8", "backslashreplace")
+
+
+#: the current invocation's output buffer (concurrent mode); None outside an invocation
+_output: contextvars.ContextVar[_InvocationOutput | None] = contextvars.ContextVar("output", default=None)
+
+
+class _RoutedStream(io.TextIOBase):
+    """sys.stdout / sys.stderr in concurrent mode: text goes to the current invocation's buffer, else to `fd_stream`.
+
+    Byte-level access (`buffer`, `fileno()`) is the underlying descriptor's: it lands in the shared file.
+    """
+
+    def __init__(self, fd_stream: io.TextIOWrapper) -> None:
+        super().__init__()
+        self._fd_stream = fd_stream
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        out = _output.get()
+        if out is None or not out.open:
+            return self._fd_stream.write(text)
+        out.write(text)
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._fd_stream.flush()
+
+    def fileno(self) -> int:
+        return self._fd_stream.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._fd_stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self._fd_stream.errors
+
+    @property
+    def buffer(self) -> Any:
+        return self._fd_stream.buffer
+
+
+def _route_output() -> None:
+    """Send sys.stdout and sys.stderr through `_RoutedStream`s (concurrent mode; set before Init runs user code)."""
+    sys.stdout = _RoutedStream(sys.stdout)  # type: ignore[arg-type]
+    sys.stderr = _RoutedStream(sys.stderr)  # type: ignore[arg-type]
+
+
+def _tail(data: bytes) -> bytes:
+    return data[-protocol.MAX_LOG :] if len(data) > protocol.MAX_LOG else data
 
 
 def _apply_limits(spec: dict[str, Any]) -> None:
@@ -201,6 +319,9 @@ def run(fd: int, spec: dict[str, Any]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [log_handler]
     root.setLevel(logging.WARNING)
+    max_concurrency: int = spec.get("max_concurrency", 1)
+    if max_concurrency > 1:
+        _route_output()  # before user code can keep a reference to the plain streams
 
     init_error = None
     handler: Callable[[Any, Any], Any] | None = None
@@ -214,11 +335,25 @@ def run(fd: int, spec: dict[str, Any]) -> None:
     if init_error is not None:
         init_error["errorMessage"] = init_error["errorMessage"][:MAX_ERROR_MESSAGE]
         init_error["stackTrace"] = _clip_stack(init_error["stackTrace"])
-    ready = (protocol.READY, os.getpid(), init_ms, init_error, capture.take())
+    concurrent = max_concurrency > 1 and handler is not None and inspect.iscoroutinefunction(handler)
+    if max_concurrency > 1 and handler is not None and not concurrent:
+        sys.stdout.write(
+            _log_line(
+                "WARNING",
+                time.time(),
+                "",
+                f"PerExecutionEnvironmentMaxConcurrency is {max_concurrency}, but handler '{spec['handler']}' "
+                "is not an async def function: this environment runs one invocation at a time.",
+            )
+        )
+    ready = (protocol.READY, os.getpid(), init_ms, init_error, capture.take(), max_concurrency if concurrent else 1)
     sock.sendall(protocol.encode(ready))
     if handler is None:
         os._exit(0)
-    _serve(sock, handler, capture, log_handler, environ)
+    if concurrent:
+        _serve_concurrently(sock, handler, capture, environ, max_concurrency)
+    else:
+        _serve(sock, handler, capture, log_handler, environ)
 
 
 def _serve(
@@ -227,7 +362,8 @@ def _serve(
     capture: _OutputCapture,
     log_handler: _LambdaLogHandler,
     environ: dict[str, str],
-) -> None:
+) -> NoReturn:
+    """Sequential mode's main (the hot path): one invocation at a time, blocking reads and writes."""
     decoder = protocol.FrameDecoder()
     recv = sock.recv
     send = sock.sendall
@@ -253,46 +389,136 @@ def _serve(
             reply: tuple[Any, ...]
             try:
                 event = json.loads(payload)
-                ctx = LambdaContext(
-                    request_id,
-                    arn,
-                    deadline_ms,
-                    json.loads(client_context) if client_context else None,
-                    environ,
-                )
-                result = handler(event, ctx)
-                try:
-                    out = json.dumps(result, default=_decimal_default).encode()
-                except Exception as exc:
-                    out = b""
-                    reply = _error_reply(
-                        inv_id,
-                        request_id,
-                        "Runtime.MarshalError",
-                        f"Unable to marshal response: {exc}",
-                        [],
-                    )
-                else:
-                    if len(out) > MAX_RESPONSE:
-                        reply = _error_reply(
-                            inv_id,
-                            request_id,
-                            "Function.ResponseSizeTooLarge",
-                            f"Response payload size ({len(out)} bytes) exceeded maximum allowed payload "
-                            f"size ({MAX_RESPONSE} bytes).",
-                            None,
-                        )
-                    else:
-                        reply = (protocol.RESULT, inv_id, out)
+                result = handler(event, _context(request_id, arn, deadline_ms, client_context, environ))
+                reply = _result_reply(inv_id, request_id, result)
             except Exception as exc:
-                stack = _format_stack(exc.__traceback__.tb_next if exc.__traceback__ else None)
-                sys.stdout.write(
-                    f"[ERROR] {type(exc).__name__}: {exc}\nTraceback (most recent call last):\n{''.join(stack)}"
-                )
-                reply = _error_reply(inv_id, request_id, type(exc).__name__, str(exc), stack)
+                reply = _exception_reply(inv_id, request_id, exc)
             duration_ms = (perf() - start) * 1000.0
             max_rss_kb = getrusage(resource.RUSAGE_SELF).ru_maxrss
             send(protocol.encode((*reply, duration_ms, max_rss_kb, capture.take())))
+
+
+def _serve_concurrently(
+    sock: socket.socket,
+    handler: Callable[[Any, Any], Any],
+    capture: _OutputCapture,
+    environ: dict[str, str],
+    max_concurrency: int,
+) -> NoReturn:
+    """Concurrent mode's main: an asyncio loop; the process exits from the protocol (EOF, SHUTDOWN, bad frame)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # for handlers that call asyncio.get_event_loop()
+    server = _ConcurrentServer(handler, capture, environ, max_concurrency)
+    loop.run_until_complete(loop.create_unix_connection(lambda: server, sock=sock))
+    loop.run_forever()
+    # Only handler code stopping the loop gets here: the invocations in flight are lost, like in a crash.
+    sys.stderr.write("the runtime's event loop was stopped by the function; exiting\n")
+    os._exit(1)
+
+
+class _ConcurrentServer(asyncio.Protocol):
+    """Concurrent mode on the environment's socket: every INVOKE becomes a task, each replies when it finishes.
+
+    Single-threaded (one event loop). At most `max_concurrency` handlers run at once; further INVOKEs wait
+    in the semaphore in arrival order. Replies go through the transport, which writes whole frames in
+    order, so frames never interleave. SHUTDOWN, EOF or a bad frame end the process at once, like the
+    sequential loop; so does a failure of the runtime's own code in a task (the gateway then fails the
+    invocations in flight instead of waiting for replies that would never come).
+    """
+
+    def __init__(
+        self, handler: Callable[[Any, Any], Any], capture: _OutputCapture, environ: dict[str, str], limit: int
+    ) -> None:
+        self._handler = handler
+        self._capture = capture
+        self._environ = environ
+        self._slots = asyncio.Semaphore(limit)
+        self._decoder = protocol.FrameDecoder()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except protocol.ProtocolError:
+            os._exit(3)
+        for frame in frames:
+            kind = frame[0]
+            if kind == protocol.SHUTDOWN:
+                os._exit(0)
+            if kind != protocol.INVOKE:
+                os._exit(3)
+            # each task runs in a copy of this context: its ContextVar settings stay its own
+            task = asyncio.get_running_loop().create_task(self._invoke(frame))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        os._exit(0)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            traceback.print_exception(exc)
+            os._exit(1)
+
+    async def _invoke(self, frame: list[Any]) -> None:
+        _, inv_id, payload, deadline_ms, request_id, arn, client_context = frame
+        async with self._slots:
+            _request_id.set(request_id)
+            output = _InvocationOutput()
+            _output.set(output)
+            start = time.perf_counter()
+            reply: tuple[Any, ...]
+            try:
+                event = json.loads(payload)
+                result = await self._handler(
+                    event, _context(request_id, arn, deadline_ms, client_context, self._environ)
+                )
+                reply = _result_reply(inv_id, request_id, result)
+            except (Exception, asyncio.CancelledError) as exc:  # a CancelledError the handler let out is its error
+                reply = _exception_reply(inv_id, request_id, exc)
+            duration_ms = (time.perf_counter() - start) * 1000.0
+            max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            log = _tail(output.close() + self._capture.take())
+            assert self._transport is not None
+            self._transport.write(protocol.encode((*reply, duration_ms, max_rss_kb, log)))
+
+
+def _context(
+    request_id: str, arn: str, deadline_ms: int, client_context: bytes | None, environ: dict[str, str]
+) -> LambdaContext:
+    return LambdaContext(request_id, arn, deadline_ms, json.loads(client_context) if client_context else None, environ)
+
+
+def _result_reply(inv_id: int, request_id: str, result: Any) -> tuple[Any, ...]:
+    """RESULT with the handler's return value as JSON, or the ERROR Lambda gives for a value it cannot send."""
+    try:
+        out = json.dumps(result, default=_decimal_default).encode()
+    except Exception as exc:
+        return _error_reply(inv_id, request_id, "Runtime.MarshalError", f"Unable to marshal response: {exc}", [])
+    if len(out) > MAX_RESPONSE:
+        return _error_reply(
+            inv_id,
+            request_id,
+            "Function.ResponseSizeTooLarge",
+            f"Response payload size ({len(out)} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).",
+            None,
+        )
+    return (protocol.RESULT, inv_id, out)
+
+
+def _exception_reply(inv_id: int, request_id: str, exc: BaseException) -> tuple[Any, ...]:
+    """ERROR for an exception the handler raised; its traceback also goes to the invocation's log (stdout).
+
+    The first traceback entry is the runtime's frame that called the handler, and is left out.
+    """
+    stack = _format_stack(exc.__traceback__.tb_next if exc.__traceback__ else None)
+    sys.stdout.write(f"[ERROR] {type(exc).__name__}: {exc}\nTraceback (most recent call last):\n{''.join(stack)}")
+    return _error_reply(inv_id, request_id, type(exc).__name__, str(exc), stack)
 
 
 def _error_reply(
