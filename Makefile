@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 9000
 DATA_DIR ?= ./.gateway-data
 
-.PHONY: run test lint typecheck unit install bench clean
+.PHONY: run test lint typecheck unit install bench bench-concurrency clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/core.py
+
+bench-concurrency: $(STAMP)
+	$(BIN)/python bench/concurrency.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .pytest_cache .ruff_cache

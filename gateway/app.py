@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 
-from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, tags, versions
+from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, provisioned, tags, versions
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.app_keys import CODESTORE, CONCURRENCY, INVOKER, LAYERS, POOLS, REGISTRY, SETTINGS, ZYGOTES
 from gateway.codestore import CodeStore
@@ -178,6 +178,7 @@ def create_app(settings: Settings) -> web.Application:
     versions.add_routes(app)
     aliases.add_routes(app)
     concurrency.add_routes(app)
+    provisioned.add_routes(app)
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)

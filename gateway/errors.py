@@ -61,6 +61,12 @@ class ResourceConflictException(LambdaError):
     kind = "User"
 
 
+class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
+    name = "ProvisionedConcurrencyConfigNotFoundException"
+    status = 404
+    kind = "User"
+
+
 class PreconditionFailedException(LambdaError):
     name = "PreconditionFailedException"
     status = 412

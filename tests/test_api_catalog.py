@@ -106,6 +106,9 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "CreateAlias", "GetAlias", "UpdateAlias", "DeleteAlias", "ListAliases", "PublishLayerVersion",
         "GetLayerVersion", "GetLayerVersionByArn", "ListLayers", "ListLayerVersions", "DeleteLayerVersion",
         "TagResource", "UntagResource", "ListTags", "GetAccountSettings",
+        "PutFunctionConcurrency", "GetFunctionConcurrency", "DeleteFunctionConcurrency",
+        "PutProvisionedConcurrencyConfig", "GetProvisionedConcurrencyConfig", "DeleteProvisionedConcurrencyConfig",
+        "ListProvisionedConcurrencyConfigs",
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 
@@ -180,16 +183,14 @@ def test_paths_outside_the_model_answer_a_lambda_shaped_error(gateway: RunningGa
 
 def test_boto3_raises_the_named_error_without_retrying(lam: Any) -> None:
     with pytest.raises(ClientError) as info:
-        lam.put_function_concurrency(FunctionName="catalog-probe", ReservedConcurrentExecutions=1)
+        lam.get_function_event_invoke_config(FunctionName="catalog-probe")
     err = info.value.response
     assert err["Error"]["Code"] == "NotImplementedException"
-    assert err["Error"]["Message"] == catalog.not_implemented_message("PutFunctionConcurrency")
+    assert err["Error"]["Message"] == catalog.not_implemented_message("GetFunctionEventInvokeConfig")
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 501
     assert err["ResponseMetadata"]["RetryAttempts"] == 0
-    with pytest.raises(ClientError, match="ListProvisionedConcurrencyConfigs is not implemented"):
-        lam.list_provisioned_concurrency_configs(FunctionName="catalog-probe")
-    with pytest.raises(ClientError, match="GetProvisionedConcurrencyConfig is not implemented"):
-        lam.get_provisioned_concurrency_config(FunctionName="catalog-probe", Qualifier="1")
+    with pytest.raises(ClientError, match="ListEventSourceMappings is not implemented"):
+        lam.list_event_source_mappings(FunctionName="catalog-probe")
     with pytest.raises(ClientError, match="GetDurableExecution is not implemented"):
         lam.get_durable_execution(DurableExecutionArn=URI_VALUES["DurableExecutionArn"])
 
@@ -223,8 +224,8 @@ async def test_existing_routes_are_not_shadowed_and_static_queries_pick_the_oper
 
 
 def test_messages_say_planned_or_why_not() -> None:
-    assert catalog.not_implemented_message("PutFunctionConcurrency") == (
-        "PutFunctionConcurrency is not implemented by this gateway yet (planned: concurrency)"
+    assert catalog.not_implemented_message("PutFunctionEventInvokeConfig") == (
+        "PutFunctionEventInvokeConfig is not implemented by this gateway yet (planned: async invocation)"
     )
     assert "(not applicable: code signing" in catalog.not_implemented_message("CreateCodeSigningConfig")
     assert catalog.not_implemented_message("SomeFutureOperation") == (

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
+from gateway.api.provisioned import check_alias_target
 from gateway.app_keys import POOLS, REGISTRY, SETTINGS
 from gateway.configs import LATEST, AliasConfig, new_revision_id
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
@@ -153,11 +154,17 @@ async def update_alias(request: web.Request) -> web.Response:
         request.app[REGISTRY].update_alias,
         name,
         request.match_info["Name"],
-        lambda current: dataclasses.replace(current, **_fields(body, current)),  # validated against the current
+        lambda current: _checked(request, dataclasses.replace(current, **_fields(body, current))),
         revision,
     )
     request.app[POOLS].reconcile()  # provisioned concurrency follows the alias to its new version
     return json_response(new.to_wire())
+
+
+def _checked(request: web.Request, alias: AliasConfig) -> AliasConfig:
+    """Validated against the alias as it is now; with provisioned concurrency, against its rules too."""
+    check_alias_target(request.app[REGISTRY], alias)
+    return alias
 
 
 async def delete_alias(request: web.Request) -> web.Response:
