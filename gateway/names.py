@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ class FunctionRef(NamedTuple):
     qualifier: str | None
 
 
+@functools.lru_cache(maxsize=4096)  # the invoke path parses the same few names over and over
 def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
     """Split a path's FunctionName into (name, qualifier), merging `?Qualifier=`.
 

@@ -10,11 +10,13 @@ import orjson
 from aiohttp import web
 
 from gateway.app_keys import CONCURRENCY, INVOKER, REGISTRY, SETTINGS
+from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
     NotImplementedException,
     RequestTooLargeException,
+    TooManyRequestsException,
     ValidationException,
 )
 from gateway.names import FunctionRef, parse_function_name
@@ -23,6 +25,14 @@ from gateway.names import FunctionRef, parse_function_name
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+#: bodies and headers of 429 answers, built once: a throttle must cost less than any real request
+_THROTTLED = {
+    reason: (
+        orjson.dumps(TooManyRequestsException(RATE_EXCEEDED, reason).to_dict()),
+        {"x-amzn-ErrorType": TooManyRequestsException.name, "Content-Type": "application/json"},
+    )
+    for reason in (ACCOUNT_EXCEEDED, RESERVED_EXCEEDED)
+}
 _TOO_LARGE = f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
 
 
@@ -79,7 +89,11 @@ async def invoke(request: web.Request) -> web.Response:
         return await _not_synchronous(request, ref, inv_type)
     concurrency = app[CONCURRENCY]
     # Admission before the body is read or parsed: throttling stays cheaper than any real request.
-    token = concurrency.admit(ref.name)
+    try:
+        token = concurrency.admit(ref.name)
+    except TooManyRequestsException as exc:
+        body, throttle_headers = _THROTTLED[exc.reason]
+        return web.Response(body=body, status=429, headers=throttle_headers)
     try:
         payload, client_context = await _payload(request)
         # Resolve again now that the body is in: no await may separate this from the pool choice, so an
