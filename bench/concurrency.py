@@ -43,7 +43,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -72,6 +71,7 @@ from bench.core import (
     make_zip,
     run_wrk,
     running,
+    scratch_dir,
     summarize,
 )
 
@@ -575,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "First invokes are timed on an already-open keep-alive connection (no TCP connect in the figure).",
         ],
     }
-    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp_name:
+    with scratch_dir("bench-concurrency-") as tmp_name:
         tmp = Path(tmp_name)
         gw_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         gateway = Server(

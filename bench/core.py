@@ -67,6 +67,15 @@ from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: data directories live here, not under /tmp: environments then get their private /tmp mount, as with `make run`
+SCRATCH = ROOT / ".bench-tmp"
+
+
+def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    SCRATCH.mkdir(exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=SCRATCH)
+
+
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 HANDLER_SOURCE = "def lambda_handler(e, c):\n    return e\n"
@@ -693,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
 
-    with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_name:
+    with scratch_dir("bench-core-") as tmp_name:
         tmp = Path(tmp_name)
         lua = tmp / "post.lua"
         lua.write_text(WRK_LUA)

@@ -139,9 +139,7 @@ class LayerStore:
         self._load()
 
     def _migrate(self) -> None:
-        (current,) = self._db.execute("PRAGMA user_version").fetchone()
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(f"layer store schema {current} is newer than this gateway ({SCHEMA_VERSION})")
+        current = sqlite.schema_version(self._db, SCHEMA_VERSION, "layer store")
         if current < 1:
             with self._tx() as db:
                 db.execute(

@@ -90,9 +90,7 @@ class Registry:
         self._load()
 
     def _migrate(self) -> None:
-        (current,) = self._db.execute("PRAGMA user_version").fetchone()
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(f"registry schema {current} is newer than this gateway ({SCHEMA_VERSION})")
+        current = sqlite.schema_version(self._db, SCHEMA_VERSION, "registry")
         if current == SCHEMA_VERSION:
             return
         with self._tx() as db:

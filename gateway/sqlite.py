@@ -23,6 +23,14 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def schema_version(db: sqlite3.Connection, newest: int, what: str) -> int:
+    """The file's schema version (`PRAGMA user_version`); RuntimeError if it is newer than this code knows."""
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    if current > newest:
+        raise RuntimeError(f"{what} schema {current} is newer than this gateway ({newest})")
+    return int(current)
+
+
 class transaction:
     """`with` body runs inside BEGIN IMMEDIATE; COMMIT on success, ROLLBACK on error."""
 
