@@ -19,7 +19,17 @@ from aiohttp import web
 
 from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, provisioned, tags, versions
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
-from gateway.app_keys import CODESTORE, CONCURRENCY, INVOKER, LAYERS, POOLS, REGISTRY, SETTINGS, ZYGOTES
+from gateway.app_keys import (
+    CODESTORE,
+    CONCURRENCY,
+    CONCURRENCY_SETTINGS_LOCK,
+    INVOKER,
+    LAYERS,
+    POOLS,
+    REGISTRY,
+    SETTINGS,
+    ZYGOTES,
+)
 from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
@@ -115,7 +125,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
                 continue
 
     pools.provisioning = provisioning
-    pools.reconcile()  # provisioned environments come back after a restart
+    for zygote in set(zygotes.values()):  # provisioned environments come back as soon as a runtime can fork
+        zygote.on_ready = pools.reconcile
 
     def forget(name: str, version: str | None) -> None:
         pools.retire_function(name, version)
@@ -169,6 +180,7 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_CONTROL_BODY)
     app[SETTINGS] = settings
+    app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_runtimes)
     app.cleanup_ctx.append(_deploy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -21,6 +22,8 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 CODESTORE: web.AppKey[CodeStore] = web.AppKey("codestore")
 INVOKER: web.AppKey[Invoker] = web.AppKey("invoker")
 CONCURRENCY: web.AppKey[Concurrency] = web.AppKey("concurrency")
+#: serializes changes to reserved and provisioned concurrency: each checks the account-wide floor, then writes
+CONCURRENCY_SETTINGS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("concurrency_settings_lock")
 LAYERS: web.AppKey[LayerStore] = web.AppKey("layers")
 POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
 ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")

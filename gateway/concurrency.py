@@ -47,12 +47,21 @@ class Concurrency:
     def reserved(self, name: str) -> int | None:
         return self._reserved.get(name)
 
-    def check_reservation(self, name: str, value: int) -> None:
-        """Raise Lambda's InvalidParameterValueException if reserving `value` would break the floor."""
+    def check_reservation(self, name: str, value: int, unreserved_provisioned: int = 0) -> None:
+        """The floor check of PutFunctionConcurrency(`name`, `value`)."""
+        self.check_floor(name, value, unreserved_provisioned, "ReservedConcurrentExecutions")
+
+    def check_floor(self, name: str, reserved: int | None, unreserved_provisioned: int, what: str) -> None:
+        """Raise Lambda's InvalidParameterValueException unless the unreserved pool stays at its floor.
+
+        The pool is the account limit less every reservation (with `name`'s being `reserved`, None for
+        none) less the provisioned concurrency of functions without one (`unreserved_provisioned`). `what`
+        names the setting in the message: ReservedConcurrentExecutions or ConcurrentExecutions.
+        """
         others = self._total_reserved - self._reserved.get(name, 0)
-        if self.account_limit - others - value < self.unreserved_min:
+        if self.account_limit - others - (reserved or 0) - unreserved_provisioned < self.unreserved_min:
             raise InvalidParameterValueException(
-                "Specified ReservedConcurrentExecutions for function decreases account's "
+                f"Specified {what} for function decreases account's "
                 f"UnreservedConcurrentExecution below its minimum value of [{self.unreserved_min}]."
             )
 

@@ -120,7 +120,8 @@ class Pool:
         """Give an environment back after an invocation; dead, failed-init or retired ones are discarded."""
         if self.config.max_concurrency > 1:
             env.load -= 1
-            if env.dead or self.retired or env.init_error is not None:
+            surplus = env.provisioned and len(self.provisioned) > self.provisioned_target
+            if env.dead or self.retired or env.init_error is not None or (surplus and env.load <= 0):
                 if env in self.shared:
                     self.shared.remove(env)
                 if env.load <= 0:
@@ -148,21 +149,23 @@ class Pool:
             "extra_paths": layer_paths(config),
             "max_concurrency": config.max_concurrency,
         }
-        self.spawning += 1
+        self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
             pid, sock, exit_status = await self.zygote.fork(spec)
             env = await connect((config.name, config.version), pid, sock, exit_status, env_dir)
-            env.initialization_type = init_type
-            self.environments.add(env)
-            try:
-                await env.wait_ready()
-            except BaseException:
-                self.environments.discard(env)
-                env.kill("init failed")
-                raise
-            return env
-        finally:
+        except BaseException:
             self.spawning -= 1
+            raise
+        env.initialization_type = init_type
+        self.environments.add(env)
+        self.spawning -= 1
+        try:
+            await env.wait_ready()
+        except BaseException:
+            self.environments.discard(env)
+            env.kill("init failed")
+            raise
+        return env
 
     # -- provisioned concurrency -------------------------------------------------------------------
 
@@ -199,13 +202,21 @@ class Pool:
         if self.provisioning_error is not None:
             log.warning("provisioning %s:%s failed: %s", self.config.name, self.config.version, self.provisioning_error)
 
-    def set_provisioned_target(self, target: int) -> None:
-        """Change how many provisioned environments this pool keeps; idle extras are shut at once."""
-        if target != self.provisioned_target:
+    def set_provisioned_target(self, target: int, retry_failed: bool = False) -> None:
+        """Change how many provisioned environments this pool keeps; idle extras are shut at once.
+
+        A new target (or `retry_failed`, for a Put of the same value) clears a provisioning failure.
+        """
+        if target != self.provisioned_target or retry_failed:
             self.provisioning_error = None
         self.provisioned_target = target
         while len(self.provisioned) > target and self.warm:
             self._discard(self.warm.pop(0))
+        idle_shared = [e for e in self.shared if e.provisioned and e.load <= 0]
+        while len(self.provisioned) > target and idle_shared:  # busy ones go when released
+            env = idle_shared.pop(0)
+            self.shared.remove(env)
+            self._discard(env)
 
     @property
     def provisioned_available(self) -> int:

@@ -106,8 +106,11 @@ class PoolManager:
 
     # -- provisioned concurrency ----------------------------------------------------------------------
 
-    def reconcile(self) -> None:
-        """Set every pool's provisioned target from the registry and start forking what is missing."""
+    def reconcile(self, retry_failed: bool = False) -> None:
+        """Set every pool's provisioned target from the registry and start forking what is missing.
+
+        `retry_failed` also retries pools whose provisioning failed (a new PutProvisionedConcurrencyConfig).
+        """
         if self.provisioning is None:
             return
         desired: dict[Pool, int] = {}
@@ -118,7 +121,7 @@ class PoolManager:
                 continue
             desired[pool] = desired.get(pool, 0) + count
         for pool in list(self.pools.values()):
-            pool.set_provisioned_target(desired.get(pool, 0))
+            pool.set_provisioned_target(desired.get(pool, 0), retry_failed)
             if pool.provisioned_target > len(pool.provisioned) + pool.provisioning:
                 task = asyncio.get_running_loop().create_task(pool.ensure_provisioned())
                 self._tasks.add(task)

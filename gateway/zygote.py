@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class Zygote:
         self._req_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = {}
         self.private_tmp = False
+        #: called each time the zygote becomes ready (at start and after a restart)
+        self.on_ready: Callable[[], None] | None = None
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
 
@@ -143,6 +146,8 @@ class Zygote:
                 self.pid = msg[1]
                 self.private_tmp = bool(msg[2].get("private_tmp"))
                 self._ready.set()
+                if self.on_ready is not None:
+                    self.on_ready()
                 log.info(
                     "zygote for %s ready (pid %s, %s, /tmp: %s)",
                     ",".join(self.runtimes),

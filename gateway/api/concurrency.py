@@ -13,9 +13,10 @@ from aiohttp import web
 
 from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
-from gateway.app_keys import CONCURRENCY, REGISTRY
+from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, REGISTRY
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.names import parse_function_name
+from gateway.registry import Registry
 
 log = logging.getLogger("gateway.api.concurrency")
 
@@ -55,16 +56,17 @@ async def put_function_concurrency(request: web.Request) -> web.Response:
             "constraint: Member must have value greater than or equal to 0"
         )
     concurrency = request.app[CONCURRENCY]
-    concurrency.check_reservation(name, value)
     registry = request.app[REGISTRY]
-    provisioned = sum(p.requested for p in registry.provisioned_configs(name))
-    if value < provisioned:
-        raise InvalidParameterValueException(
-            f"ReservedConcurrentExecutions ({value}) must be at least the function's total provisioned "
-            f"concurrency ({provisioned})."
-        )
-    await asyncio.to_thread(registry.set_reserved_concurrency, name, value)
-    concurrency.set_reserved(name, value)
+    async with request.app[CONCURRENCY_SETTINGS_LOCK]:
+        concurrency.check_reservation(name, value, provisioned_outside_reservations(registry, skip=name))
+        provisioned = sum(p.requested for p in registry.provisioned_configs(name))
+        if value < provisioned:
+            raise InvalidParameterValueException(
+                f"ReservedConcurrentExecutions ({value}) must be at least the function's total provisioned "
+                f"concurrency ({provisioned})."
+            )
+        await asyncio.to_thread(registry.set_reserved_concurrency, name, value)
+        concurrency.set_reserved(name, value)
     log.info("function %s: reserved concurrency %d", name, value)
     return json_response({"ReservedConcurrentExecutions": value})
 
@@ -75,7 +77,22 @@ async def get_function_concurrency(request: web.Request) -> web.Response:
 
 
 async def delete_function_concurrency(request: web.Request) -> web.Response:
+    """Remove the reservation; its provisioned concurrency, if any, then comes out of the unreserved pool."""
     name = _function(request)
-    await asyncio.to_thread(request.app[REGISTRY].set_reserved_concurrency, name, None)
-    request.app[CONCURRENCY].set_reserved(name, None)
+    registry = request.app[REGISTRY]
+    concurrency = request.app[CONCURRENCY]
+    async with request.app[CONCURRENCY_SETTINGS_LOCK]:
+        if registry.reserved_concurrency(name) is not None:
+            unreserved = provisioned_outside_reservations(registry, skip=None) + sum(
+                p.requested for p in registry.provisioned_configs(name)
+            )
+            concurrency.check_floor(name, None, unreserved, "ReservedConcurrentExecutions")
+        await asyncio.to_thread(registry.set_reserved_concurrency, name, None)
+        concurrency.set_reserved(name, None)
     return web.Response(status=204)
+
+
+def provisioned_outside_reservations(registry: Registry, skip: str | None) -> int:
+    """Provisioned concurrency of functions without a reservation (but `skip`): it uses the unreserved pool."""
+    reserved = registry.all_reserved()
+    return sum(p.requested for p in registry.provisioned_configs() if p.function not in reserved and p.function != skip)

@@ -23,10 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.concurrency import provisioned_outside_reservations
 from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
-from gateway.app_keys import CONCURRENCY, POOLS, REGISTRY, SETTINGS
+from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, POOLS, REGISTRY, SETTINGS
 from gateway.configs import LATEST, AliasConfig, ProvisionedConfig, now_last_modified
 from gateway.errors import (
     InvalidParameterValueException,
@@ -59,12 +60,10 @@ ABOVE_RESERVED = (
 )
 
 #: serializes Put and Delete of one application: limits are checked and written as one step
-_WRITE_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("provisioned_write_lock")
 
 
 def add_routes(app: web.Application) -> None:
     """Register the four operations; GET serves both Get (`?Qualifier=`) and List (`?List=ALL`)."""
-    app[_WRITE_LOCK] = asyncio.Lock()
     app.router.add_put(PATH, put_provisioned_concurrency_config)
     app.router.add_get(PATH, get_or_list_provisioned_concurrency_configs)
     app.router.add_delete(PATH, delete_provisioned_concurrency_config)
@@ -207,18 +206,9 @@ def _check_limits(request: web.Request, name: str, qualifier: str, value: int) -
             raise InvalidParameterValueException(ABOVE_RESERVED)
         return
     # provisioned environments of functions without a reservation come out of the unreserved pool
-    reservations = registry.all_reserved()
-    unreserved_provisioned = sum(
-        p.requested
-        for p in registry.provisioned_configs()
-        if p.function not in reservations and (p.function, p.qualifier) != (name, qualifier)
-    )
-    concurrency = request.app[CONCURRENCY]
-    if concurrency.unreserved_limit - unreserved_provisioned - value < concurrency.unreserved_min:
-        raise InvalidParameterValueException(
-            "Specified ConcurrentExecutions for function decreases account's UnreservedConcurrentExecution "
-            f"below its minimum value of [{concurrency.unreserved_min}]."
-        )
+    own_others = sum(p.requested for p in registry.provisioned_configs(name) if p.qualifier != qualifier)
+    unreserved = provisioned_outside_reservations(registry, skip=name) + own_others + value
+    request.app[CONCURRENCY].check_floor(name, None, unreserved, "ConcurrentExecutions")
 
 
 async def put_provisioned_concurrency_config(request: web.Request) -> web.Response:
@@ -229,12 +219,12 @@ async def put_provisioned_concurrency_config(request: web.Request) -> web.Respon
     registry = app[REGISTRY]
     if registry.resolve(name, qualifier).version == LATEST:  # an alias of $LATEST
         raise InvalidParameterValueException(UNPUBLISHED)
-    async with app[_WRITE_LOCK]:
+    async with app[CONCURRENCY_SETTINGS_LOCK]:
         _check_one_per_version(request, name, qualifier)
         _check_limits(request, name, qualifier, value)
         prov = ProvisionedConfig(function=name, qualifier=qualifier, requested=value, last_modified=now_last_modified())
         await asyncio.to_thread(registry.put_provisioned, prov)
-    app[POOLS].reconcile()
+    app[POOLS].reconcile(retry_failed=True)  # a Put of the same value retries a FAILED config
     log.info("function %s:%s: provisioned concurrency %d", name, qualifier, value)
     return json_response(_status(app, prov), status=202)
 
@@ -281,7 +271,7 @@ async def list_provisioned_concurrency_configs(request: web.Request) -> web.Resp
 async def delete_provisioned_concurrency_config(request: web.Request) -> web.Response:
     """DeleteProvisionedConcurrencyConfig: 204 (also when there was none); the environments are retired."""
     name, qualifier = _target(request, NOT_PUBLISHED_OR_ALIAS)
-    async with request.app[_WRITE_LOCK]:
+    async with request.app[CONCURRENCY_SETTINGS_LOCK]:
         deleted = await asyncio.to_thread(request.app[REGISTRY].delete_provisioned, name, qualifier)
     if deleted:
         request.app[POOLS].reconcile()
