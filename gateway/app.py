@@ -108,7 +108,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)
     app[POOLS] = pools
-    app[INVOKER] = Invoker(settings, pools)
+    app[INVOKER] = Invoker(pools)
     concurrency = Concurrency(settings.account_concurrency, settings.unreserved_min)
     for name, reserved in app[REGISTRY].all_reserved().items():
         concurrency.set_reserved(name, reserved)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import EnvironmentDied, InvocationTimeout
 from gateway.errors import ServiceException
@@ -71,10 +70,9 @@ def _error_body(error_type: str, message: str, request_id: str | None = None) ->
 
 
 class Invoker:
-    """Runs synchronous invocations against the pools, counting them against the account limit."""
+    """Runs synchronous invocations against the pools (admission is the caller's: gateway.concurrency)."""
 
-    def __init__(self, settings: Settings, pools: PoolManager) -> None:
-        self.settings = settings
+    def __init__(self, pools: PoolManager) -> None:
         self.pools = pools
 
     async def invoke(

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED
 from gateway.config import Settings
 from gateway.configs import FunctionConfig
-from gateway.environment import Environment
 from gateway.errors import TooManyRequestsException
 from gateway.pool import Pool
 from gateway.zygote import Zygote, ZygoteUnavailable
@@ -157,9 +156,6 @@ class PoolManager:
 
     def count(self) -> int:
         return sum(len(p.environments) for p in self._all())
-
-    def environments(self) -> Iterable[tuple[Pool, Environment]]:
-        return ((p, env) for p in self._all() for env in p.environments)
 
     def close(self) -> None:
         """Kill every environment, busy or idle (call after draining)."""
