@@ -15,6 +15,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -29,6 +30,18 @@ from gateway.zygote import ZygoteUnavailable, describe_wait_status
 log = logging.getLogger("gateway.invoker")
 
 UNHANDLED = "Unhandled"
+#: how an invocation failed, for metrics: the function raised, ran out of time, its process died, it ran out
+#: of memory (reported by the isolation layer when it can tell), or Init failed
+ERROR_KINDS = ("function", "timeout", "crash", "out_of_memory", "init")
+INIT_ERROR_TYPES = frozenset(
+    {
+        "Runtime.ImportModuleError",
+        "Runtime.HandlerNotFound",
+        "Runtime.UserCodeSyntaxError",
+        "Runtime.MalformedHandlerName",
+    }
+)
+Observer = Callable[["FunctionConfig", "Outcome"], None]
 #: how long a crashed invocation waits for the zygote to report the exit status, for the error message
 EXIT_STATUS_WAIT = 0.2
 #: the tail of the log returned for LogType=Tail
@@ -45,6 +58,12 @@ class Outcome:
     function_error: str | None = None
     error_type: str | None = None
     log: bytes = b""
+    #: what observers (metrics, log storage) need besides
+    error_kind: str | None = None  # None, or one of ERROR_KINDS
+    duration_ms: float = 0.0
+    init_ms: float | None = None  # set on the invocation that caused a cold start
+    max_rss_kb: int = 0
+    provisioned: bool = False  # served by a provisioned environment
 
     def log_result(self) -> str:
         """`X-Amz-Log-Result`: base64 of the last 4 KB of the invocation's log."""
@@ -54,6 +73,9 @@ class Outcome:
 _getrandbits = random.Random().getrandbits
 _V4_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _V4_SET = (0x4 << 76) | (0x2 << 62)
+
+
+_ERROR_KIND = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "crash"}
 
 
 def new_request_id() -> str:
@@ -74,8 +96,25 @@ class Invoker:
 
     def __init__(self, pools: PoolManager) -> None:
         self.pools = pools
+        #: called with (config, outcome) after every invocation, on the event loop: must be fast, must not raise
+        self.observers: list[Observer] = []
+        #: build the START/END/REPORT log of every invocation (a log store listens), not only for LogType=Tail
+        self.always_log = False
 
     async def invoke(
+        self,
+        config: FunctionConfig,
+        invoked_arn: str,
+        payload: bytes,
+        client_context: bytes | None,
+        want_log: bool,
+    ) -> Outcome:
+        outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log)
+        for observe in self.observers:
+            observe(config, outcome)
+        return outcome
+
+    async def _run(
         self,
         config: FunctionConfig,
         invoked_arn: str,
@@ -113,7 +152,9 @@ class Invoker:
                 )
                 if want_log:
                     init_log += f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode()
-                return self._outcome(config, request_id, body, err["errorType"], want_log, init_log, b"", init_ms)
+                failed = self._outcome(config, request_id, body, err["errorType"], want_log, init_log, b"", init_ms)
+                failed.error_kind = "init"
+                return failed
             try:
                 frame = await env.invoke(payload, request_id, invoked_arn, client_context, config.timeout)
             except InvocationTimeout:
@@ -139,9 +180,11 @@ class Invoker:
                 error_type = None
             else:
                 _, _, error_type, out, duration_ms, rss_kb, output = frame
-            return self._outcome(
+            outcome = self._outcome(
                 config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )
+            outcome.provisioned = env.provisioned
+            return outcome
         finally:
             pool.release(env)
 
@@ -158,10 +201,13 @@ class Invoker:
         duration_ms: float = 0.0,
         rss_kb: int = 0,
     ) -> Outcome:
-        outcome = Outcome(request_id, config.version, payload)
+        outcome = Outcome(
+            request_id, config.version, payload, duration_ms=duration_ms, init_ms=init_ms, max_rss_kb=rss_kb
+        )
         if error_type is not None:
             outcome.function_error = UNHANDLED
             outcome.error_type = error_type
+            outcome.error_kind = _ERROR_KIND.get(error_type, "init" if error_type in INIT_ERROR_TYPES else "function")
         if want_log:
             outcome.log = _log_text(config, request_id, init_log, output, duration_ms, rss_kb, init_ms, error_type)
         return outcome
