@@ -1,4 +1,8 @@
-"""Command line: `gateway serve` (also `python -m gateway serve`)."""
+"""Command line: `gateway serve`, `gateway logs FUNCTION` (also `python -m gateway ...`).
+
+The gateway's own log goes to stderr: text lines, or with `--log-format json` / `GATEWAY_LOG_FORMAT=json` one
+JSON object per line (timestamp, level, logger, message, exception, and the fields of access-log entries).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,91 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_log import AccessLogger
 
-from gateway.app import DataDirInUse, create_app
 from gateway.config import Settings
 
 log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+#: text mode's access-log line: remote address, request line, status, bytes, seconds
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+#: LogRecord attributes that are not `extra=` fields
+_RECORD_FIELDS = frozenset({*logging.makeLogRecord({}).__dict__, "message", "asctime", "taskName"})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: timestamp, level, logger, message, exception (if any), extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        out: dict[str, Any] = {
+            "timestamp": stamp,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and key not in out:
+                out[key] = value
+        return orjson.dumps(out, default=str).decode()
+
+
+class ApiAccessLogger(AccessLogger):
+    """aiohttp's text access log, for control-plane requests only (Invoke is counted by the metrics)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not request.path.endswith("/invocations"):
+            super().log(request, response, time)
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """aiohttp access log as structured fields (method, path, status, duration, bytes) on one record."""
+
+    invokes = True  # False: control-plane requests only
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not self.invokes and request.path.endswith("/invocations"):
+            return
+        fields = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "status": response.status,
+            "duration_ms": round(time * 1000.0, 3),
+            "bytes": response.body_length,
+            "remote": request.remote,
+        }
+        self.logger.info("%s %s %d", request.method, request.path, response.status, extra=fields)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The gateway's own log on stderr, as text lines or one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 async def serve(settings: Settings) -> None:
@@ -24,8 +103,18 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from gateway.app import create_app
+
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.drain_timeout)
+    access: dict[str, Any] = {"access_log": None if settings.access_log == "off" else access_log}
+    if settings.log_format == "json":
+        JsonAccessLogger.invokes = settings.access_log == "all"
+        access["access_log_class"] = JsonAccessLogger
+    else:
+        access["access_log_format"] = ACCESS_LOG_FORMAT
+        if settings.access_log == "api":
+            access["access_log_class"] = ApiAccessLogger
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout, **access)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
@@ -52,24 +141,83 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="deploy each sub-directory of DIR as a function at start-up (repeatable)",
     )
+    s.add_argument(
+        "--log-format", choices=("text", "json"), help="the gateway's own log (text; env GATEWAY_LOG_FORMAT)"
+    )
+    lg = sub.add_parser("logs", help="print a function's stored logs")
+    lg.add_argument("function", help="function name")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines as they are written")
+    lg.add_argument("--since", help="only lines from this time on: 30s, 10m, 2h, 1d ago, an ISO time or epoch seconds")
+    lg.add_argument("--url", help="the gateway (default http://127.0.0.1:$GATEWAY_PORT, port 9000)")
     return parser
+
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_param(value: str, now: float | None = None) -> str:
+    """`--since` for the endpoint: `10m` (ago) becomes epoch seconds; ISO times and numbers go as they are."""
+    m = _AGO.fullmatch(value.strip())
+    if m is None:
+        return value
+    return f"{(time.time() if now is None else now) - float(m[1]) * _UNITS[m[2]]:.3f}"
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    """`gateway logs`: stream the endpoint's answer to stdout; exit status 1 on an error answer."""
+    url = args.url or f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '9000')}"
+    query: dict[str, str] = {}
+    if args.since:
+        query["since"] = since_param(args.since)
+    if args.follow:
+        query["follow"] = "true"
+    name = urllib.parse.quote(args.function, safe="")
+    target = f"{url.rstrip('/')}/gateway/v1/functions/{name}/logs"
+    if query:
+        target += "?" + urllib.parse.urlencode(query)
+    out = sys.stdout.buffer
+    try:
+        with urllib.request.urlopen(target, timeout=None if args.follow else 60) as resp:
+            while chunk := resp.read1(65536):
+                out.write(chunk)
+                out.flush()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            body = exc.read()
+        try:
+            message = orjson.loads(body).get("message", body.decode(errors="replace"))
+        except (orjson.JSONDecodeError, AttributeError):
+            message = body.decode(errors="replace")
+        print(f"gateway logs: {exc.code}: {message}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"gateway logs: cannot reach {url}: {exc.reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `gateway logs f | head`
+        return 0
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "logs":
+        sys.exit(logs_command(args))
     try:
         settings = Settings.from_args(args, os.environ)
     except ValueError as exc:
         sys.exit(f"gateway: {exc}")
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
         runner = asyncio.run
     else:
         runner = uvloop.run
+    from gateway.app import DataDirInUse  # here, not at the top: `gateway logs` needs none of the server
+
     try:
         runner(serve(settings))
     except DataDirInUse as exc:

@@ -16,8 +16,11 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, provisioned, tags, versions
+from gateway.api import logs as logs_api
+from gateway.api import metrics as metrics_api
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.app_keys import (
     CODESTORE,
@@ -25,6 +28,7 @@ from gateway.app_keys import (
     CONCURRENCY_SETTINGS_LOCK,
     INVOKER,
     LAYERS,
+    METRICS,
     POOLS,
     REGISTRY,
     SETTINGS,
@@ -38,6 +42,8 @@ from gateway.environment import sweep_leftovers
 from gateway.errors import ResourceNotFoundException
 from gateway.invoker import Invoker
 from gateway.layers import LayerStore
+from gateway.logstore import LogStore
+from gateway.metrics import Metrics
 from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
 from gateway.zygote import Zygote
@@ -109,10 +115,19 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     pools = PoolManager(settings, zygotes)
     app[POOLS] = pools
     app[INVOKER] = Invoker(pools)
+    logstore = LogStore(settings.data_dir / "logs", settings.log_max_bytes, settings.log_retention_files)
+    app[logs_api.LOGSTORE] = logstore
+    app[INVOKER].observers.append(logstore.record)
+    app[INVOKER].always_log = True  # every invocation's START … REPORT is stored
     concurrency = Concurrency(settings.account_concurrency, settings.unreserved_min)
     for name, reserved in app[REGISTRY].all_reserved().items():
         concurrency.set_reserved(name, reserved)
     app[CONCURRENCY] = concurrency
+    metrics = Metrics(CollectorRegistry(), pools, concurrency, zygotes.values(), app[REGISTRY].all_reserved)
+    app[METRICS] = metrics
+    app[INVOKER].observers.append(metrics.observe)
+    for zygote in set(zygotes.values()):
+        zygote.on_fork = metrics.forked
     loop = asyncio.get_running_loop()
 
     registry = app[REGISTRY]
@@ -149,6 +164,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+        logstore.close()
 
 
 async def _deploy(app: web.Application) -> AsyncIterator[None]:
@@ -194,5 +210,7 @@ def create_app(settings: Settings) -> web.Application:
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)
+    logs_api.add_routes(app)
+    metrics_api.add_routes(app)
     catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"
     return app

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.invoker import Invoker
     from gateway.layers import LayerStore
+    from gateway.metrics import Metrics
     from gateway.pool_manager import PoolManager
     from gateway.registry import Registry
     from gateway.zygote import Zygote
@@ -27,3 +28,5 @@ CONCURRENCY_SETTINGS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("concurrency_se
 LAYERS: web.AppKey[LayerStore] = web.AppKey("layers")
 POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
 ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")
+#: the Prometheus metrics (their registry is `METRICS.registry`), set with the runtimes
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

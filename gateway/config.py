@@ -45,6 +45,15 @@ class Settings:
     #: directories whose sub-directories are deployed as functions at start-up
     deploy_dirs: tuple[Path, ...] = ()
     log_level: str = "INFO"
+    #: the gateway's own log: "text" lines or "json" (one object per line, with an access log)
+    log_format: str = "text"
+    #: which requests the access log records: "api" (the control plane, not Invoke: metrics cover invokes and a
+    #: log line costs about as much as 10 % of an invoke), "all", or "off"
+    access_log: str = "api"
+    #: a function's log stream is rotated past this many bytes
+    log_max_bytes: int = 10 * 1024 * 1024
+    #: rotated log streams kept per function (older ones are deleted)
+    log_retention_files: int = 5
 
     def function_arn(self, name: str, qualifier: str | None = None) -> str:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
@@ -84,6 +93,10 @@ class Settings:
             runtimes=runtimes,
             deploy_dirs=tuple(Path(p) for p in deploy),
             log_level=environ.get("GATEWAY_LOG_LEVEL", cls.log_level).upper(),
+            log_format=pick(getattr(args, "log_format", None), "GATEWAY_LOG_FORMAT", cls.log_format).lower(),
+            log_max_bytes=int(environ.get("GATEWAY_LOG_MAX_BYTES", cls.log_max_bytes)),
+            access_log=environ.get("GATEWAY_ACCESS_LOG", cls.access_log).lower(),
+            log_retention_files=int(environ.get("GATEWAY_LOG_RETENTION_FILES", cls.log_retention_files)),
         )
         settings.validate()
         return settings
@@ -101,3 +114,9 @@ class Settings:
             raise ValueError("the memory budget must hold at least one 128 MB environment")
         if not 0 <= self.unreserved_min <= self.account_concurrency:
             raise ValueError("the unreserved minimum must be between 0 and the account concurrency")
+        if self.access_log not in ("api", "all", "off"):
+            raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log format must be text or json, got {self.log_format!r}")
+        if self.log_max_bytes < 1 or self.log_retention_files < 0:
+            raise ValueError("log max bytes must be positive and log retention files not negative")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
@@ -31,6 +32,10 @@ log = logging.getLogger("gateway.environment")
 LINGER = 0.1
 #: Lambda gives Init 10 seconds
 INIT_TIMEOUT = 10.0
+#: `time.perf_counter()` stamps of the current task's invocation, for callers that want them (the invoke route,
+#: for the gateway-overhead metric): [payload written, reply received]. `invoke()` fills in the list the caller
+#: set; a context variable because the caller and `invoke()` run in the same task, several layers apart.
+STAMPS: contextvars.ContextVar[list[float]] = contextvars.ContextVar("invocation_stamps")
 
 
 class EnvironmentDied(Exception):
@@ -69,6 +74,7 @@ class Environment(asyncio.Protocol):
         "last_used",
         "load",
         "pid",
+        "replied_at",
     )
 
     def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str) -> None:
@@ -85,6 +91,7 @@ class Environment(asyncio.Protocol):
         #: what an invocation printed before the environment was killed under it (timeout, crash)
         self.last_output = b""
         self.last_used = time.monotonic()
+        self.replied_at = 0.0  # perf_counter() of the last data received (a reply, usually)
         self.initialization_type = "on-demand"
         #: invocations the pool has given this environment and not yet taken back (shared environments)
         self.load = 0
@@ -99,6 +106,7 @@ class Environment(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is not a subclass)
 
     def data_received(self, data: bytes) -> None:
+        self.replied_at = time.perf_counter()
         try:
             frames = self._decoder.feed(data)
         except protocol.ProtocolError as exc:
@@ -128,6 +136,11 @@ class Environment(asyncio.Protocol):
             asyncio.get_running_loop().call_later(LINGER, self.kill, "socket closed")
 
     # -- lifecycle ----------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Whether Init is over (READY arrived, or the environment died first)."""
+        return self._ready.done()
+
     @property
     def provisioned(self) -> bool:
         return self.initialization_type == "provisioned-concurrency"
@@ -160,9 +173,12 @@ class Environment(asyncio.Protocol):
         self._transport.write(
             protocol.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context)
         )
+        stamps = STAMPS.get(None)
+        if stamps is not None:
+            stamps[0] = time.perf_counter()
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
-            return await fut
+            frame = await fut
         except asyncio.CancelledError:
             # The caller gave up while the function runs: never hand this environment out half-busy.
             self.kill("invocation cancelled")
@@ -171,6 +187,9 @@ class Environment(asyncio.Protocol):
             timer.cancel()
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
+        if stamps is not None:
+            stamps[1] = self.replied_at  # of a shared environment, possibly a later reply: close enough
+        return frame
 
     def _on_timeout(self, inv_id: int) -> None:
         fut = self._inflight.pop(inv_id, None)

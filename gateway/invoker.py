@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -254,6 +254,9 @@ def _log_text(
 ) -> bytes:
     """Init output, START, the invocation's output, END, REPORT: as Lambda writes them to CloudWatch."""
     billed = math.ceil(duration_ms + (init_ms or 0.0))
+    logging_config = config.extra.get("LoggingConfig")
+    if logging_config is not None and logging_config.get("LogFormat") == "JSON":
+        return _log_json(config, logging_config, request_id, init_log, output, duration_ms, rss_kb, init_ms, error_type)
     report = (
         f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
         f"Memory Size: {config.memory_size} MB\tMax Memory Used: {math.ceil(rss_kb / 1024)} MB\t"
@@ -270,3 +273,56 @@ def _log_text(
         + output
         + f"END RequestId: {request_id}\n{report}\n".encode()
     )
+
+
+def _platform_line(event_type: str, record: Mapping[str, object]) -> bytes:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return orjson.dumps({"time": stamp, "type": event_type, "record": record}) + b"\n"
+
+
+def _log_json(
+    config: FunctionConfig,
+    logging_config: dict[str, str],
+    request_id: str,
+    init_log: bytes,
+    output: bytes,
+    duration_ms: float,
+    rss_kb: int,
+    init_ms: float | None,
+    error_type: str | None,
+) -> bytes:
+    """LogFormat JSON: Lambda's platform events (platform.initStart, .start, .report) as JSON lines.
+
+    SystemLogLevel WARN leaves them out; DEBUG adds platform.runtimeDone.
+    """
+    system_level = logging_config.get("SystemLogLevel", "INFO")
+    if system_level == "WARN":
+        return init_log + output
+    status = "success" if error_type is None else "timeout" if error_type == "Sandbox.Timedout" else "error"
+    metrics: dict[str, object] = {
+        "durationMs": round(duration_ms, 2),
+        "billedDurationMs": math.ceil(duration_ms + (init_ms or 0.0)),
+        "memorySizeMB": config.memory_size,
+        "maxMemoryUsedMB": math.ceil(rss_kb / 1024),
+    }
+    head = b""
+    if init_ms is not None:
+        metrics["initDurationMs"] = round(init_ms, 2)
+        init_record = {
+            "initializationType": "on-demand",
+            "phase": "init",
+            "functionName": config.name,
+            "functionVersion": config.version,
+        }
+        head = _platform_line("platform.initStart", init_record)
+    parts = [head, init_log, _platform_line("platform.start", {"requestId": request_id, "version": config.version})]
+    parts.append(output)
+    if system_level == "DEBUG":
+        done: dict[str, object] = {"requestId": request_id, "status": status}
+        parts.append(_platform_line("platform.runtimeDone", done))
+    report: dict[str, object] = {"requestId": request_id, "metrics": metrics, "status": status}
+    if error_type is not None:
+        report["errorType"] = error_type
+    parts.append(_platform_line("platform.report", report))
+    return b"".join(parts)

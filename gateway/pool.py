@@ -54,6 +54,10 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
         "LAMBDA_TASK_ROOT": str(config.code_dir),
         "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
     }
+    logging_config = config.extra.get("LoggingConfig") or {}
+    if logging_config.get("LogFormat") == "JSON":  # the runtime then writes JSON records at this level
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        env["AWS_LAMBDA_LOG_LEVEL"] = logging_config.get("ApplicationLogLevel", "INFO")
     env.update(config.environment)
     return env
 

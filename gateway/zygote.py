@@ -78,6 +78,8 @@ class Zygote:
         self.private_tmp = False
         #: called each time the zygote becomes ready (at start and after a restart)
         self.on_ready: Callable[[], None] | None = None
+        #: called with the seconds each successful fork took (request sent -> pid known), for metrics
+        self.on_fork: Callable[[float], None] | None = None
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
 
@@ -189,6 +191,7 @@ class Zygote:
         """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status)."""
         if not self._ready.is_set() or self._sock is None:
             raise ZygoteUnavailable("the runtime zygote is not ready")
+        started = time.perf_counter()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         req_id = next(self._req_ids)
         fut: asyncio.Future[tuple[int, asyncio.Future[int | None]]] = asyncio.get_running_loop().create_future()
@@ -208,6 +211,8 @@ class Zygote:
         except BaseException:
             ours.close()
             raise
+        if self.on_fork is not None:
+            self.on_fork(time.perf_counter() - started)
         return pid, ours, exit_fut
 
     async def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from time import perf_counter
 
 import orjson
 from aiohttp import web
 
-from gateway.app_keys import CONCURRENCY, INVOKER, REGISTRY, SETTINGS
+from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
+from gateway.environment import STAMPS
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -19,6 +21,7 @@ from gateway.errors import (
     TooManyRequestsException,
     ValidationException,
 )
+from gateway.metrics import INVOKED_AS
 from gateway.names import FunctionRef, parse_function_name
 
 #: Lambda's synchronous request limit
@@ -67,6 +70,7 @@ def _client_context(header: str | None) -> bytes | None:
 
 
 async def invoke(request: web.Request) -> web.Response:
+    received = perf_counter()
     app = request.app
     headers = request.headers
     ref = parse_function_name(request.match_info["FunctionName"], request.query.get("Qualifier"))
@@ -88,19 +92,27 @@ async def invoke(request: web.Request) -> web.Response:
     if inv_type != "RequestResponse":
         return await _not_synchronous(request, ref, inv_type)
     concurrency = app[CONCURRENCY]
+    metrics = app[METRICS]
     # Admission before the body is read or parsed: throttling stays cheaper than any real request.
     try:
         token = concurrency.admit(ref.name)
     except TooManyRequestsException as exc:
+        metrics.throttled(ref.name, exc.reason)
         body, throttle_headers = _THROTTLED[exc.reason]
         return web.Response(body=body, status=429, headers=throttle_headers)
+    stamps = [0.0, 0.0]  # payload written, reply received: filled in by the environment
     try:
         payload, client_context = await _payload(request)
         # Resolve again now that the body is in: no await may separate this from the pool choice, so an
         # invocation never runs configuration older than the last update that returned before it started.
         config = registry.resolve(ref.name, ref.qualifier, route=True)
         invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
+        STAMPS.set(stamps)
+        INVOKED_AS.set(ref)
         outcome = await app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail")
+    except TooManyRequestsException as exc:  # no room on the node for another environment
+        metrics.throttled(ref.name, exc.reason)
+        raise
     finally:
         concurrency.release(token)
     out_headers = {
@@ -112,7 +124,9 @@ async def invoke(request: web.Request) -> web.Response:
         out_headers["X-Amz-Function-Error"] = outcome.function_error
     if log_type == "Tail":
         out_headers["X-Amz-Log-Result"] = outcome.log_result()
-    return web.Response(body=outcome.payload, status=200, headers=out_headers)
+    response = web.Response(body=outcome.payload, status=200, headers=out_headers)
+    metrics.exchanged(received, stamps, len(payload), len(outcome.payload), outcome.init_ms is not None)
+    return response
 
 
 async def _payload(request: web.Request) -> tuple[bytes, bytes | None]:

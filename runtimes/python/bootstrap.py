@@ -63,6 +63,17 @@ ENV_LIMITS = {resource.RLIMIT_NOFILE: 1024, resource.RLIMIT_NPROC: 1024}
 _libc = ctypes.CDLL(None, use_errno=True)
 _connection: socket.socket | None = None
 
+#: LoggingConfig.LogFormat JSON (`AWS_LAMBDA_LOG_FORMAT=JSON`): log records and errors as JSON objects, one a line
+_json_logs = False
+#: AWS_LAMBDA_LOG_LEVEL -> Python level (JSON format only; Text keeps Python's default WARNING, as Lambda does)
+_LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
+#: Python level name -> the name Lambda writes in JSON records
+_JSON_LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+#: LogRecord attributes that are not `extra=` fields (those are added to a JSON record)
+_RESERVED_RECORD_FIELDS = frozenset(
+    {*logging.makeLogRecord({}).__dict__, "message", "asctime", "aws_request_id", "taskName"}
+)
+
 #: request id of the invocation the current task serves (concurrent mode); None: `_LambdaLogHandler.request_id`
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -129,19 +140,46 @@ def _log_line(level: str, created: float, request_id: str, msg: str) -> str:
     return f"[{level}]\t{stamp}.{int(created % 1 * 1000):03d}Z\t{request_id}\t{msg}\n"
 
 
+def _json_record(record: logging.LogRecord, request_id: str) -> str:
+    """One log record as Lambda's Python runtime writes it with LogFormat JSON: a JSON object on one line."""
+    out: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+        "level": _JSON_LEVEL_NAMES.get(record.levelname, record.levelname),
+        "message": record.getMessage(),
+        "logger": record.name,
+    }
+    if record.exc_info and record.exc_info[0] is not None:
+        exc_type, exc, tb = record.exc_info
+        out["errorType"] = exc_type.__name__
+        out["errorMessage"] = str(exc)
+        out["stackTrace"] = _format_stack(tb)
+        out["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+    if request_id:
+        out["requestId"] = request_id
+    for key, value in record.__dict__.items():
+        if key not in _RESERVED_RECORD_FIELDS and key not in out:
+            out[key] = value
+    return json.dumps(out, default=str, ensure_ascii=False) + "\n"
+
+
 class _LambdaLogHandler(logging.Handler):
-    """Formats records like Lambda's Python runtime (Text format) and writes them to stdout.
+    """Formats records like Lambda's Python runtime (Text, or JSON when `json_format`) and writes them to stdout.
 
     The request id is the current task's (`_request_id`, concurrent mode) or else `request_id`, which
     the sequential loop sets per invocation (so log calls from the handler's own threads carry it too).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, json_format: bool = False) -> None:
         super().__init__()
         self.request_id = ""
+        self.json_format = json_format
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if self.json_format:
+                request_id = _request_id.get()
+                sys.stdout.write(_json_record(record, self.request_id if request_id is None else request_id))
+                return
             msg = record.getMessage()
             if record.exc_info:
                 msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
@@ -315,10 +353,15 @@ def run(fd: int, spec: dict[str, Any]) -> None:
     time.tzset()
     os.chdir(code_dir)
     sys.path[:0] = [code_dir, *spec.get("extra_paths", ())]
-    log_handler = _LambdaLogHandler()
+    global _json_logs
+    _json_logs = environ.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
+    log_handler = _LambdaLogHandler(_json_logs)
     root = logging.getLogger()
     root.handlers[:] = [log_handler]
-    root.setLevel(logging.WARNING)
+    if _json_logs:
+        root.setLevel(_LOG_LEVELS.get(environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO").upper(), logging.INFO))
+    else:
+        root.setLevel(logging.WARNING)
     max_concurrency: int = spec.get("max_concurrency", 1)
     if max_concurrency > 1:
         _route_output()  # before user code can keep a reference to the plain streams
@@ -517,7 +560,18 @@ def _exception_reply(inv_id: int, request_id: str, exc: BaseException) -> tuple[
     The first traceback entry is the runtime's frame that called the handler, and is left out.
     """
     stack = _format_stack(exc.__traceback__.tb_next if exc.__traceback__ else None)
-    sys.stdout.write(f"[ERROR] {type(exc).__name__}: {exc}\nTraceback (most recent call last):\n{''.join(stack)}")
+    if _json_logs:
+        error = {
+            "errorMessage": str(exc),
+            "errorType": type(exc).__name__,
+            "requestId": request_id,
+            "stackTrace": stack,
+        }
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record = {"timestamp": stamp, "level": "ERROR", "message": error, "requestId": request_id}
+        sys.stdout.write(json.dumps(record, default=str) + "\n")
+    else:
+        sys.stdout.write(f"[ERROR] {type(exc).__name__}: {exc}\nTraceback (most recent call last):\n{''.join(stack)}")
     return _error_reply(inv_id, request_id, type(exc).__name__, str(exc), stack)
 
 
