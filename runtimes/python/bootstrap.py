@@ -26,12 +26,10 @@ async handlers for this) and the init log says so.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import ctypes
 import decimal
 import importlib
 import inspect
-import io
 import json
 import logging
 import os
@@ -42,11 +40,21 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from gateway import protocol
 from runtimes.python.context import LambdaContext
+from runtimes.python.output import LOG_LEVELS as _LOG_LEVELS
+from runtimes.python.output import InvocationOutput as _InvocationOutput
+from runtimes.python.output import LambdaLogHandler as _LambdaLogHandler
+from runtimes.python.output import OutputCapture as _OutputCapture
+from runtimes.python.output import current_output as _output
+from runtimes.python.output import current_request_id as _request_id
+from runtimes.python.output import format_stack as _format_stack
+from runtimes.python.output import log_line as _log_line
+from runtimes.python.output import route_output as _route_output
+from runtimes.python.output import tail as _tail
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNS = 0x00020000
@@ -65,17 +73,6 @@ _connection: socket.socket | None = None
 
 #: LoggingConfig.LogFormat JSON (`AWS_LAMBDA_LOG_FORMAT=JSON`): log records and errors as JSON objects, one a line
 _json_logs = False
-#: AWS_LAMBDA_LOG_LEVEL -> Python level (JSON format only; Text keeps Python's default WARNING, as Lambda does)
-_LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
-#: Python level name -> the name Lambda writes in JSON records
-_JSON_LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
-#: LogRecord attributes that are not `extra=` fields (those are added to a JSON record)
-_RESERVED_RECORD_FIELDS = frozenset(
-    {*logging.makeLogRecord({}).__dict__, "message", "asctime", "aws_request_id", "taskName"}
-)
-
-#: request id of the invocation the current task serves (concurrent mode); None: `_LambdaLogHandler.request_id`
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 class InitError(Exception):
@@ -92,11 +89,7 @@ def _decimal_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _format_stack(tb: Any) -> list[str]:
-    return traceback.format_list(traceback.extract_tb(tb))
-
-
-def _clip_stack(stack: list[str]) -> list[str]:
+def _clip_stack(stack: Sequence[str]) -> list[str]:
     """The innermost frames of a stack trace, within MAX_STACK_BYTES."""
     kept: list[str] = []
     total = 0
@@ -132,176 +125,6 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     if not callable(func):
         raise InitError("Runtime.HandlerNotFound", f"Handler '{fname}' on module '{modname}' is not callable")
     return func  # type: ignore[no-any-return]
-
-
-def _log_line(level: str, created: float, request_id: str, msg: str) -> str:
-    """One log line as Lambda's Python runtime writes it (Text format)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-    return f"[{level}]\t{stamp}.{int(created % 1 * 1000):03d}Z\t{request_id}\t{msg}\n"
-
-
-def _json_record(record: logging.LogRecord, request_id: str) -> str:
-    """One log record as Lambda's Python runtime writes it with LogFormat JSON: a JSON object on one line."""
-    out: dict[str, Any] = {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-        "level": _JSON_LEVEL_NAMES.get(record.levelname, record.levelname),
-        "message": record.getMessage(),
-        "logger": record.name,
-    }
-    if record.exc_info and record.exc_info[0] is not None:
-        exc_type, exc, tb = record.exc_info
-        out["errorType"] = exc_type.__name__
-        out["errorMessage"] = str(exc)
-        out["stackTrace"] = _format_stack(tb)
-        out["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
-    if request_id:
-        out["requestId"] = request_id
-    for key, value in record.__dict__.items():
-        if key not in _RESERVED_RECORD_FIELDS and key not in out:
-            out[key] = value
-    return json.dumps(out, default=str, ensure_ascii=False) + "\n"
-
-
-class _LambdaLogHandler(logging.Handler):
-    """Formats records like Lambda's Python runtime (Text, or JSON when `json_format`) and writes them to stdout.
-
-    The request id is the current task's (`_request_id`, concurrent mode) or else `request_id`, which
-    the sequential loop sets per invocation (so log calls from the handler's own threads carry it too).
-    """
-
-    def __init__(self, json_format: bool = False) -> None:
-        super().__init__()
-        self.request_id = ""
-        self.json_format = json_format
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            if self.json_format:
-                request_id = _request_id.get()
-                sys.stdout.write(_json_record(record, self.request_id if request_id is None else request_id))
-                return
-            msg = record.getMessage()
-            if record.exc_info:
-                msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-            request_id = _request_id.get()
-            if request_id is None:
-                request_id = self.request_id
-            sys.stdout.write(_log_line(record.levelname, record.created, request_id, msg))
-        except Exception:
-            self.handleError(record)
-
-
-class _OutputCapture:
-    """fds 1 and 2 point at one file, `<env_dir>/output`; `take()` returns what was written since, then empties it.
-
-    The file is named, not anonymous, so that the gateway can read what a timed-out or crashed invocation
-    printed after this process is gone.
-    """
-
-    def __init__(self, path: str) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        raw1 = io.FileIO(1, "wb", closefd=False)
-        raw2 = io.FileIO(2, "wb", closefd=False)
-        sys.stdout = io.TextIOWrapper(raw1, encoding="utf-8", errors="backslashreplace", write_through=True)  # type: ignore[arg-type]
-        sys.stderr = io.TextIOWrapper(raw2, encoding="utf-8", errors="backslashreplace", write_through=True)  # type: ignore[arg-type]
-
-    def take(self) -> bytes:
-        size = os.lseek(1, 0, os.SEEK_END)
-        if size == 0:
-            return b""
-        start = max(size - protocol.MAX_LOG, 0)
-        data = os.pread(1, size - start, start)
-        os.ftruncate(1, 0)
-        os.lseek(1, 0, os.SEEK_SET)
-        return data
-
-
-class _InvocationOutput:
-    """What one invocation wrote through sys.stdout/sys.stderr (concurrent mode): about the last MAX_LOG chars.
-
-    Once the reply is built the buffer is closed: later writes from the invocation's context (a task it
-    left running) go to the shared file instead of being lost.
-    """
-
-    __slots__ = ("chunks", "open", "size")
-
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.size = 0
-        self.open = True
-
-    def write(self, text: str) -> None:
-        self.chunks.append(text)
-        self.size += len(text)
-        if self.size > 2 * protocol.MAX_LOG:
-            kept = "".join(self.chunks)[-protocol.MAX_LOG :]
-            self.chunks = [kept]
-            self.size = len(kept)
-
-    def close(self) -> bytes:
-        self.open = False
-        return "".join(self.chunks).encode("utf-8", "backslashreplace")
-
-
-#: the current invocation's output buffer (concurrent mode); None outside an invocation
-_output: contextvars.ContextVar[_InvocationOutput | None] = contextvars.ContextVar("output", default=None)
-
-
-class _RoutedStream(io.TextIOBase):
-    """sys.stdout / sys.stderr in concurrent mode: text goes to the current invocation's buffer, else to `fd_stream`.
-
-    Byte-level access (`buffer`, `fileno()`) is the underlying descriptor's: it lands in the shared file.
-    """
-
-    def __init__(self, fd_stream: io.TextIOWrapper) -> None:
-        super().__init__()
-        self._fd_stream = fd_stream
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        out = _output.get()
-        if out is None or not out.open:
-            return self._fd_stream.write(text)
-        out.write(text)
-        return len(text)
-
-    def writable(self) -> bool:
-        return True
-
-    def flush(self) -> None:
-        self._fd_stream.flush()
-
-    def fileno(self) -> int:
-        return self._fd_stream.fileno()
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self._fd_stream.encoding
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self._fd_stream.errors
-
-    @property
-    def buffer(self) -> Any:
-        return self._fd_stream.buffer
-
-
-def _route_output() -> None:
-    """Send sys.stdout and sys.stderr through `_RoutedStream`s (concurrent mode; set before Init runs user code)."""
-    sys.stdout = _RoutedStream(sys.stdout)  # type: ignore[arg-type]
-    sys.stderr = _RoutedStream(sys.stderr)  # type: ignore[arg-type]
-
-
-def _tail(data: bytes) -> bytes:
-    return data[-protocol.MAX_LOG :] if len(data) > protocol.MAX_LOG else data
 
 
 def _apply_limits(spec: dict[str, Any]) -> None:
