@@ -48,7 +48,7 @@ class Settings:
     #: the gateway's own log: "text" lines or "json" (one object per line, with an access log)
     log_format: str = "text"
     #: which requests the access log records: "api" (the control plane, not Invoke: metrics cover invokes and a
-    #: log line costs about as much as 10 % of an invoke), "all", or "off"
+    #: log line per invoke would slow the hot path), "all", or "off"
     access_log: str = "api"
     #: a function's log stream is rotated past this many bytes
     log_max_bytes: int = 10 * 1024 * 1024
