@@ -60,11 +60,11 @@ from bench.core import (
     INVOKE_PATH,
     RESULTS,
     ROLE,
-    ROOT,
     WRK_LUA,
     CpuMeter,
     RawClient,
     Server,
+    gateway_and_baseline,
     header_value,
     invoke_request,
     machine_facts,
@@ -577,14 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with scratch_dir("bench-concurrency-") as tmp_name:
         tmp = Path(tmp_name)
-        gw_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        gateway = Server(
-            "gateway",
-            [sys.executable, "-m", "gateway", "serve", "--data-dir", str(tmp / "data")],
-            tmp / "gateway.log",
-            env=gw_env,
-        )
-        baseline = Server("baseline", [sys.executable, str(ROOT / "bench" / "hello_baseline.py")], tmp / "baseline.log")
+        gateway, baseline = gateway_and_baseline(tmp)
         try:
             with running(gateway), running(baseline):
                 print(f"gateway on :{gateway.port}, baseline on :{baseline.port}", flush=True)

@@ -71,6 +71,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".bench-tmp"
 
 
+def gateway_and_baseline(tmp: Path) -> tuple[Server, Server]:
+    """The gateway under test (data in `tmp`, none of the caller's GATEWAY_* settings) and the hello-world baseline."""
+    gw_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    gateway = Server(
+        "gateway",
+        [sys.executable, "-m", "gateway", "serve", "--data-dir", str(tmp / "data")],
+        tmp / "gateway.log",
+        env=gw_env,
+    )
+    baseline = Server("baseline", [sys.executable, str(ROOT / "bench" / "hello_baseline.py")], tmp / "baseline.log")
+    return gateway, baseline
+
+
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     SCRATCH.mkdir(exist_ok=True)
     return tempfile.TemporaryDirectory(prefix=prefix, dir=SCRATCH)
@@ -715,14 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "only (a few µs per request); the baseline's warm figure is the floor for client + loopback + aiohttp.",
             "Cold client time is measured on an open keep-alive connection (no TCP connect).",
         ]
-        gw_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        gateway = Server(
-            "gateway",
-            [sys.executable, "-m", "gateway", "serve", "--data-dir", str(tmp / "data")],
-            tmp / "gateway.log",
-            env=gw_env,
-        )
-        baseline = Server("baseline", [sys.executable, str(ROOT / "bench" / "hello_baseline.py")], tmp / "baseline.log")
+        gateway, baseline = gateway_and_baseline(tmp)
         try:
             with running(gateway), running(baseline):
                 print(f"gateway on :{gateway.port}, baseline on :{baseline.port}; {gen.description}", flush=True)

@@ -117,7 +117,10 @@ def serve(control_fd: int) -> None:
     private_tmp = _probe_private_tmp()
 
     def send(msg: list[object]) -> None:
-        sock.send(packer.pack(msg))
+        try:
+            sock.send(packer.pack(msg))
+        except (BrokenPipeError, ConnectionResetError):
+            sys.exit(0)  # the gateway closed the control socket: it is stopping, and so do we
 
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w)
