@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import itertools
 import logging
 import os
@@ -32,10 +31,6 @@ log = logging.getLogger("gateway.environment")
 LINGER = 0.1
 #: Lambda gives Init 10 seconds
 INIT_TIMEOUT = 10.0
-#: `time.perf_counter()` stamps of the current task's invocation, for callers that want them (the invoke route,
-#: for the gateway-overhead metric): [payload written, reply received]. `invoke()` fills in the list the caller
-#: set; a context variable because the caller and `invoke()` run in the same task, several layers apart.
-STAMPS: contextvars.ContextVar[list[float]] = contextvars.ContextVar("invocation_stamps")
 
 
 class EnvironmentDied(Exception):
@@ -75,6 +70,7 @@ class Environment(asyncio.Protocol):
         "load",
         "pid",
         "replied_at",
+        "written_at",
     )
 
     def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str) -> None:
@@ -91,6 +87,7 @@ class Environment(asyncio.Protocol):
         #: what an invocation printed before the environment was killed under it (timeout, crash)
         self.last_output = b""
         self.last_used = time.monotonic()
+        self.written_at = 0.0  # perf_counter() when the last invocation's payload was written
         self.replied_at = 0.0  # perf_counter() of the last data received (a reply, usually)
         self.initialization_type = "on-demand"
         #: invocations the pool has given this environment and not yet taken back (shared environments)
@@ -173,9 +170,7 @@ class Environment(asyncio.Protocol):
         self._transport.write(
             protocol.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context)
         )
-        stamps = STAMPS.get(None)
-        if stamps is not None:
-            stamps[0] = time.perf_counter()
+        self.written_at = time.perf_counter()
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
             frame = await fut
@@ -187,8 +182,6 @@ class Environment(asyncio.Protocol):
             timer.cancel()
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
-        if stamps is not None:
-            stamps[1] = self.replied_at  # of a shared environment, possibly a later reply: close enough
         return frame
 
     def _on_timeout(self, inv_id: int) -> None:

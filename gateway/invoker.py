@@ -64,6 +64,9 @@ class Outcome:
     init_ms: float | None = None  # set on the invocation that caused a cold start
     max_rss_kb: int = 0
     provisioned: bool = False  # served by a provisioned environment
+    resource: str = ""  # how it was invoked: "function" or "function:qualifier"
+    written_at: float = 0.0  # time.perf_counter() when the payload went to the environment (0: never)
+    replied_at: float = 0.0  # time.perf_counter() when its reply arrived (0: none)
 
     def log_result(self) -> str:
         """`X-Amz-Log-Result`: base64 of the last 4 KB of the invocation's log."""
@@ -110,6 +113,7 @@ class Invoker:
         want_log: bool,
     ) -> Outcome:
         outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log)
+        outcome.resource = invoked_arn[invoked_arn.index(":function:") + 10 :]
         for observe in self.observers:
             observe(config, outcome)
         return outcome
@@ -184,6 +188,7 @@ class Invoker:
                 config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )
             outcome.provisioned = env.provisioned
+            outcome.written_at, outcome.replied_at = env.written_at, env.replied_at
             return outcome
         finally:
             pool.release(env)

@@ -16,7 +16,6 @@ maintained for them between scrapes.
 
 from __future__ import annotations
 
-import contextvars
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,7 +26,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from gateway.configs import LATEST
 from gateway.invoker import ERROR_KINDS
-from gateway.names import FunctionRef
 
 if TYPE_CHECKING:
     from gateway.concurrency import Concurrency
@@ -63,10 +61,6 @@ OVERHEAD_BUCKETS = (
 #: a warm zygote forks in about a millisecond
 FORK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
-#: How the current invocation was invoked (its name and qualifier, for the `resource` label). Set by the invoke
-#: route right before it calls the invoker, which runs the observers in the same task; a context variable
-#: because `Invoker.observers` are called with (config, outcome) only.
-INVOKED_AS: contextvars.ContextVar[FunctionRef] = contextvars.ContextVar("invoked_as")
 
 ENVIRONMENT_STATES = ("initializing", "idle", "busy")
 _KIND_INDEX = {kind: i for i, kind in enumerate(ERROR_KINDS)}
@@ -170,7 +164,7 @@ class Metrics:
         self.concurrency = concurrency
         self.zygotes = set(zygotes)
         self.reservations = reservations
-        self.series: dict[tuple[FunctionRef, str], Series] = {}
+        self.series: dict[tuple[str, str], Series] = {}  # (resource, version) ->
         self.throttles: dict[tuple[str, str], int] = {}
         self.init_duration: dict[tuple[str, str], Histogram] = {}
         self.cold_starts: dict[str, int] = {}
@@ -187,14 +181,13 @@ class Metrics:
 
     def observe(self, config: FunctionConfig, outcome: Outcome) -> None:
         """Record one invocation (an `Invoker` observer): must be fast and must not raise."""
-        ref = INVOKED_AS.get(None)
-        if ref is None or ref.name != config.name:  # not invoked through the invoke route: say what ran
-            ref = FunctionRef(config.name, None if config.version == LATEST else config.version)
+        resource = outcome.resource
+        if resource.partition(":")[0] != config.name:  # not said how it was invoked: say what ran
+            resource = config.name if config.version == LATEST else f"{config.name}:{config.version}"
         version = outcome.executed_version
-        series = self.series.get((ref, version))
+        series = self.series.get((resource, version))
         if series is None:
-            resource = ref.name if ref.qualifier is None else f"{ref.name}:{ref.qualifier}"
-            series = self.series[(ref, version)] = Series(config.name, resource, version)
+            series = self.series[(resource, version)] = Series(config.name, resource, version)
         series.invocations += 1
         series.duration.observe(outcome.duration_ms / 1000.0)
         if outcome.error_kind is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import sys
 from pathlib import Path
 from typing import cast
@@ -18,7 +17,7 @@ from gateway.config import Settings
 from gateway.configs import LATEST, FunctionConfig
 from gateway.environment import Environment
 from gateway.invoker import ERROR_KINDS, Outcome
-from gateway.metrics import INVOKED_AS, Histogram, Metrics
+from gateway.metrics import Histogram, Metrics
 from gateway.names import FunctionRef
 from gateway.pool import PROVISIONED, Pool
 from gateway.pool_manager import PoolManager
@@ -43,14 +42,12 @@ def config(name: str = "f", version: str = LATEST, max_concurrency: int = 1) -> 
 
 
 def observe(metrics: Metrics, cfg: FunctionConfig, outcome: Outcome, invoked_as: FunctionRef | None) -> None:
-    """Call the observer as the invoke route does: in a context where INVOKED_AS is (or is not) set."""
-
-    def run() -> None:
-        if invoked_as is not None:
-            INVOKED_AS.set(invoked_as)
-        metrics.observe(cfg, outcome)
-
-    contextvars.Context().run(run)
+    """Call the observer as the Invoker does: with the outcome saying how the function was invoked (or not)."""
+    if invoked_as is not None:
+        outcome.resource = (
+            invoked_as.name if invoked_as.qualifier is None else f"{invoked_as.name}:{invoked_as.qualifier}"
+        )
+    metrics.observe(cfg, outcome)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

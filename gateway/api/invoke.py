@@ -12,7 +12,6 @@ from aiohttp import web
 
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
-from gateway.environment import STAMPS
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -21,7 +20,6 @@ from gateway.errors import (
     TooManyRequestsException,
     ValidationException,
 )
-from gateway.metrics import INVOKED_AS
 from gateway.names import FunctionRef, parse_function_name
 
 #: Lambda's synchronous request limit
@@ -100,15 +98,12 @@ async def invoke(request: web.Request) -> web.Response:
         metrics.throttled(ref.name, exc.reason)
         body, throttle_headers = _THROTTLED[exc.reason]
         return web.Response(body=body, status=429, headers=throttle_headers)
-    stamps = [0.0, 0.0]  # payload written, reply received: filled in by the environment
     try:
         payload, client_context = await _payload(request)
         # Resolve again now that the body is in: no await may separate this from the pool choice, so an
         # invocation never runs configuration older than the last update that returned before it started.
         config = registry.resolve(ref.name, ref.qualifier, route=True)
         invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
-        STAMPS.set(stamps)
-        INVOKED_AS.set(ref)
         outcome = await app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail")
     except TooManyRequestsException as exc:  # no room on the node for another environment
         metrics.throttled(ref.name, exc.reason)
@@ -125,6 +120,7 @@ async def invoke(request: web.Request) -> web.Response:
     if log_type == "Tail":
         out_headers["X-Amz-Log-Result"] = outcome.log_result()
     response = web.Response(body=outcome.payload, status=200, headers=out_headers)
+    stamps = (outcome.written_at, outcome.replied_at)
     metrics.exchanged(received, stamps, len(payload), len(outcome.payload), outcome.init_ms is not None)
     return response
 
