@@ -222,6 +222,21 @@ def run(fd: int, spec: dict[str, Any]) -> None:
         _serve(sock, handler, capture, log_handler, environ)
 
 
+def _invocations(decoder: protocol.FrameDecoder, data: bytes) -> list[list[Any]]:
+    """The INVOKE frames `data` completes. SHUTDOWN ends the process; anything else from the gateway is a bug
+    on its side or garbage on the socket, and ends it too (the gateway then reports the environment gone)."""
+    try:
+        frames = decoder.feed(data)
+    except protocol.ProtocolError:
+        os._exit(3)
+    for frame in frames:
+        if frame[0] == protocol.SHUTDOWN:
+            os._exit(0)
+        if frame[0] != protocol.INVOKE:
+            os._exit(3)
+    return frames
+
+
 def _serve(
     sock: socket.socket,
     handler: Callable[[Any, Any], Any],
@@ -239,16 +254,7 @@ def _serve(
         data = recv(1 << 20)
         if not data:
             os._exit(0)
-        try:
-            frames = decoder.feed(data)
-        except protocol.ProtocolError:
-            os._exit(3)
-        for frame in frames:
-            kind = frame[0]
-            if kind == protocol.SHUTDOWN:
-                os._exit(0)
-            if kind != protocol.INVOKE:
-                os._exit(3)
+        for frame in _invocations(decoder, data):
             _, inv_id, payload, deadline_ms, request_id, arn, client_context = frame
             log_handler.request_id = request_id
             start = perf()
@@ -307,16 +313,7 @@ class _ConcurrentServer(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._decoder.feed(data)
-        except protocol.ProtocolError:
-            os._exit(3)
-        for frame in frames:
-            kind = frame[0]
-            if kind == protocol.SHUTDOWN:
-                os._exit(0)
-            if kind != protocol.INVOKE:
-                os._exit(3)
+        for frame in _invocations(self._decoder, data):
             # each task runs in a copy of this context: its ContextVar settings stay its own
             task = asyncio.get_running_loop().create_task(self._invoke(frame))
             self._tasks.add(task)
