@@ -17,6 +17,7 @@ threads or processes may `put` the same zip at once, the first rename wins and t
 from __future__ import annotations
 
 import base64
+import compileall
 import ctypes
 import hashlib
 import io
@@ -140,6 +141,7 @@ class CodeStore:
             unzipped = self._extract(zip_bytes, tmp)
             if not keep:
                 return CodeInfo(hex_, b64, len(zip_bytes), unzipped, target)
+            _precompile(tmp)
             _make_read_only(tmp)
             _sync_filesystem(tmp)  # the registry row that will point here is committed durably too
             self._write_zip(hex_, zip_bytes)
@@ -276,11 +278,21 @@ def _force_rmtree(top: Path) -> None:
     shutil.rmtree(top, ignore_errors=True)
 
 
+def _precompile(top: Path) -> None:
+    """Byte-compile the tree's Python sources now, as pip does at install time: the tree is read-only from here
+    on, so otherwise every cold start would compile the handler's modules again. A file that does not compile is
+    left alone (its import fails in Init, with Lambda's error)."""
+    compileall.compile_dir(str(top), quiet=2, workers=1)
+
+
 def _tree_size(top: Path) -> int:
+    """Bytes of the extracted files, without the byte-code `_precompile` added (unzipped size is the zip's)."""
     total = 0
     for dirpath, _, filenames in os.walk(top):
+        compiled = os.path.basename(dirpath) == "__pycache__"
         for fn in filenames:
-            total += os.lstat(os.path.join(dirpath, fn)).st_size
+            if not (compiled and fn.endswith(".pyc")):
+                total += os.lstat(os.path.join(dirpath, fn)).st_size
     return total
 
 

@@ -6,7 +6,8 @@ invocation, resolved by `data_received`, and no task of its own. Invariants:
 - an environment that timed out, sent a bad or oversized frame, or lost its socket is dead for good: its
   process group is SIGKILLed, every in-flight invocation fails, and it is never used again (a late reply
   must not answer the next request);
-- `invoke()` returns the RESULT/ERROR frame or raises `InvocationTimeout` / `EnvironmentDied`.
+- `invoke()` returns the RESULT/ERROR frame (with when the payload went out and the reply came back) or
+  raises `InvocationTimeout` / `EnvironmentDied`.
 """
 
 from __future__ import annotations
@@ -69,8 +70,6 @@ class Environment(asyncio.Protocol):
         "last_used",
         "load",
         "pid",
-        "replied_at",
-        "written_at",
     )
 
     def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str) -> None:
@@ -87,14 +86,12 @@ class Environment(asyncio.Protocol):
         #: what an invocation printed before the environment was killed under it (timeout, crash)
         self.last_output = b""
         self.last_used = time.monotonic()
-        self.written_at = 0.0  # perf_counter() when the last invocation's payload was written
-        self.replied_at = 0.0  # perf_counter() of the last data received (a reply, usually)
         self.initialization_type = "on-demand"
         #: invocations the pool has given this environment and not yet taken back (shared environments)
         self.load = 0
         self._transport: asyncio.Transport | None = None
         self._decoder = protocol.FrameDecoder()
-        self._inflight: dict[int, asyncio.Future[list[Any]]] = {}
+        self._inflight: dict[int, asyncio.Future[tuple[list[Any], float]]] = {}
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
@@ -103,7 +100,7 @@ class Environment(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is not a subclass)
 
     def data_received(self, data: bytes) -> None:
-        self.replied_at = time.perf_counter()
+        received = time.perf_counter()
         try:
             frames = self._decoder.feed(data)
         except protocol.ProtocolError as exc:
@@ -115,7 +112,7 @@ class Environment(asyncio.Protocol):
             if kind == protocol.RESULT or kind == protocol.ERROR:
                 fut = inflight.pop(frame[1], None)
                 if fut is not None and not fut.done():
-                    fut.set_result(frame)
+                    fut.set_result((frame, received))
             elif kind == protocol.READY and not self._ready.done():
                 self._ready.set_result(frame)
             else:
@@ -158,22 +155,23 @@ class Environment(asyncio.Protocol):
         invoked_arn: str,
         client_context: bytes | None,
         timeout: float,
-    ) -> list[Any]:
-        """Run one invocation under `timeout` seconds; return its RESULT or ERROR frame."""
+    ) -> tuple[list[Any], float, float]:
+        """Run one invocation under `timeout` seconds: its RESULT or ERROR frame, and the perf_counter() times
+        at which the payload was written and the reply arrived."""
         if self.dead or self._transport is None:
             raise EnvironmentDied("environment is dead", self.exit_status)
         loop = asyncio.get_running_loop()
         inv_id = next(self._ids)
-        fut: asyncio.Future[list[Any]] = loop.create_future()
+        fut: asyncio.Future[tuple[list[Any], float]] = loop.create_future()
         self._inflight[inv_id] = fut
         deadline_ms = int((time.time() + timeout) * 1000)
         self._transport.write(
             protocol.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context)
         )
-        self.written_at = time.perf_counter()
+        written_at = time.perf_counter()
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
-            frame = await fut
+            frame, replied_at = await fut
         except asyncio.CancelledError:
             # The caller gave up while the function runs: never hand this environment out half-busy.
             self.kill("invocation cancelled")
@@ -182,7 +180,7 @@ class Environment(asyncio.Protocol):
             timer.cancel()
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
-        return frame
+        return frame, written_at, replied_at
 
     def _on_timeout(self, inv_id: int) -> None:
         fut = self._inflight.pop(inv_id, None)

@@ -160,7 +160,9 @@ class Invoker:
                 failed.error_kind = "init"
                 return failed
             try:
-                frame = await env.invoke(payload, request_id, invoked_arn, client_context, config.timeout)
+                frame, written_at, replied_at = await env.invoke(
+                    payload, request_id, invoked_arn, client_context, config.timeout
+                )
             except InvocationTimeout:
                 return self._failed(
                     config,
@@ -188,7 +190,7 @@ class Invoker:
                 config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )
             outcome.provisioned = env.provisioned
-            outcome.written_at, outcome.replied_at = env.written_at, env.replied_at
+            outcome.written_at, outcome.replied_at = written_at, replied_at
             return outcome
         finally:
             pool.release(env)

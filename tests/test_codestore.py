@@ -6,7 +6,9 @@ import base64
 import hashlib
 import io
 import os
+import shutil
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
@@ -185,13 +187,22 @@ def test_check_validates_without_storing(store: CodeStore) -> None:
 
 def test_ensure_extracted_restores_a_lost_tree(store: CodeStore) -> None:
     info = store.put(_zip([("a.py", b"A = 1\n")]))
-    os.chmod(info.path, 0o755)
-    for p in info.path.iterdir():
-        p.unlink()
-    info.path.rmdir()
+    for dirpath, _, _ in os.walk(info.path):
+        os.chmod(dirpath, 0o755)
+    shutil.rmtree(info.path)
     assert store.ensure_extracted(info.sha256_hex)
     assert (info.path / "a.py").read_bytes() == b"A = 1\n"
     assert not store.ensure_extracted("0" * 64)
+
+
+def test_sources_are_byte_compiled_once_at_store_time(store: CodeStore) -> None:
+    info = store.put(_zip([("a.py", b"A = 1\n"), ("pkg/b.py", b"B = 2\n"), ("bad.py", b"def broken(:\n")]))
+    tag = sys.implementation.cache_tag
+    assert (info.path / "__pycache__" / f"a.{tag}.pyc").is_file()
+    assert (info.path / "pkg" / "__pycache__" / f"b.{tag}.pyc").is_file()
+    assert not (info.path / "__pycache__" / f"bad.{tag}.pyc").exists()  # its import fails in Init, as on Lambda
+    assert info.unzipped_size == len(b"A = 1\n") + len(b"B = 2\n") + len(b"def broken(:\n")
+    assert CodeStore(store.root).unzipped_size(info.sha256_hex) == info.unzipped_size  # byte code not counted
 
 
 def test_stale_temp_dirs_are_removed_at_start(tmp_path: Path) -> None:

@@ -226,7 +226,8 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
 
 
 async def _invoke(env: Environment, event: dict[str, Any], request_id: str, timeout: float = 10) -> list[Any]:
-    return await env.invoke(json.dumps(event).encode(), request_id, "arn:f", None, timeout)
+    frame, _, _ = await env.invoke(json.dumps(event).encode(), request_id, "arn:f", None, timeout)
+    return frame
 
 
 async def test_runtime_runs_invocations_concurrently_with_their_own_context(zygote: Zygote, tmp_path: Path) -> None:

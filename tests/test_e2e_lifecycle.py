@@ -177,3 +177,48 @@ def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: Gatew
     assert second.returncode != 0
     assert "another gateway is using the data directory" in second.stderr
     assert gw.health()["status"] == "ok"
+
+
+def _direct_children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def _wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothing(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    zygote = gw.health()["runtimes"]["python3.12"]["pid"]
+    assert _wait_for(lambda: len(_direct_children(zygote)) == 1), "no spare forked ahead of demand"
+    (spare,) = _direct_children(zygote)
+    create_function(lam, "first", SLOW)
+    assert invoke_json(lam, "first")[1]["pid"] == spare  # the cold start took the spare
+    assert _wait_for(lambda: len(_direct_children(zygote) - {spare}) == 1), "the spare was not replaced"
+    (replacement,) = _direct_children(zygote) - {spare}
+
+    os.kill(replacement, signal.SIGKILL)  # a lost spare is replaced, and cold starts go on working
+    assert _wait_for(lambda: replacement not in _direct_children(zygote))
+    create_function(lam, "second", SLOW)
+    pid = invoke_json(lam, "second")[1]["pid"]
+    assert pid not in (spare, replacement) and pid in _direct_children(zygote)
+    assert _wait_for(lambda: len(_direct_children(zygote) - {spare, pid}) == 1)
+    assert "FunctionError" not in invoke_json(lam, "first")[0]

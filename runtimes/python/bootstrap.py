@@ -66,6 +66,8 @@ MAX_ERROR_MESSAGE = 256 * 1024
 MAX_STACK_BYTES = 256 * 1024
 #: Lambda's response limit; the error message reports this figure
 MAX_RESPONSE = 6291556
+#: bytes read from the gateway's socket at a time by the sequential loop
+RECV_BUFFER = 256 * 1024
 ENV_LIMITS = {resource.RLIMIT_NOFILE: 1024, resource.RLIMIT_NPROC: 1024}
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -127,15 +129,50 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     return func  # type: ignore[no-any-return]
 
 
-def _apply_limits(spec: dict[str, Any]) -> None:
+def prepare(zygote_pid: int, private_mounts: bool, rehearse: bool) -> bool:
+    """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
+    zygote: own session and process group, death with the zygote, batch scheduling (a woken environment never
+    preempts the gateway), rlimits, a private mount namespace when `private_mounts` (returns whether it got
+    one), and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
     os.setsid()
-    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != spec["zygote_pid"]:
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     for limit, value in ENV_LIMITS.items():
         try:
             resource.setrlimit(limit, (value, value))
         except (ValueError, OSError):
             pass
+    namespaced = private_mounts and _private_mount_namespace()
+    if rehearse:
+        _rehearse()
+    return namespaced
+
+
+def _rehearse() -> None:
+    """Run the common code of Init and of an invocation once, on throwaway values.
+
+    A forked child shares its memory with the zygote until it writes to it, and CPython writes to every object it
+    touches (reference counts): the first run of any code path in a new environment takes page faults. Taking
+    them here, in a spare nobody waits for, makes the Init and the first invocation a caller waits for cheaper.
+    """
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(saved)
+    time.tzset()
+    os.makedirs(os.getcwd(), exist_ok=True)
+    os.path.join(os.getcwd(), "tmp")
+    handler = _LambdaLogHandler(False)
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.WARNING)
+    importlib.invalidate_caches()
+    frame = (protocol.INVOKE, 1, b'{"k": [1, 2.5, "s", null, true]}', 0, "rid", "arn", None)
+    for _, _, payload, deadline_ms, request_id, arn, client_context in protocol.FrameDecoder().feed(
+        protocol.encode(frame)
+    ):
+        _context(request_id, arn, deadline_ms, client_context, saved)
+        reply = _result_reply(1, request_id, json.loads(payload))
+        protocol.encode((*reply, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, b""))
 
 
 def under_tmp(path: str) -> bool:
@@ -144,29 +181,39 @@ def under_tmp(path: str) -> bool:
     return real == "/tmp" or real.startswith("/tmp/")
 
 
-def private_tmp(source: str) -> bool:
-    """Make `source` this process's /tmp in a private mount namespace; False where that is not allowed."""
+def _private_mount_namespace() -> bool:
+    """Enter a mount namespace of our own whose mounts do not propagate back; False where not allowed."""
     if _libc.unshare(CLONE_NEWNS) != 0:
         return False
-    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return False
+    return _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0  # type: ignore[no-any-return]
+
+
+def _bind_tmp(source: str) -> bool:
+    """Make `source` this process's /tmp (in the private mount namespace entered by `prepare`)."""
     return _libc.mount(source.encode(), b"/tmp", None, MS_BIND | MS_REC, None) == 0  # type: ignore[no-any-return]
 
 
-def run(fd: int, spec: dict[str, Any]) -> None:
-    """The environment's main. Never returns; exits when the gateway closes the socket or says SHUTDOWN."""
+def private_tmp(source: str) -> bool:
+    """Make `source` this process's /tmp in a private mount namespace; False where that is not allowed."""
+    return _private_mount_namespace() and _bind_tmp(source)
+
+
+def run(fd: int, spec: dict[str, Any], namespaced: bool) -> None:
+    """The environment's main, after `prepare()` (which said whether we are in a private mount namespace).
+
+    Never returns; exits when the gateway closes the socket or says SHUTDOWN.
+    """
     init_start = time.perf_counter()
     os.set_inheritable(fd, False)  # a handler's subprocess must not hold the gateway's connection open
     global _connection
     # Held in a global so that an exiting handler (sys.exit) does not close it before the exit status is set.
     sock = _connection = socket.socket(fileno=fd)
-    _apply_limits(spec)
     env_dir = spec["env_dir"]
     tmp_dir = os.path.join(env_dir, "tmp")
     os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
     code_dir = spec["code_dir"]
     capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
-    if spec.get("private_tmp") and not under_tmp(code_dir) and private_tmp(tmp_dir):
+    if namespaced and not under_tmp(code_dir) and _bind_tmp(tmp_dir):
         tmp_dir = "/tmp"
     environ: dict[str, str] = spec["env"]
     os.environ.clear()
@@ -246,15 +293,19 @@ def _serve(
 ) -> NoReturn:
     """Sequential mode's main (the hot path): one invocation at a time, blocking reads and writes."""
     decoder = protocol.FrameDecoder()
-    recv = sock.recv
+    # One receive buffer for the life of the process: recv(n) would allocate (and, for a large n, mmap and
+    # page-fault in) n fresh bytes on every call.
+    buffer = bytearray(RECV_BUFFER)
+    view = memoryview(buffer)
+    recv_into = sock.recv_into
     send = sock.sendall
     getrusage = resource.getrusage
     perf = time.perf_counter
     while True:
-        data = recv(1 << 20)
-        if not data:
+        received = recv_into(buffer)
+        if not received:
             os._exit(0)
-        for frame in _invocations(decoder, data):
+        for frame in _invocations(decoder, view[:received].tobytes()):
             _, inv_id, payload, deadline_ms, request_id, arn, client_context = frame
             log_handler.request_id = request_id
             start = perf()

@@ -10,6 +10,13 @@ itself. The control socket is a SOCK_SEQPACKET socketpair, one msgpack message p
 
 The zygote dies with the gateway (PR_SET_PDEATHSIG), exits when the control socket closes, and reaps
 its children, reporting each exit so the gateway can say how an environment died.
+
+A cold start does not wait for a fork: the zygote keeps one *spare* child that has already forked, dropped
+the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`), and now waits on a
+socketpair of its own. A FORK hands the spec and the environment's socket to the spare (SCM_RIGHTS), answers
+FORKED with the spare's pid, and only then forks the next spare. Without a spare (it died, or the last
+fork failed) the zygote forks on demand as before. A spare is never given user code before the hand-off, so
+an idle one is the zygote's state, nothing more; it dies with the zygote.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import traceback
 import urllib.parse
 import urllib.request  # noqa: F401
 import uuid  # noqa: F401
+from typing import Any
 
 import msgpack
 
@@ -58,10 +66,39 @@ def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
+class _Spare:
+    """A forked child waiting for its spec (see the module docstring); `sock` is the zygote's end."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    def hand_over(self, msg: bytes, env_fd: int) -> bool:
+        """Send the FORK message and the environment's socket; False if the spare is gone."""
+        try:
+            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [env_fd]))])
+            return True
+        except OSError:
+            return False
+        finally:
+            self.sock.close()
+
+
 def _child(
-    sel: selectors.BaseSelector, sock: socket.socket, wakeup_r: int, wakeup_w: int, env_fd: int, spec: dict[str, object]
+    sel: selectors.BaseSelector,
+    sock: socket.socket,
+    wakeup_r: int,
+    wakeup_w: int,
+    keep_fd: int,
+    spec: dict[str, Any] | None,
+    zygote_pid: int,
+    private_tmp: bool,
 ) -> None:
-    """In the forked child: drop the zygote's state and become an environment. Never returns."""
+    """In a forked child: drop the zygote's state and become an environment. Never returns.
+
+    With a `spec`, `keep_fd` is the environment's socket; without one (a spare), `keep_fd` is the spare's
+    end of its socketpair, on which the FORK message and the environment's socket arrive later.
+    """
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -72,8 +109,18 @@ def _child(
         sock.close()
         os.close(wakeup_r)
         os.close(wakeup_w)
-        _close_fds_except(env_fd)
-        bootstrap.run(env_fd, spec)
+        _close_fds_except(keep_fd)
+        namespaced = bootstrap.prepare(zygote_pid, private_tmp, rehearse=spec is None)
+        env_fd = keep_fd
+        if spec is None:
+            with socket.socket(fileno=keep_fd) as waiting:
+                msg, fds = _recv_fds(waiting)
+            if not msg or len(fds) != 1:
+                os._exit(0)  # the zygote is gone, or sent nonsense: nothing to serve
+            _kind, _req_id, spec = msgpack.unpackb(msg, raw=False)
+            env_fd = fds[0]
+        assert spec is not None
+        bootstrap.run(env_fd, spec, namespaced)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -134,8 +181,26 @@ def serve(control_fd: int) -> None:
 
     gc.collect()
     gc.freeze()  # keep the garbage collector from touching (and so copying) the zygote's objects in children
+
+    def fork_spare() -> _Spare | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            ours.close()
+            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, private_tmp)
+        theirs.close()
+        return _Spare(pid, ours)
+
+    spare = fork_spare()
     send([HELLO, my_pid, {"private_tmp": private_tmp}])
     while True:
+        if spare is None:
+            spare = fork_spare()
         for key, _ in sel.select():
             if key.data == "signal":
                 try:
@@ -149,6 +214,10 @@ def serve(control_fd: int) -> None:
                         break
                     if pid == 0:
                         break
+                    if spare is not None and pid == spare.pid:
+                        spare.sock.close()
+                        spare = None  # killed while waiting: the next turn forks another
+                        continue
                     send([EXITED, pid, status])
                 continue
             try:
@@ -164,16 +233,19 @@ def serve(control_fd: int) -> None:
                 send([FORK_FAILED, req_id, "bad fork request"])
                 continue
             env_fd = fds[0]
-            spec["zygote_pid"] = my_pid
-            spec["private_tmp"] = private_tmp
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                os.close(env_fd)
-                send([FORK_FAILED, req_id, str(exc)])
-                continue
-            if pid == 0:
-                _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec)
+            if spare is not None and spare.hand_over(msg, env_fd):
+                pid = spare.pid
+            else:
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    os.close(env_fd)
+                    send([FORK_FAILED, req_id, str(exc)])
+                    spare = None
+                    continue
+                if pid == 0:
+                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, private_tmp)
+            spare = None
             os.close(env_fd)
             send([FORKED, req_id, pid])
 
