@@ -7,14 +7,14 @@ HOST ?= 127.0.0.1
 PORT ?= 9000
 DATA_DIR ?= ./.gateway-data
 
-.PHONY: run test lint typecheck unit install bench bench-concurrency clean
+.PHONY: run test lint typecheck unit install bench bench-concurrency profile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,7 +35,10 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python bench/core.py
+	$(BIN)/python bench/suite.py
+
+profile: $(STAMP)
+	$(BIN)/python bench/profile.py
 
 bench-concurrency: $(STAMP)
 	$(BIN)/python bench/concurrency.py

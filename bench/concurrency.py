@@ -3,7 +3,7 @@
 Run: `.venv/bin/python bench/concurrency.py [--duration S] [--out PATH]`. Loopback only, bounded in time
 (about 35 s by default). Results go to `bench/results/concurrency-<UTC timestamp>.json` (or `--out`) and
 a copy at `bench/results/concurrency-latest.json`; a short table is printed. The servers, the wrk load
-generator and the result conventions are those of `bench/core.py`, imported from it.
+generator and the result conventions are those of `bench/harness.py`, imported from it.
 
 What is measured, and how (one gateway, one hello-world baseline, one run):
 
@@ -16,7 +16,7 @@ What is measured, and how (one gateway, one hello-world baseline, one run):
     maximum overlap must still be 3 however many requests race for each freed slot.
 (b) Throttling throughput. A function with `ReservedConcurrentExecutions: 0` (every invoke throttled) is
     hammered closed-loop by wrk (`--connections` 64, `--duration` 10 s, after `--warmup` 2 s) exactly as
-    bench/core.py measures the hello-world baseline (bench/hello_baseline.py), which is measured the same
+    the in-process hello-world baseline (bench/baselines/inprocess.py) is measured, the same
     way in the same run. Reported: throttles/s, the baseline's requests/s, their ratio, CPU. wrk counts every
     non-2xx answer; a separate `--verify-seconds` (3) wrk run with a Lua `response()` hook then tallies the
     status codes, the `x-amzn-ErrorType` header and the `Reason` of every answer to confirm that each one was
@@ -54,7 +54,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.core import (
+from bench.harness import (
     HOST,
     INIT_RE,
     INVOKE_PATH,

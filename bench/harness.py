@@ -1,53 +1,21 @@
-"""Core gateway benchmark: cold starts, warm latency, and closed-loop throughput against a hello-world ceiling.
+"""What the benchmark scripts share: servers in their own sessions, CPU accounting from /proc, machine facts, a
+blocking raw HTTP client, and the Lambda API calls that deploy the no-op function.
 
-Run: `.venv/bin/python bench/core.py [--duration S] [--out PATH]` (or `make bench`). Everything is on
-loopback and bounded in time and count; by default one run takes a little over a minute. Results go to
-`bench/results/core-<UTC timestamp>.json` (or `--out`) and a copy at `bench/results/core-latest.json`; a
-short table is printed.
-
-What is measured, and how:
-
-1. Cold invoke. `--cold-n` fresh functions with the handler `def lambda_handler(e, c): return e` are
-   created through the Lambda REST API (CreateFunction, base64 zip, plain HTTP JSON); then each one's
-   FIRST invoke (`POST /2015-03-31/functions/{name}/invocations`, body `{}`, `X-Amz-Log-Type: Tail`) is
-   timed by the client on an already-open keep-alive connection (so no TCP connect is in the figure).
-   Reported: client-side p50/p90/max, and the same for the gateway's own `Init Duration` taken from the
-   REPORT line of the base64 `X-Amz-Log-Result`.
-2. Warm latency at low load. One keep-alive connection, sequential requests for `--warm-seconds` after a
-   warm-up, p50/p90/p99/max. The client is a blocking raw socket that sends pre-encoded request bytes and
-   parses only the status line and Content-Length (a few microseconds a request; no http.client, no
-   event loop). The same loop is run against the hello-world baseline: its figure is the floor (client +
-   loopback + aiohttp) against which the gateway's extra cost can be read.
-3. Closed-loop throughput. For each concurrency in `--connections` (default 32 and 64), `--duration`
-   seconds of keep-alive POSTs (after `--warmup` discarded seconds) against (a) the gateway's invoke
-   endpoint for one no-op function and (b) `bench/hello_baseline.py`, an aiohttp + uvloop server that
-   parses the JSON with orjson, calls the same handler in-process and returns `orjson.dumps(result)`
-   (the ceiling for one Python process). Same load generator, one target after the other. Reported:
-   requests/s, latency percentiles, errors (socket errors and non-2xx) and the ratio gateway/baseline,
-   plus the CPU used meanwhile (100 % = one core) by the server process, its whole process tree (gateway,
-   zygotes, environments), the load generator, and the machine as a whole (what is left is other load on
-   this shared, noisy machine). The load generator is `wrk` (POST body via a Lua script) if it is on PATH, else an
-   asyncio raw-socket HTTP/1.1 keep-alive client in this process (no pipelining); which one is recorded.
-   Nothing is pinned: the client shares the machine's cores with the servers, which the results note.
-
-Servers are subprocesses in their own sessions, on free ports, with a temporary data dir; at the end
-(or on error / SIGTERM / Ctrl-C) each gets SIGTERM and a wait, then SIGKILL of its process group.
+Servers (`Server`) are subprocesses in their own sessions, on free loopback ports; `running()` starts one, waits
+until `GET /healthz` answers 200, and at the end (or on error / SIGTERM / Ctrl-C) sends SIGTERM, waits, then
+SIGKILLs its process group and anything of its process tree still alive, counting those survivors.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import contextlib
-import http.client
 import io
 import json
 import os
 import platform
 import re
 import resource
-import shlex
 import shutil
 import signal
 import socket
@@ -60,10 +28,8 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,17 +37,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".bench-tmp"
 
 
+def gateway_server(tmp: Path, name: str = "gateway", **settings: str) -> Server:
+    """The gateway under test: data in `tmp/<name>-data`, none of the caller's GATEWAY_* settings but `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(settings)
+    argv = [sys.executable, "-m", "gateway", "serve", "--data-dir", str(tmp / f"{name}-data")]
+    return Server(name, argv, tmp / f"{name}.log", env=env)
+
+
+def baseline_server(tmp: Path, name: str) -> Server:
+    """One of bench/baselines/ (`inprocess`, `fresh_process`, `gunicorn`), as a Server."""
+    script = ROOT / "bench" / "baselines" / f"{'gunicorn_app' if name == 'gunicorn' else name}.py"
+    return Server(name, [sys.executable, str(script), "--host", HOST], tmp / f"{name}.log")
+
+
 def gateway_and_baseline(tmp: Path) -> tuple[Server, Server]:
-    """The gateway under test (data in `tmp`, none of the caller's GATEWAY_* settings) and the hello-world baseline."""
-    gw_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    gateway = Server(
-        "gateway",
-        [sys.executable, "-m", "gateway", "serve", "--data-dir", str(tmp / "data")],
-        tmp / "gateway.log",
-        env=gw_env,
-    )
-    baseline = Server("baseline", [sys.executable, str(ROOT / "bench" / "hello_baseline.py")], tmp / "baseline.log")
-    return gateway, baseline
+    """The gateway under test and the in-process hello-world baseline (a)."""
+    return gateway_server(tmp), baseline_server(tmp, "inprocess")
 
 
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
@@ -206,6 +178,8 @@ class ProcInfo:
     starttime: int
     #: utime + stime + cutime + cstime, in clock ticks
     ticks: int
+    #: ended, waiting to be reaped (where PID 1 does not reap orphans, such zombies can stay for good)
+    zombie: bool = False
 
 
 def proc_table() -> dict[int, ProcInfo]:
@@ -219,7 +193,7 @@ def proc_table() -> dict[int, ProcInfo]:
         except OSError:
             continue
         f = raw[raw.rindex(")") + 2 :].split()  # fields from "state" on; comm may contain spaces
-        table[int(entry.name)] = ProcInfo(int(f[1]), int(f[19]), sum(int(x) for x in f[11:15]))
+        table[int(entry.name)] = ProcInfo(int(f[1]), int(f[19]), sum(int(x) for x in f[11:15]), f[0] == "Z")
     return table
 
 
@@ -361,7 +335,7 @@ class Server:
         table = proc_table()
         self.survivors = 0
         for pid, start in tree:
-            if pid in table and table[pid].starttime == start:
+            if pid in table and table[pid].starttime == start and not table[pid].zombie:
                 self.survivors += 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -424,69 +398,6 @@ def header_value(head: bytes, name: str) -> str | None:
     return None
 
 
-# -- 1. cold starts ----------------------------------------------------------------------------------------
-
-
-def bench_cold(gateway: Server, n: int, run_id: str) -> dict[str, Any]:
-    zip_b64 = base64.b64encode(make_zip({"lambda_function.py": HANDLER_SOURCE})).decode()
-    conn = http.client.HTTPConnection(HOST, gateway.port, timeout=60)
-    names = [f"bench-cold-{run_id}-{i}" for i in range(n)]
-    create_errors: list[str] = []
-    for name in names:
-        body = json.dumps(
-            {
-                "FunctionName": name,
-                "Runtime": "python3.12",
-                "Role": ROLE,
-                "Handler": "lambda_function.lambda_handler",
-                "Code": {"ZipFile": zip_b64},
-            }
-        )
-        conn.request("POST", "/2015-03-31/functions", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 201:
-            create_errors.append(f"{name}: {resp.status} {data[:200]!r}")
-    conn.close()
-
-    client = RawClient(gateway.port, timeout=60)
-    client_ms: list[float] = []
-    init_ms: list[float] = []
-    non_200 = wrong_payload = missing_init = 0
-    try:
-        for name in names:
-            raw = invoke_request(gateway.port, name, "X-Amz-Log-Type: Tail\r\n")
-            t0 = time.perf_counter_ns()
-            status, head, payload = client.request(raw)
-            elapsed = (time.perf_counter_ns() - t0) / 1e6
-            if status != 200:
-                non_200 += 1
-                continue
-            client_ms.append(elapsed)
-            if payload != b"{}":
-                wrong_payload += 1
-            log_result = header_value(head, "X-Amz-Log-Result")
-            match = INIT_RE.search(base64.b64decode(log_result).decode(errors="replace")) if log_result else None
-            if match:
-                init_ms.append(float(match.group(1)))
-            else:
-                missing_init += 1
-    finally:
-        client.close()
-    return {
-        "functions": n,
-        "client_ms": summarize(client_ms, (50, 90)),
-        "init_duration_ms": summarize(init_ms, (50, 90)),
-        "errors": {
-            "create_failed": len(create_errors),
-            "create_failures": create_errors[:5],
-            "invoke_non_200": non_200,
-            "wrong_payload": wrong_payload,
-            "missing_init_duration": missing_init,
-        },
-    }
-
-
 def create_noop(gateway: Server, name: str) -> None:
     zip_b64 = base64.b64encode(make_zip({"lambda_function.py": HANDLER_SOURCE})).decode()
     body = json.dumps(
@@ -506,37 +417,7 @@ def create_noop(gateway: Server, name: str) -> None:
             raise RuntimeError(f"CreateFunction {name}: {resp.status}")
 
 
-# -- 2. warm latency ---------------------------------------------------------------------------------------
-
-
-def bench_warm(port: int, function: str, seconds: float, warmup: float, max_requests: int) -> dict[str, Any]:
-    raw = invoke_request(port, function)
-    client = RawClient(port, timeout=30)
-    samples: list[float] = []
-    non_200 = 0
-    try:
-        deadline = time.monotonic() + warmup
-        while time.monotonic() < deadline:
-            client.request(raw)
-        started = time.monotonic()
-        deadline = started + seconds
-        while len(samples) < max_requests and time.monotonic() < deadline:
-            t0 = time.perf_counter_ns()
-            status, _, _ = client.request(raw)
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-            if status != 200:
-                non_200 += 1
-        elapsed = time.monotonic() - started
-    finally:
-        client.close()
-    return {
-        "latency_ms": summarize(samples, (50, 90, 99)),
-        "requests_per_s": round(len(samples) / elapsed, 1),
-        "non_200": non_200,
-    }
-
-
-# -- 3. throughput -----------------------------------------------------------------------------------------
+# -- wrk (bench/concurrency.py's throttling storm) ---------------------------------------------------------
 
 
 def run_wrk(url: str, connections: int, seconds: float, threads: int, lua: Path) -> dict[str, Any]:
@@ -569,232 +450,3 @@ def run_wrk(url: str, connections: int, seconds: float, threads: int, lua: Path)
             **{f"wrk_{k}": v for k, v in errors.items()},
         },
     }
-
-
-async def _asyncio_load(port: int, path: str, connections: int, seconds: float) -> dict[str, Any]:
-    raw = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        "Content-Length: 2\r\n\r\n{}"
-    ).encode()
-    latencies: list[float] = []
-    counts = {"ok": 0, "non_2xx": 0, "socket": 0}
-    deadline = time.monotonic() + seconds
-
-    async def worker() -> None:
-        try:
-            reader, writer = await asyncio.open_connection(HOST, port)
-        except OSError:
-            counts["socket"] += 1
-            return
-        try:
-            while time.monotonic() < deadline:
-                t0 = time.perf_counter_ns()
-                writer.write(raw)
-                head = await reader.readuntil(b"\r\n\r\n")
-                lower = head.lower()
-                at = lower.index(b"content-length:")
-                await reader.readexactly(int(lower[at + 15 : lower.index(b"\r\n", at)]))
-                latencies.append((time.perf_counter_ns() - t0) / 1e6)
-                counts["ok" if head[9:10] == b"2" else "non_2xx"] += 1
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            counts["socket"] += 1
-        finally:
-            writer.close()
-
-    started = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(connections))), seconds + 30)
-    elapsed = time.monotonic() - started
-    total = counts["ok"] + counts["non_2xx"]
-    return {
-        "requests": total,
-        "seconds": round(elapsed, 3),
-        "requests_per_s": round(total / elapsed, 1),
-        "latency_ms": summarize(latencies, (50, 90, 99)),
-        "errors": {"socket": counts["socket"], "non_2xx": counts["non_2xx"]},
-    }
-
-
-def run_asyncio_load(port: int, path: str, connections: int, seconds: float) -> dict[str, Any]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_asyncio_load(port, path, connections, seconds))
-    return uvloop.run(_asyncio_load(port, path, connections, seconds))
-
-
-@dataclass
-class LoadGenerator:
-    use_wrk: bool
-    threads: int
-    lua: Path
-
-    @property
-    def description(self) -> str:
-        if self.use_wrk:
-            return f"wrk -t{self.threads} (Lua POST body '{{}}', keep-alive, no pipelining)"
-        return "asyncio raw-socket HTTP/1.1 keep-alive client in the benchmark process (uvloop, no pipelining)"
-
-    def run(self, server: Server, function: str, connections: int, seconds: float) -> dict[str, Any]:
-        path = INVOKE_PATH.format(function)
-        if self.use_wrk:
-            return run_wrk(server.url + path, connections, seconds, self.threads, self.lua)
-        return run_asyncio_load(server.port, path, connections, seconds)
-
-
-def bench_throughput(
-    gen: LoadGenerator, server: Server, function: str, connections: int, seconds: float, warmup: float
-) -> dict[str, Any]:
-    if warmup > 0:
-        gen.run(server, function, connections, warmup)
-    assert server.proc is not None
-    meter = CpuMeter(server.proc.pid)
-    with meter.measure():
-        result = gen.run(server, function, connections, seconds)
-    return result | {"cpu": meter.results}
-
-
-# -- main --------------------------------------------------------------------------------------------------
-
-
-def _raise_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per throughput measurement (10)")
-    p.add_argument("--warmup", type=float, default=2.0, help="discarded seconds before each throughput run (2)")
-    p.add_argument("--connections", default="32,64", help="comma-separated concurrencies (32,64)")
-    p.add_argument("--cold-n", type=int, default=30, help="functions created for the cold-start test (30)")
-    p.add_argument("--warm-seconds", type=float, default=5.0, help="seconds of sequential warm invokes (5)")
-    p.add_argument("--warm-max", type=int, default=200_000, help="cap on sequential warm invokes (200000)")
-    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1: leave the cores to the servers)")
-    p.add_argument("--no-wrk", action="store_true", help="use the built-in asyncio client even if wrk exists")
-    p.add_argument("--out", type=Path, help="result file (default bench/results/core-<UTC timestamp>.json)")
-    return p.parse_args(argv)
-
-
-def print_table(r: dict[str, Any]) -> None:
-    m = r["machine"]
-    print(f"\ncommit {m['git_commit']}  nproc {m['nproc']}  load generator: {r['load_generator']}")
-    rows: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-        ("cold invoke, client", r["cold"]["client_ms"], ("p50", "p90", "max")),
-        ("cold Init Duration (REPORT)", r["cold"]["init_duration_ms"], ("p50", "p90", "max")),
-        ("warm sequential, gateway", r["warm"]["gateway"]["latency_ms"], ("p50", "p90", "p99")),
-        ("warm sequential, baseline", r["warm"]["baseline"]["latency_ms"], ("p50", "p90", "p99")),
-    ]
-    for label, stats, keys in rows:
-        cells = "  ".join(f"{k} {stats.get(k, '-'):>8} ms" for k in keys)
-        print(f"{label:30} {cells}")
-    head = f"{'throughput  conns':30} {'gateway r/s':>12} {'baseline r/s':>13} {'ratio':>6}"
-    print(head + "  gateway run CPU%: proc/tree, client, other")
-    for row in r["throughput"]:
-        gw, bl = row["gateway"], row["baseline"]
-        cpu = "/".join(str(gw["cpu"][k]) for k in ("server_process_cpu_pct", "server_tree_cpu_pct"))
-        cpu += f"  client {gw['cpu']['load_generator_cpu_pct']}  other {gw['cpu']['other_cpu_pct']}"
-        rates = f"{gw['requests_per_s']:>12.0f} {bl['requests_per_s']:>13.0f} {row['ratio']:>6.3f}"
-        print(f"{row['connections']:>30} {rates}  {cpu}")
-    print(f"errors: {r['error_totals']}")
-    print(f"elapsed {r['elapsed_s']} s; wrote {r['out']} and {RESULTS / 'core-latest.json'}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
-    connections = [int(c) for c in args.connections.split(",") if c.strip()]
-    started_at = datetime.now(UTC)
-    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS / f"core-{stamp}.json"
-    t_start = time.monotonic()
-    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
-    result: dict[str, Any] = {
-        "benchmark": "core",
-        "started_utc": started_at.isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": machine_facts(),
-        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-    }
-
-    with scratch_dir("bench-core-") as tmp_name:
-        tmp = Path(tmp_name)
-        lua = tmp / "post.lua"
-        lua.write_text(WRK_LUA)
-        gen = LoadGenerator(use_wrk, args.wrk_threads, lua)
-        result["load_generator"] = gen.description
-        result["notes"] = [
-            "Nothing is pinned: the load generator shares the machine's cores with the server under test "
-            "(and, for the gateway, with its environment processes).",
-            "Warm latency client: blocking raw socket, pre-encoded request, parses status + Content-Length "
-            "only (a few µs per request); the baseline's warm figure is the floor for client + loopback + aiohttp.",
-            "Cold client time is measured on an open keep-alive connection (no TCP connect).",
-        ]
-        gateway, baseline = gateway_and_baseline(tmp)
-        try:
-            with running(gateway), running(baseline):
-                print(f"gateway on :{gateway.port}, baseline on :{baseline.port}; {gen.description}", flush=True)
-                print(f"cold: creating and invoking {args.cold_n} functions...", flush=True)
-                result["cold"] = bench_cold(gateway, args.cold_n, stamp.lower())
-
-                noop = f"bench-noop-{stamp.lower()}"
-                create_noop(gateway, noop)
-                print(f"warm: {args.warm_seconds:g} s sequential per target...", flush=True)
-                result["warm"] = {
-                    "client": "blocking raw socket, one keep-alive connection, sequential",
-                    "gateway": bench_warm(gateway.port, noop, args.warm_seconds, 1.0, args.warm_max),
-                    "baseline": bench_warm(baseline.port, noop, args.warm_seconds, 1.0, args.warm_max),
-                }
-
-                rows = []
-                for conns in connections:
-                    row: dict[str, Any] = {"connections": conns}
-                    for target, server in (("gateway", gateway), ("baseline", baseline)):
-                        print(f"throughput: {target}, {conns} connections, {args.duration:g} s...", flush=True)
-                        row[target] = bench_throughput(gen, server, noop, conns, args.duration, args.warmup)
-                    row["ratio"] = round(row["gateway"]["requests_per_s"] / row["baseline"]["requests_per_s"], 3)
-                    rows.append(row)
-                result["throughput"] = rows
-                result["gateway_health_end"] = gateway.health()
-        finally:
-            result["gateway_exit_code"] = gateway.stop()
-            result["baseline_exit_code"] = baseline.stop()
-            result["surviving_processes_killed"] = gateway.survivors + baseline.survivors
-            gw_log = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
-            result["gateway_log"] = {
-                "error_lines": sum(1 for ln in gw_log.splitlines() if " ERROR " in ln or "Traceback" in ln),
-                "warning_lines": sum(1 for ln in gw_log.splitlines() if " WARNING " in ln),
-                "tail": gw_log.splitlines()[-5:],
-            }
-
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    result["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    result["error_totals"] = error_totals(result)
-    result["out"] = str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2) + "\n"
-    out.write_text(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "core-latest.json").write_text(text)
-    print_table(result)
-    return 0
-
-
-def error_totals(r: dict[str, Any]) -> dict[str, int]:
-    cold = r["cold"]["errors"]
-    totals = {
-        "cold_create_failed": cold["create_failed"],
-        "cold_invoke_non_200": cold["invoke_non_200"],
-        "cold_wrong_payload": cold["wrong_payload"],
-        "warm_non_200": r["warm"]["gateway"]["non_200"] + r["warm"]["baseline"]["non_200"],
-        "throughput_non_2xx": 0,
-        "throughput_socket": 0,
-        "gateway_log_errors": r["gateway_log"]["error_lines"],
-    }
-    for row in r["throughput"]:
-        for target in ("gateway", "baseline"):
-            totals["throughput_non_2xx"] += row[target]["errors"]["non_2xx"]
-            totals["throughput_socket"] += row[target]["errors"]["socket"]
-    return totals
-
-
-if __name__ == "__main__":
-    sys.exit(main())

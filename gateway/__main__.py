@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -30,6 +31,8 @@ from gateway.config import Settings
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
+#: allocations between two young-generation collections (Python's default is 700)
+GC_THRESHOLD = 10_000
 #: text mode's access-log line: remote address, request line, status, bytes, seconds
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 #: LogRecord attributes that are not `extra=` fields
@@ -119,6 +122,11 @@ async def serve(settings: Settings) -> None:
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
         await site.start()
+        # Start-up objects (routes, registry, modules) live as long as the process: keep the cyclic garbage
+        # collector from walking them again and again, and let it run less often (invocations make no cycles).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
         await stop.wait()
         log.info("stopping: draining in-flight invocations (up to %.0f s)", settings.drain_timeout)

@@ -27,6 +27,7 @@ import array
 import asyncio  # noqa: F401
 import base64  # noqa: F401
 import collections  # noqa: F401
+import contextlib
 import dataclasses  # noqa: F401
 import datetime  # noqa: F401
 import decimal  # noqa: F401
@@ -197,57 +198,63 @@ def serve(control_fd: int) -> None:
         return _Spare(pid, ours)
 
     spare = fork_spare()
-    send([HELLO, my_pid, {"private_tmp": private_tmp}])
-    while True:
-        if spare is None:
-            spare = fork_spare()
-        for key, _ in sel.select():
-            if key.data == "signal":
-                try:
-                    os.read(wakeup_r, 4096)
-                except BlockingIOError:
-                    pass
-                while True:
+    try:
+        send([HELLO, my_pid, {"private_tmp": private_tmp}])
+        while True:
+            if spare is None:
+                spare = fork_spare()
+            for key, _ in sel.select():
+                if key.data == "signal":
                     try:
-                        pid, status = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        break
-                    if pid == 0:
-                        break
-                    if spare is not None and pid == spare.pid:
-                        spare.sock.close()
-                        spare = None  # killed while waiting: the next turn forks another
-                        continue
-                    send([EXITED, pid, status])
-                continue
-            try:
-                msg, fds = _recv_fds(sock)
-            except OSError:
-                return  # the gateway is gone
-            if not msg:
-                return  # the gateway closed the control socket
-            kind, req_id, spec = msgpack.unpackb(msg, raw=False)
-            if kind != FORK or len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
-                send([FORK_FAILED, req_id, "bad fork request"])
-                continue
-            env_fd = fds[0]
-            if spare is not None and spare.hand_over(msg, env_fd):
-                pid = spare.pid
-            else:
-                try:
-                    pid = os.fork()
-                except OSError as exc:
-                    os.close(env_fd)
-                    send([FORK_FAILED, req_id, str(exc)])
-                    spare = None
+                        os.read(wakeup_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    while True:
+                        try:
+                            pid, status = os.waitpid(-1, os.WNOHANG)
+                        except ChildProcessError:
+                            break
+                        if pid == 0:
+                            break
+                        if spare is not None and pid == spare.pid:
+                            spare.sock.close()
+                            spare = None  # killed while waiting: the next turn forks another
+                            continue
+                        send([EXITED, pid, status])
                     continue
-                if pid == 0:
-                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, private_tmp)
-            spare = None
-            os.close(env_fd)
-            send([FORKED, req_id, pid])
+                try:
+                    msg, fds = _recv_fds(sock)
+                except OSError:
+                    return  # the gateway is gone
+                if not msg:
+                    return  # the gateway closed the control socket
+                kind, req_id, spec = msgpack.unpackb(msg, raw=False)
+                if kind != FORK or len(fds) != 1:
+                    for fd in fds:
+                        os.close(fd)
+                    send([FORK_FAILED, req_id, "bad fork request"])
+                    continue
+                env_fd = fds[0]
+                if spare is not None and spare.hand_over(msg, env_fd):
+                    pid = spare.pid
+                else:
+                    try:
+                        pid = os.fork()
+                    except OSError as exc:
+                        os.close(env_fd)
+                        send([FORK_FAILED, req_id, str(exc)])
+                        spare = None
+                        continue
+                    if pid == 0:
+                        _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, private_tmp)
+                spare = None
+                os.close(env_fd)
+                send([FORKED, req_id, pid])
+    finally:
+        if spare is not None:  # it would die with us anyway (PDEATHSIG), but not before we are gone: end it now
+            with contextlib.suppress(OSError):
+                os.kill(spare.pid, signal.SIGKILL)
+                os.waitpid(spare.pid, 0)
 
 
 def main() -> None:
