@@ -54,7 +54,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -237,21 +237,9 @@ def scenario_throughput(run: Run) -> dict[str, Any]:
         server = run.server(name)
         assert server.proc is not None
         duration = p.duration if name != "fresh_process" else min(p.duration, 5.0)
-        meter = CpuMeter(server.proc.pid)
-        with meter.measure() as cpu:
-            result = closed(server.port, [invoke_bytes(server.port, "noop")], p.connections, duration, p.warmup)
+        # CPU per request: the server's own process, and its workers (environments, gunicorn workers, children)
+        result, out["cpu"][name] = _measured(server, [invoke_bytes(server.port, "noop")], replace(p, duration=duration))
         out["results"][name] = result
-        rps = result["throughput_rps"] or 1.0
-        out["cpu"][name] = {
-            "server_cpu_pct": cpu["server_process_cpu_pct"],
-            "tree_cpu_pct": cpu["server_tree_cpu_pct"],
-            "machine_busy_pct": cpu["machine_busy_pct"],
-            # CPU per request: the server's own process, and its workers (environments, gunicorn workers, children)
-            "server_us_per_request": round(cpu["server_process_cpu_pct"] * 1e4 / rps, 1),
-            "workers_us_per_request": round(
-                (cpu["server_tree_cpu_pct"] - cpu["server_process_cpu_pct"]) * 1e4 / rps, 1
-            ),
-        }
         print(f"  throughput {name}: {result['throughput_rps']:.0f} req/s, p50 {result['latency_ms']['p50']:.3f} ms")
     rps = {k: v["throughput_rps"] for k, v in out["results"].items() if v}
     out["ratios"] = {f"gateway/{k}": round(rps["gateway"] / v, 3) for k, v in rps.items() if k != "gateway" and v}
@@ -465,7 +453,8 @@ def scenario_functions(run: Run) -> dict[str, Any]:
         api = Api(server.port)
         names = [f"f{i:04d}" for i in range(n)]
         api.create(names[0], NOOP)
-        one = closed(server.port, [invoke_bytes(server.port, names[0])], p.connections, p.duration, p.warmup)
+        assert server.proc is not None
+        one, one_cpu = _measured(server, [invoke_bytes(server.port, names[0])], p)
         t0 = time.monotonic()
         for name in names[1:]:
             api.create(name, NOOP)
@@ -479,8 +468,7 @@ def scenario_functions(run: Run) -> dict[str, Any]:
         api.close()
         order = loadgen.zipf_indices(n, 100_000, s=1.0, seed=7)
         encoded = [invoke_bytes(server.port, name) for name in names]
-        many = closed(server.port, [encoded[i] for i in order], p.connections, p.duration, p.warmup)
-        assert server.proc is not None
+        many, many_cpu = _measured(server, [encoded[i] for i in order], p)
         envs = _environment_pids(server.proc.pid)
     finally:
         server.stop()
@@ -489,15 +477,32 @@ def scenario_functions(run: Run) -> dict[str, Any]:
     return {
         "zipf_s": 1.0,
         "memory_budget_mb": int(budget_mb),
-        "one": {"functions": 1, "result": one},
+        "one": {"functions": 1, "result": one, "cpu": one_cpu},
         "many": {
             "functions": n,
             "result": many,
+            "cpu": many_cpu,
             "environments": len(envs),
             "create_s": round(created_s, 2),
             "warm_s": round(warmed_s, 2),
         },
         "ratio": round(ratio, 3) if ratio else None,
+    }
+
+
+def _measured(server: Server, requests: list[bytes], p: Params) -> tuple[dict[str, Any], dict[str, float]]:
+    """A closed-loop run against `server`, and the CPU per request of its process and of its workers."""
+    assert server.proc is not None
+    with CpuMeter(server.proc.pid).measure() as cpu:
+        result = closed(server.port, requests, p.connections, p.duration, p.warmup)
+    rps = result["throughput_rps"] or 1.0
+    workers = cpu["server_tree_cpu_pct"] - cpu["server_process_cpu_pct"]
+    return result, {
+        "server_cpu_pct": cpu["server_process_cpu_pct"],
+        "tree_cpu_pct": cpu["server_tree_cpu_pct"],
+        "machine_busy_pct": cpu["machine_busy_pct"],
+        "server_us_per_request": round(cpu["server_process_cpu_pct"] * 1e4 / rps, 1),
+        "workers_us_per_request": round(workers * 1e4 / rps, 1),
     }
 
 

@@ -88,7 +88,7 @@ def _zygotes_for(settings: Settings) -> dict[str, Zygote]:
         by_interpreter.setdefault(interpreter, []).append(runtime)
     zygotes: dict[str, Zygote] = {}
     for interpreter, runtimes in by_interpreter.items():
-        zygote = Zygote(interpreter, runtimes)
+        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs")
         for runtime in runtimes:
             zygotes[runtime] = zygote
         if interpreter == sys.executable:

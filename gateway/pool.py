@@ -94,7 +94,6 @@ class Pool:
         self.provisioning_error: str | None = None
         self.retired = False
         self.spawning = 0
-        self._envs_root = settings.data_dir / "envs"
 
     # -- serving -----------------------------------------------------------------------------------
 
@@ -144,18 +143,16 @@ class Pool:
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
         self.make_room(self)
-        env_dir = str(self._envs_root / uuid.uuid4().hex)
         spec: dict[str, Any] = {
             "env": environment_variables(config, self.settings, init_type),
             "code_dir": str(config.code_dir),
             "handler": config.handler,
-            "env_dir": env_dir,
             "extra_paths": layer_paths(config),
             "max_concurrency": config.max_concurrency,
         }
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
-            pid, sock, exit_status = await self.zygote.fork(spec)
+            pid, sock, exit_status, env_dir = await self.zygote.fork(spec)
             env = await connect((config.name, config.version), pid, sock, exit_status, env_dir)
         except BaseException:
             self.spawning -= 1

@@ -65,16 +65,17 @@ def describe_wait_status(status: int | None) -> str:
 class Zygote:
     """A supervised fork server for one interpreter."""
 
-    def __init__(self, interpreter: str, runtimes: list[str]) -> None:
+    def __init__(self, interpreter: str, runtimes: list[str], envs_root: Path) -> None:
         self.interpreter = interpreter
         self.runtimes = runtimes
+        self.envs_root = envs_root  # where the zygote makes each environment's directory
         self.pid: int | None = None
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._ready = asyncio.Event()
         self._req_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, asyncio.Future[int | None], str]]] = {}
         self.private_tmp = False
         #: called each time the zygote becomes ready (at start and after a restart)
         self.on_ready: Callable[[], None] | None = None
@@ -107,6 +108,8 @@ class Zygote:
                 "runtimes.python.zygote",
                 "--control-fd",
                 str(theirs.fileno()),
+                "--envs-root",
+                str(self.envs_root),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
@@ -139,7 +142,7 @@ class Zygote:
                 if fut is not None and not fut.done():
                     fut.set_result(msg[2])
             elif kind == FORKED:
-                self._on_forked(msg[1], msg[2])
+                self._on_forked(msg[1], msg[2], msg[3])
             elif kind == FORK_FAILED:
                 pending = self._pending.pop(msg[1], None)
                 if pending is not None and not pending.done():
@@ -158,14 +161,14 @@ class Zygote:
                     "private mount" if self.private_tmp else "TMPDIR only",
                 )
 
-    def _on_forked(self, req_id: int, pid: int) -> None:
+    def _on_forked(self, req_id: int, pid: int, env_dir: str) -> None:
         # The exit future exists from this moment on, so an EXITED read in the same batch is not lost.
         loop = asyncio.get_running_loop()
         exit_fut: asyncio.Future[int | None] = loop.create_future()
         self._exits[pid] = exit_fut
         pending = self._pending.pop(req_id, None)
         if pending is not None and not pending.done():
-            pending.set_result((pid, exit_fut))
+            pending.set_result((pid, exit_fut, env_dir))
         else:  # the caller gave up (cancelled) while the fork was under way: nobody owns this environment
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -187,14 +190,14 @@ class Zygote:
                 exit_fut.set_result(None)
         self._exits.clear()
 
-    async def fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None]]:
-        """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status)."""
+    async def fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str]:
+        """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status, its directory)."""
         if not self._ready.is_set() or self._sock is None:
             raise ZygoteUnavailable("the runtime zygote is not ready")
         started = time.perf_counter()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         req_id = next(self._req_ids)
-        fut: asyncio.Future[tuple[int, asyncio.Future[int | None]]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[int, asyncio.Future[int | None], str]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:
             data = msgpack.packb([FORK, req_id, spec], use_bin_type=True)
@@ -207,13 +210,13 @@ class Zygote:
         finally:
             theirs.close()
         try:
-            pid, exit_fut = await fut
+            pid, exit_fut, env_dir = await fut
         except BaseException:
             ours.close()
             raise
         if self.on_fork is not None:
             self.on_fork(time.perf_counter() - started)
-        return pid, ours, exit_fut
+        return pid, ours, exit_fut, env_dir
 
     async def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:
         """Send one packet with descriptors; if the socket buffer is full (rare), wait until it is writable."""

@@ -189,8 +189,9 @@ def test_arn_is_optional_over_raw_http(gateway: RunningGateway, fname: str) -> N
 
 
 @pytest.fixture
-async def zygote() -> AsyncIterator[Zygote]:
-    z = Zygote(sys.executable, ["python3.12"])
+async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
+    (tmp_path / "envs").mkdir()
+    z = Zygote(sys.executable, ["python3.12"], tmp_path / "envs")
     supervisor = asyncio.create_task(z.supervise())
     try:
         await z.wait_ready(30)
@@ -212,12 +213,11 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
         "env": {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_FUNCTION_NAME": "f"},
         "code_dir": str(code),
         "handler": "lambda_function.lambda_handler",
-        "env_dir": str(tmp_path / f"env-{time.monotonic_ns()}"),
         "extra_paths": [],
         "max_concurrency": max_concurrency,
     }
-    pid, sock, exit_status = await zygote.fork(spec)
-    env = await connect(("f", "$LATEST"), pid, sock, exit_status, spec["env_dir"])
+    pid, sock, exit_status, env_dir = await zygote.fork(spec)
+    env = await connect(("f", "$LATEST"), pid, sock, exit_status, env_dir)
     try:
         await env.wait_ready()
         yield env

@@ -106,7 +106,8 @@ def test_stress_mix_leaves_nothing_in_flight(gateway_factory: GatewayFactory) ->
     # no environment beyond what the mix could have running at once; private /tmp dirs only for live ones
     assert health["environments"] <= sum(MIX.values())
     envs = gw.data_dir / "envs"
-    assert _eventually(lambda: len(list(envs.iterdir())) == gw.health()["environments"]), (
+    # (and one more: the zygote's spare, which prepares its directory ahead of the next cold start)
+    assert _eventually(lambda: len(list(envs.iterdir())) - gw.health()["environments"] in (0, 1)), (
         sorted(p.name for p in envs.iterdir()),
         gw.health()["environments"],
     )

@@ -180,7 +180,7 @@ def _ready(env: Environment, capacity: int = 1) -> Environment:
 async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     settings = Settings(data_dir=tmp_path, runtimes={"python3.12": sys.executable})
-    zygote = Zygote(sys.executable, ["python3.12"])
+    zygote = Zygote(sys.executable, ["python3.12"], tmp_path / "envs")
     zygote.restarts = 2
     pools = PoolManager(settings, {"python3.12": zygote})
     concurrency = Concurrency(1000, 100)

@@ -129,11 +129,21 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     return func  # type: ignore[no-any-return]
 
 
-def prepare(zygote_pid: int, private_mounts: bool, rehearse: bool) -> bool:
+class Prepared:
+    """What `prepare()` set up: the environment's directory, its /tmp as the function will see it, its output."""
+
+    def __init__(self, env_dir: str, tmp_dir: str, capture: _OutputCapture) -> None:
+        self.env_dir = env_dir
+        self.tmp_dir = tmp_dir
+        self.capture = capture
+
+
+def prepare(zygote_pid: int, private_tmp: bool, env_dir: str, rehearse: bool) -> Prepared:
     """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
     zygote: own session and process group, death with the zygote, batch scheduling (a woken environment never
-    preempts the gateway), rlimits, a private mount namespace when `private_mounts` (returns whether it got
-    one), and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
+    preempts the gateway), rlimits, its directory (`env_dir`: `tmp/` and the `output` file that fds 1 and 2
+    now point at), `tmp/` bind-mounted at /tmp in a private mount namespace when `private_tmp`, and with
+    `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
@@ -143,10 +153,14 @@ def prepare(zygote_pid: int, private_mounts: bool, rehearse: bool) -> bool:
             resource.setrlimit(limit, (value, value))
         except (ValueError, OSError):
             pass
-    namespaced = private_mounts and _private_mount_namespace()
+    tmp_dir = os.path.join(env_dir, "tmp")
+    os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
+    capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
+    if private_tmp and private_tmp_mount(tmp_dir):
+        tmp_dir = "/tmp"
     if rehearse:
         _rehearse()
-    return namespaced
+    return Prepared(env_dir, tmp_dir, capture)
 
 
 def _rehearse() -> None:
@@ -189,17 +203,17 @@ def _private_mount_namespace() -> bool:
 
 
 def _bind_tmp(source: str) -> bool:
-    """Make `source` this process's /tmp (in the private mount namespace entered by `prepare`)."""
+    """Make `source` this process's /tmp (in the private mount namespace just entered)."""
     return _libc.mount(source.encode(), b"/tmp", None, MS_BIND | MS_REC, None) == 0  # type: ignore[no-any-return]
 
 
-def private_tmp(source: str) -> bool:
+def private_tmp_mount(source: str) -> bool:
     """Make `source` this process's /tmp in a private mount namespace; False where that is not allowed."""
     return _private_mount_namespace() and _bind_tmp(source)
 
 
-def run(fd: int, spec: dict[str, Any], namespaced: bool) -> None:
-    """The environment's main, after `prepare()` (which said whether we are in a private mount namespace).
+def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
+    """The environment's main, after `prepare()`.
 
     Never returns; exits when the gateway closes the socket or says SHUTDOWN.
     """
@@ -208,13 +222,8 @@ def run(fd: int, spec: dict[str, Any], namespaced: bool) -> None:
     global _connection
     # Held in a global so that an exiting handler (sys.exit) does not close it before the exit status is set.
     sock = _connection = socket.socket(fileno=fd)
-    env_dir = spec["env_dir"]
-    tmp_dir = os.path.join(env_dir, "tmp")
-    os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
     code_dir = spec["code_dir"]
-    capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
-    if namespaced and not under_tmp(code_dir) and _bind_tmp(tmp_dir):
-        tmp_dir = "/tmp"
+    tmp_dir, capture = prepared.tmp_dir, prepared.capture
     environ: dict[str, str] = spec["env"]
     os.environ.clear()
     os.environ.update(environ)
