@@ -54,14 +54,28 @@ def _function_dir_name(name: str) -> str:
 
 @dataclass(slots=True)
 class _Stream:
-    """One open log stream: an append-only file and what is buffered for it."""
+    """One open log stream: an append-only file and what is buffered for it.
+
+    The file is created by the first write (`flush`), not when the stream starts: a function's first invocation
+    does no file-system work on the request path.
+    """
 
     name: str
     path: Path
     day: int  # days since the epoch (UTC) the stream was started on
-    fd: int
+    fd: int  # -1 until the first write
     size: int
     buffer: bytearray = field(default_factory=bytearray)
+
+    def write(self, data: bytes, function: str) -> None:
+        if self.fd < 0:
+            try:
+                self.path.parent.mkdir(exist_ok=True)
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            except OSError as exc:  # a full disk loses log lines, never invocations
+                log.warning("cannot write the log of %s: %s", function, exc)
+                return
+        _write(self.fd, data, function)
 
 
 class _Follower:
@@ -159,7 +173,7 @@ class LogStore:
                 continue
             data = bytes(stream.buffer)
             stream.buffer.clear()
-            _write(stream.fd, data, key[0])
+            stream.write(data, key[0])
             stream.size += len(data)
             for follower in self._followers.get(key[0], ()):
                 follower.push(data)
@@ -184,22 +198,20 @@ class LogStore:
 
     def _open_stream(self, function: str, version: str, now: float, day: int) -> _Stream:
         directory = self.root / _function_dir_name(function)
-        directory.mkdir(exist_ok=True)
         name = time.strftime("%Y/%m/%d", time.gmtime(now)) + f"/[{version}]{uuid.uuid4().hex}"
-        path = directory / stream_file_name(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        stream = _Stream(name, path, day, fd, 0)
+        stream = _Stream(name, directory / stream_file_name(name), day, -1, 0)
         self._streams[(function, version)] = stream
         return stream
 
     def _close_stream(self, key: tuple[str, str], stream: _Stream, enforce: bool = True) -> None:
         """Flush and close one stream; then keep at most `retention_files` closed streams of its function."""
         if stream.buffer:
-            _write(stream.fd, bytes(stream.buffer), key[0])
+            stream.write(bytes(stream.buffer), key[0])
             for follower in self._followers.get(key[0], ()):
                 follower.push(bytes(stream.buffer))
             stream.buffer.clear()
-        os.close(stream.fd)
+        if stream.fd >= 0:
+            os.close(stream.fd)
         del self._streams[key]
         if enforce:
             self._enforce_retention(key[0])

@@ -10,6 +10,7 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, log]
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, log]
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
+    SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
 
 `init_error` is a map {errorType, errorMessage, stackTrace}; `error_body` is the JSON error document
 Lambda returns to the caller. `log` / `init_log` are the captured output of the invocation / of Init.
@@ -36,6 +37,7 @@ INVOKE = 2
 RESULT = 3
 ERROR = 4
 SHUTDOWN = 5
+SPEC = 6
 
 #: frame size limits. Payloads are at most 6 MB each way; the rest is headroom for fields and logs.
 MAX_PAYLOAD = 6 * 1024 * 1024
@@ -50,6 +52,7 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     RESULT: (int, bytes, _NUM, int, bytes),
     ERROR: (int, str, bytes, _NUM, int, bytes),
     SHUTDOWN: (),
+    SPEC: (dict,),
 }
 
 

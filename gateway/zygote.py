@@ -1,9 +1,11 @@
 """The gateway's side of the fork server (`runtimes/python/zygote.py`): start it, ask it for forks, watch exits.
 
-One `Zygote` per interpreter. `fork(spec)` hands the zygote one end of a fresh socketpair over the control
-socket (SCM_RIGHTS) and returns the new environment's pid and the gateway's end. The gateway itself never
-forks. If the zygote dies, pending forks fail, `supervise()` restarts it with back-off, and environments it
-had forked die with it (their PDEATHSIG), which the pools see as crashes.
+One `Zygote` per interpreter. `fork(spec)` turns the zygote's spare (announced with its socket, already forked
+and prepared) into the environment by writing the spec on that socket, without a round trip; when there is no
+spare it hands the zygote one end of a fresh socketpair over the control socket (SCM_RIGHTS) and waits for the
+fork. Either way it returns the environment's pid, the gateway's end of its socket, and its directory. The
+gateway itself never forks. If the zygote dies, pending forks fail, `supervise()` restarts it with back-off,
+and environments it had forked die with it (their PDEATHSIG), which the pools see as crashes.
 
 Concurrency: all methods run on the event loop; replies are read by a loop reader callback.
 """
@@ -25,6 +27,8 @@ from typing import Any
 
 import msgpack
 
+from gateway import protocol
+
 log = logging.getLogger("gateway.zygote")
 
 FORK = 1
@@ -32,6 +36,8 @@ HELLO = 2
 FORKED = 3
 FORK_FAILED = 4
 EXITED = 5
+SPARE = 6
+TAKEN = 7
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +89,8 @@ class Zygote:
         self.on_fork: Callable[[float], None] | None = None
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
+        #: the zygote's spare, ready to become an environment: (pid, our end of its socket, its exit, its directory)
+        self._spare: tuple[int, socket.socket, asyncio.Future[int | None], str] | None = None
 
     @property
     def ready(self) -> bool:
@@ -126,18 +134,31 @@ class Zygote:
         sock = self._sock
         assert sock is not None
         while True:
+            fds = array.array("i")
             try:
-                data = sock.recv(1 << 16)
+                data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(fds.itemsize))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                data = b""
+                data, ancdata = b"", []
+            for level, kind_, raw in ancdata:
+                if level == socket.SOL_SOCKET and kind_ == socket.SCM_RIGHTS:
+                    fds.frombytes(raw[: len(raw) - (len(raw) % fds.itemsize)])
             if not data:
+                for fd in fds:
+                    os.close(fd)
                 self._on_lost()
                 return
             msg = msgpack.unpackb(data, raw=False)
             kind = msg[0]
+            if kind == SPARE and len(fds) == 1:
+                self._on_spare(msg[1], socket.socket(fileno=fds[0]), msg[2])
+                continue
+            for fd in fds:  # no other message carries a descriptor
+                os.close(fd)
             if kind == EXITED:
+                if self._spare is not None and self._spare[0] == msg[1]:
+                    self._drop_spare()
                 fut = self._exits.pop(msg[1], None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg[2])
@@ -173,9 +194,39 @@ class Zygote:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def _on_spare(self, pid: int, sock: socket.socket, env_dir: str) -> None:
+        self._drop_spare()
+        exit_fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._exits[pid] = exit_fut
+        self._spare = (pid, sock, exit_fut, env_dir)
+
+    def _drop_spare(self) -> None:
+        """Forget the spare (it died, or the zygote did); closing our end makes a live one exit."""
+        if self._spare is not None:
+            self._spare[1].close()
+            self._spare = None
+
+    def _take_spare(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str] | None:
+        """Turn the spare into an environment running `spec`: write the SPEC frame, tell the zygote. None if none."""
+        spare, self._spare = self._spare, None
+        if spare is None or self._sock is None:
+            return None
+        pid, sock, exit_fut, _env_dir = spare
+        if exit_fut.done():
+            sock.close()
+            return None
+        try:
+            sock.sendall(protocol.encode([protocol.SPEC, spec]))  # a fresh, blocking socket with room for it
+            self._sock.send(msgpack.packb([TAKEN, pid], use_bin_type=True))
+        except OSError:
+            sock.close()
+            return None
+        return spare
+
     def _on_lost(self) -> None:
         """The control socket closed: the zygote is gone. Fail what waits on it."""
         self._ready.clear()
+        self._drop_spare()
         if self._sock is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())
@@ -195,6 +246,11 @@ class Zygote:
         if not self._ready.is_set() or self._sock is None:
             raise ZygoteUnavailable("the runtime zygote is not ready")
         started = time.perf_counter()
+        taken = self._take_spare(spec)
+        if taken is not None:
+            if self.on_fork is not None:
+                self.on_fork(time.perf_counter() - started)
+            return taken
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         req_id = next(self._req_ids)
         fut: asyncio.Future[tuple[int, asyncio.Future[int | None], str]] = asyncio.get_running_loop().create_future()

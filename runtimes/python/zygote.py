@@ -4,22 +4,25 @@ Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd
 runs user code itself. The control socket is a SOCK_SEQPACKET socketpair, one msgpack message per packet:
 
     gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
+                        [TAKEN, pid]                      the gateway has given the spare `pid` its spec
     zygote -> gateway   [HELLO, pid, {"private_tmp": bool}]  once, when ready to fork
+                        [SPARE, pid, env_dir]  + one fd (the gateway's end of that spare's socket)
                         [FORKED, req_id, pid, env_dir] | [FORK_FAILED, req_id, message]
-                        [EXITED, pid, wait_status]        for every environment that ended
+                        [EXITED, pid, wait_status]        for every child that ended (spares too)
 
 Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/` and its `output` file), named
 by the zygote; the gateway removes it when the environment ends. The zygote dies with the gateway
 (PR_SET_PDEATHSIG), exits when the control socket closes, and reaps its children, reporting each exit so the
 gateway can say how an environment died.
 
-A cold start does not wait for a fork: the zygote keeps one *spare* child that has already forked, dropped the
-zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session, limits, its
-directory, its /tmp, a rehearsal of the hot paths), and now waits on a socketpair of its own. A FORK hands the
-spec and the environment's socket to the spare (SCM_RIGHTS) and answers FORKED with the spare's pid and
-directory; the next spare is forked SPARE_DELAY later, once that environment's Init had the CPU. Without a spare
-(it died, or cold starts came faster) the zygote forks on demand. A spare is never given user code before the
-hand-off, so an idle one holds the zygote's state and an empty directory, nothing more; it dies with the zygote.
+A cold start waits neither for a fork nor for the zygote: the zygote keeps one *spare* child that has already
+forked, dropped the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session,
+limits, its directory, its /tmp, a rehearsal of the hot paths), and announces it to the gateway with one end of
+its socket (SPARE). The gateway turns a spare into an environment by writing a SPEC frame on that socket, and
+tells the zygote (TAKEN), which forks the next spare SPARE_DELAY later, once that environment's Init had the CPU.
+Without a spare (cold starts came faster, or it died) the gateway asks for a FORK. A spare is never given user
+code before its SPEC, so an idle one holds the zygote's state and an empty directory, nothing more; it dies with
+the zygote, or exits when the gateway closes its socket.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from typing import Any
 
 import msgpack
 
+from gateway import protocol
 from runtimes.python import bootstrap
 
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
@@ -65,6 +69,8 @@ HELLO = 2
 FORKED = 3
 FORK_FAILED = 4
 EXITED = 5
+SPARE = 6
+TAKEN = 7
 
 
 def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
@@ -77,27 +83,33 @@ def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 class _Spare:
-    """A forked child waiting for its spec (see the module docstring); `sock` is the zygote's end."""
+    """A forked child, announced to the gateway, waiting for the SPEC frame on its environment socket."""
 
-    def __init__(self, pid: int, sock: socket.socket, env_dir: str) -> None:
+    def __init__(self, pid: int, env_dir: str) -> None:
         self.pid = pid
-        self.sock = sock
         self.env_dir = env_dir
 
     def discard(self) -> None:
-        """The spare is dead and was never handed out: its directory is nobody else's to remove."""
-        self.sock.close()
+        """The spare is gone and was never taken: its directory is nobody else's to remove."""
         shutil.rmtree(self.env_dir, ignore_errors=True)
 
-    def hand_over(self, msg: bytes, env_fd: int) -> bool:
-        """Send the FORK message and the environment's socket; False if the spare is gone."""
+
+def _read_spec(fd: int) -> dict[str, Any]:
+    """In a spare: block until the gateway's SPEC frame arrives on the environment socket; exit on EOF."""
+    decoder = protocol.FrameDecoder()
+    while True:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            os._exit(0)  # the gateway dropped the spare (it restarts, stops, or lost its zygote): nothing to serve
         try:
-            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [env_fd]))])
-            return True
-        except OSError:
-            return False
-        finally:
-            self.sock.close()
+            frames = decoder.feed(data)
+        except protocol.ProtocolError:
+            os._exit(3)
+        if frames:
+            if len(frames) != 1 or frames[0][0] != protocol.SPEC:
+                os._exit(3)
+            spec: dict[str, Any] = frames[0][1]
+            return spec
 
 
 def _child(
@@ -113,8 +125,8 @@ def _child(
 ) -> None:
     """In a forked child: drop the zygote's state and become an environment. Never returns.
 
-    With a `spec`, `keep_fd` is the environment's socket; without one (a spare), `keep_fd` is the spare's
-    end of its socketpair, on which the FORK message and the environment's socket arrive later.
+    `keep_fd` is the environment's socket. Without a `spec` (a spare), the spec comes later, from the gateway,
+    as the first frame on that socket.
     """
     code = 1
     try:
@@ -128,16 +140,9 @@ def _child(
         os.close(wakeup_w)
         _close_fds_except(keep_fd)
         prepared = bootstrap.prepare(zygote_pid, private_tmp, env_dir, rehearse=spec is None)
-        env_fd = keep_fd
         if spec is None:
-            with socket.socket(fileno=keep_fd) as waiting:
-                msg, fds = _recv_fds(waiting)
-            if not msg or len(fds) != 1:
-                os._exit(0)  # the zygote is gone, or sent nonsense: nothing to serve
-            _kind, _req_id, spec = msgpack.unpackb(msg, raw=False)
-            env_fd = fds[0]
-        assert spec is not None
-        bootstrap.run(env_fd, spec, prepared)
+            spec = _read_spec(keep_fd)
+        bootstrap.run(keep_fd, spec, prepared)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -191,6 +196,12 @@ def serve(control_fd: int, envs_root: str) -> None:
         except (BrokenPipeError, ConnectionResetError):
             sys.exit(0)  # the gateway closed the control socket: it is stopping, and so do we
 
+    def send_fd(msg: list[object], fd: int) -> None:
+        try:
+            sock.sendmsg([packer.pack(msg)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        except (BrokenPipeError, ConnectionResetError):
+            sys.exit(0)
+
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -205,8 +216,9 @@ def serve(control_fd: int, envs_root: str) -> None:
     gc.freeze()  # keep the garbage collector from touching (and so copying) the zygote's objects in children
 
     def fork_spare() -> _Spare | None:
+        """Fork a spare and announce it: the gateway gets its pid, directory and end of its socket."""
         env_dir = new_env_dir()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = os.fork()
         except OSError:
@@ -217,7 +229,11 @@ def serve(control_fd: int, envs_root: str) -> None:
             ours.close()
             _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, bind_tmp, env_dir)
         theirs.close()
-        return _Spare(pid, ours, env_dir)
+        try:
+            send_fd([SPARE, pid, env_dir], ours.fileno())
+        finally:
+            ours.close()
+        return _Spare(pid, env_dir)
 
     spare = fork_spare()
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
@@ -241,9 +257,8 @@ def serve(control_fd: int, envs_root: str) -> None:
                         if pid == 0:
                             break
                         if spare is not None and pid == spare.pid:
-                            spare.discard()
-                            spare = None  # killed while waiting: the next turn forks another
-                            continue
+                            spare.discard()  # killed while waiting: the gateway drops it; another one follows
+                            spare = None
                         send([EXITED, pid, status])
                     continue
                 try:
@@ -252,28 +267,28 @@ def serve(control_fd: int, envs_root: str) -> None:
                     return  # the gateway is gone
                 if not msg:
                     return  # the gateway closed the control socket
-                kind, req_id, spec = msgpack.unpackb(msg, raw=False)
+                request = msgpack.unpackb(msg, raw=False)
+                if request[0] == TAKEN and not fds:
+                    if spare is not None and request[1] == spare.pid:
+                        spare = None  # an environment now, the gateway's to watch; the next spare comes shortly
+                        spare_due = time.monotonic() + SPARE_DELAY
+                    continue
+                kind, req_id, spec = request
                 if kind != FORK or len(fds) != 1:
                     for fd in fds:
                         os.close(fd)
                     send([FORK_FAILED, req_id, "bad fork request"])
                     continue
                 env_fd = fds[0]
-                if spare is not None and spare.hand_over(msg, env_fd):
-                    pid, env_dir = spare.pid, spare.env_dir
-                else:
-                    env_dir = new_env_dir()
-                    try:
-                        pid = os.fork()
-                    except OSError as exc:
-                        os.close(env_fd)
-                        send([FORK_FAILED, req_id, str(exc)])
-                        spare = None
-                        continue
-                    if pid == 0:
-                        _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, bind_tmp, env_dir)
-                spare = None
-                spare_due = time.monotonic() + SPARE_DELAY
+                env_dir = new_env_dir()
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    os.close(env_fd)
+                    send([FORK_FAILED, req_id, str(exc)])
+                    continue
+                if pid == 0:
+                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, bind_tmp, env_dir)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
     finally:
