@@ -20,8 +20,10 @@ Scenarios (`--only` takes these names):
 - latency_vs_load: open loop (constant arrival rate, latency from the intended send time) at 25/50/75 % of the
   maximum that target reached in `throughput`, for the gateway, (a) and (c). The gateway's overhead at 50 %:
   client p50 minus the handler's mean Duration over the same run (from the gateway's /metrics).
-- cold_start: the first invoke of each of `--cold-n` new functions, one after another (a 50 ms pause between,
-  as between independent deploys), on one open connection, with Init Duration from the log tail; the same
+- cold_start: the first invoke of each of `--cold-n` new functions (each with code of its own), one after
+  another (a 50 ms pause between, as between independent deploys: each finds the zygote's spare ready; the burst
+  and scale-from-zero steps show cold starts that outrun it), on one open connection, with Init Duration from
+  the log tail; the same
   number of sequential invokes of (b), each of which starts an interpreter; and a scale-from-zero step: 10
   concurrent first invokes of one new function whose handler sleeps 50 ms (how many environments, how fast).
 - burst: 100 concurrent first invokes of a new function (handler sleeps 100 ms): all must succeed, each on its
@@ -309,7 +311,7 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
     stamp = int(time.time())
     names = [f"cold-{stamp}-{i}" for i in range(p.cold_n)]
     for name in names:
-        api.create(name, NOOP)
+        api.create(name, NOOP + f"# {name}: code of its own, not shared with any other function\n")
     client = RawClient(gateway.port, timeout=60)
     samples, inits, errors = [], [], 0
     try:
@@ -469,7 +471,8 @@ def scenario_functions(run: Run) -> dict[str, Any]:
         order = loadgen.zipf_indices(n, 100_000, s=1.0, seed=7)
         encoded = [invoke_bytes(server.port, name) for name in names]
         many, many_cpu = _measured(server, [encoded[i] for i in order], p)
-        envs = _environment_pids(server.proc.pid)
+        code_root = str(run.tmp / "gateway-functions-data" / "code") + "/"
+        envs = [pid for pid in _environment_pids(server.proc.pid) if _cwd(pid).startswith(code_root)]  # not the spare
     finally:
         server.stop()
     ratio = many["throughput_rps"] / one["throughput_rps"] if one["throughput_rps"] else None
@@ -507,7 +510,7 @@ def _measured(server: Server, requests: list[bytes], p: Params) -> tuple[dict[st
 
 
 def _environment_pids(gateway_pid: int) -> list[int]:
-    """Environments of a gateway: its zygotes' children (a zygote's spare included; it is one more)."""
+    """Environments of a gateway: its zygotes' children (a zygote's spare included, one per zygote)."""
     table: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():

@@ -123,7 +123,7 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
         await site.start()
         # Start-up objects (routes, registry, modules) live as long as the process: keep the cyclic garbage
-        # collector from walking them again and again, and let it run less often (invocations make no cycles).
+        # collector from walking them again and again, and let it run less often (invocations make few cycles).
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])

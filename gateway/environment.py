@@ -214,7 +214,7 @@ class Environment(asyncio.Protocol):
                 self._transport.abort()
             if reason != "shut down":  # it may have been running an invocation
                 self._keep_output()
-            _remove_later(self.env_dir)
+            remove_later(self.env_dir)
         if reason.startswith("bad frame") or reason.startswith("unexpected frame"):
             log.warning("environment %s (pid %s) killed: %s", self.key, self.pid, reason)
         self._fail_all(reason)
@@ -239,7 +239,7 @@ def _read_tail(path: str, limit: int = protocol.MAX_LOG) -> bytes:
         return b""
 
 
-def _remove_later(path: str) -> None:
+def remove_later(path: str) -> None:
     """Remove an environment's private /tmp off the event loop (it may hold up to EphemeralStorage bytes)."""
     try:
         asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)

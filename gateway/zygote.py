@@ -28,6 +28,7 @@ from typing import Any
 import msgpack
 
 from gateway import protocol
+from gateway.environment import remove_later
 
 log = logging.getLogger("gateway.zygote")
 
@@ -193,6 +194,7 @@ class Zygote:
         else:  # the caller gave up (cancelled) while the fork was under way: nobody owns this environment
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            remove_later(env_dir)
 
     def _on_spare(self, pid: int, sock: socket.socket, env_dir: str) -> None:
         self._drop_spare()
@@ -201,9 +203,11 @@ class Zygote:
         self._spare = (pid, sock, exit_fut, env_dir)
 
     def _drop_spare(self) -> None:
-        """Forget the spare (it died, or the zygote did); closing our end makes a live one exit."""
+        """Forget the spare (it died, or the zygote did) and remove its directory, which is ours from its
+        announcement on; closing our end of its socket makes a live one exit."""
         if self._spare is not None:
             self._spare[1].close()
+            remove_later(self._spare[3])
             self._spare = None
 
     def _take_spare(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str] | None:
@@ -211,15 +215,24 @@ class Zygote:
         spare, self._spare = self._spare, None
         if spare is None or self._sock is None:
             return None
-        pid, sock, exit_fut, _env_dir = spare
+        pid, sock, exit_fut, env_dir = spare
         if exit_fut.done():
             sock.close()
+            remove_later(env_dir)
             return None
+        frame = protocol.encode([protocol.SPEC, spec])
         try:
-            sock.sendall(protocol.encode([protocol.SPEC, spec]))  # a fresh, blocking socket with room for it
+            sock.setblocking(False)
+            if sock.send(frame) != len(frame):  # a fresh socket has room for a spec (env vars are capped at 4 KB)
+                raise BlockingIOError("the SPEC frame did not fit")
             self._sock.send(msgpack.packb([TAKEN, pid], use_bin_type=True))
         except OSError:
+            # It may have its spec and start Init for nobody: end it. The zygote still counts it as its spare and
+            # reports its exit; the directory is ours either way.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             sock.close()
+            remove_later(env_dir)
             return None
         return spare
 

@@ -218,8 +218,11 @@ def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothin
     assert _wait_for(lambda: len(_direct_children(zygote) - {spare}) == 1), "the spare was not replaced"
     (replacement,) = _direct_children(zygote) - {spare}
 
+    spare_dir = Path(os.readlink(f"/proc/{replacement}/fd/1")).parent  # prepared ahead: <envs>/<id>/output
+    assert spare_dir.parent == gw.data_dir / "envs" and (spare_dir / "tmp").is_dir()
     os.kill(replacement, signal.SIGKILL)  # a lost spare is replaced, and cold starts go on working
     assert _wait_for(lambda: replacement not in _direct_children(zygote))
+    assert _wait_for(lambda: not spare_dir.exists()), "the lost spare's directory was left behind"
     create_function(lam, "second", SLOW)
     pid = invoke_json(lam, "second")[1]["pid"]
     assert pid not in (spare, replacement) and pid in _direct_children(zygote)

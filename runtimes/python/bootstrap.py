@@ -147,7 +147,10 @@ def prepare(zygote_pid: int, private_tmp: bool, env_dir: str, rehearse: bool) ->
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
-    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:  # a policy this host does not allow: the default one does, at some cost to the gateway
+        pass
     for limit, value in ENV_LIMITS.items():
         try:
             resource.setrlimit(limit, (value, value))

@@ -43,7 +43,6 @@ import json  # noqa: F401
 import logging  # noqa: F401
 import os
 import selectors
-import shutil
 import signal
 import socket
 import ssl  # noqa: F401
@@ -63,6 +62,8 @@ from runtimes.python import bootstrap
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
 #: new spare's own set-up after it) would compete with the Init of the environment that just took the spare
 SPARE_DELAY = 0.02
+#: the longest pause between attempts while spares cannot be forked or keep dying before they are taken
+MAX_SPARE_BACKOFF = 2.0
 
 FORK = 1
 HELLO = 2
@@ -83,15 +84,15 @@ def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 class _Spare:
-    """A forked child, announced to the gateway, waiting for the SPEC frame on its environment socket."""
+    """A forked child, announced to the gateway, waiting for the SPEC frame on its environment socket.
+
+    Its directory is the gateway's from the announcement on: the gateway removes it when the spare ends, taken
+    or not (the zygote cannot tell which side of a hand-over the spare died on).
+    """
 
     def __init__(self, pid: int, env_dir: str) -> None:
         self.pid = pid
         self.env_dir = env_dir
-
-    def discard(self) -> None:
-        """The spare is gone and was never taken: its directory is nobody else's to remove."""
-        shutil.rmtree(self.env_dir, ignore_errors=True)
 
 
 def _read_spec(fd: int) -> dict[str, Any]:
@@ -218,7 +219,10 @@ def serve(control_fd: int, envs_root: str) -> None:
     def fork_spare() -> _Spare | None:
         """Fork a spare and announce it: the gateway gets its pid, directory and end of its socket."""
         env_dir = new_env_dir()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            return None
         try:
             pid = os.fork()
         except OSError:
@@ -235,13 +239,17 @@ def serve(control_fd: int, envs_root: str) -> None:
             ours.close()
         return _Spare(pid, env_dir)
 
-    spare = fork_spare()
+    spare: _Spare | None = None
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
+    backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
     try:
-        send([HELLO, my_pid, {"private_tmp": private_tmp}])
+        send([HELLO, my_pid, {"private_tmp": bind_tmp}])
         while True:
             if spare is None and time.monotonic() >= spare_due:
                 spare = fork_spare()
+                if spare is None:
+                    backoff = min(backoff * 2, MAX_SPARE_BACKOFF)
+                    spare_due = time.monotonic() + backoff
             timeout = None if spare is not None else max(spare_due - time.monotonic(), 0.0)
             for key, _ in sel.select(timeout):
                 if key.data == "signal":
@@ -257,8 +265,11 @@ def serve(control_fd: int, envs_root: str) -> None:
                         if pid == 0:
                             break
                         if spare is not None and pid == spare.pid:
-                            spare.discard()  # killed while waiting: the gateway drops it; another one follows
+                            # died untaken (killed, or its set-up failed): the gateway drops it and removes its
+                            # directory; the next one comes after a growing pause, not in a tight loop
                             spare = None
+                            backoff = min(backoff * 2, MAX_SPARE_BACKOFF)
+                            spare_due = time.monotonic() + backoff
                         send([EXITED, pid, status])
                     continue
                 try:
@@ -267,18 +278,24 @@ def serve(control_fd: int, envs_root: str) -> None:
                     return  # the gateway is gone
                 if not msg:
                     return  # the gateway closed the control socket
-                request = msgpack.unpackb(msg, raw=False)
-                if request[0] == TAKEN and not fds:
+                try:
+                    request = msgpack.unpackb(msg, raw=False)
+                    kind = request[0]
+                except Exception:
+                    request, kind = [], None
+                if kind == TAKEN and len(request) == 2 and not fds:
                     if spare is not None and request[1] == spare.pid:
                         spare = None  # an environment now, the gateway's to watch; the next spare comes shortly
+                        backoff = SPARE_DELAY
                         spare_due = time.monotonic() + SPARE_DELAY
                     continue
-                kind, req_id, spec = request
-                if kind != FORK or len(fds) != 1:
+                if kind != FORK or len(request) != 3 or len(fds) != 1:
                     for fd in fds:
                         os.close(fd)
-                    send([FORK_FAILED, req_id, "bad fork request"])
+                    if kind == FORK and len(request) == 3:
+                        send([FORK_FAILED, request[1], "bad fork request"])
                     continue
+                _, req_id, spec = request
                 env_fd = fds[0]
                 env_dir = new_env_dir()
                 try:
@@ -296,7 +313,6 @@ def serve(control_fd: int, envs_root: str) -> None:
             with contextlib.suppress(OSError):
                 os.kill(spare.pid, signal.SIGKILL)
                 os.waitpid(spare.pid, 0)
-            spare.discard()
 
 
 def main() -> None:
