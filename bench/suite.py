@@ -106,6 +106,8 @@ def lambda_handler(event, context):
 """
 PAYLOAD_SIZES = ((1024, "1 KB"), (100 * 1024, "100 KB"), (1024 * 1024, "1 MB"), (6 * 1024 * 1024, "6 MB"))
 FRACTIONS = (0.25, 0.5, 0.75)
+#: the load generator's progress line (a second) on stderr while each run goes on
+PROGRESS = True
 LABELS = {
     "gateway": "gateway (Lambda invoke API)",
     **{name: baseline.label for name, baseline in BASELINES.items()},
@@ -226,7 +228,7 @@ def load(coro: Any) -> dict[str, Any]:
 
 
 def closed(port: int, requests: Sequence[bytes], connections: int, duration: float, warmup: float) -> dict[str, Any]:
-    return load(loadgen.closed_loop(HOST, port, requests, connections, duration, warmup=warmup))
+    return load(loadgen.closed_loop(HOST, port, requests, connections, duration, warmup=warmup, progress=PROGRESS))
 
 
 def scenario_throughput(run: Run) -> dict[str, Any]:
@@ -272,6 +274,7 @@ def scenario_latency_vs_load(run: Run) -> dict[str, Any]:
                     p.open_duration,
                     connections=64,
                     warmup=1.0,
+                    progress=PROGRESS,
                 )
             )
             points.append({"fraction": fraction, "rate_rps": round(rate, 1), "result": result})
