@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 
+from gateway.auth import load_credentials, sign
 from gateway.config import Settings
 
 log = logging.getLogger("gateway")
@@ -128,6 +129,14 @@ async def serve(settings: Settings) -> None:
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
+        if settings.auth_required:
+            log.info("API requests must be SigV4-signed (%d access keys); /healthz and /metrics are open",
+                     len(settings.credentials))  # fmt: skip
+        elif not settings.loopback:
+            log.warning("INSECURE: %s is reachable beyond loopback and the API that runs code is NOT authenticated "
+                        "(--insecure-no-auth)", settings.host)  # fmt: skip
+        else:
+            log.info("API authentication off: bound to loopback and no credentials configured")
         await stop.wait()
         log.info("stopping: draining in-flight invocations (up to %.0f s)", settings.drain_timeout)
     finally:
@@ -143,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (default 9000; env GATEWAY_PORT)")
     s.add_argument("--data-dir", help="registry, code and temp files (default ./.gateway-data)")
     s.add_argument("--idle-timeout", type=float, help="seconds before an idle environment is reaped (300)")
+    s.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve the API without SigV4 authentication although --host is not a loopback address "
+        "(env GATEWAY_INSECURE_NO_AUTH=1): anyone who reaches the port can run code on this machine",
+    )
     s.add_argument(
         "--deploy",
         action="append",
@@ -185,8 +200,22 @@ def logs_command(args: argparse.Namespace) -> int:
     if query:
         target += "?" + urllib.parse.urlencode(query)
     out = sys.stdout.buffer
+    request = urllib.request.Request(target)
     try:
-        with urllib.request.urlopen(target, timeout=None if args.follow else 60) as resp:
+        credentials = load_credentials(os.environ)
+    except ValueError as exc:
+        print(f"gateway logs: {exc}", file=sys.stderr)
+        return 2
+    if credentials:  # sign as the gateway expects when it has credentials; harmless when it has none
+        key_id, secret = next(iter(credentials.items()))
+        parts = urllib.parse.urlsplit(target)
+        headers = {"Host": parts.netloc}
+        raw_path = parts.path + (f"?{parts.query}" if parts.query else "")
+        region = os.environ.get("GATEWAY_REGION", "us-east-1")
+        for name, value in sign("GET", raw_path, headers, b"", key_id, secret, region).items():
+            request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=None if args.follow else 60) as resp:
             while chunk := resp.read1(65536):
                 out.write(chunk)
                 out.flush()

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, provisioned, tags, versions
 from gateway.api import logs as logs_api
 from gateway.api import metrics as metrics_api
+from gateway.api.auth import auth_middleware
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.app_keys import (
     CODESTORE,
@@ -34,6 +35,7 @@ from gateway.app_keys import (
     SETTINGS,
     ZYGOTES,
 )
+from gateway.auth import Verifier
 from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
@@ -188,13 +190,17 @@ async def healthz(request: web.Request) -> web.Response:
         },
         "environments": request.app[POOLS].count(),
         "isolation": {"private_tmp": all(z.private_tmp for z in unique)},
+        "auth": "sigv4" if request.app[SETTINGS].auth_required else "off",
         "inflight": request.app[CONCURRENCY].inflight(),
     }
     return json_response(status, 200 if status["status"] == "ok" else 503)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_CONTROL_BODY)
+    middlewares = [error_middleware]
+    if settings.auth_required:
+        middlewares.append(auth_middleware(Verifier(settings.credentials, settings.region)))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_CONTROL_BODY)
     app[SETTINGS] = settings
     app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.auth import load_credentials
+
 
 def _machine_memory_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
@@ -54,6 +56,20 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     #: rotated log streams kept per function (older ones are deleted)
     log_retention_files: int = 5
+    #: SigV4 credentials the API accepts: access key id -> secret (see gateway.auth.load_credentials)
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: serve without authentication although bound beyond loopback (`--insecure-no-auth`)
+    insecure_no_auth: bool = False
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether API requests must be SigV4-signed: whenever credentials are configured, and always beyond
+        loopback unless `insecure_no_auth`."""
+        return bool(self.credentials) or not (self.loopback or self.insecure_no_auth)
 
     def function_arn(self, name: str, qualifier: str | None = None) -> str:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
@@ -97,6 +113,9 @@ class Settings:
             log_max_bytes=int(environ.get("GATEWAY_LOG_MAX_BYTES", cls.log_max_bytes)),
             access_log=environ.get("GATEWAY_ACCESS_LOG", cls.access_log).lower(),
             log_retention_files=int(environ.get("GATEWAY_LOG_RETENTION_FILES", cls.log_retention_files)),
+            credentials=load_credentials(environ),
+            insecure_no_auth=bool(getattr(args, "insecure_no_auth", False))
+            or environ.get("GATEWAY_INSECURE_NO_AUTH", "") in ("1", "true", "yes"),
         )
         settings.validate()
         return settings
@@ -120,3 +139,8 @@ class Settings:
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.log_max_bytes < 1 or self.log_retention_files < 0:
             raise ValueError("log max bytes must be positive and log retention files not negative")
+        if self.auth_required and not self.credentials:
+            raise ValueError(
+                f"binding to {self.host} exposes an API that runs code: configure credentials (GATEWAY_ACCESS_KEY_ID "
+                "and GATEWAY_SECRET_ACCESS_KEY, or GATEWAY_CREDENTIALS_FILE), or pass --insecure-no-auth"
+            )

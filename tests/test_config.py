@@ -46,3 +46,16 @@ def test_runtime_interpreter_override() -> None:
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Settings.from_args(_args(), env)
+
+
+def test_authentication_is_required_beyond_loopback_or_with_credentials() -> None:
+    assert not Settings.from_args(_args(), {}).auth_required  # loopback, no credentials: off
+    keys = {"GATEWAY_ACCESS_KEY_ID": "AK", "GATEWAY_SECRET_ACCESS_KEY": "s3cr3t-value"}
+    assert Settings.from_args(_args(), keys).auth_required  # credentials given: always on
+    assert Settings.from_args(_args(host="0.0.0.0"), keys).auth_required
+    with pytest.raises(ValueError, match="--insecure-no-auth"):
+        Settings.from_args(_args(host="0.0.0.0"), {})
+    insecure = Settings.from_args(_args(host="0.0.0.0", insecure_no_auth=True), {})
+    assert not insecure.auth_required
+    assert not Settings.from_args(_args(host="10.0.0.5"), {"GATEWAY_INSECURE_NO_AUTH": "1"}).auth_required
+    assert "s3cr3t-value" not in repr(Settings.from_args(_args(), keys))  # secrets stay out of logs

@@ -1,0 +1,212 @@
+"""AWS Signature Version 4 for the gateway's API: verify what boto3 and the AWS CLI sign, and sign (for `gateway logs`).
+
+`Verifier.verify()` checks one request's `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
+Signature=...` against the known credentials, the service `lambda` and this gateway's region, the time stamp
+(`X-Amz-Date`, within 15 minutes either way, as AWS allows) and the payload's SHA-256, and raises the error AWS
+answers: 403 MissingAuthenticationTokenException (no signature), IncompleteSignatureException (a malformed one),
+UnrecognizedClientException (an unknown access key), InvalidSignatureException (wrong signature, wrong scope,
+expired or future time stamp). The canonical request is built as botocore builds it: the raw path URI-encoded once
+more, the raw query pairs sorted, the signed headers lower-cased with their values trimmed.
+
+Credentials come from the environment (`GATEWAY_ACCESS_KEY_ID` + `GATEWAY_SECRET_ACCESS_KEY`) and/or an AWS
+shared-credentials file (`GATEWAY_CREDENTIALS_FILE`: every profile's `aws_access_key_id` /
+`aws_secret_access_key`). Pure functions and a small class; no I/O but reading that file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+from gateway.errors import LambdaError
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+SERVICE = "lambda"
+#: how far a request's time stamp may be from ours, either way (AWS's figure)
+MAX_SKEW = dt.timedelta(minutes=15)
+_AUTH_RE = re.compile(
+    r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
+    r"\s*Signature=(?P<signature>[0-9a-f]{64})\s*$"
+)
+_SPACES = re.compile(r"\s+")
+
+
+class MissingAuthenticationTokenException(LambdaError):
+    name = "MissingAuthenticationTokenException"
+    status = 403
+    kind = "User"
+
+
+class IncompleteSignatureException(LambdaError):
+    name = "IncompleteSignatureException"
+    status = 403
+    kind = "User"
+
+
+class UnrecognizedClientException(LambdaError):
+    name = "UnrecognizedClientException"
+    status = 403
+    kind = "User"
+
+
+class InvalidSignatureException(LambdaError):
+    name = "InvalidSignatureException"
+    status = 403
+    kind = "User"
+
+
+def load_credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """Access key id -> secret, from GATEWAY_ACCESS_KEY_ID/GATEWAY_SECRET_ACCESS_KEY and GATEWAY_CREDENTIALS_FILE.
+
+    Raises ValueError for half a pair or a file that cannot be read or has no credentials.
+    """
+    keys: dict[str, str] = {}
+    key_id, secret = environ.get("GATEWAY_ACCESS_KEY_ID"), environ.get("GATEWAY_SECRET_ACCESS_KEY")
+    if bool(key_id) != bool(secret):
+        raise ValueError("set both GATEWAY_ACCESS_KEY_ID and GATEWAY_SECRET_ACCESS_KEY, or neither")
+    if key_id and secret:
+        keys[key_id] = secret
+    path = environ.get("GATEWAY_CREDENTIALS_FILE")
+    if path:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(Path(path).expanduser()) as f:
+                parser.read_file(f)
+        except (OSError, configparser.Error) as exc:
+            raise ValueError(f"cannot read the credentials file {path}: {exc}") from None
+        found = 0
+        for section in parser.sections():
+            kid = parser.get(section, "aws_access_key_id", fallback=None)
+            sec = parser.get(section, "aws_secret_access_key", fallback=None)
+            if kid and sec:
+                keys[kid.strip()] = sec.strip()
+                found += 1
+        if not found:
+            raise ValueError(f"the credentials file {path} has no aws_access_key_id / aws_secret_access_key pair")
+    return keys
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
+    return _hmac(_hmac(_hmac(_hmac(("AWS4" + secret).encode(), date), region), service), "aws4_request")
+
+
+def canonical_request(
+    method: str, raw_path: str, headers: Mapping[str, str], signed: list[str], payload_hash: str
+) -> str:
+    """SigV4's canonical request of an HTTP request as received (`raw_path` still URI-encoded, with its query)."""
+    path, _, query = raw_path.partition("?")
+    pairs = sorted(tuple(pair.partition("=")[::2]) for pair in query.split("&")) if query else []
+    canonical_query = "&".join(f"{k}={v}" for k, v in pairs)
+    canonical_headers = "".join(f"{name}:{_SPACES.sub(' ', headers.get(name, '').strip())}\n" for name in signed)
+    return "\n".join(
+        [method, quote(path or "/", safe="/~"), canonical_query, canonical_headers, ";".join(signed), payload_hash]
+    )
+
+
+def signature(secret: str, amz_date: str, scope: str, canonical: str) -> str:
+    date, region, service, _ = scope.split("/")
+    to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    return hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(
+    method: str, raw_path: str, headers: dict[str, str], body: bytes, key_id: str, secret: str, region: str,
+    now: dt.datetime | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """Add `X-Amz-Date` and `Authorization` to `headers` (which must hold `Host`) for this request; return them."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    headers["X-Amz-Date"] = stamp
+    lower = {k.lower(): v for k, v in headers.items()}
+    signed = sorted(lower)
+    scope = f"{stamp[:8]}/{region}/{SERVICE}/aws4_request"
+    canonical = canonical_request(method, raw_path, lower, signed, hashlib.sha256(body).hexdigest())
+    sig = signature(secret, stamp, scope, canonical)
+    headers["Authorization"] = (
+        f"{ALGORITHM} Credential={key_id}/{scope}, SignedHeaders={';'.join(signed)}, Signature={sig}"
+    )
+    return headers
+
+
+class Verifier:
+    """Checks requests against a set of credentials for one region."""
+
+    def __init__(self, credentials: Mapping[str, str], region: str) -> None:
+        self.credentials = dict(credentials)
+        self.region = region
+
+    def verify(
+        self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes, now: dt.datetime | None = None
+    ) -> str:
+        """Return the access key id of a correctly signed request; raise the error AWS gives otherwise.
+
+        `headers` maps lower-case names to values.
+        """
+        auth = headers.get("authorization")
+        if not auth:
+            raise MissingAuthenticationTokenException("Missing Authentication Token")
+        match = _AUTH_RE.match(auth)
+        if match is None:
+            raise IncompleteSignatureException(
+                "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters "
+                f"of the {ALGORITHM} algorithm."
+            )
+        parts = match["credential"].split("/")
+        if len(parts) != 5 or parts[4] != "aws4_request":
+            raise IncompleteSignatureException(
+                f"Credential should have the form KEY/DATE/REGION/SERVICE/aws4_request, got '{match['credential']}'."
+            )
+        key_id, date, region, service, _ = parts
+        secret = self.credentials.get(key_id)
+        if secret is None:
+            raise UnrecognizedClientException("The security token included in the request is invalid.")
+        if service != SERVICE:
+            raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
+        if region != self.region:
+            raise InvalidSignatureException(f"Credential should be scoped to a valid region, not '{region}'.")
+        amz_date = headers.get("x-amz-date", "")
+        try:
+            stamp = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise IncompleteSignatureException("Authorization requires a valid X-Amz-Date header.") from None
+        if stamp.strftime("%Y%m%d") != date:
+            raise InvalidSignatureException(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+                f"'{date}' != '{amz_date[:8]}'."
+            )
+        now = now or dt.datetime.now(dt.UTC)
+        if stamp < now - MAX_SKEW:
+            raise InvalidSignatureException(
+                f"Signature expired: {amz_date} is now earlier than {(now - MAX_SKEW):%Y%m%dT%H%M%SZ} "
+                f"({now:%Y%m%dT%H%M%SZ} - 15 min.)"
+            )
+        if stamp > now + MAX_SKEW:
+            raise InvalidSignatureException(
+                f"Signature not yet current: {amz_date} is still later than {(now + MAX_SKEW):%Y%m%dT%H%M%SZ} "
+                f"({now:%Y%m%dT%H%M%SZ} + 15 min.)"
+            )
+        signed = match["signed"].split(";")
+        if "host" not in signed or signed != sorted(signed):
+            raise IncompleteSignatureException("SignedHeaders must include 'host', in sorted order.")
+        payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+        if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
+            raise InvalidSignatureException(
+                "The provided 'x-amz-content-sha256' header does not match what was computed."
+            )
+        canonical = canonical_request(method, raw_path, headers, signed, payload_hash)
+        expected = signature(secret, amz_date, f"{date}/{region}/{service}/aws4_request", canonical)
+        if not hmac.compare_digest(expected, match["signature"]):
+            raise InvalidSignatureException(
+                "The request signature we calculated does not match the signature you provided. Check your AWS "
+                "Secret Access Key and signing method. Consult the service documentation for details."
+            )
+        return key_id
