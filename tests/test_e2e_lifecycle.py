@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, create_function, free_port, invoke_json
+from tests.conftest import GatewayFactory, create_function, free_port, invoke_json, make_zip
 
 SLOW = """
 import os, time
@@ -228,3 +228,44 @@ def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothin
     assert pid not in (spare, replacement) and pid in _direct_children(zygote)
     assert _wait_for(lambda: len(_direct_children(zygote) - {spare, pid}) == 1)
     assert "FunctionError" not in invoke_json(lam, "first")[0]
+
+
+LAYERED = """
+import helper
+def lambda_handler(event, context):
+    return {"layer": helper.VALUE, "env": __import__("os").environ.get("COLOR")}
+"""
+
+
+def test_sigkill_of_the_gateway_loses_nothing_deployed(gateway_factory: GatewayFactory) -> None:
+    """Everything acknowledged before a SIGKILL is there after the restart (SQLite durability)."""
+    gw = gateway_factory()
+    lam = gw.client()
+    layer_zip = make_zip({"python/helper.py": "VALUE = 'from the layer'\n"})
+    layer = lam.publish_layer_version(LayerName="helpers", Content={"ZipFile": layer_zip})["LayerVersionArn"]
+    create_function(lam, "durable", LAYERED, Layers=[layer], Environment={"Variables": {"COLOR": "blue"}},
+                    Tags={"team": "core"})  # fmt: skip
+    version = lam.publish_version(FunctionName="durable")["Version"]
+    lam.create_alias(FunctionName="durable", Name="live", FunctionVersion=version)
+    lam.put_function_concurrency(FunctionName="durable", ReservedConcurrentExecutions=5)
+    lam.put_provisioned_concurrency_config(FunctionName="durable", Qualifier="live", ProvisionedConcurrentExecutions=1)
+    lam.update_function_configuration(FunctionName="durable", Timeout=7)
+    arn = lam.get_function(FunctionName="durable")["Configuration"]["FunctionArn"]
+    assert gw.proc is not None
+    children = _children_of(gw.proc.pid)
+    os.kill(gw.proc.pid, signal.SIGKILL)
+    gw.proc.wait(5)
+    assert _gone(children), "environments or zygote survived SIGKILL of the gateway"
+
+    gw.start()
+    lam = gw.client()
+    config = lam.get_function_configuration(FunctionName="durable")
+    assert config["Timeout"] == 7 and config["Environment"]["Variables"] == {"COLOR": "blue"}
+    assert [v["Version"] for v in lam.list_versions_by_function(FunctionName="durable")["Versions"]] == ["$LATEST", "1"]
+    assert lam.get_alias(FunctionName="durable", Name="live")["FunctionVersion"] == version
+    assert lam.get_function_concurrency(FunctionName="durable")["ReservedConcurrentExecutions"] == 5
+    prov = lam.get_provisioned_concurrency_config(FunctionName="durable", Qualifier="live")
+    assert prov["RequestedProvisionedConcurrentExecutions"] == 1
+    assert lam.list_tags(Resource=arn)["Tags"] == {"team": "core"}
+    assert lam.list_layer_versions(LayerName="helpers")["LayerVersions"][0]["LayerVersionArn"] == layer
+    assert invoke_json(lam, "durable:live")[1] == {"layer": "from the layer", "env": "blue"}
