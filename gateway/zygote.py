@@ -41,6 +41,8 @@ SPARE = 6
 TAKEN = 7
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: seconds a fork waits for a (re)starting zygote before the invocation fails with ServiceException
+READY_WAIT = 3.0
 
 
 class ZygoteUnavailable(Exception):
@@ -255,7 +257,22 @@ class Zygote:
         self._exits.clear()
 
     async def fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str]:
-        """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status, its directory)."""
+        """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status, its directory).
+
+        While the zygote (re)starts, waits up to READY_WAIT seconds for it; a fork that the zygote's death cut
+        short is tried once more. Raises ZygoteUnavailable when that is not enough.
+        """
+        try:
+            return await self._fork(spec)
+        except ZygoteUnavailable:
+            if self._closing:
+                raise
+            return await self._fork(spec)
+
+    async def _fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str]:
+        if not self._ready.is_set() and not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), READY_WAIT)
         if not self._ready.is_set() or self._sock is None:
             raise ZygoteUnavailable("the runtime zygote is not ready")
         started = time.perf_counter()
