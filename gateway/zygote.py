@@ -259,8 +259,9 @@ class Zygote:
     async def fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str]:
         """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status, its directory).
 
-        While the zygote (re)starts, waits up to READY_WAIT seconds for it; a fork that the zygote's death cut
-        short is tried once more. Raises ZygoteUnavailable when that is not enough.
+        While the zygote (re)starts, waits up to READY_WAIT seconds for it; a fork that failed (the zygote died
+        during it, or could not fork) is tried once more, waiting again. Raises ZygoteUnavailable when that is not
+        enough, or at once when the gateway is stopping.
         """
         try:
             return await self._fork(spec)
