@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import as_dict, get_in, num, ordered, target_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,8 +37,7 @@ DEFAULT_RESULTS = Path("bench/results/suite-latest.json")
 DEFAULT_OUT_DIR = Path("bench/results/plots")
 DPI = 110
 
-# Targets in display order (anything else the file names follows, sorted), and their colours.
-TARGET_ORDER = ("gateway", "inprocess", "gunicorn", "fresh_process")
+# The targets' colours (their display order is bench.report's TARGET_ORDER).
 TARGET_COLOURS = {"gateway": "#1f77b4", "inprocess": "#2ca02c", "gunicorn": "#ff7f0e", "fresh_process": "#d62728"}
 EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 TIMES = "\u00d7"  # multiplication sign, for ratios
@@ -46,38 +49,7 @@ PERCENTILE_STYLES: tuple[tuple[str, Literal["-", "--", ":"], str], ...] = (
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Reading the results dict tolerantly
-
-
-def _num(value: Any) -> float | None:
-    """`value` as a finite float, or None (missing, null, not a number, NaN/inf; bools are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    f = float(value)
-    return f if math.isfinite(f) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _get(obj: Any, *keys: str) -> Any:
-    """obj[k1][k2]... or None as soon as a level is missing or not a dict."""
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _ordered(keys: Iterable[str]) -> list[str]:
-    present = list(dict.fromkeys(keys))
-    return [k for k in TARGET_ORDER if k in present] + sorted(k for k in present if k not in TARGET_ORDER)
-
-
-def _label(results: Mapping[str, Any], target: str) -> str:
-    label = _get(results, "targets_meta", target, "label")
-    return label if isinstance(label, str) and label else target
+# Reading the results dict tolerantly (the helpers are bench.report's)
 
 
 def _colour(target: str, index: int) -> str:
@@ -87,7 +59,7 @@ def _colour(target: str, index: int) -> str:
 def _positive(values: Iterable[Any]) -> list[float]:
     out: list[float] = []
     for v in values:
-        f = _num(v)
+        f = num(v)
         if f is not None and f > 0:
             out.append(f)
     return out
@@ -96,7 +68,7 @@ def _positive(values: Iterable[Any]) -> list[float]:
 def _machine_line(results: Mapping[str, Any]) -> str:
     """'2 CPUs, 2026-11-23' (whatever of the two the file has)."""
     parts: list[str] = []
-    cpus = _num(_get(results, "machine", "cpus"))
+    cpus = num(get_in(results, "machine", "cpus"))
     if cpus is not None:
         parts.append(f"{int(cpus)} CPU{'s' if int(cpus) != 1 else ''}")
     started = results.get("started_utc")
@@ -144,11 +116,11 @@ def _fmt_ms(value: float) -> str:
 def _throughput(results: Mapping[str, Any]) -> Figure | None:
     from matplotlib.figure import Figure
 
-    scenario = _dict(_get(results, "scenarios", "throughput"))
-    loads = _dict(scenario.get("results"))
+    scenario = as_dict(get_in(results, "scenarios", "throughput"))
+    loads = as_dict(scenario.get("results"))
     bars: list[tuple[str, float]] = []
-    for target in _ordered(loads):
-        rps = _num(_get(loads, target, "throughput_rps"))
+    for target in ordered(loads):
+        rps = num(get_in(loads, target, "throughput_rps"))
         if rps is not None:
             bars.append((target, rps))
     if not bars:
@@ -167,16 +139,16 @@ def _throughput(results: Mapping[str, Any]) -> Figure | None:
             text += "\n(baseline a)" if target == "inprocess" else f"\n{rps / baseline:.2f}{TIMES} (a)"
         ax.annotate(text, (x, rps), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=9)
     ax.set_ylim(0, top * 1.22 if top > 0 else 1)
-    ax.set_xticks(list(xs), [_label(results, t).replace(" ", "\n", 1) for t, _ in bars], fontsize=9)
+    ax.set_xticks(list(xs), [target_label(results, t).replace(" ", "\n", 1) for t, _ in bars], fontsize=9)
     ax.set_xlabel("target")
     ax.set_ylabel("throughput (requests/s)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     detail = []
-    conns = _num(scenario.get("connections"))
+    conns = num(scenario.get("connections"))
     if conns is not None:
         detail.append(f"{int(conns)} connections")
-    duration = _num(scenario.get("duration_s"))
+    duration = num(scenario.get("duration_s"))
     if duration is not None:
         detail.append(f"{duration:g} s")
     what = "Warm no-op throughput, closed loop" + (f" ({', '.join(detail)})" if detail else "")
@@ -188,17 +160,17 @@ def _latency_vs_load(results: Mapping[str, Any]) -> Figure | None:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    targets = _dict(_get(results, "scenarios", "latency_vs_load", "targets"))
+    targets = as_dict(get_in(results, "scenarios", "latency_vs_load", "targets"))
     series: list[tuple[str, dict[str, list[tuple[float, float]]]]] = []
-    for target in _ordered(targets):
-        points = _get(targets, target, "points")
+    for target in ordered(targets):
+        points = get_in(targets, target, "points")
         lines: dict[str, list[tuple[float, float]]] = {}
         for point in points if isinstance(points, list) else []:
-            rate = _num(_get(point, "rate_rps"))
+            rate = num(get_in(point, "rate_rps"))
             if rate is None:
                 continue
             for pct, _, _ in PERCENTILE_STYLES:
-                ms = _num(_get(point, "result", "latency_ms", pct))
+                ms = num(get_in(point, "result", "latency_ms", pct))
                 if ms is not None and ms > 0:
                     lines.setdefault(pct, []).append((rate, ms))
         if lines:
@@ -215,7 +187,7 @@ def _latency_vs_load(results: Mapping[str, Any]) -> Figure | None:
             pts.sort()
             ls, marker = styles[pct]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, linestyle=ls, marker=marker, markersize=4)
-        max_rps = _num(_get(targets, target, "max_rps"))
+        max_rps = num(get_in(targets, target, "max_rps"))
         if max_rps is not None and max_rps > 0:
             ax.axvline(max_rps, color=colour, linestyle="-.", linewidth=0.8, alpha=0.6)
     ax.set_yscale("log")
@@ -225,7 +197,7 @@ def _latency_vs_load(results: Mapping[str, Any]) -> Figure | None:
     ax.set_ylabel("latency (ms, log scale)")
     ax.grid(which="both", alpha=0.25)
     target_handles = [Line2D([], [], color=_colour(t, i), linewidth=2) for i, (t, _) in enumerate(series)]
-    first = ax.legend(target_handles, [_label(results, t) for t, _ in series], loc="upper left", fontsize=8)
+    first = ax.legend(target_handles, [target_label(results, t) for t, _ in series], loc="upper left", fontsize=8)
     ax.add_artist(first)
     used = [p for p, _, _ in PERCENTILE_STYLES if any(p in lines for _, lines in series)]
     pct_handles = [Line2D([], [], color="black", linestyle=styles[p][0], marker=styles[p][1]) for p in used]
@@ -242,16 +214,16 @@ def _latency_vs_load(results: Mapping[str, Any]) -> Figure | None:
 def _cold_start(results: Mapping[str, Any]) -> Figure | None:
     from matplotlib.figure import Figure
 
-    scenario = _dict(_get(results, "scenarios", "cold_start"))
+    scenario = as_dict(get_in(results, "scenarios", "cold_start"))
     groups: list[tuple[str, str, list[float], float | None]] = []
     for key, target, what in (
         ("fresh_function", "gateway", "gateway: first invoke of a fresh function"),
-        ("fresh_process", "fresh_process", f"{_label(results, 'fresh_process')}"),
+        ("fresh_process", "fresh_process", f"{target_label(results, 'fresh_process')}"),
     ):
-        part = _dict(scenario.get(key))
+        part = as_dict(scenario.get(key))
         samples = _positive(part.get("samples_ms") or [])
         if samples:
-            groups.append((target, what, samples, _num(_get(part, "client_ms", "p50"))))
+            groups.append((target, what, samples, num(get_in(part, "client_ms", "p50"))))
     if not groups:
         return None
 
@@ -281,7 +253,7 @@ def _cold_start(results: Mapping[str, Any]) -> Figure | None:
     ax.grid(which="both", alpha=0.25)
     ax.legend(loc="best", fontsize=8)
     what = "Cold start: fresh function on the gateway vs fresh process per invoke"
-    ratio = _num(scenario.get("ratio_p50"))
+    ratio = num(scenario.get("ratio_p50"))
     if ratio is not None:
         what += f" (p50 ratio {ratio:.2f})"
     ax.set_title(_title(results, what))
@@ -292,25 +264,25 @@ def _payloads(results: Mapping[str, Any]) -> Figure | None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
-    scenario = _dict(_get(results, "scenarios", "payloads"))
+    scenario = as_dict(get_in(results, "scenarios", "payloads"))
     sizes = scenario.get("sizes")
     rows: list[tuple[float, str, dict[str, Any]]] = []
     for size in sizes if isinstance(sizes, list) else []:
-        nbytes = _num(_get(size, "bytes"))
+        nbytes = num(get_in(size, "bytes"))
         if nbytes is None or nbytes <= 0:
             continue
-        label = _get(size, "label")
-        rows.append((nbytes, label if isinstance(label, str) else f"{nbytes:g} B", _dict(_get(size, "results"))))
+        label = get_in(size, "label")
+        rows.append((nbytes, label if isinstance(label, str) else f"{nbytes:g} B", as_dict(get_in(size, "results"))))
     rows.sort(key=lambda r: r[0])
-    targets = _ordered(t for _, _, loads in rows for t in loads)
+    targets = ordered(t for _, _, loads in rows for t in loads)
     latency: dict[str, list[tuple[float, float]]] = {}
     throughput: dict[str, list[tuple[float, float]]] = {}
     for nbytes, _, loads in rows:
         for target in targets:
-            ms = _num(_get(loads, target, "latency_ms", "p50"))
+            ms = num(get_in(loads, target, "latency_ms", "p50"))
             if ms is not None and ms > 0:
                 latency.setdefault(target, []).append((nbytes, ms))
-            rps = _num(_get(loads, target, "throughput_rps"))
+            rps = num(get_in(loads, target, "throughput_rps"))
             if rps is not None and rps > 0:
                 throughput.setdefault(target, []).append((nbytes, rps))
     if not latency and not throughput:
@@ -330,7 +302,7 @@ def _payloads(results: Mapping[str, Any]) -> Figure | None:
                     [p[1] for p in pts],
                     marker="o",
                     color=_colour(target, i),
-                    label=_label(results, target),
+                    label=target_label(results, target),
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -345,10 +317,10 @@ def _payloads(results: Mapping[str, Any]) -> Figure | None:
     ax_lat.set_title("p50 latency")
     ax_rps.set_title("throughput")
     detail = []
-    conns = _num(scenario.get("connections"))
+    conns = num(scenario.get("connections"))
     if conns is not None:
         detail.append(f"{int(conns)} connections")
-    duration = _num(scenario.get("duration_s"))
+    duration = num(scenario.get("duration_s"))
     if duration is not None:
         detail.append(f"{duration:g} s per size")
     what = "Payload size, closed loop" + (f" ({', '.join(detail)})" if detail else "")

@@ -56,7 +56,7 @@ class MarkerError(ValueError):
 # Reading the results dict tolerantly
 
 
-def _num(value: Any) -> float | None:
+def num(value: Any) -> float | None:
     """`value` as a finite float, or None (missing, null, not a number, NaN/inf; bools are not numbers)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -64,7 +64,7 @@ def _num(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
@@ -72,7 +72,7 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _get(obj: Any, *keys: str) -> Any:
+def get_in(obj: Any, *keys: str) -> Any:
     """obj[k1][k2]... or None as soon as a level is missing or not a dict."""
     for key in keys:
         if not isinstance(obj, dict):
@@ -85,7 +85,7 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _ordered(keys: Iterable[str]) -> list[str]:
+def ordered(keys: Iterable[str]) -> list[str]:
     present = list(dict.fromkeys(keys))
     return [k for k in TARGET_ORDER if k in present] + sorted(k for k in present if k not in TARGET_ORDER)
 
@@ -99,7 +99,7 @@ def fmt_sig(value: Any, digits: int = 3, *, keep_zeros: bool = False) -> str:
 
     With `keep_zeros`, trailing zeros that are significant stay (1.1 -> '1.10').
     """
-    v = _num(value)
+    v = num(value)
     if v is None:
         return NA
     if v == 0:
@@ -112,7 +112,7 @@ def fmt_sig(value: Any, digits: int = 3, *, keep_zeros: bool = False) -> str:
 
 def fmt_num(value: Any) -> str:
     """A parameter as written (10 -> '10', 0.25 -> '0.25')."""
-    v = _num(value)
+    v = num(value)
     return NA if v is None else f"{v:g}"
 
 
@@ -123,7 +123,7 @@ def fmt_ms(value: Any) -> str:
 
 def fmt_rps(value: Any) -> str:
     """Requests per second (or any count): integer with thousands separators."""
-    v = _num(value)
+    v = num(value)
     return NA if v is None else f"{round(v):,}"
 
 
@@ -133,18 +133,18 @@ def fmt_int(value: Any) -> str:
 
 def fmt_ratio(value: Any) -> str:
     """A ratio to 2 decimals with a multiplication sign: 0.41x."""
-    v = _num(value)
+    v = num(value)
     return NA if v is None else f"{v:,.2f}{TIMES}"
 
 
 def fmt_pct(value: Any) -> str:
     """A percentage (100 % = one core for CPU figures), integer."""
-    v = _num(value)
+    v = num(value)
     return NA if v is None else f"{round(v)} %"
 
 
 def fmt_seconds(value: Any) -> str:
-    v = _num(value)
+    v = num(value)
     return NA if v is None else f"{fmt_num(v)} s"
 
 
@@ -154,7 +154,7 @@ def fmt_value(value: Any, unit: Any) -> str:
         return NA
     if isinstance(value, bool):
         return "yes" if value else "no"
-    v = _num(value)
+    v = num(value)
     if v is None:
         return _cell(value)
     u = unit if isinstance(unit, str) else ""
@@ -173,7 +173,7 @@ def fmt_value(value: Any, unit: Any) -> str:
 
 def fmt_statuses(value: Any) -> str:
     """{'200': 98, '429': 2} -> '98 x 200, 2 x 429'."""
-    statuses = _dict(value)
+    statuses = as_dict(value)
     if not statuses:
         return NA
     return ", ".join(f"{fmt_int(n)} {TIMES} {code}" for code, n in sorted(statuses.items()))
@@ -181,9 +181,9 @@ def fmt_statuses(value: Any) -> str:
 
 def fmt_errors(value: Any, *, include_non_2xx: bool = True) -> str:
     """Total of a LOAD's errors, with the breakdown when there are any."""
-    errors = _dict(value)
+    errors = as_dict(value)
     kinds = ("socket", "timeout", "non_2xx") if include_non_2xx else ("socket", "timeout")
-    counts = {k: _num(errors.get(k)) for k in kinds}
+    counts = {k: num(errors.get(k)) for k in kinds}
     if all(c is None for c in counts.values()):
         return NA
     total = sum(c or 0 for c in counts.values())
@@ -211,12 +211,12 @@ def _image(name: str, alt: str) -> str:
     return f"![{alt}]({PLOTS_DIR}/{name}.png)"
 
 
-def _label(results: Mapping[str, Any], target: str) -> str:
-    return _str(_get(results, "targets_meta", target, "label")) or target
+def target_label(results: Mapping[str, Any], target: str) -> str:
+    return _str(get_in(results, "targets_meta", target, "label")) or target
 
 
 def _lat(load: Any, pct: str) -> str:
-    return fmt_ms(_get(load, "latency_ms", pct))
+    return fmt_ms(get_in(load, "latency_ms", pct))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def _header(results: Mapping[str, Any], results_path: str) -> list[str]:
     started = _str(results.get("started_utc"))
     if started:
         run.append(f"Run started {started}")
-    elapsed = _num(results.get("elapsed_s"))
+    elapsed = num(results.get("elapsed_s"))
     if elapsed is not None:
         run.append(f"took {fmt_rps(elapsed)} s")
     command = _str(results.get("command"))
@@ -239,12 +239,12 @@ def _header(results: Mapping[str, Any], results_path: str) -> list[str]:
     text += f"Raw results: [`{results_path}`]({results_path})."
     out += [text, ""]
 
-    machine = _dict(results.get("machine"))
+    machine = as_dict(results.get("machine"))
     parts: list[str] = []
-    cpus = _num(machine.get("cpus"))
+    cpus = num(machine.get("cpus"))
     if cpus is not None:
         parts.append(f"{fmt_int(cpus)} CPU{'s' if cpus != 1 else ''}")
-    memory = _num(machine.get("memory_mb"))
+    memory = num(machine.get("memory_mb"))
     if memory is not None:
         parts.append(f"{fmt_int(memory)} MB RAM")
     if _str(machine.get("kernel")):
@@ -255,7 +255,7 @@ def _header(results: Mapping[str, Any], results_path: str) -> list[str]:
         parts.append(f"`{machine['platform']}`")
     out.append(f"- Machine: {', '.join(parts) if parts else NA}.")
 
-    versions = _dict(results.get("versions"))
+    versions = as_dict(results.get("versions"))
     commit = _str(versions.get("gateway_commit"))
     libs = [f"{name} {v}" for name, v in versions.items() if name != "gateway_commit" and v is not None]
     line = f"- Versions: {', '.join(libs) if libs else NA}"
@@ -265,9 +265,9 @@ def _header(results: Mapping[str, Any], results_path: str) -> list[str]:
     loadgen = _str(results.get("load_generator"))
     if loadgen:
         out.append(f"- Load generator: {loadgen}.")
-    meta = _dict(results.get("targets_meta"))
+    meta = as_dict(results.get("targets_meta"))
     if meta:
-        out.append("- Targets: " + "; ".join(f"`{k}` = {_label(results, k)}" for k in _ordered(meta)) + ".")
+        out.append("- Targets: " + "; ".join(f"`{k}` = {target_label(results, k)}" for k in ordered(meta)) + ".")
     return out
 
 
@@ -280,7 +280,7 @@ def _targets(results: Mapping[str, Any]) -> list[str]:
         met = t.get("met")
         marker = "met" if met is True else "**not met**" if met is False else NA
         goal = t.get("target")
-        goal_text = fmt_value(goal, t.get("unit")) if _num(goal) is not None else _str(goal) or NA
+        goal_text = fmt_value(goal, t.get("unit")) if num(goal) is not None else _str(goal) or NA
         rows.append([_str(t.get("name")) or NA, fmt_value(t.get("value"), t.get("unit")), goal_text, marker])
     met_count = sum(1 for t in targets if t.get("met") is True)
     return [
@@ -293,32 +293,32 @@ def _targets(results: Mapping[str, Any]) -> list[str]:
 
 
 def _throughput(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
-    loads = _dict(s.get("results"))
-    cpu = _dict(s.get("cpu"))
-    base = _num(_get(loads, "inprocess", "throughput_rps"))
+    loads = as_dict(s.get("results"))
+    cpu = as_dict(s.get("cpu"))
+    base = num(get_in(loads, "inprocess", "throughput_rps"))
     rows = []
-    for target in _ordered([*loads, *cpu]):
+    for target in ordered([*loads, *cpu]):
         load = loads.get(target)
-        rps = _num(_get(load, "throughput_rps"))
+        rps = num(get_in(load, "throughput_rps"))
         vs = fmt_ratio(rps / base) if rps is not None and base else NA
         rows.append(
             [
-                _label(results, target),
+                target_label(results, target),
                 fmt_rps(rps),
                 vs,
                 _lat(load, "p50"),
                 _lat(load, "p90"),
                 _lat(load, "p99"),
-                fmt_errors(_get(load, "errors")),
-                fmt_pct(_get(cpu, target, "server_cpu_pct")),
-                fmt_pct(_get(cpu, target, "tree_cpu_pct")),
-                fmt_sig(_get(load, "client_cpu_us_per_request")),
+                fmt_errors(get_in(load, "errors")),
+                fmt_pct(get_in(cpu, target, "server_cpu_pct")),
+                fmt_pct(get_in(cpu, target, "tree_cpu_pct")),
+                fmt_sig(get_in(load, "client_cpu_us_per_request")),
             ]
         )
     detail = []
-    if _num(s.get("connections")) is not None:
+    if num(s.get("connections")) is not None:
         detail.append(f"{fmt_int(s['connections'])} keep-alive connections")
-    if _num(s.get("duration_s")) is not None:
+    if num(s.get("duration_s")) is not None:
         detail.append(f"{fmt_seconds(s['duration_s'])} per target")
     out = [
         "### Warm throughput",
@@ -328,38 +328,38 @@ def _throughput(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         "",
         *_table(f"Target|req/s|vs (a)|p50 ms|p90 ms|p99 ms|errors|server CPU|tree CPU|client CPU {MICRO}s/req", rows),
     ]
-    ratios = {k: v for k, v in _dict(s.get("ratios")).items() if _num(v) is not None}
+    ratios = {k: v for k, v in as_dict(s.get("ratios")).items() if num(v) is not None}
     if ratios:
         out += ["", "Ratios: " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in ratios.items()) + "."]
     return [*out, "", _image("throughput", "Warm throughput per target")]
 
 
 def _latency_vs_load(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
-    targets = _dict(s.get("targets"))
+    targets = as_dict(s.get("targets"))
     rows = []
-    for target in _ordered(targets):
-        t = _dict(targets[target])
-        max_rps = _num(t.get("max_rps"))
+    for target in ordered(targets):
+        t = as_dict(targets[target])
+        max_rps = num(t.get("max_rps"))
         for point in _list(t.get("points")):
-            load = _get(point, "result")
-            fraction = _num(_get(point, "fraction"))
+            load = get_in(point, "result")
+            fraction = num(get_in(point, "fraction"))
             share = f"{fmt_num(fraction * 100)} % of {fmt_rps(max_rps)}" if fraction is not None else NA
             rows.append(
                 [
-                    _label(results, target),
+                    target_label(results, target),
                     share,
-                    fmt_rps(_get(point, "rate_rps")),
-                    fmt_rps(_get(load, "throughput_rps")),
+                    fmt_rps(get_in(point, "rate_rps")),
+                    fmt_rps(get_in(load, "throughput_rps")),
                     _lat(load, "p50"),
                     _lat(load, "p90"),
                     _lat(load, "p99"),
                     _lat(load, "p99.9"),
-                    fmt_errors(_get(load, "errors")),
-                    fmt_int(_get(load, "late_sends")),
-                    fmt_int(_get(load, "unfinished")),
+                    fmt_errors(get_in(load, "errors")),
+                    fmt_int(get_in(load, "late_sends")),
+                    fmt_int(get_in(load, "unfinished")),
                 ]
             )
-    fractions = [f for f in (_num(x) for x in _list(s.get("fractions"))) if f is not None]
+    fractions = [f for f in (num(x) for x in _list(s.get("fractions"))) if f is not None]
     intro = "Open loop (constant arrival rate)"
     if fractions:
         shares = ", ".join(f"{fmt_num(f * 100)} %" for f in fractions)
@@ -368,7 +368,7 @@ def _latency_vs_load(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]
     out = ["### Latency vs load", "", intro, ""]
     header = "Target|load (share of max req/s)|offered req/s|achieved req/s|p50 ms|p90 ms|p99 ms|p99.9 ms|errors"
     out += _table(header + "|late sends|unfinished", rows)
-    overhead = _dict(s.get("overhead"))
+    overhead = as_dict(s.get("overhead"))
     if overhead:
         out += [
             "",
@@ -382,12 +382,12 @@ def _latency_vs_load(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]
 def _summary_row(what: str, summary: Any, n: Any = None) -> list[str]:
     return [
         what,
-        fmt_int(n if n is not None else _get(summary, "n")),
-        fmt_ms(_get(summary, "p50")),
-        fmt_ms(_get(summary, "p90")),
-        fmt_ms(_get(summary, "p99")),
-        fmt_ms(_get(summary, "max")),
-        fmt_ms(_get(summary, "mean")),
+        fmt_int(n if n is not None else get_in(summary, "n")),
+        fmt_ms(get_in(summary, "p50")),
+        fmt_ms(get_in(summary, "p90")),
+        fmt_ms(get_in(summary, "p99")),
+        fmt_ms(get_in(summary, "max")),
+        fmt_ms(get_in(summary, "mean")),
     ]
 
 
@@ -396,25 +396,27 @@ SUMMARY_HEADER = "What|n|p50 ms|p90 ms|p99 ms|max ms|mean ms"
 
 def _cold_start(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     rows = []
-    fn = _dict(s.get("fresh_function"))
+    fn = as_dict(s.get("fresh_function"))
     if fn:
         what = "Gateway: first invoke of a fresh function (client)"
         rows.append(_summary_row(what, fn.get("client_ms"), fn.get("n")))
         if fn.get("init_duration_ms") is not None:
             rows.append(_summary_row("... of which Init Duration (REPORT)", fn.get("init_duration_ms")))
-    fp = _dict(s.get("fresh_process"))
+    fp = as_dict(s.get("fresh_process"))
     if fp:
-        rows.append(_summary_row(_label(results, "fresh_process") + " (client)", fp.get("client_ms"), fp.get("n")))
-    sz = _dict(s.get("scale_from_zero"))
+        rows.append(
+            _summary_row(target_label(results, "fresh_process") + " (client)", fp.get("client_ms"), fp.get("n"))
+        )
+    sz = as_dict(s.get("scale_from_zero"))
     if sz:
         envs = fmt_int(sz.get("environments"))
         rows.append(_summary_row(f"Scale from zero: {envs} environments started at once", sz.get("client_ms")))
     out = ["### Cold start", "", *_table(SUMMARY_HEADER, rows)]
     notes = []
-    ratio = _num(s.get("ratio_p50"))
+    ratio = num(s.get("ratio_p50"))
     if ratio is not None:
         notes.append(f"p50 ratio {_ratio_direction(ratio, fn, fp)}: **{fmt_ratio(ratio)}**.")
-    if sz and _num(sz.get("errors")) is not None:
+    if sz and num(sz.get("errors")) is not None:
         notes.append(f"Scale-from-zero errors: {fmt_int(sz.get('errors'))}.")
     if notes:
         out += ["", " ".join(notes)]
@@ -423,8 +425,8 @@ def _cold_start(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
 
 def _ratio_direction(ratio: float, fn: dict[str, Any], fp: dict[str, Any]) -> str:
     """Which way round the suite's p50 ratio is, read from the two p50s in the file (if they are there)."""
-    a = _num(_get(fp, "client_ms", "p50"))
-    b = _num(_get(fn, "client_ms", "p50"))
+    a = num(get_in(fp, "client_ms", "p50"))
+    b = num(get_in(fn, "client_ms", "p50"))
     if a and b:
         if math.isclose(ratio, a / b, rel_tol=0.02):
             return "(fresh process / gateway)"
@@ -439,10 +441,10 @@ def _burst(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         fmt_int(s.get("concurrency")),
         fmt_int(s.get("environments")),
         fmt_ms(s.get("elapsed_ms")),
-        fmt_ms(_get(summary, "p50")),
-        fmt_ms(_get(summary, "p90")),
-        fmt_ms(_get(summary, "p99")),
-        fmt_ms(_get(summary, "max")),
+        fmt_ms(get_in(summary, "p50")),
+        fmt_ms(get_in(summary, "p90")),
+        fmt_ms(get_in(summary, "p99")),
+        fmt_ms(get_in(summary, "max")),
         fmt_statuses(s.get("statuses")),
     ]
     header = "simultaneous invokes|environments|wall time ms|p50 ms|p90 ms|p99 ms|max ms|statuses"
@@ -465,8 +467,8 @@ def _throttling(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         fmt_ratio(s.get("ratio")),
         _lat(load, "p50"),
         _lat(load, "p99"),
-        fmt_statuses(_get(load, "statuses")),
-        fmt_errors(_get(load, "errors"), include_non_2xx=False),
+        fmt_statuses(get_in(load, "statuses")),
+        fmt_errors(get_in(load, "errors"), include_non_2xx=False),
     ]
     header = "connections|duration|throttles/s|baseline req/s|ratio|p50 ms|p99 ms|statuses|socket/timeout errors"
     return [
@@ -481,7 +483,7 @@ def _throttling(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
 def _functions(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     rows = []
     for key in ("one", "many"):
-        part = _dict(s.get(key))
+        part = as_dict(s.get(key))
         if not part:
             continue
         load = part.get("result")
@@ -489,17 +491,17 @@ def _functions(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
             [
                 fmt_int(part.get("functions")),
                 fmt_int(part.get("environments")),
-                fmt_rps(_get(load, "throughput_rps")),
+                fmt_rps(get_in(load, "throughput_rps")),
                 _lat(load, "p50"),
                 _lat(load, "p99"),
-                fmt_errors(_get(load, "errors")),
+                fmt_errors(get_in(load, "errors")),
             ]
         )
     intro = "Warm closed-loop throughput with requests spread over many functions"
-    if _num(s.get("zipf_s")) is not None:
+    if num(s.get("zipf_s")) is not None:
         intro += f" (Zipf popularity, s = {fmt_num(s['zipf_s'])})"
     intro += " vs one function."
-    if _num(s.get("ratio")) is not None:
+    if num(s.get("ratio")) is not None:
         intro += f" Ratio many / one: **{fmt_ratio(s['ratio'])}**."
     header = "functions|environments|req/s|p50 ms|p99 ms|errors"
     return ["### Many functions", "", intro, "", *_table(header, rows)]
@@ -508,27 +510,27 @@ def _functions(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
 def _payloads(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     rows = []
     for size in _list(s.get("sizes")):
-        loads = _dict(_get(size, "results"))
-        base = _num(_get(loads, "inprocess", "throughput_rps"))
-        label = _str(_get(size, "label")) or f"{fmt_int(_get(size, 'bytes'))} B"
-        for target in _ordered(loads):
+        loads = as_dict(get_in(size, "results"))
+        base = num(get_in(loads, "inprocess", "throughput_rps"))
+        label = _str(get_in(size, "label")) or f"{fmt_int(get_in(size, 'bytes'))} B"
+        for target in ordered(loads):
             load = loads[target]
-            rps = _num(_get(load, "throughput_rps"))
+            rps = num(get_in(load, "throughput_rps"))
             rows.append(
                 [
                     label,
-                    _label(results, target),
+                    target_label(results, target),
                     fmt_rps(rps),
                     fmt_ratio(rps / base) if rps is not None and base else NA,
                     _lat(load, "p50"),
                     _lat(load, "p99"),
-                    fmt_errors(_get(load, "errors")),
+                    fmt_errors(get_in(load, "errors")),
                 ]
             )
     detail = []
-    if _num(s.get("connections")) is not None:
+    if num(s.get("connections")) is not None:
         detail.append(f"{fmt_int(s['connections'])} connections")
-    if _num(s.get("duration_s")) is not None:
+    if num(s.get("duration_s")) is not None:
         detail.append(f"{fmt_seconds(s['duration_s'])} per size and target")
     intro = "Closed loop, a request body of each size" + (f" ({', '.join(detail)})" if detail else "") + "."
     header = "payload|target|req/s|vs (a)|p50 ms|p99 ms|errors"
@@ -545,18 +547,18 @@ def _memory(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 what,
-                fmt_int(_get(summary, "n")),
-                fmt_int(_get(summary, "p50")),
-                fmt_int(_get(summary, "p90")),
-                fmt_int(_get(summary, "max")),
-                fmt_int(_get(summary, "mean")),
+                fmt_int(get_in(summary, "n")),
+                fmt_int(get_in(summary, "p50")),
+                fmt_int(get_in(summary, "p90")),
+                fmt_int(get_in(summary, "max")),
+                fmt_int(get_in(summary, "mean")),
             ]
         )
     intro = "Memory of one idle warm environment"
-    if _num(s.get("idle_environments")) is not None:
+    if num(s.get("idle_environments")) is not None:
         intro += f" ({fmt_int(s['idle_environments'])} idle environments measured)"
     intro += "."
-    if _num(s.get("zygote_uss_kb")) is not None:
+    if num(s.get("zygote_uss_kb")) is not None:
         intro += f" Zygote USS: {fmt_int(s['zygote_uss_kb'])} kB."
     header = "per environment|n|p50 kB|p90 kB|max kB|mean kB"
     return ["### Memory", "", intro, "", *_table(header, rows)]
@@ -584,7 +586,7 @@ def render_markdown(results: dict[str, Any], results_path: str) -> str:
     targets = _targets(results)
     if targets:
         out += ["", *targets]
-    scenarios = _dict(results.get("scenarios"))
+    scenarios = as_dict(results.get("scenarios"))
     for name in SCENARIO_ORDER:
         scenario = scenarios.get(name)
         if isinstance(scenario, dict):

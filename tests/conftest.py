@@ -246,3 +246,54 @@ def invoke_json(client: Any, name: str, event: Any = None, **kwargs: Any) -> tup
     resp = client.invoke(FunctionName=name, Payload=payload, **kwargs)
     body = resp.pop("Payload").read()
     return resp, json.loads(body) if body else None
+
+
+# -- processes, from /proc (zombies count as gone: this machine's PID 1 may never reap orphans) -------------------
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (non-zombie) process."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def direct_children(pid: int) -> set[int]:
+    return {child for child, parent in _parents().items() if parent == pid}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`."""
+    parents = _parents()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gone(pids: set[int], timeout: float = 5.0) -> bool:
+    """Whether every one of `pids` has ended within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return not any(alive(pid) for pid in pids)

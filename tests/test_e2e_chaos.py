@@ -18,7 +18,7 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from tests.conftest import GatewayFactory, create_function, invoke_json
+from tests.conftest import GatewayFactory, create_function, descendants, direct_children, gone, invoke_json
 
 WORK = """
 import os, random, time
@@ -28,29 +28,6 @@ def lambda_handler(event, context):
 """
 LOAD_SECONDS = 6.0
 CLIENTS = 6
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = set().union(*(_children(p) for p in frontier)) - found
-        found |= frontier
-    return found
 
 
 def _invoke(url: str) -> tuple[int, str | None, str | None]:
@@ -105,7 +82,7 @@ def test_random_sigkills_under_load_lose_no_request_and_leave_nothing(gateway_fa
                 zygote_killed = True
                 continue
             current = gw.health().get("runtimes", {}).get("python3.12", {}).get("pid")
-            envs = sorted(_children(current)) if current else []
+            envs = sorted(direct_children(current)) if current else []
             if envs:
                 try:
                     os.kill(rng.choice(envs), signal.SIGKILL)
@@ -138,17 +115,6 @@ def test_random_sigkills_under_load_lose_no_request_and_leave_nothing(gateway_fa
     resp, body = invoke_json(lam, "work")
     assert "FunctionError" not in resp and body["pid"] > 0
 
-    tree = _descendants(gw.proc.pid)
+    tree = descendants(gw.proc.pid)
     assert gw.stop() == 0
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and _alive(p) for p in tree):
-        time.sleep(0.05)
-    assert not [p for p in tree if _alive(p)], "processes of the gateway outlived it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert gone(tree), "processes of the gateway outlived it"

@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, create_function, free_port, invoke_json, make_zip
+from tests.conftest import (
+    GatewayFactory,
+    create_function,
+    descendants,
+    direct_children,
+    free_port,
+    gone,
+    invoke_json,
+    make_zip,
+)
 
 SLOW = """
 import os, time
@@ -21,43 +30,6 @@ def lambda_handler(event, context):
     time.sleep(event.get("sleep", 0))
     return {"pid": os.getpid()}
 """
-
-
-def _children_of(pid: int) -> set[int]:
-    """Every live descendant of `pid` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents[int(entry)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _gone(pids: set[int], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = set()
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                        alive.add(pid)
-            except OSError:
-                pass
-        if not alive:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_healthz_reports_runtimes(gateway_factory: GatewayFactory) -> None:
@@ -77,14 +49,14 @@ def test_sigterm_drains_in_flight_invocations_then_stops_every_child(gateway_fac
     with ThreadPoolExecutor(2) as ex:
         running = [ex.submit(invoke_json, lam, "slow", {"sleep": 1.0}) for _ in range(2)]
         time.sleep(0.4)
-        children = _children_of(gw.proc.pid)
+        children = descendants(gw.proc.pid)
         assert len(children) >= 3  # the zygote and two environments
         os.kill(gw.proc.pid, signal.SIGTERM)
         results = [f.result() for f in running]
     for resp, _ in results:
         assert resp["StatusCode"] == 200 and "FunctionError" not in resp
     assert gw.proc.wait(15) == 0
-    assert _gone(children), "children outlived the gateway"
+    assert gone(children), "children outlived the gateway"
 
 
 def test_children_die_when_the_gateway_is_killed(gateway_factory: GatewayFactory) -> None:
@@ -93,11 +65,11 @@ def test_children_die_when_the_gateway_is_killed(gateway_factory: GatewayFactory
     create_function(lam, "victim", SLOW)
     invoke_json(lam, "victim")
     assert gw.proc is not None
-    children = _children_of(gw.proc.pid)
+    children = descendants(gw.proc.pid)
     assert children
     os.kill(gw.proc.pid, signal.SIGKILL)
     gw.proc.wait(5)
-    assert _gone(children), "environments or zygote survived SIGKILL of the gateway"
+    assert gone(children), "environments or zygote survived SIGKILL of the gateway"
 
 
 def test_functions_survive_restart_and_zygote_restarts(gateway_factory: GatewayFactory) -> None:
@@ -149,7 +121,7 @@ def test_processes_started_by_handlers_do_not_outlive_the_gateway(gateway_factor
     create_function(lam, "spawner", DETACHED)
     child = invoke_json(lam, "spawner")[1]["child"]
     assert gw.stop() == 0  # SIGTERM: a clean stop takes them down
-    assert _gone({child})
+    assert gone({child})
     assert not any((gw.data_dir / "envs").iterdir())
 
     gw.start()
@@ -160,9 +132,9 @@ def test_processes_started_by_handlers_do_not_outlive_the_gateway(gateway_factor
     assert left
     os.kill(gw.proc.pid, signal.SIGKILL)  # no clean-up possible now...
     gw.proc.wait(5)
-    assert not _gone({child}, timeout=0.5)
+    assert not gone({child}, timeout=0.5)
     gw.start()  # ...so the next start sweeps them
-    assert _gone({child})
+    assert gone({child})
     now = set((gw.data_dir / "envs").iterdir())
     assert not now & left and len(now) <= 1  # at most the new zygote's spare
 
@@ -182,20 +154,6 @@ def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: Gatew
     assert gw.health()["status"] == "ok"
 
 
-def _direct_children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z" and int(fields[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
 def _wait_for(predicate: Any, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,22 +169,22 @@ def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothin
     gw = gateway_factory()
     lam = gw.client()
     zygote = gw.health()["runtimes"]["python3.12"]["pid"]
-    assert _wait_for(lambda: len(_direct_children(zygote)) == 1), "no spare forked ahead of demand"
-    (spare,) = _direct_children(zygote)
+    assert _wait_for(lambda: len(direct_children(zygote)) == 1), "no spare forked ahead of demand"
+    (spare,) = direct_children(zygote)
     create_function(lam, "first", SLOW)
     assert invoke_json(lam, "first")[1]["pid"] == spare  # the cold start took the spare
-    assert _wait_for(lambda: len(_direct_children(zygote) - {spare}) == 1), "the spare was not replaced"
-    (replacement,) = _direct_children(zygote) - {spare}
+    assert _wait_for(lambda: len(direct_children(zygote) - {spare}) == 1), "the spare was not replaced"
+    (replacement,) = direct_children(zygote) - {spare}
 
     spare_dir = Path(os.readlink(f"/proc/{replacement}/fd/1")).parent  # prepared ahead: <envs>/<id>/output
     assert spare_dir.parent == gw.data_dir / "envs" and (spare_dir / "tmp").is_dir()
     os.kill(replacement, signal.SIGKILL)  # a lost spare is replaced, and cold starts go on working
-    assert _wait_for(lambda: replacement not in _direct_children(zygote))
+    assert _wait_for(lambda: replacement not in direct_children(zygote))
     assert _wait_for(lambda: not spare_dir.exists()), "the lost spare's directory was left behind"
     create_function(lam, "second", SLOW)
     pid = invoke_json(lam, "second")[1]["pid"]
-    assert pid not in (spare, replacement) and pid in _direct_children(zygote)
-    assert _wait_for(lambda: len(_direct_children(zygote) - {spare, pid}) == 1)
+    assert pid not in (spare, replacement) and pid in direct_children(zygote)
+    assert _wait_for(lambda: len(direct_children(zygote) - {spare, pid}) == 1)
     assert "FunctionError" not in invoke_json(lam, "first")[0]
 
 
@@ -252,10 +210,10 @@ def test_sigkill_of_the_gateway_loses_nothing_deployed(gateway_factory: GatewayF
     lam.update_function_configuration(FunctionName="durable", Timeout=7)
     arn = lam.get_function(FunctionName="durable")["Configuration"]["FunctionArn"]
     assert gw.proc is not None
-    children = _children_of(gw.proc.pid)
+    children = descendants(gw.proc.pid)
     os.kill(gw.proc.pid, signal.SIGKILL)
     gw.proc.wait(5)
-    assert _gone(children), "environments or zygote survived SIGKILL of the gateway"
+    assert gone(children), "environments or zygote survived SIGKILL of the gateway"
 
     gw.start()
     lam = gw.client()
