@@ -189,7 +189,7 @@ async def healthz(request: web.Request) -> web.Response:
             rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid} for rt, z in sorted(zygotes.items())
         },
         "environments": request.app[POOLS].count(),
-        "isolation": {"private_tmp": all(z.private_tmp for z in unique)},
+        "isolation": {"private_tmp": all(z.private_tmp for z in unique), "no_new_privs": True},
         "auth": "sigv4" if request.app[SETTINGS].auth_required else "off",
         "inflight": request.app[CONCURRENCY].inflight(),
     }

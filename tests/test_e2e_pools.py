@@ -108,3 +108,15 @@ def test_update_during_invocation_lets_it_finish(lam: Any, fname: str) -> None:
         assert invoke_json(lam, fname)[1]["marker"] == "new"
         resp, old = running.result()
     assert "FunctionError" not in resp and old["marker"] == "v0"
+
+
+NO_NEW_PRIVS = """
+def lambda_handler(event, context):
+    with open("/proc/self/status") as f:
+        return {k: v.strip() for k, v in (line.split(":", 1) for line in f) if k in ("NoNewPrivs", "Seccomp")}
+"""
+
+
+def test_environments_cannot_gain_privileges(lam: Any, fname: str) -> None:
+    create_function(lam, fname, NO_NEW_PRIVS)
+    assert invoke_json(lam, fname)[1]["NoNewPrivs"] == "1"  # setuid binaries run without their privileges

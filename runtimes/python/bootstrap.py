@@ -57,6 +57,7 @@ from runtimes.python.output import route_output as _route_output
 from runtimes.python.output import tail as _tail
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNS = 0x00020000
 MS_BIND = 4096
 MS_REC = 16384
@@ -140,12 +141,15 @@ class Prepared:
 
 def prepare(zygote_pid: int, private_tmp: bool, env_dir: str, rehearse: bool) -> Prepared:
     """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
-    zygote: own session and process group, death with the zygote, batch scheduling (a woken environment never
-    preempts the gateway), rlimits, its directory (`env_dir`: `tmp/` and the `output` file that fds 1 and 2
-    now point at), `tmp/` bind-mounted at /tmp in a private mount namespace when `private_tmp`, and with
-    `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
+    zygote: own session and process group, death with the zygote, no new privileges, batch scheduling (a woken
+    environment never preempts the gateway), rlimits, its directory (`env_dir`: `tmp/` and the `output` file
+    that fds 1 and 2 now point at), `tmp/` bind-mounted at /tmp in a private mount namespace when `private_tmp`,
+    and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
+        os._exit(1)
+    # Nothing the function runs may gain privileges: setuid binaries and file capabilities are ignored from here.
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         os._exit(1)
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
