@@ -52,6 +52,18 @@ PERCENTILE_STYLES: tuple[tuple[str, Literal["-", "--", ":"], str], ...] = (
 # Reading the results dict tolerantly (the helpers are bench.report's)
 
 
+def _run_detail(scenario: Mapping[str, Any], per: str = "") -> str:
+    """ " (32 connections, 10 s)" from a closed-loop scenario's settings; "" when it has none."""
+    detail = []
+    conns = num(scenario.get("connections"))
+    if conns is not None:
+        detail.append(f"{int(conns)} connections")
+    duration = num(scenario.get("duration_s"))
+    if duration is not None:
+        detail.append(f"{duration:g} s{per}")
+    return f" ({', '.join(detail)})" if detail else ""
+
+
 def _colour(target: str, index: int) -> str:
     return TARGET_COLOURS.get(target, EXTRA_COLOURS[index % len(EXTRA_COLOURS)])
 
@@ -144,14 +156,7 @@ def _throughput(results: Mapping[str, Any]) -> Figure | None:
     ax.set_ylabel("throughput (requests/s)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    detail = []
-    conns = num(scenario.get("connections"))
-    if conns is not None:
-        detail.append(f"{int(conns)} connections")
-    duration = num(scenario.get("duration_s"))
-    if duration is not None:
-        detail.append(f"{duration:g} s")
-    what = "Warm no-op throughput, closed loop" + (f" ({', '.join(detail)})" if detail else "")
+    what = "Warm no-op throughput, closed loop" + _run_detail(scenario)
     ax.set_title(_title(results, what))
     return fig
 
@@ -316,14 +321,7 @@ def _payloads(results: Mapping[str, Any]) -> Figure | None:
             ax.legend(fontsize=8)
     ax_lat.set_title("p50 latency")
     ax_rps.set_title("throughput")
-    detail = []
-    conns = num(scenario.get("connections"))
-    if conns is not None:
-        detail.append(f"{int(conns)} connections")
-    duration = num(scenario.get("duration_s"))
-    if duration is not None:
-        detail.append(f"{duration:g} s per size")
-    what = "Payload size, closed loop" + (f" ({', '.join(detail)})" if detail else "")
+    what = "Payload size, closed loop" + _run_detail(scenario, " per size")
     fig.suptitle(_title(results, what))
     return fig
 
