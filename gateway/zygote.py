@@ -215,8 +215,9 @@ class Zygote:
     def _take_spare(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str] | None:
         """Turn the spare into an environment running `spec`: write the SPEC frame, tell the zygote. None if none."""
         spare, self._spare = self._spare, None
-        if spare is None or self._sock is None:
+        if spare is None:
             return None
+        assert self._sock is not None  # fork() checked: the zygote is ready
         pid, sock, exit_fut, env_dir = spare
         if exit_fut.done():
             sock.close()
