@@ -48,6 +48,7 @@ from gateway.logstore import LogStore
 from gateway.metrics import Metrics
 from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
+from gateway.sandbox import Sandbox
 from gateway.zygote import Zygote
 
 log = logging.getLogger("gateway")
@@ -83,14 +84,14 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         lock.close()
 
 
-def _zygotes_for(settings: Settings) -> dict[str, Zygote]:
+def _zygotes_for(settings: Settings, sandbox: Sandbox) -> dict[str, Zygote]:
     """One zygote per distinct interpreter, shared by the runtime ids that map to it."""
     by_interpreter: dict[str, list[str]] = {}
     for runtime, interpreter in settings.runtimes.items():
         by_interpreter.setdefault(interpreter, []).append(runtime)
     zygotes: dict[str, Zygote] = {}
     for interpreter, runtimes in by_interpreter.items():
-        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs")
+        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox)
         for runtime in runtimes:
             zygotes[runtime] = zygote
         if interpreter == sys.executable:
@@ -112,7 +113,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     if killed:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
-    zygotes = _zygotes_for(settings)
+    sandbox = Sandbox.choose(settings.sandbox)
+    zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)
     app[POOLS] = pools
@@ -162,6 +164,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
         pools.close()
         await asyncio.gather(*(z.close() for z in set(zygotes.values())), return_exceptions=True)
         await asyncio.to_thread(sweep_leftovers, envs_root, True)
+        await asyncio.to_thread(sandbox.close)
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -189,7 +192,11 @@ async def healthz(request: web.Request) -> web.Response:
             rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid} for rt, z in sorted(zygotes.items())
         },
         "environments": request.app[POOLS].count(),
-        "isolation": {"private_tmp": all(z.private_tmp for z in unique), "no_new_privs": True},
+        "isolation": {
+            **next(iter(unique)).sandbox.describe(all(z.jailed for z in unique)),
+            "private_tmp": all(z.private_tmp for z in unique),
+            "no_new_privs": True,
+        },
         "auth": "sigv4" if request.app[SETTINGS].auth_required else "off",
         "inflight": request.app[CONCURRENCY].inflight(),
     }

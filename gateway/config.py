@@ -60,6 +60,8 @@ class Settings:
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: serve without authentication although bound beyond loopback (`--insecure-no-auth`)
     insecure_no_auth: bool = False
+    #: how environments are isolated: "auto" (the strongest the host allows) or "rlimits" (see gateway.sandbox)
+    sandbox: str = "auto"
 
     @property
     def loopback(self) -> bool:
@@ -116,6 +118,7 @@ class Settings:
             credentials=load_credentials(environ),
             insecure_no_auth=bool(getattr(args, "insecure_no_auth", False))
             or environ.get("GATEWAY_INSECURE_NO_AUTH", "") in ("1", "true", "yes"),
+            sandbox=environ.get("GATEWAY_SANDBOX", cls.sandbox).lower(),
         )
         settings.validate()
         return settings
@@ -135,6 +138,8 @@ class Settings:
             raise ValueError("the unreserved minimum must be between 0 and the account concurrency")
         if self.access_log not in ("api", "all", "off"):
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
+        if self.sandbox not in ("auto", "rlimits"):
+            raise ValueError(f"sandbox must be auto or rlimits, got {self.sandbox!r}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.log_max_bytes < 1 or self.log_retention_files < 0:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import protocol
+from gateway import cgroups, protocol
 
 log = logging.getLogger("gateway.environment")
 
@@ -37,10 +37,14 @@ INIT_TIMEOUT = 10.0
 class EnvironmentDied(Exception):
     """The environment's process ended (or was killed) before it replied."""
 
-    def __init__(self, reason: str, exit_status: asyncio.Future[int | None] | None) -> None:
+    def __init__(
+        self, reason: str, exit_status: asyncio.Future[int | None] | None, oom_peak: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.exit_status = exit_status
+        #: the memory group's peak usage (bytes) when the kernel's OOM killer ended the environment, else None
+        self.oom_peak = oom_peak
 
 
 class InvocationTimeout(Exception):
@@ -69,6 +73,7 @@ class Environment(asyncio.Protocol):
         "last_output",
         "last_used",
         "load",
+        "oom_peak",
         "pid",
     )
 
@@ -85,6 +90,8 @@ class Environment(asyncio.Protocol):
         self.capacity = 1  # invocations it runs at once, as its READY frame says
         #: what an invocation printed before the environment was killed under it (timeout, crash)
         self.last_output = b""
+        #: set when it died: see EnvironmentDied.oom_peak
+        self.oom_peak: int | None = None
         self.last_used = time.monotonic()
         self.initialization_type = "on-demand"
         #: invocations the pool has given this environment and not yet taken back (shared environments)
@@ -123,6 +130,7 @@ class Environment(asyncio.Protocol):
         # Usually the process is exiting: give the zygote a moment to report how, before making sure.
         self.dead = True
         self._keep_output()
+        self.oom_peak = cgroups.out_of_memory(self.env_dir)  # the kernel counts an OOM kill before the exit
         self._fail_all("Runtime exited")
         if self.exit_status.done():
             self.kill("socket closed")
@@ -191,10 +199,10 @@ class Environment(asyncio.Protocol):
     def _fail_all(self, reason: str) -> None:
         for fut in self._inflight.values():
             if not fut.done():
-                fut.set_exception(EnvironmentDied(reason, self.exit_status))
+                fut.set_exception(EnvironmentDied(reason, self.exit_status, self.oom_peak))
         self._inflight.clear()
         if not self._ready.done():
-            self._ready.set_exception(EnvironmentDied(reason, self.exit_status))
+            self._ready.set_exception(EnvironmentDied(reason, self.exit_status, self.oom_peak))
 
     def kill(self, reason: str = "killed") -> None:
         """SIGKILL the environment's whole process group and drop the connection. Idempotent.
@@ -240,11 +248,17 @@ def _read_tail(path: str, limit: int = protocol.MAX_LOG) -> bytes:
 
 
 def remove_later(path: str) -> None:
-    """Remove an environment's private /tmp off the event loop (it may hold up to EphemeralStorage bytes)."""
+    """Remove an environment's directory (its private /tmp may hold up to EphemeralStorage bytes) and its cgroups,
+    with whatever still runs in them, off the event loop."""
     try:
-        asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+        asyncio.get_running_loop().run_in_executor(None, _remove, path)
     except RuntimeError:  # no running loop (interpreter shutdown): do it now
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
+
+
+def _remove(path: str) -> None:
+    cgroups.remove(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def connect(

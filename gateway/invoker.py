@@ -33,6 +33,8 @@ UNHANDLED = "Unhandled"
 #: how an invocation failed, for metrics: the function raised, ran out of time, its process died, it ran out
 #: of memory (reported by the isolation layer when it can tell), or Init failed
 ERROR_KINDS = ("function", "timeout", "crash", "out_of_memory", "init")
+#: Lambda's error type for an environment the kernel's OOM killer ended (its memory limit is MemorySize)
+OUT_OF_MEMORY = "Runtime.OutOfMemory"
 INIT_ERROR_TYPES = frozenset(
     {
         "Runtime.ImportModuleError",
@@ -78,7 +80,7 @@ _V4_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _V4_SET = (0x4 << 76) | (0x2 << 62)
 
 
-_ERROR_KIND = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "crash"}
+_ERROR_KIND = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "crash", OUT_OF_MEMORY: "out_of_memory"}
 
 
 def new_request_id() -> str:
@@ -136,10 +138,7 @@ class Invoker:
         except InvocationTimeout:
             return self._failed(config, request_id, "Sandbox.Timedout", "Init timed out after 10.00 seconds", want_log)
         except EnvironmentDied as exc:
-            status = await self._exit_status(exc)
-            return self._failed(
-                config, request_id, "Runtime.ExitError", f"Runtime exited with error: {status}", want_log
-            )
+            return await self._died(config, request_id, exc, want_log)
         # Init output and Init Duration belong to the invocation that caused the cold start.
         init_log = env.init_log if cold else b""
         init_ms = env.init_ms if cold else None
@@ -176,11 +175,7 @@ class Invoker:
                     duration_ms=config.timeout * 1000.0,
                 )
             except EnvironmentDied as exc:
-                status = await self._exit_status(exc)
-                what = f"Runtime exited with error: {status}"
-                return self._failed(
-                    config, request_id, "Runtime.ExitError", what, want_log, init_log, env.last_output, init_ms
-                )
+                return await self._died(config, request_id, exc, want_log, init_log, env.last_output, init_ms)
             if frame[0] == RESULT:
                 _, _, out, duration_ms, rss_kb, output = frame
                 error_type = None
@@ -230,13 +225,33 @@ class Invoker:
         output: bytes = b"",
         init_ms: float | None = None,
         duration_ms: float = 0.0,
+        rss_kb: int = 0,
     ) -> Outcome:
         """An invocation that ended without a reply from the function (timeout, crash): Lambda's wording."""
         body = _error_body(error_type, f"RequestId: {request_id} Error: {what}")
         if want_log:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
             output = output + f"{stamp} {request_id} {what}\n".encode()
-        return self._outcome(config, request_id, body, error_type, want_log, init_log, output, init_ms, duration_ms)
+        return self._outcome(
+            config, request_id, body, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
+        )
+
+    async def _died(
+        self,
+        config: FunctionConfig,
+        request_id: str,
+        exc: EnvironmentDied,
+        want_log: bool,
+        init_log: bytes = b"",
+        output: bytes = b"",
+        init_ms: float | None = None,
+    ) -> Outcome:
+        """The environment ended without replying: Runtime.OutOfMemory if the OOM killer ended it (its REPORT
+        shows the memory group's peak as Max Memory Used), else Runtime.ExitError with how it exited."""
+        what = f"Runtime exited with error: {await self._exit_status(exc)}"
+        error_type = "Runtime.ExitError" if exc.oom_peak is None else OUT_OF_MEMORY
+        rss_kb = (exc.oom_peak or 0) // 1024
+        return self._failed(config, request_id, error_type, what, want_log, init_log, output, init_ms, rss_kb=rss_kb)
 
     @staticmethod
     async def _exit_status(exc: EnvironmentDied) -> str:
@@ -272,7 +287,7 @@ def _log_text(
         report += f"Init Duration: {init_ms:.2f} ms\t"
     if error_type == "Sandbox.Timedout":
         report += "Status: timeout\t"
-    elif error_type == "Runtime.ExitError":
+    elif error_type in ("Runtime.ExitError", OUT_OF_MEMORY):
         report += f"Status: error\tError Type: {error_type}\t"
     return (
         init_log

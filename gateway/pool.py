@@ -62,6 +62,10 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
     return env
 
 
+#: a function whose Environment.Variables set this to "none" runs without a network (its own network namespace)
+NETWORK_VARIABLE = "GATEWAY_NETWORK"
+
+
 def layer_paths(config: FunctionConfig) -> list[str]:
     """sys.path entries for the function's layers, after its own code, as Lambda's merged /opt orders them.
 
@@ -149,6 +153,11 @@ class Pool:
             "handler": config.handler,
             "extra_paths": layer_paths(config),
             "max_concurrency": config.max_concurrency,
+            # for the sandbox (runtimes/python/bootstrap.py, Prepared.seal)
+            "mounts": [str(config.code_dir), *map(str, config.layer_dirs)],
+            "memory_size": config.memory_size,
+            "ephemeral_storage": config.ephemeral_storage,
+            "network": config.environment.get(NETWORK_VARIABLE) != "none",
         }
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:

@@ -16,6 +16,7 @@ import array
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ import msgpack
 
 from gateway import protocol
 from gateway.environment import remove_later
+from gateway.sandbox import Sandbox
 
 log = logging.getLogger("gateway.zygote")
 
@@ -74,10 +76,11 @@ def describe_wait_status(status: int | None) -> str:
 class Zygote:
     """A supervised fork server for one interpreter."""
 
-    def __init__(self, interpreter: str, runtimes: list[str], envs_root: Path) -> None:
+    def __init__(self, interpreter: str, runtimes: list[str], envs_root: Path, sandbox: Sandbox) -> None:
         self.interpreter = interpreter
         self.runtimes = runtimes
         self.envs_root = envs_root  # where the zygote makes each environment's directory
+        self.sandbox = sandbox
         self.pid: int | None = None
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -86,6 +89,8 @@ class Zygote:
         self._req_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, asyncio.Future[int | None], str]]] = {}
         self.private_tmp = False
+        #: whether the zygote jails its environments (it falls back to rlimits if the host refuses; see sandbox.py)
+        self.jailed = False
         #: called each time the zygote becomes ready (at start and after a restart)
         self.on_ready: Callable[[], None] | None = None
         #: called with the seconds each successful fork took (request sent -> pid known), for metrics
@@ -121,6 +126,8 @@ class Zygote:
                 str(theirs.fileno()),
                 "--envs-root",
                 str(self.envs_root),
+                "--sandbox",
+                json.dumps(self.sandbox.to_wire()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
@@ -174,14 +181,16 @@ class Zygote:
             elif kind == HELLO:
                 self.pid = msg[1]
                 self.private_tmp = bool(msg[2].get("private_tmp"))
+                self.jailed = bool(msg[2].get("jail"))
                 self._ready.set()
                 if self.on_ready is not None:
                     self.on_ready()
                 log.info(
-                    "zygote for %s ready (pid %s, %s, /tmp: %s)",
+                    "zygote for %s ready (pid %s, %s, sandbox: %s, /tmp: %s)",
                     ",".join(self.runtimes),
                     self.pid,
                     self.interpreter,
+                    self.sandbox.describe(self.jailed),
                     "private mount" if self.private_tmp else "TMPDIR only",
                 )
 

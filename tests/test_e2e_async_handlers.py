@@ -24,6 +24,7 @@ from botocore.exceptions import ParamValidationError
 
 from gateway import protocol
 from gateway.environment import Environment, EnvironmentDied, connect
+from gateway.sandbox import Sandbox
 from gateway.zygote import Zygote
 from tests.conftest import ROLE, RunningGateway, create_function, invoke_json, make_zip
 
@@ -191,7 +192,8 @@ def test_arn_is_optional_over_raw_http(gateway: RunningGateway, fname: str) -> N
 @pytest.fixture
 async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
     (tmp_path / "envs").mkdir()
-    z = Zygote(sys.executable, ["python3.12"], tmp_path / "envs")
+    sandbox = Sandbox.choose("auto")
+    z = Zygote(sys.executable, ["python3.12"], tmp_path / "envs", sandbox)
     supervisor = asyncio.create_task(z.supervise())
     try:
         await z.wait_ready(30)
@@ -201,6 +203,7 @@ async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
+        sandbox.close()
 
 
 @contextlib.asynccontextmanager
@@ -215,6 +218,10 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
         "handler": "lambda_function.lambda_handler",
         "extra_paths": [],
         "max_concurrency": max_concurrency,
+        "mounts": [str(code)],
+        "memory_size": 128,
+        "ephemeral_storage": 512,
+        "network": True,
     }
     pid, sock, exit_status, env_dir = await zygote.fork(spec)
     env = await connect(("f", "$LATEST"), pid, sock, exit_status, env_dir)

@@ -7,19 +7,50 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from tests.conftest import RunningGateway, create_function, invoke_json
 
 TIMEOUT_SOURCE = """
-import subprocess, time
+import ctypes, subprocess, time
 def lambda_handler(event, context):
-    child = subprocess.Popen(["sleep", "60"])
-    with open(event["pidfile"], "w") as f:
-        f.write(f"{child.pid}")
+    ctypes.CDLL(None).prctl(15, event["name"].encode(), 0, 0, 0)  # PR_SET_NAME: the test finds us by it
+    subprocess.Popen(["sleep", "60"])
     time.sleep(30)
 """
+#: sandboxed functions cannot write where the test could read, so they name themselves (/proc/<pid>/comm)
+_names = iter(range(1_000_000))
+
+
+def _unique_name() -> str:
+    return f"victim{os.getpid() % 1000}-{next(_names)}"
+
+
+def _find(name: str, timeout: float = 10.0) -> int | None:
+    """The pid of the process named `name` (its comm), once it shows up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == name:
+                        return int(entry)
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.01)
+    return None
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.add(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -44,23 +75,30 @@ def _wait_dead(pid: int, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_timeout_kills_process_group_and_answers_in_time(lam: Any, fname: str, tmp_path: Path) -> None:
+def test_timeout_kills_process_group_and_answers_in_time(lam: Any, fname: str) -> None:
     create_function(lam, fname, TIMEOUT_SOURCE, Timeout=1)
-    invoke_json(lam, fname, {"warm": True} | {"pidfile": str(tmp_path / "warmup")})  # cold start out of the way
-    pidfile = tmp_path / "child.pid"
+    invoke_json(lam, fname, {"name": _unique_name()})  # cold start out of the way
+    name = _unique_name()
+    children: set[int] = set()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 5
+        env = _find(name)
+        while env is not None and not children and time.monotonic() < deadline:
+            children.update(_children(env))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     start = time.monotonic()
-    resp, body = invoke_json(lam, fname, {"pidfile": str(pidfile)})
+    resp, body = invoke_json(lam, fname, {"name": name})
     elapsed = time.monotonic() - start
+    watcher.join()
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "Sandbox.Timedout"
     assert body["errorMessage"].endswith("Task timed out after 1.00 seconds")
     assert 1.0 <= elapsed < 1.0 + 0.1 + 0.15  # the issue's +100 ms, plus client overhead on a noisy box
-    assert _wait_dead(int(pidfile.read_text())), "the handler's own child survived the timeout"
-    resp, _ = invoke_json(
-        lam,
-        fname,
-        {"pidfile": str(tmp_path / "again")},
-    )
+    assert len(children) == 1 and _wait_dead(children.pop()), "the handler's own child survived the timeout"
+    resp, _ = invoke_json(lam, fname, {"name": _unique_name()})
     assert resp["FunctionError"] == "Unhandled"  # a fresh environment runs (and times out) again
 
 
@@ -76,8 +114,7 @@ def lambda_handler(event, context):
     if how == "sysexit":
         raise SystemExit(2)
     if how == "wait":
-        with open(event["pidfile"], "w") as f:
-            f.write(str(os.getpid()))
+        ctypes.CDLL(None).prctl(15, event["name"].encode(), 0, 0, 0)  # PR_SET_NAME: the test finds us by it
         time.sleep(20)
     return {"pid": os.getpid()}
 """
@@ -110,21 +147,20 @@ def test_system_exit(lam: Any, fname: str) -> None:
     _crash_and_recover(lam, fname, {"how": "sysexit"}, "exit status 2")
 
 
-def test_sigkill_from_outside_mid_invocation(lam: Any, fname: str, tmp_path: Path) -> None:
+def test_sigkill_from_outside_mid_invocation(lam: Any, fname: str) -> None:
     create_function(lam, fname, CRASH_SOURCE, Timeout=30)
-    pidfile = tmp_path / "pid"
+    name = _unique_name()
 
     def killer() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not pidfile.exists():
-            time.sleep(0.01)
+        pid = _find(name)
+        assert pid is not None
         time.sleep(0.05)
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        _crash_and_recover(lam, fname, {"how": "wait", "pidfile": str(pidfile)}, "signal: killed")
+        _crash_and_recover(lam, fname, {"how": "wait", "name": name}, "signal: killed")
     finally:
         thread.join()
 

@@ -177,7 +177,7 @@ def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothin
     (replacement,) = direct_children(zygote) - {spare}
 
     spare_dir = Path(os.readlink(f"/proc/{replacement}/fd/1")).parent  # prepared ahead: <envs>/<id>/output
-    assert spare_dir.parent == gw.data_dir / "envs" and (spare_dir / "tmp").is_dir()
+    assert spare_dir.parent == gw.data_dir / "envs" and (spare_dir / "output").is_file()
     os.kill(replacement, signal.SIGKILL)  # a lost spare is replaced, and cold starts go on working
     assert _wait_for(lambda: replacement not in direct_children(zygote))
     assert _wait_for(lambda: not spare_dir.exists()), "the lost spare's directory was left behind"

@@ -67,7 +67,7 @@ def test_idle_environments_are_reaped(gateway_factory: GatewayFactory) -> None:
     body = invoke_json(lam, "reaped")[1]
     assert gw.health()["environments"] == 1
     env_dir = Path(os.readlink(f"/proc/{body['pid']}/fd/1")).parent  # fds 1 and 2 write to <env dir>/output
-    assert env_dir.parent == gw.data_dir / "envs" and (env_dir / "tmp").is_dir()
+    assert env_dir.parent == gw.data_dir / "envs" and (env_dir / "output").is_file()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (gw.health()["environments"] or env_dir.exists()):
         time.sleep(0.1)

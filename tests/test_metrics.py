@@ -21,6 +21,7 @@ from gateway.metrics import Histogram, Metrics
 from gateway.names import FunctionRef
 from gateway.pool import PROVISIONED, Pool
 from gateway.pool_manager import PoolManager
+from gateway.sandbox import Sandbox
 from gateway.zygote import Zygote
 
 
@@ -180,7 +181,7 @@ def _ready(env: Environment, capacity: int = 1) -> Environment:
 async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     settings = Settings(data_dir=tmp_path, runtimes={"python3.12": sys.executable})
-    zygote = Zygote(sys.executable, ["python3.12"], tmp_path / "envs")
+    zygote = Zygote(sys.executable, ["python3.12"], tmp_path / "envs", Sandbox(jail=False, cgroups=None))
     zygote.restarts = 2
     pools = PoolManager(settings, {"python3.12": zygote})
     concurrency = Concurrency(1000, 100)

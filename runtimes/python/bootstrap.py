@@ -43,7 +43,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from gateway import protocol
+from gateway import cgroups, protocol
+from gateway.cgroups import Hierarchy
+from runtimes.python import jail
 from runtimes.python.context import LambdaContext
 from runtimes.python.output import LOG_LEVELS as _LOG_LEVELS
 from runtimes.python.output import InvocationOutput as _InvocationOutput
@@ -70,6 +72,8 @@ MAX_RESPONSE = 6291556
 #: bytes read from the gateway's socket at a time by the sequential loop
 RECV_BUFFER = 256 * 1024
 ENV_LIMITS = {resource.RLIMIT_NOFILE: 1024, resource.RLIMIT_NPROC: 1024}
+#: without cgroups, CPU seconds a process may use in all before the kernel ends it (a backstop, not a timeout)
+CPU_BACKSTOP_SECONDS = 3600
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _connection: socket.socket | None = None
@@ -130,21 +134,68 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     return func  # type: ignore[no-any-return]
 
 
-class Prepared:
-    """What `prepare()` set up: the environment's directory, its /tmp as the function will see it, its output."""
+class Isolation:
+    """How the zygote isolates every environment, decided once at its start (see gateway/sandbox.py).
 
-    def __init__(self, env_dir: str, tmp_dir: str, capture: _OutputCapture) -> None:
+    `jail_expose` (the directories of the interpreter and runtime): each environment gets a jail (its own root
+    filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
+    `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None.
+    """
+
+    def __init__(self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None) -> None:
+        self.private_tmp = private_tmp
+        self.jail_expose = jail_expose
+        self.cgroups = cgroups
+
+
+class Prepared:
+    """What `prepare()` set up: the environment's directory, its /tmp as the function will see it, its output,
+    and what `seal()` still has to do once the spec is known."""
+
+    def __init__(self, env_dir: str, tmp_dir: str, capture: _OutputCapture, zygote_pid: int, uid: int | None) -> None:
         self.env_dir = env_dir
         self.tmp_dir = tmp_dir
         self.capture = capture
+        self.zygote_pid = zygote_pid
+        self.uid = uid  # the jail's uid; None: no jail
+        self.cgroup_version = 0
+        self.cgroup_fds: dict[str, int] = {}
+
+    def seal(self, spec: dict[str, Any]) -> None:
+        """Apply the limits and mounts that depend on the function's configuration; in a jail, drop root. Runs
+        before any of the function's code, and ends the process if any step fails."""
+        memory_mb: int = spec["memory_size"]
+        try:
+            if self.cgroup_fds:
+                cgroups.limit(self.cgroup_version, self.cgroup_fds, memory_mb)
+            if self.uid is not None:
+                jail.seal(spec["mounts"], spec["ephemeral_storage"], spec["network"], self.uid, self.zygote_pid)
+            else:
+                for limit, value in rlimits_for(memory_mb, spec["ephemeral_storage"]).items():
+                    resource.setrlimit(limit, (value, value))
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
+            os._exit(4)
 
 
-def prepare(zygote_pid: int, private_tmp: bool, env_dir: str, rehearse: bool) -> Prepared:
+def rlimits_for(memory_mb: int, tmp_mb: int) -> dict[int, int]:
+    """Without a jail and cgroups, the limits that stand in for them (a weaker guarantee, see SECURITY.md):
+    address space (MemoryError rather than an OOM kill; headroom for what a process maps but does not use), CPU
+    time as a backstop for anything that escapes the gateway's timeout, and the size of any one file written."""
+    return {
+        resource.RLIMIT_AS: max(2 * memory_mb, memory_mb + 512) * 1024 * 1024,
+        resource.RLIMIT_CPU: CPU_BACKSTOP_SECONDS,
+        resource.RLIMIT_FSIZE: tmp_mb * 1024 * 1024,
+    }
+
+
+def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation, uid: int) -> Prepared:
     """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
     zygote: own session and process group, death with the zygote, no new privileges, batch scheduling (a woken
-    environment never preempts the gateway), rlimits, its directory (`env_dir`: `tmp/` and the `output` file
-    that fds 1 and 2 now point at), `tmp/` bind-mounted at /tmp in a private mount namespace when `private_tmp`,
-    and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
+    environment never preempts the gateway), rlimits, its directory (`env_dir`: the `output` file that fds 1 and
+    2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (to be sealed with `uid`); or
+    without a jail, `tmp/` under `env_dir` bind-mounted at /tmp in a private mount namespace when
+    `isolation.private_tmp`; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
@@ -160,14 +211,26 @@ def prepare(zygote_pid: int, private_tmp: bool, env_dir: str, rehearse: bool) ->
             resource.setrlimit(limit, (value, value))
         except (ValueError, OSError):
             pass
-    tmp_dir = os.path.join(env_dir, "tmp")
-    os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
+    os.makedirs(env_dir, mode=0o700, exist_ok=True)
     capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
-    if private_tmp and private_tmp_mount(tmp_dir):
-        tmp_dir = "/tmp"
+    prepared = Prepared(env_dir, os.path.join(env_dir, "tmp"), capture, zygote_pid, None)
+    try:
+        if isolation.cgroups is not None:
+            prepared.cgroup_version = isolation.cgroups.version
+            prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
+        if isolation.jail_expose is not None:
+            jail.build(env_dir, isolation.jail_expose)
+            prepared.tmp_dir, prepared.uid = "/tmp", uid
+    except OSError as exc:
+        sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
+        os._exit(4)
+    if prepared.uid is None:
+        os.makedirs(prepared.tmp_dir, mode=0o700, exist_ok=True)
+        if isolation.private_tmp and private_tmp_mount(prepared.tmp_dir):
+            prepared.tmp_dir = "/tmp"
     if rehearse:
         _rehearse()
-    return Prepared(env_dir, tmp_dir, capture)
+    return prepared
 
 
 def _rehearse() -> None:
@@ -225,6 +288,7 @@ def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
     Never returns; exits when the gateway closes the socket or says SHUTDOWN.
     """
     init_start = time.perf_counter()
+    prepared.seal(spec)
     os.set_inheritable(fd, False)  # a handler's subprocess must not hold the gateway's connection open
     global _connection
     # Held in a global so that an exiting handler (sys.exit) does not close it before the exit status is set.

@@ -39,9 +39,11 @@ import datetime  # noqa: F401
 import decimal  # noqa: F401
 import hashlib  # noqa: F401
 import http.client  # noqa: F401
-import json  # noqa: F401
+import itertools
+import json
 import logging  # noqa: F401
 import os
+import random
 import selectors
 import signal
 import socket
@@ -57,6 +59,7 @@ from typing import Any
 import msgpack
 
 from gateway import protocol
+from gateway.cgroups import Hierarchy
 from runtimes.python import bootstrap
 
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
@@ -64,6 +67,8 @@ from runtimes.python import bootstrap
 SPARE_DELAY = 0.02
 #: the longest pause between attempts while spares cannot be forked or keep dying before they are taken
 MAX_SPARE_BACKOFF = 2.0
+#: jailed environments take uids uid_base .. uid_base + UID_RANGE - 1, one each, in turn
+UID_RANGE = 1 << 20
 
 FORK = 1
 HELLO = 2
@@ -121,8 +126,9 @@ def _child(
     keep_fd: int,
     spec: dict[str, Any] | None,
     zygote_pid: int,
-    private_tmp: bool,
+    isolation: bootstrap.Isolation,
     env_dir: str,
+    uid: int,
 ) -> None:
     """In a forked child: drop the zygote's state and become an environment. Never returns.
 
@@ -140,7 +146,7 @@ def _child(
         os.close(wakeup_r)
         os.close(wakeup_w)
         _close_fds_except(keep_fd)
-        prepared = bootstrap.prepare(zygote_pid, private_tmp, env_dir, rehearse=spec is None)
+        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation, uid)
         if spec is None:
             spec = _read_spec(keep_fd)
         bootstrap.run(keep_fd, spec, prepared)
@@ -170,23 +176,82 @@ def _probe_private_tmp() -> bool:
         return False
     probe_dir = tempfile.mkdtemp(prefix="gateway-probe-")
     try:
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0 if bootstrap.private_tmp_mount(probe_dir) else 1)
-        _, status = os.waitpid(pid, 0)
-        return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        return _in_child(lambda: bootstrap.private_tmp_mount(probe_dir))
     finally:
         os.rmdir(probe_dir)
 
 
-def serve(control_fd: int, envs_root: str) -> None:
+def _jail_expose(data_dir: str) -> list[str]:
+    """What a jailed environment needs to see of the host besides the system: the interpreter (sys.base_prefix,
+    sys.prefix, the other directories on sys.path) and the runtime's own packages; outermost directories only, and
+    none that holds the data directory or lies in it."""
+    import gateway
+
+    runtime = {os.path.dirname(os.path.dirname(bootstrap.__file__)), os.path.dirname(gateway.__file__)}
+    wanted = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *sys.path, *runtime) if p}
+    wanted = {p for p in wanted if os.path.isdir(p)}
+    data = os.path.realpath(data_dir)
+
+    def clashes(path: str) -> bool:
+        return data == path or data.startswith(path + os.sep) or path.startswith(data + os.sep)
+
+    kept = sorted(p for p in wanted if not clashes(p))
+    return [p for p in kept if not any(p.startswith(q + os.sep) for q in kept if q != p)]
+
+
+def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
+    """Can a forked environment be jailed (mount namespace, new root, own uid)? Tried once, in a throwaway child."""
+    probe_dir = os.path.join(envs_root, f"probe-{os.getpid()}")
+
+    def attempt() -> bool:
+        from runtimes.python import jail
+
+        jail.build(probe_dir, expose)
+        jail.seal([], 1, True, uid, os.getppid())
+        return os.getuid() == uid and os.path.isdir(sys.base_prefix) and not os.path.exists(envs_root)
+
+    try:
+        return _in_child(attempt)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(probe_dir, "root"))
+            os.rmdir(probe_dir)
+
+
+def _in_child(attempt: Any) -> bool:
+    """Run `attempt()` in a forked child (whatever it changes about the process dies with it); its result."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if attempt() else 1)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
+    """Fork environments for the gateway on `control_fd` until it closes. `sandbox` is gateway.sandbox's plan:
+    {"jail": bool, "uid_base": int, "cgroups": a cgroups.Hierarchy's wire form or None}."""
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)
     my_pid = os.getpid()
-    private_tmp = _probe_private_tmp()
+    # Environments get uids of their own, in turn from a random place in the range (a restarted zygote does not
+    # hand out the uids of environments that may still be ending).
+    uids = itertools.count(random.randrange(UID_RANGE))
+    uid_base: int = sandbox.get("uid_base", 0)
+
+    def next_uid() -> int:
+        return uid_base + next(uids) % UID_RANGE
+
+    hierarchy = Hierarchy.from_wire(sandbox["cgroups"]) if sandbox.get("cgroups") else None
+    expose = _jail_expose(os.path.dirname(envs_root)) if sandbox.get("jail") else None
+    if expose is not None and not _probe_jail(expose, envs_root, next_uid()):
+        expose = None
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
-    bind_tmp = private_tmp and not bootstrap.under_tmp(envs_root)
+    bind_tmp = expose is None and _probe_private_tmp() and not bootstrap.under_tmp(envs_root)
+    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy)
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
@@ -218,7 +283,7 @@ def serve(control_fd: int, envs_root: str) -> None:
 
     def fork_spare() -> _Spare | None:
         """Fork a spare and announce it: the gateway gets its pid, directory and end of its socket."""
-        env_dir = new_env_dir()
+        env_dir, uid = new_env_dir(), next_uid()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError:
@@ -231,7 +296,7 @@ def serve(control_fd: int, envs_root: str) -> None:
             return None
         if pid == 0:
             ours.close()
-            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, bind_tmp, env_dir)
+            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, isolation, env_dir, uid)
         theirs.close()
         try:
             send_fd([SPARE, pid, env_dir], ours.fileno())
@@ -243,7 +308,7 @@ def serve(control_fd: int, envs_root: str) -> None:
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
     backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
     try:
-        send([HELLO, my_pid, {"private_tmp": bind_tmp}])
+        send([HELLO, my_pid, {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}])
         while True:
             if spare is None and time.monotonic() >= spare_due:
                 spare = fork_spare()
@@ -297,7 +362,7 @@ def serve(control_fd: int, envs_root: str) -> None:
                     continue
                 _, req_id, spec = request
                 env_fd = fds[0]
-                env_dir = new_env_dir()
+                env_dir, uid = new_env_dir(), next_uid()
                 try:
                     pid = os.fork()
                 except OSError as exc:
@@ -305,7 +370,7 @@ def serve(control_fd: int, envs_root: str) -> None:
                     send([FORK_FAILED, req_id, str(exc)])
                     continue
                 if pid == 0:
-                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, bind_tmp, env_dir)
+                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir, uid)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
     finally:
@@ -317,8 +382,8 @@ def serve(control_fd: int, envs_root: str) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    if len(args) != 4 or args[0] != "--control-fd" or args[2] != "--envs-root":
-        sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR")
+    if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
+        sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
     libc = bootstrap._libc
     libc.prctl(bootstrap.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
@@ -326,7 +391,7 @@ def main() -> None:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
     control_fd = int(args[1])
     _close_fds_except(control_fd)
-    serve(control_fd, args[3])
+    serve(control_fd, args[3], json.loads(args[5]))
 
 
 if __name__ == "__main__":

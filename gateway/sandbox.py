@@ -1,0 +1,72 @@
+"""How environments are isolated: the strongest way this host allows, chosen once at start-up.
+
+- "jail" (the gateway runs as root): every environment has its own root filesystem (the system, the interpreter
+  and its function's code, read-only; its own /tmp of EphemeralStorage MB; nothing of the data directory, the
+  registry, other functions or the gateway), its own uid and gid, `no_new_privs`, and its own cgroups when a
+  hierarchy is writable: memory limit = MemorySize (the kernel's OOM killer ends it, reported as
+  Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional to memory.
+  See runtimes/python/jail.py and gateway/cgroups.py.
+- "rlimits" (not root, or asked for with GATEWAY_SANDBOX=rlimits): the environment runs as the gateway's user,
+  with limits on its address space (MemoryError instead of an OOM kill), CPU time (a backstop), the size of a file,
+  open files and processes. A weaker guarantee: it can read what the gateway's user can read.
+
+The zygote gets the plan (`to_wire`), tries the jail once in a throwaway child and falls back to rlimits if the
+host refuses it (its HELLO says which it uses).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.cgroups import Hierarchy
+
+log = logging.getLogger("gateway.sandbox")
+
+MODES = ("auto", "rlimits")
+#: first uid (and gid) of jailed environments; the zygote gives each the next of the 2**20 that follow, in turn
+UID_BASE = 1_900_000_000
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    jail: bool
+    cgroups: Hierarchy | None
+    uid_base: int = UID_BASE
+
+    @classmethod
+    def choose(cls, mode: str) -> Sandbox:
+        """The strongest sandbox allowed: a jail (and cgroups where writable) as root, unless `mode` is "rlimits"."""
+        if mode == "rlimits" or os.geteuid() != 0:
+            return cls(jail=False, cgroups=None)
+        return cls(jail=True, cgroups=Hierarchy.create())
+
+    def to_wire(self) -> dict[str, Any]:
+        """The plan as the zygote takes it (`--sandbox`, JSON)."""
+        return {
+            "jail": self.jail,
+            "uid_base": self.uid_base,
+            "cgroups": self.cgroups.to_wire() if self.cgroups is not None else None,
+        }
+
+    def describe(self, jailed: bool) -> dict[str, Any]:
+        """What /healthz reports, given whether the zygote could set up the jail (`jailed`)."""
+        if not jailed:
+            return {
+                "mode": "rlimits",
+                "uid": "the gateway's",
+                "cgroups": None,
+                "limits": ["address space", "cpu time", "file size", "open files", "processes"],
+            }
+        return {
+            "mode": "jail",
+            "uid": "one per environment",
+            "cgroups": self.cgroups.describe() if self.cgroups is not None else None,
+            "limits": ["memory", "pids", "cpu weight"] if self.cgroups is not None else ["open files", "processes"],
+        }
+
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()

@@ -1,0 +1,157 @@
+"""An environment's own view of the machine, when the gateway runs as root: its own root filesystem and uid.
+
+In a mount namespace of its own, an environment gets a new root (a small tmpfs) that holds only
+
+- the system (/usr, /etc, and /bin, /lib ... as links or directories), read-only;
+- the interpreter and the runtime (`expose`: sys.base_prefix, sys.prefix, the runtime's packages), read-only;
+- /dev with the harmless devices and a /dev/shm, and a /proc that shows only its own processes (hidepid);
+- /tmp, a tmpfs of EphemeralStorage MB;
+- once its spec arrives: the function's code and layers, read-only, at the paths the gateway gave.
+
+Nothing else: not the gateway's data directory (the registry, the code of other functions, the logs), nor its
+files, nor /root, /home or /work. Then it drops to a uid and gid of its own, with no supplementary groups and no
+capabilities (`no_new_privs` was set before), so it can neither undo any of this nor see, signal or trace other
+environments or the gateway.
+
+`build()` runs in a spare, before any spec (its cost is paid ahead of demand); `seal()` adds what the spec
+says and drops root, just before Init. Both run in the forked child, before any user code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import struct
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+SIOCSIFFLAGS = 0x8914
+IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
+#: the host's top-level system directories an environment sees (links stay links)
+SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: where the old root waits, inside the new one, until `seal()` has taken the code from it
+HOST = "/.host"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.syscall.restype = ctypes.c_long
+
+
+class JailError(OSError):
+    """A step of the set-up failed; the environment must not run user code."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise JailError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {source or fstype} on {target}",
+    )
+
+
+def _bind(source: str, target: str, read_only: bool = True, recursive: bool = True, exec_ok: bool = True) -> None:
+    _mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
+    if read_only:
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | (0 if exec_ok else MS_NOEXEC)
+        _mount(None, target, None, flags)
+
+
+def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
+    """Make `path` (absolute) under `root` to mount on: a directory, or an empty file."""
+    target = root + path
+    if is_file:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    else:
+        os.makedirs(target, exist_ok=True)
+    return target
+
+
+def build(env_dir: str, expose: list[str]) -> None:
+    """Enter a private mount namespace and pivot into a new root under `env_dir` that holds the system, the
+    `expose`d directories, /dev, /proc and /tmp (see the module's docstring). The host's root stays reachable at
+    HOST, for `seal()`, and this process stays root."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    root = os.path.join(env_dir, "root")
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+    for name in SYSTEM:
+        path = "/" + name
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path):
+            _bind(path, _mountpoint(root, path))
+    for path in expose:
+        _bind(path, _mountpoint(root, path))
+    _mountpoint(root, "/dev")
+    for device in DEVICES:
+        if os.path.exists("/dev/" + device):
+            _bind("/dev/" + device, _mountpoint(root, "/dev/" + device, is_file=True), read_only=False, recursive=False)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "0"), ("stdout", "1"), ("stderr", "2")):
+        os.symlink(target if name == "fd" else "/proc/self/fd/" + target, root + "/dev/" + name)
+    _mount("tmpfs", _mountpoint(root, "/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    _mount("proc", _mountpoint(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    _mount("tmpfs", _mountpoint(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
+    os.mkdir(root + HOST, 0o700)
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", HOST[1:].encode()), "pivot_root")
+    os.chdir("/")
+
+
+def seal(code_dirs: list[str], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
+    """Finish the jail `build()` made and drop root: bind `code_dirs` read-only from the host, size /tmp, cut the
+    network off unless `network`, let go of the host's root, make / read-only, and become `uid` (gid the same).
+
+    Dying with the zygote (PDEATHSIG) is set again: a change of uid clears it."""
+    for path in code_dirs:
+        if os.path.isdir(HOST + path):
+            _bind(HOST + path, _mountpoint("", path))
+    _mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
+    if not network:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        _loopback_up()
+    _check(_libc.umount2(HOST.encode(), MNT_DETACH), "umount " + HOST)
+    os.rmdir(HOST)
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    # A change of uid also makes the process undumpable, which gives its /proc/self files to root: the function
+    # could not read its own fds or environ. Only its own uid (no other process has it) gains access.
+    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
+        os._exit(1)
+
+
+def _loopback_up() -> None:
+    """A new network namespace has only `lo`, down: bring it up, so the function can still talk to itself."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP_LOOPBACK_RUNNING))
