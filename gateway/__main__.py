@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import re
+import resource
 import signal
 import sys
 import time
@@ -101,12 +102,34 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+def raise_open_files_limit(settings: Settings) -> None:
+    """Lift the soft limit on open files towards the hard one, so that the connection cap, not EMFILE, is what
+    refuses clients: room for every connection, a socket per environment at the account limit, and 1024 more."""
+    wanted = settings.max_connections + settings.account_concurrency + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "open files are limited to %d (ulimit -n): too few for %d connections (GATEWAY_MAX_CONNECTIONS) "
+            "and the environments' sockets",
+            soft,
+            settings.max_connections,
+        )
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, drain in-flight requests, stop every child."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from gateway.api.server import GatewaySite
     from gateway.app import create_app
 
     app = create_app(settings)
@@ -118,10 +141,12 @@ async def serve(settings: Settings) -> None:
         access["access_log_format"] = ACCESS_LOG_FORMAT
         if settings.access_log == "api":
             access["access_log_class"] = ApiAccessLogger
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout, **access)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024)
+        raise_open_files_limit(settings)
+        # the site makes each connection's protocol: the access log and the HTTP limits are its arguments
+        site = GatewaySite(runner, settings, backlog=1024, **access)
         await site.start()
         # Start-up objects (routes, registry, modules) live as long as the process: keep the cyclic garbage
         # collector from walking them again and again, and let it run less often (invocations make few cycles).

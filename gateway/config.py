@@ -20,6 +20,10 @@ def _machine_memory_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
 
 
+#: floors of the header limits: below them boto3's own requests would be refused
+MIN_HEADER_BYTES = 4096
+MIN_HEADERS = 32
+
 PYTHON_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
 
 
@@ -42,6 +46,20 @@ class Settings:
     memory_budget_mb: int = field(default_factory=lambda: _machine_memory_mb())
     #: seconds SIGTERM waits for in-flight invocations before killing them
     drain_timeout: float = 30.0
+    #: HTTP connections open at once; one more is answered 503 ServiceUnavailableException and closed at once (the
+    #: load generator in bench/ opens at most 1024)
+    max_connections: int = 4096
+    #: seconds a connection may take to deliver a complete request head, counted from its opening or its previous
+    #: response: idle keep-alive connections and clients that trickle their headers are closed after it. Longer
+    #: than the 60 s idle timeout of common proxies and load balancers, so one in front never reuses a connection
+    #: the gateway is closing
+    keepalive_timeout: float = 75.0
+    #: seconds a client may take to send a request body; past it: 408 RequestTimeoutException, connection closed
+    body_timeout: float = 60.0
+    #: bytes of one request header field's value (or name); boto3's largest, X-Amz-Client-Context, is at most 3,583
+    max_header_bytes: int = 16384
+    #: header fields one request may have (boto3 sends about 12)
+    max_headers: int = 64
     #: Lambda runtime id -> interpreter that runs it
     runtimes: Mapping[str, str] = field(default_factory=dict)
     #: directories whose sub-directories are deployed as functions at start-up
@@ -107,6 +125,11 @@ class Settings:
             # a small account (tests, laptops) gets a floor it can satisfy unless one is set explicitly
             unreserved_min=int(environ.get("GATEWAY_UNRESERVED_MIN", min(cls.unreserved_min, account_concurrency))),
             drain_timeout=float(environ.get("GATEWAY_DRAIN_TIMEOUT", cls.drain_timeout)),
+            max_connections=int(environ.get("GATEWAY_MAX_CONNECTIONS", cls.max_connections)),
+            keepalive_timeout=float(environ.get("GATEWAY_KEEPALIVE_TIMEOUT", cls.keepalive_timeout)),
+            body_timeout=float(environ.get("GATEWAY_BODY_TIMEOUT", cls.body_timeout)),
+            max_header_bytes=int(environ.get("GATEWAY_MAX_HEADER_BYTES", cls.max_header_bytes)),
+            max_headers=int(environ.get("GATEWAY_MAX_HEADERS", cls.max_headers)),
             memory_budget_mb=int(environ.get("GATEWAY_MEMORY_BUDGET_MB", _machine_memory_mb())),
             runtimes=runtimes,
             deploy_dirs=tuple(Path(p) for p in deploy),
@@ -136,6 +159,16 @@ class Settings:
             raise ValueError("the memory budget must hold at least one 128 MB environment")
         if not 0 <= self.unreserved_min <= self.account_concurrency:
             raise ValueError("the unreserved minimum must be between 0 and the account concurrency")
+        if self.max_connections < 1:
+            raise ValueError("max connections must be at least 1")
+        if not (self.keepalive_timeout > 0 and self.body_timeout > 0):
+            raise ValueError("keep-alive and body timeouts must be positive")
+        if self.max_header_bytes < MIN_HEADER_BYTES:
+            raise ValueError(
+                f"max header bytes must be at least {MIN_HEADER_BYTES}: boto3's X-Amz-Client-Context may take 3,583"
+            )
+        if self.max_headers < MIN_HEADERS:
+            raise ValueError(f"max headers must be at least {MIN_HEADERS}: boto3 and proxies send a dozen or more")
         if self.access_log not in ("api", "all", "off"):
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
         if self.sandbox not in ("auto", "rlimits"):

@@ -81,6 +81,41 @@ class RequestTooLargeException(LambdaError):
     kind = "User"
 
 
+class BadRequestException(LambdaError):
+    """A request that is not valid HTTP: aiohttp's parser refused it before any route saw it.
+
+    This and the other errors of the HTTP layer below (no Lambda error has these statuses) are named as Lambda names
+    its 413: the status's reason phrase, in CamelCase, with `Exception`."""
+
+    name = "BadRequestException"
+    status = 400
+    kind = "User"
+
+
+class RequestTimeoutException(LambdaError):
+    """A request body that did not arrive within the body timeout; the connection is closed after the answer."""
+
+    name = "RequestTimeoutException"
+    status = 408
+    kind = "User"
+
+
+class URITooLongException(LambdaError):
+    """A request line (its URL) over the gateway's limit."""
+
+    name = "URITooLongException"
+    status = 414
+    kind = "User"
+
+
+class RequestHeaderFieldsTooLargeException(LambdaError):
+    """A header field over the gateway's size limit, or more header fields than it accepts."""
+
+    name = "RequestHeaderFieldsTooLargeException"
+    status = 431
+    kind = "User"
+
+
 class UnsupportedMediaTypeException(LambdaError):
     name = "UnsupportedMediaTypeException"
     status = 415
@@ -98,6 +133,14 @@ class TooManyRequestsException(LambdaError):
         super().__init__(message, Reason=reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class ServiceUnavailableException(LambdaError):
+    """The gateway is at its connection limit; boto3 and the AWS CLI retry a 503 with back-off."""
+
+    name = "ServiceUnavailableException"
+    status = 503
+    kind = "Service"
 
 
 class NotImplementedException(LambdaError):

@@ -2,15 +2,15 @@
 
 Installed only when `Settings.auth_required`; then only `GET /healthz` and `GET /metrics` are open (probes and
 Prometheus do not sign). It runs inside the error middleware, so a refusal is a Lambda-shaped 403, and before
-routing, as AWS checks the signature before it looks at the operation. The body is read first (the signature
-covers its SHA-256); aiohttp keeps it for the handler.
+routing, as AWS checks the signature before it looks at the operation. The body is read first, within the body
+timeout (the signature covers its SHA-256); aiohttp keeps it for the handler.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.http import Handler
+from gateway.api.http import Handler, read_body
 from gateway.auth import Verifier
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
@@ -21,7 +21,7 @@ def auth_middleware(verifier: Verifier) -> web.middleware:  # type: ignore[valid
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "GET" and request.path in OPEN_PATHS:
             return await handler(request)
-        body = await request.read()
+        body = await read_body(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         verifier.verify(request.method, request.raw_path, headers, body)
         return await handler(request)

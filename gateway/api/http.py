@@ -6,6 +6,7 @@ Only this module turns a `LambdaError` into a response. Anything else raised by 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,10 +14,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.app_keys import SETTINGS
 from gateway.errors import (
     InvalidRequestContentException,
     LambdaError,
     NotImplementedException,
+    RequestTimeoutException,
     RequestTooLargeException,
     ServiceException,
 )
@@ -38,19 +41,39 @@ def error_response(err: LambdaError) -> web.Response:
     retry_after = getattr(err, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(
+    response = web.Response(
         body=orjson.dumps(err.to_dict()),
         status=err.status,
         headers=headers,
         content_type="application/json",
     )
+    if isinstance(err, RequestTimeoutException):  # the rest of the body may still trickle in: never read it
+        response.force_close()
+    return response
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, which must arrive within `Settings.body_timeout` seconds (else 408 RequestTimeoutException).
+
+    Every handler and middleware reads bodies through here (aiohttp keeps the bytes: a second call is free). A body
+    that came in with the request head, as small ones do, is returned at once; only a body still arriving costs a
+    timer, so the invoke hot path pays one method call.
+    """
+    if request.content.is_eof():
+        return await request.read()
+    timeout = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
 
 
 async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY) -> dict[str, Any]:
     """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException."""
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for the operation")
-    body = await request.read()
+    body = await read_body(request)
     if not body:
         return {}
     try:

@@ -10,6 +10,7 @@ from time import perf_counter
 import orjson
 from aiohttp import web
 
+from gateway.api.http import read_body
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
 from gateway.errors import (
@@ -130,7 +131,7 @@ async def _payload(request: web.Request) -> tuple[bytes, bytes | None]:
     length = request.content_length
     if length is not None and length > MAX_SYNC_PAYLOAD:
         raise RequestTooLargeException(_TOO_LARGE)
-    payload = await request.read()
+    payload = await read_body(request)
     if len(payload) > MAX_SYNC_PAYLOAD:
         raise RequestTooLargeException(_TOO_LARGE)
     if payload:

@@ -1,0 +1,238 @@
+"""The HTTP server under the routes: the connection cap, limits on request heads, idle and slow clients.
+
+`GatewaySite` listens with `ConnectionLimiter` as its protocol factory, which makes each accepted connection a
+`GatewayRequestHandler` (aiohttp's `RequestHandler` with Lambda-shaped answers to what its parser refuses):
+
+- At most `Settings.max_connections` connections are open at once. A slot is taken when a connection is accepted and
+  given back when it is lost, so the cap costs nothing per request. A connection beyond it is answered a 503
+  `ServiceUnavailableException` (`Retry-After: 1`) and closed; the established ones never notice.
+- aiohttp's parser refuses a URL over `MAX_URL_BYTES`, a header field over `Settings.max_header_bytes` (it counts
+  the value, and the name separately) and more than `Settings.max_headers` header fields. Its own answer is a
+  plain-text 400; here they are a Lambda-shaped 414 `URITooLongException` or 431
+  `RequestHeaderFieldsTooLargeException`, and any other malformed request a 400 `BadRequestException`. The connection
+  is closed after the answer.
+- A connection that has not delivered a complete request head `Settings.keepalive_timeout` seconds after it opened,
+  or after its previous response, is closed: that bounds idle keep-alive connections and clients that trickle their
+  headers alike. This is aiohttp's keep-alive timer, which runs while no request is being handled and is armed at
+  the connection's start since aiohttp 3.14.4 (hence the dependency's floor). A request being handled is never cut.
+- Bodies must arrive within `Settings.body_timeout` seconds: see `gateway.api.http.read_body`.
+
+Everything here runs on the event loop, as aiohttp's protocols do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any, cast
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from yarl import URL
+
+from gateway.api.http import error_response
+from gateway.config import Settings
+from gateway.errors import (
+    BadRequestException,
+    LambdaError,
+    RequestHeaderFieldsTooLargeException,
+    ServiceException,
+    ServiceUnavailableException,
+    URITooLongException,
+)
+
+log = logging.getLogger("gateway.http")
+
+#: the longest URL a request line may carry (Lambda's longest paths, with an ARN and a query, take a few hundred)
+MAX_URL_BYTES = 8192
+#: seconds a refused connection may keep sending before it is closed (see `_Refusal`)
+REFUSAL_LINGER = 1.0
+#: the connection-limit warning is logged at most this often, seconds
+WARN_INTERVAL = 10.0
+#: what is echoed of a malformed request in the 400's message
+MAX_ECHO = 200
+
+
+class GatewayRequestHandler(web.RequestHandler):
+    """aiohttp's protocol for one connection; gives its slot back to the limiter when the connection is lost."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, manager: web.Server, *, limiter: ConnectionLimiter, **options: Any) -> None:
+        super().__init__(manager, **options)
+        self._limiter: ConnectionLimiter | None = limiter
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None:  # once, however often aiohttp calls this
+            limiter.release()
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The answer to a request aiohttp could not parse (or, never here, a handler's escaped exception).
+
+        Same contract as aiohttp's: log, refuse if a response has begun, close the connection after the answer.
+        """
+        err = self._error_for(status, exc, message)
+        if err.status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        else:  # the client's fault: one line, no traceback, as the access log would have it
+            log.info("refused a request from %s: %d %s", request.remote, err.status, err.message)
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        response = error_response(err)
+        response.force_close()
+        return response
+
+    def _error_for(self, status: int, exc: BaseException | None, message: str | None) -> LambdaError:
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            if limit == self.max_line_size and limit != self.max_field_size:
+                return URITooLongException(f"The request's URL is longer than {self.max_line_size} bytes")
+            if limit == self.max_field_size and limit != self.max_line_size:
+                return RequestHeaderFieldsTooLargeException(
+                    f"A request header field is longer than {self.max_field_size} bytes"
+                )
+            return RequestHeaderFieldsTooLargeException(
+                f"The request's URL or a header field is longer than {limit} bytes"
+            )
+        if isinstance(exc, BadHttpMessage) and exc.message.startswith("Too many headers"):
+            return RequestHeaderFieldsTooLargeException(f"The request has more than {self.max_headers} header fields")
+        if status < 500:
+            detail = (exc.message if isinstance(exc, BadHttpMessage) else message) or "not HTTP/1.x"
+            return BadRequestException(f"Malformed HTTP request: {detail[:MAX_ECHO]}")
+        return ServiceException("An internal error occurred in the gateway")
+
+
+class _Refusal(asyncio.Protocol):
+    """A connection over the cap: the canned 503 goes out at once and the connection is closed.
+
+    The gateway half-closes after the answer and discards what the client sends, then closes when the client does or
+    after REFUSAL_LINGER seconds: closing with request bytes unread would reset the connection, and the client could
+    lose the answer.
+    """
+
+    def __init__(self, answer: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        self._answer = answer
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        transport.write(self._answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = self._loop.call_later(REFUSAL_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class ConnectionLimiter:
+    """Protocol factory of the listening socket: a `GatewayRequestHandler` per connection while fewer than `limit`
+    are open, a `_Refusal` beyond that. `active` counts the open ones, `refused` those turned away."""
+
+    def __init__(self, server: web.Server, limit: int, options: Mapping[str, Any]) -> None:
+        self.server = server
+        self.limit = limit
+        self.active = 0
+        self.refused = 0
+        self._options = dict(options)
+        self._loop = asyncio.get_running_loop()
+        self._answer = _refusal_answer(limit)
+        self._warned_at = -math.inf
+        self._refused_at_warning = 0
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.active >= self.limit:
+            self._note_refusal()
+            return _Refusal(self._answer, self._loop)
+        self.active += 1
+        return GatewayRequestHandler(self.server, limiter=self, loop=self._loop, **self._options)
+
+    def release(self) -> None:
+        self.active -= 1
+
+    def _note_refusal(self) -> None:
+        self.refused += 1
+        now = self._loop.time()
+        if now - self._warned_at >= WARN_INTERVAL:
+            log.warning(
+                "refusing connections: %d open, the limit (GATEWAY_MAX_CONNECTIONS); %d refused since the last warning",
+                self.active,
+                self.refused - self._refused_at_warning,
+            )
+            self._warned_at = now
+            self._refused_at_warning = self.refused
+
+
+def _refusal_answer(limit: int) -> bytes:
+    """The whole HTTP response to a connection over the cap, built once."""
+    err = ServiceUnavailableException(f"The gateway is serving its limit of {limit} connections; retry later")
+    body = orjson.dumps(err.to_dict())
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"x-amzn-ErrorType: {err.name}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def handler_options(settings: Settings) -> dict[str, Any]:
+    """aiohttp `RequestHandler` arguments for the settings' limits."""
+    return {
+        "keepalive_timeout": settings.keepalive_timeout,
+        "max_line_size": MAX_URL_BYTES,
+        "max_field_size": settings.max_header_bytes,
+        "max_headers": settings.max_headers,
+    }
+
+
+class GatewaySite(web.BaseSite):
+    """A TCP site like aiohttp's `TCPSite` whose connections go through a `ConnectionLimiter`.
+
+    `options` are further `RequestHandler` arguments (the access log's); `limiter` exists once the site started.
+    """
+
+    __slots__ = ("_host", "_options", "_port", "_settings", "limiter")
+
+    def __init__(self, runner: web.BaseRunner, settings: Settings, *, backlog: int = 1024, **options: Any) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._settings = settings
+        self._host = settings.host
+        self._port = settings.port
+        self._options = handler_options(settings) | options
+        self.limiter: ConnectionLimiter | None = None
+
+    @property
+    def name(self) -> str:
+        return str(URL.build(scheme="http", host=self._host, port=self._port))
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None, "the runner is set up before a site starts"
+        self.limiter = ConnectionLimiter(server, self._settings.max_connections, self._options)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.limiter, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
