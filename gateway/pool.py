@@ -32,13 +32,17 @@ log = logging.getLogger("gateway.pool")
 ON_DEMAND = "on-demand"
 PROVISIONED = "provisioned-concurrency"
 RUNTIME_DIR = str(Path(__file__).resolve().parent.parent / "runtimes" / "python")
+#: where a jailed environment sees its function's code and its layers, as on Lambda
+TASK_ROOT = "/var/task"
+LAYERS_ROOT = "/opt"
 
 
-def environment_variables(config: FunctionConfig, settings: Settings, init_type: str) -> dict[str, str]:
+def environment_variables(config: FunctionConfig, settings: Settings, init_type: str, task_root: str) -> dict[str, str]:
     """The environment an execution environment sees: Lambda's reserved set, then the function's own."""
     stream = time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{config.version}]{uuid.uuid4().hex}"
     env = {
         "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+        "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/task:/var/task/lib:/opt/lib",  # Lambda's, for the layers' libraries
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
         "_HANDLER": config.handler,
@@ -51,7 +55,7 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": stream,
         "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
-        "LAMBDA_TASK_ROOT": str(config.code_dir),
+        "LAMBDA_TASK_ROOT": task_root,
         "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
     }
     logging_config = config.extra.get("LoggingConfig") or {}
@@ -64,6 +68,23 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
 
 #: a function whose Environment.Variables set this to "none" runs without a network (its own network namespace)
 NETWORK_VARIABLE = "GATEWAY_NETWORK"
+
+
+def code_layout(config: FunctionConfig, jailed: bool) -> tuple[str, list[str], list[list[Any]]]:
+    """Where an environment finds the function's code and layers: (LAMBDA_TASK_ROOT, the layers' sys.path entries,
+    the mounts a jail makes as [target, [host directories]]).
+
+    In a jail, as on Lambda: the code at /var/task, the layers merged at /opt (an overlay, the last layer on top, as
+    Lambda extracts them in order), so paths in the code and in the layers' binaries work unchanged. Without a jail,
+    the directories where the code store keeps them.
+    """
+    if not jailed:
+        return str(config.code_dir), layer_paths(config), []
+    mounts: list[list[Any]] = [[TASK_ROOT, [str(config.code_dir)]]]
+    if not config.layer_dirs:
+        return TASK_ROOT, [], mounts
+    mounts.append([LAYERS_ROOT, [str(d) for d in reversed(config.layer_dirs)]])
+    return TASK_ROOT, [f"{LAYERS_ROOT}/python/lib/{config.runtime}/site-packages", f"{LAYERS_ROOT}/python"], mounts
 
 
 def layer_paths(config: FunctionConfig) -> list[str]:
@@ -147,14 +168,15 @@ class Pool:
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
         self.make_room(self)
+        task_root, extra_paths, mounts = code_layout(config, self.zygote.jailed)
         spec: dict[str, Any] = {
-            "env": environment_variables(config, self.settings, init_type),
-            "code_dir": str(config.code_dir),
+            "env": environment_variables(config, self.settings, init_type, task_root),
+            "code_dir": task_root,
             "handler": config.handler,
-            "extra_paths": layer_paths(config),
+            "extra_paths": extra_paths,
             "max_concurrency": config.max_concurrency,
             # for the sandbox (runtimes/python/bootstrap.py, Prepared.seal)
-            "mounts": [str(config.code_dir), *map(str, config.layer_dirs)],
+            "mounts": mounts,
             "memory_size": config.memory_size,
             "ephemeral_storage": config.ephemeral_storage,
             "network": config.environment.get(NETWORK_VARIABLE) != "none",

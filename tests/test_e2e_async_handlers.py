@@ -218,7 +218,7 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
         "handler": "lambda_function.lambda_handler",
         "extra_paths": [],
         "max_concurrency": max_concurrency,
-        "mounts": [str(code)],
+        "mounts": [[str(code), [str(code)]]],
         "memory_size": 128,
         "ephemeral_storage": 512,
         "network": True,

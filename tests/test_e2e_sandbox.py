@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function, gone, invoke_json
+from tests.conftest import GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ZYGOTE_ENVIRONMENT = {"PYTHONPATH", "PATH", "LANG", "PYTHONDONTWRITEBYTECODE", "GATEWAY_PID"}
-SYSTEM = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
+SYSTEM = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "sbin", "tmp", "usr", "var"}
 
 PROBE = """
 import importlib, json, os, resource, socket, sys
@@ -78,10 +78,8 @@ def test_a_jailed_environment_sees_only_the_system_its_code_and_its_tmp(gateway_
     two = _probe(gw, "two")
     assert one["uid"] != 0 and one["gid"] == one["uid"] and one["groups"] == []
     assert one["uid"] != two["uid"]  # environments cannot signal or trace each other
-    # of the data directory (the registry, other functions' code, the logs) only the way to its own code is there
-    assert one["data_dir_visible"] and two["data_dir_visible"]
-    for seen in one["data_dir_visible"]:
-        assert seen.startswith(one["task_root"]) or one["task_root"].startswith(seen + "/"), seen
+    assert not one["data_dir_visible"]  # the registry, other functions' code, the logs: none of it is there
+    assert one["task_root"] == "/var/task"  # its code, where Lambda puts it
     assert not one["gateway_visible"] and one["pids_visible"] == sorted(one["pids_visible"])
     assert len(one["pids_visible"]) <= 2  # itself (and the listing's own task at most): hidepid
     assert not one["code_writable"] and not one["handler_writable"]
@@ -260,3 +258,30 @@ def test_environments_still_reach_the_network_by_default(gateway_factory: Gatewa
         server.settimeout(5)
         conn, _ = server.accept()
         conn.close()
+
+
+@as_root
+def test_a_jail_shows_the_code_at_var_task_and_the_layers_merged_at_opt(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    arns = [
+        lam.publish_layer_version(LayerName=name, Content={"ZipFile": make_zip(files)})["LayerVersionArn"]
+        for name, files in (("one", {"data/a.txt": "one", "data/b.txt": "one"}), ("two", {"data/b.txt": "two"}))
+    ]
+    source = """
+import os
+def lambda_handler(event, context):
+    try:
+        open('/opt/data/c.txt', 'w')
+        opt_writable = True
+    except OSError:
+        opt_writable = False
+    return {'cwd': os.getcwd(), 'file': __file__, 'a': open('/opt/data/a.txt').read(),
+            'b': open('/opt/data/b.txt').read(), 'opt_writable': opt_writable}
+"""
+    create_function(lam, "layered", source, Layers=arns)
+    resp, out = invoke_json(lam, "layered")
+    assert "FunctionError" not in resp, out
+    assert out["cwd"] == "/var/task" and out["file"] == "/var/task/lambda_function.py"
+    assert out["a"] == "one" and out["b"] == "two"  # as Lambda extracts layers in order: the later one wins
+    assert not out["opt_writable"]

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import struct
+from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -126,14 +127,18 @@ def build(env_dir: str, expose: list[str]) -> None:
     os.chdir("/")
 
 
-def seal(code_dirs: list[str], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
-    """Finish the jail `build()` made and drop root: bind `code_dirs` read-only from the host, size /tmp, cut the
-    network off unless `network`, let go of the host's root, make / read-only, and become `uid` (gid the same).
+def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
+    """Finish the jail `build()` made and drop root: mount the code read-only (`mounts`: [target, [host directories]],
+    one directory bound, several merged in an overlay, the first on top), size /tmp, cut the network off unless
+    `network`, let go of the host's root, make / read-only, and become `uid` (gid the same).
 
     Dying with the zygote (PDEATHSIG) is set again: a change of uid clears it."""
-    for path in code_dirs:
-        if os.path.isdir(HOST + path):
-            _bind(HOST + path, _mountpoint("", path))
+    for target, sources in mounts:
+        if len(sources) == 1:
+            _bind(HOST + sources[0], _mountpoint("", target))
+        else:
+            lower = ":".join(_escape(HOST + source) for source in sources)
+            _mount("overlay", _mountpoint("", target), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=" + lower)
     _mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
     if not network:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
@@ -149,6 +154,11 @@ def seal(code_dirs: list[str], tmp_mb: int, network: bool, uid: int, zygote_pid:
     _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
+
+
+def _escape(path: str) -> str:
+    """A path as overlayfs's option parser wants it (`:` and `,` separate, `\\` escapes)."""
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
 def _loopback_up() -> None:
