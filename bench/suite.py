@@ -474,8 +474,8 @@ def scenario_functions(run: Run) -> dict[str, Any]:
         order = loadgen.zipf_indices(n, 100_000, s=1.0, seed=7)
         encoded = [invoke_bytes(server.port, name) for name in names]
         many, many_cpu = _measured(server, [encoded[i] for i in order], p)
-        code_root = str(run.tmp / "gateway-functions-data" / "code") + "/"
-        envs = [pid for pid in _environment_pids(server.proc.pid) if _cwd(pid).startswith(code_root)]  # not the spare
+        code_root = "/gateway-functions-data/code"  # the spare runs no code
+        envs = [p for p in _environment_pids(server.proc.pid) if os.path.dirname(_code_dir(p)).endswith(code_root)]
     finally:
         server.stop()
     ratio = many["throughput_rps"] / one["throughput_rps"] if one["throughput_rps"] else None
@@ -576,7 +576,7 @@ def scenario_memory(run: Run) -> dict[str, Any]:
     code_hex = hashlib.sha256(code).hexdigest()
     closed(gateway.port, [invoke_bytes(gateway.port, "memory-noop")], 8, 2.0, 0.0)
     time.sleep(1.0)
-    pids = [pid for pid in _environment_pids(gateway.proc.pid) if _cwd(pid).endswith("/" + code_hex)]
+    pids = [pid for pid in _environment_pids(gateway.proc.pid) if _code_dir(pid).endswith("/" + code_hex)]
     readings = [r for r in (_memory_kb(pid) for pid in pids) if r]
 
     def summary(key: Callable[[dict[str, int]], int]) -> dict[str, float | int]:
@@ -595,8 +595,15 @@ def scenario_memory(run: Run) -> dict[str, Any]:
     return out
 
 
-def _cwd(pid: int) -> str:
+def _code_dir(pid: int) -> str:
+    """The code an environment runs ("" for a spare): in a jail, the host directory mounted at /var/task (as its
+    filesystem names it); otherwise its working directory."""
     try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if fields[4] == "/var/task":
+                    return fields[3]
         return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return ""

@@ -113,7 +113,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     if killed:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
-    sandbox = Sandbox.choose(settings.sandbox)
+    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox)
     zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)

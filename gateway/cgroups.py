@@ -39,13 +39,13 @@ class Hierarchy:
     parents: dict[str, str]
 
     @classmethod
-    def create(cls, gateway_pid: int | None = None) -> Hierarchy | None:
+    def create(cls) -> Hierarchy | None:
         """Make this gateway's group in a hierarchy we can write to (v2 preferred, then v1); None if there is
-        none (not root, no delegation, controllers missing). Stale groups of dead gateways are removed first."""
-        pid = gateway_pid or os.getpid()
+        none (not root, no delegation, controllers missing). Stale groups of dead gateways are removed first.
+        Blocking (the sweep waits for kills)."""
         for make in (_create_v2, _create_v1):
             try:
-                parents = make(f"lambda-gateway-{pid}")
+                parents = make(_instance_name())
             except OSError:
                 continue
             if parents is not None:
@@ -66,6 +66,11 @@ class Hierarchy:
         """Remove this gateway's groups (at shutdown, once its environments are gone)."""
         for parent in self.parents.values():
             _remove_tree(parent)
+
+
+def _instance_name() -> str:
+    """This gateway's group, under the group it runs in."""
+    return f"lambda-gateway-{os.getpid()}"
 
 
 def _own_groups() -> dict[str, str]:
@@ -155,8 +160,8 @@ def _sweep_stale(base: str) -> None:
             continue
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
+def _write(path: str, value: str, dir_fd: int | None = None) -> None:
+    fd = os.open(path, os.O_WRONLY, dir_fd=dir_fd)
     try:
         os.write(fd, value.encode())
     finally:
@@ -176,10 +181,10 @@ def join(hierarchy: Hierarchy, name: str, env_dir: str) -> dict[str, int]:
     fds: dict[str, int] = {}
     for controller, path in dirs.items():
         os.mkdir(path)
-        fds[controller] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds[controller] = fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if controller in ("pids", ""):
-            _write_at(fds[controller], "pids.max", str(PIDS_MAX))
-        _write_at(fds[controller], "cgroup.procs", "0")  # "0": the writing process
+            _write("pids.max", str(PIDS_MAX), fd)
+        _write("cgroup.procs", "0", fd)  # "0": the writing process
     return fds
 
 
@@ -188,39 +193,41 @@ def limit(version: int, fds: dict[str, int], memory_mb: int) -> None:
     memory = str(memory_mb * 1024 * 1024)
     try:
         if version == 1:
-            _write_at(fds["memory"], "memory.limit_in_bytes", memory)
+            _write("memory.limit_in_bytes", memory, fds["memory"])
             with contextlib.suppress(OSError):  # only with swap accounting
-                _write_at(fds["memory"], "memory.memsw.limit_in_bytes", memory)
-            _write_at(fds["cpu"], "cpu.shares", str(max(2, 1024 * memory_mb // MB_PER_VCPU)))
+                _write("memory.memsw.limit_in_bytes", memory, fds["memory"])
+            _write("cpu.shares", str(max(2, 1024 * memory_mb // MB_PER_VCPU)), fds["cpu"])
         else:
-            _write_at(fds[""], "memory.max", memory)
+            _write("memory.max", memory, fds[""])
             with contextlib.suppress(OSError):
-                _write_at(fds[""], "memory.swap.max", "0")
-            _write_at(fds[""], "cpu.weight", str(min(10000, max(1, 100 * memory_mb // MB_PER_VCPU))))
+                _write("memory.swap.max", "0", fds[""])
+            _write("cpu.weight", str(min(10000, max(1, 100 * memory_mb // MB_PER_VCPU))), fds[""])
     finally:
         for fd in fds.values():
             os.close(fd)
-
-
-def _write_at(dir_fd: int, name: str, value: str) -> None:
-    fd = os.open(name, os.O_WRONLY, dir_fd=dir_fd)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 # -- in the gateway, when an environment has ended ----------------------------------------------------------------
 
 
 def recorded(env_dir: str) -> list[str]:
-    """The groups an environment recorded (none without cgroups)."""
+    """The groups an environment recorded (none without cgroups): only groups directly under this gateway's own,
+    whatever else the file says (without a jail, function code could have written it)."""
     try:
         with open(os.path.join(env_dir, RECORD)) as f:
             dirs = json.load(f)
     except (OSError, ValueError):
         return []
-    return [d for d in dirs if isinstance(d, str)]
+    ours = _instance_name()
+    return [
+        d
+        for d in dirs
+        if isinstance(d, str) and os.path.isabs(d) and os.path.normpath(d) == d and _parent_name(d) == ours
+    ]
+
+
+def _parent_name(path: str) -> str:
+    return os.path.basename(os.path.dirname(path))
 
 
 def out_of_memory(env_dir: str) -> int | None:

@@ -130,7 +130,8 @@ class Environment(asyncio.Protocol):
         # Usually the process is exiting: give the zygote a moment to report how, before making sure.
         self.dead = True
         self._keep_output()
-        self.oom_peak = cgroups.out_of_memory(self.env_dir)  # the kernel counts an OOM kill before the exit
+        if not self._finished:  # it died on its own: did the OOM killer (which counts first) end it?
+            self.oom_peak = cgroups.out_of_memory(self.env_dir)
         self._fail_all("Runtime exited")
         if self.exit_status.done():
             self.kill("socket closed")
@@ -279,20 +280,21 @@ async def connect(
 def sweep_leftovers(envs_root: Path, always: bool = False) -> int:
     """Remove what environments of an earlier gateway left behind (after a SIGKILL of the gateway).
 
-    Processes started by a handler can outlive their environment (a process group is not a container).
-    Those that still see a private /tmp under `envs_root` (their mount namespace says so) are killed; then
-    every leftover environment directory is removed. The scan of /proc runs when directories are left
+    Processes started by a handler can outlive their environment (a process group is not a container; with
+    cgroups, gateway.cgroups removes them). Those whose mount namespace holds a mount from the data directory (a
+    private /tmp under `envs_root`, or a jail's code) are killed; then every leftover environment directory is
+    removed. The scan of /proc runs when directories are left
     over, or `always` (at shutdown, when directories may already be gone). Returns how many it killed.
     """
     killed = 0
     if envs_root.is_dir() and (always or any(envs_root.iterdir())):
-        marker = " " + _path_in_mountinfo(envs_root) + "/"
+        marker = " " + _path_in_mountinfo(envs_root.parent) + "/"
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
                 continue
             try:
                 with open(f"/proc/{entry}/mountinfo") as f:
-                    if marker not in f.read():  # the root of its /tmp bind mount is one of our env dirs
+                    if marker not in f.read():  # the root of a bind mount of its lies in our data directory
                         continue
                 os.kill(int(entry), signal.SIGKILL)
                 killed += 1

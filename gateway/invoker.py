@@ -248,10 +248,12 @@ class Invoker:
     ) -> Outcome:
         """The environment ended without replying: Runtime.OutOfMemory if the OOM killer ended it (its REPORT
         shows the memory group's peak as Max Memory Used), else Runtime.ExitError with how it exited."""
-        what = f"Runtime exited with error: {await self._exit_status(exc)}"
-        error_type = "Runtime.ExitError" if exc.oom_peak is None else OUT_OF_MEMORY
-        rss_kb = (exc.oom_peak or 0) // 1024
-        return self._failed(config, request_id, error_type, what, want_log, init_log, output, init_ms, rss_kb=rss_kb)
+        status = await self._exit_status(exc)
+        what = f"Runtime exited with error: {status}"
+        if exc.oom_peak is None or status != "signal: killed":  # the OOM killer may have ended a child before
+            return self._failed(config, request_id, "Runtime.ExitError", what, want_log, init_log, output, init_ms)
+        rss_kb = exc.oom_peak // 1024 or config.memory_size * 1024  # no peak recorded (cgroup v2 before 5.19)
+        return self._failed(config, request_id, OUT_OF_MEMORY, what, want_log, init_log, output, init_ms, rss_kb=rss_kb)
 
     @staticmethod
     async def _exit_status(exc: EnvironmentDied) -> str:

@@ -25,7 +25,6 @@ from gateway.cgroups import Hierarchy
 
 log = logging.getLogger("gateway.sandbox")
 
-MODES = ("auto", "rlimits")
 #: first uid (and gid) of jailed environments; the zygote gives each the next of the 2**20 that follow, in turn
 UID_BASE = 1_900_000_000
 
@@ -38,7 +37,8 @@ class Sandbox:
 
     @classmethod
     def choose(cls, mode: str) -> Sandbox:
-        """The strongest sandbox allowed: a jail (and cgroups where writable) as root, unless `mode` is "rlimits"."""
+        """The strongest sandbox allowed: a jail (and cgroups where writable) as root, unless `mode` is "rlimits".
+        Blocking (making the cgroups sweeps those of dead gateways)."""
         if mode == "rlimits" or os.geteuid() != 0:
             return cls(jail=False, cgroups=None)
         return cls(jail=True, cgroups=Hierarchy.create())
@@ -53,19 +53,24 @@ class Sandbox:
 
     def describe(self, jailed: bool) -> dict[str, Any]:
         """What /healthz reports, given whether the zygote could set up the jail (`jailed`)."""
-        if not jailed:
-            return {
-                "mode": "rlimits",
-                "uid": "the gateway's",
-                "cgroups": None,
-                "limits": ["address space", "cpu time", "file size", "open files", "processes"],
-            }
+        cgroups = self.cgroups.describe() if self.cgroups is not None else None
+        if jailed:
+            limits = ["memory", "pids", "cpu weight"] if cgroups else ["open files", "processes"]
+            return {"mode": "jail", "uid": "one per environment", "cgroups": cgroups, "limits": limits}
         return {
-            "mode": "jail",
-            "uid": "one per environment",
-            "cgroups": self.cgroups.describe() if self.cgroups is not None else None,
-            "limits": ["memory", "pids", "cpu weight"] if self.cgroups is not None else ["open files", "processes"],
+            "mode": "rlimits",
+            "uid": "the gateway's (root)" if os.geteuid() == 0 else "the gateway's",
+            "cgroups": cgroups,
+            "limits": ["address space", "cpu time", "file size", "open files", "processes"],
         }
+
+    def warn_if_weaker(self, jailed: bool) -> None:
+        """Log loudly when the zygote could not set up the jail it was asked for: functions then run as root."""
+        if self.jail and not jailed:
+            log.warning(
+                "this host refused the jail (mount, IPC or network namespace, pivot_root, or the uid change): "
+                "functions run as root with rlimits only, and can read everything the gateway can"
+            )
 
     def close(self) -> None:
         if self.cgroups is not None:

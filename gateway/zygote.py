@@ -182,6 +182,7 @@ class Zygote:
                 self.pid = msg[1]
                 self.private_tmp = bool(msg[2].get("private_tmp"))
                 self.jailed = bool(msg[2].get("jail"))
+                self.sandbox.warn_if_weaker(self.jailed)
                 self._ready.set()
                 if self.on_ready is not None:
                     self.on_ready()

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from tests.conftest import RunningGateway, create_function, invoke_json
+from tests.conftest import RunningGateway, create_function, direct_children, invoke_json
 
 TIMEOUT_SOURCE = """
 import ctypes, subprocess, time
@@ -39,18 +39,6 @@ def _find(name: str, timeout: float = 10.0) -> int | None:
                 continue
         time.sleep(0.01)
     return None
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.add(int(entry))
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -85,7 +73,7 @@ def test_timeout_kills_process_group_and_answers_in_time(lam: Any, fname: str) -
         deadline = time.monotonic() + 5
         env = _find(name)
         while env is not None and not children and time.monotonic() < deadline:
-            children.update(_children(env))
+            children.update(direct_children(env))
 
     watcher = threading.Thread(target=watch)
     watcher.start()

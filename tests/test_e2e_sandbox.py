@@ -45,7 +45,9 @@ def lambda_handler(event, context):
         'task_root': os.environ['LAMBDA_TASK_ROOT'],
         'data_dir_visible': [os.path.join(d, n) for d, ds, fs in os.walk(event['data_dir']) for n in ds + fs],
         'gateway_visible': os.path.exists('/proc/%d' % event['gateway_pid']),
-        'pids_visible': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),
+        'pid': os.getpid(),
+        'pids_visible': [int(p) for p in os.listdir('/proc') if p.isdigit()],
+        'fds': [int(fd) for fd in os.listdir('/proc/self/fd')],
         'code_writable': writable(os.path.join(os.environ['LAMBDA_TASK_ROOT'], 'new.txt')),
         'handler_writable': writable(__file__),
         'tmp_writable': writable('/tmp/x'),
@@ -80,8 +82,8 @@ def test_a_jailed_environment_sees_only_the_system_its_code_and_its_tmp(gateway_
     assert one["uid"] != two["uid"]  # environments cannot signal or trace each other
     assert not one["data_dir_visible"]  # the registry, other functions' code, the logs: none of it is there
     assert one["task_root"] == "/var/task"  # its code, where Lambda puts it
-    assert not one["gateway_visible"] and one["pids_visible"] == sorted(one["pids_visible"])
-    assert len(one["pids_visible"]) <= 2  # itself (and the listing's own task at most): hidepid
+    assert not one["gateway_visible"] and one["pids_visible"] == [one["pid"]]  # hidepid: only itself
+    assert len(one["fds"]) <= 5  # stdin, stdout, stderr, its socket to the gateway, the listing's own
     assert not one["code_writable"] and not one["handler_writable"]
     assert one["tmp_writable"] and one["tmp_mb"] == 700 and two["tmp_mb"] == 512  # /tmp = EphemeralStorage
     exposed = {p.split("/")[1] for p in (sys.prefix, sys.base_prefix, str(PROJECT_ROOT))}
@@ -178,12 +180,21 @@ def test_a_fork_or_thread_bomb_stays_inside_its_environment(gateway_factory: Gat
     create_function(lam, "calm", "def lambda_handler(e, c):\n    return 'ok'\n")
     resp, out = invoke_json(lam, "bomb", {"kind": kind, "seconds": 10})
     assert "FunctionError" not in resp, out
-    assert 100 < out["made"] < 1024  # stopped by its own pids limit, long before the host's
+    assert 100 < out["made"] < 1024  # stopped by its own limits, long before the host's
+    assert _pids_group(out["pid"])["pids.max"] == "1024"  # the cgroup's limit, whatever RLIMIT_NPROC does first
     _, calm = invoke_json(lam, "calm")  # the rest of the gateway works on
     assert calm == "ok"
     uid = _uid_of(out["pid"])
     lam.delete_function(FunctionName="bomb")  # its environment ends, and everything in its cgroups with it
     assert gone(_pids_of_uid(uid), timeout=10.0)
+
+
+def _pids_group(pid: int) -> dict[str, str]:
+    """The files of `pid`'s group in the pids hierarchy (cgroup v1, as on the machines here; v2: the unified one)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = dict(line.rstrip("\n").split(":", 2)[1:] for line in f)
+    path = f"/sys/fs/cgroup/pids{lines['pids']}" if "pids" in lines else f"/sys/fs/cgroup{lines['']}"
+    return {name: Path(path, name).read_text().strip() for name in ("pids.max", "pids.current")}
 
 
 def _uid_of(pid: int) -> int:
@@ -232,11 +243,11 @@ def test_rlimits_mode_limits_what_it_can_and_says_so(gateway_factory: GatewayFac
     isolation = gw.health()["isolation"]
     assert isolation["mode"] == "rlimits" and isolation["cgroups"] is None
     out = _probe(gw, "probe", MemorySize=256)
-    assert out["rlimit_as"] == 768 * 1024 * 1024  # max(2 x MemorySize, MemorySize + 512 MB)
+    assert out["rlimit_as"] == (256 + 1024) * 1024 * 1024  # MemorySize + 1 GB of headroom
     lam = gw.client()
     hog = "def lambda_handler(event, context):\n    return len(bytearray(event['mb'] << 20))\n"
     create_function(lam, "hog", hog, MemorySize=128)
-    resp, out = invoke_json(lam, "hog", {"mb": 1024})
+    resp, out = invoke_json(lam, "hog", {"mb": 2048})
     assert resp["FunctionError"] == "Unhandled" and out["errorType"] == "MemoryError"
     resp, out = invoke_json(lam, "hog", {"mb": 16})  # the environment survived its MemoryError
     assert "FunctionError" not in resp and out == 16 << 20

@@ -26,7 +26,6 @@ async handlers for this) and the init log says so.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import decimal
 import importlib
 import inspect
@@ -47,6 +46,7 @@ from gateway import cgroups, protocol
 from gateway.cgroups import Hierarchy
 from runtimes.python import jail
 from runtimes.python.context import LambdaContext
+from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
 from runtimes.python.output import LOG_LEVELS as _LOG_LEVELS
 from runtimes.python.output import InvocationOutput as _InvocationOutput
 from runtimes.python.output import LambdaLogHandler as _LambdaLogHandler
@@ -58,12 +58,6 @@ from runtimes.python.output import log_line as _log_line
 from runtimes.python.output import route_output as _route_output
 from runtimes.python.output import tail as _tail
 
-PR_SET_PDEATHSIG = 1
-PR_SET_NO_NEW_PRIVS = 38
-CLONE_NEWNS = 0x00020000
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
 #: error documents are cut to fit a frame: Lambda's own limits are of this order
 MAX_ERROR_MESSAGE = 256 * 1024
 MAX_STACK_BYTES = 256 * 1024
@@ -72,10 +66,11 @@ MAX_RESPONSE = 6291556
 #: bytes read from the gateway's socket at a time by the sequential loop
 RECV_BUFFER = 256 * 1024
 ENV_LIMITS = {resource.RLIMIT_NOFILE: 1024, resource.RLIMIT_NPROC: 1024}
-#: without cgroups, CPU seconds a process may use in all before the kernel ends it (a backstop, not a timeout)
+#: without a jail: CPU seconds a process the handler started may use before the kernel ends it (a backstop)
 CPU_BACKSTOP_SECONDS = 3600
+#: without a jail: address space beyond MemorySize (a process maps much more than it uses)
+AS_HEADROOM_MB = 1024
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _connection: socket.socket | None = None
 
 #: LoggingConfig.LogFormat JSON (`AWS_LAMBDA_LOG_FORMAT=JSON`): log records and errors as JSON objects, one a line
@@ -139,13 +134,17 @@ class Isolation:
 
     `jail_expose` (the directories of the interpreter and runtime): each environment gets a jail (its own root
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
-    `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None.
+    `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
+    are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
     """
 
-    def __init__(self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None) -> None:
+    def __init__(
+        self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None, uid_base: int
+    ) -> None:
         self.private_tmp = private_tmp
         self.jail_expose = jail_expose
         self.cgroups = cgroups
+        self.uid_base = uid_base
 
 
 class Prepared:
@@ -170,30 +169,40 @@ class Prepared:
                 cgroups.limit(self.cgroup_version, self.cgroup_fds, memory_mb)
             if self.uid is not None:
                 jail.seal(spec["mounts"], spec["ephemeral_storage"], spec["network"], self.uid, self.zygote_pid)
-            else:
-                for limit, value in rlimits_for(memory_mb, spec["ephemeral_storage"]).items():
-                    resource.setrlimit(limit, (value, value))
+            for limit, (soft, hard) in rlimits_for(memory_mb, spec["ephemeral_storage"], self.uid is not None).items():
+                resource.setrlimit(limit, (soft, hard))
+            if self.uid is None:
+                signal.signal(signal.SIGXCPU, _extend_cpu_backstop)
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
             os._exit(4)
 
 
-def rlimits_for(memory_mb: int, tmp_mb: int) -> dict[int, int]:
-    """Without a jail and cgroups, the limits that stand in for them (a weaker guarantee, see SECURITY.md):
-    address space (MemoryError rather than an OOM kill; headroom for what a process maps but does not use), CPU
-    time as a backstop for anything that escapes the gateway's timeout, and the size of any one file written."""
-    return {
-        resource.RLIMIT_AS: max(2 * memory_mb, memory_mb + 512) * 1024 * 1024,
-        resource.RLIMIT_CPU: CPU_BACKSTOP_SECONDS,
-        resource.RLIMIT_FSIZE: tmp_mb * 1024 * 1024,
-    }
+def rlimits_for(memory_mb: int, tmp_mb: int, jailed: bool) -> dict[int, tuple[int, int]]:
+    """Limits set once the configuration is known. Always: the size of any one file written (EphemeralStorage: it
+    also bounds what one invocation can print). Without a jail, which has cgroups and a /tmp of that size, the limits
+    that stand in for them (a weaker guarantee, see SECURITY.md): address space (MemoryError rather than an OOM kill;
+    the headroom is for what a process maps but does not use: thread stacks, malloc arenas), and CPU time as a
+    backstop for the processes a handler starts, which the gateway's timeout may not reach (the environment itself
+    extends its own limit on SIGXCPU)."""
+    limits = {resource.RLIMIT_FSIZE: (tmp_mb * 1024 * 1024,) * 2}
+    if not jailed:
+        limits[resource.RLIMIT_AS] = ((memory_mb + AS_HEADROOM_MB) * 1024 * 1024,) * 2
+        limits[resource.RLIMIT_CPU] = (CPU_BACKSTOP_SECONDS, resource.RLIM_INFINITY)
+    return limits
 
 
-def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation, uid: int) -> Prepared:
+def _extend_cpu_backstop(signum: int, frame: Any) -> None:
+    """SIGXCPU: the environment has used CPU_BACKSTOP_SECONDS more; it lives on (the gateway times invocations)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft + CPU_BACKSTOP_SECONDS, hard))
+
+
+def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation) -> Prepared:
     """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
     zygote: own session and process group, death with the zygote, no new privileges, batch scheduling (a woken
     environment never preempts the gateway), rlimits, its directory (`env_dir`: the `output` file that fds 1 and
-    2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (to be sealed with `uid`); or
+    2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (sealed later, with its uid); or
     without a jail, `tmp/` under `env_dir` bind-mounted at /tmp in a private mount namespace when
     `isolation.private_tmp`; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
     os.setsid()
@@ -220,7 +229,7 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation,
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
             jail.build(env_dir, isolation.jail_expose)
-            prepared.tmp_dir, prepared.uid = "/tmp", uid
+            prepared.tmp_dir, prepared.uid = "/tmp", isolation.uid_base + os.getpid()
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)
@@ -257,29 +266,6 @@ def _rehearse() -> None:
         _context(request_id, arn, deadline_ms, client_context, saved)
         reply = _result_reply(1, request_id, json.loads(payload))
         protocol.encode((*reply, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, b""))
-
-
-def under_tmp(path: str) -> bool:
-    """Would binding a private /tmp hide `path`?"""
-    real = os.path.realpath(path) if path else ""
-    return real == "/tmp" or real.startswith("/tmp/")
-
-
-def _private_mount_namespace() -> bool:
-    """Enter a mount namespace of our own whose mounts do not propagate back; False where not allowed."""
-    if _libc.unshare(CLONE_NEWNS) != 0:
-        return False
-    return _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0  # type: ignore[no-any-return]
-
-
-def _bind_tmp(source: str) -> bool:
-    """Make `source` this process's /tmp (in the private mount namespace just entered)."""
-    return _libc.mount(source.encode(), b"/tmp", None, MS_BIND | MS_REC, None) == 0  # type: ignore[no-any-return]
-
-
-def private_tmp_mount(source: str) -> bool:
-    """Make `source` this process's /tmp in a private mount namespace; False where that is not allowed."""
-    return _private_mount_namespace() and _bind_tmp(source)
 
 
 def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:

@@ -14,7 +14,8 @@ capabilities (`no_new_privs` was set before), so it can neither undo any of this
 environments or the gateway.
 
 `build()` runs in a spare, before any spec (its cost is paid ahead of demand); `seal()` adds what the spec
-says and drops root, just before Init. Both run in the forked child, before any user code.
+says and drops root, just before Init. Both run in the forked child, before any user code. Without a jail,
+`private_tmp_mount()` gives an environment at least a /tmp of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import struct
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -38,8 +40,10 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
-SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+#: pivot_root(2)'s number where we know it; elsewhere there is no jail
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
 SIOCSIFFLAGS = 0x8914
 IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
@@ -77,11 +81,10 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     )
 
 
-def _bind(source: str, target: str, read_only: bool = True, recursive: bool = True, exec_ok: bool = True) -> None:
+def _bind(source: str, target: str, read_only: bool = True, recursive: bool = True) -> None:
     _mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
     if read_only:
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | (0 if exec_ok else MS_NOEXEC)
-        _mount(None, target, None, flags)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
@@ -98,8 +101,11 @@ def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
 def build(env_dir: str, expose: list[str]) -> None:
     """Enter a private mount namespace and pivot into a new root under `env_dir` that holds the system, the
     `expose`d directories, /dev, /proc and /tmp (see the module's docstring). The host's root stays reachable at
-    HOST, for `seal()`, and this process stays root."""
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    HOST, for `seal()`, and this process stays root. A namespace of its own for System V IPC and POSIX message
+    queues, too: those would otherwise be shared with the host and outlive the environment."""
+    if SYS_PIVOT_ROOT is None:
+        raise JailError(0, f"no pivot_root for {os.uname().machine}")
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
     root = os.path.join(env_dir, "root")
     os.makedirs(root, mode=0o755, exist_ok=True)
@@ -154,6 +160,23 @@ def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_p
     _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
+
+
+def under_tmp(path: str) -> bool:
+    """Would binding a private /tmp hide `path`?"""
+    real = os.path.realpath(path) if path else ""
+    return real == "/tmp" or real.startswith("/tmp/")
+
+
+def private_tmp_mount(source: str) -> bool:
+    """Make `source` this process's /tmp in a private mount namespace; False where that is not allowed."""
+    try:
+        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _mount(source, "/tmp", None, MS_BIND | MS_REC)
+    except JailError:
+        return False
+    return True
 
 
 def _escape(path: str) -> str:

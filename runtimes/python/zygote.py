@@ -39,11 +39,9 @@ import datetime  # noqa: F401
 import decimal  # noqa: F401
 import hashlib  # noqa: F401
 import http.client  # noqa: F401
-import itertools
 import json
 import logging  # noqa: F401
 import os
-import random
 import selectors
 import signal
 import socket
@@ -60,15 +58,13 @@ import msgpack
 
 from gateway import protocol
 from gateway.cgroups import Hierarchy
-from runtimes.python import bootstrap
+from runtimes.python import bootstrap, jail
 
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
 #: new spare's own set-up after it) would compete with the Init of the environment that just took the spare
 SPARE_DELAY = 0.02
 #: the longest pause between attempts while spares cannot be forked or keep dying before they are taken
 MAX_SPARE_BACKOFF = 2.0
-#: jailed environments take uids uid_base .. uid_base + UID_RANGE - 1, one each, in turn
-UID_RANGE = 1 << 20
 
 FORK = 1
 HELLO = 2
@@ -128,7 +124,6 @@ def _child(
     zygote_pid: int,
     isolation: bootstrap.Isolation,
     env_dir: str,
-    uid: int,
 ) -> None:
     """In a forked child: drop the zygote's state and become an environment. Never returns.
 
@@ -146,7 +141,7 @@ def _child(
         os.close(wakeup_r)
         os.close(wakeup_w)
         _close_fds_except(keep_fd)
-        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation, uid)
+        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation)
         if spec is None:
             spec = _read_spec(keep_fd)
         bootstrap.run(keep_fd, spec, prepared)
@@ -172,24 +167,26 @@ def _probe_private_tmp() -> bool:
     """
     import tempfile
 
-    if any(bootstrap.under_tmp(p) for p in (*sys.path, sys.prefix, sys.exec_prefix)):
+    if any(jail.under_tmp(p) for p in (*sys.path, sys.prefix, sys.exec_prefix)):
         return False
     probe_dir = tempfile.mkdtemp(prefix="gateway-probe-")
     try:
-        return _in_child(lambda: bootstrap.private_tmp_mount(probe_dir))
+        return _in_child(lambda: jail.private_tmp_mount(probe_dir))
     finally:
         os.rmdir(probe_dir)
 
 
 def _jail_expose(data_dir: str) -> list[str]:
-    """What a jailed environment needs to see of the host besides the system: the interpreter (sys.base_prefix,
-    sys.prefix, the other directories on sys.path) and the runtime's own packages; outermost directories only, and
-    none that holds the data directory or lies in it."""
+    """What a jailed environment needs to see of the host besides the system: the interpreter (sys.base_prefix and
+    a virtual environment's sys.prefix, with their site-packages) and the runtime's own two packages, not the tree
+    they live in; outermost directories only, and none that holds the data directory or lies in it."""
+    import site
+
     import gateway
 
-    runtime = {os.path.dirname(os.path.dirname(bootstrap.__file__)), os.path.dirname(gateway.__file__)}
-    wanted = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *sys.path, *runtime) if p}
-    wanted = {p for p in wanted if os.path.isdir(p)}
+    runtime = (os.path.dirname(os.path.dirname(bootstrap.__file__)), os.path.dirname(gateway.__file__))
+    candidates = (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix, *site.getsitepackages(), *runtime)
+    wanted = {os.path.realpath(p) for p in candidates if p and os.path.isdir(p)}
     data = os.path.realpath(data_dir)
 
     def clashes(path: str) -> bool:
@@ -200,15 +197,15 @@ def _jail_expose(data_dir: str) -> list[str]:
 
 
 def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
-    """Can a forked environment be jailed (mount namespace, new root, own uid)? Tried once, in a throwaway child."""
+    """Can a forked environment be jailed (mount, IPC and network namespaces, new root, own uid)? Tried once, in a
+    throwaway child, which must then see the interpreter and not the data directory."""
     probe_dir = os.path.join(envs_root, f"probe-{os.getpid()}")
+    data_dir = os.path.dirname(envs_root)
 
     def attempt() -> bool:
-        from runtimes.python import jail
-
         jail.build(probe_dir, expose)
-        jail.seal([], 1, True, uid, os.getppid())
-        return os.getuid() == uid and os.path.isdir(sys.base_prefix) and not os.path.exists(envs_root)
+        jail.seal([], 1, False, uid, os.getppid())
+        return os.getuid() == uid and os.path.isdir(sys.base_prefix) and not os.path.exists(data_dir)
 
     try:
         return _in_child(attempt)
@@ -237,21 +234,14 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)
     my_pid = os.getpid()
-    # Environments get uids of their own, in turn from a random place in the range (a restarted zygote does not
-    # hand out the uids of environments that may still be ending).
-    uids = itertools.count(random.randrange(UID_RANGE))
-    uid_base: int = sandbox.get("uid_base", 0)
-
-    def next_uid() -> int:
-        return uid_base + next(uids) % UID_RANGE
-
+    uid_base: int = sandbox["uid_base"]
     hierarchy = Hierarchy.from_wire(sandbox["cgroups"]) if sandbox.get("cgroups") else None
     expose = _jail_expose(os.path.dirname(envs_root)) if sandbox.get("jail") else None
-    if expose is not None and not _probe_jail(expose, envs_root, next_uid()):
+    if expose is not None and not _probe_jail(expose, envs_root, uid_base + my_pid):
         expose = None
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
-    bind_tmp = expose is None and _probe_private_tmp() and not bootstrap.under_tmp(envs_root)
-    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy)
+    bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
+    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base)
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
@@ -283,7 +273,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
 
     def fork_spare() -> _Spare | None:
         """Fork a spare and announce it: the gateway gets its pid, directory and end of its socket."""
-        env_dir, uid = new_env_dir(), next_uid()
+        env_dir = new_env_dir()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError:
@@ -296,7 +286,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
             return None
         if pid == 0:
             ours.close()
-            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, isolation, env_dir, uid)
+            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, isolation, env_dir)
         theirs.close()
         try:
             send_fd([SPARE, pid, env_dir], ours.fileno())
@@ -362,7 +352,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     continue
                 _, req_id, spec = request
                 env_fd = fds[0]
-                env_dir, uid = new_env_dir(), next_uid()
+                env_dir = new_env_dir()
                 try:
                     pid = os.fork()
                 except OSError as exc:
@@ -370,7 +360,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     send([FORK_FAILED, req_id, str(exc)])
                     continue
                 if pid == 0:
-                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir, uid)
+                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
     finally:
@@ -384,8 +374,7 @@ def main() -> None:
     args = sys.argv[1:]
     if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
         sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
-    libc = bootstrap._libc
-    libc.prctl(bootstrap.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
     if expected_parent and os.getppid() != expected_parent:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
