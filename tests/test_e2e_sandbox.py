@@ -144,6 +144,9 @@ def test_out_of_memory_is_reported_as_lambda_does(gateway_factory: GatewayFactor
     assert "FunctionError" not in resp and out == 10
     metrics = gw.request("GET", "/metrics")[2].decode().splitlines()
     assert any('"out_of_memory"' in line and '"hog"' in line and line.endswith(" 1.0") for line in metrics)
+    create_function(lam, "init-hog", "BLOCKS = [bytearray(1 << 20) for _ in range(400)]\n" + hog, MemorySize=128)
+    resp, out = invoke_json(lam, "init-hog", {"mb": 1})  # out of memory during Init: the same answer
+    assert resp["FunctionError"] == "Unhandled" and out["errorType"] == "Runtime.OutOfMemory"
 
 
 BOMB = """
