@@ -1,11 +1,12 @@
 """The fork server: imports the runtime and the heavy stdlib once, then forks environments on request.
 
-Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd N --envs-root DIR`); never
-runs user code itself. The control socket is a SOCK_SEQPACKET socketpair, one msgpack message per packet:
+Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox
+JSON`, the plan of gateway/sandbox.py); never runs user code itself. The control socket is a SOCK_SEQPACKET
+socketpair, one msgpack message per packet:
 
     gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
                         [TAKEN, pid]                      the gateway has given the spare `pid` its spec
-    zygote -> gateway   [HELLO, pid, {"private_tmp": bool}]  once, when ready to fork
+    zygote -> gateway   [HELLO, pid, {"private_tmp": bool, "jail": bool}]  once, when ready to fork
                         [SPARE, pid, env_dir]  + one fd (the gateway's end of that spare's socket)
                         [FORKED, req_id, pid, env_dir] | [FORK_FAILED, req_id, message]
                         [EXITED, pid, wait_status]        for every child that ended (spares too)
@@ -17,9 +18,10 @@ gateway can say how an environment died.
 
 A cold start waits neither for a fork nor for the zygote: the zygote keeps one *spare* child that has already
 forked, dropped the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session,
-limits, its directory, its /tmp, a rehearsal of the hot paths), and announces it to the gateway with one end of
-its socket (SPARE). The gateway turns a spare into an environment by writing a SPEC frame on that socket, and
-tells the zygote (TAKEN), which forks the next spare SPARE_DELAY later, once that environment's Init had the CPU.
+limits, its directory, its cgroups, its jail or its /tmp, a rehearsal of the hot paths), and announces it to the
+gateway with one end of its socket (SPARE). The gateway turns a spare into an environment by writing a SPEC frame
+on that socket, and tells the zygote (TAKEN), which forks the next spare SPARE_DELAY later, once that
+environment's Init had the CPU.
 Without a spare (cold starts came faster, or it died) the gateway asks for a FORK. A spare is never given user
 code before its SPEC, so an idle one holds the zygote's state and an empty directory, nothing more; it dies with
 the zygote, or exits when the gateway closes its socket.
