@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -248,11 +249,16 @@ def _read_tail(path: str, limit: int = protocol.MAX_LOG) -> bytes:
         return b""
 
 
+#: removals wait for killed processes to leave their cgroups: in threads of their own, not the loop's default
+#: executor, which the registry and the log store use
+_CLEANUP = ThreadPoolExecutor(max_workers=2, thread_name_prefix="environment-cleanup")
+
+
 def remove_later(path: str) -> None:
     """Remove an environment's directory (its private /tmp may hold up to EphemeralStorage bytes) and its cgroups,
     with whatever still runs in them, off the event loop."""
     try:
-        asyncio.get_running_loop().run_in_executor(None, _remove, path)
+        asyncio.get_running_loop().run_in_executor(_CLEANUP, _remove, path)
     except RuntimeError:  # no running loop (interpreter shutdown): do it now
         _remove(path)
 
