@@ -40,11 +40,12 @@ def free_port() -> int:
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
-    """A zip archive holding `files` (name -> content)."""
+    """A zip archive holding `files` (name -> content). The same files give the same bytes (a fixed time stamp): two
+    calls a second apart would otherwise make different packages, with different CodeSha256."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in files.items():
-            zf.writestr(name, content)
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), content, zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 
