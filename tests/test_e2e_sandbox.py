@@ -23,7 +23,7 @@ ZYGOTE_ENVIRONMENT = {"PYTHONPATH", "PATH", "LANG", "PYTHONDONTWRITEBYTECODE", "
 SYSTEM = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "sbin", "tmp", "usr", "var"}
 
 PROBE = """
-import importlib, json, os, resource, socket, sys
+import grp, importlib, json, os, pwd, resource, socket, sys
 def lambda_handler(event, context):
     def readable(path):
         try:
@@ -42,6 +42,7 @@ def lambda_handler(event, context):
     tmp = os.statvfs('/tmp')
     return {
         'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(),
+        'user': pwd.getpwuid(os.getuid()).pw_name, 'group': grp.getgrgid(os.getgid()).gr_name,
         'task_root': os.environ['LAMBDA_TASK_ROOT'],
         'data_dir_visible': [os.path.join(d, n) for d, ds, fs in os.walk(event['data_dir']) for n in ds + fs],
         'gateway_visible': os.path.exists('/proc/%d' % event['gateway_pid']),
@@ -79,6 +80,7 @@ def test_a_jailed_environment_sees_only_the_system_its_code_and_its_tmp(gateway_
     one = _probe(gw, "one", EphemeralStorage={"Size": 700})
     two = _probe(gw, "two")
     assert one["uid"] != 0 and one["gid"] == one["uid"] and one["groups"] == []
+    assert one["user"] == one["group"] == "sbx_user1051"  # named, as on Lambda
     assert one["uid"] != two["uid"]  # environments cannot signal or trace each other
     assert not one["data_dir_visible"]  # the registry, other functions' code, the logs: none of it is there
     assert one["task_root"] == "/var/task"  # its code, where Lambda puts it

@@ -228,8 +228,8 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
             prepared.cgroup_version = isolation.cgroups.version
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
-            jail.build(env_dir, isolation.jail_expose)
             prepared.tmp_dir, prepared.uid = "/tmp", isolation.uid_base + os.getpid()
+            jail.build(env_dir, isolation.jail_expose, prepared.uid)
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)

@@ -50,6 +50,8 @@ IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40
 #: the host's top-level system directories an environment sees (links stay links)
 SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: the name of a jailed environment's uid, as on Lambda
+USER = "sbx_user1051"
 #: where the old root waits, inside the new one, until `seal()` has taken the code from it
 HOST = "/.host"
 
@@ -98,11 +100,12 @@ def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
     return target
 
 
-def build(env_dir: str, expose: list[str]) -> None:
+def build(env_dir: str, expose: list[str], uid: int) -> None:
     """Enter a private mount namespace and pivot into a new root under `env_dir` that holds the system, the
     `expose`d directories, /dev, /proc and /tmp (see the module's docstring). The host's root stays reachable at
     HOST, for `seal()`, and this process stays root. A namespace of its own for System V IPC and POSIX message
-    queues, too: those would otherwise be shared with the host and outlive the environment."""
+    queues, too: those would otherwise be shared with the host and outlive the environment. /etc/passwd and
+    /etc/group also name `uid`, the user `seal()` becomes, as Lambda's name its sandbox user."""
     if SYS_PIVOT_ROOT is None:
         raise JailError(0, f"no pivot_root for {os.uname().machine}")
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
@@ -116,6 +119,8 @@ def build(env_dir: str, expose: list[str]) -> None:
             os.symlink(os.readlink(path), root + path)
         elif os.path.isdir(path):
             _bind(path, _mountpoint(root, path))
+    for name, entry in (("passwd", f"{USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"), ("group", f"{USER}:x:{uid}:\n")):
+        _add_entry(root, name, entry)
     for path in expose:
         _bind(path, _mountpoint(root, path))
     _mountpoint(root, "/dev")
@@ -131,6 +136,19 @@ def build(env_dir: str, expose: list[str]) -> None:
     os.chdir(root)
     _check(_libc.syscall(SYS_PIVOT_ROOT, b".", HOST[1:].encode()), "pivot_root")
     os.chdir("/")
+
+
+def _add_entry(root: str, name: str, entry: str) -> None:
+    """Mount over /etc/`name` in the new root a copy of the host's with `entry` added (made in the root's tmpfs)."""
+    host = "/etc/" + name
+    if not os.path.isfile(root + host):
+        return
+    copy = f"{root}/.{name}"
+    with open(host) as original, open(copy, "w") as f:
+        f.write(original.read() + entry)
+    os.chmod(copy, 0o644)
+    _bind(copy, root + host, recursive=False)
+    os.unlink(copy)  # the mount keeps the file
 
 
 def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:

@@ -205,7 +205,7 @@ def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
     data_dir = os.path.dirname(envs_root)
 
     def attempt() -> bool:
-        jail.build(probe_dir, expose)
+        jail.build(probe_dir, expose, uid)
         jail.seal([], 1, False, uid, os.getppid())
         return os.getuid() == uid and os.path.isdir(sys.base_prefix) and not os.path.exists(data_dir)
 
