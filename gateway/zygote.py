@@ -216,10 +216,12 @@ class Zygote:
 
     def _drop_spare(self) -> None:
         """Forget the spare (it died, or the zygote did) and remove its directory, which is ours from its
-        announcement on; closing our end of its socket makes a live one exit."""
+        announcement on, once it has exited: closing our end of its socket makes a live one exit, and until then it
+        may still be making its directory and cgroups."""
         if self._spare is not None:
-            self._spare[1].close()
-            remove_later(self._spare[3])
+            _, sock, exit_fut, env_dir = self._spare
+            sock.close()
+            exit_fut.add_done_callback(lambda _: remove_later(env_dir))
             self._spare = None
 
     def _take_spare(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str] | None:
