@@ -8,8 +8,9 @@ in its forked child, makes its own group and joins it (`join`) before any user c
 it learns its configuration (`limit`); the gateway reads how it ended (`out_of_memory`) and removes it
 (`remove`, which first kills whatever is left in it: processes a handler started and detached).
 
-An environment records its groups in `<env_dir>/cgroups` (written while it is still root, before user code runs,
-where user code cannot reach it), so whoever removes the directory can remove the groups too.
+An environment records its groups in `<env_dir>/cgroups` (written while it is still root, before user code runs),
+so whoever removes the directory can remove the groups too. A jail hides that file from user code; without one,
+user code could rewrite it, so the gateway acts only on groups directly under its own (`recorded`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ PIDS_MAX = 1024
 #: MemorySize that buys one full vCPU on Lambda; CPU weight is proportional to memory on that scale
 MB_PER_VCPU = 1769
 RECORD = "cgroups"
+#: a gateway's group is this plus its pid
+INSTANCE_PREFIX = "lambda-gateway-"
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class Hierarchy:
 
 def _instance_name() -> str:
     """This gateway's group, under the group it runs in."""
-    return f"lambda-gateway-{os.getpid()}"
+    return f"{INSTANCE_PREFIX}{os.getpid()}"
 
 
 def _own_groups() -> dict[str, str]:
@@ -150,10 +153,11 @@ def _create_v2(name: str) -> dict[str, str] | None:
 def _sweep_stale(base: str) -> None:
     """Remove the groups of gateways that are gone (killed with SIGKILL), with whatever still runs in them."""
     for entry in os.listdir(base):
-        if not entry.startswith("lambda-gateway-") or not entry[15:].isdigit():
+        pid = entry.removeprefix(INSTANCE_PREFIX)
+        if pid == entry or not pid.isdigit():
             continue
         try:
-            os.kill(int(entry[15:]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             _remove_tree(os.path.join(base, entry))
         except PermissionError:

@@ -25,7 +25,7 @@ from gateway.cgroups import Hierarchy
 
 log = logging.getLogger("gateway.sandbox")
 
-#: first uid (and gid) of jailed environments; the zygote gives each the next of the 2**20 that follow, in turn
+#: a jailed environment's uid (and gid) is this plus its pid: unique among the host's live environments
 UID_BASE = 1_900_000_000
 
 
