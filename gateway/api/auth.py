@@ -108,6 +108,9 @@ def _refuse(request: web.Request, err: LambdaError) -> web.Response:
     response = error_response(err)
     if not request.content.is_eof() and (request.content_length is None or request.content_length > SMALL_BODY):
         response.force_close()
+        refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
+        if refuse_body is not None:
+            refuse_body()
     return response
 
 

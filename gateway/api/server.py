@@ -71,6 +71,11 @@ class GatewayRequestHandler(web.RequestHandler):
         self._limiter: ConnectionLimiter | None = limiter
         self.environment_facing = environment_facing
 
+    def refuse_body(self) -> None:
+        """Close this connection after the current response without reading what is left of the request's body
+        (aiohttp would otherwise read and discard it for up to 10 s to keep the connection alive)."""
+        self._lingering_time = 0.0
+
     def connection_lost(self, exc: BaseException | None) -> None:
         limiter, self._limiter = self._limiter, None
         if limiter is not None:  # once, however often aiohttp calls this
