@@ -271,9 +271,7 @@ class Verifier:
         self._check_signature(pending, method, raw_path, headers, payload_hash)
         return Pending(identity, secret, amz_date, scope, signed, match["signature"], payload_hash, True)
 
-    def finish(
-        self, pending: Pending, method: str, raw_path: str, headers: Mapping[str, str], body: bytes
-    ) -> Identity:
+    def finish(self, pending: Pending, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Identity:
         """The identity of a request that passed `check_headers`, once its body is in; AWS's 403 otherwise."""
         claimed = pending.payload_hash
         if claimed == "UNSIGNED-PAYLOAD":

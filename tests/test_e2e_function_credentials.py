@@ -104,8 +104,16 @@ def test_a_handler_invokes_another_function_but_cannot_read_or_change_it(gateway
     assert _call(gw, "invoke", "callee") == {"ok": {"echo": {"from": "caller"}}}
     arn = "arn:aws:lambda:us-east-1:123456789012:function:callee"
     for action, op in (("get", "GetFunction"), ("delete", "DeleteFunction"), ("update", "UpdateFunctionConfiguration")):
-        assert _call(gw, action, "callee") == {"status": 403, "error": "AccessDeniedException", "message": _denied(op, arn)}
-    assert _call(gw, "list") == {"status": 403, "error": "AccessDeniedException", "message": _denied("ListFunctions", "*")}
+        assert _call(gw, action, "callee") == {
+            "status": 403,
+            "error": "AccessDeniedException",
+            "message": _denied(op, arn),
+        }
+    assert _call(gw, "list") == {
+        "status": 403,
+        "error": "AccessDeniedException",
+        "message": _denied("ListFunctions", "*"),
+    }
     # its own configuration it may read
     assert _call(gw, "get_config", "caller") == {"ok": "caller"}
     assert _call(gw, "get", "caller") == {"ok": "caller"}
