@@ -207,6 +207,10 @@ class Settings:
             raise ValueError("log max bytes must be positive and log retention files not negative")
         if self.environment_listen is not None and not 0 < self.environment_listen[1] < 65536:
             raise ValueError(f"environment listener port {self.environment_listen[1]} out of range")
+        if self.environment_listen == (self.host, self.port):
+            raise ValueError(
+                "the environments' listener must differ from the main listener (GATEWAY_ENVIRONMENT_LISTEN)"
+            )
         if self.session_ttl < 2:
             raise ValueError("the session TTL must be at least 2 seconds")
         if self.auth_required and not self.credentials:

@@ -36,7 +36,7 @@ from gateway.api.http import Handler, error_response, read_body
 from gateway.api.invoke import MAX_SYNC_PAYLOAD
 from gateway.app_keys import SETTINGS
 from gateway.auth import Verifier
-from gateway.errors import LambdaError, RequestTooLargeException
+from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException
 from gateway.names import parse_function_name
 from gateway.sessions import Session
 
@@ -52,12 +52,6 @@ _ACTIONS = {
     "InvokeWithResponseStream": "InvokeFunction",
     "GetLayerVersionByArn": "GetLayerVersion",
 }
-
-
-class AccessDeniedException(LambdaError):
-    name = "AccessDeniedException"
-    status = 403
-    kind = "User"
 
 
 def _operations() -> dict[tuple[str, str], str]:
