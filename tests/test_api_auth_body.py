@@ -114,3 +114,20 @@ def test_unauthenticated_clients_sending_large_bodies_do_not_grow_the_gateway(se
     assert any(a.startswith(b"HTTP/1.1 403") for a in answers)
     assert sum(sent) < 8 * ANNOUNCED  # the gateway stopped them; it did not take 560 MB in
     assert secured.health()["status"] == "ok"
+
+
+def test_boto3_with_an_unknown_key_and_a_large_payload_still_reads_the_403(secured: RunningGateway) -> None:
+    """The gateway closes without reading the 5 MB: botocore, still sending, must get the answer and not a reset."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "lambda", endpoint_url=secured.url, region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}),
+        aws_access_key_id="AKIDUNKNOWN", aws_secret_access_key="x",
+    )  # fmt: skip
+    for _ in range(3):
+        with pytest.raises(ClientError) as exc:
+            client.invoke(FunctionName="any", Payload=b'"' + b"x" * (5 * MB) + b'"')
+        assert exc.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    client.close()
