@@ -123,6 +123,21 @@ def raise_open_files_limit(settings: Settings) -> None:
         )
 
 
+async def _start_environment_site(runner: web.AppRunner, settings: Settings, access: dict[str, Any]) -> None:
+    """The environment-facing listener: the same API at the bridge address environments reach (gateway/network.py),
+    same port. Not when the main listener's wildcard address already covers it, or environments have no network.
+    Requests on it are told apart by their connection's local address (`HostNetwork.is_environment_connection`)."""
+    from gateway.api.server import GatewaySite
+    from gateway.app_keys import NETWORK
+
+    network = runner.app.get(NETWORK)
+    address = network.gateway_address if network is not None else None
+    if address is None or settings.host in ("0.0.0.0", ""):
+        return
+    await GatewaySite(runner, settings, backlog=1024, host=address, **access).start()
+    log.info("environments reach the gateway at http://%s:%d", address, settings.port)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, drain in-flight requests, stop every child."""
     loop = asyncio.get_running_loop()
@@ -148,6 +163,7 @@ async def serve(settings: Settings) -> None:
         # the site makes each connection's protocol: the access log and the HTTP limits are its arguments
         site = GatewaySite(runner, settings, backlog=1024, **access)
         await site.start()
+        await _start_environment_site(runner, settings, access)
         # Start-up objects (routes, registry, modules) live as long as the process: keep the cyclic garbage
         # collector from walking them again and again, and let it run less often (invocations make few cycles).
         gc.collect()

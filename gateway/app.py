@@ -30,6 +30,7 @@ from gateway.app_keys import (
     INVOKER,
     LAYERS,
     METRICS,
+    NETWORK,
     POOLS,
     REGISTRY,
     SETTINGS,
@@ -113,7 +114,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     if killed:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
-    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox)
+    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox, settings.port)
+    app[NETWORK] = sandbox.network
     zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)

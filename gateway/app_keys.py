@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from gateway.invoker import Invoker
     from gateway.layers import LayerStore
     from gateway.metrics import Metrics
+    from gateway.network import HostNetwork
     from gateway.pool_manager import PoolManager
     from gateway.registry import Registry
     from gateway.zygote import Zygote
@@ -30,3 +31,5 @@ POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
 ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")
 #: the Prometheus metrics (their registry is `METRICS.registry`), set with the runtimes
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+#: jail mode: the environments' network (`gateway_address`: where environments reach the gateway); None otherwise
+NETWORK: web.AppKey[HostNetwork | None] = web.AppKey("network")

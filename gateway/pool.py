@@ -25,6 +25,7 @@ from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
+from gateway.network import NETWORK_VARIABLE
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
@@ -64,10 +65,6 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
         env["AWS_LAMBDA_LOG_LEVEL"] = logging_config.get("ApplicationLogLevel", "INFO")
     env.update(config.environment)
     return env
-
-
-#: a function whose Environment.Variables set this to "none" runs without a network (its own network namespace)
-NETWORK_VARIABLE = "GATEWAY_NETWORK"
 
 
 def code_layout(config: FunctionConfig, jailed: bool) -> tuple[str, list[str], list[list[Any]]]:

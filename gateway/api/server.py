@@ -211,14 +211,23 @@ class GatewaySite(web.BaseSite):
     """A TCP site like aiohttp's `TCPSite` whose connections go through a `ConnectionLimiter`.
 
     `options` are further `RequestHandler` arguments (the access log's); `limiter` exists once the site started.
+    It listens on `host` (default: the settings' host) at the settings' port.
     """
 
     __slots__ = ("_host", "_options", "_port", "_settings", "limiter")
 
-    def __init__(self, runner: web.BaseRunner, settings: Settings, *, backlog: int = 1024, **options: Any) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        settings: Settings,
+        *,
+        backlog: int = 1024,
+        host: str | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(runner, backlog=backlog)
         self._settings = settings
-        self._host = settings.host
+        self._host = host or settings.host
         self._port = settings.port
         self._options = handler_options(settings) | options
         self.limiter: ConnectionLimiter | None = None

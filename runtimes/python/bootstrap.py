@@ -136,15 +136,23 @@ class Isolation:
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
     `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
     are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
+    A jailed environment has its own network namespace: connected to the gateway's bridge in slot `network`
+    (gateway/network.py), or with only lo when None.
     """
 
     def __init__(
-        self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None, uid_base: int
+        self,
+        private_tmp: bool,
+        jail_expose: list[str] | None,
+        cgroups: Hierarchy | None,
+        uid_base: int,
+        network: int | None = None,
     ) -> None:
         self.private_tmp = private_tmp
         self.jail_expose = jail_expose
         self.cgroups = cgroups
         self.uid_base = uid_base
+        self.network = network
 
 
 class Prepared:
@@ -229,7 +237,7 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
             prepared.tmp_dir, prepared.uid = "/tmp", isolation.uid_base + os.getpid()
-            jail.build(env_dir, isolation.jail_expose, prepared.uid)
+            jail.build(env_dir, isolation.jail_expose, prepared.uid, isolation.network)
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)
