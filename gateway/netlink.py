@@ -170,11 +170,15 @@ class Netlink:
 # -- rtnetlink ------------------------------------------------------------------------------------------------
 
 
-def create_bridge(nl: Netlink, name: str, alias: str) -> None:
-    """A new bridge `name` (EEXIST if the name is taken), with `alias` as its description, down."""
+def create_bridge(nl: Netlink, name: str) -> None:
+    """A new bridge `name` (EEXIST if the name is taken), down."""
     linkinfo = nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "bridge"))
-    body = ifinfo() + string(IFLA_IFNAME, name) + string(IFLA_IFALIAS, alias) + linkinfo
-    nl.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
+    nl.request(RTM_NEWLINK, ifinfo() + string(IFLA_IFNAME, name) + linkinfo, NLM_F_CREATE | NLM_F_EXCL)
+
+
+def set_alias(nl: Netlink, index: int, alias: str) -> None:
+    """A link's description (`ip link set X alias ...`: a new link's is ignored when it is created)."""
+    nl.request(RTM_NEWLINK, ifinfo(index) + string(IFLA_IFALIAS, alias))
 
 
 def create_veth(nl: Netlink, name: str, master: int, peer: str, peer_pid: int) -> None:

@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import ipaddress
 import logging
 import os
 import re
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,8 @@ FIRST_INDEX, LAST_INDEX = 2, 65534
 ENV_LINK = "eth0"
 METADATA = ipaddress.IPv4Network("169.254.0.0/16")
 CLONE_NEWNET = 0x40000000
+#: taken by gateways of this host while they sweep and claim a slot
+LOCK = "/run/lambda-gateway-network.lock"
 _VETH = re.compile(r"lgw(\d+)v\d+")
 _BRIDGE = re.compile(r"lgw(\d+)")
 
@@ -129,7 +133,7 @@ class HostNetwork:
         """Sweep what dead gateways left, claim a free slot and set it up. Blocking. Never raises: on failure the
         result has no slot (environments get no network) and the reason is logged."""
         try:
-            with Netlink() as rt, Netlink(nl.NETLINK_NETFILTER) as nf:
+            with _host_lock(), Netlink() as rt, Netlink(nl.NETLINK_NETFILTER) as nf:
                 sweep(rt, nf)
                 slot = _claim(rt)
                 try:
@@ -153,6 +157,18 @@ class HostNetwork:
         with Netlink() as rt, Netlink(nl.NETLINK_NETFILTER) as nf:
             _tear_down(rt, nf, self.slot)
         self.slot = None
+
+
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    """Held while sweeping and claiming: a bridge is named first and labelled with its owner next, and a gateway
+    sweeping in between must not take it for a dead one's. The kernel releases it if we die holding it."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _start_time(pid: int) -> str | None:
@@ -213,9 +229,10 @@ def _claim(rt: Netlink) -> int:
         if bridge_name(slot) in taken or any(_overlaps(first, last, dst, prefix) for dst, prefix in routes):
             continue
         try:
-            nl.create_bridge(rt, bridge_name(slot), alias)
+            nl.create_bridge(rt, bridge_name(slot))
         except FileExistsError:
-            continue  # another gateway took it meanwhile
+            continue  # something else took the name meanwhile
+        nl.set_alias(rt, socket.if_nametoindex(bridge_name(slot)), alias)
         return slot
     raise OSError(0, f"no free /16 in {RANGE} (every slot is in use or overlaps a route of this host)")
 
