@@ -132,9 +132,13 @@ async def _start_environment_site(runner: web.AppRunner, settings: Settings, acc
 
     network = runner.app.get(NETWORK)
     address = network.gateway_address if network is not None else None
-    if address is None or settings.host in ("0.0.0.0", ""):
+    if address is None or settings.host in ("0.0.0.0", "::", ""):
         return
-    await GatewaySite(runner, settings, backlog=1024, host=address, **access).start()
+    try:
+        await GatewaySite(runner, settings, backlog=1024, host=address, **access).start()
+    except OSError as exc:  # the API stays up; functions cannot call it
+        log.error("cannot listen for environments on %s:%d: %s", address, settings.port, exc)
+        return
     log.info("environments reach the gateway at http://%s:%d", address, settings.port)
 
 

@@ -68,6 +68,8 @@ FIRST_INDEX, LAST_INDEX = 2, 65534
 ENV_LINK = "eth0"
 METADATA = ipaddress.IPv4Network("169.254.0.0/16")
 CLONE_NEWNET = 0x40000000
+#: where systemd-resolved lists the servers its loopback stub forwards to
+UPSTREAM_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 #: taken by gateways of this host while they sweep and claim a slot
 LOCK = "/run/lambda-gateway-network.lock"
 _VETH = re.compile(r"lgw(\d+)v\d+")
@@ -115,7 +117,9 @@ class HostNetwork:
         """Whether a connection accepted with local address `sockname` came in on the environment-facing address:
         only environments (and processes of the host itself) can reach it. Requests on it come from functions."""
         host = self.gateway_address
-        return host is not None and isinstance(sockname, tuple) and bool(sockname) and sockname[0] == host
+        if host is None or not isinstance(sockname, tuple) or not sockname or not isinstance(sockname[0], str):
+            return False
+        return sockname[0].removeprefix("::ffff:") == host  # an IPv4-mapped address on a dual-stack listener
 
     def describe(self) -> dict[str, Any]:
         if self.slot is None:
@@ -309,6 +313,30 @@ def _ruleset(slot: int, port: int) -> list[tuple[int, int, bytes]]:
         nl.new_rule(table, "forward", iif, nl.cmp(nl.CMP_EQ, bridge), *metadata, drop),
         nl.new_rule(table, "postrouting", *from_subnet, oif, nl.cmp(nl.CMP_NEQ, bridge), nl.masquerade()),
     ]
+
+
+def resolver_config(path: str = "/etc/resolv.conf", upstream: str = UPSTREAM_RESOLV_CONF) -> str | None:
+    """/etc/resolv.conf as environments need it: the host's, unless it names only loopback servers (systemd-resolved's
+    127.0.0.53, a local dnsmasq), which an environment's own loopback does not have; then the servers systemd-resolved
+    forwards to (`upstream`). None: nothing readable (the host's file stays, as it is)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    servers = [line.split()[1] for line in text.splitlines() if line.startswith("nameserver") and len(line.split()) > 1]
+    with contextlib.suppress(OSError):
+        if servers and all(_is_loopback(server) for server in servers):
+            with open(upstream) as f:
+                return f.read()
+    return text
+
+
+def _is_loopback(server: str) -> bool:
+    try:
+        return ipaddress.ip_address(server.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 # -- the environment's side (in a forked environment, root, before any user code) ------------------------------

@@ -23,6 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway import netlink as nl
+from gateway.network import resolver_config
 from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and the jail need root")
@@ -67,6 +68,7 @@ def lambda_handler(event, context):
     with urllib.request.urlopen('http://%s:%d/healthz' % tuple(event['api']), timeout=2) as resp:
         out['api_status'] = resp.status
     out['interfaces'] = sorted(n for _, n in socket.if_nameindex())
+    out['resolv_conf'] = open('/etc/resolv.conf').read()
     return out
 """
 )
@@ -169,6 +171,7 @@ def test_a_function_reaches_other_hosts_and_nothing_of_the_host(
     assert out["api_on_loopback"] == "ConnectionRefusedError"
     assert out["api_status"] == 200  # the environment-facing listener, and only it
     assert out["interfaces"] == ["eth0", "lo"]
+    assert out["resolv_conf"] == resolver_config()  # servers it can reach (not a loopback stub of the host's)
 
 
 NEIGHBOUR = (
@@ -265,9 +268,8 @@ def _leftovers(bridge: str, owner: int | None = None) -> list[str]:
     found = []
     with nl.Netlink() as rt, nl.Netlink(nl.NETLINK_NETFILTER) as nf:
         for _, name, _, alias in nl.links(rt):
-            if name == bridge and (owner is None or alias.split()[1:2] == [str(owner)]):
-                found.append(name)
-            elif name.startswith(bridge + "v") and owner is None:
+            ours = owner is None or alias.split()[1:2] == [str(owner)]
+            if (name == bridge and ours) or (name.startswith(bridge + "v") and owner is None):
                 found.append(name)
         found += [t for t in nl.nft_tables(nf, nl.NFPROTO_INET) if t == f"lambda_gateway_{slot}" and owner is None]
     return found

@@ -20,6 +20,7 @@ says and drops root, just before Init. Both run in the forked child, before any 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -105,11 +106,12 @@ def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
 def build(env_dir: str, expose: list[str], uid: int, network_slot: int | None = None) -> None:
     """Enter a private network namespace, connected to the gateway's bridge in `network_slot` (gateway/network.py:
     outbound to other hosts, nothing of the host's) or with only lo when None. Enter a private mount namespace and
-    pivot into a new root under `env_dir` that holds the system, the
-    `expose`d directories, /dev, /proc and /tmp (see the module's docstring). The host's root stays reachable at
-    HOST, for `seal()`, and this process stays root. A namespace of its own for System V IPC and POSIX message
-    queues, too: those would otherwise be shared with the host and outlive the environment. /etc/passwd and
-    /etc/group also name `uid`, the user `seal()` becomes, as Lambda's name its sandbox user."""
+    pivot into a new root under `env_dir` that holds the system, the `expose`d directories, /dev, /proc and /tmp
+    (see the module's docstring). The host's root stays reachable at HOST, for `seal()`, and this process stays
+    root. A namespace of its own for System V IPC and POSIX message queues, too: those would otherwise be shared
+    with the host and outlive the environment. /etc/passwd and /etc/group also name `uid`, the user `seal()`
+    becomes, as Lambda's name its sandbox user; /etc/resolv.conf names servers an environment can reach
+    (`gateway.network.resolver_config`)."""
     if SYS_PIVOT_ROOT is None:
         raise JailError(0, f"no pivot_root for {os.uname().machine}")
     host = netns.HostSide(network_slot) if network_slot is not None else None  # opened in the host's namespace
@@ -134,6 +136,8 @@ def build(env_dir: str, expose: list[str], uid: int, network_slot: int | None = 
             _bind(path, _mountpoint(root, path))
     for name, entry in (("passwd", f"{USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"), ("group", f"{USER}:x:{uid}:\n")):
         _add_entry(root, name, entry)
+    if network_slot is not None and (resolver := netns.resolver_config()) is not None:
+        _put_file(root, "/etc/resolv.conf", resolver)
     for path in expose:
         _bind(path, _mountpoint(root, path))
     _mountpoint(root, "/dev")
@@ -156,11 +160,26 @@ def _add_entry(root: str, name: str, entry: str) -> None:
     host = "/etc/" + name
     if not os.path.isfile(root + host):
         return
-    copy = f"{root}/.{name}"
-    with open(host) as original, open(copy, "w") as f:
-        f.write(original.read() + entry)
+    with open(host) as original:
+        _put_file(root, host, original.read() + entry)
+
+
+def _put_file(root: str, path: str, content: str) -> None:
+    """Make `path` (under /etc) in the new root read `content`: a copy mounted over it; where it is a link (resolv.conf
+    to /run/systemd/...), the file it points to, made in the root's tmpfs."""
+    if os.path.islink(root + path):
+        target = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(root + path)))
+        with contextlib.suppress(OSError):  # a target in a read-only system directory: the link stays as it is
+            os.makedirs(os.path.dirname(root + target), exist_ok=True)
+            with open(root + target, "x") as f:
+                f.write(content)
+            os.chmod(root + target, 0o644)
+        return
+    copy = f"{root}/.{os.path.basename(path)}"
+    with open(copy, "w") as f:
+        f.write(content)
     os.chmod(copy, 0o644)
-    _bind(copy, root + host, recursive=False)
+    _bind(copy, root + path, recursive=False)
     os.unlink(copy)  # the mount keeps the file
 
 
