@@ -299,3 +299,29 @@ def test_nothing_is_left_after_a_stop_or_a_sigkill_and_restart(gateway_factory: 
     invoke_json(gw.client(), "f")
     gw.stop()
     assert _eventually_empty(bridge) == []
+
+
+@as_root
+def test_without_its_network_a_gateway_fails_closed(gateway_factory: GatewayFactory) -> None:
+    """When the host side cannot be made (here: every slot's name is taken), functions get only lo, never the
+    host's network, and /healthz and the log say so."""
+    made = []
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        owner = f"lambda-gateway {os.getpid()} {f.read().rsplit(')', 1)[1].split()[19]}"  # a live one: not swept
+    try:
+        for slot in range(64):
+            name = f"lgw{slot}"
+            if subprocess.run(["ip", "link", "add", name, "type", "bridge"], capture_output=True).returncode == 0:
+                made.append(name)
+                subprocess.run(["ip", "link", "set", name, "alias", owner], check=True)
+        gw = gateway_factory()
+        network = gw.health()["isolation"]["network"]
+        assert network["mode"] == "none" and "no free /16" in network["reason"]
+        assert "the environments' network could not be set up" in gw.log()
+        lam = gw.client()
+        source = "import socket\ndef lambda_handler(e, c):\n    return [n for _, n in socket.if_nameindex()]\n"
+        create_function(lam, "f", source)
+        assert invoke_json(lam, "f")[1] == ["lo"]
+    finally:
+        for name in made:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
