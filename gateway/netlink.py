@@ -28,13 +28,12 @@ NLA_F_NESTED = 0x8000
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 24, 26
-IFLA_IFNAME, IFLA_MASTER, IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_IFALIAS = 3, 10, 12, 18, 19, 20
-IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_IFALIAS = 3, 10, 18, 19, 20
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, VETH_INFO_PEER = 1, 2, 4, 5, 1
 IFLA_BRPORT_ISOLATED = 33
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 IFF_UP = 1
-AF_BRIDGE = 7
 
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -114,9 +113,9 @@ class Netlink:
         self._seq += 1
         return self._seq, _HEADER.pack(_HEADER.size + len(body), kind, flags, self._seq, 0) + body
 
-    def request(self, kind: int, body: bytes, flags: int = 0) -> None:
-        """Send one request and wait for the kernel's acknowledgement; OSError if it refused."""
-        self.batch([(kind, flags, body)])
+    def request(self, message: tuple[int, int, bytes]) -> None:
+        """Send one (kind, flags, body) request and wait for the kernel's acknowledgement; OSError if it refused."""
+        self.batch([message])
 
     def batch(self, messages: list[tuple[int, int, bytes]]) -> None:
         """Send (kind, flags, body) messages in one datagram, each with an acknowledgement requested; raise the
@@ -173,50 +172,54 @@ class Netlink:
 def create_bridge(nl: Netlink, name: str) -> None:
     """A new bridge `name` (EEXIST if the name is taken), down."""
     linkinfo = nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "bridge"))
-    nl.request(RTM_NEWLINK, ifinfo() + string(IFLA_IFNAME, name) + linkinfo, NLM_F_CREATE | NLM_F_EXCL)
+    nl.request((RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, ifinfo() + string(IFLA_IFNAME, name) + linkinfo))
 
 
 def set_alias(nl: Netlink, index: int, alias: str) -> None:
     """A link's description (`ip link set X alias ...`: a new link's is ignored when it is created)."""
-    nl.request(RTM_NEWLINK, ifinfo(index) + string(IFLA_IFALIAS, alias))
+    nl.request((RTM_NEWLINK, 0, ifinfo(index) + string(IFLA_IFALIAS, alias)))
 
 
-def create_veth(nl: Netlink, name: str, master: int, peer: str, peer_pid: int) -> None:
+Message = tuple[int, int, bytes]
+
+
+def create_veth(name: str, master: int, peer: str, peer_pid: int) -> Message:
     """A veth pair: `name` here, up, a port of the bridge with index `master`; `peer` created directly in the
     network namespace of process `peer_pid` (so it never exists here). EEXIST if `name` is taken."""
     peer_info = ifinfo() + string(IFLA_IFNAME, peer) + u32(IFLA_NET_NS_PID, peer_pid)
     data = nested(IFLA_INFO_DATA, nested(VETH_INFO_PEER, peer_info))
     linkinfo = nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "veth"), data)
     body = ifinfo(0, IFF_UP, IFF_UP) + string(IFLA_IFNAME, name) + u32(IFLA_MASTER, master) + linkinfo
-    nl.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
+    return RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body
 
 
-def isolate_port(nl: Netlink, index: int) -> None:
-    """Set a bridge port's `isolated` flag: it exchanges frames with the bridge itself, never with another
-    isolated port (`bridge link set dev X isolated on`)."""
-    protinfo = nested(IFLA_PROTINFO, attr(IFLA_BRPORT_ISOLATED, b"\x01"))
-    nl.request(RTM_SETLINK, ifinfo(index, family=AF_BRIDGE) + protinfo)
+def isolate_port(name: str) -> Message:
+    """Set the `isolated` flag of bridge port `name`: it exchanges frames with the bridge itself, never with another
+    isolated port (`ip link set dev X type bridge_slave isolated on`)."""
+    slave = nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_ISOLATED, b"\x01"))
+    linkinfo = nested(IFLA_LINKINFO, string(IFLA_INFO_SLAVE_KIND, "bridge"), slave)
+    return RTM_NEWLINK, 0, ifinfo() + string(IFLA_IFNAME, name) + linkinfo
 
 
-def set_up(nl: Netlink, index: int) -> None:
-    nl.request(RTM_NEWLINK, ifinfo(index, IFF_UP, IFF_UP))
+def set_up(index: int) -> Message:
+    return RTM_NEWLINK, 0, ifinfo(index, IFF_UP, IFF_UP)
 
 
-def delete_link(nl: Netlink, index: int) -> None:
-    nl.request(RTM_DELLINK, ifinfo(index))
+def delete_link(index: int) -> Message:
+    return RTM_DELLINK, 0, ifinfo(index)
 
 
-def add_address(nl: Netlink, index: int, address: str, prefix: int) -> None:
+def add_address(index: int, address: str, prefix: int) -> Message:
     packed = socket.inet_aton(address)
     body = struct.pack("=BBBBI", socket.AF_INET, prefix, 0, 0, index) + attr(IFA_LOCAL, packed)
-    nl.request(RTM_NEWADDR, body + attr(IFA_ADDRESS, packed), NLM_F_CREATE | NLM_F_EXCL)
+    return RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body + attr(IFA_ADDRESS, packed)
 
 
-def add_default_route(nl: Netlink, index: int, gateway: str) -> None:
+def add_default_route(index: int, gateway: str) -> Message:
     # family, dst_len, src_len, tos, table (main), protocol (boot), scope (universe), type (unicast), flags
     body = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
     body += attr(RTA_GATEWAY, socket.inet_aton(gateway)) + u32(RTA_OIF, index)
-    nl.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL)
+    return RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body
 
 
 def links(nl: Netlink) -> list[tuple[int, str, str, str]]:
@@ -349,17 +352,3 @@ def ifname(name: str) -> bytes:
 
 def is_missing(exc: OSError) -> bool:
     return exc.errno in (errno_.ENOENT, errno_.ENODEV)
-
-
-def link_index(nl: Netlink, name: str) -> int:
-    """The index of the link called `name` (ENODEV if there is none)."""
-    seq, message = nl._message(RTM_GETLINK, NLM_F_REQUEST, ifinfo() + string(IFLA_IFNAME, name))
-    nl.sock.send(message)
-    while True:
-        for kind, answer_seq, payload in nl._receive():
-            if answer_seq != seq:
-                continue
-            if kind == NLMSG_ERROR:
-                (code,) = struct.unpack_from("=i", payload)
-                raise OSError(-code, os.strerror(-code))
-            return int(struct.unpack_from("=i", payload, 4)[0])

@@ -34,7 +34,6 @@ network), the log says why and /healthz reports `"network": {"mode": "none", ...
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import ipaddress
 import logging
@@ -67,15 +66,12 @@ FIRST_INDEX, LAST_INDEX = 2, 65534
 #: the environment's end of its veth pair
 ENV_LINK = "eth0"
 METADATA = ipaddress.IPv4Network("169.254.0.0/16")
-CLONE_NEWNET = 0x40000000
 #: where systemd-resolved lists the servers its loopback stub forwards to
 UPSTREAM_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 #: taken by gateways of this host while they sweep and claim a slot
 LOCK = "/run/lambda-gateway-network.lock"
 _VETH = re.compile(r"lgw(\d+)v\d+")
 _BRIDGE = re.compile(r"lgw(\d+)")
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def bridge_name(slot: int) -> str:
@@ -211,12 +207,12 @@ def sweep(rt: Netlink, nf: Netlink) -> int:
                 nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table)])
     for index in dead:
         with contextlib.suppress(OSError):
-            nl.delete_link(rt, index)
+            rt.request(nl.delete_link(index))
     for index, name, _, _ in links:  # environments' veths left by a dead gateway (they also go with their netns)
         match = _VETH.fullmatch(name)
         if match and match.group(1) not in live_slots:
             with contextlib.suppress(OSError):
-                nl.delete_link(rt, index)
+                rt.request(nl.delete_link(index))
     if dead:
         log.warning("removed the network of %d gateways that are gone (bridges and firewall tables)", len(dead))
     return len(dead)
@@ -253,8 +249,7 @@ def _set_up(rt: Netlink, nf: Netlink, slot: int, port: int) -> None:
     with contextlib.suppress(OSError):  # no IPv6 link-local address for environments to talk to
         _write(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6", "1")
     index = socket.if_nametoindex(bridge)
-    nl.add_address(rt, index, address(slot, 1), 16)
-    nl.set_up(rt, index)
+    rt.batch([nl.add_address(index, address(slot, 1), 16), nl.set_up(index)])
     _write("/proc/sys/net/ipv4/ip_forward", "1")
     nl.nft_batch(nf, nl.NFPROTO_INET, _ruleset(slot, port))
 
@@ -263,7 +258,7 @@ def _tear_down(rt: Netlink, nf: Netlink, slot: int) -> None:
     with contextlib.suppress(OSError):
         nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table_name(slot))])
     with contextlib.suppress(OSError):
-        nl.delete_link(rt, socket.if_nametoindex(bridge_name(slot)))
+        rt.request(nl.delete_link(socket.if_nametoindex(bridge_name(slot))))
 
 
 def _write(path: str, value: str) -> None:
@@ -353,12 +348,6 @@ class HostSide:
         self.rt = Netlink()
 
 
-def unshare_network() -> None:
-    if _libc.unshare(CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
-
-
 def attach(host: HostSide) -> str:
     """In an environment that has just entered a network namespace of its own: give it eth0, connected to the
     gateway's bridge, with a free address and a default route via the bridge; returns the address. Closes `host`.
@@ -371,30 +360,21 @@ def attach(host: HostSide) -> str:
         for attempt in range(span):
             index = FIRST_INDEX + (pid + attempt) % span
             name = f"{bridge_name(host.slot)}v{index}"
-            try:
-                nl.create_veth(host.rt, name, host.bridge, ENV_LINK, pid)
+            try:  # isolated before the environment has an address, let alone user code
+                host.rt.batch([nl.create_veth(name, host.bridge, ENV_LINK, pid), nl.isolate_port(name)])
                 break
             except FileExistsError:
                 continue
         else:
             raise OSError(0, "no free address for the environment")
-        nl.isolate_port(host.rt, nl.link_index(host.rt, name))
     finally:
         host.rt.close()
+    ip = address(host.slot, index)
     with Netlink() as rt:
         eth0 = socket.if_nametoindex(ENV_LINK)
-        ip = address(host.slot, index)
-        nl.set_up(rt, 1)
-        nl.add_address(rt, eth0, ip, 16)
-        nl.set_up(rt, eth0)
-        nl.add_default_route(rt, eth0, address(host.slot, 1))
+        gateway = address(host.slot, 1)
+        rt.batch([nl.set_up(1), nl.add_address(eth0, ip, 16), nl.set_up(eth0), nl.add_default_route(eth0, gateway)])
     return ip
-
-
-def loopback_only() -> None:
-    """In a new network namespace without a connection: bring lo up, so the function can still talk to itself."""
-    with Netlink() as rt:
-        nl.set_up(rt, 1)
 
 
 def disconnect() -> None:
@@ -405,4 +385,4 @@ def disconnect() -> None:
     except OSError:
         return
     with Netlink() as rt:
-        nl.delete_link(rt, index)
+        rt.request(nl.delete_link(index))

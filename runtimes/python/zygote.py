@@ -143,7 +143,8 @@ def _child(
         os.close(wakeup_r)
         os.close(wakeup_w)
         _close_fds_except(keep_fd)
-        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation)
+        connect = spec is None or bool(spec.get("network", True))
+        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation, connect)
         if spec is None:
             spec = _read_spec(keep_fd)
         bootstrap.run(keep_fd, spec, prepared)
