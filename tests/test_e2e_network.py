@@ -226,7 +226,8 @@ def test_functions_cannot_reach_each_others_sockets(gateway_factory: GatewayFact
     assert "FunctionError" not in resp, b
     assert b["tcp"] in ("TimeoutError", "OSError", "ConnectionRefusedError") and "connected" not in b["tcp"]
     assert b["unix"] == "ConnectionRefusedError"  # abstract sockets belong to the network namespace
-    ports = subprocess.run(["bridge", "-d", "link", "show", "master", network["bridge"]], capture_output=True, text=True)
+    show = ["bridge", "-d", "link", "show", "master", network["bridge"]]
+    ports = subprocess.run(show, capture_output=True, text=True)
     assert ports.stdout.count("isolated on") >= 2 and "isolated off" not in ports.stdout  # no frames between them
     # the same port is free in another environment: B can listen on it too
     _, b_listens = invoke_json(lam, "b", listen)
