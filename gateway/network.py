@@ -197,10 +197,12 @@ def sweep(rt: Netlink, nf: Netlink) -> int:
     for index, name, kind, alias in links:
         match = _BRIDGE.fullmatch(name)
         if match and kind == "bridge":
-            if _owner_alive(alias):
-                live_slots.add(match.group(1))
-            else:
+            # ours and dead: named by a gateway that is gone, or not yet labelled (its gateway died while claiming;
+            # a live one claims under the lock we hold); a bridge someone else labelled is left alone
+            if alias == "" or (alias.startswith(OWNER + " ") and not _owner_alive(alias)):
                 dead.append(index)
+            else:
+                live_slots.add(match.group(1))
     for table in tables:
         if table[len(TABLE_PREFIX) :] not in live_slots:
             with contextlib.suppress(OSError):
@@ -262,8 +264,11 @@ def _tear_down(rt: Netlink, nf: Netlink, slot: int) -> None:
 
 
 def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # not open(): this runs in every environment's set-up
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def _ruleset(slot: int, port: int) -> list[tuple[int, int, bytes]]:
