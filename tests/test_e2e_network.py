@@ -29,11 +29,14 @@ from tests.conftest import GatewayFactory, RunningGateway, create_function, free
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and the jail need root")
 
 HOST_ADDRESS, REMOTE_ADDRESS = "198.51.100.1", "198.51.100.2"
+#: the remote host also answers at a link-local address, as a cloud's metadata service would (not .169.254: the
+#: test must not take over this machine's own)
+METADATA_ADDRESS = "169.254.77.77"
 #: a TCP server in the remote namespace: answers every connection with the address it came from, for 60 s at most
 REMOTE_SERVER = """
 import socket, sys, time
 server = socket.socket()
-server.bind((sys.argv[1], int(sys.argv[2])))
+server.bind(('0.0.0.0', int(sys.argv[2])))
 server.listen()
 server.settimeout(1)
 print('ready', flush=True)
@@ -69,6 +72,9 @@ def lambda_handler(event, context):
         out['api_status'] = resp.status
     out['interfaces'] = sorted(n for _, n in socket.if_nameindex())
     out['resolv_conf'] = open('/etc/resolv.conf').read()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:  # sends nothing: picks the source address
+        udp.connect(tuple(event['api']))
+        out['address'] = udp.getsockname()[0]
     return out
 """
 )
@@ -92,6 +98,9 @@ def remote() -> Iterator[tuple[str, int]]:
         ip("-n", ns, "addr", "add", f"{REMOTE_ADDRESS}/24", "dev", remote_link)
         ip("-n", ns, "link", "set", remote_link, "up")
         ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "addr", "add", f"{METADATA_ADDRESS}/32", "dev", remote_link)
+        ip("route", "add", f"{METADATA_ADDRESS}/32", "dev", host_link)
+        ip("-n", ns, "route", "add", "100.64.0.0/10", "via", HOST_ADDRESS)  # it tries to reach environments
         command = ["ip", "netns", "exec", ns, sys.executable, "-c", REMOTE_SERVER, REMOTE_ADDRESS, str(port)]
         server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
@@ -105,6 +114,14 @@ def remote() -> Iterator[tuple[str, int]]:
                 server.stdout.close()
         subprocess.run(["ip", "link", "del", host_link], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def from_remote(address: str, port: int) -> str:
+    """Connect from the remote host's namespace: what `CONNECT` says."""
+    code = CONNECT + f"\nprint(connect(({address!r}, {port})))"
+    ns = f"rmt{os.getpid()}"
+    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 @contextlib.contextmanager
@@ -157,6 +174,7 @@ def test_a_function_reaches_other_hosts_and_nothing_of_the_host(
             "host_address": (HOST_ADDRESS, any_port),  # the host's address towards the remote host
             "bridge_other_port": (gateway_address, any_port),  # the host's address towards the environments
             "api_on_loopback": ("127.0.0.1", gw.port),
+            "metadata": (METADATA_ADDRESS, remote[1]),  # a cloud's metadata service: never
         }
         event = {"targets": targets, "api": [gateway_address, gw.port]}
         resp, out = invoke_json(lam, "probe", event)
@@ -170,6 +188,12 @@ def test_a_function_reaches_other_hosts_and_nothing_of_the_host(
     assert out["bridge_other_port"] == "TimeoutError"
     assert out["api_on_loopback"] == "ConnectionRefusedError"
     assert out["api_status"] == 200  # the environment-facing listener, and only it
+    assert out["metadata"] == "TimeoutError"
+    with socket.create_connection((METADATA_ADDRESS, remote[1]), timeout=2) as conn:  # the host itself does
+        assert conn.recv(100).startswith(b"remote saw")
+    # other hosts reach neither the environment-facing listener nor an environment (here: the one that served)
+    assert from_remote(gateway_address, gw.port) == "TimeoutError"
+    assert from_remote(out["address"], 8080) == "TimeoutError"  # dropped: not even a refusal comes back
     assert out["interfaces"] == ["eth0", "lo"]
     assert out["resolv_conf"] == resolver_config()  # servers it can reach (not a loopback stub of the host's)
 
