@@ -176,7 +176,8 @@ class Pool:
             "mounts": mounts,
             "memory_size": config.memory_size,
             "ephemeral_storage": config.ephemeral_storage,
-            "network": config.environment.get(NETWORK_VARIABLE) != "none",
+            # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
+            "network": config.environment.get(NETWORK_VARIABLE, "default") == "default",
         }
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
