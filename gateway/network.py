@@ -252,7 +252,11 @@ def _set_up(rt: Netlink, nf: Netlink, slot: int, port: int) -> None:
         _write(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6", "1")
     index = socket.if_nametoindex(bridge)
     rt.batch([nl.add_address(index, address(slot, 1), 16), nl.set_up(index)])
-    _write("/proc/sys/net/ipv4/ip_forward", "1")
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        if f.read().strip() != "1":
+            _write("/proc/sys/net/ipv4/ip_forward", "1")
+            log.warning("turned on net.ipv4.ip_forward (environments' traffic is forwarded and masqueraded); "
+                        "it stays on after the gateway stops")  # fmt: skip
     nl.nft_batch(nf, nl.NFPROTO_INET, _ruleset(slot, port))
 
 
