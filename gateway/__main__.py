@@ -123,6 +123,32 @@ def raise_open_files_limit(settings: Settings) -> None:
         )
 
 
+def _bridge(app: web.Application) -> str | None:
+    """The address environments reach the gateway at, when they have a network of their own (gateway.network)."""
+    from gateway.app_keys import NETWORK
+
+    network = app.get(NETWORK)
+    return network.gateway_address if network is not None else None
+
+
+async def _start_environment_site(runner: web.AppRunner, settings: Settings, access: dict[str, Any]) -> None:
+    """The environments' listener (`environment_address`), where every request must be signed (gateway.api.auth).
+    None when environments have no network, or when the main listener's wildcard address already covers the
+    bridge's: its connections to that address are then marked environment-facing one by one."""
+    from gateway.api.server import GatewaySite
+    from gateway.app import environment_address
+
+    address = environment_address(runner.app, settings)
+    if address is None:
+        return
+    try:
+        await GatewaySite(runner, settings, backlog=1024, address=address, environment_facing=True, **access).start()
+    except OSError as exc:  # the API stays up; functions cannot call it
+        log.error("cannot listen for environments on %s:%d: %s", *address, exc)
+        return
+    log.info("environments reach the gateway at http://%s:%d (signed requests only)", *address)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, drain in-flight requests, stop every child."""
     loop = asyncio.get_running_loop()
@@ -146,11 +172,9 @@ async def serve(settings: Settings) -> None:
     try:
         raise_open_files_limit(settings)
         # the site makes each connection's protocol: the access log and the HTTP limits are its arguments
-        site = GatewaySite(runner, settings, backlog=1024, **access)
+        site = GatewaySite(runner, settings, backlog=1024, environment_address=_bridge(runner.app), **access)
         await site.start()
-        if settings.environment_listen is not None:  # every request on it must be signed (gateway.api.auth)
-            await GatewaySite(runner, settings, backlog=1024, environment_facing=True, **access).start()
-            log.info("listening for environments on %s (signed requests only)", settings.environment_endpoint)
+        await _start_environment_site(runner, settings, access)
         # Start-up objects (routes, registry, modules) live as long as the process: keep the cyclic garbage
         # collector from walking them again and again, and let it run less often (invocations make few cycles).
         gc.collect()

@@ -30,6 +30,7 @@ from gateway.app_keys import (
     INVOKER,
     LAYERS,
     METRICS,
+    NETWORK,
     POOLS,
     REGISTRY,
     SESSIONS,
@@ -47,6 +48,7 @@ from gateway.invoker import Invoker
 from gateway.layers import LayerStore
 from gateway.logstore import LogStore
 from gateway.metrics import Metrics
+from gateway.network import HostNetwork
 from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
 from gateway.sandbox import Sandbox
@@ -108,10 +110,32 @@ def _zygotes_for(settings: Settings, sandbox: Sandbox) -> dict[str, Zygote]:
     return zygotes
 
 
-def _credentials_for(settings: Settings, sessions: SessionAuthority) -> Callable[[FunctionConfig], dict[str, str]]:
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def environment_address(app: web.Application, settings: Settings) -> tuple[str, int] | None:
+    """Where the environments' listener listens (every request on it must be signed), or None when there is none
+    to start: with a network per environment, the bridge's address at the port its firewall lets environments reach
+    (None when the main listener's wildcard address already covers it: `GatewayRequestHandler` then marks those
+    connections by their local address); without one, `GATEWAY_ENVIRONMENT_LISTEN` if set."""
+    network = app.get(NETWORK)
+    if network is not None and network.gateway_address is not None:
+        if settings.host in WILDCARDS and network.port == settings.port:
+            return None
+        return network.gateway_address, network.port
+    return settings.environment_listen
+
+
+def _credentials_for(
+    settings: Settings, sessions: SessionAuthority, network: HostNetwork | None
+) -> Callable[[FunctionConfig], dict[str, str]]:
     """What each new environment is given to call the API back: session credentials for its function's execution
-    role and the endpoint to use them at, so that `boto3.client("lambda")` in a handler works unchanged."""
-    endpoint = settings.environment_endpoint
+    role and the endpoint to use them at, so that `boto3.client("lambda")` in a handler works unchanged. With a
+    network per environment the endpoint is the bridge's address, the only one of the host's it can reach."""
+    if network is not None and network.gateway_address is not None:
+        endpoint = f"http://{network.gateway_address}:{network.port}"
+    else:
+        endpoint = settings.environment_endpoint
 
     def credentials(config: FunctionConfig) -> dict[str, str]:
         minted = sessions.mint(settings.function_arn(config.name), config.role)
@@ -128,11 +152,13 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     if killed:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
-    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox)
+    env_port = settings.environment_listen[1] if settings.environment_listen else settings.port
+    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox, env_port)
+    app[NETWORK] = sandbox.network
     zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)
-    pools.credentials = _credentials_for(settings, app[SESSIONS])
+    pools.credentials = _credentials_for(settings, app[SESSIONS], sandbox.network)
     app[POOLS] = pools
     app[INVOKER] = Invoker(pools)
     logstore = LogStore(settings.data_dir / "logs", settings.log_max_bytes, settings.log_retention_files)
@@ -222,7 +248,9 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     sessions = SessionAuthority(settings.session_ttl)  # functions' credentials; its key lives in memory only
     middlewares = [error_middleware]
-    if settings.auth_required or settings.environment_listen is not None:
+    # Environments may reach the API (their own listener, or a wildcard main one) wherever they may be jailed with a
+    # network of their own: their requests must be signed then, whatever the operator configured.
+    if settings.auth_required or settings.environment_listen is not None or Sandbox.may_jail(settings.sandbox):
         verifier = Verifier(settings.credentials, settings.region, sessions)
         middlewares.append(auth_middleware(verifier, settings.auth_required))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_CONTROL_BODY)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from gateway.invoker import Invoker
     from gateway.layers import LayerStore
     from gateway.metrics import Metrics
+    from gateway.network import HostNetwork
     from gateway.pool_manager import PoolManager
     from gateway.registry import Registry
     from gateway.sessions import SessionAuthority
@@ -33,3 +34,5 @@ ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 #: mints and verifies functions' session credentials (gateway.sessions)
 SESSIONS: web.AppKey[SessionAuthority] = web.AppKey("sessions")
+#: jail mode: the environments' network (`gateway_address`: where environments reach the gateway); None otherwise
+NETWORK: web.AppKey[HostNetwork | None] = web.AppKey("network")

@@ -26,6 +26,7 @@ from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
+from gateway.network import NETWORK_VARIABLE
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
@@ -69,10 +70,6 @@ def environment_variables(
         env.update(extra)
     env.update(config.environment)
     return env
-
-
-#: a function whose Environment.Variables set this to "none" runs without a network (its own network namespace)
-NETWORK_VARIABLE = "GATEWAY_NETWORK"
 
 
 def code_layout(config: FunctionConfig, jailed: bool) -> tuple[str, list[str], list[list[Any]]]:
@@ -191,7 +188,8 @@ class Pool:
             "mounts": mounts,
             "memory_size": config.memory_size,
             "ephemeral_storage": config.ephemeral_storage,
-            "network": config.environment.get(NETWORK_VARIABLE) != "none",
+            # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
+            "network": config.environment.get(NETWORK_VARIABLE, "default") == "default",
         }
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:

@@ -5,7 +5,9 @@
   registry, other functions or the gateway), its own uid and gid, `no_new_privs`, and its own cgroups when a
   hierarchy is writable: memory limit = MemorySize (the kernel's OOM killer ends it, reported as
   Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional to memory.
-  See runtimes/python/jail.py and gateway/cgroups.py.
+  See runtimes/python/jail.py and gateway/cgroups.py. And its own network namespace: outbound to other hosts
+  through the gateway's bridge and NAT, nothing of the host's or of other environments (gateway/network.py); only
+  lo with GATEWAY_NETWORK=none, or when the host side could not be set up (fail closed).
 - "rlimits" (not root, or asked for with GATEWAY_SANDBOX=rlimits): the environment runs as the gateway's user,
   with limits on its address space (MemoryError instead of an OOM kill), CPU time (a backstop), the size of a file,
   open files and processes. A weaker guarantee: it can read what the gateway's user can read.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cgroups import Hierarchy
+from gateway.network import HostNetwork
 
 log = logging.getLogger("gateway.sandbox")
 
@@ -34,14 +37,22 @@ class Sandbox:
     jail: bool
     cgroups: Hierarchy | None
     uid_base: int = UID_BASE
+    #: jail mode: the environments' network (its `slot` None: they have none, fail closed)
+    network: HostNetwork | None = None
+
+    @staticmethod
+    def may_jail(mode: str) -> bool:
+        """Whether `choose(mode)` tries the jail (the host may still refuse it)."""
+        return mode != "rlimits" and os.geteuid() == 0
 
     @classmethod
-    def choose(cls, mode: str) -> Sandbox:
-        """The strongest sandbox allowed: a jail (and cgroups where writable) as root, unless `mode` is "rlimits".
-        Blocking (making the cgroups sweeps those of dead gateways)."""
-        if mode == "rlimits" or os.geteuid() != 0:
+    def choose(cls, mode: str, port: int = 0) -> Sandbox:
+        """The strongest sandbox allowed: a jail (and cgroups where writable, and a network per environment whose
+        environment-facing listener is TCP `port`, 0: none) as root, unless `mode` is "rlimits". Blocking (making
+        the cgroups and the network sweeps those of dead gateways)."""
+        if not cls.may_jail(mode):
             return cls(jail=False, cgroups=None)
-        return cls(jail=True, cgroups=Hierarchy.create())
+        return cls(jail=True, cgroups=Hierarchy.create(), network=HostNetwork.create(port))
 
     def to_wire(self) -> dict[str, Any]:
         """The plan as the zygote takes it (`--sandbox`, JSON)."""
@@ -49,6 +60,7 @@ class Sandbox:
             "jail": self.jail,
             "uid_base": self.uid_base,
             "cgroups": self.cgroups.to_wire() if self.cgroups is not None else None,
+            "network": self.network.to_wire() if self.network is not None else None,
         }
 
     def describe(self, jailed: bool) -> dict[str, Any]:
@@ -56,8 +68,16 @@ class Sandbox:
         cgroups = self.cgroups.describe() if self.cgroups is not None else None
         if jailed:
             limits = ["memory", "pids", "cpu weight"] if cgroups else ["open files", "processes"]
-            return {"mode": "jail", "uid": "one per environment", "cgroups": cgroups, "limits": limits}
+            network = self.network.describe() if self.network is not None else {"mode": "none"}
+            return {
+                "mode": "jail",
+                "uid": "one per environment",
+                "cgroups": cgroups,
+                "limits": limits,
+                "network": network,
+            }
         return {
+            "network": {"mode": "host", "reason": "without a jail, environments share the gateway's network"},
             "mode": "rlimits",
             "uid": "the gateway's (root)" if os.geteuid() == 0 else "the gateway's",
             "cgroups": cgroups,
@@ -75,3 +95,5 @@ class Sandbox:
     def close(self) -> None:
         if self.cgroups is not None:
             self.cgroups.close()
+        if self.network is not None:
+            self.network.close()

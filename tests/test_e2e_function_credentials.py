@@ -1,8 +1,9 @@
 """Functions call the API back with the session credentials the gateway gives them, and only do what those allow.
 
 A handler uses `boto3.client("lambda")` with no arguments (AWS_ENDPOINT_URL_LAMBDA and the credential variables come
-from its environment), through the environments' listener (GATEWAY_ENVIRONMENT_LISTEN on 127.0.0.2), where every
-request must be signed although the main listener runs without operator credentials.
+from its environment), through the environments' listener, where every request must be signed although the main
+listener runs without operator credentials: in a jail, at the bridge address of the environments' network (the only
+address of the host they reach); in the rlimits mode, at GATEWAY_ENVIRONMENT_LISTEN (127.0.0.2 here).
 """
 
 from __future__ import annotations
@@ -64,13 +65,19 @@ ASSUMED = "arn:aws:sts::123456789012:assumed-role/lambda-role/caller"
 OPERATOR = {"GATEWAY_ACCESS_KEY_ID": "test", "GATEWAY_SECRET_ACCESS_KEY": "test"}
 
 
-def _start(gateway_factory: GatewayFactory, **env: str) -> tuple[RunningGateway, str]:
-    port = free_port()
-    gw = gateway_factory(env={"GATEWAY_ENVIRONMENT_LISTEN": f"127.0.0.2:{port}", **env})
+def _start(gateway_factory: GatewayFactory, mode: str = "jail", **env: str) -> tuple[RunningGateway, str]:
+    if mode == "rlimits":
+        port = free_port()
+        env |= {"GATEWAY_SANDBOX": "rlimits", "GATEWAY_ENVIRONMENT_LISTEN": f"127.0.0.2:{port}"}
+    gw = gateway_factory(env=env)
+    if mode == "rlimits":
+        endpoint = f"http://127.0.0.2:{port}"
+    else:
+        endpoint = f"http://{gw.health()['isolation']['network']['gateway_address']}:{gw.port}"
     lam = gw.client()
     create_function(lam, "caller", CALLER, Timeout=30)
     create_function(lam, "callee", ECHO)
-    return gw, f"http://127.0.0.2:{port}"
+    return gw, endpoint
 
 
 def _call(gw: RunningGateway, action: str, target: str | None = None) -> Any:
@@ -97,8 +104,11 @@ def _denied(action: str, resource: str) -> str:
     )
 
 
-def test_a_handler_invokes_another_function_but_cannot_read_or_change_it(gateway_factory: GatewayFactory) -> None:
-    gw, endpoint = _start(gateway_factory)
+@pytest.mark.parametrize("mode", ["jail", "rlimits"])
+def test_a_handler_invokes_another_function_but_cannot_read_or_change_it(
+    gateway_factory: GatewayFactory, mode: str
+) -> None:
+    gw, endpoint = _start(gateway_factory, mode)
     env = _call(gw, "env")
     assert env["AWS_ENDPOINT_URL_LAMBDA"] == endpoint
     assert env["AWS_ACCESS_KEY_ID"].startswith("ASIA") and env["AWS_SESSION_TOKEN"]
@@ -191,4 +201,5 @@ def test_with_operator_credentials_sessions_work_on_the_main_listener_and_operat
         op.update_function_configuration(FunctionName="callee", Timeout=7)
         assert op.get_function(FunctionName="callee")["Configuration"]["Timeout"] == 7
     gw.client().delete_function(FunctionName="callee")
-    assert _call(gw, "invoke", "callee")["error"] == "ResourceNotFoundException"
+    gone = _call(gw, "invoke", "callee")
+    assert gone.get("error") == "ResourceNotFoundException", gone

@@ -22,6 +22,7 @@ from gateway.api.tags import validate_tags
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
 from gateway.names import parse_function_name
+from gateway.network import NETWORK_MODES, NETWORK_VARIABLE
 
 log = logging.getLogger("gateway.api.functions")
 
@@ -359,6 +360,12 @@ def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: M
                 "Lambda was unable to configure your environment variables because the environment variables "
                 "you have provided contains reserved keys that are currently not supported for modification. "
                 f"Reserved keys used in this request: {','.join(reserved)}"
+            )
+        mode = variables.get(NETWORK_VARIABLE)
+        if mode is not None and mode not in NETWORK_MODES:  # never a fail-open: "NONE" must not leave it on
+            raise InvalidParameterValueException(
+                f"Lambda was unable to configure your environment variables because {NETWORK_VARIABLE} must be "
+                f"exactly one of {', '.join(NETWORK_MODES)}; got {mode!r}"
             )
         measured = orjson.dumps(variables)
         if len(measured) > ENV_LIMIT:

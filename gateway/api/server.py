@@ -59,17 +59,32 @@ MAX_ECHO = 200
 class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's protocol for one connection; gives its slot back to the limiter when the connection is lost.
 
-    `environment_facing`: accepted on the environments' listener, where every request must be signed
+    `environment_facing`: accepted on the environments' listener, or on a wildcard listener at the address only
+    environments reach (`environment_address`, the bridge's): every request on it must be signed
     (`gateway.api.auth`)."""
 
-    __slots__ = ("_limiter", "environment_facing")
+    __slots__ = ("_environment_address", "_limiter", "environment_facing")
 
     def __init__(
-        self, manager: web.Server, *, limiter: ConnectionLimiter, environment_facing: bool = False, **options: Any
+        self,
+        manager: web.Server,
+        *,
+        limiter: ConnectionLimiter,
+        environment_facing: bool = False,
+        environment_address: str | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(manager, **options)
         self._limiter: ConnectionLimiter | None = limiter
         self.environment_facing = environment_facing
+        self._environment_address = environment_address
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._environment_address is not None and not self.environment_facing:
+            sockname = transport.get_extra_info("sockname")
+            if isinstance(sockname, tuple) and str(sockname[0]).removeprefix("::ffff:") == self._environment_address:
+                self.environment_facing = True
 
     def refuse_body(self) -> None:
         """Close this connection after the current response without reading what is left of the request's body
@@ -222,8 +237,8 @@ class GatewaySite(web.BaseSite):
     """A TCP site like aiohttp's `TCPSite` whose connections go through a `ConnectionLimiter`.
 
     `options` are further `RequestHandler` arguments (the access log's); `limiter` exists once the site started.
-    `environment_facing`: the site listens on `Settings.environment_listen` and its connections are marked so that
-    every request on them must be signed.
+    It listens on `address` (default: the settings' host and port). `environment_facing`: its connections are
+    marked so that every request on them must be signed (the environments' listener).
     """
 
     __slots__ = ("_host", "_options", "_port", "_settings", "limiter")
@@ -234,17 +249,15 @@ class GatewaySite(web.BaseSite):
         settings: Settings,
         *,
         backlog: int = 1024,
+        address: tuple[str, int] | None = None,
         environment_facing: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._settings = settings
+        self._host, self._port = address or (settings.host, settings.port)
         if environment_facing:
-            assert settings.environment_listen is not None, "an environments' listener needs its address"
-            self._host, self._port = settings.environment_listen
             options["environment_facing"] = True
-        else:
-            self._host, self._port = settings.host, settings.port
         self._options = handler_options(settings) | options
         self.limiter: ConnectionLimiter | None = None
 

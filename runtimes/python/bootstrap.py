@@ -136,15 +136,23 @@ class Isolation:
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
     `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
     are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
+    A jailed environment has its own network namespace: connected to the gateway's bridge in slot `network`
+    (gateway/network.py), or with only lo when None.
     """
 
     def __init__(
-        self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None, uid_base: int
+        self,
+        private_tmp: bool,
+        jail_expose: list[str] | None,
+        cgroups: Hierarchy | None,
+        uid_base: int,
+        network: int | None = None,
     ) -> None:
         self.private_tmp = private_tmp
         self.jail_expose = jail_expose
         self.cgroups = cgroups
         self.uid_base = uid_base
+        self.network = network
 
 
 class Prepared:
@@ -198,13 +206,15 @@ def _extend_cpu_backstop(signum: int, frame: Any) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft + CPU_BACKSTOP_SECONDS, hard))
 
 
-def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation) -> Prepared:
+def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation, connect: bool = True) -> Prepared:
     """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
     zygote: own session and process group, death with the zygote, no new privileges, batch scheduling (a woken
     environment never preempts the gateway), rlimits, its directory (`env_dir`: the `output` file that fds 1 and
     2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (sealed later, with its uid); or
     without a jail, `tmp/` under `env_dir` bind-mounted at /tmp in a private mount namespace when
-    `isolation.private_tmp`; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
+    `isolation.private_tmp`; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths.
+    A jail's network namespace is connected to the gateway's bridge unless not `connect` (the spec, known already,
+    says GATEWAY_NETWORK=none: no veth pair to make and remove)."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
@@ -229,7 +239,7 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
             prepared.tmp_dir, prepared.uid = "/tmp", isolation.uid_base + os.getpid()
-            jail.build(env_dir, isolation.jail_expose, prepared.uid)
+            jail.build(env_dir, isolation.jail_expose, prepared.uid, isolation.network if connect else None)
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)

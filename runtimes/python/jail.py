@@ -20,6 +20,7 @@ says and drops root, just before Init. Both run in the forked child, before any 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -27,6 +28,8 @@ import signal
 import socket
 import struct
 from typing import Any
+
+from gateway import network as netns
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -100,15 +103,27 @@ def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
     return target
 
 
-def build(env_dir: str, expose: list[str], uid: int) -> None:
-    """Enter a private mount namespace and pivot into a new root under `env_dir` that holds the system, the
-    `expose`d directories, /dev, /proc and /tmp (see the module's docstring). The host's root stays reachable at
-    HOST, for `seal()`, and this process stays root. A namespace of its own for System V IPC and POSIX message
-    queues, too: those would otherwise be shared with the host and outlive the environment. /etc/passwd and
-    /etc/group also name `uid`, the user `seal()` becomes, as Lambda's name its sandbox user."""
+def build(env_dir: str, expose: list[str], uid: int, network_slot: int | None = None) -> None:
+    """Enter a private network namespace, connected to the gateway's bridge in `network_slot` (gateway/network.py:
+    outbound to other hosts, nothing of the host's) or with only lo when None. Enter a private mount namespace and
+    pivot into a new root under `env_dir` that holds the system, the `expose`d directories, /dev, /proc and /tmp
+    (see the module's docstring). The host's root stays reachable at HOST, for `seal()`, and this process stays
+    root. A namespace of its own for System V IPC and POSIX message queues, too: those would otherwise be shared
+    with the host and outlive the environment. /etc/passwd and /etc/group also name `uid`, the user `seal()`
+    becomes, as Lambda's name its sandbox user; /etc/resolv.conf names servers an environment can reach
+    (`gateway.network.resolver_config`)."""
     if SYS_PIVOT_ROOT is None:
         raise JailError(0, f"no pivot_root for {os.uname().machine}")
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS | CLONE_NEWIPC)")
+    host = netns.HostSide(network_slot) if network_slot is not None else None  # opened in the host's namespace
+    try:
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare(CLONE_NEWNS | IPC | NET)")
+        if host is not None:
+            netns.attach(host)
+        else:
+            _loopback_up()
+    finally:
+        if host is not None:
+            host.rt.close()  # a netlink socket keeps its opener's privileges: never left to user code
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
     root = os.path.join(env_dir, "root")
     os.makedirs(root, mode=0o755, exist_ok=True)
@@ -121,6 +136,8 @@ def build(env_dir: str, expose: list[str], uid: int) -> None:
             _bind(path, _mountpoint(root, path))
     for name, entry in (("passwd", f"{USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"), ("group", f"{USER}:x:{uid}:\n")):
         _add_entry(root, name, entry)
+    if network_slot is not None and (resolver := netns.resolver_config()) is not None:
+        _put_file(root, "/etc/resolv.conf", resolver)
     for path in expose:
         _bind(path, _mountpoint(root, path))
     _mountpoint(root, "/dev")
@@ -143,18 +160,34 @@ def _add_entry(root: str, name: str, entry: str) -> None:
     host = "/etc/" + name
     if not os.path.isfile(root + host):
         return
-    copy = f"{root}/.{name}"
-    with open(host) as original, open(copy, "w") as f:
-        f.write(original.read() + entry)
+    with open(host) as original:
+        _put_file(root, host, original.read() + entry)
+
+
+def _put_file(root: str, path: str, content: str) -> None:
+    """Make `path` (under /etc) in the new root read `content`: a copy mounted over it; where it is a link (resolv.conf
+    to /run/systemd/...), the file it points to, made in the root's tmpfs."""
+    if os.path.islink(root + path):
+        target = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(root + path)))
+        with contextlib.suppress(OSError):  # a target in a read-only system directory: the link stays as it is
+            os.makedirs(os.path.dirname(root + target), exist_ok=True)
+            with open(root + target, "x") as f:
+                f.write(content)
+            os.chmod(root + target, 0o644)
+        return
+    copy = f"{root}/.{os.path.basename(path)}"
+    with open(copy, "w") as f:
+        f.write(content)
     os.chmod(copy, 0o644)
-    _bind(copy, root + host, recursive=False)
+    _bind(copy, root + path, recursive=False)
     os.unlink(copy)  # the mount keeps the file
 
 
 def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
     """Finish the jail `build()` made and drop root: mount the code read-only (`mounts`: [target, [host directories]],
     one directory bound, several merged in an overlay, the first on top), size /tmp, cut the network off unless
-    `network`, let go of the host's root, make / read-only, and become `uid` (gid the same).
+    `network` (delete eth0 from the namespace `build()` made: only lo stays), let go of the host's root, make /
+    read-only, and become `uid` (gid the same).
 
     Dying with the zygote (PDEATHSIG) is set again: a change of uid clears it."""
     for target, sources in mounts:
@@ -165,8 +198,7 @@ def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_p
             _mount("overlay", _mountpoint("", target), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=" + lower)
     _mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
     if not network:
-        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        _loopback_up()
+        netns.disconnect()
     _check(_libc.umount2(HOST.encode(), MNT_DETACH), "umount " + HOST)
     os.rmdir(HOST)
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)

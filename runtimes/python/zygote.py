@@ -143,7 +143,8 @@ def _child(
         os.close(wakeup_r)
         os.close(wakeup_w)
         _close_fds_except(keep_fd)
-        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation)
+        connect = spec is None or bool(spec.get("network", True))
+        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation, connect)
         if spec is None:
             spec = _read_spec(keep_fd)
         bootstrap.run(keep_fd, spec, prepared)
@@ -231,7 +232,8 @@ def _in_child(attempt: Any) -> bool:
 
 def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     """Fork environments for the gateway on `control_fd` until it closes. `sandbox` is gateway.sandbox's plan:
-    {"jail": bool, "uid_base": int, "cgroups": a cgroups.Hierarchy's wire form or None}."""
+    {"jail": bool, "uid_base": int, "cgroups": a cgroups.Hierarchy's wire form or None, "network": the slot of the
+    environments' network (gateway/network.py) or None}."""
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)
@@ -243,7 +245,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         expose = None
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
     bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
-    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base)
+    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base, sandbox.get("network"))
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
