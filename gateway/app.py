@@ -39,7 +39,7 @@ from gateway.auth import Verifier
 from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
-from gateway.configs import FunctionConfig
+from gateway.configs import LATEST, FunctionConfig
 from gateway.environment import sweep_leftovers
 from gateway.errors import ResourceNotFoundException
 from gateway.invoker import Invoker
@@ -127,7 +127,9 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     for name, reserved in app[REGISTRY].all_reserved().items():
         concurrency.set_reserved(name, reserved)
     app[CONCURRENCY] = concurrency
-    metrics = Metrics(CollectorRegistry(), pools, concurrency, zygotes.values(), app[REGISTRY].all_reserved)
+    metrics = Metrics(
+        CollectorRegistry(), pools, concurrency, zygotes.values(), app[REGISTRY].all_reserved, app[REGISTRY].exists
+    )
     app[METRICS] = metrics
     app[INVOKER].observers.append(metrics.observe)
     for zygote in set(zygotes.values()):
@@ -149,6 +151,9 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
 
     def forget(name: str, version: str | None) -> None:
         pools.retire_function(name, version)
+        metrics.forget(name, version)  # a deleted function's (version's) series and log files go with it
+        if version != LATEST:
+            logstore.forget(name, version)
         if version is None:  # the function is gone, and its reservation with it
             concurrency.set_reserved(name, None)
 

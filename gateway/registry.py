@@ -163,6 +163,11 @@ class Registry:
             raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name, version)}")
         return cfg
 
+    def exists(self, name: str, version: str) -> bool:
+        """Whether the function has this version (`$LATEST` or a number) now."""
+        fn = self._functions.get(name)
+        return fn is not None and version in fn.versions
+
     def get_alias(self, name: str, alias: str) -> AliasConfig:
         found = self._function(name).aliases.get(alias)
         if found is None:
