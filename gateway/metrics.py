@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.utils import floatToGoString
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from gateway.configs import LATEST
@@ -383,8 +384,129 @@ class Snapshot:
         return iter(fam.all())
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of the snapshot (pure CPU work: meant for a worker thread)."""
-        return generate_latest(self)  # type: ignore[arg-type]  # a registry is anything with collect()
+        """The Prometheus text exposition of the snapshot, byte for byte what `generate_latest` makes of `collect()`.
+
+        Pure CPU work on copied numbers, meant for a worker thread. The families labelled per function are
+        formatted here directly, ~10x faster than through prometheus_client's sample objects: a worker thread holds
+        the GIL while it renders, and each millisecond of that is a millisecond the event loop may wait for it.
+        """
+        fam = self.gauges
+        out: list[bytes] = []
+        for attr, metric in vars(fam).items():
+            lines = self._fast_lines(attr)
+            if lines is None:
+                if attr in _LIGHT_FILLERS:
+                    _LIGHT_FILLERS[attr](self, metric)
+                out.append(generate_latest(_One(metric)))  # type: ignore[arg-type]  # anything with collect()
+                continue
+            name = metric.name + "_total" if metric.type == "counter" else metric.name
+            doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n{''.join(lines)}".encode())
+        return b"".join(out)
+
+    def _fast_lines(self, attr: str) -> list[str] | None:
+        """Sample lines of a per-function family, labels sorted by name as generate_latest sorts them."""
+        lines: list[str] = []
+        if attr in _SERIES_COUNTERS:
+            name, index = _SERIES_COUNTERS[attr]
+            for series in self.series:
+                f, r, v = map(_esc, series[0])
+                lines.append(f'{name}{{function="{f}",resource="{r}",version="{v}"}} {_num(series[index])}\n')
+        elif attr == "errors":
+            for (f, r, v), _, errors, *_rest in self.series:
+                f, r, v = _esc(f), _esc(r), _esc(v)
+                for kind, count in zip(ERROR_KINDS, errors, strict=True):
+                    head = f'lambda_errors_total{{function="{f}",kind="{kind}",resource="{r}",version="{v}"}} '
+                    lines.append(f"{head}{_num(count)}\n")
+        elif attr == "duration":
+            for (f, r, v), _, _, hist, _, _ in self.series:
+                f, r, v = _esc(f), _esc(r), _esc(v)
+                _histogram_lines(lines, "lambda_duration_seconds", f'function="{f}",', f',resource="{r}",version="{v}"',
+                                 hist)  # fmt: skip
+        elif attr == "init_duration":
+            for (f, v), hist in self.init_duration:
+                _histogram_lines(lines, "lambda_init_duration_seconds", f'function="{_esc(f)}",',
+                                 f',version="{_esc(v)}"', hist)  # fmt: skip
+        elif attr == "throttles":
+            for (f, reason), count in self.throttles.items():
+                lines.append(f'lambda_throttles_total{{function="{_esc(f)}",reason="{_esc(reason)}"}} {_num(count)}\n')
+        elif attr == "cold_starts":
+            for f, count in self.cold_starts.items():
+                lines.append(f'gateway_cold_starts_total{{function="{_esc(f)}"}} {_num(count)}\n')
+        else:
+            return None
+        return lines
+
+    def _fill_overhead(self, metric: Metric) -> None:
+        if self.overhead is not None:
+            for direction, (bounds, counts, total) in zip(("in", "out"), self.overhead, strict=True):
+                metric.add_metric((direction,), _buckets(bounds, counts), total)  # type: ignore[attr-defined]
+
+    def _fill_fork(self, metric: Metric) -> None:
+        if self.fork is not None:
+            bounds, counts, total = self.fork
+            metric.add_metric((), _buckets(bounds, counts), total)  # type: ignore[attr-defined]
+
+    def _fill_payload(self, metric: Metric) -> None:
+        metric.add_metric(("in",), self.payload[0])  # type: ignore[attr-defined]
+        metric.add_metric(("out",), self.payload[1])  # type: ignore[attr-defined]
+
+    def _fill_http(self, metric: Metric) -> None:
+        for (operation, status), count in self.http.items():
+            metric.add_metric((operation, str(status)), count)  # type: ignore[attr-defined]
+
+    def _fill_restarts(self, metric: Metric) -> None:
+        metric.add_metric((), self.zygote_restarts)  # type: ignore[attr-defined]
+
+
+#: per-series counters rendered directly: family attribute -> (sample name, index in a snapshot series)
+_SERIES_COUNTERS = {
+    "invocations": ("lambda_invocations_total", 1),
+    "provisioned_invocations": ("lambda_provisioned_concurrency_invocations_total", 4),
+    "spillover": ("lambda_provisioned_concurrency_spillover_invocations_total", 5),
+}
+_LIGHT_FILLERS: dict[str, Callable[[Snapshot, Metric], None]] = {
+    "overhead": Snapshot._fill_overhead,
+    "fork": Snapshot._fill_fork,
+    "payload": Snapshot._fill_payload,
+    "http": Snapshot._fill_http,
+    "zygote_restarts": Snapshot._fill_restarts,
+}
+
+
+class _One:
+    """A collector of one family, for generate_latest."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        return iter((self.metric,))
+
+
+def _esc(value: str) -> str:
+    """A label value escaped as the text format wants it (names and versions never need it: kept cheap)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _histogram_lines(lines: list[str], name: str, before: str, after: str, hist: _HistCopy) -> None:
+    """_bucket lines (the `le` label sorts between `before` and `after`), then _count and _sum, as generate_latest."""
+    bounds, counts, total = hist
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        lines.append(f'{name}_bucket{{{before}le="{float(bound)!r}"{after}}} {_num(running)}\n')
+    running += counts[-1]
+    lines.append(f'{name}_bucket{{{before}le="+Inf"{after}}} {_num(running)}\n')
+    labels = before + after[1:]
+    lines.append(f"{name}_count{{{labels}}} {_num(running)}\n")
+    lines.append(f"{name}_sum{{{labels}}} {floatToGoString(total)}\n")
+
+
+def _num(value: int) -> str:
+    return f"{value}.0" if 0 <= value < 1_000_000 else floatToGoString(value)
 
 
 class Families:

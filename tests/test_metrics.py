@@ -259,3 +259,20 @@ def test_snapshot_renders_what_the_registry_renders(registry: CollectorRegistry)
     observe(metrics, config("f"), Outcome("r", LATEST, b"", duration_ms=2.0), FunctionRef("f", None))
     metrics.http("Invoke", 200)
     assert metrics.snapshot().render() == generate_latest(registry)
+
+
+def test_the_fast_renderer_matches_generate_latest_for_every_family(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, concurrency=Concurrency(1000, 100), reservations=lambda: {"f": 3})
+    for i, version in enumerate((LATEST, "1", "2")):
+        out = Outcome("r", version, b"", duration_ms=10.0**i, init_ms=2.5 * i, error_kind=ERROR_KINDS[i])
+        out.provisioned = i == 1
+        observe(metrics, config("f", version), out, FunctionRef("f", "live" if i == 2 else None))
+    metrics.throttled("f", RESERVED_EXCEEDED)
+    metrics.throttled("g", ACCOUNT_EXCEEDED)
+    metrics.exchanged(0.0, (0.001, 0.0), 10, 2_000_000, False)
+    metrics.forked(0.0012)
+    metrics.http("Invoke", 200)
+    snapshot = metrics.snapshot()
+    rendered = snapshot.render()
+    assert rendered == generate_latest(registry)
+    assert b"lambda_duration_seconds_bucket" in rendered and b"gateway_payload_bytes_total" in rendered

@@ -34,7 +34,7 @@ from gateway.metrics import Metrics
 #: the operation of a request that matched no route
 UNMATCHED = "Unmatched"
 #: seconds between the starts of two renders
-MIN_INTERVAL = 0.1
+MIN_INTERVAL = 0.25
 
 
 class UnauthorizedScrapeException(LambdaError):
