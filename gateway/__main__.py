@@ -141,7 +141,10 @@ async def serve(settings: Settings) -> None:
         access["access_log_format"] = ACCESS_LOG_FORMAT
         if settings.access_log == "api":
             access["access_log_class"] = ApiAccessLogger
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout)
+    from gateway.shutdown import RUNNER_GRACE, drain
+
+    # the drain enforces GATEWAY_DRAIN_TIMEOUT itself; the runner only gets a short grace for what is left after it
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=RUNNER_GRACE)
     await runner.setup()
     try:
         raise_open_files_limit(settings)
@@ -164,6 +167,7 @@ async def serve(settings: Settings) -> None:
             log.info("API authentication off: bound to loopback and no credentials configured")
         await stop.wait()
         log.info("stopping: draining in-flight invocations (up to %.0f s)", settings.drain_timeout)
+        await drain(runner, app, settings.drain_timeout)
     finally:
         await runner.cleanup()
     log.info("stopped")
