@@ -36,6 +36,7 @@ from gateway.app_keys import (
     ZYGOTES,
 )
 from gateway.auth import Verifier
+from gateway.codegc import CodeCollector
 from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
@@ -154,15 +155,18 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
         metrics.forget(name, version)  # a deleted function's (version's) series and log files go with it
         if version != LATEST:
             logstore.forget(name, version)
+        collector.request()  # and its code, once nothing else uses it
         if version is None:  # the function is gone, and its reservation with it
             concurrency.set_reserved(name, None)
 
     def on_change(name: str, version: str | None) -> None:  # registry writes run in a thread; pools on the loop
         loop.call_soon_threadsafe(forget, name, version)
 
+    collector = CodeCollector(app[CODESTORE], registry, app[LAYERS], pools)
     app[REGISTRY].add_listener(on_change)
     tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
     tasks.append(asyncio.create_task(pools.reap_forever()))
+    tasks.append(asyncio.create_task(collector.run(settings.reap_interval)))
     try:
         yield
     finally:

@@ -70,7 +70,7 @@ def test_a_tight_scrape_loop_does_not_starve_invocations(gateway_factory: Gatewa
         poller.kill()
     scrapes = int(out)
     status, _, body = gw.request("GET", "/metrics")
-    print(f"\ninvokes/s quiet {quiet:.0f}, while scraped in a loop {loaded:.0f} ({scrapes} scrapes of {len(body)} bytes)")
+    print(f"\ninvokes/s quiet {quiet:.0f}, scraped in a loop {loaded:.0f} ({scrapes} scrapes of {len(body)} bytes)")
     assert status == 200 and body.count(b"lambda_invocations_total{") >= FUNCTIONS
     assert scrapes >= SECONDS  # the poller was served, paced
     assert loaded >= 0.4 * quiet, (quiet, loaded)  # contention on a 2-core machine makes this noisy

@@ -78,7 +78,9 @@ async def metrics(request: web.Request) -> web.Response:
     """The registry's metrics in Prometheus text format (see the module's docstring for auth and pacing)."""
     token = request.app[SETTINGS].metrics_token
     if token and not _authorized(request, token):
-        response = error_response(UnauthorizedScrapeException("/metrics needs the bearer token (GATEWAY_METRICS_TOKEN)"))
+        response = error_response(
+            UnauthorizedScrapeException("/metrics needs the bearer token (GATEWAY_METRICS_TOKEN)")
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     body = await request.app[SCRAPER].scrape()
