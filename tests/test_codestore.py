@@ -231,7 +231,8 @@ def test_from_directory_is_deterministic(tmp_path: Path, store: CodeStore) -> No
 
 
 def test_collect_removes_unreferenced_packages_but_honours_leases(store: CodeStore) -> None:
-    a = store.put(_zip([("a.py", b"a = 1\n")])).sha256_hex
+    package = _zip([("a.py", b"a = 1\n")])
+    a = store.put(package).sha256_hex
     b = store.put(_zip([("b.py", b"b = 1\n")])).sha256_hex
     assert store.stored() == {a, b}
     assert store.collect(set(), time.monotonic()) == []  # both leased: stored, not registered yet
@@ -245,7 +246,7 @@ def test_collect_removes_unreferenced_packages_but_honours_leases(store: CodeSto
     assert not store.zip_path(a).exists() and not store.path_for(a).exists()
     assert store.path_for(b).is_dir()
     assert sorted(p.name for p in store.root.iterdir()) == [b, "zips"]  # nothing half-removed left
-    again = store.put(_zip([("a.py", b"a = 1\n")]))  # stored again from scratch
+    again = store.put(package)  # stored again from scratch
     assert again.sha256_hex == a and (again.path / "a.py").read_bytes() == b"a = 1\n"
 
 
