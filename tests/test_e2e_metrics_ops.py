@@ -14,7 +14,8 @@ from tests.conftest import GatewayFactory, RunningGateway, create_function, invo
 HELLO = "def lambda_handler(event, context):\n    return 1\n"
 #: functions with series of their own, so that a scrape has something to render
 FUNCTIONS = 150
-SECONDS = 3.0
+SECONDS = 2.0
+ROUNDS = 3
 
 POLLER = """
 import http.client, sys, time
@@ -58,22 +59,26 @@ def test_a_tight_scrape_loop_does_not_starve_invocations(gateway_factory: Gatewa
         list(ex.map(lambda n: create_function(lam, n, HELLO), names))
         list(ex.map(lambda n: invoke_json(lam, n), names))
     _invoke_rate(gw, "series-0", 0.5)  # warm the environments up
-    quiet = _invoke_rate(gw, "series-0", SECONDS)
-    poller = subprocess.Popen(
-        [sys.executable, "-c", POLLER, str(gw.port), str(SECONDS + 1)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        time.sleep(0.5)
-        loaded = _invoke_rate(gw, "series-0", SECONDS)
-        out, _ = poller.communicate(timeout=30)
-    finally:
-        poller.kill()
-    scrapes = int(out)
+    # alternate quiet and scraped windows, so that a change in the machine's load weighs on both alike
+    quiet_rates, loaded_rates, scrapes = [], [], 0
+    for _ in range(ROUNDS):
+        quiet_rates.append(_invoke_rate(gw, "series-0", SECONDS))
+        poller = subprocess.Popen(
+            [sys.executable, "-c", POLLER, str(gw.port), str(SECONDS + 0.5)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            time.sleep(0.25)
+            loaded_rates.append(_invoke_rate(gw, "series-0", SECONDS))
+            out, _ = poller.communicate(timeout=30)
+        finally:
+            poller.kill()
+        scrapes += int(out)
+    quiet, loaded = sum(quiet_rates) / ROUNDS, sum(loaded_rates) / ROUNDS
     status, _, body = gw.request("GET", "/metrics")
     print(f"\ninvokes/s quiet {quiet:.0f}, scraped in a loop {loaded:.0f} ({scrapes} scrapes of {len(body)} bytes)")
     assert status == 200 and body.count(b"lambda_invocations_total{") >= FUNCTIONS
-    assert scrapes >= SECONDS  # the poller was served, paced
-    assert loaded >= 0.4 * quiet, (quiet, loaded)  # contention on a 2-core machine makes this noisy
+    assert scrapes >= ROUNDS * SECONDS  # the poller was served, paced
+    assert loaded >= 0.5 * quiet, (quiet_rates, loaded_rates)  # before: ~1 % (916 -> 8 invokes/s)
 
 
 def test_metrics_token(gateway_factory: GatewayFactory) -> None:
