@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 9000
 DATA_DIR ?= ./.gateway-data
 
-.PHONY: run test lint typecheck unit install bench bench-concurrency profile clean
+.PHONY: run test lint typecheck unit install bench bench-concurrency profile soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: $(STAMP)
 
 profile: $(STAMP)
 	$(BIN)/python bench/profile.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 bench-concurrency: $(STAMP)
 	$(BIN)/python bench/concurrency.py

@@ -151,6 +151,9 @@ async def serve(settings: Settings) -> None:
         # the site makes each connection's protocol: the access log and the HTTP limits are its arguments
         site = GatewaySite(runner, settings, backlog=1024, **access)
         await site.start()
+        if settings.environment_listen is not None:  # every request on it must be signed (gateway.api.auth)
+            await GatewaySite(runner, settings, backlog=1024, environment_facing=True, **access).start()
+            log.info("listening for environments on %s (signed requests only)", settings.environment_endpoint)
         # Start-up objects (routes, registry, modules) live as long as the process: keep the cyclic garbage
         # collector from walking them again and again, and let it run less often (invocations make few cycles).
         gc.collect()

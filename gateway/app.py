@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -32,6 +32,7 @@ from gateway.app_keys import (
     METRICS,
     POOLS,
     REGISTRY,
+    SESSIONS,
     SETTINGS,
     ZYGOTES,
 )
@@ -50,6 +51,7 @@ from gateway.metrics import Metrics
 from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
 from gateway.sandbox import Sandbox
+from gateway.sessions import SessionAuthority
 from gateway.zygote import Zygote
 
 log = logging.getLogger("gateway")
@@ -107,6 +109,19 @@ def _zygotes_for(settings: Settings, sandbox: Sandbox) -> dict[str, Zygote]:
     return zygotes
 
 
+def _credentials_for(settings: Settings, sessions: SessionAuthority) -> Callable[[FunctionConfig], dict[str, str]]:
+    """What each new environment is given to call the API back: session credentials for its function's execution
+    role and the endpoint to use them at, so that `boto3.client("lambda")` in a handler works unchanged."""
+    endpoint = settings.environment_endpoint
+
+    def credentials(config: FunctionConfig) -> dict[str, str]:
+        minted = sessions.mint(settings.function_arn(config.name), config.role)
+        minted["AWS_ENDPOINT_URL_LAMBDA"] = endpoint
+        return minted
+
+    return credentials
+
+
 async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     envs_root = settings.data_dir / "envs"
@@ -118,6 +133,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)
+    pools.credentials = _credentials_for(settings, app[SESSIONS])
     app[POOLS] = pools
     app[INVOKER] = Invoker(pools)
     logstore = LogStore(settings.data_dir / "logs", settings.log_max_bytes, settings.log_retention_files)
@@ -213,11 +229,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
+    sessions = SessionAuthority(settings.session_ttl)  # functions' credentials; its key lives in memory only
     middlewares = [error_middleware]
-    if settings.auth_required:
-        middlewares.append(auth_middleware(Verifier(settings.credentials, settings.region)))
+    if settings.auth_required or settings.environment_listen is not None:
+        verifier = Verifier(settings.credentials, settings.region, sessions)
+        middlewares.append(auth_middleware(verifier, settings.auth_required))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_CONTROL_BODY)
     app[SETTINGS] = settings
+    app[SESSIONS] = sessions
     app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_runtimes)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gateway.metrics import Metrics
     from gateway.pool_manager import PoolManager
     from gateway.registry import Registry
+    from gateway.sessions import SessionAuthority
     from gateway.zygote import Zygote
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -30,3 +31,5 @@ POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
 ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")
 #: the Prometheus metrics (their registry is `METRICS.registry`), set with the runtimes
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+#: mints and verifies functions' session credentials (gateway.sessions)
+SESSIONS: web.AppKey[SessionAuthority] = web.AppKey("sessions")

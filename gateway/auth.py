@@ -4,13 +4,18 @@
 Signature=...` against the known credentials, the service `lambda` and this gateway's region, the time stamp
 (`X-Amz-Date`, within 15 minutes either way, as AWS allows) and the payload's SHA-256, and raises the error AWS
 answers: 403 MissingAuthenticationTokenException (no signature), IncompleteSignatureException (a malformed one),
-UnrecognizedClientException (an unknown access key), InvalidSignatureException (wrong signature, wrong scope,
-expired or future time stamp). The canonical request is built as botocore builds it: the raw path URI-encoded once
+UnrecognizedClientException (an unknown access key, an invalid session token), ExpiredTokenException (a session
+token past its expiry), InvalidSignatureException (wrong signature, wrong scope, expired or future time stamp).
+`check_headers()` does every check the request head allows, so that an unknown caller is refused before its body
+is read; `finish()` checks the signature over the body's SHA-256 (botocore signs the payload's hash in the canonical
+request and sends no `x-amz-content-sha256` for Lambda; a client that does send it, signed, is verified from its
+head alone). The canonical request is built as botocore builds it: the raw path URI-encoded once
 more, the raw query pairs sorted, the signed headers lower-cased with their values trimmed.
 
 Credentials come from the environment (`GATEWAY_ACCESS_KEY_ID` + `GATEWAY_SECRET_ACCESS_KEY`) and/or an AWS
 shared-credentials file (`GATEWAY_CREDENTIALS_FILE`: every profile's `aws_access_key_id` /
-`aws_secret_access_key`). Pure functions and a small class; no I/O but reading that file.
+`aws_secret_access_key`); functions' session credentials (an access key `ASIA...` with `X-Amz-Security-Token`) are
+verified by a `gateway.sessions.SessionAuthority`. Pure functions and a small class; no I/O but reading that file.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from gateway.errors import LambdaError
+from gateway.sessions import ACCESS_KEY_PREFIX, ExpiredToken, InvalidToken, Session, SessionAuthority
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "lambda"
@@ -57,6 +64,14 @@ class UnrecognizedClientException(LambdaError):
 
 class InvalidSignatureException(LambdaError):
     name = "InvalidSignatureException"
+    status = 403
+    kind = "User"
+
+
+class ExpiredTokenException(LambdaError):
+    """A function's session token past its expiry (`gateway.sessions`)."""
+
+    name = "ExpiredTokenException"
     status = 403
     kind = "User"
 
@@ -137,12 +152,42 @@ def sign(
     return headers
 
 
-class Verifier:
-    """Checks requests against a set of credentials for one region."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who signed a request: an operator's access key (`session` None) or a function's session credentials."""
 
-    def __init__(self, credentials: Mapping[str, str], region: str) -> None:
+    access_key_id: str
+    session: Session | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A request whose headers passed every check. `verified`: its signature too (it signed its payload's hash in
+    `x-amz-content-sha256`); otherwise the signature covers a body that is still to be read (`Verifier.finish`)."""
+
+    identity: Identity
+    secret: str
+    amz_date: str
+    scope: str
+    signed: list[str]
+    signature: str
+    payload_hash: str | None
+    verified: bool
+
+
+class Verifier:
+    """Checks requests against operator credentials and, given a `SessionAuthority`, functions' session credentials.
+
+    Two steps, so that no body is read for a caller who cannot be authenticated: `check_headers()` checks all that
+    the request head carries (the Authorization header's form, a known access key or a genuine unexpired session
+    token, service, region, time stamp, signed headers; and the whole signature when the payload's hash is in a
+    header), `finish()` the signature over the body's SHA-256.
+    """
+
+    def __init__(self, credentials: Mapping[str, str], region: str, sessions: SessionAuthority | None = None) -> None:
         self.credentials = dict(credentials)
         self.region = region
+        self.sessions = sessions
 
     def verify(
         self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes, now: dt.datetime | None = None
@@ -151,6 +196,29 @@ class Verifier:
 
         `headers` maps lower-case names to values.
         """
+        pending = self.check_headers(method, raw_path, headers, now)
+        return self.finish(pending, method, raw_path, headers, body).access_key_id
+
+    def _identify(self, key_id: str, headers: Mapping[str, str], now: dt.datetime) -> tuple[Identity, str]:
+        """The identity behind an access key id, and its secret; AWS's 403 for an unknown key or a bad token."""
+        secret = self.credentials.get(key_id)
+        if secret is not None:
+            return Identity(key_id), secret
+        token = headers.get("x-amz-security-token")
+        if self.sessions is None or token is None or not key_id.startswith(ACCESS_KEY_PREFIX):
+            raise UnrecognizedClientException("The security token included in the request is invalid.")
+        try:
+            session = self.sessions.verify(key_id, token, now.timestamp())
+        except ExpiredToken:
+            raise ExpiredTokenException("The security token included in the request is expired") from None
+        except (InvalidToken, ValueError, KeyError, TypeError):
+            raise UnrecognizedClientException("The security token included in the request is invalid.") from None
+        return Identity(key_id, session), self.sessions.secret_for(key_id)
+
+    def check_headers(
+        self, method: str, raw_path: str, headers: Mapping[str, str], now: dt.datetime | None = None
+    ) -> Pending:
+        """Every check the request head allows; raise AWS's 403 for the first that fails. Reads no body."""
         auth = headers.get("authorization")
         if not auth:
             raise MissingAuthenticationTokenException("Missing Authentication Token")
@@ -166,9 +234,8 @@ class Verifier:
                 f"Credential should have the form KEY/DATE/REGION/SERVICE/aws4_request, got '{match['credential']}'."
             )
         key_id, date, region, service, _ = parts
-        secret = self.credentials.get(key_id)
-        if secret is None:
-            raise UnrecognizedClientException("The security token included in the request is invalid.")
+        now = now or dt.datetime.now(dt.UTC)
+        identity, secret = self._identify(key_id, headers, now)
         if service != SERVICE:
             raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
         if region != self.region:
@@ -183,7 +250,6 @@ class Verifier:
                 "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
                 f"'{date}' != '{amz_date[:8]}'."
             )
-        now = now or dt.datetime.now(dt.UTC)
         if stamp < now - MAX_SKEW:
             raise InvalidSignatureException(
                 f"Signature expired: {amz_date} is now earlier than {(now - MAX_SKEW):%Y%m%dT%H%M%SZ} "
@@ -197,16 +263,35 @@ class Verifier:
         signed = match["signed"].split(";")
         if "host" not in signed or signed != sorted(signed):
             raise IncompleteSignatureException("SignedHeaders must include 'host', in sorted order.")
-        payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
-        if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
+        scope = f"{date}/{region}/{service}/aws4_request"
+        payload_hash = headers.get("x-amz-content-sha256") or None
+        pending = Pending(identity, secret, amz_date, scope, signed, match["signature"], payload_hash, False)
+        if payload_hash is None:
+            return pending
+        self._check_signature(pending, method, raw_path, headers, payload_hash)
+        return Pending(identity, secret, amz_date, scope, signed, match["signature"], payload_hash, True)
+
+    def finish(self, pending: Pending, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Identity:
+        """The identity of a request that passed `check_headers`, once its body is in; AWS's 403 otherwise."""
+        claimed = pending.payload_hash
+        if claimed == "UNSIGNED-PAYLOAD":
+            return pending.identity
+        digest = hashlib.sha256(body).hexdigest()
+        if claimed is not None and claimed != digest:
             raise InvalidSignatureException(
                 "The provided 'x-amz-content-sha256' header does not match what was computed."
             )
-        canonical = canonical_request(method, raw_path, headers, signed, payload_hash)
-        expected = signature(secret, amz_date, f"{date}/{region}/{service}/aws4_request", canonical)
-        if not hmac.compare_digest(expected, match["signature"]):
+        if not pending.verified:
+            self._check_signature(pending, method, raw_path, headers, digest)
+        return pending.identity
+
+    def _check_signature(
+        self, pending: Pending, method: str, raw_path: str, headers: Mapping[str, str], payload_hash: str
+    ) -> None:
+        canonical = canonical_request(method, raw_path, headers, pending.signed, payload_hash)
+        expected = signature(pending.secret, pending.amz_date, pending.scope, canonical)
+        if not hmac.compare_digest(expected, pending.signature):
             raise InvalidSignatureException(
                 "The request signature we calculated does not match the signature you provided. Check your AWS "
                 "Secret Access Key and signing method. Consult the service documentation for details."
             )
-        return key_id

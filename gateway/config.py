@@ -27,6 +27,16 @@ MIN_HEADERS = 32
 PYTHON_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
 
 
+def _host_port(text: str) -> tuple[str, int] | None:
+    """`host:port` (`[v6]:port` for IPv6) -> (host, port); "" -> None. Raises ValueError."""
+    if not text.strip():
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"GATEWAY_ENVIRONMENT_LISTEN must be host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -84,6 +94,12 @@ class Settings:
     #: "bearer": GET /metrics needs `Authorization: Bearer <metrics_token>`; "off": open (default)
     metrics_auth: str = "off"
     metrics_token: str = field(default="", repr=False)
+    #: an extra listener for environments (host, port): every request it accepts must be SigV4-signed (a function's
+    #: session credentials or an operator's), whatever else is configured; environments are pointed at it
+    #: (AWS_ENDPOINT_URL_LAMBDA). None: environments are pointed at the main listener
+    environment_listen: tuple[str, int] | None = None
+    #: seconds a function's session credentials are valid (see gateway.sessions); environments are retired before
+    session_ttl: float = 12 * 3600.0
     #: how environments are isolated: "auto" (the strongest the host allows) or "rlimits" (see gateway.sandbox)
     sandbox: str = "auto"
 
@@ -96,6 +112,16 @@ class Settings:
         """Whether API requests must be SigV4-signed: whenever credentials are configured, and always beyond
         loopback unless `insecure_no_auth`."""
         return bool(self.credentials) or not (self.loopback or self.insecure_no_auth)
+
+    @property
+    def environment_endpoint(self) -> str:
+        """The URL environments reach the API at (their AWS_ENDPOINT_URL_LAMBDA)."""
+        host, port = self.environment_listen or (self.host, self.port)
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def function_arn(self, name: str, qualifier: str | None = None) -> str:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
@@ -152,6 +178,8 @@ class Settings:
             or environ.get("GATEWAY_INSECURE_NO_AUTH", "") in ("1", "true", "yes"),
             sandbox=environ.get("GATEWAY_SANDBOX", cls.sandbox).lower(),
             **_metrics_auth(environ),
+            environment_listen=_host_port(environ.get("GATEWAY_ENVIRONMENT_LISTEN", "")),
+            session_ttl=float(environ.get("GATEWAY_SESSION_TTL", cls.session_ttl)),
         )
         settings.validate()
         return settings
@@ -191,6 +219,14 @@ class Settings:
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.log_max_bytes < 1 or self.log_retention_files < 0:
             raise ValueError("log max bytes must be positive and log retention files not negative")
+        if self.environment_listen is not None and not 0 < self.environment_listen[1] < 65536:
+            raise ValueError(f"environment listener port {self.environment_listen[1]} out of range")
+        if self.environment_listen == (self.host, self.port):
+            raise ValueError(
+                "the environments' listener must differ from the main listener (GATEWAY_ENVIRONMENT_LISTEN)"
+            )
+        if self.session_ttl < 2:
+            raise ValueError("the session TTL must be at least 2 seconds")
         if self.auth_required and not self.credentials:
             raise ValueError(
                 f"binding to {self.host} exposes an API that runs code: configure credentials (GATEWAY_ACCESS_KEY_ID "

@@ -76,6 +76,7 @@ class Environment(asyncio.Protocol):
         "load",
         "oom_peak",
         "pid",
+        "started",
     )
 
     def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str) -> None:
@@ -94,6 +95,7 @@ class Environment(asyncio.Protocol):
         #: set when it died: see EnvironmentDied.oom_peak
         self.oom_peak: int | None = None
         self.last_used = time.monotonic()
+        self.started = self.last_used  # its session credentials were minted just before (gateway.sessions)
         self.initialization_type = "on-demand"
         #: invocations the pool has given this environment and not yet taken back (shared environments)
         self.load = 0

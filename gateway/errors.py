@@ -61,6 +61,15 @@ class ResourceConflictException(LambdaError):
     kind = "User"
 
 
+class AccessDeniedException(LambdaError):
+    """A signed caller whose credentials do not allow the operation (a function's session credentials: see
+    `gateway.api.auth`); the message names the caller, action and resource as AWS's does."""
+
+    name = "AccessDeniedException"
+    status = 403
+    kind = "User"
+
+
 class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
     name = "ProvisionedConcurrencyConfigNotFoundException"
     status = 404

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ TASK_ROOT = "/var/task"
 LAYERS_ROOT = "/opt"
 
 
-def environment_variables(config: FunctionConfig, settings: Settings, init_type: str, task_root: str) -> dict[str, str]:
-    """The environment an execution environment sees: Lambda's reserved set, then the function's own."""
+def environment_variables(
+    config: FunctionConfig, settings: Settings, init_type: str, task_root: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment an execution environment sees: Lambda's reserved set (with `extra`), then the function's own."""
     stream = time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{config.version}]{uuid.uuid4().hex}"
     env = {
         "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
@@ -62,6 +65,8 @@ def environment_variables(config: FunctionConfig, settings: Settings, init_type:
     if logging_config.get("LogFormat") == "JSON":  # the runtime then writes JSON records at this level
         env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
         env["AWS_LAMBDA_LOG_LEVEL"] = logging_config.get("ApplicationLogLevel", "INFO")
+    if extra:
+        env.update(extra)
     env.update(config.environment)
     return env
 
@@ -119,6 +124,10 @@ class Pool:
         self.provisioning_error: str | None = None
         self.retired = False
         self.spawning = 0
+        #: what lets a new environment call the API back (`PoolManager.credentials`), minted per environment
+        self.credentials: Callable[[FunctionConfig], dict[str, str]] | None = None
+        #: environments started before this (monotonic) are shut when idle: their credentials are about to expire
+        self.born_before = -math.inf
 
     # -- serving -----------------------------------------------------------------------------------
 
@@ -149,13 +158,14 @@ class Pool:
         if self.config.max_concurrency > 1:
             env.load -= 1
             surplus = env.provisioned and len(self.provisioned) > self.provisioned_target
-            if env.dead or self.retired or env.init_error is not None or (surplus and env.load <= 0):
+            aged = env.started < self.born_before
+            if env.dead or self.retired or env.init_error is not None or aged or (surplus and env.load <= 0):
                 if env in self.shared:
                     self.shared.remove(env)
                 if env.load <= 0:
                     self._discard(env)
             return
-        if env.dead or self.retired or env.init_error is not None:
+        if env.dead or self.retired or env.init_error is not None or env.started < self.born_before:
             self._discard(env)
         elif env.provisioned:
             if len(self.provisioned) > self.provisioned_target:
@@ -170,7 +180,9 @@ class Pool:
         self.make_room(self)
         task_root, extra_paths, mounts = code_layout(config, self.zygote.jailed)
         spec: dict[str, Any] = {
-            "env": environment_variables(config, self.settings, init_type, task_root),
+            "env": environment_variables(
+                config, self.settings, init_type, task_root, self.credentials(config) if self.credentials else None
+            ),
             "code_dir": task_root,
             "handler": config.handler,
             "extra_paths": extra_paths,
@@ -275,11 +287,12 @@ class Pool:
 
     def reap(self, cutoff: float) -> int:
         """Shut idle on-demand environments unused since `cutoff` (monotonic seconds); return how many."""
-        stale = [e for e in self.evictable() if e.dead or e.last_used < cutoff]
+        old = self.born_before
+        stale = [e for e in self.evictable() if e.dead or e.last_used < cutoff or e.started < old]
         for env in stale:
             self.evict(env)
-        for stack in (self.warm, self.shared):  # provisioned ones that died: forget them, provisioning replaces
-            for env in [e for e in stack if e.dead and e.load <= 0]:
+        for stack in (self.warm, self.shared):  # provisioned ones that died or aged: forget them, provisioning replaces
+            for env in [e for e in stack if (e.dead or e.started < old) and e.load <= 0]:
                 stack.remove(env)
                 self._discard(env)
         return len(stale)

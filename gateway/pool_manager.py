@@ -24,6 +24,7 @@ from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.errors import TooManyRequestsException
 from gateway.pool import Pool
+from gateway.sessions import max_environment_age
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
@@ -43,6 +44,10 @@ class PoolManager:
         #: retired pools whose busy environments have not been released yet
         self.retired: list[Pool] = []
         self.provisioning: Provisioning | None = None
+        #: the variables that let a new environment call the API back (session credentials; set by the app)
+        self.credentials: Callable[[FunctionConfig], dict[str, str]] | None = None
+        #: environments are retired at this age, before their session credentials expire (gateway.sessions)
+        self.max_age = max_environment_age(settings.session_ttl)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def pool_for(self, config: FunctionConfig) -> Pool:
@@ -56,6 +61,7 @@ class PoolManager:
             if zygote is None:
                 raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
             pool = self.pools[key] = Pool(config, self.settings, zygote, self.make_room)
+            pool.credentials = self.credentials
         return pool
 
     def retire_function(self, name: str, version: str | None = None) -> None:
@@ -136,7 +142,10 @@ class PoolManager:
     # -- housekeeping ------------------------------------------------------------------------------
 
     def reap(self) -> int:
-        cutoff = time.monotonic() - self.settings.idle_timeout
+        now = time.monotonic()
+        cutoff = now - self.settings.idle_timeout
+        for pool in self._all():
+            pool.born_before = now - self.max_age
         reaped = sum(pool.reap(cutoff) for pool in self.pools.values())
         for key in [k for k, p in self.pools.items() if p.empty]:
             del self.pools[key]

@@ -85,3 +85,20 @@ def test_connections_per_client_setting() -> None:
     assert Settings.from_args(_args(), {"GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "7"}).max_connections_per_client == 7
     with pytest.raises(ValueError):
         Settings.from_args(_args(), {"GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "0"})
+
+
+def test_environment_listener_and_session_ttl() -> None:
+    s = Settings.from_args(_args(), {})
+    assert s.environment_listen is None and s.session_ttl == 12 * 3600
+    assert s.environment_endpoint == "http://127.0.0.1:9000"  # environments call the main listener
+    s = Settings.from_args(_args(), {"GATEWAY_ENVIRONMENT_LISTEN": "10.200.0.1:9001", "GATEWAY_SESSION_TTL": "600"})
+    assert s.environment_listen == ("10.200.0.1", 9001) and s.session_ttl == 600
+    assert s.environment_endpoint == "http://10.200.0.1:9001"
+    assert Settings.from_args(_args(), {"GATEWAY_ENVIRONMENT_LISTEN": "[fd00::1]:9001"}).environment_endpoint == (
+        "http://[fd00::1]:9001"
+    )
+    for bad in ("9001", "host:", ":9001", "h:99999", "127.0.0.1:9000"):
+        with pytest.raises(ValueError):
+            Settings.from_args(_args(), {"GATEWAY_ENVIRONMENT_LISTEN": bad})
+    with pytest.raises(ValueError):
+        Settings.from_args(_args(), {"GATEWAY_SESSION_TTL": "1"})

@@ -1,29 +1,142 @@
-"""The authentication middleware: every API request must carry a valid SigV4 signature (see gateway.auth).
+"""The authentication middleware: SigV4 signatures (see gateway.auth) and what a function's credentials may do.
 
-Installed only when `Settings.auth_required`; then only `GET /healthz` and `GET /metrics` are open (probes and
-Prometheus do not sign). It runs inside the error middleware, so a refusal is a Lambda-shaped 403, and before
-routing, as AWS checks the signature before it looks at the operation. The body is read first, within the body
-timeout (the signature covers its SHA-256); aiohttp keeps it for the handler.
+Where it applies:
+
+- On the main listener when `Settings.auth_required` (operator credentials configured, or bound beyond loopback):
+  every request but `GET /healthz` and `GET /metrics` (probes and Prometheus do not sign).
+- On the environments' listener (`Settings.environment_listen`) always, for every path: a request from an
+  environment is refused without a valid signature even when the main listener is open.
+- Elsewhere not at all: without operator credentials and without an environments' listener the middleware is not
+  installed, and with only the listener it costs the main listener's requests one attribute test.
+
+Signature before body: the request head is checked first (`Verifier.check_headers`); a missing or malformed
+signature, an unknown access key or a bad session token is answered 403 before any byte of the body is read, and
+the connection is closed if a body of more than `SMALL_BODY` bytes is still to come. Only then is the body read
+(within the body timeout and the operation's size limit) and the signature over its SHA-256 checked.
+
+What a function's session credentials may do (`authorize`, checked from the head too, so before the body):
+`Invoke` (and the invocation APIs this gateway answers 501: `InvokeAsync`, `InvokeWithResponseStream`) any
+function of the account, and `GetFunction` / `GetFunctionConfiguration` of its own function (any
+version or alias). Everything else, reading or changing any other function, layers, settings, logs, metrics,
+needs an operator's credential and is answered AWS's 403 `AccessDeniedException`. A function's request body is
+at most Invoke's 6 MB.
+
+It runs inside the error middleware, so every refusal is Lambda-shaped, and before routing is acted upon, as AWS
+checks the signature before it looks at the operation.
 """
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
-from gateway.api.http import Handler, read_body
+from gateway.api.catalog import load_operations, route_shape
+from gateway.api.http import Handler, error_response, read_body
+from gateway.api.invoke import MAX_SYNC_PAYLOAD
+from gateway.app_keys import SETTINGS
 from gateway.auth import Verifier
+from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException
+from gateway.names import parse_function_name
+from gateway.sessions import Session
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+#: a refused request whose body may still bring more than this is answered and its connection closed
+SMALL_BODY = 64 * 1024
+#: what a function's credentials may do to any function / to its own function
+ANY_FUNCTION = frozenset({"Invoke", "InvokeAsync", "InvokeWithResponseStream"})
+OWN_FUNCTION = frozenset({"GetFunction", "GetFunctionConfiguration"})
+#: IAM action names that differ from the operation's
+_ACTIONS = {
+    "Invoke": "InvokeFunction",
+    "InvokeWithResponseStream": "InvokeFunction",
+    "GetLayerVersionByArn": "GetLayerVersion",
+}
 
 
-def auth_middleware(verifier: Verifier) -> web.middleware:  # type: ignore[valid-type]
+def _operations() -> dict[tuple[str, str], str]:
+    """(method, route shape) -> the model's operation name (the first, where a static query tells several apart)."""
+    table: dict[tuple[str, str], str] = {}
+    for op in load_operations():
+        table.setdefault((op.method, route_shape(op.path)), op.name)
+    return table
+
+
+_OPERATIONS = _operations()
+_WORD = re.compile(r"(?:^|_)([a-z0-9])")
+
+
+def operation_of(request: web.Request) -> str:
+    """The Lambda operation a routed request means; for the gateway's own routes, its handler's name in CamelCase."""
+    route = request.match_info.route
+    resource = route.resource
+    if resource is not None:
+        name = _OPERATIONS.get((request.method, route_shape(resource.canonical)))
+        if name is not None:
+            return name
+    handler = getattr(route.handler, "__name__", "") or "Unknown"
+    return _WORD.sub(lambda m: m[1].upper(), handler)
+
+
+def authorize(request: web.Request, session: Session) -> None:
+    """Allow what a function's credentials may do; AccessDeniedException (AWS's wording) for anything else."""
+    operation = operation_of(request)
+    target = request.match_info.get("FunctionName")
+    if operation in ANY_FUNCTION:
+        return
+    resource = "*"
+    if target is not None:
+        try:
+            ref = parse_function_name(target, request.query.get("Qualifier"))
+        except LambdaError:
+            ref = None
+        if ref is not None:
+            if operation in OWN_FUNCTION and ref.name == session.function_name:
+                return
+            resource = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
+    action = "lambda:" + _ACTIONS.get(operation, operation)
+    raise AccessDeniedException(
+        f"User: {session.assumed_role_arn} is not authorized to perform: {action} on resource: {resource} "
+        f"because no identity-based policy allows the {action} action"
+    )
+
+
+def _refuse(request: web.Request, err: LambdaError) -> web.Response:
+    """The answer to a request refused before its body was read; a large body still to come closes the connection
+    (read and discarded it would cost the gateway its transfer; a small one is drained so keep-alive goes on)."""
+    response = error_response(err)
+    if not request.content.is_eof() and (request.content_length is None or request.content_length > SMALL_BODY):
+        response.force_close()
+        refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
+        if refuse_body is not None:
+            refuse_body()
+    return response
+
+
+def auth_middleware(verifier: Verifier, required: bool) -> web.middleware:  # type: ignore[valid-type]
+    """The middleware; `required`: on every listener (else only on the environments' listener)."""
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "GET" and request.path in OPEN_PATHS:
+        environment_facing = getattr(request.protocol, "environment_facing", False)
+        if not environment_facing and (not required or (request.method == "GET" and request.path in OPEN_PATHS)):
             return await handler(request)
-        body = await read_body(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
-        verifier.verify(request.method, request.raw_path, headers, body)
+        try:
+            pending = verifier.check_headers(request.method, request.raw_path, headers)
+            session = pending.identity.session
+            if session is not None:
+                authorize(request, session)
+                if request.content_length is not None and request.content_length > MAX_SYNC_PAYLOAD:
+                    raise RequestTooLargeException(
+                        f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+                    )
+        except LambdaError as err:
+            return _refuse(request, err)
+        if session is not None:  # a chunked body is cut at the same size
+            request = request.clone(client_max_size=MAX_SYNC_PAYLOAD)
+        body = await read_body(request)
+        verifier.finish(pending, request.method, request.raw_path, headers, body)
         return await handler(request)
 
     return authenticate

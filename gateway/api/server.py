@@ -61,13 +61,19 @@ MAX_ECHO = 200
 
 
 class GatewayRequestHandler(web.RequestHandler):
-    """aiohttp's protocol for one connection; gives its slot back to the limiter when the connection is lost."""
+    """aiohttp's protocol for one connection; gives its slot back to the limiter when the connection is lost.
 
-    __slots__ = ("_client", "_limiter")
+    `environment_facing`: accepted on the environments' listener, where every request must be signed
+    (`gateway.api.auth`)."""
 
-    def __init__(self, manager: web.Server, *, limiter: ConnectionLimiter, **options: Any) -> None:
+    __slots__ = ("_client", "_limiter", "environment_facing")
+
+    def __init__(
+        self, manager: web.Server, *, limiter: ConnectionLimiter, environment_facing: bool = False, **options: Any
+    ) -> None:
         super().__init__(manager, **options)
         self._limiter: ConnectionLimiter | None = limiter
+        self.environment_facing = environment_facing
         self._client: str | None = None  # the peer's address once admitted under the per-client cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,6 +95,11 @@ class GatewayRequestHandler(web.RequestHandler):
     def idle(self) -> bool:
         """No request is being handled (between keep-alive requests, or before the first head is complete)."""
         return not self._request_in_progress
+
+    def refuse_body(self) -> None:
+        """Close this connection after the current response without reading what is left of the request's body
+        (aiohttp would otherwise read and discard it for up to 10 s to keep the connection alive)."""
+        self._lingering_time = 0.0
 
     def connection_lost(self, exc: BaseException | None) -> None:
         limiter, self._limiter = self._limiter, None
@@ -271,15 +282,29 @@ class GatewaySite(web.BaseSite):
     """A TCP site like aiohttp's `TCPSite` whose connections go through a `ConnectionLimiter`.
 
     `options` are further `RequestHandler` arguments (the access log's); `limiter` exists once the site started.
+    `environment_facing`: the site listens on `Settings.environment_listen` and its connections are marked so that
+    every request on them must be signed.
     """
 
     __slots__ = ("_host", "_options", "_port", "_settings", "limiter")
 
-    def __init__(self, runner: web.BaseRunner, settings: Settings, *, backlog: int = 1024, **options: Any) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        settings: Settings,
+        *,
+        backlog: int = 1024,
+        environment_facing: bool = False,
+        **options: Any,
+    ) -> None:
         super().__init__(runner, backlog=backlog)
         self._settings = settings
-        self._host = settings.host
-        self._port = settings.port
+        if environment_facing:
+            assert settings.environment_listen is not None, "an environments' listener needs its address"
+            self._host, self._port = settings.environment_listen
+            options["environment_facing"] = True
+        else:
+            self._host, self._port = settings.host, settings.port
         self._options = handler_options(settings) | options
         self.limiter: ConnectionLimiter | None = None
 
