@@ -161,8 +161,9 @@ async def serve(settings: Settings) -> None:
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
         if settings.auth_required:
+            scrape = "needs its bearer token" if settings.metrics_token else "is open"
             log.info("API requests must be SigV4-signed (%d access keys); /healthz is open, /metrics %s",
-                     len(settings.credentials), "needs its bearer token" if settings.metrics_token else "is open")  # fmt: skip
+                     len(settings.credentials), scrape)  # fmt: skip
         elif not settings.loopback:
             log.warning("INSECURE: %s is reachable beyond loopback and the API that runs code is NOT authenticated "
                         "(--insecure-no-auth)", settings.host)  # fmt: skip
