@@ -1,9 +1,9 @@
 """The aiohttp application: wiring of storage, runtimes, pools and routes, and their lifetimes.
 
 Start-up order (cleanup contexts, undone in reverse): storage (code store, registry) -> runtimes
-(zygotes, pools, invoker, reaper) -> deployment of `--deploy` directories. On shutdown the runner first
-drains HTTP requests in flight (up to `drain_timeout`), then the pools kill every environment and the
-zygotes are stopped.
+(zygotes, pools, invoker, reaper, code collector) -> deployment of `--deploy` directories. On shutdown
+`gateway.shutdown.drain` first drains HTTP requests in flight (up to `drain_timeout`, then cuts them), then the
+pools kill every environment and the zygotes are stopped.
 """
 
 from __future__ import annotations
