@@ -167,7 +167,10 @@ async def serve(settings: Settings) -> None:
         access["access_log_format"] = ACCESS_LOG_FORMAT
         if settings.access_log == "api":
             access["access_log_class"] = ApiAccessLogger
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout)
+    from gateway.shutdown import RUNNER_GRACE, drain
+
+    # the drain enforces GATEWAY_DRAIN_TIMEOUT itself; the runner only gets a short grace for what is left after it
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=RUNNER_GRACE)
     await runner.setup()
     try:
         raise_open_files_limit(settings)
@@ -182,8 +185,9 @@ async def serve(settings: Settings) -> None:
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
         if settings.auth_required:
-            log.info("API requests must be SigV4-signed (%d access keys); /healthz and /metrics are open",
-                     len(settings.credentials))  # fmt: skip
+            scrape = "needs its bearer token" if settings.metrics_token else "is open"
+            log.info("API requests must be SigV4-signed (%d access keys); /healthz is open, /metrics %s",
+                     len(settings.credentials), scrape)  # fmt: skip
         elif not settings.loopback:
             log.warning("INSECURE: %s is reachable beyond loopback and the API that runs code is NOT authenticated "
                         "(--insecure-no-auth)", settings.host)  # fmt: skip
@@ -191,6 +195,7 @@ async def serve(settings: Settings) -> None:
             log.info("API authentication off: bound to loopback and no credentials configured")
         await stop.wait()
         log.info("stopping: draining in-flight invocations (up to %.0f s)", settings.drain_timeout)
+        await drain(runner, app, settings.drain_timeout)
     finally:
         await runner.cleanup()
     log.info("stopped")

@@ -1,9 +1,9 @@
 """The aiohttp application: wiring of storage, runtimes, pools and routes, and their lifetimes.
 
 Start-up order (cleanup contexts, undone in reverse): storage (code store, registry) -> runtimes
-(zygotes, pools, invoker, reaper) -> deployment of `--deploy` directories. On shutdown the runner first
-drains HTTP requests in flight (up to `drain_timeout`), then the pools kill every environment and the
-zygotes are stopped.
+(zygotes, pools, invoker, reaper, code collector) -> deployment of `--deploy` directories. On shutdown
+`gateway.shutdown.drain` first drains HTTP requests in flight (up to `drain_timeout`, then cuts them), then the
+pools kill every environment and the zygotes are stopped.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from gateway.app_keys import (
     ZYGOTES,
 )
 from gateway.auth import Verifier
+from gateway.codegc import CodeCollector
 from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
-from gateway.configs import FunctionConfig
+from gateway.configs import LATEST, FunctionConfig
 from gateway.environment import sweep_leftovers
 from gateway.errors import ResourceNotFoundException
 from gateway.invoker import Invoker
@@ -169,7 +170,9 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     for name, reserved in app[REGISTRY].all_reserved().items():
         concurrency.set_reserved(name, reserved)
     app[CONCURRENCY] = concurrency
-    metrics = Metrics(CollectorRegistry(), pools, concurrency, zygotes.values(), app[REGISTRY].all_reserved)
+    metrics = Metrics(
+        CollectorRegistry(), pools, concurrency, zygotes.values(), app[REGISTRY].all_reserved, app[REGISTRY].exists
+    )
     app[METRICS] = metrics
     app[INVOKER].observers.append(metrics.observe)
     for zygote in set(zygotes.values()):
@@ -191,15 +194,21 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
 
     def forget(name: str, version: str | None) -> None:
         pools.retire_function(name, version)
+        metrics.forget(name, version)  # a deleted function's (version's) series and log files go with it
+        if version != LATEST:
+            logstore.forget(name, version)
+        collector.request()  # and its code, once nothing else uses it
         if version is None:  # the function is gone, and its reservation with it
             concurrency.set_reserved(name, None)
 
     def on_change(name: str, version: str | None) -> None:  # registry writes run in a thread; pools on the loop
         loop.call_soon_threadsafe(forget, name, version)
 
+    collector = CodeCollector(app[CODESTORE], registry, app[LAYERS], pools)
     app[REGISTRY].add_listener(on_change)
     tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
     tasks.append(asyncio.create_task(pools.reap_forever()))
+    tasks.append(asyncio.create_task(collector.run(settings.reap_interval)))
     try:
         yield
     finally:

@@ -12,6 +12,13 @@ non-regular entries are refused, and the bytes actually written are counted agai
 
 Concurrency: `put` is blocking (hashing and unzipping) and meant to run in a worker thread; several
 threads or processes may `put` the same zip at once, the first rename wins and the others reuse it.
+
+Garbage collection (`collect`, driven by gateway.codegc): a package nothing references any more is removed, zip and
+tree. Between `put` and the registry write that references its digest, the digest is unreferenced: `put` takes a
+lease on it, which the registry gives back with `adopt` once the reference is stored (a put whose registry write
+never comes, a refused CreateFunction, leaves a lease that expires after `LEASE_SECONDS`). `collect` never removes a
+leased digest; the lease and the removal decision are taken under one lock, so a `put` racing a collection either
+keeps the tree or extracts it again.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -49,6 +58,8 @@ _CHUNK = 1 << 20
 COMPILE_TIMEOUT = 600
 _DRIVE_RE = re.compile(r"^[a-zA-Z]:")
 _HEX_RE = re.compile(r"[0-9a-f]{64}")
+#: seconds a stored package is kept for a registry write that has not referenced it yet
+LEASE_SECONDS = 600.0
 #: fixed timestamp of every entry written by `from_directory` (the earliest a zip can hold)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -76,6 +87,9 @@ class CodeStore:
         self.max_zipped = max_zipped
         self.max_unzipped = max_unzipped
         self._unzipped_sizes: dict[str, int] = {}  # sha256 hex -> bytes; trees never change once extracted
+        self._lock = threading.Lock()
+        #: sha256 hex -> [puts not adopted yet, when the lease expires, when it was last adopted] (time.monotonic())
+        self._leases: dict[str, list[float]] = {}
         (root / "zips").mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".tmp-*"):  # left by a crash mid-extraction
             _force_rmtree(stale)
@@ -125,6 +139,65 @@ class CodeStore:
             size = self._unzipped_sizes[sha256_hex] = _tree_size(self.path_for(sha256_hex))
         return size
 
+    # -- garbage collection ------------------------------------------------------------------------
+
+    def adopt(self, sha256_hex: str) -> None:
+        """A registry write now references the digest a `put` returned: give back that put's lease.
+
+        The last lease given back still protects the digest from collections whose list of references was taken
+        before this call (it may not hold the new reference yet).
+        """
+        with self._lock:
+            lease = self._leases.get(sha256_hex)
+            if lease is not None:
+                lease[0] = max(lease[0] - 1, 0)
+                lease[2] = time.monotonic()
+
+    def stored(self) -> set[str]:
+        """Digests with a tree or a zip in the store (blocking: lists two directories)."""
+        found = {e.name for e in os.scandir(self.root) if _HEX_RE.fullmatch(e.name)}
+        zips = self.root / "zips"
+        found.update(
+            e.name[:-4] for e in os.scandir(zips) if e.name.endswith(".zip") and _HEX_RE.fullmatch(e.name[:-4])
+        )
+        return found
+
+    def collect(self, keep: set[str], taken_at: float) -> list[str]:
+        """Remove every stored package whose digest is neither in `keep` nor leased; return the removed digests.
+
+        Blocking (directory listings and tree removal): run it in a thread. `keep` is what the registry, the layer
+        store and running environments referenced at `taken_at` (time.monotonic()), computed by the caller.
+        """
+        removed: list[str] = []
+        doomed: list[Path] = []
+        now = time.monotonic()
+        with self._lock:  # leases adopted before the references were listed have done their job
+            for hex_ in [h for h, (count, _, adopted) in self._leases.items() if count == 0 and adopted < taken_at]:
+                del self._leases[hex_]
+        for hex_ in sorted(self.stored() - keep):
+            with self._lock:
+                lease = self._leases.get(hex_)
+                if lease is not None:
+                    count, expires, _ = lease
+                    if (count > 0 and expires > now) or count == 0:
+                        continue  # a put not referenced yet, or referenced after `keep` was listed
+                    del self._leases[hex_]  # expired: its put never became a function or a layer
+                tree = self.path_for(hex_)
+                if tree.is_dir():
+                    grave = self.root / f".tmp-gc-{hex_}"
+                    if grave.exists():
+                        _force_rmtree(grave)
+                    os.rename(tree, grave)  # atomic: a put after this extracts it again
+                    doomed.append(grave)
+                self.zip_path(hex_).unlink(missing_ok=True)
+                self._unzipped_sizes.pop(hex_, None)
+            removed.append(hex_)
+        for grave in doomed:
+            _force_rmtree(grave)
+        if removed:
+            log.info("removed %d packages no function, version or layer uses", len(removed))
+        return removed
+
     # -- internals ---------------------------------------------------------------------------------
 
     def _store(self, zip_bytes: bytes, *, keep: bool) -> CodeInfo:
@@ -134,6 +207,11 @@ class CodeStore:
         hex_ = digest.hex()
         b64 = base64.b64encode(digest).decode("ascii")
         target = self.path_for(hex_)
+        if keep:  # before looking at the tree: a collection cannot remove it from here on
+            with self._lock:
+                lease = self._leases.setdefault(hex_, [0, 0.0, 0.0])
+                lease[0] += 1
+                lease[1] = time.monotonic() + LEASE_SECONDS
         if target.is_dir():  # extracted before, so already validated
             if keep:
                 self._write_zip(hex_, zip_bytes)  # no-op unless a crash lost it

@@ -59,6 +59,9 @@ class Settings:
     #: HTTP connections open at once; one more is answered 503 ServiceUnavailableException and closed at once (the
     #: load generator in bench/ opens at most 1024)
     max_connections: int = 4096
+    #: HTTP connections one client address may hold at once, so that one address cannot lock the others out (the
+    #: bench's load generator opens at most 1024, and its control client a few more)
+    max_connections_per_client: int = 1100
     #: seconds a connection may take to deliver a complete request head, counted from its opening or its previous
     #: response: idle keep-alive connections and clients that trickle their headers are closed after it. Longer
     #: than the 60 s idle timeout of common proxies and load balancers, so one in front never reuses a connection
@@ -88,6 +91,9 @@ class Settings:
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: serve without authentication although bound beyond loopback (`--insecure-no-auth`)
     insecure_no_auth: bool = False
+    #: "bearer": GET /metrics needs `Authorization: Bearer <metrics_token>`; "off": open (default)
+    metrics_auth: str = "off"
+    metrics_token: str = field(default="", repr=False)
     #: an extra listener for environments (host, port): every request it accepts must be SigV4-signed (a function's
     #: session credentials or an operator's), whatever else is configured; environments are pointed at it
     #: (AWS_ENDPOINT_URL_LAMBDA). None: environments are pointed at the main listener
@@ -152,6 +158,9 @@ class Settings:
             unreserved_min=int(environ.get("GATEWAY_UNRESERVED_MIN", min(cls.unreserved_min, account_concurrency))),
             drain_timeout=float(environ.get("GATEWAY_DRAIN_TIMEOUT", cls.drain_timeout)),
             max_connections=int(environ.get("GATEWAY_MAX_CONNECTIONS", cls.max_connections)),
+            max_connections_per_client=int(
+                environ.get("GATEWAY_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client)
+            ),
             keepalive_timeout=float(environ.get("GATEWAY_KEEPALIVE_TIMEOUT", cls.keepalive_timeout)),
             body_timeout=float(environ.get("GATEWAY_BODY_TIMEOUT", cls.body_timeout)),
             max_header_bytes=int(environ.get("GATEWAY_MAX_HEADER_BYTES", cls.max_header_bytes)),
@@ -168,6 +177,7 @@ class Settings:
             insecure_no_auth=bool(getattr(args, "insecure_no_auth", False))
             or environ.get("GATEWAY_INSECURE_NO_AUTH", "") in ("1", "true", "yes"),
             sandbox=environ.get("GATEWAY_SANDBOX", cls.sandbox).lower(),
+            **_metrics_auth(environ),
             environment_listen=_host_port(environ.get("GATEWAY_ENVIRONMENT_LISTEN", "")),
             session_ttl=float(environ.get("GATEWAY_SESSION_TTL", cls.session_ttl)),
         )
@@ -187,8 +197,12 @@ class Settings:
             raise ValueError("the memory budget must hold at least one 128 MB environment")
         if not 0 <= self.unreserved_min <= self.account_concurrency:
             raise ValueError("the unreserved minimum must be between 0 and the account concurrency")
-        if self.max_connections < 1:
-            raise ValueError("max connections must be at least 1")
+        if self.max_connections < 1 or self.max_connections_per_client < 1:
+            raise ValueError("max connections (in all and per client) must be at least 1")
+        if self.metrics_auth not in ("off", "bearer"):
+            raise ValueError(f"metrics auth must be off or bearer, got {self.metrics_auth!r}")
+        if (self.metrics_auth == "bearer") != bool(self.metrics_token):
+            raise ValueError("GATEWAY_METRICS_AUTH=bearer needs GATEWAY_METRICS_TOKEN (or _FILE), and only it uses one")
         if not (self.keepalive_timeout > 0 and self.body_timeout > 0):
             raise ValueError("keep-alive and body timeouts must be positive")
         if self.max_header_bytes < MIN_HEADER_BYTES:
@@ -218,3 +232,20 @@ class Settings:
                 f"binding to {self.host} exposes an API that runs code: configure credentials (GATEWAY_ACCESS_KEY_ID "
                 "and GATEWAY_SECRET_ACCESS_KEY, or GATEWAY_CREDENTIALS_FILE), or pass --insecure-no-auth"
             )
+
+
+def _metrics_auth(environ: Mapping[str, str]) -> dict[str, str]:
+    """`metrics_auth` and `metrics_token` from GATEWAY_METRICS_AUTH and GATEWAY_METRICS_TOKEN or _TOKEN_FILE.
+
+    A token alone turns bearer auth on; the token file (Prometheus's `credentials_file` twin) keeps it out of the
+    process environment. ValueError for a file that cannot be read.
+    """
+    token = environ.get("GATEWAY_METRICS_TOKEN", "")
+    path = environ.get("GATEWAY_METRICS_TOKEN_FILE")
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read GATEWAY_METRICS_TOKEN_FILE: {exc}") from None
+    auth = environ.get("GATEWAY_METRICS_AUTH", "bearer" if token else Settings.metrics_auth).strip().lower()
+    return {"metrics_auth": auth, "metrics_token": token}

@@ -46,6 +46,8 @@ INIT_ERROR_TYPES = frozenset(
 Observer = Callable[["FunctionConfig", "Outcome"], None]
 #: how long a crashed invocation waits for the zygote to report the exit status, for the error message
 EXIT_STATUS_WAIT = 0.2
+#: the answer to an invocation cut by the gateway's stop (GATEWAY_DRAIN_TIMEOUT)
+STOPPED = "The gateway stopped before the invocation completed; its environment was stopped. Retry."
 #: the tail of the log returned for LogType=Tail
 LOG_TAIL_BYTES = 4096
 
@@ -105,6 +107,9 @@ class Invoker:
         self.observers: list[Observer] = []
         #: build the START/END/REPORT log of every invocation (a log store listens), not only for LogType=Tail
         self.always_log = False
+        #: set when the gateway stops and cuts what still runs (gateway.shutdown): no invocation starts, and one
+        #: whose environment is killed under it is answered ServiceException
+        self.stopping = False
 
     async def invoke(
         self,
@@ -129,6 +134,8 @@ class Invoker:
         want_log: bool,
     ) -> Outcome:
         request_id = new_request_id()
+        if self.stopping:
+            raise ServiceException(STOPPED)
         try:
             pool = self.pools.pool_for(config)
             env, cold = await pool.acquire()
@@ -247,7 +254,10 @@ class Invoker:
         init_ms: float | None = None,
     ) -> Outcome:
         """The environment ended without replying: Runtime.OutOfMemory if the OOM killer ended it (its REPORT
-        shows the memory group's peak as Max Memory Used), else Runtime.ExitError with how it exited."""
+        shows the memory group's peak as Max Memory Used), else Runtime.ExitError with how it exited; while the gateway
+        stops, ServiceException (the gateway killed it, not the function's fault)."""
+        if self.stopping:
+            raise ServiceException(STOPPED)
         status = await self._exit_status(exc)
         what = f"Runtime exited with error: {status}"
         if exc.oom_peak is None or status != "signal: killed":  # the OOM killer may have ended a child before

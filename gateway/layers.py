@@ -202,6 +202,10 @@ class LayerStore:
             raise ResourceNotFoundException(NOT_FOUND)
         return self.get(m["name"], int(m["version"]))
 
+    def code_digests(self) -> set[str]:
+        """The packages of every live layer version (sha256 hex)."""
+        return {lv.code_sha256 for layer in list(self._layers.values()) for lv in list(layer.versions.values())}
+
     def total_code_size(self) -> int:
         """Bytes of zipped code over every live layer version (GetAccountSettings' usage)."""
         return sum(lv.code_size for layer in list(self._layers.values()) for lv in list(layer.versions.values()))
@@ -320,13 +324,14 @@ class LayerStore:
             self._layers[name] = _Layer(lv.version, {**layer.versions, lv.version: lv})
             if is_new:
                 self._names = sorted([*self._names, name])
+            self.codestore.adopt(info.sha256_hex)
         log.info("published layer version %s (code %s)", lv.arn, info.sha256_hex)
         return lv
 
     def delete(self, name: str, version: int) -> bool:
         """Mark a live layer version deleted; False (and nothing done) if there is none. Blocking.
 
-        Its number is never used again and its code stays in the code store.
+        Its number is never used again; its code stays in the code store while a function version uses it.
         """
         with self._lock:
             layer = self._layers.get(name)

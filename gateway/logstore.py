@@ -7,6 +7,11 @@ is what `since` filters on. A (function, version) has one open stream; it is clo
 when it passes `max_bytes` or the UTC day changes. At most `retention_files` closed streams are kept per
 function, oldest deleted first.
 
+Open files stay bounded whatever the number of functions: a stream's file is closed once nothing was written to it
+for `idle_close` seconds (it is opened again, in append mode, by its next write: the stream goes on), and a stream
+ends, its file closed, when its function or version is deleted (`forget`). Deleted functions' files stay on disk,
+as CloudWatch keeps a deleted function's logs.
+
 Concurrency: everything runs on the event loop. `record()` (an Invoker observer) only appends to an
 in-memory buffer; a timer flushes the buffers every `flush_interval` seconds (or at once past
 `FLUSH_BYTES`) with plain `os.write` calls of a few KB to the page cache, and hands the flushed lines to
@@ -34,6 +39,8 @@ log = logging.getLogger("gateway.logstore")
 
 #: flush at once when this much is buffered, without waiting for the timer
 FLUSH_BYTES = 64 * 1024
+#: seconds without a write after which a stream's file is closed (reopened by its next write)
+IDLE_CLOSE = 30.0
 #: lines a follower may fall behind by before it is dropped (its stream ends)
 FOLLOW_BACKLOG = 10_000
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -63,9 +70,15 @@ class _Stream:
     name: str
     path: Path
     day: int  # days since the epoch (UTC) the stream was started on
-    fd: int  # -1 until the first write
+    fd: int  # -1 until the first write, and while closed for being idle
     size: int
     buffer: bytearray = field(default_factory=bytearray)
+    written_at: float = 0.0  # time.monotonic() of the last write
+
+    def close_file(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def write(self, data: bytes, function: str) -> None:
         if self.fd < 0:
@@ -75,6 +88,7 @@ class _Stream:
             except OSError as exc:  # a full disk loses log lines, never invocations
                 log.warning("cannot write the log of %s: %s", function, exc)
                 return
+        self.written_at = time.monotonic()
         _write(self.fd, data, function)
 
 
@@ -100,11 +114,17 @@ class LogStore:
     """Stores each invocation's log (START … REPORT) per function; reads and follows it.
 
     `record` is an `Invoker` observer: it must be fast and never raise. `close()` flushes and closes every
-    stream and ends every follower.
+    stream and ends every follower. `forget()` ends the streams of a deleted function or version. Files idle for
+    `idle_close` seconds are closed by a timer the store arms while it has open files.
     """
 
     def __init__(
-        self, root: Path, max_bytes_per_stream: int, retention_files: int, flush_interval: float = 0.1
+        self,
+        root: Path,
+        max_bytes_per_stream: int,
+        retention_files: int,
+        flush_interval: float = 0.1,
+        idle_close: float = IDLE_CLOSE,
     ) -> None:
         if max_bytes_per_stream < 1 or retention_files < 0:
             raise ValueError("max bytes must be positive and retention files not negative")
@@ -112,6 +132,8 @@ class LogStore:
         self.max_bytes = max_bytes_per_stream
         self.retention_files = retention_files
         self.flush_interval = flush_interval
+        self.idle_close = idle_close
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._buffered = 0
@@ -179,6 +201,42 @@ class LogStore:
                 follower.push(data)
             if stream.size >= self.max_bytes:
                 self._close_stream(key, stream)
+        self._arm_idle_timer()
+
+    def open_files(self) -> int:
+        """How many stream files are open now."""
+        return sum(1 for s in self._streams.values() if s.fd >= 0)
+
+    def close_idle(self, now: float | None = None) -> int:
+        """Close the files of streams not written for `idle_close` seconds; return how many were closed."""
+        self._idle_timer = None
+        now = time.monotonic() if now is None else now
+        closed = 0
+        for stream in self._streams.values():
+            if stream.fd >= 0 and not stream.buffer and now - stream.written_at >= self.idle_close:
+                stream.close_file()
+                closed += 1
+        self._arm_idle_timer()
+        return closed
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_timer is not None or self._closed or not any(s.fd >= 0 for s in self._streams.values()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # used outside a loop (tests, tools): close_idle() is called by hand
+            return
+        self._idle_timer = loop.call_later(self.idle_close, self.close_idle)
+
+    def forget(self, function: str, version: str | None = None) -> None:
+        """End the streams of a deleted function (`version` None) or of one deleted version: flushed, closed.
+
+        Its stored files stay (and keep counting against retention). An update of `$LATEST` keeps its stream.
+        """
+        for key, stream in list(self._streams.items()):
+            if key[0] == function and (version is None or key[1] == version):
+                self._dirty.discard(key)
+                self._close_stream(key, stream, enforce=False)
 
     def stop_following(self) -> None:
         """End every follower now and refuse new ones (the gateway is stopping); recording goes on."""
@@ -193,6 +251,9 @@ class LogStore:
         """Flush, close every stream, end every follower; later records are dropped."""
         self.stop_following()
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         for key, stream in list(self._streams.items()):
             self._close_stream(key, stream, enforce=False)
 
@@ -210,8 +271,7 @@ class LogStore:
             for follower in self._followers.get(key[0], ()):
                 follower.push(bytes(stream.buffer))
             stream.buffer.clear()
-        if stream.fd >= 0:
-            os.close(stream.fd)
+        stream.close_file()
         del self._streams[key]
         if enforce:
             self._enforce_retention(key[0])

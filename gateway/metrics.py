@@ -5,13 +5,18 @@ Names, labels and types are a contract with the Grafana dashboards (`tests/test_
 (functions, resources as invoked, versions, fixed enumerations; never request ids), units are base units and
 counters end in `_total`.
 
-Concurrency model: every update and every scrape runs on the event loop thread. The hot path therefore updates
-plain numbers on a record cached per label set (one dict lookup per invocation), without the lock each
-prometheus_client child takes per update (measured here: ~1 µs a counter increment, ~3 µs a histogram
-observation, and an invocation makes about eight updates). `Metrics` is itself the registry's collector: at
-scrape time it turns those records into metric families, and computes the gauges (environments by state,
-concurrency, provisioned concurrency) from the pools, the concurrency accounting and the zygotes, so nothing is
-maintained for them between scrapes.
+Concurrency model: every update runs on the event loop thread. The hot path therefore updates plain numbers on a
+record cached per label set (one dict lookup per invocation), without the lock each prometheus_client child takes
+per update (measured here: ~1 µs a counter increment, ~3 µs a histogram observation, and an invocation makes about
+eight updates). A scrape is split in two: `snapshot()`, on the loop, copies those numbers and computes the gauges
+(environments by state, concurrency, provisioned concurrency) from the pools, the concurrency accounting and the
+zygotes, so nothing is maintained for them between scrapes and no other thread ever reads pool state; turning a
+`Snapshot` (gateway.exposition) into metric families and text touches nothing shared and runs in a
+worker thread (gateway.api.metrics). `Metrics` is also the registry's collector (`collect()` = snapshot + families,
+on the calling thread) for tools that scrape the registry directly.
+
+Series of deleted functions and versions are dropped (`forget`, called from the registry's change hook); an
+invocation that ends after its function was deleted creates no new series (`alive`).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from gateway.configs import LATEST
+from gateway.exposition import Families, Snapshot, buckets
 from gateway.invoker import ERROR_KINDS
 
 if TYPE_CHECKING:
@@ -86,13 +92,11 @@ class Histogram:
 
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative (le, count) pairs ending with +Inf, as HistogramMetricFamily wants them."""
-        out: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip(self.bounds, self.counts, strict=False):
-            total += count
-            out.append((repr(float(bound)), total))
-        out.append(("+Inf", total + self.counts[-1]))
-        return out
+        return buckets(self.bounds, self.counts)
+
+    def copy(self) -> tuple[tuple[float, ...], list[int], float]:
+        """(bounds, counts, sum) as they are now: a snapshot another thread may read."""
+        return self.bounds, self.counts.copy(), self.sum
 
 
 class Series:
@@ -148,7 +152,8 @@ class Metrics:
 
     Hot-path entry points: `observe` (an `Invoker` observer), `throttled`, `exchanged` (the invoke route),
     `forked` (a zygote's fork hook), `http` (per response). The gauges read `pools`, `concurrency`, `zygotes`
-    and `reservations` (function -> reserved concurrency) when scraped; any of them may be left out.
+    and `reservations` (function -> reserved concurrency) when scraped; any of them may be left out. `alive(function,
+    version)` says whether a version still exists: asked only when a label set is seen for the first time.
     """
 
     def __init__(
@@ -158,8 +163,10 @@ class Metrics:
         concurrency: Concurrency | None = None,
         zygotes: Iterable[Zygote] = (),
         reservations: Callable[[], Mapping[str, int]] | None = None,
+        alive: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.registry = registry
+        self.alive = alive
         self.pools = pools
         self.concurrency = concurrency
         self.zygotes = set(zygotes)
@@ -187,6 +194,8 @@ class Metrics:
         version = outcome.executed_version
         series = self.series.get((resource, version))
         if series is None:
+            if self.alive is not None and not self.alive(config.name, version):
+                return  # it ended after its function or version was deleted: no series comes back
             series = self.series[(resource, version)] = Series(config.name, resource, version)
         series.invocations += 1
         series.duration.observe(outcome.duration_ms / 1000.0)
@@ -208,7 +217,24 @@ class Metrics:
     def throttled(self, function: str, reason: str) -> None:
         """Count a 429 with Lambda's Reason."""
         key = (function, reason)
-        self.throttles[key] = self.throttles.get(key, 0) + 1
+        count = self.throttles.get(key)
+        if count is None and self.alive is not None and not self.alive(function, LATEST):
+            return
+        self.throttles[key] = (count or 0) + 1
+
+    def forget(self, function: str, version: str | None = None) -> None:
+        """Drop the series of a deleted function (`version` None) or of one deleted version (its executed version)."""
+        if version == LATEST:
+            return  # $LATEST is updated, never deleted alone
+        for key, series in list(self.series.items()):
+            if series.labels[0] == function and (version is None or series.labels[2] == version):
+                del self.series[key]
+        for key in [k for k in self.init_duration if k[0] == function and version in (None, k[1])]:
+            del self.init_duration[key]
+        if version is None:
+            for key in [k for k in self.throttles if k[0] == function]:
+                del self.throttles[key]
+            self.cold_starts.pop(function, None)
 
     def exchanged(self, received: float, stamps: Sequence[float], bytes_in: int, bytes_out: int, cold: bool) -> None:
         """The gateway's share of one invocation, in `time.perf_counter()` seconds, and its payload sizes.
@@ -241,33 +267,28 @@ class Metrics:
         return Families().all()
 
     def collect(self) -> Iterator[Metric]:
-        """Every family with its samples (runs on the event loop, like the updates)."""
-        fam = Families()
-        for series in self.series.values():
-            labels = series.labels
-            fam.invocations.add_metric(labels, series.invocations)
-            for kind, count in zip(ERROR_KINDS, series.errors, strict=True):
-                fam.errors.add_metric((*labels, kind), count)
-            fam.duration.add_metric(labels, series.duration.buckets(), series.duration.sum)
-            fam.provisioned_invocations.add_metric(labels, series.provisioned)
-            fam.spillover.add_metric(labels, series.spillover)
-        for (function, reason), count in self.throttles.items():
-            fam.throttles.add_metric((function, reason), count)
-        for (function, version), hist in self.init_duration.items():
-            fam.init_duration.add_metric((function, version), hist.buckets(), hist.sum)
-        for function, count in self.cold_starts.items():
-            fam.cold_starts.add_metric((function,), count)
-        fam.overhead.add_metric(("in",), self.overhead_in.buckets(), self.overhead_in.sum)
-        fam.overhead.add_metric(("out",), self.overhead_out.buckets(), self.overhead_out.sum)
-        fam.fork.add_metric((), self.fork.buckets(), self.fork.sum)
-        fam.payload.add_metric(("in",), self.bytes_in)
-        fam.payload.add_metric(("out",), self.bytes_out)
-        for (operation, status), count in self.http_requests.items():
-            fam.http.add_metric((operation, str(status)), count)
-        fam.zygote_restarts.add_metric((), sum(z.restarts for z in self.zygotes))
+        """Every family with its samples: a snapshot made into families on the calling thread (the loop's)."""
+        return self.snapshot().collect()
+
+    def snapshot(self) -> Snapshot:
+        """The numbers as they are now, and the gauges computed from the pools: call on the event loop."""
+        snap = Snapshot()
+        snap.series = [
+            (s.labels, s.invocations, s.errors.copy(), s.duration.copy(), s.provisioned, s.spillover)
+            for s in self.series.values()
+        ]
+        snap.throttles = dict(self.throttles)
+        snap.init_duration = [(labels, hist.copy()) for labels, hist in self.init_duration.items()]
+        snap.cold_starts = dict(self.cold_starts)
+        snap.overhead = (self.overhead_in.copy(), self.overhead_out.copy())
+        snap.fork = self.fork.copy()
+        snap.payload = (self.bytes_in, self.bytes_out)
+        snap.http = dict(self.http_requests)
+        snap.zygote_restarts = sum(z.restarts for z in self.zygotes)
+        fam = snap.gauges
         self._collect_pools(fam)
         self._collect_concurrency(fam)
-        return iter(fam.all())
+        return snap
 
     def _collect_pools(self, fam: Families) -> None:
         if self.pools is None:
@@ -304,89 +325,3 @@ class Metrics:
         if self.reservations is not None:
             for name, reserved in sorted(self.reservations().items()):
                 fam.reserved.add_metric((name,), reserved)
-
-
-class Families:
-    """A fresh, empty family for each metric of the contract."""
-
-    def __init__(self) -> None:
-        frv = ("function", "resource", "version")
-        fv = ("function", "version")
-        self.invocations = CounterMetricFamily(
-            "lambda_invocations", "Invocations, by function, resource as invoked and executed version.", labels=frv
-        )
-        self.errors = CounterMetricFamily(
-            "lambda_errors",
-            "Invocations that ended in an error, by kind: function, timeout, crash, out_of_memory, init.",
-            labels=(*frv, "kind"),
-        )
-        self.throttles = CounterMetricFamily(
-            "lambda_throttles", "Invoke requests answered 429, by Lambda's Reason.", labels=("function", "reason")
-        )
-        self.duration = HistogramMetricFamily(
-            "lambda_duration_seconds", "Time the function's handler ran (Lambda's Duration).", labels=frv
-        )
-        self.init_duration = HistogramMetricFamily(
-            "lambda_init_duration_seconds", "Init Duration of cold starts (the handler module's import).", labels=fv
-        )
-        self.concurrent = GaugeMetricFamily(
-            "lambda_concurrent_executions",
-            "Invocations being run, or an environment initializing for one, per function.",
-            labels=("function",),
-        )
-        self.unreserved_concurrent = GaugeMetricFamily(
-            "lambda_unreserved_concurrent_executions",
-            "Invocations in flight of functions without reserved concurrency.",
-        )
-        self.limit = GaugeMetricFamily(
-            "lambda_concurrency_limit",
-            "Concurrency limits: the account's, and what functions without a reservation share.",
-            labels=("scope",),
-        )
-        self.reserved = GaugeMetricFamily(
-            "lambda_reserved_concurrency", "Reserved concurrency of functions that have one.", labels=("function",)
-        )
-        self.provisioned_busy = GaugeMetricFamily(
-            "lambda_provisioned_concurrent_executions", "Provisioned environments running an invocation.", labels=fv
-        )
-        self.provisioned_allocated = GaugeMetricFamily(
-            "lambda_provisioned_concurrency_allocated", "Live, initialized provisioned environments.", labels=fv
-        )
-        self.provisioned_invocations = CounterMetricFamily(
-            "lambda_provisioned_concurrency_invocations", "Invocations served by a provisioned environment.", labels=frv
-        )
-        self.spillover = CounterMetricFamily(
-            "lambda_provisioned_concurrency_spillover_invocations",
-            "Invocations served on demand while the version has provisioned concurrency.",
-            labels=frv,
-        )
-        self.provisioned_utilization = GaugeMetricFamily(
-            "lambda_provisioned_concurrency_utilization",
-            "Busy provisioned environments over allocated ones.",
-            labels=fv,
-        )
-        self.environments = GaugeMetricFamily(
-            "gateway_environments",
-            "Execution environments by state: initializing, idle, busy.",
-            labels=("function", "state"),
-        )
-        self.overhead = HistogramMetricFamily(
-            "gateway_overhead_seconds",
-            "Time an invocation spends in the gateway: in = request received to payload written to the "
-            "environment (warm invocations), out = reply received to response handed to aiohttp.",
-            labels=("direction",),
-        )
-        self.fork = HistogramMetricFamily("gateway_fork_seconds", "Zygote fork requests: request sent to pid known.")
-        self.cold_starts = CounterMetricFamily(
-            "gateway_cold_starts", "Invocations that started a new environment.", labels=("function",)
-        )
-        self.zygote_restarts = CounterMetricFamily("gateway_zygote_restarts", "Restarts of runtime zygotes.")
-        self.payload = CounterMetricFamily(
-            "gateway_payload_bytes", "Invocation payload bytes: in = events, out = responses.", labels=("direction",)
-        )
-        self.http = CounterMetricFamily(
-            "gateway_http_requests", "HTTP responses by API operation and status.", labels=("operation", "status")
-        )
-
-    def all(self) -> list[Metric]:
-        return list(vars(self).values())

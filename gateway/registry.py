@@ -163,6 +163,11 @@ class Registry:
             raise ResourceNotFoundException(f"Function not found: {self.settings.function_arn(name, version)}")
         return cfg
 
+    def exists(self, name: str, version: str) -> bool:
+        """Whether the function has this version (`$LATEST` or a number) now."""
+        fn = self._functions.get(name)
+        return fn is not None and version in fn.versions
+
     def get_alias(self, name: str, alias: str) -> AliasConfig:
         found = self._function(name).aliases.get(alias)
         if found is None:
@@ -215,6 +220,15 @@ class Registry:
         """Bytes of zipped code over every version of every function (GetAccountSettings' usage)."""
         return sum(cfg.code_size for fn in list(self._functions.values()) for cfg in list(fn.versions.values()))
 
+    def code_digests(self) -> set[str]:
+        """Every package a version of a function uses: its code and its layers' (sha256 hex)."""
+        found: set[str] = set()
+        for fn in list(self._functions.values()):
+            for cfg in list(fn.versions.values()):
+                found.add(cfg.code_sha256)
+                found.update(layer.code_sha256 for layer in cfg.layers)
+        return found
+
     def __contains__(self, name: object) -> bool:
         return name in self._functions
 
@@ -245,6 +259,7 @@ class Registry:
             fn.versions[LATEST] = config
             self._functions[config.name] = fn
             bisect.insort(self._names, config.name)
+            self.codestore.adopt(config.code_sha256)  # referenced now: its package is kept for as long as it is
             return self.publish(config.name) if publish else config
 
     def update(
@@ -270,6 +285,8 @@ class Registry:
             if new.name != name or new.version != LATEST:
                 raise ValueError("update() changes the $LATEST of the same function only")
             self._write_latest(new)
+            if new.code_sha256 != current.code_sha256:
+                self.codestore.adopt(new.code_sha256)
             if publish:
                 new = self.publish(name)
         self._notify(name, LATEST)

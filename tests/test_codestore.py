@@ -9,11 +9,13 @@ import os
 import shutil
 import stat
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from gateway import codestore
 from gateway.codestore import UNZIP_FAILED, CodeStore, from_directory
 from gateway.errors import InvalidParameterValueException
 
@@ -226,3 +228,30 @@ def test_from_directory_is_deterministic(tmp_path: Path, store: CodeStore) -> No
         assert zf.namelist() == ["lambda_function.py", "pkg/m.py"]
     info = store.put(first)
     assert (info.path / "pkg" / "m.py").read_text() == "M = 1\n"
+
+
+def test_collect_removes_unreferenced_packages_but_honours_leases(store: CodeStore) -> None:
+    package = _zip([("a.py", b"a = 1\n")])
+    a = store.put(package).sha256_hex
+    b = store.put(_zip([("b.py", b"b = 1\n")])).sha256_hex
+    assert store.stored() == {a, b}
+    assert store.collect(set(), time.monotonic()) == []  # both leased: stored, not registered yet
+    before = time.monotonic()
+    store.adopt(a)
+    store.adopt(b)
+    # references listed before the adoption may miss the new reference: the lease still protects the package
+    assert store.collect(set(), before) == []
+    assert store.collect({b}, time.monotonic()) == [a]
+    assert store.stored() == {b}
+    assert not store.zip_path(a).exists() and not store.path_for(a).exists()
+    assert store.path_for(b).is_dir()
+    assert sorted(p.name for p in store.root.iterdir()) == [b, "zips"]  # nothing half-removed left
+    again = store.put(package)  # stored again from scratch
+    assert again.sha256_hex == a and (again.path / "a.py").read_bytes() == b"a = 1\n"
+
+
+def test_an_expired_lease_does_not_keep_a_package(store: CodeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codestore, "LEASE_SECONDS", 0.0)
+    digest = store.put(_zip([("x.py", b"x = 1\n")])).sha256_hex  # a CreateFunction that failed after the upload
+    assert store.collect(set(), time.monotonic()) == [digest]
+    assert _nothing_stored(store.root)

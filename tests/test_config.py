@@ -61,6 +61,32 @@ def test_authentication_is_required_beyond_loopback_or_with_credentials() -> Non
     assert "s3cr3t-value" not in repr(Settings.from_args(_args(), keys))  # secrets stay out of logs
 
 
+def test_metrics_auth_settings(tmp_path: Path) -> None:
+    assert (Settings.from_args(_args(), {}).metrics_auth, Settings.metrics_token) == ("off", "")
+    token = Settings.from_args(_args(), {"GATEWAY_METRICS_TOKEN": "t0k"})
+    assert (token.metrics_auth, token.metrics_token) == ("bearer", "t0k")
+    assert "t0k" not in repr(token)
+    path = tmp_path / "token"
+    path.write_text("from-file\n")
+    from_file = Settings.from_args(_args(), {"GATEWAY_METRICS_TOKEN_FILE": str(path)})
+    assert (from_file.metrics_auth, from_file.metrics_token) == ("bearer", "from-file")
+    for bad in (
+        {"GATEWAY_METRICS_AUTH": "bearer"},  # no token
+        {"GATEWAY_METRICS_AUTH": "sigv4", "GATEWAY_METRICS_TOKEN": "t"},
+        {"GATEWAY_METRICS_AUTH": "off", "GATEWAY_METRICS_TOKEN": "t"},  # contradictory: refused, not ignored
+        {"GATEWAY_METRICS_TOKEN_FILE": str(tmp_path / "missing")},
+    ):
+        with pytest.raises(ValueError):
+            Settings.from_args(_args(), bad)
+
+
+def test_connections_per_client_setting() -> None:
+    assert Settings.from_args(_args(), {}).max_connections_per_client == Settings.max_connections_per_client
+    assert Settings.from_args(_args(), {"GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "7"}).max_connections_per_client == 7
+    with pytest.raises(ValueError):
+        Settings.from_args(_args(), {"GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "0"})
+
+
 def test_environment_listener_and_session_ttl() -> None:
     s = Settings.from_args(_args(), {})
     assert s.environment_listen is None and s.session_ttl == 12 * 3600

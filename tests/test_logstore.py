@@ -131,3 +131,36 @@ async def test_follow_ends_when_the_client_is_gone(tmp_path: Path) -> None:
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(task, 1)
     store.close()
+
+
+async def test_idle_files_are_closed_and_the_stream_goes_on_in_the_same_file(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, 1 << 20, 2, flush_interval=0.01, idle_close=0.2)
+    store.append("fn", "$LATEST", _log("r1"))
+    store.append("fn", "1", _log("r2"))
+    store.flush()
+    assert store.open_files() == 2
+    await asyncio.sleep(0.5)  # the store's own timer closes them
+    assert store.open_files() == 0
+    store.append("fn", "$LATEST", _log("r3"))
+    store.flush()
+    assert store.open_files() == 1
+    assert len(list((tmp_path / "fn").iterdir())) == 2  # reopened in append mode, not a new stream
+    out = await _read(store, "fn")
+    assert out.count(b"START") == 3
+    store.close()
+
+
+async def test_forget_ends_the_streams_of_a_deleted_function_or_version(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, 1 << 20, 2)
+    for version in ("$LATEST", "1", "2"):
+        store.append("fn", version, _log(version))
+    store.append("other", "$LATEST", _log("o"))
+    store.flush()
+    assert store.open_files() == 4
+    store.forget("fn", "1")
+    assert store.open_files() == 3
+    store.forget("fn")
+    assert store.open_files() == 1
+    assert (await _read(store, "fn")).count(b"START") == 3  # the files stay, as CloudWatch keeps them
+    store.close()
+    assert store.open_files() == 0

@@ -231,3 +231,48 @@ async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: 
     assert value(registry, "gateway_environments", function="h", state="idle") == 1
     assert value(registry, "lambda_concurrent_executions", function="h") == 3
     assert value(registry, "lambda_provisioned_concurrency_allocated", function="h", version=LATEST) is None
+
+
+def test_forget_drops_a_deleted_version_then_the_deleted_function(registry: CollectorRegistry) -> None:
+    existing = {("f", LATEST), ("f", "1"), ("f", "2"), ("g", LATEST)}
+    metrics = Metrics(registry, alive=lambda name, version: (name, version) in existing)
+    for version in (LATEST, "1", "2"):
+        observe(metrics, config("f", version), Outcome("r", version, b"", init_ms=5.0), FunctionRef("f", None))
+    observe(metrics, config("g"), Outcome("r", LATEST, b""), FunctionRef("g", None))
+    metrics.throttled("f", RESERVED_EXCEEDED)
+    existing.discard(("f", "1"))
+    metrics.forget("f", "1")
+    assert value(registry, "lambda_invocations_total", function="f", resource="f", version="1") is None
+    assert value(registry, "lambda_init_duration_seconds_count", function="f", version="1") is None
+    assert value(registry, "lambda_invocations_total", function="f", resource="f", version="2") == 1
+    observe(metrics, config("f", "1"), Outcome("r", "1", b""), FunctionRef("f", None))  # ended after the delete
+    assert value(registry, "lambda_invocations_total", function="f", resource="f", version="1") is None
+    existing -= {("f", LATEST), ("f", "2")}
+    metrics.forget("f")
+    text = generate_latest(registry).decode()
+    assert 'function="f"' not in text
+    assert 'function="g"' in text
+
+
+def test_snapshot_renders_what_the_registry_renders(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, concurrency=Concurrency(1000, 100))
+    observe(metrics, config("f"), Outcome("r", LATEST, b"", duration_ms=2.0), FunctionRef("f", None))
+    metrics.http("Invoke", 200)
+    assert metrics.snapshot().render() == generate_latest(registry)
+
+
+def test_the_fast_renderer_matches_generate_latest_for_every_family(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, concurrency=Concurrency(1000, 100), reservations=lambda: {"f": 3})
+    for i, version in enumerate((LATEST, "1", "2")):
+        out = Outcome("r", version, b"", duration_ms=10.0**i, init_ms=2.5 * i, error_kind=ERROR_KINDS[i])
+        out.provisioned = i == 1
+        observe(metrics, config("f", version), out, FunctionRef("f", "live" if i == 2 else None))
+    metrics.throttled("f", RESERVED_EXCEEDED)
+    metrics.throttled("g", ACCOUNT_EXCEEDED)
+    metrics.exchanged(0.0, (0.001, 0.0), 10, 2_000_000, False)
+    metrics.forked(0.0012)
+    metrics.http("Invoke", 200)
+    snapshot = metrics.snapshot()
+    rendered = snapshot.render()
+    assert rendered == generate_latest(registry)
+    assert b"lambda_duration_seconds_bucket" in rendered and b"gateway_payload_bytes_total" in rendered

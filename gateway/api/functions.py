@@ -170,6 +170,7 @@ class Deployer:
         desired = await self._build(body, replacing=True)
         current = self.registry.get(name)
         if all(getattr(current, f) == getattr(desired, f) for f in _COMPARED):
+            self.codestore.adopt(desired.code_sha256)  # the stored package is the one registered: no lease to keep
             return "unchanged"
         changes = {f: getattr(desired, f) for f in _COMPARED} | {"code_size": desired.code_size,
                                                                  "code_dir": desired.code_dir,
@@ -271,6 +272,8 @@ async def update_function_code(request: web.Request) -> web.Response:
         if_revision=spec.revision_id,
         publish=spec.publish,  # the version returned holds exactly this code, whatever runs concurrently
     )
+    if current.code_sha256 == code.sha256_hex:  # the same code again: registry.update adopted nothing
+        request.app[CODESTORE].adopt(code.sha256_hex)
     log.info("updated code of function %s (code %s)", name, config.code_sha256)
     return json_response(config.to_wire())
 

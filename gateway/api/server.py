@@ -6,6 +6,10 @@
 - At most `Settings.max_connections` connections are open at once. A slot is taken when a connection is accepted and
   given back when it is lost, so the cap costs nothing per request. A connection beyond it is answered a 503
   `ServiceUnavailableException` (`Retry-After: 1`) and closed; the established ones never notice.
+- One client address holds at most `Settings.max_connections_per_client` of them, so that no address can take every
+  slot and lock the others out. A client at its cap that opens another connection gets it in exchange for its oldest
+  idle one (no request in progress: a keep-alive connection between requests, or one still sending its head), which
+  is closed as the keep-alive timeout would close it; with none idle, the new one gets the same 503.
 - aiohttp's parser refuses a URL over `MAX_URL_BYTES`, a header field over `Settings.max_header_bytes` (it counts
   the value, and the name separately) and more than `Settings.max_headers` header fields. Its own answer is a
   plain-text 400; here they are a Lambda-shaped 414 `URITooLongException` or 431
@@ -63,7 +67,7 @@ class GatewayRequestHandler(web.RequestHandler):
     environments reach (`environment_address`, the bridge's): every request on it must be signed
     (`gateway.api.auth`)."""
 
-    __slots__ = ("_environment_address", "_limiter", "environment_facing")
+    __slots__ = ("_client", "_environment_address", "_limiter", "environment_facing")
 
     def __init__(
         self,
@@ -78,13 +82,31 @@ class GatewayRequestHandler(web.RequestHandler):
         self._limiter: ConnectionLimiter | None = limiter
         self.environment_facing = environment_facing
         self._environment_address = environment_address
+        self._client: str | None = None  # the peer's address once admitted under the per-client cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limiter = self._limiter
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if limiter is not None and not limiter.admit_client(self, client):
+            # over its address's cap: the canned 503 takes over the transport; aiohttp never sees this connection
+            self._limiter = None
+            limiter.release(self)
+            refusal = _Refusal(limiter.client_answer, limiter.loop)
+            transport.set_protocol(refusal)
+            refusal.connection_made(transport)
+            return
+        self._client = client
         super().connection_made(transport)
         if self._environment_address is not None and not self.environment_facing:
             sockname = transport.get_extra_info("sockname")
             if isinstance(sockname, tuple) and str(sockname[0]).removeprefix("::ffff:") == self._environment_address:
                 self.environment_facing = True
+
+    @property
+    def idle(self) -> bool:
+        """No request is being handled (between keep-alive requests, or before the first head is complete)."""
+        return not self._request_in_progress
 
     def refuse_body(self) -> None:
         """Close this connection after the current response without reading what is left of the request's body
@@ -94,7 +116,7 @@ class GatewayRequestHandler(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         limiter, self._limiter = self._limiter, None
         if limiter is not None:  # once, however often aiohttp calls this
-            limiter.release()
+            limiter.release(self)
         super().connection_lost(exc)
 
     def handle_error(
@@ -172,45 +194,80 @@ class _Refusal(asyncio.Protocol):
 
 class ConnectionLimiter:
     """Protocol factory of the listening socket: a `GatewayRequestHandler` per connection while fewer than `limit`
-    are open, a `_Refusal` beyond that. `active` counts the open ones, `refused` those turned away."""
+    are open, a `_Refusal` beyond that; then at most `per_client` of them per client address (`admit_client`).
+    `active` counts the open ones, `refused` those turned away, `evicted` idle ones closed for their own client."""
 
-    def __init__(self, server: web.Server, limit: int, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, server: web.Server, limit: int, options: Mapping[str, Any], per_client: int | None = None
+    ) -> None:
         self.server = server
         self.limit = limit
+        self.per_client = limit if per_client is None else per_client
         self.active = 0
         self.refused = 0
+        self.evicted = 0
+        #: client address -> its admitted connections, oldest first
+        self.clients: dict[str, dict[GatewayRequestHandler, None]] = {}
         self._options = dict(options)
-        self._loop = asyncio.get_running_loop()
-        self._answer = _refusal_answer(limit)
+        self.loop = asyncio.get_running_loop()
+        self._answer = _refusal_answer(f"its limit of {limit} connections")
+        self.client_answer = _refusal_answer(f"this client address its limit of {self.per_client} connections")
         self._warned_at = -math.inf
         self._refused_at_warning = 0
 
     def __call__(self) -> asyncio.Protocol:
         if self.active >= self.limit:
-            self._note_refusal()
-            return _Refusal(self._answer, self._loop)
+            self._note_refusal("GATEWAY_MAX_CONNECTIONS")
+            return _Refusal(self._answer, self.loop)
         self.active += 1
-        return GatewayRequestHandler(self.server, limiter=self, loop=self._loop, **self._options)
+        return GatewayRequestHandler(self.server, limiter=self, loop=self.loop, **self._options)
 
-    def release(self) -> None:
+    def admit_client(self, handler: GatewayRequestHandler, client: str) -> bool:
+        """Count `handler` against its client's cap; at the cap, close the client's oldest idle connection to make
+        room, or refuse (False) when all of them are busy."""
+        held = self.clients.get(client)
+        if held is None:
+            held = self.clients[client] = {}
+        elif len(held) >= self.per_client:
+            victim = next((h for h in held if h.idle), None)
+            if victim is None:
+                self._note_refusal(f"GATEWAY_MAX_CONNECTIONS_PER_CLIENT, from {client}")
+                return False
+            del held[victim]  # its slot is the new connection's now; the global one is given back when it closes
+            victim._client = None
+            victim.force_close()  # idle: nothing of a response can be lost
+            self.evicted += 1
+        held[handler] = None
+        return True
+
+    def release(self, handler: GatewayRequestHandler) -> None:
         self.active -= 1
+        client = handler._client
+        if client is not None:
+            handler._client = None
+            held = self.clients.get(client)
+            if held is not None:
+                held.pop(handler, None)
+                if not held:
+                    del self.clients[client]
 
-    def _note_refusal(self) -> None:
+    def _note_refusal(self, limit: str) -> None:
         self.refused += 1
-        now = self._loop.time()
+        now = self.loop.time()
         if now - self._warned_at >= WARN_INTERVAL:
             log.warning(
-                "refusing connections: %d open, the limit (GATEWAY_MAX_CONNECTIONS); %d refused since the last warning",
+                "refusing connections: %d open, the limit (%s); %d refused since the last warning",
                 self.active,
+                limit,
                 self.refused - self._refused_at_warning,
             )
             self._warned_at = now
             self._refused_at_warning = self.refused
 
 
-def _refusal_answer(limit: int) -> bytes:
-    """The whole HTTP response to a connection over the cap, built once."""
-    err = ServiceUnavailableException(f"The gateway is serving its limit of {limit} connections; retry later")
+def _refusal_answer(what: str) -> bytes:
+    """The whole HTTP response to a connection over a cap, built once."""
+    err = ServiceUnavailableException(f"The gateway is serving {what}; retry later")
     body = orjson.dumps(err.to_dict())
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
@@ -269,7 +326,10 @@ class GatewaySite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None, "the runner is set up before a site starts"
-        self.limiter = ConnectionLimiter(server, self._settings.max_connections, self._options)
+        settings = self._settings
+        self.limiter = ConnectionLimiter(
+            server, settings.max_connections, self._options, settings.max_connections_per_client
+        )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self.limiter, self._host, self._port, backlog=self._backlog, reuse_address=True
