@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import cgroups, protocol
+from gateway.freezer import Freezer
 
 log = logging.getLogger("gateway.environment")
 
@@ -66,6 +67,7 @@ class Environment(asyncio.Protocol):
         "dead",
         "env_dir",
         "exit_status",
+        "freezer",
         "init_error",
         "init_log",
         "init_ms",
@@ -102,6 +104,8 @@ class Environment(asyncio.Protocol):
         self._inflight: dict[int, asyncio.Future[tuple[list[Any], float]]] = {}
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        #: its group's freezer, once the pool has opened it (gateway/freezer.py); None: never frozen
+        self.freezer: Freezer | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,6 +183,9 @@ class Environment(asyncio.Protocol):
             protocol.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context)
         )
         written_at = time.perf_counter()
+        freezer = self.freezer
+        if freezer is not None and freezer.frozen:  # after the write: it finds the frame as soon as it runs
+            freezer.thaw()
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
             frame, replied_at = await fut
@@ -191,6 +198,12 @@ class Environment(asyncio.Protocol):
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
         return frame, written_at, replied_at
+
+    def freeze(self) -> None:
+        """Stop it from running until its next invocation (the pool calls this when it goes idle; see
+        gateway/freezer.py). A no-op without a freezer or once dead."""
+        if self.freezer is not None and not self.dead:
+            self.freezer.freeze()
 
     def _on_timeout(self, inv_id: int) -> None:
         fut = self._inflight.pop(inv_id, None)
@@ -220,6 +233,8 @@ class Environment(asyncio.Protocol):
                     os.killpg(self.pid, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signal.SIGKILL)  # in case it died before setsid()
+            if self.freezer is not None:  # after the signal: frozen, it could not act on it; thawed, it dies at once
+                self.freezer.close()
             if self._transport is not None:
                 self._transport.abort()
             if reason != "shut down":  # it may have been running an invocation

@@ -5,8 +5,10 @@ A `Pool` holds the environments of exactly one configuration snapshot (name, ver
 one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environments are forked ahead of
 traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
 opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
-they have free slots. A retired pool takes no new invocations: idle environments are shut at once, busy
-ones when released, so no invocation that resolved newer configuration runs the old code or settings.
+they have free slots. Idle environments are frozen (gateway/freezer.py): when they go back on a stack, when a
+shared one's last invocation ends, and when a provisioned one is ready. A retired pool takes no new invocations:
+idle environments are shut at once, busy ones when released, so no invocation that resolved newer configuration
+runs the old code or settings.
 
 Concurrency: everything runs on the event loop; only `_spawn()` and `ensure_provisioned()` await.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
+from gateway.freezer import Freezer
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
@@ -154,6 +158,8 @@ class Pool:
                     self.shared.remove(env)
                 if env.load <= 0:
                     self._discard(env)
+            elif env.load <= 0:  # its last invocation ended: idle until the next
+                env.freeze()
             return
         if env.dead or self.retired or env.init_error is not None:
             self._discard(env)
@@ -162,8 +168,10 @@ class Pool:
                 self._discard(env)  # provisioned concurrency was lowered while it ran
             else:
                 self.warm.append(env)
+                env.freeze()
         else:
             self.idle.append(env)
+            env.freeze()
 
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
@@ -197,6 +205,8 @@ class Pool:
             self.environments.discard(env)
             env.kill("init failed")
             raise
+        if self.zygote.jailed and self.zygote.sandbox.freezes and not env.dead:
+            env.freezer = Freezer.open(self.zygote.sandbox.cgroups, os.path.basename(env_dir))
         return env
 
     # -- provisioned concurrency -------------------------------------------------------------------
@@ -231,6 +241,7 @@ class Pool:
                     self.shared.append(env)
                 else:
                     self.warm.append(env)
+                env.freeze()
         if self.provisioning_error is not None:
             log.warning("provisioning %s:%s failed: %s", self.config.name, self.config.version, self.provisioning_error)
 

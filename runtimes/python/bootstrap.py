@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 
 from gateway import cgroups, protocol
 from gateway.cgroups import Hierarchy
-from runtimes.python import jail
+from runtimes.python import jail, seccomp
 from runtimes.python.context import LambdaContext
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
 from runtimes.python.output import LOG_LEVELS as _LOG_LEVELS
@@ -136,6 +136,7 @@ class Isolation:
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
     `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
     are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
+    `seccomp`: the filter every environment installs last, before Init (runtimes/python/seccomp.py), or None.
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class Isolation:
         self.jail_expose = jail_expose
         self.cgroups = cgroups
         self.uid_base = uid_base
+        self.seccomp: seccomp.Filter | None = None
 
 
 class Prepared:
@@ -159,6 +161,7 @@ class Prepared:
         self.uid = uid  # the jail's uid; None: no jail
         self.cgroup_version = 0
         self.cgroup_fds: dict[str, int] = {}
+        self.seccomp: seccomp.Filter | None = None
 
     def seal(self, spec: dict[str, Any]) -> None:
         """Apply the limits and mounts that depend on the function's configuration; in a jail, drop root. Runs
@@ -173,6 +176,8 @@ class Prepared:
                 resource.setrlimit(limit, (soft, hard))
             if self.uid is None:
                 signal.signal(signal.SIGXCPU, _extend_cpu_backstop)
+            if self.seccomp is not None:  # last: the steps above mount, unshare and change uid
+                self.seccomp.load()
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
             os._exit(4)
@@ -223,6 +228,7 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
     os.makedirs(env_dir, mode=0o700, exist_ok=True)
     capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
     prepared = Prepared(env_dir, os.path.join(env_dir, "tmp"), capture, zygote_pid, None)
+    prepared.seccomp = isolation.seccomp
     try:
         if isolation.cgroups is not None:
             prepared.cgroup_version = isolation.cgroups.version

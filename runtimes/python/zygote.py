@@ -6,7 +6,7 @@ socketpair, one msgpack message per packet:
 
     gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
                         [TAKEN, pid]                      the gateway has given the spare `pid` its spec
-    zygote -> gateway   [HELLO, pid, {"private_tmp": bool, "jail": bool}]  once, when ready to fork
+    zygote -> gateway   [HELLO, pid, {"private_tmp": bool, "jail": bool, "seccomp": bool}]  once, when ready
                         [SPARE, pid, env_dir]  + one fd (the gateway's end of that spare's socket)
                         [FORKED, req_id, pid, env_dir] | [FORK_FAILED, req_id, message]
                         [EXITED, pid, wait_status]        for every child that ended (spares too)
@@ -60,7 +60,7 @@ import msgpack
 
 from gateway import protocol
 from gateway.cgroups import Hierarchy
-from runtimes.python import bootstrap, jail
+from runtimes.python import bootstrap, jail, seccomp
 
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
 #: new spare's own set-up after it) would compete with the Init of the environment that just took the spare
@@ -217,6 +217,24 @@ def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
             os.rmdir(probe_dir)
 
 
+def _seccomp_filter() -> seccomp.Filter | None:
+    """The environments' seccomp filter, compiled once here; None where libseccomp or the kernel cannot give one
+    (tried in a throwaway child, which must then be refused a user namespace)."""
+    try:
+        compiled = seccomp.Filter(seccomp.compile_filter())
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:  # pyseccomp raises RuntimeError without the .so
+        sys.stderr.write(f"no seccomp filter for environments: {exc}\n")
+        return None
+
+    def attempt() -> bool:
+        if jail._libc.prctl(jail.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return False
+        compiled.load()
+        return bool(jail._libc.unshare(seccomp.CLONE_NEWUSER) != 0)
+
+    return compiled if _in_child(attempt) else None
+
+
 def _in_child(attempt: Any) -> bool:
     """Run `attempt()` in a forked child (whatever it changes about the process dies with it); its result."""
     pid = os.fork()
@@ -244,6 +262,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
     bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
     isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base)
+    isolation.seccomp = _seccomp_filter()
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
@@ -300,7 +319,8 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
     backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
     try:
-        send([HELLO, my_pid, {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}])
+        features = {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}
+        send([HELLO, my_pid, {**features, "seccomp": isolation.seccomp is not None}])
         while True:
             if spare is None and time.monotonic() >= spare_due:
                 spare = fork_spare()

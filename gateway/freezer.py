@@ -1,0 +1,77 @@
+"""Freezing idle environments, as Lambda freezes an execution environment between invocations.
+
+An environment that has answered and holds no invocation is frozen (its cgroup: v1's freezer, v2's cgroup.freeze)
+and thawed when the next INVOKE goes out, so nothing a handler left running (threads, subprocesses, timers) gets
+CPU between invocations. Each environment's freeze file stays open (`Freezer`), so a freeze or a thaw is one
+write(2) on the event loop, no path lookup. Who calls what (the contract gateway.pool and gateway.environment keep):
+
+- the pool freezes an environment when it goes idle: back on its idle or warm stack, or a shared environment
+  (async handlers) whose last invocation ended; never one with an invocation in flight;
+- `Environment.invoke` thaws it right after writing the INVOKE frame (the frame waits in the socket; the thawed
+  process reads it at once, one wake-up instead of two);
+- `Environment.kill` thaws it after its SIGKILL: a task in a frozen v1 group acts on a signal only once thawed;
+  thawing after the signal lets no user code run. Its groups' removal (gateway.cgroups) thaws what is left.
+
+Where the group cannot be frozen (no freezer, the group gone), `open` answers None and the environment just runs
+unfrozen; a write that fails later disables freezing for that environment (logged once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from gateway.cgroups import FREEZE_FILES, Hierarchy
+
+log = logging.getLogger("gateway.freezer")
+
+
+class Freezer:
+    """The open freeze file of one environment's group. Event loop only; not thread-safe."""
+
+    __slots__ = ("_fd", "_freeze", "_thaw", "frozen")
+
+    def __init__(self, fd: int, version: int) -> None:
+        self._fd = fd
+        _, _, self._freeze, self._thaw = FREEZE_FILES[version]
+        #: whether the last write froze the group (it may still be on its way to frozen: that is fine)
+        self.frozen = False
+
+    @classmethod
+    def open(cls, hierarchy: Hierarchy | None, environment: str) -> Freezer | None:
+        """The freezer of the environment named `environment` (its directory's name), or None."""
+        if hierarchy is None:
+            return None
+        path = hierarchy.freeze_file(environment)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        return cls(fd, hierarchy.version)
+
+    def freeze(self) -> None:
+        if not self.frozen and self._fd >= 0:
+            self._write(self._freeze)
+            self.frozen = self._fd >= 0
+
+    def thaw(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            self._write(self._thaw)
+
+    def close(self) -> None:
+        """Thaw (a killed process must be able to die) and close the file. Idempotent."""
+        self.thaw()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _write(self, value: bytes) -> None:
+        try:
+            os.write(self._fd, value)
+        except OSError as exc:  # the group is gone (the environment died under us): nothing to freeze any more
+            log.warning("cannot freeze or thaw an environment's group: %s", exc)
+            os.close(self._fd)
+            self._fd = -1
