@@ -34,6 +34,8 @@ PIDS_MAX = 1024
 #: MemorySize that buys one full vCPU on Lambda; CPU weight is proportional to memory on that scale
 MB_PER_VCPU = 1769
 RECORD = "cgroups"
+#: an empty, frozen group next to the environments' (v1): see _anchor
+ANCHOR = "frozen-anchor"
 #: a gateway's group is this plus its pid
 INSTANCE_PREFIX = "lambda-gateway-"
 
@@ -141,7 +143,19 @@ def _create_v1(name: str) -> dict[str, str] | None:
         parents[controller] = os.path.join(base, name)
     for parent in parents.values():
         os.makedirs(parent, exist_ok=True)
+    if "freezer" in parents:
+        _anchor(parents["freezer"])
     return parents
+
+
+def _anchor(parent: str) -> None:
+    """Keep an empty group frozen under `parent` for the gateway's life. While no group at all is frozen, v1 turns
+    the kernel's freezer off (a static key: code patched at run time), and the next freeze turns it back on: that
+    made every freeze or thaw of an environment cost ~100 us instead of ~10 (measured on Linux 6.18). Best effort."""
+    path = os.path.join(parent, ANCHOR)
+    with contextlib.suppress(OSError):
+        os.makedirs(path, exist_ok=True)
+        _write(os.path.join(path, "freezer.state"), "FROZEN")
 
 
 def _create_v2(name: str) -> dict[str, str] | None:

@@ -200,9 +200,9 @@ class Environment(asyncio.Protocol):
         return frame, written_at, replied_at
 
     def freeze(self) -> None:
-        """Stop it from running until its next invocation (the pool calls this when it goes idle; see
-        gateway/freezer.py). A no-op without a freezer or once dead."""
-        if self.freezer is not None and not self.dead:
+        """Stop it from running until its next invocation (gateway/freezer.py). A no-op without a freezer, once
+        dead, and while it has an invocation in flight."""
+        if self.freezer is not None and not self.dead and not self._inflight and self.load <= 0:
             self.freezer.freeze()
 
     def _on_timeout(self, inv_id: int) -> None:

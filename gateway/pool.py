@@ -5,8 +5,8 @@ A `Pool` holds the environments of exactly one configuration snapshot (name, ver
 one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environments are forked ahead of
 traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
 opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
-they have free slots. Idle environments are frozen (gateway/freezer.py): when they go back on a stack, when a
-shared one's last invocation ends, and when a provisioned one is ready. A retired pool takes no new invocations:
+they have free slots. Idle environments go to the freeze queue (gateway/freezer.py): when they go back on a stack,
+when a shared one's last invocation ends, and when a provisioned one is ready. A retired pool takes no new invocations:
 idle environments are shut at once, busy ones when released, so no invocation that resolved newer configuration
 runs the old code or settings.
 
@@ -28,7 +28,7 @@ from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
-from gateway.freezer import Freezer
+from gateway.freezer import FreezeQueue, Freezer
 from gateway.zygote import Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
@@ -107,9 +107,15 @@ class Pool:
     """The environments of one configuration snapshot."""
 
     def __init__(
-        self, config: FunctionConfig, settings: Settings, zygote: Zygote, make_room: Callable[[Pool], None]
+        self,
+        config: FunctionConfig,
+        settings: Settings,
+        zygote: Zygote,
+        make_room: Callable[[Pool], None],
+        freezing: FreezeQueue | None = None,
     ) -> None:
         self.config = config
+        self.freezing = freezing  # where idle environments go to be frozen; None: never frozen
         self.settings = settings
         self.zygote = zygote
         self.make_room = make_room  # before a fork: free node memory for one more environment, or raise
@@ -159,7 +165,7 @@ class Pool:
                 if env.load <= 0:
                     self._discard(env)
             elif env.load <= 0:  # its last invocation ended: idle until the next
-                env.freeze()
+                self._went_idle(env)
             return
         if env.dead or self.retired or env.init_error is not None:
             self._discard(env)
@@ -168,10 +174,14 @@ class Pool:
                 self._discard(env)  # provisioned concurrency was lowered while it ran
             else:
                 self.warm.append(env)
-                env.freeze()
+                self._went_idle(env)
         else:
             self.idle.append(env)
-            env.freeze()
+            self._went_idle(env)
+
+    def _went_idle(self, env: Environment) -> None:
+        if self.freezing is not None:
+            self.freezing.idle(env)
 
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
@@ -205,7 +215,7 @@ class Pool:
             self.environments.discard(env)
             env.kill("init failed")
             raise
-        if self.zygote.jailed and self.zygote.sandbox.freezes and not env.dead:
+        if self.freezing is not None and self.zygote.jailed and self.zygote.sandbox.freezes and not env.dead:
             env.freezer = Freezer.open(self.zygote.sandbox.cgroups, os.path.basename(env_dir))
         return env
 
@@ -241,7 +251,7 @@ class Pool:
                     self.shared.append(env)
                 else:
                     self.warm.append(env)
-                env.freeze()
+                self._went_idle(env)
         if self.provisioning_error is not None:
             log.warning("provisioning %s:%s failed: %s", self.config.name, self.config.version, self.provisioning_error)
 
