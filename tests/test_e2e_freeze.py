@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import GatewayFactory, create_function, gone, invoke_json
+from tests.test_e2e_async_handlers import capacity
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jail and cgroups need root")
 
@@ -109,3 +111,30 @@ def test_provisioned_environments_wait_frozen_and_serve_at_once(gateway_factory:
     assert _state(out["pid"]) == "FROZEN"
     _, again = invoke_json(lam, "ready", Qualifier="1")
     assert again["pid"] == out["pid"]
+
+
+ASYNC = """
+import asyncio, os
+async def lambda_handler(event, context):
+    await asyncio.sleep(event['sleep'])
+    return os.getpid()
+"""
+
+
+@as_root
+def test_a_shared_environment_is_never_frozen_with_an_invocation_in_flight(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_function(lam, "shared", ASYNC, Timeout=30, CapacityProviderConfig=capacity(4))
+    _, pid = invoke_json(lam, "shared", {"sleep": 0})
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(invoke_json, gw.client(), "shared", {"sleep": 1.5})
+        time.sleep(0.3)
+        _, quick = invoke_json(lam, "shared", {"sleep": 0})  # ends while the slow one is still in flight
+        assert quick == pid
+        time.sleep(0.3)
+        assert _state(pid) == "THAWED"  # the slow invocation still runs
+        resp, out = slow.result(timeout=30)
+    assert out == pid and "FunctionError" not in resp
+    time.sleep(0.2)
+    assert _state(pid) == "FROZEN"  # its last invocation ended
