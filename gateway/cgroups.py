@@ -247,6 +247,14 @@ def limit(version: int, fds: dict[str, int], memory_mb: int) -> None:
 # -- in the gateway, when an environment has ended ----------------------------------------------------------------
 
 
+def kill_environment(hierarchy: Hierarchy, name: str) -> None:
+    """Kill every process in the groups of the environment named `name` and thaw them (the zygote, when it exits
+    with environments left: its own PDEATHSIG reaches a frozen process only once it is thawed). Best effort."""
+    controller = FREEZE_FILES[hierarchy.version][0]
+    parent = hierarchy.parents.get(controller) or next(iter(hierarchy.parents.values()))
+    _kill_members(os.path.join(parent, name))
+
+
 def recorded(env_dir: str) -> list[str]:
     """The groups an environment recorded (none without cgroups): only groups directly under this gateway's own,
     whatever else the file says (without a jail, function code could have written it)."""

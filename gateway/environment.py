@@ -106,6 +106,8 @@ class Environment(asyncio.Protocol):
         self._ready: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         #: its group's freezer, once the pool has opened it (gateway/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
+        # Reaped, or its zygote is gone (then its PDEATHSIG is pending, and acts once it is thawed): never frozen again.
+        exit_status.add_done_callback(self._exited)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -201,9 +203,14 @@ class Environment(asyncio.Protocol):
 
     def freeze(self) -> None:
         """Stop it from running until its next invocation (gateway/freezer.py). A no-op without a freezer, once
-        dead, and while it has an invocation in flight."""
-        if self.freezer is not None and not self.dead and not self._inflight and self.load <= 0:
-            self.freezer.freeze()
+        dead or exited, and while it has an invocation in flight."""
+        if self.freezer is None or self.dead or self._inflight or self.load > 0 or self.exit_status.done():
+            return
+        self.freezer.freeze()
+
+    def _exited(self, _: asyncio.Future[int | None]) -> None:
+        if self.freezer is not None:
+            self.freezer.thaw()
 
     def _on_timeout(self, inv_id: int) -> None:
         fut = self._inflight.pop(inv_id, None)

@@ -7,6 +7,7 @@ Jail mode with cgroups, as root (as sessions and CI here run); skipped elsewhere
 from __future__ import annotations
 
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -138,3 +139,17 @@ def test_a_shared_environment_is_never_frozen_with_an_invocation_in_flight(gatew
     assert out == pid and "FunctionError" not in resp
     time.sleep(0.2)
     assert _state(pid) == "FROZEN"  # its last invocation ended
+
+
+@as_root
+def test_a_frozen_environment_dies_with_a_killed_gateway(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_function(lam, "orphan", COUNTER)
+    _, out = invoke_json(lam, "orphan")
+    time.sleep(0.2)
+    assert _state(out["pid"]) == "FROZEN"
+    assert gw.proc is not None
+    os.kill(gw.proc.pid, signal.SIGKILL)  # its zygote ends the environments' groups: killed, then thawed
+    gw.proc.wait(5)
+    assert gone({out["pid"]}, timeout=5.0)

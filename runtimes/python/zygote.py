@@ -13,8 +13,9 @@ socketpair, one msgpack message per packet:
 
 Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/` and its `output` file), named
 by the zygote; the gateway removes it when the environment ends. The zygote dies with the gateway
-(PR_SET_PDEATHSIG), exits when the control socket closes, and reaps its children, reporting each exit so the
-gateway can say how an environment died.
+(PR_SET_PDEATHSIG, SIGTERM), exits when the control socket closes, and reaps its children, reporting each exit so
+the gateway can say how an environment died. When it exits it kills what is left in its environments' groups and
+thaws them (the gateway freezes idle environments, and a frozen process acts on its own PDEATHSIG only once thawed).
 
 A cold start waits neither for a fork nor for the zygote: the zygote keeps one *spare* child that has already
 forked, dropped the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session,
@@ -58,7 +59,7 @@ from typing import Any
 
 import msgpack
 
-from gateway import protocol
+from gateway import cgroups, protocol
 from gateway.cgroups import Hierarchy
 from runtimes.python import bootstrap, jail, seccomp
 
@@ -283,6 +284,9 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when we stop
+    stopping: list[int] = []  # SIGTERM (our PDEATHSIG: the gateway is gone): end the environments, then exit
+    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
+    children: dict[int, str] = {}  # environments (spares too) not reaped yet: pid -> name (of its directory, groups)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "control")
     sel.register(wakeup_r, selectors.EVENT_READ, "signal")
@@ -308,6 +312,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         if pid == 0:
             ours.close()
             _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, isolation, env_dir)
+        children[pid] = os.path.basename(env_dir)
         theirs.close()
         try:
             send_fd([SPARE, pid, env_dir], ours.fileno())
@@ -341,6 +346,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                             break
                         if pid == 0:
                             break
+                        children.pop(pid, None)
                         if spare is not None and pid == spare.pid:
                             # died untaken (killed, or its set-up failed): the gateway drops it and removes its
                             # directory; the next one comes after a growing pause, not in a tight loop
@@ -348,6 +354,8 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                             backoff = min(backoff * 2, MAX_SPARE_BACKOFF)
                             spare_due = time.monotonic() + backoff
                         send([EXITED, pid, status])
+                    if stopping:
+                        return
                     continue
                 try:
                     msg, fds = _recv_fds(sock)
@@ -383,6 +391,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     continue
                 if pid == 0:
                     _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir)
+                children[pid] = os.path.basename(env_dir)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
     finally:
@@ -390,13 +399,16 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
                 os.kill(spare.pid, signal.SIGKILL)
                 os.waitpid(spare.pid, 0)
+        if hierarchy is not None:  # a frozen environment would ignore its PDEATHSIG until thawed: kill, then thaw
+            for name in children.values():
+                cgroups.kill_environment(hierarchy, name)
 
 
 def main() -> None:
     args = sys.argv[1:]
     if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
         sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
-    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # serve() then ends its environments
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
     if expected_parent and os.getppid() != expected_parent:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
