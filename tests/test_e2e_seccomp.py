@@ -1,7 +1,7 @@
-"""The seccomp filter (runtimes/python/seccomp.py), end to end: what a jailed handler is refused, and what still works.
+"""The seccomp filter (runtimes/python/seccomp.py), end to end: what a handler is refused, and what still works.
 
-Jail mode, as root (as sessions and CI here run); skipped elsewhere. The complement arithmetic is tested without a
-gateway.
+As root (as sessions and CI here run), in jail mode and in rlimits mode; skipped elsewhere. The complement
+arithmetic is tested without a gateway.
 """
 
 from __future__ import annotations
@@ -100,12 +100,13 @@ def lambda_handler(event, context):
 
 
 @as_root
-def test_a_jailed_handler_is_refused_namespaces_mounts_and_the_kernels_riskier_calls(
-    gateway_factory: GatewayFactory,
+@pytest.mark.parametrize("mode", ["jail", "rlimits"])
+def test_a_handler_is_refused_namespaces_mounts_and_the_kernels_riskier_calls(
+    gateway_factory: GatewayFactory, mode: str
 ) -> None:
-    gw = gateway_factory()
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "auto" if mode == "jail" else "rlimits"})
     isolation = gw.health()["isolation"]
-    assert isolation["mode"] == "jail" and isolation["seccomp"], isolation
+    assert isolation["mode"] == mode and isolation["seccomp"], isolation  # rlimits as root: root, but filtered
     lam = gw.client()
     create_function(lam, "refused", REFUSED, Timeout=30)
     resp, out = invoke_json(lam, "refused")
