@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cgroups import Hierarchy
+from gateway.freezer import FREEZE_AFTER
 
 log = logging.getLogger("gateway.sandbox")
 
@@ -68,7 +69,7 @@ class Sandbox:
         filtered = SECCOMP if seccomp else None
         if jailed:
             limits = ["memory", "pids", "cpu weight"] if cgroups else ["open files", "processes"]
-            freeze = f"idle environments ({cgroups} freezer)" if self.freezes and cgroups else None
+            freeze = f"after {FREEZE_AFTER * 1000:g} ms idle ({cgroups} freezer)" if self.freezes and cgroups else None
             return {
                 "mode": "jail",
                 "uid": "one per environment",
