@@ -136,7 +136,8 @@ class Isolation:
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
     `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
     are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
-    `seccomp`: the filter every environment installs last, before Init (runtimes/python/seccomp.py), or None.
+    `seccomp`: the two parts of the seccomp filter (runtimes/python/seccomp.py), or None: the first installed once
+    the spare's jail is built, the second (the calls that set-up makes) last, before Init.
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class Isolation:
         self.jail_expose = jail_expose
         self.cgroups = cgroups
         self.uid_base = uid_base
-        self.seccomp: seccomp.Filter | None = None
+        self.seccomp: tuple[seccomp.Filter, seccomp.Filter] | None = None
 
 
 class Prepared:
@@ -176,7 +177,7 @@ class Prepared:
                 resource.setrlimit(limit, (soft, hard))
             if self.uid is None:
                 signal.signal(signal.SIGXCPU, _extend_cpu_backstop)
-            if self.seccomp is not None:  # last: the steps above mount, unshare and change uid
+            if self.seccomp is not None:  # last: the steps above mount and unshare (see runtimes/python/seccomp.py)
                 self.seccomp.load()
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
@@ -209,7 +210,8 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
     environment never preempts the gateway), rlimits, its directory (`env_dir`: the `output` file that fds 1 and
     2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (sealed later, with its uid); or
     without a jail, `tmp/` under `env_dir` bind-mounted at /tmp in a private mount namespace when
-    `isolation.private_tmp`; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths."""
+    `isolation.private_tmp`; then the first part of the seccomp filter; and with `rehearse` (nobody is waiting yet) a
+    dry run of the set-up and invoke paths."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
@@ -228,7 +230,6 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
     os.makedirs(env_dir, mode=0o700, exist_ok=True)
     capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
     prepared = Prepared(env_dir, os.path.join(env_dir, "tmp"), capture, zygote_pid, None)
-    prepared.seccomp = isolation.seccomp
     try:
         if isolation.cgroups is not None:
             prepared.cgroup_version = isolation.cgroups.version
@@ -243,6 +244,13 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
         os.makedirs(prepared.tmp_dir, mode=0o700, exist_ok=True)
         if isolation.private_tmp and private_tmp_mount(prepared.tmp_dir):
             prepared.tmp_dir = "/tmp"
+    if isolation.seccomp is not None:  # most of the filter, ahead of demand: nothing from here on needs those calls
+        early, prepared.seccomp = isolation.seccomp
+        try:
+            early.load()
+        except OSError as exc:
+            sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
+            os._exit(4)
     if rehearse:
         _rehearse()
     return prepared

@@ -218,11 +218,12 @@ def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
             os.rmdir(probe_dir)
 
 
-def _seccomp_filter() -> seccomp.Filter | None:
-    """The environments' seccomp filter, compiled once here; None where libseccomp or the kernel cannot give one
-    (tried in a throwaway child, which must then be refused a user namespace)."""
+def _seccomp_filters() -> tuple[seccomp.Filter, seccomp.Filter] | None:
+    """The environments' seccomp filter, compiled once here, in its two parts (runtimes/python/seccomp.py); None
+    where libseccomp or the kernel cannot give it (tried in a throwaway child, which must then be refused a user
+    namespace and a mount)."""
     try:
-        compiled = seccomp.Filter(seccomp.compile_filter())
+        early, late = (seccomp.Filter(program) for program in seccomp.compile_filters())
     except (ImportError, OSError, ValueError, RuntimeError) as exc:  # pyseccomp raises RuntimeError without the .so
         sys.stderr.write(f"no seccomp filter for environments: {exc}\n")
         return None
@@ -230,10 +231,12 @@ def _seccomp_filter() -> seccomp.Filter | None:
     def attempt() -> bool:
         if jail._libc.prctl(jail.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return False
-        compiled.load()
-        return bool(jail._libc.unshare(seccomp.CLONE_NEWUSER) != 0)
+        early.load()
+        late.load()
+        refused = jail._libc.unshare(seccomp.CLONE_NEWUSER) != 0
+        return bool(refused and jail._libc.mount(b"none", b"/", b"tmpfs", 0, None) != 0)
 
-    return compiled if _in_child(attempt) else None
+    return (early, late) if _in_child(attempt) else None
 
 
 def _in_child(attempt: Any) -> bool:
@@ -263,7 +266,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
     bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
     isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base)
-    isolation.seccomp = _seccomp_filter()
+    isolation.seccomp = _seccomp_filters()
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
