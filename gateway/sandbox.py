@@ -69,7 +69,10 @@ class Sandbox:
         filtered = SECCOMP if seccomp else None
         if jailed:
             limits = ["memory", "pids", "cpu weight"] if cgroups else ["open files", "processes"]
-            freeze = f"after {FREEZE_AFTER * 1000:g} ms idle ({cgroups} freezer)" if self.freezes and cgroups else None
+            after = f"{FREEZE_AFTER * 1000:g}-{FREEZE_AFTER * 2000:g} ms"
+            freeze = (
+                f"idle environments, {after} after their last invocation ({cgroups} freezer)" if self.freezes else None
+            )
             return {
                 "mode": "jail",
                 "uid": "one per environment",
