@@ -244,7 +244,7 @@ async def healthz(request: web.Request) -> web.Response:
         },
         "environments": request.app[POOLS].count(),
         "isolation": {
-            **next(iter(unique)).sandbox.describe(all(z.jailed for z in unique)),
+            **next(iter(unique)).sandbox.describe(all(z.jailed for z in unique), all(z.seccomp for z in unique)),
             "private_tmp": all(z.private_tmp for z in unique),
             "no_new_privs": True,
         },

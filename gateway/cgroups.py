@@ -2,7 +2,8 @@
 
     <the gateway's own group>/lambda-gateway-<gateway pid>/<environment name>
 
-under each of the memory, pids and cpu hierarchies (cgroup v1), or once in the unified hierarchy (v2). Both
+under each of the memory, pids and cpu hierarchies, and the freezer's where it is mounted (cgroup v1), or once in
+the unified hierarchy (v2). Both
 sides use this module: the gateway finds a writable hierarchy (`Hierarchy.create`), the environment, still root
 in its forked child, makes its own group and joins it (`join`) before any user code, then sets its limits when
 it learns its configuration (`limit`); the gateway reads how it ended (`out_of_memory`) and removes it
@@ -24,11 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 CONTROLLERS = ("memory", "pids", "cpu")
+#: v1 controllers used where mounted, not required: the freezer (v2 has cgroup.freeze in every group)
+OPTIONAL = ("freezer",)
+#: per version: the file that freezes a group, and what to write to freeze and to thaw it
+FREEZE_FILES = {1: ("freezer", "freezer.state", b"FROZEN", b"THAWED"), 2: ("", "cgroup.freeze", b"1", b"0")}
 #: Lambda's per-environment limit on processes and threads
 PIDS_MAX = 1024
 #: MemorySize that buys one full vCPU on Lambda; CPU weight is proportional to memory on that scale
 MB_PER_VCPU = 1769
 RECORD = "cgroups"
+#: an empty, frozen group next to the environments' (v1): see _anchor
+ANCHOR = "frozen-anchor"
 #: a gateway's group is this plus its pid
 INSTANCE_PREFIX = "lambda-gateway-"
 
@@ -65,6 +72,19 @@ class Hierarchy:
     def describe(self) -> str:
         return f"cgroup v{self.version}"
 
+    @property
+    def can_freeze(self) -> bool:
+        """Whether environments' groups can be frozen (v1: the freezer is mounted; v2: Linux 5.2 or later)."""
+        controller, name, _, _ = FREEZE_FILES[self.version]
+        parent = self.parents.get(controller)
+        return parent is not None and os.path.exists(os.path.join(parent, name))
+
+    def freeze_file(self, environment: str) -> str | None:
+        """The file that freezes the group of the environment named `environment`, if there is one."""
+        controller, name, _, _ = FREEZE_FILES[self.version]
+        parent = self.parents.get(controller)
+        return os.path.join(parent, environment, name) if parent is not None else None
+
     def close(self) -> None:
         """Remove this gateway's groups (at shutdown, once its environments are gone)."""
         for parent in self.parents.values():
@@ -100,7 +120,7 @@ def _mounts() -> dict[str, tuple[str, str]]:
                 mounts.setdefault("", (point, root))
             elif fstype == "cgroup":
                 for option in options:
-                    if option in CONTROLLERS:
+                    if option in CONTROLLERS or option in OPTIONAL:
                         mounts.setdefault(option, (point, root))
     return mounts
 
@@ -116,13 +136,26 @@ def _create_v1(name: str) -> dict[str, str] | None:
     if not all(c in mounts and c in own for c in CONTROLLERS):
         return None
     parents = {}
-    for controller in CONTROLLERS:
+    # the freezer first: removals go in this order, and a process in a frozen v1 group dies only once thawed
+    for controller in (*(c for c in OPTIONAL if c in mounts and c in own), *CONTROLLERS):
         base = _group_dir(mounts[controller], own[controller])
         _sweep_stale(base)
         parents[controller] = os.path.join(base, name)
     for parent in parents.values():
         os.makedirs(parent, exist_ok=True)
+    if "freezer" in parents:
+        _anchor(parents["freezer"])
     return parents
+
+
+def _anchor(parent: str) -> None:
+    """Keep an empty group frozen under `parent` for the gateway's life. While no group at all is frozen, v1 turns
+    the kernel's freezer off (a static key: code patched at run time), and the next freeze turns it back on: that
+    made every freeze or thaw of an environment cost ~100 us instead of ~10 (measured on Linux 6.18). Best effort."""
+    path = os.path.join(parent, ANCHOR)
+    with contextlib.suppress(OSError):
+        os.makedirs(path, exist_ok=True)
+        _write(os.path.join(path, "freezer.state"), "FROZEN")
 
 
 def _create_v2(name: str) -> dict[str, str] | None:
@@ -214,6 +247,14 @@ def limit(version: int, fds: dict[str, int], memory_mb: int) -> None:
 # -- in the gateway, when an environment has ended ----------------------------------------------------------------
 
 
+def kill_environment(hierarchy: Hierarchy, name: str) -> None:
+    """Kill every process in the groups of the environment named `name` and thaw them (the zygote, when it exits
+    with environments left: its own PDEATHSIG reaches a frozen process only once it is thawed). Best effort."""
+    controller = FREEZE_FILES[hierarchy.version][0]
+    parent = hierarchy.parents.get(controller) or next(iter(hierarchy.parents.values()))
+    _kill_members(os.path.join(parent, name))
+
+
 def recorded(env_dir: str) -> list[str]:
     """The groups an environment recorded (none without cgroups): only groups directly under this gateway's own,
     whatever else the file says (without a jail, function code could have written it)."""
@@ -254,7 +295,11 @@ def out_of_memory(env_dir: str) -> int | None:
 
 def remove(env_dir: str) -> None:
     """Kill what is left in an environment's groups and remove them. Blocking (it waits for the kills)."""
-    for path in recorded(env_dir):
+    paths = recorded(env_dir)
+    for path in paths:  # frozen (v1): killed processes stay until thawed, and hold every group they are in
+        if os.path.exists(os.path.join(path, "freezer.state")):
+            _kill_members(path)
+    for path in paths:
         _remove_tree(path)
 
 
@@ -273,6 +318,9 @@ def _remove_tree(path: str, attempts: int = 50) -> None:
 
 
 def _kill_members(path: str) -> None:
+    """SIGKILL every process in the group `path`. A v1 freezer group is thawed after the signals: a frozen task
+    acts on SIGKILL only once thawed (v2's freezer lets it through), and thawing after the signal lets no user code
+    run."""
     with contextlib.suppress(OSError):
         _write(os.path.join(path, "cgroup.kill"), "1")  # v2 (Linux 5.14+): the whole group at once
         return
@@ -280,7 +328,9 @@ def _kill_members(path: str) -> None:
         with open(os.path.join(path, "cgroup.procs")) as f:
             pids = [int(line) for line in f if line.strip()]
     except (OSError, ValueError):
-        return
+        pids = []
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _write(os.path.join(path, "freezer.state"), "THAWED")

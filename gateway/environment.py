@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import cgroups, protocol
+from gateway.freezer import Freezer
 
 log = logging.getLogger("gateway.environment")
 
@@ -66,6 +67,7 @@ class Environment(asyncio.Protocol):
         "dead",
         "env_dir",
         "exit_status",
+        "freezer",
         "init_error",
         "init_log",
         "init_ms",
@@ -104,6 +106,10 @@ class Environment(asyncio.Protocol):
         self._inflight: dict[int, asyncio.Future[tuple[list[Any], float]]] = {}
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        #: its group's freezer, once the pool has opened it (gateway/freezer.py); None: never frozen
+        self.freezer: Freezer | None = None
+        # Reaped, or its zygote is gone (then its PDEATHSIG is pending, and acts once it is thawed): never frozen again.
+        exit_status.add_done_callback(self._exited)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,6 +187,9 @@ class Environment(asyncio.Protocol):
             protocol.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context)
         )
         written_at = time.perf_counter()
+        freezer = self.freezer
+        if freezer is not None and freezer.frozen:  # after the write: it finds the frame as soon as it runs
+            freezer.thaw()
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
             frame, replied_at = await fut
@@ -193,6 +202,17 @@ class Environment(asyncio.Protocol):
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
         return frame, written_at, replied_at
+
+    def freeze(self) -> None:
+        """Stop it from running until its next invocation (gateway/freezer.py). A no-op without a freezer, once
+        dead or exited, and while it has an invocation in flight."""
+        if self.freezer is None or self.dead or self._inflight or self.load > 0 or self.exit_status.done():
+            return
+        self.freezer.freeze()
+
+    def _exited(self, _: asyncio.Future[int | None]) -> None:
+        if self.freezer is not None:
+            self.freezer.thaw()
 
     def _on_timeout(self, inv_id: int) -> None:
         fut = self._inflight.pop(inv_id, None)
@@ -222,6 +242,8 @@ class Environment(asyncio.Protocol):
                     os.killpg(self.pid, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signal.SIGKILL)  # in case it died before setsid()
+            if self.freezer is not None:  # after the signal: frozen, it could not act on it; thawed, it dies at once
+                self.freezer.close()
             if self._transport is not None:
                 self._transport.abort()
             if reason != "shut down":  # it may have been running an invocation

@@ -5,8 +5,10 @@ A `Pool` holds the environments of exactly one configuration snapshot (name, ver
 one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environments are forked ahead of
 traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
 opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
-they have free slots. A retired pool takes no new invocations: idle environments are shut at once, busy
-ones when released, so no invocation that resolved newer configuration runs the old code or settings.
+they have free slots. Idle environments go to the freeze queue (gateway/freezer.py): when they go back on a stack,
+when a shared one's last invocation ends, and when a provisioned one is ready. A retired pool takes no new invocations:
+idle environments are shut at once, busy ones when released, so no invocation that resolved newer configuration
+runs the old code or settings.
 
 Concurrency: everything runs on the event loop; only `_spawn()` and `ensure_provisioned()` await.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,6 +29,7 @@ from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
+from gateway.freezer import FreezeQueue, Freezer
 from gateway.network import NETWORK_VARIABLE
 from gateway.zygote import Zygote, ZygoteUnavailable
 
@@ -105,9 +109,15 @@ class Pool:
     """The environments of one configuration snapshot."""
 
     def __init__(
-        self, config: FunctionConfig, settings: Settings, zygote: Zygote, make_room: Callable[[Pool], None]
+        self,
+        config: FunctionConfig,
+        settings: Settings,
+        zygote: Zygote,
+        make_room: Callable[[Pool], None],
+        freezing: FreezeQueue | None = None,
     ) -> None:
         self.config = config
+        self.freezing = freezing  # where idle environments go to be frozen; None: never frozen
         self.settings = settings
         self.zygote = zygote
         self.make_room = make_room  # before a fork: free node memory for one more environment, or raise
@@ -161,6 +171,8 @@ class Pool:
                     self.shared.remove(env)
                 if env.load <= 0:
                     self._discard(env)
+            elif env.load <= 0:  # its last invocation ended: idle until the next
+                self._went_idle(env)
             return
         if env.dead or self.retired or env.init_error is not None or env.started < self.born_before:
             self._discard(env)
@@ -169,8 +181,14 @@ class Pool:
                 self._discard(env)  # provisioned concurrency was lowered while it ran
             else:
                 self.warm.append(env)
+                self._went_idle(env)
         else:
             self.idle.append(env)
+            self._went_idle(env)
+
+    def _went_idle(self, env: Environment) -> None:
+        if self.freezing is not None:
+            self.freezing.idle(env)
 
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
@@ -207,6 +225,8 @@ class Pool:
             self.environments.discard(env)
             env.kill("init failed")
             raise
+        if self.freezing is not None and self.zygote.jailed and self.zygote.sandbox.freezes and not env.dead:
+            env.freezer = Freezer.open(self.zygote.sandbox.cgroups, os.path.basename(env_dir))
         return env
 
     # -- provisioned concurrency -------------------------------------------------------------------
@@ -241,6 +261,7 @@ class Pool:
                     self.shared.append(env)
                 else:
                     self.warm.append(env)
+                self._went_idle(env)
         if self.provisioning_error is not None:
             log.warning("provisioning %s:%s failed: %s", self.config.name, self.config.version, self.provisioning_error)
 

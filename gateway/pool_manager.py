@@ -23,6 +23,7 @@ from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED
 from gateway.config import Settings
 from gateway.configs import FunctionConfig
 from gateway.errors import TooManyRequestsException
+from gateway.freezer import FreezeQueue
 from gateway.pool import Pool
 from gateway.sessions import max_environment_age
 from gateway.zygote import Zygote, ZygoteUnavailable
@@ -49,6 +50,8 @@ class PoolManager:
         #: environments are retired at this age, before their session credentials expire (gateway.sessions)
         self.max_age = max_environment_age(settings.session_ttl)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: freezes the idle environments of every pool (gateway/freezer.py)
+        self.freezing = FreezeQueue()
 
     def pool_for(self, config: FunctionConfig) -> Pool:
         """The pool serving exactly this configuration snapshot (hot path: one dict lookup)."""
@@ -60,7 +63,7 @@ class PoolManager:
             zygote = self.zygotes.get(config.runtime)
             if zygote is None:
                 raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
-            pool = self.pools[key] = Pool(config, self.settings, zygote, self.make_room)
+            pool = self.pools[key] = Pool(config, self.settings, zygote, self.make_room, self.freezing)
             pool.credentials = self.credentials
         return pool
 
@@ -170,6 +173,7 @@ class PoolManager:
         """Kill every environment, busy or idle (call after draining)."""
         for task in self._tasks:
             task.cancel()
+        self.freezing.close()
         for pool in self._all():
             pool.kill_all()
         self.pools.clear()

@@ -4,10 +4,13 @@
   and its function's code, read-only; its own /tmp of EphemeralStorage MB; nothing of the data directory, the
   registry, other functions or the gateway), its own uid and gid, `no_new_privs`, and its own cgroups when a
   hierarchy is writable: memory limit = MemorySize (the kernel's OOM killer ends it, reported as
-  Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional to memory.
+  Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional to memory; and, with a
+  freezer, it is frozen while idle, as Lambda freezes an environment between invocations (gateway/freezer.py).
   See runtimes/python/jail.py and gateway/cgroups.py. And its own network namespace: outbound to other hosts
   through the gateway's bridge and NAT, nothing of the host's or of other environments (gateway/network.py); only
   lo with GATEWAY_NETWORK=none, or when the host side could not be set up (fail closed).
+- in both modes, where libseccomp and the kernel allow: a seccomp filter modelled on Docker's default profile
+  (runtimes/python/seccomp.py).
 - "rlimits" (not root, or asked for with GATEWAY_SANDBOX=rlimits): the environment runs as the gateway's user,
   with limits on its address space (MemoryError instead of an OOM kill), CPU time (a backstop), the size of a file,
   open files and processes. A weaker guarantee: it can read what the gateway's user can read.
@@ -24,10 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cgroups import Hierarchy
+from gateway.freezer import FREEZE_AFTER
 from gateway.network import HostNetwork
 
 log = logging.getLogger("gateway.sandbox")
 
+#: what /healthz says of the seccomp filter (runtimes/python/seccomp.py)
+SECCOMP = "Docker's default profile as a deny list: EPERM"
 #: a jailed environment's uid (and gid) is this plus its pid: unique among the host's live environments
 UID_BASE = 1_900_000_000
 
@@ -63,18 +69,31 @@ class Sandbox:
             "network": self.network.to_wire() if self.network is not None else None,
         }
 
-    def describe(self, jailed: bool) -> dict[str, Any]:
-        """What /healthz reports, given whether the zygote could set up the jail (`jailed`)."""
+    @property
+    def freezes(self) -> bool:
+        """Whether idle environments are frozen between invocations (a jail with a freezer: gateway/freezer.py)."""
+        return self.cgroups is not None and self.cgroups.can_freeze
+
+    def describe(self, jailed: bool, seccomp: bool = False) -> dict[str, Any]:
+        """What /healthz reports, given whether the zygote could set up the jail (`jailed`) and the seccomp filter
+        (`seccomp`)."""
         cgroups = self.cgroups.describe() if self.cgroups is not None else None
+        filtered = SECCOMP if seccomp else None
         if jailed:
             limits = ["memory", "pids", "cpu weight"] if cgroups else ["open files", "processes"]
             network = self.network.describe() if self.network is not None else {"mode": "none"}
+            after = f"{FREEZE_AFTER * 1000:g}-{FREEZE_AFTER * 2000:g} ms"
+            freeze = (
+                f"idle environments, {after} after their last invocation ({cgroups} freezer)" if self.freezes else None
+            )
             return {
                 "mode": "jail",
                 "uid": "one per environment",
                 "cgroups": cgroups,
                 "limits": limits,
                 "network": network,
+                "seccomp": filtered,
+                "freeze": freeze,
             }
         return {
             "network": {"mode": "host", "reason": "without a jail, environments share the gateway's network"},
@@ -82,6 +101,8 @@ class Sandbox:
             "uid": "the gateway's (root)" if os.geteuid() == 0 else "the gateway's",
             "cgroups": cgroups,
             "limits": ["address space", "cpu time", "file size", "open files", "processes"],
+            "seccomp": filtered,
+            "freeze": None,
         }
 
     def warn_if_weaker(self, jailed: bool) -> None:

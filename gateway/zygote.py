@@ -91,6 +91,8 @@ class Zygote:
         self.private_tmp = False
         #: whether the zygote jails its environments (it falls back to rlimits if the host refuses; see sandbox.py)
         self.jailed = False
+        #: whether its environments install the seccomp filter (runtimes/python/seccomp.py)
+        self.seccomp = False
         #: called each time the zygote becomes ready (at start and after a restart)
         self.on_ready: Callable[[], None] | None = None
         #: called with the seconds each successful fork took (request sent -> pid known), for metrics
@@ -182,6 +184,7 @@ class Zygote:
                 self.pid = msg[1]
                 self.private_tmp = bool(msg[2].get("private_tmp"))
                 self.jailed = bool(msg[2].get("jail"))
+                self.seccomp = bool(msg[2].get("seccomp"))
                 self.sandbox.warn_if_weaker(self.jailed)
                 self._ready.set()
                 if self.on_ready is not None:
@@ -191,7 +194,7 @@ class Zygote:
                     ",".join(self.runtimes),
                     self.pid,
                     self.interpreter,
-                    self.sandbox.describe(self.jailed),
+                    self.sandbox.describe(self.jailed, self.seccomp),
                     "private mount" if self.private_tmp else "TMPDIR only",
                 )
 

@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 
 from gateway import cgroups, protocol
 from gateway.cgroups import Hierarchy
-from runtimes.python import jail
+from runtimes.python import jail, seccomp
 from runtimes.python.context import LambdaContext
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
 from runtimes.python.output import LOG_LEVELS as _LOG_LEVELS
@@ -138,6 +138,8 @@ class Isolation:
     are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
     A jailed environment has its own network namespace: connected to the gateway's bridge in slot `network`
     (gateway/network.py), or with only lo when None.
+    `seccomp`: the two parts of the seccomp filter (runtimes/python/seccomp.py), or None: the first installed once
+    the spare's jail is built, the second (the calls that set-up makes) last, before Init.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class Isolation:
         self.cgroups = cgroups
         self.uid_base = uid_base
         self.network = network
+        self.seccomp: tuple[seccomp.Filter, seccomp.Filter] | None = None
 
 
 class Prepared:
@@ -167,6 +170,7 @@ class Prepared:
         self.uid = uid  # the jail's uid; None: no jail
         self.cgroup_version = 0
         self.cgroup_fds: dict[str, int] = {}
+        self.seccomp: seccomp.Filter | None = None
 
     def seal(self, spec: dict[str, Any]) -> None:
         """Apply the limits and mounts that depend on the function's configuration; in a jail, drop root. Runs
@@ -181,6 +185,8 @@ class Prepared:
                 resource.setrlimit(limit, (soft, hard))
             if self.uid is None:
                 signal.signal(signal.SIGXCPU, _extend_cpu_backstop)
+            if self.seccomp is not None:  # last: the steps above mount and unshare (see runtimes/python/seccomp.py)
+                self.seccomp.load()
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
             os._exit(4)
@@ -212,9 +218,9 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation,
     environment never preempts the gateway), rlimits, its directory (`env_dir`: the `output` file that fds 1 and
     2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (sealed later, with its uid); or
     without a jail, `tmp/` under `env_dir` bind-mounted at /tmp in a private mount namespace when
-    `isolation.private_tmp`; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths.
-    A jail's network namespace is connected to the gateway's bridge unless not `connect` (the spec, known already,
-    says GATEWAY_NETWORK=none: no veth pair to make and remove)."""
+    `isolation.private_tmp`; then the first part of the seccomp filter; and with `rehearse` (nobody is waiting yet) a
+    dry run of the set-up and invoke paths. A jail's network namespace is connected to the gateway's bridge unless
+    not `connect` (the spec, known already, says GATEWAY_NETWORK=none: no veth pair to make and remove)."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
@@ -247,6 +253,13 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation,
         os.makedirs(prepared.tmp_dir, mode=0o700, exist_ok=True)
         if isolation.private_tmp and private_tmp_mount(prepared.tmp_dir):
             prepared.tmp_dir = "/tmp"
+    if isolation.seccomp is not None:  # most of the filter, ahead of demand: nothing from here on needs those calls
+        early, prepared.seccomp = isolation.seccomp
+        try:
+            early.load()
+        except OSError as exc:
+            sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
+            os._exit(4)
     if rehearse:
         _rehearse()
     return prepared

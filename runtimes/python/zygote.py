@@ -6,15 +6,16 @@ socketpair, one msgpack message per packet:
 
     gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
                         [TAKEN, pid]                      the gateway has given the spare `pid` its spec
-    zygote -> gateway   [HELLO, pid, {"private_tmp": bool, "jail": bool}]  once, when ready to fork
+    zygote -> gateway   [HELLO, pid, {"private_tmp": bool, "jail": bool, "seccomp": bool}]  once, when ready
                         [SPARE, pid, env_dir]  + one fd (the gateway's end of that spare's socket)
                         [FORKED, req_id, pid, env_dir] | [FORK_FAILED, req_id, message]
                         [EXITED, pid, wait_status]        for every child that ended (spares too)
 
 Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/` and its `output` file), named
 by the zygote; the gateway removes it when the environment ends. The zygote dies with the gateway
-(PR_SET_PDEATHSIG), exits when the control socket closes, and reaps its children, reporting each exit so the
-gateway can say how an environment died.
+(PR_SET_PDEATHSIG, SIGTERM), exits when the control socket closes, and reaps its children, reporting each exit so
+the gateway can say how an environment died. When it exits it kills what is left in its environments' groups and
+thaws them (the gateway freezes idle environments, and a frozen process acts on its own PDEATHSIG only once thawed).
 
 A cold start waits neither for a fork nor for the zygote: the zygote keeps one *spare* child that has already
 forked, dropped the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session,
@@ -58,9 +59,9 @@ from typing import Any
 
 import msgpack
 
-from gateway import protocol
+from gateway import cgroups, protocol
 from gateway.cgroups import Hierarchy
-from runtimes.python import bootstrap, jail
+from runtimes.python import bootstrap, jail, seccomp
 
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
 #: new spare's own set-up after it) would compete with the Init of the environment that just took the spare
@@ -218,6 +219,27 @@ def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
             os.rmdir(probe_dir)
 
 
+def _seccomp_filters() -> tuple[seccomp.Filter, seccomp.Filter] | None:
+    """The environments' seccomp filter, compiled once here, in its two parts (runtimes/python/seccomp.py); None
+    where libseccomp or the kernel cannot give it (tried in a throwaway child, which must then be refused a user
+    namespace and a mount)."""
+    try:
+        early, late = (seccomp.Filter(program) for program in seccomp.compile_filters())
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:  # pyseccomp raises RuntimeError without the .so
+        sys.stderr.write(f"no seccomp filter for environments: {exc}\n")
+        return None
+
+    def attempt() -> bool:
+        if jail._libc.prctl(jail.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return False
+        early.load()
+        late.load()
+        refused = jail._libc.unshare(seccomp.CLONE_NEWUSER) != 0
+        return bool(refused and jail._libc.mount(b"none", b"/", b"tmpfs", 0, None) != 0)
+
+    return (early, late) if _in_child(attempt) else None
+
+
 def _in_child(attempt: Any) -> bool:
     """Run `attempt()` in a forked child (whatever it changes about the process dies with it); its result."""
     pid = os.fork()
@@ -246,6 +268,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
     bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
     isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base, sandbox.get("network"))
+    isolation.seccomp = _seccomp_filters()
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
@@ -266,6 +289,9 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when we stop
+    stopping: list[int] = []  # SIGTERM (our PDEATHSIG: the gateway is gone): end the environments, then exit
+    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
+    children: dict[int, str] = {}  # environments (spares too) not reaped yet: pid -> name (of its directory, groups)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "control")
     sel.register(wakeup_r, selectors.EVENT_READ, "signal")
@@ -291,6 +317,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         if pid == 0:
             ours.close()
             _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, isolation, env_dir)
+        children[pid] = os.path.basename(env_dir)
         theirs.close()
         try:
             send_fd([SPARE, pid, env_dir], ours.fileno())
@@ -302,7 +329,8 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
     backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
     try:
-        send([HELLO, my_pid, {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}])
+        features = {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}
+        send([HELLO, my_pid, {**features, "seccomp": isolation.seccomp is not None}])
         while True:
             if spare is None and time.monotonic() >= spare_due:
                 spare = fork_spare()
@@ -323,6 +351,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                             break
                         if pid == 0:
                             break
+                        children.pop(pid, None)
                         if spare is not None and pid == spare.pid:
                             # died untaken (killed, or its set-up failed): the gateway drops it and removes its
                             # directory; the next one comes after a growing pause, not in a tight loop
@@ -330,6 +359,8 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                             backoff = min(backoff * 2, MAX_SPARE_BACKOFF)
                             spare_due = time.monotonic() + backoff
                         send([EXITED, pid, status])
+                    if stopping:
+                        return
                     continue
                 try:
                     msg, fds = _recv_fds(sock)
@@ -365,6 +396,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     continue
                 if pid == 0:
                     _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir)
+                children[pid] = os.path.basename(env_dir)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
     finally:
@@ -372,13 +404,16 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
                 os.kill(spare.pid, signal.SIGKILL)
                 os.waitpid(spare.pid, 0)
+        if hierarchy is not None:  # a frozen environment would ignore its PDEATHSIG until thawed: kill, then thaw
+            for name in children.values():
+                cgroups.kill_environment(hierarchy, name)
 
 
 def main() -> None:
     args = sys.argv[1:]
     if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
         sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
-    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # serve() then ends its environments
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
     if expected_parent and os.getppid() != expected_parent:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
