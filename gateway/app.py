@@ -49,6 +49,7 @@ from gateway.metrics import Metrics
 from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
 from gateway.sandbox import Sandbox
+from gateway.uids import UidRange
 from gateway.zygote import Zygote
 
 log = logging.getLogger("gateway")
@@ -113,7 +114,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     if killed:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
-    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox)
+    uids = UidRange(settings.uid_base, settings.uid_count)
+    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox, uids)
     zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes
     pools = PoolManager(settings, zygotes)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gateway import cgroups, protocol
+from gateway import cgroups, protocol, uids
 
 log = logging.getLogger("gateway.environment")
 
@@ -256,7 +256,7 @@ _CLEANUP = ThreadPoolExecutor(max_workers=2, thread_name_prefix="environment-cle
 
 def remove_later(path: str) -> None:
     """Remove an environment's directory (its private /tmp may hold up to EphemeralStorage bytes) and its cgroups,
-    with whatever still runs in them, off the event loop."""
+    with whatever still runs in them, then every process left with its uid (gateway/uids.py), off the event loop."""
     try:
         asyncio.get_running_loop().run_in_executor(_CLEANUP, _remove, path)
     except RuntimeError:  # no running loop (interpreter shutdown): do it now
@@ -265,6 +265,7 @@ def remove_later(path: str) -> None:
 
 def _remove(path: str) -> None:
     cgroups.remove(path)
+    uids.kill_recorded(path)  # what no cgroup held (a host without a writable hierarchy)
     shutil.rmtree(path, ignore_errors=True)
 
 

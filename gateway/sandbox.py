@@ -2,9 +2,10 @@
 
 - "jail" (the gateway runs as root): every environment has its own root filesystem (the system, the interpreter
   and its function's code, read-only; its own /tmp of EphemeralStorage MB; nothing of the data directory, the
-  registry, other functions or the gateway), its own uid and gid, `no_new_privs`, and its own cgroups when a
-  hierarchy is writable: memory limit = MemorySize (the kernel's OOM killer ends it, reported as
-  Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional to memory.
+  registry, other functions or the gateway), its own uid and gid (gateway/uids.py: never one that another process
+  has), `no_new_privs`, and its own cgroups when a hierarchy is writable: memory limit = MemorySize (the kernel's
+  OOM killer ends it, reported as Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional
+  to memory.
   See runtimes/python/jail.py and gateway/cgroups.py.
 - "rlimits" (not root, or asked for with GATEWAY_SANDBOX=rlimits): the environment runs as the gateway's user,
   with limits on its address space (MemoryError instead of an OOM kill), CPU time (a backstop), the size of a file,
@@ -22,32 +23,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.cgroups import Hierarchy
+from gateway.uids import UidRange, activate
 
 log = logging.getLogger("gateway.sandbox")
 
-#: a jailed environment's uid (and gid) is this plus its pid: unique among the host's live environments
-UID_BASE = 1_900_000_000
 
 
 @dataclass(frozen=True)
 class Sandbox:
     jail: bool
     cgroups: Hierarchy | None
-    uid_base: int = UID_BASE
+    #: where a jailed environment's uid (and gid) comes from: see gateway/uids.py
+    uids: UidRange = UidRange()
 
     @classmethod
-    def choose(cls, mode: str) -> Sandbox:
+    def choose(cls, mode: str, uids: UidRange | None = None) -> Sandbox:
         """The strongest sandbox allowed: a jail (and cgroups where writable) as root, unless `mode` is "rlimits".
         Blocking (making the cgroups sweeps those of dead gateways)."""
         if mode == "rlimits" or os.geteuid() != 0:
             return cls(jail=False, cgroups=None)
-        return cls(jail=True, cgroups=Hierarchy.create())
+        sandbox = cls(jail=True, cgroups=Hierarchy.create(), uids=uids or UidRange())
+        activate(sandbox.uids)  # the gateway's clean-ups kill the uids of ended environments in this range
+        return sandbox
 
     def to_wire(self) -> dict[str, Any]:
         """The plan as the zygote takes it (`--sandbox`, JSON)."""
         return {
             "jail": self.jail,
-            "uid_base": self.uid_base,
+            "uids": self.uids.to_wire(),
             "cgroups": self.cgroups.to_wire() if self.cgroups is not None else None,
         }
 

@@ -42,8 +42,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from gateway import cgroups, protocol
+from gateway import cgroups, protocol, uids
 from gateway.cgroups import Hierarchy
+from gateway.uids import UidRange
 from runtimes.python import jail
 from runtimes.python.context import LambdaContext
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
@@ -135,16 +136,16 @@ class Isolation:
     `jail_expose` (the directories of the interpreter and runtime): each environment gets a jail (its own root
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
     `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
-    are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
+    come from `uids` (gateway/uids.py): no other process has it, whichever zygote or gateway forked them.
     """
 
     def __init__(
-        self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None, uid_base: int
+        self, private_tmp: bool, jail_expose: list[str] | None, cgroups: Hierarchy | None, uids: UidRange
     ) -> None:
         self.private_tmp = private_tmp
         self.jail_expose = jail_expose
         self.cgroups = cgroups
-        self.uid_base = uid_base
+        self.uids = uids
 
 
 class Prepared:
@@ -228,8 +229,14 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
             prepared.cgroup_version = isolation.cgroups.version
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
-            prepared.tmp_dir, prepared.uid = "/tmp", isolation.uid_base + os.getpid()
+            # Ahead of demand: a uid of its own (gateway/uids.py), cleared of every process by a child while the
+            # jail is built. A uid that keeps a process (a zombie nobody reaps) ends this spare; the next takes another.
+            prepared.tmp_dir, prepared.uid = "/tmp", uids.take(isolation.uids)
+            uids.record(env_dir, prepared.uid)
+            clearing = uids.start_clear(prepared.uid)
             jail.build(env_dir, isolation.jail_expose, prepared.uid)
+            if not uids.finish_clear(clearing):
+                raise uids.UidError(0, f"uid {prepared.uid} still has a process")
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)

@@ -13,8 +13,9 @@ socketpair, one msgpack message per packet:
 
 Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/` and its `output` file), named
 by the zygote; the gateway removes it when the environment ends. The zygote dies with the gateway
-(PR_SET_PDEATHSIG), exits when the control socket closes, and reaps its children, reporting each exit so the
-gateway can say how an environment died.
+(PR_SET_PDEATHSIG: SIGTERM, upon which it first kills every process of its environments' uids and cgroups, so no
+daemon a function detached outlives a gateway's SIGKILL), exits when the control socket closes, and reaps its
+children, reporting each exit so the gateway can say how an environment died.
 
 A cold start waits neither for a fork nor for the zygote: the zygote keeps one *spare* child that has already
 forked, dropped the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session,
@@ -58,7 +59,7 @@ from typing import Any
 
 import msgpack
 
-from gateway import protocol
+from gateway import protocol, uids
 from gateway.cgroups import Hierarchy
 from runtimes.python import bootstrap, jail
 
@@ -198,13 +199,14 @@ def _jail_expose(data_dir: str) -> list[str]:
     return [p for p in kept if not any(p.startswith(q + os.sep) for q in kept if q != p)]
 
 
-def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
-    """Can a forked environment be jailed (mount, IPC and network namespaces, new root, own uid)? Tried once, in a
-    throwaway child, which must then see the interpreter and not the data directory."""
+def _probe_jail(expose: list[str], envs_root: str, uid_range: uids.UidRange) -> bool:
+    """Can a forked environment be jailed (a uid of its own, mount, IPC and network namespaces, new root)? Tried once,
+    in a throwaway child, which must then see the interpreter and not the data directory."""
     probe_dir = os.path.join(envs_root, f"probe-{os.getpid()}")
     data_dir = os.path.dirname(envs_root)
 
     def attempt() -> bool:
+        uid = uids.allocate(uid_range)
         jail.build(probe_dir, expose, uid)
         jail.seal([], 1, False, uid, os.getppid())
         return os.getuid() == uid and os.path.isdir(sys.base_prefix) and not os.path.exists(data_dir)
@@ -231,19 +233,19 @@ def _in_child(attempt: Any) -> bool:
 
 def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     """Fork environments for the gateway on `control_fd` until it closes. `sandbox` is gateway.sandbox's plan:
-    {"jail": bool, "uid_base": int, "cgroups": a cgroups.Hierarchy's wire form or None}."""
+    {"jail": bool, "uids": a uids.UidRange's wire form, "cgroups": a cgroups.Hierarchy's wire form or None}."""
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)
     my_pid = os.getpid()
-    uid_base: int = sandbox["uid_base"]
+    uid_range = uids.UidRange.from_wire(sandbox["uids"])
     hierarchy = Hierarchy.from_wire(sandbox["cgroups"]) if sandbox.get("cgroups") else None
     expose = _jail_expose(os.path.dirname(envs_root)) if sandbox.get("jail") else None
-    if expose is not None and not _probe_jail(expose, envs_root, uid_base + my_pid):
+    if expose is not None and not _probe_jail(expose, envs_root, uid_range):
         expose = None
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
     bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
-    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base)
+    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_range)
 
     def new_env_dir() -> str:
         return os.path.join(envs_root, uuid.uuid4().hex)
@@ -296,6 +298,8 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
             ours.close()
         return _Spare(pid, env_dir)
 
+    signal.signal(signal.SIGTERM, _on_gateway_death)  # after the jail probe: its child must not inherit it
+    orphaned = False
     spare: _Spare | None = None
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
     backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
@@ -365,18 +369,45 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
+    except _GatewayDied:
+        orphaned = True
     finally:
         if spare is not None:  # it would die with us anyway (PDEATHSIG), but not before we are gone: end it now
             with contextlib.suppress(OSError):
                 os.kill(spare.pid, signal.SIGKILL)
                 os.waitpid(spare.pid, 0)
+    if orphaned:
+        _sweep_orphaned(envs_root, hierarchy, uid_range)
+
+
+class _GatewayDied(Exception):
+    """SIGTERM, our PDEATHSIG: the gateway died without stopping us (a SIGKILL, a crash)."""
+
+
+def _on_gateway_death(signum: int, frame: Any) -> None:
+    raise _GatewayDied()
+
+
+def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids.UidRange) -> None:
+    """The gateway died: nothing its environments started may outlive it. The environments themselves die with us
+    (their PDEATHSIG), but a daemon a function detached (its own session, re-parented away) would live on until the
+    next start: kill every process of every uid the environments recorded, then what is left in the gateway's
+    cgroups (with the groups). Every zygote of the gateway does it; they find the same, and the second finds less."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(envs_root):
+            uid = uids.recorded(os.path.join(envs_root, name), uid_range)
+            if uid is not None:
+                uids.clear(uid)
+    if hierarchy is not None:
+        hierarchy.close()
 
 
 def main() -> None:
     args = sys.argv[1:]
     if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
         sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
-    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # SIGTERM, not SIGKILL: a gateway that dies without stopping us leaves us to kill what its environments left
+    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
     if expected_parent and os.getppid() != expected_parent:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
