@@ -384,8 +384,12 @@ class _GatewayDied(Exception):
     """SIGTERM, our PDEATHSIG: the gateway died without stopping us (a SIGKILL, a crash)."""
 
 
+_ZYGOTE_PID = os.getpid()
+
+
 def _on_gateway_death(signum: int, frame: Any) -> None:
-    raise _GatewayDied()
+    if os.getpid() == _ZYGOTE_PID:  # not in a child forked as the signal came: it runs its at-fork hooks first
+        raise _GatewayDied()
 
 
 def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids.UidRange) -> None:
@@ -393,13 +397,16 @@ def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids
     (their PDEATHSIG), but a daemon a function detached (its own session, re-parented away) would live on until the
     next start: kill every process of every uid the environments recorded, then what is left in the gateway's
     cgroups (with the groups). Every zygote of the gateway does it; they find the same, and the second finds less."""
+    cleared = 0
     with contextlib.suppress(OSError):
         for name in os.listdir(envs_root):
             uid = uids.recorded(os.path.join(envs_root, name), uid_range)
             if uid is not None:
                 uids.clear(uid)
+                cleared += 1
     if hierarchy is not None:
         hierarchy.close()
+    sys.stderr.write(f"zygote {os.getpid()}: the gateway died; killed what {cleared} environments left\n")
 
 
 def main() -> None:
