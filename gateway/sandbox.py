@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.cgroups import Hierarchy
@@ -28,13 +28,12 @@ from gateway.uids import UidRange, activate
 log = logging.getLogger("gateway.sandbox")
 
 
-
 @dataclass(frozen=True)
 class Sandbox:
     jail: bool
     cgroups: Hierarchy | None
     #: where a jailed environment's uid (and gid) comes from: see gateway/uids.py
-    uids: UidRange = UidRange()
+    uids: UidRange = field(default_factory=UidRange)
 
     @classmethod
     def choose(cls, mode: str, uids: UidRange | None = None) -> Sandbox:

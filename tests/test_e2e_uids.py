@@ -47,10 +47,9 @@ def _uid_pids(uid: int) -> set[int]:
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            with contextlib.suppress(OSError, StopIteration):
-                with open(f"/proc/{entry}/status") as f:
-                    if int(next(line for line in f if line.startswith("Uid:")).split()[1]) == uid and alive(int(entry)):
-                        found.add(int(entry))
+            with contextlib.suppress(OSError, StopIteration), open(f"/proc/{entry}/status") as f:
+                if int(next(line for line in f if line.startswith("Uid:")).split()[1]) == uid and alive(int(entry)):
+                    found.add(int(entry))
     return found
 
 
