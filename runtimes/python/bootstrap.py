@@ -230,13 +230,16 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
             # Ahead of demand: a uid of its own (gateway/uids.py), cleared of every process by a child while the
-            # jail is built. A uid that keeps a process (a zombie nobody reaps) ends this spare; the next takes another.
-            prepared.tmp_dir, prepared.uid = "/tmp", uids.take(isolation.uids)
-            uids.record(env_dir, prepared.uid)
-            clearing = uids.start_clear(prepared.uid)
-            jail.build(env_dir, isolation.jail_expose, prepared.uid)
+            # jail is built; if one of its processes would not go (a zombie nobody reaps), the next free one.
+            uid = uids.take(isolation.uids)
+            uids.record(env_dir, uid)
+            clearing = uids.start_clear(uid)
+            jail.build(env_dir, isolation.jail_expose)
             if not uids.finish_clear(clearing):
-                raise uids.UidError(0, f"uid {prepared.uid} still has a process")
+                uid = uids.allocate(isolation.uids)
+                uids.record(jail.HOST + env_dir, uid)  # the jail is built: the directory is at the host's root's
+            prepared.tmp_dir, prepared.uid = "/tmp", uid
+            jail.name_user(uid)
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)

@@ -298,14 +298,23 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
             ours.close()
         return _Spare(pid, env_dir)
 
-    signal.signal(signal.SIGTERM, _on_gateway_death)  # after the jail probe: its child must not inherit it
+    parent = os.getppid()
     orphaned = False
+
+    def on_gateway_death(signum: int, frame: Any) -> None:
+        """SIGTERM, our PDEATHSIG: the gateway died without stopping us (a SIGKILL, a crash). Only a flag: the loop
+        sees it when the signal wakes its select (it may come more than once: the kernel re-parents us to each of
+        the dying gateway's threads in turn)."""
+        nonlocal orphaned
+        orphaned = True
+
+    signal.signal(signal.SIGTERM, on_gateway_death)  # after the jail probe: its child must not inherit it
     spare: _Spare | None = None
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
     backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
     try:
         send([HELLO, my_pid, {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}])
-        while True:
+        while not orphaned:
             if spare is None and time.monotonic() >= spare_due:
                 spare = fork_spare()
                 if spare is None:
@@ -369,27 +378,14 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir)
                 os.close(env_fd)
                 send([FORKED, req_id, pid, env_dir])
-    except _GatewayDied:
-        orphaned = True
     finally:
         if spare is not None:  # it would die with us anyway (PDEATHSIG), but not before we are gone: end it now
             with contextlib.suppress(OSError):
                 os.kill(spare.pid, signal.SIGKILL)
                 os.waitpid(spare.pid, 0)
-    if orphaned:
-        _sweep_orphaned(envs_root, hierarchy, uid_range)
-
-
-class _GatewayDied(Exception):
-    """SIGTERM, our PDEATHSIG: the gateway died without stopping us (a SIGKILL, a crash)."""
-
-
-_ZYGOTE_PID = os.getpid()
-
-
-def _on_gateway_death(signum: int, frame: Any) -> None:
-    if os.getpid() == _ZYGOTE_PID:  # not in a child forked as the signal came: it runs its at-fork hooks first
-        raise _GatewayDied()
+        # The gateway died (its SIGTERM, or the control socket closed first and we were re-parented): sweep.
+        if orphaned or os.getppid() != parent:
+            _sweep_orphaned(envs_root, hierarchy, uid_range)
 
 
 def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids.UidRange) -> None:
