@@ -11,16 +11,16 @@ function). The allocator guarantees it host-wide, whichever gateway or zygote as
   restarted gateway (even after a SIGKILL) and every spare of every zygote share one counter, so a uid comes back
   only after `count` others were handed out. /run is a tmpfs: the counter starts again at a reboot, which no process
   survives either. Gateways on one host must use the same range or disjoint ones.
-- **Cleared before use.** Before a uid is handed out, a throwaway child becomes it (`setresuid`) and calls
-  `kill(-1, SIGKILL)`: the kernel signals every process, in this PID namespace and those below it, whose real or saved
-  uid it is (undumpable processes included: /proc ownership is not what counts), and processes in a user namespace
-  that uid created. The kernel walks its task list under a lock that `fork` also takes, and a process with a fatal
-  signal pending cannot complete a fork, so nothing of the uid escapes the sweep by forking. The child then checks,
+- **Cleared before use.** Before a uid is handed out, a throwaway thread takes it (the raw `setresuid` syscall: that
+  thread only) and calls `kill(-1, SIGKILL)`. The kernel signals every process whose real or saved uid it is, in this
+  PID namespace and those below it, undumpable ones included (/proc ownership is not what counts), and the processes
+  of user namespaces the uid created. It walks its task list under a lock that `fork` also takes, and a process with
+  a fatal signal pending cannot complete a fork, so nothing of the uid escapes by forking. The thread then checks,
   from the kernel's count of the uid's tasks (RLIMIT_NPROC, see `_kill_all`), that it is the uid's only task, killing
   again until it is. A uid whose processes do not go within CLEAR_TIMEOUT (a zombie whose parent never reaps it, a
   process stuck in the kernel) is skipped: a uid is never handed out while any process, even a zombie, has it.
-- **Ahead of demand.** A spare allocates and clears its uid in `bootstrap.prepare`, before its jail is built, so a
-  cold start that finds a spare pays nothing for it (about a millisecond of the spare's time: one fork).
+- **Ahead of demand.** A spare takes and clears its uid in `bootstrap.prepare` while it builds its jail, so a cold
+  start that finds a spare pays nothing for it, and the spare about 0.2 ms (a thread, a walk of the task list).
 - **Killed at the end.** The spare records its uid in its directory (`<env_dir>/uid`, written as root and hidden by
   the jail); when an environment ends, the gateway kills whatever its cgroups did not take (`kill_recorded`), and a
   zygote whose gateway died kills every recorded uid (runtimes/python/zygote.py).
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -54,6 +55,11 @@ CLEAR_TIMEOUT = 0.5
 MAX_SKIPS = 64
 #: the file in an environment's directory that names its uid
 RECORD = "uid"
+#: setresuid(2)'s number, to change the uid of one thread only
+SYS_SETRESUID = {"x86_64": 117, "aarch64": 147}.get(os.uname().machine)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 
 class UidError(OSError):
@@ -89,7 +95,7 @@ class UidRange:
 
 def allocate(uids: UidRange) -> int:
     """A uid of `uids` that no process has, taken from the host-wide sequence; every process it had is killed.
-    Root only; blocking (a fork, and up to CLEAR_TIMEOUT per uid that keeps a process). Raises UidError."""
+    Root only; blocking (up to CLEAR_TIMEOUT per uid that keeps a process). Raises UidError."""
     for _ in range(min(MAX_SKIPS, uids.count)):
         uid = take(uids)
         if clear(uid):
@@ -119,27 +125,49 @@ def take(uids: UidRange) -> int:
 
 def clear(uid: int, timeout: float = CLEAR_TIMEOUT) -> bool:
     """Kill every process whose real or saved uid is `uid` (see the module's docstring); whether none is left.
-    Root only: a throwaway child takes the uid, which nothing else of this process may do. Blocking."""
-    return finish_clear(start_clear(uid, timeout))
+    Root only. Blocking; not for two threads at once (see Clearing)."""
+    return start_clear(uid, timeout).finish()
 
 
-def start_clear(uid: int, timeout: float = CLEAR_TIMEOUT) -> int:
-    """Start `clear(uid)` in a child and return its pid, for `finish_clear`: the caller does other work meanwhile."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
+def start_clear(uid: int, timeout: float = CLEAR_TIMEOUT) -> Clearing:
+    """Start `clear(uid)` in a thread of this process; `finish()` on the result waits for it. The caller does other
+    work meanwhile, but starts no thread and forks no child until then (see Clearing)."""
+    return Clearing(uid, timeout)
+
+
+class Clearing:
+    """A thread that takes `uid` (its own credentials only: the raw setresuid syscall, where glibc's would change
+    every thread's) and kills every process of it. A thread rather than a child: no fork of a large process, no
+    wait for a new process to be scheduled. The thread never gets root back; it ends when done.
+
+    While it runs, this process's RLIMIT_NPROC is 2 (see `_kill_all`); root's own forks ignore it, and `finish()`
+    restores it. So one at a time per process, and not in a process whose other threads start children that must
+    not inherit the limit (the gateway: see `kill_scan`)."""
+
+    def __init__(self, uid: int, timeout: float) -> None:
+        if SYS_SETRESUID is None:
+            raise UidError(errno.ENOSYS, f"no setresuid syscall number for {os.uname().machine}")
+        self._syscall = SYS_SETRESUID
+        self.result = False
+        self._limit = resource.getrlimit(resource.RLIMIT_NPROC)
+        resource.setrlimit(resource.RLIMIT_NPROC, (2, self._limit[1]))
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        _thread.start_new_thread(self._run, (uid, timeout))  # not threading.Thread: its start() waits for the thread
+
+    def _run(self, uid: int, timeout: float) -> None:
         try:
-            os.setresuid(uid, uid, uid)
-            code = 0 if _kill_all(timeout) else 1
+            arg = ctypes.c_ulong(uid)
+            if _libc.syscall(ctypes.c_long(self._syscall), arg, arg, arg) == 0:
+                self.result = _kill_all(timeout)
         finally:
-            os._exit(code)
-    return pid
+            self._done.release()
 
-
-def finish_clear(pid: int) -> bool:
-    """Wait for the child `start_clear` returned: whether its uid has no process left."""
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    def finish(self) -> bool:
+        """Wait for the thread: whether its uid has no process left."""
+        self._done.acquire()
+        resource.setrlimit(resource.RLIMIT_NPROC, self._limit)
+        return self.result
 
 
 def _kill_all(timeout: float) -> bool:
@@ -148,8 +176,7 @@ def _kill_all(timeout: float) -> bool:
     kill(-1) cannot tell whether it found anyone (it succeeds whenever any other process exists), so the count comes
     from the kernel's per-uid task count, which RLIMIT_NPROC checks at every fork and thread creation (and which
     counts zombies until they are reaped, and tasks in user namespaces the uid created): with a limit of 2, a thread
-    can start only while this process is the uid's only task."""
-    resource.setrlimit(resource.RLIMIT_NPROC, (2, 2))
+    can start only while the calling thread is the uid's only task."""
     deadline = time.monotonic() + timeout
     pause = 0.0005
     while True:
@@ -164,8 +191,8 @@ def _kill_all(timeout: float) -> bool:
 
 
 def _alone() -> bool:
-    """Whether a thread can start under RLIMIT_NPROC = 2 (see `_kill_all`). Neither waited for nor joined (that
-    would wait for the scheduler): the caller exits at once, and the thread with it."""
+    """Whether a thread can start under RLIMIT_NPROC = 2 (see `_kill_all`). Not waited for (that would wait for the
+    scheduler): it returns at once, and no code of the uid runs in it."""
     try:
         _thread.start_new_thread(int, ())
     except RuntimeError:  # "can't start new thread": EAGAIN, the uid has another task
@@ -191,9 +218,10 @@ def recorded(env_dir: str, uids: UidRange | None) -> int | None:
 
 def kill_scan(uid: int, rounds: int = 20) -> int:
     """Kill every process of `uid` found in /proc, again until a scan finds none; how many were signalled. For the
-    gateway, which never forks (`clear` needs a fork); /proc/<pid>/status states the uids even of undumpable
-    processes. Blocking. Repeated because a process may fork while the scan passes it; cgroups and the pids limit
-    bound how long that can go on."""
+    gateway: `clear` sets RLIMIT_NPROC for the whole process while it runs, which a gateway's concurrent clean-ups
+    and the zygotes it starts must not see. /proc/<pid>/status states the uids even of undumpable processes.
+    Blocking. Repeated because a process may fork while the scan passes it; cgroups and the pids limit bound how long
+    that can go on."""
     wanted = str(uid)
     killed = 0
     for _ in range(rounds):

@@ -229,13 +229,13 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation)
             prepared.cgroup_version = isolation.cgroups.version
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
-            # Ahead of demand: a uid of its own (gateway/uids.py), cleared of every process by a child while the
+            # Ahead of demand: a uid of its own (gateway/uids.py), cleared of every process by a thread while the
             # jail is built; if one of its processes would not go (a zombie nobody reaps), the next free one.
             uid = uids.take(isolation.uids)
             uids.record(env_dir, uid)
             clearing = uids.start_clear(uid)
             jail.build(env_dir, isolation.jail_expose)
-            if not uids.finish_clear(clearing):
+            if not clearing.finish():
                 uid = uids.allocate(isolation.uids)
                 uids.record(jail.HOST + env_dir, uid)  # the jail is built: the directory is at the host's root's
             prepared.tmp_dir, prepared.uid = "/tmp", uid
