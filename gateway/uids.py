@@ -22,8 +22,10 @@ function). The allocator guarantees it host-wide, whichever gateway or zygote as
 - **Ahead of demand.** A spare takes and clears its uid in `bootstrap.prepare` while it builds its jail, so a cold
   start that finds a spare pays nothing for it, and the spare about 0.2 ms (a thread, a walk of the task list).
 - **Killed at the end.** The spare records its uid in its directory (`<env_dir>/uid`, written as root and hidden by
-  the jail); when an environment ends, the gateway kills whatever its cgroups did not take (`kill_recorded`), and a
-  zygote whose gateway died kills every recorded uid (runtimes/python/zygote.py).
+  the jail). When an environment ends, the gateway removes its cgroups with everything in them (a jailed process
+  cannot leave them), or, on a host without cgroups, kills every process of its uid (`kill_recorded`, a /proc scan:
+  about 0.1 ms per process on the host). A zygote whose gateway died kills every recorded uid
+  (runtimes/python/zygote.py).
 
 A range smaller than the number of environments alive at once would clear (kill) live environments; the default is
 far beyond that. Tests shrink it to force reuse.
@@ -106,8 +108,11 @@ def allocate(uids: UidRange) -> int:
 def take(uids: UidRange) -> int:
     """The next uid of the sequence, not yet cleared: read, advance and write the counter under an exclusive lock."""
     try:
-        os.makedirs(uids.state_dir, mode=0o700, exist_ok=True)
-        fd = os.open(uids.state_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(uids.state_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # the first allocation on this host since it booted
+            os.makedirs(uids.state_dir, mode=0o700, exist_ok=True)
+            fd = os.open(uids.state_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise UidError(exc.errno, f"uid state {uids.state_file}: {exc.strerror}") from None
     try:

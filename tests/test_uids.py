@@ -111,3 +111,21 @@ def test_a_range_beyond_32_bits_is_refused() -> None:
         UidRange(2**32 - 10, 20)
     with pytest.raises(ValueError):
         UidRange(1000, 20)
+
+
+def test_the_gateways_scan_kills_every_process_of_a_recorded_uid(
+    uid_range: UidRange, leftovers: list[int], tmp_path: Path
+) -> None:
+    leftovers += [_leftover(uid_range.base + 2), _leftover(uid_range.base + 2, undumpable=True)]
+    leftovers.append(_leftover(uid_range.base + 3))
+    time.sleep(0.2)
+    uids.record(str(tmp_path), uid_range.base + 2)
+    uids.activate(uid_range)
+    try:
+        assert uids.kill_recorded(str(tmp_path)) >= 2  # again if one was still dying at the next scan
+    finally:
+        uids.activate(None)
+    deadline = time.monotonic() + 2
+    while any(alive(pid) for pid in leftovers[:2]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(leftovers[0]) and not alive(leftovers[1]) and alive(leftovers[2])
