@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GatewayFactory, alive, create_function, gone, invoke_json
+from tests.test_e2e_lifecycle import DETACHED
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
 
@@ -43,15 +44,29 @@ def lambda_handler(event, context):
 """
 
 
-def _uid_pids(uid: int) -> set[int]:
-    """Live processes whose real uid is `uid`."""
+def _uid_pids(uid: int, zombies: bool = False) -> set[int]:
+    """Live processes whose real uid is `uid` (and its zombies, if `zombies`)."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError, StopIteration), open(f"/proc/{entry}/status") as f:
-                if int(next(line for line in f if line.startswith("Uid:")).split()[1]) == uid and alive(int(entry)):
+                if int(next(line for line in f if line.startswith("Uid:")).split()[1]) == uid and (
+                    zombies or alive(int(entry))
+                ):
                     found.add(int(entry))
     return found
+
+
+def _reaped(uids: range, timeout: float = 10.0) -> bool:
+    """Whether no process of `uids`, not even a zombie, is left within `timeout` seconds. A zombie holds its uid (the
+    allocator skips it), and this machine's PID 1 reaps the orphans of a killed gateway only after a while: with a
+    range of 4 uids, that would leave none to hand out."""
+    deadline = time.monotonic() + timeout
+    while any(_uid_pids(uid, zombies=True) for uid in uids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 class Leftovers:
@@ -121,6 +136,7 @@ def test_a_leftover_never_shares_a_uid_with_a_later_environment(
     assert state.read_text().strip().isdigit()  # the counter outlives the gateway (see tests/test_uids.py)
 
     leftovers.close()
+    assert _reaped(uids)
     leftovers.leave(uids)  # and again, for the restarted gateway
     gw.start()
     lam = gw.client()
@@ -168,3 +184,15 @@ def lambda_handler(event, context):
     assert out["cmdline"].rstrip("\0") == "/var/lang/bin/python3\0/var/runtime/bootstrap.py"
     assert out["environ"].strip("\0") == ""  # the zygote's: GATEWAY_PID, PYTHONPATH (a host path): all gone
     assert str(gw.data_dir) not in out["cmdline"] and out["ppid"] != gw.proc.pid  # type: ignore[union-attr]
+
+
+def test_without_a_jail_too_a_handlers_process_dies_with_a_gateway_sigkill(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"})  # as root: no uids, no cgroups, a private /tmp
+    lam = gw.client()
+    create_function(lam, "spawner", DETACHED)
+    child = invoke_json(lam, "spawner")[1]["child"]
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGKILL)
+    gw.proc.wait()
+    assert gone({child}, timeout=5.0)  # the zygote found it by its mounts of the data directory
+    assert "the gateway died" in gw.log()

@@ -392,7 +392,8 @@ def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids
     """The gateway died: nothing its environments started may outlive it. The environments themselves die with us
     (their PDEATHSIG), but a daemon a function detached (its own session, re-parented away) would live on until the
     next start: kill every process of every uid the environments recorded, then what is left in the gateway's
-    cgroups (with the groups). Every zygote of the gateway does it; they find the same, and the second finds less."""
+    cgroups (with the groups), then (without a jail) what holds a mount of the data directory, and remove the
+    environments' directories. Every zygote of the gateway does it; the second finds less."""
     cleared = 0
     with contextlib.suppress(OSError):
         for name in os.listdir(envs_root):
@@ -402,6 +403,12 @@ def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids
                 cleared += 1
     if hierarchy is not None:
         hierarchy.close()
+    from pathlib import Path
+
+    from gateway.environment import sweep_leftovers
+
+    # without a jail: processes whose mounts come from the data directory (private /tmp), as the next start would
+    sweep_leftovers(Path(envs_root), always=True)
     sys.stderr.write(f"zygote {os.getpid()}: the gateway died; killed what {cleared} environments left\n")
 
 
