@@ -108,13 +108,21 @@ def _new_environment(lam: Any, name: str) -> dict[str, Any]:
     return dict(out)
 
 
-def test_a_leftover_never_shares_a_uid_with_a_later_environment(
-    gateway_factory: GatewayFactory, leftovers: Leftovers, tmp_path: Path
-) -> None:
-    base = 2_200_000_000 + (os.getpid() % 10_000) * 100  # a range of this test's own: reuse comes every 4 uids
-    uids = range(base, base + COUNT)
+@pytest.fixture
+def small_range() -> Iterator[tuple[range, Path]]:
+    """A range of this test's own, of COUNT uids (reuse comes every COUNT), and its counter, removed afterwards."""
+    base = 2_200_000_000 + (os.getpid() % 10_000) * 100
     state = Path("/run/lambda-gateway") / f"uids-{base}-{COUNT}"
     state.unlink(missing_ok=True)
+    yield range(base, base + COUNT), state
+    state.unlink(missing_ok=True)
+
+
+def test_a_leftover_never_shares_a_uid_with_a_later_environment(
+    gateway_factory: GatewayFactory, leftovers: Leftovers, small_range: tuple[range, Path]
+) -> None:
+    uids, state = small_range
+    base = uids.start
     leftovers.leave(uids)  # every uid of the range already has a process when the gateway starts
     gw = gateway_factory(env={"GATEWAY_UID_BASE": str(base), "GATEWAY_UID_COUNT": str(COUNT)})
     lam = gw.client()
@@ -143,8 +151,6 @@ def test_a_leftover_never_shares_a_uid_with_a_later_environment(
     for _ in range(COUNT):  # the processes the killed gateway's environments left (zombies, maybe) are no exception
         env = _new_environment(lam, "b")
         assert not leftovers.alive(env["uid"]) and _uid_pids(env["uid"]) == {env["pid"]}
-    gw.stop()
-    state.unlink(missing_ok=True)
 
 
 def test_no_process_of_an_environment_outlives_a_gateway_sigkill(gateway_factory: GatewayFactory) -> None:
