@@ -54,6 +54,7 @@ from gateway.pool_manager import PoolManager
 from gateway.registry import Registry
 from gateway.sandbox import Sandbox
 from gateway.sessions import SessionAuthority
+from gateway.uids import UidRange
 from gateway.zygote import Zygote
 
 log = logging.getLogger("gateway")
@@ -154,7 +155,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
     env_port = settings.environment_listen[1] if settings.environment_listen else settings.port
-    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox, env_port)
+    uids = UidRange(settings.uid_base, settings.uid_count)
+    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox, env_port, uids)
     app[NETWORK] = sandbox.network
     zygotes = _zygotes_for(settings, sandbox)
     app[ZYGOTES] = zygotes

@@ -102,6 +102,9 @@ class Settings:
     session_ttl: float = 12 * 3600.0
     #: how environments are isolated: "auto" (the strongest the host allows) or "rlimits" (see gateway.sandbox)
     sandbox: str = "auto"
+    #: the uids jailed environments get: [uid_base, uid_base + uid_count), handed out in sequence (gateway.uids)
+    uid_base: int = 1_900_000_000
+    uid_count: int = 100_000_000
 
     @property
     def loopback(self) -> bool:
@@ -180,6 +183,8 @@ class Settings:
             **_metrics_auth(environ),
             environment_listen=_host_port(environ.get("GATEWAY_ENVIRONMENT_LISTEN", "")),
             session_ttl=float(environ.get("GATEWAY_SESSION_TTL", cls.session_ttl)),
+            uid_base=int(environ.get("GATEWAY_UID_BASE", cls.uid_base)),
+            uid_count=int(environ.get("GATEWAY_UID_COUNT", cls.uid_count)),
         )
         settings.validate()
         return settings
@@ -215,6 +220,8 @@ class Settings:
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
         if self.sandbox not in ("auto", "rlimits"):
             raise ValueError(f"sandbox must be auto or rlimits, got {self.sandbox!r}")
+        if self.uid_base < 65536 or self.uid_count < 1 or self.uid_base + self.uid_count - 1 > 2**32 - 2:
+            raise ValueError("the uid range (GATEWAY_UID_BASE, GATEWAY_UID_COUNT) must lie in [65536, 4294967294]")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.log_max_bytes < 1 or self.log_retention_files < 0:

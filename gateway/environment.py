@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gateway import cgroups, protocol
+from gateway import cgroups, protocol, uids
 from gateway.freezer import Freezer
 
 log = logging.getLogger("gateway.environment")
@@ -280,7 +280,8 @@ _CLEANUP = ThreadPoolExecutor(max_workers=2, thread_name_prefix="environment-cle
 
 def remove_later(path: str) -> None:
     """Remove an environment's directory (its private /tmp may hold up to EphemeralStorage bytes) and its cgroups,
-    with whatever still runs in them, off the event loop."""
+    with whatever still runs in them (without cgroups: every process of its uid, gateway/uids.py), off the event
+    loop."""
     try:
         asyncio.get_running_loop().run_in_executor(_CLEANUP, _remove, path)
     except RuntimeError:  # no running loop (interpreter shutdown): do it now
@@ -288,7 +289,10 @@ def remove_later(path: str) -> None:
 
 
 def _remove(path: str) -> None:
-    cgroups.remove(path)
+    if cgroups.recorded(path):
+        cgroups.remove(path)  # everything the environment started: a jail cannot leave its groups
+    else:  # a jail without cgroups (no writable hierarchy): its processes are those of its uid (a /proc scan)
+        uids.kill_recorded(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -40,6 +40,8 @@ PROVISIONED = "provisioned-concurrency"
 RUNTIME_DIR = str(Path(__file__).resolve().parent.parent / "runtimes" / "python")
 #: where a jailed environment sees its function's code and its layers, as on Lambda
 TASK_ROOT = "/var/task"
+#: where a jail shows the runtime (runtimes/python/jail.py)
+JAIL_RUNTIME_DIR = "/var/runtime"
 LAYERS_ROOT = "/opt"
 
 
@@ -194,10 +196,12 @@ class Pool:
         config = self.config
         self.make_room(self)
         task_root, extra_paths, mounts = code_layout(config, self.zygote.jailed)
+        credentials = self.credentials(config) if self.credentials else None
+        environ = environment_variables(config, self.settings, init_type, task_root, credentials)
+        if self.zygote.jailed:
+            environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
         spec: dict[str, Any] = {
-            "env": environment_variables(
-                config, self.settings, init_type, task_root, self.credentials(config) if self.credentials else None
-            ),
+            "env": environ,
             "code_dir": task_root,
             "handler": config.handler,
             "extra_paths": extra_paths,

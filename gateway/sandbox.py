@@ -2,13 +2,13 @@
 
 - "jail" (the gateway runs as root): every environment has its own root filesystem (the system, the interpreter
   and its function's code, read-only; its own /tmp of EphemeralStorage MB; nothing of the data directory, the
-  registry, other functions or the gateway), its own uid and gid, `no_new_privs`, and its own cgroups when a
-  hierarchy is writable: memory limit = MemorySize (the kernel's OOM killer ends it, reported as
-  Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional to memory; and, with a
-  freezer, it is frozen while idle, as Lambda freezes an environment between invocations (gateway/freezer.py).
-  See runtimes/python/jail.py and gateway/cgroups.py. And its own network namespace: outbound to other hosts
-  through the gateway's bridge and NAT, nothing of the host's or of other environments (gateway/network.py); only
-  lo with GATEWAY_NETWORK=none, or when the host side could not be set up (fail closed).
+  registry, other functions or the gateway), its own uid and gid (gateway/uids.py: never one that another process
+  has), `no_new_privs`, and its own cgroups when a hierarchy is writable: memory limit = MemorySize (the kernel's
+  OOM killer ends it, reported as Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional
+  to memory; and, with a freezer, it is frozen while idle, as Lambda freezes an environment between invocations
+  (gateway/freezer.py). See runtimes/python/jail.py and gateway/cgroups.py. And its own network namespace:
+  outbound to other hosts through the gateway's bridge and NAT, nothing of the host's or of other environments
+  (gateway/network.py); only lo with GATEWAY_NETWORK=none, or when the host side could not be set up (fail closed).
 - in both modes, where libseccomp and the kernel allow: a seccomp filter modelled on Docker's default profile
   (runtimes/python/seccomp.py).
 - "rlimits" (not root, or asked for with GATEWAY_SANDBOX=rlimits): the environment runs as the gateway's user,
@@ -23,26 +23,26 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.cgroups import Hierarchy
 from gateway.freezer import FREEZE_AFTER
 from gateway.network import HostNetwork
+from gateway.uids import UidRange, activate
 
 log = logging.getLogger("gateway.sandbox")
 
 #: what /healthz says of the seccomp filter (runtimes/python/seccomp.py)
 SECCOMP = "Docker's default profile as a deny list: EPERM"
-#: a jailed environment's uid (and gid) is this plus its pid: unique among the host's live environments
-UID_BASE = 1_900_000_000
 
 
 @dataclass(frozen=True)
 class Sandbox:
     jail: bool
     cgroups: Hierarchy | None
-    uid_base: int = UID_BASE
+    #: where a jailed environment's uid (and gid) comes from: see gateway/uids.py
+    uids: UidRange = field(default_factory=UidRange)
     #: jail mode: the environments' network (its `slot` None: they have none, fail closed)
     network: HostNetwork | None = None
 
@@ -52,19 +52,21 @@ class Sandbox:
         return mode != "rlimits" and os.geteuid() == 0
 
     @classmethod
-    def choose(cls, mode: str, port: int = 0) -> Sandbox:
+    def choose(cls, mode: str, port: int = 0, uids: UidRange | None = None) -> Sandbox:
         """The strongest sandbox allowed: a jail (and cgroups where writable, and a network per environment whose
         environment-facing listener is TCP `port`, 0: none) as root, unless `mode` is "rlimits". Blocking (making
         the cgroups and the network sweeps those of dead gateways)."""
         if not cls.may_jail(mode):
             return cls(jail=False, cgroups=None)
-        return cls(jail=True, cgroups=Hierarchy.create(), network=HostNetwork.create(port))
+        uids = uids or UidRange()
+        activate(uids)  # the gateway's clean-ups kill the uids of ended environments in this range
+        return cls(jail=True, cgroups=Hierarchy.create(), uids=uids, network=HostNetwork.create(port))
 
     def to_wire(self) -> dict[str, Any]:
         """The plan as the zygote takes it (`--sandbox`, JSON)."""
         return {
             "jail": self.jail,
-            "uid_base": self.uid_base,
+            "uids": self.uids.to_wire(),
             "cgroups": self.cgroups.to_wire() if self.cgroups is not None else None,
             "network": self.network.to_wire() if self.network is not None else None,
         }

@@ -42,8 +42,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from gateway import cgroups, protocol
+from gateway import cgroups, protocol, uids
 from gateway.cgroups import Hierarchy
+from gateway.uids import UidRange
 from runtimes.python import jail, seccomp
 from runtimes.python.context import LambdaContext
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
@@ -135,7 +136,7 @@ class Isolation:
     `jail_expose` (the directories of the interpreter and runtime): each environment gets a jail (its own root
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
     `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
-    are `uid_base` + its pid: unique among the host's live environments, whichever zygote or gateway forked them.
+    come from `uids` (gateway/uids.py): no other process has it, whichever zygote or gateway forked them.
     A jailed environment has its own network namespace: connected to the gateway's bridge in slot `network`
     (gateway/network.py), or with only lo when None.
     `seccomp`: the two parts of the seccomp filter (runtimes/python/seccomp.py), or None: the first installed once
@@ -147,13 +148,13 @@ class Isolation:
         private_tmp: bool,
         jail_expose: list[str] | None,
         cgroups: Hierarchy | None,
-        uid_base: int,
+        uids: UidRange,
         network: int | None = None,
     ) -> None:
         self.private_tmp = private_tmp
         self.jail_expose = jail_expose
         self.cgroups = cgroups
-        self.uid_base = uid_base
+        self.uids = uids
         self.network = network
         self.seccomp: tuple[seccomp.Filter, seccomp.Filter] | None = None
 
@@ -244,8 +245,17 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation,
             prepared.cgroup_version = isolation.cgroups.version
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
-            prepared.tmp_dir, prepared.uid = "/tmp", isolation.uid_base + os.getpid()
-            jail.build(env_dir, isolation.jail_expose, prepared.uid, isolation.network if connect else None)
+            # Ahead of demand: a uid of its own (gateway/uids.py), cleared of every process by a thread while the
+            # jail is built; if one of its processes would not go (a zombie nobody reaps), the next free one.
+            uid = uids.take(isolation.uids)
+            uids.record(env_dir, uid)
+            clearing = uids.start_clear(uid)
+            jail.build(env_dir, isolation.jail_expose, network_slot=isolation.network if connect else None)
+            if not clearing.finish():
+                uid = uids.allocate(isolation.uids)
+                uids.record(jail.HOST + env_dir, uid)  # the jail is built: the directory is at the host's root's
+            prepared.tmp_dir, prepared.uid = "/tmp", uid
+            jail.name_user(uid)
     except OSError as exc:
         sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
         os._exit(4)

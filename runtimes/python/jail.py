@@ -6,6 +6,8 @@ In a mount namespace of its own, an environment gets a new root (a small tmpfs) 
 - the interpreter and the runtime (`expose`: sys.base_prefix, sys.prefix, the runtime's packages), read-only;
 - /dev with the harmless devices and a /dev/shm, and a /proc that shows only its own processes (hidepid);
 - /tmp, a tmpfs of EphemeralStorage MB;
+- the runtime at /var/runtime (LAMBDA_RUNTIME_DIR), as on Lambda; its command line (/proc/self/cmdline) is Lambda's,
+  its initial environment (/proc/self/environ) empty: neither names the zygote's paths nor the gateway's pid;
 - once its spec arrives: the function's code and layers, read-only, at the paths the gateway gave.
 
 Nothing else: not the gateway's data directory (the registry, the code of other functions, the logs), nor its
@@ -57,6 +59,10 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 USER = "sbx_user1051"
 #: where the old root waits, inside the new one, until `seal()` has taken the code from it
 HOST = "/.host"
+#: where a jail shows the runtime (LAMBDA_RUNTIME_DIR), as on Lambda
+RUNTIME = "/var/runtime"
+#: what /proc/self/cmdline says in a jail
+CMDLINE = b"/var/lang/bin/python3\0/var/runtime/bootstrap.py\0"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -103,15 +109,15 @@ def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
     return target
 
 
-def build(env_dir: str, expose: list[str], uid: int, network_slot: int | None = None) -> None:
+def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot: int | None = None) -> None:
     """Enter a private network namespace, connected to the gateway's bridge in `network_slot` (gateway/network.py:
     outbound to other hosts, nothing of the host's) or with only lo when None. Enter a private mount namespace and
     pivot into a new root under `env_dir` that holds the system, the `expose`d directories, /dev, /proc and /tmp
     (see the module's docstring). The host's root stays reachable at HOST, for `seal()`, and this process stays
     root. A namespace of its own for System V IPC and POSIX message queues, too: those would otherwise be shared
-    with the host and outlive the environment. /etc/passwd and /etc/group also name `uid`, the user `seal()`
-    becomes, as Lambda's name its sandbox user; /etc/resolv.conf names servers an environment can reach
-    (`gateway.network.resolver_config`)."""
+    with the host and outlive the environment. /etc/passwd and /etc/group also name `uid` (if given, else
+    `name_user` does it later), the user `seal()` becomes, as Lambda's name its sandbox user; /etc/resolv.conf names
+    servers an environment can reach (`gateway.network.resolver_config`)."""
     if SYS_PIVOT_ROOT is None:
         raise JailError(0, f"no pivot_root for {os.uname().machine}")
     host = netns.HostSide(network_slot) if network_slot is not None else None  # opened in the host's namespace
@@ -134,8 +140,6 @@ def build(env_dir: str, expose: list[str], uid: int, network_slot: int | None = 
             os.symlink(os.readlink(path), root + path)
         elif os.path.isdir(path):
             _bind(path, _mountpoint(root, path))
-    for name, entry in (("passwd", f"{USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"), ("group", f"{USER}:x:{uid}:\n")):
-        _add_entry(root, name, entry)
     if network_slot is not None and (resolver := netns.resolver_config()) is not None:
         _put_file(root, "/etc/resolv.conf", resolver)
     for path in expose:
@@ -149,19 +153,14 @@ def build(env_dir: str, expose: list[str], uid: int, network_slot: int | None = 
     _mount("tmpfs", _mountpoint(root, "/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
     _mount("proc", _mountpoint(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
     _mount("tmpfs", _mountpoint(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
+    _bind(os.path.dirname(os.path.abspath(__file__)), _mountpoint(root, RUNTIME))
     os.mkdir(root + HOST, 0o700)
     os.chdir(root)
     _check(_libc.syscall(SYS_PIVOT_ROOT, b".", HOST[1:].encode()), "pivot_root")
     os.chdir("/")
-
-
-def _add_entry(root: str, name: str, entry: str) -> None:
-    """Mount over /etc/`name` in the new root a copy of the host's with `entry` added (made in the root's tmpfs)."""
-    host = "/etc/" + name
-    if not os.path.isfile(root + host):
-        return
-    with open(host) as original:
-        _put_file(root, host, original.read() + entry)
+    _scrub_exec_strings()
+    if uid is not None:
+        name_user(uid)
 
 
 def _put_file(root: str, path: str, content: str) -> None:
@@ -181,6 +180,39 @@ def _put_file(root: str, path: str, content: str) -> None:
     os.chmod(copy, 0o644)
     _bind(copy, root + path, recursive=False)
     os.unlink(copy)  # the mount keeps the file
+
+
+def name_user(uid: int) -> None:
+    """After `build()`, before `seal()`: name `uid` in /etc/passwd and /etc/group, as Lambda names its sandbox user.
+    Each is a copy of the host's (still at HOST) with the entry added, made in the new root's tmpfs and mounted over
+    the host's."""
+    for name, entry in (("passwd", f"{USER}:x:{uid}:{uid}::/tmp:/sbin/nologin\n"), ("group", f"{USER}:x:{uid}:\n")):
+        target = "/etc/" + name
+        if not os.path.isfile(HOST + target) or not os.path.isfile(target):
+            continue
+        copy = "/." + name
+        with open(HOST + target) as original, open(copy, "w") as f:
+            f.write(original.read() + entry)
+        os.chmod(copy, 0o644)
+        _bind(copy, target, recursive=False)
+        os.unlink(copy)  # the mount keeps the file
+
+
+def _scrub_exec_strings() -> None:
+    """Overwrite what /proc/self/cmdline and /proc/self/environ show, the zygote's command line and environment: the
+    data directory's path, the cgroups', the gateway's pid. The command line becomes Lambda's runtime's; the
+    environment, empty (the function's own lives in os.environ, never in this area). Both lie in this process's stack
+    (writable), at the addresses /proc/self/stat gives."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields 48-51 of proc(5), counted from 1: after ")" the first is field 3
+    arg_start, arg_end, env_start, env_end = (int(v) for v in fields[45:49])
+    cmdline = CMDLINE[: max(arg_end - arg_start - 1, 0)]
+    ctypes.memset(arg_start, 0, arg_end - arg_start)
+    ctypes.memmove(arg_start, cmdline, len(cmdline))
+    ctypes.memset(env_start, 0, env_end - env_start)
+    # Both areas keep their length (a trail of NULs): shortening them (prctl PR_SET_MM) was refused (EPERM) to root
+    # on the machines here.
 
 
 def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:

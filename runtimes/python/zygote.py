@@ -13,9 +13,11 @@ socketpair, one msgpack message per packet:
 
 Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/` and its `output` file), named
 by the zygote; the gateway removes it when the environment ends. The zygote dies with the gateway
-(PR_SET_PDEATHSIG, SIGTERM), exits when the control socket closes, and reaps its children, reporting each exit so
-the gateway can say how an environment died. When it exits it kills what is left in its environments' groups and
-thaws them (the gateway freezes idle environments, and a frozen process acts on its own PDEATHSIG only once thawed).
+(PR_SET_PDEATHSIG: SIGTERM, upon which it first kills every process of its environments' uids and cgroups, so no
+daemon a function detached outlives a gateway's SIGKILL), exits when the control socket closes, and reaps its
+children, reporting each exit so the gateway can say how an environment died. When it exits it kills what is left in
+its environments' groups and thaws them (the gateway freezes idle environments, and a frozen process acts on its own
+PDEATHSIG only once thawed).
 
 A cold start waits neither for a fork nor for the zygote: the zygote keeps one *spare* child that has already
 forked, dropped the zygote's descriptors and done the spec-independent set-up (`bootstrap.prepare`: session,
@@ -59,7 +61,7 @@ from typing import Any
 
 import msgpack
 
-from gateway import cgroups, protocol
+from gateway import cgroups, protocol, uids
 from gateway.cgroups import Hierarchy
 from runtimes.python import bootstrap, jail, seccomp
 
@@ -200,13 +202,14 @@ def _jail_expose(data_dir: str) -> list[str]:
     return [p for p in kept if not any(p.startswith(q + os.sep) for q in kept if q != p)]
 
 
-def _probe_jail(expose: list[str], envs_root: str, uid: int) -> bool:
-    """Can a forked environment be jailed (mount, IPC and network namespaces, new root, own uid)? Tried once, in a
-    throwaway child, which must then see the interpreter and not the data directory."""
+def _probe_jail(expose: list[str], envs_root: str, uid_range: uids.UidRange) -> bool:
+    """Can a forked environment be jailed (a uid of its own, mount, IPC and network namespaces, new root)? Tried once,
+    in a throwaway child, which must then see the interpreter and not the data directory."""
     probe_dir = os.path.join(envs_root, f"probe-{os.getpid()}")
     data_dir = os.path.dirname(envs_root)
 
     def attempt() -> bool:
+        uid = uids.allocate(uid_range)
         jail.build(probe_dir, expose, uid)
         jail.seal([], 1, False, uid, os.getppid())
         return os.getuid() == uid and os.path.isdir(sys.base_prefix) and not os.path.exists(data_dir)
@@ -254,20 +257,20 @@ def _in_child(attempt: Any) -> bool:
 
 def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     """Fork environments for the gateway on `control_fd` until it closes. `sandbox` is gateway.sandbox's plan:
-    {"jail": bool, "uid_base": int, "cgroups": a cgroups.Hierarchy's wire form or None, "network": the slot of the
-    environments' network (gateway/network.py) or None}."""
+    {"jail": bool, "uids": a uids.UidRange's wire form, "cgroups": a cgroups.Hierarchy's wire form or None, "network":
+    the slot of the environments' network (gateway/network.py) or None}."""
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)
     my_pid = os.getpid()
-    uid_base: int = sandbox["uid_base"]
+    uid_range = uids.UidRange.from_wire(sandbox["uids"])
     hierarchy = Hierarchy.from_wire(sandbox["cgroups"]) if sandbox.get("cgroups") else None
     expose = _jail_expose(os.path.dirname(envs_root)) if sandbox.get("jail") else None
-    if expose is not None and not _probe_jail(expose, envs_root, uid_base + my_pid):
+    if expose is not None and not _probe_jail(expose, envs_root, uid_range):
         expose = None
     # Bind /tmp only where that cannot hide the code: it lives in the same data directory as the environments.
     bind_tmp = expose is None and _probe_private_tmp() and not jail.under_tmp(envs_root)
-    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_base, sandbox.get("network"))
+    isolation = bootstrap.Isolation(bind_tmp, expose, hierarchy, uid_range, sandbox.get("network"))
     isolation.seccomp = _seccomp_filters()
 
     def new_env_dir() -> str:
@@ -289,8 +292,6 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when we stop
-    stopping: list[int] = []  # SIGTERM (our PDEATHSIG: the gateway is gone): end the environments, then exit
-    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
     children: dict[int, str] = {}  # environments (spares too) not reaped yet: pid -> name (of its directory, groups)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, "control")
@@ -325,13 +326,24 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
             ours.close()
         return _Spare(pid, env_dir)
 
+    parent = os.getppid()
+    orphaned = False
+
+    def on_gateway_death(signum: int, frame: Any) -> None:
+        """SIGTERM, our PDEATHSIG: the gateway died without stopping us (a SIGKILL, a crash). Only a flag: the loop
+        sees it when the signal wakes its select (it may come more than once: the kernel re-parents us to each of
+        the dying gateway's threads in turn)."""
+        nonlocal orphaned
+        orphaned = True
+
+    signal.signal(signal.SIGTERM, on_gateway_death)  # after the jail probe: its child must not inherit it
     spare: _Spare | None = None
     spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
     backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids left ...)
     try:
         features = {"private_tmp": bind_tmp or expose is not None, "jail": expose is not None}
         send([HELLO, my_pid, {**features, "seccomp": isolation.seccomp is not None}])
-        while True:
+        while not orphaned:
             if spare is None and time.monotonic() >= spare_due:
                 spare = fork_spare()
                 if spare is None:
@@ -359,8 +371,6 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                             backoff = min(backoff * 2, MAX_SPARE_BACKOFF)
                             spare_due = time.monotonic() + backoff
                         send([EXITED, pid, status])
-                    if stopping:
-                        return
                     continue
                 try:
                     msg, fds = _recv_fds(sock)
@@ -407,13 +417,41 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         if hierarchy is not None:  # a frozen environment would ignore its PDEATHSIG until thawed: kill, then thaw
             for name in children.values():
                 cgroups.kill_environment(hierarchy, name)
+        # The gateway died (its SIGTERM, or the control socket closed first and we were re-parented): sweep.
+        if orphaned or os.getppid() != parent:
+            _sweep_orphaned(envs_root, hierarchy, uid_range)
+
+
+def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids.UidRange) -> None:
+    """The gateway died: nothing its environments started may outlive it. The environments themselves die with us
+    (their PDEATHSIG), but a daemon a function detached (its own session, re-parented away) would live on until the
+    next start: kill every process of every uid the environments recorded, then what is left in the gateway's
+    cgroups (with the groups), then (without a jail) what holds a mount of the data directory, and remove the
+    environments' directories. Every zygote of the gateway does it; the second finds less."""
+    cleared = 0
+    with contextlib.suppress(OSError):
+        for name in os.listdir(envs_root):
+            uid = uids.recorded(os.path.join(envs_root, name), uid_range)
+            if uid is not None:
+                uids.clear(uid)
+                cleared += 1
+    if hierarchy is not None:
+        hierarchy.close()
+    from pathlib import Path
+
+    from gateway.environment import sweep_leftovers
+
+    # without a jail: processes whose mounts come from the data directory (private /tmp), as the next start would
+    sweep_leftovers(Path(envs_root), always=True)
+    sys.stderr.write(f"zygote {os.getpid()}: the gateway died; killed what {cleared} environments left\n")
 
 
 def main() -> None:
     args = sys.argv[1:]
     if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
         sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
-    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # serve() then ends its environments
+    # SIGTERM, not SIGKILL: a gateway that dies without stopping us leaves us to kill what its environments left
+    jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
     if expected_parent and os.getppid() != expected_parent:
         sys.exit(1)  # the gateway died before we set PDEATHSIG
