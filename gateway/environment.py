@@ -44,6 +44,8 @@ class EnvironmentDied(Exception):
         super().__init__(reason)
         self.reason = reason
         self.exit_status = exit_status
+        #: time.perf_counter() when the gateway learnt of the death: an invocation's Duration ends here
+        self.at = time.perf_counter()
         #: the memory group's peak usage (bytes) when the kernel's OOM killer ended the environment, else None
         self.oom_peak = oom_peak
 
