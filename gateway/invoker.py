@@ -145,14 +145,11 @@ class Invoker:
         try:
             if env.init_error is not None:
                 err = env.init_error
-                body = orjson.dumps(
-                    {
-                        "errorMessage": err["errorMessage"],
-                        "errorType": err["errorType"],
-                        "requestId": request_id,
-                        "stackTrace": err.get("stackTrace", []),
-                    }
+                # The stack arrives as JSON text and is passed on unparsed, as ERROR frames' bodies are.
+                head = orjson.dumps(
+                    {"errorMessage": err["errorMessage"], "errorType": err["errorType"], "requestId": request_id}
                 )
+                body = head[:-1] + b',"stackTrace":' + (err["stackTrace"] or b"[]") + b"}"
                 if want_log:
                     init_log += f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode()
                 failed = self._outcome(config, request_id, body, err["errorType"], want_log, init_log, b"", init_ms)

@@ -183,8 +183,7 @@ class Pool:
         }
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
-            pid, sock, exit_status, env_dir = await self.zygote.fork(spec)
-            env = await connect((config.name, config.version), pid, sock, exit_status, env_dir)
+            env = await connect((config.name, config.version), await self.zygote.fork(spec))
         except BaseException:
             self.spawning -= 1
             raise
