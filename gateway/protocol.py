@@ -58,6 +58,8 @@ MAX_STR = 4 * MAX_LOG + 1024
 #: frames up to this size are decoded without limits: at one byte per object they build at most that many objects,
 #: and a nested one then fails the type check (the hot path's replies are small: the limits cost ~3 us a frame)
 SMALL_FRAME = 512
+#: a frame larger than this that arrives in pieces is copied into a buffer of its size as they come
+LARGE_FRAME = 64 * 1024
 
 _NUM = (int, float)
 _NONE = type(None)
@@ -127,11 +129,12 @@ class FrameDecoder:
 
     Raises ProtocolError as soon as a length prefix announces more than `max_frame` bytes, on bytes that
     are not msgpack, and on a frame of unknown kind, wrong arity or wrong field types. After an error the
-    decoder is unusable. A partial frame is kept as a list of chunks and joined once, when complete, so a
-    large frame costs linear time however it is split.
+    decoder is unusable. A partial frame is kept as a list of chunks and joined once, when complete, or, when
+    larger than LARGE_FRAME, copied into a buffer of its size as it arrives (so its completion costs the decode
+    alone); either way a large frame costs linear time however it is split.
     """
 
-    __slots__ = ("_arrays", "_chunks", "_have", "_hook", "_kinds", "_limits", "_max", "_need")
+    __slots__ = ("_arrays", "_chunks", "_have", "_kinds", "_large", "_limits", "_max", "_need")
 
     def __init__(self, peer: Peer = FROM_ENVIRONMENT, max_frame: int = MAX_FRAME) -> None:
         self._max = max_frame
@@ -140,19 +143,24 @@ class FrameDecoder:
         if peer.flat:
             self._limits["list_hook"] = self._one_array
         self._arrays = 0
+        self._large: bytearray | None = None  # a large frame under way, its length prefix included
         self._chunks: list[bytes] = []
         self._have = 0  # bytes in _chunks
         self._need = 0  # bytes _chunks must reach before parsing can progress
 
     def feed(self, data: bytes) -> list[list[Any]]:
+        frames: list[list[Any]] = []
+        if self._large is not None:
+            data = self._fill(data, frames)
+            if not data:
+                return frames
         if self._chunks:
             self._chunks.append(data)
             self._have += len(data)
             if self._have < self._need:
-                return []
+                return frames
             data = b"".join(self._chunks)
             self._chunks = []
-        frames: list[list[Any]] = []
         view = memoryview(data)
         pos = 0
         end = len(data)
@@ -163,23 +171,46 @@ class FrameDecoder:
                 raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self._max}")
             if end - pos - 4 < size:
                 break
-            try:
-                if size <= SMALL_FRAME:  # cannot hold more than a few hundred objects: skip the limits' cost
-                    frame = _unpackb(view[pos + 4 : pos + 4 + size], raw=False, use_list=True)
-                else:
-                    self._arrays = 0
-                    frame = _unpackb(view[pos + 4 : pos + 4 + size], raw=False, use_list=True, **self._limits)
-            except Exception as exc:  # FormatError, ExtraData, StackError, ValueError, limits, nesting ...
-                raise ProtocolError(f"undecodable frame: {str(exc)[:200]}") from None
-            _check(frame, self._kinds)
-            frames.append(frame)
+            frames.append(self._decode(view[pos + 4 : pos + 4 + size]))
             pos += 4 + size
         if pos < end:
-            rest = data[pos:]
-            self._chunks = [rest]
-            self._have = len(rest)
-            self._need = 4 + size if self._have >= 4 else 4
+            rest = end - pos
+            if rest >= 4 and size > LARGE_FRAME:  # copied in place as it arrives: no big join at its end
+                self._large = bytearray(4 + size)
+                self._large[:rest] = view[pos:]
+                self._have = rest
+            else:
+                self._chunks = [data[pos:]]
+                self._have = rest
+                self._need = 4 + size if rest >= 4 else 4
         return frames
+
+    def _fill(self, data: bytes, frames: list[list[Any]]) -> bytes:
+        """Copy `data` into the large frame under way; decode it once complete. Returns the bytes after it."""
+        buf = self._large
+        assert buf is not None
+        have = self._have
+        take = min(len(buf) - have, len(data))
+        buf[have : have + take] = memoryview(data)[:take]
+        self._have = have + take
+        if self._have < len(buf):
+            return b""
+        self._large = None
+        self._have = 0
+        frames.append(self._decode(memoryview(buf)[4:]))
+        return data[take:]
+
+    def _decode(self, body: memoryview) -> list[Any]:
+        try:
+            if len(body) <= SMALL_FRAME:  # cannot hold more than a few hundred objects: skip the limits' cost
+                frame = _unpackb(body, raw=False, use_list=True)
+            else:
+                self._arrays = 0
+                frame = _unpackb(body, raw=False, use_list=True, **self._limits)
+        except Exception as exc:  # FormatError, ExtraData, StackError, ValueError, limits, nesting ...
+            raise ProtocolError(f"undecodable frame: {str(exc)[:200]}") from None
+        _check(frame, self._kinds)
+        return frame  # type: ignore[no-any-return]
 
     def _one_array(self, array: list[Any]) -> list[Any]:
         """msgpack's list_hook, called as each array is complete (innermost first): the frame itself must be the

@@ -178,3 +178,18 @@ def test_a_six_megabyte_reply_decodes_in_milliseconds() -> None:
 def test_the_gateway_side_still_takes_a_spec_map() -> None:
     data = protocol.encode([protocol.SPEC, {"env": {"A": "b"}, "mounts": [["/var/task", ["/x"]]]}])
     assert protocol.FrameDecoder(protocol.FROM_GATEWAY).feed(data)[0][1]["env"] == {"A": "b"}
+
+
+@given(st.lists(st.integers(0, 300_000), min_size=1, max_size=4), st.data())
+def test_large_frames_survive_any_chunking(sizes: list[int], data: st.DataObject) -> None:
+    """Frames over LARGE_FRAME are copied into place as they arrive; cuts anywhere, even inside a length prefix."""
+    frames = [[protocol.RESULT, i, bytes([i % 256]) * size, 1.0, 1, b"log"] for i, size in enumerate(sizes)]
+    stream = b"".join(protocol.encode(f) for f in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+    decoder = protocol.FrameDecoder()
+    out: list[list[object]] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        out.extend(decoder.feed(stream[start:cut]))
+        start = cut
+    assert out == frames

@@ -1,0 +1,103 @@
+"""Large replies from one function do not stall the gateway's event loop for the others.
+
+A 6 MB reply is one frame: it is read in chunks as it arrives, joined once, and decoded under strict limits (a
+byte string, not millions of objects), so another function's latency hardly moves while one returns 6 MB replies
+in a loop.
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+from tests.conftest import GatewayFactory, create_function
+
+BIG = 'def lambda_handler(event, context):\n    return "x" * 6_000_000\n'
+SMALL = "def lambda_handler(event, context):\n    return event\n"
+FLOOD_CLIENT = """
+import http.client, signal, sys
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+count = 0
+while not stop:
+    conn.request("POST", "/2015-03-31/functions/big/invocations", body=b"{}")
+    resp = conn.getresponse()
+    assert resp.status == 200 and len(resp.read()) == 6_000_002
+    count += 1
+print(count)
+"""
+#: quiet and loaded phases: this many of each, of PHASE seconds
+ROUNDS = 4
+PHASE = 1.0
+
+
+def _invoke(conn: http.client.HTTPConnection, name: str) -> bytes:
+    conn.request("POST", f"/2015-03-31/functions/{name}/invocations", body=b'{"n": 1}')
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status == 200 and "X-Amz-Function-Error" not in resp.headers, body[:200]
+    return body
+
+
+def _latencies(port: int, name: str, seconds: float) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    out: list[float] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            _invoke(conn, name)
+            out.append(time.perf_counter() - start)
+    finally:
+        conn.close()
+    return out
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def _start_flood(port: int) -> subprocess.Popen[bytes]:
+    """A client process (not a thread of this one: no GIL shared with the measuring loop) asking for 6 MB replies
+    in a loop until SIGTERM; it prints how many it got."""
+    return subprocess.Popen([sys.executable, "-c", FLOOD_CLIENT, str(port)], stdout=subprocess.PIPE)
+
+
+def _stop_flood(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    return int(out.decode().strip() or 0)
+
+
+def test_six_megabyte_replies_in_a_loop_leave_others_p99_within_twice_quiet(gateway_factory: GatewayFactory) -> None:
+    """Quiet and loaded phases alternate (ROUNDS of each), so that a change in the machine's load from other
+    processes weighs on both alike; the p99s compare all quiet samples with all loaded ones."""
+    gw = gateway_factory()
+    lam = gw.client()
+    create_function(lam, "big", BIG, MemorySize=512)
+    create_function(lam, "small", SMALL)
+    _latencies(gw.port, "small", 2.0)  # warm-up: environment, connections, caches
+    quiet: list[float] = []
+    loaded: list[float] = []
+    replies = 0
+    for _ in range(ROUNDS):
+        quiet += _latencies(gw.port, "small", PHASE)
+        flood = _start_flood(gw.port)
+        try:
+            time.sleep(0.5)  # the client is up and replies are flowing
+            loaded += _latencies(gw.port, "small", PHASE)
+        finally:
+            replies += _stop_flood(flood)
+        time.sleep(0.2)  # the last big reply is out
+    quiet_p99, loaded_p99 = _p99(quiet), _p99(loaded)
+    print(
+        f"small p99: quiet {quiet_p99 * 1000:.2f} ms ({len(quiet)}), with 6 MB replies {loaded_p99 * 1000:.2f} ms "
+        f"({len(loaded)}); {replies} replies"
+    )
+    assert replies >= 10
+    assert loaded_p99 <= 2 * quiet_p99, (quiet_p99, loaded_p99)
