@@ -181,8 +181,7 @@ class Environment(asyncio.Protocol):
         EOF, which a process it forked may hold off for ever. Replies it sent before exiting are read first."""
         if self._finished:
             return
-        self._drain_socket()
-        if self._finished:  # what it sent was a bad frame
+        if not self._drain_socket():  # what it sent was a bad frame: killed already
             return
         self.dead = True
         self.oom_peak = cgroups.out_of_memory(self.env_dir)
@@ -194,21 +193,22 @@ class Environment(asyncio.Protocol):
             os.killpg(self.pid, signal.SIGKILL)
         self.kill("exited")
 
-    def _drain_socket(self) -> None:
-        """Read, without blocking, what the socket holds (at most EXIT_DRAIN_BYTES) and decode it as if it arrived."""
+    def _drain_socket(self) -> bool:
+        """Read, without blocking, what the socket holds (at most EXIT_DRAIN_BYTES) and decode it as if it arrived.
+        False if that killed the environment (a bad frame)."""
         sock = self._transport.get_extra_info("socket") if self._transport is not None else None
-        if sock is None:
-            return
-        left = EXIT_DRAIN_BYTES
+        fd = sock.fileno() if sock is not None else -1
+        left = EXIT_DRAIN_BYTES if fd >= 0 else 0
         while left > 0 and not self._finished:
             try:
-                data = os.read(sock.fileno(), min(left, 1 << 20))
+                data = os.read(fd, min(left, 1 << 20))
             except OSError:  # BlockingIOError: all read; others: the socket is gone
-                return
+                break
             if not data:
-                return
+                break
             left -= len(data)
             self.data_received(data)
+        return not self._finished
 
     # -- output -------------------------------------------------------------------------------------------
     def _on_output(self) -> None:

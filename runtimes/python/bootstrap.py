@@ -325,12 +325,10 @@ def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
                 "is not an async def function: this environment runs one invocation at a time.",
             )
         )
-    capacity = max_concurrency if concurrent else 1
-    ready: tuple[Any, ...] = (protocol.READY, os.getpid(), init_ms, capacity, None, "", b"")
-    if init_error is not None:
-        stack = json.dumps(init_error["stackTrace"]).encode()
-        ready = (*ready[:4], str(init_error["errorType"])[:1024], str(init_error["errorMessage"]), stack)
-    sock.sendall(protocol.encode(ready))
+    err = init_error or {"errorType": None, "errorMessage": "", "stackTrace": None}  # a flat frame: see protocol
+    stack = b"" if init_error is None else json.dumps(err["stackTrace"]).encode()
+    ready = (protocol.READY, os.getpid(), init_ms, max_concurrency if concurrent else 1, err["errorType"])
+    sock.sendall(protocol.encode((*ready, str(err["errorMessage"]), stack)))
     if handler is None:
         os._exit(0)
     if concurrent:
