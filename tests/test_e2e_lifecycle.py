@@ -177,7 +177,8 @@ def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothin
     assert _wait_for(lambda: len(direct_children(zygote) - {spare}) == 1), "the spare was not replaced"
     (replacement,) = direct_children(zygote) - {spare}
 
-    spare_dir = env_dir_of(gw.data_dir / "envs", replacement)  # prepared ahead: <envs>/<id>
+    assert _wait_for(lambda: env_dir_of(gw.data_dir / "envs", replacement))  # prepared ahead: <envs>/<id>
+    spare_dir = env_dir_of(gw.data_dir / "envs", replacement)
     assert spare_dir is not None and spare_dir.is_dir()
     os.kill(replacement, signal.SIGKILL)  # a lost spare is replaced, and cold starts go on working
     assert _wait_for(lambda: replacement not in direct_children(zygote))
