@@ -156,7 +156,7 @@ class Environment(asyncio.Protocol):
                 if fut is None or fut.done():  # nobody asked: a forged or repeated reply
                     self.kill(f"unexpected frame: a reply to invocation {frame[1]}, which is not in flight")
                     return
-                frame[-1] = self.take_output(frame[-1])
+                frame[-1] = self.take_output(frame[-1], frame[-2] != 0)
                 fut.set_result((frame, received))
             elif kind == protocol.READY and not self._ready.done():
                 self._ready.set_result(frame)
@@ -250,10 +250,12 @@ class Environment(asyncio.Protocol):
             del out[:excess]
             self._dropped += excess
 
-    def take_output(self, extra: bytes = b"") -> bytes:
-        """The output since the last call, drained from the pipe, then `extra` (a frame's log), within OUTPUT_LIMIT
-        bytes; when some were dropped, it starts at a whole line, after `protocol.truncation_marker`."""
-        self._read_output(DRAIN_READS)
+    def take_output(self, extra: bytes = b"", drain: bool = True) -> bytes:
+        """The output since the last call, drained from the pipe (unless not `drain`: the environment said it is
+        empty), then `extra` (a frame's log), within OUTPUT_LIMIT bytes; when some were dropped, it starts at a
+        whole line, after `protocol.truncation_marker`."""
+        if drain:
+            self._read_output(DRAIN_READS)
         if extra:
             self._append(extra)
         out = self._out

@@ -176,10 +176,10 @@ class Invoker:
                 ran_ms = max(exc.at - started, 0.0) * 1000.0  # until it died: REPORT's Duration, as on Lambda
                 return await self._died(config, request_id, exc, want_log, init_log, env.last_output, init_ms, ran_ms)
             if frame[0] == RESULT:
-                _, _, out, duration_ms, rss_kb, output = frame
+                _, _, out, duration_ms, rss_kb, _, output = frame
                 error_type = None
             else:
-                _, _, error_type, out, duration_ms, rss_kb, output = frame
+                _, _, error_type, out, duration_ms, rss_kb, _, output = frame
             outcome = self._outcome(
                 config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )

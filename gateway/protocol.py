@@ -7,8 +7,8 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
 
     READY    [READY, pid, init_ms, capacity, error_type | None, error_message, stack_trace]   env -> gateway, once
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
-    RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, log]
-    ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, log]
+    RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, pending, log]
+    ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, pending, log]
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
 
@@ -16,8 +16,12 @@ READY's `error_type` is None when Init succeeded; else `error_message` is the me
 array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
 the JSON error document Lambda returns to the caller). `log` is output of the invocation that did not go through
 the environment's output pipe (concurrent mode: what each invocation wrote to sys.stdout/sys.stderr), at most
-`MAX_LOG` bytes of it, marked as cut by `truncation_marker` when it was longer. `capacity` is how many invocations
-the environment runs at once (more than 1 only for async handlers that opted in); the gateway never sends it more.
+`MAX_LOG` bytes of it, marked as cut by `truncation_marker` when it was longer. `pending` is how many bytes the
+output pipe held when the reply was sent (FIONREAD; -1 when unknown): with 0 the gateway need not read the pipe
+before answering (the hot path: most invocations print nothing, and a read that finds nothing still costs a system
+call); a function that lies about it only moves its own output to its next invocation's log. `capacity` is how
+many invocations the environment runs at once (more than 1 only for async handlers that opted in); the gateway
+never sends it more.
 
 Frames from an environment (READY, RESULT, ERROR) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
 array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
@@ -67,8 +71,8 @@ _NONE = type(None)
 _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     READY: (int, _NUM, int, (str, _NONE), str, bytes),
     INVOKE: (int, bytes, int, str, str, (bytes, _NONE)),
-    RESULT: (int, bytes, _NUM, int, bytes),
-    ERROR: (int, str, bytes, _NUM, int, bytes),
+    RESULT: (int, bytes, _NUM, int, int, bytes),
+    ERROR: (int, str, bytes, _NUM, int, int, bytes),
     SHUTDOWN: (),
     SPEC: (dict,),
 }

@@ -244,7 +244,7 @@ BOMB_SOURCE = GARBLE_SOURCE.replace(
         tree = [1] * 8
         for _ in range(6):
             tree = [tree] * 8  # 2.4 MB of msgpack, 300k lists once unpacked
-        body = msgpack.packb([3, 1, tree, 1.0, 1, b""])
+        body = msgpack.packb([3, 1, tree, 1.0, 1, 0, b""])
         os.write(fd, len(body).to_bytes(4, "big") + body)
     import time; time.sleep(5 if event else 0)""",
 )

@@ -265,7 +265,7 @@ def _rehearse() -> None:
     ).feed(protocol.encode(frame)):
         _context(request_id, arn, deadline_ms, client_context, saved)
         reply = _result_reply(1, request_id, json.loads(payload))
-        protocol.encode((*reply, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, b""))
+        protocol.encode((*reply, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0, b""))
 
 
 def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
@@ -369,6 +369,7 @@ def _serve(
     send = sock.sendall
     getrusage = resource.getrusage
     perf = time.perf_counter
+    pending = capture.pending
     while True:
         received = recv_into(buffer)
         if not received:
@@ -387,7 +388,7 @@ def _serve(
             duration_ms = (perf() - start) * 1000.0
             max_rss_kb = getrusage(resource.RUSAGE_SELF).ru_maxrss
             # The output went down the pipe as it was written: the gateway has read it by the time this arrives.
-            send(protocol.encode((*reply, duration_ms, max_rss_kb, b"")))
+            send(protocol.encode((*reply, duration_ms, max_rss_kb, pending(), b"")))
 
 
 def _serve_concurrently(
@@ -468,7 +469,7 @@ class _ConcurrentServer(asyncio.Protocol):
             max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             log = output.close()
             assert self._transport is not None
-            self._transport.write(protocol.encode((*reply, duration_ms, max_rss_kb, log)))
+            self._transport.write(protocol.encode((*reply, duration_ms, max_rss_kb, self._capture.pending(), log)))
 
 
 def _context(

@@ -10,11 +10,13 @@ per invocation (`RoutedStream` + `current_output`), since one file cannot tell t
 from __future__ import annotations
 
 import contextvars
+import fcntl
 import io
 import json
 import logging
 import os
 import sys
+import termios
 import time
 import traceback
 from typing import Any
@@ -107,6 +109,14 @@ class OutputCapture:
         raw2 = io.FileIO(2, "wb", closefd=False)
         sys.stdout = io.TextIOWrapper(raw1, encoding="utf-8", errors="backslashreplace", write_through=True)
         sys.stderr = io.TextIOWrapper(raw2, encoding="utf-8", errors="backslashreplace", write_through=True)
+
+    @staticmethod
+    def pending() -> int:
+        """Bytes in the output pipe not yet read by the gateway (a reply's `pending`); -1 if fd 1 cannot say."""
+        try:
+            return int.from_bytes(fcntl.ioctl(1, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder, signed=True)
+        except OSError:
+            return -1
 
 
 class InvocationOutput:
