@@ -325,7 +325,7 @@ def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
                 "is not an async def function: this environment runs one invocation at a time.",
             )
         )
-    err = init_error or {"errorType": None, "errorMessage": "", "stackTrace": None}  # a flat frame: see protocol
+    err: dict[str, Any] = init_error or {"errorType": None, "errorMessage": ""}  # a flat frame: see protocol
     stack = b"" if init_error is None else json.dumps(err["stackTrace"]).encode()
     ready = (protocol.READY, os.getpid(), init_ms, max_concurrency if concurrent else 1, err["errorType"])
     sock.sendall(protocol.encode((*ready, str(err["errorMessage"]), stack)))
