@@ -48,7 +48,7 @@ OUTPUT_LIMIT = protocol.MAX_LOG
 #: reads of an output pipe at a reply or a death: the pipe holds at most ~1 MB, one read takes it all, unless a
 #: process keeps writing (whatever it writes later belongs to the next invocation)
 DRAIN_READS = 2
-#: replies and exits: how much of the socket is read when the zygote reports an exit before the socket's EOF
+#: how much of the socket is read (replies sent before the end) when the zygote reports an exit before its EOF
 EXIT_DRAIN_BYTES = 2 * protocol.MAX_FRAME
 #: one buffer for every read of an output pipe (the loop is single-threaded): a read allocates nothing
 _READ_BUFFER = bytearray(1 << 20)
