@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
 import shutil
 import signal
+import sys
+import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +53,15 @@ OUTPUT_LIMIT = protocol.MAX_LOG
 DRAIN_READS = 2
 #: how much of the socket is read (replies sent before the end) when the zygote reports an exit before its EOF
 EXIT_DRAIN_BYTES = 2 * protocol.MAX_FRAME
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
 #: one buffer for every read of an output pipe (the loop is single-threaded): a read allocates nothing
 _READ_BUFFER = bytearray(1 << 20)
 _READ_VIEW = memoryview(_READ_BUFFER)
@@ -212,7 +224,17 @@ class Environment(asyncio.Protocol):
 
     # -- output -------------------------------------------------------------------------------------------
     def _on_output(self) -> None:
-        """The output pipe is readable (a loop reader): one read's worth into the buffer."""
+        """The output pipe is readable (a loop reader): one read's worth into the buffer. What the pipe holds beyond
+        the last OUTPUT_LIMIT bytes is dropped unread (spliced to /dev/null: no copy), so a function printing
+        gigabytes costs the gateway little more than the system calls."""
+        fd = self._out_fd
+        try:
+            excess = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder) - OUTPUT_LIMIT
+            if excess > 0 and (moved := os.splice(fd, _devnull(), excess)) > 0:
+                self._dropped += len(self._out) + moved  # newer bytes follow: all of the buffer goes too
+                self._out.clear()
+        except OSError:  # no splice here, or the pipe is gone: read it as it is
+            pass
         self._read_output(1)
         if self._dropped and not self._inflight and self._ready.done() and self._reading:
             # Nothing runs, yet output overflows: a background process. Let it wait on a full pipe until the next
