@@ -9,6 +9,7 @@ per invocation (`RoutedStream` + `current_output`), since one file cannot tell t
 
 from __future__ import annotations
 
+import array
 import contextvars
 import fcntl
 import io
@@ -109,14 +110,15 @@ class OutputCapture:
         raw2 = io.FileIO(2, "wb", closefd=False)
         sys.stdout = io.TextIOWrapper(raw1, encoding="utf-8", errors="backslashreplace", write_through=True)
         sys.stderr = io.TextIOWrapper(raw2, encoding="utf-8", errors="backslashreplace", write_through=True)
+        self._count = array.array("i", [0])  # FIONREAD's answer, filled in place: pending() allocates nothing
 
-    @staticmethod
-    def pending() -> int:
+    def pending(self) -> int:
         """Bytes in the output pipe not yet read by the gateway (a reply's `pending`); -1 if fd 1 cannot say."""
         try:
-            return int.from_bytes(fcntl.ioctl(1, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder, signed=True)
+            fcntl.ioctl(1, termios.FIONREAD, self._count, True)
         except OSError:
             return -1
+        return self._count[0]
 
 
 class InvocationOutput:
