@@ -1,32 +1,45 @@
-"""One execution environment: a runtime process, its socket, its in-flight invocations, its deadlines.
+"""One execution environment: a runtime process, its socket, its output pipe, its in-flight invocations, deadlines.
 
 `Environment` is an `asyncio.Protocol` on the gateway's end of the environment's socket: one future per
 invocation, resolved by `data_received`, and no task of its own. Invariants:
 
-- an environment that timed out, sent a bad or oversized frame, or lost its socket is dead for good: its
-  process group is SIGKILLed, every in-flight invocation fails, and it is never used again (a late reply
+- an environment that timed out, sent a bad or oversized frame or a reply nobody waits for, lost its socket, or
+  exited (the zygote says so, even while a process it forked still holds its socket) is dead for good: its
+  process group is SIGKILLed, every in-flight invocation fails at once, and it is never used again (a late reply
   must not answer the next request);
 - `invoke()` returns the RESULT/ERROR frame (with when the payload went out and the reply came back) or
-  raises `InvocationTimeout` / `EnvironmentDied`.
+  raises `InvocationTimeout` / `EnvironmentDied`;
+- output: the environment's fds 1 and 2 are a pipe whose read end is ours, read by a loop reader into a buffer
+  that keeps the last OUTPUT_LIMIT bytes (older ones are counted, and the log says how many were dropped). At a
+  reply the pipe is drained (without blocking: what the environment wrote before replying is in it) and the
+  buffer becomes the reply's log (READY: the Init log); when it dies, what it printed last is `last_output`.
+  Nothing goes to disk, and the gateway holds at most about OUTPUT_LIMIT bytes per environment. While no
+  invocation runs and the buffer has overflowed, reading pauses: a process printing in the background then
+  waits on a full pipe rather than costing the gateway CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
 import shutil
 import signal
-import socket
+import sys
+import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import cgroups, protocol, uids
 from gateway.freezer import Freezer
+
+if TYPE_CHECKING:
+    from gateway.zygote import Forked
 
 log = logging.getLogger("gateway.environment")
 
@@ -34,6 +47,26 @@ log = logging.getLogger("gateway.environment")
 LINGER = 0.1
 #: Lambda gives Init 10 seconds
 INIT_TIMEOUT = 10.0
+#: what one invocation's log keeps of its output (and Init's of its own): the last this many bytes
+OUTPUT_LIMIT = protocol.MAX_LOG
+#: reads of an output pipe at a reply or a death: the pipe holds at most ~1 MB, one read takes it all, unless a
+#: process keeps writing (whatever it writes later belongs to the next invocation)
+DRAIN_READS = 2
+#: how much of the socket is read (replies sent before the end) when the zygote reports an exit before its EOF
+EXIT_DRAIN_BYTES = 2 * protocol.MAX_FRAME
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
+#: one buffer for every read of an output pipe (the loop is single-threaded): a read allocates nothing
+_READ_BUFFER = bytearray(1 << 20)
+_READ_VIEW = memoryview(_READ_BUFFER)
+_READ_BUFFERS = [_READ_BUFFER]
 
 
 class EnvironmentDied(Exception):
@@ -45,6 +78,8 @@ class EnvironmentDied(Exception):
         super().__init__(reason)
         self.reason = reason
         self.exit_status = exit_status
+        #: time.perf_counter() when the gateway learnt of the death: an invocation's Duration ends here
+        self.at = time.perf_counter()
         #: the memory group's peak usage (bytes) when the kernel's OOM killer ended the environment, else None
         self.oom_peak = oom_peak
 
@@ -58,9 +93,13 @@ class Environment(asyncio.Protocol):
 
     __slots__ = (
         "_decoder",
+        "_dropped",
         "_finished",
         "_ids",
         "_inflight",
+        "_out",
+        "_out_fd",
+        "_reading",
         "_ready",
         "_transport",
         "capacity",
@@ -81,7 +120,7 @@ class Environment(asyncio.Protocol):
         "started",
     )
 
-    def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str) -> None:
+    def __init__(self, key: Any, pid: int, exit_status: asyncio.Future[int | None], env_dir: str, output: int) -> None:
         self.key = key
         self.pid = pid
         self.exit_status = exit_status
@@ -105,11 +144,18 @@ class Environment(asyncio.Protocol):
         self._decoder = protocol.FrameDecoder()
         self._inflight: dict[int, asyncio.Future[tuple[list[Any], float]]] = {}
         self._ids = itertools.count(1)
-        self._ready: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[list[Any]] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
+        self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
+        self._dropped = 0  # bytes of it that were dropped
+        self._out_fd = output
+        loop.add_reader(output, self._on_output)
+        self._reading = True
         # Reaped, or its zygote is gone (then its PDEATHSIG is pending, and acts once it is thawed): never frozen again.
         exit_status.add_done_callback(self._exited)
+        exit_status.add_done_callback(self._on_exit)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,8 +173,11 @@ class Environment(asyncio.Protocol):
             kind = frame[0]
             if kind == protocol.RESULT or kind == protocol.ERROR:
                 fut = inflight.pop(frame[1], None)
-                if fut is not None and not fut.done():
-                    fut.set_result((frame, received))
+                if fut is None or fut.done():  # nobody asked: a forged or repeated reply
+                    self.kill(f"unexpected frame: a reply to invocation {frame[1]}, which is not in flight")
+                    return
+                frame[-1] = self.take_output(frame[-1], frame[-2] != 0)
+                fut.set_result((frame, received))
             elif kind == protocol.READY and not self._ready.done():
                 self._ready.set_result(frame)
             else:
@@ -147,6 +196,120 @@ class Environment(asyncio.Protocol):
         else:
             asyncio.get_running_loop().call_later(LINGER, self.kill, "socket closed")
 
+    def _on_exit(self, exit_status: asyncio.Future[int | None]) -> None:
+        """The zygote reaped the process (or was lost): fail what is in flight now, without waiting for the socket's
+        EOF, which a process it forked may hold off for ever. Replies it sent before exiting are read first."""
+        if self._finished:
+            return
+        if not self._drain_socket():  # what it sent was a bad frame: killed already
+            return
+        self.dead = True
+        self.oom_peak = cgroups.out_of_memory(self.env_dir)
+        self._keep_output()
+        self._fail_all("Runtime exited")
+        # Its pid was reaped a moment ago; the group lives on in whatever it forked, and a pid is handed out
+        # again only after the kernel's pid counter wraps: this cannot hit an unrelated group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.kill("exited")
+
+    def _drain_socket(self) -> bool:
+        """Read, without blocking, what the socket holds (at most EXIT_DRAIN_BYTES) and decode it as if it arrived.
+        False if that killed the environment (a bad frame)."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        fd = sock.fileno() if sock is not None else -1
+        left = EXIT_DRAIN_BYTES if fd >= 0 else 0
+        while left > 0 and not self._finished:
+            try:
+                data = os.read(fd, min(left, 1 << 20))
+            except OSError:  # BlockingIOError: all read; others: the socket is gone
+                break
+            if not data:
+                break
+            left -= len(data)
+            self.data_received(data)
+        return not self._finished
+
+    # -- output -------------------------------------------------------------------------------------------
+    def _on_output(self) -> None:
+        """The output pipe is readable (a loop reader): one read's worth into the buffer. What the pipe holds beyond
+        the last OUTPUT_LIMIT bytes is dropped unread (spliced to /dev/null: no copy), so a function printing
+        gigabytes costs the gateway little more than the system calls."""
+        fd = self._out_fd
+        try:
+            excess = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder) - OUTPUT_LIMIT
+            if excess > 0 and (moved := os.splice(fd, _devnull(), excess)) > 0:
+                self._dropped += len(self._out) + moved  # newer bytes follow: all of the buffer goes too
+                self._out.clear()
+        except OSError:  # no splice here, or the pipe is gone: read it as it is
+            pass
+        self._read_output(1)
+        if self._dropped and not self._inflight and self._ready.done() and self._reading:
+            # Nothing runs, yet output overflows: a background process. Let it wait on a full pipe until the next
+            # invocation (or its end) rather than spend the gateway's CPU.
+            asyncio.get_running_loop().remove_reader(self._out_fd)
+            self._reading = False
+
+    def _read_output(self, reads: int) -> None:
+        fd = self._out_fd
+        if fd < 0:
+            return
+        for _ in range(reads):
+            try:
+                n = os.readv(fd, _READ_BUFFERS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                n = 0
+            if n == 0:  # every writer is gone
+                if self._reading:
+                    asyncio.get_running_loop().remove_reader(fd)
+                    self._reading = False
+                return
+            self._append(_READ_VIEW[:n])
+
+    def _append(self, data: bytes | memoryview) -> None:
+        if len(data) >= OUTPUT_LIMIT:
+            self._dropped += len(self._out) + len(data) - OUTPUT_LIMIT
+            self._out[:] = data[-OUTPUT_LIMIT:]
+            return
+        out = self._out
+        out += data
+        excess = len(out) - OUTPUT_LIMIT
+        if excess > 0:
+            del out[:excess]
+            self._dropped += excess
+
+    def take_output(self, extra: bytes = b"", drain: bool = True) -> bytes:
+        """The output since the last call, drained from the pipe (unless not `drain`: the environment said it is
+        empty), then `extra` (a frame's log), within OUTPUT_LIMIT bytes; when some were dropped, it starts at a
+        whole line, after `protocol.truncation_marker`."""
+        if drain:
+            self._read_output(DRAIN_READS)
+        if extra:
+            self._append(extra)
+        out = self._out
+        if not out and not self._dropped:
+            return b""
+        data = bytes(out)
+        out.clear()
+        dropped, self._dropped = self._dropped, 0
+        if dropped:
+            cut = data.find(b"\n", 0, 4096)
+            if cut >= 0:
+                data = data[cut + 1 :]
+                dropped += cut + 1
+            data = protocol.truncation_marker(dropped, OUTPUT_LIMIT) + data
+        return data
+
+    def _close_output(self) -> None:
+        if self._out_fd >= 0:
+            if self._reading:
+                asyncio.get_running_loop().remove_reader(self._out_fd)
+                self._reading = False
+            os.close(self._out_fd)
+            self._out_fd = -1
+
     # -- lifecycle ----------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
@@ -164,7 +327,10 @@ class Environment(asyncio.Protocol):
         except TimeoutError:
             self.kill("init timed out")
             raise InvocationTimeout(f"Init timed out after {timeout:.2f} seconds") from None
-        _, _pid, self.init_ms, self.init_error, self.init_log, self.capacity = frame
+        _, _pid, self.init_ms, self.capacity, error_type, message, stack = frame
+        if error_type is not None:
+            self.init_error = {"errorType": error_type, "errorMessage": message, "stackTrace": stack}
+        self.init_log = self.take_output()
 
     async def invoke(
         self,
@@ -179,6 +345,9 @@ class Environment(asyncio.Protocol):
         if self.dead or self._transport is None:
             raise EnvironmentDied("environment is dead", self.exit_status)
         loop = asyncio.get_running_loop()
+        if not self._reading and self._out_fd >= 0:  # paused while it was idle: see _on_output
+            loop.add_reader(self._out_fd, self._on_output)
+            self._reading = True
         inv_id = next(self._ids)
         fut: asyncio.Future[tuple[list[Any], float]] = loop.create_future()
         self._inflight[inv_id] = fut
@@ -248,29 +417,20 @@ class Environment(asyncio.Protocol):
                 self._transport.abort()
             if reason != "shut down":  # it may have been running an invocation
                 self._keep_output()
+            self._close_output()
             remove_later(self.env_dir)
         if reason.startswith("bad frame") or reason.startswith("unexpected frame"):
             log.warning("environment %s (pid %s) killed: %s", self.key, self.pid, reason)
         self._fail_all(reason)
 
     def _keep_output(self) -> None:
-        """Read what the current invocation printed, before the directory goes (once per environment)."""
+        """Keep what the current invocation printed, before the pipe is closed (once per environment)."""
         if not self.last_output:
-            self.last_output = _read_tail(os.path.join(self.env_dir, "output"))
+            self.last_output = self.take_output()
 
     def shutdown(self) -> None:
         """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""
         self.kill("shut down")
-
-
-def _read_tail(path: str, limit: int = protocol.MAX_LOG) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(size - limit, 0))
-            return f.read()
-    except OSError:
-        return b""
 
 
 #: removals wait for killed processes to leave their cgroups: in threads of their own, not the loop's default
@@ -296,16 +456,14 @@ def _remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def connect(
-    key: Any, pid: int, sock: socket.socket, exit_status: asyncio.Future[int | None], env_dir: str
-) -> Environment:
-    """Wrap a freshly forked environment's socket in an `Environment` protocol."""
+async def connect(key: Any, forked: Forked) -> Environment:
+    """Wrap a freshly forked environment's socket in an `Environment` protocol (which owns its output pipe)."""
     loop = asyncio.get_running_loop()
-    env = Environment(key, pid, exit_status, env_dir)
+    env = Environment(key, forked.pid, forked.exit_status, forked.env_dir, forked.output)
     try:
-        await loop.create_unix_connection(lambda: env, sock=sock)
+        await loop.create_unix_connection(lambda: env, sock=forked.sock)
     except BaseException:
-        sock.close()
+        forked.sock.close()
         env.kill("could not connect")
         raise
     return env

@@ -152,19 +152,17 @@ class Invoker:
         try:
             if env.init_error is not None:
                 err = env.init_error
-                body = orjson.dumps(
-                    {
-                        "errorMessage": err["errorMessage"],
-                        "errorType": err["errorType"],
-                        "requestId": request_id,
-                        "stackTrace": err.get("stackTrace", []),
-                    }
+                # The stack arrives as JSON text and is passed on unparsed, as ERROR frames' bodies are.
+                head = orjson.dumps(
+                    {"errorMessage": err["errorMessage"], "errorType": err["errorType"], "requestId": request_id}
                 )
+                body = head[:-1] + b',"stackTrace":' + (err["stackTrace"] or b"[]") + b"}"
                 if want_log:
                     init_log += f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode()
                 failed = self._outcome(config, request_id, body, err["errorType"], want_log, init_log, b"", init_ms)
                 failed.error_kind = "init"
                 return failed
+            started = time.perf_counter()
             try:
                 frame, written_at, replied_at = await env.invoke(
                     payload, request_id, invoked_arn, client_context, config.timeout
@@ -182,12 +180,13 @@ class Invoker:
                     duration_ms=config.timeout * 1000.0,
                 )
             except EnvironmentDied as exc:
-                return await self._died(config, request_id, exc, want_log, init_log, env.last_output, init_ms)
+                ran_ms = max(exc.at - started, 0.0) * 1000.0  # until it died: REPORT's Duration, as on Lambda
+                return await self._died(config, request_id, exc, want_log, init_log, env.last_output, init_ms, ran_ms)
             if frame[0] == RESULT:
-                _, _, out, duration_ms, rss_kb, output = frame
+                _, _, out, duration_ms, rss_kb, _, output = frame
                 error_type = None
             else:
-                _, _, error_type, out, duration_ms, rss_kb, output = frame
+                _, _, error_type, out, duration_ms, rss_kb, _, output = frame
             outcome = self._outcome(
                 config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )
@@ -252,18 +251,21 @@ class Invoker:
         init_log: bytes = b"",
         output: bytes = b"",
         init_ms: float | None = None,
+        duration_ms: float = 0.0,
     ) -> Outcome:
         """The environment ended without replying: Runtime.OutOfMemory if the OOM killer ended it (its REPORT
         shows the memory group's peak as Max Memory Used), else Runtime.ExitError with how it exited; while the gateway
-        stops, ServiceException (the gateway killed it, not the function's fault)."""
+        stops, ServiceException (the gateway killed it, not the function's fault). `duration_ms` is how long the
+        invocation ran until it died (0 when it died in Init)."""
         if self.stopping:
             raise ServiceException(STOPPED)
         status = await self._exit_status(exc)
         what = f"Runtime exited with error: {status}"
+        args = (config, request_id)
         if exc.oom_peak is None or status != "signal: killed":  # the OOM killer may have ended a child before
-            return self._failed(config, request_id, "Runtime.ExitError", what, want_log, init_log, output, init_ms)
+            return self._failed(*args, "Runtime.ExitError", what, want_log, init_log, output, init_ms, duration_ms)
         rss_kb = exc.oom_peak // 1024 or config.memory_size * 1024  # no peak recorded (cgroup v2 before 5.19)
-        return self._failed(config, request_id, OUT_OF_MEMORY, what, want_log, init_log, output, init_ms, rss_kb=rss_kb)
+        return self._failed(*args, OUT_OF_MEMORY, what, want_log, init_log, output, init_ms, duration_ms, rss_kb)
 
     @staticmethod
     async def _exit_status(exc: EnvironmentDied) -> str:

@@ -215,8 +215,7 @@ class Pool:
         }
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
-            pid, sock, exit_status, env_dir = await self.zygote.fork(spec)
-            env = await connect((config.name, config.version), pid, sock, exit_status, env_dir)
+            env = await connect((config.name, config.version), await self.zygote.fork(spec))
         except BaseException:
             self.spawning -= 1
             raise
@@ -230,7 +229,7 @@ class Pool:
             env.kill("init failed")
             raise
         if self.freezing is not None and self.zygote.jailed and self.zygote.sandbox.freezes and not env.dead:
-            env.freezer = Freezer.open(self.zygote.sandbox.cgroups, os.path.basename(env_dir))
+            env.freezer = Freezer.open(self.zygote.sandbox.cgroups, os.path.basename(env.env_dir))
         return env
 
     # -- provisioned concurrency -------------------------------------------------------------------

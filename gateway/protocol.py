@@ -5,17 +5,28 @@ kind (the length lets a reader refuse an oversized frame before buffering it). I
 several invocations can be in flight on one connection and replies may come back in any order. Event
 and result payloads travel as raw `bytes` (JSON text): neither side re-encodes user JSON.
 
-    READY    [READY, pid, init_ms, init_error | None, init_log, capacity]    environment -> gateway, once
+    READY    [READY, pid, init_ms, capacity, error_type | None, error_message, stack_trace]   env -> gateway, once
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
-    RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, log]
-    ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, log]
+    RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, pending, log]
+    ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, pending, log]
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
 
-`init_error` is a map {errorType, errorMessage, stackTrace}; `error_body` is the JSON error document
-Lambda returns to the caller. `log` / `init_log` are the captured output of the invocation / of Init.
-`capacity` is how many invocations the environment runs at once (more than 1 only for async handlers that
-opted in); the gateway never sends it more.
+READY's `error_type` is None when Init succeeded; else `error_message` is the message and `stack_trace` the JSON
+array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
+the JSON error document Lambda returns to the caller). `log` is output of the invocation that did not go through
+the environment's output pipe (concurrent mode: what each invocation wrote to sys.stdout/sys.stderr), at most
+`MAX_LOG` bytes of it, marked as cut by `truncation_marker` when it was longer. `pending` is how many bytes the
+output pipe held when the reply was sent (FIONREAD; -1 when unknown): with 0 the gateway need not read the pipe
+before answering (the hot path: most invocations print nothing, and a read that finds nothing still costs a system
+call); a function that lies about it only moves its own output to its next invocation's log. `capacity` is how
+many invocations the environment runs at once (more than 1 only for async handlers that opted in); the gateway
+never sends it more.
+
+Frames from an environment (READY, RESULT, ERROR) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
+array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
+containers. So decoding costs time linear in the frame's size and builds at most a handful of objects, whatever a
+hostile function writes on its socket: a nested structure is refused at its second array, before it is built.
 The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
@@ -44,16 +55,53 @@ MAX_PAYLOAD = 6 * 1024 * 1024
 MAX_LOG = 256 * 1024
 MAX_FRAME = MAX_PAYLOAD + MAX_LOG + 64 * 1024
 
+#: the longest string (in UTF-8 bytes) a frame from an environment may hold: an error message of Lambda's
+#: 256 KB limit in characters, 4 bytes each at worst
+MAX_STR = 4 * MAX_LOG + 1024
+
+#: frames up to this size are decoded without limits: at one byte per object they build at most that many objects,
+#: and a nested one then fails the type check (the hot path's replies are small: the limits cost ~3 us a frame)
+SMALL_FRAME = 512
+#: a frame larger than this that arrives in pieces is copied into a buffer of its size as they come
+LARGE_FRAME = 64 * 1024
+
 _NUM = (int, float)
+_NONE = type(None)
 #: the type of each field after the kind, per kind
 _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
-    READY: (int, _NUM, (dict, type(None)), bytes, int),
-    INVOKE: (int, bytes, int, str, str, (bytes, type(None))),
-    RESULT: (int, bytes, _NUM, int, bytes),
-    ERROR: (int, str, bytes, _NUM, int, bytes),
+    READY: (int, _NUM, int, (str, _NONE), str, bytes),
+    INVOKE: (int, bytes, int, str, str, (bytes, _NONE)),
+    RESULT: (int, bytes, _NUM, int, int, bytes),
+    ERROR: (int, str, bytes, _NUM, int, int, bytes),
     SHUTDOWN: (),
     SPEC: (dict,),
 }
+
+
+class Peer:
+    """What a decoder accepts from one side: its frame kinds, and msgpack limits (`flat`: no nested arrays)."""
+
+    __slots__ = ("flat", "kinds", "limits")
+
+    def __init__(self, kinds: frozenset[int], limits: dict[str, int], flat: bool) -> None:
+        self.kinds = kinds
+        self.limits = limits
+        self.flat = flat
+
+
+#: frames the gateway reads from an environment (hostile code may write anything on that socket)
+FROM_ENVIRONMENT = Peer(
+    frozenset({READY, RESULT, ERROR}),
+    {"max_array_len": 8, "max_map_len": 0, "max_str_len": MAX_STR, "max_bin_len": MAX_FRAME, "max_ext_len": 0},
+    flat=True,
+)
+#: frames an environment reads from the gateway (trusted: SPEC holds the function's configuration as a map)
+FROM_GATEWAY = Peer(frozenset({INVOKE, SHUTDOWN, SPEC}), {}, flat=False)
+
+
+def truncation_marker(dropped: int, limit: int = MAX_LOG) -> bytes:
+    """The line that stands where an invocation's log lost its first `dropped` bytes (it keeps its last `limit`)."""
+    return f"[gateway] {dropped} bytes of earlier output dropped: an invocation's log keeps its last {limit}\n".encode()
 
 
 class ProtocolError(Exception):
@@ -85,27 +133,38 @@ class FrameDecoder:
 
     Raises ProtocolError as soon as a length prefix announces more than `max_frame` bytes, on bytes that
     are not msgpack, and on a frame of unknown kind, wrong arity or wrong field types. After an error the
-    decoder is unusable. A partial frame is kept as a list of chunks and joined once, when complete, so a
-    large frame costs linear time however it is split.
+    decoder is unusable. A partial frame is kept as a list of chunks and joined once, when complete, or, when
+    larger than LARGE_FRAME, copied into a buffer of its size as it arrives (so its completion costs the decode
+    alone); either way a large frame costs linear time however it is split.
     """
 
-    __slots__ = ("_chunks", "_have", "_max", "_need")
+    __slots__ = ("_arrays", "_chunks", "_have", "_kinds", "_large", "_limits", "_max", "_need")
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, peer: Peer = FROM_ENVIRONMENT, max_frame: int = MAX_FRAME) -> None:
         self._max = max_frame
+        self._kinds = peer.kinds
+        self._limits: dict[str, Any] = dict(peer.limits)
+        if peer.flat:
+            self._limits["list_hook"] = self._one_array
+        self._arrays = 0
+        self._large: bytearray | None = None  # a large frame under way, its length prefix included
         self._chunks: list[bytes] = []
         self._have = 0  # bytes in _chunks
         self._need = 0  # bytes _chunks must reach before parsing can progress
 
     def feed(self, data: bytes) -> list[list[Any]]:
+        frames: list[list[Any]] = []
+        if self._large is not None:
+            data = self._fill(data, frames)
+            if not data:
+                return frames
         if self._chunks:
             self._chunks.append(data)
             self._have += len(data)
             if self._have < self._need:
-                return []
+                return frames
             data = b"".join(self._chunks)
             self._chunks = []
-        frames: list[list[Any]] = []
         view = memoryview(data)
         pos = 0
         end = len(data)
@@ -116,25 +175,60 @@ class FrameDecoder:
                 raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self._max}")
             if end - pos - 4 < size:
                 break
-            try:
-                frame = _unpackb(view[pos + 4 : pos + 4 + size], raw=False, use_list=True)
-            except Exception as exc:  # FormatError, ExtraData, StackError, ValueError ...
-                raise ProtocolError(f"undecodable frame: {exc!r}") from None
-            _check(frame)
-            frames.append(frame)
+            frames.append(self._decode(view[pos + 4 : pos + 4 + size]))
             pos += 4 + size
         if pos < end:
-            rest = data[pos:]
-            self._chunks = [rest]
-            self._have = len(rest)
-            self._need = 4 + size if self._have >= 4 else 4
+            rest = end - pos
+            if rest >= 4 and size > LARGE_FRAME:  # copied in place as it arrives: no big join at its end
+                self._large = bytearray(4 + size)
+                self._large[:rest] = view[pos:]
+                self._have = rest
+            else:
+                self._chunks = [data[pos:]]
+                self._have = rest
+                self._need = 4 + size if rest >= 4 else 4
         return frames
 
+    def _fill(self, data: bytes, frames: list[list[Any]]) -> bytes:
+        """Copy `data` into the large frame under way; decode it once complete. Returns the bytes after it."""
+        buf = self._large
+        assert buf is not None
+        have = self._have
+        take = min(len(buf) - have, len(data))
+        buf[have : have + take] = memoryview(data)[:take]
+        self._have = have + take
+        if self._have < len(buf):
+            return b""
+        self._large = None
+        self._have = 0
+        frames.append(self._decode(memoryview(buf)[4:]))
+        return data[take:]
 
-def _check(frame: Any) -> None:
+    def _decode(self, body: memoryview) -> list[Any]:
+        try:
+            if len(body) <= SMALL_FRAME:  # cannot hold more than a few hundred objects: skip the limits' cost
+                frame = _unpackb(body, raw=False, use_list=True)
+            else:
+                self._arrays = 0
+                frame = _unpackb(body, raw=False, use_list=True, **self._limits)
+        except Exception as exc:  # FormatError, ExtraData, StackError, ValueError, limits, nesting ...
+            raise ProtocolError(f"undecodable frame: {str(exc)[:200]}") from None
+        _check(frame, self._kinds)
+        return frame  # type: ignore[no-any-return]
+
+    def _one_array(self, array: list[Any]) -> list[Any]:
+        """msgpack's list_hook, called as each array is complete (innermost first): the frame itself must be the
+        only one, so a second call means nesting, refused after building at most one small inner array."""
+        self._arrays += 1
+        if self._arrays > 1:
+            raise ProtocolError("nested containers in a frame")
+        return array
+
+
+def _check(frame: Any, kinds: frozenset[int]) -> None:
     if type(frame) is not list or not frame or type(frame[0]) is not int:
         raise ProtocolError(f"malformed frame: {str(frame)[:200]}")
-    schema = _SCHEMA.get(frame[0])
+    schema = _SCHEMA.get(frame[0]) if frame[0] in kinds else None
     if schema is None or len(frame) != len(schema) + 1:
         raise ProtocolError(f"unknown kind or wrong arity: {str(frame)[:200]}")
     for value, kind in zip(frame[1:], schema, strict=True):

@@ -2,8 +2,9 @@
 
 One `Zygote` per interpreter. `fork(spec)` turns the zygote's spare (announced with its socket, already forked
 and prepared) into the environment by writing the spec on that socket, without a round trip; when there is no
-spare it hands the zygote one end of a fresh socketpair over the control socket (SCM_RIGHTS) and waits for the
-fork. Either way it returns the environment's pid, the gateway's end of its socket, and its directory. The
+spare it hands the zygote one end of a fresh socketpair and the write end of a fresh output pipe over the control
+socket (SCM_RIGHTS) and waits for the fork. Either way it returns a `Forked`: the environment's pid, the gateway's
+end of its socket, its exit status to come, its directory, and the read end of its output pipe (fds 1 and 2). The
 gateway itself never forks. If the zygote dies, pending forks fail, `supervise()` restarts it with back-off,
 and environments it had forked die with it (their PDEATHSIG), which the pools see as crashes.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -24,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -41,10 +43,34 @@ FORK_FAILED = 4
 EXITED = 5
 SPARE = 6
 TAKEN = 7
+STOP = 8
+
+#: room in an environment's output pipe (as the zygote's own, runtimes/python/zygote.py)
+OUTPUT_PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: seconds a fork waits for a (re)starting zygote before the invocation fails with ServiceException
 READY_WAIT = 3.0
+
+
+class Forked(NamedTuple):
+    """A new environment, the gateway's to connect (gateway.environment.connect) and to close."""
+
+    pid: int
+    sock: socket.socket
+    exit_status: asyncio.Future[int | None]
+    env_dir: str
+    output: int  # the read end of its output pipe, non-blocking
+
+
+def output_pipe() -> tuple[int, int]:
+    """A fresh output pipe: (read end, non-blocking; write end, for the environment). Both close-on-exec."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(read_end, False)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(read_end, F_SETPIPE_SZ, OUTPUT_PIPE_SIZE)
+    return read_end, write_end
 
 
 class ZygoteUnavailable(Exception):
@@ -99,8 +125,8 @@ class Zygote:
         self.on_fork: Callable[[float], None] | None = None
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
-        #: the zygote's spare, ready to become an environment: (pid, our end of its socket, its exit, its directory)
-        self._spare: tuple[int, socket.socket, asyncio.Future[int | None], str] | None = None
+        #: the zygote's spare, ready to become an environment
+        self._spare: Forked | None = None
 
     @property
     def ready(self) -> bool:
@@ -163,8 +189,9 @@ class Zygote:
                 return
             msg = msgpack.unpackb(data, raw=False)
             kind = msg[0]
-            if kind == SPARE and len(fds) == 1:
-                self._on_spare(msg[1], socket.socket(fileno=fds[0]), msg[2])
+            if kind == SPARE and len(fds) == 2:
+                os.set_blocking(fds[1], False)
+                self._on_spare(msg[1], socket.socket(fileno=fds[0]), msg[2], fds[1])
                 continue
             for fd in fds:  # no other message carries a descriptor
                 os.close(fd)
@@ -211,31 +238,33 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
             remove_later(env_dir)
 
-    def _on_spare(self, pid: int, sock: socket.socket, env_dir: str) -> None:
+    def _on_spare(self, pid: int, sock: socket.socket, env_dir: str, output: int) -> None:
         self._drop_spare()
         exit_fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._exits[pid] = exit_fut
-        self._spare = (pid, sock, exit_fut, env_dir)
+        self._spare = Forked(pid, sock, exit_fut, env_dir, output)
 
     def _drop_spare(self) -> None:
         """Forget the spare (it died, or the zygote did) and remove its directory, which is ours from its
         announcement on, once it has exited: closing our end of its socket makes a live one exit, and until then it
         may still be making its directory and cgroups."""
         if self._spare is not None:
-            _, sock, exit_fut, env_dir = self._spare
+            _, sock, exit_fut, env_dir, output = self._spare
             sock.close()
+            os.close(output)
             exit_fut.add_done_callback(lambda _: remove_later(env_dir))
             self._spare = None
 
-    def _take_spare(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str] | None:
+    def _take_spare(self, spec: dict[str, Any]) -> Forked | None:
         """Turn the spare into an environment running `spec`: write the SPEC frame, tell the zygote. None if none."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
         assert self._sock is not None  # fork() checked: the zygote is ready
-        pid, sock, exit_fut, env_dir = spare
+        pid, sock, exit_fut, env_dir, output = spare
         if exit_fut.done():
             sock.close()
+            os.close(output)
             remove_later(env_dir)
             return None
         frame = protocol.encode([protocol.SPEC, spec])
@@ -250,6 +279,7 @@ class Zygote:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             sock.close()
+            os.close(output)
             remove_later(env_dir)
             return None
         return spare
@@ -272,8 +302,8 @@ class Zygote:
                 exit_fut.set_result(None)
         self._exits.clear()
 
-    async def fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str]:
-        """Fork an environment. Returns (pid, the gateway's socket end, a future of its wait status, its directory).
+    async def fork(self, spec: dict[str, Any]) -> Forked:
+        """Fork an environment (see `Forked`; the caller owns its socket and output descriptor).
 
         While the zygote (re)starts, waits up to READY_WAIT seconds for it; a fork that failed (the zygote died
         during it, or could not fork) is tried once more, waiting again. Raises ZygoteUnavailable when that is not
@@ -286,7 +316,7 @@ class Zygote:
                 raise
             return await self._fork(spec)
 
-    async def _fork(self, spec: dict[str, Any]) -> tuple[int, socket.socket, asyncio.Future[int | None], str]:
+    async def _fork(self, spec: dict[str, Any]) -> Forked:
         if not self._ready.is_set() and not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), READY_WAIT)
@@ -299,27 +329,36 @@ class Zygote:
                 self.on_fork(time.perf_counter() - started)
             return taken
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            out_r, out_w = output_pipe()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         req_id = next(self._req_ids)
         fut: asyncio.Future[tuple[int, asyncio.Future[int | None], str]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:
             data = msgpack.packb([FORK, req_id, spec], use_bin_type=True)
-            fds = array.array("i", [theirs.fileno()])
+            fds = array.array("i", [theirs.fileno(), out_w])
             await self._send_with_fd(data, fds)
         except BaseException:
             self._pending.pop(req_id, None)
             ours.close()
+            os.close(out_r)
             raise
         finally:
             theirs.close()
+            os.close(out_w)
         try:
             pid, exit_fut, env_dir = await fut
         except BaseException:
             ours.close()
+            os.close(out_r)
             raise
         if self.on_fork is not None:
             self.on_fork(time.perf_counter() - started)
-        return pid, ours, exit_fut, env_dir
+        return Forked(pid, ours, exit_fut, env_dir, out_r)
 
     async def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:
         """Send one packet with descriptors; if the socket buffer is full (rare), wait until it is writable."""
@@ -371,6 +410,9 @@ class Zygote:
         """Stop the zygote: close its control socket (it exits on EOF), then kill it if it lingers."""
         self._closing = True
         proc = self._proc
+        if self._sock is not None:  # a stop, not a death: the zygote then sweeps nothing (a one-byte-ish write)
+            with contextlib.suppress(OSError):
+                self._sock.send(msgpack.packb([STOP], use_bin_type=True))
         self._on_lost()
         if proc is None or proc.returncode is not None:
             return

@@ -298,3 +298,16 @@ def gone(pids: set[int], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return not any(alive(pid) for pid in pids)
+
+
+def env_dir_of(envs_root: Path, pid: int) -> Path | None:
+    """The directory (under `envs_root`) of the environment `pid`: its name appears in the process's cgroups or in its
+    mounts (its private /tmp or its jail's root); None when neither shows it (no cgroups and no mount namespace)."""
+    try:
+        seen = Path(f"/proc/{pid}/cgroup").read_text() + Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return None
+    for entry in envs_root.iterdir():
+        if entry.name in seen:
+            return entry
+    return None

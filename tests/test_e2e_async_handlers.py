@@ -223,8 +223,7 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
         "ephemeral_storage": 512,
         "network": True,
     }
-    pid, sock, exit_status, env_dir = await zygote.fork(spec)
-    env = await connect(("f", "$LATEST"), pid, sock, exit_status, env_dir)
+    env = await connect(("f", "$LATEST"), await zygote.fork(spec))
     try:
         await env.wait_ready()
         yield env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import threading
@@ -203,3 +204,77 @@ def test_output_before_a_crash_is_kept(lam: Any, fname: str) -> None:
     assert "last words" in log
     assert "Runtime exited with error: exit status 7" in log
     assert "Status: error\tError Type: Runtime.ExitError" in log
+
+
+def test_a_crash_is_reported_at_once_while_a_forked_child_holds_the_socket(lam: Any, fname: str) -> None:
+    """The runtime's socket stays open in a forked child: its exit, not the socket's EOF, ends the invocation."""
+    source = """
+import ctypes, os, time
+def lambda_handler(event, context):
+    print("before the fork", flush=True)
+    if os.fork() == 0:
+        ctypes.CDLL(None).prctl(15, event["name"].encode(), 0, 0, 0)
+        time.sleep(30)
+        os._exit(0)
+    time.sleep(0.2)  # the child has named itself
+    os._exit(1)
+"""
+    create_function(lam, fname, source, Timeout=15)
+    name = _unique_name()
+    start = time.monotonic()
+    resp = lam.invoke(FunctionName=fname, Payload=json.dumps({"name": name}).encode(), LogType="Tail")
+    elapsed = time.monotonic() - start
+    body = json.loads(resp["Payload"].read())
+    assert elapsed < 1.0, elapsed  # was the timeout (15 s) while the child held the socket
+    assert body["errorType"] == "Runtime.ExitError" and body["errorMessage"].endswith("exit status 1")
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "before the fork" in log
+    duration = float(log.split("\tDuration: ")[1].split(" ms")[0])
+    assert 150 < duration < 1000, log  # how long it ran until it exited
+    child = _find(name, timeout=0.5)
+    assert child is None or _wait_dead(child), "the forked child outlived its environment"
+    resp, _ = invoke_json(lam, fname, {"name": _unique_name()})  # a new environment serves the next one
+    assert resp["FunctionError"] == "Unhandled"
+
+
+BOMB_SOURCE = GARBLE_SOURCE.replace(
+    "    import time; time.sleep(5)",
+    """    if event.get("how") == "bomb":
+        import msgpack  # the runtime's own
+        tree = [1] * 8
+        for _ in range(6):
+            tree = [tree] * 8  # 2.4 MB of msgpack, 300k lists once unpacked
+        body = msgpack.packb([3, 1, tree, 1.0, 1, 0, b""])
+        os.write(fd, len(body).to_bytes(4, "big") + body)
+    import time; time.sleep(5 if event else 0)""",
+)
+
+
+def test_a_frame_with_a_huge_nested_field_kills_its_environment_quickly(lam: Any, fname: str) -> None:
+    """Such a frame used to cost the gateway ~0.5 s of its event loop; others' invocations must not notice."""
+    create_function(lam, fname, BOMB_SOURCE, Timeout=10)
+    create_function(lam, f"{fname}-other", "def lambda_handler(e, c):\n    return e\n")
+    invoke_json(lam, fname)
+    invoke_json(lam, f"{fname}-other")
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def other() -> None:
+        while not stop.is_set():
+            start = time.monotonic()
+            invoke_json(lam, f"{fname}-other", {"n": 1})
+            latencies.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        for _ in range(3):
+            start = time.monotonic()
+            _, body = invoke_json(lam, fname, {"how": "bomb"})
+            assert time.monotonic() - start < 1.0
+            assert body["errorType"] == "Runtime.ExitError"
+    finally:
+        stop.set()
+        thread.join()
+    assert latencies and max(latencies) < 0.3, sorted(latencies)[-5:]
+    assert "FunctionError" not in invoke_json(lam, fname)[0]

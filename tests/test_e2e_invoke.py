@@ -357,3 +357,15 @@ def test_huge_error_message_is_cut_not_fatal(lam: Any, fname: str) -> None:
 def test_json_that_orjson_refuses_but_lambda_accepts(gateway: RunningGateway, echo: str) -> None:
     status, _, _ = gateway.request("POST", f"/2015-03-31/functions/{echo}/invocations", b'{"a": 1e400}')
     assert status == 200
+
+
+@pytest.mark.parametrize("depth", [1025, 100_000])
+def test_deeply_nested_json_is_400_not_500(gateway: RunningGateway, echo: str, depth: int) -> None:
+    path = f"/2015-03-31/functions/{echo}/invocations"
+    for body in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"[" * depth):
+        status, headers, answer = gateway.request("POST", path, body)
+        assert status == 400, answer[:200]
+        assert headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
+        assert json.loads(answer)["message"].startswith("Could not parse request body into json")
+    status, _, _ = gateway.request("POST", path, b"[" * 100 + b"]" * 100)  # nesting within limits is fine
+    assert status == 200

@@ -18,6 +18,7 @@ from tests.conftest import (
     create_function,
     descendants,
     direct_children,
+    env_dir_of,
     free_port,
     gone,
     invoke_json,
@@ -175,8 +176,9 @@ def test_a_spare_environment_waits_for_each_cold_start_and_its_loss_costs_nothin
     assert _wait_for(lambda: len(direct_children(zygote) - {spare}) == 1), "the spare was not replaced"
     (replacement,) = direct_children(zygote) - {spare}
 
-    spare_dir = Path(os.readlink(f"/proc/{replacement}/fd/1")).parent  # prepared ahead: <envs>/<id>/output
-    assert spare_dir.parent == gw.data_dir / "envs" and (spare_dir / "output").is_file()
+    assert _wait_for(lambda: env_dir_of(gw.data_dir / "envs", replacement))  # prepared ahead: <envs>/<id>
+    spare_dir = env_dir_of(gw.data_dir / "envs", replacement)
+    assert spare_dir is not None and spare_dir.is_dir()
     os.kill(replacement, signal.SIGKILL)  # a lost spare is replaced, and cold starts go on working
     assert _wait_for(lambda: replacement not in direct_children(zygote))
     assert _wait_for(lambda: not spare_dir.exists()), "the lost spare's directory was left behind"

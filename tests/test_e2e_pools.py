@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, create_function, invoke_json, make_zip
+from tests.conftest import GatewayFactory, create_function, env_dir_of, invoke_json, make_zip
 from tests.test_e2e_failures import _alive
 
 PID_SOURCE = """
@@ -66,8 +65,10 @@ def test_idle_environments_are_reaped(gateway_factory: GatewayFactory) -> None:
     create_function(lam, "reaped", PID_SOURCE)
     body = invoke_json(lam, "reaped")[1]
     assert gw.health()["environments"] == 1
-    env_dir = Path(os.readlink(f"/proc/{body['pid']}/fd/1")).parent  # fds 1 and 2 write to <env dir>/output
-    assert env_dir.parent == gw.data_dir / "envs" and (env_dir / "output").is_file()
+    env_dir = env_dir_of(gw.data_dir / "envs", body["pid"])
+    if env_dir is None:
+        pytest.skip("no cgroups and no mount namespace here: nothing names the environment's directory")
+    assert env_dir.is_dir()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (gw.health()["environments"] or env_dir.exists()):
         time.sleep(0.1)

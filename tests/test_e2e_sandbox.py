@@ -142,6 +142,8 @@ def test_out_of_memory_is_reported_as_lambda_does(gateway_factory: GatewayFactor
     report = log[log.index("REPORT") :]
     used = int(report.split("Max Memory Used: ")[1].split(" MB")[0])
     assert 100 <= used <= 129, report  # the memory group's peak: at the limit
+    duration = float(report.split("Duration: ")[1].split(" ms")[0])
+    assert duration > 1.0, report  # how long it ran until the OOM killer ended it, not 0.00
     assert "Status: error\tError Type: Runtime.OutOfMemory" in report
     resp, out = invoke_json(lam, "hog", {"mb": 10})  # a new environment serves the next invocation
     assert "FunctionError" not in resp and out == 10

@@ -39,13 +39,17 @@ _TOO_LARGE = f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the Inv
 
 
 def _check_json(payload: bytes) -> None:
-    """400 unless `payload` is JSON. orjson is strict (no lone surrogates, no 1e400): ask json before refusing."""
+    """400 unless `payload` is JSON. orjson is strict (no lone surrogates, no 1e400): ask json before refusing.
+
+    Nesting deeper than orjson's limit (1024) is refused too, as Lambda refuses it (its parser stops at 1000):
+    json's C decoder then stops at the interpreter's recursion limit with a RecursionError, which is the caller's
+    fault (400), not ours (500)."""
     try:
         orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         try:
             json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidRequestContentException(
                 f"Could not parse request body into json: Could not parse payload into json: {exc}"
             ) from None

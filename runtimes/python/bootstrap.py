@@ -7,17 +7,17 @@ environment), then answer every INVOKE with exactly one RESULT or ERROR frame ca
 Two ways to serve, chosen once after Init:
 
 - sequential (the default, and the hot path): a blocking loop runs one invocation at a time. Output
-  written to fds 1 and 2 (print, logging, subprocesses) goes to one file that is read back and emptied
-  after each invocation and shipped in the reply.
+  written to fds 1 and 2 (print, logging, subprocesses) goes down the output pipe, which the gateway reads
+  (runtimes/python/output.py): nothing of it travels in the reply.
 - concurrent (`spec["max_concurrency"] > 1` and an `async def` handler, Lambda's
   PerExecutionEnvironmentMaxConcurrency): an asyncio loop runs each INVOKE as a task, at most
   `max_concurrency` at once (extras wait in a semaphore), and replies as each finishes. Every
   invocation has its own context, deadline and request id (in log lines, via a ContextVar), and its own
   output: `sys.stdout`/`sys.stderr` append to the current invocation's buffer. Limit: what bypasses
   `sys.stdout` (subprocesses, C extensions writing to fd 1, threads that do not carry the invocation's
-  context) goes to the shared file and is shipped with whichever invocation finishes next; and when the
+  context) goes down the output pipe and is shipped with whichever invocation finishes next; and when the
   environment is killed (a timeout, a crash) the buffered output of the invocations in flight is lost,
-  only what reached the shared file is left for the gateway to report.
+  only what went down the pipe is left for the gateway to report.
 
 With `max_concurrency > 1` and a plain `def` handler, invocations run sequentially (Lambda requires
 async handlers for this) and the init log says so.
@@ -57,7 +57,6 @@ from runtimes.python.output import current_request_id as _request_id
 from runtimes.python.output import format_stack as _format_stack
 from runtimes.python.output import log_line as _log_line
 from runtimes.python.output import route_output as _route_output
-from runtimes.python.output import tail as _tail
 
 #: error documents are cut to fit a frame: Lambda's own limits are of this order
 MAX_ERROR_MESSAGE = 256 * 1024
@@ -194,8 +193,8 @@ class Prepared:
 
 
 def rlimits_for(memory_mb: int, tmp_mb: int, jailed: bool) -> dict[int, tuple[int, int]]:
-    """Limits set once the configuration is known. Always: the size of any one file written (EphemeralStorage: it
-    also bounds what one invocation can print). Without a jail, which has cgroups and a /tmp of that size, the limits
+    """Limits set once the configuration is known. Always: the size of any one file written (EphemeralStorage; output
+    goes down a pipe, which this does not limit). Without a jail, which has cgroups and a /tmp of that size, the limits
     that stand in for them (a weaker guarantee, see SECURITY.md): address space (MemoryError rather than an OOM kill;
     the headroom is for what a process maps but does not use: thread stacks, malloc arenas), and CPU time as a
     backstop for the processes a handler starts, which the gateway's timeout may not reach (the environment itself
@@ -213,15 +212,18 @@ def _extend_cpu_backstop(signum: int, frame: Any) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft + CPU_BACKSTOP_SECONDS, hard))
 
 
-def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation, connect: bool = True) -> Prepared:
+def prepare(
+    zygote_pid: int, env_dir: str, output_fd: int, rehearse: bool, isolation: Isolation, connect: bool = True
+) -> Prepared:
     """The part of an environment's set-up that needs no spec, done ahead of demand in a spare child of the
     zygote: own session and process group, death with the zygote, no new privileges, batch scheduling (a woken
-    environment never preempts the gateway), rlimits, its directory (`env_dir`: the `output` file that fds 1 and
-    2 now point at), its own cgroups and, with `isolation.jail_expose`, its jail (sealed later, with its uid); or
-    without a jail, `tmp/` under `env_dir` bind-mounted at /tmp in a private mount namespace when
-    `isolation.private_tmp`; then the first part of the seccomp filter; and with `rehearse` (nobody is waiting yet) a
-    dry run of the set-up and invoke paths. A jail's network namespace is connected to the gateway's bridge unless
-    not `connect` (the spec, known already, says GATEWAY_NETWORK=none: no veth pair to make and remove)."""
+    environment never preempts the gateway), rlimits, its directory (`env_dir`), fds 1 and 2 on `output_fd` (the
+    write end of the output pipe whose read end the gateway holds), its own cgroups and, with
+    `isolation.jail_expose`, its jail (sealed later, with its uid); or without a jail, `tmp/` under `env_dir`
+    bind-mounted at /tmp in a private mount namespace when `isolation.private_tmp`; then the first part of the
+    seccomp filter; and with `rehearse` (nobody is waiting yet) a dry run of the set-up and invoke paths. A jail's
+    network namespace is connected to the gateway's bridge unless not `connect` (the spec, known already, says
+    GATEWAY_NETWORK=none: no veth pair to make and remove)."""
     os.setsid()
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(1)
@@ -238,7 +240,7 @@ def prepare(zygote_pid: int, env_dir: str, rehearse: bool, isolation: Isolation,
         except (ValueError, OSError):
             pass
     os.makedirs(env_dir, mode=0o700, exist_ok=True)
-    capture = _OutputCapture(os.path.join(env_dir, "output"))  # opened before /tmp may be replaced
+    capture = _OutputCapture(output_fd)
     prepared = Prepared(env_dir, os.path.join(env_dir, "tmp"), capture, zygote_pid, None)
     try:
         if isolation.cgroups is not None:
@@ -291,12 +293,12 @@ def _rehearse() -> None:
     logging.getLogger().setLevel(logging.WARNING)
     importlib.invalidate_caches()
     frame = (protocol.INVOKE, 1, b'{"k": [1, 2.5, "s", null, true]}', 0, "rid", "arn", None)
-    for _, _, payload, deadline_ms, request_id, arn, client_context in protocol.FrameDecoder().feed(
-        protocol.encode(frame)
-    ):
+    for _, _, payload, deadline_ms, request_id, arn, client_context in protocol.FrameDecoder(
+        protocol.FROM_GATEWAY
+    ).feed(protocol.encode(frame)):
         _context(request_id, arn, deadline_ms, client_context, saved)
         reply = _result_reply(1, request_id, json.loads(payload))
-        protocol.encode((*reply, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, b""))
+        protocol.encode((*reply, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0, b""))
 
 
 def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
@@ -356,8 +358,10 @@ def run(fd: int, spec: dict[str, Any], prepared: Prepared) -> None:
                 "is not an async def function: this environment runs one invocation at a time.",
             )
         )
-    ready = (protocol.READY, os.getpid(), init_ms, init_error, capture.take(), max_concurrency if concurrent else 1)
-    sock.sendall(protocol.encode(ready))
+    err: dict[str, Any] = init_error or {"errorType": None, "errorMessage": ""}  # a flat frame: see protocol
+    stack = b"" if init_error is None else json.dumps(err["stackTrace"]).encode()
+    ready = (protocol.READY, os.getpid(), init_ms, max_concurrency if concurrent else 1, err["errorType"])
+    sock.sendall(protocol.encode((*ready, str(err["errorMessage"]), stack)))
     if handler is None:
         os._exit(0)
     if concurrent:
@@ -389,7 +393,7 @@ def _serve(
     environ: dict[str, str],
 ) -> NoReturn:
     """Sequential mode's main (the hot path): one invocation at a time, blocking reads and writes."""
-    decoder = protocol.FrameDecoder()
+    decoder = protocol.FrameDecoder(protocol.FROM_GATEWAY)
     # One receive buffer for the life of the process: recv(n) would allocate (and, for a large n, mmap and
     # page-fault in) n fresh bytes on every call.
     buffer = bytearray(RECV_BUFFER)
@@ -398,6 +402,7 @@ def _serve(
     send = sock.sendall
     getrusage = resource.getrusage
     perf = time.perf_counter
+    pending = capture.pending
     while True:
         received = recv_into(buffer)
         if not received:
@@ -415,7 +420,8 @@ def _serve(
                 reply = _exception_reply(inv_id, request_id, exc)
             duration_ms = (perf() - start) * 1000.0
             max_rss_kb = getrusage(resource.RUSAGE_SELF).ru_maxrss
-            send(protocol.encode((*reply, duration_ms, max_rss_kb, capture.take())))
+            # The output went down the pipe as it was written: the gateway has read it by the time this arrives.
+            send(protocol.encode((*reply, duration_ms, max_rss_kb, pending(), b"")))
 
 
 def _serve_concurrently(
@@ -453,7 +459,7 @@ class _ConcurrentServer(asyncio.Protocol):
         self._capture = capture
         self._environ = environ
         self._slots = asyncio.Semaphore(limit)
-        self._decoder = protocol.FrameDecoder()
+        self._decoder = protocol.FrameDecoder(protocol.FROM_GATEWAY)
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.Transport | None = None
 
@@ -494,9 +500,9 @@ class _ConcurrentServer(asyncio.Protocol):
                 reply = _exception_reply(inv_id, request_id, exc)
             duration_ms = (time.perf_counter() - start) * 1000.0
             max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            log = _tail(output.close() + self._capture.take())
+            log = output.close()
             assert self._transport is not None
-            self._transport.write(protocol.encode((*reply, duration_ms, max_rss_kb, log)))
+            self._transport.write(protocol.encode((*reply, duration_ms, max_rss_kb, self._capture.pending(), log)))
 
 
 def _context(

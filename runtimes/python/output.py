@@ -1,18 +1,23 @@
 """Where an environment's output goes, and how log records look: Lambda's Text and JSON formats.
 
-fds 1 and 2 point at one capture file (`OutputCapture`), read back and emptied after each invocation.
+fds 1 and 2 are the write end of a pipe whose read end the gateway holds (`OutputCapture`): the gateway reads what
+an invocation writes as it is written, keeps at most the last `protocol.MAX_LOG` bytes of it, and still has it when
+this process dies mid-invocation. Nothing goes to disk, and a write blocks (never fails) while the pipe is full.
 In concurrent mode (async handlers running several invocations at once) sys.stdout/sys.stderr are routed
 per invocation (`RoutedStream` + `current_output`), since one file cannot tell the invocations apart.
 """
 
 from __future__ import annotations
 
+import array
 import contextvars
+import fcntl
 import io
 import json
 import logging
 import os
 import sys
+import termios
 import time
 import traceback
 from typing import Any
@@ -94,14 +99,10 @@ class LambdaLogHandler(logging.Handler):
 
 
 class OutputCapture:
-    """fds 1 and 2 point at one file, `<env_dir>/output`; `take()` returns what was written since, then empties it.
+    """fds 1 and 2 become `fd`, the write end of the environment's output pipe (the gateway holds the read end);
+    sys.stdout and sys.stderr write through to them."""
 
-    The file is named, not anonymous, so that the gateway can read what a timed-out or crashed invocation
-    printed after this process is gone.
-    """
-
-    def __init__(self, path: str) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    def __init__(self, fd: int) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -109,43 +110,50 @@ class OutputCapture:
         raw2 = io.FileIO(2, "wb", closefd=False)
         sys.stdout = io.TextIOWrapper(raw1, encoding="utf-8", errors="backslashreplace", write_through=True)
         sys.stderr = io.TextIOWrapper(raw2, encoding="utf-8", errors="backslashreplace", write_through=True)
+        self._count = array.array("i", [0])  # FIONREAD's answer, filled in place: pending() allocates nothing
 
-    def take(self) -> bytes:
-        size = os.lseek(1, 0, os.SEEK_END)
-        if size == 0:
-            return b""
-        start = max(size - protocol.MAX_LOG, 0)
-        data = os.pread(1, size - start, start)
-        os.ftruncate(1, 0)
-        os.lseek(1, 0, os.SEEK_SET)
-        return data
+    def pending(self) -> int:
+        """Bytes in the output pipe not yet read by the gateway (a reply's `pending`); -1 if fd 1 cannot say."""
+        try:
+            fcntl.ioctl(1, termios.FIONREAD, self._count, True)
+        except OSError:
+            return -1
+        return self._count[0]
 
 
 class InvocationOutput:
-    """What one invocation wrote through sys.stdout/sys.stderr (concurrent mode): about the last MAX_LOG chars.
+    """What one invocation wrote through sys.stdout/sys.stderr (concurrent mode): its last MAX_LOG bytes, after
+    `protocol.truncation_marker` when it wrote more.
 
     Once the reply is built the buffer is closed: later writes from the invocation's context (a task it
-    left running) go to the shared file instead of being lost.
+    left running) go to the output pipe instead of being lost.
     """
 
-    __slots__ = ("chunks", "open", "size")
+    __slots__ = ("chunks", "dropped", "open", "size")
 
     def __init__(self) -> None:
-        self.chunks: list[str] = []
+        self.chunks: list[bytes] = []
         self.size = 0
+        self.dropped = 0
         self.open = True
 
     def write(self, text: str) -> None:
-        self.chunks.append(text)
-        self.size += len(text)
+        data = text.encode("utf-8", "backslashreplace")
+        self.chunks.append(data)
+        self.size += len(data)
         if self.size > 2 * protocol.MAX_LOG:
-            kept = "".join(self.chunks)[-protocol.MAX_LOG :]
-            self.chunks = [kept]
-            self.size = len(kept)
+            joined = b"".join(self.chunks)
+            self.dropped += len(joined) - protocol.MAX_LOG
+            self.chunks = [joined[-protocol.MAX_LOG :]]
+            self.size = protocol.MAX_LOG
 
     def close(self) -> bytes:
         self.open = False
-        return "".join(self.chunks).encode("utf-8", "backslashreplace")
+        data = b"".join(self.chunks)
+        if len(data) > protocol.MAX_LOG:
+            self.dropped += len(data) - protocol.MAX_LOG
+            data = data[-protocol.MAX_LOG :]
+        return protocol.truncation_marker(self.dropped) + data if self.dropped else data
 
 
 #: the current invocation's output buffer (concurrent mode); None outside an invocation
@@ -155,7 +163,7 @@ current_output: contextvars.ContextVar[InvocationOutput | None] = contextvars.Co
 class RoutedStream(io.TextIOBase):
     """sys.stdout / sys.stderr in concurrent mode: text goes to the current invocation's buffer, else to `fd_stream`.
 
-    Byte-level access (`buffer`, `fileno()`) is the underlying descriptor's: it lands in the shared file.
+    Byte-level access (`buffer`, `fileno()`) is the underlying descriptor's: it goes down the output pipe.
     """
 
     def __init__(self, fd_stream: io.TextIOWrapper) -> None:
@@ -200,7 +208,3 @@ def route_output() -> None:
     """Send sys.stdout and sys.stderr through `RoutedStream`s (concurrent mode; set before Init runs user code)."""
     sys.stdout = RoutedStream(sys.stdout)  # type: ignore[arg-type]
     sys.stderr = RoutedStream(sys.stderr)  # type: ignore[arg-type]
-
-
-def tail(data: bytes) -> bytes:
-    return data[-protocol.MAX_LOG :] if len(data) > protocol.MAX_LOG else data

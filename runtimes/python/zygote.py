@@ -4,14 +4,16 @@ Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd
 JSON`, the plan of gateway/sandbox.py); never runs user code itself. The control socket is a SOCK_SEQPACKET
 socketpair, one msgpack message per packet:
 
-    gateway -> zygote   [FORK, req_id, spec]  + one fd (the environment's socket) via SCM_RIGHTS
+    gateway -> zygote   [FORK, req_id, spec]  + two fds via SCM_RIGHTS: the environment's socket, and the write
+                                                  end of its output pipe (the gateway keeps the read end)
                         [TAKEN, pid]                      the gateway has given the spare `pid` its spec
     zygote -> gateway   [HELLO, pid, {"private_tmp": bool, "jail": bool, "seccomp": bool}]  once, when ready
-                        [SPARE, pid, env_dir]  + one fd (the gateway's end of that spare's socket)
+                        [SPARE, pid, env_dir]  + two fds: the gateway's end of that spare's socket, and the
+                                                 read end of its output pipe
                         [FORKED, req_id, pid, env_dir] | [FORK_FAILED, req_id, message]
                         [EXITED, pid, wait_status]        for every child that ended (spares too)
 
-Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/` and its `output` file), named
+Each environment gets a directory of its own under DIR (`env_dir`: its `tmp/`, or its jail's root), named
 by the zygote; the gateway removes it when the environment ends. The zygote dies with the gateway
 (PR_SET_PDEATHSIG: SIGTERM, upon which it first kills every process of its environments' uids and cgroups, so no
 daemon a function detached outlives a gateway's SIGKILL), exits when the control socket closes, and reaps its
@@ -42,6 +44,7 @@ import contextlib
 import dataclasses  # noqa: F401
 import datetime  # noqa: F401
 import decimal  # noqa: F401
+import fcntl
 import hashlib  # noqa: F401
 import http.client  # noqa: F401
 import json
@@ -70,6 +73,10 @@ from runtimes.python import bootstrap, jail, seccomp
 SPARE_DELAY = 0.02
 #: the longest pause between attempts while spares cannot be forked or keep dying before they are taken
 MAX_SPARE_BACKOFF = 2.0
+#: an environment's output pipe holds this much (Linux's default is 64 KB; 1 MB is what an unprivileged process
+#: may ask for by default)
+OUTPUT_PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
 
 FORK = 1
 HELLO = 2
@@ -78,6 +85,8 @@ FORK_FAILED = 4
 EXITED = 5
 SPARE = 6
 TAKEN = 7
+#: gateway -> zygote: it is stopping (closing the socket next); not a death, nothing to sweep
+STOP = 8
 
 
 def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
@@ -103,7 +112,7 @@ class _Spare:
 
 def _read_spec(fd: int) -> dict[str, Any]:
     """In a spare: block until the gateway's SPEC frame arrives on the environment socket; exit on EOF."""
-    decoder = protocol.FrameDecoder()
+    decoder = protocol.FrameDecoder(protocol.FROM_GATEWAY)
     while True:
         data = os.read(fd, 1 << 16)
         if not data:
@@ -125,6 +134,7 @@ def _child(
     wakeup_r: int,
     wakeup_w: int,
     keep_fd: int,
+    output_fd: int,
     spec: dict[str, Any] | None,
     zygote_pid: int,
     isolation: bootstrap.Isolation,
@@ -132,8 +142,8 @@ def _child(
 ) -> None:
     """In a forked child: drop the zygote's state and become an environment. Never returns.
 
-    `keep_fd` is the environment's socket. Without a `spec` (a spare), the spec comes later, from the gateway,
-    as the first frame on that socket.
+    `keep_fd` is the environment's socket, `output_fd` the write end of its output pipe. Without a `spec` (a
+    spare), the spec comes later, from the gateway, as the first frame on that socket.
     """
     code = 1
     try:
@@ -145,9 +155,9 @@ def _child(
         sock.close()
         os.close(wakeup_r)
         os.close(wakeup_w)
-        _close_fds_except(keep_fd)
+        _close_fds_except(keep_fd, output_fd)
         connect = spec is None or bool(spec.get("network", True))
-        prepared = bootstrap.prepare(zygote_pid, env_dir, spec is None, isolation, connect)
+        prepared = bootstrap.prepare(zygote_pid, env_dir, output_fd, spec is None, isolation, connect)
         if spec is None:
             spec = _read_spec(keep_fd)
         bootstrap.run(keep_fd, spec, prepared)
@@ -160,10 +170,22 @@ def _child(
         os._exit(code)
 
 
-def _close_fds_except(keep: int) -> None:
+def _close_fds_except(*keep: int) -> None:
     """Close every descriptor but stdio and `keep`: nothing of the gateway's may leak into user code."""
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 20)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def output_pipe() -> tuple[int, int]:
+    """An environment's output pipe (read end, write end), close-on-exec, with room for OUTPUT_PIPE_SIZE bytes, so
+    that a function seldom waits for the gateway to read what it prints (best effort: a host may refuse)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, OUTPUT_PIPE_SIZE)
+    return read_end, write_end
 
 
 def _probe_private_tmp() -> bool:
@@ -282,9 +304,9 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         except (BrokenPipeError, ConnectionResetError):
             sys.exit(0)  # the gateway closed the control socket: it is stopping, and so do we
 
-    def send_fd(msg: list[object], fd: int) -> None:
+    def send_fds(msg: list[object], fds: list[int]) -> None:
         try:
-            sock.sendmsg([packer.pack(msg)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            sock.sendmsg([packer.pack(msg)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         except (BrokenPipeError, ConnectionResetError):
             sys.exit(0)
 
@@ -310,31 +332,44 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         except OSError:
             return None
         try:
+            out_r, out_w = output_pipe()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return None
+        try:
             pid = os.fork()
         except OSError:
+            for fd in (out_r, out_w):
+                os.close(fd)
             ours.close()
             theirs.close()
             return None
         if pid == 0:
             ours.close()
-            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), None, my_pid, isolation, env_dir)
+            _child(sel, sock, wakeup_r, wakeup_w, theirs.fileno(), out_w, None, my_pid, isolation, env_dir)
         children[pid] = os.path.basename(env_dir)
         theirs.close()
+        os.close(out_w)
         try:
-            send_fd([SPARE, pid, env_dir], ours.fileno())
+            send_fds([SPARE, pid, env_dir], [ours.fileno(), out_r])
         finally:
             ours.close()
+            os.close(out_r)
         return _Spare(pid, env_dir)
 
     parent = os.getppid()
     orphaned = False
+    stopped = False  # the gateway said STOP: a stop, not a death
 
     def on_gateway_death(signum: int, frame: Any) -> None:
         """SIGTERM, our PDEATHSIG: the gateway died without stopping us (a SIGKILL, a crash). Only a flag: the loop
         sees it when the signal wakes its select (it may come more than once: the kernel re-parents us to each of
-        the dying gateway's threads in turn)."""
+        the dying gateway's threads in turn; it does so before it sends the signal). A SIGTERM while the gateway
+        lives (a service manager signalling the whole group) is ignored: the gateway drains, then stops us."""
         nonlocal orphaned
-        orphaned = True
+        if os.getppid() != parent:
+            orphaned = True
 
     signal.signal(signal.SIGTERM, on_gateway_death)  # after the jail probe: its child must not inherit it
     spare: _Spare | None = None
@@ -383,31 +418,36 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
                     kind = request[0]
                 except Exception:
                     request, kind = [], None
+                if kind == STOP:
+                    stopped = True
+                    return
                 if kind == TAKEN and len(request) == 2 and not fds:
                     if spare is not None and request[1] == spare.pid:
                         spare = None  # an environment now, the gateway's to watch; the next spare comes shortly
                         backoff = SPARE_DELAY
                         spare_due = time.monotonic() + SPARE_DELAY
                     continue
-                if kind != FORK or len(request) != 3 or len(fds) != 1:
+                if kind != FORK or len(request) != 3 or len(fds) != 2:
                     for fd in fds:
                         os.close(fd)
                     if kind == FORK and len(request) == 3:
                         send([FORK_FAILED, request[1], "bad fork request"])
                     continue
                 _, req_id, spec = request
-                env_fd = fds[0]
+                env_fd, out_w = fds
                 env_dir = new_env_dir()
                 try:
                     pid = os.fork()
                 except OSError as exc:
                     os.close(env_fd)
+                    os.close(out_w)
                     send([FORK_FAILED, req_id, str(exc)])
                     continue
                 if pid == 0:
-                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, spec, my_pid, isolation, env_dir)
+                    _child(sel, sock, wakeup_r, wakeup_w, env_fd, out_w, spec, my_pid, isolation, env_dir)
                 children[pid] = os.path.basename(env_dir)
                 os.close(env_fd)
+                os.close(out_w)
                 send([FORKED, req_id, pid, env_dir])
     finally:
         if spare is not None:  # it would die with us anyway (PDEATHSIG), but not before we are gone: end it now
@@ -417,8 +457,10 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         if hierarchy is not None:  # a frozen environment would ignore its PDEATHSIG until thawed: kill, then thaw
             for name in children.values():
                 cgroups.kill_environment(hierarchy, name)
-        # The gateway died (its SIGTERM, or the control socket closed first and we were re-parented): sweep.
-        if orphaned or os.getppid() != parent:
+        # The gateway died (its SIGTERM, or the control socket closed without a STOP first): sweep. Not after a
+        # STOP: the gateway stopped its environments itself, and a gateway restarted on the same data directory
+        # may already have new ones there.
+        if not stopped:
             _sweep_orphaned(envs_root, hierarchy, uid_range)
 
 
