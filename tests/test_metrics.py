@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import cast
@@ -191,7 +192,9 @@ async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: 
     envs: list[Environment] = []
 
     def env(init_type: str = "on-demand") -> Environment:
-        e = Environment(("f", "1"), 10_000_000 + len(envs), loop.create_future(), str(tmp_path / "none"))
+        output, writer = os.pipe()  # an output pipe nobody writes to: its reader sees EOF and stops
+        os.close(writer)
+        e = Environment(("f", "1"), 10_000_000 + len(envs), loop.create_future(), str(tmp_path / "none"), output)
         e.initialization_type = init_type
         envs.append(e)
         return e
