@@ -175,7 +175,7 @@ def test_exposition_is_valid_text_with_every_family(registry: CollectorRegistry)
 
 
 def _ready(env: Environment, capacity: int = 1) -> Environment:
-    env.data_received(protocol.encode([protocol.READY, env.pid, 1.0, None, b"", capacity]))
+    env.data_received(protocol.encode([protocol.READY, env.pid, 1.0, capacity, None, "", b""]))
     return env
 
 
