@@ -43,10 +43,10 @@ from gateway.codestore import CodeStore
 from gateway.concurrency import Concurrency
 from gateway.config import Settings
 from gateway.configs import LATEST, FunctionConfig
-from gateway.environment import sweep_leftovers
 from gateway.errors import ResourceNotFoundException
 from gateway.invoker import Invoker
 from gateway.layers import LayerStore
+from gateway.leftovers import sweep_leftovers
 from gateway.logstore import LogStore
 from gateway.metrics import Metrics
 from gateway.network import HostNetwork

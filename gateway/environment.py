@@ -32,7 +32,6 @@ import sys
 import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import cgroups, protocol, uids
@@ -467,45 +466,3 @@ async def connect(key: Any, forked: Forked) -> Environment:
         env.kill("could not connect")
         raise
     return env
-
-
-def sweep_leftovers(envs_root: Path, always: bool = False) -> int:
-    """Remove what environments of an earlier gateway left behind (after a SIGKILL of the gateway).
-
-    Processes started by a handler can outlive their environment (a process group is not a container; with
-    cgroups, gateway.cgroups removes them). Those whose mount namespace holds a mount from the data directory (a
-    private /tmp under `envs_root`, or a jail's code) are killed; then every leftover environment directory is
-    removed. The scan of /proc runs when directories are left
-    over, or `always` (at shutdown, when directories may already be gone). Returns how many it killed.
-    """
-    killed = 0
-    if envs_root.is_dir() and (always or any(envs_root.iterdir())):
-        marker = " " + _path_in_mountinfo(envs_root.parent) + "/"
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{entry}/mountinfo") as f:
-                    if marker not in f.read():  # the root of a bind mount of its lies in our data directory
-                        continue
-                os.kill(int(entry), signal.SIGKILL)
-                killed += 1
-            except (OSError, ProcessLookupError):
-                continue
-        for child in envs_root.iterdir():
-            shutil.rmtree(child, ignore_errors=True)
-    return killed
-
-
-def _path_in_mountinfo(path: Path) -> str:
-    """How `path` appears as a mount root in /proc/*/mountinfo: relative to its filesystem's root."""
-    real = str(path.resolve())
-    best_point, best_root = "/", "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            root, point = fields[3], fields[4]
-            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best_point):
-                best_point, best_root = point, root
-    rest = real[len(best_point) :].lstrip("/") if best_point != "/" else real.lstrip("/")
-    return best_root.rstrip("/") + "/" + rest

@@ -64,9 +64,10 @@ from typing import Any
 
 import msgpack
 
-from gateway import cgroups, protocol, uids
+from gateway import cgroups, leftovers, protocol, uids
 from gateway.cgroups import Hierarchy
 from runtimes.python import bootstrap, jail, seccomp
+from runtimes.python import concurrent as _concurrent  # noqa: F401  # imported once here, shared by every fork
 
 #: seconds from handing out the spare to forking the next: a fork (about a millisecond of the zygote's CPU, and the
 #: new spare's own set-up after it) would compete with the Init of the environment that just took the spare
@@ -461,31 +462,7 @@ def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
         # STOP: the gateway stopped its environments itself, and a gateway restarted on the same data directory
         # may already have new ones there.
         if not stopped:
-            _sweep_orphaned(envs_root, hierarchy, uid_range)
-
-
-def _sweep_orphaned(envs_root: str, hierarchy: Hierarchy | None, uid_range: uids.UidRange) -> None:
-    """The gateway died: nothing its environments started may outlive it. The environments themselves die with us
-    (their PDEATHSIG), but a daemon a function detached (its own session, re-parented away) would live on until the
-    next start: kill every process of every uid the environments recorded, then what is left in the gateway's
-    cgroups (with the groups), then (without a jail) what holds a mount of the data directory, and remove the
-    environments' directories. Every zygote of the gateway does it; the second finds less."""
-    cleared = 0
-    with contextlib.suppress(OSError):
-        for name in os.listdir(envs_root):
-            uid = uids.recorded(os.path.join(envs_root, name), uid_range)
-            if uid is not None:
-                uids.clear(uid)
-                cleared += 1
-    if hierarchy is not None:
-        hierarchy.close()
-    from pathlib import Path
-
-    from gateway.environment import sweep_leftovers
-
-    # without a jail: processes whose mounts come from the data directory (private /tmp), as the next start would
-    sweep_leftovers(Path(envs_root), always=True)
-    sys.stderr.write(f"zygote {os.getpid()}: the gateway died; killed what {cleared} environments left\n")
+            leftovers.sweep_orphaned(envs_root, hierarchy, uid_range)
 
 
 def main() -> None:
