@@ -44,6 +44,11 @@ async def drain(runner: web.BaseRunner, app: web.Application, timeout: float) ->
     if server is None:  # the runner never started
         return
     server.pre_shutdown()
+    for conn in list(
+        server.connections
+    ):  # idle keep-alive ones: close() only flags them, they would wait for a request
+        if getattr(conn, "idle", False):
+            conn.force_close()
     store = app.get(LOGSTORE)
     if store is not None:
         store.stop_following()

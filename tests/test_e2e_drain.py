@@ -53,3 +53,20 @@ def test_sigterm_cuts_invocations_that_outlast_the_drain_timeout(gateway_factory
         assert b"gateway stopped" in body
     assert gone(children), "a process outlived the gateway"
     assert "drain timeout" in gw.log()
+
+
+def test_idle_keep_alive_connections_do_not_hold_shutdown(gateway_factory: GatewayFactory) -> None:
+    """A client that keeps its connection open between requests (boto3, the bench's clients) is not a request in
+    flight: SIGTERM closes it at once and the gateway exits at once, with its environments, frozen or not."""
+    gw = gateway_factory(env={"GATEWAY_DRAIN_TIMEOUT": "30"})
+    assert gw.proc is not None
+    lam = gw.client()
+    create_function(lam, "short", LONG, Timeout=30)
+    invoke_json(lam, "short")  # boto3 keeps this connection open, idle
+    time.sleep(0.1)  # the environment goes idle (and, with a freezer, frozen)
+    children = descendants(gw.proc.pid)
+    signalled = time.monotonic()
+    os.kill(gw.proc.pid, signal.SIGTERM)
+    assert gw.proc.wait(15) == 0
+    assert time.monotonic() - signalled < 5.0
+    assert gone(children), "a process outlived the gateway"
