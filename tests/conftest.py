@@ -311,3 +311,19 @@ def env_dir_of(envs_root: Path, pid: int) -> Path | None:
         if entry.name in seen:
             return entry
     return None
+
+
+#: a handler that leaves a detached daemon behind (its own session, re-parented away) and returns its uid
+DAEMON = """
+import os, time
+def lambda_handler(event, context):
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(600)
+        os._exit(0)
+    os.waitpid(child, 0)
+    time.sleep(0.2)
+    return os.getuid()
+"""

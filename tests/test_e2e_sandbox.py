@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
+from tests.conftest import DAEMON, GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -226,20 +226,7 @@ def _pids_of_uid(uid: int) -> set[int]:
 def test_a_detached_daemon_dies_with_its_environment(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory()
     lam = gw.client()
-    daemon = """
-import os, time
-def lambda_handler(event, context):
-    child = os.fork()
-    if child == 0:
-        os.setsid()
-        if os.fork() == 0:
-            time.sleep(600)
-        os._exit(0)
-    os.waitpid(child, 0)
-    time.sleep(0.2)
-    return os.getuid()
-"""
-    create_function(lam, "daemon", daemon)
+    create_function(lam, "daemon", DAEMON)
     _, uid = invoke_json(lam, "daemon")
     assert len(_pids_of_uid(uid)) == 2  # the environment and the daemon, in another session
     lam.delete_function(FunctionName="daemon")

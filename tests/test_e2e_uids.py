@@ -22,26 +22,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, alive, create_function, gone, invoke_json
+from tests.conftest import DAEMON, GatewayFactory, alive, create_function, gone, invoke_json
 from tests.test_e2e_lifecycle import DETACHED
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
 
 COUNT = 4
 WHO = "import os\ndef lambda_handler(event, context):\n    return {'uid': os.getuid(), 'pid': os.getpid()}\n"
-DAEMON = """
-import os, time
-def lambda_handler(event, context):
-    child = os.fork()
-    if child == 0:
-        os.setsid()
-        if os.fork() == 0:
-            time.sleep(600)
-        os._exit(0)
-    os.waitpid(child, 0)
-    time.sleep(0.2)
-    return os.getuid()
-"""
 
 
 def _uid_pids(uid: int, zombies: bool = False) -> set[int]:
