@@ -181,6 +181,8 @@ def lambda_handler(event, context):
 
 def test_without_a_jail_too_a_handlers_process_dies_with_a_gateway_sigkill(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"})  # as root: no uids, no cgroups, a private /tmp
+    if gw.health()["isolation"].get("private_tmp") is False:
+        pytest.skip("the data directory is under /tmp (a checkout there): no private /tmp mount to find processes by")
     lam = gw.client()
     create_function(lam, "spawner", DETACHED)
     child = invoke_json(lam, "spawner")[1]["child"]

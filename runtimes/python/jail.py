@@ -142,6 +142,8 @@ def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot:
             _bind(path, _mountpoint(root, path))
     if network_slot is not None and (resolver := netns.resolver_config()) is not None:
         _put_file(root, "/etc/resolv.conf", resolver)
+    # /tmp before what is exposed: an interpreter or virtual environment that lives under /tmp stays visible in it
+    _mount("tmpfs", _mountpoint(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
     for path in expose:
         _bind(path, _mountpoint(root, path))
     _mountpoint(root, "/dev")
@@ -152,7 +154,6 @@ def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot:
         os.symlink(target if name == "fd" else "/proc/self/fd/" + target, root + "/dev/" + name)
     _mount("tmpfs", _mountpoint(root, "/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
     _mount("proc", _mountpoint(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
-    _mount("tmpfs", _mountpoint(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
     _bind(os.path.dirname(os.path.abspath(__file__)), _mountpoint(root, RUNTIME))
     os.mkdir(root + HOST, 0o700)
     os.chdir(root)
