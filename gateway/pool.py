@@ -16,6 +16,7 @@ Concurrency: everything runs on the event loop; only `_spawn()` and `ensure_prov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
 from gateway.freezer import FreezeQueue, Freezer
 from gateway.network import NETWORK_VARIABLE
-from gateway.zygote import Zygote, ZygoteUnavailable
+from gateway.zygote import READY_WAIT, Zygote, ZygoteUnavailable
 
 log = logging.getLogger("gateway.pool")
 
@@ -195,6 +196,9 @@ class Pool:
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
         config = self.config
         self.make_room(self)
+        if not self.zygote.ready:  # whether it jails (the spec's paths depend on it) is known once it said HELLO
+            with contextlib.suppress(TimeoutError):  # fork() then waits again, and says ZygoteUnavailable
+                await self.zygote.wait_ready(READY_WAIT)
         task_root, extra_paths, mounts = code_layout(config, self.zygote.jailed)
         credentials = self.credentials(config) if self.credentials else None
         environ = environment_variables(config, self.settings, init_type, task_root, credentials)

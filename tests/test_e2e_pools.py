@@ -35,8 +35,9 @@ def test_concurrent_invocations_get_separate_environments(lam: Any, fname: str) 
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda _: invoke_json(lam, fname, {"sleep": 0.5})[1], range(4)))
     assert len({r["pid"] for r in results}) == 4
-    for r in results:  # each has a private /tmp: it sees its own file only
-        assert r["tmp_files"] == [f"mine-{r['pid']}"]
+    for r in results:  # each has a private /tmp: it sees its own file only (and, in a jail, the mount points of an
+        # interpreter that lives under /tmp, read-only)
+        assert [name for name in r["tmp_files"] if name.startswith("mine-")] == [f"mine-{r['pid']}"]
 
 
 def test_most_recently_used_environment_serves_next(lam: Any, fname: str) -> None:
