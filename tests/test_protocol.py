@@ -47,15 +47,7 @@ def test_invoke_round_trip(fields: tuple[int, bytes, int, str, str, bytes | None
 
 @given(st.lists(result_frames | error_frames, min_size=1, max_size=8), st.data())
 def test_stream_of_frames_survives_any_chunking(frames: list[list[object]], data: st.DataObject) -> None:
-    stream = b"".join(protocol.encode(f) for f in frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
-    decoder = protocol.FrameDecoder()
-    out: list[list[object]] = []
-    start = 0
-    for cut in [*cuts, len(stream)]:
-        out.extend(decoder.feed(stream[start:cut]))
-        start = cut
-    assert out == frames
+    assert _fed_in_pieces(frames, data, 10) == frames
 
 
 @given(st.binary(min_size=1, max_size=200))
@@ -186,12 +178,17 @@ def test_the_gateway_side_still_takes_a_spec_map() -> None:
 def test_large_frames_survive_any_chunking(sizes: list[int], data: st.DataObject) -> None:
     """Frames over LARGE_FRAME are copied into place as they arrive; cuts anywhere, even inside a length prefix."""
     frames = [[protocol.RESULT, i, bytes([i % 256]) * size, 1.0, 1, 0, b"log"] for i, size in enumerate(sizes)]
+    assert _fed_in_pieces(frames, data, 20) == frames
+
+
+def _fed_in_pieces(frames: list[list[object]], data: st.DataObject, max_cuts: int) -> list[list[object]]:
+    """What a decoder makes of `frames` encoded and fed in pieces cut at drawn offsets."""
     stream = b"".join(protocol.encode(f) for f in frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=max_cuts)))
     decoder = protocol.FrameDecoder()
     out: list[list[object]] = []
     start = 0
     for cut in [*cuts, len(stream)]:
         out.extend(decoder.feed(stream[start:cut]))
         start = cut
-    assert out == frames
+    return out
