@@ -27,8 +27,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 
-from gateway.auth import load_credentials, sign
-from gateway.config import Settings
+from gateway.api.sigv4 import load_credentials, sign
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -124,7 +124,7 @@ def raise_open_files_limit(settings: Settings) -> None:
 
 
 def _bridge(app: web.Application) -> str | None:
-    """The address environments reach the gateway at, when they have a network of their own (gateway.network)."""
+    """The address environments reach the gateway at, when they have a network of their own (isolation.network)."""
     from gateway.app_keys import NETWORK
 
     network = app.get(NETWORK)

@@ -23,6 +23,7 @@ from gateway.api import logs as logs_api
 from gateway.api import metrics as metrics_api
 from gateway.api.auth import auth_middleware
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
+from gateway.api.sigv4 import Verifier
 from gateway.app_keys import (
     CODESTORE,
     CONCURRENCY,
@@ -37,25 +38,24 @@ from gateway.app_keys import (
     SETTINGS,
     ZYGOTES,
 )
-from gateway.auth import Verifier
-from gateway.codegc import CodeCollector
-from gateway.codestore import CodeStore
-from gateway.concurrency import Concurrency
-from gateway.config import Settings
-from gateway.configs import LATEST, FunctionConfig
 from gateway.errors import ResourceNotFoundException
-from gateway.invoker import Invoker
-from gateway.layers import LayerStore
-from gateway.leftovers import sweep_leftovers
-from gateway.logstore import LogStore
-from gateway.metrics import Metrics
-from gateway.network import HostNetwork
-from gateway.pool_manager import PoolManager
-from gateway.registry import Registry
-from gateway.sandbox import Sandbox
-from gateway.sessions import SessionAuthority
-from gateway.uids import UidRange
-from gateway.zygote import Zygote
+from gateway.execution.admission import Concurrency
+from gateway.execution.invoker import Invoker
+from gateway.execution.pools import PoolManager
+from gateway.execution.zygote import Zygote
+from gateway.isolation.credentials import SessionAuthority
+from gateway.isolation.leftovers import sweep_leftovers
+from gateway.isolation.network import HostNetwork
+from gateway.isolation.sandbox import Sandbox
+from gateway.isolation.uids import UidRange
+from gateway.observability.logstore import LogStore
+from gateway.observability.metrics import Metrics
+from gateway.settings import Settings
+from gateway.store.code import CodeStore
+from gateway.store.codegc import CodeCollector
+from gateway.store.layers import LayerStore
+from gateway.store.records import LATEST, FunctionConfig
+from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway")
 

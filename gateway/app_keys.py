@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from gateway.codestore import CodeStore
-    from gateway.concurrency import Concurrency
-    from gateway.config import Settings
-    from gateway.invoker import Invoker
-    from gateway.layers import LayerStore
-    from gateway.metrics import Metrics
-    from gateway.network import HostNetwork
-    from gateway.pool_manager import PoolManager
-    from gateway.registry import Registry
-    from gateway.sessions import SessionAuthority
-    from gateway.zygote import Zygote
+    from gateway.execution.admission import Concurrency
+    from gateway.execution.invoker import Invoker
+    from gateway.execution.pools import PoolManager
+    from gateway.execution.zygote import Zygote
+    from gateway.isolation.credentials import SessionAuthority
+    from gateway.isolation.network import HostNetwork
+    from gateway.observability.metrics import Metrics
+    from gateway.settings import Settings
+    from gateway.store.code import CodeStore
+    from gateway.store.layers import LayerStore
+    from gateway.store.registry import Registry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
@@ -32,7 +32,7 @@ POOLS: web.AppKey[PoolManager] = web.AppKey("pools")
 ZYGOTES: web.AppKey[dict[str, Zygote]] = web.AppKey("zygotes")
 #: the Prometheus metrics (their registry is `METRICS.registry`), set with the runtimes
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-#: mints and verifies functions' session credentials (gateway.sessions)
+#: mints and verifies functions' session credentials (gateway.isolation.credentials)
 SESSIONS: web.AppKey[SessionAuthority] = web.AppKey("sessions")
 #: jail mode: the environments' network (`gateway_address`: where environments reach the gateway); None otherwise
 NETWORK: web.AppKey[HostNetwork | None] = web.AppKey("network")

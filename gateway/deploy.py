@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from gateway.api import functions
-from gateway.codestore import from_directory
 from gateway.errors import LambdaError
-from gateway.registry import Registry
+from gateway.store.code import from_directory
+from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.deploy")
 

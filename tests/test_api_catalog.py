@@ -17,7 +17,7 @@ from gateway.api import catalog
 from gateway.api.catalog import IMPLEMENTED, NOT_APPLICABLE, PLANNED, Operation
 from gateway.api.http import error_middleware
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.settings import Settings
 from tests.conftest import RunningGateway
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import codestore
-from gateway.codestore import UNZIP_FAILED, CodeStore, from_directory
 from gateway.errors import InvalidParameterValueException
+from gateway.store import code as codestore
+from gateway.store.code import UNZIP_FAILED, CodeStore, from_directory
 
 
 def _zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
@@ -159,7 +159,7 @@ def test_bomb_with_honest_headers_is_refused(tmp_path: Path) -> None:
 
 def test_bytes_written_are_enforced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the header pre-check defeated, counting the bytes written still stops the extraction."""
-    import gateway.codestore as codestore
+    import gateway.store.code as codestore
 
     monkeypatch.setattr(codestore, "_declared_size", lambda infos: 0)
     store = CodeStore(tmp_path / "code", max_unzipped=1_000_000)

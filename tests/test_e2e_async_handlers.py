@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ParamValidationError
 
-from gateway import protocol
-from gateway.environment import Environment, EnvironmentDied, connect
-from gateway.sandbox import Sandbox
-from gateway.zygote import Zygote
+from gateway.contracts import environment as protocol
+from gateway.execution.environment import Environment, EnvironmentDied, connect
+from gateway.execution.zygote import Zygote
+from gateway.isolation.sandbox import Sandbox
 from tests.conftest import ROLE, RunningGateway, create_function, invoke_json, make_zip
 
 CAPACITY_ARN = "arn:aws:lambda:us-east-1:123456789012:capacity-provider:local"

@@ -1,4 +1,4 @@
-"""Freezing idle environments (gateway/freezer.py), end to end: nothing a handler left running gets CPU between
+"""Freezing idle environments (isolation/freezer.py), end to end: nothing a handler left running gets CPU between
 invocations, and a frozen environment still serves, and still dies when it must.
 
 Jail mode with cgroups, as root (as sessions and CI here run); skipped elsewhere.

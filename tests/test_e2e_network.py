@@ -1,4 +1,4 @@
-"""The environments' network, end to end (gateway/network.py): outbound to other hosts, nothing of the host's, no
+"""The environments' network, end to end (isolation/network.py): outbound to other hosts, nothing of the host's, no
 neighbours; GATEWAY_NETWORK=none; nothing left behind.
 
 As root (the jail). A "remote" host is a network namespace the test makes, with a veth to the host and an address
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway import netlink as nl
-from gateway.network import resolver_config
+from gateway.isolation import netlink as nl
+from gateway.isolation.network import resolver_config
 from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and the jail need root")

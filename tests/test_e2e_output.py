@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from gateway.environment import OUTPUT_LIMIT
+from gateway.execution.environment import OUTPUT_LIMIT
 from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
 
 FLOOD = """

@@ -39,7 +39,7 @@ from tests.conftest import ROOT, GatewayFactory, RunningGateway, create_function
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 
-# The metrics gateway/metrics.py exposes: name -> labels. Dashboards may use nothing else.
+# The metrics gateway/observability/metrics.py exposes: name -> labels. Dashboards may use nothing else.
 CONTRACT: dict[str, frozenset[str]] = {
     name: frozenset(labels.split()) if labels else frozenset()
     for name, labels in {

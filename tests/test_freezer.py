@@ -1,4 +1,4 @@
-"""FreezeQueue (gateway/freezer.py): which idle environments it freezes, and when. The freezing itself (a real
+"""FreezeQueue (gateway/isolation/freezer.py): which idle environments it freezes, and when. The freezing itself (a real
 cgroup) is tested end to end in tests/test_e2e_freeze.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any, cast
 
-from gateway.freezer import FreezeQueue
+from gateway.isolation.freezer import FreezeQueue
 
 
 class Idle:

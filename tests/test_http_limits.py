@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Settings
+from gateway.settings import Settings
 from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
 
 #: the small timeouts the timing tests run with, seconds

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from gateway.configs import FunctionConfig
-from gateway.invoker import _log_text, new_request_id
+from gateway.execution.invoker import _log_text, new_request_id
+from gateway.store.records import FunctionConfig
 
 CONFIG = FunctionConfig(
     name="f",

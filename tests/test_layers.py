@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.codestore import CodeStore
-from gateway.config import Settings
-from gateway.configs import LayerRef
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
-from gateway.layers import LayerStore
+from gateway.settings import Settings
+from gateway.store.code import CodeStore
+from gateway.store.layers import LayerStore
+from gateway.store.records import LayerRef
 from tests.conftest import make_zip
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:layer"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logstore import LogStore, stream_file_name
+from gateway.observability.logstore import LogStore, stream_file_name
 
 
 def _log(request_id: str, text: str = "hello") -> bytes:

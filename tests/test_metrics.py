@@ -12,18 +12,18 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import protocol
-from gateway.concurrency import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, Concurrency
-from gateway.config import Settings
-from gateway.configs import LATEST, FunctionConfig
-from gateway.environment import Environment
-from gateway.invoker import ERROR_KINDS, Outcome
-from gateway.metrics import Histogram, Metrics
-from gateway.names import FunctionRef
-from gateway.pool import PROVISIONED, Pool
-from gateway.pool_manager import PoolManager
-from gateway.sandbox import Sandbox
-from gateway.zygote import Zygote
+from gateway.contracts import environment as protocol
+from gateway.execution.admission import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, Concurrency
+from gateway.execution.environment import Environment
+from gateway.execution.invoker import ERROR_KINDS, Outcome
+from gateway.execution.pool import PROVISIONED, Pool
+from gateway.execution.pools import PoolManager
+from gateway.execution.zygote import Zygote
+from gateway.isolation.sandbox import Sandbox
+from gateway.observability.metrics import Histogram, Metrics
+from gateway.settings import Settings
+from gateway.store.names import FunctionRef
+from gateway.store.records import LATEST, FunctionConfig
 
 
 def config(name: str = "f", version: str = LATEST, max_concurrency: int = 1) -> FunctionConfig:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidParameterValueException, ValidationException
-from gateway.names import FunctionRef, parse_function_name
+from gateway.store.names import FunctionRef, parse_function_name
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function"
 

@@ -1,10 +1,10 @@
-"""gateway/network.py's pure parts: addresses, the environment-facing check, the resolver an environment gets."""
+"""isolation/network.py's pure parts: addresses, the environment-facing check, the resolver an environment gets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.network import RANGE, HostNetwork, address, resolver_config, subnet
+from gateway.isolation.network import RANGE, HostNetwork, address, resolver_config, subnet
 
 
 def test_each_slot_is_its_own_slash_16_of_the_range() -> None:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from gateway.api.functions import Deployer
-from gateway.codestore import CodeStore
-from gateway.config import Settings
-from gateway.configs import FunctionConfig, LayerRef, new_revision_id, now_last_modified
 from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
-from gateway.layers import LayerStore
-from gateway.registry import Registry
+from gateway.settings import Settings
+from gateway.store.code import CodeStore
+from gateway.store.layers import LayerStore
+from gateway.store.records import FunctionConfig, LayerRef, new_revision_id, now_last_modified
+from gateway.store.registry import Registry
 from tests.conftest import HANDLER, ROLE, make_zip
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"

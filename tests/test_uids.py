@@ -1,4 +1,4 @@
-"""The uid allocator (gateway/uids.py) on its own: the host-wide sequence, and clearing a uid of every process.
+"""The uid allocator (isolation/uids.py) on its own: the host-wide sequence, and clearing a uid of every process.
 
 Clearing needs root (it becomes the uid); so do these tests. Each uses a range of its own, far from the default.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import uids
-from gateway.uids import UidRange
+from gateway.isolation import uids
+from gateway.isolation.uids import UidRange
 from tests.conftest import alive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="clearing a uid needs root")

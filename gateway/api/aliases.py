@@ -19,9 +19,9 @@ from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.api.provisioned import check_alias_target
 from gateway.app_keys import POOLS, REGISTRY, SETTINGS
-from gateway.configs import LATEST, AliasConfig, new_revision_id
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
-from gateway.names import parse_function_name
+from gateway.store.names import parse_function_name
+from gateway.store.records import LATEST, AliasConfig, new_revision_id
 
 log = logging.getLogger("gateway.api.aliases")
 

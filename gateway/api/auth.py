@@ -1,4 +1,4 @@
-"""The authentication middleware: SigV4 signatures (see gateway.auth) and what a function's credentials may do.
+"""The authentication middleware: SigV4 signatures (see gateway.api.sigv4) and what a function's credentials may do.
 
 Where it applies:
 
@@ -34,11 +34,11 @@ from aiohttp import web
 from gateway.api.catalog import load_operations, route_shape
 from gateway.api.http import Handler, error_response, read_body
 from gateway.api.invoke import MAX_SYNC_PAYLOAD
+from gateway.api.sigv4 import Verifier
 from gateway.app_keys import SETTINGS
-from gateway.auth import Verifier
 from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException
-from gateway.names import parse_function_name
-from gateway.sessions import Session
+from gateway.isolation.credentials import Session
+from gateway.store.names import parse_function_name
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 #: a refused request whose body may still bring more than this is answered and its connection closed

@@ -1,6 +1,6 @@
 """Reserved concurrency: PutFunctionConcurrency, GetFunctionConcurrency, DeleteFunctionConcurrency.
 
-The registry persists the setting; `Concurrency` (gateway.concurrency) enforces it on every invoke. A
+The registry persists the setting; `Concurrency` (gateway.execution.admission) enforces it on every invoke. A
 reservation applies to the whole function (every version and alias); 0 disables the function.
 """
 
@@ -15,8 +15,8 @@ from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, REGISTRY
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
-from gateway.names import parse_function_name
-from gateway.registry import Registry
+from gateway.store.names import parse_function_name
+from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.api.concurrency")
 

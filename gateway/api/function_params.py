@@ -20,9 +20,9 @@ import orjson
 
 from gateway.api.tags import validate_tags
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
-from gateway.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
-from gateway.names import parse_function_name
-from gateway.network import NETWORK_MODES, NETWORK_VARIABLE
+from gateway.isolation.network import NETWORK_MODES, NETWORK_VARIABLE
+from gateway.store.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
+from gateway.store.names import parse_function_name
 
 log = logging.getLogger("gateway.api.functions")
 

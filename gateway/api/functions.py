@@ -26,9 +26,6 @@ from gateway.api.function_params import (
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size
 from gateway.app_keys import CODESTORE, LAYERS, POOLS, REGISTRY, SETTINGS
-from gateway.codestore import CodeInfo, CodeStore
-from gateway.config import Settings
-from gateway.configs import LATEST, FunctionConfig, new_revision_id, now_last_modified
 from gateway.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -36,9 +33,12 @@ from gateway.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from gateway.layers import LayerStore
-from gateway.names import FunctionRef, parse_function_name
-from gateway.registry import REVISION_MISMATCH, Registry
+from gateway.settings import Settings
+from gateway.store.code import CodeInfo, CodeStore
+from gateway.store.layers import LayerStore
+from gateway.store.names import FunctionRef, parse_function_name
+from gateway.store.records import LATEST, FunctionConfig, new_revision_id, now_last_modified
+from gateway.store.registry import REVISION_MISMATCH, Registry
 
 log = logging.getLogger("gateway.api.functions")
 

@@ -12,7 +12,6 @@ from aiohttp import web
 
 from gateway.api.http import read_body
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
-from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -21,7 +20,8 @@ from gateway.errors import (
     TooManyRequestsException,
     ValidationException,
 )
-from gateway.names import FunctionRef, parse_function_name
+from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
+from gateway.store.names import FunctionRef, parse_function_name
 
 #: Lambda's synchronous request limit
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024

@@ -27,7 +27,7 @@ from gateway.api.function_params import (
 from gateway.api.http import json_response, read_json_object
 from gateway.app_keys import CODESTORE, LAYERS
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
-from gateway.layers import LAYER_NAME_PATTERN, LAYER_VERSION_ARN_PATTERN, NOT_FOUND, LayerVersion
+from gateway.store.layers import LAYER_NAME_PATTERN, LAYER_VERSION_ARN_PATTERN, NOT_FOUND, LayerVersion
 
 PREFIX = "/2018-10-31/layers"
 #: ListLayers / ListLayerVersions return at most this many items a page (the model's MaxItems bound)

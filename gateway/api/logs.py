@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway.app_keys import REGISTRY
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
-from gateway.logstore import LogStore
+from gateway.observability.logstore import LogStore
 
 LOGSTORE: web.AppKey[LogStore] = web.AppKey("logstore")
 #: how often an idle follower checks that its client is still connected, seconds

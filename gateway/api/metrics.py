@@ -29,7 +29,7 @@ from gateway.api.catalog import Operation, load_operations, route_shape
 from gateway.api.http import error_response
 from gateway.app_keys import METRICS, SETTINGS
 from gateway.errors import LambdaError
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
 
 #: the operation of a request that matched no route
 UNMATCHED = "Unmatched"

@@ -28,7 +28,6 @@ from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, POOLS, REGISTRY, SETTINGS
-from gateway.configs import LATEST, AliasConfig, ProvisionedConfig, now_last_modified
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -37,8 +36,9 @@ from gateway.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from gateway.names import parse_function_name
-from gateway.registry import Registry
+from gateway.store.names import parse_function_name
+from gateway.store.records import LATEST, AliasConfig, ProvisionedConfig, now_last_modified
+from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.api.provisioned")
 

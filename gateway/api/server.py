@@ -38,7 +38,6 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from yarl import URL
 
 from gateway.api.http import error_response
-from gateway.config import Settings
 from gateway.errors import (
     BadRequestException,
     LambdaError,
@@ -47,6 +46,7 @@ from gateway.errors import (
     ServiceUnavailableException,
     URITooLongException,
 )
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.http")
 

@@ -11,9 +11,9 @@ from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import REGISTRY
-from gateway.configs import LATEST
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
-from gateway.names import parse_function_name
+from gateway.store.names import parse_function_name
+from gateway.store.records import LATEST
 
 log = logging.getLogger("gateway.api.versions")
 

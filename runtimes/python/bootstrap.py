@@ -1,6 +1,6 @@
 """An environment's life after the zygote forked it: sandbox set-up, Init, then the invoke loop.
 
-Runs in the forked child only; `run()` never returns. Contract with the gateway (see gateway.protocol):
+Runs in the forked child only; `run()` never returns. Contract with the gateway (see gateway.contracts.environment):
 send READY once (with the init error, if Init failed, after which the gateway discards this
 environment), then answer every INVOKE with exactly one RESULT or ERROR frame carrying the same id.
 
@@ -40,9 +40,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from gateway import cgroups, protocol, uids
-from gateway.cgroups import Hierarchy
-from gateway.uids import UidRange
+from gateway.contracts import environment as protocol
+from gateway.isolation import cgroups, uids
+from gateway.isolation.cgroups import Hierarchy
+from gateway.isolation.uids import UidRange
 from runtimes.python import jail, seccomp
 from runtimes.python.context import LambdaContext
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
@@ -125,14 +126,14 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
 
 
 class Isolation:
-    """How the zygote isolates every environment, decided once at its start (see gateway/sandbox.py).
+    """How the zygote isolates every environment, decided once at its start (see gateway/isolation/sandbox.py).
 
     `jail_expose` (the directories of the interpreter and runtime): each environment gets a jail (its own root
     filesystem and uid, runtimes/python/jail.py); None: rlimits only, and a private /tmp when `private_tmp`.
-    `cgroups`: each environment gets its own groups (gateway/cgroups.py), or None. A jailed environment's uid and gid
-    come from `uids` (gateway/uids.py): no other process has it, whichever zygote or gateway forked them.
+    `cgroups`: each environment gets its own groups (isolation/cgroups.py), or None. A jailed environment's uid and gid
+    come from `uids` (gateway/isolation/uids.py): no other process has it, whichever zygote or gateway forked them.
     A jailed environment has its own network namespace: connected to the gateway's bridge in slot `network`
-    (gateway/network.py), or with only lo when None.
+    (gateway/isolation/network.py), or with only lo when None.
     `seccomp`: the two parts of the seccomp filter (runtimes/python/seccomp.py), or None: the first installed once
     the spare's jail is built, the second (the calls that set-up makes) last, before Init.
     """
@@ -242,7 +243,7 @@ def prepare(
             prepared.cgroup_version = isolation.cgroups.version
             prepared.cgroup_fds = cgroups.join(isolation.cgroups, os.path.basename(env_dir), env_dir)
         if isolation.jail_expose is not None:
-            # Ahead of demand: a uid of its own (gateway/uids.py), cleared of every process by a thread, and if one
+            # Ahead of demand: a uid of its own (isolation/uids.py), cleared of every process by a thread, and if one
             # of its processes would not go (a zombie nobody reaps), the next free one. Before the jail is built, not
             # while: its namespaces, the uid drop and the seccomp filter want a process with one thread (overlapping
             # them, about one spare in 200 aborted).

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from gateway import protocol
+from gateway.contracts import environment as protocol
 from runtimes.python import bootstrap
 from runtimes.python.output import InvocationOutput as _InvocationOutput
 from runtimes.python.output import OutputCapture as _OutputCapture

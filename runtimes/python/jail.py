@@ -31,7 +31,7 @@ import socket
 import struct
 from typing import Any
 
-from gateway import network as netns
+from gateway.isolation import network as netns
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -110,14 +110,14 @@ def _mountpoint(root: str, path: str, is_file: bool = False) -> str:
 
 
 def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot: int | None = None) -> None:
-    """Enter a private network namespace, connected to the gateway's bridge in `network_slot` (gateway/network.py:
+    """Enter a private network namespace, connected to the gateway's bridge in `network_slot` (isolation/network.py:
     outbound to other hosts, nothing of the host's) or with only lo when None. Enter a private mount namespace and
     pivot into a new root under `env_dir` that holds the system, the `expose`d directories, /dev, /proc and /tmp
     (see the module's docstring). The host's root stays reachable at HOST, for `seal()`, and this process stays
     root. A namespace of its own for System V IPC and POSIX message queues, too: those would otherwise be shared
     with the host and outlive the environment. /etc/passwd and /etc/group also name `uid` (if given, else
     `name_user` does it later), the user `seal()` becomes, as Lambda's name its sandbox user; /etc/resolv.conf names
-    servers an environment can reach (`gateway.network.resolver_config`)."""
+    servers an environment can reach (`gateway.isolation.network.resolver_config`)."""
     if SYS_PIVOT_ROOT is None:
         raise JailError(0, f"no pivot_root for {os.uname().machine}")
     host = netns.HostSide(network_slot) if network_slot is not None else None  # opened in the host's namespace

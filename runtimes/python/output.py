@@ -22,7 +22,7 @@ import time
 import traceback
 from typing import Any
 
-from gateway import protocol
+from gateway.contracts import environment as protocol
 
 #: AWS_LAMBDA_LOG_LEVEL -> Python level (JSON format only; Text keeps Python's default WARNING, as Lambda does)
 LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}

@@ -1,7 +1,7 @@
 """The fork server: imports the runtime and the heavy stdlib once, then forks environments on request.
 
 Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox
-JSON`, the plan of gateway/sandbox.py); never runs user code itself. The control socket is a SOCK_SEQPACKET
+JSON`, the plan of gateway/isolation/sandbox.py); never runs user code itself. The control socket is a SOCK_SEQPACKET
 socketpair, one msgpack message per packet:
 
     gateway -> zygote   [FORK, req_id, spec]  + two fds via SCM_RIGHTS: the environment's socket, and the write
@@ -64,8 +64,9 @@ from typing import Any
 
 import msgpack
 
-from gateway import cgroups, leftovers, protocol, uids
-from gateway.cgroups import Hierarchy
+from gateway.contracts import environment as protocol
+from gateway.isolation import cgroups, leftovers, uids
+from gateway.isolation.cgroups import Hierarchy
 from runtimes.python import bootstrap, jail, seccomp
 from runtimes.python import concurrent as _concurrent  # noqa: F401  # imported once here, shared by every fork
 
@@ -279,9 +280,9 @@ def _in_child(attempt: Any) -> bool:
 
 
 def serve(control_fd: int, envs_root: str, sandbox: dict[str, Any]) -> None:
-    """Fork environments for the gateway on `control_fd` until it closes. `sandbox` is gateway.sandbox's plan:
+    """Fork environments for the gateway on `control_fd` until it closes. `sandbox` is gateway.isolation.sandbox's plan:
     {"jail": bool, "uids": a uids.UidRange's wire form, "cgroups": a cgroups.Hierarchy's wire form or None, "network":
-    the slot of the environments' network (gateway/network.py) or None}."""
+    the slot of the environments' network (gateway/isolation/network.py) or None}."""
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
     packer = msgpack.Packer(use_bin_type=True)

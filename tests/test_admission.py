@@ -9,8 +9,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED, UNRESERVED, Concurrency
 from gateway.errors import InvalidParameterValueException, TooManyRequestsException
+from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED, UNRESERVED, Concurrency
 
 
 def _throttled(c: Concurrency, name: str) -> TooManyRequestsException:

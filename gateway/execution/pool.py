@@ -5,7 +5,7 @@ A `Pool` holds the environments of exactly one configuration snapshot (name, ver
 one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environments are forked ahead of
 traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
 opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
-they have free slots. Idle environments go to the freeze queue (gateway/freezer.py): when they go back on a stack,
+they have free slots. Idle environments go to the freeze queue (isolation/freezer.py): when they go back on a stack,
 when a shared one's last invocation ends, and when a provisioned one is ready. A retired pool takes no new invocations:
 idle environments are shut at once, busy ones when released, so no invocation that resolved newer configuration
 runs the old code or settings.
@@ -26,19 +26,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Settings
-from gateway.configs import FunctionConfig
-from gateway.environment import Environment, connect
 from gateway.errors import TooManyRequestsException
-from gateway.freezer import FreezeQueue, Freezer
-from gateway.network import NETWORK_VARIABLE
-from gateway.zygote import READY_WAIT, Zygote, ZygoteUnavailable
+from gateway.execution.environment import Environment, connect
+from gateway.execution.zygote import READY_WAIT, Zygote, ZygoteUnavailable
+from gateway.isolation.freezer import FreezeQueue, Freezer
+from gateway.isolation.network import NETWORK_VARIABLE
+from gateway.settings import Settings
+from gateway.store.records import FunctionConfig
 
 log = logging.getLogger("gateway.pool")
 
 ON_DEMAND = "on-demand"
 PROVISIONED = "provisioned-concurrency"
-RUNTIME_DIR = str(Path(__file__).resolve().parent.parent / "runtimes" / "python")
+RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
 #: where a jailed environment sees its function's code and its layers, as on Lambda
 TASK_ROOT = "/var/task"
 #: where a jail shows the runtime (runtimes/python/jail.py)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.auth import load_credentials
+from gateway.api.sigv4 import load_credentials
 
 
 def _machine_memory_mb() -> int:
@@ -87,7 +87,7 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     #: rotated log streams kept per function (older ones are deleted)
     log_retention_files: int = 5
-    #: SigV4 credentials the API accepts: access key id -> secret (see gateway.auth.load_credentials)
+    #: SigV4 credentials the API accepts: access key id -> secret (see gateway.api.sigv4.load_credentials)
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: serve without authentication although bound beyond loopback (`--insecure-no-auth`)
     insecure_no_auth: bool = False
@@ -98,11 +98,11 @@ class Settings:
     #: session credentials or an operator's), whatever else is configured; environments are pointed at it
     #: (AWS_ENDPOINT_URL_LAMBDA). None: environments are pointed at the main listener
     environment_listen: tuple[str, int] | None = None
-    #: seconds a function's session credentials are valid (see gateway.sessions); environments are retired before
+    #: seconds a function's session credentials are valid (see isolation.credentials); environments are retired before
     session_ttl: float = 12 * 3600.0
-    #: how environments are isolated: "auto" (the strongest the host allows) or "rlimits" (see gateway.sandbox)
+    #: how environments are isolated: "auto" (the strongest the host allows) or "rlimits" (see isolation.sandbox)
     sandbox: str = "auto"
-    #: the uids jailed environments get: [uid_base, uid_base + uid_count), handed out in sequence (gateway.uids)
+    #: the uids jailed environments get: [uid_base, uid_base + uid_count), handed out in sequence (isolation.uids)
     uid_base: int = 1_900_000_000
     uid_count: int = 100_000_000
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import PYTHON_RUNTIMES, Settings
+from gateway.settings import PYTHON_RUNTIMES, Settings
 
 
 def _args(**kw: object) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """A small netlink client: the rtnetlink and nf_tables messages the environments' network needs, and nothing more.
 
 Links (a bridge, veth pairs whose far end is created directly in another network namespace), addresses, routes,
-a bridge port's `isolated` flag, and nf_tables tables, chains and rules (the few expressions gateway/network.py
+a bridge port's `isolated` flag, and nf_tables tables, chains and rules (the few expressions isolation/network.py
 uses). Written against the kernel's uapi headers (linux/rtnetlink.h, linux/if_link.h, linux/netfilter/nf_tables.h)
 so that neither a Python dependency nor the `nft`/`ip` tools are needed: the environments' side runs in every
 forked environment, where an import or a process would cost the cold start.

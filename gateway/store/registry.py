@@ -25,22 +25,22 @@ from pathlib import Path
 
 import orjson
 
-from gateway import sqlite
-from gateway.codestore import CodeStore
-from gateway.config import Settings
-from gateway.configs import (
+from gateway.errors import (
+    InvalidParameterValueException,
+    PreconditionFailedException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+)
+from gateway.settings import Settings
+from gateway.store import sqlite
+from gateway.store.code import CodeStore
+from gateway.store.records import (
     LATEST,
     AliasConfig,
     FunctionConfig,
     ProvisionedConfig,
     new_revision_id,
     now_last_modified,
-)
-from gateway.errors import (
-    InvalidParameterValueException,
-    PreconditionFailedException,
-    ResourceConflictException,
-    ResourceNotFoundException,
 )
 
 log = logging.getLogger("gateway.registry")

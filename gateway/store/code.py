@@ -13,7 +13,7 @@ non-regular entries are refused, and the bytes actually written are counted agai
 Concurrency: `put` is blocking (hashing and unzipping) and meant to run in a worker thread; several
 threads or processes may `put` the same zip at once, the first rename wins and the others reuse it.
 
-Garbage collection (`collect`, driven by gateway.codegc): a package nothing references any more is removed, zip and
+Garbage collection (`collect`, driven by store.codegc): a package nothing references any more is removed, zip and
 tree. Between `put` and the registry write that references its digest, the digest is unreferenced: `put` takes a
 lease on it, which the registry gives back with `adopt` once the reference is stored (a put whose registry write
 never comes, a refused CreateFunction, leaves a lease that expires after `LEASE_SECONDS`). `collect` never removes a

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import protocol
+from gateway.contracts import environment as protocol
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
 text = st.text(max_size=50)

@@ -20,15 +20,15 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway import uids
-from gateway.cgroups import Hierarchy
+from gateway.isolation import uids
+from gateway.isolation.cgroups import Hierarchy
 
 
 def sweep_leftovers(envs_root: Path, always: bool = False) -> int:
     """Remove what environments of an earlier gateway left behind (after a SIGKILL of the gateway).
 
     Processes started by a handler can outlive their environment (a process group is not a container; with
-    cgroups, gateway.cgroups removes them). Those whose mount namespace holds a mount from the data directory (a
+    cgroups, isolation.cgroups removes them). Those whose mount namespace holds a mount from the data directory (a
     private /tmp under `envs_root`, or a jail's code) are killed; then every leftover environment directory is
     removed. The scan of /proc runs when directories are left
     over, or `always` (at shutdown, when directories may already be gone). Returns how many it killed.

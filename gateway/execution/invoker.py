@@ -4,7 +4,7 @@
 `X-Amz-Function-Error: Unhandled`, as Lambda does) or raises a `LambdaError` for the caller (runtime
 unavailable, no room on the node). Whatever happens, the environment goes back to its pool or is discarded;
 a crash or timeout of user code never escapes as a gateway error. Admission (the concurrency slot) is the
-caller's: see gateway.concurrency.
+caller's: see gateway.execution.admission.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.configs import FunctionConfig
-from gateway.environment import EnvironmentDied, InvocationTimeout
+from gateway.contracts.environment import RESULT
 from gateway.errors import ServiceException
-from gateway.pool_manager import PoolManager
-from gateway.protocol import RESULT
-from gateway.zygote import ZygoteUnavailable, describe_wait_status
+from gateway.execution.environment import EnvironmentDied, InvocationTimeout
+from gateway.execution.pools import PoolManager
+from gateway.execution.zygote import ZygoteUnavailable, describe_wait_status
+from gateway.store.records import FunctionConfig
 
 log = logging.getLogger("gateway.invoker")
 
@@ -99,7 +99,7 @@ def _error_body(error_type: str, message: str, request_id: str | None = None) ->
 
 
 class Invoker:
-    """Runs synchronous invocations against the pools (admission is the caller's: gateway.concurrency)."""
+    """Runs synchronous invocations against the pools (admission is the caller's: gateway.execution.admission)."""
 
     def __init__(self, pools: PoolManager) -> None:
         self.pools = pools

@@ -34,11 +34,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from gateway import cgroups, protocol, uids
-from gateway.freezer import Freezer
+from gateway.contracts import environment as protocol
+from gateway.isolation import cgroups, uids
+from gateway.isolation.freezer import Freezer
 
 if TYPE_CHECKING:
-    from gateway.zygote import Forked
+    from gateway.execution.zygote import Forked
 
 log = logging.getLogger("gateway.environment")
 
@@ -135,7 +136,7 @@ class Environment(asyncio.Protocol):
         #: set when it died: see EnvironmentDied.oom_peak
         self.oom_peak: int | None = None
         self.last_used = time.monotonic()
-        self.started = self.last_used  # its session credentials were minted just before (gateway.sessions)
+        self.started = self.last_used  # its session credentials were minted just before (gateway.isolation.credentials)
         self.initialization_type = "on-demand"
         #: invocations the pool has given this environment and not yet taken back (shared environments)
         self.load = 0
@@ -145,7 +146,7 @@ class Environment(asyncio.Protocol):
         self._ids = itertools.count(1)
         loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[list[Any]] = loop.create_future()
-        #: its group's freezer, once the pool has opened it (gateway/freezer.py); None: never frozen
+        #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
@@ -372,7 +373,7 @@ class Environment(asyncio.Protocol):
         return frame, written_at, replied_at
 
     def freeze(self) -> None:
-        """Stop it from running until its next invocation (gateway/freezer.py). A no-op without a freezer, once
+        """Stop it from running until its next invocation (isolation/freezer.py). A no-op without a freezer, once
         dead or exited, and while it has an invocation in flight."""
         if self.freezer is None or self.dead or self._inflight or self.load > 0 or self.exit_status.done():
             return
@@ -439,7 +440,7 @@ _CLEANUP = ThreadPoolExecutor(max_workers=2, thread_name_prefix="environment-cle
 
 def remove_later(path: str) -> None:
     """Remove an environment's directory (its private /tmp may hold up to EphemeralStorage bytes) and its cgroups,
-    with whatever still runs in them (without cgroups: every process of its uid, gateway/uids.py), off the event
+    with whatever still runs in them (without cgroups: every process of its uid, isolation/uids.py), off the event
     loop."""
     try:
         asyncio.get_running_loop().run_in_executor(_CLEANUP, _remove, path)

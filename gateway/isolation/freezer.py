@@ -3,7 +3,7 @@
 An environment that has answered and holds no invocation is frozen (its cgroup: v1's freezer, v2's cgroup.freeze)
 and thawed when the next INVOKE goes out, so nothing a handler left running (threads, subprocesses, timers) gets
 CPU between invocations. Each environment's freeze file stays open (`Freezer`), so a freeze or a thaw is one
-write(2) on the event loop, no path lookup. Who calls what (the contract gateway.pool and gateway.environment keep):
+write(2) on the event loop, no path lookup. Who calls what (the contract execution.pool and execution.environment keep):
 
 - the pool hands an environment to the `FreezeQueue` when it goes idle: back on its idle or warm stack, a shared
   environment (async handlers) whose last invocation ended, a provisioned one that is ready. The queue freezes it
@@ -16,7 +16,7 @@ write(2) on the event loop, no path lookup. Who calls what (the contract gateway
 - `Environment.invoke` thaws it right after writing the INVOKE frame (the frame waits in the socket; the thawed
   process reads it at once, one wake-up instead of two);
 - `Environment.kill` thaws it after its SIGKILL: a task in a frozen v1 group acts on a signal only once thawed;
-  thawing after the signal lets no user code run. Its groups' removal (gateway.cgroups) thaws what is left.
+  thawing after the signal lets no user code run. Its groups' removal (gateway.isolation.cgroups) thaws what is left.
 
 Where the group cannot be frozen (no freezer, the group gone), `open` answers None and the environment just runs
 unfrozen; a write that fails later disables freezing for that environment (logged once).
@@ -31,10 +31,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from gateway.cgroups import FREEZE_FILES, Hierarchy
+from gateway.isolation.cgroups import FREEZE_FILES, Hierarchy
 
 if TYPE_CHECKING:
-    from gateway.environment import Environment
+    from gateway.execution.environment import Environment
 
 log = logging.getLogger("gateway.freezer")
 

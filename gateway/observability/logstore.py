@@ -32,8 +32,8 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.configs import FunctionConfig
-from gateway.invoker import Outcome
+from gateway.execution.invoker import Outcome
+from gateway.store.records import FunctionConfig
 
 log = logging.getLogger("gateway.logstore")
 

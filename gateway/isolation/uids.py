@@ -270,7 +270,7 @@ _active: UidRange | None = None
 
 
 def activate(uids: UidRange | None) -> None:
-    """Set the range the gateway's clean-ups trust (gateway.sandbox, at start-up)."""
+    """Set the range the gateway's clean-ups trust (gateway.isolation.sandbox, at start-up)."""
     global _active
     _active = uids
 

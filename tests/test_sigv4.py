@@ -1,4 +1,4 @@
-"""SigV4 verification (gateway.auth) against botocore's own signer, and the errors AWS gives."""
+"""SigV4 verification (gateway.api.sigv4) against botocore's own signer, and the errors AWS gives."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from gateway.auth import (
+from gateway.api.sigv4 import (
     IncompleteSignatureException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,

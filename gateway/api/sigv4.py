@@ -15,7 +15,7 @@ more, the raw query pairs sorted, the signed headers lower-cased with their valu
 Credentials come from the environment (`GATEWAY_ACCESS_KEY_ID` + `GATEWAY_SECRET_ACCESS_KEY`) and/or an AWS
 shared-credentials file (`GATEWAY_CREDENTIALS_FILE`: every profile's `aws_access_key_id` /
 `aws_secret_access_key`); functions' session credentials (an access key `ASIA...` with `X-Amz-Security-Token`) are
-verified by a `gateway.sessions.SessionAuthority`. Pure functions and a small class; no I/O but reading that file.
+verified by a `isolation.credentials.SessionAuthority`. Pure functions and a small class; no I/O but reading that file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gateway.errors import LambdaError
-from gateway.sessions import ACCESS_KEY_PREFIX, ExpiredToken, InvalidToken, Session, SessionAuthority
+from gateway.isolation.credentials import ACCESS_KEY_PREFIX, ExpiredToken, InvalidToken, Session, SessionAuthority
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "lambda"
@@ -69,7 +69,7 @@ class InvalidSignatureException(LambdaError):
 
 
 class ExpiredTokenException(LambdaError):
-    """A function's session token past its expiry (`gateway.sessions`)."""
+    """A function's session token past its expiry (`gateway.isolation.credentials`)."""
 
     name = "ExpiredTokenException"
     status = 403

@@ -26,11 +26,11 @@ from typing import Any
 
 import orjson
 
-from gateway import sqlite
-from gateway.codestore import CodeStore
-from gateway.config import Settings
-from gateway.configs import LayerRef, now_last_modified
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
+from gateway.settings import Settings
+from gateway.store import sqlite
+from gateway.store.code import CodeStore
+from gateway.store.records import LayerRef, now_last_modified
 
 log = logging.getLogger("gateway.layers")
 

@@ -19,14 +19,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from gateway.concurrency import ACCOUNT_EXCEEDED, RATE_EXCEEDED
-from gateway.config import Settings
-from gateway.configs import FunctionConfig
 from gateway.errors import TooManyRequestsException
-from gateway.freezer import FreezeQueue
-from gateway.pool import Pool
-from gateway.sessions import max_environment_age
-from gateway.zygote import Zygote, ZygoteUnavailable
+from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED
+from gateway.execution.pool import Pool
+from gateway.execution.zygote import Zygote, ZygoteUnavailable
+from gateway.isolation.credentials import max_environment_age
+from gateway.isolation.freezer import FreezeQueue
+from gateway.settings import Settings
+from gateway.store.records import FunctionConfig
 
 log = logging.getLogger("gateway.pool")
 
@@ -47,10 +47,10 @@ class PoolManager:
         self.provisioning: Provisioning | None = None
         #: the variables that let a new environment call the API back (session credentials; set by the app)
         self.credentials: Callable[[FunctionConfig], dict[str, str]] | None = None
-        #: environments are retired at this age, before their session credentials expire (gateway.sessions)
+        #: environments are retired at this age, before their session credentials expire (gateway.isolation.credentials)
         self.max_age = max_environment_age(settings.session_ttl)
         self._tasks: set[asyncio.Task[None]] = set()
-        #: freezes the idle environments of every pool (gateway/freezer.py)
+        #: freezes the idle environments of every pool (gateway/isolation/freezer.py)
         self.freezing = FreezeQueue()
 
     def pool_for(self, config: FunctionConfig) -> Pool:

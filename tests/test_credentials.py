@@ -1,4 +1,4 @@
-"""Functions' session credentials (gateway.sessions) and their verification (gateway.auth) against botocore's signer."""
+"""Functions' session credentials (isolation.credentials) and their verification (api.sigv4)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from gateway.auth import (
+from gateway.api.sigv4 import (
     ExpiredTokenException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
     Verifier,
 )
-from gateway.sessions import ExpiredToken, InvalidToken, SessionAuthority, max_environment_age
+from gateway.isolation.credentials import ExpiredToken, InvalidToken, SessionAuthority, max_environment_age
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:caller"
 ROLE = "arn:aws:iam::123456789012:role/service-role/lambda-role"

@@ -16,10 +16,10 @@ import asyncio
 import logging
 import time
 
-from gateway.codestore import CodeStore
-from gateway.layers import LayerStore
-from gateway.pool_manager import PoolManager
-from gateway.registry import Registry
+from gateway.execution.pools import PoolManager
+from gateway.store.code import CodeStore
+from gateway.store.layers import LayerStore
+from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.codestore")
 

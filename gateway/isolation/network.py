@@ -45,8 +45,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import netlink as nl
-from gateway.netlink import Netlink
+from gateway.isolation import netlink as nl
+from gateway.isolation.netlink import Netlink
 
 log = logging.getLogger("gateway.network")
 

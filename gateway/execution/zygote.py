@@ -30,9 +30,9 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from gateway import protocol
-from gateway.environment import remove_later
-from gateway.sandbox import Sandbox
+from gateway.contracts import environment as protocol
+from gateway.execution.environment import remove_later
+from gateway.isolation.sandbox import Sandbox
 
 log = logging.getLogger("gateway.zygote")
 
@@ -49,13 +49,13 @@ STOP = 8
 OUTPUT_PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: seconds a fork waits for a (re)starting zygote before the invocation fails with ServiceException
 READY_WAIT = 3.0
 
 
 class Forked(NamedTuple):
-    """A new environment, the gateway's to connect (gateway.environment.connect) and to close."""
+    """A new environment, the gateway's to connect (gateway.execution.environment.connect) and to close."""
 
     pid: int
     sock: socket.socket

@@ -2,13 +2,13 @@
 
 - "jail" (the gateway runs as root): every environment has its own root filesystem (the system, the interpreter
   and its function's code, read-only; its own /tmp of EphemeralStorage MB; nothing of the data directory, the
-  registry, other functions or the gateway), its own uid and gid (gateway/uids.py: never one that another process
+  registry, other functions or the gateway), its own uid and gid (isolation/uids.py: never one that another process
   has), `no_new_privs`, and its own cgroups when a hierarchy is writable: memory limit = MemorySize (the kernel's
   OOM killer ends it, reported as Runtime.OutOfMemory), at most 1024 processes and threads, CPU weight proportional
   to memory; and, with a freezer, it is frozen while idle, as Lambda freezes an environment between invocations
-  (gateway/freezer.py). See runtimes/python/jail.py and gateway/cgroups.py. And its own network namespace:
+  (isolation/freezer.py). See runtimes/python/jail.py and isolation/cgroups.py. And its own network namespace:
   outbound to other hosts through the gateway's bridge and NAT, nothing of the host's or of other environments
-  (gateway/network.py); only lo with GATEWAY_NETWORK=none, or when the host side could not be set up (fail closed).
+  (isolation/network.py); only lo with GATEWAY_NETWORK=none, or when the host side could not be set up (fail closed).
 - in both modes, where libseccomp and the kernel allow: a seccomp filter modelled on Docker's default profile
   (runtimes/python/seccomp.py).
 - "rlimits" (not root, or asked for with GATEWAY_SANDBOX=rlimits): the environment runs as the gateway's user,
@@ -26,10 +26,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.cgroups import Hierarchy
-from gateway.freezer import FREEZE_AFTER
-from gateway.network import HostNetwork
-from gateway.uids import UidRange, activate
+from gateway.isolation.cgroups import Hierarchy
+from gateway.isolation.freezer import FREEZE_AFTER
+from gateway.isolation.network import HostNetwork
+from gateway.isolation.uids import UidRange, activate
 
 log = logging.getLogger("gateway.sandbox")
 
@@ -41,7 +41,7 @@ SECCOMP = "Docker's default profile as a deny list: EPERM"
 class Sandbox:
     jail: bool
     cgroups: Hierarchy | None
-    #: where a jailed environment's uid (and gid) comes from: see gateway/uids.py
+    #: where a jailed environment's uid (and gid) comes from: see gateway/isolation/uids.py
     uids: UidRange = field(default_factory=UidRange)
     #: jail mode: the environments' network (its `slot` None: they have none, fail closed)
     network: HostNetwork | None = None
@@ -73,7 +73,7 @@ class Sandbox:
 
     @property
     def freezes(self) -> bool:
-        """Whether idle environments are frozen between invocations (a jail with a freezer: gateway/freezer.py)."""
+        """Whether idle environments are frozen between invocations (a jail with a freezer: isolation/freezer.py)."""
         return self.cgroups is not None and self.cgroups.can_freeze
 
     def describe(self, jailed: bool, seccomp: bool = False) -> dict[str, Any]:

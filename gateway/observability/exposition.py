@@ -1,6 +1,6 @@
 """The Prometheus text exposition of the gateway's metrics: the families of the contract, and snapshots of them.
 
-`Families` names every metric of the contract (names, help, labels: see gateway.metrics). A `Snapshot` holds numbers
+`Families` names every metric of the contract (names, help, labels: see metrics.py). A `Snapshot` holds numbers
 copied on the event loop by `Metrics.snapshot()`; turning it into families (`collect`) or text (`render`) reads only
 those copies, so it may run in any thread. `render` formats the families labelled per function directly, byte for
 byte what prometheus_client's `generate_latest` makes of `collect()` (a test checks it) and about ten times faster:
@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from gateway.invoker import ERROR_KINDS
+from gateway.execution.invoker import ERROR_KINDS
 
 
 def buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:

@@ -11,7 +11,7 @@ per update (measured here: ~1 µs a counter increment, ~3 µs a histogram observ
 eight updates). A scrape is split in two: `snapshot()`, on the loop, copies those numbers and computes the gauges
 (environments by state, concurrency, provisioned concurrency) from the pools, the concurrency accounting and the
 zygotes, so nothing is maintained for them between scrapes and no other thread ever reads pool state; turning a
-`Snapshot` (gateway.exposition) into metric families and text touches nothing shared and runs in a
+`Snapshot` (gateway.observability.exposition) into metric families and text touches nothing shared and runs in a
 worker thread (gateway.api.metrics). `Metrics` is also the registry's collector (`collect()` = snapshot + families,
 on the calling thread) for tools that scrape the registry directly.
 
@@ -29,17 +29,17 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from gateway.configs import LATEST
-from gateway.exposition import Families, Snapshot, buckets
-from gateway.invoker import ERROR_KINDS
+from gateway.execution.invoker import ERROR_KINDS
+from gateway.observability.exposition import Families, Snapshot, buckets
+from gateway.store.records import LATEST
 
 if TYPE_CHECKING:
-    from gateway.concurrency import Concurrency
-    from gateway.configs import FunctionConfig
-    from gateway.invoker import Outcome
-    from gateway.pool import Pool
-    from gateway.pool_manager import PoolManager
-    from gateway.zygote import Zygote
+    from gateway.execution.admission import Concurrency
+    from gateway.execution.invoker import Outcome
+    from gateway.execution.pool import Pool
+    from gateway.execution.pools import PoolManager
+    from gateway.execution.zygote import Zygote
+    from gateway.store.records import FunctionConfig
 
 #: Lambda's Duration: 1 ms .. the 900 s timeout limit
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)

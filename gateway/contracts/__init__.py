@@ -1,0 +1,1 @@
+"""One typed module per process boundary, shared by the gateway and the runtimes. Imports nothing of the gateway."""

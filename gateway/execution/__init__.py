@@ -1,0 +1,1 @@
+"""Running invocations: admission, the invoker, pools, environments and the zygote client."""

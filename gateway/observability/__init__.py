@@ -1,0 +1,1 @@
+"""What the gateway shows of itself: Prometheus metrics and their exposition, the function log store."""
