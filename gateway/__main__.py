@@ -27,8 +27,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 
-from gateway.api.sigv4 import load_credentials, sign
-from gateway.settings import Settings
+from gateway.api.sigv4 import sign
+from gateway.settings import Settings, load_credentials
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")

@@ -7,13 +7,12 @@ The environment is passed in (never read from `os.environ` here) so tests can su
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from gateway.api.sigv4 import load_credentials
 
 
 def _machine_memory_mb() -> int:
@@ -87,7 +86,7 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     #: rotated log streams kept per function (older ones are deleted)
     log_retention_files: int = 5
-    #: SigV4 credentials the API accepts: access key id -> secret (see gateway.api.sigv4.load_credentials)
+    #: SigV4 credentials the API accepts: access key id -> secret (see load_credentials)
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: serve without authentication although bound beyond loopback (`--insecure-no-auth`)
     insecure_no_auth: bool = False
@@ -256,3 +255,34 @@ def _metrics_auth(environ: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"cannot read GATEWAY_METRICS_TOKEN_FILE: {exc}") from None
     auth = environ.get("GATEWAY_METRICS_AUTH", "bearer" if token else Settings.metrics_auth).strip().lower()
     return {"metrics_auth": auth, "metrics_token": token}
+
+
+def load_credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """Access key id -> secret, from GATEWAY_ACCESS_KEY_ID/GATEWAY_SECRET_ACCESS_KEY and GATEWAY_CREDENTIALS_FILE.
+
+    Raises ValueError for half a pair or a file that cannot be read or has no credentials.
+    """
+    keys: dict[str, str] = {}
+    key_id, secret = environ.get("GATEWAY_ACCESS_KEY_ID"), environ.get("GATEWAY_SECRET_ACCESS_KEY")
+    if bool(key_id) != bool(secret):
+        raise ValueError("set both GATEWAY_ACCESS_KEY_ID and GATEWAY_SECRET_ACCESS_KEY, or neither")
+    if key_id and secret:
+        keys[key_id] = secret
+    path = environ.get("GATEWAY_CREDENTIALS_FILE")
+    if path:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(Path(path).expanduser()) as f:
+                parser.read_file(f)
+        except (OSError, configparser.Error) as exc:
+            raise ValueError(f"cannot read the credentials file {path}: {exc}") from None
+        found = 0
+        for section in parser.sections():
+            kid = parser.get(section, "aws_access_key_id", fallback=None)
+            sec = parser.get(section, "aws_secret_access_key", fallback=None)
+            if kid and sec:
+                keys[kid.strip()] = sec.strip()
+                found += 1
+        if not found:
+            raise ValueError(f"the credentials file {path} has no aws_access_key_id / aws_secret_access_key pair")
+    return keys

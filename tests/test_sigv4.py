@@ -17,9 +17,9 @@ from gateway.api.sigv4 import (
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
     Verifier,
-    load_credentials,
     sign,
 )
+from gateway.settings import load_credentials
 
 VERIFIER = Verifier({"AKIDEXAMPLE": "s3cr3t"}, "us-east-1")
 

@@ -12,22 +12,19 @@ request and sends no `x-amz-content-sha256` for Lambda; a client that does send 
 head alone). The canonical request is built as botocore builds it: the raw path URI-encoded once
 more, the raw query pairs sorted, the signed headers lower-cased with their values trimmed.
 
-Credentials come from the environment (`GATEWAY_ACCESS_KEY_ID` + `GATEWAY_SECRET_ACCESS_KEY`) and/or an AWS
-shared-credentials file (`GATEWAY_CREDENTIALS_FILE`: every profile's `aws_access_key_id` /
-`aws_secret_access_key`); functions' session credentials (an access key `ASIA...` with `X-Amz-Security-Token`) are
-verified by a `isolation.credentials.SessionAuthority`. Pure functions and a small class; no I/O but reading that file.
+The operator's credentials come from `Settings.credentials` (gateway.settings.load_credentials); functions'
+session credentials (an access key `ASIA...` with `X-Amz-Security-Token`) are verified by an
+`isolation.credentials.SessionAuthority`. Pure functions and a small class; no I/O.
 """
 
 from __future__ import annotations
 
-import configparser
 import datetime as dt
 import hashlib
 import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 from gateway.errors import LambdaError
@@ -74,37 +71,6 @@ class ExpiredTokenException(LambdaError):
     name = "ExpiredTokenException"
     status = 403
     kind = "User"
-
-
-def load_credentials(environ: Mapping[str, str]) -> dict[str, str]:
-    """Access key id -> secret, from GATEWAY_ACCESS_KEY_ID/GATEWAY_SECRET_ACCESS_KEY and GATEWAY_CREDENTIALS_FILE.
-
-    Raises ValueError for half a pair or a file that cannot be read or has no credentials.
-    """
-    keys: dict[str, str] = {}
-    key_id, secret = environ.get("GATEWAY_ACCESS_KEY_ID"), environ.get("GATEWAY_SECRET_ACCESS_KEY")
-    if bool(key_id) != bool(secret):
-        raise ValueError("set both GATEWAY_ACCESS_KEY_ID and GATEWAY_SECRET_ACCESS_KEY, or neither")
-    if key_id and secret:
-        keys[key_id] = secret
-    path = environ.get("GATEWAY_CREDENTIALS_FILE")
-    if path:
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            with open(Path(path).expanduser()) as f:
-                parser.read_file(f)
-        except (OSError, configparser.Error) as exc:
-            raise ValueError(f"cannot read the credentials file {path}: {exc}") from None
-        found = 0
-        for section in parser.sections():
-            kid = parser.get(section, "aws_access_key_id", fallback=None)
-            sec = parser.get(section, "aws_secret_access_key", fallback=None)
-            if kid and sec:
-                keys[kid.strip()] = sec.strip()
-                found += 1
-        if not found:
-            raise ValueError(f"the credentials file {path} has no aws_access_key_id / aws_secret_access_key pair")
-    return keys
 
 
 def _hmac(key: bytes, text: str) -> bytes:
