@@ -20,7 +20,6 @@ from gateway.store.records import (
     AliasConfig,
     Change,
     Changed,
-    FunctionConfig,
     LayerRef,
     ProvisionedConfig,
     new_revision_id,
@@ -28,6 +27,7 @@ from gateway.store.records import (
 )
 from gateway.store.registry import Registry
 from tests.conftest import HANDLER, ROLE, make_zip
+from tests.conftest import function_config as _config
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
@@ -44,15 +44,6 @@ def codestore(tmp_path: Path) -> CodeStore:
 
 def _open(settings: Settings, codestore: CodeStore) -> Registry:
     return Registry(settings.data_dir / "registry.sqlite3", codestore, settings)
-
-
-def _config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionConfig:
-    code = codestore.put(make_zip({"lambda_function.py": f"# {name}\n"}))
-    return FunctionConfig(
-        name=name, arn=ARN + name, runtime="python3.12", handler=HANDLER, role=ROLE,
-        code_sha256=code.sha256_hex, code_size=code.size, code_dir=code.path,
-        last_modified=now_last_modified(), revision_id=new_revision_id(), **kwargs,
-    )  # fmt: skip
 
 
 def test_create_get_resolve_delete(settings: Settings, codestore: CodeStore) -> None:
