@@ -179,6 +179,8 @@ def _connect(app: web.Application, zygotes: Iterable[Zygote], logstore: LogStore
 
 
 async def _runtimes(app: web.Application) -> AsyncIterator[None]:
+    """Sandbox, zygotes, pools, invoker, log store, admission, metrics and code collector, with the observers that
+    join them and the tasks they run; on the way out, every environment and zygote is stopped."""
     settings, registry = app[SETTINGS], app[REGISTRY]
     envs_root = settings.data_dir / "envs"
     sandbox = await _sandbox(settings, envs_root)
