@@ -5,8 +5,8 @@
 evicting idle on-demand environments of other functions, least recently used first; if that is not
 enough the invocation is throttled (429). `reconcile()` makes each version's provisioned environments
 match the registry's provisioned concurrency configs (an alias's config applies to the version it names);
-it runs after every change to them and on every reaper tick, which also replaces provisioned environments
-that died and reaps idle on-demand ones after the idle timeout.
+it runs after every change to them (gateway.changes), when a zygote becomes ready, and on every reaper tick,
+which also replaces provisioned environments that died and reaps idle on-demand ones after the idle timeout.
 
 Concurrency: event loop only; provisioning runs in tasks the manager owns and cancels on close().
 """
