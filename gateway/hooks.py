@@ -11,8 +11,9 @@ Contract: observers are called in the order they were connected, on the caller's
 observer's exception is logged (on the owner's logger) and swallowed: the owner and the other observers go on.
 
 Cost: calling a hook costs one Python call more than a loop over a list. A hot path (the invoker, once per
-invocation) iterates `observers` itself, a tuple, and calls `failed()` from its `except`; measured with timeit,
-that costs what the list loop it replaced did (~+3 %, one attribute load, within noise).
+invocation) iterates `observers` itself, a tuple, and calls `failed()` from its `except` (free in Python 3.11
+until something raises). Measured with timeit (two observers, best of 40 interleaved runs): 169-178 ns, against
+175-189 ns for the list loop it replaced; iterating a tuple pays for the one attribute load more.
 
 Concurrency: `connect()` at start-up, on the event loop; a hook may be called from any thread (the registry's
 writes run in worker threads). `observers` is replaced, never mutated, so a caller iterating it while an
