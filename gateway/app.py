@@ -1,4 +1,5 @@
-"""The aiohttp application: wiring of storage, runtimes, pools and routes, and their lifetimes.
+"""The aiohttp application: wiring of storage, runtimes, pools and routes, and their lifetimes. Wiring only: what
+follows a change to the registry is `gateway.changes`; the observers are connected here (`gateway.hooks`).
 
 Start-up order (cleanup contexts, undone in reverse): storage (code store, registry) -> runtimes
 (zygotes, pools, invoker, reaper, code collector) -> deployment of `--deploy` directories. On shutdown
@@ -13,7 +14,8 @@ import contextlib
 import fcntl
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -38,7 +40,7 @@ from gateway.app_keys import (
     SETTINGS,
     ZYGOTES,
 )
-from gateway.errors import ResourceNotFoundException
+from gateway.changes import ChangePolicy, provisioning
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker
 from gateway.execution.pools import PoolManager
@@ -54,7 +56,7 @@ from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
 from gateway.store.layers import LayerStore
-from gateway.store.records import LATEST, FunctionConfig
+from gateway.store.records import FunctionConfig
 from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway")
@@ -147,75 +149,64 @@ def _credentials_for(
     return credentials
 
 
-async def _runtimes(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    envs_root = settings.data_dir / "envs"
+async def _sandbox(settings: Settings, envs_root: Path) -> Sandbox:
+    """The strongest isolation this host allows, once what environments of an earlier run left is killed."""
     killed = sweep_leftovers(envs_root)
     if killed:
         log.warning("killed %d processes left by environments of an earlier run", killed)
     envs_root.mkdir(parents=True, exist_ok=True)
     env_port = settings.environment_listen[1] if settings.environment_listen else settings.port
     uids = UidRange(settings.uid_base, settings.uid_count)
-    sandbox = await asyncio.to_thread(Sandbox.choose, settings.sandbox, env_port, uids)
+    return await asyncio.to_thread(Sandbox.choose, settings.sandbox, env_port, uids)
+
+
+def _admission(settings: Settings, registry: Registry) -> Concurrency:
+    """Admission with the account's limits and every function's reservation."""
+    concurrency = Concurrency(settings.account_concurrency, settings.unreserved_min)
+    for name, reserved in registry.all_reserved().items():
+        concurrency.set_reserved(name, reserved)
+    return concurrency
+
+
+def _connect(app: web.Application, zygotes: Iterable[Zygote], logstore: LogStore, policy: ChangePolicy) -> None:
+    """The observers: of every invocation (log store, metrics), of the zygotes, of the registry's changes."""
+    app[INVOKER].on_outcome.connect(logstore.record)
+    app[INVOKER].on_outcome.connect(app[METRICS].observe)
+    for zygote in zygotes:
+        zygote.on_fork.connect(app[METRICS].forked)
+        zygote.on_ready.connect(policy.runtime_ready)
+    app[REGISTRY].on_change.connect(policy.follow)
+
+
+async def _runtimes(app: web.Application) -> AsyncIterator[None]:
+    """Sandbox, zygotes, pools, invoker, log store, admission, metrics and code collector, with the observers that
+    join them and the tasks they run; on the way out, every environment and zygote is stopped."""
+    settings, registry = app[SETTINGS], app[REGISTRY]
+    envs_root = settings.data_dir / "envs"
+    sandbox = await _sandbox(settings, envs_root)
     app[NETWORK] = sandbox.network
-    zygotes = _zygotes_for(settings, sandbox)
-    app[ZYGOTES] = zygotes
-    pools = PoolManager(settings, zygotes)
-    pools.credentials = _credentials_for(settings, app[SESSIONS], sandbox.network)
-    app[POOLS] = pools
+    zygotes = app[ZYGOTES] = _zygotes_for(settings, sandbox)
+    unique = set(zygotes.values())
+    credentials = _credentials_for(settings, app[SESSIONS], sandbox.network)
+    pools = app[POOLS] = PoolManager(settings, zygotes, provisioning(registry), credentials)
     app[INVOKER] = Invoker(pools)
+    app[INVOKER].always_log = True  # every invocation's START … REPORT is stored
     logstore = LogStore(settings.data_dir / "logs", settings.log_max_bytes, settings.log_retention_files)
     app[logs_api.LOGSTORE] = logstore
-    app[INVOKER].observers.append(logstore.record)
-    app[INVOKER].always_log = True  # every invocation's START … REPORT is stored
-    concurrency = Concurrency(settings.account_concurrency, settings.unreserved_min)
-    for name, reserved in app[REGISTRY].all_reserved().items():
-        concurrency.set_reserved(name, reserved)
-    app[CONCURRENCY] = concurrency
-    metrics = Metrics(
-        CollectorRegistry(), pools, concurrency, zygotes.values(), app[REGISTRY].all_reserved, app[REGISTRY].exists
-    )
+    concurrency = app[CONCURRENCY] = _admission(settings, registry)
+    metrics = Metrics(CollectorRegistry(), pools, concurrency, zygotes.values(), registry.all_reserved, registry.exists)
     app[METRICS] = metrics
-    app[INVOKER].observers.append(metrics.observe)
-    for zygote in set(zygotes.values()):
-        zygote.on_fork = metrics.forked
-    loop = asyncio.get_running_loop()
-
-    registry = app[REGISTRY]
-
-    def provisioning() -> Iterator[tuple[FunctionConfig, int]]:
-        for prov in registry.provisioned_configs():
-            try:  # an alias's config provisions the version it names
-                yield registry.resolve(prov.function, prov.qualifier), prov.requested
-            except ResourceNotFoundException:
-                continue
-
-    pools.provisioning = provisioning
-    for zygote in set(zygotes.values()):  # provisioned environments come back as soon as a runtime can fork
-        zygote.on_ready = pools.reconcile
-
-    def forget(name: str, version: str | None) -> None:
-        pools.retire_function(name, version)
-        metrics.forget(name, version)  # a deleted function's (version's) series and log files go with it
-        if version != LATEST:
-            logstore.forget(name, version)
-        collector.request()  # and its code, once nothing else uses it
-        if version is None:  # the function is gone, and its reservation with it
-            concurrency.set_reserved(name, None)
-
-    def on_change(name: str, version: str | None) -> None:  # registry writes run in a thread; pools on the loop
-        loop.call_soon_threadsafe(forget, name, version)
-
     collector = CodeCollector(app[CODESTORE], registry, app[LAYERS], pools)
-    app[REGISTRY].add_listener(on_change)
-    tasks = [asyncio.create_task(z.supervise()) for z in set(zygotes.values())]
+    policy = ChangePolicy(asyncio.get_running_loop(), pools, metrics, logstore, collector, concurrency)
+    _connect(app, unique, logstore, policy)
+    tasks = [asyncio.create_task(z.supervise()) for z in unique]
     tasks.append(asyncio.create_task(pools.reap_forever()))
     tasks.append(asyncio.create_task(collector.run(settings.reap_interval)))
     try:
         yield
     finally:
         pools.close()
-        await asyncio.gather(*(z.close() for z in set(zygotes.values())), return_exceptions=True)
+        await asyncio.gather(*(z.close() for z in unique), return_exceptions=True)
         await asyncio.to_thread(sweep_leftovers, envs_root, True)
         await asyncio.to_thread(sandbox.close)
         for task in tasks:

@@ -28,6 +28,11 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from gateway.settings import Settings
+from gateway.store.code import CodeStore
+from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
+from gateway.store.registry import Registry
+
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
@@ -327,3 +332,75 @@ def lambda_handler(event, context):
     time.sleep(0.2)
     return os.getuid()
 """
+
+
+# -- a registry of its own and fakes of what follows its changes (unit tests of gateway.changes) --------------------
+
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
+
+
+def function_config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionConfig:
+    """A `$LATEST` configuration of a function `name` whose (stored) package holds one file."""
+    code = codestore.put(make_zip({"lambda_function.py": f"# {name}\n"}))
+    return FunctionConfig(
+        name=name, arn=FUNCTION_ARN + name, runtime="python3.12", handler=HANDLER, role=ROLE,
+        code_sha256=code.sha256_hex, code_size=code.size, code_dir=code.path,
+        last_modified=now_last_modified(), revision_id=new_revision_id(), **kwargs,
+    )  # fmt: skip
+
+
+def open_registry(data_dir: Path) -> Registry:
+    """A registry (and code store) in `data_dir`, as the gateway opens them; close it at the end."""
+    settings = Settings(data_dir=data_dir, runtimes={"python3.12": sys.executable})
+    return Registry(data_dir / "registry.sqlite3", CodeStore(data_dir / "code"), settings)
+
+
+@dataclass
+class FakeFollowers:
+    """Pools, metrics, log store, code collector and admission as `gateway.changes.ChangePolicy` drives them: each
+    call is recorded in `calls`, in order, as (who, what, arguments...)."""
+
+    calls: list[tuple[object, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pools = _FakePools(self.calls)
+        self.metrics = _FakeForgets(self.calls, "metrics")
+        self.logs = _FakeForgets(self.calls, "logs")
+        self.collector = _FakeCollector(self.calls)
+        self.reservations = _FakeReservations(self.calls)
+
+
+@dataclass
+class _FakePools:
+    calls: list[tuple[object, ...]]
+
+    def retire_function(self, name: str, version: str | None = None) -> None:
+        self.calls.append(("pools", "retire", name, version))
+
+    def reconcile(self, retry_failed: bool = False) -> None:
+        self.calls.append(("pools", "reconcile", retry_failed))
+
+
+@dataclass
+class _FakeForgets:
+    calls: list[tuple[object, ...]]
+    who: str
+
+    def forget(self, function: str, version: str | None = None) -> None:
+        self.calls.append((self.who, "forget", function, version))
+
+
+@dataclass
+class _FakeCollector:
+    calls: list[tuple[object, ...]]
+
+    def request(self) -> None:
+        self.calls.append(("collector", "request"))
+
+
+@dataclass
+class _FakeReservations:
+    calls: list[tuple[object, ...]]
+
+    def set_reserved(self, name: str, value: int | None) -> None:
+        self.calls.append(("reservations", "set", name, value))

@@ -160,12 +160,18 @@ def test_provisioned_environments_are_never_reaped(gateway_factory: GatewayFacto
     assert "Init Duration" in tail
 
 
-def test_rules_and_error_names(lam: Any, gateway: RunningGateway, fname: str) -> None:
+def _with_aliases(lam: Any, fname: str) -> str:
+    """A function, its version 1, and aliases of it: "latest" ($LATEST), "a1" and "a2" (version 1); the version."""
     create_function(lam, fname, SOURCE)
     version = _publish(lam, fname, "one")
     lam.create_alias(FunctionName=fname, Name="latest", FunctionVersion="$LATEST")
     lam.create_alias(FunctionName=fname, Name="a1", FunctionVersion=version)
     lam.create_alias(FunctionName=fname, Name="a2", FunctionVersion=version)
+    return version
+
+
+def test_rules_and_error_names(lam: Any, fname: str) -> None:
+    version = _with_aliases(lam, fname)
 
     def put(qualifier: str, count: int = 1, name: str = fname) -> dict[str, Any]:
         return _put(lam, name, qualifier, count)
@@ -207,7 +213,14 @@ def test_rules_and_error_names(lam: Any, gateway: RunningGateway, fname: str) ->
     # deleting a config that does not exist succeeds
     lam.delete_provisioned_concurrency_config(FunctionName=fname, Qualifier=version)
 
-    # one config per version: a version and an alias of it, or two aliases of one version, conflict
+
+def test_one_config_per_version(lam: Any, gateway: RunningGateway, fname: str) -> None:
+    """A version and an alias of it, or two aliases of one version, conflict."""
+    version = _with_aliases(lam, fname)
+
+    def put(qualifier: str, count: int = 1) -> dict[str, Any]:
+        return _put(lam, fname, qualifier, count)
+
     put(version)
     with pytest.raises(ClientError) as exc:
         put("a1")
@@ -231,8 +244,15 @@ def test_rules_and_error_names(lam: Any, gateway: RunningGateway, fname: str) ->
     with pytest.raises(ClientError) as exc:
         put(version)
     assert _error(exc) == (409, "ResourceConflictException", "Version is pointed by a Provisioned Concurrency alias")
+    _raw_http_validation(gateway, fname)  # with a1's config of 1
+    lam.delete_function(FunctionName=fname)  # the configs go with the function
+    with pytest.raises(ClientError) as exc:
+        lam.list_provisioned_concurrency_configs(FunctionName=fname)
+    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
 
-    # raw HTTP: what boto3 validates before sending
+
+def _raw_http_validation(gateway: RunningGateway, fname: str) -> None:
+    """Raw HTTP: what boto3 validates before sending; `fname`:a1 has a config of 1."""
     path = f"/2019-09-30/functions/{fname}/provisioned-concurrency"
     for query, body, want in (
         ("?Qualifier=a1", {"ProvisionedConcurrentExecutions": 0}, (400, "ValidationException")),
@@ -248,10 +268,6 @@ def test_rules_and_error_names(lam: Any, gateway: RunningGateway, fname: str) ->
     status, _, raw = gateway.request("GET", path + "?Qualifier=a1")
     assert status == 200
     assert json.loads(raw)["RequestedProvisionedConcurrentExecutions"] == 1
-    lam.delete_function(FunctionName=fname)  # the configs go with the function
-    with pytest.raises(ClientError) as exc:
-        lam.list_provisioned_concurrency_configs(FunctionName=fname)
-    assert _error(exc)[:2] == (404, "ResourceNotFoundException")
 
 
 def test_limits_against_reserved_and_account(gateway_factory: GatewayFactory, fname: str) -> None:

@@ -16,9 +16,18 @@ from gateway.errors import PreconditionFailedException, ResourceConflictExceptio
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.layers import LayerStore
-from gateway.store.records import FunctionConfig, LayerRef, new_revision_id, now_last_modified
+from gateway.store.records import (
+    AliasConfig,
+    Change,
+    Changed,
+    LayerRef,
+    ProvisionedConfig,
+    new_revision_id,
+    now_last_modified,
+)
 from gateway.store.registry import Registry
 from tests.conftest import HANDLER, ROLE, make_zip
+from tests.conftest import function_config as _config
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
@@ -35,15 +44,6 @@ def codestore(tmp_path: Path) -> CodeStore:
 
 def _open(settings: Settings, codestore: CodeStore) -> Registry:
     return Registry(settings.data_dir / "registry.sqlite3", codestore, settings)
-
-
-def _config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionConfig:
-    code = codestore.put(make_zip({"lambda_function.py": f"# {name}\n"}))
-    return FunctionConfig(
-        name=name, arn=ARN + name, runtime="python3.12", handler=HANDLER, role=ROLE,
-        code_sha256=code.sha256_hex, code_size=code.size, code_dir=code.path,
-        last_modified=now_last_modified(), revision_id=new_revision_id(), **kwargs,
-    )  # fmt: skip
 
 
 def test_create_get_resolve_delete(settings: Settings, codestore: CodeStore) -> None:
@@ -65,18 +65,67 @@ def test_create_get_resolve_delete(settings: Settings, codestore: CodeStore) -> 
 
 def test_update_checks_revision_and_notifies(settings: Settings, codestore: CodeStore) -> None:
     registry = _open(settings, codestore)
-    seen: list[tuple[str, str | None]] = []
-    registry.add_listener(lambda name, version: seen.append((name, version)))
+    seen: list[Change] = []
+    registry.on_change.connect(seen.append)
     cfg = registry.create(_config(codestore, "f"))
-    assert seen == []
+    assert seen == [Change(Changed.FUNCTION_CREATED, "f", "$LATEST")]
+    seen.clear()
     new = registry.update("f", lambda c: dataclasses.replace(c, timeout=9), if_revision=cfg.revision_id)
-    assert (new.timeout, seen) == (9, [("f", "$LATEST")])
+    assert (new.timeout, seen) == (9, [Change(Changed.LATEST_UPDATED, "f", "$LATEST")])
     assert new.revision_id != cfg.revision_id
     with pytest.raises(PreconditionFailedException):
         registry.update("f", lambda c: dataclasses.replace(c, timeout=10), if_revision=cfg.revision_id)
-    assert registry.get("f").timeout == 9 and seen == [("f", "$LATEST")]
+    registry.update_tags("f", lambda tags: {"t": "1"})  # tags are not configuration: nobody is told
+    assert registry.get("f").timeout == 9 and seen == [Change(Changed.LATEST_UPDATED, "f", "$LATEST")]
     registry.delete("f")
-    assert seen == [("f", "$LATEST"), ("f", None)]
+    assert seen[1:] == [Change(Changed.FUNCTION_DELETED, "f", None)]
+    registry.close()
+
+
+def test_every_write_that_changes_what_runs_is_told(settings: Settings, codestore: CodeStore) -> None:
+    """Versions, aliases and provisioned configs: one Change per write, none for a write that changed nothing."""
+    registry = _open(settings, codestore)
+    registry.create(_config(codestore, "f"), publish=True)
+    seen: list[Change] = []
+    registry.on_change.connect(seen.append)
+    assert registry.publish("f").version == "1" and seen == []  # nothing changed since version 1: nothing told
+    registry.update("f", lambda c: dataclasses.replace(c, timeout=9), publish=True)
+    alias = AliasConfig("f", "live", ARN + "f:live", "1", new_revision_id())
+    registry.create_alias(alias)
+    registry.update_alias("f", "live", lambda a: dataclasses.replace(a, function_version="2"))
+    registry.put_provisioned(ProvisionedConfig("f", "live", 2, now_last_modified()))
+    assert registry.delete_provisioned("f", "live") and not registry.delete_provisioned("f", "live")
+    registry.delete_alias("f", "live")
+    registry.delete_alias("f", "live")  # not there: succeeds, changes nothing
+    registry.delete_version("f", "1")
+    registry.delete_version("f", "9")
+    assert seen == [
+        Change(Changed.VERSION_PUBLISHED, "f", "2"),  # published under the update's lock, told first
+        Change(Changed.LATEST_UPDATED, "f", "$LATEST"),
+        Change(Changed.ALIAS_PUT, "f", "live"),
+        Change(Changed.ALIAS_PUT, "f", "live"),
+        Change(Changed.PROVISIONED_PUT, "f", "live"),
+        Change(Changed.PROVISIONED_DELETED, "f", "live"),
+        Change(Changed.ALIAS_DELETED, "f", "live"),
+        Change(Changed.VERSION_DELETED, "f", "1"),
+    ]
+    registry.close()
+
+
+def test_an_observer_that_fails_does_not_fail_the_write(
+    settings: Settings, codestore: CodeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _open(settings, codestore)
+    seen: list[Change] = []
+
+    def broken(change: Change) -> None:
+        raise RuntimeError("observer bug")
+
+    registry.on_change.connect(broken)
+    registry.on_change.connect(seen.append)
+    registry.create(_config(codestore, "f"))
+    assert registry.get("f").name == "f" and [c.what for c in seen] == [Changed.FUNCTION_CREATED]
+    assert "registry change: observer" in caplog.text and "observer bug" in caplog.text
     registry.close()
 
 

@@ -18,7 +18,7 @@ from gateway.api.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.api.provisioned import check_alias_target
-from gateway.app_keys import POOLS, REGISTRY, SETTINGS
+from gateway.app_keys import REGISTRY, SETTINGS
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.store.names import parse_function_name
 from gateway.store.records import LATEST, AliasConfig, new_revision_id
@@ -157,8 +157,7 @@ async def update_alias(request: web.Request) -> web.Response:
         lambda current: _checked(request, dataclasses.replace(current, **_fields(body, current))),
         revision,
     )
-    request.app[POOLS].reconcile()  # provisioned concurrency follows the alias to its new version
-    return json_response(new.to_wire())
+    return json_response(new.to_wire())  # provisioned concurrency followed the alias (gateway.changes)
 
 
 def _checked(request: web.Request, alias: AliasConfig) -> AliasConfig:
@@ -170,7 +169,6 @@ def _checked(request: web.Request, alias: AliasConfig) -> AliasConfig:
 async def delete_alias(request: web.Request) -> web.Response:
     name = _function_name(request)
     await asyncio.to_thread(request.app[REGISTRY].delete_alias, name, request.match_info["Name"])
-    request.app[POOLS].reconcile()
     return web.Response(status=204)
 
 

@@ -25,7 +25,7 @@ from gateway.api.function_params import (
 )
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size
-from gateway.app_keys import CODESTORE, LAYERS, POOLS, REGISTRY, SETTINGS
+from gateway.app_keys import CODESTORE, LAYERS, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -305,8 +305,7 @@ async def delete_function(request: web.Request) -> web.Response:
         if not ref.qualifier.isdigit():
             raise InvalidParameterValueException("Deletion of aliases is not currently supported.")
         registry.get(ref.name)  # ResourceNotFoundException; a version that does not exist is deleted already
-        await asyncio.to_thread(registry.delete_version, ref.name, ref.qualifier)
-        request.app[POOLS].reconcile()
+        await asyncio.to_thread(registry.delete_version, ref.name, ref.qualifier)  # gateway.changes follows
         log.info("deleted version %s of function %s", ref.qualifier, ref.name)
         return web.Response(status=204)
     await asyncio.to_thread(registry.delete, ref.name)

@@ -3,7 +3,8 @@
 A config asks for N environments of one published version, named by its number or by an alias (an
 alias's config provisions the version the alias names). The registry persists the configs;
 `PoolManager.reconcile()` forks and initializes the environments ahead of traffic, after every change
-here, on every reaper tick and at start-up. Status is read from the pools on each request: IN_PROGRESS
+here (the registry's change notification, gateway.changes: it has run when the write's `await` returns), on
+every reaper tick and at start-up. Status is read from the pools on each request: IN_PROGRESS
 until N environments are live, then READY; FAILED (with StatusReason) when Init failed.
 
 Rules, with Lambda's wording: not on `$LATEST`; one config per version (a version and an alias, or two
@@ -223,8 +224,8 @@ async def put_provisioned_concurrency_config(request: web.Request) -> web.Respon
         _check_one_per_version(request, name, qualifier)
         _check_limits(request, name, qualifier, value)
         prov = ProvisionedConfig(function=name, qualifier=qualifier, requested=value, last_modified=now_last_modified())
+        # gateway.changes reconciles (a Put of the same value retries a FAILED config) before this await returns
         await asyncio.to_thread(registry.put_provisioned, prov)
-    app[POOLS].reconcile(retry_failed=True)  # a Put of the same value retries a FAILED config
     log.info("function %s:%s: provisioned concurrency %d", name, qualifier, value)
     return json_response(_status(app, prov), status=202)
 
@@ -274,6 +275,5 @@ async def delete_provisioned_concurrency_config(request: web.Request) -> web.Res
     async with request.app[CONCURRENCY_SETTINGS_LOCK]:
         deleted = await asyncio.to_thread(request.app[REGISTRY].delete_provisioned, name, qualifier)
     if deleted:
-        request.app[POOLS].reconcile()
         log.info("function %s:%s: provisioned concurrency removed", name, qualifier)
     return web.Response(status=204)

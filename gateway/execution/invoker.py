@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -25,6 +25,7 @@ from gateway.errors import ServiceException
 from gateway.execution.environment import EnvironmentDied, InvocationTimeout
 from gateway.execution.pools import PoolManager
 from gateway.execution.zygote import ZygoteUnavailable, describe_wait_status
+from gateway.hooks import Hook
 from gateway.store.records import FunctionConfig
 
 log = logging.getLogger("gateway.invoker")
@@ -43,7 +44,6 @@ INIT_ERROR_TYPES = frozenset(
         "Runtime.MalformedHandlerName",
     }
 )
-Observer = Callable[["FunctionConfig", "Outcome"], None]
 #: how long a crashed invocation waits for the zygote to report the exit status, for the error message
 EXIT_STATUS_WAIT = 0.2
 #: the answer to an invocation cut by the gateway's stop (GATEWAY_DRAIN_TIMEOUT)
@@ -103,8 +103,8 @@ class Invoker:
 
     def __init__(self, pools: PoolManager) -> None:
         self.pools = pools
-        #: called with (config, outcome) after every invocation, on the event loop: must be fast, must not raise
-        self.observers: list[Observer] = []
+        #: called with (config, outcome) after every invocation, on the event loop: must be fast
+        self.on_outcome: Hook[[FunctionConfig, Outcome]] = Hook("invocation outcome", log)
         #: build the START/END/REPORT log of every invocation (a log store listens), not only for LogType=Tail
         self.always_log = False
         #: set when the gateway stops and cuts what still runs (gateway.shutdown): no invocation starts, and one
@@ -121,8 +121,11 @@ class Invoker:
     ) -> Outcome:
         outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log)
         outcome.resource = invoked_arn[invoked_arn.index(":function:") + 10 :]
-        for observe in self.observers:
-            observe(config, outcome)
+        for observe in self.on_outcome.observers:  # the hook's loop, inline: no call more per invocation
+            try:
+                observe(config, outcome)
+            except Exception:
+                self.on_outcome.failed(observe)
         return outcome
 
     async def _run(

@@ -5,8 +5,8 @@
 evicting idle on-demand environments of other functions, least recently used first; if that is not
 enough the invocation is throttled (429). `reconcile()` makes each version's provisioned environments
 match the registry's provisioned concurrency configs (an alias's config applies to the version it names);
-it runs after every change to them and on every reaper tick, which also replaces provisioned environments
-that died and reaps idle on-demand ones after the idle timeout.
+it runs after every change to them (gateway.changes), when a zygote becomes ready, and on every reaper tick,
+which also replaces provisioned environments that died and reaps idle on-demand ones after the idle timeout.
 
 Concurrency: event loop only; provisioning runs in tasks the manager owns and cancels on close().
 """
@@ -32,21 +32,32 @@ log = logging.getLogger("gateway.pool")
 
 #: what the registry wants provisioned: (the version's configuration, environments)
 Provisioning = Callable[[], Iterable[tuple[FunctionConfig, int]]]
+#: the variables that let a new environment call the API back (session credentials)
+Credentials = Callable[[FunctionConfig], dict[str, str]]
 
 
 class PoolManager:
-    """Maps each function version to its current pool; owns node memory and provisioning."""
+    """Maps each function version to its current pool; owns node memory and provisioning.
 
-    def __init__(self, settings: Settings, zygotes: Mapping[str, Zygote]) -> None:
+    Providers, given by the application: `provisioning` (without it nothing is provisioned) and `credentials` (without
+    it environments get none).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        zygotes: Mapping[str, Zygote],
+        provisioning: Provisioning | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.settings = settings
         self.zygotes = zygotes
         self.memory_budget = settings.memory_budget_mb
         self.pools: dict[tuple[str, str], Pool] = {}
         #: retired pools whose busy environments have not been released yet
         self.retired: list[Pool] = []
-        self.provisioning: Provisioning | None = None
-        #: the variables that let a new environment call the API back (session credentials; set by the app)
-        self.credentials: Callable[[FunctionConfig], dict[str, str]] | None = None
+        self.provisioning = provisioning
+        self.credentials = credentials
         #: environments are retired at this age, before their session credentials expire (gateway.isolation.credentials)
         self.max_age = max_environment_age(settings.session_ttl)
         self._tasks: set[asyncio.Task[None]] = set()

@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,6 +31,7 @@ import msgpack
 
 from gateway.contracts import environment as protocol
 from gateway.execution.environment import remove_later
+from gateway.hooks import Hook
 from gateway.isolation.sandbox import Sandbox
 
 log = logging.getLogger("gateway.zygote")
@@ -120,9 +120,9 @@ class Zygote:
         #: whether its environments install the seccomp filter (runtimes/python/seccomp.py)
         self.seccomp = False
         #: called each time the zygote becomes ready (at start and after a restart)
-        self.on_ready: Callable[[], None] | None = None
+        self.on_ready: Hook[[]] = Hook("zygote ready", log)
         #: called with the seconds each successful fork took (request sent -> pid known), for metrics
-        self.on_fork: Callable[[float], None] | None = None
+        self.on_fork: Hook[[float]] = Hook("zygote fork", log)
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._closing = False
         #: the zygote's spare, ready to become an environment
@@ -214,8 +214,7 @@ class Zygote:
                 self.seccomp = bool(msg[2].get("seccomp"))
                 self.sandbox.warn_if_weaker(self.jailed)
                 self._ready.set()
-                if self.on_ready is not None:
-                    self.on_ready()
+                self.on_ready()
                 log.info(
                     "zygote for %s ready (pid %s, %s, sandbox: %s, /tmp: %s)",
                     ",".join(self.runtimes),
@@ -325,8 +324,7 @@ class Zygote:
         started = time.perf_counter()
         taken = self._take_spare(spec)
         if taken is not None:
-            if self.on_fork is not None:
-                self.on_fork(time.perf_counter() - started)
+            self.on_fork(time.perf_counter() - started)
             return taken
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -356,8 +354,7 @@ class Zygote:
             ours.close()
             os.close(out_r)
             raise
-        if self.on_fork is not None:
-            self.on_fork(time.perf_counter() - started)
+        self.on_fork(time.perf_counter() - started)
         return Forked(pid, ours, exit_fut, env_dir, out_r)
 
     async def _send_with_fd(self, data: bytes, fds: array.array[int]) -> None:

@@ -1,4 +1,5 @@
-"""The immutable records the registry keeps: function version configurations, aliases, layer references.
+"""The immutable records the registry keeps: function version configurations, aliases, layer references, and
+the `Change` it tells its observers of after each write.
 
 Pure data with their Lambda wire shapes; no I/O. Every change produces a new object (with a new revision
 id where Lambda has one), so whoever holds a snapshot holds a consistent one.
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import enum
 import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -207,3 +209,26 @@ class ProvisionedConfig:
     @classmethod
     def from_record(cls, raw: str | bytes) -> ProvisionedConfig:
         return cls(**orjson.loads(raw))
+
+
+class Changed(enum.Enum):
+    """What one write to the registry did (`Change.what`); `Change.qualifier` names the version or alias."""
+
+    FUNCTION_CREATED = "function created"  # qualifier: $LATEST
+    LATEST_UPDATED = "$LATEST updated"  # its configuration or code (not its tags)
+    VERSION_PUBLISHED = "version published"  # qualifier: the new version
+    VERSION_DELETED = "version deleted"
+    FUNCTION_DELETED = "function deleted"  # qualifier: None, every version, alias and config went with it
+    ALIAS_PUT = "alias created or updated"
+    ALIAS_DELETED = "alias deleted"
+    PROVISIONED_PUT = "provisioned concurrency config put"  # qualifier: the config's version or alias
+    PROVISIONED_DELETED = "provisioned concurrency config deleted"
+
+
+class Change(NamedTuple):
+    """One write to the registry, as `Registry.on_change` tells it, once it is persisted and cached."""
+
+    what: Changed
+    function: str
+    #: the version or alias written; None when the whole function went
+    qualifier: str | None

@@ -8,8 +8,9 @@ Writes go to SQLite first (one transaction, `synchronous=FULL` under WAL), then 
 Reads — including `resolve()` on the invoke path — only touch the cache.
 
 Concurrency model: reads run on the event loop thread; writes may run in a worker thread (they block on
-SQLite). A lock makes each write (check, persist, publish to the cache) atomic. Listeners run after the
-write, on the writer's thread, with (function name, version or None for all versions).
+SQLite). A lock makes each write (check, persist, publish to the cache) atomic. Every write but tags and reserved
+concurrency then calls `on_change` (a gateway.hooks.Hook) with a `Change`, on the writer's thread, possibly with
+the lock still held: its observers must be quick and must not wait for another thread that uses the registry.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from gateway.errors import (
     ResourceConflictException,
     ResourceNotFoundException,
 )
+from gateway.hooks import Hook
 from gateway.settings import Settings
 from gateway.store import sqlite
 from gateway.store.code import CodeStore
 from gateway.store.records import (
     LATEST,
     AliasConfig,
+    Change,
+    Changed,
     FunctionConfig,
     ProvisionedConfig,
     new_revision_id,
@@ -54,8 +58,6 @@ REVISION_MISMATCH = (
 
 #: fields that do not make two versions different (PublishVersion with nothing changed returns the latest)
 _NOT_COMPARED = frozenset({"version", "revision_id", "last_modified", "description", "tags", "code_dir", "layer_dirs"})
-
-Listener = Callable[[str, str | None], None]
 
 
 class _Function:
@@ -82,7 +84,8 @@ class Registry:
         self.settings = settings
         self.codestore = codestore
         self._lock = threading.RLock()
-        self._listeners: list[Listener] = []
+        #: told of every write (gateway.store.records.Change), once it is persisted and cached
+        self.on_change: Hook[[Change]] = Hook("registry change", log)
         self._functions: dict[str, _Function] = {}
         self._names: list[str] = []  # sorted, for paging
         self._db = sqlite.connect(db_path)
@@ -237,10 +240,6 @@ class Registry:
 
     # -- writes (SQLite first, then the cache) -----------------------------------------------------
 
-    def add_listener(self, callback: Listener) -> None:
-        """Call `callback(name, version)` after a version changes or goes (`version` None: all of them)."""
-        self._listeners.append(callback)
-
     def create(self, config: FunctionConfig, *, publish: bool = False) -> FunctionConfig:
         """Add a new function's `$LATEST` (and with `publish`, version 1 of it, returned instead).
 
@@ -260,6 +259,7 @@ class Registry:
             self._functions[config.name] = fn
             bisect.insort(self._names, config.name)
             self.codestore.adopt(config.code_sha256)  # referenced now: its package is kept for as long as it is
+            self.on_change(Change(Changed.FUNCTION_CREATED, config.name, LATEST))
             return self.publish(config.name) if publish else config
 
     def update(
@@ -289,7 +289,7 @@ class Registry:
                 self.codestore.adopt(new.code_sha256)
             if publish:
                 new = self.publish(name)
-        self._notify(name, LATEST)
+        self.on_change(Change(Changed.LATEST_UPDATED, name, LATEST))
         return new
 
     def update_tags(self, name: str, change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
@@ -347,6 +347,7 @@ class Registry:
                 db.execute("UPDATE function_meta SET last_version = ? WHERE name = ?", (number, name))
             fn.versions[version.version] = version
             fn.last_version = number
+            self.on_change(Change(Changed.VERSION_PUBLISHED, name, version.version))
         return version
 
     def delete(self, name: str) -> None:
@@ -358,7 +359,7 @@ class Registry:
                     db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
             del self._functions[name]
             self._names.pop(bisect.bisect_left(self._names, name))
-        self._notify(name, None)
+        self.on_change(Change(Changed.FUNCTION_DELETED, name, None))
 
     def delete_version(self, name: str, version: str) -> None:
         """Remove one published version. ResourceConflictException while an alias points at it."""
@@ -376,7 +377,7 @@ class Registry:
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, version))
             del fn.versions[version]
             fn.provisioned.pop(version, None)
-        self._notify(name, version)
+        self.on_change(Change(Changed.VERSION_DELETED, name, version))
 
     def create_alias(self, alias: AliasConfig) -> AliasConfig:
         """Add an alias: ResourceConflictException if it exists, ResourceNotFoundException for missing versions."""
@@ -406,6 +407,7 @@ class Registry:
                     (alias.function, alias.name, alias.to_record().decode()),
                 )
             fn.aliases[alias.name] = alias
+            self.on_change(Change(Changed.ALIAS_PUT, alias.function, alias.name))
         return alias
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -419,6 +421,7 @@ class Registry:
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, alias))
             del fn.aliases[alias]
             fn.provisioned.pop(alias, None)
+        self.on_change(Change(Changed.ALIAS_DELETED, name, alias))
 
     # -- concurrency settings (function-level, not configuration: no new RevisionId) ----------------
 
@@ -454,6 +457,7 @@ class Registry:
                     (config.function, config.qualifier, config.to_record().decode()),
                 )
             fn.provisioned[config.qualifier] = config
+        self.on_change(Change(Changed.PROVISIONED_PUT, config.function, config.qualifier))
 
     def delete_provisioned(self, name: str, qualifier: str) -> bool:
         """Remove a provisioned concurrency config; False if there was none."""
@@ -464,7 +468,8 @@ class Registry:
             with self._tx() as db:
                 db.execute("DELETE FROM provisioned WHERE name = ? AND qualifier = ?", (name, qualifier))
             del fn.provisioned[qualifier]
-            return True
+        self.on_change(Change(Changed.PROVISIONED_DELETED, name, qualifier))
+        return True
 
     def _write_latest(self, config: FunctionConfig) -> None:
         with self._tx() as db:
@@ -476,13 +481,6 @@ class Registry:
 
     def close(self) -> None:
         self._db.close()
-
-    def _notify(self, name: str, version: str | None) -> None:
-        for callback in self._listeners:
-            try:
-                callback(name, version)
-            except Exception:
-                log.exception("registry listener %r failed for %s:%s", callback, name, version)
 
 
 def _same_snapshot(a: FunctionConfig, b: FunctionConfig) -> bool:
