@@ -52,7 +52,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -86,7 +86,7 @@ def verdicts(s: dict[str, Any]) -> list[dict[str, Any]]:
             node = node[key]
         return node
 
-    rows = [
+    rows: list[tuple[str, Any, str, str, Callable[[Any], bool]]] = [
         ("warm throughput, gateway / (a) in-process", get("throughput", "ratios", "gateway/inprocess"), ">= 0.6", "x",
          lambda v: v >= 0.6),
         ("cold start p50 (new function, first invoke)", get("cold_start", "fresh_function", "client_ms", "p50"),

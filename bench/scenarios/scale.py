@@ -118,7 +118,7 @@ def scenario_memory(run: Run) -> dict[str, Any]:
         return summarize([float(key(r)) for r in readings], (50, 90, 99))
 
     zygote_uss = [_uss(_memory_kb(z)) for z in _children(gateway.proc.pid)]
-    out = {
+    out: dict[str, Any] = {
         "function": "memory-noop",
         "idle_environments": len(readings),
         "uss_kb": summary(_uss),
