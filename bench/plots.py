@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import as_dict, get_in, num, ordered, target_label
+from bench.report_format import as_dict, get_in, num, ordered, target_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

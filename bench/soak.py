@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench import loadgen
 from bench.harness import HOST, RESULTS, gateway_server, running, scratch_dir
-from bench.suite import NOOP, Api, invoke_bytes
+from bench.scenarios.common import NOOP, Api, invoke_bytes
 
 
 def footprint(pid: int, data_dir: Path, api: Api) -> dict[str, Any]:

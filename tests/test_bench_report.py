@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bench import report
+from bench import report_format as fmt
 from bench.report import BEGIN_MARKER, END_MARKER, MarkerError, render_markdown, replace_marked_section
 
 SAMPLE = Path(__file__).parent / "data" / "suite-sample.json"
@@ -103,16 +104,16 @@ def test_markdown_numbers_come_from_the_json(sample: dict[str, Any]) -> None:
 
 
 def test_formatting() -> None:
-    assert report.fmt_rps(3014.2) == "3,014"
-    assert report.fmt_ms(0.39812) == "0.398"
-    assert report.fmt_ms(13.02) == "13.0"
-    assert report.fmt_ms(999.7) == "1,000"
-    assert report.fmt_ms(1234.0) == "1,230"
-    assert report.fmt_ratio(1.3) == "1.30\u00d7"
+    assert fmt.fmt_rps(3014.2) == "3,014"
+    assert fmt.fmt_ms(0.39812) == "0.398"
+    assert fmt.fmt_ms(13.02) == "13.0"
+    assert fmt.fmt_ms(999.7) == "1,000"
+    assert fmt.fmt_ms(1234.0) == "1,230"
+    assert fmt.fmt_ratio(1.3) == "1.30\u00d7"
     for missing in (None, "x", float("nan"), True):
-        assert report.fmt_ms(missing) == report.fmt_rps(missing) == report.fmt_ratio(missing) == "n/a"
-    assert report.fmt_statuses({"429": 3, "200": 70124}) == "70,124 \u00d7 200, 3 \u00d7 429"
-    assert report.fmt_errors({"socket": 1, "timeout": 0, "non_2xx": 2}) == "3 (socket 1, non-2xx 2)"
+        assert fmt.fmt_ms(missing) == fmt.fmt_rps(missing) == fmt.fmt_ratio(missing) == "n/a"
+    assert fmt.fmt_statuses({"429": 3, "200": 70124}) == "70,124 \u00d7 200, 3 \u00d7 429"
+    assert fmt.fmt_errors({"socket": 1, "timeout": 0, "non_2xx": 2}) == "3 (socket 1, non-2xx 2)"
 
 
 def test_only_one_scenario(sample: dict[str, Any]) -> None:

@@ -1,0 +1,41 @@
+"""The scenarios of the benchmark suite (`make bench`, bench/suite.py): each takes the suite's `Run` and returns
+the JSON-able dict that goes under `scenarios.<name>` in the results file (bench/report.py and bench/plots.py
+read it).
+
+- common.py  the run (parameters, servers started on first use), Lambda API calls, invoke requests, load runs
+- warm.py    throughput, latency vs load, payload sizes, throttling
+- cold.py    cold start (fresh functions, a fresh interpreter, scale from zero) and a burst of first invokes
+- scale.py   many functions deployed (Zipf popularity) vs one, and the memory of idle environments
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.scenarios.cold import scenario_burst, scenario_cold_start
+from bench.scenarios.common import Run
+from bench.scenarios.scale import scenario_functions, scenario_memory
+from bench.scenarios.warm import scenario_latency_vs_load, scenario_payloads, scenario_throttling, scenario_throughput
+
+#: the scenarios `--only` takes, in the order a full run measures them
+SCENARIOS = (
+    "throughput",
+    "latency_vs_load",
+    "cold_start",
+    "burst",
+    "throttling",
+    "functions",
+    "payloads",
+    "memory",
+)
+RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
+    "throughput": scenario_throughput,
+    "latency_vs_load": scenario_latency_vs_load,
+    "cold_start": scenario_cold_start,
+    "burst": scenario_burst,
+    "throttling": scenario_throttling,
+    "functions": scenario_functions,
+    "payloads": scenario_payloads,
+    "memory": scenario_memory,
+}

@@ -1,0 +1,140 @@
+"""The suite's cold scenarios: first invokes of fresh functions (with Init Duration from the log tail) next to
+(b)'s fresh interpreter per invocation, scale from zero, and a burst of simultaneous first invokes.
+
+The simultaneous invokes run on an asyncio loop of their own (`asyncio.run`), each on an already-open
+connection, so that they leave at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import statistics
+import time
+from typing import Any
+
+from bench.harness import HOST, INIT_RE, RawClient, header_value, summarize
+from bench.scenarios.common import NOOP, SLEEPER, Api, Run, invoke_bytes
+
+
+def _timed(client: RawClient, raw: bytes) -> tuple[float, int, bytes, bytes]:
+    t0 = time.perf_counter()
+    status, head, body = client.request(raw)
+    return (time.perf_counter() - t0) * 1000, status, head, body
+
+
+def scenario_cold_start(run: Run) -> dict[str, Any]:
+    p = run.params
+    gateway = run.server("gateway")
+    api = Api(gateway.port)
+    stamp = int(time.time())
+    names = [f"cold-{stamp}-{i}" for i in range(p.cold_n)]
+    for name in names:
+        api.create(name, NOOP + f"# {name}: code of its own, not shared with any other function\n")
+    client = RawClient(gateway.port, timeout=60)
+    samples, inits, errors = [], [], 0
+    try:
+        for name in names:
+            time.sleep(0.05)
+            ms, status, head, body = _timed(client, invoke_bytes(gateway.port, name, tail=True))
+            log = header_value(head, "X-Amz-Log-Result")
+            match = INIT_RE.search(base64.b64decode(log).decode(errors="replace")) if log else None
+            if status != 200 or body != b"{}" or match is None:
+                errors += 1
+                continue
+            samples.append(ms)
+            inits.append(float(match.group(1)))
+    finally:
+        client.close()
+    out: dict[str, Any] = {
+        "fresh_function": {
+            "n": len(samples),
+            "errors": errors,
+            "pause_between_ms": 50,
+            "client_ms": summarize(samples, (50, 90, 99)),
+            "init_duration_ms": summarize(inits, (50, 90, 99)),
+            "samples_ms": [round(s, 3) for s in samples],
+        }
+    }
+    fresh = run.server("fresh_process")
+    client = RawClient(fresh.port, timeout=60)
+    fresh_samples = []
+    try:
+        _timed(client, invoke_bytes(fresh.port, "noop"))  # page cache warm, as for the gateway's runtime
+        for _ in range(p.cold_n):
+            ms, status, _, body = _timed(client, invoke_bytes(fresh.port, "noop"))
+            if status == 200 and body == b"{}":
+                fresh_samples.append(ms)
+    finally:
+        client.close()
+    out["fresh_process"] = {
+        "n": len(fresh_samples),
+        "client_ms": summarize(fresh_samples, (50, 90, 99)),
+        "samples_ms": [round(s, 3) for s in fresh_samples],
+    }
+    if samples and fresh_samples:
+        out["ratio_p50"] = round(statistics.median(fresh_samples) / statistics.median(samples), 2)
+    name = f"scale-{stamp}"
+    api.create(name, SLEEPER)
+    api.close()
+    answers = asyncio.run(_concurrent_invokes(gateway.port, name, 10, b'{"sleep": 0.05}'))
+    out["scale_from_zero"] = _concurrent_summary(answers, handler_ms=50.0)
+    print(f"  cold start p50 {out['fresh_function']['client_ms'].get('p50')} ms; fresh process p50 "
+          f"{out['fresh_process']['client_ms'].get('p50')} ms")  # fmt: skip
+    return out
+
+
+async def _concurrent_invokes(port: int, function: str, n: int, body: bytes) -> list[tuple[float, int, bytes]]:
+    """`n` invokes sent at the same moment on `n` already-open connections: (ms, status, body) each."""
+    conns = [await asyncio.open_connection(HOST, port) for _ in range(n)]
+    raw = invoke_bytes(port, function, body)
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[float, int, bytes]:
+        t0 = time.perf_counter()
+        writer.write(raw)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        payload = await reader.readexactly(length)
+        return (time.perf_counter() - t0) * 1000, int(head[9:12]), payload
+
+    try:
+        return await asyncio.gather(*(one(r, w) for r, w in conns))
+    finally:
+        for _, writer in conns:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def _concurrent_summary(answers: list[tuple[float, int, bytes]], handler_ms: float) -> dict[str, Any]:
+    ok = [a for a in answers if a[1] == 200]
+    pids = {json.loads(a[2]).get("pid") for a in ok}
+    statuses: dict[str, int] = {}
+    for _, status, _ in answers:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    samples = [a[0] for a in answers]
+    return {
+        "requests": len(answers),
+        "environments": len(pids),
+        "handler_ms": handler_ms,
+        "statuses": statuses,
+        "errors": len(answers) - len(ok),
+        "client_ms": summarize(samples, (50, 90, 99)),
+        "samples_ms": [round(s, 3) for s in samples],
+        "elapsed_ms": round(max(samples), 3) if samples else None,
+    }
+
+
+def scenario_burst(run: Run) -> dict[str, Any]:
+    gateway = run.server("gateway")
+    api = Api(gateway.port)
+    name = f"burst-{int(time.time())}"
+    api.create(name, SLEEPER)
+    api.close()
+    answers = asyncio.run(_concurrent_invokes(gateway.port, name, run.params.burst, b'{"sleep": 0.1}'))
+    out = {"concurrency": run.params.burst, **_concurrent_summary(answers, handler_ms=100.0)}
+    print(f"  burst {run.params.burst}: {out['environments']} environments, last answer after {out['elapsed_ms']} ms")
+    return out
