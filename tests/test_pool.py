@@ -149,8 +149,9 @@ async def test_a_retired_pool_shuts_idle_environments_now_and_busy_ones_on_relea
     pool.release(idle)
     pool.retire()
     assert idle.killed == "shut down" and busy.killed is None and not pool.empty
+    assert pool.in_use  # its code stays on disk while the busy one runs
     pool.release(busy)
-    assert busy.killed == "shut down" and pool.empty
+    assert busy.killed == "shut down" and pool.empty and not pool.in_use
 
 
 async def test_evictable_lists_idle_on_demand_environments_only(fake_pool: MakePool) -> None:

@@ -295,6 +295,11 @@ class Pool(ABC):
     # -- housekeeping ------------------------------------------------------------------------------
 
     @property
+    def in_use(self) -> bool:
+        """Whether an environment of this pool is live or starting (its code and layers are in use)."""
+        return bool(self.environments) or self.spawning > 0
+
+    @property
     def empty(self) -> bool:
         return not self.environments and not self.spawning and not self.provisioned_target
 
