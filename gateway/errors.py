@@ -158,3 +158,24 @@ class NotImplementedException(LambdaError):
     name = "NotImplementedException"
     status = 501
     kind = "Service"
+
+
+# -- function errors ------------------------------------------------------------------------------------------------
+# Not exceptions: the `errorType` of a function error's body (status 200, `X-Amz-Function-Error: Unhandled`). These
+# are the ones the gateway itself reports; the runtime reports the function's own (runtimes/python).
+
+#: the function ran past its Timeout, or Init past its 10 seconds: the gateway killed the environment
+SANDBOX_TIMEDOUT = "Sandbox.Timedout"
+#: the environment's process exited without replying
+RUNTIME_EXIT_ERROR = "Runtime.ExitError"
+#: the kernel's OOM killer ended the environment (its memory limit is MemorySize)
+RUNTIME_OUT_OF_MEMORY = "Runtime.OutOfMemory"
+#: Init failed: the runtime reports these when the handler cannot be loaded
+INIT_ERROR_TYPES = frozenset(
+    {
+        "Runtime.ImportModuleError",
+        "Runtime.HandlerNotFound",
+        "Runtime.UserCodeSyntaxError",
+        "Runtime.MalformedHandlerName",
+    }
+)

@@ -404,3 +404,99 @@ class _FakeReservations:
 
     def set_reserved(self, name: str, value: int | None) -> None:
         self.calls.append(("reservations", "set", name, value))
+
+
+# -- fakes for unit tests of the execution package (no process, no socket) ---------------------------------------
+
+
+class FakeEnvironment:
+    """Stands in for `gateway.execution.environment.Environment` where a pool uses it: its state, `wait_ready`,
+    `kill` and `shutdown`. `FakeZygote` makes them; `hold` keeps Init running until it is set."""
+
+    def __init__(self, key: Any, capacity: int, init_error: dict[str, Any] | None, hold: Any = None) -> None:
+        self.key = key
+        self.capacity = capacity
+        self.load = 0
+        self.dead = False
+        self.ready = False
+        self.started = self.last_used = time.monotonic()
+        self.initialization_type = "on-demand"
+        self.init_error = init_error
+        self.init_ms = 1.0
+        self.init_log = b""
+        self.env_dir = "/nonexistent/env"
+        self.freezer = None
+        self.killed: str | None = None  # why it was killed or shut, once it was
+        self._hold = hold
+
+    @property
+    def provisioned(self) -> bool:
+        return self.initialization_type == "provisioned-concurrency"
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        if self._hold is not None:
+            await self._hold.wait()
+        self.ready = True
+
+    def kill(self, reason: str = "killed") -> None:
+        self.dead = True
+        self.killed = self.killed or reason
+
+    def shutdown(self) -> None:
+        self.kill("shut down")
+
+
+class FakeZygote:
+    """Stands in for `gateway.execution.zygote.Zygote`: `fork` hands back a `FakeEnvironment` (the `fake_pool`
+    fixture makes the pool's `connect` pass it through) with this zygote's `capacity` and `init_error`."""
+
+    def __init__(self, capacity: int = 1) -> None:
+        self.ready = True
+        self.jailed = False
+        self.capacity = capacity
+        self.init_error: dict[str, Any] | None = None
+        self.hold: Any = None  # an asyncio.Event: Init of the environments forked now waits for it
+        self.forked: list[FakeEnvironment] = []
+
+    async def wait_ready(self, timeout: float) -> None:
+        return None
+
+    async def fork(self, spec: Any) -> FakeEnvironment:
+        env = FakeEnvironment(len(self.forked), self.capacity, self.init_error, self.hold)
+        self.forked.append(env)
+        return env
+
+
+@pytest.fixture
+def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Any]:
+    """A factory of pools over a `FakeZygote`: `fake_pool(max_concurrency=1)` -> (pool, zygote)."""
+    from gateway.execution import pool as pool_module
+    from gateway.execution.modes import new_pool
+    from gateway.settings import Settings
+    from gateway.store.records import FunctionConfig
+
+    async def connect(key: Any, forked: FakeEnvironment) -> FakeEnvironment:
+        return forked
+
+    monkeypatch.setattr(pool_module, "connect", connect)
+    settings = Settings(data_dir=tmp_path)
+
+    def make(max_concurrency: int = 1, make_room: Callable[[Any], None] = lambda pool: None) -> tuple[Any, FakeZygote]:
+        config = FunctionConfig(
+            name="f",
+            arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+            runtime="python3.12",
+            handler="lambda_function.lambda_handler",
+            role=ROLE,
+            code_sha256="0" * 64,
+            code_size=1,
+            code_dir=tmp_path / "code",
+            last_modified="2026-11-23T14:38:00.000+0000",
+            revision_id="r1",
+            version="1",
+            max_concurrency=max_concurrency,
+        )
+        zygote = FakeZygote(capacity=max_concurrency)
+        return new_pool(config, settings, zygote, make_room), zygote  # type: ignore[arg-type]
+
+    return make

@@ -1,11 +1,23 @@
-"""Pure parts of the invoker: request ids and Lambda's log text."""
+"""Pure parts of the invoker: request ids, the Init timeout's wording (Lambda's log text: test_lambda_logs.py)."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
-from gateway.execution.invoker import _log_text, new_request_id
+import orjson
+import pytest
+
+from gateway.errors import RUNTIME_EXIT_ERROR, RUNTIME_OUT_OF_MEMORY, SANDBOX_TIMEDOUT
+from gateway.execution.invoker import (
+    INIT_TIMED_OUT,
+    UNHANDLED,
+    Invocation,
+    _failed,
+    _init_failed,
+    _outcome,
+    new_request_id,
+)
 from gateway.store.records import FunctionConfig
 
 CONFIG = FunctionConfig(
@@ -31,18 +43,56 @@ def test_request_ids_are_unique_v4_uuids() -> None:
         assert str(parsed) == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
-def test_log_text_of_a_cold_invocation() -> None:
-    text = _log_text(CONFIG, "rid", b"init out\n", b"hello\n", 3.271, 21 * 1024 + 1, 120.3449, None).decode()
-    lines = text.splitlines()
-    assert lines[:4] == ["init out", "START RequestId: rid Version: $LATEST", "hello", "END RequestId: rid"]
-    assert lines[4] == (
-        "REPORT RequestId: rid\tDuration: 3.27 ms\tBilled Duration: 124 ms\tMemory Size: 256 MB\t"
-        "Max Memory Used: 22 MB\tInit Duration: 120.34 ms\t"
-    )
+def test_the_init_timeout_message_says_lambda_s_limit() -> None:
+    assert INIT_TIMED_OUT == "Init timed out after 10.00 seconds"
 
 
-def test_log_text_of_a_warm_timeout() -> None:
-    text = _log_text(CONFIG, "rid", b"", b"", 3000.0, 0, None, "Sandbox.Timedout").decode()
-    report = text.splitlines()[-1]
-    assert "Init Duration" not in report
-    assert report.endswith("Status: timeout\t")
+def test_a_result_carries_the_invocation_s_facts_and_no_error() -> None:
+    inv = Invocation(CONFIG, "rid", want_log=False, init_ms=5.0, duration_ms=2.0, rss_kb=2048)
+    outcome = _outcome(inv, b'{"ok":1}')
+    assert (outcome.request_id, outcome.executed_version, outcome.payload) == ("rid", "$LATEST", b'{"ok":1}')
+    assert (outcome.duration_ms, outcome.init_ms, outcome.max_rss_kb) == (2.0, 5.0, 2048)
+    assert outcome.function_error is outcome.error_type is outcome.error_kind is None
+    assert outcome.log == b""  # not wanted: not built
+
+
+@pytest.mark.parametrize(
+    ("error_type", "kind"),
+    [
+        ("ValueError", "function"),
+        (SANDBOX_TIMEDOUT, "timeout"),
+        (RUNTIME_EXIT_ERROR, "crash"),
+        (RUNTIME_OUT_OF_MEMORY, "out_of_memory"),
+        ("Runtime.ImportModuleError", "init"),
+    ],
+)
+def test_a_function_error_is_unhandled_and_has_a_kind(error_type: str, kind: str) -> None:
+    outcome = _outcome(Invocation(CONFIG, "rid", want_log=False, error_type=error_type), b"{}")
+    assert (outcome.function_error, outcome.error_type, outcome.error_kind) == (UNHANDLED, error_type, kind)
+
+
+def test_an_invocation_without_a_reply_is_answered_in_lambda_s_words() -> None:
+    inv = Invocation(CONFIG, "rid", want_log=True, output=b"partial\n", duration_ms=3000.0)
+    outcome = _failed(inv, SANDBOX_TIMEDOUT, "Task timed out after 3.00 seconds")
+    body = orjson.loads(outcome.payload)
+    assert body == {
+        "errorMessage": "RequestId: rid Error: Task timed out after 3.00 seconds",
+        "errorType": SANDBOX_TIMEDOUT,
+    }
+    lines = outcome.log.decode().splitlines()
+    assert lines[1] == "partial"
+    assert lines[2].endswith("Z rid Task timed out after 3.00 seconds")
+    assert lines[-1].endswith("Status: timeout\t")
+
+
+def test_a_failed_init_passes_the_stack_on_unparsed() -> None:
+    err = {"errorType": "Runtime.ImportModuleError", "errorMessage": "no module", "stackTrace": b'["a"]'}
+    outcome = _init_failed(Invocation(CONFIG, "rid", want_log=True, init_log=b"init\n", init_ms=1.0), err)
+    assert orjson.loads(outcome.payload) == {
+        "errorMessage": "no module",
+        "errorType": "Runtime.ImportModuleError",
+        "requestId": "rid",
+        "stackTrace": ["a"],
+    }
+    assert outcome.error_kind == "init"
+    assert outcome.log.startswith(b"init\n[ERROR] Runtime.ImportModuleError: no module\nSTART RequestId: rid")

@@ -16,7 +16,8 @@ from gateway.contracts import environment as protocol
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, Concurrency
 from gateway.execution.environment import Environment
 from gateway.execution.invoker import ERROR_KINDS, Outcome
-from gateway.execution.pool import PROVISIONED, Pool
+from gateway.execution.modes import ExclusivePool, SharedPool, new_pool
+from gateway.execution.pool import PROVISIONED
 from gateway.execution.pools import PoolManager
 from gateway.execution.zygote import Zygote
 from gateway.isolation.sandbox import Sandbox
@@ -118,7 +119,7 @@ def test_provisioned_and_spillover_invocations(registry: CollectorRegistry, tmp_
     pools = PoolManager(Settings(data_dir=tmp_path), {})
     metrics = Metrics(registry, pools)
     cfg = config("f", "1")
-    pool = pools.pools[("f", "1")] = Pool(cfg, pools.settings, cast(Zygote, None), pools.make_room)
+    pool = pools.pools[("f", "1")] = new_pool(cfg, pools.settings, cast(Zygote, None), pools.make_room)
     ref = FunctionRef("f", "live")
     observe(metrics, cfg, Outcome("r", "1", b"", provisioned=True), ref)
     observe(metrics, cfg, Outcome("r", "1", b""), ref)  # no provisioned concurrency configured: no spillover
@@ -199,7 +200,7 @@ async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: 
         envs.append(e)
         return e
 
-    pool = pools.pools[("f", "1")] = Pool(config("f", "1"), settings, zygote, pools.make_room)
+    pool = pools.pools[("f", "1")] = ExclusivePool(config("f", "1"), settings, zygote, pools.make_room)
     idle, busy, starting = _ready(env()), _ready(env()), env()
     warm, hot = _ready(env(PROVISIONED)), _ready(env(PROVISIONED))
     dead = _ready(env())
@@ -225,7 +226,7 @@ async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: 
     assert value(registry, "gateway_zygote_restarts_total") == 2  # one zygote, listed twice
 
     # Several invocations per environment: busy means "running at least one", executions count each.
-    shared = pools.pools[("h", LATEST)] = Pool(config("h", max_concurrency=4), settings, zygote, pools.make_room)
+    shared = pools.pools[("h", LATEST)] = SharedPool(config("h", max_concurrency=4), settings, zygote, pools.make_room)
     one, none = _ready(env(), 4), _ready(env(), 4)
     one.load = 3
     shared.environments.update({one, none})

@@ -10,19 +10,24 @@ caller's: see gateway.execution.admission.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import math
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from gateway.contracts.environment import RESULT
-from gateway.errors import ServiceException
-from gateway.execution.environment import EnvironmentDied, InvocationTimeout
+from gateway.errors import (
+    INIT_ERROR_TYPES,
+    RUNTIME_EXIT_ERROR,
+    RUNTIME_OUT_OF_MEMORY,
+    SANDBOX_TIMEDOUT,
+    ServiceException,
+)
+from gateway.execution.environment import INIT_TIMEOUT, EnvironmentDied, InvocationTimeout
+from gateway.execution.lambda_logs import failure_line, init_error_line, log_tail, log_text
 from gateway.execution.pools import PoolManager
 from gateway.execution.zygote import ZygoteUnavailable, describe_wait_status
 from gateway.hooks import Hook
@@ -34,22 +39,12 @@ UNHANDLED = "Unhandled"
 #: how an invocation failed, for metrics: the function raised, ran out of time, its process died, it ran out
 #: of memory (reported by the isolation layer when it can tell), or Init failed
 ERROR_KINDS = ("function", "timeout", "crash", "out_of_memory", "init")
-#: Lambda's error type for an environment the kernel's OOM killer ended (its memory limit is MemorySize)
-OUT_OF_MEMORY = "Runtime.OutOfMemory"
-INIT_ERROR_TYPES = frozenset(
-    {
-        "Runtime.ImportModuleError",
-        "Runtime.HandlerNotFound",
-        "Runtime.UserCodeSyntaxError",
-        "Runtime.MalformedHandlerName",
-    }
-)
 #: how long a crashed invocation waits for the zygote to report the exit status, for the error message
 EXIT_STATUS_WAIT = 0.2
 #: the answer to an invocation cut by the gateway's stop (GATEWAY_DRAIN_TIMEOUT)
 STOPPED = "The gateway stopped before the invocation completed; its environment was stopped. Retry."
-#: the tail of the log returned for LogType=Tail
-LOG_TAIL_BYTES = 4096
+#: what Lambda says when Init ran past its limit
+INIT_TIMED_OUT = f"Init timed out after {INIT_TIMEOUT:.2f} seconds"
 
 
 @dataclass(slots=True)
@@ -74,7 +69,23 @@ class Outcome:
 
     def log_result(self) -> str:
         """`X-Amz-Log-Result`: base64 of the last 4 KB of the invocation's log."""
-        return base64.b64encode(self.log[-LOG_TAIL_BYTES:]).decode()
+        return log_tail(self.log)
+
+
+@dataclass(slots=True)
+class Invocation:
+    """The facts of one invocation, filled in as it runs: what its `Outcome` and its log lines
+    (gateway.execution.lambda_logs) report. One per invocation, on the event loop, never shared."""
+
+    config: FunctionConfig
+    request_id: str
+    want_log: bool  # build the log (LogType=Tail, or a log store listens)
+    init_log: bytes = b""  # Init's output, on the invocation that caused the cold start
+    init_ms: float | None = None  # Init Duration, likewise
+    output: bytes = b""  # what the invocation printed
+    duration_ms: float = 0.0
+    rss_kb: int = 0  # Max Memory Used
+    error_type: str | None = None  # a function error's errorType
 
 
 _getrandbits = random.Random().getrandbits
@@ -82,7 +93,7 @@ _V4_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _V4_SET = (0x4 << 76) | (0x2 << 62)
 
 
-_ERROR_KIND = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "crash", OUT_OF_MEMORY: "out_of_memory"}
+_ERROR_KIND = {SANDBOX_TIMEDOUT: "timeout", RUNTIME_EXIT_ERROR: "crash", RUNTIME_OUT_OF_MEMORY: "out_of_memory"}
 
 
 def new_request_id() -> str:
@@ -91,11 +102,52 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _error_body(error_type: str, message: str, request_id: str | None = None) -> bytes:
-    body: dict[str, object] = {"errorMessage": message, "errorType": error_type}
-    if request_id is not None:
-        body["requestId"] = request_id
-    return orjson.dumps(body)
+def _error_body(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"errorMessage": message, "errorType": error_type})
+
+
+def _outcome(inv: Invocation, payload: bytes) -> Outcome:
+    """The caller's answer: `payload` (the result or the error body) and the invocation's facts."""
+    outcome = Outcome(
+        inv.request_id,
+        inv.config.version,
+        payload,
+        duration_ms=inv.duration_ms,
+        init_ms=inv.init_ms,
+        max_rss_kb=inv.rss_kb,
+    )
+    error_type = inv.error_type
+    if error_type is not None:
+        outcome.function_error = UNHANDLED
+        outcome.error_type = error_type
+        outcome.error_kind = _ERROR_KIND.get(error_type, "init" if error_type in INIT_ERROR_TYPES else "function")
+    if inv.want_log:
+        outcome.log = log_text(inv)
+    return outcome
+
+
+def _failed(inv: Invocation, error_type: str, what: str) -> Outcome:
+    """An invocation that ended without a reply from the function (timeout, crash): Lambda's wording."""
+    inv.error_type = error_type
+    body = _error_body(error_type, f"RequestId: {inv.request_id} Error: {what}")
+    if inv.want_log:
+        inv.output += failure_line(inv.request_id, what)
+    return _outcome(inv, body)
+
+
+def _init_failed(inv: Invocation, err: dict[str, Any]) -> Outcome:
+    """Init failed in the environment this invocation got: the runtime's error, with its stack passed on unparsed
+    (it arrives as JSON text, as ERROR frames' bodies do)."""
+    head = orjson.dumps(
+        {"errorMessage": err["errorMessage"], "errorType": err["errorType"], "requestId": inv.request_id}
+    )
+    body = head[:-1] + b',"stackTrace":' + (err["stackTrace"] or b"[]") + b"}"
+    if inv.want_log:
+        inv.init_log += init_error_line(err["errorType"], err["errorMessage"])
+    inv.error_type = err["errorType"]
+    failed = _outcome(inv, body)
+    failed.error_kind = "init"
+    return failed
 
 
 class Invoker:
@@ -136,7 +188,7 @@ class Invoker:
         client_context: bytes | None,
         want_log: bool,
     ) -> Outcome:
-        request_id = new_request_id()
+        inv = Invocation(config, new_request_id(), want_log)
         if self.stopping:
             raise ServiceException(STOPPED)
         try:
@@ -146,129 +198,50 @@ class Invoker:
             log.warning("cannot start an environment for %s: %s", config.name, exc)
             raise ServiceException("The runtime for this function is not available; try again.") from None
         except InvocationTimeout:
-            return self._failed(config, request_id, "Sandbox.Timedout", "Init timed out after 10.00 seconds", want_log)
+            return _failed(inv, SANDBOX_TIMEDOUT, INIT_TIMED_OUT)
         except EnvironmentDied as exc:
-            return await self._died(config, request_id, exc, want_log)
-        # Init output and Init Duration belong to the invocation that caused the cold start.
-        init_log = env.init_log if cold else b""
-        init_ms = env.init_ms if cold else None
+            return await self._died(inv, exc)
+        if cold:  # Init output and Init Duration belong to the invocation that caused the cold start
+            inv.init_log, inv.init_ms = env.init_log, env.init_ms
         try:
             if env.init_error is not None:
-                err = env.init_error
-                # The stack arrives as JSON text and is passed on unparsed, as ERROR frames' bodies are.
-                head = orjson.dumps(
-                    {"errorMessage": err["errorMessage"], "errorType": err["errorType"], "requestId": request_id}
-                )
-                body = head[:-1] + b',"stackTrace":' + (err["stackTrace"] or b"[]") + b"}"
-                if want_log:
-                    init_log += f"[ERROR] {err['errorType']}: {err['errorMessage']}\n".encode()
-                failed = self._outcome(config, request_id, body, err["errorType"], want_log, init_log, b"", init_ms)
-                failed.error_kind = "init"
-                return failed
+                return _init_failed(inv, env.init_error)
             started = time.perf_counter()
             try:
                 frame, written_at, replied_at = await env.invoke(
-                    payload, request_id, invoked_arn, client_context, config.timeout
+                    payload, inv.request_id, invoked_arn, client_context, config.timeout
                 )
             except InvocationTimeout:
-                return self._failed(
-                    config,
-                    request_id,
-                    "Sandbox.Timedout",
-                    f"Task timed out after {config.timeout:.2f} seconds",
-                    want_log,
-                    init_log,
-                    env.last_output,
-                    init_ms,
-                    duration_ms=config.timeout * 1000.0,
-                )
+                inv.output, inv.duration_ms = env.last_output, config.timeout * 1000.0
+                return _failed(inv, SANDBOX_TIMEDOUT, f"Task timed out after {config.timeout:.2f} seconds")
             except EnvironmentDied as exc:
-                ran_ms = max(exc.at - started, 0.0) * 1000.0  # until it died: REPORT's Duration, as on Lambda
-                return await self._died(config, request_id, exc, want_log, init_log, env.last_output, init_ms, ran_ms)
+                inv.output = env.last_output
+                inv.duration_ms = max(exc.at - started, 0.0) * 1000.0  # until it died: REPORT's Duration, as on Lambda
+                return await self._died(inv, exc)
             if frame[0] == RESULT:
-                _, _, out, duration_ms, rss_kb, _, output = frame
-                error_type = None
+                _, _, out, inv.duration_ms, inv.rss_kb, _, inv.output = frame
             else:
-                _, _, error_type, out, duration_ms, rss_kb, _, output = frame
-            outcome = self._outcome(
-                config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
-            )
+                _, _, inv.error_type, out, inv.duration_ms, inv.rss_kb, _, inv.output = frame
+            outcome = _outcome(inv, out)
             outcome.provisioned = env.provisioned
             outcome.written_at, outcome.replied_at = written_at, replied_at
             return outcome
         finally:
             pool.release(env)
 
-    def _outcome(
-        self,
-        config: FunctionConfig,
-        request_id: str,
-        payload: bytes,
-        error_type: str | None,
-        want_log: bool,
-        init_log: bytes = b"",
-        output: bytes = b"",
-        init_ms: float | None = None,
-        duration_ms: float = 0.0,
-        rss_kb: int = 0,
-    ) -> Outcome:
-        outcome = Outcome(
-            request_id, config.version, payload, duration_ms=duration_ms, init_ms=init_ms, max_rss_kb=rss_kb
-        )
-        if error_type is not None:
-            outcome.function_error = UNHANDLED
-            outcome.error_type = error_type
-            outcome.error_kind = _ERROR_KIND.get(error_type, "init" if error_type in INIT_ERROR_TYPES else "function")
-        if want_log:
-            outcome.log = _log_text(config, request_id, init_log, output, duration_ms, rss_kb, init_ms, error_type)
-        return outcome
-
-    def _failed(
-        self,
-        config: FunctionConfig,
-        request_id: str,
-        error_type: str,
-        what: str,
-        want_log: bool,
-        init_log: bytes = b"",
-        output: bytes = b"",
-        init_ms: float | None = None,
-        duration_ms: float = 0.0,
-        rss_kb: int = 0,
-    ) -> Outcome:
-        """An invocation that ended without a reply from the function (timeout, crash): Lambda's wording."""
-        body = _error_body(error_type, f"RequestId: {request_id} Error: {what}")
-        if want_log:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-            output = output + f"{stamp} {request_id} {what}\n".encode()
-        return self._outcome(
-            config, request_id, body, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
-        )
-
-    async def _died(
-        self,
-        config: FunctionConfig,
-        request_id: str,
-        exc: EnvironmentDied,
-        want_log: bool,
-        init_log: bytes = b"",
-        output: bytes = b"",
-        init_ms: float | None = None,
-        duration_ms: float = 0.0,
-    ) -> Outcome:
+    async def _died(self, inv: Invocation, exc: EnvironmentDied) -> Outcome:
         """The environment ended without replying: Runtime.OutOfMemory if the OOM killer ended it (its REPORT
         shows the memory group's peak as Max Memory Used), else Runtime.ExitError with how it exited; while the gateway
-        stops, ServiceException (the gateway killed it, not the function's fault). `duration_ms` is how long the
+        stops, ServiceException (the gateway killed it, not the function's fault). `inv.duration_ms` is how long the
         invocation ran until it died (0 when it died in Init)."""
         if self.stopping:
             raise ServiceException(STOPPED)
         status = await self._exit_status(exc)
         what = f"Runtime exited with error: {status}"
-        args = (config, request_id)
         if exc.oom_peak is None or status != "signal: killed":  # the OOM killer may have ended a child before
-            return self._failed(*args, "Runtime.ExitError", what, want_log, init_log, output, init_ms, duration_ms)
-        rss_kb = exc.oom_peak // 1024 or config.memory_size * 1024  # no peak recorded (cgroup v2 before 5.19)
-        return self._failed(*args, OUT_OF_MEMORY, what, want_log, init_log, output, init_ms, duration_ms, rss_kb)
+            return _failed(inv, RUNTIME_EXIT_ERROR, what)
+        inv.rss_kb = exc.oom_peak // 1024 or inv.config.memory_size * 1024  # no peak recorded (cgroup v2 before 5.19)
+        return _failed(inv, RUNTIME_OUT_OF_MEMORY, what)
 
     @staticmethod
     async def _exit_status(exc: EnvironmentDied) -> str:
@@ -279,89 +252,3 @@ class Invoker:
             except TimeoutError:
                 status = None
         return describe_wait_status(status)
-
-
-def _log_text(
-    config: FunctionConfig,
-    request_id: str,
-    init_log: bytes,
-    output: bytes,
-    duration_ms: float,
-    rss_kb: int,
-    init_ms: float | None,
-    error_type: str | None,
-) -> bytes:
-    """Init output, START, the invocation's output, END, REPORT: as Lambda writes them to CloudWatch."""
-    billed = math.ceil(duration_ms + (init_ms or 0.0))
-    logging_config = config.extra.get("LoggingConfig")
-    if logging_config is not None and logging_config.get("LogFormat") == "JSON":
-        return _log_json(config, logging_config, request_id, init_log, output, duration_ms, rss_kb, init_ms, error_type)
-    report = (
-        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed} ms\t"
-        f"Memory Size: {config.memory_size} MB\tMax Memory Used: {math.ceil(rss_kb / 1024)} MB\t"
-    )
-    if init_ms is not None:
-        report += f"Init Duration: {init_ms:.2f} ms\t"
-    if error_type == "Sandbox.Timedout":
-        report += "Status: timeout\t"
-    elif error_type in ("Runtime.ExitError", OUT_OF_MEMORY):
-        report += f"Status: error\tError Type: {error_type}\t"
-    return (
-        init_log
-        + f"START RequestId: {request_id} Version: {config.version}\n".encode()
-        + output
-        + f"END RequestId: {request_id}\n{report}\n".encode()
-    )
-
-
-def _platform_line(event_type: str, record: Mapping[str, object]) -> bytes:
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    return orjson.dumps({"time": stamp, "type": event_type, "record": record}) + b"\n"
-
-
-def _log_json(
-    config: FunctionConfig,
-    logging_config: dict[str, str],
-    request_id: str,
-    init_log: bytes,
-    output: bytes,
-    duration_ms: float,
-    rss_kb: int,
-    init_ms: float | None,
-    error_type: str | None,
-) -> bytes:
-    """LogFormat JSON: Lambda's platform events (platform.initStart, .start, .report) as JSON lines.
-
-    SystemLogLevel WARN leaves them out; DEBUG adds platform.runtimeDone.
-    """
-    system_level = logging_config.get("SystemLogLevel", "INFO")
-    if system_level == "WARN":
-        return init_log + output
-    status = "success" if error_type is None else "timeout" if error_type == "Sandbox.Timedout" else "error"
-    metrics: dict[str, object] = {
-        "durationMs": round(duration_ms, 2),
-        "billedDurationMs": math.ceil(duration_ms + (init_ms or 0.0)),
-        "memorySizeMB": config.memory_size,
-        "maxMemoryUsedMB": math.ceil(rss_kb / 1024),
-    }
-    head = b""
-    if init_ms is not None:
-        metrics["initDurationMs"] = round(init_ms, 2)
-        init_record = {
-            "initializationType": "on-demand",
-            "phase": "init",
-            "functionName": config.name,
-            "functionVersion": config.version,
-        }
-        head = _platform_line("platform.initStart", init_record)
-    parts = [head, init_log, _platform_line("platform.start", {"requestId": request_id, "version": config.version})]
-    parts.append(output)
-    if system_level == "DEBUG":
-        done: dict[str, object] = {"requestId": request_id, "status": status}
-        parts.append(_platform_line("platform.runtimeDone", done))
-    report: dict[str, object] = {"requestId": request_id, "metrics": metrics, "status": status}
-    if error_type is not None:
-        report["errorType"] = error_type
-    parts.append(_platform_line("platform.report", report))
-    return b"".join(parts)

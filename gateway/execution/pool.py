@@ -1,16 +1,18 @@
-"""Environments of one function version: acquire, release, provision, reap, retire.
+"""Environments of one function version: acquire, release, provision, reap, retire, census.
 
 A `Pool` holds the environments of exactly one configuration snapshot (name, version, revision).
 `acquire()` serves, in this order: an idle provisioned environment, the most recently used idle on-demand
 one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environments are forked ahead of
 traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
 opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
-they have free slots. Idle environments go to the freeze queue (isolation/freezer.py): when they go back on a stack,
-when a shared one's last invocation ends, and when a provisioned one is ready. A retired pool takes no new invocations:
-idle environments are shut at once, busy ones when released, so no invocation that resolved newer configuration
-runs the old code or settings.
+they have free slots: how each mode holds and hands out environments is in gateway.execution.modes, which
+also picks the mode (`new_pool`); this module does the rest once for both. Idle environments go to the freeze
+queue (isolation/freezer.py): when they go back on a stack, when a shared one's last invocation ends, and when a
+provisioned one is ready. A retired pool takes no new invocations: idle environments are shut at once, busy ones
+when released, so no invocation that resolved newer configuration runs the old code or settings. What others
+may read of a pool's insides is its `census()` (metrics) and `provisioned_target`.
 
-Concurrency: everything runs on the event loop; only `_spawn()` and `ensure_provisioned()` await.
+Concurrency: everything runs on the event loop; only `_spawn()`, `acquire()` and `ensure_provisioned()` await.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import math
 import os
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.errors import TooManyRequestsException
 from gateway.execution.environment import Environment, connect
@@ -108,8 +111,31 @@ def layer_paths(config: FunctionConfig) -> list[str]:
     return site + [str(d / "python") for d in newest_first]
 
 
-class Pool:
-    """The environments of one configuration snapshot."""
+class PoolCensus(NamedTuple):
+    """A pool's environments by state, counted when asked (metrics, at scrape time). Live environments only."""
+
+    function: str
+    version: str
+    #: forks under way, Init running, and provisioned environments not handed to the pool yet
+    initializing: int
+    idle: int
+    busy: int  # running at least one invocation
+    #: invocations running, plus on-demand environments initializing for one (Lambda's ConcurrentExecutions)
+    executions: int
+    provisioned: int  # provisioned environments ready (allocated)
+    provisioned_busy: int
+    #: a provisioned target, or provisioned environments not yet released: provisioned gauges are reported
+    provisioned_concurrency: bool
+
+
+class Pool(ABC):
+    """The environments of one configuration snapshot, whatever its mode.
+
+    The two modes (gateway.execution.modes: one invocation per environment, or several) differ only in how they
+    hold idle environments and hand them out. Each implements `acquire`/`release` (the hot path, without a branch
+    on the mode) and five small hooks (`_waiting`, `_take`, `_drop_idle`, `_park`, `_running`); forking,
+    provisioning, eviction, reaping, retiring and the census are written once, here, in terms of them.
+    """
 
     def __init__(
         self,
@@ -124,9 +150,6 @@ class Pool:
         self.settings = settings
         self.zygote = zygote
         self.make_room = make_room  # before a fork: free node memory for one more environment, or raise
-        self.idle: list[Environment] = []  # on-demand, most recently used last
-        self.warm: list[Environment] = []  # idle provisioned environments
-        self.shared: list[Environment] = []  # max_concurrency > 1: every live environment, newest last
         self.environments: set[Environment] = set()
         self.provisioned: set[Environment] = set()
         self.provisioned_target = 0
@@ -139,55 +162,37 @@ class Pool:
         #: environments started before this (monotonic) are shut when idle: their credentials are about to expire
         self.born_before = -math.inf
 
-    # -- serving -----------------------------------------------------------------------------------
+    # -- serving: what each mode implements --------------------------------------------------------
 
+    @abstractmethod
     async def acquire(self) -> tuple[Environment, bool]:
         """An environment for one invocation, and whether it was just created (a cold start)."""
-        if self.config.max_concurrency > 1:
-            return await self._acquire_shared()
-        for stack in (self.warm, self.idle):
-            while stack:
-                env = stack.pop()
-                if not env.dead:
-                    return env, False
-                self._forget(env)
-        return await self._spawn(), True
 
-    async def _acquire_shared(self) -> tuple[Environment, bool]:
-        for env in reversed(self.shared):
-            if not env.dead and env.load < env.capacity:
-                env.load += 1
-                return env, False
-        env = await self._spawn()
-        env.load += 1
-        self.shared.append(env)
-        return env, True
-
+    @abstractmethod
     def release(self, env: Environment) -> None:
-        """Give an environment back after an invocation; dead, failed-init or retired ones are discarded."""
-        if self.config.max_concurrency > 1:
-            env.load -= 1
-            surplus = env.provisioned and len(self.provisioned) > self.provisioned_target
-            aged = env.started < self.born_before
-            if env.dead or self.retired or env.init_error is not None or aged or (surplus and env.load <= 0):
-                if env in self.shared:
-                    self.shared.remove(env)
-                if env.load <= 0:
-                    self._discard(env)
-            elif env.load <= 0:  # its last invocation ended: idle until the next
-                self._went_idle(env)
-            return
-        if env.dead or self.retired or env.init_error is not None or env.started < self.born_before:
-            self._discard(env)
-        elif env.provisioned:
-            if len(self.provisioned) > self.provisioned_target:
-                self._discard(env)  # provisioned concurrency was lowered while it ran
-            else:
-                self.warm.append(env)
-                self._went_idle(env)
-        else:
-            self.idle.append(env)
-            self._went_idle(env)
+        """Give an environment back after an invocation; dead, failed-init, aged or retired ones are discarded."""
+
+    @abstractmethod
+    def _waiting(self) -> list[Environment]:
+        """The idle environments (ready, running nothing) this pool holds, oldest first; dead ones included."""
+
+    @abstractmethod
+    def _take(self, env: Environment) -> None:
+        """Take `env` out of the idle ones, if it is there (before it is discarded)."""
+
+    @abstractmethod
+    def _drop_idle(self) -> list[Environment]:
+        """Take every idle environment out and return them."""
+
+    @abstractmethod
+    def _park(self, env: Environment) -> None:
+        """A provisioned environment is ready: make it available to `acquire`."""
+
+    @abstractmethod
+    def _running(self, env: Environment) -> int:
+        """How many invocations a live environment that is not idle runs (for the census)."""
+
+    # -- shared by both modes -------------------------------------------------------------------
 
     def _went_idle(self, env: Environment) -> None:
         if self.freezing is not None:
@@ -264,10 +269,7 @@ class Pool:
                 self._discard(env)
             else:
                 self.provisioned.add(env)
-                if self.config.max_concurrency > 1:
-                    self.shared.append(env)
-                else:
-                    self.warm.append(env)
+                self._park(env)
                 self._went_idle(env)
         if self.provisioning_error is not None:
             log.warning("provisioning %s:%s failed: %s", self.config.name, self.config.version, self.provisioning_error)
@@ -280,12 +282,10 @@ class Pool:
         if target != self.provisioned_target or retry_failed:
             self.provisioning_error = None
         self.provisioned_target = target
-        while len(self.provisioned) > target and self.warm:
-            self._discard(self.warm.pop(0))
-        idle_shared = [e for e in self.shared if e.provisioned and e.load <= 0]
-        while len(self.provisioned) > target and idle_shared:  # busy ones go when released
-            env = idle_shared.pop(0)
-            self.shared.remove(env)
+        spare = [env for env in self._waiting() if env.provisioned]
+        while len(self.provisioned) > target and spare:  # the longest idle first; busy ones go when released
+            env = spare.pop(0)
+            self._take(env)
             self._discard(env)
 
     @property
@@ -295,20 +295,20 @@ class Pool:
     # -- housekeeping ------------------------------------------------------------------------------
 
     @property
+    def in_use(self) -> bool:
+        """Whether an environment of this pool is live or starting (its code and layers are in use)."""
+        return bool(self.environments) or self.spawning > 0
+
+    @property
     def empty(self) -> bool:
         return not self.environments and not self.spawning and not self.provisioned_target
 
     def evictable(self) -> list[Environment]:
         """Idle on-demand environments, which may be shut to make room on the node (never provisioned ones)."""
-        if self.config.max_concurrency > 1:
-            return [e for e in self.shared if e.load <= 0 and not e.provisioned]
-        return list(self.idle)
+        return [env for env in self._waiting() if not env.provisioned]
 
     def evict(self, env: Environment) -> None:
-        if env in self.idle:
-            self.idle.remove(env)
-        if env in self.shared:
-            self.shared.remove(env)
+        self._take(env)
         self._discard(env)
 
     def reap(self, cutoff: float) -> int:
@@ -317,21 +317,17 @@ class Pool:
         stale = [e for e in self.evictable() if e.dead or e.last_used < cutoff or e.started < old]
         for env in stale:
             self.evict(env)
-        for stack in (self.warm, self.shared):  # provisioned ones that died or aged: forget them, provisioning replaces
-            for env in [e for e in stack if (e.dead or e.started < old) and e.load <= 0]:
-                stack.remove(env)
-                self._discard(env)
+        for env in [e for e in self._waiting() if e.dead or e.started < old]:  # provisioned ones that died or aged:
+            self._take(env)  # forget them, provisioning replaces them
+            self._discard(env)
         return len(stale)
 
     def retire(self) -> None:
         """No new invocations here: shut idle environments now, busy ones when they are released."""
         self.retired = True
         self.provisioned_target = 0
-        for env in [*self.idle, *self.warm, *(e for e in self.shared if e.load <= 0)]:
+        for env in self._drop_idle():
             self._discard(env)
-        self.idle.clear()
-        self.warm.clear()
-        self.shared = [e for e in self.shared if e.load > 0]
 
     def kill_all(self) -> None:
         self.retire()
@@ -347,3 +343,36 @@ class Pool:
     def _forget(self, env: Environment) -> None:
         self.environments.discard(env)
         self.provisioned.discard(env)
+
+    def census(self) -> PoolCensus:
+        """Count the live environments by state (for metrics, at scrape time: one pass over them)."""
+        waiting = set(self._waiting())
+        initializing = self.spawning
+        idle = busy = executions = provisioned = provisioned_busy = 0
+        for env in self.environments:
+            if env.dead:
+                continue
+            if not env.ready or (env.provisioned and env not in self.provisioned):
+                initializing += 1  # Init running, or a provisioned one not handed to the pool yet
+                continue
+            running = 0 if env in waiting else self._running(env)
+            if running > 0:
+                busy += 1
+                executions += running
+            else:
+                idle += 1
+            if env in self.provisioned:
+                provisioned += 1
+                provisioned_busy += running > 0
+        executions += max(initializing - self.provisioning, 0)  # on-demand ones start for an invocation
+        return PoolCensus(
+            self.config.name,
+            self.config.version,
+            initializing,
+            idle,
+            busy,
+            executions,
+            provisioned,
+            provisioned_busy,
+            self.provisioned_target > 0 or bool(self.provisioned),
+        )

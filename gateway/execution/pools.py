@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from gateway.errors import TooManyRequestsException
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED
-from gateway.execution.pool import Pool
+from gateway.execution.modes import new_pool
+from gateway.execution.pool import Pool, PoolCensus
 from gateway.execution.zygote import Zygote, ZygoteUnavailable
 from gateway.isolation.credentials import max_environment_age
 from gateway.isolation.freezer import FreezeQueue
@@ -74,7 +75,7 @@ class PoolManager:
             zygote = self.zygotes.get(config.runtime)
             if zygote is None:
                 raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
-            pool = self.pools[key] = Pool(config, self.settings, zygote, self.make_room, self.freezing)
+            pool = self.pools[key] = new_pool(config, self.settings, zygote, self.make_room, self.freezing)
             pool.credentials = self.credentials
         return pool
 
@@ -146,6 +147,11 @@ class PoolManager:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    def provisioned_target(self, name: str, version: str) -> int:
+        """How many provisioned environments the version's current pool keeps (0: none, or no pool)."""
+        pool = self.pools.get((name, version))
+        return 0 if pool is None else pool.provisioned_target
+
     def provisioned_available(self, config: FunctionConfig) -> tuple[int, str | None]:
         """(live provisioned environments, provisioning error) of a version."""
         pool = self.pools.get((config.name, config.version))
@@ -176,6 +182,11 @@ class PoolManager:
                 self.reconcile()
             except Exception:
                 log.exception("reaper tick failed")
+
+    def censuses(self) -> Iterator[PoolCensus]:
+        """Every pool's census, retired pools included (their busy environments still run)."""
+        for pool in self._all():
+            yield pool.census()
 
     def count(self) -> int:
         return sum(len(p.environments) for p in self._all())

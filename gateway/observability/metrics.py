@@ -36,7 +36,7 @@ from gateway.store.records import LATEST
 if TYPE_CHECKING:
     from gateway.execution.admission import Concurrency
     from gateway.execution.invoker import Outcome
-    from gateway.execution.pool import Pool
+    from gateway.execution.pool import PoolCensus
     from gateway.execution.pools import PoolManager
     from gateway.execution.zygote import Zygote
     from gateway.store.records import FunctionConfig
@@ -113,8 +113,8 @@ class Series:
         self.spillover = 0
 
 
-class Census:
-    """Environments of one function (or version) by state, counted at scrape time."""
+class Totals:
+    """Environments of one function (or version) by state, summed over its pools' censuses at scrape time."""
 
     __slots__ = ("busy", "executing", "idle", "initializing", "provisioned", "provisioned_busy")
 
@@ -123,28 +123,14 @@ class Census:
         self.executing = 0  # invocations being run, and on-demand environments initializing for one
         self.provisioned = self.provisioned_busy = 0
 
-    def add(self, pool: Pool) -> None:
-        """Count `pool`'s live environments in."""
-        shared = pool.config.max_concurrency > 1
-        waiting = {*pool.idle, *pool.warm}
-        initializing = pool.spawning
-        for env in pool.environments:
-            if env.dead:
-                continue
-            if not env.ready or (env.provisioned and env not in pool.provisioned):
-                initializing += 1  # Init running, or a provisioned one not handed to the pool yet
-                continue
-            running = env.load if shared else (0 if env in waiting else 1)
-            if running > 0:
-                self.busy += 1
-                self.executing += running
-            else:
-                self.idle += 1
-            if env in pool.provisioned:
-                self.provisioned += 1
-                self.provisioned_busy += running > 0
-        self.initializing += initializing
-        self.executing += max(initializing - pool.provisioning, 0)  # on-demand ones start for an invocation
+    def add(self, census: PoolCensus) -> None:
+        """Count one pool's live environments in."""
+        self.initializing += census.initializing
+        self.idle += census.idle
+        self.busy += census.busy
+        self.executing += census.executions
+        self.provisioned += census.provisioned
+        self.provisioned_busy += census.provisioned_busy
 
 
 class Metrics:
@@ -203,10 +189,12 @@ class Metrics:
             series.errors[_KIND_INDEX[outcome.error_kind]] += 1
         if outcome.provisioned:
             series.provisioned += 1
-        elif version != LATEST and self.pools is not None:  # $LATEST never has provisioned concurrency
-            pool = self.pools.pools.get((config.name, version))
-            if pool is not None and pool.provisioned_target > 0:
-                series.spillover += 1
+        elif (
+            version != LATEST  # $LATEST never has provisioned concurrency
+            and self.pools is not None
+            and self.pools.provisioned_target(config.name, version) > 0
+        ):
+            series.spillover += 1
         if outcome.init_ms is not None:  # this invocation started its environment: a cold start
             hist = self.init_duration.get((config.name, version))
             if hist is None:
@@ -293,27 +281,26 @@ class Metrics:
     def _collect_pools(self, fam: Families) -> None:
         if self.pools is None:
             return
-        functions: dict[str, Census] = {}
-        versions: dict[tuple[str, str], Census] = {}
-        for pool in [*self.pools.pools.values(), *self.pools.retired]:
-            name = pool.config.name
-            census = functions.get(name)
-            if census is None:
-                census = functions[name] = Census()
-            census.add(pool)
-            if pool.provisioned_target > 0 or pool.provisioned:
-                key = (name, pool.config.version)
+        functions: dict[str, Totals] = {}
+        versions: dict[tuple[str, str], Totals] = {}
+        for census in self.pools.censuses():
+            totals = functions.get(census.function)
+            if totals is None:
+                totals = functions[census.function] = Totals()
+            totals.add(census)
+            if census.provisioned_concurrency:
+                key = (census.function, census.version)
                 if key not in versions:
-                    versions[key] = Census()
-                versions[key].add(pool)
-        for name, census in sorted(functions.items()):
-            for state, count in zip(ENVIRONMENT_STATES, (census.initializing, census.idle, census.busy), strict=True):
+                    versions[key] = Totals()
+                versions[key].add(census)
+        for name, totals in sorted(functions.items()):
+            for state, count in zip(ENVIRONMENT_STATES, (totals.initializing, totals.idle, totals.busy), strict=True):
                 fam.environments.add_metric((name, state), count)
-            fam.concurrent.add_metric((name,), census.executing)
-        for labels, census in sorted(versions.items()):
-            fam.provisioned_busy.add_metric(labels, census.provisioned_busy)
-            fam.provisioned_allocated.add_metric(labels, census.provisioned)
-            utilization = census.provisioned_busy / census.provisioned if census.provisioned else 0.0
+            fam.concurrent.add_metric((name,), totals.executing)
+        for labels, totals in sorted(versions.items()):
+            fam.provisioned_busy.add_metric(labels, totals.provisioned_busy)
+            fam.provisioned_allocated.add_metric(labels, totals.provisioned)
+            utilization = totals.provisioned_busy / totals.provisioned if totals.provisioned else 0.0
             fam.provisioned_utilization.add_metric(labels, utilization)
 
     def _collect_concurrency(self, fam: Families) -> None:

@@ -49,7 +49,7 @@ class CodeCollector:
         """Every digest referenced now: by function versions, live layer versions and live environments."""
         keep = self.registry.code_digests() | self.layers.code_digests()
         for pool in [*self.pools.pools.values(), *self.pools.retired]:
-            if pool.environments or pool.spawning:
+            if pool.in_use:
                 keep.add(pool.config.code_sha256)
                 keep.update(layer.code_sha256 for layer in pool.config.layers)
         return keep
