@@ -13,6 +13,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "runtimes", "bench")
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
+#: the gateway's layers, bottom up: a module imports only from its own layer or those below (ARCHITECTURE.md)
+LAYERS = (
+    ("gateway.contracts", "gateway.errors", "gateway.hooks", "gateway.settings"),
+    ("gateway.isolation",),
+    ("gateway.store",),
+    ("gateway.execution",),
+    ("gateway.observability", "gateway.changes", "gateway.events"),
+    ("gateway.api", "gateway.app_keys"),
+    ("gateway.app", "gateway.deploy", "gateway.shutdown", "gateway.__main__"),
+)
+#: what the runtimes (code that runs in environments and zygotes) may import of the gateway
+RUNTIME_MAY_IMPORT = ("gateway.contracts", "gateway.isolation")
 
 
 def _sources(*packages: str) -> list[Path]:
@@ -102,6 +114,43 @@ def test_contracts_import_nothing_of_the_gateway(path: Path) -> None:
     """Both sides of a boundary import its contract: it must stay light, and must not pull in either side."""
     graph = _graph()
     assert {m for m in graph[_module_name(path)] if not m.startswith("gateway.contracts")} == set()
+
+
+def _layer(module: str) -> int:
+    """The index in LAYERS of the longest prefix naming `module`'s place (the package itself: a docstring, 0)."""
+    if module == "gateway":
+        return 0
+    best, where = -1, -1
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > best:
+                best, where = len(name), index
+    assert where >= 0, f"{module} has no layer in LAYERS"
+    return where
+
+
+def test_the_gateway_imports_only_downwards() -> None:
+    """api -> observability/changes -> execution -> store -> isolation -> contracts; never the other way."""
+    upward = {
+        f"{module} -> {dep}"
+        for module, deps in _graph().items()
+        if module.startswith("gateway")
+        for dep in deps
+        if _layer(dep) > _layer(module)
+    }
+    assert upward == set()
+
+
+def test_runtimes_import_only_contracts_and_isolation() -> None:
+    """What runs in a zygote or an environment imports nothing of the gateway's server side."""
+    imports = {
+        f"{module} -> {dep}"
+        for module, deps in _graph().items()
+        if module.startswith("runtimes")
+        for dep in deps
+        if dep.startswith("gateway") and dep != "gateway" and not dep.startswith(RUNTIME_MAY_IMPORT)
+    }
+    assert imports == set()
 
 
 def depth() -> int:

@@ -188,6 +188,16 @@ class PoolManager:
         for pool in self._all():
             yield pool.census()
 
+    def code_in_use(self) -> set[str]:
+        """The code digests (function code and layers) live or starting environments run from, retired pools'
+        included: the code collector keeps them."""
+        digests: set[str] = set()
+        for pool in self._all():
+            if pool.in_use:
+                digests.add(pool.config.code_sha256)
+                digests.update(layer.code_sha256 for layer in pool.config.layers)
+        return digests
+
     def count(self) -> int:
         return sum(len(p.environments) for p in self._all())
 

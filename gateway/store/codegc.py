@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
-from gateway.execution.pools import PoolManager
 from gateway.store.code import CodeStore
 from gateway.store.layers import LayerStore
 from gateway.store.registry import Registry
@@ -32,11 +32,14 @@ DEBOUNCE = 0.2
 class CodeCollector:
     """Owns the collection task (`run()`); `request()` asks for a collection soon. Event loop only."""
 
-    def __init__(self, codestore: CodeStore, registry: Registry, layers: LayerStore, pools: PoolManager) -> None:
+    def __init__(
+        self, codestore: CodeStore, registry: Registry, layers: LayerStore, in_use: Callable[[], set[str]]
+    ) -> None:
+        """`in_use`: the digests live environments run from (`PoolManager.code_in_use`), read on the event loop."""
         self.codestore = codestore
         self.registry = registry
         self.layers = layers
-        self.pools = pools
+        self.in_use = in_use
         self._wake = asyncio.Event()
         self._wake.set()  # the first collection runs at start-up
         #: a package was kept only because an environment still runs from it: look again on the next reap tick
@@ -47,12 +50,7 @@ class CodeCollector:
 
     def references(self) -> set[str]:
         """Every digest referenced now: by function versions, live layer versions and live environments."""
-        keep = self.registry.code_digests() | self.layers.code_digests()
-        for pool in [*self.pools.pools.values(), *self.pools.retired]:
-            if pool.in_use:
-                keep.add(pool.config.code_sha256)
-                keep.update(layer.code_sha256 for layer in pool.config.layers)
-        return keep
+        return self.registry.code_digests() | self.layers.code_digests() | self.in_use()
 
     async def collect(self) -> list[str]:
         """One collection: references listed here, removal in a thread; the removed digests."""
