@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.contracts.environment import RESULT
+from gateway.contracts.environment import Result
 from gateway.errors import ServiceException
 from gateway.execution.environment import EnvironmentDied, InvocationTimeout
 from gateway.execution.pools import PoolManager
@@ -164,7 +164,7 @@ class Invoker:
                 return failed
             started = time.perf_counter()
             try:
-                frame, written_at, replied_at = await env.invoke(
+                reply, written_at, replied_at = await env.invoke(
                     payload, request_id, invoked_arn, client_context, config.timeout
                 )
             except InvocationTimeout:
@@ -182,11 +182,11 @@ class Invoker:
             except EnvironmentDied as exc:
                 ran_ms = max(exc.at - started, 0.0) * 1000.0  # until it died: REPORT's Duration, as on Lambda
                 return await self._died(config, request_id, exc, want_log, init_log, env.last_output, init_ms, ran_ms)
-            if frame[0] == RESULT:
-                _, _, out, duration_ms, rss_kb, _, output = frame
-                error_type = None
+            if isinstance(reply, Result):
+                out, error_type = reply.payload, None
             else:
-                _, _, error_type, out, duration_ms, rss_kb, _, output = frame
+                out, error_type = reply.error_body, reply.error_type
+            duration_ms, rss_kb, output = reply.duration_ms, reply.max_rss_kb, reply.log
             outcome = self._outcome(
                 config, request_id, out, error_type, want_log, init_log, output, init_ms, duration_ms, rss_kb
             )
