@@ -125,7 +125,6 @@ class Zygote:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {
             "PYTHONPATH": str(PROJECT_ROOT),
@@ -153,9 +152,14 @@ class Zygote:
             )
         finally:
             theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        loop.add_reader(ours.fileno(), self._on_readable)
+        self.attach(ours)
+
+    def attach(self, sock: socket.socket) -> None:
+        """Talk to a zygote on `sock`, the gateway's end of its control socket (SOCK_SEQPACKET): what a start does once
+        the zygote runs, and what a test does with a fake zygote. Ready once it says HELLO."""
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock
