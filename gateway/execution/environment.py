@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from gateway.contracts import environment as wire
-from gateway.contracts.environment import ERROR, INV_ID, LOG, PENDING, READY, RESULT, Error, Result
+from gateway.contracts.environment import ERROR, INV_ID, LOG, PENDING, READY, RESULT, Error, Result, typed
 from gateway.isolation import cgroups, uids
 from gateway.isolation.freezer import Freezer
 
@@ -181,9 +181,9 @@ class Environment(asyncio.Protocol):
                     self.kill(f"unexpected frame: a reply to invocation {frame[INV_ID]}, which is not in flight")
                     return
                 frame[LOG] = self.take_output(frame[LOG], frame[PENDING] != 0)
-                fut.set_result((reply._make(frame), received))
+                fut.set_result((typed(reply, frame), received))
             elif kind == READY and not self._ready.done():
-                self._ready.set_result(wire.Ready._make(frame))
+                self._ready.set_result(typed(wire.Ready, frame))
             else:
                 self.kill(f"unexpected frame kind {kind}")
                 return

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from gateway.contracts import environment as wire
-from gateway.contracts.environment import INVOKE, SHUTDOWN, Invoke, ReplyHead
+from gateway.contracts.environment import INVOKE, SHUTDOWN, Invoke, ReplyHead, typed
 from gateway.contracts.zygote import ExitCode
 from runtimes.python import replies
 from runtimes.python.context import for_invocation
@@ -28,8 +28,6 @@ from runtimes.python.output import LambdaLogHandler, OutputCapture
 
 #: bytes read from the gateway's socket at a time
 RECV_BUFFER = 256 * 1024
-
-_make_invoke = Invoke._make
 
 
 def invocations(decoder: wire.FrameDecoder, data: bytes) -> list[Invoke]:
@@ -44,7 +42,7 @@ def invocations(decoder: wire.FrameDecoder, data: bytes) -> list[Invoke]:
             os._exit(ExitCode.OK)
         if frame[0] != INVOKE:
             os._exit(ExitCode.BAD_FRAME)
-    return [_make_invoke(frame) for frame in frames]  # each checked by the decoder: a valid INVOKE
+    return [typed(Invoke, frame) for frame in frames]  # each checked by the decoder: a valid INVOKE
 
 
 def serve(
