@@ -192,3 +192,42 @@ def _fed_in_pieces(frames: list[list[object]], data: st.DataObject, max_cuts: in
         out.extend(decoder.feed(stream[start:cut]))
         start = cut
     return out
+
+
+def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
+    """The records and the hot paths' encoders changed no byte on the wire."""
+    assert wire.encode_ready(7, 1.5, 1, None, "", b"") == wire.encode([wire.READY, 7, 1.5, 1, None, "", b""])
+    head = wire.result_head(3, b"1")
+    assert wire.encode_reply(head, 2.0, 10, 0, b"x") == wire.encode([wire.RESULT, 3, b"1", 2.0, 10, 0, b"x"])
+    head = wire.error_head(3, "E", b"{}")
+    assert wire.encode_reply(head, 2.0, 10, -1, b"") == wire.encode([wire.ERROR, 3, "E", b"{}", 2.0, 10, -1, b""])
+    spec = wire.EnvironmentSpec(
+        env={"A": "b"},
+        code_dir="/var/task",
+        handler="m.f",
+        extra_paths=[],
+        max_concurrency=1,
+        mounts=[wire.Mount("/var/task", ["/x"])],
+        memory_size=128,
+        ephemeral_storage=512,
+        network=True,
+    )
+    plain = {
+        "env": {"A": "b"},
+        "code_dir": "/var/task",
+        "handler": "m.f",
+        "extra_paths": [],
+        "max_concurrency": 1,
+        "mounts": [["/var/task", ["/x"]]],
+        "memory_size": 128,
+        "ephemeral_storage": 512,
+        "network": True,
+    }
+    assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
+
+
+def test_decoded_frames_make_their_records() -> None:
+    data = wire.encode([wire.ERROR, 3, "E", b"{}", 2.0, 10, -1, b"log"])
+    error = wire.typed(wire.Error, wire.FrameDecoder().feed(data)[0])
+    assert isinstance(error, wire.Error)
+    assert (error.inv_id, error.error_type, error.error_body, error.pending, error.log) == (3, "E", b"{}", -1, b"log")
