@@ -7,6 +7,8 @@ teardown: SIGTERM, then SIGKILL of its process group.
 
 from __future__ import annotations
 
+import array
+import asyncio
 import contextlib
 import io
 import json
@@ -28,6 +30,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from gateway.contracts import environment as environment_contract
+from gateway.contracts import zygote as zygote_contract
+from gateway.contracts.environment import RESULT, EnvironmentSpec, Mount
+from gateway.execution.zygote import Forked
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
@@ -446,7 +452,7 @@ class FakeEnvironment:
         self.kill("shut down")
 
 
-class FakeZygote:
+class FakeZygoteClient:
     """Stands in for `gateway.execution.zygote.Zygote`: `fork` hands back a `FakeEnvironment` (the `fake_pool`
     fixture makes the pool's `connect` pass it through) with this zygote's `capacity` and `init_error`."""
 
@@ -469,7 +475,7 @@ class FakeZygote:
 
 @pytest.fixture
 def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Any]:
-    """A factory of pools over a `FakeZygote`: `fake_pool(max_concurrency=1)` -> (pool, zygote)."""
+    """A factory of pools over a `FakeZygoteClient`: `fake_pool(max_concurrency=1)` -> (pool, zygote)."""
     from gateway.execution import pool as pool_module
     from gateway.execution.modes import new_pool
     from gateway.settings import Settings
@@ -481,7 +487,9 @@ def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
     monkeypatch.setattr(pool_module, "connect", connect)
     settings = Settings(data_dir=tmp_path)
 
-    def make(max_concurrency: int = 1, make_room: Callable[[Any], None] = lambda pool: None) -> tuple[Any, FakeZygote]:
+    def make(
+        max_concurrency: int = 1, make_room: Callable[[Any], None] = lambda pool: None
+    ) -> tuple[Any, FakeZygoteClient]:
         config = FunctionConfig(
             name="f",
             arn="arn:aws:lambda:us-east-1:123456789012:function:f",
@@ -496,7 +504,120 @@ def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
             version="1",
             max_concurrency=max_concurrency,
         )
-        zygote = FakeZygote(capacity=max_concurrency)
+        zygote = FakeZygoteClient(capacity=max_concurrency)
         return new_pool(config, settings, zygote, make_room), zygote  # type: ignore[arg-type]
 
     return make
+
+
+# -- fakes of the processes on the other side of a contract (gateway/contracts/) -----------------------------------
+
+#: a pid no process can have (above any pid_max): signals sent to it by code under test reach nobody
+NO_PID = 10_000_000
+
+
+def sample_spec(**fields: Any) -> EnvironmentSpec:
+    """A small, valid EnvironmentSpec; `fields` override its values."""
+    values: dict[str, Any] = {
+        "env": {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_FUNCTION_NAME": "f"},
+        "code_dir": "/var/task",
+        "handler": "lambda_function.lambda_handler",
+        "extra_paths": ["/opt/python"],
+        "max_concurrency": 1,
+        "mounts": [Mount("/var/task", ["/code"])],
+        "memory_size": 128,
+        "ephemeral_storage": 512,
+        "network": True,
+    }
+    return EnvironmentSpec(**{**values, **fields})
+
+
+class FakeZygote:
+    """The zygote's end of a control socket (SOCK_SEQPACKET), speaking gateway/contracts/zygote.py: the test reads the
+    gateway's requests and writes reports. `gateway_end` is for `Zygote.attach`. Blocking; fds it receives are kept
+    until `close()`."""
+
+    def __init__(self) -> None:
+        self.gateway_end, self.sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.settimeout(5)
+        self.fds: list[int] = []
+
+    def send(self, message: zygote_contract.Report, fds: list[int] | None = None) -> None:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        self.sock.sendmsg([message.encode()], ancillary)
+
+    def send_raw(self, packet: bytes) -> None:
+        self.sock.send(packet)
+
+    async def receive(self) -> tuple[zygote_contract.Message, list[int]]:
+        """The next request from the gateway (waiting for it off the loop), and the descriptors it came with."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._receive)
+
+    def _receive(self) -> tuple[zygote_contract.Message, list[int]]:
+        fds = array.array("i")
+        packet, ancdata, _, _ = self.sock.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fds.itemsize))
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+        self.fds.extend(fds)
+        return zygote_contract.decode(packet, len(fds), zygote_contract.FROM_GATEWAY), list(fds)
+
+    def spare(self, pid: int, env_dir: str) -> tuple[socket.socket, int]:
+        """Announce a spare: the gateway gets one end of a fresh socket and the read end of a fresh pipe; returns the
+        spare's ends (its socket, the pipe's write end), the test's to close."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_end, write_end = os.pipe()
+        try:
+            self.send(zygote_contract.Spare(pid, env_dir), [ours.fileno(), read_end])
+        finally:
+            ours.close()
+            os.close(read_end)
+        return theirs, write_end
+
+    def close(self) -> None:
+        self.sock.close()
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class FakeRuntime:
+    """An environment's side of its socket and output pipe, speaking gateway/contracts/environment.py: the test reads
+    the gateway's frames and writes replies. `forked` is what the gateway's zygote client would hand a pool."""
+
+    def __init__(self, env_dir: Path, pid: int = NO_PID) -> None:
+        gateway_end, self.sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        read_end, self.output = os.pipe()
+        os.set_blocking(read_end, False)
+        self.exit_status: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.forked = Forked(pid, gateway_end, self.exit_status, str(env_dir), read_end)
+        self._decoder = environment_contract.FrameDecoder(environment_contract.FROM_GATEWAY)
+        self._frames: list[list[Any]] = []
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def ready(self, capacity: int = 1, error_type: str | None = None, message: str = "") -> None:
+        await self.send(environment_contract.encode_ready(os.getpid(), 1.5, capacity, error_type, message, b"[]"))
+
+    async def next_frame(self) -> list[Any]:
+        """The next frame from the gateway; [] at EOF."""
+        while not self._frames:
+            data = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 16)
+            if not data:
+                return []
+            self._frames.extend(self._decoder.feed(data))
+        return self._frames.pop(0)
+
+    async def result(self, inv_id: int, payload: bytes, log: bytes = b"", pending: int = 0) -> None:
+        await self.send(environment_contract.encode_reply((RESULT, inv_id, payload), 2.0, 1024, pending, log))
+
+    def print(self, text: bytes) -> None:
+        """Write to the output pipe, as the function's print would."""
+        os.write(self.output, text)
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self.output)

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ParamValidationError
 
-from gateway.contracts import environment as protocol
+from gateway.contracts import environment as wire
+from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.execution.environment import Environment, EnvironmentDied, connect
 from gateway.execution.zygote import Zygote
 from gateway.isolation.sandbox import Sandbox
@@ -212,17 +213,17 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
     code = tmp_path / "code"
     code.mkdir(exist_ok=True)
     (code / "lambda_function.py").write_text(source)
-    spec: dict[str, Any] = {
-        "env": {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_FUNCTION_NAME": "f"},
-        "code_dir": str(code),
-        "handler": "lambda_function.lambda_handler",
-        "extra_paths": [],
-        "max_concurrency": max_concurrency,
-        "mounts": [[str(code), [str(code)]]],
-        "memory_size": 128,
-        "ephemeral_storage": 512,
-        "network": True,
-    }
+    spec = EnvironmentSpec(
+        env={"PATH": "/usr/bin:/bin", "AWS_LAMBDA_FUNCTION_NAME": "f"},
+        code_dir=str(code),
+        handler="lambda_function.lambda_handler",
+        extra_paths=[],
+        max_concurrency=max_concurrency,
+        mounts=[Mount(str(code), [str(code)])],
+        memory_size=128,
+        ephemeral_storage=512,
+        network=True,
+    )
     env = await connect(("f", "$LATEST"), await zygote.fork(spec))
     try:
         await env.wait_ready()
@@ -231,9 +232,9 @@ async def environment(zygote: Zygote, tmp_path: Path, source: str, max_concurren
         env.kill()
 
 
-async def _invoke(env: Environment, event: dict[str, Any], request_id: str, timeout: float = 10) -> list[Any]:
-    frame, _, _ = await env.invoke(json.dumps(event).encode(), request_id, "arn:f", None, timeout)
-    return frame
+async def _invoke(env: Environment, event: dict[str, Any], request_id: str, timeout: float = 10) -> wire.Reply:
+    reply, _, _ = await env.invoke(json.dumps(event).encode(), request_id, "arn:f", None, timeout)
+    return reply
 
 
 async def test_runtime_runs_invocations_concurrently_with_their_own_context(zygote: Zygote, tmp_path: Path) -> None:
@@ -243,11 +244,11 @@ async def test_runtime_runs_invocations_concurrently_with_their_own_context(zygo
         frames = await asyncio.gather(*(_invoke(env, {"n": i}, f"rid-{i}") for i in range(4)))
         assert time.monotonic() - start < 1.5  # four 0.5 s sleeps, overlapped
         for i, frame in enumerate(frames):
-            assert frame[0] == protocol.RESULT
-            result = json.loads(frame[2])
+            assert isinstance(frame, wire.Result)
+            result = json.loads(frame.payload)
             assert (result["n"], result["rid"], result["pid"]) == (i, f"rid-{i}", env.pid)
             assert result["most"] == 4
-            log = frame[-1].decode()
+            log = frame.log.decode()
             # its own output only: print, stderr and logging lines with its own request id
             assert f"print {i}\n" in log and f"stderr {i}\n" in log
             assert f"\trid-{i}\tbefore {i}\n" in log and f"\trid-{i}\tafter {i}\n" in log
@@ -258,8 +259,8 @@ async def test_runtime_deadlines_are_per_invocation(zygote: Zygote, tmp_path: Pa
     async with environment(zygote, tmp_path, ASYNC_SOURCE, 2) as env:
         first = asyncio.ensure_future(_invoke(env, {"n": 0, "sleep": 0.6}, "a", timeout=5))
         await asyncio.sleep(0.3)
-        second = json.loads((await _invoke(env, {"n": 1, "sleep": 0.6}, "b", timeout=5))[2])
-        first_result = json.loads((await first)[2])
+        second = json.loads((await _invoke(env, {"n": 1, "sleep": 0.6}, "b", timeout=5)).payload)
+        first_result = json.loads((await first).payload)
         for result in (first_result, second):  # each counts down from its own 5 s
             assert 4500 <= result["before"] <= 5000
             assert 4100 <= result["after"] <= result["before"] - 500
@@ -270,7 +271,7 @@ async def test_runtime_queues_invocations_beyond_the_limit(zygote: Zygote, tmp_p
         start = time.monotonic()
         frames = await asyncio.gather(*(_invoke(env, {"n": i, "sleep": 0.3}, f"r{i}") for i in range(5)))
         elapsed = time.monotonic() - start
-        assert max(json.loads(f[2])["most"] for f in frames) == 2
+        assert max(json.loads(f.payload)["most"] for f in frames) == 2
         assert 0.9 <= elapsed < 1.5  # three waves of at most two
 
 
@@ -279,13 +280,13 @@ async def test_runtime_errors_stay_with_their_invocation(zygote: Zygote, tmp_pat
         frames = await asyncio.gather(
             _invoke(env, {"n": 0}, "ok"), _invoke(env, {"n": 1, "fail": True}, "bad"), _invoke(env, {"n": 2}, "ok2")
         )
-        assert [f[0] for f in frames] == [protocol.RESULT, protocol.ERROR, protocol.RESULT]
-        error = json.loads(frames[1][3])
+        assert [type(f) for f in frames] == [wire.Result, wire.Error, wire.Result]
+        error = json.loads(frames[1].error_body)
         assert (error["errorType"], error["errorMessage"], error["requestId"]) == ("ValueError", "failed 1", "bad")
         assert "raise ValueError" in error["stackTrace"][-1]
         assert "lambda_handler" in error["stackTrace"][0]  # the runtime's own frame is left out
-        assert "[ERROR] ValueError: failed 1" in frames[1][-1].decode()
-        assert "[ERROR]" not in frames[0][-1].decode()
+        assert "[ERROR] ValueError: failed 1" in frames[1].log.decode()
+        assert "[ERROR]" not in frames[0].log.decode()
 
 
 async def test_runtime_marshal_and_size_errors_match_the_sequential_path(zygote: Zygote, tmp_path: Path) -> None:
@@ -295,10 +296,12 @@ async def lambda_handler(event, context):
 """
     async with environment(zygote, tmp_path, source, 2) as env:
         odd, big = await asyncio.gather(_invoke(env, {"kind": "odd"}, "r1"), _invoke(env, {"kind": "big"}, "r2"))
-        assert odd[2] == "Runtime.MarshalError"
-        assert json.loads(odd[3])["errorMessage"].startswith("Unable to marshal response: Object of type object")
-        assert big[2] == "Function.ResponseSizeTooLarge"
-        assert json.loads(big[3])["errorMessage"] == (
+        assert odd.error_type == "Runtime.MarshalError"
+        assert json.loads(odd.error_body)["errorMessage"].startswith(
+            "Unable to marshal response: Object of type object"
+        )
+        assert big.error_type == "Function.ResponseSizeTooLarge"
+        assert json.loads(big.error_body)["errorMessage"] == (
             "Response payload size (6291558 bytes) exceeded maximum allowed payload size (6291556 bytes)."
         )
 
@@ -310,14 +313,14 @@ async def test_runtime_sync_handler_runs_one_at_a_time_and_says_so(zygote: Zygot
         start = time.monotonic()
         frames = await asyncio.gather(*(_invoke(env, {"sleep": 0.2}, f"r{i}") for i in range(3)))
         assert time.monotonic() - start >= 0.6
-        assert [json.loads(f[2])["rid"] for f in frames] == ["r0", "r1", "r2"]
+        assert [json.loads(f.payload)["rid"] for f in frames] == ["r0", "r1", "r2"]
 
 
 async def test_runtime_async_handler_with_default_concurrency_is_sequential(zygote: Zygote, tmp_path: Path) -> None:
     """max_concurrency 1 keeps today's loop, where an async handler's coroutine is not a JSON value."""
     async with environment(zygote, tmp_path, ASYNC_SOURCE, 1) as env:
         frame = await _invoke(env, {"n": 0}, "r")
-        assert (frame[0], frame[2]) == (protocol.ERROR, "Runtime.MarshalError")
+        assert isinstance(frame, wire.Error) and frame.error_type == "Runtime.MarshalError"
         assert env.init_log == b""
 
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.contracts import environment as protocol
+from gateway.contracts import environment as wire
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, Concurrency
 from gateway.execution.environment import Environment
 from gateway.execution.invoker import ERROR_KINDS, Outcome
@@ -176,7 +176,7 @@ def test_exposition_is_valid_text_with_every_family(registry: CollectorRegistry)
 
 
 def _ready(env: Environment, capacity: int = 1) -> Environment:
-    env.data_received(protocol.encode([protocol.READY, env.pid, 1.0, capacity, None, "", b""]))
+    env.data_received(wire.encode([wire.READY, env.pid, 1.0, capacity, None, "", b""]))
     return env
 
 

@@ -1,4 +1,4 @@
-"""gateway.execution.pool and .modes against fakes (conftest: FakeZygote, FakeEnvironment): which environment an
+"""gateway.execution.pool and .modes against fakes (conftest: FakeZygoteClient, FakeEnvironment): which environment an
 invocation gets, what happens to it afterwards, provisioning, reaping, retiring, and the census metrics reads."""
 
 from __future__ import annotations

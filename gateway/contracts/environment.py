@@ -11,6 +11,7 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, pending, log]
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
+                                        (`spec`: an `EnvironmentSpec`'s wire form, a map)
 
 READY's `error_type` is None when Init succeeded; else `error_message` is the message and `stack_trace` the JSON
 array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
@@ -32,11 +33,16 @@ The decoder checks every field's type, so a peer cannot smuggle a value the read
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
 A frame the decoder rejects, or one larger than `MAX_FRAME`, means the peer is broken: the reader must
 drop the connection and kill the peer, never read from it again.
+
+Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`
+name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked twice). The hot
+paths encode with `encode_invoke` and `encode_reply`, which build the same bytes as `encode(record)`. The spec a new
+environment gets (`EnvironmentSpec`, the SPEC frame's map and the zygote's FORK request) is checked once, when read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -78,6 +84,162 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
 }
 
 
+class Ready(NamedTuple):
+    """READY: Init is over (`error_type` None) or failed (then the environment exits; see the module's docstring)."""
+
+    kind: int
+    pid: int
+    init_ms: float
+    capacity: int
+    error_type: str | None
+    error_message: str
+    stack_trace: bytes  # the JSON array of the stack, spliced unparsed into the error document
+
+
+class Invoke(NamedTuple):
+    """INVOKE: run one invocation; `deadline_ms` is wall-clock milliseconds since the epoch."""
+
+    kind: int
+    inv_id: int
+    payload: bytes
+    deadline_ms: int
+    request_id: str
+    invoked_arn: str
+    client_context: bytes | None
+
+
+class Result(NamedTuple):
+    """RESULT: the handler's return value as JSON (`payload`); `pending` and `log` as in the module's docstring."""
+
+    kind: int
+    inv_id: int
+    payload: bytes
+    duration_ms: float
+    max_rss_kb: int
+    pending: int
+    log: bytes
+
+
+class Error(NamedTuple):
+    """ERROR: the invocation failed; `error_body` is the JSON error document Lambda returns to the caller."""
+
+    kind: int
+    inv_id: int
+    error_type: str
+    error_body: bytes
+    duration_ms: float
+    max_rss_kb: int
+    pending: int
+    log: bytes
+
+
+#: a reply to an INVOKE
+Reply = Result | Error
+
+#: the record of a frame the decoder returned, as `typed(Result, frame)`: the frame's own fields in a tuple of its
+#: kind's record, without `_make`'s second check of the length (the decoder checked arity and types; a quarter of
+#: `_make`'s cost, on the hot path of both sides)
+typed = tuple.__new__
+
+#: positions of the fields a reader touches before it makes a record of a reply (the gateway fills in `log`)
+INV_ID = 1
+PENDING = -2
+LOG = -1
+
+#: what a runtime knows of a reply before the invocation's figures: (RESULT, inv_id, payload) or
+#: (ERROR, inv_id, error_type, error_body); `encode_reply` completes it
+ReplyHead = tuple[int, int, bytes] | tuple[int, int, str, bytes]
+
+
+def result_head(inv_id: int, payload: bytes) -> ReplyHead:
+    return (RESULT, inv_id, payload)
+
+
+def error_head(inv_id: int, error_type: str, error_body: bytes) -> ReplyHead:
+    return (ERROR, inv_id, error_type, error_body)
+
+
+class Mount(NamedTuple):
+    """A directory a jail shows at `target`: one host directory bound read-only, or several merged (an overlay,
+    the last one on top)."""
+
+    target: str
+    sources: list[str]
+
+
+class SpecError(ValueError):
+    """A spec that is not an `EnvironmentSpec`'s wire form."""
+
+
+class EnvironmentSpec(NamedTuple):
+    """What a new environment becomes: the function's configuration as its runtime needs it. Built by the gateway
+    (gateway/execution/spec.py), sent once per environment (in the SPEC frame to a spare, or in the zygote's FORK
+    request), read by the runtime (runtimes/python/bootstrap.py) before any of the function's code runs.
+
+    `env` is its whole process environment; `code_dir` its LAMBDA_TASK_ROOT and working directory; `extra_paths`
+    go on sys.path after it (the layers); `max_concurrency` > 1 lets an async handler run that many invocations at
+    once. For the sandbox (runtimes/python/sandbox.py): `mounts` (a jail's code and layers), `memory_size` (MB),
+    `ephemeral_storage` (MB of /tmp, and the largest file), `network` (whether a jail is connected to the gateway's
+    bridge).
+    """
+
+    env: dict[str, str]
+    code_dir: str
+    handler: str
+    extra_paths: list[str]
+    max_concurrency: int
+    mounts: list[Mount]
+    memory_size: int
+    ephemeral_storage: int
+    network: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
+        return self._asdict()
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> EnvironmentSpec:
+        """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
+        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True)."""
+        if type(wire) is not dict:
+            raise SpecError(f"a spec is a map, not {type(wire).__name__}")
+        try:
+            spec = cls(
+                env=wire["env"],
+                code_dir=wire["code_dir"],
+                handler=wire["handler"],
+                extra_paths=wire.get("extra_paths", []),
+                max_concurrency=wire.get("max_concurrency", 1),
+                mounts=[Mount(*m) for m in wire.get("mounts", ())],
+                memory_size=wire["memory_size"],
+                ephemeral_storage=wire["ephemeral_storage"],
+                network=wire.get("network", True),
+            )
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"malformed spec: {exc!r}") from None
+        _check_spec(spec)
+        return spec
+
+
+def _check_spec(spec: EnvironmentSpec) -> None:
+    ok = (
+        type(spec.env) is dict
+        and all(type(k) is str and type(v) is str for k, v in spec.env.items())
+        and type(spec.code_dir) is str
+        and type(spec.handler) is str
+        and type(spec.extra_paths) is list
+        and all(type(p) is str for p in spec.extra_paths)
+        and type(spec.max_concurrency) is int
+        and all(type(m.target) is str and type(m.sources) is list for m in spec.mounts)
+        and all(type(s) is str for m in spec.mounts for s in m.sources)
+        and type(spec.memory_size) is int
+        and type(spec.ephemeral_storage) is int
+        and type(spec.network) is bool
+    )
+    if not ok:
+        raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")
+
+
 class Peer:
     """What a decoder accepts from one side: its frame kinds, and msgpack limits (`flat`: no nested arrays)."""
 
@@ -114,6 +276,24 @@ def encode(frame: list[Any] | tuple[Any, ...]) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
+def encode_ready(
+    pid: int, init_ms: float, capacity: int, error_type: str | None, error_message: str, stack_trace: bytes
+) -> bytes:
+    """READY (see `Ready`)."""
+    return encode((READY, pid, init_ms, capacity, error_type, error_message, stack_trace))
+
+
+def encode_spec(spec: EnvironmentSpec) -> bytes:
+    """SPEC: the first frame a zygote's spare reads, which makes it this environment."""
+    return encode((SPEC, spec.to_wire()))
+
+
+def encode_reply(head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int, log: bytes) -> bytes:
+    """RESULT or ERROR (see `Result`, `Error`): `head` (`result_head`, `error_head`), then the invocation's figures."""
+    body: bytes = _packb((*head, duration_ms, max_rss_kb, pending, log), use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
+
+
 def encode_invoke(
     inv_id: int,
     payload: bytes,
@@ -122,6 +302,7 @@ def encode_invoke(
     invoked_arn: str,
     client_context: bytes | None,
 ) -> bytes:
+    """INVOKE (see `Invoke`)."""
     body: bytes = _packb(
         (INVOKE, inv_id, payload, deadline_ms, request_id, invoked_arn, client_context), use_bin_type=True
     )

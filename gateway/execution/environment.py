@@ -7,8 +7,8 @@ invocation, resolved by `data_received`, and no task of its own. Invariants:
   exited (the zygote says so, even while a process it forked still holds its socket) is dead for good: its
   process group is SIGKILLed, every in-flight invocation fails at once, and it is never used again (a late reply
   must not answer the next request);
-- `invoke()` returns the RESULT/ERROR frame (with when the payload went out and the reply came back) or
-  raises `InvocationTimeout` / `EnvironmentDied`;
+- `invoke()` returns the reply, a `Result` or an `Error` record (with when the payload went out and the reply came
+  back) or raises `InvocationTimeout` / `EnvironmentDied`;
 - output: the environment's fds 1 and 2 are a pipe whose read end is ours, read by a loop reader into a buffer
   that keeps the last OUTPUT_LIMIT bytes (older ones are counted, and the log says how many were dropped). At a
   reply the pipe is drained (without blocking: what the environment wrote before replying is in it) and the
@@ -34,7 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from gateway.contracts import environment as protocol
+from gateway.contracts import environment as wire
+from gateway.contracts.environment import ERROR, INV_ID, LOG, PENDING, READY, RESULT, Error, Result, typed
 from gateway.isolation import cgroups, uids
 from gateway.isolation.freezer import Freezer
 
@@ -48,12 +49,14 @@ LINGER = 0.1
 #: Lambda gives Init 10 seconds
 INIT_TIMEOUT = 10.0
 #: what one invocation's log keeps of its output (and Init's of its own): the last this many bytes
-OUTPUT_LIMIT = protocol.MAX_LOG
+OUTPUT_LIMIT = wire.MAX_LOG
 #: reads of an output pipe at a reply or a death: the pipe holds at most ~1 MB, one read takes it all, unless a
 #: process keeps writing (whatever it writes later belongs to the next invocation)
 DRAIN_READS = 2
 #: how much of the socket is read (replies sent before the end) when the zygote reports an exit before its EOF
-EXIT_DRAIN_BYTES = 2 * protocol.MAX_FRAME
+EXIT_DRAIN_BYTES = 2 * wire.MAX_FRAME
+#: the record of each reply kind
+_REPLIES: dict[int, type[Result] | type[Error]] = {RESULT: Result, ERROR: Error}
 _DEVNULL: list[int] = []
 
 
@@ -141,11 +144,11 @@ class Environment(asyncio.Protocol):
         #: invocations the pool has given this environment and not yet taken back (shared environments)
         self.load = 0
         self._transport: asyncio.Transport | None = None
-        self._decoder = protocol.FrameDecoder()
-        self._inflight: dict[int, asyncio.Future[tuple[list[Any], float]]] = {}
+        self._decoder = wire.FrameDecoder()
+        self._inflight: dict[int, asyncio.Future[tuple[wire.Reply, float]]] = {}
         self._ids = itertools.count(1)
         loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[list[Any]] = loop.create_future()
+        self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
@@ -165,21 +168,22 @@ class Environment(asyncio.Protocol):
         received = time.perf_counter()
         try:
             frames = self._decoder.feed(data)
-        except protocol.ProtocolError as exc:
+        except wire.ProtocolError as exc:
             self.kill(f"bad frame from the environment: {exc}")
             return
         inflight = self._inflight
-        for frame in frames:
+        for frame in frames:  # checked by the decoder: each is a valid frame of its kind
             kind = frame[0]
-            if kind == protocol.RESULT or kind == protocol.ERROR:
-                fut = inflight.pop(frame[1], None)
+            reply = _REPLIES.get(kind)
+            if reply is not None:
+                fut = inflight.pop(frame[INV_ID], None)
                 if fut is None or fut.done():  # nobody asked: a forged or repeated reply
-                    self.kill(f"unexpected frame: a reply to invocation {frame[1]}, which is not in flight")
+                    self.kill(f"unexpected frame: a reply to invocation {frame[INV_ID]}, which is not in flight")
                     return
-                frame[-1] = self.take_output(frame[-1], frame[-2] != 0)
-                fut.set_result((frame, received))
-            elif kind == protocol.READY and not self._ready.done():
-                self._ready.set_result(frame)
+                frame[LOG] = self.take_output(frame[LOG], frame[PENDING] != 0)
+                fut.set_result((typed(reply, frame), received))
+            elif kind == READY and not self._ready.done():
+                self._ready.set_result(typed(wire.Ready, frame))
             else:
                 self.kill(f"unexpected frame kind {kind}")
                 return
@@ -283,7 +287,7 @@ class Environment(asyncio.Protocol):
     def take_output(self, extra: bytes = b"", drain: bool = True) -> bytes:
         """The output since the last call, drained from the pipe (unless not `drain`: the environment said it is
         empty), then `extra` (a frame's log), within OUTPUT_LIMIT bytes; when some were dropped, it starts at a
-        whole line, after `protocol.truncation_marker`."""
+        whole line, after `wire.truncation_marker`."""
         if drain:
             self._read_output(DRAIN_READS)
         if extra:
@@ -299,7 +303,7 @@ class Environment(asyncio.Protocol):
             if cut >= 0:
                 data = data[cut + 1 :]
                 dropped += cut + 1
-            data = protocol.truncation_marker(dropped, OUTPUT_LIMIT) + data
+            data = wire.truncation_marker(dropped, OUTPUT_LIMIT) + data
         return data
 
     def _close_output(self) -> None:
@@ -323,13 +327,17 @@ class Environment(asyncio.Protocol):
     async def wait_ready(self, timeout: float = INIT_TIMEOUT) -> None:
         """Wait for READY. Sets `init_ms` and `init_error`; raises EnvironmentDied / InvocationTimeout."""
         try:
-            frame = await asyncio.wait_for(self._ready, timeout)
+            ready = await asyncio.wait_for(self._ready, timeout)
         except TimeoutError:
             self.kill("init timed out")
             raise InvocationTimeout(f"Init timed out after {timeout:.2f} seconds") from None
-        _, _pid, self.init_ms, self.capacity, error_type, message, stack = frame
-        if error_type is not None:
-            self.init_error = {"errorType": error_type, "errorMessage": message, "stackTrace": stack}
+        self.init_ms, self.capacity = ready.init_ms, ready.capacity
+        if ready.error_type is not None:
+            self.init_error = {
+                "errorType": ready.error_type,
+                "errorMessage": ready.error_message,
+                "stackTrace": ready.stack_trace,
+            }
         self.init_log = self.take_output()
 
     async def invoke(
@@ -339,9 +347,9 @@ class Environment(asyncio.Protocol):
         invoked_arn: str,
         client_context: bytes | None,
         timeout: float,
-    ) -> tuple[list[Any], float, float]:
-        """Run one invocation under `timeout` seconds: its RESULT or ERROR frame, and the perf_counter() times
-        at which the payload was written and the reply arrived."""
+    ) -> tuple[wire.Reply, float, float]:
+        """Run one invocation under `timeout` seconds: its reply (a `Result` or an `Error`, whose `log` is what the
+        invocation printed), and the perf_counter() times at which the payload was written and the reply arrived."""
         if self.dead or self._transport is None:
             raise EnvironmentDied("environment is dead", self.exit_status)
         loop = asyncio.get_running_loop()
@@ -349,19 +357,17 @@ class Environment(asyncio.Protocol):
             loop.add_reader(self._out_fd, self._on_output)
             self._reading = True
         inv_id = next(self._ids)
-        fut: asyncio.Future[tuple[list[Any], float]] = loop.create_future()
+        fut: asyncio.Future[tuple[wire.Reply, float]] = loop.create_future()
         self._inflight[inv_id] = fut
         deadline_ms = int((time.time() + timeout) * 1000)
-        self._transport.write(
-            protocol.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context)
-        )
+        self._transport.write(wire.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context))
         written_at = time.perf_counter()
         freezer = self.freezer
         if freezer is not None and freezer.frozen:  # after the write: it finds the frame as soon as it runs
             freezer.thaw()
         timer = loop.call_later(timeout, self._on_timeout, inv_id)
         try:
-            frame, replied_at = await fut
+            reply, replied_at = await fut
         except asyncio.CancelledError:
             # The caller gave up while the function runs: never hand this environment out half-busy.
             self.kill("invocation cancelled")
@@ -370,7 +376,7 @@ class Environment(asyncio.Protocol):
             timer.cancel()
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
-        return frame, written_at, replied_at
+        return reply, written_at, replied_at
 
     def freeze(self) -> None:
         """Stop it from running until its next invocation (isolation/freezer.py). A no-op without a freezer, once

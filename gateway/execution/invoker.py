@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.contracts.environment import RESULT
+from gateway.contracts.environment import Result
 from gateway.errors import (
     INIT_ERROR_TYPES,
     RUNTIME_EXIT_ERROR,
@@ -208,7 +208,7 @@ class Invoker:
                 return _init_failed(inv, env.init_error)
             started = time.perf_counter()
             try:
-                frame, written_at, replied_at = await env.invoke(
+                reply, written_at, replied_at = await env.invoke(
                     payload, inv.request_id, invoked_arn, client_context, config.timeout
                 )
             except InvocationTimeout:
@@ -218,10 +218,11 @@ class Invoker:
                 inv.output = env.last_output
                 inv.duration_ms = max(exc.at - started, 0.0) * 1000.0  # until it died: REPORT's Duration, as on Lambda
                 return await self._died(inv, exc)
-            if frame[0] == RESULT:
-                _, _, out, inv.duration_ms, inv.rss_kb, _, inv.output = frame
+            if isinstance(reply, Result):
+                out = reply.payload
             else:
-                _, _, inv.error_type, out, inv.duration_ms, inv.rss_kb, _, inv.output = frame
+                out, inv.error_type = reply.error_body, reply.error_type
+            inv.duration_ms, inv.rss_kb, inv.output = reply.duration_ms, reply.max_rss_kb, reply.log
             outcome = _outcome(inv, out)
             outcome.provisioned = env.provisioned
             outcome.written_at, outcome.replied_at = written_at, replied_at

@@ -22,18 +22,15 @@ import contextlib
 import logging
 import math
 import os
-import time
-import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from gateway.errors import TooManyRequestsException
 from gateway.execution.environment import Environment, connect
+from gateway.execution.spec import environment_spec
 from gateway.execution.zygote import READY_WAIT, Zygote, ZygoteUnavailable
 from gateway.isolation.freezer import FreezeQueue, Freezer
-from gateway.isolation.network import NETWORK_VARIABLE
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
@@ -41,74 +38,6 @@ log = logging.getLogger("gateway.pool")
 
 ON_DEMAND = "on-demand"
 PROVISIONED = "provisioned-concurrency"
-RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
-#: where a jailed environment sees its function's code and its layers, as on Lambda
-TASK_ROOT = "/var/task"
-#: where a jail shows the runtime (runtimes/python/jail.py)
-JAIL_RUNTIME_DIR = "/var/runtime"
-LAYERS_ROOT = "/opt"
-
-
-def environment_variables(
-    config: FunctionConfig, settings: Settings, init_type: str, task_root: str, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The environment an execution environment sees: Lambda's reserved set (with `extra`), then the function's own."""
-    stream = time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{config.version}]{uuid.uuid4().hex}"
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-        "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/task:/var/task/lib:/opt/lib",  # Lambda's, for the layers' libraries
-        "LANG": "en_US.UTF-8",
-        "TZ": ":UTC",
-        "_HANDLER": config.handler,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_{config.runtime}",
-        "AWS_REGION": settings.region,
-        "AWS_DEFAULT_REGION": settings.region,
-        "AWS_LAMBDA_FUNCTION_NAME": config.name,
-        "AWS_LAMBDA_FUNCTION_VERSION": config.version,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
-        "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
-        "LAMBDA_TASK_ROOT": task_root,
-        "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
-    }
-    logging_config = config.extra.get("LoggingConfig") or {}
-    if logging_config.get("LogFormat") == "JSON":  # the runtime then writes JSON records at this level
-        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
-        env["AWS_LAMBDA_LOG_LEVEL"] = logging_config.get("ApplicationLogLevel", "INFO")
-    if extra:
-        env.update(extra)
-    env.update(config.environment)
-    return env
-
-
-def code_layout(config: FunctionConfig, jailed: bool) -> tuple[str, list[str], list[list[Any]]]:
-    """Where an environment finds the function's code and layers: (LAMBDA_TASK_ROOT, the layers' sys.path entries,
-    the mounts a jail makes as [target, [host directories]]).
-
-    In a jail, as on Lambda: the code at /var/task, the layers merged at /opt (an overlay, the last layer on top, as
-    Lambda extracts them in order), so paths in the code and in the layers' binaries work unchanged. Without a jail,
-    the directories where the code store keeps them.
-    """
-    if not jailed:
-        return str(config.code_dir), layer_paths(config), []
-    mounts: list[list[Any]] = [[TASK_ROOT, [str(config.code_dir)]]]
-    if not config.layer_dirs:
-        return TASK_ROOT, [], mounts
-    mounts.append([LAYERS_ROOT, [str(d) for d in reversed(config.layer_dirs)]])
-    return TASK_ROOT, [f"{LAYERS_ROOT}/python/lib/{config.runtime}/site-packages", f"{LAYERS_ROOT}/python"], mounts
-
-
-def layer_paths(config: FunctionConfig) -> list[str]:
-    """sys.path entries for the function's layers, after its own code, as Lambda's merged /opt orders them.
-
-    Lambda extracts layers in order into /opt (a later layer overwrites an earlier one) and puts
-    /opt/python/lib/pythonX.Y/site-packages before /opt/python; separate directories get the same lookup
-    order by listing every layer's site-packages first, later layers before earlier ones.
-    """
-    newest_first = list(reversed(config.layer_dirs))
-    site = [str(d / "python" / "lib" / config.runtime / "site-packages") for d in newest_first]
-    return site + [str(d / "python") for d in newest_first]
 
 
 class PoolCensus(NamedTuple):
@@ -204,24 +133,8 @@ class Pool(ABC):
         if not self.zygote.ready:  # whether it jails (the spec's paths depend on it) is known once it said HELLO
             with contextlib.suppress(TimeoutError):  # fork() then waits again, and says ZygoteUnavailable
                 await self.zygote.wait_ready(READY_WAIT)
-        task_root, extra_paths, mounts = code_layout(config, self.zygote.jailed)
         credentials = self.credentials(config) if self.credentials else None
-        environ = environment_variables(config, self.settings, init_type, task_root, credentials)
-        if self.zygote.jailed:
-            environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
-        spec: dict[str, Any] = {
-            "env": environ,
-            "code_dir": task_root,
-            "handler": config.handler,
-            "extra_paths": extra_paths,
-            "max_concurrency": config.max_concurrency,
-            # for the sandbox (runtimes/python/bootstrap.py, Prepared.seal)
-            "mounts": mounts,
-            "memory_size": config.memory_size,
-            "ephemeral_storage": config.ephemeral_storage,
-            # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
-            "network": config.environment.get(NETWORK_VARIABLE, "default") == "default",
-        }
+        spec = environment_spec(config, self.settings, init_type, self.zygote.jailed, credentials)
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
             env = await connect((config.name, config.version), await self.zygote.fork(spec))

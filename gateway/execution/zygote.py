@@ -1,4 +1,4 @@
-"""The gateway's side of the fork server (`runtimes/python/zygote.py`): start it, ask it for forks, watch exits.
+"""The gateway's side of the fork server (`runtimes/python/forkserver.py`): start it, ask it for forks, watch exits.
 
 One `Zygote` per interpreter. `fork(spec)` turns the zygote's spare (announced with its socket, already forked
 and prepared) into the environment by writing the spec on that socket, without a round trip; when there is no
@@ -7,6 +7,8 @@ socket (SCM_RIGHTS) and waits for the fork. Either way it returns a `Forked`: th
 end of its socket, its exit status to come, its directory, and the read end of its output pipe (fds 1 and 2). The
 gateway itself never forks. If the zygote dies, pending forks fail, `supervise()` restarts it with back-off,
 and environments it had forked die with it (their PDEATHSIG), which the pools see as crashes.
+
+The control messages, the sandbox plan and the output pipe's size are the contract's (gateway/contracts/zygote.py).
 
 Concurrency: all methods run on the event loop; replies are read by a loop reader callback.
 """
@@ -18,36 +20,23 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
-import json
 import logging
 import os
 import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import msgpack
-
-from gateway.contracts import environment as protocol
+from gateway.contracts import environment as wire
+from gateway.contracts import zygote as control
+from gateway.contracts.environment import EnvironmentSpec
+from gateway.contracts.zygote import F_SETPIPE_SZ, OUTPUT_PIPE_SIZE
 from gateway.execution.environment import remove_later
 from gateway.hooks import Hook
 from gateway.isolation.sandbox import Sandbox
 
 log = logging.getLogger("gateway.zygote")
-
-FORK = 1
-HELLO = 2
-FORKED = 3
-FORK_FAILED = 4
-EXITED = 5
-SPARE = 6
-TAKEN = 7
-STOP = 8
-
-#: room in an environment's output pipe (as the zygote's own, runtimes/python/zygote.py)
-OUTPUT_PIPE_SIZE = 1 << 20
-F_SETPIPE_SZ = 1031
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: seconds a fork waits for a (re)starting zygote before the invocation fails with ServiceException
@@ -136,7 +125,6 @@ class Zygote:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {
             "PYTHONPATH": str(PROJECT_ROOT),
@@ -155,7 +143,7 @@ class Zygote:
                 "--envs-root",
                 str(self.envs_root),
                 "--sandbox",
-                json.dumps(self.sandbox.to_wire()),
+                self.sandbox.plan().to_json(),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
@@ -164,9 +152,14 @@ class Zygote:
             )
         finally:
             theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        loop.add_reader(ours.fileno(), self._on_readable)
+        self.attach(ours)
+
+    def attach(self, sock: socket.socket) -> None:
+        """Talk to a zygote on `sock`, the gateway's end of its control socket (SOCK_SEQPACKET): what a start does once
+        the zygote runs, and what a test does with a fake zygote. Ready once it says HELLO."""
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -187,42 +180,49 @@ class Zygote:
                     os.close(fd)
                 self._on_lost()
                 return
-            msg = msgpack.unpackb(data, raw=False)
-            kind = msg[0]
-            if kind == SPARE and len(fds) == 2:
+            try:
+                msg = control.decode(data, len(fds), control.FROM_ZYGOTE)
+            except control.MessageError as exc:
+                log.error("zygote for %s sent a malformed message (ignored): %s", ",".join(self.runtimes), exc)
+                msg = None
+            if isinstance(msg, control.Spare):  # the only message with descriptors (decode checked how many)
                 os.set_blocking(fds[1], False)
-                self._on_spare(msg[1], socket.socket(fileno=fds[0]), msg[2], fds[1])
+                self._on_spare(msg.pid, socket.socket(fileno=fds[0]), msg.env_dir, fds[1])
                 continue
-            for fd in fds:  # no other message carries a descriptor
+            for fd in fds:
                 os.close(fd)
-            if kind == EXITED:
-                if self._spare is not None and self._spare[0] == msg[1]:
-                    self._drop_spare()
-                fut = self._exits.pop(msg[1], None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg[2])
-            elif kind == FORKED:
-                self._on_forked(msg[1], msg[2], msg[3])
-            elif kind == FORK_FAILED:
-                pending = self._pending.pop(msg[1], None)
-                if pending is not None and not pending.done():
-                    pending.set_exception(ZygoteUnavailable(f"fork failed: {msg[2]}"))
-            elif kind == HELLO:
-                self.pid = msg[1]
-                self.private_tmp = bool(msg[2].get("private_tmp"))
-                self.jailed = bool(msg[2].get("jail"))
-                self.seccomp = bool(msg[2].get("seccomp"))
-                self.sandbox.warn_if_weaker(self.jailed)
-                self._ready.set()
-                self.on_ready()
-                log.info(
-                    "zygote for %s ready (pid %s, %s, sandbox: %s, /tmp: %s)",
-                    ",".join(self.runtimes),
-                    self.pid,
-                    self.interpreter,
-                    self.sandbox.describe(self.jailed, self.seccomp),
-                    "private mount" if self.private_tmp else "TMPDIR only",
-                )
+            match msg:
+                case control.Exited(pid, wait_status):
+                    if self._spare is not None and self._spare.pid == pid:
+                        self._drop_spare()
+                    fut = self._exits.pop(pid, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(wait_status)
+                case control.Forked(req_id, pid, env_dir):
+                    self._on_forked(req_id, pid, env_dir)
+                case control.ForkFailed(req_id, message):
+                    pending = self._pending.pop(req_id, None)
+                    if pending is not None and not pending.done():
+                        pending.set_exception(ZygoteUnavailable(f"fork failed: {message}"))
+                case control.Hello(pid, features):
+                    self._on_hello(pid, features)
+
+    def _on_hello(self, pid: int, features: control.Features) -> None:
+        self.pid = pid
+        self.private_tmp = features.private_tmp
+        self.jailed = features.jail
+        self.seccomp = features.seccomp
+        self.sandbox.warn_if_weaker(self.jailed)
+        self._ready.set()
+        self.on_ready()
+        log.info(
+            "zygote for %s ready (pid %s, %s, sandbox: %s, /tmp: %s)",
+            ",".join(self.runtimes),
+            self.pid,
+            self.interpreter,
+            self.sandbox.describe(self.jailed, self.seccomp),
+            "private mount" if self.private_tmp else "TMPDIR only",
+        )
 
     def _on_forked(self, req_id: int, pid: int, env_dir: str) -> None:
         # The exit future exists from this moment on, so an EXITED read in the same batch is not lost.
@@ -247,39 +247,38 @@ class Zygote:
         """Forget the spare (it died, or the zygote did) and remove its directory, which is ours from its
         announcement on, once it has exited: closing our end of its socket makes a live one exit, and until then it
         may still be making its directory and cgroups."""
-        if self._spare is not None:
-            _, sock, exit_fut, env_dir, output = self._spare
-            sock.close()
-            os.close(output)
-            exit_fut.add_done_callback(lambda _: remove_later(env_dir))
-            self._spare = None
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.sock.close()
+            os.close(spare.output)
+            env_dir = spare.env_dir
+            spare.exit_status.add_done_callback(lambda _: remove_later(env_dir))
 
-    def _take_spare(self, spec: dict[str, Any]) -> Forked | None:
+    def _take_spare(self, spec: EnvironmentSpec) -> Forked | None:
         """Turn the spare into an environment running `spec`: write the SPEC frame, tell the zygote. None if none."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
         assert self._sock is not None  # fork() checked: the zygote is ready
-        pid, sock, exit_fut, env_dir, output = spare
-        if exit_fut.done():
-            sock.close()
-            os.close(output)
-            remove_later(env_dir)
+        if spare.exit_status.done():
+            spare.sock.close()
+            os.close(spare.output)
+            remove_later(spare.env_dir)
             return None
-        frame = protocol.encode([protocol.SPEC, spec])
+        frame = wire.encode_spec(spec)
         try:
-            sock.setblocking(False)
-            if sock.send(frame) != len(frame):  # a fresh socket has room for a spec (env vars are capped at 4 KB)
+            spare.sock.setblocking(False)
+            if spare.sock.send(frame) != len(frame):  # a fresh socket has room for a spec (env vars are capped at 4 KB)
                 raise BlockingIOError("the SPEC frame did not fit")
-            self._sock.send(msgpack.packb([TAKEN, pid], use_bin_type=True))
+            self._sock.send(control.Taken(spare.pid).encode())
         except OSError:
             # It may have its spec and start Init for nobody: end it. The zygote still counts it as its spare and
             # reports its exit; the directory is ours either way.
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            sock.close()
-            os.close(output)
-            remove_later(env_dir)
+                os.kill(spare.pid, signal.SIGKILL)
+            spare.sock.close()
+            os.close(spare.output)
+            remove_later(spare.env_dir)
             return None
         return spare
 
@@ -301,7 +300,7 @@ class Zygote:
                 exit_fut.set_result(None)
         self._exits.clear()
 
-    async def fork(self, spec: dict[str, Any]) -> Forked:
+    async def fork(self, spec: EnvironmentSpec) -> Forked:
         """Fork an environment (see `Forked`; the caller owns its socket and output descriptor).
 
         While the zygote (re)starts, waits up to READY_WAIT seconds for it; a fork that failed (the zygote died
@@ -315,7 +314,7 @@ class Zygote:
                 raise
             return await self._fork(spec)
 
-    async def _fork(self, spec: dict[str, Any]) -> Forked:
+    async def _fork(self, spec: EnvironmentSpec) -> Forked:
         if not self._ready.is_set() and not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), READY_WAIT)
@@ -337,7 +336,7 @@ class Zygote:
         fut: asyncio.Future[tuple[int, asyncio.Future[int | None], str]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:
-            data = msgpack.packb([FORK, req_id, spec], use_bin_type=True)
+            data = control.Fork(req_id, spec).encode()
             fds = array.array("i", [theirs.fileno(), out_w])
             await self._send_with_fd(data, fds)
         except BaseException:
@@ -409,7 +408,7 @@ class Zygote:
         proc = self._proc
         if self._sock is not None:  # a stop, not a death: the zygote then sweeps nothing (a one-byte-ish write)
             with contextlib.suppress(OSError):
-                self._sock.send(msgpack.packb([STOP], use_bin_type=True))
+                self._sock.send(control.Stop().encode())
         self._on_lost()
         if proc is None or proc.returncode is not None:
             return

@@ -15,7 +15,7 @@
   with limits on its address space (MemoryError instead of an OOM kill), CPU time (a backstop), the size of a file,
   open files and processes. A weaker guarantee: it can read what the gateway's user can read.
 
-The zygote gets the plan (`to_wire`), tries the jail once in a throwaway child and falls back to rlimits if the
+The zygote gets the plan (`plan()`), tries the jail once in a throwaway child and falls back to rlimits if the
 host refuses it (its HELLO says which it uses).
 """
 
@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.contracts.zygote import SandboxPlan
 from gateway.isolation.cgroups import Hierarchy
 from gateway.isolation.freezer import FREEZE_AFTER
 from gateway.isolation.network import HostNetwork
@@ -62,14 +63,14 @@ class Sandbox:
         activate(uids)  # the gateway's clean-ups kill the uids of ended environments in this range
         return cls(jail=True, cgroups=Hierarchy.create(), uids=uids, network=HostNetwork.create(port))
 
-    def to_wire(self) -> dict[str, Any]:
-        """The plan as the zygote takes it (`--sandbox`, JSON)."""
-        return {
-            "jail": self.jail,
-            "uids": self.uids.to_wire(),
-            "cgroups": self.cgroups.to_wire() if self.cgroups is not None else None,
-            "network": self.network.to_wire() if self.network is not None else None,
-        }
+    def plan(self) -> SandboxPlan:
+        """The plan as the zygote takes it (`--sandbox`, its JSON: gateway/contracts/zygote.py)."""
+        return SandboxPlan(
+            jail=self.jail,
+            uids=self.uids.to_wire(),
+            cgroups=self.cgroups.to_wire() if self.cgroups is not None else None,
+            network=self.network.to_wire() if self.network is not None else None,
+        )
 
     @property
     def freezes(self) -> bool:

@@ -19,13 +19,14 @@ function). The allocator guarantees it host-wide, whichever gateway or zygote as
   from the kernel's count of the uid's tasks (RLIMIT_NPROC, see `_kill_all`), that it is the uid's only task, killing
   again until it is. A uid whose processes do not go within CLEAR_TIMEOUT (a zombie whose parent never reaps it, a
   process stuck in the kernel) is skipped: a uid is never handed out while any process, even a zombie, has it.
-- **Ahead of demand.** A spare takes and clears its uid in `bootstrap.prepare` while it builds its jail, so a cold
-  start that finds a spare pays nothing for it, and the spare about 0.2 ms (a thread, a walk of the task list).
+- **Ahead of demand.** A spare takes and clears its uid in `prepare` (runtimes/python/sandbox.py) while it builds its
+  jail, so a cold start that finds a spare pays nothing for it, and the spare about 0.2 ms (a thread, a walk of the
+  task list).
 - **Killed at the end.** The spare records its uid in its directory (`<env_dir>/uid`, written as root and hidden by
   the jail). When an environment ends, the gateway removes its cgroups with everything in them (a jailed process
   cannot leave them), or, on a host without cgroups, kills every process of its uid (`kill_recorded`, a /proc scan:
   about 0.1 ms per process on the host). A zygote whose gateway died kills every recorded uid
-  (runtimes/python/zygote.py).
+  (runtimes/python/forkserver.py).
 
 A range smaller than the number of environments alive at once would clear (kill) live environments; the default is
 far beyond that. Tests shrink it to force reuse.

@@ -1,6 +1,13 @@
 """Concurrent mode of an environment: an asyncio loop runs each INVOKE as a task (Lambda's
-PerExecutionEnvironmentMaxConcurrency, async handlers only). See runtimes/python/bootstrap.py's docstring for the
-contract with the gateway; the sequential loop there is the default and the hot path.
+PerExecutionEnvironmentMaxConcurrency, async handlers only). The contract with the gateway is the sequential loop's
+(runtimes/python/serving.py, the default and the hot path); what differs:
+
+Every invocation has its own context, deadline and request id (in log lines, via a ContextVar), and its own
+output: `sys.stdout`/`sys.stderr` append to the current invocation's buffer, sent as its reply's `log`. Limit: what
+bypasses `sys.stdout` (subprocesses, C extensions writing to fd 1, threads that do not carry the invocation's
+context) goes down the output pipe and is shipped with whichever invocation finishes next; and when the
+environment is killed (a timeout, a crash) the buffered output of the invocations in flight is lost, only what
+went down the pipe is left for the gateway to report.
 """
 
 from __future__ import annotations
@@ -16,12 +23,16 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from gateway.contracts import environment as protocol
-from runtimes.python import bootstrap
+from gateway.contracts import environment as wire
+from gateway.contracts.environment import Invoke, ReplyHead
+from gateway.contracts.zygote import ExitCode
+from runtimes.python import replies
+from runtimes.python.context import for_invocation
 from runtimes.python.output import InvocationOutput as _InvocationOutput
 from runtimes.python.output import OutputCapture as _OutputCapture
 from runtimes.python.output import current_output as _output
 from runtimes.python.output import current_request_id as _request_id
+from runtimes.python.serving import invocations
 
 
 def serve_concurrently(
@@ -39,7 +50,7 @@ def serve_concurrently(
     loop.run_forever()
     # Only handler code stopping the loop gets here: the invocations in flight are lost, like in a crash.
     sys.stderr.write("the runtime's event loop was stopped by the function; exiting\n")
-    os._exit(1)
+    os._exit(ExitCode.FAILED)
 
 
 class _ConcurrentServer(asyncio.Protocol):
@@ -59,7 +70,7 @@ class _ConcurrentServer(asyncio.Protocol):
         self._capture = capture
         self._environ = environ
         self._slots = asyncio.Semaphore(limit)
-        self._decoder = protocol.FrameDecoder(protocol.FROM_GATEWAY)
+        self._decoder = wire.FrameDecoder(wire.FROM_GATEWAY)
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: asyncio.Transport | None = None
 
@@ -67,39 +78,39 @@ class _ConcurrentServer(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        for frame in bootstrap._invocations(self._decoder, data):
+        for invoke in invocations(self._decoder, data):
             # each task runs in a copy of this context: its ContextVar settings stay its own
-            task = asyncio.get_running_loop().create_task(self._invoke(frame))
+            task = asyncio.get_running_loop().create_task(self._invoke(invoke))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        os._exit(0)
+        os._exit(ExitCode.OK)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             traceback.print_exception(exc)
-            os._exit(1)
+            os._exit(ExitCode.FAILED)
 
-    async def _invoke(self, frame: list[Any]) -> None:
-        _, inv_id, payload, deadline_ms, request_id, arn, client_context = frame
+    async def _invoke(self, invoke: Invoke) -> None:
+        inv_id, request_id = invoke.inv_id, invoke.request_id
         async with self._slots:
             _request_id.set(request_id)
             output = _InvocationOutput()
             _output.set(output)
             start = time.perf_counter()
-            reply: tuple[Any, ...]
+            reply: ReplyHead
             try:
-                event = json.loads(payload)
-                result = await self._handler(
-                    event, bootstrap._context(request_id, arn, deadline_ms, client_context, self._environ)
+                event = json.loads(invoke.payload)
+                context = for_invocation(
+                    request_id, invoke.invoked_arn, invoke.deadline_ms, invoke.client_context, self._environ
                 )
-                reply = bootstrap._result_reply(inv_id, request_id, result)
+                reply = replies.result(inv_id, request_id, await self._handler(event, context))
             except (Exception, asyncio.CancelledError) as exc:  # a CancelledError the handler let out is its error
-                reply = bootstrap._exception_reply(inv_id, request_id, exc)
+                reply = replies.exception(inv_id, request_id, exc)
             duration_ms = (time.perf_counter() - start) * 1000.0
             max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             log = output.close()
             assert self._transport is not None
-            self._transport.write(protocol.encode((*reply, duration_ms, max_rss_kb, self._capture.pending(), log)))
+            self._transport.write(wire.encode_reply(reply, duration_ms, max_rss_kb, self._capture.pending(), log))

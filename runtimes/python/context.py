@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -87,3 +88,11 @@ class LambdaContext:
             f"memory_limit_in_mb={self.memory_limit_in_mb},function_version={self.function_version},"
             f"invoked_function_arn={self.invoked_function_arn}])"
         )
+
+
+def for_invocation(
+    request_id: str, invoked_arn: str, deadline_ms: int, client_context: bytes | None, environ: dict[str, str]
+) -> LambdaContext:
+    """The context of one invocation, from its INVOKE frame's fields (`client_context`: JSON text, or None)."""
+    parsed = json.loads(client_context) if client_context else None
+    return LambdaContext(request_id, invoked_arn, deadline_ms, parsed, environ)

@@ -29,8 +29,10 @@ import os
 import signal
 import socket
 import struct
-from typing import Any
+from collections.abc import Sequence
 
+from gateway.contracts.environment import Mount
+from gateway.contracts.zygote import ExitCode
 from gateway.isolation import network as netns
 
 CLONE_NEWNS = 0x00020000
@@ -216,7 +218,7 @@ def _scrub_exec_strings() -> None:
     # on the machines here.
 
 
-def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
+def seal(mounts: Sequence[Mount], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
     """Finish the jail `build()` made and drop root: mount the code read-only (`mounts`: [target, [host directories]],
     one directory bound, several merged in an overlay, the first on top), size /tmp, cut the network off unless
     `network` (delete eth0 from the namespace `build()` made: only lo stays), let go of the host's root, make /
@@ -242,7 +244,7 @@ def seal(mounts: list[list[Any]], tmp_mb: int, network: bool, uid: int, zygote_p
     # could not read its own fds or environ. Only its own uid (no other process has it) gains access.
     _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
-        os._exit(1)
+        os._exit(ExitCode.FAILED)  # the zygote died meanwhile
 
 
 def under_tmp(path: str) -> bool:

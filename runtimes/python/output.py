@@ -1,7 +1,7 @@
 """Where an environment's output goes, and how log records look: Lambda's Text and JSON formats.
 
 fds 1 and 2 are the write end of a pipe whose read end the gateway holds (`OutputCapture`): the gateway reads what
-an invocation writes as it is written, keeps at most the last `protocol.MAX_LOG` bytes of it, and still has it when
+an invocation writes as it is written, keeps at most the last `wire.MAX_LOG` bytes of it, and still has it when
 this process dies mid-invocation. Nothing goes to disk, and a write blocks (never fails) while the pipe is full.
 In concurrent mode (async handlers running several invocations at once) sys.stdout/sys.stderr are routed
 per invocation (`RoutedStream` + `current_output`), since one file cannot tell the invocations apart.
@@ -22,7 +22,7 @@ import time
 import traceback
 from typing import Any
 
-from gateway.contracts import environment as protocol
+from gateway.contracts import environment as wire
 
 #: AWS_LAMBDA_LOG_LEVEL -> Python level (JSON format only; Text keeps Python's default WARNING, as Lambda does)
 LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
@@ -123,7 +123,7 @@ class OutputCapture:
 
 class InvocationOutput:
     """What one invocation wrote through sys.stdout/sys.stderr (concurrent mode): its last MAX_LOG bytes, after
-    `protocol.truncation_marker` when it wrote more.
+    `wire.truncation_marker` when it wrote more.
 
     Once the reply is built the buffer is closed: later writes from the invocation's context (a task it
     left running) go to the output pipe instead of being lost.
@@ -141,19 +141,19 @@ class InvocationOutput:
         data = text.encode("utf-8", "backslashreplace")
         self.chunks.append(data)
         self.size += len(data)
-        if self.size > 2 * protocol.MAX_LOG:
+        if self.size > 2 * wire.MAX_LOG:
             joined = b"".join(self.chunks)
-            self.dropped += len(joined) - protocol.MAX_LOG
-            self.chunks = [joined[-protocol.MAX_LOG :]]
-            self.size = protocol.MAX_LOG
+            self.dropped += len(joined) - wire.MAX_LOG
+            self.chunks = [joined[-wire.MAX_LOG :]]
+            self.size = wire.MAX_LOG
 
     def close(self) -> bytes:
         self.open = False
         data = b"".join(self.chunks)
-        if len(data) > protocol.MAX_LOG:
-            self.dropped += len(data) - protocol.MAX_LOG
-            data = data[-protocol.MAX_LOG :]
-        return protocol.truncation_marker(self.dropped) + data if self.dropped else data
+        if len(data) > wire.MAX_LOG:
+            self.dropped += len(data) - wire.MAX_LOG
+            data = data[-wire.MAX_LOG :]
+        return wire.truncation_marker(self.dropped) + data if self.dropped else data
 
 
 #: the current invocation's output buffer (concurrent mode); None outside an invocation

@@ -29,8 +29,8 @@ The filter is built once in the zygote (`compile_filters`, ~20 ms of libseccomp)
 hands those bytes to the kernel (`Filter.load`). It comes in two parts, because the kernel's own work on a filter
 (checking and JIT-compiling it) is not free: ~0.2 ms for the whole of it, measured in an environment here. The first
 part, everything but the calls the jail's last steps make, goes in in the spare, ahead of demand, once its jail is
-built (`bootstrap.prepare`); the second, `SETUP` (the mount calls, `setns`, `unshare` with namespace flags), is the
-last step before Init, after the uid drop (`bootstrap.Prepared.seal`), so a cold start pays only for that small one.
+built (`sandbox.prepare`); the second, `SETUP` (the mount calls, `setns`, `unshare` with namespace flags), is the
+last step before Init, after the uid drop (`sandbox.Prepared.seal`), so a cold start pays only for that small one.
 Filters stack: both stay, for the environment and every process it starts, and `no_new_privs` is set before either.
 Calls through another architecture's entry (32-bit `int 0x80` on x86-64) get EPERM too. The binding is `pyseccomp`
 (ctypes over the system's libseccomp.so.2, Debian's `libseccomp2`, which apt itself depends on); without either,

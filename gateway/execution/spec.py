@@ -1,0 +1,115 @@
+"""What a new environment becomes: its process environment, where it finds its code and layers, its sandbox's sizes.
+
+`environment_spec()` builds the `EnvironmentSpec` (gateway/contracts/environment.py) that a pool hands its zygote for
+each new environment. Pure: no I/O, the caller says whether the zygote jails (the paths differ) and passes the
+credentials it minted.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from gateway.contracts.environment import EnvironmentSpec, Mount
+from gateway.isolation.network import NETWORK_VARIABLE
+from gateway.settings import Settings
+from gateway.store.records import FunctionConfig
+
+#: the runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
+RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
+#: where a jailed environment sees its function's code and its layers, as on Lambda
+TASK_ROOT = "/var/task"
+#: where a jail shows the runtime (runtimes/python/jail.py)
+JAIL_RUNTIME_DIR = "/var/runtime"
+LAYERS_ROOT = "/opt"
+
+
+def environment_spec(
+    config: FunctionConfig,
+    settings: Settings,
+    init_type: str,
+    jailed: bool,
+    credentials: Mapping[str, str] | None = None,
+) -> EnvironmentSpec:
+    """The spec of one new environment of `config` (`init_type`: "on-demand" or "provisioned-concurrency"), for a
+    zygote that jails its environments or not; `credentials` join its reserved variables."""
+    task_root, extra_paths, mounts = code_layout(config, jailed)
+    environ = environment_variables(config, settings, init_type, task_root, credentials)
+    if jailed:
+        environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
+    return EnvironmentSpec(
+        env=environ,
+        code_dir=task_root,
+        handler=config.handler,
+        extra_paths=extra_paths,
+        max_concurrency=config.max_concurrency,
+        mounts=mounts,
+        memory_size=config.memory_size,
+        ephemeral_storage=config.ephemeral_storage,
+        # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
+        network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
+    )
+
+
+def environment_variables(
+    config: FunctionConfig, settings: Settings, init_type: str, task_root: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment an execution environment sees: Lambda's reserved set (with `extra`), then the function's own."""
+    stream = time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{config.version}]{uuid.uuid4().hex}"
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+        "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/task:/var/task/lib:/opt/lib",  # Lambda's, for the layers' libraries
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "_HANDLER": config.handler,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{config.runtime}",
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_LAMBDA_FUNCTION_NAME": config.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": config.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
+        "LAMBDA_TASK_ROOT": task_root,
+        "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
+    }
+    logging_config = config.extra.get("LoggingConfig") or {}
+    if logging_config.get("LogFormat") == "JSON":  # the runtime then writes JSON records at this level
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        env["AWS_LAMBDA_LOG_LEVEL"] = logging_config.get("ApplicationLogLevel", "INFO")
+    if extra:
+        env.update(extra)
+    env.update(config.environment)
+    return env
+
+
+def code_layout(config: FunctionConfig, jailed: bool) -> tuple[str, list[str], list[Mount]]:
+    """Where an environment finds the function's code and layers: (LAMBDA_TASK_ROOT, the layers' sys.path entries,
+    the mounts a jail makes).
+
+    In a jail, as on Lambda: the code at /var/task, the layers merged at /opt (an overlay, the last layer on top, as
+    Lambda extracts them in order), so paths in the code and in the layers' binaries work unchanged. Without a jail,
+    the directories where the code store keeps them.
+    """
+    if not jailed:
+        return str(config.code_dir), layer_paths(config), []
+    mounts = [Mount(TASK_ROOT, [str(config.code_dir)])]
+    if not config.layer_dirs:
+        return TASK_ROOT, [], mounts
+    mounts.append(Mount(LAYERS_ROOT, [str(d) for d in reversed(config.layer_dirs)]))
+    return TASK_ROOT, [f"{LAYERS_ROOT}/python/lib/{config.runtime}/site-packages", f"{LAYERS_ROOT}/python"], mounts
+
+
+def layer_paths(config: FunctionConfig) -> list[str]:
+    """sys.path entries for the function's layers, after its own code, as Lambda's merged /opt orders them.
+
+    Lambda extracts layers in order into /opt (a later layer overwrites an earlier one) and puts
+    /opt/python/lib/pythonX.Y/site-packages before /opt/python; separate directories get the same lookup
+    order by listing every layer's site-packages first, later layers before earlier ones.
+    """
+    newest_first = list(reversed(config.layer_dirs))
+    site = [str(d / "python" / "lib" / config.runtime / "site-packages") for d in newest_first]
+    return site + [str(d / "python") for d in newest_first]

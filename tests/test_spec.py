@@ -1,0 +1,79 @@
+"""What a new environment is told (gateway/execution/spec.py): its variables, where its code and layers are, with
+and without a jail, and its sandbox's sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from gateway.contracts.environment import EnvironmentSpec, Mount
+from gateway.execution.spec import JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
+from gateway.settings import Settings
+from gateway.store.records import FunctionConfig
+
+CONFIG = FunctionConfig(
+    name="f",
+    arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+    runtime="python3.12",
+    handler="app.handler",
+    role="r",
+    code_sha256="0" * 64,
+    code_size=1,
+    code_dir=Path("/data/code/abc"),
+    last_modified="",
+    revision_id="r1",
+    memory_size=256,
+    ephemeral_storage=1024,
+    environment={"MINE": "1"},
+    layer_dirs=(Path("/data/layers/one"), Path("/data/layers/two")),
+)
+SETTINGS = Settings(data_dir=Path("/data"))
+
+
+def test_without_a_jail_the_code_and_layers_are_where_the_store_keeps_them() -> None:
+    spec = environment_spec(CONFIG, SETTINGS, "on-demand", jailed=False, credentials={"AWS_ACCESS_KEY_ID": "k"})
+    assert (spec.code_dir, spec.handler, spec.mounts) == ("/data/code/abc", "app.handler", [])
+    assert spec.extra_paths == [
+        "/data/layers/two/python/lib/python3.12/site-packages",
+        "/data/layers/one/python/lib/python3.12/site-packages",
+        "/data/layers/two/python",
+        "/data/layers/one/python",
+    ]
+    env = spec.env
+    assert (env["LAMBDA_TASK_ROOT"], env["LAMBDA_RUNTIME_DIR"], env["_HANDLER"]) == (
+        "/data/code/abc",
+        RUNTIME_DIR,
+        "app.handler",
+    )
+    assert (env["AWS_LAMBDA_INITIALIZATION_TYPE"], env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) == ("on-demand", "256")
+    assert (env["AWS_ACCESS_KEY_ID"], env["MINE"]) == ("k", "1")
+    assert (spec.memory_size, spec.ephemeral_storage, spec.max_concurrency, spec.network) == (256, 1024, 1, True)
+
+
+def test_in_a_jail_the_paths_are_lambdas() -> None:
+    spec = environment_spec(CONFIG, SETTINGS, "provisioned-concurrency", jailed=True)
+    assert spec.code_dir == spec.env["LAMBDA_TASK_ROOT"] == "/var/task"
+    assert spec.env["LAMBDA_RUNTIME_DIR"] == JAIL_RUNTIME_DIR
+    assert spec.mounts == [
+        Mount("/var/task", ["/data/code/abc"]),
+        Mount("/opt", ["/data/layers/two", "/data/layers/one"]),  # the last layer on top
+    ]
+    assert spec.extra_paths == ["/opt/python/lib/python3.12/site-packages", "/opt/python"]
+    no_layers = environment_spec(dataclasses.replace(CONFIG, layer_dirs=()), SETTINGS, "on-demand", jailed=True)
+    assert (no_layers.mounts, no_layers.extra_paths) == ([Mount("/var/task", ["/data/code/abc"])], [])
+
+
+def test_json_logging_and_the_network_switch() -> None:
+    config = dataclasses.replace(
+        CONFIG,
+        extra={"LoggingConfig": {"LogFormat": "JSON", "ApplicationLogLevel": "DEBUG"}},
+        environment={"GATEWAY_NETWORK": "none"},
+    )
+    spec = environment_spec(config, SETTINGS, "on-demand", jailed=True)
+    assert (spec.env["AWS_LAMBDA_LOG_FORMAT"], spec.env["AWS_LAMBDA_LOG_LEVEL"]) == ("JSON", "DEBUG")
+    assert spec.network is False
+
+
+def test_the_spec_survives_its_wire_form() -> None:
+    spec = environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True)
+    assert EnvironmentSpec.from_wire(spec.to_wire()) == spec
