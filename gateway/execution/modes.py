@@ -26,10 +26,11 @@ def new_pool(
     zygote: Zygote,
     make_room: Callable[[Pool], None],
     freezing: FreezeQueue | None = None,
+    credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
 ) -> Pool:
     """The pool for `config`: shared if its environments run several invocations at once, else exclusive."""
     mode = SharedPool if config.max_concurrency > 1 else ExclusivePool
-    return mode(config, settings, zygote, make_room, freezing)
+    return mode(config, settings, zygote, make_room, freezing, credentials)
 
 
 class ExclusivePool(Pool):
@@ -43,8 +44,9 @@ class ExclusivePool(Pool):
         zygote: Zygote,
         make_room: Callable[[Pool], None],
         freezing: FreezeQueue | None = None,
+        credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
     ) -> None:
-        super().__init__(config, settings, zygote, make_room, freezing)
+        super().__init__(config, settings, zygote, make_room, freezing, credentials)
         self.idle: list[Environment] = []  # on-demand, most recently used last
         self.warm: list[Environment] = []  # idle provisioned environments
 
@@ -104,8 +106,9 @@ class SharedPool(Pool):
         zygote: Zygote,
         make_room: Callable[[Pool], None],
         freezing: FreezeQueue | None = None,
+        credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
     ) -> None:
-        super().__init__(config, settings, zygote, make_room, freezing)
+        super().__init__(config, settings, zygote, make_room, freezing, credentials)
         self.shared: list[Environment] = []  # every live environment, newest last
 
     async def acquire(self) -> tuple[Environment, bool]:

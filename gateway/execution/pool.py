@@ -73,6 +73,7 @@ class Pool(ABC):
         zygote: Zygote,
         make_room: Callable[[Pool], None],
         freezing: FreezeQueue | None = None,
+        credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
     ) -> None:
         self.config = config
         self.freezing = freezing  # where idle environments go to be frozen; None: never frozen
@@ -87,7 +88,7 @@ class Pool(ABC):
         self.retired = False
         self.spawning = 0
         #: what lets a new environment call the API back (`PoolManager.credentials`), minted per environment
-        self.credentials: Callable[[FunctionConfig], dict[str, str]] | None = None
+        self.credentials = credentials
         #: environments started before this (monotonic) are shut when idle: their credentials are about to expire
         self.born_before = -math.inf
 

@@ -75,8 +75,9 @@ class PoolManager:
             zygote = self.zygotes.get(config.runtime)
             if zygote is None:
                 raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
-            pool = self.pools[key] = new_pool(config, self.settings, zygote, self.make_room, self.freezing)
-            pool.credentials = self.credentials
+            pool = self.pools[key] = new_pool(
+                config, self.settings, zygote, self.make_room, self.freezing, self.credentials
+            )
         return pool
 
     def retire_function(self, name: str, version: str | None = None) -> None:
