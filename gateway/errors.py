@@ -179,3 +179,6 @@ INIT_ERROR_TYPES = frozenset(
         "Runtime.MalformedHandlerName",
     }
 )
+#: how an invocation failed, for metrics: the function raised, ran out of time, its process died, it ran out
+#: of memory (reported by the isolation layer when it can tell), or Init failed
+ERROR_KINDS = ("function", "timeout", "crash", "out_of_memory", "init")

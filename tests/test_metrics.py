@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.contracts import environment as wire
+from gateway.errors import ERROR_KINDS
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, Concurrency
 from gateway.execution.environment import Environment
-from gateway.execution.invoker import ERROR_KINDS, Outcome
+from gateway.execution.invoker import Outcome
 from gateway.execution.modes import ExclusivePool, SharedPool, new_pool
 from gateway.execution.pool import PROVISIONED
 from gateway.execution.pools import PoolManager

@@ -36,9 +36,6 @@ from gateway.store.records import FunctionConfig
 log = logging.getLogger("gateway.invoker")
 
 UNHANDLED = "Unhandled"
-#: how an invocation failed, for metrics: the function raised, ran out of time, its process died, it ran out
-#: of memory (reported by the isolation layer when it can tell), or Init failed
-ERROR_KINDS = ("function", "timeout", "crash", "out_of_memory", "init")
 #: how long a crashed invocation waits for the zygote to report the exit status, for the error message
 EXIT_STATUS_WAIT = 0.2
 #: the answer to an invocation cut by the gateway's stop (GATEWAY_DRAIN_TIMEOUT)
@@ -58,7 +55,7 @@ class Outcome:
     error_type: str | None = None
     log: bytes = b""
     #: what observers (metrics, log storage) need besides
-    error_kind: str | None = None  # None, or one of ERROR_KINDS
+    error_kind: str | None = None  # None, or one of errors.ERROR_KINDS
     duration_ms: float = 0.0
     init_ms: float | None = None  # set on the invocation that caused a cold start
     max_rss_kb: int = 0

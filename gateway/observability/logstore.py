@@ -31,9 +31,12 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.execution.invoker import Outcome
 from gateway.store.records import FunctionConfig
+
+if TYPE_CHECKING:
+    from gateway.execution.invoker import Outcome
 
 log = logging.getLogger("gateway.logstore")
 

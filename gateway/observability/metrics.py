@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from gateway.execution.invoker import ERROR_KINDS
+from gateway.errors import ERROR_KINDS
 from gateway.observability.exposition import Families, Snapshot, buckets
 from gateway.store.records import LATEST
 
