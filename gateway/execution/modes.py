@@ -37,16 +37,7 @@ class ExclusivePool(Pool):
     """One invocation per environment (Lambda's model). Idle environments wait on two stacks, most recently used
     last: provisioned ones (`warm`) are served before on-demand ones (`idle`), each LIFO, O(1)."""
 
-    def __init__(
-        self,
-        config: FunctionConfig,
-        settings: Settings,
-        zygote: Zygote,
-        make_room: Callable[[Pool], None],
-        freezing: FreezeQueue | None = None,
-        credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
-    ) -> None:
-        super().__init__(config, settings, zygote, make_room, freezing, credentials)
+    def _hold_idle(self) -> None:
         self.idle: list[Environment] = []  # on-demand, most recently used last
         self.warm: list[Environment] = []  # idle provisioned environments
 
@@ -99,16 +90,7 @@ class SharedPool(Pool):
     `shared`, newest last, and takes invocations while it has free slots (`load` < `capacity`, the capacity its
     READY frame said); it is idle while its `load` is 0."""
 
-    def __init__(
-        self,
-        config: FunctionConfig,
-        settings: Settings,
-        zygote: Zygote,
-        make_room: Callable[[Pool], None],
-        freezing: FreezeQueue | None = None,
-        credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
-    ) -> None:
-        super().__init__(config, settings, zygote, make_room, freezing, credentials)
+    def _hold_idle(self) -> None:
         self.shared: list[Environment] = []  # every live environment, newest last
 
     async def acquire(self) -> tuple[Environment, bool]:

@@ -91,8 +91,13 @@ class Pool(ABC):
         self.credentials = credentials
         #: environments started before this (monotonic) are shut when idle: their credentials are about to expire
         self.born_before = -math.inf
+        self._hold_idle()
 
     # -- serving: what each mode implements --------------------------------------------------------
+
+    @abstractmethod
+    def _hold_idle(self) -> None:
+        """Create the containers this mode keeps its idle (or shareable) environments in (from the constructor)."""
 
     @abstractmethod
     async def acquire(self) -> tuple[Environment, bool]:
