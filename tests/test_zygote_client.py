@@ -41,7 +41,7 @@ async def _hello(fake: FakeZygote, client: Zygote, features: control.Features | 
 
 async def test_hello_makes_it_ready_with_its_features(fake: FakeZygote, client: Zygote) -> None:
     readied: list[bool] = []
-    client.on_ready = lambda: readied.append(True)
+    client.on_ready.connect(lambda: readied.append(True))
     assert not client.ready
     await _hello(fake, client)
     assert (client.ready, client.pid, readied) == (True, 1234, [True])
@@ -53,7 +53,7 @@ async def test_fork_sends_the_spec_and_two_descriptors_and_returns_the_environme
 ) -> None:
     await _hello(fake, client)
     forks: list[float] = []
-    client.on_fork = forks.append
+    client.on_fork.connect(forks.append)
     spec = sample_spec()
     fork = asyncio.ensure_future(client.fork(spec))
     request, fds = await fake.receive()
