@@ -154,7 +154,7 @@ def test_runtimes_import_only_contracts_and_isolation() -> None:
 
 
 def depth() -> int:
-    """The import graph's depth: the longest chain of module-level imports (reported in ARCHITECTURE.md)."""
+    """The import graph's depth: the longest chain of module-level imports (`python tests/test_architecture.py`)."""
     graph = _graph()
     memo: dict[str, int] = {}
 

@@ -1,8 +1,8 @@
 """Layers: published layer versions, persisted in SQLite (`layers.sqlite3`), code in the code store.
 
 One table, `layer_versions(name, version, record JSON, deleted)`. Rows are never removed: DeleteLayerVersion
-only marks a row deleted, so version numbers stay monotonic per layer and are never reused, and the code a
-deleted version points at stays in the code store (never deleted) for the functions that already use it —
+only marks a row deleted, so version numbers stay monotonic per layer and are never reused. The code a deleted
+version points at stays in the code store while a function version uses it (store/codegc.py removes it after) —
 a function keeps its own `LayerRef(arn, code_size, code_sha256)` and never asks this store again.
 
 Writes go to SQLite first (one transaction, `synchronous=FULL` under WAL), then to the in-memory cache;
