@@ -477,7 +477,7 @@ class FakeZygoteClient:
 def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Any]:
     """A factory of pools over a `FakeZygoteClient`: `fake_pool(max_concurrency=1)` -> (pool, zygote)."""
     from gateway.execution import pool as pool_module
-    from gateway.execution.modes import new_pool
+    from gateway.execution.modes import pool_class
     from gateway.settings import Settings
     from gateway.store.records import FunctionConfig
 
@@ -505,7 +505,7 @@ def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
             max_concurrency=max_concurrency,
         )
         zygote = FakeZygoteClient(capacity=max_concurrency)
-        return new_pool(config, settings, zygote, make_room), zygote  # type: ignore[arg-type]
+        return pool_class(config)(config, settings, zygote, make_room), zygote  # type: ignore[arg-type]
 
     return make
 

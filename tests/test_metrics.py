@@ -17,7 +17,7 @@ from gateway.errors import ERROR_KINDS
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RESERVED_EXCEEDED, Concurrency
 from gateway.execution.environment import Environment
 from gateway.execution.invoker import Outcome
-from gateway.execution.modes import ExclusivePool, SharedPool, new_pool
+from gateway.execution.modes import ExclusivePool, SharedPool, pool_class
 from gateway.execution.pool import PROVISIONED
 from gateway.execution.pools import PoolManager
 from gateway.execution.zygote import Zygote
@@ -120,7 +120,7 @@ def test_provisioned_and_spillover_invocations(registry: CollectorRegistry, tmp_
     pools = PoolManager(Settings(data_dir=tmp_path), {})
     metrics = Metrics(registry, pools)
     cfg = config("f", "1")
-    pool = pools.pools[("f", "1")] = new_pool(cfg, pools.settings, cast(Zygote, None), pools.make_room)
+    pool = pools.pools[("f", "1")] = pool_class(cfg)(cfg, pools.settings, cast(Zygote, None), pools.make_room)
     ref = FunctionRef("f", "live")
     observe(metrics, cfg, Outcome("r", "1", b"", provisioned=True), ref)
     observe(metrics, cfg, Outcome("r", "1", b""), ref)  # no provisioned concurrency configured: no spillover

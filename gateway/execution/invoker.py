@@ -170,11 +170,7 @@ class Invoker:
     ) -> Outcome:
         outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log)
         outcome.resource = invoked_arn[invoked_arn.index(":function:") + 10 :]
-        for observe in self.on_outcome.observers:  # the hook's loop, inline: no call more per invocation
-            try:
-                observe(config, outcome)
-            except Exception:
-                self.on_outcome.failed(observe)
+        self.on_outcome(config, outcome)
         return outcome
 
     async def _run(

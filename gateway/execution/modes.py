@@ -1,6 +1,6 @@
 """How a pool hands out its environments: one invocation per environment, or several at once.
 
-`new_pool` is the one place that looks at a function's `max_concurrency`: `ExclusivePool` (1, Lambda's model) keeps
+`pool_class` is the one place that looks at a function's `max_concurrency`: `ExclusivePool` (1, Lambda's model) keeps
 idle environments on stacks and hands each to one invocation; `SharedPool` (> 1, async handlers) keeps every
 environment in one list and hands it to invocations while it has free slots. Everything else a pool does is
 written once in `gateway.execution.pool.Pool`, in terms of the hooks these implement.
@@ -10,27 +10,15 @@ Concurrency: event loop only, like `Pool`; `acquire` awaits only when it forks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from gateway.execution.environment import Environment
 from gateway.execution.pool import Pool
-from gateway.execution.zygote import Zygote
-from gateway.isolation.freezer import FreezeQueue
-from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
 
-def new_pool(
-    config: FunctionConfig,
-    settings: Settings,
-    zygote: Zygote,
-    make_room: Callable[[Pool], None],
-    freezing: FreezeQueue | None = None,
-    credentials: Callable[[FunctionConfig], dict[str, str]] | None = None,
-) -> Pool:
-    """The pool for `config`: shared if its environments run several invocations at once, else exclusive."""
-    mode = SharedPool if config.max_concurrency > 1 else ExclusivePool
-    return mode(config, settings, zygote, make_room, freezing, credentials)
+def pool_class(config: FunctionConfig) -> type[Pool]:
+    """The kind of pool `config` needs (constructed as any `Pool`): shared if its environments run several
+    invocations at once, else exclusive."""
+    return SharedPool if config.max_concurrency > 1 else ExclusivePool
 
 
 class ExclusivePool(Pool):

@@ -6,7 +6,7 @@ one (a stack, O(1)), or a newly forked one (a cold start). Provisioned environme
 traffic up to `provisioned_target`, never reaped and never evicted for on-demand work. For functions that
 opt in to several invocations per environment (`max_concurrency` > 1), environments stay shareable while
 they have free slots: how each mode holds and hands out environments is in gateway.execution.modes, which
-also picks the mode (`new_pool`); this module does the rest once for both. Idle environments go to the freeze
+also picks the mode (`pool_class`); this module does the rest once for both. Idle environments go to the freeze
 queue (isolation/freezer.py): when they go back on a stack, when a shared one's last invocation ends, and when a
 provisioned one is ready. A retired pool takes no new invocations: idle environments are shut at once, busy ones
 when released, so no invocation that resolved newer configuration runs the old code or settings. What others

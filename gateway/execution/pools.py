@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from gateway.errors import TooManyRequestsException
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED
-from gateway.execution.modes import new_pool
+from gateway.execution.modes import pool_class
 from gateway.execution.pool import Pool, PoolCensus
 from gateway.execution.zygote import Zygote, ZygoteUnavailable
 from gateway.isolation.credentials import max_environment_age
@@ -75,7 +75,7 @@ class PoolManager:
             zygote = self.zygotes.get(config.runtime)
             if zygote is None:
                 raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
-            pool = self.pools[key] = new_pool(
+            pool = self.pools[key] = pool_class(config)(
                 config, self.settings, zygote, self.make_room, self.freezing, self.credentials
             )
         return pool
