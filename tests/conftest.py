@@ -345,6 +345,22 @@ def lambda_handler(event, context):
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
 
+#: a configuration whose code is nowhere: for unit tests that never start an environment (invoker, log lines)
+UNSTORED_CONFIG = FunctionConfig(
+    name="f",
+    arn=FUNCTION_ARN + "f",
+    runtime="python3.12",
+    handler="a.b",
+    role="r",
+    code_sha256="0" * 64,
+    code_size=1,
+    code_dir=Path("/x"),
+    last_modified="",
+    revision_id="r1",
+    memory_size=256,
+)
+
+
 def function_config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionConfig:
     """A `$LATEST` configuration of a function `name` whose (stored) package holds one file."""
     code = codestore.put(make_zip({"lambda_function.py": f"# {name}\n"}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import orjson
 import pytest
@@ -18,21 +17,7 @@ from gateway.execution.invoker import (
     _outcome,
     new_request_id,
 )
-from gateway.store.records import FunctionConfig
-
-CONFIG = FunctionConfig(
-    name="f",
-    arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-    runtime="python3.12",
-    handler="a.b",
-    role="r",
-    code_sha256="0" * 64,
-    code_size=1,
-    code_dir=Path("/x"),
-    last_modified="",
-    revision_id="r1",
-    memory_size=256,
-)
+from tests.conftest import UNSTORED_CONFIG as CONFIG
 
 
 def test_request_ids_are_unique_v4_uuids() -> None:

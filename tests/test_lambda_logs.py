@@ -6,7 +6,6 @@ import base64
 import json
 import re
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,20 +14,7 @@ from gateway.errors import RUNTIME_EXIT_ERROR, RUNTIME_OUT_OF_MEMORY, SANDBOX_TI
 from gateway.execution.invoker import Invocation
 from gateway.execution.lambda_logs import LOG_TAIL_BYTES, failure_line, init_error_line, log_tail, log_text
 from gateway.store.records import FunctionConfig
-
-CONFIG = FunctionConfig(
-    name="f",
-    arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-    runtime="python3.12",
-    handler="a.b",
-    role="r",
-    code_sha256="0" * 64,
-    code_size=1,
-    code_dir=Path("/x"),
-    last_modified="",
-    revision_id="r1",
-    memory_size=256,
-)
+from tests.conftest import UNSTORED_CONFIG as CONFIG
 
 
 def json_config(level: str = "INFO") -> FunctionConfig:
