@@ -222,6 +222,7 @@ def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
         "memory_size": 128,
         "ephemeral_storage": 512,
         "network": True,
+        "bootstrap": [],
     }
     assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
 

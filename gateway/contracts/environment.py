@@ -180,7 +180,9 @@ class EnvironmentSpec(NamedTuple):
     go on sys.path after it (the layers); `max_concurrency` > 1 lets an async handler run that many invocations at
     once. For the sandbox (runtimes/python/sandbox.py): `mounts` (a jail's code and layers), `memory_size` (MB),
     `ephemeral_storage` (MB of /tmp, and the largest file), `network` (whether a jail is connected to the gateway's
-    bridge).
+    bridge). `bootstrap`, when not empty, makes it a Runtime API environment: the proxy (runtimes/proxy) serves the
+    Runtime API and runs this command line as the runtime (a custom runtime's `bootstrap`, Node.js, ...); empty, it
+    is the Python fast path (the environment process imports the handler itself).
     """
 
     env: dict[str, str]
@@ -192,6 +194,7 @@ class EnvironmentSpec(NamedTuple):
     memory_size: int
     ephemeral_storage: int
     network: bool
+    bootstrap: list[str] = []
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
@@ -200,7 +203,7 @@ class EnvironmentSpec(NamedTuple):
     @classmethod
     def from_wire(cls, wire: Any) -> EnvironmentSpec:
         """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
-        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True)."""
+        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` none)."""
         if type(wire) is not dict:
             raise SpecError(f"a spec is a map, not {type(wire).__name__}")
         try:
@@ -214,6 +217,7 @@ class EnvironmentSpec(NamedTuple):
                 memory_size=wire["memory_size"],
                 ephemeral_storage=wire["ephemeral_storage"],
                 network=wire.get("network", True),
+                bootstrap=wire.get("bootstrap", []),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed spec: {exc!r}") from None
@@ -235,6 +239,8 @@ def _check_spec(spec: EnvironmentSpec) -> None:
         and type(spec.memory_size) is int
         and type(spec.ephemeral_storage) is int
         and type(spec.network) is bool
+        and type(spec.bootstrap) is list
+        and all(type(a) is str for a in spec.bootstrap)
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")
