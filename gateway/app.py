@@ -98,7 +98,8 @@ def _zygotes_for(settings: Settings, catalog: Catalog, sandbox: Sandbox) -> dict
     """One zygote per distinct interpreter, shared by the runtime ids that map to it."""
     zygotes: dict[str, Zygote] = {}
     for interpreter, runtimes in catalog.by_interpreter().items():
-        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox)
+        programs = {rt: program for rt in runtimes if (program := catalog[rt].program)}
+        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox, programs)
         for runtime in runtimes:
             zygotes[runtime] = zygote
         if interpreter == sys.executable:

@@ -4,8 +4,9 @@ Lambda's runtime ids come from botocore's model of the Lambda API (its `Runtime`
 runtime AWS adds is at least known by name. Each id the gateway can run resolves to a `RuntimeChoice`:
 
 - `python3.X`: the Python fast path, in a zygote on a Python 3.X (`interpreter`);
-- `nodejs<N>.x`: a Node.js `program` of major N, run by the Runtime API proxy (runtimes/proxy) in a zygote on the
-  gateway's own interpreter;
+- `nodejs<N>.x`: a Node.js `program` of major N (`node_choice`: GATEWAY_RUNTIME_NODEJS<N>_X, else PATH, nvm, the
+  system; another major only with GATEWAY_RUNTIME_FALLBACK=1, and then `note` says so) running runtimes/node, run by
+  the Runtime API proxy (runtimes/proxy) in a zygote on the gateway's own interpreter;
 - `provided.al2023`, `provided.al2`: the function's own `bootstrap`, run by the proxy likewise.
 
 An id it cannot run resolves to `UnsupportedRuntime`, whose message says why (no such interpreter here, deprecated,
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import glob
 import gzip
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -144,21 +147,69 @@ class Catalog(Mapping[str, RuntimeChoice]):
             elif runtime in PROVIDED_RUNTIMES:
                 choices[runtime] = RuntimeChoice(runtime, Kind.PROVIDED, sys.executable)
             elif runtime.startswith("nodejs") and runtime.endswith(".x"):
-                node = _node_of_major(int(runtime[len("nodejs") : -len(".x")]))
-                if node is not None:
-                    choices[runtime] = RuntimeChoice(runtime, Kind.NODE, sys.executable, program=node)
+                node = node_choice(runtime, settings)
+                if isinstance(node, RuntimeChoice):
+                    choices[runtime] = node
                 else:
-                    refusals[runtime] = f"The runtime parameter of {runtime} needs a Node.js {runtime[6:-2]} here."
+                    refusals[runtime] = node
         return cls(choices, refusals)
 
 
-def _node_of_major(major: int) -> str | None:
-    """A `node` on PATH whose major version is `major`, or None."""
-    node = shutil.which("node")
-    if node is None:
-        return None
+def node_choice(runtime: str, settings: Settings, candidates: list[str] | None = None) -> RuntimeChoice | str:
+    """What runs `runtime` ("nodejs<N>.x"), or why nothing does: GATEWAY_RUNTIME_NODEJS<N>_X when set (it must be a
+    Node.js N), else the first Node.js N among `candidates` (default `node_candidates()`: PATH, nvm, the system).
+    With none, another major only with `settings.runtime_fallback`, the nearest (the newer of two as near), and the
+    choice's `note` says so."""
+    major = int(runtime[len("nodejs") : -len(".x")])
+    explicit = settings.runtimes.get(runtime)
+    found = [
+        (path, v) for path in ([explicit] if explicit else candidates or node_candidates()) if (v := node_version(path))
+    ]
+    for path, version in found:
+        if _major(version) == major:
+            return RuntimeChoice(runtime, Kind.NODE, sys.executable, program=path)
+    setting = f"GATEWAY_RUNTIME_NODEJS{major}_X"
+    if found and settings.runtime_fallback:
+        path, version = min(found, key=lambda pv: (abs(_major(pv[1]) - major), -_major(pv[1])))
+        note = f"{runtime} runs on Node.js {version} ({path}): no Node.js {major} here (GATEWAY_RUNTIME_FALLBACK=1)."
+        return RuntimeChoice(runtime, Kind.NODE, sys.executable, program=path, note=note)
+    if explicit:
+        what = f"{explicit} is not a Node.js {major}" + (f" (it is {found[0][1]})" if found else "")
+        return f"The runtime parameter of {runtime} cannot run here: {setting}={what}."
+    return (
+        f"The runtime parameter of {runtime} needs a Node.js {major} on this host: none was found (PATH, nvm). "
+        f"Set {setting}=/path/to/node, or GATEWAY_RUNTIME_FALLBACK=1 to run it on another Node.js."
+    )
+
+
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def node_candidates() -> list[str]:
+    """Node.js binaries this host has, in order of preference: `node` on PATH, nvm's versions (NVM_DIR, ~/.nvm),
+    the system's; each once (by real path)."""
+    paths = [shutil.which("node") or ""]
+    for nvm in (os.environ.get("NVM_DIR", ""), os.path.expanduser("~/.nvm")):
+        if nvm:
+            paths += sorted(glob.glob(os.path.join(nvm, "versions", "node", "v*", "bin", "node")), reverse=True)
+    paths += ["/usr/local/bin/node", "/usr/bin/node"]
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        real = os.path.realpath(path) if path else ""
+        if real and real not in seen and os.access(real, os.X_OK):
+            seen.add(real)
+            out.append(path)
+    return out
+
+
+@functools.cache
+def node_version(node: str) -> str | None:
+    """`node --version` without its "v" ("20.20.2"), or None when `node` does not run."""
     try:
         out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return node if out.strip().lstrip("v").split(".")[0] == str(major) else None
+    version = out.strip().lstrip("v")
+    return version if version.split(".")[0].isdigit() else None

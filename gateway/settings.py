@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,8 +73,10 @@ class Settings:
     max_header_bytes: int = 16384
     #: header fields one request may have (boto3 sends about 12)
     max_headers: int = 64
-    #: Lambda runtime id -> interpreter that runs it
+    #: Lambda runtime id -> interpreter that runs it (a Node.js binary for nodejs*)
     runtimes: Mapping[str, str] = field(default_factory=dict)
+    #: a runtime whose version is not on this host may run on another version of its language (then said so)
+    runtime_fallback: bool = False
     #: directories whose sub-directories are deployed as functions at start-up
     deploy_dirs: tuple[Path, ...] = ()
     log_level: str = "INFO"
@@ -143,6 +146,10 @@ class Settings:
             override = environ.get("GATEWAY_RUNTIME_" + rt.upper().replace(".", "_"))
             if override:
                 runtimes[rt] = override
+        for key, value in environ.items():  # GATEWAY_RUNTIME_NODEJS22_X=/path: the Node.js that runs nodejs22.x
+            node = re.fullmatch(r"GATEWAY_RUNTIME_NODEJS(\d+)_X", key)
+            if node and value:
+                runtimes[f"nodejs{node[1]}.x"] = value
         deploy = getattr(args, "deploy", None) or [p for p in environ.get("GATEWAY_DEPLOY_DIRS", "").split(":") if p]
         account_concurrency = int(environ.get("GATEWAY_ACCOUNT_CONCURRENCY", cls.account_concurrency))
         settings = cls(
@@ -169,6 +176,7 @@ class Settings:
             max_headers=int(environ.get("GATEWAY_MAX_HEADERS", cls.max_headers)),
             memory_budget_mb=int(environ.get("GATEWAY_MEMORY_BUDGET_MB", _machine_memory_mb())),
             runtimes=runtimes,
+            runtime_fallback=environ.get("GATEWAY_RUNTIME_FALLBACK", "") in ("1", "true", "yes"),
             deploy_dirs=tuple(Path(p) for p in deploy),
             log_level=environ.get("GATEWAY_LOG_LEVEL", cls.log_level).upper(),
             log_format=pick(getattr(args, "log_format", None), "GATEWAY_LOG_FORMAT", cls.log_format).lower(),

@@ -140,7 +140,8 @@ class Pool(ABC):
             with contextlib.suppress(TimeoutError):  # fork() then waits again, and says ZygoteUnavailable
                 await self.zygote.wait_ready(READY_WAIT)
         credentials = self.credentials(config) if self.credentials else None
-        spec = environment_spec(config, self.settings, init_type, self.zygote.jailed, credentials)
+        program = self.zygote.programs.get(config.runtime)
+        spec = environment_spec(config, self.settings, init_type, self.zygote.jailed, credentials, program)
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
             env = await connect((config.name, config.version), await self.zygote.fork(spec))

@@ -7,6 +7,7 @@ credentials it minted.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,6 +20,11 @@ from gateway.store.records import FunctionConfig
 
 #: the runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
 RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
+#: our Node.js runtime (runtimes/node), which a nodejs* environment's Node runs; a jail shows runtimes/ where the
+#: host has it (runtimes/python/isolation.py exposes the whole package), so one path serves both
+NODE_RUNTIME = str(Path(__file__).resolve().parents[2] / "runtimes" / "node" / "index.mjs")
+#: where a jail shows the host's system (runtimes/python/jail.py): a program under these needs no mount of its own
+SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
 #: where a jailed environment sees its function's code and its layers, as on Lambda
 TASK_ROOT = "/var/task"
 #: where a jail shows the runtime (runtimes/python/jail.py)
@@ -32,10 +38,16 @@ def environment_spec(
     init_type: str,
     jailed: bool,
     credentials: Mapping[str, str] | None = None,
+    program: str | None = None,
 ) -> EnvironmentSpec:
     """The spec of one new environment of `config` (`init_type`: "on-demand" or "provisioned-concurrency"), for a
-    zygote that jails its environments or not; `credentials` join its reserved variables."""
+    zygote that jails its environments or not; `credentials` join its reserved variables. `program` is what runs the
+    runtime when the zygote says (the Node.js of a nodejs* runtime, gateway/catalog.py)."""
     task_root, extra_paths, mounts = code_layout(config, jailed)
+    bootstrap: list[str] = []
+    if config.runtime.startswith("nodejs"):
+        bootstrap, extra = node_bootstrap(program, jailed)
+        mounts += extra
     environ = environment_variables(config, settings, init_type, task_root, credentials)
     if jailed:
         environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
@@ -50,7 +62,20 @@ def environment_spec(
         ephemeral_storage=config.ephemeral_storage,
         # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
+        bootstrap=bootstrap,
     )
+
+
+def node_bootstrap(program: str | None, jailed: bool) -> tuple[list[str], list[Mount]]:
+    """The command line of a nodejs* runtime (`program` runs runtimes/node) and, in a jail, the mount that shows a
+    Node.js installed outside the system's directories (nvm's, say: its whole prefix, read-only, where it is)."""
+    node = program or "node"
+    argv = [node, NODE_RUNTIME]
+    real = os.path.realpath(node) if os.path.isabs(node) else ""
+    if not jailed or not real or real.startswith(SYSTEM_DIRS):
+        return argv, []
+    prefix = os.path.dirname(os.path.dirname(real))  # <prefix>/bin/node: its lib/ and include/ come along
+    return argv, [Mount(prefix, [prefix])]
 
 
 def environment_variables(
