@@ -28,8 +28,10 @@ export class RuntimeClient {
     this.agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1 });
   }
 
-  /** One request; resolves to {status, headers, body: Buffer} once the whole answer has arrived. */
-  request(method, path, body, headers = {}) {
+  /** One request; resolves to {status, headers, body: Buffer} once the whole answer has arrived, or with
+   * `flushed` as soon as the request has been handed to the kernel (whoever exits next must not wait for the answer).
+   */
+  request(method, path, body, headers = {}, flushed = false) {
     return new Promise((resolve, reject) => {
       const options = { hostname: this.hostname, port: this.port, path, method, agent: this.agent, headers };
       const req = http.request(options, (res) => {
@@ -39,6 +41,7 @@ export class RuntimeClient {
         res.on("error", reject);
       });
       req.on("error", reject);
+      if (flushed) req.on("finish", () => resolve(null));
       req.end(body);
     });
   }
@@ -67,9 +70,9 @@ export class RuntimeClient {
     });
   }
 
-  /** POST the invocation's error document ({errorType, errorMessage, trace}). */
-  postInvocationError(id, document) {
-    return this.postError(`${BASE}/invocation/${encodeURIComponent(id)}/error`, document);
+  /** POST the invocation's error document ({errorType, errorMessage, trace}); `flushed`: see request(). */
+  postInvocationError(id, document, flushed = false) {
+    return this.postError(`${BASE}/invocation/${encodeURIComponent(id)}/error`, document, flushed);
   }
 
   /** POST the error that ended Init. */
@@ -77,12 +80,13 @@ export class RuntimeClient {
     return this.postError(`${BASE}/init/error`, document);
   }
 
-  postError(path, document) {
+  postError(path, document, flushed = false) {
     const payload = Buffer.from(JSON.stringify(document), "utf8");
-    return this.request("POST", path, payload, {
+    const headers = {
       "Content-Type": "application/json",
       "Content-Length": payload.length,
       [ERROR_TYPE_HEADER]: headerSafe(document.errorType),
-    });
+    };
+    return this.request("POST", path, payload, headers, flushed);
   }
 }
