@@ -17,7 +17,9 @@ import time
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from gateway.catalog import node_candidates, node_version
 from tests.conftest import ROLE, GatewayFactory, RunningGateway, alive, gone, invoke_json, make_zip
 
 
@@ -459,7 +461,7 @@ exports.handler = async (event, context) => {
   statuses.push(await request("POST", "/2018-06-01/runtime/init/error", {}, "not json"));
   statuses.push(await request("GET", "/../../etc/passwd", {}, undefined));
   statuses.push(await request("GET", "/2018-06-01/runtime/invocation/next", { "Content-Length": "5" }, "xxxxx"));
-  statuses.push(await request("POST", mine + "/error",
+  statuses.push(await request("POST", "/2018-06-01/runtime/invocation/" + "9".repeat(3000) + "/error",
     { "Lambda-Runtime-Function-Error-Type": "X".repeat(5000) }, "{\\"errorType\\": 5}"));
   return { statuses };
 };
@@ -472,11 +474,12 @@ def test_a_function_misusing_the_runtime_api_cannot_hurt_the_gateway(
     create_node_function(lam, fname, {"index.js": GARBAGE}, Timeout=10)
     other = f"{fname}-ok"
     create_node_function(lam, other, {"index.js": COUNTER})
-    resp, body = invoke_json(lam, fname)
-    assert resp["StatusCode"] == 200  # whatever the function's own invocation became, the gateway answered it
-    for _ in range(2):
+    for _ in range(2):  # the runtime's Runtime API survives it all: the same environment answers again
         resp, body = invoke_json(lam, fname)
-        assert resp["StatusCode"] == 200
+        assert "FunctionError" not in resp, body
+        raw, refused = body["statuses"][:3], body["statuses"][3:]
+        assert all(status in ("closed", "error") for status in raw), raw  # cut off, not left hanging
+        assert all(isinstance(status, int) and 400 <= status < 500 for status in refused), refused
         resp, body = invoke_json(lam, other, {"still": "fine"})
         assert "FunctionError" not in resp and body["event"] == {"still": "fine"}
     assert gateway.health()["environments"] >= 1
@@ -498,3 +501,28 @@ def test_nothing_is_left_behind(lam: Any, fname: str) -> None:
     assert alive(pid)
     lam.delete_function(FunctionName=fname)
     assert gone({pid}, timeout=10), "the Node.js runtime outlived its function"
+
+
+#: a nodejs runtime this host has no Node.js for (its own major is MAJOR)
+MISSING = next(
+    f"nodejs{n}.x"
+    for n in (22, 24, 20)
+    if n != MAJOR and not any((v or "").startswith(f"{n}.") for v in map(node_version, node_candidates()))
+)
+
+
+def test_a_runtime_without_its_node_is_refused_unless_the_fallback_is_set(
+    gateway_factory: GatewayFactory, lam: Any, fname: str
+) -> None:
+    with pytest.raises(ClientError) as refused:
+        create_node_function(lam, fname, {"index.js": COUNTER}, Runtime=MISSING)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "InvalidParameterValueException"
+    assert f"needs a Node.js {MISSING[6:-2]}" in error["Message"] and "GATEWAY_RUNTIME_FALLBACK=1" in error["Message"]
+    gw = gateway_factory(env={"GATEWAY_RUNTIME_FALLBACK": "1"})
+    fallback = gw.client()
+    create_node_function(
+        fallback, fname, {"index.js": "exports.handler = async () => process.version;"}, Runtime=MISSING
+    )
+    resp, version = invoke_json(fallback, fname)
+    assert "FunctionError" not in resp and version.startswith(f"v{MAJOR}.")
