@@ -1,5 +1,4 @@
-"""Which Node.js runs each nodejs* runtime (gateway/catalog.py: node_choice) and the command line it gets
-(gateway/execution/spec.py: node_bootstrap)."""
+"""Which Node.js runs each nodejs* runtime (gateway/catalog.py: node_choice)."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from gateway.catalog import Kind, RuntimeChoice, node_choice, node_version
-from gateway.contracts.environment import Mount
-from gateway.execution.spec import NODE_RUNTIME, node_bootstrap
 from gateway.settings import Settings
 
 
@@ -90,16 +87,3 @@ def test_what_does_not_run_is_no_node(tmp_path: Path) -> None:
     broken.chmod(0o755)
     assert node_version(str(broken)) is None
     assert node_version(str(tmp_path / "missing")) is None
-
-
-def test_the_bootstrap_runs_our_runtime_with_that_node() -> None:
-    assert node_bootstrap("/usr/bin/node", jailed=True) == (["/usr/bin/node", NODE_RUNTIME], [])
-    assert node_bootstrap("/home/u/.nvm/versions/node/v22.1.0/bin/node", jailed=False)[1] == []
-    assert Path(NODE_RUNTIME).is_file()
-
-
-def test_a_node_outside_the_system_is_mounted_in_a_jail(tmp_path: Path) -> None:
-    node = fake_node(tmp_path / "v22" / "bin", "22.1.0")
-    argv, mounts = node_bootstrap(node, jailed=True)
-    assert argv == [node, NODE_RUNTIME]
-    assert mounts == [Mount(str(tmp_path / "v22"), [str(tmp_path / "v22")])]

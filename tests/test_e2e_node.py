@@ -526,3 +526,27 @@ def test_a_runtime_without_its_node_is_refused_unless_the_fallback_is_set(
     )
     resp, version = invoke_json(fallback, fname)
     assert "FunctionError" not in resp and version.startswith(f"v{MAJOR}.")
+
+
+def test_a_layers_packages_are_found_by_require(lam: Any, fname: str) -> None:
+    layer = lam.publish_layer_version(
+        LayerName=f"{fname}-lib",
+        Content={
+            "ZipFile": make_zip(
+                {
+                    "nodejs/node_modules/shared/index.js": "exports.where = () => 'layer';",
+                    f"nodejs/node{MAJOR}/node_modules/versioned/index.js": "exports.where = () => 'versioned';",
+                }
+            )
+        },
+        CompatibleRuntimes=[RUNTIME],
+    )
+    source = """
+    exports.handler = async () => ({
+      shared: require("shared").where(), versioned: require("versioned").where(),
+      heap: process.execArgv.filter((a) => a.startsWith("--max-old-space-size")),
+    });"""
+    create_node_function(lam, fname, {"index.js": source}, Layers=[layer["LayerVersionArn"]], MemorySize=512)
+    resp, body = invoke_json(lam, fname)
+    assert "FunctionError" not in resp, body
+    assert body == {"shared": "layer", "versioned": "versioned", "heap": ["--max-old-space-size=461"]}

@@ -7,24 +7,19 @@ credentials it minted.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.contracts.environment import EnvironmentSpec, Mount
+from gateway.execution import nodejs
 from gateway.isolation.network import NETWORK_VARIABLE
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
 #: the runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
 RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
-#: our Node.js runtime (runtimes/node), which a nodejs* environment's Node runs; a jail shows runtimes/ where the
-#: host has it (runtimes/python/isolation.py exposes the whole package), so one path serves both
-NODE_RUNTIME = str(Path(__file__).resolve().parents[2] / "runtimes" / "node" / "index.mjs")
-#: where a jail shows the host's system (runtimes/python/jail.py): a program under these needs no mount of its own
-SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
 #: where a jailed environment sees its function's code and its layers, as on Lambda
 TASK_ROOT = "/var/task"
 #: where a jail shows the runtime (runtimes/python/jail.py)
@@ -44,13 +39,18 @@ def environment_spec(
     zygote that jails its environments or not; `credentials` join its reserved variables. `program` is what runs the
     runtime when the zygote says (the Node.js of a nodejs* runtime, gateway/catalog.py)."""
     task_root, extra_paths, mounts = code_layout(config, jailed)
-    bootstrap: list[str] = []
-    if config.runtime.startswith("nodejs"):
-        bootstrap, extra = node_bootstrap(program, jailed)
-        mounts += extra
     environ = environment_variables(config, settings, init_type, task_root, credentials)
     if jailed:
         environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
+    bootstrap: list[str] = []
+    if config.runtime.startswith("nodejs"):
+        bootstrap = nodejs.command(program, config.memory_size)
+        mounts += nodejs.program_mounts(program, jailed)
+        if "NODE_PATH" not in config.environment:  # the function's own wins, as on Lambda
+            layers = [str(d) for d in config.layer_dirs]
+            environ["NODE_PATH"] = nodejs.node_path(
+                config.runtime, task_root, layers, jailed, environ["LAMBDA_RUNTIME_DIR"]
+            )
     return EnvironmentSpec(
         env=environ,
         code_dir=task_root,
@@ -64,18 +64,6 @@ def environment_spec(
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
         bootstrap=bootstrap,
     )
-
-
-def node_bootstrap(program: str | None, jailed: bool) -> tuple[list[str], list[Mount]]:
-    """The command line of a nodejs* runtime (`program` runs runtimes/node) and, in a jail, the mount that shows a
-    Node.js installed outside the system's directories (nvm's, say: its whole prefix, read-only, where it is)."""
-    node = program or "node"
-    argv = [node, NODE_RUNTIME]
-    real = os.path.realpath(node) if os.path.isabs(node) else ""
-    if not jailed or not real or real.startswith(SYSTEM_DIRS):
-        return argv, []
-    prefix = os.path.dirname(os.path.dirname(real))  # <prefix>/bin/node: its lib/ and include/ come along
-    return argv, [Mount(prefix, [prefix])]
 
 
 def environment_variables(
