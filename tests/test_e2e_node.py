@@ -550,3 +550,16 @@ def test_a_layers_packages_are_found_by_require(lam: Any, fname: str) -> None:
     resp, body = invoke_json(lam, fname)
     assert "FunctionError" not in resp, body
     assert body == {"shared": "layer", "versioned": "versioned", "heap": ["--max-old-space-size=461"]}
+
+
+def test_nodejs24_refuses_callback_handlers_as_lambda_does(gateway_factory: GatewayFactory, fname: str) -> None:
+    lam = gateway_factory(env={"GATEWAY_RUNTIME_FALLBACK": "1"}).client()  # a Node.js 24 need not be here
+    files = {"index.js": "exports.cb = (e, c, callback) => callback(null, 1);\nexports.ok = async () => 2;"}
+    create_node_function(lam, fname, files, handler="index.cb", Runtime="nodejs24.x")
+    resp, body = invoke_json(lam, fname)
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.CallbackHandlerDeprecated"
+    assert "removed support for callback-based function handlers starting with Node.js 24" in body["errorMessage"]
+    lam.update_function_configuration(FunctionName=fname, Handler="index.ok")
+    _wait_updated(lam, fname)
+    assert invoke_json(lam, fname)[1] == 2
