@@ -20,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.catalog import node_candidates, node_version
+from gateway.execution import nodejs
 from tests.conftest import ROLE, GatewayFactory, RunningGateway, alive, gone, invoke_json, make_zip
 
 
@@ -243,6 +244,9 @@ def test_errors_as_lambda_formats_them(lam: Any, fname: str, handler: str, error
     if error_type != "string":
         assert body["trace"][0] == f"{error_type}: {message}"
         assert any("/index.js:" in frame for frame in body["trace"])
+        if os.geteuid() == 0:  # jailed: the code at /var/task, the runtime at /var/runtime, as on Lambda
+            assert any("/var/task/index.js:" in frame for frame in body["trace"])
+            assert not any(nodejs.NODE_RUNTIME_DIR in frame for frame in body["trace"]), body["trace"]
     line = next(x for x in tail.splitlines() if "Invoke Error" in x)
     assert "\tERROR\tInvoke Error \t{" in line
     logged = json.loads(line.split("Invoke Error \t", 1)[1])

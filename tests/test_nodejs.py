@@ -13,8 +13,8 @@ from tests.conftest import UNSTORED_CONFIG
 
 
 def test_the_command_runs_our_runtime_with_lambdas_flags() -> None:
-    argv = nodejs.command("/usr/bin/node", 1024)
-    assert argv[0] == "/usr/bin/node" and argv[-1] == nodejs.NODE_RUNTIME
+    argv = nodejs.command("/usr/bin/node", 1024, jailed=True)
+    assert argv[0] == "/usr/bin/node" and argv[-1] == "/var/runtime/index.mjs"
     assert argv[1:-1] == [
         "--expose-gc",
         "--max-http-header-size",
@@ -22,8 +22,9 @@ def test_the_command_runs_our_runtime_with_lambdas_flags() -> None:
         "--max-semi-space-size=51",
         "--max-old-space-size=922",
     ]
-    assert Path(nodejs.NODE_RUNTIME).is_file()
-    assert nodejs.command(None, 128)[0] == "node"
+    host = nodejs.command(None, 128, jailed=False)
+    assert host[0] == "node" and host[-1] == nodejs.NODE_RUNTIME_DIR + "/index.mjs"
+    assert Path(host[-1]).is_file()
 
 
 def test_node_path_finds_the_layers_packages_as_lambdas() -> None:
@@ -45,19 +46,25 @@ def test_node_path_finds_the_layers_packages_as_lambdas() -> None:
     assert host[-1] == "/code"
 
 
-def test_a_node_outside_the_system_is_mounted_in_a_jail(tmp_path: Path) -> None:
+def test_a_jail_shows_the_runtime_at_var_runtime_and_a_node_outside_the_system(tmp_path: Path) -> None:
     node = tmp_path / "v22" / "bin" / "node"
     node.parent.mkdir(parents=True)
     node.write_text("")
-    assert nodejs.program_mounts(str(node), jailed=True) == [Mount(str(tmp_path / "v22"), [str(tmp_path / "v22")])]
-    assert nodejs.program_mounts(str(node), jailed=False) == []
-    assert nodejs.program_mounts("/usr/bin/node", jailed=True) == []
+    runtime = Mount("/var/runtime", [nodejs.NODE_RUNTIME_DIR])
+    assert nodejs.runtime_mounts(str(node), jailed=True) == [
+        runtime,
+        Mount(str(tmp_path / "v22"), [str(tmp_path / "v22")]),
+    ]
+    assert nodejs.runtime_mounts(str(node), jailed=False) == []
+    assert nodejs.runtime_mounts("/usr/bin/node", jailed=True) == [runtime]
 
 
 def test_the_spec_of_a_nodejs_environment(tmp_path: Path) -> None:
     config = dataclasses.replace(UNSTORED_CONFIG, runtime="nodejs20.x", memory_size=256)
     spec = environment_spec(config, Settings(data_dir=tmp_path), "on-demand", True, program="/usr/bin/node")
-    assert spec.bootstrap == nodejs.command("/usr/bin/node", 256)
+    assert spec.bootstrap == nodejs.command("/usr/bin/node", 256, jailed=True)
     assert spec.env["NODE_PATH"].startswith("/opt/nodejs/node20/node_modules:")
+    assert spec.env["LAMBDA_RUNTIME_DIR"] == "/var/runtime"
+    assert Mount("/var/runtime", [nodejs.NODE_RUNTIME_DIR]) in spec.mounts
     python = environment_spec(UNSTORED_CONFIG, Settings(data_dir=tmp_path), "on-demand", True)
     assert python.bootstrap == [] and "NODE_PATH" not in python.env

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from gateway.contracts.environment import Mount
 
-#: our Node.js runtime; a jail shows runtimes/ where the host has it (runtimes/python/isolation.py exposes the whole
-#: package), so one path serves both
-NODE_RUNTIME = str(Path(__file__).resolve().parents[2] / "runtimes" / "node" / "index.mjs")
+#: our Node.js runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
+NODE_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "node")
+#: where a jail shows it, as Lambda's Node.js runtimes have theirs (/var/runtime/index.mjs): mounted over the Python
+#: runtime's directory there (the proxy runs from the host's paths), so stack traces name no host path
+JAIL_RUNTIME_DIR = "/var/runtime"
 #: where a jail shows the host's system (runtimes/python/jail.py): a Node.js under these needs no mount of its own
 SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
 
@@ -27,7 +29,26 @@ def node_major(runtime: str) -> int:
     return int(runtime[len("nodejs") : -len(".x")])
 
 
-def command(program: str | None, memory_mb: int) -> list[str]:
+def runtime_dir(jailed: bool) -> str:
+    """LAMBDA_RUNTIME_DIR of a nodejs* environment: where it finds runtimes/node."""
+    return JAIL_RUNTIME_DIR if jailed else NODE_RUNTIME_DIR
+
+
+def runtime_mounts(program: str | None, jailed: bool) -> list[Mount]:
+    """What a jail mounts for a nodejs* environment: runtimes/node at /var/runtime and, for a Node.js installed
+    outside the system's directories (nvm's, say), its whole prefix (<prefix>/bin/node: lib/ and include/ come
+    along), read-only, where the host has it."""
+    if not jailed:
+        return []
+    mounts = [Mount(JAIL_RUNTIME_DIR, [NODE_RUNTIME_DIR])]
+    real = os.path.realpath(program) if program and os.path.isabs(program) else ""
+    if real and not real.startswith(SYSTEM_DIRS):
+        prefix = os.path.dirname(os.path.dirname(real))
+        mounts.append(Mount(prefix, [prefix]))
+    return mounts
+
+
+def command(program: str | None, memory_mb: int, jailed: bool) -> list[str]:
     """The runtime's command line: `program` (a Node.js; "node" from PATH without one) with Lambda's flags."""
     new_space = memory_mb // 10
     return [
@@ -37,7 +58,7 @@ def command(program: str | None, memory_mb: int) -> list[str]:
         "81920",
         f"--max-semi-space-size={max(new_space // 2, 1)}",
         f"--max-old-space-size={memory_mb - new_space}",
-        NODE_RUNTIME,
+        f"{runtime_dir(jailed)}/index.mjs",
     ]
 
 
@@ -49,13 +70,3 @@ def node_path(runtime: str, task_root: str, layers: list[str], jailed: bool, run
     parts = [f"{root}/nodejs/node{major}/node_modules" for root in roots]
     parts += [f"{root}/nodejs/node_modules" for root in roots]
     return ":".join([*parts, f"{runtime_dir}/node_modules", runtime_dir, task_root])
-
-
-def program_mounts(program: str | None, jailed: bool) -> list[Mount]:
-    """In a jail, the mount that shows a Node.js installed outside the system's directories (nvm's, say): its whole
-    prefix (<prefix>/bin/node: lib/ and include/ come along), read-only, where the host has it."""
-    real = os.path.realpath(program) if program and os.path.isabs(program) else ""
-    if not jailed or not real or real.startswith(SYSTEM_DIRS):
-        return []
-    prefix = os.path.dirname(os.path.dirname(real))
-    return [Mount(prefix, [prefix])]

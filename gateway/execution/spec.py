@@ -44,12 +44,13 @@ def environment_spec(
         environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
     bootstrap: list[str] = []
     if config.runtime.startswith("nodejs"):
-        bootstrap = nodejs.command(program, config.memory_size)
-        mounts += nodejs.program_mounts(program, jailed)
+        bootstrap = nodejs.command(program, config.memory_size, jailed)
+        mounts += nodejs.runtime_mounts(program, jailed)
+        environ["LAMBDA_RUNTIME_DIR"] = nodejs.runtime_dir(jailed)
         if "NODE_PATH" not in config.environment:  # the function's own wins, as on Lambda
             layers = [str(d) for d in config.layer_dirs]
             environ["NODE_PATH"] = nodejs.node_path(
-                config.runtime, task_root, layers, jailed, environ["LAMBDA_RUNTIME_DIR"]
+                config.runtime, task_root, layers, jailed, nodejs.runtime_dir(jailed)
             )
     return EnvironmentSpec(
         env=environ,
