@@ -475,6 +475,7 @@ class FakeZygoteClient:
     def __init__(self, capacity: int = 1) -> None:
         self.ready = True
         self.jailed = False
+        self.programs: dict[str, str] = {}
         self.capacity = capacity
         self.init_error: dict[str, Any] | None = None
         self.hold: Any = None  # an asyncio.Event: Init of the environments forked now waits for it
