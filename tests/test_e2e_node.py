@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -567,3 +568,23 @@ def test_nodejs24_refuses_callback_handlers_as_lambda_does(gateway_factory: Gate
     lam.update_function_configuration(FunctionName=fname, Handler="index.ok")
     _wait_updated(lam, fname)
     assert invoke_json(lam, fname)[1] == 2
+
+
+def test_an_explicit_node_outside_the_system_runs_in_the_jail(
+    gateway_factory: GatewayFactory, tmp_path: Path, fname: str
+) -> None:
+    """GATEWAY_RUNTIME_NODEJS<N>_X names a Node.js the jail does not show by itself (nvm's, under a home directory):
+    the environment mounts its prefix, read-only, where the host has it."""
+    system = shutil.which("node")
+    assert system is not None
+    private = tmp_path / "nvm" / "versions" / "node" / f"v{MAJOR}" / "bin" / "node"
+    private.parent.mkdir(parents=True)
+    try:
+        os.link(os.path.realpath(system), private)  # same file system: no 100 MB copy
+    except OSError:
+        shutil.copy2(system, private)
+    lam = gateway_factory(env={f"GATEWAY_RUNTIME_NODEJS{MAJOR}_X": str(private)}).client()
+    create_node_function(lam, fname, {"index.js": "exports.handler = async () => process.execPath;"})
+    resp, body = invoke_json(lam, fname)
+    assert "FunctionError" not in resp, body
+    assert body == str(private)
