@@ -588,3 +588,14 @@ def test_an_explicit_node_outside_the_system_runs_in_the_jail(
     resp, body = invoke_json(lam, fname)
     assert "FunctionError" not in resp, body
     assert body == str(private)
+
+
+def test_a_response_over_6_mb_is_lambdas_error_and_the_runtime_lives_on(lam: Any, fname: str) -> None:
+    source = "exports.handler = async (event) => event.big ? 'x'.repeat(7 * 1024 * 1024) : process.pid;"
+    create_node_function(lam, fname, {"index.js": source})
+    _, pid = invoke_json(lam, fname)
+    resp, body = invoke_json(lam, fname, {"big": True})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Function.ResponseSizeTooLarge"
+    resp, again = invoke_json(lam, fname)
+    assert "FunctionError" not in resp and again == pid  # the same environment, warm
