@@ -99,7 +99,10 @@ def main() -> None:
     """`make install`: build PACKAGES_DIR with this interpreter's pip, then compile it for every Python found."""
     abis = build(PACKAGES_DIR, [sys.executable, "-m", "pip"])
     pythons, _ = find_pythons(os.environ)  # the catalog's own discovery: the interpreters zygotes will run on
-    compile_for(PACKAGES_DIR, [p.path for p in pythons.values()])
+    gateway = PROJECT_ROOT / "gateway"
+    sources = (PACKAGES_DIR, PROJECT_ROOT / "runtimes", gateway / "contracts", gateway / "isolation")
+    for directory in sources:  # a zygote writes no bytecode (-B): its own modules' would be compiled at every start
+        compile_for(directory, [p.path for p in pythons.values()])
     found = ", ".join(f"{p.version_text} ({p.path})" for p in pythons.values())
     print(f"runtime packages in {PACKAGES_DIR}: msgpack C extension for {', '.join(abis)}; compiled for {found}")
 

@@ -159,14 +159,24 @@ def test_without_a_jail_too_the_gateways_packages_do_not_import(gateway_factory:
     assert body["boto3"] == BOTO3 and body["runtime_dir"].endswith("runtimes/python")
 
 
-def test_opt_is_read_only_without_layers(lam: Any, fname: str, gateway: RunningGateway) -> None:
+def test_opt_and_the_runtime_are_read_only(lam: Any, fname: str, gateway: RunningGateway) -> None:
     if gateway.health()["isolation"]["mode"] != "jail":
         pytest.skip("without a jail /opt is the host's")
-    source = "import os\ndef lambda_handler(e, c):\n    try:\n        os.mkdir('/opt/x')\n    except OSError as exc:\n"
-    source += "        return exc.errno\n    return 0\n"
+    source = """
+import os
+def lambda_handler(event, context):
+    out = []
+    for path in ("/opt/x", "/var/runtime/x", "/var/runtime/boto3/x"):
+        try:
+            os.mkdir(path)
+            out.append(0)
+        except OSError as exc:
+            out.append(exc.errno)
+    return out
+"""
     create_function(lam, fname, source)
-    _, errno = invoke_json(lam, fname)
-    assert errno == 30  # EROFS
+    _, errnos = invoke_json(lam, fname)
+    assert errnos == [30, 30, 30]  # EROFS: neither /opt nor the runtime and its packages can be changed
 
 
 EXITS = [("sys.exit(3)", "exit status 3"), ("sys.exit('no')", "exit status 1")]
