@@ -8,6 +8,7 @@ CI). The C-extension wheels come from `pip download` (cached for the session).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -192,3 +193,5 @@ def test_sys_exit_during_init_is_a_runtime_exit_error(lam: Any, fname: str, exit
     assert body["errorType"] == "Runtime.ExitError"
     request_id = resp["ResponseMetadata"]["RequestId"]
     assert body["errorMessage"] == f"RequestId: {request_id} Error: Runtime exited with error: {status}"
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "leaving" in log and f"Runtime exited with error: {status}" in log  # what Init printed, then how it ended
