@@ -164,8 +164,10 @@ class Catalog(Mapping[str, RuntimeChoice]):
                 refusals[runtime] = reason
                 continue
             note = (
-                f"The runtime {runtime} runs on Python {stand_in.version_text} ({stand_in.path}) on this gateway, "
-                f"not on Python 3.{minor}: {reason.split(': ', 1)[-1]} (GATEWAY_RUNTIME_FALLBACK=1)"
+                f"The runtime {runtime} runs on Python {stand_in.version_text} ({stand_in.path}) on this gateway: "
+                f"no usable Python 3.{minor} is here, and GATEWAY_RUNTIME_FALLBACK=1 lets another Python 3 stand in. "
+                f"Install Python 3.{minor}, or set GATEWAY_RUNTIME_PYTHON3_{minor}=/path/to/python3.{minor}, to run "
+                "it on its own version."
             )
             choices[runtime] = RuntimeChoice(runtime, Kind.PYTHON, stand_in.path, note=note)
             log.warning("%s", note)
