@@ -80,6 +80,25 @@ def test_a_python3x_function_runs_on_python3x_with_its_syntax_and_its_wheels(
     assert body["number"] == "int"
 
 
+OTHER = next((m for m in (12, 13) if m in FOUND and m != sys.version_info.minor), None)
+ABI_SOURCE = """
+def lambda_handler(event, context):
+    try:
+        from markupsafe import _speedups
+    except ImportError:
+        return "ImportError"
+    return _speedups.__file__
+"""
+
+
+@pytest.mark.skipif(OTHER is None, reason="needs a Python 3.12 or 3.13 besides the gateway's own")
+def test_a_wheel_built_for_another_python_does_not_load(lam: Any, fname: str, wheels: Any) -> None:
+    """Each version is its own interpreter: a C extension built for the gateway's Python does not load in another."""
+    files: dict[str, str | bytes] = dict(wheels(sys.version_info.minor))
+    create_function(lam, fname, ABI_SOURCE, files=files, Runtime=f"python3.{OTHER}")
+    assert invoke_json(lam, fname)[1] == "ImportError"
+
+
 @pytest.mark.skipif(14 in FOUND, reason="this host has a Python 3.14: the refusal cannot be seen")
 def test_a_python_the_host_lacks_is_refused_with_what_to_do(lam: Any, fname: str) -> None:
     with pytest.raises(ClientError) as refused:
