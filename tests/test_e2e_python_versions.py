@@ -148,13 +148,13 @@ def lambda_handler(event, context):
     return {"imports": missing, "boto3": boto3.__version__, "botocore": botocore.__version__,
             "boto3_file": boto3.__file__, "path": sys.path, "opt": opt,
             "runtime_dir": os.environ["LAMBDA_RUNTIME_DIR"], "runtime_files": sorted(os.listdir("/var/runtime"))
-            if os.path.isdir("/var/runtime") else None}
+            if os.path.isdir("/var/runtime") else None, "venv": os.path.exists(event.get("venv", "/nonexistent"))}
 """
 
 
 def test_a_function_sees_lambdas_packages_and_never_the_gateways(lam: Any, fname: str, gateway: RunningGateway) -> None:
     create_function(lam, fname, IMPORTS_SOURCE)
-    resp, body = invoke_json(lam, fname)
+    resp, body = invoke_json(lam, fname, {"venv": sys.prefix})
     assert "FunctionError" not in resp, body
     jailed = gateway.health()["isolation"]["mode"] == "jail"
     server = body["imports"].pop("gateway.api")
@@ -163,6 +163,7 @@ def test_a_function_sees_lambdas_packages_and_never_the_gateways(lam: Any, fname
     assert not [p for p in body["path"] if "site-packages" in p and "/opt/python" not in p], body["path"]
     if jailed:  # as on Lambda
         assert server == "ImportError"  # a jail shows of the gateway only what the runtime imports
+        assert body["venv"] is False  # nor the gateway's virtual environment
         assert body["boto3_file"] == "/var/runtime/boto3/__init__.py"
         assert body["runtime_dir"] == "/var/runtime"
         assert {"boto3", "botocore", "bootstrap.py"} <= set(body["runtime_files"])
