@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway.catalog import node_candidates, node_version
 from gateway.execution import nodejs
+from gateway.nodes import node_candidates, node_version
 from tests.conftest import ROLE, GatewayFactory, RunningGateway, alive, gone, invoke_json, make_zip
 
 
@@ -512,7 +512,7 @@ def test_nothing_is_left_behind(lam: Any, fname: str) -> None:
 MISSING = next(
     f"nodejs{n}.x"
     for n in (22, 24, 20)
-    if n != MAJOR and not any((v or "").startswith(f"{n}.") for v in map(node_version, node_candidates()))
+    if n != MAJOR and not any((v or "").startswith(f"{n}.") for v in map(node_version, node_candidates(os.environ)))
 )
 
 
