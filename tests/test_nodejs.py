@@ -50,7 +50,11 @@ def test_a_jail_shows_the_runtime_at_var_runtime_and_a_node_outside_the_system(t
     node = tmp_path / "v22" / "bin" / "node"
     node.parent.mkdir(parents=True)
     node.write_text("")
-    runtime = Mount("/var/runtime", [nodejs.NODE_RUNTIME_DIR])
+    runtime = nodejs.runtime_mounts(None, jailed=True)[0]
+    assert runtime.target == "/var/runtime" and runtime.sources[:2] == [
+        nodejs.NODE_RUNTIME_DIR,
+        nodejs.PYTHON_RUNTIME_DIR,
+    ]
     assert nodejs.runtime_mounts(str(node), jailed=True) == [
         runtime,
         Mount(str(tmp_path / "v22"), [str(tmp_path / "v22")]),
@@ -65,6 +69,6 @@ def test_the_spec_of_a_nodejs_environment(tmp_path: Path) -> None:
     assert spec.bootstrap == nodejs.command("/usr/bin/node", 256, jailed=True)
     assert spec.env["NODE_PATH"].startswith("/opt/nodejs/node20/node_modules:")
     assert spec.env["LAMBDA_RUNTIME_DIR"] == "/var/runtime"
-    assert Mount("/var/runtime", [nodejs.NODE_RUNTIME_DIR]) in spec.mounts
+    assert any(m.target == "/var/runtime" and m.sources[0] == nodejs.NODE_RUNTIME_DIR for m in spec.mounts)
     python = environment_spec(UNSTORED_CONFIG, Settings(data_dir=tmp_path), "on-demand", True)
     assert python.bootstrap == [] and "NODE_PATH" not in python.env

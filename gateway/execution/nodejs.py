@@ -14,12 +14,16 @@ import os
 from pathlib import Path
 
 from gateway.contracts.environment import Mount
+from gateway.runtime_packages import PACKAGES_DIR
 
 #: our Node.js runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
 NODE_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "node")
-#: where a jail shows it, as Lambda's Node.js runtimes have theirs (/var/runtime/index.mjs): mounted over the Python
-#: runtime's directory there (the proxy runs from the host's paths), so stack traces name no host path
+#: where a jail shows it, as Lambda's Node.js runtimes have theirs (/var/runtime/index.mjs), so stack traces name no
+#: host path: on top of what the jail has there (runtimes/python and its packages, which the proxy's Python may
+#: still import from), one read-only overlay
 JAIL_RUNTIME_DIR = "/var/runtime"
+#: what a jail shows at /var/runtime beneath it (runtimes/python/jail.py: RUNTIME_DIRS)
+PYTHON_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
 #: where a jail shows the host's system (runtimes/python/jail.py): a Node.js under these needs no mount of its own
 SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
 
@@ -35,12 +39,13 @@ def runtime_dir(jailed: bool) -> str:
 
 
 def runtime_mounts(program: str | None, jailed: bool) -> list[Mount]:
-    """What a jail mounts for a nodejs* environment: runtimes/node at /var/runtime and, for a Node.js installed
-    outside the system's directories (nvm's, say), its whole prefix (<prefix>/bin/node: lib/ and include/ come
-    along), read-only, where the host has it."""
+    """What a jail mounts for a nodejs* environment: runtimes/node at /var/runtime (on top of what is there) and, for
+    a Node.js installed outside the system's directories (nvm's, say), its whole prefix (<prefix>/bin/node: lib/ and
+    include/ come along), read-only, where the host has it."""
     if not jailed:
         return []
-    mounts = [Mount(JAIL_RUNTIME_DIR, [NODE_RUNTIME_DIR])]
+    beneath = [PYTHON_RUNTIME_DIR] + ([str(PACKAGES_DIR)] if PACKAGES_DIR.is_dir() else [])
+    mounts = [Mount(JAIL_RUNTIME_DIR, [NODE_RUNTIME_DIR, *beneath])]
     real = os.path.realpath(program) if program and os.path.isabs(program) else ""
     if real and not real.startswith(SYSTEM_DIRS):
         prefix = os.path.dirname(os.path.dirname(real))
