@@ -526,9 +526,13 @@ def test_a_runtime_without_its_node_is_refused_unless_the_fallback_is_set(
     assert f"needs a Node.js {MISSING[6:-2]}" in error["Message"] and "GATEWAY_RUNTIME_FALLBACK=1" in error["Message"]
     gw = gateway_factory(env={"GATEWAY_RUNTIME_FALLBACK": "1"})
     fallback = gw.client()
-    create_node_function(
+    created = create_node_function(
         fallback, fname, {"index.js": "exports.handler = async () => process.version;"}, Runtime=MISSING
     )
+    assert created["State"] == "Active" and created["StateReasonCode"] == "InvalidRuntime"
+    reason = created["StateReason"]
+    assert f"runs on Node.js {MAJOR}." in reason and "GATEWAY_RUNTIME_FALLBACK=1" in reason
+    assert fallback.get_function_configuration(FunctionName=fname)["LastUpdateStatusReason"] == reason
     resp, version = invoke_json(fallback, fname)
     assert "FunctionError" not in resp and version.startswith(f"v{MAJOR}.")
 
