@@ -603,3 +603,39 @@ def test_a_response_over_6_mb_is_lambdas_error_and_the_runtime_lives_on(lam: Any
     assert body["errorType"] == "Function.ResponseSizeTooLarge"
     resp, again = invoke_json(lam, fname)
     assert "FunctionError" not in resp and again == pid  # the same environment, warm
+
+
+def _zip_with_executable(files: dict[str, str], executable: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            if name == executable:
+                info.external_attr = 0o100755 << 16
+            zf.writestr(info, content, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def test_an_exec_wrapper_runs_node_as_lambda_does(lam: Any, fname: str) -> None:
+    """AWS_LAMBDA_EXEC_WRAPPER (what OpenTelemetry's and Datadog's layers use): the wrapper gets Node's command line."""
+    wrapper = '#!/bin/sh\nexport WRAPPED="$1"\nexec "$@" --no-warnings\n'
+    code = _zip_with_executable(
+        {"wrap.sh": wrapper, "index.js": "exports.handler = async () => [process.env.WRAPPED, process.execArgv];"},
+        "wrap.sh",
+    )
+    lam.create_function(
+        FunctionName=fname,
+        Runtime=RUNTIME,
+        Role=ROLE,
+        Handler="index.handler",
+        Code={"ZipFile": code},
+        Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrap.sh" if os.geteuid() == 0 else ""}},
+    )
+    if os.geteuid() != 0:
+        pytest.skip("the wrapper's path is /var/task only in a jail")
+    resp, (wrapped, exec_argv) = invoke_json(lam, fname)
+    assert "FunctionError" not in resp
+    assert wrapped.endswith("node") and "--expose-gc" in exec_argv and "--no-warnings" in exec_argv
