@@ -621,7 +621,9 @@ def _zip_with_executable(files: dict[str, str], executable: str) -> bytes:
 
 def test_an_exec_wrapper_runs_node_as_lambda_does(lam: Any, fname: str) -> None:
     """AWS_LAMBDA_EXEC_WRAPPER (what OpenTelemetry's and Datadog's layers use): the wrapper gets Node's command line."""
-    wrapper = '#!/bin/sh\nexport WRAPPED="$1"\nexec "$@" --no-warnings\n'
+    if os.geteuid() != 0:
+        pytest.skip("the wrapper's path is /var/task only in a jail")
+    wrapper = '#!/bin/sh\nexport WRAPPED="$1"\nnode="$1"\nshift\nexec "$node" --no-warnings "$@"\n'
     code = _zip_with_executable(
         {"wrap.sh": wrapper, "index.js": "exports.handler = async () => [process.env.WRAPPED, process.execArgv];"},
         "wrap.sh",
@@ -632,10 +634,8 @@ def test_an_exec_wrapper_runs_node_as_lambda_does(lam: Any, fname: str) -> None:
         Role=ROLE,
         Handler="index.handler",
         Code={"ZipFile": code},
-        Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrap.sh" if os.geteuid() == 0 else ""}},
+        Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrap.sh"}},
     )
-    if os.geteuid() != 0:
-        pytest.skip("the wrapper's path is /var/task only in a jail")
     resp, (wrapped, exec_argv) = invoke_json(lam, fname)
     assert "FunctionError" not in resp
     assert wrapped.endswith("node") and "--expose-gc" in exec_argv and "--no-warnings" in exec_argv
