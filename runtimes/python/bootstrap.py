@@ -31,6 +31,7 @@ from runtimes.python import serving
 from runtimes.python.init import initialize
 from runtimes.python.isolation import Isolation
 from runtimes.python.sandbox import Prepared, prepare
+from runtimes.proxy import main as proxy
 
 _connection: socket.socket | None = None
 
@@ -86,6 +87,8 @@ def run(fd: int, spec: EnvironmentSpec, prepared: Prepared) -> NoReturn:
     """Seal the sandbox, Init, say READY, serve. Exits when the gateway closes the socket or says SHUTDOWN."""
     init_start = time.perf_counter()
     prepared.seal(spec)
+    if spec.bootstrap:  # a Runtime API environment: the proxy runs the runtime (imported once, in the zygote)
+        proxy.serve(fd, spec, prepared.capture.pending, init_start, prepared.uid is not None)
     os.set_inheritable(fd, False)  # a handler's subprocess must not hold the gateway's connection open
     global _connection
     # Held in a global so that an exiting handler (sys.exit) does not close it before the exit status is set.
