@@ -38,7 +38,7 @@ _DEFAULT_SIGNALS = tuple(
     )
     if hasattr(signal, name)
 )
-_SIGNAL_NAMES = {
+_SIGNAL_NAMES: dict[int, str] = {
     signal.SIGKILL: "killed",
     signal.SIGSEGV: "segmentation fault",
     signal.SIGABRT: "aborted",
@@ -67,9 +67,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> int:
         program = found
     os.chdir(cwd)  # posix_spawn has no chdir before 3.x's file actions; the proxy's own directory does not matter
     stdin = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    return os.posix_spawn(
-        program, list(argv), dict(env), file_actions=stdin, setsigdef=_DEFAULT_SIGNALS, setsigmask=()
-    )
+    return os.posix_spawn(program, list(argv), dict(env), file_actions=stdin, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
 
 
 def entrypoint_error(argv0: str, exc: OSError, env: Mapping[str, str]) -> str:
