@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import pytest
 
 from bench import runtime_builds
-from tests.conftest import ROLE, invoke_json, make_zip
+from tests.conftest import ROLE, GatewayFactory, invoke_json, make_zip
 
 GO_SOURCE = """package main
 
@@ -137,3 +137,14 @@ def test_awslambdaric(lam: Any, fname: str, ric_zip: bytes) -> None:
     assert resp["FunctionError"] == "Unhandled"
     assert error["errorType"] == "ValueError" and error["errorMessage"] == "bad value"
     assert any("raise ValueError" in line for line in error["stackTrace"])
+
+
+def test_aws_lambda_go_without_a_jail(gateway_factory: GatewayFactory, go_zip: bytes) -> None:
+    """Without a jail the runtime runs under the rlimits that stand in for cgroups (an address-space limit among
+    them): a Go runtime starts and answers all the same."""
+    lam = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"}).client()
+    _create(lam, "go-unjailed", go_zip)
+    resp = lam.invoke(FunctionName="go-unjailed", Payload=b'{"n": 1}', LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    assert "FunctionError" not in resp, (body, base64.b64decode(resp["LogResult"]).decode())
+    assert body["echo"] == {"n": 1}
