@@ -116,6 +116,8 @@ async def _serve(proxy: Proxy, jailed: bool) -> None:
     except OSError:  # 9001 taken (cannot happen in a fresh namespace): any port will do, the runtime is told which
         server, port = await listen(router, host, 0)
     loop.add_signal_handler(signal.SIGCHLD, proxy.reap)
+    # Extensions (/opt/extensions, the Extensions API's routes on `router`) start here, before the runtime: Lambda
+    # runs them first and lets Init go on once they have registered.
     if not proxy.start_runtime(port):
         proxy.end(ExitCode.OK)
     proxy.reap()  # it may have ended before the handler was there to see it
