@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,25 @@ def test_without_a_jail_the_runtime_api_is_on_a_free_port(gateway_factory: Gatew
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "X"
     resp, body = invoke_json(lam, "unjailed", {"exit": 2})
     assert body["errorType"] == "Runtime.ExitError"
+
+
+def test_concurrent_invocations_get_environments_of_their_own(lam: Any, fname: str) -> None:
+    create_custom(lam, fname)
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda i: invoke_json(lam, fname, {"n": i, "sleep": 0.3}), range(5)))
+    assert all("FunctionError" not in resp for resp, _ in answers)
+    assert sorted(body["echo"]["n"] for _, body in answers) == list(range(5))
+    assert len({body["pid"] for _, body in answers}) == 5
+
+
+def test_provisioned_environments_of_a_custom_runtime_are_ready_before_the_first_invoke(lam: Any, fname: str) -> None:
+    create_custom(lam, fname)
+    version = lam.publish_version(FunctionName=fname)["Version"]
+    lam.put_provisioned_concurrency_config(FunctionName=fname, Qualifier=version, ProvisionedConcurrentExecutions=1)
+    deadline = time.monotonic() + 30
+    while lam.get_provisioned_concurrency_config(FunctionName=fname, Qualifier=version)["Status"] != "READY":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    resp = lam.invoke(FunctionName=fname, Qualifier=version, Payload=b'{"n": 1}', LogType="Tail")
+    assert json.loads(resp["Payload"].read())["echo"] == {"n": 1}
+    assert "Init Duration" not in base64.b64decode(resp["LogResult"]).decode()  # Init ran ahead of the invoke
