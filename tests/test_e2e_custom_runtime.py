@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROLE, GatewayFactory, RunningGateway, create_function, invoke_json, make_zip
+from tests.conftest import ROLE, GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs the system's /usr/bin/python3")
@@ -382,3 +382,15 @@ def test_provisioned_environments_of_a_custom_runtime_are_ready_before_the_first
     resp = lam.invoke(FunctionName=fname, Qualifier=version, Payload=b'{"n": 1}', LogType="Tail")
     assert json.loads(resp["Payload"].read())["echo"] == {"n": 1}
     assert "Init Duration" not in base64.b64decode(resp["LogResult"]).decode()  # Init ran ahead of the invoke
+
+
+def test_the_runtime_does_not_outlive_its_environment(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_custom(lam, "leaks", Timeout=1)
+    _, first = invoke_json(lam, "leaks", {"n": 1})
+    invoke_json(lam, "leaks", {"sleep": 5})  # timed out: the environment (proxy and runtime) is killed
+    assert gone({first["pid"]})
+    _, second = invoke_json(lam, "leaks", {"n": 2})
+    assert gw.stop() == 0
+    assert gone({second["pid"]})
