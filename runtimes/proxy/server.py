@@ -39,6 +39,7 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE = "Connection: close\r\n\r\n"
 _INTERNAL_ERROR = b'{"errorMessage": "Internal Server Error", "errorType": "InternalServerError"}'
 #: after answering 413 to a body declared (or grown) too large, at most this much more of it is read and dropped
 #: before the connection closes: a client that sends the whole body before it reads the answer (most do) then reads
@@ -289,9 +290,10 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
+        ending = _CLOSE if close else "\r\n"
         head = (
             f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n{headers}"
-            f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+            f"Content-Length: {len(body)}\r\n{ending}"
         ).encode("latin-1")
         if len(body) < 16384:
             transport.write(head + body)  # one segment for small answers
