@@ -181,12 +181,12 @@ def test_results_headers_warm_reuse_and_logs(lam: Any, fname: str) -> None:
     assert again["pid"] == body["pid"]  # the same environment, warm
     log2 = base64.b64decode(second["LogResult"]).decode()
     assert "Init Duration" not in log2 and 'event: {"n": 2}' in log2 and '"n": 1' not in log2
-    assert json.loads(again["headers"]["lambda-runtime-client-context"]) == {"custom": {"k": "v\nw"}}
+    assert json.loads(again["headers"]["lambda-runtime-client-context"]) == {"custom": {"k": "v\nw", "name": "Zoë"}}
 
 
 def _client_context() -> str:
     # JSON whose whitespace breaks lines: the header must still be one line (no header injection into the runtime)
-    return base64.b64encode(b'{\r\n"custom": {"k": "v\\nw"}\r\n}').decode()
+    return base64.b64encode('{\r\n"custom": {"k": "v\\nw", "name": "Zoë"}\r\n}'.encode()).decode()
 
 
 def test_function_error_is_unhandled_with_the_runtimes_type(lam: Any, fname: str) -> None:

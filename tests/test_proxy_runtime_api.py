@@ -161,3 +161,5 @@ def test_trace_ids_and_header_values() -> None:
     assert header_safe(b'{"a": "b"}') == '{"a": "b"}'
     assert header_safe(b'{\r\n"a":\t"b"}') == '{"a":"b"}'
     assert "\n" not in header_safe(b"not json\r\nX-Injected: 1")
+    assert header_safe('{"name": "Zoë ☃"}'.encode()) == '{"name":"Zo\\u00eb \\u2603"}'
+    assert json.loads(header_safe('{"name": "Zoë ☃"}'.encode())) == {"name": "Zoë ☃"}
