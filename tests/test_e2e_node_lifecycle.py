@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.execution import nodejs
 from gateway.nodes import node_candidates, node_version
 from tests.conftest import ROLE, GatewayFactory, RunningGateway, alive, gone, invoke_json, make_zip
 from tests.test_e2e_node import COUNTER, MAJOR, RUNTIME, create_node_function, invoke_tail, wait_updated
@@ -328,3 +329,15 @@ def test_an_exec_wrapper_runs_node_as_lambda_does(lam: Any, fname: str) -> None:
     resp, (wrapped, exec_argv) = invoke_json(lam, fname)
     assert "FunctionError" not in resp
     assert wrapped.endswith("node") and "--expose-gc" in exec_argv and "--no-warnings" in exec_argv
+
+
+def test_without_a_jail_node_runs_from_the_hosts_paths(gateway_factory: GatewayFactory, fname: str) -> None:
+    """GATEWAY_SANDBOX=rlimits (what a gateway that is not root gets): no /var/runtime, no /var/task; the runtime and
+    the code where the host has them, the address-space limit still leaving V8 room to start."""
+    lam = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"}).client()
+    source = "exports.handler = async () => [process.env.LAMBDA_RUNTIME_DIR, process.env.LAMBDA_TASK_ROOT, __dirname];"
+    create_node_function(lam, fname, {"index.js": source})
+    resp, body = invoke_json(lam, fname)
+    assert "FunctionError" not in resp, body
+    runtime_dir, task_root, dirname = body
+    assert runtime_dir == nodejs.NODE_RUNTIME_DIR and task_root == dirname and task_root != "/var/task"
