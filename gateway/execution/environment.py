@@ -343,7 +343,9 @@ class Environment(asyncio.Protocol):
                 "errorMessage": ready.error_message,
                 "stackTrace": ready.stack_trace,
             }
-        self.init_log = self.take_output()
+        # An environment that ends right after READY (a Runtime API one after init/error) may be gone already: what
+        # it printed was kept when it died (`last_output`), its pipe closed
+        self.init_log = self.last_output + self.take_output()
 
     async def invoke(
         self,
