@@ -28,10 +28,8 @@ export class RuntimeClient {
     this.agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1 });
   }
 
-  /** One request; resolves to {status, headers, body: Buffer} once the whole answer has arrived, or with
-   * `flushed` as soon as the request has been handed to the kernel (whoever exits next must not wait for the answer).
-   */
-  request(method, path, body, headers = {}, flushed = false) {
+  /** One request; resolves to {status, headers, body: Buffer} once the whole answer has arrived. */
+  request(method, path, body, headers = {}) {
     return new Promise((resolve, reject) => {
       const options = { hostname: this.hostname, port: this.port, path, method, agent: this.agent, headers };
       const req = http.request(options, (res) => {
@@ -41,7 +39,6 @@ export class RuntimeClient {
         res.on("error", reject);
       });
       req.on("error", reject);
-      if (flushed) req.on("finish", () => resolve(null));
       req.end(body);
     });
   }
@@ -70,9 +67,9 @@ export class RuntimeClient {
     });
   }
 
-  /** POST the invocation's error document ({errorType, errorMessage, trace}); `flushed`: see request(). */
-  postInvocationError(id, document, flushed = false) {
-    return this.postError(`${BASE}/invocation/${encodeURIComponent(id)}/error`, document, flushed);
+  /** POST the invocation's error document ({errorType, errorMessage, trace}). */
+  postInvocationError(id, document) {
+    return this.postError(`${BASE}/invocation/${encodeURIComponent(id)}/error`, document);
   }
 
   /** POST the error that ended Init. */
@@ -80,13 +77,13 @@ export class RuntimeClient {
     return this.postError(`${BASE}/init/error`, document);
   }
 
-  postError(path, document, flushed = false) {
+  postError(path, document) {
     const payload = Buffer.from(JSON.stringify(document), "utf8");
     const headers = {
       "Content-Type": "application/json",
       "Content-Length": payload.length,
       [ERROR_TYPE_HEADER]: headerSafe(document.errorType),
     };
-    return this.request("POST", path, payload, headers, flushed);
+    return this.request("POST", path, payload, headers);
   }
 }

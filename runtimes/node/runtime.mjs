@@ -102,17 +102,14 @@ export class Runtime {
     );
   }
 
-  /** The process is about to die of `error` (uncaught, or a rejection nobody handled): tell Lambda, then exit.
-   *
-   * It exits as soon as the error is sent, without waiting for the answer: the environment goes idle (and is frozen
-   * soon after, gateway/isolation/freezer.py) once the proxy has relayed the error, and a runtime frozen on its way
-   * out would only die when the next invocation thaws it, failing that one. Gone at once, it is replaced instead. */
+  /** The process is about to die of `error` (uncaught, or a rejection nobody handled): tell Lambda, then exit, as
+   * Lambda's runtime does (once the error is accepted). */
   crash(error, code) {
     const invocation = this.current;
     if (!invocation || invocation.answered) process.exit(code);
     invocation.answered = true;
     const exit = () => process.exit(code);
-    this.client.postInvocationError(invocation.id, toRuntimeResponse(error), true).then(exit, exit);
+    this.client.postInvocationError(invocation.id, toRuntimeResponse(error)).then(exit, exit);
   }
 
   /** The Runtime API failed us (it went away, or answered nonsense): nothing sensible is left to do. */
