@@ -91,9 +91,21 @@ class Stream:
     """InvokeWithResponseStream's sink: pieces for a reader, with the environment's socket paused while too many
     wait. `close()` (the invocation is over, however it ended) makes `read` return [] once the queue is empty."""
 
-    __slots__ = ("_buffered", "_closed", "_discarding", "_parts", "_paused", "_transport", "_waiter", "total")
+    __slots__ = (
+        "_buffered",
+        "_closed",
+        "_discarding",
+        "_parts",
+        "_paused",
+        "_transport",
+        "_waiter",
+        "request_id",
+        "total",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str = "") -> None:
+        #: the invocation's request id, known before it starts (the caller's answer begins before its outcome)
+        self.request_id = request_id
         self._parts: deque[bytes] = deque()
         self._buffered = 0
         self.total = 0

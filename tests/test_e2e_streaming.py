@@ -1,0 +1,169 @@
+"""InvokeWithResponseStream against the real gateway, with boto3's `invoke_with_response_stream` as the client.
+
+A Python function (the fast path, which cannot stream, as Lambda's buffered runtimes) answers with its whole response
+as one PayloadChunk, then InvokeComplete. Streamed responses come here from a function that writes CHUNK frames on its
+own socket (what the Runtime API proxy does for a runtime in streaming response mode; the proxy's own test is in
+tests/test_e2e_proxy_streaming.py): its pieces reach the client as they are sent, a synchronous Invoke gets them
+joined (within 6 MB), and a forged piece kills only the environment that sent it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import create_function, invoke_json
+
+ECHO = "def lambda_handler(event, context):\n    print('handled', event)\n    return {'echo': event}\n"
+FAIL = "def lambda_handler(event, context):\n    raise KeyError('missing')\n"
+SLOW = "import time\ndef lambda_handler(event, context):\n    time.sleep(5)\n"
+
+#: a function that streams by writing CHUNK frames ([7, id, bytes], msgpack by hand) on its environment's socket,
+#: as the Runtime API proxy does; invocation ids count from 1 in each environment
+STREAMER = """
+import os, stat, time
+calls = 0
+
+def _socket():
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                return fd
+        except OSError:
+            pass
+
+def _chunk(fd, inv_id, data):
+    body = b"\\x93\\x07\\xcf" + inv_id.to_bytes(8, "big") + b"\\xc6" + len(data).to_bytes(4, "big") + data
+    frame = memoryview(len(body).to_bytes(4, "big") + body)
+    while frame:
+        frame = frame[os.write(fd, frame):]
+
+def lambda_handler(event, context):
+    global calls
+    calls += 1
+    fd = _socket()
+    for i in range(event.get("pieces", 3)):
+        data = b"x" * event["size"] if "size" in event else f"piece {i};".encode()
+        _chunk(fd, calls + event.get("skew", 0), data)
+        time.sleep(event.get("pause", 0))
+    return "end"
+"""
+
+
+def _stream(lam: Any, name: str, event: Any = None, **kwargs: Any) -> tuple[dict[str, Any], list[tuple[float, Any]]]:
+    """Invoke with a response stream: the response without its stream, and each event with when it arrived."""
+    resp = lam.invoke_with_response_stream(FunctionName=name, Payload=json.dumps(event or {}).encode(), **kwargs)
+    events = [(time.monotonic(), event) for event in resp.pop("EventStream")]
+    return resp, events
+
+
+def _pieces(events: list[tuple[float, Any]]) -> list[bytes]:
+    return [e["PayloadChunk"]["Payload"] for _, e in events if "PayloadChunk" in e]
+
+
+def _complete(events: list[tuple[float, Any]]) -> dict[str, Any]:
+    assert "InvokeComplete" in events[-1][1], events  # the last event, once
+    assert sum("InvokeComplete" in e for _, e in events) == 1
+    return dict(events[-1][1]["InvokeComplete"])
+
+
+def test_a_python_function_answers_one_piece_then_complete(lam: Any, fname: str) -> None:
+    create_function(lam, fname, ECHO)
+    resp, events = _stream(lam, fname, {"a": 1})
+    assert resp["StatusCode"] == 200 and resp["ExecutedVersion"] == "$LATEST"
+    assert resp["ResponseStreamContentType"] == "application/vnd.amazon.eventstream"
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    assert _pieces(events) == [b'{"echo": {"a": 1}}'] and len(events) == 2
+    assert _complete(events) == {}
+
+
+def test_tail_puts_the_log_in_invoke_complete(lam: Any, fname: str) -> None:
+    create_function(lam, fname, ECHO)
+    lam.publish_version(FunctionName=fname)
+    _, events = _stream(lam, fname, {"b": 2}, LogType="Tail", Qualifier="1")
+    log = base64.b64decode(_complete(events)["LogResult"]).decode()
+    assert "handled {'b': 2}" in log and "START RequestId: " in log and "REPORT RequestId: " in log
+
+
+def test_a_function_error_completes_with_its_type_and_document(lam: Any, fname: str) -> None:
+    create_function(lam, fname, FAIL)
+    _, events = _stream(lam, fname)
+    assert _pieces(events) == []
+    complete = _complete(events)
+    assert complete["ErrorCode"] == "KeyError"
+    details = json.loads(complete["ErrorDetails"])
+    assert (details["errorType"], details["errorMessage"]) == ("KeyError", "'missing'")
+
+
+def test_a_timeout_completes_with_sandbox_timedout(lam: Any, fname: str) -> None:
+    create_function(lam, fname, SLOW, Timeout=1)
+    _, events = _stream(lam, fname)
+    complete = _complete(events)
+    assert complete["ErrorCode"] == "Sandbox.Timedout"
+    assert "Task timed out after 1.00 seconds" in json.loads(complete["ErrorDetails"])["errorMessage"]
+
+
+def test_an_unknown_function_is_404_and_a_bad_invocation_type_400(lam: Any, fname: str) -> None:
+    with pytest.raises(ClientError) as err:
+        _stream(lam, "no-such-function")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    create_function(lam, fname, ECHO)
+    with pytest.raises(ClientError) as err:
+        _stream(lam, fname, InvocationType="Event")  # Invoke's, not this operation's
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_dry_run_answers_204_without_running(lam: Any, fname: str) -> None:
+    create_function(lam, fname, FAIL)
+    resp = lam.invoke_with_response_stream(FunctionName=fname, InvocationType="DryRun", Payload=b"{}")
+    assert resp["StatusCode"] == 204 and resp["ExecutedVersion"] == "$LATEST"
+
+
+def test_a_throttled_stream_is_429(lam: Any, fname: str) -> None:
+    create_function(lam, fname, ECHO)
+    lam.put_function_concurrency(FunctionName=fname, ReservedConcurrentExecutions=0)
+    with pytest.raises(ClientError) as err:
+        _stream(lam, fname)
+    assert err.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+def test_pieces_reach_the_client_while_the_function_still_runs(lam: Any, fname: str) -> None:
+    create_function(lam, fname, STREAMER, Timeout=10)
+    invoke_json(lam, fname, {"pieces": 0})  # the environment is warm: its next invocation is number 2
+    _, events = _stream(lam, fname, {"pieces": 3, "pause": 0.4, "skew": 0})
+    assert _pieces(events) == [b"piece 0;", b"piece 1;", b"piece 2;", b'"end"']  # RESULT's payload: the last piece
+    arrived = [at for at, e in events if "PayloadChunk" in e]
+    assert arrived[1] - arrived[0] > 0.3 and arrived[2] - arrived[1] > 0.3, arrived  # as sent, not at the end
+    assert _complete(events) == {}
+
+
+def test_a_synchronous_invoke_of_a_streaming_function_gets_the_pieces_joined(lam: Any, fname: str) -> None:
+    create_function(lam, fname, STREAMER, Timeout=10)
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": 2}')
+    assert resp["Payload"].read() == b'piece 0;piece 1;"end"' and "FunctionError" not in resp
+    resp, body = invoke_json(lam, fname, {"pieces": 7, "size": 1024 * 1024})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Function.ResponseSizeTooLarge"
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": 1}')  # the same environment serves on
+    assert resp["Payload"].read() == b'piece 0;"end"'
+
+
+def test_more_than_six_megabytes_streams_whole(lam: Any, fname: str) -> None:
+    create_function(lam, fname, STREAMER, Timeout=10, MemorySize=512)
+    _, events = _stream(lam, fname, {"pieces": 8, "size": 1024 * 1024})
+    assert sum(map(len, _pieces(events))) == 8 * 1024 * 1024 + len(b'"end"')
+    assert _complete(events) == {}
+
+
+def test_a_forged_piece_for_another_invocation_kills_only_its_environment(lam: Any, fname: str) -> None:
+    create_function(lam, fname, STREAMER, Timeout=10)
+    _, events = _stream(lam, fname, {"pieces": 1, "skew": 5})
+    assert _complete(events)["ErrorCode"] == "Runtime.ExitError"
+    _, events = _stream(lam, fname, {"pieces": 1})  # a new environment: its first invocation
+    assert _pieces(events) == [b"piece 0;", b'"end"']
