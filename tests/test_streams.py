@@ -87,17 +87,17 @@ async def test_a_stream_reads_the_pieces_before_the_invocation_ends(runtime: Fak
     stream = streams.Stream()
     task, inv_id = await _start(runtime, env, stream)
     await runtime.send(wire.encode_chunk(inv_id, b"first"))
-    assert await asyncio.wait_for(stream.read(), 2) == [b"first"]
+    assert await asyncio.wait_for(stream.read(), 2) == b"first"
     await runtime.send(wire.encode_chunk(inv_id, b"second") + wire.encode_chunk(inv_id, b"third"))
-    got: list[bytes] = []
-    while len(got) < 2:
+    got = b""
+    while len(got) < len(b"secondthird"):
         got += await asyncio.wait_for(stream.read(), 2)
-    assert got == [b"second", b"third"] and not task.done()
+    assert got == b"secondthird" and not task.done()
     await runtime.result(inv_id, b"")
     reply, _, _ = await task
     assert isinstance(reply, wire.Result) and reply.payload == b""  # the stream had the pieces, not the reply
     stream.close()
-    assert await stream.read() == []
+    assert await stream.read() == b""
 
 
 @pytest.mark.parametrize("when", ["after its reply", "for an invocation never started"])
@@ -123,6 +123,7 @@ async def test_past_the_streaming_limit_the_invocation_fails_and_the_environment
 ) -> None:
     monkeypatch.setattr(streams, "MAX_STREAM", 1000)  # as 200 MB would, without sending them
     monkeypatch.setattr(streams, "MAX_SYNC_RESPONSE", 500)
+    monkeypatch.setattr(streams, "MIN_CHUNK_COST", 100)
     task, inv_id = await _start(runtime, env, streams.Stream() if with_stream else None)
     runtime.print(b"streaming\n")
     await runtime.send(wire.encode_chunk(inv_id, b"x" * 600) + wire.encode_chunk(inv_id, b"x" * 600))
@@ -151,7 +152,7 @@ async def test_a_slow_reader_pauses_the_environments_socket_until_it_reads() -> 
     assert stream.write(b"x" * streams.HIGH_WATER) and transport.calls == []
     assert stream.write(b"y") and transport.calls == ["pause"]
     assert stream.write(b"z") and transport.calls == ["pause"]  # once
-    assert await stream.read() == [b"x" * streams.HIGH_WATER, b"y", b"z"]
+    assert await stream.read() == b"x" * streams.HIGH_WATER + b"yz"
     assert transport.calls == ["pause", "resume"]
 
 
@@ -164,7 +165,7 @@ async def test_a_discarded_stream_drops_what_comes_and_lets_the_function_run_on(
     assert transport.calls == ["pause", "resume"]
     assert stream.write(b"x" * (streams.HIGH_WATER + 1)) and transport.calls == ["pause", "resume"]
     stream.close()
-    assert await stream.read() == []
+    assert await stream.read() == b""
 
 
 async def test_a_reader_waiting_on_an_empty_stream_wakes_at_its_close() -> None:
@@ -173,7 +174,7 @@ async def test_a_reader_waiting_on_an_empty_stream_wakes_at_its_close() -> None:
     await asyncio.sleep(0.01)
     assert not reader.done()
     stream.close()
-    assert await asyncio.wait_for(reader, 1) == []
+    assert await asyncio.wait_for(reader, 1) == b""
 
 
 def test_a_collector_passes_an_error_and_counts_what_it_does_not_keep() -> None:
@@ -182,3 +183,13 @@ def test_a_collector_passes_an_error_and_counts_what_it_does_not_keep() -> None:
     error = wire.Error(wire.ERROR, 1, "E", b"{}", 1.0, 1, 0, b"")
     assert collector.end(error) is error
     assert collector.total == 10
+
+
+@pytest.mark.parametrize("sink", [streams.Collector, streams.Stream])
+def test_tiny_pieces_count_as_min_chunk_cost_toward_the_limit(sink: type[streams.Collector | streams.Stream]) -> None:
+    """However small the pieces, a response is at most MAX_STREAM / MIN_CHUNK_COST frames (each costs a decode)."""
+    taker = sink()
+    pieces = wire.MAX_STREAM // wire.MIN_CHUNK_COST
+    assert all(taker.write(b"x") for _ in range(pieces))
+    assert not taker.write(b"x")
+    assert taker.total == pieces + 1

@@ -105,8 +105,8 @@ async def _answer(
 ) -> tuple[web.StreamResponse, Outcome | None]:
     """Stream the pieces as they come, then the end. Raises the invocation's LambdaError if nothing was sent yet."""
     try:
-        parts = await stream.read()
-        if not parts and run.exception() is not None:  # failed before its function ran: an HTTP error
+        data = await stream.read()
+        if not data and run.exception() is not None:  # failed before its function ran: an HTTP error
             raise run.exception()  # type: ignore[misc]
         response = web.StreamResponse(
             status=200,
@@ -118,10 +118,10 @@ async def _answer(
         )
         await response.prepare(request)
         connected = True
-        while parts:
+        while data:
             if connected:
-                connected = await _write(response, stream, b"".join(map(eventstream.payload_chunk, parts)))
-            parts = await stream.read()
+                connected = await _write(response, stream, eventstream.payload_chunk(data))
+            data = await stream.read()
         outcome: Outcome | None = None
         try:
             outcome = await run

@@ -32,7 +32,9 @@ InvokeWithResponseStream has had the pieces already, and gets the error at the e
 not in flight is a broken peer's, like such a reply. The pieces of one response add up to at most `MAX_STREAM` bytes
 (Lambda's limit for a streamed response); a synchronous Invoke keeps at most `MAX_SYNC_RESPONSE` of them
 (Function.ResponseSizeTooLarge beyond). A sender splits larger writes into pieces of at most `MAX_CHUNK` bytes (the
-decoder takes any piece within `MAX_FRAME`).
+decoder takes any piece within `MAX_FRAME`); each piece counts as at least `MIN_CHUNK_COST` bytes toward the limit,
+so that a response is at most MAX_STREAM / MIN_CHUNK_COST frames however small its pieces (each costs the gateway
+a decode, whatever its size).
 
 Frames from an environment (READY, RESULT, ERROR, CHUNK) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
 array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
@@ -76,6 +78,8 @@ MAX_FRAME = MAX_PAYLOAD + MAX_LOG + 64 * 1024
 #: Lambda's limit on a streamed response (InvokeWithResponseStream; 20 MB until July 2025, now 200 MB): the total of
 #: an invocation's CHUNK frames. Beyond its first 6 MB Lambda caps the stream's rate at 2 MB/s; the gateway does not.
 MAX_STREAM = 200 * 1024 * 1024
+#: what the smallest piece counts toward MAX_STREAM (see the module's docstring): at most 204800 pieces a response
+MIN_CHUNK_COST = 1024
 #: Lambda's limit on a synchronous Invoke's response, the figure its Function.ResponseSizeTooLarge message states
 MAX_SYNC_RESPONSE = 6291556
 #: the largest piece a sender puts in one CHUNK frame (each becomes one event of the caller's stream)

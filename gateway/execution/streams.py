@@ -6,28 +6,28 @@ An `Environment` hands each CHUNK's piece to its invocation's sink, in order, th
   Invoke of a function that streams, which Lambda answers with the whole response): keeps the pieces up to
   `MAX_SYNC_RESPONSE` bytes and only counts the rest; `end` joins them before the RESULT's payload, or makes the
   reply Function.ResponseSizeTooLarge when they were more, as Lambda does. An ERROR passes as it is.
-- `Stream` (InvokeWithResponseStream's, given by the caller): a queue of pieces its reader takes as they come. While
+- `Stream` (InvokeWithResponseStream's, given by the caller): a buffer its reader empties as the pieces come. While
   more than `HIGH_WATER` bytes wait for the reader (a slow client), the environment's socket is not read, so the
   function waits on a full socket instead of the gateway buffering its response; the reader resumes it. A reader
   that can no longer deliver (the client left) calls `discard`: pieces are then dropped as they come, so the
   function runs to its end as on Lambda (which does not stop a function whose caller left).
 
-Either sink takes at most `MAX_STREAM` bytes (Lambda's limit on a streamed response): `write` returns False
-beyond, and the environment then ends the invocation with `overflowed(...)` and kills itself (it would go on
-streaming). Everything here runs on the event loop: `write` from the environment's `data_received`, `read` in the
-task that answers the caller.
+Either sink takes at most `MAX_STREAM` bytes (Lambda's limit on a streamed response; each piece counting as at least
+`MIN_CHUNK_COST`): `write` returns False beyond, and the environment then ends the invocation with `overflowed(...)`
+and kills itself (it would go on streaming). Pieces are kept in one buffer, never as one object each, so the gateway's
+memory follows the bytes however small the pieces. Everything here runs on the event loop: `write` from the
+environment's `data_received`, `read` in the task that answers the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from typing import Protocol
 
 import orjson
 
-from gateway.contracts.environment import ERROR, MAX_STREAM, MAX_SYNC_RESPONSE, Error, Reply, Result
+from gateway.contracts.environment import ERROR, MAX_STREAM, MAX_SYNC_RESPONSE, MIN_CHUNK_COST, Error, Reply, Result
 
 TOO_LARGE = "Function.ResponseSizeTooLarge"
 #: bytes of a stream that may wait for its reader before the environment's socket stops being read
@@ -35,7 +35,7 @@ HIGH_WATER = 1024 * 1024
 
 
 class Sink(Protocol):
-    """Where an invocation's streamed pieces go (see the module's docstring)."""
+    """Where an invocation's streamed pieces go (see the module's docstring). `total`: the bytes written so far."""
 
     total: int
 
@@ -65,17 +65,19 @@ def _too_large_body(size: int, limit: int) -> bytes:
 class Collector:
     """A synchronous Invoke's sink: the pieces of a response Lambda returns whole."""
 
-    __slots__ = ("_parts", "total")
+    __slots__ = ("_charged", "_kept", "total")
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._kept = bytearray()
         self.total = 0
+        self._charged = 0
 
     def write(self, data: bytes) -> bool:
         self.total += len(data)
+        self._charged += max(len(data), MIN_CHUNK_COST)
         if self.total <= MAX_SYNC_RESPONSE:  # beyond, only counted: the reply will be an error
-            self._parts.append(data)
-        return self.total <= MAX_STREAM
+            self._kept += data
+        return self._charged <= MAX_STREAM
 
     def end(self, reply: Reply) -> Reply:
         if not isinstance(reply, Result):
@@ -84,18 +86,19 @@ class Collector:
         if size > MAX_SYNC_RESPONSE:
             body = _too_large_body(size, MAX_SYNC_RESPONSE)
             return Error(ERROR, reply.inv_id, TOO_LARGE, body, *reply[3:])
-        return reply._replace(payload=b"".join(self._parts) + reply.payload)
+        self._kept += reply.payload
+        return reply._replace(payload=bytes(self._kept))
 
 
 class Stream:
     """InvokeWithResponseStream's sink: pieces for a reader, with the environment's socket paused while too many
-    wait. `close()` (the invocation is over, however it ended) makes `read` return [] once the queue is empty."""
+    wait. `close()` (the invocation is over, however it ended) makes `read` return b"" once the buffer is empty."""
 
     __slots__ = (
-        "_buffered",
+        "_buffer",
+        "_charged",
         "_closed",
         "_discarding",
-        "_parts",
         "_paused",
         "_transport",
         "_waiter",
@@ -106,9 +109,9 @@ class Stream:
     def __init__(self, request_id: str = "") -> None:
         #: the invocation's request id, known before it starts (the caller's answer begins before its outcome)
         self.request_id = request_id
-        self._parts: deque[bytes] = deque()
-        self._buffered = 0
+        self._buffer = bytearray()  # what waits for the reader
         self.total = 0
+        self._charged = 0
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._discarding = False
@@ -122,14 +125,14 @@ class Stream:
 
     def write(self, data: bytes) -> bool:
         self.total += len(data)
-        if self.total > MAX_STREAM:
+        self._charged += max(len(data), MIN_CHUNK_COST)
+        if self._charged > MAX_STREAM:
             return False
         if self._discarding or not data:
             return True
-        self._parts.append(data)
-        self._buffered += len(data)
+        self._buffer += data
         self._wake()
-        if self._buffered > HIGH_WATER and not self._paused and self._transport is not None:
+        if len(self._buffer) > HIGH_WATER and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
         return True
@@ -145,23 +148,22 @@ class Stream:
     def discard(self) -> None:
         """The reader is gone: drop what waits and what comes."""
         self._discarding = True
-        self._parts.clear()
-        self._buffered = 0
+        self._buffer.clear()
         self._resume()
 
-    async def read(self) -> list[bytes]:
-        """The pieces that came since the last call, waiting for one; [] once closed and empty."""
-        while not self._parts and not self._closed:
+    async def read(self) -> bytes:
+        """What came since the last call (the pieces that came meanwhile, joined), waiting for something; b"" once
+        closed and empty."""
+        while not self._buffer and not self._closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        parts = list(self._parts)
-        self._parts.clear()
-        self._buffered = 0
+        data = bytes(self._buffer)
+        self._buffer.clear()
         self._resume()
-        return parts
+        return data
 
     def _wake(self) -> None:
         waiter = self._waiter
