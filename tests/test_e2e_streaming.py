@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import create_function, invoke_json
+from tests.conftest import RunningGateway, create_function, invoke_json
 
 ECHO = "def lambda_handler(event, context):\n    print('handled', event)\n    return {'echo': event}\n"
 FAIL = "def lambda_handler(event, context):\n    raise KeyError('missing')\n"
@@ -50,8 +51,9 @@ def lambda_handler(event, context):
     for i in range(event.get("pieces", 3)):
         data = b"x" * event["size"] if "size" in event else f"piece {i};".encode()
         _chunk(fd, calls + event.get("skew", 0), data)
+        print("wrote", i, time.time(), flush=True)
         time.sleep(event.get("pause", 0))
-    return "end"
+    return calls if event.get("calls") else "end"
 """
 
 
@@ -167,3 +169,42 @@ def test_a_forged_piece_for_another_invocation_kills_only_its_environment(lam: A
     assert _complete(events)["ErrorCode"] == "Runtime.ExitError"
     _, events = _stream(lam, fname, {"pieces": 1})  # a new environment: its first invocation
     assert _pieces(events) == [b"piece 0;", b'"end"']
+
+
+def test_a_slow_reader_holds_the_function_back_not_the_gateways_memory(lam: Any, fname: str) -> None:
+    """48 MB streamed to a client that reads nothing for 1.5 s: the function's last writes wait for the reader (the
+    gateway stops reading its socket while 1 MB waits), instead of the gateway taking the response in."""
+    create_function(lam, fname, STREAMER, Timeout=30, MemorySize=1024)
+    size = 4 * 1024 * 1024
+    event = json.dumps({"pieces": 12, "size": size}).encode()
+    resp = lam.invoke_with_response_stream(FunctionName=fname, Payload=event, LogType="Tail")
+    time.sleep(1.5)
+    reading = time.time()
+    events = [(time.monotonic(), e) for e in resp["EventStream"]]
+    assert sum(map(len, _pieces(events))) == 12 * size + len(b'"end"')
+    log = base64.b64decode(_complete(events)["LogResult"]).decode()
+    stamps = [float(line.split()[2]) for line in log.splitlines() if line.startswith("wrote ")]
+    assert len(stamps) == 12 and stamps[-1] > reading, (reading, stamps)
+
+
+def test_a_client_that_leaves_mid_stream_does_not_stop_the_function(
+    gateway: RunningGateway, lam: Any, fname: str
+) -> None:
+    """As on Lambda: the function runs to its end (and its environment serves the next invocation), the rest of its
+    response is dropped, and the gateway is unharmed."""
+    create_function(lam, fname, STREAMER, Timeout=10)
+    body = json.dumps({"pieces": 4, "pause": 0.3}).encode()
+    head = (
+        f"POST /2021-11-15/functions/{fname}/response-streaming-invocations HTTP/1.1\r\nHost: gateway\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        received = b""
+        while b"piece 0;" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200 ")
+    time.sleep(1.5)  # the function ends meanwhile
+    resp, calls = invoke_json(lam, fname, {"pieces": 0, "calls": True})
+    assert calls == 2 and "FunctionError" not in resp  # the same environment, not killed under the function
+    assert gateway.health()["status"] == "ok"
