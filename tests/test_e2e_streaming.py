@@ -208,3 +208,23 @@ def test_a_client_that_leaves_mid_stream_does_not_stop_the_function(
     resp, calls = invoke_json(lam, fname, {"pieces": 0, "calls": True})
     assert calls == 2 and "FunctionError" not in resp  # the same environment, not killed under the function
     assert gateway.health()["status"] == "ok"
+
+
+STREAM_CALLER = """
+import boto3
+
+def lambda_handler(event, context):
+    resp = boto3.client("lambda").invoke_with_response_stream(FunctionName=event["target"], Payload=b'{"n": 1}')
+    events = list(resp["EventStream"])
+    return {"pieces": [e["PayloadChunk"]["Payload"].decode() for e in events if "PayloadChunk" in e],
+            "complete": "InvokeComplete" in events[-1]}
+"""
+
+
+def test_a_function_streams_another_with_its_own_credentials(lam: Any, fname: str) -> None:
+    """Signed with the session credentials the gateway gave it, as Invoke is (lambda:InvokeFunction on any function)."""
+    create_function(lam, f"{fname}-target", ECHO)
+    create_function(lam, fname, STREAM_CALLER, Timeout=15)
+    resp, body = invoke_json(lam, fname, {"target": f"{fname}-target"})
+    assert "FunctionError" not in resp, body
+    assert body == {"pieces": ['{"echo": {"n": 1}}'], "complete": True}
