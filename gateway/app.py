@@ -39,6 +39,7 @@ from gateway.api.auth import auth_middleware
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.api.sigv4 import Verifier
 from gateway.app_keys import (
+    CATALOG,
     CODESTORE,
     CONCURRENCY,
     CONCURRENCY_SETTINGS_LOCK,
@@ -52,6 +53,7 @@ from gateway.app_keys import (
     SETTINGS,
     ZYGOTES,
 )
+from gateway.catalog import Catalog
 from gateway.changes import ChangePolicy, provisioning
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker
@@ -104,13 +106,10 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         lock.close()
 
 
-def _zygotes_for(settings: Settings, sandbox: Sandbox) -> dict[str, Zygote]:
+def _zygotes_for(settings: Settings, catalog: Catalog, sandbox: Sandbox) -> dict[str, Zygote]:
     """One zygote per distinct interpreter, shared by the runtime ids that map to it."""
-    by_interpreter: dict[str, list[str]] = {}
-    for runtime, interpreter in settings.runtimes.items():
-        by_interpreter.setdefault(interpreter, []).append(runtime)
     zygotes: dict[str, Zygote] = {}
-    for interpreter, runtimes in by_interpreter.items():
+    for interpreter, runtimes in catalog.by_interpreter().items():
         zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox)
         for runtime in runtimes:
             zygotes[runtime] = zygote
@@ -197,7 +196,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     envs_root = settings.data_dir / "envs"
     sandbox = await _sandbox(settings, envs_root)
     app[NETWORK] = sandbox.network
-    zygotes = app[ZYGOTES] = _zygotes_for(settings, sandbox)
+    zygotes = app[ZYGOTES] = _zygotes_for(settings, app[CATALOG], sandbox)
     unique = set(zygotes.values())
     credentials = _credentials_for(settings, app[SESSIONS], sandbox.network)
     pools = app[POOLS] = PoolManager(settings, zygotes, provisioning(registry), credentials)
@@ -269,6 +268,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares.append(auth_middleware(verifier, settings.auth_required))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_CONTROL_BODY)
     app[SETTINGS] = settings
+    app[CATALOG] = Catalog.discover(settings)
     app[SESSIONS] = sessions
     app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.catalog import Catalog
     from gateway.execution.admission import Concurrency
     from gateway.execution.invoker import Invoker
     from gateway.execution.pools import PoolManager
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from gateway.store.registry import Registry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+#: the runtimes this gateway runs (gateway/catalog.py), found once at start-up
+CATALOG: web.AppKey[Catalog] = web.AppKey("catalog")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 CODESTORE: web.AppKey[CodeStore] = web.AppKey("codestore")
 INVOKER: web.AppKey[Invoker] = web.AppKey("invoker")

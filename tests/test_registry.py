@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.api.functions import Deployer
+from gateway.catalog import Catalog
 from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
@@ -162,7 +163,7 @@ def test_to_wire(codestore: CodeStore) -> None:
 async def test_deployer_create_or_update(settings: Settings, codestore: CodeStore) -> None:
     registry = _open(settings, codestore)
     layer_store = LayerStore(settings.data_dir / "layers.sqlite3", codestore, settings)
-    deployer = Deployer(settings, registry, codestore, layer_store)
+    deployer = Deployer(settings, Catalog.discover(settings), registry, codestore, layer_store)
     zip_b64 = base64.b64encode(make_zip({"lambda_function.py": "X = 1\n"})).decode()
     body: dict[str, Any] = {
         "FunctionName": "f", "Runtime": "python3.12", "Role": ROLE, "Handler": HANDLER,

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.api.tags import validate_tags
+from gateway.catalog import Catalog, UnsupportedRuntime
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.isolation.network import NETWORK_MODES, NETWORK_VARIABLE
 from gateway.store.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
@@ -41,7 +42,6 @@ RESERVED_ENV_KEYS = frozenset(
         "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
     }
 )  # fmt: skip
-DEPRECATED_RUNTIMES = frozenset({"python2.7", "python3.6", "python3.7", "python3.8"})
 CAPACITY_PROVIDER_ARN_PATTERN = (
     r"arn:aws[a-zA-Z-]*:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:capacity-provider:"
     r"[a-zA-Z0-9-_]+"
@@ -335,20 +335,14 @@ def _logging_config(cfg: dict[str, Any], v: _Violations, name: str) -> dict[str,
     return out
 
 
-def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: Mapping[str, str]) -> None:
+def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: Catalog) -> None:
     """Lambda's own rules, checked once the model's constraints hold."""
     runtime = changes.fields.get("runtime")
-    if runtime is not None and runtime not in runtimes:
-        if runtime in DEPRECATED_RUNTIMES:
-            raise InvalidParameterValueException(
-                f"The runtime parameter of {runtime} is no longer supported for creating or updating AWS "
-                "Lambda functions. We recommend you use a supported runtime while creating or updating "
-                "functions."
-            )
-        raise InvalidParameterValueException(
-            f"The runtime parameter of {runtime} is not supported by this gateway. "
-            f"Supported runtimes: {', '.join(sorted(runtimes))}."
-        )
+    if runtime is not None:
+        try:
+            runtimes.resolve(runtime)
+        except UnsupportedRuntime as exc:
+            raise InvalidParameterValueException(str(exc)) from None
     layer_arns: tuple[str, ...] = changes.fields.get("layer_arns", ())
     if len(layer_arns) > MAX_LAYERS:
         raise InvalidParameterValueException(f"Cannot reference more than {MAX_LAYERS} layers.")
@@ -395,7 +389,7 @@ def _architectures(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] |
     return tuple(str(a) for a in archs)
 
 
-def parse_create(body: Mapping[str, Any], runtimes: Mapping[str, str]) -> CreateSpec:
+def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
     """Validate a CreateFunction body; `runtimes` are the runtime ids this gateway runs."""
     check_members(body, CREATE_MEMBERS, "CreateFunctionRequest")
     v = _Violations()
@@ -453,7 +447,7 @@ def _zip_only(source: Mapping[str, Any], zip_b64: str | None, member: str, image
     return zip_b64
 
 
-def parse_config_update(body: Mapping[str, Any], runtimes: Mapping[str, str], name: str) -> ConfigChanges:
+def parse_config_update(body: Mapping[str, Any], runtimes: Catalog, name: str) -> ConfigChanges:
     """Validate an UpdateFunctionConfiguration body: only the members present change."""
     check_members(body, UPDATE_CONFIG_MEMBERS, "UpdateFunctionConfigurationRequest")
     v = _Violations()

@@ -25,7 +25,8 @@ from gateway.api.function_params import (
 )
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size
-from gateway.app_keys import CODESTORE, LAYERS, REGISTRY, SETTINGS
+from gateway.app_keys import CATALOG, CODESTORE, LAYERS, REGISTRY, SETTINGS
+from gateway.catalog import Catalog
 from gateway.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -114,19 +115,22 @@ _COMPARED = ("runtime", "handler", "role", "code_sha256", "description", "timeou
 class Deployer:
     """Creates functions from CreateFunction request bodies: for the API and for start-up deployment."""
 
-    def __init__(self, settings: Settings, registry: Registry, codestore: CodeStore, layer_store: LayerStore) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, registry: Registry, codestore: CodeStore, layer_store: LayerStore
+    ) -> None:
         self.settings = settings
+        self.catalog = catalog
         self.registry = registry
         self.codestore = codestore
         self.layer_store = layer_store
 
     @classmethod
     def from_app(cls, app: web.Application) -> Deployer:
-        return cls(app[SETTINGS], app[REGISTRY], app[CODESTORE], app[LAYERS])
+        return cls(app[SETTINGS], app[CATALOG], app[REGISTRY], app[CODESTORE], app[LAYERS])
 
     async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
         """Validate a body, store its code and return the configuration it describes (not registered)."""
-        spec = parse_create(body, self.settings.runtimes)
+        spec = parse_create(body, self.catalog)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
@@ -163,7 +167,7 @@ class Deployer:
 
         Members missing from `body` take their defaults, as on creation.
         """
-        name = parse_create(body, self.settings.runtimes).name
+        name = parse_create(body, self.catalog).name
         if name not in self.registry:
             await self.create(body)
             return "created"
@@ -283,7 +287,7 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     name = _latest_only(_ref(request), "UpdateFunctionConfiguration")
     body = await read_json_object(request)
-    changes = parse_config_update(body, request.app[SETTINGS].runtimes, name)
+    changes = parse_config_update(body, request.app[CATALOG], name)
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:
         new = _apply(registry.get(name), fields, changes)
