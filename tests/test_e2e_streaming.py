@@ -228,3 +228,16 @@ def test_a_function_streams_another_with_its_own_credentials(lam: Any, fname: st
     resp, body = invoke_json(lam, fname, {"target": f"{fname}-target"})
     assert "FunctionError" not in resp, body
     assert body == {"pieces": ['{"echo": {"n": 1}}'], "complete": True}
+
+
+def test_the_answer_begins_when_the_function_starts(lam: Any, fname: str) -> None:
+    """Status line and headers go out as the payload reaches the environment, not when the function ends."""
+    create_function(lam, fname, "import time\ndef lambda_handler(event, context):\n    time.sleep(1)\n    return 1\n")
+    invoke_json(lam, fname)  # warm
+    start = time.monotonic()
+    resp = lam.invoke_with_response_stream(FunctionName=fname, Payload=b"{}")
+    headers_after = time.monotonic() - start
+    events = list(resp["EventStream"])
+    ended_after = time.monotonic() - start
+    assert headers_after < 0.5 < 0.9 < ended_after, (headers_after, ended_after)
+    assert events[0] == {"PayloadChunk": {"Payload": b"1"}}

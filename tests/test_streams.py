@@ -193,3 +193,15 @@ def test_tiny_pieces_count_as_min_chunk_cost_toward_the_limit(sink: type[streams
     assert all(taker.write(b"x") for _ in range(pieces))
     assert not taker.write(b"x")
     assert taker.total == pieces + 1
+
+
+async def test_begun_waits_for_the_environment_or_the_end() -> None:
+    stream = streams.Stream()
+    waiting = asyncio.ensure_future(stream.begun())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    stream.attach(None)
+    await asyncio.wait_for(waiting, 1)
+    ended = streams.Stream()
+    ended.close()  # over before it reached an environment (no room, no runtime): begun returns too
+    await asyncio.wait_for(ended.begun(), 1)

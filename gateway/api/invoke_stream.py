@@ -12,9 +12,9 @@ with `X-Amz-Invocation-Type` RequestResponse (default) or DryRun (204, nothing r
   function error (raised, timed out, crashed, out of memory, too large), `ErrorCode` = its errorType (e.g.
   `Sandbox.Timedout`) and `ErrorDetails` = the error document Invoke would return, with no `PayloadChunk` of it.
 
-What fails before anything is streamed is an ordinary Lambda error (404 unknown function, 429 throttled, 413, ...).
-The status line and headers go out with the first piece, or at the end for a function that does not stream: a
-gateway error after that (the gateway stopping) can only be an `InvokeComplete` with its name as `ErrorCode`.
+What fails before the invocation reaches an environment is an ordinary Lambda error (404 unknown function, 429
+throttled, 413, 500 no runtime, ...). The status line and headers go out when it does (after Init, on a cold start):
+a gateway error after that (the gateway stopping) can only be an `InvokeComplete` with its name as `ErrorCode`.
 
 Concurrency: the invocation runs in a task of its own, feeding a `Stream` (gateway/execution/streams.py) that this
 handler drains into the response; a slow client holds the function back (its socket is paused), never the gateway's
@@ -103,10 +103,11 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
 async def _answer(
     request: web.Request, run: asyncio.Future[Outcome], stream: Stream, version: str, tail: bool
 ) -> tuple[web.StreamResponse, Outcome | None]:
-    """Stream the pieces as they come, then the end. Raises the invocation's LambdaError if nothing was sent yet."""
+    """Stream the pieces as they come, then the end. Raises the invocation's LambdaError if it failed before it
+    reached an environment (the status line goes out when it does)."""
     try:
-        data = await stream.read()
-        if not data and run.exception() is not None:  # failed before its function ran: an HTTP error
+        await stream.begun()
+        if run.done() and run.exception() is not None:  # failed before its function ran: an HTTP error
             raise run.exception()  # type: ignore[misc]
         response = web.StreamResponse(
             status=200,
@@ -118,6 +119,7 @@ async def _answer(
         )
         await response.prepare(request)
         connected = True
+        data = await stream.read()
         while data:
             if connected:
                 connected = await _write(response, stream, eventstream.payload_chunk(data))

@@ -100,6 +100,7 @@ class Stream:
         "_closed",
         "_discarding",
         "_paused",
+        "_started",
         "_transport",
         "_waiter",
         "request_id",
@@ -117,11 +118,19 @@ class Stream:
         self._discarding = False
         self._transport: Reading | None = None
         self._paused = False
+        self._started = False
 
     def attach(self, transport: Reading | None) -> None:
-        """The environment's socket transport, which `write` pauses (the environment calls this as it registers the
-        sink)."""
+        """The invocation reached its environment, whose socket transport `write` pauses (the environment calls this
+        as it registers the sink, just before it sends the payload)."""
         self._transport = transport
+        self._started = True
+        self._wake()
+
+    async def begun(self) -> None:
+        """Wait until the invocation has reached its environment (`attach`), or is over without having reached one."""
+        while not self._started and not self._closed:
+            await self._wait()
 
     def write(self, data: bytes) -> bool:
         self.total += len(data)
@@ -155,15 +164,18 @@ class Stream:
         """What came since the last call (the pieces that came meanwhile, joined), waiting for something; b"" once
         closed and empty."""
         while not self._buffer and not self._closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         data = bytes(self._buffer)
         self._buffer.clear()
         self._resume()
         return data
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def _wake(self) -> None:
         waiter = self._waiter
