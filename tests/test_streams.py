@@ -205,3 +205,11 @@ async def test_begun_waits_for_the_environment_or_the_end() -> None:
     ended = streams.Stream()
     ended.close()  # over before it reached an environment (no room, no runtime): begun returns too
     await asyncio.wait_for(ended.begun(), 1)
+
+
+def test_an_overflow_of_tiny_pieces_says_so() -> None:
+    error = streams.overflowed(1, 300_000, b"")
+    message = json.loads(error.error_body)["errorMessage"]
+    assert "maximum allowed number of pieces (204800)" in message and "300000 bytes" in message
+    error = streams.overflowed(1, wire.MAX_STREAM + 1, b"")
+    assert f"({wire.MAX_STREAM + 1} bytes) exceeded" in json.loads(error.error_body)["errorMessage"]

@@ -207,9 +207,7 @@ class Environment(asyncio.Protocol):
             sink = self._sinks[inv_id] = streams.Collector()
         if sink.write(data):
             return True
-        fut.set_result(
-            (streams.overflowed(inv_id, sink.total, wire.MAX_STREAM, self.take_output()), time.perf_counter())
-        )
+        fut.set_result((streams.overflowed(inv_id, sink.total, self.take_output()), time.perf_counter()))
         self.kill("its streamed response exceeded the limit")
         return False
 

@@ -52,9 +52,19 @@ class Reading(Protocol):
     def resume_reading(self) -> None: ...
 
 
-def overflowed(inv_id: int, size: int, limit: int, log: bytes) -> Error:
-    """The reply of an invocation whose response grew past `limit` bytes (it had `size` when it was cut)."""
-    return Error(ERROR, inv_id, TOO_LARGE, _too_large_body(size, limit), 0.0, 0, 0, log)
+def overflowed(inv_id: int, size: int, log: bytes) -> Error:
+    """The reply of an invocation whose response grew past MAX_STREAM (it had `size` bytes when it was cut: fewer when
+    its pieces were so many and small that they counted as more, see MIN_CHUNK_COST)."""
+    limit = MAX_STREAM
+    if size > limit:
+        body = _too_large_body(size, limit)
+    else:
+        message = (
+            f"Response stream exceeded the maximum allowed number of pieces ({limit // MIN_CHUNK_COST}): "
+            f"{size} bytes in pieces of less than {MIN_CHUNK_COST} bytes each."
+        )
+        body = orjson.dumps({"errorMessage": message, "errorType": TOO_LARGE})
+    return Error(ERROR, inv_id, TOO_LARGE, body, 0.0, 0, 0, log)
 
 
 def _too_large_body(size: int, limit: int) -> bytes:
