@@ -12,6 +12,10 @@ own:
   PerExecutionEnvironmentMaxConcurrency). With `max_concurrency > 1` and a plain `def` handler, invocations run
   sequentially (Lambda requires async handlers for this) and the init log says so.
 
+A spec whose `bootstrap` is not empty makes a Runtime API environment instead: once sealed, the process becomes the
+proxy (runtimes/proxy/main.py: it serves the Runtime API and runs that command line as the runtime, under the same
+contract with the gateway); the steps after the seal above are then not run.
+
 The process ends with an `ExitCode` (gateway/contracts/zygote.py) unless the function's code ends it first.
 """
 
@@ -27,6 +31,7 @@ from typing import NamedTuple, NoReturn
 from gateway.contracts import environment as wire
 from gateway.contracts.environment import SPEC, EnvironmentSpec
 from gateway.contracts.zygote import ExitCode
+from runtimes.proxy import main as proxy
 from runtimes.python import serving
 from runtimes.python.init import initialize
 from runtimes.python.isolation import Isolation
@@ -86,6 +91,8 @@ def run(fd: int, spec: EnvironmentSpec, prepared: Prepared) -> NoReturn:
     """Seal the sandbox, Init, say READY, serve. Exits when the gateway closes the socket or says SHUTDOWN."""
     init_start = time.perf_counter()
     prepared.seal(spec)
+    if spec.bootstrap:  # a Runtime API environment: the proxy runs the runtime (imported once, in the zygote)
+        proxy.serve(fd, spec, prepared.capture.pending, init_start, prepared.uid is not None)
     os.set_inheritable(fd, False)  # a handler's subprocess must not hold the gateway's connection open
     global _connection
     # Held in a global so that an exiting handler (sys.exit) does not close it before the exit status is set.

@@ -1,0 +1,139 @@
+"""A Runtime API environment's main: serve the Runtime API, run the runtime, relay between it and the gateway.
+
+Called by runtimes/python/bootstrap.py `run()` once the sandbox is sealed, when the spec's `bootstrap` is not empty
+(the Python fast path otherwise). Contract with the gateway (gateway/contracts/environment.py), as the fast path's:
+
+- READY once: when the runtime first asks for an invocation (`invocation/next`; init_ms from the seal), with the
+  runtime's error when it posts `init/error`, Runtime.InvalidEntrypoint when the bootstrap cannot be started, or
+  Runtime.ExitError ("Runtime exited with error: exit status 1") when the runtime ends before either; after an
+  Init error the environment ends (ExitCode.OK), as the fast path's does;
+- one RESULT or ERROR per INVOKE (capacity 1), `max_rss_kb` the runtime's peak RSS, `pending` what its output holds;
+- when the runtime ends after Init, the proxy ends the same way (its exit code or signal) once it has sent what it
+  can: the gateway then fails an invocation in flight with Runtime.ExitError and Lambda's "exit status N", as it
+  does for any environment that dies; SHUTDOWN or the socket's end stop the runtime and end the proxy (ExitCode.OK).
+
+Where the Runtime API listens (AWS_LAMBDA_RUNTIME_API): in a jail, 127.0.0.1:9001 of the environment's own network
+namespace, as on Lambda, reachable by nothing outside the environment. Without a jail (no root, or isolation off)
+there is no namespace of its own: 127.0.0.1 on a free port, which other local processes of the host (other
+functions' environments included) could connect to; run the gateway as root where functions do not trust each other.
+
+The runtime (runtimes/proxy/process.py) is the proxy's child, in its process group; its output goes down the
+environment's output pipe (fds 1 and 2), which the gateway reads as it does the fast path's. One event loop, one
+thread: the HTTP server (runtimes/proxy/server.py), the gateway's socket (runtimes/proxy/link.py), SIGCHLD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from gateway.contracts.environment import EnvironmentSpec
+from gateway.contracts.zygote import ExitCode
+from runtimes.proxy import process
+from runtimes.proxy.link import GatewayLink
+from runtimes.proxy.runtime_api import RuntimeApi
+from runtimes.proxy.server import Router, listen
+
+#: where a jailed environment's Runtime API listens, as on Lambda
+JAILED_ADDRESS = ("127.0.0.1", 9001)
+EXIT_ERROR = "Runtime.ExitError"
+
+
+class Proxy:
+    """One environment's proxy: owns the runtime's pid and decides how the environment ends."""
+
+    def __init__(
+        self, sock: socket.socket, spec: EnvironmentSpec, init_start: float, pending: Callable[[], int]
+    ) -> None:
+        self.spec = spec
+        self.link = GatewayLink(sock, lambda invoke: self.api.invoke(invoke), self.end)
+        self.memory = process.MemoryProbe(os.getpid())  # replaced by the runtime's once it runs
+        self.api = RuntimeApi(self.link, init_start, pending, lambda: self.memory.peak_kb())
+        self.api.on_init_error = lambda: self.end(ExitCode.OK)
+        self.pid = 0
+
+    def end(self, code: int) -> NoReturn:
+        """End the environment: the runtime first (it shares our group, but may be waiting on nothing of ours)."""
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(code)
+
+    def start_runtime(self, port: int) -> bool:
+        """Start the runtime with AWS_LAMBDA_RUNTIME_API; False (and READY with the error sent) if it cannot be."""
+        env = dict(self.spec.env)
+        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{port}"
+        argv = process.command(self.spec.bootstrap, env)
+        try:
+            self.pid = process.spawn(argv, env, self.spec.code_dir)
+        except OSError as exc:
+            message = process.entrypoint_error(argv[0], exc, env)
+            sys.stderr.write(f"{process.INVALID_ENTRYPOINT}: {message}\n")
+            self.link.ready(self._init_ms(), process.INVALID_ENTRYPOINT, message, b"")
+            return False
+        self.memory = process.MemoryProbe(self.pid)
+        return True
+
+    def _init_ms(self) -> float:
+        return (time.perf_counter() - self.api.init_start) * 1000.0
+
+    def reap(self) -> None:
+        """SIGCHLD: collect every child that ended; the runtime's end ends the environment."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.pid = 0
+                self._runtime_ended(status)
+
+    def _runtime_ended(self, status: int) -> NoReturn:
+        if not self.link.ready_sent:  # it died in Init: that is Init's error (the environment is then discarded)
+            self.link.ready(self._init_ms(), EXIT_ERROR, f"Runtime exited with error: {process.describe(status)}")
+            os._exit(ExitCode.OK)
+        process.end_like(status)
+        raise AssertionError("unreachable")
+
+
+async def _serve(proxy: Proxy, jailed: bool) -> None:
+    loop = asyncio.get_running_loop()
+    router = Router()
+    proxy.api.add_routes(router)
+    host, port = JAILED_ADDRESS if jailed else ("127.0.0.1", 0)
+    try:
+        server, port = await listen(router, host, port)
+    except OSError:  # 9001 taken (cannot happen in a fresh namespace): any port will do, the runtime is told which
+        server, port = await listen(router, host, 0)
+    loop.add_signal_handler(signal.SIGCHLD, proxy.reap)
+    # Extensions (/opt/extensions, the Extensions API's routes on `router`) start here, before the runtime: Lambda
+    # runs them first and lets Init go on once they have registered.
+    if not proxy.start_runtime(port):
+        proxy.end(ExitCode.OK)
+    proxy.reap()  # it may have ended before the handler was there to see it
+    proxy.link.start(loop)
+    async with server:
+        await loop.create_future()  # runs until the proxy ends the process
+
+
+def serve(fd: int, spec: EnvironmentSpec, pending: Callable[[], int], init_start: float, jailed: bool) -> NoReturn:
+    """The environment's main from the seal on (see the module's docstring). Never returns."""
+    os.set_inheritable(fd, False)  # the runtime must not hold the gateway's connection
+    sock = socket.socket(fileno=fd)
+    proxy = Proxy(sock, spec, init_start, pending)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_serve(proxy, jailed))
+    except BaseException as exc:  # a bug of ours: say so where the gateway's log of this environment shows it
+        sys.stderr.write(f"the Runtime API proxy failed: {exc!r}\n")
+    proxy.end(ExitCode.FAILED)
