@@ -150,3 +150,15 @@ def test_a_flood_of_tiny_chunks_streams_in_few_frames(lam: Any, fname: str) -> N
     pieces = _pieces(events)
     assert sum(map(len, pieces)) == 300_000 and len(pieces) < 1000
     assert "ErrorCode" not in _complete(events)
+
+
+def test_past_lambdas_streaming_limit_the_invocation_fails(lam: Any, fname: str) -> None:
+    """201 MB streamed: the proxy stops relaying at 200 MB and the invocation fails with Lambda's error."""
+    _create(lam, fname, Timeout=60, MemorySize=512)
+    start = time.monotonic()
+    resp, body = invoke_json(lam, fname, {"size": 1024 * 1024, "count": 201})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Function.ResponseSizeTooLarge"
+    assert "(209715200 bytes)" in body["errorMessage"], body
+    print(f"201 MB through the proxy in {time.monotonic() - start:.2f} s")
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": ["next"]}')  # a new environment if need be
+    assert resp["Payload"].read() == b"next"
