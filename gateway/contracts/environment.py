@@ -182,7 +182,9 @@ class EnvironmentSpec(NamedTuple):
     `ephemeral_storage` (MB of /tmp, and the largest file), `network` (whether a jail is connected to the gateway's
     bridge). `bootstrap`, when not empty, makes it a Runtime API environment: the proxy (runtimes/proxy) serves the
     Runtime API and runs this command line as the runtime (a custom runtime's `bootstrap`, Node.js, ...); empty, it
-    is the Python fast path (the environment process imports the handler itself).
+    is the Python fast path (the environment process imports the handler itself). `extensions` (a Runtime API
+    environment's only) are the external extensions the proxy starts before the runtime: executables as the
+    environment sees them (/opt/extensions/<name> in a jail), in the order Lambda starts them (by name).
     """
 
     env: dict[str, str]
@@ -195,6 +197,7 @@ class EnvironmentSpec(NamedTuple):
     ephemeral_storage: int
     network: bool
     bootstrap: list[str] = []
+    extensions: list[str] = []
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
@@ -203,7 +206,8 @@ class EnvironmentSpec(NamedTuple):
     @classmethod
     def from_wire(cls, wire: Any) -> EnvironmentSpec:
         """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
-        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` none)."""
+        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` and `extensions`
+        none)."""
         if type(wire) is not dict:
             raise SpecError(f"a spec is a map, not {type(wire).__name__}")
         try:
@@ -218,6 +222,7 @@ class EnvironmentSpec(NamedTuple):
                 ephemeral_storage=wire["ephemeral_storage"],
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
+                extensions=wire.get("extensions", []),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed spec: {exc!r}") from None
@@ -241,6 +246,8 @@ def _check_spec(spec: EnvironmentSpec) -> None:
         and type(spec.network) is bool
         and type(spec.bootstrap) is list
         and all(type(a) is str for a in spec.bootstrap)
+        and type(spec.extensions) is list
+        and all(type(a) is str for a in spec.extensions)
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")

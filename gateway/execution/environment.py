@@ -120,6 +120,7 @@ class Environment(asyncio.Protocol):
         "load",
         "oom_peak",
         "pid",
+        "shutdown_grace",
         "started",
     )
 
@@ -151,6 +152,8 @@ class Environment(asyncio.Protocol):
         self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
+        #: seconds it gets to end on its own after SHUTDOWN (Lambda's shutdown phase, for extensions); 0: killed at once
+        self.shutdown_grace = 0.0
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -435,7 +438,17 @@ class Environment(asyncio.Protocol):
             self.last_output = self.take_output()
 
     def shutdown(self) -> None:
-        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""
+        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit). One with a
+        `shutdown_grace` (external extensions) is sent SHUTDOWN first (its extensions get Lambda's SHUTDOWN event)
+        and killed once the grace is over, if it has not ended by then."""
+        transport = self._transport
+        if self.shutdown_grace > 0 and not self._finished and transport is not None and not self.exit_status.done():
+            self.dead = True  # never used again
+            if self.freezer is not None:
+                self.freezer.thaw()
+            transport.write(wire.encode((wire.SHUTDOWN,)))
+            asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, "shut down")
+            return
         self.kill("shut down")
 
 
