@@ -50,13 +50,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_zip(files: dict[str, str | bytes]) -> bytes:
-    """A zip archive holding `files` (name -> content). The same files give the same bytes (a fixed time stamp): two
-    calls a second apart would otherwise make different packages, with different CodeSha256."""
+def make_zip(files: dict[str, str | bytes], executable: frozenset[str] | set[str] = frozenset()) -> bytes:
+    """A zip archive holding `files` (name -> content); those named in `executable` have mode 0755 (a `bootstrap`).
+    The same files give the same bytes (a fixed time stamp): two calls a second apart would otherwise make different
+    packages, with different CodeSha256."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, content in files.items():
-            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), content, zipfile.ZIP_DEFLATED)
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            if name in executable:
+                info.external_attr = 0o100755 << 16
+            zf.writestr(info, content, zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

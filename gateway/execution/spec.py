@@ -1,8 +1,8 @@
 """What a new environment becomes: its process environment, where it finds its code and layers, its sandbox's sizes.
 
 `environment_spec()` builds the `EnvironmentSpec` (gateway/contracts/environment.py) that a pool hands its zygote for
-each new environment. Pure: no I/O, the caller says whether the zygote jails (the paths differ) and passes the
-credentials it minted.
+each new environment. Pure but for a custom runtime's `bootstrap`, looked up in the code, then the layers (two stats):
+the caller says whether the zygote jails (the paths differ) and passes the credentials it minted.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.isolation.network import NETWORK_VARIABLE
 from gateway.settings import Settings
@@ -58,6 +59,7 @@ def environment_spec(
         ephemeral_storage=config.ephemeral_storage,
         # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
+        bootstrap=custom_bootstrap(config, task_root, jailed) if config.runtime in PROVIDED_RUNTIMES else [],
         extensions=extensions,
     )
     if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):
@@ -84,6 +86,18 @@ def python_bootstrap(interpreter: str, extra_paths: list[str]) -> list[str]:
     Runtime API client (runtimes/python/api_client.py) on the function's Python, the layers' sys.path entries as its
     arguments. Its path is the host's, which a jail shows at the same place."""
     return [interpreter, API_CLIENT, *extra_paths]
+
+
+def custom_bootstrap(config: FunctionConfig, task_root: str, jailed: bool) -> list[str]:
+    """A custom runtime's command line, as Lambda finds it: `bootstrap` in the function's code (LAMBDA_TASK_ROOT),
+    else in its layers (/opt/bootstrap: the last layer that has one, as their merge shows it). With neither, the
+    code's path: the proxy then reports Runtime.InvalidEntrypoint ("Couldn't find valid bootstrap(s)"), as Lambda
+    does; one that is not executable likewise ("permission denied")."""
+    if not (Path(config.code_dir) / "bootstrap").exists():
+        for layer in reversed(config.layer_dirs):
+            if (Path(layer) / "bootstrap").exists():
+                return [f"{LAYERS_ROOT}/bootstrap" if jailed else str(Path(layer) / "bootstrap")]
+    return [f"{task_root}/bootstrap"]
 
 
 def environment_variables(

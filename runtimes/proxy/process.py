@@ -38,7 +38,7 @@ _DEFAULT_SIGNALS = tuple(
     )
     if hasattr(signal, name)
 )
-_SIGNAL_NAMES = {
+_SIGNAL_NAMES: dict[int, str] = {
     signal.SIGKILL: "killed",
     signal.SIGSEGV: "segmentation fault",
     signal.SIGABRT: "aborted",
@@ -70,9 +70,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str, output: int | N
     actions: list[tuple[object, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     if output is not None:
         actions += [(os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
-    return os.posix_spawn(
-        program, list(argv), dict(env), file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=()
-    )
+    return os.posix_spawn(program, list(argv), dict(env), file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
 
 
 def entrypoint_error(argv0: str, exc: OSError, env: Mapping[str, str]) -> str:

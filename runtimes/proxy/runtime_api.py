@@ -34,9 +34,7 @@ MAX_ERROR_TYPE = 1024
 MAX_ERROR_MESSAGE = 256 * 1024
 _ACCEPTED = json.dumps({"status": "OK"}).encode()
 _INVALID_ID = error_document("InvalidRequestID", "Invalid request ID")
-_TOO_LARGE = error_document(
-    "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."
-)
+_TOO_LARGE = error_document("RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes).")
 _getrandbits = random.Random().getrandbits
 
 
@@ -168,7 +166,9 @@ class RuntimeApi:
         else:
             what = "Response payload size exceeded"
         message = f"{what} maximum allowed payload size ({MAX_RESPONSE} bytes)."
-        self._reply_error(current, "Function.ResponseSizeTooLarge", error_document("Function.ResponseSizeTooLarge", message))
+        self._reply_error(
+            current, "Function.ResponseSizeTooLarge", error_document("Function.ResponseSizeTooLarge", message)
+        )
         exchange.respond(413, _TOO_LARGE)
 
     def init_error(self, exchange: Exchange) -> None:
@@ -181,7 +181,9 @@ class RuntimeApi:
         message = _field(body, "errorMessage") or ""
         stack = _stack(body)
         exchange.respond(202, _ACCEPTED)
-        self.link.ready((time.perf_counter() - self.init_start) * 1000.0, error_type, message[:MAX_ERROR_MESSAGE], stack)
+        self.link.ready(
+            (time.perf_counter() - self.init_start) * 1000.0, error_type, message[:MAX_ERROR_MESSAGE], stack
+        )
         self.on_init_error()
 
     # -- replies out ------------------------------------------------------------------------------------------
@@ -198,7 +200,9 @@ class RuntimeApi:
 
     @staticmethod
     def _refuse_transition(exchange: Exchange, state: str, target: str) -> None:
-        message = f"State transition from {state} to {target} failed for runtime. Error: State transition is not allowed"
+        message = (
+            f"State transition from {state} to {target} failed for runtime. Error: State transition is not allowed"
+        )
         exchange.respond(403, error_document("InvalidStateTransition", message))
 
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from runtimes.proxy.http import BODY, END, HEAD, MAX_BODY, MAX_HEAD, HttpError, Request, RequestParser
 
@@ -39,6 +38,12 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: after answering 413 to a body declared (or grown) too large, at most this much more of it is read and dropped
+#: before the connection closes: a client that sends the whole body before it reads the answer (most do) then reads
+#: the 413 instead of a reset connection
+DISCARD_LIMIT = 64 * 1024 * 1024
+#: ... and the connection closes when none of it came for this long (a client that waits for the answer first)
+DISCARD_IDLE = 1.0
 
 
 def error_document(error_type: str, message: str) -> bytes:
@@ -125,7 +130,9 @@ class Exchange:
         #: called once if the connection goes away before the answer (a long poll's waiter forgets it)
         self.on_close: Callable[[Exchange], None] | None = None
 
-    def respond(self, status: int, body: bytes = b"", headers: str = "", content_type: str = "application/json") -> None:
+    def respond(
+        self, status: int, body: bytes = b"", headers: str = "", content_type: str = "application/json"
+    ) -> None:
         """Answer (once; later calls are ignored). `headers`: extra header lines, each ending in CRLF."""
         if self.answered:
             return
@@ -156,6 +163,8 @@ class HttpConnection(asyncio.Protocol):
         self._paused = False
         self._closing = False
         self._closing_after = False  # close once the current request is answered
+        self._discard = 0  # bytes still to drop before closing (after a 413)
+        self._linger: asyncio.TimerHandle | None = None
         self._pumping = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,6 +175,9 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            if self._discard > 0:
+                self._discard -= len(data)
+                self._linger_then_close(self._discard <= 0)
             return
         self._parser.feed(data)
         if self._waiting:
@@ -177,6 +189,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._linger is not None:
+            self._linger.cancel()
         exchange, self._current = self._current, None
         if exchange is not None and not exchange.answered:
             exchange.closed = True
@@ -237,12 +251,15 @@ class HttpConnection(asyncio.Protocol):
         exchange, route = self._current, self._route
         self._sink = None
         self._pieces = []
-        if exc.status == 413 and exchange is not None and route.on_too_large is not None and not exchange.answered:
-            self._waiting = True
-            self._closing_after = True
-            size = exchange.request.length if exchange.request.length > 0 else self._parser.body_limit + 1
-            route.on_too_large(exchange, size)
-            return
+        if exc.status == 413 and exchange is not None:
+            length = exchange.request.length
+            # declared too large: none of it read yet (what is buffered is its start); else grown past the limit
+            self._discard = (min(length, DISCARD_LIMIT) if length > 0 else DISCARD_LIMIT) - self._parser.buffered
+            if route.on_too_large is not None and not exchange.answered:
+                self._waiting = True
+                self._closing_after = True
+                route.on_too_large(exchange, length if length > 0 else self._parser.body_limit + 1)
+                return
         body = error_document("InvalidRequest", exc.reason)
         self._write(exc.status, body, "", "application/json", close=True)
 
@@ -277,7 +294,19 @@ class HttpConnection(asyncio.Protocol):
             transport.write(body)
         if close:
             self._closing = True
-            transport.close()
+            self._linger_then_close(self._discard <= 0)
+
+    def _linger_then_close(self, now: bool) -> None:
+        """Close now, or once the body being dropped stops coming for DISCARD_IDLE seconds."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._transport is None:
+            return
+        if now:
+            self._transport.close()
+        else:
+            self._linger = asyncio.get_running_loop().call_later(DISCARD_IDLE, self._transport.close)
 
 
 async def listen(router: Router, host: str, port: int) -> tuple[asyncio.AbstractServer, int]:

@@ -27,11 +27,11 @@ from typing import NamedTuple, NoReturn
 from gateway.contracts import environment as wire
 from gateway.contracts.environment import SPEC, EnvironmentSpec
 from gateway.contracts.zygote import ExitCode
+from runtimes.proxy import main as proxy
 from runtimes.python import serving
 from runtimes.python.init import initialize
 from runtimes.python.isolation import Isolation
 from runtimes.python.sandbox import Prepared, prepare
-from runtimes.proxy import main as proxy
 
 _connection: socket.socket | None = None
 
