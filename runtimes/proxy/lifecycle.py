@@ -12,7 +12,7 @@ spec names extensions; without extensions nothing here runs, and the hot path is
   (`platform.report`); an INVOKE that comes before that waits, up to the previous invocation's deadline, after which
   the environment ends (Lambda resets an environment whose extensions overran: the gateway forks a new one);
 - SHUTDOWN (the gateway retires the environment: idle reaping, an update or a deletion of the function) becomes the
-  shutdown phase: SIGTERM to the runtime, SHUTDOWN events, what telemetry holds delivered, and the end within
+  shutdown phase: SIGTERM to the runtime, what telemetry holds delivered, SHUTDOWN events, and the end within
   SHUTDOWN_MS; the gateway kills the environment's process group a little after (its grace).
 
 Concurrency model: callbacks of the proxy's event loop, one thread; the shutdown phase is the one task.
@@ -38,8 +38,9 @@ from runtimes.proxy.server import Router
 
 #: Lambda's shutdown phase for a function with external extensions: 2 s in all
 SHUTDOWN_MS = 2000
-#: of it, what is kept to deliver buffered telemetry and end (the extensions get the rest)
-SHUTDOWN_MARGIN_MS = 300
+#: of it, what buffered telemetry may take to be delivered before SHUTDOWN goes out, and what is kept to end
+SHUTDOWN_FLUSH_MS = 500
+SHUTDOWN_MARGIN_MS = 100
 #: how long a reply waits for the runtime's relayed output to reach the environment's output pipe
 FLUSH_WAIT = 0.05
 
@@ -81,7 +82,8 @@ class ExtensionLink(GatewayLink):
         self._max_rss_kb = 0
         self._held: Invoke | None = None  # an INVOKE waiting for the current one to complete
         self._overrun: asyncio.TimerHandle | None = None
-        self._shutting_down = False
+        #: the shutdown phase has begun: the runtime's end no longer ends the environment (runtimes/proxy/main.py)
+        self.shutting_down = False
         self._shutdown_task: asyncio.Future[None] | None = None
         self._json_logs = spec_env.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
         version = spec_env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -125,6 +127,7 @@ class ExtensionLink(GatewayLink):
         status = "success" if error_type is None else "error"
         self.telemetry.emit("platform.initRuntimeDone", telemetry.init_runtime_done(self.init_type, status, error_type))
         self.telemetry.emit("platform.initReport", telemetry.init_report(self.init_type, status, init_ms, error_type))
+        self.telemetry.end_init()
         super().ready(init_ms, error_type, message, stack)
 
     def _check(self) -> None:
@@ -142,7 +145,7 @@ class ExtensionLink(GatewayLink):
             return
         if self._current is not None and self._answered and extensions.idle:
             self._complete()
-        elif self._current is None and extensions.failure is not None and not self._shutting_down:
+        elif self._current is None and extensions.failure is not None and not self.shutting_down:
             self._reset(f"{extensions.failure[0]}: {extensions.failure[1]}")
 
     # -- Invoke ---------------------------------------------------------------------------------------------------
@@ -219,9 +222,9 @@ class ExtensionLink(GatewayLink):
     # -- Shutdown -------------------------------------------------------------------------------------------------
     def _end(self, code: int) -> None:
         """SHUTDOWN or the socket's end (GatewayLink's `on_end`)."""
-        if self._shutting_down:
+        if self.shutting_down:
             return
-        self._shutting_down = True
+        self.shutting_down = True
         try:
             asyncio.get_event_loop().remove_reader(self._sock.fileno())  # the socket's end is read once
         except (OSError, ValueError):
@@ -234,18 +237,19 @@ class ExtensionLink(GatewayLink):
 
     async def _shutdown(self) -> None:
         start = time.monotonic()
+        deadline_ms = now_ms() + SHUTDOWN_MS
+        # What telemetry holds (the last invocation's platform.report) first: extensions flush and exit at SHUTDOWN.
+        await self.telemetry.flush(SHUTDOWN_FLUSH_MS / 1000.0)
         pid = self.runtime_pid()
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass
-        deadline_ms = now_ms() + SHUTDOWN_MS
         self.extensions.dispatch("SHUTDOWN", shutdown_event("spindown", deadline_ms))
         wait = (SHUTDOWN_MS - SHUTDOWN_MARGIN_MS) / 1000.0
         while not self.extensions.idle and time.monotonic() - start < wait:
             await asyncio.sleep(0.01)
-        await self.telemetry.flush(max(SHUTDOWN_MS / 1000.0 - (time.monotonic() - start) - 0.1, 0.0))
         self.writer.wait_empty(FLUSH_WAIT)
         self.extensions.kill()
         self._end_now(ExitCode.OK)

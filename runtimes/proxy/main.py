@@ -117,7 +117,8 @@ class Proxy:
                 return
             if pid == self.pid:
                 self.pid = 0
-                self._runtime_ended(status)
+                if self.extensions is None or not self.extensions.shutting_down:
+                    self._runtime_ended(status)
             elif self.extensions is not None:
                 self.extensions.extensions.exited(pid, status)
 

@@ -70,7 +70,8 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str, output: int | N
     actions: list[tuple[object, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     if output is not None:
         actions += [(os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
-    return os.posix_spawn(program, list(argv), dict(env), file_actions=actions, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+    signals = _DEFAULT_SIGNALS
+    return os.posix_spawn(program, list(argv), dict(env), file_actions=actions, setsigdef=signals, setsigmask=())
 
 
 def entrypoint_error(argv0: str, exc: OSError, env: Mapping[str, str]) -> str:

@@ -44,6 +44,9 @@ MAX_RECORD = 256 * 1024
 MAX_ANSWER = 64 * 1024
 #: host names a destination may use: all mean this environment's loopback
 LOCAL_HOSTS = frozenset({"sandbox.localdomain", "localhost", "127.0.0.1"})
+#: what is kept of Init's events for subscriptions made during Init
+EARLY_ITEMS = 1000
+EARLY_BYTES = 256 * 1024
 #: subscriptions one environment accepts (one per extension; Lambda allows 10 extensions)
 MAX_SUBSCRIPTIONS = 10
 
@@ -115,7 +118,9 @@ class Subscription:
         while True:
             await self.wake.wait()
             if not self.full.is_set():
-                await asyncio.wait([asyncio.ensure_future(self.full.wait())], timeout=self.timeout)
+                filled = asyncio.ensure_future(self.full.wait())
+                await asyncio.wait([filled], timeout=self.timeout)
+                filled.cancel()
             while self.buffer:
                 await self.send(self.batch(), clock)
 
@@ -168,6 +173,10 @@ class Telemetry:
         self.clock = clock
         self.subscriptions: dict[str, Subscription] = {}
         self._wanted: dict[str, int] = {"platform": 0, "function": 0, "extension": 0}
+        #: the events of Init so far (kind, encoded), for subscriptions made during Init (extensions subscribe after
+        #: platform.initStart, and their own output may come first); None once Init is over (`end_init`)
+        self.early: list[tuple[str, bytes]] | None = []
+        self._early_bytes = 0
 
     def wants(self, kind: str) -> bool:
         """Whether any subscription takes events of `kind` ("platform", "function", "extension")."""
@@ -188,6 +197,9 @@ class Telemetry:
         self.subscriptions[extension] = subscription
         for kind in subscription.types:
             self._wanted[kind] += 1
+        for kind, event in self.early or ():
+            if kind in subscription.types:
+                subscription.add(event)
         subscription.task = asyncio.ensure_future(subscription.run(self.clock))
         self.emit(
             "platform.telemetrySubscription",
@@ -230,14 +242,22 @@ class Telemetry:
         """Queue one event (`event_type`: "platform.start", "function", "extension", ...) for the subscriptions
         that want its kind. Encoded once, whatever the number of subscribers."""
         kind = _kind(event_type)
-        if not self._wanted[kind]:
+        early = self.early
+        if not self._wanted[kind] and early is None:
             return
         if isinstance(record, str) and len(record) > MAX_RECORD:
             record = record[:MAX_RECORD]
         event = encode_event(self.clock(), event_type, record)
+        if early is not None and len(early) < EARLY_ITEMS and self._early_bytes + len(event) <= EARLY_BYTES:
+            early.append((kind, event))
+            self._early_bytes += len(event)
         for subscription in self.subscriptions.values():
             if kind in subscription.types:
                 subscription.add(event)
+
+    def end_init(self) -> None:
+        """Init is over: later subscriptions get events from their subscription on."""
+        self.early = None
 
     def _drop(self, extension: str) -> None:
         old = self.subscriptions.pop(extension, None)
