@@ -223,6 +223,7 @@ def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
         "ephemeral_storage": 512,
         "network": True,
         "bootstrap": [],
+        "extensions": [],
     }
     assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
 

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from gateway.contracts.environment import EnvironmentSpec, Mount
-from gateway.execution.spec import JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
+from gateway.execution.spec import API_CLIENT, JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
@@ -77,3 +77,27 @@ def test_json_logging_and_the_network_switch() -> None:
 def test_the_spec_survives_its_wire_form() -> None:
     spec = environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True)
     assert EnvironmentSpec.from_wire(spec.to_wire()) == spec
+
+
+def test_extensions_are_the_layers_extension_files_by_name_a_later_layer_winning(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    for layer, names in ((one, ("zeta", "alpha")), (two, ("alpha", "mid"))):
+        (layer / "extensions").mkdir(parents=True)
+        for name in names:
+            (layer / "extensions" / name).write_text("#!/bin/sh\n")
+    (one / "extensions" / "subdir").mkdir()  # not an extension
+    config = dataclasses.replace(CONFIG, layer_dirs=(one, two))
+    host = environment_spec(config, SETTINGS, "on-demand", jailed=False, interpreter="/usr/bin/python3.12")
+    assert host.extensions == [str(two / "extensions/alpha"), str(two / "extensions/mid"), str(one / "extensions/zeta")]
+    jailed = environment_spec(config, SETTINGS, "on-demand", jailed=True, interpreter="/usr/bin/python3.12")
+    assert jailed.extensions == ["/opt/extensions/alpha", "/opt/extensions/mid", "/opt/extensions/zeta"]
+    # A Python function with extensions runs through the proxy, with our Runtime API client on its Python.
+    assert jailed.bootstrap == ["/usr/bin/python3.12", API_CLIENT, *jailed.extra_paths]
+    assert Path(API_CLIENT).is_file()
+    # Without extensions or AWS_LAMBDA_EXEC_WRAPPER: the fast path.
+    assert environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True).bootstrap == []
+    wrapped = dataclasses.replace(CONFIG, environment={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper"})
+    assert environment_spec(wrapped, SETTINGS, "on-demand", jailed=True, interpreter="/py").bootstrap[:2] == [
+        "/py",
+        API_CLIENT,
+    ]

@@ -226,7 +226,8 @@ class Telemetry:
         types = request.get("types")
         if not isinstance(types, list) or not types or not all(isinstance(t, str) and t in TYPES for t in types):
             raise ValueError(f"types must be a non-empty subset of {sorted(TYPES)}")
-        buffering = request.get("buffering") or {}
+        buffering = request.get("buffering")
+        buffering = {} if buffering is None else buffering
         if not isinstance(buffering, dict):
             raise ValueError("buffering must be an object")
         values = {}
