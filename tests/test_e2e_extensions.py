@@ -295,3 +295,58 @@ def test_register_spam_and_a_slow_telemetry_listener_are_bounded(gateway: Runnin
         began = time.monotonic()
         resp, _ = invoke_json(lam, fname, {"n": n})
         assert "FunctionError" not in resp and time.monotonic() - began < 2
+
+
+WRAPPER = """#!/bin/sh
+export WRAPPED="$*"
+exec "$@"
+"""
+
+PYTHON_FUNCTION = r"""
+import json, logging, os, sys
+if os.environ.get("BREAK_INIT"):
+    import no_such_module_here
+
+def lambda_handler(event, context):
+    print("printed", event.get("n"))
+    logging.getLogger().warning("warned")
+    if event.get("fail"):
+        raise ValueError("it failed")
+    return {
+        "wrapped": os.environ.get("WRAPPED"),
+        "request_id": context.aws_request_id,
+        "remaining": context.get_remaining_time_in_millis(),
+        "arn": context.invoked_function_arn,
+        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
+        "cwd": os.getcwd(),
+        "path": sys.path,
+        "decimal": __import__("decimal").Decimal("1.5"),
+    }
+"""
+
+
+@as_root
+def test_a_python_function_with_an_exec_wrapper_runs_through_our_runtime_api_client(lam: Any, fname: str) -> None:
+    layer = make_zip({"wrapper": WRAPPER}, executable={"wrapper"})
+    arn = lam.publish_layer_version(LayerName=f"{fname}-w", Content={"ZipFile": layer})["LayerVersionArn"]
+    variables = {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper"}
+    create_function(lam, fname, PYTHON_FUNCTION, Runtime=RUNTIME, Layers=[arn], Environment={"Variables": variables})
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 1}', LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    assert "FunctionError" not in resp, body
+    assert body["wrapped"].split()[1].endswith("api_client.py")  # argv = [wrapper, python, client, ...]
+    assert body["request_id"] == resp["ResponseMetadata"]["RequestId"]
+    assert 0 < body["remaining"] <= 3000 and body["arn"].endswith(f":function:{fname}")
+    assert body["trace"].startswith("Root=1-") and body["cwd"] == "/var/task" and body["decimal"] == 1.5
+    assert body["path"][:3] == ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
+    assert not any(p.endswith("wt-extensions") or "runtimes" in p for p in body["path"])  # not the gateway's tree
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "printed 1" in log and "[WARNING]\t" in log and f"\t{body['request_id']}\twarned" in log
+    resp, error = invoke_json(lam, fname, {"fail": True})
+    assert resp["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "ValueError" and error["errorMessage"] == "it failed"
+    assert any("lambda_handler" in line for line in error["stackTrace"])
+    variables["BREAK_INIT"] = "1"
+    lam.update_function_configuration(FunctionName=fname, Environment={"Variables": variables})
+    resp, error = invoke_json(lam, fname, {})
+    assert resp["FunctionError"] == "Unhandled" and error["errorType"] == "Runtime.ImportModuleError"
