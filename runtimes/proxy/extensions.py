@@ -26,9 +26,14 @@ The phases, as on Lambda (the proxy's lifecycle drives them: runtimes/proxy/life
 - Shutdown: SHUTDOWN {"shutdownReason", "deadlineMs"} to those that registered for it; they have until the deadline
   to ask for their next event or exit, then everything is killed.
 
-Bounds (extensions are the function author's code, or a third party's): only the files of /opt/extensions may
-register, each once, and only during Init; one pending `next` each; event bodies are built here, never echoed from an
-extension. Concurrency model: callbacks of the proxy's event loop, one thread, no task of its own.
+Internal extensions (a library in the runtime's process registers one, under any name that is not a file of
+/opt/extensions) are accepted as on Lambda: once the external ones have registered and before the runtime asks for
+its first invocation, INVOKE only; Init then waits for their `next` too.
+
+Bounds (extensions are the function author's code, or a third party's): each name registers once, and only during
+Init; at most MAX_EXTENSIONS in all; one pending `next` each; request bodies of at most MAX_BODY; event bodies are
+built here, never echoed from an extension. Concurrency model: callbacks of the proxy's event loop, one thread, no
+task of its own.
 """
 
 from __future__ import annotations
@@ -118,12 +123,13 @@ class Extensions:
     exited, or failed: re-check whatever waits on them)."""
 
     def __init__(self, paths: Sequence[str], env: Mapping[str, str], tele: telemetry.Telemetry, writer: relay.Writer):
-        self.extensions = [Extension(p) for p in paths[:MAX_EXTENSIONS]]
+        self.extensions = [Extension(p) for p in paths[:MAX_EXTENSIONS]]  # external ones (a path), then internal
         self.env = env
         self.telemetry = tele
         self.writer = writer
         self.json_logs = env.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
-        self.registration_open = True
+        self.registration_open = True  # until every external extension has registered (then the runtime starts)
+        self.runtime_ready = False  # the runtime asked for its first invocation: no internal extension may register
         self.failure: Failure | None = None  # the first error an extension caused (Init error, or reset after Init)
         self.on_registered: Callable[[], None] = lambda: None
         self.on_change: Callable[[], None] = lambda: None
@@ -225,23 +231,18 @@ class Extensions:
     # -- routes ---------------------------------------------------------------------------------------------------
     def register(self, exchange: Exchange) -> None:
         name = exchange.request.headers.get(NAME_HEADER, "")
-        if not self.registration_open:
-            exchange.respond(
-                403, error_document("Extension.RegistrationClosed", "Registration is only open during Init")
-            )
-            return
-        ext = next((e for e in self.extensions if e.name == name and e.alive), None)
-        if ext is None:
-            message = f"Lambda-Extension-Name '{name[:256]}' is not the file name of an extension in /opt/extensions"
-            exchange.respond(403, error_document("Extension.InvalidExtensionName", message))
-            return
-        if ext.ext_id:
-            exchange.respond(403, error_document("Extension.AlreadyRegistered", f"Extension {name} already registered"))
-            return
         events = _events(exchange.body)
         if events is None:
             message = 'The body must be {"events": [...]}, with events among "INVOKE" and "SHUTDOWN"'
             exchange.respond(400, error_document("InvalidRequest", message))
+            return
+        ext = next((e for e in self.extensions if e.name == name), None)
+        if ext is None:  # not a file of /opt/extensions: an internal extension (the runtime's process registers it)
+            ext = self._internal(exchange, name, events)
+            if ext is None:
+                return
+        elif ext.ext_id or not ext.alive:
+            exchange.respond(403, error_document("Extension.AlreadyRegistered", f"Extension {name} already registered"))
             return
         ext.ext_id = str(uuid.uuid4())
         ext.events = events
@@ -252,8 +253,27 @@ class Extensions:
         }
         exchange.respond(200, json.dumps(answer).encode(), f"Lambda-Extension-Identifier: {ext.ext_id}\r\n")
         self.telemetry.emit("platform.extension", {"name": name, "state": "Ready", "events": sorted(events)})
-        if all(e.ext_id for e in self.extensions):
+        if all(e.ext_id for e in self.extensions if e.path):
             self._close_registration()
+
+    def _internal(self, exchange: Exchange, name: str, events: frozenset[str]) -> Extension | None:
+        """An internal extension, registered from the runtime's process during its Init (as on Lambda: before the
+        runtime asks for its first invocation, and not for SHUTDOWN); None after answering why not."""
+        if self.runtime_ready or self.registration_open or not name:
+            message = f"Extension '{name[:256]}' is neither in /opt/extensions nor registered during the runtime's Init"
+            exchange.respond(403, error_document("Extension.RegistrationClosed", message))
+            return None
+        if len(self.extensions) >= MAX_EXTENSIONS:
+            exchange.respond(403, error_document("Extension.TooManyExtensions", f"At most {MAX_EXTENSIONS} extensions"))
+            return None
+        if "SHUTDOWN" in events:
+            message = "Internal extensions cannot register for the SHUTDOWN event"
+            exchange.respond(403, error_document("ShutdownEventNotSupportedForInternalExtension", message))
+            return None
+        ext = Extension("")
+        ext.name = name[:256]
+        self.extensions.append(ext)
+        return ext
 
     def next(self, exchange: Exchange) -> None:
         ext = self._by_id(exchange)

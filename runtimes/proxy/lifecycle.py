@@ -114,6 +114,7 @@ class ExtensionLink(GatewayLink):
     def ready(self, init_ms: float, error_type: str | None = None, message: str = "", stack: bytes = b"") -> None:
         if self.ready_sent:
             return
+        self.extensions.runtime_ready = True
         if error_type is None and (not self.extensions.all_ready or self.extensions.failure is not None):
             self._held_ready = True  # sent by _check once the extensions are ready (or fail Init instead)
             self._check()
