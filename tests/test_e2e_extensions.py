@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -350,3 +352,62 @@ def test_a_python_function_with_an_exec_wrapper_runs_through_our_runtime_api_cli
     lam.update_function_configuration(FunctionName=fname, Environment={"Variables": variables})
     resp, error = invoke_json(lam, fname, {})
     assert resp["FunctionError"] == "Unhandled" and error["errorType"] == "Runtime.ImportModuleError"
+
+
+#: a third party's extension client from PyPI: an internal extension (registered from the function's own process) that
+#: exists to make Lambda send SIGTERM to the runtime at shutdown
+LAMBDA_SIGTERM = "lambda-sigterm==0.1.2"
+
+SIGTERM_FUNCTION = r"""
+import json, os, signal, time
+import lambda_sigterm
+
+def note(kind):
+    with open(os.environ["EXT_OUT"], "a") as f:
+        f.write(json.dumps({"kind": kind, "data": {}, "t": time.time(), "pid": os.getpid()}) + "\n")
+
+def on_term(signum, frame):
+    note("sigterm")
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, on_term)
+lambda_sigterm.register()
+
+def lambda_handler(event, context):
+    return {"ok": True}
+"""
+
+
+@pytest.fixture(scope="session")
+def lambda_sigterm_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | bytes]:
+    """lambda-sigterm and its dependency (urllib3), pip-installed for the function's code."""
+    target = tmp_path_factory.mktemp("lambda-sigterm")
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), LAMBDA_SIGTERM]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.skip(f"pip could not install {LAMBDA_SIGTERM}: {done.stderr[-1000:]}")
+    return {
+        str(path.relative_to(target)): path.read_bytes()
+        for path in target.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def test_a_third_party_internal_extension_gets_the_runtime_its_sigterm(
+    gateway_factory: GatewayFactory, tmp_path: Path, fname: str, lambda_sigterm_files: dict[str, str | bytes]
+) -> None:
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"})  # no jail: the processes write to a host file
+    lam = gw.client()
+    out = tmp_path / "seen.jsonl"
+    variables = {"EXT_OUT": str(out)}
+    layer = publish_extension(lam)
+    create_function(lam, fname, SIGTERM_FUNCTION, files=lambda_sigterm_files, Runtime=RUNTIME, Layers=[layer],
+                    Environment={"Variables": variables})  # fmt: skip
+    resp, body = invoke_json(lam, fname, {})
+    assert "FunctionError" not in resp and body == {"ok": True}, body
+    internal = {"name": "lambda-sigterm", "state": "Ready", "events": []}
+    assert _wait_for(
+        lambda: internal in [e["record"] for e in telemetry(_lines(out)) if e["type"] == "platform.extension"], 3
+    )
+    lam.update_function_configuration(FunctionName=fname, Environment={"Variables": {**variables, "NEXT": "1"}})
+    assert _wait_for(lambda: kinds(_lines(out), "sigterm"), 5)  # the shutdown phase: SIGTERM to the runtime
