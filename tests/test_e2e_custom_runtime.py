@@ -26,7 +26,7 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
 
 #: the runtime: what it does for an event is the event's key (echo by default); INIT_MODE=error|exit fails its Init
 RUNTIME = r"""#!/usr/bin/python3
-import http.client, json, os, re, socket, sys, time
+import base64, http.client, json, os, re, socket, sys, time
 
 HOST, PORT = os.environ["AWS_LAMBDA_RUNTIME_API"].rsplit(":", 1)
 BASE = "/2018-06-01/runtime"
@@ -103,6 +103,16 @@ while True:
     if "fail" in event:
         doc = {"errorType": event["fail"], "errorMessage": "it failed", "stackTrace": ["at handler"]}
         call("POST", f"/invocation/{rid}/error", json.dumps(doc), {"Lambda-Runtime-Function-Error-Type": event["fail"]})
+        continue
+    if "stream" in event:  # a streamed response (chunked, trailers): buffered by the proxy without a stream hook
+        trailer = b""
+        if event["stream"] == "fail":
+            doc = base64.b64encode(json.dumps({"errorType": "Stream.Broke", "errorMessage": "midway"}).encode())
+            trailer = b"Lambda-Runtime-Function-Error-Type: Stream.Broke\r\nLambda-Runtime-Function-Error-Body: " + doc
+            trailer += b"\r\n"
+        head = f"POST {BASE}/invocation/{rid}/response HTTP/1.1\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n"
+        head += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        later["stream"] = raw(head.encode() + b'3\r\n{"a\r\n4\r\n": 1\r\n1\r\n}\r\n0\r\n' + trailer + b"\r\n")
         continue
     if "big" in event:
         status, _, answer = call("POST", f"/invocation/{rid}/response", b"x" * event["big"])
@@ -249,6 +259,17 @@ def test_a_response_over_6_mb_fails_the_invocation_not_the_environment(lam: Any,
             "errorType": "RequestEntityTooLarge",
         },
     ]
+
+
+def test_a_streamed_response_without_a_stream_hook_is_buffered(lam: Any, fname: str) -> None:
+    create_custom(lam, fname)
+    resp, body = invoke_json(lam, fname, {"stream": "ok"})
+    assert "FunctionError" not in resp and body == {"a": 1}
+    resp, body = invoke_json(lam, fname, {"stream": "fail"})
+    assert resp["FunctionError"] == "Unhandled"
+    assert body == {"errorType": "Stream.Broke", "errorMessage": "midway"}
+    _, after = invoke_json(lam, fname, {"n": 1})
+    assert after["later"]["stream"] == ["HTTP/1.1 202 Accepted"]
 
 
 def test_a_hostile_runtime_hurts_only_itself(gateway: RunningGateway, lam: Any, fname: str) -> None:

@@ -1,6 +1,7 @@
 """Runtime API clients nobody here wrote, through the real gateway and proxy: AWS's Python runtime interface client
 (awslambdaric 4.2.2 from PyPI, run by the system's /usr/bin/python3) and AWS's Go library (aws-lambda-go, a function
-built by the test with `go build`). Both are fetched and built once per session into a temporary directory.
+built by the test with `go build`). Both are fetched and built once per session into a temporary directory
+(bench/runtime_builds.py, which the bench suite's `runtimes` scenario uses too).
 
 Without network access to PyPI or the Go module proxy, or without Go, these tests skip (with CI=true they fail:
 CI's machine has both; .ci/run installs Go where it is missing).
@@ -11,20 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import platform
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
-from tests.conftest import ROLE, invoke_json, make_zip
+from bench import runtime_builds
+from tests.conftest import ROLE, GatewayFactory, invoke_json, make_zip
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-AWSLAMBDARIC = "awslambdaric==4.2.2"
-AWS_LAMBDA_GO = "github.com/aws/aws-lambda-go v1.47.0"
 GO_SOURCE = """package main
 
 import (
@@ -67,80 +61,31 @@ def handler(event, context):
     return {"echo": event, "request_id": context.aws_request_id, "pid": os.getpid(),
             "remaining": context.get_remaining_time_in_millis()}
 """
-RIC_BOOTSTRAP = f"#!/bin/sh\nexec {SYSTEM_PYTHON} -m awslambdaric app.handler\n"
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def _go() -> str | None:
-    return shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if os.access(p, os.X_OK)), None
-    )
-
-
-def build_go_bootstrap(directory: Path) -> Path:
-    """A Go function's `bootstrap` built with aws-lambda-go (a static binary, no RPC: provided.* runtimes)."""
-    go = _go()
-    if go is None:
-        _unavailable("no Go toolchain")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "main.go").write_text(GO_SOURCE)
-    module, version = AWS_LAMBDA_GO.split()
-    (directory / "go.mod").write_text(f"module example.com/fn\n\ngo 1.18\n\nrequire {module} {version}\n")
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOOS": "linux"}
-    done = subprocess.run(
-        [str(go), "build", "-tags", "lambda.norpc", "-o", "bootstrap", "."],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        _unavailable(f"go build failed (no module proxy?): {done.stderr[-2000:]}")
-    return directory / "bootstrap"
-
-
-def install_awslambdaric(directory: Path) -> Path:
-    """awslambdaric and its dependencies as wheels for the system Python, in `directory` (the function's code)."""
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        _unavailable("no system /usr/bin/python3")
-    version = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(directory), "--only-binary=:all:",
-         "--python-version", version, "--implementation", "cp", "--platform", f"manylinux2014_{platform.machine()}",
-         AWSLAMBDARIC],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )  # fmt: skip
-    if done.returncode != 0:
-        _unavailable(f"pip could not install {AWSLAMBDARIC} for Python {version}: {done.stderr[-2000:]}")
-    return directory
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
 def go_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    binary = build_go_bootstrap(tmp_path_factory.mktemp("go-function"))
+    try:
+        binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-function"), GO_SOURCE)
+    except runtime_builds.Unavailable as exc:
+        _unavailable(str(exc))
     return make_zip({"bootstrap": binary.read_bytes()}, executable={"bootstrap"})
 
 
 @pytest.fixture(scope="session")
 def ric_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    root = install_awslambdaric(tmp_path_factory.mktemp("awslambdaric"))
-    files: dict[str, str | bytes] = {"bootstrap": RIC_BOOTSTRAP, "app.py": RIC_APP}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            files[str(path.relative_to(root))] = path.read_bytes()
+    try:
+        root = runtime_builds.awslambdaric_tree(tmp_path_factory.mktemp("awslambdaric"))
+    except runtime_builds.Unavailable as exc:
+        _unavailable(str(exc))
+    files = {**runtime_builds.tree_files(root), "bootstrap": runtime_builds.RIC_BOOTSTRAP, "app.py": RIC_APP}
     return make_zip(files, executable={"bootstrap"})
 
 
@@ -192,3 +137,14 @@ def test_awslambdaric(lam: Any, fname: str, ric_zip: bytes) -> None:
     assert resp["FunctionError"] == "Unhandled"
     assert error["errorType"] == "ValueError" and error["errorMessage"] == "bad value"
     assert any("raise ValueError" in line for line in error["stackTrace"])
+
+
+def test_aws_lambda_go_without_a_jail(gateway_factory: GatewayFactory, go_zip: bytes) -> None:
+    """Without a jail the runtime runs under the rlimits that stand in for cgroups (an address-space limit among
+    them): a Go runtime starts and answers all the same."""
+    lam = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"}).client()
+    _create(lam, "go-unjailed", go_zip)
+    resp = lam.invoke(FunctionName="go-unjailed", Payload=b'{"n": 1}', LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    assert "FunctionError" not in resp, (body, base64.b64decode(resp["LogResult"]).decode())
+    assert body["echo"] == {"n": 1}

@@ -101,3 +101,21 @@ def test_extensions_are_the_layers_extension_files_by_name_a_later_layer_winning
         "/py",
         API_CLIENT,
     ]
+
+
+def test_a_custom_runtime_runs_the_codes_bootstrap_else_a_layers(tmp_path: Path) -> None:
+    code, first, second = tmp_path / "code", tmp_path / "one", tmp_path / "two"
+    for d in (code, first, second):
+        d.mkdir()
+    config = dataclasses.replace(CONFIG, runtime="provided.al2023", code_dir=code, layer_dirs=(first, second))
+    assert environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True).bootstrap == []  # python: the fast path
+    # neither has one: the code's path, which the proxy reports as Lambda does (Runtime.InvalidEntrypoint)
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=True).bootstrap == ["/var/task/bootstrap"]
+    (first / "bootstrap").write_text("#!/bin/sh\n")
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=True).bootstrap == ["/opt/bootstrap"]
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=False).bootstrap == [str(first / "bootstrap")]
+    (second / "bootstrap").write_text("#!/bin/sh\n")  # the later layer's, as their merge at /opt shows
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=False).bootstrap == [str(second / "bootstrap")]
+    (code / "bootstrap").write_text("#!/bin/sh\n")
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=True).bootstrap == ["/var/task/bootstrap"]
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=False).bootstrap == [str(code / "bootstrap")]

@@ -6,6 +6,7 @@ read it).
 - warm.py    throughput, latency vs load, payload sizes, throttling
 - cold.py    cold start (fresh functions, a fresh interpreter, scale from zero) and a burst of first invokes
 - scale.py   many functions deployed (Zipf popularity) vs one, and the memory of idle environments
+- runtimes.py  each kind of runtime side by side (Python fast path, awslambdaric, Go, Node.js): cold start, warm /s
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from bench.scenarios.cold import scenario_burst, scenario_cold_start
 from bench.scenarios.common import Run
+from bench.scenarios.runtimes import scenario_runtimes
 from bench.scenarios.scale import scenario_functions, scenario_memory
 from bench.scenarios.warm import scenario_latency_vs_load, scenario_payloads, scenario_throttling, scenario_throughput
 
@@ -28,6 +30,7 @@ SCENARIOS = (
     "functions",
     "payloads",
     "memory",
+    "runtimes",
 )
 RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": scenario_throughput,
@@ -38,4 +41,5 @@ RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "functions": scenario_functions,
     "payloads": scenario_payloads,
     "memory": scenario_memory,
+    "runtimes": scenario_runtimes,
 }

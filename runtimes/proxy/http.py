@@ -34,8 +34,13 @@ MAX_TRAILERS = 16 * 1024
 MAX_BODY = 6 * 1024 * 1024 + 1024 * 1024
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+#: method, origin-form target, version: one space between
+_REQUEST_LINE = re.compile(rb"(" + _TCHAR + rb"+) (/[\x21-\x7e]*) (HTTP/1\.[01])\r\n")
+#: a header line, from its start: a token, a colon, the value (trailing whitespace stripped after), CRLF; no control
+#: character in the value but tab, no whitespace before the colon, no folding
+_FIELD_LINES = re.compile(rb"^(" + _TCHAR + rb"+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r$", re.MULTILINE)
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
 _DIGITS = re.compile(r"[0-9]{1,19}\Z")
 
@@ -99,25 +104,29 @@ def parse_fields(lines: list[bytes], what: str) -> dict[str, str]:
 
 
 def parse_head(head: bytes) -> Request:
-    """The request line and header fields (without the blank line that ends them)."""
-    lines = head.split(b"\r\n")
-    for line in lines:
-        if b"\n" in line or b"\r" in line:
-            raise HttpError(400, "bare CR or LF in the request head")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if not _TOKEN.match(method) or not _TARGET.match(target):
-        raise HttpError(400, "malformed request line")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if version.startswith(b"HTTP/") and len(version) == 8:
-            raise HttpError(505, "HTTP version not supported")
-        raise HttpError(400, "malformed request line")
-    headers = parse_fields(lines[1:], "header")
-    request = Request(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), headers)
-    encoding = headers.get("transfer-encoding")
-    length = headers.get("content-length")
+    """The request line and header fields, each line ending in CRLF (the blank line that ends them left out).
+    One regular expression for all the lines: the hot path (a runtime's `next` and `response`) parses in a few µs."""
+    line = _REQUEST_LINE.match(head)
+    if line is None:
+        raise _request_line_error(head)
+    method, target, version = line.groups()
+    lines = head.count(b"\r\n")
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        raise HttpError(400, "bare CR or LF in the request head")
+    # Each line must match from its start: a malformed one (whitespace before the colon, folded, a control
+    # character) matches nowhere, and the count of matches falls short of the count of lines.
+    pairs = _FIELD_LINES.findall(head, line.end())
+    if len(pairs) != lines - 1:
+        raise HttpError(400, "malformed header line")
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower().decode("ascii")
+        text = value.rstrip(b" \t").decode("latin-1")
+        old = fields.get(key)
+        fields[key] = text if old is None else f"{old}, {text}"
+    request = Request(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), fields)
+    encoding = fields.get("transfer-encoding")
+    length = fields.get("content-length")
     if encoding is not None:
         if length is not None:
             raise HttpError(400, "both Content-Length and Transfer-Encoding")
@@ -134,6 +143,14 @@ def parse_head(head: bytes) -> Request:
             raise HttpError(400, "malformed Content-Length")
         request.length = int(value)
     return request
+
+
+def _request_line_error(head: bytes) -> HttpError:
+    """Why a request line did not parse: an HTTP version other than 1.x (505), else malformed (400)."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) == 3 and parts[2].startswith(b"HTTP/") and len(parts[2]) == 8 and not parts[2].startswith(b"HTTP/1."):
+        return HttpError(505, "HTTP version not supported")
+    return HttpError(400, "malformed request line")
 
 
 class RequestParser:
@@ -188,7 +205,7 @@ class RequestParser:
             if len(buf) - pos > self.max_head:
                 raise HttpError(431, "request head too large")
             return None
-        request = parse_head(bytes(buf[pos:end]))
+        request = parse_head(bytes(buf[pos : end + 2]))
         self._pos = end + 4
         self._received = 0
         if request.chunked:

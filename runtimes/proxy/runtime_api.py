@@ -12,11 +12,18 @@ answer already given, a second `next`), 403 InvalidStateTransition; a body over 
 RequestEntityTooLarge to the runtime and Function.ResponseSizeTooLarge for the invocation. Nothing the runtime sends
 reaches the gateway but one reply per invocation, as bytes: a hostile runtime can only fail its own invocations.
 
+Streamed responses (`Lambda-Runtime-Function-Response-Mode: streaming`, a chunked body): `stream_sink`, when set,
+gets the body's pieces as they arrive (a hook for CHUNK frames, see `RuntimeApi.stream_sink`); unset, the body is
+buffered and becomes one RESULT, or an ERROR when its trailers carry Lambda-Runtime-Function-Error-Type (with the
+error document, base64, in Lambda-Runtime-Function-Error-Body), as Lambda reports a stream that failed midway.
+
 Concurrency: callbacks of the proxy's event loop (runtimes/proxy/main.py), one thread.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import random
 import time
@@ -24,9 +31,12 @@ from collections.abc import Callable
 
 from gateway.contracts.environment import Invoke, error_head, result_head
 from runtimes.proxy.link import GatewayLink
-from runtimes.proxy.server import Exchange, Router, error_document
+from runtimes.proxy.server import BodySink, Exchange, Router, error_document
 
 PREFIX = "/2018-06-01/runtime"
+ERROR_TYPE_HEADER = "lambda-runtime-function-error-type"
+ERROR_BODY_TRAILER = "lambda-runtime-function-error-body"
+RESPONSE_MODE_HEADER = "lambda-runtime-function-response-mode"
 #: Lambda's response limit (the figure its messages name)
 MAX_RESPONSE = 6291556
 #: how much of an error's type, message and stack the gateway is given (Lambda's limits are of this order)
@@ -71,6 +81,9 @@ class RuntimeApi:
         self.current: Invoke | None = None  # the invocation the runtime has and has not answered
         self.started = 0.0  # perf_counter() when `current` arrived
         self.on_init_error: Callable[[], None] = lambda: None  # Init failed and was reported: end the environment
+        #: streamed responses: called with the exchange and its invocation when a runtime starts one (the id checked);
+        #: the sink it returns takes the body as it arrives, and it answers the invocation itself (its `end`)
+        self.stream_sink: Callable[[Exchange, Invoke], BodySink | None] | None = None
 
     def add_routes(self, router: Router) -> None:
         router.add("GET", f"{PREFIX}/invocation/next", self.next, max_body=64 * 1024)
@@ -79,6 +92,7 @@ class RuntimeApi:
                 "POST",
                 f"{PREFIX}/invocation/{{}}/{kind}",
                 handler,
+                on_head=self._response_head if kind == "response" else None,
                 on_too_large=self.too_large,
                 max_body=MAX_RESPONSE,
             )
@@ -137,11 +151,25 @@ class RuntimeApi:
             return None
         return current
 
+    def _response_head(self, exchange: Exchange) -> BodySink | None:
+        """A response's head: a streamed one goes to `stream_sink` when there is one (else it is buffered)."""
+        hook, current = self.stream_sink, self.current
+        if hook is None or exchange.request.headers.get(RESPONSE_MODE_HEADER, "").lower() != "streaming":
+            return None
+        if current is None or exchange.param != current.request_id:
+            return None  # refused once complete, by `response`
+        return hook(exchange, current)
+
     def response(self, exchange: Exchange) -> None:
         current = self._check(exchange, "InvocationResponse")
         if current is None:
             return
-        self._reply_result(current, exchange.body)
+        error_type = exchange.trailers.get(ERROR_TYPE_HEADER)
+        if error_type:  # a streamed response that failed midway (buffered here: no stream_sink)
+            body = _trailer_document(exchange.trailers.get(ERROR_BODY_TRAILER, ""), error_type)
+            self._reply_error(current, error_type, body)
+        else:
+            self._reply_result(current, exchange.body)
         exchange.respond(202, _ACCEPTED)
 
     def error(self, exchange: Exchange) -> None:
@@ -149,7 +177,7 @@ class RuntimeApi:
         if current is None:
             return
         body = exchange.body
-        header = exchange.request.headers.get("lambda-runtime-function-error-type")
+        header = exchange.request.headers.get(ERROR_TYPE_HEADER)
         error_type = header or _field(body, "errorType") or "Runtime.Unknown"
         if not body:
             body = error_document(error_type[:MAX_ERROR_TYPE], "")
@@ -176,7 +204,7 @@ class RuntimeApi:
             self._refuse_transition(exchange, "Ready", "InitError")
             return
         body = exchange.body
-        header = exchange.request.headers.get("lambda-runtime-function-error-type")
+        header = exchange.request.headers.get(ERROR_TYPE_HEADER)
         error_type = (header or _field(body, "errorType") or "Runtime.Unknown")[:MAX_ERROR_TYPE]
         message = _field(body, "errorMessage") or ""
         stack = _stack(body)
@@ -204,6 +232,15 @@ class RuntimeApi:
             f"State transition from {state} to {target} failed for runtime. Error: State transition is not allowed"
         )
         exchange.respond(403, error_document("InvalidStateTransition", message))
+
+
+def _trailer_document(encoded: str, error_type: str) -> bytes:
+    """The error document a streamed response's trailer carries (base64), or one made of its type."""
+    try:
+        body = base64.b64decode(encoded, validate=True) if encoded else b""
+    except (binascii.Error, ValueError):
+        body = b""
+    return body if _document(body) is not None else error_document(error_type[:MAX_ERROR_TYPE], "")
 
 
 def _document(body: bytes) -> dict[str, object] | None:

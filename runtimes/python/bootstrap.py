@@ -12,6 +12,10 @@ own:
   PerExecutionEnvironmentMaxConcurrency). With `max_concurrency > 1` and a plain `def` handler, invocations run
   sequentially (Lambda requires async handlers for this) and the init log says so.
 
+A spec whose `bootstrap` is not empty makes a Runtime API environment instead: once sealed, the process becomes the
+proxy (runtimes/proxy/main.py: it serves the Runtime API and runs that command line as the runtime, under the same
+contract with the gateway); the steps after the seal above are then not run.
+
 The process ends with an `ExitCode` (gateway/contracts/zygote.py) unless the function's code ends it first.
 """
 

@@ -54,7 +54,7 @@ class Prepared:
                 cgroups.limit(self.cgroup_version, self.cgroup_fds, spec.memory_size)
             if self.uid is not None:
                 jail.seal(spec.mounts, spec.ephemeral_storage, spec.network, self.uid, self.zygote_pid)
-            limits = rlimits_for(spec.memory_size, spec.ephemeral_storage, self.uid is not None)
+            limits = rlimits_for(spec.memory_size, spec.ephemeral_storage, self.uid is not None, bool(spec.bootstrap))
             for limit, (soft, hard) in limits.items():
                 resource.setrlimit(limit, (soft, hard))
             if self.uid is None:
@@ -65,16 +65,20 @@ class Prepared:
             _failed(exc)
 
 
-def rlimits_for(memory_mb: int, tmp_mb: int, jailed: bool) -> dict[int, tuple[int, int]]:
+def rlimits_for(memory_mb: int, tmp_mb: int, jailed: bool, exec_runtime: bool = False) -> dict[int, tuple[int, int]]:
     """Limits set once the configuration is known. Always: the size of any one file written (EphemeralStorage; output
     goes down a pipe, which this does not limit). Without a jail, which has cgroups and a /tmp of that size, the limits
     that stand in for them (a weaker guarantee, see SECURITY.md): address space (MemoryError rather than an OOM kill;
     the headroom is for what a process maps but does not use: thread stacks, malloc arenas), and CPU time as a
     backstop for the processes a handler starts, which the gateway's timeout may not reach (the environment itself
-    extends its own limit on SIGXCPU)."""
+    extends its own limit on SIGXCPU). A runtime the environment executes (`exec_runtime`: Go, Node.js, ... through
+    the Runtime API proxy) reserves gigabytes of address space it never uses (Go's heap arenas, V8's pointer cage)
+    and cannot start under that limit: it gets the same figure as RLIMIT_DATA instead, which counts the writable
+    private memory it maps, not its inaccessible reservations."""
     limits = {resource.RLIMIT_FSIZE: (tmp_mb * 1024 * 1024,) * 2}
     if not jailed:
-        limits[resource.RLIMIT_AS] = ((memory_mb + AS_HEADROOM_MB) * 1024 * 1024,) * 2
+        memory = resource.RLIMIT_DATA if exec_runtime else resource.RLIMIT_AS
+        limits[memory] = ((memory_mb + AS_HEADROOM_MB) * 1024 * 1024,) * 2
         limits[resource.RLIMIT_CPU] = (CPU_BACKSTOP_SECONDS, resource.RLIM_INFINITY)
     return limits
 
