@@ -80,6 +80,8 @@ if MODE == "spam":
     bad = call("GET", "/2020-01-01/extension/event/next", None, {"Lambda-Extension-Identifier": "forged"})[0]
     note("spam", [again, bad])
 ID = {"Lambda-Extension-Identifier": ext_id}
+if MODE == "no-next":  # registered, and never says its Init is over
+    time.sleep(60)
 if MODE == "init-error":
     error_type = {"Lambda-Extension-Function-Error-Type": "Extension.BadConfig"}
     call("POST", "/2020-01-01/extension/init/error", b"{}", dict(ID, **error_type))
@@ -411,3 +413,14 @@ def test_a_third_party_internal_extension_gets_the_runtime_its_sigterm(
     )
     lam.update_function_configuration(FunctionName=fname, Environment={"Variables": {**variables, "NEXT": "1"}})
     assert _wait_for(lambda: kinds(_lines(out), "sigterm"), 5)  # the shutdown phase: SIGTERM to the runtime
+
+
+@as_root
+def test_an_extension_that_never_finishes_its_init_times_init_out(
+    gateway: RunningGateway, lam: Any, fname: str
+) -> None:
+    create(lam, fname, publish_extension(lam, "idle-ext"), EXT_MODE="no-next")
+    began = time.monotonic()
+    resp, body = invoke_json(lam, fname, {})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Sandbox.Timedout"
+    assert time.monotonic() - began < 15  # the gateway's Init timeout (10 s), not the extension, decides
