@@ -424,3 +424,21 @@ def test_an_extension_that_never_finishes_its_init_times_init_out(
     resp, body = invoke_json(lam, fname, {})
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Sandbox.Timedout"
     assert time.monotonic() - began < 15  # the gateway's Init timeout (10 s), not the extension, decides
+
+
+EXAMPLE = (
+    Path(__file__).resolve().parent.parent / "examples" / "telemetry-extension" / "extensions" / "telemetry-printer"
+)
+
+
+@as_root
+def test_the_example_extension_prints_reports_into_the_functions_log(lam: Any, fname: str) -> None:
+    content = make_zip(
+        {"extensions/telemetry-printer": EXAMPLE.read_bytes()}, executable={"extensions/telemetry-printer"}
+    )
+    arn = lam.publish_layer_version(LayerName=f"{fname}-tp", Content={"ZipFile": content})["LayerVersionArn"]
+    create_function(lam, fname, FUNCTION, Runtime=RUNTIME, Layers=[arn])
+    first = lam.invoke(FunctionName=fname, Payload=b"{}")["ResponseMetadata"]["RequestId"]
+    time.sleep(0.3)  # its report is delivered and printed while the environment is idle
+    log = base64.b64decode(lam.invoke(FunctionName=fname, Payload=b"{}", LogType="Tail")["LogResult"]).decode()
+    assert f"[telemetry-printer] report {first} status=success durationMs=" in log
