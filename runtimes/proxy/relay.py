@@ -146,7 +146,8 @@ class Relay:
             rest = rest[MAX_LINE:]
         self._partial = rest
         for line in lines:
-            self.on_line(line.decode("utf-8", "backslashreplace"))
+            for start in range(0, max(len(line), 1), MAX_LINE):  # an overlong line, in pieces of MAX_LINE
+                self.on_line(line[start : start + MAX_LINE].decode("utf-8", "backslashreplace"))
 
     def close(self) -> None:
         if self.closed:
