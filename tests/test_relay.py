@@ -9,17 +9,18 @@ import os
 from runtimes.proxy import relay
 
 
-def read_all(fd: int) -> bytes:
+async def read_exactly(fd: int, size: int) -> bytes:
+    """What the environment's output pipe receives, read as the gateway does: all the time."""
     os.set_blocking(fd, False)
     out = b""
-    while True:
+    for _ in range(1000):
         try:
-            data = os.read(fd, 1 << 20)
+            out += os.read(fd, 1 << 20)
         except BlockingIOError:
-            return out
-        if not data:
-            return out
-        out += data
+            await asyncio.sleep(0.005)
+        if len(out) >= size:
+            break
+    return out
 
 
 async def test_bytes_pass_on_and_lines_reach_the_callback() -> None:
@@ -33,16 +34,16 @@ async def test_bytes_pass_on_and_lines_reach_the_callback() -> None:
     data = b"o\n" + b"x" * (relay.MAX_LINE + 5) + b"\n\xff tail"
     assert await asyncio.to_thread(os.write, write_end, data) == len(data)  # more than a pipe holds: the relay reads
     os.close(write_end)
+    expected = b"one\ntwo\n" + b"x" * (relay.MAX_LINE + 5) + b"\n\xff tail"
+    assert await read_exactly(out_read, len(expected)) == expected
     for _ in range(100):
         await asyncio.sleep(0.01)
         if r.closed:
             break
-    writer.wait_empty(1.0)
     assert r.closed
     assert lines[:2] == ["one", "two"]
     assert lines[2] == "x" * relay.MAX_LINE and lines[3] == "xxxxx"
     assert lines[4] == "\\xff tail"  # the partial last line, at EOF
-    assert read_all(out_read) == b"one\ntwo\n" + b"x" * (relay.MAX_LINE + 5) + b"\n\xff tail"
     writer.close()
     os.close(out_read)
     os.close(out_write)
