@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the Python runtime's packages (boto3 ..., msgpack): what functions import besides the stdlib (gateway/runtime_packages.py)
+RUNTIME_PACKAGES := build/runtime-packages/.installed
 HOST ?= 127.0.0.1
 PORT ?= 9000
 DATA_DIR ?= ./.gateway-data
@@ -17,34 +19,37 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(RUNTIME_PACKAGES): $(STAMP) gateway/runtime_packages.py
+	$(BIN)/python -m gateway.runtime_packages
 
-run: $(STAMP)
+install: $(STAMP) $(RUNTIME_PACKAGES)
+
+run: install
 	$(BIN)/python -m gateway serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --deploy examples
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check gateway runtimes tests bench
 	$(BIN)/ruff format --check gateway runtimes tests bench
 
-typecheck: $(STAMP)
+typecheck: install
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: install
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/python bench/suite.py
 
-profile: $(STAMP)
+profile: install
 	$(BIN)/python bench/profile.py
 
-soak: $(STAMP)
+soak: install
 	$(BIN)/python bench/soak.py
 
-bench-concurrency: $(STAMP)
+bench-concurrency: install
 	$(BIN)/python bench/concurrency.py
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build/runtime-packages $(DATA_DIR) .mypy_cache .pytest_cache .ruff_cache

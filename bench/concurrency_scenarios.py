@@ -26,6 +26,7 @@ from bench.harness import (
     INIT_RE,
     INVOKE_PATH,
     ROLE,
+    RUNTIME,
     WRK_LUA,
     CpuMeter,
     RawClient,
@@ -136,7 +137,7 @@ class Api:
             "/2015-03-31/functions",
             {
                 "FunctionName": name,
-                "Runtime": "python3.12",
+                "Runtime": RUNTIME,
                 "Role": ROLE,
                 "Handler": "lambda_function.lambda_handler",
                 "Timeout": timeout,

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
@@ -54,6 +53,7 @@ from gateway.isolation.sandbox import Sandbox
 from gateway.isolation.uids import UidRange
 from gateway.observability.logstore import LogStore
 from gateway.observability.metrics import Metrics
+from gateway.pythons import own_python
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
@@ -95,21 +95,16 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 def _zygotes_for(settings: Settings, catalog: Catalog, sandbox: Sandbox) -> dict[str, Zygote]:
-    """One zygote per distinct interpreter, shared by the runtime ids that map to it."""
+    """One zygote per distinct interpreter, shared by the runtime ids that map to it. The gateway's own interpreter's
+    starts with the gateway; the others at their first fork (a Python no function uses costs nothing)."""
     zygotes: dict[str, Zygote] = {}
+    own = own_python().path
     for interpreter, runtimes in catalog.by_interpreter().items():
-        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox)
+        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox, lazy=interpreter != own)
         for runtime in runtimes:
             zygotes[runtime] = zygote
-        if interpreter == sys.executable:
-            log.info(
-                "runtimes %s run on this gateway's interpreter %s (Python %d.%d)",
-                ", ".join(runtimes),
-                interpreter,
-                *sys.version_info[:2],
-            )
-        else:
-            log.info("runtimes %s run on %s", ", ".join(runtimes), interpreter)
+        when = "" if zygote.wanted else " (started on demand)"
+        log.info("runtimes %s run on %s%s", ", ".join(runtimes), interpreter, when)
     return zygotes
 
 
@@ -228,11 +223,12 @@ async def _deploy(app: web.Application) -> AsyncIterator[None]:
 async def healthz(request: web.Request) -> web.Response:
     """200 once every runtime zygote is ready to fork, 503 before (and while one restarts)."""
     zygotes = request.app[ZYGOTES]
-    unique = set(zygotes.values())
+    unique = {z for z in zygotes.values() if z.wanted}  # a lazy zygote no fork has asked for yet is not starting
     status = {
         "status": "ok" if all(z.ready for z in unique) else "starting",
         "runtimes": {
-            rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid} for rt, z in sorted(zygotes.items())
+            rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid, "started": z.wanted}
+            for rt, z in sorted(zygotes.items())
         },
         "environments": request.app[POOLS].count(),
         "isolation": {

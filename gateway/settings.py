@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
-import sys
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,20 @@ def _machine_memory_mb() -> int:
 MIN_HEADER_BYTES = 4096
 MIN_HEADERS = 32
 
-PYTHON_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
+#: GATEWAY_RUNTIME_PYTHON3_12=/path: the Python that runs python3.12 (gateway/catalog.py finds one otherwise)
+_PYTHON_OVERRIDE = re.compile(r"GATEWAY_RUNTIME_PYTHON3_(\d+)")
+_TRUE = ("1", "true", "yes")
+
+
+def explicit_runtimes(environ: Mapping[str, str]) -> dict[str, str]:
+    """The interpreters the environment names for Python runtime ids: GATEWAY_RUNTIME_PYTHON3_X=/path -> python3.X.
+    Only these: what else runs where is found on the host (gateway/catalog.py)."""
+    out = {}
+    for key, value in environ.items():
+        match = _PYTHON_OVERRIDE.fullmatch(key)
+        if match and value.strip():
+            out[f"python3.{int(match.group(1))}"] = value.strip()
+    return out
 
 
 def _host_port(text: str) -> tuple[str, int] | None:
@@ -72,8 +85,12 @@ class Settings:
     max_header_bytes: int = 16384
     #: header fields one request may have (boto3 sends about 12)
     max_headers: int = 64
-    #: Lambda runtime id -> interpreter that runs it
+    #: Lambda runtime id -> the interpreter the operator named for it (GATEWAY_RUNTIME_PYTHON3_X); the others are
+    #: found on the host (gateway/catalog.py)
     runtimes: Mapping[str, str] = field(default_factory=dict)
+    #: a python3.X whose Python is not on the host runs on the nearest Python 3 found (GATEWAY_RUNTIME_FALLBACK=1);
+    #: its StateReason says so. Off: CreateFunction refuses it (400)
+    runtime_fallback: bool = False
     #: directories whose sub-directories are deployed as functions at start-up
     deploy_dirs: tuple[Path, ...] = ()
     log_level: str = "INFO"
@@ -138,11 +155,6 @@ class Settings:
                 return str(flag)
             return environ.get(env_name, default)
 
-        runtimes = {rt: sys.executable for rt in PYTHON_RUNTIMES}
-        for rt in PYTHON_RUNTIMES:
-            override = environ.get("GATEWAY_RUNTIME_" + rt.upper().replace(".", "_"))
-            if override:
-                runtimes[rt] = override
         deploy = getattr(args, "deploy", None) or [p for p in environ.get("GATEWAY_DEPLOY_DIRS", "").split(":") if p]
         account_concurrency = int(environ.get("GATEWAY_ACCOUNT_CONCURRENCY", cls.account_concurrency))
         settings = cls(
@@ -168,7 +180,8 @@ class Settings:
             max_header_bytes=int(environ.get("GATEWAY_MAX_HEADER_BYTES", cls.max_header_bytes)),
             max_headers=int(environ.get("GATEWAY_MAX_HEADERS", cls.max_headers)),
             memory_budget_mb=int(environ.get("GATEWAY_MEMORY_BUDGET_MB", _machine_memory_mb())),
-            runtimes=runtimes,
+            runtimes=explicit_runtimes(environ),
+            runtime_fallback=environ.get("GATEWAY_RUNTIME_FALLBACK", "").strip().lower() in _TRUE,
             deploy_dirs=tuple(Path(p) for p in deploy),
             log_level=environ.get("GATEWAY_LOG_LEVEL", cls.log_level).upper(),
             log_format=pick(getattr(args, "log_format", None), "GATEWAY_LOG_FORMAT", cls.log_format).lower(),

@@ -42,6 +42,9 @@ from gateway.store.registry import Registry
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
+#: the runtime of the gateway's own Python: tests where the version does not matter use it, so that the suite needs no
+#: other interpreter (tests/test_e2e_python_versions.py covers the others)
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def free_port() -> int:
@@ -247,7 +250,7 @@ def create_function(
     zip_files: dict[str, str | bytes] = {"lambda_function.py": source, **(files or {})}
     params: dict[str, Any] = {
         "FunctionName": name,
-        "Runtime": "python3.12",
+        "Runtime": RUNTIME,
         "Role": ROLE,
         "Handler": handler,
         "Code": {"ZipFile": make_zip(zip_files)},
@@ -353,7 +356,7 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 UNSTORED_CONFIG = FunctionConfig(
     name="f",
     arn=FUNCTION_ARN + "f",
-    runtime="python3.12",
+    runtime=RUNTIME,
     handler="a.b",
     role="r",
     code_sha256="0" * 64,
@@ -369,7 +372,7 @@ def function_config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionC
     """A `$LATEST` configuration of a function `name` whose (stored) package holds one file."""
     code = codestore.put(make_zip({"lambda_function.py": f"# {name}\n"}))
     return FunctionConfig(
-        name=name, arn=FUNCTION_ARN + name, runtime="python3.12", handler=HANDLER, role=ROLE,
+        name=name, arn=FUNCTION_ARN + name, runtime=RUNTIME, handler=HANDLER, role=ROLE,
         code_sha256=code.sha256_hex, code_size=code.size, code_dir=code.path,
         last_modified=now_last_modified(), revision_id=new_revision_id(), **kwargs,
     )  # fmt: skip
@@ -377,7 +380,7 @@ def function_config(codestore: CodeStore, name: str, **kwargs: Any) -> FunctionC
 
 def open_registry(data_dir: Path) -> Registry:
     """A registry (and code store) in `data_dir`, as the gateway opens them; close it at the end."""
-    settings = Settings(data_dir=data_dir, runtimes={"python3.12": sys.executable})
+    settings = Settings(data_dir=data_dir, runtimes={RUNTIME: sys.executable})
     return Registry(data_dir / "registry.sqlite3", CodeStore(data_dir / "code"), settings)
 
 
@@ -514,7 +517,7 @@ def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
         config = FunctionConfig(
             name="f",
             arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-            runtime="python3.12",
+            runtime=RUNTIME,
             handler="lambda_function.lambda_handler",
             role=ROLE,
             code_sha256="0" * 64,

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import HANDLER, ROLE, GatewayFactory, RunningGateway, create_function, invoke_json, make_zip
+from tests.conftest import (
+    HANDLER,
+    ROLE,
+    RUNTIME,
+    GatewayFactory,
+    RunningGateway,
+    create_function,
+    invoke_json,
+    make_zip,
+)
 
 SOURCE = "def lambda_handler(event, context):\n    return {'v': 1}\n"
 SOURCE_V2 = "def lambda_handler(event, context):\n    return {'v': 2}\n"
@@ -53,7 +62,7 @@ def _raw_create(gw: RunningGateway, body: bytes) -> tuple[int, dict[str, str], d
 def test_create_and_get(gateway: RunningGateway, lam: Any, fname: str) -> None:
     zip_bytes = make_zip({"lambda_function.py": SOURCE})
     created = lam.create_function(
-        FunctionName=fname, Runtime="python3.12", Role=ROLE, Handler=HANDLER, Code={"ZipFile": zip_bytes},
+        FunctionName=fname, Runtime=RUNTIME, Role=ROLE, Handler=HANDLER, Code={"ZipFile": zip_bytes},
         Description="first", Timeout=30, MemorySize=256, Environment={"Variables": {"GREETING": "hi"}},
     )  # fmt: skip
     assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
@@ -61,7 +70,7 @@ def test_create_and_get(gateway: RunningGateway, lam: Any, fname: str) -> None:
     assert created["FunctionArn"] == ARN_PREFIX + fname
     assert created["CodeSha256"] == base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
     assert created["CodeSize"] == len(zip_bytes)
-    assert (created["Runtime"], created["Handler"], created["Role"]) == ("python3.12", HANDLER, ROLE)
+    assert (created["Runtime"], created["Handler"], created["Role"]) == (RUNTIME, HANDLER, ROLE)
     assert (created["Timeout"], created["MemorySize"], created["Description"]) == (30, 256, "first")
     assert created["Environment"] == {"Variables": {"GREETING": "hi"}}
     assert created["Version"] == "$LATEST"
@@ -309,7 +318,7 @@ def test_create_validation(
 ) -> None:
     lam = gateway.client(parameter_validation=False)  # let the gateway judge, not boto3
     params: dict[str, Any] = {
-        "FunctionName": fname, "Runtime": "python3.12", "Role": ROLE, "Handler": HANDLER,
+        "FunctionName": fname, "Runtime": RUNTIME, "Role": ROLE, "Handler": HANDLER,
         "Code": {"ZipFile": make_zip({"lambda_function.py": SOURCE})},
     }  # fmt: skip
     params.update(overrides)
@@ -365,7 +374,7 @@ def test_create_raw_http_errors(
 ) -> None:
     if isinstance(body, dict):
         params: dict[str, Any] = {
-            "FunctionName": fname, "Runtime": "python3.12", "Role": ROLE, "Handler": HANDLER,
+            "FunctionName": fname, "Runtime": RUNTIME, "Role": ROLE, "Handler": HANDLER,
             "Code": {"ZipFile": base64.b64encode(make_zip({"lambda_function.py": SOURCE})).decode()},
         }  # fmt: skip
         params.update(body)
@@ -407,7 +416,7 @@ def test_unsafe_zip_is_refused_and_nothing_stored(
     before = _code_dirs(gateway)
     with pytest.raises(ClientError) as exc:
         lam.create_function(
-            FunctionName=fname, Runtime="python3.12", Role=ROLE, Handler=HANDLER, Code={"ZipFile": zip_bytes}
+            FunctionName=fname, Runtime=RUNTIME, Role=ROLE, Handler=HANDLER, Code={"ZipFile": zip_bytes}
         )
     assert _error(exc)[0::2] == ("InvalidParameterValueException", 400)
     assert _code_dirs(gateway) == before
@@ -425,9 +434,7 @@ def test_unsafe_zip_is_refused_and_nothing_stored(
 
 def test_invalid_zip_message(lam: Any, fname: str) -> None:
     with pytest.raises(ClientError) as exc:
-        lam.create_function(
-            FunctionName=fname, Runtime="python3.12", Role=ROLE, Handler=HANDLER, Code={"ZipFile": b"nope"}
-        )
+        lam.create_function(FunctionName=fname, Runtime=RUNTIME, Role=ROLE, Handler=HANDLER, Code={"ZipFile": b"nope"})
     assert _error(exc)[1] == "Could not unzip uploaded file. Please check your file, then try to upload again."
 
 
@@ -479,7 +486,7 @@ def test_functions_survive_restart(gateway_factory: GatewayFactory) -> None:
 def test_nested_members_are_validated(gateway: RunningGateway, fname: str, extra: dict[str, Any], code: str) -> None:
     body = {
         "FunctionName": fname,
-        "Runtime": "python3.12",
+        "Runtime": RUNTIME,
         "Role": ROLE,
         "Handler": "lambda_function.h",
         "Code": {"ZipFile": base64.b64encode(make_zip({"lambda_function.py": "def h(e, c): return 1\n"})).decode()},

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json, make_zip
+from tests.conftest import RUNTIME, GatewayFactory, RunningGateway, create_function, invoke_json, make_zip
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:layer"
-PY_VERSION_SITE = "python/lib/python3.12/site-packages"  # the runtime of `create_function`'s functions
+PY_VERSION_SITE = f"python/lib/{RUNTIME}/site-packages"  # the runtime of `create_function`'s functions
 
 
 @pytest.fixture

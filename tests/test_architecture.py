@@ -15,7 +15,15 @@ MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 #: the gateway's layers, bottom up: a module imports only from its own layer or those below (ARCHITECTURE.md)
 LAYERS = (
-    ("gateway.contracts", "gateway.errors", "gateway.hooks", "gateway.settings", "gateway.catalog"),
+    (
+        "gateway.contracts",
+        "gateway.errors",
+        "gateway.hooks",
+        "gateway.settings",
+        "gateway.catalog",
+        "gateway.pythons",
+        "gateway.runtime_packages",
+    ),
     ("gateway.isolation",),
     ("gateway.store",),
     ("gateway.execution",),

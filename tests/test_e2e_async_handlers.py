@@ -27,7 +27,7 @@ from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.execution.environment import Environment, EnvironmentDied, connect
 from gateway.execution.zygote import Zygote
 from gateway.isolation.sandbox import Sandbox
-from tests.conftest import ROLE, RunningGateway, create_function, invoke_json, make_zip
+from tests.conftest import ROLE, RUNTIME, RunningGateway, create_function, invoke_json, make_zip
 
 CAPACITY_ARN = "arn:aws:lambda:us-east-1:123456789012:capacity-provider:local"
 MANAGED = "LambdaManagedInstancesCapacityProviderConfig"
@@ -112,7 +112,7 @@ def test_without_the_member_nothing_is_echoed(lam: Any, fname: str) -> None:
 
 def _create_body(name: str, extra: dict[str, Any]) -> bytes:
     zipped = base64.b64encode(make_zip({"lambda_function.py": "def h(e, c): return 1\n"})).decode()
-    body = {"FunctionName": name, "Runtime": "python3.12", "Role": ROLE, "Handler": "lambda_function.h"}
+    body = {"FunctionName": name, "Runtime": RUNTIME, "Role": ROLE, "Handler": "lambda_function.h"}
     return json.dumps({**body, "Code": {"ZipFile": zipped}, **extra}).encode()
 
 
@@ -194,7 +194,7 @@ def test_arn_is_optional_over_raw_http(gateway: RunningGateway, fname: str) -> N
 async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
     (tmp_path / "envs").mkdir()
     sandbox = Sandbox.choose("auto")
-    z = Zygote(sys.executable, ["python3.12"], tmp_path / "envs", sandbox)
+    z = Zygote(sys.executable, [RUNTIME], tmp_path / "envs", sandbox)
     supervisor = asyncio.create_task(z.supervise())
     try:
         await z.wait_ready(30)

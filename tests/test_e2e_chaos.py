@@ -18,7 +18,7 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from tests.conftest import GatewayFactory, create_function, descendants, direct_children, gone, invoke_json
+from tests.conftest import RUNTIME, GatewayFactory, create_function, descendants, direct_children, gone, invoke_json
 
 WORK = """
 import os, random, time
@@ -53,7 +53,7 @@ def test_random_sigkills_under_load_lose_no_request_and_leave_nothing(gateway_fa
     create_function(lam, "work", WORK)
     invoke_json(lam, "work")
     assert gw.proc is not None
-    zygote = gw.health()["runtimes"]["python3.12"]["pid"]
+    zygote = gw.health()["runtimes"][RUNTIME]["pid"]
 
     answers: Counter[tuple[int, str | None, str | None]] = Counter()
     failures: list[BaseException] = []
@@ -81,7 +81,7 @@ def test_random_sigkills_under_load_lose_no_request_and_leave_nothing(gateway_fa
                 os.kill(zygote, signal.SIGKILL)  # once: every environment dies with it (PDEATHSIG)
                 zygote_killed = True
                 continue
-            current = gw.health().get("runtimes", {}).get("python3.12", {}).get("pid")
+            current = gw.health().get("runtimes", {}).get(RUNTIME, {}).get("pid")
             envs = sorted(direct_children(current)) if current else []
             if envs:
                 try:
@@ -111,7 +111,7 @@ def test_random_sigkills_under_load_lose_no_request_and_leave_nothing(gateway_fa
         time.sleep(0.1)
     health = gw.health()
     assert health["inflight"] == 0 and health["status"] == "ok", health
-    assert health["runtimes"]["python3.12"]["pid"] != zygote  # restarted
+    assert health["runtimes"][RUNTIME]["pid"] != zygote  # restarted
     resp, body = invoke_json(lam, "work")
     assert "FunctionError" not in resp and body["pid"] > 0
 

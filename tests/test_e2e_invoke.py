@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import RunningGateway, create_function, invoke_json
+from tests.conftest import RUNTIME, RunningGateway, create_function, invoke_json
 
 ECHO = """
 import os
@@ -234,7 +234,7 @@ def test_context_environment_and_limits(lam: Any, fname: str) -> None:
         "AWS_LAMBDA_FUNCTION_NAME": fname,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{RUNTIME}",
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "TZ": ":UTC",
     }.items():

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DAEMON, GatewayFactory, alive, create_function, gone, invoke_json
+from tests.conftest import DAEMON, RUNTIME, GatewayFactory, alive, create_function, gone, invoke_json
 from tests.test_e2e_lifecycle import DETACHED
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
@@ -150,7 +150,7 @@ def test_no_process_of_an_environment_outlives_a_gateway_sigkill(gateway_factory
     pids = _uid_pids(uid) | _uid_pids(who["uid"])
     assert len(pids) == 3
     assert gw.proc is not None
-    zygote = int(gw.health()["runtimes"]["python3.12"]["pid"])
+    zygote = int(gw.health()["runtimes"][RUNTIME]["pid"])
     gw.proc.send_signal(signal.SIGKILL)  # not its process group: the zygote, in a session of its own, lives on
     gw.proc.wait()
     # The daemon too, though it left its environment's session; by the zygote, at once (other gateways starting on

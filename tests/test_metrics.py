@@ -26,13 +26,14 @@ from gateway.observability.metrics import Histogram, Metrics
 from gateway.settings import Settings
 from gateway.store.names import FunctionRef
 from gateway.store.records import LATEST, FunctionConfig
+from tests.conftest import RUNTIME
 
 
 def config(name: str = "f", version: str = LATEST, max_concurrency: int = 1) -> FunctionConfig:
     return FunctionConfig(
         name=name,
         arn=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
-        runtime="python3.12",
+        runtime=RUNTIME,
         handler="lambda_function.lambda_handler",
         role="arn:aws:iam::123456789012:role/r",
         code_sha256="0" * 64,
@@ -183,10 +184,10 @@ def _ready(env: Environment, capacity: int = 1) -> Environment:
 
 async def test_collector_counts_environments_by_state_and_provisioned(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    settings = Settings(data_dir=tmp_path, runtimes={"python3.12": sys.executable})
-    zygote = Zygote(sys.executable, ["python3.12"], tmp_path / "envs", Sandbox(jail=False, cgroups=None))
+    settings = Settings(data_dir=tmp_path, runtimes={RUNTIME: sys.executable})
+    zygote = Zygote(sys.executable, [RUNTIME], tmp_path / "envs", Sandbox(jail=False, cgroups=None))
     zygote.restarts = 2
-    pools = PoolManager(settings, {"python3.12": zygote})
+    pools = PoolManager(settings, {RUNTIME: zygote})
     concurrency = Concurrency(1000, 100)
     concurrency.set_reserved("f", 50)
     Metrics(registry, pools, concurrency, [zygote, zygote], lambda: {"f": 50})

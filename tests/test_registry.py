@@ -27,7 +27,7 @@ from gateway.store.records import (
     now_last_modified,
 )
 from gateway.store.registry import Registry
-from tests.conftest import HANDLER, ROLE, make_zip
+from tests.conftest import HANDLER, ROLE, RUNTIME, make_zip
 from tests.conftest import function_config as _config
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
@@ -35,7 +35,7 @@ ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, runtimes={"python3.12": sys.executable})
+    return Settings(data_dir=tmp_path, runtimes={RUNTIME: sys.executable})
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ async def test_deployer_create_or_update(settings: Settings, codestore: CodeStor
     deployer = Deployer(settings, Catalog.discover(settings), registry, codestore, layer_store)
     zip_b64 = base64.b64encode(make_zip({"lambda_function.py": "X = 1\n"})).decode()
     body: dict[str, Any] = {
-        "FunctionName": "f", "Runtime": "python3.12", "Role": ROLE, "Handler": HANDLER,
+        "FunctionName": "f", "Runtime": RUNTIME, "Role": ROLE, "Handler": HANDLER,
         "Code": {"ZipFile": zip_b64},
     }  # fmt: skip
     assert await deployer.create_or_update(body) == "created"

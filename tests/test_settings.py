@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import PYTHON_RUNTIMES, Settings
+from gateway.settings import Settings
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -21,8 +20,8 @@ def test_defaults() -> None:
     s = Settings.from_args(_args(), {})
     assert (s.host, s.port, s.region, s.account_concurrency) == ("127.0.0.1", 9000, "us-east-1", 1000)
     assert s.data_dir == Path(".gateway-data").resolve()  # absolute: environments chdir elsewhere
-    assert set(s.runtimes) == set(PYTHON_RUNTIMES)
-    assert set(s.runtimes.values()) == {sys.executable}
+    assert s.runtimes == {}  # explicit mappings only: the catalog finds the rest on the host
+    assert s.runtime_fallback is False
 
 
 def test_flags_win_over_environment() -> None:
@@ -35,9 +34,10 @@ def test_flags_win_over_environment() -> None:
 
 
 def test_runtime_interpreter_override() -> None:
-    s = Settings.from_args(_args(), {"GATEWAY_RUNTIME_PYTHON3_9": "/opt/py39/bin/python"})
-    assert s.runtimes["python3.9"] == "/opt/py39/bin/python"
-    assert s.runtimes["python3.12"] == sys.executable
+    env = {"GATEWAY_RUNTIME_PYTHON3_9": "/opt/py39/bin/python", "GATEWAY_RUNTIME_PYTHON3_14": " /opt/py314 "}
+    s = Settings.from_args(_args(), {**env, "GATEWAY_RUNTIME_PYTHON3_13": "", "GATEWAY_RUNTIME_FALLBACK": "1"})
+    assert s.runtimes == {"python3.9": "/opt/py39/bin/python", "python3.14": "/opt/py314"}
+    assert s.runtime_fallback is True
 
 
 @pytest.mark.parametrize(

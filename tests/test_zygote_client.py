@@ -16,7 +16,7 @@ from gateway.contracts import environment as wire
 from gateway.contracts import zygote as control
 from gateway.execution.zygote import Zygote, ZygoteUnavailable, describe_wait_status
 from gateway.isolation.sandbox import Sandbox
-from tests.conftest import NO_PID, FakeZygote, sample_spec
+from tests.conftest import NO_PID, RUNTIME, FakeZygote, sample_spec
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ async def fake() -> AsyncIterator[FakeZygote]:
 
 @pytest.fixture
 async def client(fake: FakeZygote, tmp_path: Path) -> AsyncIterator[Zygote]:
-    z = Zygote(sys.executable, ["python3.12"], tmp_path / "envs", Sandbox(jail=False, cgroups=None))
+    z = Zygote(sys.executable, [RUNTIME], tmp_path / "envs", Sandbox(jail=False, cgroups=None))
     z.attach(fake.gateway_end)
     yield z
     await z.close()

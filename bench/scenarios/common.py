@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import loadgen
 from bench.baselines import BASELINES
-from bench.harness import HOST, INVOKE_PATH, ROLE, CpuMeter, Server, baseline_server, gateway_server, make_zip
+from bench.harness import HOST, INVOKE_PATH, ROLE, RUNTIME, CpuMeter, Server, baseline_server, gateway_server, make_zip
 
 NOOP = "def lambda_handler(event, context):\n    return event\n"
 SLEEPER = """import os, time
@@ -70,7 +70,7 @@ class Api:
             "/2015-03-31/functions",
             {
                 "FunctionName": name,
-                "Runtime": "python3.12",
+                "Runtime": RUNTIME,
                 "Role": ROLE,
                 "Handler": "lambda_function.lambda_handler",
                 "Code": {"ZipFile": zip_b64},

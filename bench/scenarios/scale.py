@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.harness import ROLE, RawClient, gateway_server, make_zip, summarize
+from bench.harness import ROLE, RUNTIME, RawClient, gateway_server, make_zip, summarize
 from bench.scenarios.common import NOOP, Api, Run, closed, invoke_bytes, measured
 
 
@@ -99,7 +99,7 @@ def scenario_memory(run: Run) -> dict[str, Any]:
         "/2015-03-31/functions",
         {
             "FunctionName": "memory-noop",
-            "Runtime": "python3.12",
+            "Runtime": RUNTIME,
             "Role": ROLE,
             "Handler": "lambda_function.lambda_handler",
             "Code": {"ZipFile": base64.b64encode(code).decode()},

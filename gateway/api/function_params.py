@@ -340,9 +340,12 @@ def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: C
     runtime = changes.fields.get("runtime")
     if runtime is not None:
         try:
-            runtimes.resolve(runtime)
+            choice = runtimes.resolve(runtime)
         except UnsupportedRuntime as exc:
             raise InvalidParameterValueException(str(exc)) from None
+        changes.fields["runtime_note"] = choice.note or ""  # a fallback (StateReason says so), or none any more
+        if choice.note:
+            log.warning("function %s: %s", body.get("FunctionName") or "(updated)", choice.note)
     layer_arns: tuple[str, ...] = changes.fields.get("layer_arns", ())
     if len(layer_arns) > MAX_LAYERS:
         raise InvalidParameterValueException(f"Cannot reference more than {MAX_LAYERS} layers.")

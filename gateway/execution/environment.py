@@ -85,6 +85,8 @@ class EnvironmentDied(Exception):
         self.at = time.perf_counter()
         #: the memory group's peak usage (bytes) when the kernel's OOM killer ended the environment, else None
         self.oom_peak = oom_peak
+        #: what it printed since it was last asked (set when it died in Init: that invocation's log shows it)
+        self.output = b""
 
 
 class InvocationTimeout(Exception):
@@ -334,6 +336,9 @@ class Environment(asyncio.Protocol):
         except TimeoutError:
             self.kill("init timed out")
             raise InvocationTimeout(f"Init timed out after {timeout:.2f} seconds") from None
+        except EnvironmentDied as exc:  # sys.exit() in the module, a crash: what Init printed goes with it
+            exc.output = self.last_output  # kept when it died, before its pipe was closed
+            raise
         self.init_ms, self.capacity = ready.init_ms, ready.capacity
         if ready.error_type is not None:
             self.init_error = {

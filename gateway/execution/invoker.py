@@ -193,6 +193,7 @@ class Invoker:
         except InvocationTimeout:
             return _failed(inv, SANDBOX_TIMEDOUT, INIT_TIMED_OUT)
         except EnvironmentDied as exc:
+            inv.output = exc.output  # it died in Init: what it printed there, then Lambda's line saying how it ended
             return await self._died(inv, exc)
         if cold:  # Init output and Init Duration belong to the invocation that caused the cold start
             inv.init_log, inv.init_ms = env.init_log, env.init_ms

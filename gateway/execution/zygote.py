@@ -35,12 +35,19 @@ from gateway.contracts.zygote import F_SETPIPE_SZ, OUTPUT_PIPE_SIZE
 from gateway.execution.environment import remove_later
 from gateway.hooks import Hook
 from gateway.isolation.sandbox import Sandbox
+from gateway.runtime_packages import PACKAGES_DIR, STAMP
 
 log = logging.getLogger("gateway.zygote")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: a zygote's first statement: its sys.path is the runtime's source and packages, then the standard library. With
+#: -I -S (no site-packages, no PYTHON* variables, no current directory) and -B (no bytecode written by root into the
+#: tree), a function imports what Lambda's runtime has, never what the gateway installed for itself.
+BOOT = "import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; from runtimes.python.zygote import main; main()"
 #: seconds a fork waits for a (re)starting zygote before the invocation fails with ServiceException
 READY_WAIT = 3.0
+#: seconds the first fork of a lazy zygote waits for it to start (imports, the isolation probes)
+FIRST_START_WAIT = 15.0
 
 
 class Forked(NamedTuple):
@@ -51,6 +58,11 @@ class Forked(NamedTuple):
     exit_status: asyncio.Future[int | None]
     env_dir: str
     output: int  # the read end of its output pipe, non-blocking
+
+
+def zygote_command(interpreter: str) -> list[str]:
+    """The command line that starts a zygote on `interpreter` (its arguments follow)."""
+    return [interpreter, "-I", "-S", "-B", "-c", BOOT, str(PROJECT_ROOT), str(PACKAGES_DIR)]
 
 
 def output_pipe() -> tuple[int, int]:
@@ -91,7 +103,9 @@ def describe_wait_status(status: int | None) -> str:
 class Zygote:
     """A supervised fork server for one interpreter."""
 
-    def __init__(self, interpreter: str, runtimes: list[str], envs_root: Path, sandbox: Sandbox) -> None:
+    def __init__(
+        self, interpreter: str, runtimes: list[str], envs_root: Path, sandbox: Sandbox, lazy: bool = False
+    ) -> None:
         self.interpreter = interpreter
         self.runtimes = runtimes
         self.envs_root = envs_root  # where the zygote makes each environment's directory
@@ -116,28 +130,40 @@ class Zygote:
         self._closing = False
         #: the zygote's spare, ready to become an environment
         self._spare: Forked | None = None
+        #: set once the zygote is to run: at once, or (`lazy`) at its first fork, so that a Python no function uses
+        #: costs no memory
+        self._wanted = asyncio.Event()
+        if not lazy:
+            self._wanted.set()
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the zygote runs (or is starting): not a lazy one before its first fork."""
+        return self._wanted.is_set()
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
     async def wait_ready(self, timeout: float) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        """Wait until the zygote is ready, starting a lazy one; its first start may take up to FIRST_START_WAIT."""
+        self._wanted.set()
+        await asyncio.wait_for(self._ready.wait(), timeout if self.pid is not None else max(timeout, FIRST_START_WAIT))
 
     async def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {
-            "PYTHONPATH": str(PROJECT_ROOT),
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
             "GATEWAY_PID": str(os.getpid()),
+            # a jail shows them at /var/runtime (runtimes/python/jail.py)
+            "GATEWAY_RUNTIME_PACKAGES": str(PACKAGES_DIR),
         }
+        if not (PACKAGES_DIR / STAMP).exists():
+            log.error("the runtime's packages are missing from %s: run `make install`", PACKAGES_DIR)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self.interpreter,
-                "-m",
-                "runtimes.python.zygote",
+                *zygote_command(self.interpreter),
                 "--control-fd",
                 str(theirs.fileno()),
                 "--envs-root",
@@ -315,9 +341,10 @@ class Zygote:
             return await self._fork(spec)
 
     async def _fork(self, spec: EnvironmentSpec) -> Forked:
+        self._wanted.set()
         if not self._ready.is_set() and not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), READY_WAIT)
+                await asyncio.wait_for(self._ready.wait(), READY_WAIT if self.pid is not None else FIRST_START_WAIT)
         if not self._ready.is_set() or self._sock is None:
             raise ZygoteUnavailable("the runtime zygote is not ready")
         started = time.perf_counter()
@@ -378,7 +405,9 @@ class Zygote:
                     loop.remove_writer(sock.fileno())
 
     async def supervise(self, max_backoff: float = 5.0) -> None:
-        """Start the zygote and keep it running until `close()`; restart with back-off when it dies."""
+        """Start the zygote (a lazy one: once wanted) and keep it running until `close()`; restart with back-off when
+        it dies."""
+        await self._wanted.wait()
         backoff = 0.1
         while not self._closing:
             started = time.monotonic()

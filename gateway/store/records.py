@@ -78,6 +78,9 @@ class FunctionConfig:
     max_concurrency: int = 1
     layers: tuple[LayerRef, ...] = ()  # in the function's order
     layer_dirs: tuple[Path, ...] = ()  # their extracted code, same order; derived, not stored
+    #: set when the runtime runs on another Python than its own (GATEWAY_RUNTIME_FALLBACK, gateway/catalog.py): shown as
+    #: StateReason (StateReasonCode InvalidRuntime: the closest of the model's codes) and LastUpdateStatusReason
+    runtime_note: str = ""
 
     @property
     def code_sha256_b64(self) -> str:
@@ -130,6 +133,9 @@ class FunctionConfig:
             wire["Environment"] = {"Variables": dict(self.environment)}
         if self.layers:
             wire["Layers"] = [layer.to_wire() for layer in self.layers]
+        if self.runtime_note:
+            wire.update(StateReason=self.runtime_note, StateReasonCode="InvalidRuntime")
+            wire["LastUpdateStatusReason"] = self.runtime_note
         wire.update(self.extra)
         return wire
 

@@ -7,6 +7,7 @@ Init failure is reported in READY (runtimes/python/bootstrap.py), after which th
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from gateway.contracts.environment import EnvironmentSpec
 from runtimes.python import replies
@@ -66,6 +67,24 @@ def load_handler(handler: str) -> Callable[[Any, Any], Any]:
     return func  # type: ignore[no-any-return]
 
 
+def exit_as_python_would(exc: SystemExit) -> NoReturn:
+    """End the process as an uncaught SystemExit ends Python: its code as the exit status (None: 0; any other object:
+    printed to stderr, 1), what was printed flushed first. The gateway then reports Runtime.ExitError, as Lambda does
+    when a function's module calls sys.exit() during Init ("Runtime exited with error: exit status N")."""
+    code = exc.code
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF
+    else:
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
 def initialize(spec: EnvironmentSpec, tmp_dir: str) -> Initialized:
     """Init proper: the process environment is `spec.env` (TMPDIR: `tmp_dir`), the working directory and first
     sys.path entries the code's, logging in the function's format; then the handler is imported."""
@@ -94,7 +113,9 @@ def initialize(spec: EnvironmentSpec, tmp_dir: str) -> Initialized:
         handler = load_handler(spec.handler)
     except InitError as exc:
         error = exc.body
-    except BaseException as exc:  # SystemExit and friends in module code
+    except SystemExit as exc:  # the module ended the process, as it would Lambda's: Runtime.ExitError, "exit status N"
+        exit_as_python_would(exc)
+    except BaseException as exc:  # KeyboardInterrupt and friends in module code
         error = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": []}
     if error is not None:
         error["errorMessage"] = error["errorMessage"][: replies.MAX_ERROR_MESSAGE]

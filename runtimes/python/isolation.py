@@ -85,16 +85,22 @@ def _probe_private_tmp() -> bool:
 
 
 def _jail_expose(data_dir: str) -> list[str]:
-    """What a jailed environment needs to see of the host besides the system: the interpreter (sys.base_prefix and
-    a virtual environment's sys.prefix, with their site-packages) and the runtime's own two packages (`runtimes`,
-    `gateway`: every module of theirs, new ones too), not the tree they live in; outermost directories only, and none
-    that holds the data directory or lies in it."""
-    import site
-
+    """What a jailed environment needs to see of the host besides the system: the interpreter (sys.base_prefix, and
+    sys.prefix: the same under -S); the runtime's own packages (`runtimes`, and of `gateway` only `contracts` and
+    `isolation`: every module of theirs, new ones too, not the tree they live in); its packages (jail.RUNTIME_DIRS:
+    msgpack, boto3 ..., at their host path too, where the zygote imported msgpack from). Outermost directories only,
+    and none that holds the data directory or lies in it. Not a virtual environment's site-packages: the runtime
+    runs without them."""
     import gateway
 
-    runtime = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(gateway.__file__))
-    candidates = (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix, *site.getsitepackages(), *runtime)
+    # of the gateway, only what the runtime imports (tests/test_architecture.py's RUNTIME_MAY_IMPORT): not its server
+    package = os.path.dirname(gateway.__file__)
+    runtime = (
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        os.path.join(package, "contracts"),
+        os.path.join(package, "isolation"),
+    )
+    candidates = (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix, *runtime, *jail.RUNTIME_DIRS)
     wanted = {os.path.realpath(p) for p in candidates if p and os.path.isdir(p)}
     data = os.path.realpath(data_dir)
 

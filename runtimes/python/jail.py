@@ -6,8 +6,10 @@ In a mount namespace of its own, an environment gets a new root (a small tmpfs) 
 - the interpreter and the runtime (`expose`: sys.base_prefix, sys.prefix, the runtime's packages), read-only;
 - /dev with the harmless devices and a /dev/shm, and a /proc that shows only its own processes (hidepid);
 - /tmp, a tmpfs of EphemeralStorage MB;
-- the runtime at /var/runtime (LAMBDA_RUNTIME_DIR), as on Lambda; its command line (/proc/self/cmdline) is Lambda's,
-  its initial environment (/proc/self/environ) empty: neither names the zygote's paths nor the gateway's pid;
+- the runtime at /var/runtime (LAMBDA_RUNTIME_DIR), as on Lambda: its source merged with its packages (boto3 ...,
+  gateway/runtime_packages.py), which sys.path names there once sealed; its command line (/proc/self/cmdline) is
+  Lambda's, its initial environment (/proc/self/environ) empty: neither names the zygote's paths nor the gateway's pid;
+- /opt, as on Lambda: empty and read-only, or the function's layers;
 - once its spec arrives: the function's code and layers, read-only, at the paths the gateway gave.
 
 Nothing else: not the gateway's data directory (the registry, the code of other functions, the logs), nor its
@@ -29,6 +31,7 @@ import os
 import signal
 import socket
 import struct
+import sys
 from collections.abc import Sequence
 
 from gateway.contracts.environment import Mount
@@ -67,6 +70,19 @@ RUNTIME = "/var/runtime"
 SANDBOX_HOST = "sandbox.localdomain"
 #: what /proc/self/cmdline says in a jail
 CMDLINE = b"/var/lang/bin/python3\0/var/runtime/bootstrap.py\0"
+#: where a jail shows the layers (an empty directory without any)
+LAYERS = "/opt"
+
+
+def _runtime_dirs() -> list[str]:
+    """What a jail merges at RUNTIME: the runtime's source (this directory), over its packages (named by the gateway
+    in GATEWAY_RUNTIME_PACKAGES, gateway/runtime_packages.py) when they exist."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    packages = os.environ.get("GATEWAY_RUNTIME_PACKAGES", "")
+    return [here, packages] if packages and os.path.isdir(packages) else [here]
+
+
+RUNTIME_DIRS = _runtime_dirs()
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -160,7 +176,12 @@ def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot:
         os.symlink(target if name == "fd" else "/proc/self/fd/" + target, root + "/dev/" + name)
     _mount("tmpfs", _mountpoint(root, "/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
     _mount("proc", _mountpoint(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
-    _bind(os.path.dirname(os.path.abspath(__file__)), _mountpoint(root, RUNTIME))
+    if len(RUNTIME_DIRS) == 1:
+        _bind(RUNTIME_DIRS[0], _mountpoint(root, RUNTIME))
+    else:  # one read-only view of both, as Lambda's /var/runtime holds its runtime and boto3
+        lower = ":".join(_escape(d) for d in RUNTIME_DIRS)
+        _mount("overlay", _mountpoint(root, RUNTIME), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=" + lower)
+    _mountpoint(root, LAYERS)  # always there, as on Lambda: read-only once sealed, unless layers are mounted on it
     os.mkdir(root + HOST, 0o700)
     os.chdir(root)
     _check(_libc.syscall(SYS_PIVOT_ROOT, b".", HOST[1:].encode()), "pivot_root")
@@ -257,6 +278,13 @@ def seal(mounts: Sequence[Mount], tmp_mb: int, network: bool, uid: int, zygote_p
     _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
     if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != zygote_pid:
         os._exit(ExitCode.FAILED)  # the zygote died meanwhile
+
+
+def runtime_on_path() -> None:
+    """In a jail: sys.path names the runtime's packages where Lambda's names them, RUNTIME (the same files, merged
+    there by `build()`), not by their host path. Before user code: nothing has imported from there yet."""
+    if len(RUNTIME_DIRS) > 1:
+        sys.path[:] = [RUNTIME if path == RUNTIME_DIRS[1] else path for path in sys.path]
 
 
 def under_tmp(path: str) -> bool:

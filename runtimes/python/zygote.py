@@ -1,10 +1,12 @@
 """The zygote: imports the runtime and the heavy stdlib once, then forks environments on request.
 
-Started by the gateway with exec (`python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON`,
-gateway/execution/zygote.py), never runs user code itself. It probes once what isolation the host allows
-(runtimes/python/isolation.py), then serves the control socket (runtimes/python/forkserver.py; the messages are
-gateway/contracts/zygote.py's). It dies with the gateway (PR_SET_PDEATHSIG: SIGTERM, upon which it first kills every
-process of its environments' uids and cgroups, so no daemon a function detached outlives a gateway's SIGKILL).
+Started by the gateway with exec (`python3.X -I -S -B -c BOOT ROOT PACKAGES --control-fd N --envs-root DIR --sandbox
+JSON`, gateway/execution/zygote.py: no site-packages, sys.path = the runtime's source and packages, then the standard
+library; functions see what Lambda's Python runtime has, not the gateway's packages), never runs user code itself.
+It probes once what isolation the host allows (runtimes/python/isolation.py), then serves the control socket
+(runtimes/python/forkserver.py; the messages are gateway/contracts/zygote.py's). It dies with the gateway
+(PR_SET_PDEATHSIG: SIGTERM, upon which it first kills every process of its environments' uids and cgroups, so no
+daemon a function detached outlives a gateway's SIGKILL).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from runtimes.python.forkserver import ForkServer, close_fds_except
 def main() -> None:
     args = sys.argv[1:]
     if len(args) != 6 or args[0] != "--control-fd" or args[2] != "--envs-root" or args[4] != "--sandbox":
-        sys.exit("usage: python -m runtimes.python.zygote --control-fd N --envs-root DIR --sandbox JSON")
+        sys.exit("usage: zygote --control-fd N --envs-root DIR --sandbox JSON")
     # SIGTERM, not SIGKILL: a gateway that dies without stopping us leaves us to kill what its environments left
     jail._libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     expected_parent = int(os.environ.get("GATEWAY_PID", "0"))
