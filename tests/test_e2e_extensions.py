@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from gateway.runtime_packages import PACKAGES_DIR
 from tests.conftest import GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -325,6 +326,7 @@ def lambda_handler(event, context):
         "cwd": os.getcwd(),
         "path": sys.path,
         "decimal": __import__("decimal").Decimal("1.5"),
+        "boto3": __import__("boto3").__version__,
     }
 """
 
@@ -338,12 +340,14 @@ def test_a_python_function_with_an_exec_wrapper_runs_through_our_runtime_api_cli
     resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 1}', LogType="Tail")
     body = json.loads(resp["Payload"].read())
     assert "FunctionError" not in resp, body
-    assert body["wrapped"].split()[1].endswith("api_client.py")  # argv = [wrapper, python, client, ...]
+    assert body["wrapped"].split()[4].endswith("api_client.py")  # argv = [wrapper, python, -I, -S, -B, client, ...]
     assert body["request_id"] == resp["ResponseMetadata"]["RequestId"]
     assert 0 < body["remaining"] <= 3000 and body["arn"].endswith(f":function:{fname}")
     assert body["trace"].startswith("Root=1-") and body["cwd"] == "/var/task" and body["decimal"] == 1.5
     assert body["path"][:3] == ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
     assert not any(p.endswith("wt-extensions") or "runtimes" in p for p in body["path"])  # not the gateway's tree
+    assert str(PACKAGES_DIR) in body["path"] and body["boto3"]  # the runtime's packages, as Lambda's Python has
+    assert not any("site-packages" in p and not p.startswith("/opt") for p in body["path"])  # not the venv's
     log = base64.b64decode(resp["LogResult"]).decode()
     assert "printed 1" in log and "[WARNING]\t" in log and f"\t{body['request_id']}\twarned" in log
     resp, error = invoke_json(lam, fname, {"fail": True})

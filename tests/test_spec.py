@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.execution.spec import API_CLIENT, JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
+from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
@@ -92,15 +93,21 @@ def test_extensions_are_the_layers_extension_files_by_name_a_later_layer_winning
     jailed = environment_spec(config, SETTINGS, "on-demand", jailed=True, interpreter="/usr/bin/python3.12")
     assert jailed.extensions == ["/opt/extensions/alpha", "/opt/extensions/mid", "/opt/extensions/zeta"]
     # A Python function with extensions runs through the proxy, with our Runtime API client on its Python.
-    assert jailed.bootstrap == ["/usr/bin/python3.12", API_CLIENT, *jailed.extra_paths]
+    assert jailed.bootstrap == [
+        "/usr/bin/python3.12",
+        "-I",
+        "-S",
+        "-B",
+        API_CLIENT,
+        str(PACKAGES_DIR),
+        *jailed.extra_paths,
+    ]
     assert Path(API_CLIENT).is_file()
     # Without extensions or AWS_LAMBDA_EXEC_WRAPPER: the fast path.
     assert environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True).bootstrap == []
     wrapped = dataclasses.replace(CONFIG, environment={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper"})
-    assert environment_spec(wrapped, SETTINGS, "on-demand", jailed=True, interpreter="/py").bootstrap[:2] == [
-        "/py",
-        API_CLIENT,
-    ]
+    bootstrap = environment_spec(wrapped, SETTINGS, "on-demand", jailed=False, interpreter="/py").bootstrap
+    assert bootstrap[0] == "/py" and bootstrap[4:6] == [API_CLIENT, str(PACKAGES_DIR)]
 
 
 def test_a_custom_runtime_runs_the_codes_bootstrap_else_a_layers(tmp_path: Path) -> None:

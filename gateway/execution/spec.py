@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.isolation.network import NETWORK_VARIABLE
+from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
@@ -83,9 +84,11 @@ def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
 
 def python_bootstrap(interpreter: str, extra_paths: list[str]) -> list[str]:
     """A Python function's runtime when it needs the Runtime API (extensions, or AWS_LAMBDA_EXEC_WRAPPER): our
-    Runtime API client (runtimes/python/api_client.py) on the function's Python, the layers' sys.path entries as its
-    arguments. Its path is the host's, which a jail shows at the same place."""
-    return [interpreter, API_CLIENT, *extra_paths]
+    Runtime API client (runtimes/python/api_client.py) on the function's Python, run as a zygote is (-I -S -B: no
+    site-packages, no PYTHON* variables, no bytecode written), then the runtime's packages (boto3 ...) and the
+    layers' sys.path entries as its arguments. Both paths are the host's, which a jail shows at the same place; not
+    /var/runtime, where the runtime's own modules would shadow the standard library's (its concurrent.py)."""
+    return [interpreter, "-I", "-S", "-B", API_CLIENT, str(PACKAGES_DIR), *extra_paths]
 
 
 def custom_bootstrap(config: FunctionConfig, task_root: str, jailed: bool) -> list[str]:

@@ -1,7 +1,7 @@
 """A Runtime API client for Python functions: the runtime of a `python3.X` function that needs the Runtime API (it has
 external extensions, or sets AWS_LAMBDA_EXEC_WRAPPER), run by the proxy (runtimes/proxy) as awslambdaric would be.
 
-    python3.X <this file> [layer sys.path entries...]
+    python3.X -I -S -B <this file> <the runtime's packages> [layer sys.path entries...]
 
 The same handler model as the fast path, from the same code: Init (runtimes/python/init.py: the environment, the
 working directory, sys.path, logging, the handler's import, Lambda's Init error types), then for each invocation
@@ -106,12 +106,14 @@ def _spec_from_environment(extra_paths: list[str]) -> Any:
 
 
 def main(argv: list[str]) -> None:
+    packages, extra_paths = argv[1], argv[2:]
+    sys.path.insert(0, packages)  # boto3 ... (and msgpack, for the contracts module), after the code and layers
     context, init, replies = _import_runtime()
     from gateway.contracts.environment import ERROR
 
     client = Client(os.environ["AWS_LAMBDA_RUNTIME_API"])
     _unbuffered()
-    spec = _spec_from_environment(argv[1:])
+    spec = _spec_from_environment(extra_paths)
     initialized = init.initialize(spec, os.environ.get("TMPDIR", "/tmp"))
     if initialized.handler is None:
         error = initialized.error
