@@ -446,3 +446,27 @@ def test_the_example_extension_prints_reports_into_the_functions_log(lam: Any, f
     time.sleep(0.3)  # its report is delivered and printed while the environment is idle
     log = base64.b64decode(lam.invoke(FunctionName=fname, Payload=b"{}", LogType="Tail")["LogResult"]).decode()
     assert f"[telemetry-printer] report {first} status=success durationMs=" in log
+
+
+@as_root
+def test_a_custom_runtime_with_an_extension(lam: Any, fname: str) -> None:
+    from tests.test_e2e_custom_runtime import RUNTIME as CUSTOM_RUNTIME
+
+    lam.create_function(
+        FunctionName=fname,
+        Runtime="provided.al2023",
+        Role="arn:aws:iam::123456789012:role/lambda-role",
+        Handler="function.handler",
+        Code={"ZipFile": make_zip({"bootstrap": CUSTOM_RUNTIME}, executable={"bootstrap"})},
+        Layers=[publish_extension(lam, "custom-ext")],
+    )
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 1}', LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert "FunctionError" not in resp and body["echo"] == {"n": 1}
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert 'event: {"n": 1}' in log and "[custom-ext] ready" in log
+    time.sleep(0.2)  # the runtime answered at once; what the extension prints after goes to the next log
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 2}', LogType="Tail")
+    assert "FunctionError" not in resp and json.loads(resp["Payload"].read())["echo"] == {"n": 2}
+    assert f"[custom-ext] INVOKE {rid}" in base64.b64decode(resp["LogResult"]).decode()
