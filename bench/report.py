@@ -44,6 +44,7 @@ SCENARIO_ORDER = (
     "functions",
     "payloads",
     "memory",
+    "runtimes",
 )
 
 

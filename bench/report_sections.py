@@ -378,6 +378,42 @@ def _memory(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     return ["### Memory", "", intro, "", *md_table(header, rows)]
 
 
+RUNTIME_LABELS = {
+    "python": "Python, fast path (python3.12)",
+    "python_awslambdaric": "Python, awslambdaric 4.2.2 (provided.al2023, Runtime API)",
+    "go": "Go, aws-lambda-go bootstrap (provided.al2023, Runtime API)",
+    "nodejs": "Node.js (Runtime API)",
+}
+
+
+def _runtimes(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
+    rows, skipped = [], []
+    for kind, figures in as_dict(s.get("kinds")).items():
+        label = RUNTIME_LABELS.get(kind, kind)
+        figures = as_dict(figures)
+        if "skipped" in figures:
+            skipped.append(f"{label}: not measured ({as_str(figures['skipped'])[:120]}).")
+            continue
+        cold, warm = as_dict(figures.get("cold_start")), as_dict(figures.get("warm"))
+        rows.append(
+            [
+                label,
+                fmt_ms(get_in(cold, "client_ms", "p50")),
+                fmt_ms(get_in(cold, "init_duration_ms", "p50")),
+                fmt_rps(warm.get("throughput_rps")),
+                lat_ms(warm, "p50"),
+                lat_ms(warm, "p99"),
+            ]
+        )
+    header = "runtime|cold start p50 ms|Init Duration p50 ms|warm invokes/s|warm p50 ms|warm p99 ms"
+    conns = fmt_int(get_in(s, "kinds", "python", "warm", "connections"))
+    intro = (
+        f"The no-op function on each kind of runtime: the first invoke of {fmt_int(s.get('cold_n'))} fresh functions "
+        f"each, then a closed loop of {conns} connections on warm environments."
+    )
+    return ["### Runtimes side by side", "", intro, "", *md_table(header, rows), *(["", *skipped] if skipped else [])]
+
+
 SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = {
     "throughput": _throughput,
     "latency_vs_load": _latency_vs_load,
@@ -387,4 +423,5 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = 
     "functions": _functions,
     "payloads": _payloads,
     "memory": _memory,
+    "runtimes": _runtimes,
 }

@@ -31,8 +31,8 @@ func main() {
 	lambda.Start(func(ctx context.Context, event map[string]any) (map[string]any, error) { return event, nil })
 }
 """
-#: awslambdaric runs `app.handler` from the function's code, with the system's Python
-RIC_BOOTSTRAP = f"#!/bin/sh\nexec {SYSTEM_PYTHON} -m awslambdaric app.handler\n"
+#: awslambdaric runs the function's Handler (`_HANDLER`, e.g. app.handler) from its code, with the system's Python
+RIC_BOOTSTRAP = f'#!/bin/sh\nexec {SYSTEM_PYTHON} -m awslambdaric "$_HANDLER"\n'
 RIC_ECHO = "def handler(event, context):\n    return event\n"
 
 

@@ -260,3 +260,21 @@ def test_plots_cli(tmp_path: Path) -> None:
     assert plots.main([str(SAMPLE), "--out-dir", str(tmp_path / "cli")]) == 0
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(PLOT_NAMES)
     assert plots.main([str(tmp_path / "missing.json"), "--out-dir", str(tmp_path / "cli2")]) == 2
+
+
+def test_the_runtimes_scenario_is_tabulated_side_by_side() -> None:
+    from bench.report_sections import SECTIONS
+
+    warm = {"connections": 8, "throughput_rps": 1500.4, "latency_ms": {"p50": 4.2, "p99": 12.0}}
+    cold = {"client_ms": {"p50": 9.1}, "init_duration_ms": {"p50": 5.0}}
+    scenario = {
+        "cold_n": 10,
+        "kinds": {"python": {"cold_start": cold, "warm": warm}, "go": {"cold_start": cold, "warm": warm},
+                  "nodejs": {"skipped": "no Node.js"}},
+    }  # fmt: skip
+    lines = SECTIONS["runtimes"]({}, scenario)
+    assert lines[0] == "### Runtimes side by side"
+    rows = [line for line in lines if line.startswith("| Python") or line.startswith("| Go")]
+    assert rows[0] == "| Python, fast path (python3.12) | 9.10 | 5.00 | 1,500 | 4.20 | 12.0 |"
+    assert rows[1].startswith("| Go, aws-lambda-go bootstrap")
+    assert lines[-1] == "Node.js (Runtime API): not measured (no Node.js)."

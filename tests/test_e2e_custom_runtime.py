@@ -13,12 +13,13 @@ import base64
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROLE, GatewayFactory, RunningGateway, create_function, invoke_json, make_zip
+from tests.conftest import ROLE, GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs the system's /usr/bin/python3")
@@ -180,12 +181,12 @@ def test_results_headers_warm_reuse_and_logs(lam: Any, fname: str) -> None:
     assert again["pid"] == body["pid"]  # the same environment, warm
     log2 = base64.b64decode(second["LogResult"]).decode()
     assert "Init Duration" not in log2 and 'event: {"n": 2}' in log2 and '"n": 1' not in log2
-    assert json.loads(again["headers"]["lambda-runtime-client-context"]) == {"custom": {"k": "v\nw"}}
+    assert json.loads(again["headers"]["lambda-runtime-client-context"]) == {"custom": {"k": "v\nw", "name": "Zoë"}}
 
 
 def _client_context() -> str:
     # JSON whose whitespace breaks lines: the header must still be one line (no header injection into the runtime)
-    return base64.b64encode(b'{\r\n"custom": {"k": "v\\nw"}\r\n}').decode()
+    return base64.b64encode('{\r\n"custom": {"k": "v\\nw", "name": "Zoë"}\r\n}'.encode()).decode()
 
 
 def test_function_error_is_unhandled_with_the_runtimes_type(lam: Any, fname: str) -> None:
@@ -359,3 +360,37 @@ def test_without_a_jail_the_runtime_api_is_on_a_free_port(gateway_factory: Gatew
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "X"
     resp, body = invoke_json(lam, "unjailed", {"exit": 2})
     assert body["errorType"] == "Runtime.ExitError"
+
+
+def test_concurrent_invocations_get_environments_of_their_own(lam: Any, fname: str) -> None:
+    create_custom(lam, fname)
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda i: invoke_json(lam, fname, {"n": i, "sleep": 0.3}), range(5)))
+    assert all("FunctionError" not in resp for resp, _ in answers)
+    assert sorted(body["echo"]["n"] for _, body in answers) == list(range(5))
+    assert len({body["pid"] for _, body in answers}) == 5
+
+
+def test_provisioned_environments_of_a_custom_runtime_are_ready_before_the_first_invoke(lam: Any, fname: str) -> None:
+    create_custom(lam, fname)
+    version = lam.publish_version(FunctionName=fname)["Version"]
+    lam.put_provisioned_concurrency_config(FunctionName=fname, Qualifier=version, ProvisionedConcurrentExecutions=1)
+    deadline = time.monotonic() + 30
+    while lam.get_provisioned_concurrency_config(FunctionName=fname, Qualifier=version)["Status"] != "READY":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    resp = lam.invoke(FunctionName=fname, Qualifier=version, Payload=b'{"n": 1}', LogType="Tail")
+    assert json.loads(resp["Payload"].read())["echo"] == {"n": 1}
+    assert "Init Duration" not in base64.b64decode(resp["LogResult"]).decode()  # Init ran ahead of the invoke
+
+
+def test_the_runtime_does_not_outlive_its_environment(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    lam = gw.client()
+    create_custom(lam, "leaks", Timeout=1)
+    _, first = invoke_json(lam, "leaks", {"n": 1})
+    invoke_json(lam, "leaks", {"sleep": 5})  # timed out: the environment (proxy and runtime) is killed
+    assert gone({first["pid"]})
+    _, second = invoke_json(lam, "leaks", {"n": 2})
+    assert gw.stop() == 0
+    assert gone({second["pid"]})

@@ -104,9 +104,11 @@ def test_examples_are_deployed(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(args=("--deploy", examples), relative=True, env={"GATEWAY_RUNTIME_FALLBACK": "1"})
     lam: Any = gw.client()
     names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
-    assert {"hello", "echo"} <= names
+    assert {"hello", "echo", "custom-runtime"} <= names
     _, body = invoke_json(lam, "hello", {"name": "Ada"})
     assert body["message"] == "Hello, Ada!"
+    _, body = invoke_json(lam, "custom-runtime", {"name": "Ada"})
+    assert body["message"] == "Hello from a custom runtime, Ada!"
     before = lam.get_function_configuration(FunctionName="hello")["RevisionId"]
     gw.restart()
     assert gw.client().get_function_configuration(FunctionName="hello")["RevisionId"] == before  # idempotent

@@ -137,6 +137,10 @@ def test_awslambdaric(lam: Any, fname: str, ric_zip: bytes) -> None:
     assert resp["FunctionError"] == "Unhandled"
     assert error["errorType"] == "ValueError" and error["errorMessage"] == "bad value"
     assert any("raise ValueError" in line for line in error["stackTrace"])
+    lam.update_function_configuration(FunctionName=fname, Handler="app.missing")
+    resp, error = invoke_json(lam, fname, {})
+    assert resp["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Runtime.HandlerNotFound"  # awslambdaric's init/error, passed on
 
 
 def test_aws_lambda_go_without_a_jail(gateway_factory: GatewayFactory, go_zip: bytes) -> None:

@@ -203,6 +203,7 @@ def served() -> Iterator[dict[str, Any]]:
 
     router.add("POST", "/echo/{}/x", echo, max_body=100, on_too_large=too_large)
     router.add("GET", "/wait", wait)
+    router.add("GET", "/boom", lambda ex: 1 / 0)  # type: ignore[func-returns-value]
     router.add("POST", "/stream", lambda ex: ex.respond(202), on_head=stream_head)
     state["router"] = router
     yield state
@@ -301,3 +302,11 @@ async def test_malformed_request_is_answered_400_and_closed(served: dict[str, An
         out = await _in_thread(port, b"\x16\x03\x01 TLS hello\r\n\r\nGET /wait HTTP/1.1\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400 Bad Request") and out.count(b"HTTP/1.1") == 1
     assert served["waiting"] == []
+
+
+async def test_a_handler_that_fails_is_a_500_and_the_connection_goes_on(served: dict[str, Any]) -> None:
+    server, port = await _serve(served)
+    async with server:
+        out = await _in_thread(port, b"GET /boom HTTP/1.1\r\n\r\nGET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500 Internal Server Error") and b'"errorType": "InternalServerError"' in out
+    assert b"HTTP/1.1 404 Not Found" in out

@@ -116,6 +116,7 @@ def test_a_custom_runtime_runs_the_codes_bootstrap_else_a_layers(tmp_path: Path)
         d.mkdir()
     config = dataclasses.replace(CONFIG, runtime="provided.al2023", code_dir=code, layer_dirs=(first, second))
     assert environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True).bootstrap == []  # python: the fast path
+    assert "AWS_EXECUTION_ENV" not in environment_spec(config, SETTINGS, "on-demand", jailed=True).env  # OS-only
     # neither has one: the code's path, which the proxy reports as Lambda does (Runtime.InvalidEntrypoint)
     assert environment_spec(config, SETTINGS, "on-demand", jailed=True).bootstrap == ["/var/task/bootstrap"]
     (first / "bootstrap").write_text("#!/bin/sh\n")

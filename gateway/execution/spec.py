@@ -126,6 +126,8 @@ def environment_variables(
         "LAMBDA_TASK_ROOT": task_root,
         "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
     }
+    if config.runtime in PROVIDED_RUNTIMES:  # "not defined for OS-only runtimes (the provided family)", as on Lambda
+        del env["AWS_EXECUTION_ENV"]
     logging_config = config.extra.get("LoggingConfig") or {}
     if logging_config.get("LogFormat") == "JSON":  # the runtime then writes JSON records at this level
         env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"

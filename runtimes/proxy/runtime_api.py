@@ -54,15 +54,16 @@ def trace_id() -> str:
 
 
 def header_safe(value: bytes) -> str:
-    """`value` (JSON text) as one header line's value: JSON whitespace that is a line break would end the header
-    (and let a caller write the runtime's headers), so such text is re-encoded on one line."""
+    """`value` (JSON text) as one header line's value, in ASCII: JSON whitespace that is a line break would end the
+    header (and let a caller write the runtime's headers), and a header is Latin-1 on the wire, so text with either
+    is re-encoded on one line with non-ASCII characters escaped (the same JSON value)."""
     text = value.decode("utf-8", "replace")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        try:
-            text = json.dumps(json.loads(text), separators=(",", ":"))
-        except ValueError:
-            text = "".join(c for c in text if ord(c) >= 0x20 and ord(c) != 0x7F)
-    return text
+    if text.isascii() and text.isprintable():
+        return text
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"))
+    except ValueError:
+        return "".join(c for c in text if " " <= c < "\x7f")
 
 
 class RuntimeApi:

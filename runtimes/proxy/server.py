@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import traceback
 from collections.abc import Callable
 
 from runtimes.proxy.http import BODY, END, HEAD, MAX_BODY, MAX_HEAD, HttpError, Request, RequestParser
@@ -38,6 +39,8 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE = "Connection: close\r\n\r\n"
+_INTERNAL_ERROR = b'{"errorMessage": "Internal Server Error", "errorType": "InternalServerError"}'
 #: after answering 413 to a body declared (or grown) too large, at most this much more of it is read and dropped
 #: before the connection closes: a client that sends the whole body before it reads the answer (most do) then reads
 #: the 413 instead of a reset connection
@@ -244,7 +247,11 @@ class HttpConnection(asyncio.Protocol):
         if sink is not None:
             sink.end(trailers)
         self._waiting = True
-        self._route.handler(exchange)  # may answer at once (then the loop in _pump goes on) or later
+        try:
+            self._route.handler(exchange)  # may answer at once (then the loop in _pump goes on) or later
+        except Exception:  # a bug of ours: the runtime gets Lambda's 500, the function's log the traceback
+            traceback.print_exc()
+            exchange.respond(500, _INTERNAL_ERROR)
 
     def _refuse(self, exc: HttpError) -> None:
         """A request we will not read: its route may answer a body too large (413); else a plain error. Then close."""
@@ -283,9 +290,10 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
+        ending = _CLOSE if close else "\r\n"
         head = (
             f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n{headers}"
-            f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+            f"Content-Length: {len(body)}\r\n{ending}"
         ).encode("latin-1")
         if len(body) < 16384:
             transport.write(head + body)  # one segment for small answers
