@@ -471,3 +471,25 @@ def test_a_custom_runtime_with_an_extension(lam: Any, fname: str) -> None:
     # The runtime answers at once: the extension's line about an INVOKE lands in that invocation's log or the next's.
     log += base64.b64decode(resp["LogResult"]).decode()
     assert f"[custom-ext] INVOKE {rid}" in log or f"[custom-ext] INVOKE {resp['ResponseMetadata']['RequestId']}" in log
+
+
+def test_a_timed_out_invocation_gives_extensions_a_timeout_shutdown(
+    gateway_factory: GatewayFactory, tmp_path: Path, fname: str
+) -> None:
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"})  # no jail: the extension writes to a host file
+    lam = gw.client()
+    out = tmp_path / "seen.jsonl"
+    create(lam, fname, publish_extension(lam), EXT_OUT=str(out))
+    lam.update_function_configuration(FunctionName=fname, Timeout=1)
+    invoke_json(lam, fname, {"n": 1})  # warm
+    began = time.monotonic()
+    resp, body = invoke_json(lam, fname, {"wait": 5})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Sandbox.Timedout"
+    assert time.monotonic() - began < 1.9  # the caller does not wait for the extensions' shutdown phase
+    timed_out = resp["ResponseMetadata"]["RequestId"]
+    shutdown = _wait_for(lambda: [e for e in kinds(_lines(out), "event") if e["eventType"] == "SHUTDOWN"], 5)
+    assert shutdown and shutdown[0]["shutdownReason"] == "timeout"
+    records = [e["record"] for e in telemetry(_lines(out)) if e["type"] in ("platform.runtimeDone", "platform.report")]
+    assert [r["status"] for r in records if r["requestId"] == timed_out] == ["timeout", "timeout"]
+    resp, body = invoke_json(lam, fname, {"n": 2})  # a new environment
+    assert "FunctionError" not in resp and body["request_id"] == resp["ResponseMetadata"]["RequestId"]

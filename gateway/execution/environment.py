@@ -99,6 +99,7 @@ class Environment(asyncio.Protocol):
     __slots__ = (
         "_decoder",
         "_dropped",
+        "_ending",
         "_finished",
         "_ids",
         "_inflight",
@@ -154,8 +155,8 @@ class Environment(asyncio.Protocol):
         self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
-        #: seconds it gets to end on its own after SHUTDOWN (Lambda's shutdown phase, for extensions); 0: killed at once
-        self.shutdown_grace = 0.0
+        self.shutdown_grace = 0.0  #: seconds to end on its own after SHUTDOWN (extensions); 0: killed at once
+        self._ending = False  # `_end_gracefully` under way
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -401,7 +402,8 @@ class Environment(asyncio.Protocol):
         fut = self._inflight.pop(inv_id, None)
         if fut is not None and not fut.done():
             fut.set_exception(InvocationTimeout())
-        self.kill("invocation timed out")
+        if not self._end_gracefully("invocation timed out"):
+            self.kill("invocation timed out")
 
     def _fail_all(self, reason: str) -> None:
         for fut in self._inflight.values():
@@ -443,18 +445,23 @@ class Environment(asyncio.Protocol):
             self.last_output = self.take_output()
 
     def shutdown(self) -> None:
-        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit). One with a
-        `shutdown_grace` (external extensions) is sent SHUTDOWN first (its extensions get Lambda's SHUTDOWN event)
-        and killed once the grace is over, if it has not ended by then."""
-        transport = self._transport
-        if self.shutdown_grace > 0 and not self._finished and transport is not None and not self.exit_status.done():
-            self.dead = True  # never used again
-            if self.freezer is not None:
-                self.freezer.thaw()
-            transport.write(wire.encode((wire.SHUTDOWN,)))
-            asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, "shut down")
-            return
-        self.kill("shut down")
+        """Stop an idle environment: SIGKILL (no work is lost, the quickest clean exit), or `_end_gracefully`."""
+        if not self._end_gracefully("shut down"):
+            self.kill("shut down")
+
+    def _end_gracefully(self, reason: str) -> bool:
+        """With a `shutdown_grace` (extensions: Lambda's shutdown phase): never used again, SHUTDOWN, killed once the
+        grace is over if it has not ended (its proxy tells extensions "timeout" after one). Else False, nothing done."""
+        if self.shutdown_grace <= 0 or self._finished or self._transport is None or self.exit_status.done():
+            return False
+        if not self._ending:
+            self._ending = True
+            self.dead = True
+            self._keep_output()  # what a timed-out invocation printed, for its caller's log, as kill() keeps it
+            self._fail_all(reason)
+            self._transport.write(wire.encode((wire.SHUTDOWN,)))
+            asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, reason)
+        return True
 
 
 #: removals wait for killed processes to leave their cgroups: in threads of their own, not the loop's default

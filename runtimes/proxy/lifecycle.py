@@ -12,8 +12,10 @@ spec names extensions; without extensions nothing here runs, and the hot path is
   (`platform.report`); an INVOKE that comes before that waits, up to the previous invocation's deadline, after which
   the environment ends (Lambda resets an environment whose extensions overran: the gateway forks a new one);
 - SHUTDOWN (the gateway retires the environment: idle reaping, an update or a deletion of the function) becomes the
-  shutdown phase: SIGTERM to the runtime, what telemetry holds delivered, SHUTDOWN events, and the end within
-  SHUTDOWN_MS; the gateway kills the environment's process group a little after (its grace).
+  shutdown phase: what telemetry holds delivered, SIGTERM to the runtime, SHUTDOWN events ("spindown"), and the end
+  within SHUTDOWN_MS; SHUTDOWN while an invocation runs means the gateway timed it out: the runtime is killed, the
+  invocation's telemetry says "timeout", and so does the extensions' SHUTDOWN; the gateway kills the environment's
+  process group a little after (its grace).
 
 Concurrency model: callbacks of the proxy's event loop, one thread; the shutdown phase is the one task.
 """
@@ -239,18 +241,37 @@ class ExtensionLink(GatewayLink):
     async def _shutdown(self) -> None:
         start = time.monotonic()
         deadline_ms = now_ms() + SHUTDOWN_MS
+        current = self._current if not self._answered else None  # SHUTDOWN mid-invocation: the gateway timed it out
+        pid = self.runtime_pid()
+        if current is not None:
+            self._kill_runtime(pid, signal.SIGKILL)  # stuck in the handler: it gets no say, as on Lambda
+            self._timed_out(current)
         # What telemetry holds (the last invocation's platform.report) first: extensions flush and exit at SHUTDOWN.
         await self.telemetry.flush(SHUTDOWN_FLUSH_MS / 1000.0)
-        pid = self.runtime_pid()
-        if pid:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        self.extensions.dispatch("SHUTDOWN", shutdown_event("spindown", deadline_ms))
+        if current is None:
+            self._kill_runtime(pid, signal.SIGTERM)
+        reason = "spindown" if current is None else "timeout"
+        self.extensions.dispatch("SHUTDOWN", shutdown_event(reason, deadline_ms))
         wait = (SHUTDOWN_MS - SHUTDOWN_MARGIN_MS) / 1000.0
         while not self.extensions.idle and time.monotonic() - start < wait:
             await asyncio.sleep(0.01)
         self.writer.wait_empty(FLUSH_WAIT)
         self.extensions.kill()
         self._end_now(ExitCode.OK)
+
+    @staticmethod
+    def _kill_runtime(pid: int, sig: int) -> None:
+        if pid:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    def _timed_out(self, current: Invoke) -> None:
+        """The telemetry of an invocation the gateway timed out (Lambda's status "timeout")."""
+        duration_ms = (time.perf_counter() - self._started) * 1000.0
+        record = telemetry.runtime_done(current.request_id, "timeout", duration_ms, 0, "Sandbox.Timedout")
+        self.telemetry.emit("platform.runtimeDone", record)
+        max_mb = max(self._max_rss_kb // 1024, 1)
+        report = telemetry.report(current.request_id, "timeout", duration_ms, self.memory_mb, max_mb, None, None)
+        self.telemetry.emit("platform.report", report)
