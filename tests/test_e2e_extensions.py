@@ -113,6 +113,8 @@ while True:
         sys.exit(0)
     if MODE == "hang-invoke":
         time.sleep(60)
+    if MODE == "exit-after-invoke":
+        sys.exit(0)
     time.sleep(DELAY)
 """
 
@@ -287,6 +289,13 @@ def test_an_extension_that_never_finishes_an_invoke_cannot_hold_the_function(
     time.sleep(2.5)  # past the first invocation's deadline: the environment was reset
     resp, again = invoke_json(lam, fname, {"n": 2})
     assert "FunctionError" not in resp and again["pid"] != first["pid"]
+    # One that exits after Init: the environment is reset once the invocation is complete, as on Lambda.
+    lam.update_function_configuration(FunctionName=fname, Environment={"Variables": {"EXT_MODE": "exit-after-invoke"}})
+    _, first = invoke_json(lam, fname, {"n": 3})
+    for n in (4, 5):  # served: the next one by this environment (if it came before its RESET) or a new one
+        resp, again = invoke_json(lam, fname, {"n": n})
+        assert "FunctionError" not in resp
+    assert again["pid"] != first["pid"]
 
 
 @as_root

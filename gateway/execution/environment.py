@@ -156,7 +156,7 @@ class Environment(asyncio.Protocol):
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
         self.shutdown_grace = 0.0  #: seconds to end on its own after SHUTDOWN (extensions); 0: killed at once
-        self._ending = False  # `_end_gracefully` under way
+        self._ending = False  # `shutdown` with a grace under way
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -190,6 +190,10 @@ class Environment(asyncio.Protocol):
                 fut.set_result((typed(reply, frame), received))
             elif kind == READY and not self._ready.done():
                 self._ready.set_result(typed(wire.Ready, frame))
+            elif kind == wire.RESET:  # it takes no more invocations (its extensions failed): what runs may finish
+                self.dead = True
+                if not inflight:
+                    self.shutdown("reset")
             else:
                 self.kill(f"unexpected frame kind {kind}")
                 return
@@ -402,8 +406,7 @@ class Environment(asyncio.Protocol):
         fut = self._inflight.pop(inv_id, None)
         if fut is not None and not fut.done():
             fut.set_exception(InvocationTimeout())
-        if not self._end_gracefully("invocation timed out"):
-            self.kill("invocation timed out")
+        self.shutdown("invocation timed out")
 
     def _fail_all(self, reason: str) -> None:
         for fut in self._inflight.values():
@@ -444,24 +447,18 @@ class Environment(asyncio.Protocol):
         if not self.last_output:
             self.last_output = self.take_output()
 
-    def shutdown(self) -> None:
-        """Stop an idle environment: SIGKILL (no work is lost, the quickest clean exit), or `_end_gracefully`."""
-        if not self._end_gracefully("shut down"):
-            self.kill("shut down")
-
-    def _end_gracefully(self, reason: str) -> bool:
-        """With a `shutdown_grace` (extensions: Lambda's shutdown phase): never used again, SHUTDOWN, killed once the
-        grace is over if it has not ended (its proxy tells extensions "timeout" after one). Else False, nothing done."""
+    def shutdown(self, reason: str = "shut down") -> None:
+        """Stop an idle environment: SIGKILL (no work is lost; the quickest clean exit). With a `shutdown_grace`
+        (extensions: Lambda's shutdown phase) never used again, SHUTDOWN, and SIGKILL once the grace is over if it
+        has not ended (its proxy tells the extensions "timeout" if an invocation was in flight)."""
         if self.shutdown_grace <= 0 or self._finished or self._transport is None or self.exit_status.done():
-            return False
-        if not self._ending:
-            self._ending = True
-            self.dead = True
+            self.kill(reason)
+        elif not self._ending:
+            self._ending = self.dead = True
             self._keep_output()  # what a timed-out invocation printed, for its caller's log, as kill() keeps it
             self._fail_all(reason)
             self._transport.write(wire.encode((wire.SHUTDOWN,)))
             asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, reason)
-        return True
 
 
 #: removals wait for killed processes to leave their cgroups: in threads of their own, not the loop's default

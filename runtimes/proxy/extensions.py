@@ -168,7 +168,8 @@ class Extensions:
             self.telemetry.emit("extension", telemetry.log_record(line, self.json_logs))
 
     def exited(self, pid: int, status: int) -> bool:
-        """SIGCHLD for `pid`: whether it was an extension. One that ends before Init is over fails it."""
+        """SIGCHLD for `pid`: whether it was an extension. One that ends fails Init, or after Init resets the
+        environment (the lifecycle ignores that in the shutdown phase, where extensions are expected to end)."""
         for ext in self.extensions:
             if ext.pid == pid and ext.alive:
                 ext.exit_status = status
@@ -177,7 +178,8 @@ class Extensions:
                     ext.relay.drain()
                 if self.registration_open or not ext.ready:
                     self.fail(CRASH, f"extension {ext.name} exited before Init completed: {process.describe(status)}")
-                self.on_change()
+                else:  # after Init: the environment is reset (the lifecycle ignores this in Shutdown)
+                    self.fail(CRASH, f"extension {ext.name} exited: {process.describe(status)}")
                 return True
         return False
 

@@ -9,8 +9,10 @@ spec names extensions; without extensions nothing here runs, and the hot path is
 - an INVOKE goes to the extensions registered for INVOKE as it goes to the runtime (`platform.start`); the reply
   goes to the gateway at once (the caller is answered) after the runtime's output is relayed
   (`platform.runtimeDone`); the invocation is complete when every such extension has asked for its next event
-  (`platform.report`); an INVOKE that comes before that waits, up to the previous invocation's deadline, after which
-  the environment ends (Lambda resets an environment whose extensions overran: the gateway forks a new one);
+  (`platform.report`); an INVOKE that comes before that waits, up to the previous invocation's deadline;
+- an extension that overruns that deadline, exits, or posts `exit/error` resets the environment, as on Lambda: RESET
+  tells the gateway to hand it no more invocations (what is in flight, or already sent, is still served) and to
+  end it with SHUTDOWN (shutdownReason "failure");
 - SHUTDOWN (the gateway retires the environment: idle reaping, an update or a deletion of the function) becomes the
   shutdown phase: what telemetry holds delivered, SIGTERM to the runtime, SHUTDOWN events ("spindown"), and the end
   within SHUTDOWN_MS; SHUTDOWN while an invocation runs means the gateway timed it out: the runtime is killed, the
@@ -30,7 +32,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from gateway.contracts.environment import ERROR, Invoke, ReplyHead
+from gateway.contracts import environment as wire
+from gateway.contracts.environment import ERROR, RESET, Invoke, ReplyHead
 from gateway.contracts.zygote import ExitCode
 from runtimes.proxy import relay, telemetry
 from runtimes.proxy.extensions import Extensions, invoke_event, now_ms, shutdown_event
@@ -87,6 +90,7 @@ class ExtensionLink(GatewayLink):
         #: the shutdown phase has begun: the runtime's end no longer ends the environment (runtimes/proxy/main.py)
         self.shutting_down = False
         self._shutdown_task: asyncio.Future[None] | None = None
+        self._reset_sent = False
         self._json_logs = spec_env.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
         version = spec_env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         runtime = spec_env.get("AWS_EXECUTION_ENV", "").replace("AWS_Lambda_", "")
@@ -170,6 +174,8 @@ class ExtensionLink(GatewayLink):
 
     def reply(self, head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int) -> None:
         current = self._current
+        if self.extensions.failure is not None:  # known already: RESET before the reply, so the gateway retires us
+            self._reset(f"{self.extensions.failure[0]}: {self.extensions.failure[1]}")
         if self.runtime_relay is not None:  # what the runtime printed before answering belongs to this invocation
             self.runtime_relay.drain()
             self.writer.wait_empty(FLUSH_WAIT)
@@ -204,7 +210,6 @@ class ExtensionLink(GatewayLink):
         self.telemetry.emit("platform.report", record)
         if self.extensions.failure is not None:
             self._reset(f"{self.extensions.failure[0]}: {self.extensions.failure[1]}")
-            return
         held, self._held = self._held, None
         if held is not None:
             self._invoke(held)
@@ -214,13 +219,16 @@ class ExtensionLink(GatewayLink):
             busy = [e.name for e in self.extensions.extensions if e.busy and e.alive]
             why = f"extensions {busy} did not finish invocation {invoke.request_id} by its deadline"
             self._reset(f"Extension.TimeoutError: {why}")
+            self._status = "timeout"
+            self._complete()  # over, as far as the invocation that may wait is concerned
 
     def _reset(self, why: str) -> None:
-        """The environment cannot serve another invocation: end it (the gateway forks a new one)."""
-        self.writer.write(f"[gateway] the execution environment is reset: {why}\n".encode())
-        self.writer.wait_empty(FLUSH_WAIT)
-        self.extensions.kill()
-        self._end_now(ExitCode.OK)
+        """This environment must take no more invocations (an extension failed or overran; Lambda resets such an
+        environment): RESET tells the gateway, which sends SHUTDOWN once what is in flight is answered."""
+        if not self._reset_sent:
+            self._reset_sent = True
+            self.writer.write(f"[gateway] the execution environment is reset: {why}\n".encode())
+            self._write(wire.encode((RESET,)))
 
     # -- Shutdown -------------------------------------------------------------------------------------------------
     def _end(self, code: int) -> None:
@@ -250,7 +258,7 @@ class ExtensionLink(GatewayLink):
         await self.telemetry.flush(SHUTDOWN_FLUSH_MS / 1000.0)
         if current is None:
             self._kill_runtime(pid, signal.SIGTERM)
-        reason = "spindown" if current is None else "timeout"
+        reason = "timeout" if current is not None else "failure" if self._reset_sent else "spindown"
         self.extensions.dispatch("SHUTDOWN", shutdown_event(reason, deadline_ms))
         wait = (SHUTDOWN_MS - SHUTDOWN_MARGIN_MS) / 1000.0
         while not self.extensions.idle and time.monotonic() - start < wait:
