@@ -22,12 +22,11 @@ from typing import Any
 import pytest
 
 from gateway.runtime_packages import PACKAGES_DIR
-from tests.conftest import GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
+from tests.conftest import RUNTIME, GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs the system's /usr/bin/python3")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
-RUNTIME = "python3.11"
 
 EXTENSION = r"""#!/usr/bin/python3
 import http.client, http.server, json, os, socket, sys, threading, time
@@ -353,7 +352,7 @@ def test_a_python_function_with_an_exec_wrapper_runs_through_our_runtime_api_cli
     assert body["request_id"] == resp["ResponseMetadata"]["RequestId"]
     assert 0 < body["remaining"] <= 3000 and body["arn"].endswith(f":function:{fname}")
     assert body["trace"].startswith("Root=1-") and body["cwd"] == "/var/task" and body["decimal"] == 1.5
-    assert body["path"][:3] == ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
+    assert body["path"][:3] == ["/var/task", f"/opt/python/lib/{RUNTIME}/site-packages", "/opt/python"]
     assert not any(p.endswith("wt-extensions") or "runtimes" in p for p in body["path"])  # not the gateway's tree
     assert str(PACKAGES_DIR) in body["path"] and body["boto3"]  # the runtime's packages, as Lambda's Python has
     assert not any("site-packages" in p and not p.startswith("/opt") for p in body["path"])  # not the venv's
