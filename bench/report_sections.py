@@ -379,7 +379,7 @@ def _memory(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
 
 
 RUNTIME_LABELS = {
-    "python": "Python, fast path (python3.12)",
+    "python": "Python, fast path",
     "python_awslambdaric": "Python, awslambdaric 4.2.2 (provided.al2023, Runtime API)",
     "go": "Go, aws-lambda-go bootstrap (provided.al2023, Runtime API)",
     "nodejs": "Node.js (Runtime API)",

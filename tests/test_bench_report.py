@@ -275,6 +275,6 @@ def test_the_runtimes_scenario_is_tabulated_side_by_side() -> None:
     lines = SECTIONS["runtimes"]({}, scenario)
     assert lines[0] == "### Runtimes side by side"
     rows = [line for line in lines if line.startswith("| Python") or line.startswith("| Go")]
-    assert rows[0] == "| Python, fast path (python3.12) | 9.10 | 5.00 | 1,500 | 4.20 | 12.0 |"
+    assert rows[0] == "| Python, fast path | 9.10 | 5.00 | 1,500 | 4.20 | 12.0 |"
     assert rows[1].startswith("| Go, aws-lambda-go bootstrap")
     assert lines[-1] == "Node.js (Runtime API): not measured (no Node.js)."

@@ -3,7 +3,8 @@ side in one run: cold start (the first invoke of fresh functions, with Init Dura
 loop on warm environments).
 
 Kinds (`RUNTIME_KINDS`, in order):
-- python: the Python fast path (python3.12: the environment process is the runtime, msgpack to the gateway);
+- python: the Python fast path (on the gateway's own Python, as the suite's other scenarios: the environment process
+  is the runtime, msgpack to the gateway);
 - python_awslambdaric: Python through the Runtime API (provided.al2023, AWS's awslambdaric 4.2.2 run by the system
   Python, through runtimes/proxy);
 - go: a Go `bootstrap` built with aws-lambda-go (provided.al2023, through the proxy);
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import runtime_builds
-from bench.harness import INIT_RE, ROLE, RawClient, header_value, summarize
+from bench.harness import INIT_RE, ROLE, RUNTIME, RawClient, header_value, summarize
 from bench.runtime_builds import Unavailable
 from bench.scenarios.common import NOOP, Api, Run, closed, invoke_bytes
 
@@ -40,7 +41,7 @@ Function = tuple[str, str, bytes]
 
 
 def _python(tmp: Path) -> Function:
-    return "python3.12", "lambda_function.lambda_handler", runtime_builds.function_zip({"lambda_function.py": NOOP})
+    return RUNTIME, "lambda_function.lambda_handler", runtime_builds.function_zip({"lambda_function.py": NOOP})
 
 
 def _awslambdaric(tmp: Path) -> Function:
