@@ -22,6 +22,7 @@ from tests.test_e2e_extensions import (
     FUNCTION,
     SYSTEM_PYTHON,
     as_root,
+    create,
     kinds,
     publish_extension,
     seen_in,
@@ -189,3 +190,15 @@ def test_a_custom_runtime_with_an_extension(lam: Any, fname: str) -> None:
     # The runtime answers at once: the extension's line about an INVOKE lands in that invocation's log or the next's.
     log += base64.b64decode(resp["LogResult"]).decode()
     assert f"[custom-ext] INVOKE {rid}" in log or f"[custom-ext] INVOKE {resp['ResponseMetadata']['RequestId']}" in log
+
+
+@as_root
+def test_an_extension_of_the_logs_api(lam: Any, fname: str) -> None:
+    create(lam, fname, publish_extension(lam, "logs-ext"), EXT_MODE="logs-api")
+    _, first = invoke_json(lam, fname, {"n": 1})
+    _, second = invoke_json(lam, fname, {"n": 2, "wait": 0.3})  # time for the first's events to arrive
+    events = telemetry(second["seen"])
+    types = {e["type"] for e in events}
+    assert {"platform.logsSubscription", "platform.start", "platform.end", "platform.report", "function"} <= types
+    assert "platform.telemetrySubscription" not in types and "platform.initStart" not in types
+    assert {"requestId": first["request_id"]} in [e["record"] for e in events if e["type"] == "platform.end"]

@@ -95,7 +95,11 @@ subscription = {
     "types": ["platform", "function", "extension"],
     "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25},
 }
-status, _, body = call("PUT", "/2022-07-01/telemetry", json.dumps(subscription), ID)
+if MODE == "logs-api":  # the Logs API, as extensions written before the Telemetry API use it
+    del subscription["schemaVersion"]
+    status, _, body = call("PUT", "/2020-08-15/logs", json.dumps(subscription), ID)
+else:
+    status, _, body = call("PUT", "/2022-07-01/telemetry", json.dumps(subscription), ID)
 note("subscribe", [status, body.decode()])
 print(f"[{NAME}] ready", flush=True)
 while True:

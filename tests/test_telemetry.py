@@ -194,3 +194,24 @@ def test_records_have_lambdas_fields() -> None:
     assert telemetry.timestamp(0.5) == "1970-01-01T00:00:00.500Z"
     assert telemetry.log_record('{"level": "INFO"}', True) == {"level": "INFO"}
     assert telemetry.log_record('{"level": "INFO"}', False) == '{"level": "INFO"}'
+
+
+async def test_the_logs_api_subscribes_likewise_and_gets_its_own_event_types() -> None:
+    tele = Telemetry()
+    tele.emit("platform.initStart", {"phase": "init"})
+    logs = json.dumps(
+        {"destination": {"protocol": "HTTP", "URI": "http://sandbox.localdomain:4243"}, "types": ["platform"]}
+    ).encode()
+    assert tele.subscribe("old", logs, logs_api=True) == (200, b"OK")  # no schemaVersion: the Logs API's first
+    assert tele.subscribe("new", request(types=["platform"])) == (200, b"OK")
+    assert tele.subscribe("bad", json.dumps({"schemaVersion": "2022-12-13"}).encode(), logs_api=True)[0] == 400
+    tele.end_init()
+    tele.emit("platform.end", {"requestId": "rid"})
+    tele.emit("platform.report", {"requestId": "rid"})
+    for sub in tele.subscriptions.values():
+        if sub.task is not None:
+            sub.task.cancel()
+    old = [json.loads(e)["type"] for e in tele.subscriptions["old"].buffer]
+    new = [json.loads(e)["type"] for e in tele.subscriptions["new"].buffer]
+    assert old == ["platform.logsSubscription", "platform.end", "platform.report"]
+    assert new == ["platform.initStart", "platform.telemetrySubscription", "platform.report"]

@@ -12,6 +12,7 @@ records). Then, on the proxy's HTTP server:
     POST /2020-01-01/extension/init/error   Lambda-Extension-Function-Error-Type: Init fails with that type
     POST /2020-01-01/extension/exit/error   the same after Init: the environment is reset after this invocation
     PUT  /2022-07-01/telemetry              the Telemetry API (runtimes/proxy/telemetry.py)
+    PUT  /2020-08-15/logs                   the Logs API it replaced
 
 The phases, as on Lambda (the proxy's lifecycle drives them: runtimes/proxy/lifecycle.py):
 
@@ -50,6 +51,7 @@ from runtimes.proxy.server import Exchange, Router, error_document
 
 PREFIX = "/2020-01-01/extension"
 TELEMETRY_PATH = "/2022-07-01/telemetry"
+LOGS_PATH = "/2020-08-15/logs"  # the Logs API, which the Telemetry API replaced
 EVENTS = frozenset({"INVOKE", "SHUTDOWN"})
 #: the largest request body of the Extensions and Telemetry APIs (their requests are small JSON documents)
 MAX_BODY = 64 * 1024
@@ -141,6 +143,7 @@ class Extensions:
         router.add("POST", f"{PREFIX}/exit/error", self.exit_error, max_body=MAX_BODY)
         router.add("PUT", TELEMETRY_PATH, self.subscribe, max_body=MAX_BODY)
         router.add("PUT", TELEMETRY_PATH + "/", self.subscribe, max_body=MAX_BODY)
+        router.add("PUT", LOGS_PATH, self.subscribe_logs, max_body=MAX_BODY)
 
     # -- processes ----------------------------------------------------------------------------------------------
     def launch(self, runtime_api: str, cwd: str) -> None:
@@ -309,12 +312,15 @@ class Extensions:
         ext.busy = False
         self.fail(error_type, f"extension {ext.name} reported {error_type}")
 
-    def subscribe(self, exchange: Exchange) -> None:
+    def subscribe(self, exchange: Exchange, logs_api: bool = False) -> None:
         ext = self._by_id(exchange)
         if ext is None:
             return
-        status, body = self.telemetry.subscribe(ext.name, exchange.body)
+        status, body = self.telemetry.subscribe(ext.name, exchange.body, logs_api)
         exchange.respond(status, body, content_type="application/json" if status != 200 else "text/plain")
+
+    def subscribe_logs(self, exchange: Exchange) -> None:
+        self.subscribe(exchange, logs_api=True)
 
 
 def _forget(ext: Extension, exchange: Exchange) -> None:

@@ -190,6 +190,7 @@ class ExtensionLink(GatewayLink):
         produced = len(head[2]) if head[0] != ERROR and isinstance(head[2], bytes) else 0
         record = telemetry.runtime_done(current.request_id, self._status, duration_ms, produced, error_type)
         self.telemetry.emit("platform.runtimeDone", record)
+        self.telemetry.emit("platform.end", {"requestId": current.request_id})  # for Logs API subscriptions
         if self.extensions.idle:
             self._complete()
             return

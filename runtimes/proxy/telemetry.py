@@ -1,4 +1,5 @@
-"""The Telemetry API (2022-07-01) of the Runtime API proxy: extensions subscribe, the proxy delivers batches.
+"""The Telemetry API (2022-07-01) of the Runtime API proxy: extensions subscribe, the proxy delivers batches. The Logs
+API (2020-08-15) it replaced is served too, by the same code (`subscribe(logs_api=True)`).
 
 An extension that registered (runtimes/proxy/extensions.py) sends `PUT /2022-07-01/telemetry` with
 `{"schemaVersion", "destination": {"protocol": "HTTP", "URI"}, "types": [...], "buffering": {...}}`; from then on
@@ -32,6 +33,13 @@ from urllib.parse import urlsplit
 #: the schema versions Lambda accepts (the records sent are 2022-07-01's, which the later ones extend)
 SCHEMA_VERSIONS = frozenset({"2022-07-01", "2022-12-13", "2025-01-29"})
 TYPES = frozenset({"platform", "function", "extension"})
+#: the Logs API (2020-08-15), which the Telemetry API replaced and Lambda still serves: the same subscription, with
+#: these schema versions (or none), and these differences in what it is sent
+LOGS_SCHEMA_VERSIONS = frozenset({"2020-08-15", "2021-03-18"})
+TELEMETRY_ONLY = frozenset(
+    {"platform.initStart", "platform.initRuntimeDone", "platform.initReport", "platform.telemetrySubscription"}
+)
+LOGS_ONLY = frozenset({"platform.end", "platform.logsSubscription"})
 #: buffering setting -> (default, minimum, maximum), as Lambda documents them
 BUFFERING = {"maxItems": (1000, 1000, 10000), "maxBytes": (262144, 262144, 1048576), "timeoutMs": (1000, 25, 30000)}
 #: how long one POST to a listener may take (connect, send, answer)
@@ -68,6 +76,7 @@ class Subscription:
     def __init__(
         self, name: str, host: str, port: int, path: str, types: frozenset[str], buffering: dict[str, int]
     ) -> None:
+        self.skip = LOGS_ONLY  # event types it is not sent (a Logs API subscription: TELEMETRY_ONLY)
         self.name = name
         self.host = host
         self.port = port
@@ -175,19 +184,25 @@ class Telemetry:
         self._wanted: dict[str, int] = {"platform": 0, "function": 0, "extension": 0}
         #: the events of Init so far (kind, encoded), for subscriptions made during Init (extensions subscribe after
         #: platform.initStart, and their own output may come first); None once Init is over (`end_init`)
-        self.early: list[tuple[str, bytes]] | None = []
+        self.early: list[tuple[str, str, bytes]] | None = []  # (kind, type, encoded)
         self._early_bytes = 0
 
     def wants(self, kind: str) -> bool:
         """Whether any subscription takes events of `kind` ("platform", "function", "extension")."""
         return self._wanted[kind] > 0
 
-    def subscribe(self, extension: str, body: bytes) -> Answer:
-        """PUT /2022-07-01/telemetry from the registered extension named `extension`: (status, body)."""
+    def subscribe(self, extension: str, body: bytes, logs_api: bool = False) -> Answer:
+        """PUT /2022-07-01/telemetry (or the Logs API's PUT /2020-08-15/logs) from the registered extension named
+        `extension`: (status, body)."""
         try:
             request = json.loads(body)
             if not isinstance(request, dict):
                 raise ValueError("the body is not a JSON object")
+            version = request.get("schemaVersion")
+            if logs_api and version is not None and version not in LOGS_SCHEMA_VERSIONS:
+                raise ValueError(f"schemaVersion must be one of {sorted(LOGS_SCHEMA_VERSIONS)}")
+            if not logs_api and version not in SCHEMA_VERSIONS:
+                raise ValueError(f"schemaVersion must be one of {sorted(SCHEMA_VERSIONS)}")
             subscription = self._parse(extension, request)
         except ValueError as exc:
             return _error(400, "ValidationError", str(exc)[:1024])
@@ -197,19 +212,17 @@ class Telemetry:
         self.subscriptions[extension] = subscription
         for kind in subscription.types:
             self._wanted[kind] += 1
-        for kind, event in self.early or ():
-            if kind in subscription.types:
+        if logs_api:
+            subscription.skip = TELEMETRY_ONLY
+        for kind, event_type, event in self.early or ():
+            if kind in subscription.types and event_type not in subscription.skip:
                 subscription.add(event)
         subscription.task = asyncio.ensure_future(subscription.run(self.clock))
-        self.emit(
-            "platform.telemetrySubscription",
-            {"name": extension, "state": "Subscribed", "types": sorted(subscription.types)},
-        )
+        record = {"name": extension, "state": "Subscribed", "types": sorted(subscription.types)}
+        self.emit("platform.logsSubscription" if logs_api else "platform.telemetrySubscription", record)
         return 200, b"OK"
 
     def _parse(self, extension: str, request: dict[str, Any]) -> Subscription:
-        if request.get("schemaVersion") not in SCHEMA_VERSIONS:
-            raise ValueError(f"schemaVersion must be one of {sorted(SCHEMA_VERSIONS)}")
         destination = request.get("destination")
         if not isinstance(destination, dict) or destination.get("protocol") != "HTTP":
             raise ValueError('destination.protocol must be "HTTP" (TCP is not supported here)')
@@ -250,10 +263,10 @@ class Telemetry:
             record = record[:MAX_RECORD]
         event = encode_event(self.clock(), event_type, record)
         if early is not None and len(early) < EARLY_ITEMS and self._early_bytes + len(event) <= EARLY_BYTES:
-            early.append((kind, event))
+            early.append((kind, event_type, event))
             self._early_bytes += len(event)
         for subscription in self.subscriptions.values():
-            if kind in subscription.types:
+            if kind in subscription.types and event_type not in subscription.skip:
                 subscription.add(event)
 
     def end_init(self) -> None:
