@@ -155,8 +155,7 @@ class Environment(asyncio.Protocol):
         self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
-        self.shutdown_grace = 0.0  #: seconds to end on its own after SHUTDOWN (extensions); 0: killed at once
-        self._ending = False  # `shutdown` with a grace under way
+        self.shutdown_grace, self._ending = 0.0, False  # a `shutdown` with a grace (extensions), and one under way
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -448,9 +447,8 @@ class Environment(asyncio.Protocol):
             self.last_output = self.take_output()
 
     def shutdown(self, reason: str = "shut down") -> None:
-        """Stop an idle environment: SIGKILL (no work is lost; the quickest clean exit). With a `shutdown_grace`
-        (extensions: Lambda's shutdown phase) never used again, SHUTDOWN, and SIGKILL once the grace is over if it
-        has not ended (its proxy tells the extensions "timeout" if an invocation was in flight)."""
+        """Stop an idle environment: SIGKILL (no work lost). With a `shutdown_grace` (extensions: Lambda's shutdown
+        phase), SHUTDOWN first (during an invocation: its timeout), SIGKILL once the grace is over."""
         if self.shutdown_grace <= 0 or self._finished or self._transport is None or self.exit_status.done():
             self.kill(reason)
         elif not self._ending:
