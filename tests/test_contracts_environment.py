@@ -223,6 +223,7 @@ def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
         "ephemeral_storage": 512,
         "network": True,
         "bootstrap": [],
+        "extensions": [],
     }
     assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
 
@@ -232,3 +233,10 @@ def test_decoded_frames_make_their_records() -> None:
     error = wire.typed(wire.Error, wire.FrameDecoder().feed(data)[0])
     assert isinstance(error, wire.Error)
     assert (error.inv_id, error.error_type, error.error_body, error.pending, error.log) == (3, "E", b"{}", -1, b"log")
+
+
+def test_reset_is_a_frame_an_environment_may_send() -> None:
+    decoder = wire.FrameDecoder(wire.FROM_ENVIRONMENT)
+    assert decoder.feed(wire.encode((wire.RESET,))) == [[wire.RESET]]
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameDecoder(wire.FROM_ENVIRONMENT).feed(wire.encode((wire.RESET, 1)))

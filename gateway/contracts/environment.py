@@ -12,6 +12,9 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
                                         (`spec`: an `EnvironmentSpec`'s wire form, a map)
+    RESET    [RESET]                    env -> gateway: hand me no more invocations (what is in flight is answered);
+                                        the gateway then ends it with SHUTDOWN (its extensions failed: Lambda resets
+                                        such an environment)
 
 READY's `error_type` is None when Init succeeded; else `error_message` is the message and `stack_trace` the JSON
 array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
@@ -24,7 +27,7 @@ call); a function that lies about it only moves its own output to its next invoc
 many invocations the environment runs at once (more than 1 only for async handlers that opted in); the gateway
 never sends it more.
 
-Frames from an environment (READY, RESULT, ERROR) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
+Frames from an environment (READY, RESULT, ERROR, RESET) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
 array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
 containers. So decoding costs time linear in the frame's size and builds at most a handful of objects, whatever a
 hostile function writes on its socket: a nested structure is refused at its second array, before it is built.
@@ -55,6 +58,7 @@ RESULT = 3
 ERROR = 4
 SHUTDOWN = 5
 SPEC = 6
+RESET = 8
 
 #: frame size limits. Payloads are at most 6 MB each way; the rest is headroom for fields and logs.
 MAX_PAYLOAD = 6 * 1024 * 1024
@@ -81,6 +85,7 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     ERROR: (int, str, bytes, _NUM, int, int, bytes),
     SHUTDOWN: (),
     SPEC: (dict,),
+    RESET: (),
 }
 
 
@@ -182,7 +187,9 @@ class EnvironmentSpec(NamedTuple):
     `ephemeral_storage` (MB of /tmp, and the largest file), `network` (whether a jail is connected to the gateway's
     bridge). `bootstrap`, when not empty, makes it a Runtime API environment: the proxy (runtimes/proxy) serves the
     Runtime API and runs this command line as the runtime (a custom runtime's `bootstrap`, Node.js, ...); empty, it
-    is the Python fast path (the environment process imports the handler itself).
+    is the Python fast path (the environment process imports the handler itself). `extensions` (a Runtime API
+    environment's only) are the external extensions the proxy starts before the runtime: executables as the
+    environment sees them (/opt/extensions/<name> in a jail), in the order Lambda starts them (by name).
     """
 
     env: dict[str, str]
@@ -195,6 +202,7 @@ class EnvironmentSpec(NamedTuple):
     ephemeral_storage: int
     network: bool
     bootstrap: list[str] = []
+    extensions: list[str] = []
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
@@ -203,7 +211,8 @@ class EnvironmentSpec(NamedTuple):
     @classmethod
     def from_wire(cls, wire: Any) -> EnvironmentSpec:
         """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
-        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` none)."""
+        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` and `extensions`
+        none)."""
         if type(wire) is not dict:
             raise SpecError(f"a spec is a map, not {type(wire).__name__}")
         try:
@@ -218,6 +227,7 @@ class EnvironmentSpec(NamedTuple):
                 ephemeral_storage=wire["ephemeral_storage"],
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
+                extensions=wire.get("extensions", []),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed spec: {exc!r}") from None
@@ -241,6 +251,8 @@ def _check_spec(spec: EnvironmentSpec) -> None:
         and type(spec.network) is bool
         and type(spec.bootstrap) is list
         and all(type(a) is str for a in spec.bootstrap)
+        and type(spec.extensions) is list
+        and all(type(a) is str for a in spec.extensions)
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")
@@ -259,7 +271,7 @@ class Peer:
 
 #: frames the gateway reads from an environment (hostile code may write anything on that socket)
 FROM_ENVIRONMENT = Peer(
-    frozenset({READY, RESULT, ERROR}),
+    frozenset({READY, RESULT, ERROR, RESET}),
     {"max_array_len": 8, "max_map_len": 0, "max_str_len": MAX_STR, "max_bin_len": MAX_FRAME, "max_ext_len": 0},
     flat=True,
 )

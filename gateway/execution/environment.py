@@ -99,6 +99,7 @@ class Environment(asyncio.Protocol):
     __slots__ = (
         "_decoder",
         "_dropped",
+        "_ending",
         "_finished",
         "_ids",
         "_inflight",
@@ -122,6 +123,7 @@ class Environment(asyncio.Protocol):
         "load",
         "oom_peak",
         "pid",
+        "shutdown_grace",
         "started",
     )
 
@@ -153,6 +155,7 @@ class Environment(asyncio.Protocol):
         self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
+        self.shutdown_grace, self._ending = 0.0, False  # a `shutdown` with a grace (extensions), and one under way
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -186,6 +189,10 @@ class Environment(asyncio.Protocol):
                 fut.set_result((typed(reply, frame), received))
             elif kind == READY and not self._ready.done():
                 self._ready.set_result(typed(wire.Ready, frame))
+            elif kind == wire.RESET:  # it takes no more invocations (its extensions failed): what runs may finish
+                self.dead = True
+                if not inflight:
+                    self.shutdown("reset")
             else:
                 self.kill(f"unexpected frame kind {kind}")
                 return
@@ -398,7 +405,7 @@ class Environment(asyncio.Protocol):
         fut = self._inflight.pop(inv_id, None)
         if fut is not None and not fut.done():
             fut.set_exception(InvocationTimeout())
-        self.kill("invocation timed out")
+        self.shutdown("invocation timed out")
 
     def _fail_all(self, reason: str) -> None:
         for fut in self._inflight.values():
@@ -439,9 +446,17 @@ class Environment(asyncio.Protocol):
         if not self.last_output:
             self.last_output = self.take_output()
 
-    def shutdown(self) -> None:
-        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""
-        self.kill("shut down")
+    def shutdown(self, reason: str = "shut down") -> None:
+        """Stop an idle environment: SIGKILL (no work lost). With a `shutdown_grace` (extensions: Lambda's shutdown
+        phase), SHUTDOWN first (during an invocation: its timeout), SIGKILL once the grace is over."""
+        if self.shutdown_grace <= 0 or self._finished or self._transport is None or self.exit_status.done():
+            self.kill(reason)
+        elif not self._ending:
+            self._ending = self.dead = True
+            self._keep_output()  # what a timed-out invocation printed, for its caller's log, as kill() keeps it
+            self._fail_all(reason)
+            self._transport.write(wire.encode((wire.SHUTDOWN,)))
+            asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, reason)
 
 
 #: removals wait for killed processes to leave their cgroups: in threads of their own, not the loop's default
