@@ -482,6 +482,7 @@ class FakeZygoteClient:
     def __init__(self, capacity: int = 1) -> None:
         self.ready = True
         self.jailed = False
+        self.interpreter = sys.executable
         self.capacity = capacity
         self.init_error: dict[str, Any] | None = None
         self.hold: Any = None  # an asyncio.Event: Init of the environments forked now waits for it

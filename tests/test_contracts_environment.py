@@ -224,6 +224,7 @@ def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
         "ephemeral_storage": 512,
         "network": True,
         "bootstrap": [],
+        "extensions": [],
     }
     assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
 
@@ -267,3 +268,10 @@ def test_a_chunk_as_large_as_a_frame_allows_decodes_and_a_larger_one_is_refused_
     assert len(frame[2]) == wire.MAX_PAYLOAD
     with pytest.raises(wire.ProtocolError):
         wire.FrameDecoder().feed(wire.encode_chunk(1, b"x" * wire.MAX_FRAME)[:1024])
+
+
+def test_reset_is_a_frame_an_environment_may_send() -> None:
+    decoder = wire.FrameDecoder(wire.FROM_ENVIRONMENT)
+    assert decoder.feed(wire.encode((wire.RESET,))) == [[wire.RESET]]
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameDecoder(wire.FROM_ENVIRONMENT).feed(wire.encode((wire.RESET, 1)))

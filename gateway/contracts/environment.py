@@ -13,6 +13,9 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
                                         (`spec`: an `EnvironmentSpec`'s wire form, a map)
+    RESET    [RESET]                    env -> gateway: hand me no more invocations (what is in flight is answered);
+                                        the gateway then ends it with SHUTDOWN (its extensions failed: Lambda resets
+                                        such an environment)
 
 READY's `error_type` is None when Init succeeded; else `error_message` is the message and `stack_trace` the JSON
 array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
@@ -36,10 +39,11 @@ decoder takes any piece within `MAX_FRAME`); each piece counts as at least `MIN_
 so that a response is at most MAX_STREAM / MIN_CHUNK_COST frames however small its pieces (each costs the gateway
 a decode, whatever its size).
 
-Frames from an environment (READY, RESULT, ERROR, CHUNK) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
-array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
-containers. So decoding costs time linear in the frame's size and builds at most a handful of objects, whatever a
-hostile function writes on its socket: a nested structure is refused at its second array, before it is built.
+Frames from an environment (READY, RESULT, ERROR, CHUNK, RESET) are decoded under strict limits
+(`FROM_ENVIRONMENT`): one flat array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension
+types, no nested containers. So decoding costs time linear in the frame's size and builds at most a handful of
+objects, whatever a hostile function writes on its socket: a nested structure is refused at its second array, before
+it is built.
 The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
@@ -69,6 +73,7 @@ ERROR = 4
 SHUTDOWN = 5
 SPEC = 6
 CHUNK = 7
+RESET = 8
 
 #: frame size limits. Payloads are at most 6 MB each way; the rest is headroom for fields and logs.
 MAX_PAYLOAD = 6 * 1024 * 1024
@@ -106,6 +111,7 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     SHUTDOWN: (),
     SPEC: (dict,),
     CHUNK: (int, bytes),
+    RESET: (),
 }
 
 
@@ -215,7 +221,9 @@ class EnvironmentSpec(NamedTuple):
     `ephemeral_storage` (MB of /tmp, and the largest file), `network` (whether a jail is connected to the gateway's
     bridge). `bootstrap`, when not empty, makes it a Runtime API environment: the proxy (runtimes/proxy) serves the
     Runtime API and runs this command line as the runtime (a custom runtime's `bootstrap`, Node.js, ...); empty, it
-    is the Python fast path (the environment process imports the handler itself).
+    is the Python fast path (the environment process imports the handler itself). `extensions` (a Runtime API
+    environment's only) are the external extensions the proxy starts before the runtime: executables as the
+    environment sees them (/opt/extensions/<name> in a jail), in the order Lambda starts them (by name).
     """
 
     env: dict[str, str]
@@ -228,6 +236,7 @@ class EnvironmentSpec(NamedTuple):
     ephemeral_storage: int
     network: bool
     bootstrap: list[str] = []
+    extensions: list[str] = []
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
@@ -236,7 +245,8 @@ class EnvironmentSpec(NamedTuple):
     @classmethod
     def from_wire(cls, wire: Any) -> EnvironmentSpec:
         """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
-        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` none)."""
+        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` and `extensions`
+        none)."""
         if type(wire) is not dict:
             raise SpecError(f"a spec is a map, not {type(wire).__name__}")
         try:
@@ -251,6 +261,7 @@ class EnvironmentSpec(NamedTuple):
                 ephemeral_storage=wire["ephemeral_storage"],
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
+                extensions=wire.get("extensions", []),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed spec: {exc!r}") from None
@@ -274,6 +285,8 @@ def _check_spec(spec: EnvironmentSpec) -> None:
         and type(spec.network) is bool
         and type(spec.bootstrap) is list
         and all(type(a) is str for a in spec.bootstrap)
+        and type(spec.extensions) is list
+        and all(type(a) is str for a in spec.extensions)
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")
@@ -292,7 +305,7 @@ class Peer:
 
 #: frames the gateway reads from an environment (hostile code may write anything on that socket)
 FROM_ENVIRONMENT = Peer(
-    frozenset({READY, RESULT, ERROR, CHUNK}),
+    frozenset({READY, RESULT, ERROR, CHUNK, RESET}),
     {"max_array_len": 8, "max_map_len": 0, "max_str_len": MAX_STR, "max_bin_len": MAX_FRAME, "max_ext_len": 0},
     flat=True,
 )

@@ -100,6 +100,7 @@ class Environment(asyncio.Protocol):
     __slots__ = (
         "_decoder",
         "_dropped",
+        "_ending",
         "_finished",
         "_ids",
         "_inflight",
@@ -124,6 +125,7 @@ class Environment(asyncio.Protocol):
         "load",
         "oom_peak",
         "pid",
+        "shutdown_grace",
         "started",
     )
 
@@ -156,6 +158,7 @@ class Environment(asyncio.Protocol):
         self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
+        self.shutdown_grace, self._ending = 0.0, False  # a `shutdown` with a grace (extensions), and one under way
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -192,21 +195,22 @@ class Environment(asyncio.Protocol):
                     return
             elif kind == READY and not self._ready.done():
                 self._ready.set_result(typed(wire.Ready, frame))
+            elif kind == wire.RESET:  # it takes no more invocations (its extensions failed): what runs may finish
+                self.dead = True
+                if not inflight:
+                    self.shutdown("reset")
             else:
                 self.kill(f"unexpected frame kind {kind}")
                 return
 
     def _chunk(self, inv_id: int, data: bytes) -> bool:
-        """A piece of invocation `inv_id`'s streamed response, for its sink (a `Collector` unless the caller gave one).
-        False if the environment was killed: a piece for no invocation in flight, or one past MAX_STREAM (that
-        invocation fails with Function.ResponseSizeTooLarge; the function would go on streaming)."""
+        """A piece of `inv_id`'s streamed response, for its sink (a `Collector` unless the caller gave one). False if
+        that killed it: a piece of no invocation in flight, or past MAX_STREAM (Function.ResponseSizeTooLarge)."""
         fut = self._inflight.get(inv_id)
         if fut is None or fut.done():
             self.kill(f"unexpected frame: a piece of invocation {inv_id}, which is not in flight")
             return False
-        sink = self._sinks.get(inv_id)
-        if sink is None:
-            sink = self._sinks[inv_id] = streams.Collector()
+        sink = self._sinks.get(inv_id) or self._sinks.setdefault(inv_id, streams.Collector())
         if sink.write(data):
             return True
         fut.set_result((streams.overflowed(inv_id, sink.total, self.take_output()), time.perf_counter()))
@@ -429,7 +433,7 @@ class Environment(asyncio.Protocol):
         fut = self._inflight.pop(inv_id, None)
         if fut is not None and not fut.done():
             fut.set_exception(InvocationTimeout())
-        self.kill("invocation timed out")
+        self.shutdown("invocation timed out")
 
     def _fail_all(self, reason: str) -> None:
         for fut in self._inflight.values():
@@ -470,9 +474,17 @@ class Environment(asyncio.Protocol):
         if not self.last_output:
             self.last_output = self.take_output()
 
-    def shutdown(self) -> None:
-        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""
-        self.kill("shut down")
+    def shutdown(self, reason: str = "shut down") -> None:
+        """Stop an idle environment: SIGKILL (no work lost). With a `shutdown_grace` (extensions: Lambda's shutdown
+        phase), SHUTDOWN first (during an invocation: its timeout), SIGKILL once the grace is over."""
+        if self.shutdown_grace <= 0 or self._finished or self._transport is None or self.exit_status.done():
+            self.kill(reason)
+        elif not self._ending:
+            self._ending = self.dead = True
+            self._keep_output()  # what a timed-out invocation printed, for its caller's log, as kill() keeps it
+            self._fail_all(reason)
+            self._transport.write(wire.encode((wire.SHUTDOWN,)))
+            asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, reason)
 
 
 async def connect(key: Any, forked: Forked) -> Environment:
