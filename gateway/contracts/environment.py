@@ -9,6 +9,7 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
     RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, pending, log]
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, pending, log]
+    CHUNK    [CHUNK, id, data]                                   env -> gateway: a piece of a streamed response
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
                                         (`spec`: an `EnvironmentSpec`'s wire form, a map)
@@ -27,19 +28,32 @@ call); a function that lies about it only moves its own output to its next invoc
 many invocations the environment runs at once (more than 1 only for async handlers that opted in); the gateway
 never sends it more.
 
-Frames from an environment (READY, RESULT, ERROR, RESET) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
-array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
-containers. So decoding costs time linear in the frame's size and builds at most a handful of objects, whatever a
-hostile function writes on its socket: a nested structure is refused at its second array, before it is built.
+A streamed response (a Runtime API runtime's `/response` in `Lambda-Runtime-Function-Response-Mode: streaming`) is
+any number of CHUNK frames for an invocation, in order, then the RESULT or ERROR that ends it: RESULT's `payload`
+is its last piece (usually empty); an ERROR discards what was streamed for a synchronous Invoke (the caller of
+InvokeWithResponseStream has had the pieces already, and gets the error at the end). A CHUNK for an invocation that is
+not in flight is a broken peer's, like such a reply. The pieces of one response add up to at most `MAX_STREAM` bytes
+(Lambda's limit for a streamed response); a synchronous Invoke keeps at most `MAX_SYNC_RESPONSE` of them
+(Function.ResponseSizeTooLarge beyond). A sender splits larger writes into pieces of at most `MAX_CHUNK` bytes (the
+decoder takes any piece within `MAX_FRAME`); each piece counts as at least `MIN_CHUNK_COST` bytes toward the limit,
+so that a response is at most MAX_STREAM / MIN_CHUNK_COST frames however small its pieces (each costs the gateway
+a decode, whatever its size).
+
+Frames from an environment (READY, RESULT, ERROR, CHUNK, RESET) are decoded under strict limits
+(`FROM_ENVIRONMENT`): one flat array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension
+types, no nested containers. So decoding costs time linear in the frame's size and builds at most a handful of
+objects, whatever a hostile function writes on its socket: a nested structure is refused at its second array, before
+it is built.
 The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
 A frame the decoder rejects, or one larger than `MAX_FRAME`, means the peer is broken: the reader must
 drop the connection and kill the peer, never read from it again.
 
-Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`
-name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked twice). The hot
-paths encode with `encode_invoke` and `encode_reply`, which build the same bytes as `encode(record)`. The spec a new
+Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`,
+`Chunk` name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked
+twice). The hot paths encode with `encode_invoke`, `encode_reply` and `encode_chunk`, which build the same bytes as
+`encode(record)`. The spec a new
 environment gets (`EnvironmentSpec`, the SPEC frame's map and the zygote's FORK request) is checked once, when read.
 """
 
@@ -58,12 +72,23 @@ RESULT = 3
 ERROR = 4
 SHUTDOWN = 5
 SPEC = 6
+CHUNK = 7
 RESET = 8
 
 #: frame size limits. Payloads are at most 6 MB each way; the rest is headroom for fields and logs.
 MAX_PAYLOAD = 6 * 1024 * 1024
 MAX_LOG = 256 * 1024
 MAX_FRAME = MAX_PAYLOAD + MAX_LOG + 64 * 1024
+
+#: Lambda's limit on a streamed response (InvokeWithResponseStream; 20 MB until July 2025, now 200 MB): the total of
+#: an invocation's CHUNK frames. Beyond its first 6 MB Lambda caps the stream's rate at 2 MB/s; the gateway does not.
+MAX_STREAM = 200 * 1024 * 1024
+#: what the smallest piece counts toward MAX_STREAM (see the module's docstring): at most 204800 pieces a response
+MIN_CHUNK_COST = 1024
+#: Lambda's limit on a synchronous Invoke's response, the figure its Function.ResponseSizeTooLarge message states
+MAX_SYNC_RESPONSE = 6291556
+#: the largest piece a sender puts in one CHUNK frame (each becomes one event of the caller's stream)
+MAX_CHUNK = 1024 * 1024
 
 #: the longest string (in UTF-8 bytes) a frame from an environment may hold: an error message of Lambda's
 #: 256 KB limit in characters, 4 bytes each at worst
@@ -85,6 +110,7 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     ERROR: (int, str, bytes, _NUM, int, int, bytes),
     SHUTDOWN: (),
     SPEC: (dict,),
+    CHUNK: (int, bytes),
     RESET: (),
 }
 
@@ -136,6 +162,14 @@ class Error(NamedTuple):
     max_rss_kb: int
     pending: int
     log: bytes
+
+
+class Chunk(NamedTuple):
+    """CHUNK: the next piece of invocation `inv_id`'s streamed response (see the module's docstring)."""
+
+    kind: int
+    inv_id: int
+    data: bytes
 
 
 #: a reply to an INVOKE
@@ -271,7 +305,7 @@ class Peer:
 
 #: frames the gateway reads from an environment (hostile code may write anything on that socket)
 FROM_ENVIRONMENT = Peer(
-    frozenset({READY, RESULT, ERROR, RESET}),
+    frozenset({READY, RESULT, ERROR, CHUNK, RESET}),
     {"max_array_len": 8, "max_map_len": 0, "max_str_len": MAX_STR, "max_bin_len": MAX_FRAME, "max_ext_len": 0},
     flat=True,
 )
@@ -309,6 +343,12 @@ def encode_spec(spec: EnvironmentSpec) -> bytes:
 def encode_reply(head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int, log: bytes) -> bytes:
     """RESULT or ERROR (see `Result`, `Error`): `head` (`result_head`, `error_head`), then the invocation's figures."""
     body: bytes = _packb((*head, duration_ms, max_rss_kb, pending, log), use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
+
+
+def encode_chunk(inv_id: int, data: bytes) -> bytes:
+    """CHUNK (see `Chunk`): `data` is at most MAX_CHUNK bytes."""
+    body: bytes = _packb((CHUNK, inv_id, data), use_bin_type=True)
     return len(body).to_bytes(4, "big") + body
 
 

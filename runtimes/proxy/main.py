@@ -35,7 +35,7 @@ from typing import NoReturn
 
 from gateway.contracts.environment import EnvironmentSpec
 from gateway.contracts.zygote import ExitCode
-from runtimes.proxy import process
+from runtimes.proxy import process, streaming
 from runtimes.proxy.lifecycle import ExtensionLink
 from runtimes.proxy.link import GatewayLink
 from runtimes.proxy.runtime_api import RuntimeApi
@@ -72,6 +72,7 @@ class Proxy:
         self.memory = process.MemoryProbe(os.getpid())  # replaced by the runtime's once it runs
         self.api = RuntimeApi(self.link, init_start, pending, lambda: self.memory.peak_kb())
         self.api.on_init_error = lambda: self.end(ExitCode.OK)
+        streaming.install(self.api, self.link)  # streamed responses: CHUNK frames as the body arrives
         self.pid = 0
 
     def end(self, code: int) -> NoReturn:
