@@ -19,7 +19,19 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.api import account, aliases, catalog, concurrency, functions, invoke, layers, provisioned, tags, versions
+from gateway.api import (
+    account,
+    aliases,
+    catalog,
+    concurrency,
+    functions,
+    invoke,
+    invoke_stream,
+    layers,
+    provisioned,
+    tags,
+    versions,
+)
 from gateway.api import logs as logs_api
 from gateway.api import metrics as metrics_api
 from gateway.api.auth import auth_middleware
@@ -263,6 +275,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_deploy)
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
+    invoke_stream.add_routes(app)
     functions.add_routes(app)
     versions.add_routes(app)
     aliases.add_routes(app)

@@ -482,6 +482,7 @@ class FakeZygoteClient:
     def __init__(self, capacity: int = 1) -> None:
         self.ready = True
         self.jailed = False
+        self.interpreter = sys.executable
         self.programs: dict[str, str] = {}
         self.capacity = capacity
         self.init_error: dict[str, Any] | None = None

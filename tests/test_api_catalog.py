@@ -109,6 +109,7 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "PutFunctionConcurrency", "GetFunctionConcurrency", "DeleteFunctionConcurrency",
         "PutProvisionedConcurrencyConfig", "GetProvisionedConcurrencyConfig", "DeleteProvisionedConcurrencyConfig",
         "ListProvisionedConcurrencyConfigs",
+        "InvokeWithResponseStream",  # issue 14
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 

@@ -35,6 +35,7 @@ error_frames = st.builds(
     st.integers(-1, 2**20),
     blobs,
 )
+chunk_frames = st.builds(lambda i, d: [wire.CHUNK, i, d], ids, blobs)
 
 
 @given(invoke_frames)
@@ -45,7 +46,7 @@ def test_invoke_round_trip(fields: tuple[int, bytes, int, str, str, bytes | None
         wire.FrameDecoder().feed(data)
 
 
-@given(st.lists(result_frames | error_frames, min_size=1, max_size=8), st.data())
+@given(st.lists(result_frames | error_frames | chunk_frames, min_size=1, max_size=8), st.data())
 def test_stream_of_frames_survives_any_chunking(frames: list[list[object]], data: st.DataObject) -> None:
     assert _fed_in_pieces(frames, data, 10) == frames
 
@@ -223,6 +224,7 @@ def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
         "ephemeral_storage": 512,
         "network": True,
         "bootstrap": [],
+        "extensions": [],
     }
     assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
 
@@ -232,3 +234,44 @@ def test_decoded_frames_make_their_records() -> None:
     error = wire.typed(wire.Error, wire.FrameDecoder().feed(data)[0])
     assert isinstance(error, wire.Error)
     assert (error.inv_id, error.error_type, error.error_body, error.pending, error.log) == (3, "E", b"{}", -1, b"log")
+
+
+@given(ids, blobs)
+def test_chunk_round_trip(inv_id: int, data: bytes) -> None:
+    encoded = wire.encode_chunk(inv_id, data)
+    assert encoded == wire.encode([wire.CHUNK, inv_id, data])
+    (frame,) = wire.FrameDecoder().feed(encoded)
+    chunk = wire.typed(wire.Chunk, frame)
+    assert isinstance(chunk, wire.Chunk) and (chunk.inv_id, chunk.data) == (inv_id, data)
+    with pytest.raises(wire.ProtocolError):  # the gateway never sends CHUNK
+        wire.FrameDecoder(wire.FROM_GATEWAY).feed(encoded)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        [wire.CHUNK, 1, "text"],  # a piece is bytes, never a string
+        [wire.CHUNK, 1],
+        [wire.CHUNK, 1, b"x", b"y"],
+        [wire.CHUNK, True, b"x"],
+        [wire.CHUNK, 1, [b"x"]],
+        [wire.CHUNK, 1.0, b"x"],
+    ],
+)
+def test_malformed_chunks_are_protocol_errors(frame: list[object]) -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameDecoder().feed(wire.encode(frame))
+
+
+def test_a_chunk_as_large_as_a_frame_allows_decodes_and_a_larger_one_is_refused_on_its_prefix() -> None:
+    (frame,) = wire.FrameDecoder().feed(wire.encode_chunk(1, b"x" * wire.MAX_PAYLOAD))
+    assert len(frame[2]) == wire.MAX_PAYLOAD
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameDecoder().feed(wire.encode_chunk(1, b"x" * wire.MAX_FRAME)[:1024])
+
+
+def test_reset_is_a_frame_an_environment_may_send() -> None:
+    decoder = wire.FrameDecoder(wire.FROM_ENVIRONMENT)
+    assert decoder.feed(wire.encode((wire.RESET,))) == [[wire.RESET]]
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameDecoder(wire.FROM_ENVIRONMENT).feed(wire.encode((wire.RESET, 1)))

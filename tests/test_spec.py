@@ -7,7 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from gateway.contracts.environment import EnvironmentSpec, Mount
-from gateway.execution.spec import JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
+from gateway.execution.spec import API_CLIENT, JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
+from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
@@ -77,6 +78,36 @@ def test_json_logging_and_the_network_switch() -> None:
 def test_the_spec_survives_its_wire_form() -> None:
     spec = environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True)
     assert EnvironmentSpec.from_wire(spec.to_wire()) == spec
+
+
+def test_extensions_are_the_layers_extension_files_by_name_a_later_layer_winning(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    for layer, names in ((one, ("zeta", "alpha")), (two, ("alpha", "mid"))):
+        (layer / "extensions").mkdir(parents=True)
+        for name in names:
+            (layer / "extensions" / name).write_text("#!/bin/sh\n")
+    (one / "extensions" / "subdir").mkdir()  # not an extension
+    config = dataclasses.replace(CONFIG, layer_dirs=(one, two))
+    host = environment_spec(config, SETTINGS, "on-demand", jailed=False, interpreter="/usr/bin/python3.12")
+    assert host.extensions == [str(two / "extensions/alpha"), str(two / "extensions/mid"), str(one / "extensions/zeta")]
+    jailed = environment_spec(config, SETTINGS, "on-demand", jailed=True, interpreter="/usr/bin/python3.12")
+    assert jailed.extensions == ["/opt/extensions/alpha", "/opt/extensions/mid", "/opt/extensions/zeta"]
+    # A Python function with extensions runs through the proxy, with our Runtime API client on its Python.
+    assert jailed.bootstrap == [
+        "/usr/bin/python3.12",
+        "-I",
+        "-S",
+        "-B",
+        API_CLIENT,
+        str(PACKAGES_DIR),
+        *jailed.extra_paths,
+    ]
+    assert Path(API_CLIENT).is_file()
+    # Without extensions or AWS_LAMBDA_EXEC_WRAPPER: the fast path.
+    assert environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True).bootstrap == []
+    wrapped = dataclasses.replace(CONFIG, environment={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper"})
+    bootstrap = environment_spec(wrapped, SETTINGS, "on-demand", jailed=False, interpreter="/py").bootstrap
+    assert bootstrap[0] == "/py" and bootstrap[4:6] == [API_CLIENT, str(PACKAGES_DIR)]
 
 
 def test_a_custom_runtime_runs_the_codes_bootstrap_else_a_layers(tmp_path: Path) -> None:

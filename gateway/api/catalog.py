@@ -107,8 +107,9 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
         "Invoke InvokeAsync InvokeWithResponseStream",
         InvokeAsync=Status(PLANNED, "async invocation (a deprecated operation: 256 KB payloads, answers 202)"),
         InvokeWithResponseStream=Status(
-            NOT_APPLICABLE,
-            "Lambda streams responses only from Node.js and custom runtimes; the gateway runs Python runtimes",
+            IMPLEMENTED,
+            "issue 14: pieces stream from Runtime API runtimes in streaming response mode; a Python function's whole "
+            "response is one PayloadChunk, as on Lambda",
         ),
     ),
     _area(

@@ -28,7 +28,7 @@ MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 #: bodies and headers of 429 answers, built once: a throttle must cost less than any real request
-_THROTTLED = {
+THROTTLED = {
     reason: (
         orjson.dumps(TooManyRequestsException(RATE_EXCEEDED, reason).to_dict()),
         {"x-amzn-ErrorType": TooManyRequestsException.name, "Content-Type": "application/json"},
@@ -101,10 +101,10 @@ async def invoke(request: web.Request) -> web.Response:
         token = concurrency.admit(ref.name)
     except TooManyRequestsException as exc:
         metrics.throttled(ref.name, exc.reason)
-        body, throttle_headers = _THROTTLED[exc.reason]
+        body, throttle_headers = THROTTLED[exc.reason]
         return web.Response(body=body, status=429, headers=throttle_headers)
     try:
-        payload, client_context = await _payload(request)
+        payload, client_context = await read_payload(request)
         # Resolve again now that the body is in: no await may separate this from the pool choice, so an
         # invocation never runs configuration older than the last update that returned before it started.
         config = registry.resolve(ref.name, ref.qualifier, route=True)
@@ -130,7 +130,7 @@ async def invoke(request: web.Request) -> web.Response:
     return response
 
 
-async def _payload(request: web.Request) -> tuple[bytes, bytes | None]:
+async def read_payload(request: web.Request) -> tuple[bytes, bytes | None]:
     """The validated event (`{}` for an empty body) and decoded client context of an Invoke request."""
     length = request.content_length
     if length is not None and length > MAX_SYNC_PAYLOAD:
@@ -147,7 +147,7 @@ async def _payload(request: web.Request) -> tuple[bytes, bytes | None]:
 
 async def _not_synchronous(request: web.Request, ref: FunctionRef, inv_type: str) -> web.Response:
     """DryRun validates the request and answers 204; Event is not implemented yet (never run synchronously)."""
-    await _payload(request)
+    await read_payload(request)
     config = request.app[REGISTRY].resolve(ref.name, ref.qualifier)
     if inv_type == "DryRun":
         return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})

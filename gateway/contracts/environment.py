@@ -9,9 +9,13 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
     RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, pending, log]
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, pending, log]
+    CHUNK    [CHUNK, id, data]                                   env -> gateway: a piece of a streamed response
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
                                         (`spec`: an `EnvironmentSpec`'s wire form, a map)
+    RESET    [RESET]                    env -> gateway: hand me no more invocations (what is in flight is answered);
+                                        the gateway then ends it with SHUTDOWN (its extensions failed: Lambda resets
+                                        such an environment)
 
 READY's `error_type` is None when Init succeeded; else `error_message` is the message and `stack_trace` the JSON
 array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
@@ -24,19 +28,32 @@ call); a function that lies about it only moves its own output to its next invoc
 many invocations the environment runs at once (more than 1 only for async handlers that opted in); the gateway
 never sends it more.
 
-Frames from an environment (READY, RESULT, ERROR) are decoded under strict limits (`FROM_ENVIRONMENT`): one flat
-array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
-containers. So decoding costs time linear in the frame's size and builds at most a handful of objects, whatever a
-hostile function writes on its socket: a nested structure is refused at its second array, before it is built.
+A streamed response (a Runtime API runtime's `/response` in `Lambda-Runtime-Function-Response-Mode: streaming`) is
+any number of CHUNK frames for an invocation, in order, then the RESULT or ERROR that ends it: RESULT's `payload`
+is its last piece (usually empty); an ERROR discards what was streamed for a synchronous Invoke (the caller of
+InvokeWithResponseStream has had the pieces already, and gets the error at the end). A CHUNK for an invocation that is
+not in flight is a broken peer's, like such a reply. The pieces of one response add up to at most `MAX_STREAM` bytes
+(Lambda's limit for a streamed response); a synchronous Invoke keeps at most `MAX_SYNC_RESPONSE` of them
+(Function.ResponseSizeTooLarge beyond). A sender splits larger writes into pieces of at most `MAX_CHUNK` bytes (the
+decoder takes any piece within `MAX_FRAME`); each piece counts as at least `MIN_CHUNK_COST` bytes toward the limit,
+so that a response is at most MAX_STREAM / MIN_CHUNK_COST frames however small its pieces (each costs the gateway
+a decode, whatever its size).
+
+Frames from an environment (READY, RESULT, ERROR, CHUNK, RESET) are decoded under strict limits
+(`FROM_ENVIRONMENT`): one flat array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension
+types, no nested containers. So decoding costs time linear in the frame's size and builds at most a handful of
+objects, whatever a hostile function writes on its socket: a nested structure is refused at its second array, before
+it is built.
 The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
 The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
 A frame the decoder rejects, or one larger than `MAX_FRAME`, means the peer is broken: the reader must
 drop the connection and kill the peer, never read from it again.
 
-Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`
-name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked twice). The hot
-paths encode with `encode_invoke` and `encode_reply`, which build the same bytes as `encode(record)`. The spec a new
+Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`,
+`Chunk` name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked
+twice). The hot paths encode with `encode_invoke`, `encode_reply` and `encode_chunk`, which build the same bytes as
+`encode(record)`. The spec a new
 environment gets (`EnvironmentSpec`, the SPEC frame's map and the zygote's FORK request) is checked once, when read.
 """
 
@@ -55,11 +72,23 @@ RESULT = 3
 ERROR = 4
 SHUTDOWN = 5
 SPEC = 6
+CHUNK = 7
+RESET = 8
 
 #: frame size limits. Payloads are at most 6 MB each way; the rest is headroom for fields and logs.
 MAX_PAYLOAD = 6 * 1024 * 1024
 MAX_LOG = 256 * 1024
 MAX_FRAME = MAX_PAYLOAD + MAX_LOG + 64 * 1024
+
+#: Lambda's limit on a streamed response (InvokeWithResponseStream; 20 MB until July 2025, now 200 MB): the total of
+#: an invocation's CHUNK frames. Beyond its first 6 MB Lambda caps the stream's rate at 2 MB/s; the gateway does not.
+MAX_STREAM = 200 * 1024 * 1024
+#: what the smallest piece counts toward MAX_STREAM (see the module's docstring): at most 204800 pieces a response
+MIN_CHUNK_COST = 1024
+#: Lambda's limit on a synchronous Invoke's response, the figure its Function.ResponseSizeTooLarge message states
+MAX_SYNC_RESPONSE = 6291556
+#: the largest piece a sender puts in one CHUNK frame (each becomes one event of the caller's stream)
+MAX_CHUNK = 1024 * 1024
 
 #: the longest string (in UTF-8 bytes) a frame from an environment may hold: an error message of Lambda's
 #: 256 KB limit in characters, 4 bytes each at worst
@@ -81,6 +110,8 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     ERROR: (int, str, bytes, _NUM, int, int, bytes),
     SHUTDOWN: (),
     SPEC: (dict,),
+    CHUNK: (int, bytes),
+    RESET: (),
 }
 
 
@@ -133,6 +164,14 @@ class Error(NamedTuple):
     log: bytes
 
 
+class Chunk(NamedTuple):
+    """CHUNK: the next piece of invocation `inv_id`'s streamed response (see the module's docstring)."""
+
+    kind: int
+    inv_id: int
+    data: bytes
+
+
 #: a reply to an INVOKE
 Reply = Result | Error
 
@@ -182,7 +221,9 @@ class EnvironmentSpec(NamedTuple):
     `ephemeral_storage` (MB of /tmp, and the largest file), `network` (whether a jail is connected to the gateway's
     bridge). `bootstrap`, when not empty, makes it a Runtime API environment: the proxy (runtimes/proxy) serves the
     Runtime API and runs this command line as the runtime (a custom runtime's `bootstrap`, Node.js, ...); empty, it
-    is the Python fast path (the environment process imports the handler itself).
+    is the Python fast path (the environment process imports the handler itself). `extensions` (a Runtime API
+    environment's only) are the external extensions the proxy starts before the runtime: executables as the
+    environment sees them (/opt/extensions/<name> in a jail), in the order Lambda starts them (by name).
     """
 
     env: dict[str, str]
@@ -195,6 +236,7 @@ class EnvironmentSpec(NamedTuple):
     ephemeral_storage: int
     network: bool
     bootstrap: list[str] = []
+    extensions: list[str] = []
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
@@ -203,7 +245,8 @@ class EnvironmentSpec(NamedTuple):
     @classmethod
     def from_wire(cls, wire: Any) -> EnvironmentSpec:
         """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
-        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` none)."""
+        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` and `extensions`
+        none)."""
         if type(wire) is not dict:
             raise SpecError(f"a spec is a map, not {type(wire).__name__}")
         try:
@@ -218,6 +261,7 @@ class EnvironmentSpec(NamedTuple):
                 ephemeral_storage=wire["ephemeral_storage"],
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
+                extensions=wire.get("extensions", []),
             )
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed spec: {exc!r}") from None
@@ -241,6 +285,8 @@ def _check_spec(spec: EnvironmentSpec) -> None:
         and type(spec.network) is bool
         and type(spec.bootstrap) is list
         and all(type(a) is str for a in spec.bootstrap)
+        and type(spec.extensions) is list
+        and all(type(a) is str for a in spec.extensions)
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")
@@ -259,7 +305,7 @@ class Peer:
 
 #: frames the gateway reads from an environment (hostile code may write anything on that socket)
 FROM_ENVIRONMENT = Peer(
-    frozenset({READY, RESULT, ERROR}),
+    frozenset({READY, RESULT, ERROR, CHUNK, RESET}),
     {"max_array_len": 8, "max_map_len": 0, "max_str_len": MAX_STR, "max_bin_len": MAX_FRAME, "max_ext_len": 0},
     flat=True,
 )
@@ -297,6 +343,12 @@ def encode_spec(spec: EnvironmentSpec) -> bytes:
 def encode_reply(head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int, log: bytes) -> bytes:
     """RESULT or ERROR (see `Result`, `Error`): `head` (`result_head`, `error_head`), then the invocation's figures."""
     body: bytes = _packb((*head, duration_ms, max_rss_kb, pending, log), use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
+
+
+def encode_chunk(inv_id: int, data: bytes) -> bytes:
+    """CHUNK (see `Chunk`): `data` is at most MAX_CHUNK bytes."""
+    body: bytes = _packb((CHUNK, inv_id, data), use_bin_type=True)
     return len(body).to_bytes(4, "big") + body
 
 

@@ -8,7 +8,8 @@ invocation, resolved by `data_received`, and no task of its own. Invariants:
   process group is SIGKILLed, every in-flight invocation fails at once, and it is never used again (a late reply
   must not answer the next request);
 - `invoke()` returns the reply, a `Result` or an `Error` record (with when the payload went out and the reply came
-  back) or raises `InvocationTimeout` / `EnvironmentDied`;
+  back) or raises `InvocationTimeout` / `EnvironmentDied`; CHUNK frames before the reply (a streamed response) go
+  to the invocation's sink (gateway/execution/streams.py), which makes the reply what the caller gets;
 - output: the environment's fds 1 and 2 are a pipe whose read end is ours, read by a loop reader into a buffer
   that keeps the last OUTPUT_LIMIT bytes (older ones are counted, and the log says how many were dropped). At a
   reply the pipe is drained (without blocking: what the environment wrote before replying is in it) and the
@@ -26,17 +27,17 @@ import fcntl
 import itertools
 import logging
 import os
-import shutil
 import signal
 import sys
 import termios
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from gateway.contracts import environment as wire
-from gateway.contracts.environment import ERROR, INV_ID, LOG, PENDING, READY, RESULT, Error, Result, typed
-from gateway.isolation import cgroups, uids
+from gateway.contracts.environment import CHUNK, ERROR, INV_ID, LOG, PENDING, READY, RESULT, Error, Result, typed
+from gateway.execution import streams
+from gateway.execution.cleanup import remove_later as remove_later  # zygote.py's, too
+from gateway.isolation import cgroups
 from gateway.isolation.freezer import Freezer
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class Environment(asyncio.Protocol):
     __slots__ = (
         "_decoder",
         "_dropped",
+        "_ending",
         "_finished",
         "_ids",
         "_inflight",
@@ -106,6 +108,7 @@ class Environment(asyncio.Protocol):
         "_out_fd",
         "_reading",
         "_ready",
+        "_sinks",
         "_transport",
         "capacity",
         "dead",
@@ -122,6 +125,7 @@ class Environment(asyncio.Protocol):
         "load",
         "oom_peak",
         "pid",
+        "shutdown_grace",
         "started",
     )
 
@@ -148,11 +152,13 @@ class Environment(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._decoder = wire.FrameDecoder()
         self._inflight: dict[int, asyncio.Future[tuple[wire.Reply, float]]] = {}
+        self._sinks: dict[int, streams.Sink] = {}  # of invocations that stream (see `_chunk`)
         self._ids = itertools.count(1)
         loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[wire.Ready] = loop.create_future()
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
+        self.shutdown_grace, self._ending = 0.0, False  # a `shutdown` with a grace (extensions), and one under way
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -184,11 +190,32 @@ class Environment(asyncio.Protocol):
                     return
                 frame[LOG] = self.take_output(frame[LOG], frame[PENDING] != 0)
                 fut.set_result((typed(reply, frame), received))
+            elif kind == CHUNK:
+                if not self._chunk(frame[INV_ID], frame[2]):
+                    return
             elif kind == READY and not self._ready.done():
                 self._ready.set_result(typed(wire.Ready, frame))
+            elif kind == wire.RESET:  # it takes no more invocations (its extensions failed): what runs may finish
+                self.dead = True
+                if not inflight:
+                    self.shutdown("reset")
             else:
                 self.kill(f"unexpected frame kind {kind}")
                 return
+
+    def _chunk(self, inv_id: int, data: bytes) -> bool:
+        """A piece of `inv_id`'s streamed response, for its sink (a `Collector` unless the caller gave one). False if
+        that killed it: a piece of no invocation in flight, or past MAX_STREAM (Function.ResponseSizeTooLarge)."""
+        fut = self._inflight.get(inv_id)
+        if fut is None or fut.done():
+            self.kill(f"unexpected frame: a piece of invocation {inv_id}, which is not in flight")
+            return False
+        sink = self._sinks.get(inv_id) or self._sinks.setdefault(inv_id, streams.Collector())
+        if sink.write(data):
+            return True
+        fut.set_result((streams.overflowed(inv_id, sink.total, self.take_output()), time.perf_counter()))
+        self.kill("its streamed response exceeded the limit")
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Usually the process is exiting: give the zygote a moment to report how, before making sure.
@@ -343,9 +370,7 @@ class Environment(asyncio.Protocol):
                 "errorMessage": ready.error_message,
                 "stackTrace": ready.stack_trace,
             }
-        # An environment that ends right after READY (a Runtime API one after init/error) may be gone already: what
-        # it printed was kept when it died (`last_output`), its pipe closed
-        self.init_log = self.last_output + self.take_output()
+        self.init_log = self.last_output + self.take_output()  # ended since READY (init/error): kept at its end
 
     async def invoke(
         self,
@@ -354,9 +379,11 @@ class Environment(asyncio.Protocol):
         invoked_arn: str,
         client_context: bytes | None,
         timeout: float,
+        sink: streams.Stream | None = None,
     ) -> tuple[wire.Reply, float, float]:
         """Run one invocation under `timeout` seconds: its reply (a `Result` or an `Error`, whose `log` is what the
-        invocation printed), and the perf_counter() times at which the payload was written and the reply arrived."""
+        invocation printed), and the perf_counter() times at which the payload was written and the reply arrived.
+        `sink` takes the pieces of a streamed response as they come (without one, they are joined into the reply)."""
         if self.dead or self._transport is None:
             raise EnvironmentDied("environment is dead", self.exit_status)
         loop = asyncio.get_running_loop()
@@ -366,6 +393,9 @@ class Environment(asyncio.Protocol):
         inv_id = next(self._ids)
         fut: asyncio.Future[tuple[wire.Reply, float]] = loop.create_future()
         self._inflight[inv_id] = fut
+        if sink is not None:
+            sink.attach(self._transport)
+            self._sinks[inv_id] = sink
         deadline_ms = int((time.time() + timeout) * 1000)
         self._transport.write(wire.encode_invoke(inv_id, payload, deadline_ms, request_id, invoked_arn, client_context))
         written_at = time.perf_counter()
@@ -383,6 +413,9 @@ class Environment(asyncio.Protocol):
             timer.cancel()
             self._inflight.pop(inv_id, None)
             self.last_used = time.monotonic()
+            streamed = self._sinks.pop(inv_id, None) if self._sinks else None
+        if streamed is not None:
+            reply = streamed.end(reply)
         return reply, written_at, replied_at
 
     def freeze(self) -> None:
@@ -400,7 +433,7 @@ class Environment(asyncio.Protocol):
         fut = self._inflight.pop(inv_id, None)
         if fut is not None and not fut.done():
             fut.set_exception(InvocationTimeout())
-        self.kill("invocation timed out")
+        self.shutdown("invocation timed out")
 
     def _fail_all(self, reason: str) -> None:
         for fut in self._inflight.values():
@@ -441,32 +474,17 @@ class Environment(asyncio.Protocol):
         if not self.last_output:
             self.last_output = self.take_output()
 
-    def shutdown(self) -> None:
-        """Stop an idle environment (it is idle, so no work is lost; SIGKILL is the quickest clean exit)."""
-        self.kill("shut down")
-
-
-#: removals wait for killed processes to leave their cgroups: in threads of their own, not the loop's default
-#: executor, which the registry and the log store use
-_CLEANUP = ThreadPoolExecutor(max_workers=2, thread_name_prefix="environment-cleanup")
-
-
-def remove_later(path: str) -> None:
-    """Remove an environment's directory (its private /tmp may hold up to EphemeralStorage bytes) and its cgroups,
-    with whatever still runs in them (without cgroups: every process of its uid, isolation/uids.py), off the event
-    loop."""
-    try:
-        asyncio.get_running_loop().run_in_executor(_CLEANUP, _remove, path)
-    except RuntimeError:  # no running loop (interpreter shutdown): do it now
-        _remove(path)
-
-
-def _remove(path: str) -> None:
-    if cgroups.recorded(path):
-        cgroups.remove(path)  # everything the environment started: a jail cannot leave its groups
-    else:  # a jail without cgroups (no writable hierarchy): its processes are those of its uid (a /proc scan)
-        uids.kill_recorded(path)
-    shutil.rmtree(path, ignore_errors=True)
+    def shutdown(self, reason: str = "shut down") -> None:
+        """Stop an idle environment: SIGKILL (no work lost). With a `shutdown_grace` (extensions: Lambda's shutdown
+        phase), SHUTDOWN first (during an invocation: its timeout), SIGKILL once the grace is over."""
+        if self.shutdown_grace <= 0 or self._finished or self._transport is None or self.exit_status.done():
+            self.kill(reason)
+        elif not self._ending:
+            self._ending = self.dead = True
+            self._keep_output()  # what a timed-out invocation printed, for its caller's log, as kill() keeps it
+            self._fail_all(reason)
+            self._transport.write(wire.encode((wire.SHUTDOWN,)))
+            asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, reason)
 
 
 async def connect(key: Any, forked: Forked) -> Environment:

@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.execution.environment import INIT_TIMEOUT, EnvironmentDied, InvocationTimeout
 from gateway.execution.lambda_logs import failure_line, init_error_line, log_tail, log_text
 from gateway.execution.pools import PoolManager
+from gateway.execution.streams import Stream
 from gateway.execution.zygote import ZygoteUnavailable, describe_wait_status
 from gateway.hooks import Hook
 from gateway.store.records import FunctionConfig
@@ -167,8 +168,12 @@ class Invoker:
         payload: bytes,
         client_context: bytes | None,
         want_log: bool,
+        stream: Stream | None = None,
     ) -> Outcome:
-        outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log)
+        """Run one invocation. With a `stream` (InvokeWithResponseStream), a function that streams its response
+        hands its pieces to it as they come (the outcome's payload is then the reply's last piece, usually empty), and
+        the invocation takes the stream's `request_id`; without one they are joined into the outcome's payload."""
+        outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log, stream)
         outcome.resource = invoked_arn[invoked_arn.index(":function:") + 10 :]
         self.on_outcome(config, outcome)
         return outcome
@@ -180,8 +185,9 @@ class Invoker:
         payload: bytes,
         client_context: bytes | None,
         want_log: bool,
+        stream: Stream | None,
     ) -> Outcome:
-        inv = Invocation(config, new_request_id(), want_log)
+        inv = Invocation(config, new_request_id() if stream is None else stream.request_id, want_log)
         if self.stopping:
             raise ServiceException(STOPPED)
         try:
@@ -203,7 +209,7 @@ class Invoker:
             started = time.perf_counter()
             try:
                 reply, written_at, replied_at = await env.invoke(
-                    payload, inv.request_id, invoked_arn, client_context, config.timeout
+                    payload, inv.request_id, invoked_arn, client_context, config.timeout, stream
                 )
             except InvocationTimeout:
                 inv.output, inv.duration_ms = env.last_output, config.timeout * 1000.0

@@ -38,6 +38,9 @@ log = logging.getLogger("gateway.pool")
 
 ON_DEMAND = "on-demand"
 PROVISIONED = "provisioned-concurrency"
+#: Lambda's shutdown phase with external extensions is 2 s; the environment ends itself within it (runtimes/proxy/
+#: lifecycle.py), and is killed after this long if it has not
+EXTENSIONS_SHUTDOWN_GRACE = 2.5
 
 
 class PoolCensus(NamedTuple):
@@ -140,8 +143,16 @@ class Pool(ABC):
             with contextlib.suppress(TimeoutError):  # fork() then waits again, and says ZygoteUnavailable
                 await self.zygote.wait_ready(READY_WAIT)
         credentials = self.credentials(config) if self.credentials else None
-        program = self.zygote.programs.get(config.runtime)
-        spec = environment_spec(config, self.settings, init_type, self.zygote.jailed, credentials, program)
+        zygote = self.zygote
+        spec = environment_spec(
+            config,
+            self.settings,
+            init_type,
+            zygote.jailed,
+            credentials,
+            zygote.interpreter,
+            program=zygote.programs.get(config.runtime),
+        )
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:
             env = await connect((config.name, config.version), await self.zygote.fork(spec))
@@ -149,6 +160,8 @@ class Pool(ABC):
             self.spawning -= 1
             raise
         env.initialization_type = init_type
+        if spec.extensions:  # Lambda's shutdown phase: its extensions get SHUTDOWN and this long to end
+            env.shutdown_grace = EXTENSIONS_SHUTDOWN_GRACE
         self.environments.add(env)
         self.spawning -= 1
         try:
@@ -157,7 +170,10 @@ class Pool(ABC):
             self.environments.discard(env)
             env.kill("init failed")
             raise
-        if self.freezing is not None and self.zygote.jailed and self.zygote.sandbox.freezes and not env.dead:
+        # Extensions run between invocations (they finish one after the caller has its answer, deliver telemetry):
+        # an environment that has them is never frozen, as Lambda freezes one only once its extensions are idle.
+        freezable = not spec.extensions and not env.dead
+        if self.freezing is not None and self.zygote.jailed and self.zygote.sandbox.freezes and freezable:
             env.freezer = Freezer.open(self.zygote.sandbox.cgroups, os.path.basename(env.env_dir))
         return env
 

@@ -7,6 +7,7 @@ the caller says whether the zygote jails (the paths differ) and passes the crede
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.execution import nodejs
 from gateway.isolation.network import NETWORK_VARIABLE
+from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
 
@@ -23,6 +25,10 @@ from gateway.store.records import FunctionConfig
 RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
 #: where a jailed environment sees its function's code and its layers, as on Lambda
 TASK_ROOT = "/var/task"
+#: the Runtime API client of Python functions that need one (`python_bootstrap`)
+API_CLIENT = f"{RUNTIME_DIR}/api_client.py"
+#: Lambda's variable: a program run with the runtime's command line as its arguments (runtimes/proxy/process.py)
+EXEC_WRAPPER = "AWS_LAMBDA_EXEC_WRAPPER"
 #: where a jail shows the runtime (runtimes/python/jail.py)
 JAIL_RUNTIME_DIR = "/var/runtime"
 LAYERS_ROOT = "/opt"
@@ -34,11 +40,14 @@ def environment_spec(
     init_type: str,
     jailed: bool,
     credentials: Mapping[str, str] | None = None,
+    interpreter: str | None = None,
+    *,
     program: str | None = None,
 ) -> EnvironmentSpec:
     """The spec of one new environment of `config` (`init_type`: "on-demand" or "provisioned-concurrency"), for a
-    zygote that jails its environments or not; `credentials` join its reserved variables. `program` is what runs the
-    runtime when the zygote says (the Node.js of a nodejs* runtime, gateway/catalog.py)."""
+    zygote that jails its environments or not; `credentials` join its reserved variables. `interpreter` is the
+    zygote's Python: a Python function that needs the Runtime API (`python_bootstrap`) runs its client on it.
+    `program` is what runs the runtime when the zygote says (the Node.js of a nodejs* runtime, gateway/catalog.py)."""
     task_root, extra_paths, mounts = code_layout(config, jailed)
     environ = environment_variables(config, settings, init_type, task_root, credentials)
     if jailed:
@@ -53,7 +62,8 @@ def environment_spec(
             environ["NODE_PATH"] = nodejs.node_path(
                 config.runtime, task_root, layers, jailed, nodejs.runtime_dir(jailed)
             )
-    return EnvironmentSpec(
+    extensions = extension_paths(config, jailed)
+    spec = EnvironmentSpec(
         env=environ,
         code_dir=task_root,
         handler=config.handler,
@@ -65,7 +75,34 @@ def environment_spec(
         # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
         bootstrap=bootstrap,
+        extensions=extensions,
     )
+    if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):
+        spec = spec._replace(bootstrap=python_bootstrap(interpreter or sys.executable, extra_paths))
+    return spec
+
+
+def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
+    """The function's external extensions: the files of its layers' extensions/ directories, as Lambda's merged
+    /opt/extensions shows them (a later layer's file hides an earlier one's of the same name), sorted by name (the
+    order Lambda starts them in); paths as the environment sees them."""
+    found: dict[str, Path] = {}
+    for layer in config.layer_dirs:
+        directory = Path(layer) / "extensions"
+        if directory.is_dir():
+            for entry in directory.iterdir():
+                if entry.is_file():
+                    found[entry.name] = entry
+    return [f"{LAYERS_ROOT}/extensions/{name}" if jailed else str(found[name]) for name in sorted(found)]
+
+
+def python_bootstrap(interpreter: str, extra_paths: list[str]) -> list[str]:
+    """A Python function's runtime when it needs the Runtime API (extensions, or AWS_LAMBDA_EXEC_WRAPPER): our
+    Runtime API client (runtimes/python/api_client.py) on the function's Python, run as a zygote is (-I -S -B: no
+    site-packages, no PYTHON* variables, no bytecode written), then the runtime's packages (boto3 ...) and the
+    layers' sys.path entries as its arguments. Both paths are the host's, which a jail shows at the same place; not
+    /var/runtime, where the runtime's own modules would shadow the standard library's (its concurrent.py)."""
+    return [interpreter, "-I", "-S", "-B", API_CLIENT, str(PACKAGES_DIR), *extra_paths]
 
 
 def custom_bootstrap(config: FunctionConfig, task_root: str, jailed: bool) -> list[str]:

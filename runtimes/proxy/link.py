@@ -1,5 +1,5 @@
 """The proxy's end of the environment socket (gateway/contracts/environment.py): INVOKE and SHUTDOWN in, READY,
-RESULT and ERROR out.
+CHUNK (a streamed response's pieces), RESULT and ERROR out.
 
 Reads are a loop reader (`loop.add_reader`) on the socket, which stays blocking: frames to the gateway go out with
 one blocking `sendall` each, so a frame is complete on the socket before anything else happens (the proxy may exit
@@ -77,6 +77,10 @@ class GatewayLink:
     def reply(self, head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int) -> None:
         """RESULT or ERROR for an invocation (`head`: result_head / error_head)."""
         self._write(wire.encode_reply(head, duration_ms, max_rss_kb, pending, b""))
+
+    def chunk(self, inv_id: int, data: bytes) -> None:
+        """CHUNK: a piece of invocation `inv_id`'s streamed response (at most MAX_CHUNK bytes), before its reply."""
+        self._write(wire.encode_chunk(inv_id, data))
 
     def _write(self, frame: bytes) -> None:
         try:

@@ -35,7 +35,8 @@ from typing import NoReturn
 
 from gateway.contracts.environment import EnvironmentSpec
 from gateway.contracts.zygote import ExitCode
-from runtimes.proxy import process
+from runtimes.proxy import process, streaming
+from runtimes.proxy.lifecycle import ExtensionLink
 from runtimes.proxy.link import GatewayLink
 from runtimes.proxy.runtime_api import RuntimeApi
 from runtimes.proxy.server import Router, listen
@@ -52,10 +53,26 @@ class Proxy:
         self, sock: socket.socket, spec: EnvironmentSpec, init_start: float, pending: Callable[[], int]
     ) -> None:
         self.spec = spec
-        self.link = GatewayLink(sock, lambda invoke: self.api.invoke(invoke), self.end)
+        self.extensions: ExtensionLink | None = None
+        self.link: GatewayLink
+        if spec.extensions:  # Lambda's lifecycle with extensions (runtimes/proxy/lifecycle.py)
+            self.link = self.extensions = ExtensionLink(
+                sock,
+                lambda invoke: self.api.invoke(invoke),
+                self.end,
+                spec.env,
+                spec.extensions,
+                spec.memory_size,
+                init_start,
+                pending,
+            )
+            self.extensions.runtime_pid = lambda: self.pid
+        else:
+            self.link = GatewayLink(sock, lambda invoke: self.api.invoke(invoke), self.end)
         self.memory = process.MemoryProbe(os.getpid())  # replaced by the runtime's once it runs
         self.api = RuntimeApi(self.link, init_start, pending, lambda: self.memory.peak_kb())
         self.api.on_init_error = lambda: self.end(ExitCode.OK)
+        streaming.install(self.api, self.link)  # streamed responses: CHUNK frames as the body arrives
         self.pid = 0
 
     def end(self, code: int) -> NoReturn:
@@ -72,13 +89,18 @@ class Proxy:
         env = dict(self.spec.env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{port}"
         argv = process.command(self.spec.bootstrap, env)
+        output = self.extensions.runtime_output() if self.extensions is not None else None
         try:
-            self.pid = process.spawn(argv, env, self.spec.code_dir)
+            self.pid = process.spawn(argv, env, self.spec.code_dir, output)
         except OSError as exc:
+            if output is not None:
+                os.close(output)
             message = process.entrypoint_error(argv[0], exc, env)
             sys.stderr.write(f"{process.INVALID_ENTRYPOINT}: {message}\n")
             self.link.ready(self._init_ms(), process.INVALID_ENTRYPOINT, message, b"")
             return False
+        if output is not None:
+            os.close(output)  # the runtime holds it: the relay sees EOF when the runtime (and its children) end
         self.memory = process.MemoryProbe(self.pid)
         return True
 
@@ -96,7 +118,10 @@ class Proxy:
                 return
             if pid == self.pid:
                 self.pid = 0
-                self._runtime_ended(status)
+                if self.extensions is None or not self.extensions.shutting_down:
+                    self._runtime_ended(status)
+            elif self.extensions is not None:
+                self.extensions.extensions.exited(pid, status)
 
     def _runtime_ended(self, status: int) -> NoReturn:
         if not self.link.ready_sent:  # it died in Init: that is Init's error (the environment is then discarded)
@@ -116,9 +141,9 @@ async def _serve(proxy: Proxy, jailed: bool) -> None:
     except OSError:  # 9001 taken (cannot happen in a fresh namespace): any port will do, the runtime is told which
         server, port = await listen(router, host, 0)
     loop.add_signal_handler(signal.SIGCHLD, proxy.reap)
-    # Extensions (/opt/extensions, the Extensions API's routes on `router`) start here, before the runtime: Lambda
-    # runs them first and lets Init go on once they have registered.
-    if not proxy.start_runtime(port):
+    if proxy.extensions is not None:  # they register first; then the runtime starts (runtimes/proxy/lifecycle.py)
+        proxy.extensions.begin(router, port, lambda: None if proxy.start_runtime(port) else proxy.end(ExitCode.OK))
+    elif not proxy.start_runtime(port):
         proxy.end(ExitCode.OK)
     proxy.reap()  # it may have ended before the handler was there to see it
     proxy.link.start(loop)

@@ -56,9 +56,10 @@ def command(bootstrap: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [wrapper, *bootstrap] if wrapper else list(bootstrap)
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> int:
+def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str, output: int | None = None) -> int:
     """Start the runtime: `argv` (argv[0] a path, or a name looked up on the runtime's PATH) with exactly `env`,
-    in `cwd`. Raises OSError when it cannot be run (missing, not executable, not a program)."""
+    in `cwd`, its fds 1 and 2 on `output` when given (a relay's pipe: runtimes/proxy/lifecycle.py) instead of the
+    proxy's. Raises OSError when it cannot be run (missing, not executable, not a program)."""
     program = argv[0]
     if "/" not in program:
         found = shutil.which(program, path=env.get("PATH", os.defpath))
@@ -66,8 +67,11 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> int:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         program = found
     os.chdir(cwd)  # posix_spawn has no chdir before 3.x's file actions; the proxy's own directory does not matter
-    stdin = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    return os.posix_spawn(program, list(argv), dict(env), file_actions=stdin, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+    actions: list[tuple[object, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    if output is not None:
+        actions += [(os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
+    signals = _DEFAULT_SIGNALS
+    return os.posix_spawn(program, list(argv), dict(env), file_actions=actions, setsigdef=signals, setsigmask=())
 
 
 def entrypoint_error(argv0: str, exc: OSError, env: Mapping[str, str]) -> str:

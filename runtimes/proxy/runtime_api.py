@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway.contracts.environment import Invoke, error_head, result_head
+from gateway.contracts.environment import MAX_STREAM, Invoke, error_head, result_head
 from runtimes.proxy.link import GatewayLink
 from runtimes.proxy.server import BodySink, Exchange, Router, error_document
 
@@ -83,7 +83,7 @@ class RuntimeApi:
         self.started = 0.0  # perf_counter() when `current` arrived
         self.on_init_error: Callable[[], None] = lambda: None  # Init failed and was reported: end the environment
         #: streamed responses: called with the exchange and its invocation when a runtime starts one (the id checked);
-        #: the sink it returns takes the body as it arrives, and it answers the invocation itself (its `end`)
+        #: the sink it returns takes the body as it arrives; `response` answers once it is complete (see streaming.py)
         self.stream_sink: Callable[[Exchange, Invoke], BodySink | None] | None = None
 
     def add_routes(self, router: Router) -> None:
@@ -155,7 +155,7 @@ class RuntimeApi:
     def _response_head(self, exchange: Exchange) -> BodySink | None:
         """A response's head: a streamed one goes to `stream_sink` when there is one (else it is buffered)."""
         hook, current = self.stream_sink, self.current
-        if hook is None or exchange.request.headers.get(RESPONSE_MODE_HEADER, "").lower() != "streaming":
+        if hook is None or not _streaming(exchange):
             return None
         if current is None or exchange.param != current.request_id:
             return None  # refused once complete, by `response`
@@ -194,7 +194,8 @@ class RuntimeApi:
             what = f"Response payload size ({size} bytes) exceeded"
         else:
             what = "Response payload size exceeded"
-        message = f"{what} maximum allowed payload size ({MAX_RESPONSE} bytes)."
+        streamed = self.stream_sink is not None and _streaming(exchange)  # its limit is a streamed response's
+        message = f"{what} maximum allowed payload size ({MAX_STREAM if streamed else MAX_RESPONSE} bytes)."
         self._reply_error(
             current, "Function.ResponseSizeTooLarge", error_document("Function.ResponseSizeTooLarge", message)
         )
@@ -233,6 +234,11 @@ class RuntimeApi:
             f"State transition from {state} to {target} failed for runtime. Error: State transition is not allowed"
         )
         exchange.respond(403, error_document("InvalidStateTransition", message))
+
+
+def _streaming(exchange: Exchange) -> bool:
+    """Whether a response's head asks for Lambda's streaming mode."""
+    return exchange.request.headers.get(RESPONSE_MODE_HEADER, "").lower() == "streaming"
 
 
 def _trailer_document(encoded: str, error_type: str) -> bytes:

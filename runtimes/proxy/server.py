@@ -55,7 +55,10 @@ def error_document(error_type: str, message: str) -> bytes:
 
 
 class BodySink:
-    """Takes a request's body as it arrives (see `Router.add`'s `on_head`)."""
+    """Takes a request's body as it arrives (see `Router.add`'s `on_head`). `max_body`, when set, replaces the
+    route's limit on the body (a streamed response may be larger than a buffered one)."""
+
+    max_body: int | None = None
 
     def data(self, piece: bytes) -> None:
         raise NotImplementedError
@@ -229,11 +232,12 @@ class HttpConnection(asyncio.Protocol):
         route = route or _NOT_FOUND
         exchange = self._current = Exchange(self, request, param)
         self._route = route
-        self._parser.body_limit = route.max_body
-        if request.length > route.max_body:  # declared too large: answer before reading it, then close
+        self._sink = sink = route.on_head(exchange) if route.on_head is not None else None
+        limit = route.max_body if sink is None or sink.max_body is None else sink.max_body
+        self._parser.body_limit = limit
+        if request.length > limit:  # declared too large: answer before reading it, then close
             self._closing_after = True
             raise HttpError(413, "request body too large")
-        self._sink = route.on_head(exchange) if route.on_head is not None else None
         if request.expect_continue and request.length and self._transport is not None:
             self._transport.write(_CONTINUE)
 

@@ -66,6 +66,8 @@ USER = "sbx_user1051"
 HOST = "/.host"
 #: where a jail shows the runtime (LAMBDA_RUNTIME_DIR), as on Lambda
 RUNTIME = "/var/runtime"
+#: the host name extensions use for their own listeners (runtimes/proxy/telemetry.py)
+SANDBOX_HOST = "sandbox.localdomain"
 #: what /proc/self/cmdline says in a jail
 CMDLINE = b"/var/lang/bin/python3\0/var/runtime/bootstrap.py\0"
 #: where a jail shows the layers (an empty directory without any)
@@ -160,6 +162,8 @@ def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot:
             _bind(path, _mountpoint(root, path))
     if network_slot is not None and (resolver := netns.resolver_config()) is not None:
         _put_file(root, "/etc/resolv.conf", resolver)
+    if os.path.isfile("/etc/hosts") and not os.path.islink("/etc/hosts"):
+        _put_file(root, "/etc/hosts", _hosts())
     # /tmp before what is exposed: an interpreter or virtual environment that lives under /tmp stays visible in it
     _mount("tmpfs", _mountpoint(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
     for path in expose:
@@ -185,6 +189,14 @@ def build(env_dir: str, expose: list[str], uid: int | None = None, network_slot:
     _scrub_exec_strings()
     if uid is not None:
         name_user(uid)
+
+
+def _hosts() -> str:
+    """The host's /etc/hosts and the name Lambda's extensions listen on (the Telemetry API's destinations:
+    http://sandbox.localdomain:<port>), which is this environment's own loopback, as on Lambda."""
+    with open("/etc/hosts") as f:
+        text = f.read()
+    return text + ("" if text.endswith("\n") or not text else "\n") + f"127.0.0.1\t{SANDBOX_HOST}\n"
 
 
 def _put_file(root: str, path: str, content: str) -> None:
