@@ -112,7 +112,10 @@ def _zygotes_for(settings: Settings, catalog: Catalog, sandbox: Sandbox) -> dict
     zygotes: dict[str, Zygote] = {}
     own = own_python().path
     for interpreter, runtimes in catalog.by_interpreter().items():
-        zygote = Zygote(interpreter, runtimes, settings.data_dir / "envs", sandbox, lazy=interpreter != own)
+        programs = {rt: program for rt in runtimes if (program := catalog[rt].program)}
+        zygote = Zygote(
+            interpreter, runtimes, settings.data_dir / "envs", sandbox, lazy=interpreter != own, programs=programs
+        )
         for runtime in runtimes:
             zygotes[runtime] = zygote
         when = "" if zygote.wanted else " (started on demand)"

@@ -4,8 +4,9 @@ Lambda's runtime ids come from botocore's model of the Lambda API (its `Runtime`
 runtime AWS adds is at least known by name. Each id the gateway can run resolves to a `RuntimeChoice`:
 
 - `python3.X`: the Python fast path, in a zygote on a Python 3.X (`interpreter`);
-- `nodejs<N>.x`: a Node.js `program` of major N, run by the Runtime API proxy (runtimes/proxy) in a zygote on the
-  gateway's own interpreter;
+- `nodejs<N>.x`: a Node.js `program` of major N (gateway/nodes.py: GATEWAY_RUNTIME_NODEJS<N>_X, else PATH, nvm,
+  the system; another major only with GATEWAY_RUNTIME_FALLBACK=1, and then `note` says so) running runtimes/node,
+  run by the Runtime API proxy (runtimes/proxy) in a zygote on the gateway's own interpreter;
 - `provided.al2023`, `provided.al2`: the function's own `bootstrap`, run by the proxy likewise.
 
 An id it cannot run resolves to `UnsupportedRuntime`, whose message says why (no such interpreter here, deprecated,
@@ -32,11 +33,10 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from gateway.nodes import choose_node
 from gateway.pythons import MIN_PYTHON_MINOR, Python, find_pythons, own_python
 from gateway.settings import Settings
 
@@ -177,11 +177,13 @@ class Catalog(Mapping[str, RuntimeChoice]):
             if runtime in PROVIDED_RUNTIMES:
                 choices[runtime] = RuntimeChoice(runtime, Kind.PROVIDED, own.path)
             elif runtime.startswith("nodejs") and runtime.endswith(".x"):
-                node = _node_of_major(int(runtime[len("nodejs") : -len(".x")]))
-                if node is not None:
-                    choices[runtime] = RuntimeChoice(runtime, Kind.NODE, own.path, program=node)
-                else:
-                    refusals[runtime] = f"The runtime parameter of {runtime} needs a Node.js {runtime[6:-2]} here."
+                node = choose_node(runtime, settings.runtimes.get(runtime), settings.runtime_fallback, environ)
+                if isinstance(node, str):
+                    refusals[runtime] = node
+                    continue
+                choices[runtime] = RuntimeChoice(runtime, Kind.NODE, own.path, program=node[0], note=node[1])
+                if node[1]:
+                    log.warning("%s", node[1])
         ran = sorted(c.runtime for c in choices.values() if c.kind is Kind.PYTHON)
         log.info("Python runtimes: %s; not here: %s", ", ".join(ran) or "none", ", ".join(sorted(refusals)) or "none")
         return cls(choices, refusals)
@@ -217,15 +219,3 @@ def _nearest(found: Mapping[int, Python], minor: int) -> Python | None:
     """The found Python the runtime can run on whose minor is nearest `minor` (a tie: the newer)."""
     usable = [p for p in found.values() if p.minor >= MIN_PYTHON_MINOR]
     return min(usable, key=lambda p: (abs(p.minor - minor), -p.minor), default=None)
-
-
-def _node_of_major(major: int) -> str | None:
-    """A `node` on PATH whose major version is `major`, or None."""
-    node = shutil.which("node")
-    if node is None:
-        return None
-    try:
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return node if out.strip().lstrip("v").split(".")[0] == str(major) else None

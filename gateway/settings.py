@@ -25,17 +25,23 @@ MIN_HEADERS = 32
 
 #: GATEWAY_RUNTIME_PYTHON3_12=/path: the Python that runs python3.12 (gateway/catalog.py finds one otherwise)
 _PYTHON_OVERRIDE = re.compile(r"GATEWAY_RUNTIME_PYTHON3_(\d+)")
+#: GATEWAY_RUNTIME_NODEJS22_X=/path: the Node.js that runs nodejs22.x (likewise)
+_NODE_OVERRIDE = re.compile(r"GATEWAY_RUNTIME_NODEJS(\d+)_X")
 _TRUE = ("1", "true", "yes")
 
 
 def explicit_runtimes(environ: Mapping[str, str]) -> dict[str, str]:
-    """The interpreters the environment names for Python runtime ids: GATEWAY_RUNTIME_PYTHON3_X=/path -> python3.X.
-    Only these: what else runs where is found on the host (gateway/catalog.py)."""
+    """The interpreters the environment names for runtime ids: GATEWAY_RUNTIME_PYTHON3_X=/path -> python3.X,
+    GATEWAY_RUNTIME_NODEJSN_X=/path -> nodejsN.x. Only these: what else runs where is found on the host
+    (gateway/catalog.py)."""
     out = {}
     for key, value in environ.items():
-        match = _PYTHON_OVERRIDE.fullmatch(key)
-        if match and value.strip():
+        if not value.strip():
+            continue
+        if match := _PYTHON_OVERRIDE.fullmatch(key):
             out[f"python3.{int(match.group(1))}"] = value.strip()
+        elif match := _NODE_OVERRIDE.fullmatch(key):
+            out[f"nodejs{int(match.group(1))}.x"] = value.strip()
     return out
 
 
@@ -85,11 +91,11 @@ class Settings:
     max_header_bytes: int = 16384
     #: header fields one request may have (boto3 sends about 12)
     max_headers: int = 64
-    #: Lambda runtime id -> the interpreter the operator named for it (GATEWAY_RUNTIME_PYTHON3_X); the others are
-    #: found on the host (gateway/catalog.py)
+    #: Lambda runtime id -> the interpreter the operator named for it (GATEWAY_RUNTIME_PYTHON3_X, a Node.js for
+    #: GATEWAY_RUNTIME_NODEJSN_X); the others are found on the host (gateway/catalog.py)
     runtimes: Mapping[str, str] = field(default_factory=dict)
-    #: a python3.X whose Python is not on the host runs on the nearest Python 3 found (GATEWAY_RUNTIME_FALLBACK=1);
-    #: its StateReason says so. Off: CreateFunction refuses it (400)
+    #: a python3.X (nodejsN.x) whose Python (Node.js) is not on the host runs on the nearest one found
+    #: (GATEWAY_RUNTIME_FALLBACK=1); its StateReason says so. Off: CreateFunction refuses it (400)
     runtime_fallback: bool = False
     #: directories whose sub-directories are deployed as functions at start-up
     deploy_dirs: tuple[Path, ...] = ()

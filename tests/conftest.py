@@ -483,6 +483,7 @@ class FakeZygoteClient:
         self.ready = True
         self.jailed = False
         self.interpreter = sys.executable
+        self.programs: dict[str, str] = {}
         self.capacity = capacity
         self.init_error: dict[str, Any] | None = None
         self.hold: Any = None  # an asyncio.Event: Init of the environments forked now waits for it

@@ -22,6 +22,7 @@ LAYERS = (
         "gateway.settings",
         "gateway.catalog",
         "gateway.pythons",
+        "gateway.nodes",
         "gateway.runtime_packages",
     ),
     ("gateway.isolation",),

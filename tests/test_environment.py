@@ -137,3 +137,18 @@ async def test_an_exit_fails_what_is_in_flight_after_the_replies_it_sent(
     with pytest.raises(EnvironmentDied, match="Runtime exited"):
         await second
     assert env.dead
+
+
+async def test_the_init_log_of_an_environment_that_ends_right_after_ready(
+    runtime: FakeRuntime, env: Environment
+) -> None:
+    """A Runtime API environment ends as soon as its runtime posted init/error: READY, then its end, may both be in
+    before Init's waiter wakes up; what Init printed is its log all the same."""
+    runtime.print(b"Uncaught Exception\n")
+    await runtime.ready(error_type="Runtime.ImportModuleError", message="Cannot find module 'x'")
+    runtime.close()
+    runtime.exit_status.set_result(0)
+    await asyncio.sleep(0.1)  # the end is seen before anyone awaits READY
+    assert env.dead
+    await env.wait_ready(2)
+    assert env.init_error is not None and env.init_log == b"Uncaught Exception\n"

@@ -8,8 +8,7 @@ Kinds (`RUNTIME_KINDS`, in order):
 - python_awslambdaric: Python through the Runtime API (provided.al2023, AWS's awslambdaric 4.2.2 run by the system
   Python, through runtimes/proxy);
 - go: a Go `bootstrap` built with aws-lambda-go (provided.al2023, through the proxy);
-- nodejs: a slot for Node.js (nodejs20.x/22.x): `NODE_FUNCTION` is filled in by the Node.js runtime's work; until
-  then the kind is reported as skipped.
+- nodejs: Node.js through the proxy (runtimes/node on the host's Node.js, `nodejs<major>.x`: bench/nodejs_function.py).
 
 A kind whose function cannot be built here (no Go, no system Python, no registry) is skipped with the reason. Each
 kind gets `COLD_N` fresh functions (one after another, a 50 ms pause between) and a warm closed loop of
@@ -29,6 +28,7 @@ from typing import Any
 
 from bench import runtime_builds
 from bench.harness import INIT_RE, ROLE, RUNTIME, RawClient, header_value, summarize
+from bench.nodejs_function import nodejs_function
 from bench.runtime_builds import Unavailable
 from bench.scenarios.common import NOOP, Api, Run, closed, invoke_bytes
 
@@ -60,13 +60,12 @@ def _go(tmp: Path) -> Function:
 
 
 def _nodejs(tmp: Path) -> Function:
-    if NODE_FUNCTION is None:
-        raise Unavailable("no Node.js function yet (the Node.js runtime fills in bench/scenarios/runtimes.py)")
-    return NODE_FUNCTION(tmp)
+    try:
+        return nodejs_function(tmp)  # bench/nodejs_function.py: the host's Node.js major
+    except LookupError as exc:
+        raise Unavailable(str(exc)) from None
 
 
-#: the Node.js slot: a builder of a no-op Node.js function (runtime id, handler, zip), set by the Node.js work
-NODE_FUNCTION: Callable[[Path], Function] | None = None
 RUNTIME_KINDS: dict[str, Callable[[Path], Function]] = {
     "python": _python,
     "python_awslambdaric": _awslambdaric,

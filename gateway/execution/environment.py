@@ -370,7 +370,7 @@ class Environment(asyncio.Protocol):
                 "errorMessage": ready.error_message,
                 "stackTrace": ready.stack_trace,
             }
-        self.init_log = self.take_output()
+        self.init_log = self.last_output + self.take_output()  # ended since READY (init/error): kept at its end
 
     async def invoke(
         self,

@@ -143,8 +143,15 @@ class Pool(ABC):
             with contextlib.suppress(TimeoutError):  # fork() then waits again, and says ZygoteUnavailable
                 await self.zygote.wait_ready(READY_WAIT)
         credentials = self.credentials(config) if self.credentials else None
+        zygote = self.zygote
         spec = environment_spec(
-            config, self.settings, init_type, self.zygote.jailed, credentials, self.zygote.interpreter
+            config,
+            self.settings,
+            init_type,
+            zygote.jailed,
+            credentials,
+            zygote.interpreter,
+            program=zygote.programs.get(config.runtime),
         )
         self.spawning += 1  # counted as starting until it is one of `environments`: never both
         try:

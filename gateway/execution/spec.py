@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
+from gateway.execution import nodejs
 from gateway.isolation.network import NETWORK_VARIABLE
 from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
@@ -40,14 +41,27 @@ def environment_spec(
     jailed: bool,
     credentials: Mapping[str, str] | None = None,
     interpreter: str | None = None,
+    *,
+    program: str | None = None,
 ) -> EnvironmentSpec:
     """The spec of one new environment of `config` (`init_type`: "on-demand" or "provisioned-concurrency"), for a
     zygote that jails its environments or not; `credentials` join its reserved variables. `interpreter` is the
-    zygote's Python: a Python function that needs the Runtime API (`python_bootstrap`) runs its client on it."""
+    zygote's Python: a Python function that needs the Runtime API (`python_bootstrap`) runs its client on it.
+    `program` is what runs the runtime when the zygote says (the Node.js of a nodejs* runtime, gateway/catalog.py)."""
     task_root, extra_paths, mounts = code_layout(config, jailed)
     environ = environment_variables(config, settings, init_type, task_root, credentials)
     if jailed:
         environ["LAMBDA_RUNTIME_DIR"] = JAIL_RUNTIME_DIR  # not a host path
+    bootstrap = custom_bootstrap(config, task_root, jailed) if config.runtime in PROVIDED_RUNTIMES else []
+    if config.runtime.startswith("nodejs"):
+        bootstrap = nodejs.command(program, config.memory_size, jailed)
+        mounts += nodejs.runtime_mounts(program, jailed)
+        environ["LAMBDA_RUNTIME_DIR"] = nodejs.runtime_dir(jailed)
+        if "NODE_PATH" not in config.environment:  # the function's own wins, as on Lambda
+            layers = [str(d) for d in config.layer_dirs]
+            environ["NODE_PATH"] = nodejs.node_path(
+                config.runtime, task_root, layers, jailed, nodejs.runtime_dir(jailed)
+            )
     extensions = extension_paths(config, jailed)
     spec = EnvironmentSpec(
         env=environ,
@@ -60,7 +74,7 @@ def environment_spec(
         ephemeral_storage=config.ephemeral_storage,
         # only "default" (or nothing) connects: a value stored before validation, "NONE" say, fails closed
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
-        bootstrap=custom_bootstrap(config, task_root, jailed) if config.runtime in PROVIDED_RUNTIMES else [],
+        bootstrap=bootstrap,
         extensions=extensions,
     )
     if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):

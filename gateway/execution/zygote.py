@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -104,10 +105,18 @@ class Zygote:
     """A supervised fork server for one interpreter."""
 
     def __init__(
-        self, interpreter: str, runtimes: list[str], envs_root: Path, sandbox: Sandbox, lazy: bool = False
+        self,
+        interpreter: str,
+        runtimes: list[str],
+        envs_root: Path,
+        sandbox: Sandbox,
+        lazy: bool = False,
+        programs: Mapping[str, str] | None = None,
     ) -> None:
         self.interpreter = interpreter
         self.runtimes = runtimes
+        #: runtime id -> the program its environments run (a nodejs* runtime's Node.js), for their specs
+        self.programs = dict(programs or {})
         self.envs_root = envs_root  # where the zygote makes each environment's directory
         self.sandbox = sandbox
         self.pid: int | None = None

@@ -1,0 +1,77 @@
+"""What a nodejs* environment runs, as Lambda's Node.js runtimes run it: our runtime (runtimes/node/index.mjs) under
+the catalogue's Node.js (gateway/catalog.py), with Lambda's flags and NODE_PATH. Pure: no I/O.
+
+Lambda's /var/runtime/bootstrap for Node.js starts
+`node --expose-gc --max-http-header-size 81920 --max-semi-space-size=S --max-old-space-size=O index.mjs`, the heap
+sized from the function's memory (a tenth for the young generation, of which the semi-space is half; the rest for
+the old one), and sets NODE_PATH (unless the function does) so that `require` finds the layers' packages:
+/opt/nodejs/node<N>/node_modules, /opt/nodejs/node_modules, then the runtime's and the task root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gateway.contracts.environment import Mount
+from gateway.runtime_packages import PACKAGES_DIR
+
+#: our Node.js runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
+NODE_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "node")
+#: where a jail shows it, as Lambda's Node.js runtimes have theirs (/var/runtime/index.mjs), so stack traces name no
+#: host path: on top of what the jail has there (runtimes/python and its packages, which the proxy's Python may
+#: still import from), one read-only overlay
+JAIL_RUNTIME_DIR = "/var/runtime"
+#: what a jail shows at /var/runtime beneath it (runtimes/python/jail.py: RUNTIME_DIRS)
+PYTHON_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
+#: where a jail shows the host's system (runtimes/python/jail.py): a Node.js under these needs no mount of its own
+SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
+
+
+def node_major(runtime: str) -> int:
+    """22 for "nodejs22.x"."""
+    return int(runtime[len("nodejs") : -len(".x")])
+
+
+def runtime_dir(jailed: bool) -> str:
+    """LAMBDA_RUNTIME_DIR of a nodejs* environment: where it finds runtimes/node."""
+    return JAIL_RUNTIME_DIR if jailed else NODE_RUNTIME_DIR
+
+
+def runtime_mounts(program: str | None, jailed: bool) -> list[Mount]:
+    """What a jail mounts for a nodejs* environment: runtimes/node at /var/runtime (on top of what is there) and, for
+    a Node.js installed outside the system's directories (nvm's, say), its whole prefix (<prefix>/bin/node: lib/ and
+    include/ come along), read-only, where the host has it."""
+    if not jailed:
+        return []
+    beneath = [PYTHON_RUNTIME_DIR] + ([str(PACKAGES_DIR)] if PACKAGES_DIR.is_dir() else [])
+    mounts = [Mount(JAIL_RUNTIME_DIR, [NODE_RUNTIME_DIR, *beneath])]
+    real = os.path.realpath(program) if program and os.path.isabs(program) else ""
+    if real and not real.startswith(SYSTEM_DIRS):
+        prefix = os.path.dirname(os.path.dirname(real))
+        mounts.append(Mount(prefix, [prefix]))
+    return mounts
+
+
+def command(program: str | None, memory_mb: int, jailed: bool) -> list[str]:
+    """The runtime's command line: `program` (a Node.js; "node" from PATH without one) with Lambda's flags."""
+    new_space = memory_mb // 10
+    return [
+        program or "node",
+        "--expose-gc",
+        "--max-http-header-size",
+        "81920",
+        f"--max-semi-space-size={max(new_space // 2, 1)}",
+        f"--max-old-space-size={memory_mb - new_space}",
+        f"{runtime_dir(jailed)}/index.mjs",
+    ]
+
+
+def node_path(runtime: str, task_root: str, layers: list[str], jailed: bool, runtime_dir: str) -> str:
+    """NODE_PATH as Lambda sets it: in a jail the merged /opt; without one each layer's directories, newest first
+    (a later layer overrides an earlier one, as in Lambda's merge)."""
+    major = node_major(runtime)
+    roots = ["/opt"] if jailed else [str(layer) for layer in reversed(layers)]
+    parts = [f"{root}/nodejs/node{major}/node_modules" for root in roots]
+    parts += [f"{root}/nodejs/node_modules" for root in roots]
+    return ":".join([*parts, f"{runtime_dir}/node_modules", runtime_dir, task_root])

@@ -1,0 +1,74 @@
+"""What a nodejs* environment runs (gateway/execution/nodejs.py) and how its spec says it (execution/spec.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from gateway.contracts.environment import Mount
+from gateway.execution import nodejs
+from gateway.execution.spec import environment_spec
+from gateway.settings import Settings
+from tests.conftest import UNSTORED_CONFIG
+
+
+def test_the_command_runs_our_runtime_with_lambdas_flags() -> None:
+    argv = nodejs.command("/usr/bin/node", 1024, jailed=True)
+    assert argv[0] == "/usr/bin/node" and argv[-1] == "/var/runtime/index.mjs"
+    assert argv[1:-1] == [
+        "--expose-gc",
+        "--max-http-header-size",
+        "81920",
+        "--max-semi-space-size=51",
+        "--max-old-space-size=922",
+    ]
+    host = nodejs.command(None, 128, jailed=False)
+    assert host[0] == "node" and host[-1] == nodejs.NODE_RUNTIME_DIR + "/index.mjs"
+    assert Path(host[-1]).is_file()
+
+
+def test_node_path_finds_the_layers_packages_as_lambdas() -> None:
+    jailed = nodejs.node_path("nodejs22.x", "/var/task", ["/l/1", "/l/2"], True, "/var/runtime")
+    assert jailed.split(":") == [
+        "/opt/nodejs/node22/node_modules",
+        "/opt/nodejs/node_modules",
+        "/var/runtime/node_modules",
+        "/var/runtime",
+        "/var/task",
+    ]
+    host = nodejs.node_path("nodejs20.x", "/code", ["/l/1", "/l/2"], False, "/rt").split(":")
+    assert host[:4] == [
+        "/l/2/nodejs/node20/node_modules",
+        "/l/1/nodejs/node20/node_modules",
+        "/l/2/nodejs/node_modules",
+        "/l/1/nodejs/node_modules",
+    ]
+    assert host[-1] == "/code"
+
+
+def test_a_jail_shows_the_runtime_at_var_runtime_and_a_node_outside_the_system(tmp_path: Path) -> None:
+    node = tmp_path / "v22" / "bin" / "node"
+    node.parent.mkdir(parents=True)
+    node.write_text("")
+    runtime = nodejs.runtime_mounts(None, jailed=True)[0]
+    assert runtime.target == "/var/runtime" and runtime.sources[:2] == [
+        nodejs.NODE_RUNTIME_DIR,
+        nodejs.PYTHON_RUNTIME_DIR,
+    ]
+    assert nodejs.runtime_mounts(str(node), jailed=True) == [
+        runtime,
+        Mount(str(tmp_path / "v22"), [str(tmp_path / "v22")]),
+    ]
+    assert nodejs.runtime_mounts(str(node), jailed=False) == []
+    assert nodejs.runtime_mounts("/usr/bin/node", jailed=True) == [runtime]
+
+
+def test_the_spec_of_a_nodejs_environment(tmp_path: Path) -> None:
+    config = dataclasses.replace(UNSTORED_CONFIG, runtime="nodejs20.x", memory_size=256)
+    spec = environment_spec(config, Settings(data_dir=tmp_path), "on-demand", True, program="/usr/bin/node")
+    assert spec.bootstrap == nodejs.command("/usr/bin/node", 256, jailed=True)
+    assert spec.env["NODE_PATH"].startswith("/opt/nodejs/node20/node_modules:")
+    assert spec.env["LAMBDA_RUNTIME_DIR"] == "/var/runtime"
+    assert any(m.target == "/var/runtime" and m.sources[0] == nodejs.NODE_RUNTIME_DIR for m in spec.mounts)
+    python = environment_spec(UNSTORED_CONFIG, Settings(data_dir=tmp_path), "on-demand", True)
+    assert python.bootstrap == [] and "NODE_PATH" not in python.env
