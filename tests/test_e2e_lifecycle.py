@@ -104,8 +104,10 @@ def test_examples_are_deployed(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(args=("--deploy", examples), relative=True, env={"GATEWAY_RUNTIME_FALLBACK": "1"})
     lam: Any = gw.client()
     names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
-    assert {"hello", "echo", "custom-runtime"} <= names
+    assert {"hello", "echo", "custom-runtime", "hello-node"} <= names
     _, body = invoke_json(lam, "hello", {"name": "Ada"})
+    assert body["message"] == "Hello, Ada!"
+    _, body = invoke_json(lam, "hello-node", {"name": "Ada"})
     assert body["message"] == "Hello, Ada!"
     _, body = invoke_json(lam, "custom-runtime", {"name": "Ada"})
     assert body["message"] == "Hello from a custom runtime, Ada!"
