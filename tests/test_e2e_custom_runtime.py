@@ -84,6 +84,9 @@ def abuse(rid):
 
 
 mode = os.environ.get("INIT_MODE")
+MARK = f"/tmp/reinit-{os.getppid()}"  # set by an event: how this environment's next (re-)Init goes
+if os.path.exists(MARK):
+    mode = open(MARK).read()
 print("init: pid", os.getpid(), flush=True)
 if mode == "error":
     doc = {"errorType": "Custom.InitFailure", "errorMessage": "no configuration", "stackTrace": ["at init"]}
@@ -99,6 +102,9 @@ while True:
     print("event:", json.dumps(event), flush=True)
     if "exit" in event:
         os._exit(event["exit"])
+    if "reinit" in event:
+        with open(MARK, "w") as f:
+            f.write(event["reinit"])
     if "sleep" in event:
         time.sleep(event["sleep"])
     if "fail" in event:
@@ -126,6 +132,7 @@ while True:
         "headers": {k.lower(): v for k, v in headers.items()},
         "env": {k: os.environ.get(k) for k in ("AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "WRAPPED", "_HANDLER")},
         "cwd": os.getcwd(),
+        "ppid": os.getppid(),
         "later": later,
     }
     if event.get("abuse"):
@@ -138,6 +145,13 @@ while True:
             result["neighbour"] = s.recv(4096).split(b"\r\n")[0].decode()
         except OSError as exc:
             result["neighbour"] = type(exc).__name__
+    if "exit_after" in event:  # answer (or fail, as Node.js does after an uncaught exception), then exit at once
+        if event.get("as_error"):
+            doc = {"errorType": "Custom.Crash", "errorMessage": "crashed"}
+            call("POST", f"/invocation/{rid}/error", json.dumps(doc))
+        else:
+            call("POST", f"/invocation/{rid}/response", json.dumps(result))
+        os._exit(event["exit_after"])
     call("POST", f"/invocation/{rid}/response", json.dumps(result))
     if event.get("abuse"):
         status, _, answer = call("POST", f"/invocation/{rid}/response", b"{}")
@@ -232,6 +246,54 @@ def test_a_runtime_that_exits_mid_invocation(lam: Any, fname: str) -> None:
     assert body["errorMessage"].endswith("Error: Runtime exited with error: exit status 7")
     resp, body = invoke_json(lam, fname, {"n": 2})  # a new environment
     assert "FunctionError" not in resp and body["echo"] == {"n": 2}
+
+
+def test_a_runtime_that_exits_after_answering_is_started_again_for_the_next_invoke(lam: Any, fname: str) -> None:
+    """As on Lambda, a runtime that exits once it has answered is Init again (same environment, extensions and all)
+    for the next invocation, which waits for it: nothing fails, however soon that invocation comes."""
+    create_custom(lam, fname)
+    _, first = invoke_json(lam, fname, {"n": 0})
+    pids = {first["pid"]}
+    for i in range(10):
+        how = {"exit_after": 1 + i % 2, "as_error": i % 3 == 0}
+        resp, body = invoke_json(lam, fname, {"n": i, **how})
+        if how["as_error"]:
+            assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Custom.Crash", body
+        else:
+            assert "FunctionError" not in resp and body["echo"]["n"] == i, body
+        resp = lam.invoke(FunctionName=fname, Payload=json.dumps({"n": i}).encode(), LogType="Tail")
+        after = json.loads(resp["Payload"].read())
+        assert "FunctionError" not in resp, after
+        assert after["ppid"] == first["ppid"] and after["pid"] not in pids  # the same environment, a new runtime
+        assert "init: pid" in base64.b64decode(resp["LogResult"]).decode()  # its re-Init's output
+        pids.add(after["pid"])
+    assert gone(pids - {after["pid"]})
+
+
+@pytest.mark.parametrize("how", ["exit", "error"])
+def test_a_runtime_whose_re_init_fails_fails_the_waiting_invocation_once(lam: Any, fname: str, how: str) -> None:
+    create_custom(lam, fname)
+    resp, body = invoke_json(lam, fname, {"n": 1, "exit_after": 0, "reinit": how})
+    assert "FunctionError" not in resp
+    start = time.monotonic()
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 2}', LogType="Tail")
+    failed = json.loads(resp["Payload"].read())
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert resp["FunctionError"] == "Unhandled" and time.monotonic() - start < 5  # at once: no restart loop
+    log = base64.b64decode(resp["LogResult"]).decode()
+    if how == "exit":
+        assert failed == {
+            "errorType": "Runtime.ExitError",
+            "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 3",
+        }
+        assert f"{rid} Runtime exited with error: exit status 3" in log
+    else:
+        assert (failed["errorType"], failed["errorMessage"]) == ("Custom.InitFailure", "no configuration")
+        assert failed["stackTrace"] == ["at init"] and failed["requestId"] == rid
+        assert "[ERROR] Custom.InitFailure: no configuration" in log
+    _, fresh = invoke_json(lam, fname, {"n": 3})  # the failed environment was retired: a new one serves
+    assert fresh["echo"] == {"n": 3} and (fresh["ppid"], fresh["pid"]) != (body["ppid"], body["pid"])
+    assert gone({body["pid"]})
 
 
 def test_timeout_kills_the_runtime_and_the_next_invoke_starts_fresh(lam: Any, fname: str) -> None:
