@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROLE, GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
+from tests.test_e2e_extensions import publish_extension
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs the system's /usr/bin/python3")
@@ -133,6 +134,7 @@ while True:
         "env": {k: os.environ.get(k) for k in ("AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "WRAPPED", "_HANDLER")},
         "cwd": os.getcwd(),
         "ppid": os.getppid(),
+        "files": {p: open(p).read() for p in event.get("read", []) if os.path.exists(p)},
         "later": later,
     }
     if event.get("abuse"):
@@ -270,6 +272,24 @@ def test_a_runtime_that_exits_after_answering_is_started_again_for_the_next_invo
     assert gone(pids - {after["pid"]})
 
 
+@as_root
+def test_extensions_keep_running_across_a_re_init(lam: Any, fname: str) -> None:
+    layer = publish_extension(lam)
+    create_custom(lam, fname, Layers=[layer], Timeout=10)
+    rids, pids = [], []
+    for event in ({"n": 0}, {"n": 1, "exit_after": 0}, {"n": 2}):
+        resp = lam.invoke(FunctionName=fname, Payload=json.dumps(event).encode())
+        assert "FunctionError" not in resp
+        rids.append(resp["ResponseMetadata"]["RequestId"])
+        pids.append(json.loads(resp["Payload"].read())["pid"])
+    _, last = invoke_json(lam, fname, {"read": ["/tmp/extension.jsonl"]})
+    assert pids[0] == pids[1] != pids[2] == last["pid"]  # a new runtime after the exit, and it serves on
+    notes = [json.loads(line) for line in last["files"]["/tmp/extension.jsonl"].splitlines()]
+    invokes = [n for n in notes if n["kind"] == "event" and n["data"]["eventType"] == "INVOKE"]
+    assert [n["data"]["requestId"] for n in invokes][:3] == rids
+    assert len({n["pid"] for n in notes}) == 1  # the same extension process throughout
+
+
 @pytest.mark.parametrize("how", ["exit", "error"])
 def test_a_runtime_whose_re_init_fails_fails_the_waiting_invocation_once(lam: Any, fname: str, how: str) -> None:
     create_custom(lam, fname)
@@ -291,9 +311,11 @@ def test_a_runtime_whose_re_init_fails_fails_the_waiting_invocation_once(lam: An
         assert (failed["errorType"], failed["errorMessage"]) == ("Custom.InitFailure", "no configuration")
         assert failed["stackTrace"] == ["at init"] and failed["requestId"] == rid
         assert "[ERROR] Custom.InitFailure: no configuration" in log
+    restarted = [int(line.split()[-1]) for line in log.splitlines() if line.startswith("init: pid")]
+    assert len(restarted) == 1  # its re-Init's output, once
     _, fresh = invoke_json(lam, fname, {"n": 3})  # the failed environment was retired: a new one serves
     assert fresh["echo"] == {"n": 3} and (fresh["ppid"], fresh["pid"]) != (body["ppid"], body["pid"])
-    assert gone({body["pid"]})
+    assert gone({body["pid"], restarted[0]})  # the one that posted init/error (and sleeps) is ended with it
 
 
 def test_timeout_kills_the_runtime_and_the_next_invoke_starts_fresh(lam: Any, fname: str) -> None:
