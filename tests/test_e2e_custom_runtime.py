@@ -153,6 +153,7 @@ while True:
             call("POST", f"/invocation/{rid}/error", json.dumps(doc))
         else:
             call("POST", f"/invocation/{rid}/response", json.dumps(result))
+        time.sleep(event.get("linger", 0))  # long enough, the gateway freezes the environment before the exit
         os._exit(event["exit_after"])
     call("POST", f"/invocation/{rid}/response", json.dumps(result))
     if event.get("abuse"):
@@ -252,17 +253,19 @@ def test_a_runtime_that_exits_mid_invocation(lam: Any, fname: str) -> None:
 
 def test_a_runtime_that_exits_after_answering_is_started_again_for_the_next_invoke(lam: Any, fname: str) -> None:
     """As on Lambda, a runtime that exits once it has answered is Init again (same environment, extensions and all)
-    for the next invocation, which waits for it: nothing fails, however soon that invocation comes."""
+    for the next invocation, which waits for it: nothing fails, however soon that invocation comes, and whether the
+    runtime ends before the gateway freezes the environment or after (its end is then seen once thawed)."""
     create_custom(lam, fname)
     _, first = invoke_json(lam, fname, {"n": 0})
     pids = {first["pid"]}
     for i in range(10):
-        how = {"exit_after": 1 + i % 2, "as_error": i % 3 == 0}
+        how = {"exit_after": 1 + i % 2, "as_error": i % 3 == 0, "linger": 0.1 if i % 4 == 1 else 0}
         resp, body = invoke_json(lam, fname, {"n": i, **how})
         if how["as_error"]:
             assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Custom.Crash", body
         else:
             assert "FunctionError" not in resp and body["echo"]["n"] == i, body
+        time.sleep(how["linger"] / 2)  # frozen meanwhile (when the host has a freezer), thawed by the next INVOKE
         resp = lam.invoke(FunctionName=fname, Payload=json.dumps({"n": i}).encode(), LogType="Tail")
         after = json.loads(resp["Payload"].read())
         assert "FunctionError" not in resp, after
