@@ -17,6 +17,11 @@ gets the body's pieces as they arrive (a hook for CHUNK frames, see `RuntimeApi.
 buffered and becomes one RESULT, or an ERROR when its trailers carry Lambda-Runtime-Function-Error-Type (with the
 error document, base64, in Lambda-Runtime-Function-Error-Body), as Lambda reports a stream that failed midway.
 
+A runtime that exits after answering is started again by the proxy (runtimes/proxy/main.py): `handed` counts the
+invocations a runtime process took (none: no restart, never a loop), `reinit` marks a restarted one until its first
+`next` (its init/error is its re-Init's: `on_reinit_error`), and `fail` answers what waits, or comes, once a re-Init
+failed.
+
 Concurrency: callbacks of the proxy's event loop (runtimes/proxy/main.py), one thread.
 """
 
@@ -114,7 +119,7 @@ class RuntimeApi:
             self._reply_error(invoke, *self.failure(invoke))
             return
         waiter = self.waiter
-        if waiter is not None:
+        if waiter is not None and not waiter.closed:  # closed: its runtime is gone (the proxy starts it again)
             self.waiter = None
             self._deliver(waiter, invoke)
         else:
