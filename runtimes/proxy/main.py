@@ -184,7 +184,7 @@ class Proxy:
 
         if not exited:
             sys.stderr.write(f"[ERROR] {error_type}: {message}\n")
-        self.link.reset(f"the runtime's re-Init failed: {error_type}: {message}")
+        self.link.reset(f"the runtime cannot serve again: {error_type}: {message}")
         self.api.fail(failure)
 
 
