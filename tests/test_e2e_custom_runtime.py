@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROLE, GatewayFactory, RunningGateway, create_function, gone, invoke_json, make_zip
+from tests.test_e2e_extensions import publish_extension
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs the system's /usr/bin/python3")
@@ -84,6 +85,9 @@ def abuse(rid):
 
 
 mode = os.environ.get("INIT_MODE")
+MARK = f"/tmp/reinit-{os.getppid()}"  # set by an event: how this environment's next (re-)Init goes
+if os.path.exists(MARK):
+    mode = open(MARK).read()
 print("init: pid", os.getpid(), flush=True)
 if mode == "error":
     doc = {"errorType": "Custom.InitFailure", "errorMessage": "no configuration", "stackTrace": ["at init"]}
@@ -99,6 +103,9 @@ while True:
     print("event:", json.dumps(event), flush=True)
     if "exit" in event:
         os._exit(event["exit"])
+    if "reinit" in event:
+        with open(MARK, "w") as f:
+            f.write(event["reinit"])
     if "sleep" in event:
         time.sleep(event["sleep"])
     if "fail" in event:
@@ -126,6 +133,8 @@ while True:
         "headers": {k.lower(): v for k, v in headers.items()},
         "env": {k: os.environ.get(k) for k in ("AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "WRAPPED", "_HANDLER")},
         "cwd": os.getcwd(),
+        "ppid": os.getppid(),
+        "files": {p: open(p).read() for p in event.get("read", []) if os.path.exists(p)},
         "later": later,
     }
     if event.get("abuse"):
@@ -138,6 +147,14 @@ while True:
             result["neighbour"] = s.recv(4096).split(b"\r\n")[0].decode()
         except OSError as exc:
             result["neighbour"] = type(exc).__name__
+    if "exit_after" in event:  # answer (or fail, as Node.js does after an uncaught exception), then exit at once
+        if event.get("as_error"):
+            doc = {"errorType": "Custom.Crash", "errorMessage": "crashed"}
+            call("POST", f"/invocation/{rid}/error", json.dumps(doc))
+        else:
+            call("POST", f"/invocation/{rid}/response", json.dumps(result))
+        time.sleep(event.get("linger", 0))  # long enough, the gateway freezes the environment before the exit
+        os._exit(event["exit_after"])
     call("POST", f"/invocation/{rid}/response", json.dumps(result))
     if event.get("abuse"):
         status, _, answer = call("POST", f"/invocation/{rid}/response", b"{}")
@@ -232,6 +249,76 @@ def test_a_runtime_that_exits_mid_invocation(lam: Any, fname: str) -> None:
     assert body["errorMessage"].endswith("Error: Runtime exited with error: exit status 7")
     resp, body = invoke_json(lam, fname, {"n": 2})  # a new environment
     assert "FunctionError" not in resp and body["echo"] == {"n": 2}
+
+
+def test_a_runtime_that_exits_after_answering_is_started_again_for_the_next_invoke(lam: Any, fname: str) -> None:
+    """As on Lambda, a runtime that exits once it has answered is Init again (same environment, extensions and all)
+    for the next invocation, which waits for it: nothing fails, however soon that invocation comes, and whether the
+    runtime ends before the gateway freezes the environment or after (its end is then seen once thawed)."""
+    create_custom(lam, fname)
+    _, first = invoke_json(lam, fname, {"n": 0})
+    pids = {first["pid"]}
+    for i in range(10):
+        how = {"exit_after": 1 + i % 2, "as_error": i % 3 == 0, "linger": 0.1 if i % 4 == 1 else 0}
+        resp, body = invoke_json(lam, fname, {"n": i, **how})
+        if how["as_error"]:
+            assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Custom.Crash", body
+        else:
+            assert "FunctionError" not in resp and body["echo"]["n"] == i, body
+        time.sleep(how["linger"] / 2)  # frozen meanwhile (when the host has a freezer), thawed by the next INVOKE
+        resp = lam.invoke(FunctionName=fname, Payload=json.dumps({"n": i}).encode(), LogType="Tail")
+        after = json.loads(resp["Payload"].read())
+        assert "FunctionError" not in resp, after
+        assert after["ppid"] == first["ppid"] and after["pid"] not in pids  # the same environment, a new runtime
+        assert "init: pid" in base64.b64decode(resp["LogResult"]).decode()  # its re-Init's output
+        pids.add(after["pid"])
+    assert gone(pids - {after["pid"]})
+
+
+@as_root
+def test_extensions_keep_running_across_a_re_init(lam: Any, fname: str) -> None:
+    layer = publish_extension(lam)
+    create_custom(lam, fname, Layers=[layer], Timeout=10)
+    rids, pids = [], []
+    for event in ({"n": 0}, {"n": 1, "exit_after": 0}, {"n": 2}):
+        resp = lam.invoke(FunctionName=fname, Payload=json.dumps(event).encode())
+        assert "FunctionError" not in resp
+        rids.append(resp["ResponseMetadata"]["RequestId"])
+        pids.append(json.loads(resp["Payload"].read())["pid"])
+    _, last = invoke_json(lam, fname, {"read": ["/tmp/extension.jsonl"]})
+    assert pids[0] == pids[1] != pids[2] == last["pid"]  # a new runtime after the exit, and it serves on
+    notes = [json.loads(line) for line in last["files"]["/tmp/extension.jsonl"].splitlines()]
+    invokes = [n for n in notes if n["kind"] == "event" and n["data"]["eventType"] == "INVOKE"]
+    assert [n["data"]["requestId"] for n in invokes][:3] == rids
+    assert len({n["pid"] for n in notes}) == 1  # the same extension process throughout
+
+
+@pytest.mark.parametrize("how", ["exit", "error"])
+def test_a_runtime_whose_re_init_fails_fails_the_waiting_invocation_once(lam: Any, fname: str, how: str) -> None:
+    create_custom(lam, fname)
+    resp, body = invoke_json(lam, fname, {"n": 1, "exit_after": 0, "reinit": how})
+    assert "FunctionError" not in resp
+    start = time.monotonic()
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 2}', LogType="Tail")
+    failed = json.loads(resp["Payload"].read())
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert resp["FunctionError"] == "Unhandled" and time.monotonic() - start < 5  # at once: no restart loop
+    log = base64.b64decode(resp["LogResult"]).decode()
+    if how == "exit":
+        assert failed == {
+            "errorType": "Runtime.ExitError",
+            "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 3",
+        }
+        assert f"{rid} Runtime exited with error: exit status 3" in log
+    else:
+        assert (failed["errorType"], failed["errorMessage"]) == ("Custom.InitFailure", "no configuration")
+        assert failed["stackTrace"] == ["at init"] and failed["requestId"] == rid
+        assert "[ERROR] Custom.InitFailure: no configuration" in log
+    restarted = [int(line.split()[-1]) for line in log.splitlines() if line.startswith("init: pid")]
+    assert len(restarted) == 1  # its re-Init's output, once
+    _, fresh = invoke_json(lam, fname, {"n": 3})  # the failed environment was retired: a new one serves
+    assert fresh["echo"] == {"n": 3} and (fresh["ppid"], fresh["pid"]) != (body["ppid"], body["pid"])
+    assert gone({body["pid"], restarted[0]})  # the one that posted init/error (and sleeps) is ended with it
 
 
 def test_timeout_kills_the_runtime_and_the_next_invoke_starts_fresh(lam: Any, fname: str) -> None:

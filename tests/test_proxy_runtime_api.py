@@ -136,6 +136,43 @@ async def test_init_error_is_ready_with_the_error(api: tuple[RuntimeApi, Link, i
     assert link.readies == [("Y", "no config", b'["a", "1"]')]
 
 
+async def test_a_re_init_counts_invocations_and_takes_its_init_error(api: tuple[RuntimeApi, Link, int]) -> None:
+    """What the proxy's restart of a runtime (runtimes/proxy/main.py) relies on: `handed` counts invocations given
+    out, an INVOKE waits (queued) for the new runtime, whose init/error is its re-Init's, not a READY."""
+    runtime_api, link, port = api
+    link.ready_sent = True
+    runtime_api.invoke(invoke())
+    await acall(port, "GET", "/invocation/next")
+    await acall(port, "POST", f"/invocation/{RID}/response", b"1")
+    assert runtime_api.handed == 1 and runtime_api.current is None
+    runtime_api.handed, runtime_api.reinit = 0, True  # the runtime exited; the proxy starts it again
+    runtime_api.invoke(invoke(2))
+    assert runtime_api.queued is not None  # waits for the new runtime
+    errors: list[tuple[str, str, bytes]] = []
+    runtime_api.on_reinit_error = lambda *error: errors.append(error)
+    doc = {"errorMessage": "no config", "errorType": "X", "stackTrace": ["a"]}
+    status, _, _ = await acall(port, "POST", "/init/error", json.dumps(doc).encode())
+    assert status == 202 and errors == [("X", "no config", b'["a"]')] and link.readies == []
+    status, _, _ = await acall(port, "POST", "/init/error", b"{}")
+    assert status == 403  # once
+    runtime_api.fail(lambda inv: ("X", inv.request_id.encode()))
+    assert link.replies[-1] == (ERROR, 2, "X", RID.encode()) and runtime_api.queued is None
+    runtime_api.invoke(invoke(3))  # one the gateway sent before it saw RESET: the same error, at once
+    assert link.replies[-1] == (ERROR, 3, "X", RID.encode())
+
+
+async def test_a_restarted_runtime_gets_the_waiting_invocation(api: tuple[RuntimeApi, Link, int]) -> None:
+    runtime_api, link, port = api
+    link.ready_sent = True
+    runtime_api.reinit = True
+    runtime_api.invoke(invoke())
+    status, headers, _ = await acall(port, "GET", "/invocation/next")
+    assert status == 200 and headers["Lambda-Runtime-Aws-Request-Id"] == RID
+    assert not runtime_api.reinit and runtime_api.handed == 1
+    status, _, _ = await acall(port, "POST", "/init/error", b"{}")
+    assert status == 403  # its Init is over
+
+
 async def test_a_streamed_error_in_the_trailers(api: tuple[RuntimeApi, Link, int]) -> None:
     runtime_api, link, port = api
     link.ready_sent = True

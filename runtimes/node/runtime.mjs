@@ -7,7 +7,8 @@
  * loop sets per invocation (a callback handler's answer, or the answer for a handler that never called back).
  *
  * An uncaught exception or unhandled rejection while an invocation runs reports that invocation's error and exits
- * (129 and 128, Lambda's codes): the environment is not reused, the next invocation is a cold start.
+ * (129 and 128, Lambda's codes): the proxy (runtimes/proxy/main.py) starts the runtime again for the next
+ * invocation (a re-Init, as on Lambda): a new process, the module's state gone.
  */
 
 import { NodeJsExit, intoError, toRuntimeResponse } from "./errors.mjs";

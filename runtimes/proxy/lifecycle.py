@@ -90,7 +90,6 @@ class ExtensionLink(GatewayLink):
         #: the shutdown phase has begun: the runtime's end no longer ends the environment (runtimes/proxy/main.py)
         self.shutting_down = False
         self._shutdown_task: asyncio.Future[None] | None = None
-        self._reset_sent = False
         self._json_logs = spec_env.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
         version = spec_env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         runtime = spec_env.get("AWS_EXECUTION_ENV", "").replace("AWS_Lambda_", "")
@@ -153,7 +152,7 @@ class ExtensionLink(GatewayLink):
         if self._current is not None and self._answered and extensions.idle:
             self._complete()
         elif self._current is None and extensions.failure is not None and not self.shutting_down:
-            self._reset(f"{extensions.failure[0]}: {extensions.failure[1]}")
+            self.reset(f"{extensions.failure[0]}: {extensions.failure[1]}")
 
     # -- Invoke ---------------------------------------------------------------------------------------------------
     def _invoke(self, invoke: Invoke) -> None:
@@ -175,7 +174,7 @@ class ExtensionLink(GatewayLink):
     def reply(self, head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int) -> None:
         current = self._current
         if self.extensions.failure is not None:  # known already: RESET before the reply, so the gateway retires us
-            self._reset(f"{self.extensions.failure[0]}: {self.extensions.failure[1]}")
+            self.reset(f"{self.extensions.failure[0]}: {self.extensions.failure[1]}")
         if self.runtime_relay is not None:  # what the runtime printed before answering belongs to this invocation
             self.runtime_relay.drain()
             self.writer.wait_empty(FLUSH_WAIT)
@@ -210,7 +209,7 @@ class ExtensionLink(GatewayLink):
         record = telemetry.report(current.request_id, self._status, duration_ms, self.memory_mb, max_mb, init_ms, None)
         self.telemetry.emit("platform.report", record)
         if self.extensions.failure is not None:
-            self._reset(f"{self.extensions.failure[0]}: {self.extensions.failure[1]}")
+            self.reset(f"{self.extensions.failure[0]}: {self.extensions.failure[1]}")
         held, self._held = self._held, None
         if held is not None:
             self._invoke(held)
@@ -219,15 +218,15 @@ class ExtensionLink(GatewayLink):
         if self._current is invoke:
             busy = [e.name for e in self.extensions.extensions if e.busy and e.alive]
             why = f"extensions {busy} did not finish invocation {invoke.request_id} by its deadline"
-            self._reset(f"Extension.TimeoutError: {why}")
+            self.reset(f"Extension.TimeoutError: {why}")
             self._status = "timeout"
             self._complete()  # over, as far as the invocation that may wait is concerned
 
-    def _reset(self, why: str) -> None:
+    def reset(self, why: str) -> None:
         """This environment must take no more invocations (an extension failed or overran; Lambda resets such an
         environment): RESET tells the gateway, which sends SHUTDOWN once what is in flight is answered."""
-        if not self._reset_sent:
-            self._reset_sent = True
+        if not self.reset_sent:
+            self.reset_sent = True
             self.writer.write(f"[gateway] the execution environment is reset: {why}\n".encode())
             self._write(wire.encode((RESET,)))
 
@@ -259,7 +258,7 @@ class ExtensionLink(GatewayLink):
         await self.telemetry.flush(SHUTDOWN_FLUSH_MS / 1000.0)
         if current is None:
             self._kill_runtime(pid, signal.SIGTERM)
-        reason = "timeout" if current is not None else "failure" if self._reset_sent else "spindown"
+        reason = "timeout" if current is not None else "failure" if self.reset_sent else "spindown"
         self.extensions.dispatch("SHUTDOWN", shutdown_event(reason, deadline_ms))
         wait = (SHUTDOWN_MS - SHUTDOWN_MARGIN_MS) / 1000.0
         while not self.extensions.idle and time.monotonic() - start < wait:

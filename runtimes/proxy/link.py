@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable
 
 from gateway.contracts import environment as wire
-from gateway.contracts.environment import INVOKE, SHUTDOWN, Invoke, ReplyHead, typed
+from gateway.contracts.environment import INVOKE, RESET, SHUTDOWN, Invoke, ReplyHead, typed
 from gateway.contracts.zygote import ExitCode
 
 #: bytes read from the socket at a time (an INVOKE carries up to 6 MB: a few reads)
@@ -37,6 +37,7 @@ class GatewayLink:
         self.on_invoke = on_invoke
         self.on_end = on_end
         self.ready_sent = False
+        self.reset_sent = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self._sock.fileno(), self._readable)
@@ -77,6 +78,14 @@ class GatewayLink:
     def reply(self, head: ReplyHead, duration_ms: float, max_rss_kb: int, pending: int) -> None:
         """RESULT or ERROR for an invocation (`head`: result_head / error_head)."""
         self._write(wire.encode_reply(head, duration_ms, max_rss_kb, pending, b""))
+
+    def reset(self, why: str) -> None:
+        """RESET, once: the gateway hands this environment no more invocations (what it sent is still answered) and
+        ends it with SHUTDOWN. `why` goes to the environment's output."""
+        if not self.reset_sent:
+            self.reset_sent = True
+            os.write(2, f"[gateway] the execution environment is reset: {why}\n".encode())
+            self._write(wire.encode((RESET,)))
 
     def chunk(self, inv_id: int, data: bytes) -> None:
         """CHUNK: a piece of invocation `inv_id`'s streamed response (at most MAX_CHUNK bytes), before its reply."""

@@ -8,9 +8,17 @@ Called by runtimes/python/bootstrap.py `run()` once the sandbox is sealed, when 
   Runtime.ExitError ("Runtime exited with error: exit status 1") when the runtime ends before either; after an
   Init error the environment ends (ExitCode.OK), as the fast path's does;
 - one RESULT or ERROR per INVOKE (capacity 1), `max_rss_kb` the runtime's peak RSS, `pending` what its output holds;
-- when the runtime ends after Init, the proxy ends the same way (its exit code or signal) once it has sent what it
-  can: the gateway then fails an invocation in flight with Runtime.ExitError and Lambda's "exit status N", as it
-  does for any environment that dies; SHUTDOWN or the socket's end stop the runtime and end the proxy (ExitCode.OK).
+- when the runtime ends after Init while it has an invocation it has not answered, the proxy ends the same way (its
+  exit code or signal) once it has sent what it can: the gateway then fails that invocation with Runtime.ExitError
+  and Lambda's "exit status N", as it does for any environment that dies;
+- when it ends after answering (no invocation handed out: Node.js exits 129 after posting an uncaught exception),
+  the proxy starts it again (a re-Init: same command line, environment, wrapper; extensions keep running), as
+  Lambda does; an INVOKE that comes meanwhile waits for the new runtime's `next`. If that re-Init fails (the
+  runtime exits before taking an invocation, posts init/error, or cannot be started), the proxy sends RESET, the
+  waiting invocation (and any sent before the gateway saw RESET) gets Lambda's Init failure (Runtime.ExitError
+  "RequestId: ... Error: Runtime exited with error: ...", or the init error), and SHUTDOWN ends the environment:
+  at most one restart per invocation the runtime took, never a loop;
+- SHUTDOWN or the socket's end stop the runtime and end the proxy (ExitCode.OK).
 
 Where the Runtime API listens (AWS_LAMBDA_RUNTIME_API): in a jail, 127.0.0.1:9001 of the environment's own network
 namespace, as on Lambda, reachable by nothing outside the environment. Without a jail (no root, or isolation off)
@@ -25,6 +33,7 @@ thread: the HTTP server (runtimes/proxy/server.py), the gateway's socket (runtim
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -33,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from gateway.contracts.environment import EnvironmentSpec
+from gateway.contracts.environment import EnvironmentSpec, Invoke
 from gateway.contracts.zygote import ExitCode
 from runtimes.proxy import process, streaming
 from runtimes.proxy.lifecycle import ExtensionLink
@@ -72,8 +81,10 @@ class Proxy:
         self.memory = process.MemoryProbe(os.getpid())  # replaced by the runtime's once it runs
         self.api = RuntimeApi(self.link, init_start, pending, lambda: self.memory.peak_kb())
         self.api.on_init_error = lambda: self.end(ExitCode.OK)
+        self.api.on_reinit_error = self._reinit_failed
         streaming.install(self.api, self.link)  # streamed responses: CHUNK frames as the body arrives
         self.pid = 0
+        self.port = 0
 
     def end(self, code: int) -> NoReturn:
         """End the environment: the runtime first (it shares our group, but may be waiting on nothing of ours)."""
@@ -86,8 +97,18 @@ class Proxy:
 
     def start_runtime(self, port: int) -> bool:
         """Start the runtime with AWS_LAMBDA_RUNTIME_API; False (and READY with the error sent) if it cannot be."""
+        self.port = port
+        message = self._spawn()
+        if message is not None:
+            self.link.ready(self._init_ms(), process.INVALID_ENTRYPOINT, message, b"")
+            return False
+        return True
+
+    def _spawn(self) -> str | None:
+        """Start the runtime process (at Init, or again: a re-Init); Runtime.InvalidEntrypoint's message if it
+        cannot be started (written to the output as Lambda does), else None."""
         env = dict(self.spec.env)
-        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{port}"
+        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{self.port}"
         argv = process.command(self.spec.bootstrap, env)
         output = self.extensions.runtime_output() if self.extensions is not None else None
         try:
@@ -97,12 +118,11 @@ class Proxy:
                 os.close(output)
             message = process.entrypoint_error(argv[0], exc, env)
             sys.stderr.write(f"{process.INVALID_ENTRYPOINT}: {message}\n")
-            self.link.ready(self._init_ms(), process.INVALID_ENTRYPOINT, message, b"")
-            return False
+            return message
         if output is not None:
             os.close(output)  # the runtime holds it: the relay sees EOF when the runtime (and its children) end
         self.memory = process.MemoryProbe(self.pid)
-        return True
+        return None
 
     def _init_ms(self) -> float:
         return (time.perf_counter() - self.api.init_start) * 1000.0
@@ -123,12 +143,49 @@ class Proxy:
             elif self.extensions is not None:
                 self.extensions.extensions.exited(pid, status)
 
-    def _runtime_ended(self, status: int) -> NoReturn:
+    def _runtime_ended(self, status: int) -> None:
+        """The runtime process ended (see the module's docstring for what follows from when it did)."""
+        what = f"Runtime exited with error: {process.describe(status)}"
         if not self.link.ready_sent:  # it died in Init: that is Init's error (the environment is then discarded)
-            self.link.ready(self._init_ms(), EXIT_ERROR, f"Runtime exited with error: {process.describe(status)}")
+            self.link.ready(self._init_ms(), EXIT_ERROR, what)
             os._exit(ExitCode.OK)
-        process.end_like(status)
-        raise AssertionError("unreachable")
+        api = self.api
+        if api.failure is not None:  # its re-Init failed and was reported: SHUTDOWN ends the environment
+            return
+        if api.current is not None:  # mid-invocation: the gateway fails it with Runtime.ExitError ("exit status N")
+            process.end_like(status)
+        if api.handed == 0:  # it got nothing since it (re)started: starting it again could loop
+            self._reinit_failed(EXIT_ERROR, what, b"")
+            return
+        # It answered and then exited (Node.js after an uncaught exception): as Lambda, Init it again for the next
+        # invocation, which waits (queued) until the new runtime asks for it. This runs when the proxy is thawed if
+        # the runtime's end came while the environment was frozen, before or after that invocation's INVOKE.
+        api.handed, api.reinit, api.waiter = 0, True, None
+        message = self._spawn()
+        if message is not None:
+            self._reinit_failed(process.INVALID_ENTRYPOINT, message, b"")
+
+    def _reinit_failed(self, error_type: str, message: str, stack: bytes) -> None:
+        """The runtime's re-Init failed (it exited, posted init/error, or could not be started): the invocation
+        waiting for it, and any the gateway sends before it sees RESET, fail as Lambda fails an invocation whose
+        Init fails (Runtime.ExitError: "RequestId: ... Error: Runtime exited ..."; else the runtime's init error);
+        the environment ends at SHUTDOWN."""
+        exited = error_type == EXIT_ERROR
+
+        def failure(invoke: Invoke) -> tuple[str, bytes]:
+            if exited:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # the gateway's line for a crash
+                sys.stderr.write(f"{stamp} {invoke.request_id} {message}\n")
+                doc = {"errorMessage": f"RequestId: {invoke.request_id} Error: {message}", "errorType": error_type}
+                return error_type, json.dumps(doc).encode()
+            doc = {"errorMessage": message, "errorType": error_type, "requestId": invoke.request_id}
+            body = json.dumps(doc).encode()[:-1] + b', "stackTrace": ' + (stack or b"[]") + b"}"
+            return error_type, body
+
+        if not exited:
+            sys.stderr.write(f"[ERROR] {error_type}: {message}\n")
+        self.link.reset(f"the runtime cannot serve again: {error_type}: {message}")
+        self.api.fail(failure)
 
 
 async def _serve(proxy: Proxy, jailed: bool) -> None:

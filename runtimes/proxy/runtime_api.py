@@ -17,6 +17,11 @@ gets the body's pieces as they arrive (a hook for CHUNK frames, see `RuntimeApi.
 buffered and becomes one RESULT, or an ERROR when its trailers carry Lambda-Runtime-Function-Error-Type (with the
 error document, base64, in Lambda-Runtime-Function-Error-Body), as Lambda reports a stream that failed midway.
 
+A runtime that exits after answering is started again by the proxy (runtimes/proxy/main.py): `handed` counts the
+invocations a runtime process took (none: no restart, never a loop), `reinit` marks a restarted one until its first
+`next` (its init/error is its re-Init's: `on_reinit_error`), and `fail` answers what waits, or comes, once a re-Init
+failed.
+
 Concurrency: callbacks of the proxy's event loop (runtimes/proxy/main.py), one thread.
 """
 
@@ -81,6 +86,12 @@ class RuntimeApi:
         self.queued: Invoke | None = None  # an invocation that came before the runtime asked for it
         self.current: Invoke | None = None  # the invocation the runtime has and has not answered
         self.started = 0.0  # perf_counter() when `current` arrived
+        self.handed = 0  # invocations handed to this runtime process (the proxy restarts one only if it got some)
+        self.reinit = False  # a restarted runtime has not asked for `next` yet: init/error is its re-Init's error
+        #: re-Init failed: (error type, body) of the error every invocation gets from now on (the environment is reset)
+        self.failure: Callable[[Invoke], tuple[str, bytes]] | None = None
+        #: a restarted runtime posted init/error (type, message, stack): its re-Init failed (runtimes/proxy/main.py)
+        self.on_reinit_error: Callable[[str, str, bytes], None] = lambda error_type, message, stack: None
         self.on_init_error: Callable[[], None] = lambda: None  # Init failed and was reported: end the environment
         #: streamed responses: called with the exchange and its invocation when a runtime starts one (the id checked);
         #: the sink it returns takes the body as it arrives; `response` answers once it is complete (see streaming.py)
@@ -103,8 +114,12 @@ class RuntimeApi:
     def invoke(self, invoke: Invoke) -> None:
         """An INVOKE from the gateway (which sends one at a time: capacity 1)."""
         self.started = time.perf_counter()
+        if self.failure is not None:  # the runtime could not be started again: Lambda's Init failure, at once
+            self.current = invoke
+            self._reply_error(invoke, *self.failure(invoke))
+            return
         waiter = self.waiter
-        if waiter is not None:
+        if waiter is not None and not waiter.closed:  # closed: its runtime is gone (the proxy starts it again)
             self.waiter = None
             self._deliver(waiter, invoke)
         else:
@@ -112,6 +127,7 @@ class RuntimeApi:
 
     def _deliver(self, exchange: Exchange, invoke: Invoke) -> None:
         self.current = invoke
+        self.handed += 1
         lines = (
             f"Lambda-Runtime-Aws-Request-Id: {invoke.request_id}\r\n"
             f"Lambda-Runtime-Deadline-Ms: {invoke.deadline_ms}\r\n"
@@ -126,6 +142,7 @@ class RuntimeApi:
     def next(self, exchange: Exchange) -> None:
         if not self.link.ready_sent:  # the runtime's first `next`: Init is over
             self.link.ready((time.perf_counter() - self.init_start) * 1000.0)
+        self.reinit = False
         if self.current is not None or (self.waiter is not None and not self.waiter.closed):
             self._refuse_transition(exchange, "Running" if self.current is not None else "Ready", "Ready")
             return
@@ -202,7 +219,7 @@ class RuntimeApi:
         exchange.respond(413, _TOO_LARGE)
 
     def init_error(self, exchange: Exchange) -> None:
-        if self.link.ready_sent:
+        if self.link.ready_sent and not self.reinit:
             self._refuse_transition(exchange, "Ready", "InitError")
             return
         body = exchange.body
@@ -211,10 +228,24 @@ class RuntimeApi:
         message = _field(body, "errorMessage") or ""
         stack = _stack(body)
         exchange.respond(202, _ACCEPTED)
+        if self.reinit:
+            self.reinit = False
+            self.on_reinit_error(error_type, message[:MAX_ERROR_MESSAGE], stack)
+            return
         self.link.ready(
             (time.perf_counter() - self.init_start) * 1000.0, error_type, message[:MAX_ERROR_MESSAGE], stack
         )
         self.on_init_error()
+
+    def fail(self, failure: Callable[[Invoke], tuple[str, bytes]]) -> None:
+        """The runtime cannot serve again (its re-Init failed): the invocation waiting for it, and any that still
+        comes, gets `failure(invoke)` (error type, body) at once."""
+        self.failure = failure
+        self.waiter = None
+        queued, self.queued = self.queued, None
+        if queued is not None:
+            self.current = queued
+            self._reply_error(queued, *failure(queued))
 
     # -- replies out ------------------------------------------------------------------------------------------
     def _reply_result(self, current: Invoke, payload: bytes) -> None:
