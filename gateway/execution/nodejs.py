@@ -6,6 +6,10 @@ Lambda's /var/runtime/bootstrap for Node.js starts
 sized from the function's memory (a tenth for the young generation, of which the semi-space is half; the rest for
 the old one), and sets NODE_PATH (unless the function does) so that `require` finds the layers' packages:
 /opt/nodejs/node<N>/node_modules, /opt/nodejs/node_modules, then the runtime's and the task root.
+
+NODE_PATH serves only `require`; an ES module's `import` resolves through the node_modules directories above the
+importing file. So that an .mjs handler imports the layers' packages as on Lambda (Node.js 18 and later), a jail
+also shows them at /var/node_modules and /node_modules, above /var/task (`layer_module_mounts`).
 """
 
 from __future__ import annotations
@@ -75,3 +79,27 @@ def node_path(runtime: str, task_root: str, layers: list[str], jailed: bool, run
     parts = [f"{root}/nodejs/node{major}/node_modules" for root in roots]
     parts += [f"{root}/nodejs/node_modules" for root in roots]
     return ":".join([*parts, f"{runtime_dir}/node_modules", runtime_dir, task_root])
+
+
+#: where a jail shows the layers' packages for ES modules: an `import` from /var/task/<file> walks up through
+#: /var/task/node_modules (the function's own, which wins), then these two, in NODE_PATH's order (`node_path`)
+ESM_LAYER_DIRS = (("/var/node_modules", "nodejs/node{major}/node_modules"), ("/node_modules", "nodejs/node_modules"))
+
+
+def layer_module_mounts(runtime: str, layers: list[str], jailed: bool) -> list[Mount]:
+    """What a jail mounts so that ES modules import the layers' packages, as Lambda's Node.js runtimes (18 and later)
+    let them: NODE_PATH serves only `require`, and an `import` resolves only through the node_modules directories
+    above the importing file. So /var/node_modules shows the layers' nodejs/node<N>/node_modules and /node_modules
+    their nodejs/node_modules, each merged as /opt merges them (a later layer on top), read-only; directories no
+    layer has are not mounted. Without a jail: none (the code's host directory has no such parents of ours; only
+    `require` finds the layers' packages there). Stats each layer's two directories."""
+    if not jailed:
+        return []
+    major = node_major(runtime)
+    mounts = []
+    for target, pattern in ESM_LAYER_DIRS:
+        sub = pattern.format(major=major)
+        sources = [f"{layer}/{sub}" for layer in reversed(layers) if os.path.isdir(f"{layer}/{sub}")]  # newest on top
+        if sources:
+            mounts.append(Mount(target, sources))
+    return mounts
