@@ -134,6 +134,10 @@ class Catalog(Mapping[str, RuntimeChoice]):
             reason = f"The runtime parameter of {runtime} {known}. Supported runtimes: {', '.join(sorted(self))}."
         raise UnsupportedRuntime(reason)
 
+    def refusals(self) -> dict[str, str]:
+        """Lambda's runtime ids this host cannot run (not deprecated ones) -> why, as `resolve` says it."""
+        return dict(self._refusals)
+
     def by_interpreter(self) -> dict[str, list[str]]:
         """The runtime ids each zygote interpreter serves (one zygote per distinct interpreter)."""
         out: dict[str, list[str]] = {}
@@ -184,9 +188,18 @@ class Catalog(Mapping[str, RuntimeChoice]):
                 choices[runtime] = RuntimeChoice(runtime, Kind.NODE, own.path, program=node[0], note=node[1])
                 if node[1]:
                     log.warning("%s", node[1])
-        ran = sorted(c.runtime for c in choices.values() if c.kind is Kind.PYTHON)
-        log.info("Python runtimes: %s; not here: %s", ", ".join(ran) or "none", ", ".join(sorted(refusals)) or "none")
+        _log_runtimes(choices, refusals)
         return cls(choices, refusals)
+
+
+def _log_runtimes(choices: Mapping[str, RuntimeChoice], refusals: Mapping[str, str]) -> None:
+    """One start-up line: the runtimes here, by kind, and those that are not (their reasons: /healthz)."""
+    kinds = {kind: sorted(c.runtime for c in choices.values() if c.kind is kind) for kind in Kind}
+    log.info(
+        "runtimes here: Python %s; Node.js %s; custom %s; not here: %s",
+        *(", ".join(kinds[kind]) or "none" for kind in (Kind.PYTHON, Kind.NODE, Kind.PROVIDED)),
+        ", ".join(sorted(refusals)) or "none",
+    )
 
 
 def _python_runtimes() -> dict[str, int]:
