@@ -89,3 +89,5 @@ def test_a_jail_shows_the_layers_packages_where_es_modules_find_them(tmp_path: P
     ]
     assert nodejs.layer_module_mounts("nodejs22.x", layers, jailed=False) == []
     assert nodejs.layer_module_mounts("nodejs22.x", [str(none)], jailed=True) == []
+    (none / "nodejs").symlink_to(old / "nodejs")  # a mount would follow it, anywhere on the host
+    assert nodejs.layer_module_mounts("nodejs22.x", [str(none)], jailed=True) == []

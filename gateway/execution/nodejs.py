@@ -91,15 +91,23 @@ def layer_module_mounts(runtime: str, layers: list[str], jailed: bool) -> list[M
     let them: NODE_PATH serves only `require`, and an `import` resolves only through the node_modules directories
     above the importing file. So /var/node_modules shows the layers' nodejs/node<N>/node_modules and /node_modules
     their nodejs/node_modules, each merged as /opt merges them (a later layer on top), read-only; directories no
-    layer has are not mounted. Without a jail: none (the code's host directory has no such parents of ours; only
-    `require` finds the layers' packages there). Stats each layer's two directories."""
+    layer has are not mounted, nor any reached through a symbolic link (a mount follows links in its source, which
+    /opt never does: the code store refuses links in zips, and this holds without that). Without a jail: none (the
+    code's host directory has no such parents of ours; only `require` finds the layers' packages there). Stats each
+    layer's two directories."""
     if not jailed:
         return []
     major = node_major(runtime)
     mounts = []
     for target, pattern in ESM_LAYER_DIRS:
         sub = pattern.format(major=major)
-        sources = [f"{layer}/{sub}" for layer in reversed(layers) if os.path.isdir(f"{layer}/{sub}")]  # newest on top
+        sources = [f"{layer}/{sub}" for layer in reversed(layers) if _own_dir(layer, sub)]  # the newest on top
         if sources:
             mounts.append(Mount(target, sources))
     return mounts
+
+
+def _own_dir(layer: str, sub: str) -> bool:
+    """Whether `layer`/`sub` is a directory of the layer's own tree (no link on the way)."""
+    path = os.path.join(layer, sub)
+    return os.path.isdir(path) and os.path.realpath(path) == os.path.join(os.path.realpath(layer), sub)
