@@ -159,6 +159,19 @@ class Catalog(Mapping[str, RuntimeChoice]):
         """Lambda's runtime ids this host cannot run (not deprecated ones) -> why, as `resolve` says it."""
         return dict(self._refusals)
 
+    def note(self, runtime: str) -> str:
+        """What a function's configuration says of its runtime on this host today (StateReason): that a fallback
+        stands in, or why it cannot run here now; "" when it runs on its own version. No host paths: API callers
+        read it."""
+        choice = self._choices.get(runtime)
+        if choice is not None:
+            return choice.note or ""
+        try:
+            self.resolve(runtime)
+        except UnsupportedRuntime as exc:
+            return f"This function cannot run on this gateway now: {exc}"
+        return ""
+
     def by_interpreter(self) -> dict[str, list[str]]:
         """The runtime ids each zygote interpreter serves (one zygote per distinct interpreter)."""
         out: dict[str, list[str]] = {}
@@ -189,13 +202,13 @@ class Catalog(Mapping[str, RuntimeChoice]):
                 refusals[runtime] = reason
                 continue
             note = (
-                f"The runtime {runtime} runs on Python {stand_in.version_text} ({stand_in.path}) on this gateway: "
+                f"The runtime {runtime} runs on Python {stand_in.version_text} on this gateway: "
                 f"no usable Python 3.{minor} is here, and GATEWAY_RUNTIME_FALLBACK=1 lets another Python 3 stand in. "
                 f"Install Python 3.{minor}, or set GATEWAY_RUNTIME_PYTHON3_{minor}=/path/to/python3.{minor}, to run "
                 "it on its own version."
             )
             choices[runtime] = RuntimeChoice(runtime, Kind.PYTHON, stand_in.path, note=note)
-            log.warning("%s", note)
+            log.warning("%s (%s)", note, stand_in.path)
         for runtime in lambda_runtimes():
             if runtime in DEPRECATED_RUNTIMES:
                 continue
@@ -208,7 +221,7 @@ class Catalog(Mapping[str, RuntimeChoice]):
                     continue
                 choices[runtime] = RuntimeChoice(runtime, Kind.NODE, own.path, program=node[0], note=node[1])
                 if node[1]:
-                    log.warning("%s", node[1])
+                    log.warning("%s (%s)", node[1], node[0])
         _log_runtimes(choices, refusals)
         for runtime, blocked in LENIENT_RUNTIMES.items():
             if runtime in choices:

@@ -80,7 +80,7 @@ def choose_node(
     if found and fallback:
         path, version = min(found, key=lambda pv: (abs(_major(pv[1]) - major), -_major(pv[1])))
         return path, (
-            f"The runtime {runtime} runs on Node.js {version} ({path}) on this gateway: no Node.js {major} is here, "
+            f"The runtime {runtime} runs on Node.js {version} on this gateway: no Node.js {major} is here, "
             f"and GATEWAY_RUNTIME_FALLBACK=1 lets another Node.js stand in. Install Node.js {major}, or set "
             f"{setting}=/path/to/node, to run it on its own version."
         )

@@ -38,6 +38,7 @@ from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import Registry
+from runtimes.proxy.http import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
@@ -646,3 +647,29 @@ class FakeRuntime:
         self.sock.close()
         with contextlib.suppress(OSError):
             os.close(self.output)
+
+
+class Recorded:
+    """Stands in for the Runtime API proxy's Exchange (runtimes/proxy/server.py): a request, and the answer the
+    handler gave (if any)."""
+
+    def __init__(self, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.request = Request("POST", "/", "HTTP/1.1", {k.lower(): v for k, v in (headers or {}).items()})
+        self.body = body
+        self.closed = False
+        self.on_close: Any = None
+        self.answer: tuple[int, bytes, str] | None = None
+
+    def respond(self, status: int, body: bytes = b"", headers: str = "", content_type: str = "") -> None:
+        if self.answer is None:
+            self.answer = (status, body, headers)
+
+    @property
+    def status(self) -> int:
+        assert self.answer is not None
+        return self.answer[0]
+
+    @property
+    def document(self) -> Any:
+        assert self.answer is not None
+        return json.loads(self.answer[1])

@@ -209,9 +209,16 @@ def test_with_fallback_a_missing_python_runs_on_the_nearest_and_says_so(tmp_path
     choice = catalog.resolve("python3.14")
     assert (choice.kind, choice.interpreter) == (Kind.PYTHON, OWN.path)  # the only Python of a bare environment
     assert choice.note is not None
-    assert choice.note.startswith(f"The runtime python3.14 runs on Python {OWN.version_text} ({OWN.path})")
+    assert choice.note.startswith(f"The runtime python3.14 runs on Python {OWN.version_text} on this gateway")
+    assert OWN.path not in choice.note  # API callers read it: the path goes to the log only
     assert "GATEWAY_RUNTIME_FALLBACK=1" in choice.note
     assert catalog.resolve(f"python3.{OWN.minor}").note is None
+    assert catalog.note("python3.14") == choice.note and catalog.note(f"python3.{OWN.minor}") == ""
+
+
+def test_a_runtime_that_cannot_run_here_now_says_why_in_its_note(tmp_path: Path) -> None:
+    catalog = Catalog.discover(Settings(data_dir=tmp_path), bare_env(tmp_path))
+    assert catalog.note("python3.14").startswith("This function cannot run on this gateway now: ")
 
 
 def test_an_explicit_interpreter_maps_its_runtime(tmp_path: Path) -> None:

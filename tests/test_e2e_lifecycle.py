@@ -109,13 +109,15 @@ def test_functions_survive_restart_and_zygote_restarts(gateway_factory: GatewayF
 
 def test_examples_are_deployed(gateway_factory: GatewayFactory) -> None:
     examples = str(Path(__file__).resolve().parent.parent / "examples")
-    # like `make run`: ./.gateway-data; the examples are python3.12, which runs on another Python on a host without one
+    # like `make run`: ./.gateway-data; the Python examples name no runtime (the gateway's own Python), hello-node is
+    # nodejs20.x, which runs on another Node.js on a host without a Node.js 20
     gw = gateway_factory(args=("--deploy", examples), relative=True, env={"GATEWAY_RUNTIME_FALLBACK": "1"})
     lam: Any = gw.client()
     names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
     assert {"hello", "echo", "custom-runtime", "hello-node"} <= names
     _, body = invoke_json(lam, "hello", {"name": "Ada"})
     assert body["message"] == "Hello, Ada!"
+    assert lam.get_function_configuration(FunctionName="hello")["Runtime"] == RUNTIME  # the gateway's own Python
     _, body = invoke_json(lam, "hello-node", {"name": "Ada"})
     assert body["message"] == "Hello, Ada!"
     _, body = invoke_json(lam, "custom-runtime", {"name": "Ada"})

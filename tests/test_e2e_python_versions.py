@@ -119,15 +119,20 @@ def test_with_fallback_a_missing_python_runs_on_another_and_says_so(gateway_fact
     lam = gw.client()
     source = "import sys\ndef lambda_handler(e, c):\n    return list(sys.version_info[:2])\n"
     created = create_function(lam, "fallback", source, Runtime="python3.14")
-    assert created["State"] == "Active" and created["StateReasonCode"] == "InvalidRuntime"
+    assert created["State"] == "Active" and "StateReasonCode" not in created  # InvalidRuntime goes with Failed
     reason = created["StateReason"]
     assert reason.startswith("The runtime python3.14 runs on Python 3.") and "GATEWAY_RUNTIME_FALLBACK=1" in reason
+    assert "/" not in reason.split("GATEWAY_RUNTIME_PYTHON3_14=")[0]  # no host path for API callers
     config = lam.get_function_configuration(FunctionName="fallback")
     assert (config["StateReason"], config["LastUpdateStatusReason"]) == (reason, reason)
     resp, body = invoke_json(lam, "fallback")
     assert "FunctionError" not in resp and body[0] == 3 and body[1] != 14
     assert reason in gw.log()  # the gateway's log says so too
-    updated = lam.update_function_configuration(FunctionName="fallback", Runtime=RUNTIME)
+    gw.env.pop("GATEWAY_RUNTIME_FALLBACK")  # the note follows the host: without the fallback, it cannot run here
+    config = gw.restart().client().get_function_configuration(FunctionName="fallback")
+    assert config["StateReason"].startswith("This function cannot run on this gateway now: ")
+    assert "needs a Python 3.14" in config["StateReason"]
+    updated = gw.client().update_function_configuration(FunctionName="fallback", Runtime=RUNTIME)
     assert "StateReason" not in updated and "LastUpdateStatusReason" not in updated  # its own Python again
 
 

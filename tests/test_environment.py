@@ -152,3 +152,55 @@ async def test_the_init_log_of_an_environment_that_ends_right_after_ready(
     assert env.dead
     await env.wait_ready(2)
     assert env.init_error is not None and env.init_log == b"Uncaught Exception\n"
+
+
+async def _still_connected(runtime: FakeRuntime) -> bool:
+    """Whether the gateway keeps the connection open (a kill aborts it: the fake reads EOF)."""
+    try:
+        await asyncio.wait_for(runtime.next_frame(), 0.1)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_a_reply_that_crosses_the_timeout_does_not_cut_the_shutdown_grace(
+    runtime: FakeRuntime, env: Environment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a grace (extensions), a timeout sends SHUTDOWN: a reply the runtime sent as the deadline fired is late,
+    not forged; it is dropped, and the extensions keep their shutdown phase (no kill, no warning)."""
+    await _ready(runtime, env)
+    env.shutdown_grace = 0.5
+    invocation = asyncio.ensure_future(env.invoke(b"{}", "rid", "arn:f", None, 0.05))
+    frame = await runtime.next_frame()
+    assert (await runtime.next_frame())[0] == wire.SHUTDOWN  # the deadline: the shutdown phase begins
+    with pytest.raises(InvocationTimeout):
+        await invocation
+    await runtime.result(frame[wire.INV_ID], b'"too late"')
+    assert await _still_connected(runtime)
+    assert "unexpected frame" not in caplog.text
+    assert await asyncio.wait_for(runtime.next_frame(), 2) == []  # killed once the grace is over
+
+
+async def test_pieces_and_replies_of_invocations_a_shutdown_failed_are_dropped(
+    runtime: FakeRuntime, env: Environment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`shutdown()` with a grace fails what is in flight; what the environment had already sent of it (a streamed
+    response's pieces, its reply) is dropped, while a reply to an invocation never sent still kills it."""
+    await _ready(runtime, env)
+    env.capacity, env.shutdown_grace = 2, 0.5
+    first = asyncio.ensure_future(env.invoke(b"{}", "a", "arn:f", None, 5.0))
+    second = asyncio.ensure_future(env.invoke(b"{}", "b", "arn:f", None, 5.0))
+    ids = [(await runtime.next_frame())[wire.INV_ID], (await runtime.next_frame())[wire.INV_ID]]
+    env.shutdown()
+    assert (await runtime.next_frame())[0] == wire.SHUTDOWN
+    for invocation in (first, second):
+        with pytest.raises(EnvironmentDied):
+            await invocation
+    await runtime.send(wire.encode_chunk(ids[0], b"piece") + wire.encode_chunk(ids[0], b"another"))
+    await runtime.result(ids[0], b"1")
+    await runtime.result(ids[1], b"2")
+    assert await _still_connected(runtime)
+    assert "unexpected frame" not in caplog.text
+    await runtime.result(ids[0], b"1")  # answered already: a repeated reply is forged, as before
+    assert await asyncio.wait_for(runtime.next_frame(), 2) == []
+    assert "unexpected frame" in caplog.text

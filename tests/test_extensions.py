@@ -5,41 +5,15 @@ exchanges (no processes here: tests/test_e2e_extensions.py runs real ones): who 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from runtimes.proxy import extensions as ext_api
 from runtimes.proxy.extensions import Extensions
-from runtimes.proxy.http import Request
 from runtimes.proxy.telemetry import Telemetry
+from tests.conftest import Recorded
 
 ENV = {"AWS_LAMBDA_FUNCTION_NAME": "f", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "_HANDLER": "app.handler"}
-
-
-class Recorded:
-    """Stands in for the server's Exchange: a request, and the answer the handler gave (if any)."""
-
-    def __init__(self, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
-        self.request = Request("POST", "/", "HTTP/1.1", {k.lower(): v for k, v in (headers or {}).items()})
-        self.body = body
-        self.closed = False
-        self.on_close: Any = None
-        self.answer: tuple[int, bytes, str] | None = None
-
-    def respond(self, status: int, body: bytes = b"", headers: str = "", content_type: str = "") -> None:
-        if self.answer is None:
-            self.answer = (status, body, headers)
-
-    @property
-    def status(self) -> int:
-        assert self.answer is not None
-        return self.answer[0]
-
-    @property
-    def document(self) -> Any:
-        assert self.answer is not None
-        return json.loads(self.answer[1])
 
 
 def make(*names: str) -> tuple[Extensions, list[str]]:

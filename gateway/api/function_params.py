@@ -343,7 +343,6 @@ def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: C
             choice = runtimes.resolve(runtime)
         except UnsupportedRuntime as exc:
             raise InvalidParameterValueException(str(exc)) from None
-        changes.fields["runtime_note"] = choice.note or ""  # a fallback (StateReason says so), or none any more
         if choice.note:
             log.warning("function %s: %s", body.get("FunctionName") or "(updated)", choice.note)
     layer_arns: tuple[str, ...] = changes.fields.get("layer_arns", ())

@@ -186,10 +186,15 @@ class Deployer:
 # -- handlers ----------------------------------------------------------------------------------------
 
 
+def configuration(app: web.Application, config: FunctionConfig) -> dict[str, Any]:
+    """A FunctionConfiguration as the API returns it, with what the catalogue says of its runtime today."""
+    return config.to_wire(app[CATALOG].note(config.runtime))
+
+
 async def create_function(request: web.Request) -> web.Response:
     """CreateFunction: 201 with the new FunctionConfiguration."""
     config = await Deployer.from_app(request.app).create(await read_json_object(request))
-    return json_response(config.to_wire(), status=201)
+    return json_response(configuration(request.app, config), status=201)
 
 
 async def list_functions(request: web.Request) -> web.Response:
@@ -204,7 +209,7 @@ async def list_functions(request: web.Request) -> web.Response:
             "constraint: Member must satisfy enum value set: [ALL]"
         )
     configs, more = registry.list_page(query.get("Marker") or None, page)
-    out: dict[str, Any] = {"Functions": [c.to_wire() for c in configs]}
+    out: dict[str, Any] = {"Functions": [configuration(request.app, c) for c in configs]}
     if more and configs:
         out["NextMarker"] = configs[-1].name
     return json_response(out)
@@ -237,7 +242,7 @@ async def get_function_configuration(request: web.Request) -> web.Response:
 
 def _wire(request: web.Request, ref: FunctionRef, config: FunctionConfig) -> dict[str, Any]:
     """FunctionConfiguration as asked for: qualified by the qualifier of the request (an alias's ARN for an alias)."""
-    wire = config.to_wire()
+    wire = configuration(request.app, config)
     if ref.qualifier is not None:
         wire["FunctionArn"] = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
     return wire
@@ -267,7 +272,7 @@ async def update_function_code(request: web.Request) -> web.Response:
     if spec.architectures is not None:
         fields["architectures"] = spec.architectures
     if spec.dry_run:
-        return json_response(dataclasses.replace(registry.get(name), **fields).to_wire())
+        return json_response(configuration(request.app, dataclasses.replace(registry.get(name), **fields)))
     await _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
         registry.update,
@@ -279,7 +284,7 @@ async def update_function_code(request: web.Request) -> web.Response:
     if current.code_sha256 == code.sha256_hex:  # the same code again: registry.update adopted nothing
         request.app[CODESTORE].adopt(code.sha256_hex)
     log.info("updated code of function %s (code %s)", name, config.code_sha256)
-    return json_response(config.to_wire())
+    return json_response(configuration(request.app, config))
 
 
 async def update_function_configuration(request: web.Request) -> web.Response:
@@ -296,7 +301,7 @@ async def update_function_configuration(request: web.Request) -> web.Response:
         registry.update, name, lambda c: _apply(c, fields, changes), if_revision=changes.revision_id
     )
     log.info("updated configuration of function %s", name)
-    return json_response(config.to_wire())
+    return json_response(configuration(request.app, config))
 
 
 async def delete_function(request: web.Request) -> web.Response:

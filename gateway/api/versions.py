@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from gateway.api.function_params import check_members
+from gateway.api.functions import configuration
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import REGISTRY
@@ -51,7 +52,7 @@ async def publish_version(request: web.Request) -> web.Response:
         registry.publish, ref.name, description, _optional_str(body, "CodeSha256"), _optional_str(body, "RevisionId")
     )
     log.info("function %s: version %s", ref.name, version.version)
-    return json_response(version.to_wire(), status=201)
+    return json_response(configuration(request.app, version), status=201)
 
 
 def _version_order(version: str) -> int:
@@ -65,7 +66,7 @@ async def list_versions(request: web.Request) -> web.Response:
         raise InvalidParameterValueException("ListVersionsByFunction takes an unqualified function name.")
     versions = request.app[REGISTRY].versions(ref.name)
     page, more = paginate(versions, request.query, lambda v: v.version, _version_order)
-    wires = [v.to_wire() for v in page]
+    wires = [configuration(request.app, v) for v in page]
     for wire in wires:  # in this list, $LATEST is shown with its qualified ARN
         if wire["Version"] == LATEST:
             wire["FunctionArn"] += ":" + LATEST

@@ -6,7 +6,8 @@ invocation, resolved by `data_received`, and no task of its own. Invariants:
 - an environment that timed out, sent a bad or oversized frame or a reply nobody waits for, lost its socket, or
   exited (the zygote says so, even while a process it forked still holds its socket) is dead for good: its
   process group is SIGKILLed, every in-flight invocation fails at once, and it is never used again (a late reply
-  must not answer the next request);
+  must not answer the next request); a shutdown with a grace (extensions) fails what is in flight but lets the
+  environment end: the replies and pieces those invocations had sent already are late, and dropped, not forged;
 - `invoke()` returns the reply, a `Result` or an `Error` record (with when the payload went out and the reply came
   back) or raises `InvocationTimeout` / `EnvironmentDied`; CHUNK frames before the reply (a streamed response) go
   to the invocation's sink (gateway/execution/streams.py), which makes the reply what the caller gets;
@@ -37,6 +38,8 @@ from gateway.contracts import environment as wire
 from gateway.contracts.environment import CHUNK, ERROR, INV_ID, LOG, PENDING, READY, RESULT, Error, Result, typed
 from gateway.execution import streams
 from gateway.execution.cleanup import remove_later as remove_later  # zygote.py's, too
+from gateway.execution.failures import EnvironmentDied as EnvironmentDied  # the invoker's, the tests'
+from gateway.execution.failures import InvocationTimeout as InvocationTimeout
 from gateway.isolation import cgroups
 from gateway.isolation.freezer import Freezer
 
@@ -73,31 +76,11 @@ _READ_VIEW = memoryview(_READ_BUFFER)
 _READ_BUFFERS = [_READ_BUFFER]
 
 
-class EnvironmentDied(Exception):
-    """The environment's process ended (or was killed) before it replied."""
-
-    def __init__(
-        self, reason: str, exit_status: asyncio.Future[int | None] | None, oom_peak: int | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.exit_status = exit_status
-        #: time.perf_counter() when the gateway learnt of the death: an invocation's Duration ends here
-        self.at = time.perf_counter()
-        #: the memory group's peak usage (bytes) when the kernel's OOM killer ended the environment, else None
-        self.oom_peak = oom_peak
-        #: what it printed since it was last asked (set when it died in Init: that invocation's log shows it)
-        self.output = b""
-
-
-class InvocationTimeout(Exception):
-    """The invocation ran past its deadline; the environment has been killed."""
-
-
 class Environment(asyncio.Protocol):
     """The gateway's handle on one runtime process. Created by `spawn()`; one invocation at a time by default."""
 
     __slots__ = (
+        "_abandoned",
         "_decoder",
         "_dropped",
         "_ending",
@@ -159,6 +142,8 @@ class Environment(asyncio.Protocol):
         #: its group's freezer, once the pool has opened it (gateway/isolation/freezer.py); None: never frozen
         self.freezer: Freezer | None = None
         self.shutdown_grace, self._ending = 0.0, False  # a `shutdown` with a grace (extensions), and one under way
+        #: while it ends, the invocations that shutdown failed: what they had sent already is late, not forged
+        self._abandoned: set[int] = set()
         self._out = bytearray()  # the current invocation's output (its last OUTPUT_LIMIT bytes)
         self._dropped = 0  # bytes of it that were dropped
         self._out_fd = output
@@ -185,6 +170,9 @@ class Environment(asyncio.Protocol):
             reply = _REPLIES.get(kind)
             if reply is not None:
                 fut = inflight.pop(frame[INV_ID], None)
+                if fut is None and frame[INV_ID] in self._abandoned:  # sent before SHUTDOWN: dropped
+                    self._abandoned.discard(frame[INV_ID])
+                    continue
                 if fut is None or fut.done():  # nobody asked: a forged or repeated reply
                     self.kill(f"unexpected frame: a reply to invocation {frame[INV_ID]}, which is not in flight")
                     return
@@ -207,6 +195,8 @@ class Environment(asyncio.Protocol):
         """A piece of `inv_id`'s streamed response, for its sink (a `Collector` unless the caller gave one). False if
         that killed it: a piece of no invocation in flight, or past MAX_STREAM (Function.ResponseSizeTooLarge)."""
         fut = self._inflight.get(inv_id)
+        if fut is None and inv_id in self._abandoned:  # sent before SHUTDOWN: dropped
+            return True
         if fut is None or fut.done():
             self.kill(f"unexpected frame: a piece of invocation {inv_id}, which is not in flight")
             return False
@@ -430,7 +420,7 @@ class Environment(asyncio.Protocol):
             self.freezer.thaw()
 
     def _on_timeout(self, inv_id: int) -> None:
-        fut = self._inflight.pop(inv_id, None)
+        fut = self._inflight.get(inv_id)  # left in flight: a shutdown with a grace drops its late reply
         if fut is not None and not fut.done():
             fut.set_exception(InvocationTimeout())
         self.shutdown("invocation timed out")
@@ -482,6 +472,7 @@ class Environment(asyncio.Protocol):
         elif not self._ending:
             self._ending = self.dead = True
             self._keep_output()  # what a timed-out invocation printed, for its caller's log, as kill() keeps it
+            self._abandoned.update(self._inflight)  # at most `capacity` ids, once: its replies may be on their way
             self._fail_all(reason)
             self._transport.write(wire.encode((wire.SHUTDOWN,)))
             asyncio.get_running_loop().call_later(self.shutdown_grace, self.kill, reason)

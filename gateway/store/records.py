@@ -78,9 +78,6 @@ class FunctionConfig:
     max_concurrency: int = 1
     layers: tuple[LayerRef, ...] = ()  # in the function's order
     layer_dirs: tuple[Path, ...] = ()  # their extracted code, same order; derived, not stored
-    #: set when the runtime runs on another Python than its own (GATEWAY_RUNTIME_FALLBACK, gateway/catalog.py): shown as
-    #: StateReason (StateReasonCode InvalidRuntime: the closest of the model's codes) and LastUpdateStatusReason
-    runtime_note: str = ""
 
     @property
     def code_sha256_b64(self) -> str:
@@ -98,10 +95,12 @@ class FunctionConfig:
     def qualified_arn(self) -> str:
         return f"{self.arn}:{self.version}"
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, runtime_note: str = "") -> dict[str, Any]:
         """The FunctionConfiguration JSON object as Lambda returns it.
 
-        `$LATEST` is shown with the unqualified ARN, a published version with its qualified one. As on
+        `$LATEST` is shown with the unqualified ARN, a published version with its qualified one. `runtime_note`, when
+        set, is the catalogue's word on the runtime today (it runs on a stand-in, or cannot run here): StateReason and
+        LastUpdateStatusReason say it (it is not stored: it follows the host). As on
         AWS, `Environment` and `Layers` are left out when empty.
         """
         wire: dict[str, Any] = {
@@ -133,9 +132,8 @@ class FunctionConfig:
             wire["Environment"] = {"Variables": dict(self.environment)}
         if self.layers:
             wire["Layers"] = [layer.to_wire() for layer in self.layers]
-        if self.runtime_note:
-            wire.update(StateReason=self.runtime_note, StateReasonCode="InvalidRuntime")
-            wire["LastUpdateStatusReason"] = self.runtime_note
+        if runtime_note:  # the runtime runs on a stand-in here, or cannot run here now (gateway/catalog.py)
+            wire["StateReason"] = wire["LastUpdateStatusReason"] = runtime_note
         wire.update(self.extra)
         return wire
 

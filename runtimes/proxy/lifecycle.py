@@ -15,9 +15,9 @@ spec names extensions; without extensions nothing here runs, and the hot path is
   end it with SHUTDOWN (shutdownReason "failure");
 - SHUTDOWN (the gateway retires the environment: idle reaping, an update or a deletion of the function) becomes the
   shutdown phase: what telemetry holds delivered, SIGTERM to the runtime, SHUTDOWN events ("spindown"), and the end
-  within SHUTDOWN_MS; SHUTDOWN while an invocation runs means the gateway timed it out: the runtime is killed, the
-  invocation's telemetry says "timeout", and so does the extensions' SHUTDOWN; the gateway kills the environment's
-  process group a little after (its grace).
+  within SHUTDOWN_MS; SHUTDOWN while an invocation runs, or waits for the extensions to finish the previous one,
+  means the gateway timed it out: the runtime is killed, the invocation's telemetry says "timeout", and so does the
+  extensions' SHUTDOWN; the gateway kills the environment's process group a little after (its grace).
 
 Concurrency model: callbacks of the proxy's event loop, one thread; the shutdown phase is the one task.
 """
@@ -86,6 +86,7 @@ class ExtensionLink(GatewayLink):
         self._status = "success"
         self._max_rss_kb = 0
         self._held: Invoke | None = None  # an INVOKE waiting for the current one to complete
+        self._held_at = 0.0  # since when (perf_counter)
         self._overrun: asyncio.TimerHandle | None = None
         #: the shutdown phase has begun: the runtime's end no longer ends the environment (runtimes/proxy/main.py)
         self.shutting_down = False
@@ -157,7 +158,7 @@ class ExtensionLink(GatewayLink):
     # -- Invoke ---------------------------------------------------------------------------------------------------
     def _invoke(self, invoke: Invoke) -> None:
         if self._current is not None:
-            self._held = invoke  # the gateway sends one at a time: at most one waits
+            self._held, self._held_at = invoke, time.perf_counter()  # the gateway sends one at a time: one waits
             return
         self._current = invoke
         self._answered = False
@@ -250,6 +251,8 @@ class ExtensionLink(GatewayLink):
         start = time.monotonic()
         deadline_ms = now_ms() + SHUTDOWN_MS
         current = self._current if not self._answered else None  # SHUTDOWN mid-invocation: the gateway timed it out
+        if self._held is not None:  # the gateway timed out the invocation that waited for the extensions
+            current = self._start_held()
         pid = self.runtime_pid()
         if current is not None:
             self._kill_runtime(pid, signal.SIGKILL)  # stuck in the handler: it gets no say, as on Lambda
@@ -274,6 +277,17 @@ class ExtensionLink(GatewayLink):
                 os.kill(pid, sig)
             except OSError:
                 pass
+
+    def _start_held(self) -> Invoke:
+        """The held invocation, begun as far as telemetry is concerned (it timed out waiting): the one it waited for
+        is complete (its report), and the held one's timing starts when it came."""
+        held, self._held = self._held, None
+        assert held is not None
+        self._complete()
+        self._current, self._started = held, self._held_at
+        version = self.env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.telemetry.emit("platform.start", telemetry.start(held.request_id, version, trace_id()))
+        return held
 
     def _timed_out(self, current: Invoke) -> None:
         """The telemetry of an invocation the gateway timed out (Lambda's status "timeout")."""
