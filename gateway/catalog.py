@@ -36,7 +36,7 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from gateway.nodes import choose_node
+from gateway.nodes import PROJECT, choose_node
 from gateway.pythons import MIN_PYTHON_MINOR, Python, find_pythons, own_python
 from gateway.settings import Settings
 
@@ -215,7 +215,10 @@ class Catalog(Mapping[str, RuntimeChoice]):
             if runtime in PROVIDED_RUNTIMES:
                 choices[runtime] = RuntimeChoice(runtime, Kind.PROVIDED, own.path)
             elif runtime.startswith("nodejs") and runtime.endswith(".x"):
-                node = choose_node(runtime, settings.runtimes.get(runtime), settings.runtime_fallback, environ)
+                private = [str(settings.data_dir), PROJECT]
+                node = choose_node(
+                    runtime, settings.runtimes.get(runtime), settings.runtime_fallback, environ, private=private
+                )
                 if isinstance(node, str):
                     refusals[runtime] = node
                     continue

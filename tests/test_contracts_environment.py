@@ -160,6 +160,15 @@ def test_limits_on_frames_from_an_environment(field: object) -> None:
         wire.FrameDecoder().feed(_frame(body))
 
 
+def test_an_init_errors_document_is_at_most_a_response() -> None:
+    """READY's `stack_trace` (a stack, or a runtime's whole init/error document) is at most Lambda's response."""
+    for stack in (b"", b'["a"]', b'{"errorType": "X"}', b"not JSON", b"x" * wire.MAX_SYNC_RESPONSE):
+        (frame,) = wire.FrameDecoder().feed(wire.encode_ready(7, 1.5, 1, "X", "m", stack))
+        assert wire.typed(wire.Ready, frame).stack_trace == stack
+    with pytest.raises(wire.ProtocolError, match="oversized error"):
+        wire.FrameDecoder().feed(wire.encode_ready(7, 1.5, 1, "X", "m", b"x" * (wire.MAX_SYNC_RESPONSE + 1)))
+
+
 def test_a_six_megabyte_reply_decodes_in_milliseconds() -> None:
     data = wire.encode([wire.RESULT, 1, b"x" * wire.MAX_PAYLOAD, 1.0, 1, 0, b"y" * wire.MAX_LOG])
     decoder = wire.FrameDecoder()

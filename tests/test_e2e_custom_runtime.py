@@ -26,7 +26,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs the system's /usr/bin/python3")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
 
-#: the runtime: what it does for an event is the event's key (echo by default); INIT_MODE=error|exit fails its Init
+#: the runtime: what it does for an event is the event's key (echo by default); INIT_MODE=error|exit|body:<text>
+#: fails its Init (body: posts <text> to init/error)
 RUNTIME = r"""#!/usr/bin/python3
 import base64, http.client, json, os, re, socket, sys, time
 
@@ -92,6 +93,9 @@ print("init: pid", os.getpid(), flush=True)
 if mode == "error":
     doc = {"errorType": "Custom.InitFailure", "errorMessage": "no configuration", "stackTrace": ["at init"]}
     call("POST", "/init/error", json.dumps(doc), {"Lambda-Runtime-Function-Error-Type": "Custom.InitFailure"})
+    time.sleep(30)
+if mode and mode.startswith("body:"):  # init/error with this body, as it is, and no type header
+    call("POST", "/init/error", mode[5:].encode())
     time.sleep(30)
 if mode == "exit":
     sys.exit(3)
@@ -217,26 +221,60 @@ def test_function_error_is_unhandled_with_the_runtimes_type(lam: Any, fname: str
 
 def test_init_error_and_init_exit(lam: Any, fname: str) -> None:
     create_custom(lam, fname, Environment={"Variables": {"INIT_MODE": "error"}})
-    resp, body = invoke_json(lam, fname, {})
-    assert resp["FunctionError"] == "Unhandled"
-    assert body["errorType"] == "Custom.InitFailure" and body["errorMessage"] == "no configuration"
-    assert body["stackTrace"] == ["at init"]
+    resp = lam.invoke(FunctionName=fname, Payload=b"{}", LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    assert resp["FunctionError"] == "Unhandled"  # the document the runtime posted, as it is
+    assert body == {"errorType": "Custom.InitFailure", "errorMessage": "no configuration", "stackTrace": ["at init"]}
+    assert "[ERROR]" not in base64.b64decode(resp["LogResult"]).decode()  # the runtime's log says what it says
     lam.update_function_configuration(FunctionName=fname, Environment={"Variables": {"INIT_MODE": "exit"}})
-    resp, body = invoke_json(lam, fname, {})
+    resp = lam.invoke(FunctionName=fname, Payload=b"{}", LogType="Tail")
+    body, rid = json.loads(resp["Payload"].read()), resp["ResponseMetadata"]["RequestId"]
+    assert resp["FunctionError"] == "Unhandled"  # Lambda's words, as for a runtime that exits mid-invocation
+    assert body == {
+        "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 3",
+        "errorType": "Runtime.ExitError",
+    }
+    assert f"{rid} Runtime exited with error: exit status 3" in base64.b64decode(resp["LogResult"]).decode()
+
+
+@pytest.mark.parametrize(
+    "posted",
+    [
+        '{"errorMessage":"nope","errorType":"Custom.Init"}',
+        "not JSON at all",
+        '["an", "array"]',
+        "[not JSON either",
+        '"a string"',
+        "",
+    ],
+    ids=["object", "text", "array", "bracket", "string", "empty"],
+)
+def test_an_init_error_body_is_passed_on_as_posted(lam: Any, fname: str, posted: str) -> None:
+    """Lambda answers an invocation whose Init failed with the body the runtime posted to init/error, byte for byte,
+    JSON or not (an empty one becomes a document naming Runtime.Unknown, as for /error)."""
+    create_custom(lam, fname, Environment={"Variables": {"INIT_MODE": "body:" + posted}})
+    resp = lam.invoke(FunctionName=fname, Payload=b"{}")
+    body = resp["Payload"].read()
     assert resp["FunctionError"] == "Unhandled"
-    assert body["errorType"] == "Runtime.ExitError"
-    assert body["errorMessage"] == "Runtime exited with error: exit status 3"
+    if not posted:
+        assert json.loads(body) == {"errorMessage": "", "errorType": "Runtime.Unknown"}
+    elif posted.startswith("["):  # one leading space keeps it apart from a stack on the wire: the same JSON
+        assert body == b" " + posted.encode()
+    else:
+        assert body == posted.encode()
 
 
 def test_missing_or_non_executable_bootstrap_is_an_invalid_entrypoint(lam: Any, fname: str) -> None:
     create_custom(lam, fname, files={"other": "x"})
     resp, body = invoke_json(lam, fname, {})
-    assert resp["FunctionError"] == "Unhandled"
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert resp["FunctionError"] == "Unhandled" and sorted(body) == ["errorMessage", "errorType"]
     assert body["errorType"] == "Runtime.InvalidEntrypoint"
-    assert body["errorMessage"].startswith("Couldn't find valid bootstrap(s): [")
+    assert body["errorMessage"].startswith(f"RequestId: {rid} Error: Couldn't find valid bootstrap(s): [")
     lam.update_function_code(FunctionName=fname, ZipFile=make_zip({"bootstrap": RUNTIME}))  # mode 0644
     resp, body = invoke_json(lam, fname, {})
     assert body["errorType"] == "Runtime.InvalidEntrypoint"
+    assert body["errorMessage"].startswith(f"RequestId: {resp['ResponseMetadata']['RequestId']} Error: ")
     assert body["errorMessage"].endswith("/bootstrap: permission denied")
 
 
@@ -310,10 +348,13 @@ def test_a_runtime_whose_re_init_fails_fails_the_waiting_invocation_once(lam: An
             "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 3",
         }
         assert f"{rid} Runtime exited with error: exit status 3" in log
-    else:
-        assert (failed["errorType"], failed["errorMessage"]) == ("Custom.InitFailure", "no configuration")
-        assert failed["stackTrace"] == ["at init"] and failed["requestId"] == rid
-        assert "[ERROR] Custom.InitFailure: no configuration" in log
+    else:  # the document its re-Init posted, as it is
+        assert failed == {
+            "errorType": "Custom.InitFailure",
+            "errorMessage": "no configuration",
+            "stackTrace": ["at init"],
+        }
+        assert "[ERROR]" not in log
     restarted = [int(line.split()[-1]) for line in log.splitlines() if line.startswith("init: pid")]
     assert len(restarted) == 1  # its re-Init's output, once
     _, fresh = invoke_json(lam, fname, {"n": 3})  # the failed environment was retired: a new one serves

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway.execution.zygote import PROJECT_ROOT
 from gateway.runtime_packages import PACKAGES_DIR
 from tests.conftest import RUNTIME, GatewayFactory, create_function, invoke_json, make_zip
 from tests.test_e2e_extensions import (
@@ -57,6 +58,9 @@ def lambda_handler(event, context):
         "path": sys.path,
         "decimal": __import__("decimal").Decimal("1.5"),
         "boto3": __import__("boto3").__version__,
+        "cmdline": open("/proc/self/cmdline").read().split("\0"),
+        "executable": sys.executable,
+        "concurrent": __import__("concurrent.futures").__file__,
     }
 """
 
@@ -76,7 +80,14 @@ def test_a_python_function_with_an_exec_wrapper_runs_through_our_runtime_api_cli
     assert body["trace"].startswith("Root=1-") and body["cwd"] == "/var/task" and body["decimal"] == 1.5
     assert body["path"][:3] == ["/var/task", f"/opt/python/lib/{RUNTIME}/site-packages", "/opt/python"]
     assert not any(p.endswith("wt-extensions") or "runtimes" in p for p in body["path"])  # not the gateway's tree
-    assert str(PACKAGES_DIR) in body["path"] and body["boto3"]  # the runtime's packages, as Lambda's Python has
+    assert "/var/runtime" in body["path"] and body["boto3"]  # the runtime's packages, as Lambda's Python has
+    # no host path of the gateway's (its project, its venv, its packages) on the command line or on sys.path: the
+    # client and the runtime's modules at jail paths, the interpreter as the jail shows it
+    host = (str(PROJECT_ROOT), sys.prefix, str(PACKAGES_DIR))
+    assert not [p for p in body["cmdline"] + body["path"] + [body["executable"]] if p.startswith(host)], body
+    assert body["cmdline"][4] == "/var/rapid/runtimes/python/api_client.py" and body["cmdline"][5] == "/var/runtime"
+    assert body["executable"].startswith(("/var/lang/bin/", "/usr/bin/", "/bin/"))
+    assert body["concurrent"].endswith("/concurrent/__init__.py")  # the standard library's, not the runtime's
     assert not any("site-packages" in p and not p.startswith("/opt") for p in body["path"])  # not the venv's
     log = base64.b64decode(resp["LogResult"]).decode()
     assert "printed 1" in log and "[WARNING]\t" in log and f"\t{body['request_id']}\twarned" in log

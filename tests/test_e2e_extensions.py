@@ -233,6 +233,7 @@ def test_extension_init_error_and_crash_fail_init(gateway: RunningGateway, lam: 
     resp, body = invoke_json(lam, fname, {})
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "Extension.Crash" and "exit status 2" in body["errorMessage"]
+    assert sorted(body) == ["errorMessage", "errorType"] and body["errorMessage"].startswith("RequestId: ")
 
 
 def seen_in(path: Path) -> list[dict[str, Any]]:

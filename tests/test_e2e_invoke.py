@@ -169,6 +169,9 @@ def test_init_errors(lam: Any, fname: str, source: str, handler: str, error_type
         assert resp["FunctionError"] == "Unhandled"
         assert body["errorType"] == error_type
         assert body["errorMessage"].startswith(message)
+        # Lambda's Python runtime: an Init error belongs to no invocation ("requestId" empty), with its stack
+        assert sorted(body) == ["errorMessage", "errorType", "requestId", "stackTrace"]
+        assert body["requestId"] == "" and isinstance(body["stackTrace"], list)
 
 
 def test_result_that_cannot_be_serialized(lam: Any, fname: str) -> None:

@@ -299,9 +299,13 @@ def test_init_errors(lam: Any, fname: str, files: dict[str, str], handler: str, 
     for _ in range(2):  # Init is tried again on the next invocation, and fails the same way
         resp, body, tail = invoke_tail(lam, fname)
         assert resp["StatusCode"] == 200 and resp["FunctionError"] == "Unhandled"
+        # what the runtime posted to init/error, unchanged, as Lambda answers: Node's fields, its stack as "trace"
+        assert sorted(body) == ["errorMessage", "errorType", "trace"], body
         assert body["errorType"] == error_type, body
         assert body["errorMessage"].startswith(message), body
+        assert body["trace"] and all(isinstance(line, str) for line in body["trace"]), body
         assert "\tERROR\tUncaught Exception \t" in tail
+        assert "[ERROR] " not in tail  # the runtime's own line only, none from the gateway
 
 
 def test_json_log_format_and_level(lam: Any, fname: str) -> None:

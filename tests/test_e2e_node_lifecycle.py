@@ -7,6 +7,7 @@ tests/test_e2e_node.py, whose helpers this module uses.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -261,21 +262,33 @@ def test_nodejs24_refuses_callback_handlers_as_lambda_does(gateway_factory: Gate
 def test_an_explicit_node_outside_the_system_runs_in_the_jail(
     gateway_factory: GatewayFactory, tmp_path: Path, fname: str
 ) -> None:
-    """GATEWAY_RUNTIME_NODEJS<N>_X names a Node.js the jail does not show by itself (nvm's, under a home directory):
-    the environment mounts its prefix, read-only, where the host has it."""
+    """GATEWAY_RUNTIME_NODEJS<N>_X names a Node.js installation the jail does not show by itself (nvm's, under a home
+    directory): the environment mounts that installation alone, read-only, at /var/lang, and runs /var/lang/bin/node,
+    as Lambda does; not the host's path, nor anything beside the installation."""
+    if os.geteuid() != 0:
+        pytest.skip("only a jail mounts it")
     system = shutil.which("node")
     assert system is not None
-    private = tmp_path / "nvm" / "versions" / "node" / f"v{MAJOR}" / "bin" / "node"
+    prefix = tmp_path / "nvm" / "versions" / "node" / f"v{MAJOR}"
+    private = prefix / "bin" / "node"
     private.parent.mkdir(parents=True)
+    (prefix / "include" / "node").mkdir(parents=True)
+    (tmp_path / "nvm" / "secret").write_text("not for functions")
     try:
         os.link(os.path.realpath(system), private)  # same file system: no 100 MB copy
     except OSError:
         shutil.copy2(system, private)
     lam = gateway_factory(env={f"GATEWAY_RUNTIME_NODEJS{MAJOR}_X": str(private)}).client()
-    create_node_function(lam, fname, {"index.js": "exports.handler = async () => process.execPath;"})
+    source = f"""
+    const fs = require("fs");
+    exports.handler = async () => [
+      process.execPath, fs.readdirSync("/var/lang").sort(),
+      [{json.dumps(str(prefix))}, {json.dumps(str(tmp_path / "nvm" / "secret"))}].filter((p) => fs.existsSync(p)),
+    ];"""
+    create_node_function(lam, fname, {"index.js": source})
     resp, body = invoke_json(lam, fname)
     assert "FunctionError" not in resp, body
-    assert body == str(private)
+    assert body == ["/var/lang/bin/node", ["bin", "include"], []]
 
 
 def test_a_response_over_6_mb_is_lambdas_error_and_the_runtime_lives_on(lam: Any, fname: str) -> None:

@@ -71,13 +71,38 @@ def test_an_invocation_without_a_reply_is_answered_in_lambda_s_words() -> None:
 
 
 def test_a_failed_init_passes_the_stack_on_unparsed() -> None:
+    """The Python fast path's Init error: Lambda's Python runtime's document, "requestId" empty (no invocation)."""
     err = {"errorType": "Runtime.ImportModuleError", "errorMessage": "no module", "stackTrace": b'["a"]'}
     outcome = _init_failed(Invocation(CONFIG, "rid", want_log=True, init_log=b"init\n", init_ms=1.0), err)
     assert orjson.loads(outcome.payload) == {
         "errorMessage": "no module",
         "errorType": "Runtime.ImportModuleError",
-        "requestId": "rid",
+        "requestId": "",
         "stackTrace": ["a"],
     }
     assert outcome.error_kind == "init"
     assert outcome.log.startswith(b"init\n[ERROR] Runtime.ImportModuleError: no module\nSTART RequestId: rid")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'{"errorType": "Runtime.HandlerNotFound", "errorMessage": "x", "trace": ["a"]}', b"not JSON", b' ["a"]'],
+)
+def test_a_failed_init_returns_the_runtimes_document_as_it_is(document: bytes) -> None:
+    err = {"errorType": "Runtime.HandlerNotFound", "errorMessage": "x", "stackTrace": document}
+    outcome = _init_failed(Invocation(CONFIG, "rid", want_log=True, init_log=b"its own line\n", init_ms=1.0), err)
+    assert outcome.payload == document and outcome.function_error == UNHANDLED
+    assert (outcome.error_type, outcome.error_kind) == ("Runtime.HandlerNotFound", "init")
+    assert outcome.log.startswith(b"its own line\nSTART RequestId: rid")  # no line of the gateway's
+
+
+def test_a_platform_init_error_is_worded_as_lambda_words_it() -> None:
+    what = "Runtime exited with error: exit status 4"
+    err = {"errorType": RUNTIME_EXIT_ERROR, "errorMessage": what, "stackTrace": b""}
+    outcome = _init_failed(Invocation(CONFIG, "rid", want_log=True, init_log=b"init\n", init_ms=1.0), err)
+    assert orjson.loads(outcome.payload) == {
+        "errorMessage": "RequestId: rid Error: Runtime exited with error: exit status 4",
+        "errorType": RUNTIME_EXIT_ERROR,
+    }
+    lines = outcome.log.decode().splitlines()
+    assert lines[0] == "init" and lines[1].endswith("Z rid Runtime exited with error: exit status 4")

@@ -46,21 +46,32 @@ def test_node_path_finds_the_layers_packages_as_lambdas() -> None:
     assert host[-1] == "/code"
 
 
-def test_a_jail_shows_the_runtime_at_var_runtime_and_a_node_outside_the_system(tmp_path: Path) -> None:
+def test_a_jail_shows_the_runtime_at_var_runtime_and_a_node_installation_at_var_lang(tmp_path: Path) -> None:
     node = tmp_path / "v22" / "bin" / "node"
     node.parent.mkdir(parents=True)
     node.write_text("")
+    (tmp_path / "v22" / "include" / "node").mkdir(parents=True)
     runtime = nodejs.runtime_mounts(None, jailed=True)[0]
     assert runtime.target == "/var/runtime" and runtime.sources[:2] == [
         nodejs.NODE_RUNTIME_DIR,
         nodejs.PYTHON_RUNTIME_DIR,
     ]
-    assert nodejs.runtime_mounts(str(node), jailed=True) == [
-        runtime,
-        Mount(str(tmp_path / "v22"), [str(tmp_path / "v22")]),
-    ]
+    assert nodejs.runtime_mounts(str(node), jailed=True) == [runtime, Mount("/var/lang", [str(tmp_path / "v22")])]
+    assert nodejs.command(str(node), 128, jailed=True)[0] == "/var/lang/bin/node"
+    assert nodejs.command(str(node), 128, jailed=False)[0] == str(node)
     assert nodejs.runtime_mounts(str(node), jailed=False) == []
     assert nodejs.runtime_mounts("/usr/bin/node", jailed=True) == [runtime]
+    assert nodejs.command("/usr/bin/node", 128, jailed=True)[0] == "/usr/bin/node"
+
+
+def test_a_node_that_is_no_installation_mounts_nothing(tmp_path: Path) -> None:
+    """~/bin/node, /bin2/node, .venv/bin/node without include/: its directories are not mounted (the catalogue
+    refuses it, gateway/nodes.py: jail_problem)."""
+    for node in (tmp_path / "bin" / "node", tmp_path / "node"):
+        node.parent.mkdir(parents=True, exist_ok=True)
+        node.write_text("")
+        assert nodejs.runtime_mounts(str(node), jailed=True) == nodejs.runtime_mounts(None, jailed=True)
+        assert nodejs.command(str(node), 128, jailed=True)[0] == str(node)
 
 
 def test_the_spec_of_a_nodejs_environment(tmp_path: Path) -> None:

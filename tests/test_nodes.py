@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from gateway.catalog import Catalog, Kind, UnsupportedRuntime
-from gateway.nodes import choose_node, node_candidates, node_version
+from gateway.nodes import choose_node, jail_problem, node_candidates, node_prefix, node_version
 from gateway.settings import Settings
 
 
 def fake_node(directory: Path, version: str) -> str:
-    """An executable that answers `--version` like a Node.js of `version`."""
+    """An executable that answers `--version` like a Node.js of `version`, in an installation's layout
+    (<prefix>/bin/node, <prefix>/include/node): `directory` is its bin/, or its prefix."""
+    if directory.name != "bin":
+        directory = directory / "bin"
+    (directory.parent / "include" / "node").mkdir(parents=True, exist_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "node"
     path.write_text(f"#!/bin/sh\necho v{version}\n")
@@ -57,17 +61,21 @@ def test_an_explicit_setting_wins_and_must_be_that_major(tmp_path: Path) -> None
 
 
 def test_the_catalogue_and_the_settings_carry_it(tmp_path: Path) -> None:
-    n22 = fake_node(tmp_path / "bin", "22.1.0")
-    environ = {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_RUNTIME_NODEJS22_X": n22, "GATEWAY_RUNTIME_NODEJS24_X": n22}
+    n22 = fake_node(tmp_path / "node" / "bin", "22.1.0")
+    environ = {
+        "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_RUNTIME_NODEJS22_X": n22,
+        "GATEWAY_RUNTIME_NODEJS24_X": n22,
+    }
     settings = Settings.from_args(argparse.Namespace(), environ)
     assert settings.runtimes["nodejs22.x"] == n22 and not settings.runtime_fallback
-    catalog = Catalog.discover(settings, {"PATH": str(tmp_path / "bin")})
+    catalog = Catalog.discover(settings, {"PATH": str(tmp_path / "node" / "bin")})
     choice = catalog.resolve("nodejs22.x")
     assert (choice.kind, choice.program, choice.note) == (Kind.NODE, n22, None)
     with pytest.raises(UnsupportedRuntime, match=r"is not a Node\.js 24 \(it is 22\.1\.0\)"):
         catalog.resolve("nodejs24.x")
     fallback = Settings.from_args(argparse.Namespace(), {**environ, "GATEWAY_RUNTIME_FALLBACK": "1"})
-    note = Catalog.discover(fallback, {"PATH": str(tmp_path / "bin")}).resolve("nodejs24.x").note
+    note = Catalog.discover(fallback, {"PATH": str(tmp_path / "node" / "bin")}).resolve("nodejs24.x").note
     assert note is not None and "runs on Node.js 22.1.0" in note
 
 
@@ -80,3 +88,30 @@ def test_what_does_not_run_is_no_node(tmp_path: Path) -> None:
     nvm = fake_node(tmp_path / "nvm" / "versions" / "node" / "v22.1.0" / "bin", "22.1.0")
     found = node_candidates({"PATH": str(tmp_path / "nowhere"), "NVM_DIR": str(tmp_path / "nvm")})
     assert found[0] == nvm  # nvm's, before the system's
+
+
+def test_a_jail_shows_only_a_node_installation_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefix of a Node.js outside the system is mounted into every jail (at /var/lang): one that is no
+    installation, or whose prefix is the root, a home directory, or holds the data directory or the project, is
+    refused when named, passed over when found."""
+    data = tmp_path / "nvm" / "data"
+    good = fake_node(tmp_path / "nvm" / "v20", "20.1.0")
+    assert node_prefix(good) == str(tmp_path / "nvm" / "v20") and jail_problem(good, [str(data)]) is None
+    assert node_prefix("/usr/bin/node") == "" and jail_problem("/usr/bin/node", [str(data)]) is None
+    loose = tmp_path / "home" / "bin" / "node"  # ~/bin/node: a copy, no include/ beside it
+    loose.parent.mkdir(parents=True)
+    loose.write_text("#!/bin/sh\necho v20.1.0\n")
+    loose.chmod(0o755)
+    assert node_prefix(str(loose)) is None
+    assert "is not part of a Node.js installation" in (jail_problem(str(loose), []) or "")
+    holding = fake_node(tmp_path / "nvm", "20.2.0")  # its prefix, tmp/nvm, holds the data directory
+    assert "which holds " + str(data) in (jail_problem(holding, [str(data)]) or "")
+    assert jail_problem(holding, [str(data / "x")]) is not None and jail_problem(holding, []) is None
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert "which holds " + str(tmp_path / "home") in (jail_problem(fake_node(tmp_path / "home", "20.3.0"), []) or "")
+    # the catalogue: a named one is refused with the reason, one found on PATH passed over
+    environ = {"GATEWAY_DATA_DIR": str(data), "GATEWAY_RUNTIME_NODEJS20_X": holding}
+    catalog = Catalog.discover(Settings.from_args(argparse.Namespace(), environ), {"PATH": ""})
+    with pytest.raises(UnsupportedRuntime, match=r"GATEWAY_RUNTIME_NODEJS20_X=.*which holds .*data"):
+        catalog.resolve("nodejs20.x")
+    assert choose_node("nodejs20.x", None, False, {}, [str(loose), holding, good], [str(data)]) == (good, None)

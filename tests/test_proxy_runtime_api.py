@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.contracts.environment import ERROR, RESULT, Invoke
-from runtimes.proxy.runtime_api import RuntimeApi, header_safe, trace_id
+from runtimes.proxy.runtime_api import RuntimeApi, header_safe, init_document, trace_id
 from runtimes.proxy.server import Router, listen
 
 RID = "11111111-2222-3333-4444-555555555555"
@@ -133,7 +133,19 @@ async def test_init_error_is_ready_with_the_error(api: tuple[RuntimeApi, Link, i
         port, "POST", "/init/error", json.dumps(doc).encode(), {"Lambda-Runtime-Function-Error-Type": "Y"}
     )
     assert status == 202 and ended == [True]
-    assert link.readies == [("Y", "no config", b'["a", "1"]')]
+    assert link.readies == [("Y", "no config", json.dumps(doc).encode())]  # the document, as it is
+
+
+@pytest.mark.parametrize(
+    ("body", "document"),
+    [
+        (b"not JSON", b"not JSON"),
+        (b'["a"]', b' ["a"]'),  # never starts with "[" (READY's stack form): the same JSON
+        (b"", b'{"errorMessage": "", "errorType": "Runtime.Unknown"}'),
+    ],
+)
+def test_init_document_is_the_body_as_posted(body: bytes, document: bytes) -> None:
+    assert init_document(body, "Runtime.Unknown") == document
 
 
 async def test_a_re_init_counts_invocations_and_takes_its_init_error(api: tuple[RuntimeApi, Link, int]) -> None:
@@ -152,7 +164,7 @@ async def test_a_re_init_counts_invocations_and_takes_its_init_error(api: tuple[
     runtime_api.on_reinit_error = lambda *error: errors.append(error)
     doc = {"errorMessage": "no config", "errorType": "X", "stackTrace": ["a"]}
     status, _, _ = await acall(port, "POST", "/init/error", json.dumps(doc).encode())
-    assert status == 202 and errors == [("X", "no config", b'["a"]')] and link.readies == []
+    assert status == 202 and errors == [("X", "no config", json.dumps(doc).encode())] and link.readies == []
     status, _, _ = await acall(port, "POST", "/init/error", b"{}")
     assert status == 403  # once
     runtime_api.fail(lambda inv: ("X", inv.request_id.encode()))

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from gateway.contracts.environment import EnvironmentSpec, Mount
-from gateway.execution.spec import API_CLIENT, JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
+from gateway.execution.spec import API_CLIENT, CONTRACTS_DIR, JAIL_RUNTIME_DIR, RUNTIME_DIR, environment_spec
 from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
@@ -92,17 +92,38 @@ def test_extensions_are_the_layers_extension_files_by_name_a_later_layer_winning
     assert host.extensions == [str(two / "extensions/alpha"), str(two / "extensions/mid"), str(one / "extensions/zeta")]
     jailed = environment_spec(config, SETTINGS, "on-demand", jailed=True, interpreter="/usr/bin/python3.12")
     assert jailed.extensions == ["/opt/extensions/alpha", "/opt/extensions/mid", "/opt/extensions/zeta"]
-    # A Python function with extensions runs through the proxy, with our Runtime API client on its Python.
+    # A Python function with extensions runs through the proxy, with our Runtime API client on its Python; in a jail
+    # its command line names no host path: the client's tree at /var/rapid, the packages at /var/runtime.
     assert jailed.bootstrap == [
         "/usr/bin/python3.12",
         "-I",
         "-S",
         "-B",
-        API_CLIENT,
-        str(PACKAGES_DIR),
+        "/var/rapid/runtimes/python/api_client.py",
+        "/var/runtime",
         *jailed.extra_paths,
     ]
-    assert Path(API_CLIENT).is_file()
+    assert Mount("/var/rapid/runtimes/python", [RUNTIME_DIR]) in jailed.mounts
+    assert Mount("/var/rapid/gateway/contracts", [CONTRACTS_DIR]) in jailed.mounts
+    assert Path(API_CLIENT).is_file() and Path(CONTRACTS_DIR, "environment.py").is_file()
+    assert host.bootstrap[4:6] == [API_CLIENT, str(PACKAGES_DIR)] and host.mounts == []
+    # An interpreter outside the system's directories (pyenv's, a venv's base): its installation at /var/lang.
+    python = tmp_path / "pyenv" / "bin" / "python3.12"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    (tmp_path / "pyenv" / "lib" / "python3.12").mkdir(parents=True)
+    (tmp_path / "pyenv" / "lib" / "python3.12" / "os.py").write_text("")
+    own = environment_spec(config, SETTINGS, "on-demand", jailed=True, interpreter=str(python))
+    assert own.bootstrap[0] == "/var/lang/bin/python3.12"
+    assert Mount("/var/lang", [str(tmp_path / "pyenv")]) in own.mounts
+    inside = dataclasses.replace(SETTINGS, data_dir=tmp_path / "pyenv" / "data")  # never shown to a function
+    assert environment_spec(config, inside, "on-demand", jailed=True, interpreter=str(python)).bootstrap[0] == str(
+        python
+    )
+    bare = tmp_path / "bare" / "python3"  # no installation around it: where the jail shows it (sys.base_prefix)
+    bare.parent.mkdir()
+    bare.write_text("")
+    assert environment_spec(config, SETTINGS, "on-demand", jailed=True, interpreter=str(bare)).bootstrap[0] == str(bare)
     # Without extensions or AWS_LAMBDA_EXEC_WRAPPER: the fast path.
     assert environment_spec(CONFIG, SETTINGS, "on-demand", jailed=True).bootstrap == []
     wrapped = dataclasses.replace(CONFIG, environment={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper"})

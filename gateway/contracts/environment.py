@@ -17,16 +17,23 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
                                         the gateway then ends it with SHUTDOWN (its extensions failed: Lambda resets
                                         such an environment)
 
-READY's `error_type` is None when Init succeeded; else `error_message` is the message and `stack_trace` the JSON
-array of the stack (bytes: the gateway splices it into the error document unparsed, as it forwards `error_body`,
-the JSON error document Lambda returns to the caller). `log` is output of the invocation that did not go through
-the environment's output pipe (concurrent mode: what each invocation wrote to sys.stdout/sys.stderr), at most
-`MAX_LOG` bytes of it, marked as cut by `truncation_marker` when it was longer. `pending` is how many bytes the
-output pipe held when the reply was sent (FIONREAD; -1 when unknown): with 0 the gateway need not read the pipe
-before answering (the hot path: most invocations print nothing, and a read that finds nothing still costs a system
-call); a function that lies about it only moves its own output to its next invocation's log. `capacity` is how
-many invocations the environment runs at once (more than 1 only for async handlers that opted in); the gateway
-never sends it more.
+READY's `error_type` is None when Init succeeded (`error_message` and `stack_trace` then mean nothing); else
+`error_message` is the message and `stack_trace` (bytes, at most `MAX_SYNC_RESPONSE`) says what the caller of an
+invocation whose Init failed gets, by its first byte, as Lambda answers such an invocation:
+- empty: an error the platform made (Runtime.ExitError, Runtime.InvalidEntrypoint, Extension.*): the gateway answers
+  {"errorMessage": "RequestId: <id> Error: <error_message>", "errorType": <error_type>};
+- "[": the JSON array of the stack (the Python fast path): {"errorMessage", "errorType", "requestId": "" (an Init
+  error belongs to no invocation: Lambda's Python runtime says ""), "stackTrace": <the array, spliced unparsed>};
+- anything else: the whole error document, returned as it is (what a runtime posted to /runtime/init/error: JSON or
+  not, Lambda passes it on unchanged; `error_type` and `error_message` are then only for the gateway's records).
+The gateway forwards `error_body` unparsed too (the JSON error document Lambda returns to the caller). `log` is
+output of the invocation that did not go through the environment's output pipe (concurrent mode: what each
+invocation wrote to sys.stdout/sys.stderr), at most `MAX_LOG` bytes of it, marked as cut by `truncation_marker` when
+it was longer. `pending` is how many bytes the output pipe held when the reply was sent (FIONREAD; -1 when unknown):
+with 0 the gateway need not read the pipe before answering (the hot path: most invocations print nothing, and a read
+that finds nothing still costs a system call); a function that lies about it only moves its own output to its next
+invocation's log. `capacity` is how many invocations the environment runs at once (more than 1 only for async
+handlers that opted in); the gateway never sends it more.
 
 A streamed response (a Runtime API runtime's `/response` in `Lambda-Runtime-Function-Response-Mode: streaming`) is
 any number of CHUNK frames for an invocation, in order, then the RESULT or ERROR that ends it: RESULT's `payload`
@@ -124,7 +131,7 @@ class Ready(NamedTuple):
     capacity: int
     error_type: str | None
     error_message: str
-    stack_trace: bytes  # the JSON array of the stack, spliced unparsed into the error document
+    stack_trace: bytes  # empty, a JSON array of the stack, or the whole error document (see the module's docstring)
 
 
 class Invoke(NamedTuple):
@@ -473,3 +480,5 @@ def _check(frame: Any, kinds: frozenset[int]) -> None:
     for value, kind in zip(frame[1:], schema, strict=True):
         if not isinstance(value, kind) or type(value) is bool:
             raise ProtocolError(f"field of wrong type in frame: {str(frame)[:200]}")
+    if frame[0] == READY and len(frame[6]) > MAX_SYNC_RESPONSE:  # an Init error's document is a response
+        raise ProtocolError(f"READY with an oversized error: {str(frame)[:200]}")

@@ -134,15 +134,23 @@ def _failed(inv: Invocation, error_type: str, what: str) -> Outcome:
 
 
 def _init_failed(inv: Invocation, err: dict[str, Any]) -> Outcome:
-    """Init failed in the environment this invocation got: the runtime's error, with its stack passed on unparsed
-    (it arrives as JSON text, as ERROR frames' bodies do)."""
-    head = orjson.dumps(
-        {"errorMessage": err["errorMessage"], "errorType": err["errorType"], "requestId": inv.request_id}
-    )
-    body = head[:-1] + b',"stackTrace":' + (err["stackTrace"] or b"[]") + b"}"
+    """Init failed in the environment this invocation got: Lambda answers with the error Init reported, shaped by
+    READY's `stack_trace` (gateway/contracts/environment.py): a platform's error in its "RequestId: <id> Error: ..."
+    form, the Python fast path's document (its stack spliced in unparsed, "requestId" empty as Lambda's Python
+    runtime leaves it for an Init error), or the document a runtime posted to init/error, unchanged."""
+    error_type, message, raw = err["errorType"], err["errorMessage"], err["stackTrace"]
+    if not raw:
+        body = _error_body(error_type, f"RequestId: {inv.request_id} Error: {message}")
+        line = failure_line(inv.request_id, message)  # as for a crash during an invocation
+    elif raw[:1] == b"[":
+        head = orjson.dumps({"errorMessage": message, "errorType": error_type, "requestId": ""})
+        body = head[:-1] + b',"stackTrace":' + raw + b"}"
+        line = init_error_line(error_type, message)  # the fast path prints no line of its own, Lambda's runtime does
+    else:
+        body, line = raw, b""  # the runtime wrote what it wanted in its log (Node.js: "Uncaught Exception")
     if inv.want_log:
-        inv.init_log += init_error_line(err["errorType"], err["errorMessage"])
-    inv.error_type = err["errorType"]
+        inv.init_log += line
+    inv.error_type = error_type
     failed = _outcome(inv, body)
     failed.error_kind = "init"
     return failed

@@ -1,11 +1,15 @@
 """What a nodejs* environment runs, as Lambda's Node.js runtimes run it: our runtime (runtimes/node/index.mjs) under
-the catalogue's Node.js (gateway/catalog.py), with Lambda's flags and NODE_PATH. Pure: no I/O.
+the catalogue's Node.js (gateway/catalog.py), with Lambda's flags and NODE_PATH. Pure but for a few stats.
 
 Lambda's /var/runtime/bootstrap for Node.js starts
 `node --expose-gc --max-http-header-size 81920 --max-semi-space-size=S --max-old-space-size=O index.mjs`, the heap
 sized from the function's memory (a tenth for the young generation, of which the semi-space is half; the rest for
 the old one), and sets NODE_PATH (unless the function does) so that `require` finds the layers' packages:
 /opt/nodejs/node<N>/node_modules, /opt/nodejs/node_modules, then the runtime's and the task root.
+
+In a jail, a Node.js outside the system's directories runs as Lambda's does, from /var/lang/bin/node: its installation
+(gateway/nodes.py: node_prefix; the catalogue refused one a jail must not show) mounted read-only at /var/lang, and
+nothing else of the host's directories around it.
 
 NODE_PATH serves only `require`; an ES module's `import` resolves through the node_modules directories above the
 importing file. So that an .mjs handler imports the layers' packages as on Lambda (Node.js 18 and later), a jail
@@ -18,6 +22,7 @@ import os
 from pathlib import Path
 
 from gateway.contracts.environment import Mount
+from gateway.nodes import node_prefix
 from gateway.runtime_packages import PACKAGES_DIR
 
 #: our Node.js runtime on the host (LAMBDA_RUNTIME_DIR without a jail)
@@ -28,8 +33,8 @@ NODE_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "node"
 JAIL_RUNTIME_DIR = "/var/runtime"
 #: what a jail shows at /var/runtime beneath it (runtimes/python/jail.py: RUNTIME_DIRS)
 PYTHON_RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
-#: where a jail shows the host's system (runtimes/python/jail.py): a Node.js under these needs no mount of its own
-SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
+#: where a jail shows a Node.js installation outside the system's directories, as Lambda has its Node.js
+JAIL_NODE_PREFIX = "/var/lang"
 
 
 def node_major(runtime: str) -> int:
@@ -44,24 +49,30 @@ def runtime_dir(jailed: bool) -> str:
 
 def runtime_mounts(program: str | None, jailed: bool) -> list[Mount]:
     """What a jail mounts for a nodejs* environment: runtimes/node at /var/runtime (on top of what is there) and, for
-    a Node.js installed outside the system's directories (nvm's, say), its whole prefix (<prefix>/bin/node: lib/ and
-    include/ come along), read-only, where the host has it."""
+    a Node.js installation outside the system's directories (nvm's, say), its prefix, read-only, at JAIL_NODE_PREFIX
+    (never where the host has it: that path may be under a home directory, or under /opt, the layers'). A binary
+    that is no installation gets no mount: it is not found in the jail (the catalogue refuses it first)."""
     if not jailed:
         return []
     beneath = [PYTHON_RUNTIME_DIR] + ([str(PACKAGES_DIR)] if PACKAGES_DIR.is_dir() else [])
     mounts = [Mount(JAIL_RUNTIME_DIR, [NODE_RUNTIME_DIR, *beneath])]
-    real = os.path.realpath(program) if program and os.path.isabs(program) else ""
-    if real and not real.startswith(SYSTEM_DIRS):
-        prefix = os.path.dirname(os.path.dirname(real))
-        mounts.append(Mount(prefix, [prefix]))
+    if prefix := _prefix(program):
+        mounts.append(Mount(JAIL_NODE_PREFIX, [prefix]))
     return mounts
 
 
+def _prefix(program: str | None) -> str | None:
+    """The installation a jail mounts for `program` (gateway/nodes.py: node_prefix), or None/"" for none."""
+    return node_prefix(program) if program and os.path.isabs(program) else None
+
+
 def command(program: str | None, memory_mb: int, jailed: bool) -> list[str]:
-    """The runtime's command line: `program` (a Node.js; "node" from PATH without one) with Lambda's flags."""
+    """The runtime's command line: `program` (a Node.js; "node" from PATH without one; in a jail, its installation's
+    /var/lang/bin/node when `runtime_mounts` mounts one) with Lambda's flags."""
     new_space = memory_mb // 10
+    mounted = jailed and bool(_prefix(program))
     return [
-        program or "node",
+        f"{JAIL_NODE_PREFIX}/bin/node" if mounted else program or "node",
         "--expose-gc",
         "--max-http-header-size",
         "81920",

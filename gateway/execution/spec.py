@@ -7,16 +7,18 @@ the caller says whether the zygote jails (the paths differ) and passes the crede
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.execution import nodejs
 from gateway.isolation.network import NETWORK_VARIABLE
+from gateway.nodes import PROJECT
 from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from gateway.store.records import FunctionConfig
@@ -27,6 +29,14 @@ RUNTIME_DIR = str(Path(__file__).resolve().parents[2] / "runtimes" / "python")
 TASK_ROOT = "/var/task"
 #: the Runtime API client of Python functions that need one (`python_bootstrap`)
 API_CLIENT = f"{RUNTIME_DIR}/api_client.py"
+#: the contracts the client imports (runtimes/python/init.py, replies.py)
+CONTRACTS_DIR = str(Path(__file__).resolve().parents[1] / "contracts")
+#: where a jail shows the client's tree (runtimes/python, gateway/contracts): not /var/runtime, whose runtime modules
+#: the client would put first on sys.path (its concurrent.py would shadow the standard library's)
+JAIL_CLIENT_ROOT = "/var/rapid"
+#: where a jail shows an interpreter outside the system's directories (pyenv's, say), as Lambda has its Python
+JAIL_PYTHON_PREFIX = "/var/lang"
+SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
 #: Lambda's variable: a program run with the runtime's command line as its arguments (runtimes/proxy/process.py)
 EXEC_WRAPPER = "AWS_LAMBDA_EXEC_WRAPPER"
 #: where a jail shows the runtime (runtimes/python/jail.py)
@@ -79,7 +89,9 @@ def environment_spec(
         extensions=extensions,
     )
     if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):
-        spec = spec._replace(bootstrap=python_bootstrap(interpreter or sys.executable, extra_paths))
+        private = [str(settings.data_dir), PROJECT]
+        argv, more = python_bootstrap(interpreter or sys.executable, extra_paths, jailed, private)
+        spec = spec._replace(bootstrap=argv, mounts=[*mounts, *more])
     return spec
 
 
@@ -97,13 +109,41 @@ def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
     return [f"{LAYERS_ROOT}/extensions/{name}" if jailed else str(found[name]) for name in sorted(found)]
 
 
-def python_bootstrap(interpreter: str, extra_paths: list[str]) -> list[str]:
-    """A Python function's runtime when it needs the Runtime API (extensions, or AWS_LAMBDA_EXEC_WRAPPER): our
-    Runtime API client (runtimes/python/api_client.py) on the function's Python, run as a zygote is (-I -S -B: no
-    site-packages, no PYTHON* variables, no bytecode written), then the runtime's packages (boto3 ...) and the
-    layers' sys.path entries as its arguments. Both paths are the host's, which a jail shows at the same place; not
-    /var/runtime, where the runtime's own modules would shadow the standard library's (its concurrent.py)."""
-    return [interpreter, "-I", "-S", "-B", API_CLIENT, str(PACKAGES_DIR), *extra_paths]
+def python_bootstrap(
+    interpreter: str, extra_paths: list[str], jailed: bool, private: Sequence[str] = ()
+) -> tuple[list[str], list[Mount]]:
+    """A Python function's runtime when it needs the Runtime API (extensions, or AWS_LAMBDA_EXEC_WRAPPER), and the
+    mounts a jail adds for it: our Runtime API client (runtimes/python/api_client.py) on the function's Python, run
+    as a zygote is (-I -S -B: no site-packages, no PYTHON* variables, no bytecode written, nor the script's directory
+    on sys.path), then the runtime's packages (boto3 ...; the client puts them after the standard library) and the
+    layers' sys.path entries as its arguments.
+
+    Without a jail, host paths. In a jail none (its /proc/self/cmdline and sys.path name no host path, as the fast
+    path's): the client's tree at JAIL_CLIENT_ROOT, the packages at /var/runtime (jail.py merges them there), and an
+    interpreter outside the system's directories from its installation mounted at JAIL_PYTHON_PREFIX (the jail
+    shows it where the host has it too: sys.base_prefix, runtimes/python/isolation.py), unless that installation is
+    the root or holds one of `private` (the data directory, the project): then its host path, as the jail shows it."""
+    if not jailed:
+        return [interpreter, "-I", "-S", "-B", API_CLIENT, str(PACKAGES_DIR), *extra_paths], []
+    mounts = [
+        Mount(f"{JAIL_CLIENT_ROOT}/runtimes/python", [RUNTIME_DIR]),
+        Mount(f"{JAIL_CLIENT_ROOT}/gateway/contracts", [CONTRACTS_DIR]),
+    ]
+    program = interpreter
+    real = os.path.realpath(interpreter)
+    prefix = os.path.dirname(os.path.dirname(real))
+    holds = any(p == prefix or p.startswith(prefix + "/") for p in map(os.path.realpath, private))
+    if not real.startswith(SYSTEM_DIRS) and prefix != "/" and not holds and _is_python_prefix(prefix):
+        mounts.append(Mount(JAIL_PYTHON_PREFIX, [prefix]))
+        program = f"{JAIL_PYTHON_PREFIX}/bin/{os.path.basename(real)}"
+    client = f"{JAIL_CLIENT_ROOT}/runtimes/python/api_client.py"
+    return [program, "-I", "-S", "-B", client, JAIL_RUNTIME_DIR, *extra_paths], mounts
+
+
+def _is_python_prefix(prefix: str) -> bool:
+    """Is `prefix` a Python installation's (<prefix>/lib/python3.X/os.py, the landmark Python finds its own by), so
+    that its interpreter runs from wherever the whole prefix is shown?"""
+    return any(Path(prefix, "lib").glob("python3.*/os.py"))
 
 
 def custom_bootstrap(config: FunctionConfig, task_root: str, jailed: bool) -> list[str]:

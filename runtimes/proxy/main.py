@@ -4,9 +4,10 @@ Called by runtimes/python/bootstrap.py `run()` once the sandbox is sealed, when 
 (the Python fast path otherwise). Contract with the gateway (gateway/contracts/environment.py), as the fast path's:
 
 - READY once: when the runtime first asks for an invocation (`invocation/next`; init_ms from the seal), with the
-  runtime's error when it posts `init/error`, Runtime.InvalidEntrypoint when the bootstrap cannot be started, or
-  Runtime.ExitError ("Runtime exited with error: exit status 1") when the runtime ends before either; after an
-  Init error the environment ends (ExitCode.OK), as the fast path's does;
+  runtime's error when it posts `init/error` (the body it posted is the document the caller gets), or an error the
+  platform words (no document: the gateway answers "RequestId: <id> Error: <message>"): Runtime.InvalidEntrypoint
+  when the bootstrap cannot be started, Runtime.ExitError ("Runtime exited with error: exit status 1") when the
+  runtime ends before either; after an Init error the environment ends (ExitCode.OK), as the fast path's does;
 - one RESULT or ERROR per INVOKE (capacity 1), `max_rss_kb` the runtime's peak RSS, `pending` what its output holds;
 - when the runtime ends after Init while it has an invocation it has not answered, the proxy ends the same way (its
   exit code or signal) once it has sent what it can: the gateway then fails that invocation with Runtime.ExitError
@@ -16,8 +17,8 @@ Called by runtimes/python/bootstrap.py `run()` once the sandbox is sealed, when 
   Lambda does; an INVOKE that comes meanwhile waits for the new runtime's `next`. If that re-Init fails (the
   runtime exits before taking an invocation, posts init/error, or cannot be started), the proxy sends RESET, the
   waiting invocation (and any sent before the gateway saw RESET) gets Lambda's Init failure (Runtime.ExitError
-  "RequestId: ... Error: Runtime exited with error: ...", or the init error), and SHUTDOWN ends the environment:
-  at most one restart per invocation the runtime took, never a loop;
+  "RequestId: ... Error: Runtime exited with error: ...", or the runtime's init/error document), and SHUTDOWN ends
+  the environment: at most one restart per invocation the runtime took, never a loop;
 - SHUTDOWN or the socket's end stop the runtime and end the proxy (ExitCode.OK).
 
 Where the Runtime API listens (AWS_LAMBDA_RUNTIME_API): in a jail, 127.0.0.1:9001 of the environment's own network
@@ -165,25 +166,23 @@ class Proxy:
         if message is not None:
             self._reinit_failed(process.INVALID_ENTRYPOINT, message, b"")
 
-    def _reinit_failed(self, error_type: str, message: str, stack: bytes) -> None:
+    def _reinit_failed(self, error_type: str, message: str, document: bytes) -> None:
         """The runtime's re-Init failed (it exited, posted init/error, or could not be started): the invocation
         waiting for it, and any the gateway sends before it sees RESET, fail as Lambda fails an invocation whose
-        Init fails (Runtime.ExitError: "RequestId: ... Error: Runtime exited ..."; else the runtime's init error);
-        the environment ends at SHUTDOWN."""
+        Init fails: with the document the runtime posted to init/error, as it is, or (`document` empty) with the
+        platform's {"errorMessage": "RequestId: ... Error: <message>", "errorType"} (Runtime.ExitError,
+        Runtime.InvalidEntrypoint); the environment ends at SHUTDOWN."""
         exited = error_type == EXIT_ERROR
 
         def failure(invoke: Invoke) -> tuple[str, bytes]:
-            if exited:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # the gateway's line for a crash
+            if document:
+                return error_type, document
+            if exited:  # the gateway's line for a crash (Runtime.InvalidEntrypoint's was written when it happened)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 sys.stderr.write(f"{stamp} {invoke.request_id} {message}\n")
-                doc = {"errorMessage": f"RequestId: {invoke.request_id} Error: {message}", "errorType": error_type}
-                return error_type, json.dumps(doc).encode()
-            doc = {"errorMessage": message, "errorType": error_type, "requestId": invoke.request_id}
-            body = json.dumps(doc).encode()[:-1] + b', "stackTrace": ' + (stack or b"[]") + b"}"
-            return error_type, body
+            doc = {"errorMessage": f"RequestId: {invoke.request_id} Error: {message}", "errorType": error_type}
+            return error_type, json.dumps(doc).encode()
 
-        if not exited:
-            sys.stderr.write(f"[ERROR] {error_type}: {message}\n")
         self.link.reset(f"the runtime cannot serve again: {error_type}: {message}")
         self.api.fail(failure)
 

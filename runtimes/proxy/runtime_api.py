@@ -3,7 +3,7 @@
     GET  /2018-06-01/runtime/invocation/next            long poll: the next invocation's payload and headers
     POST /2018-06-01/runtime/invocation/{id}/response   its result -> RESULT frame
     POST /2018-06-01/runtime/invocation/{id}/error      its error (Lambda-Runtime-Function-Error-Type) -> ERROR frame
-    POST /2018-06-01/runtime/init/error                 Init failed -> READY with the error
+    POST /2018-06-01/runtime/init/error                 Init failed -> READY with the error (its body as posted)
 
 The runtime's first `next` ends Init (READY); an INVOKE answers the waiting `next` (or waits for it). Answers follow
 Lambda's (its runtime interface emulator's `rapi`): 202 {"status": "OK"}; a response for another request id while an
@@ -34,7 +34,7 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway.contracts.environment import MAX_STREAM, Invoke, error_head, result_head
+from gateway.contracts.environment import MAX_STREAM, MAX_SYNC_RESPONSE, Invoke, error_head, result_head
 from runtimes.proxy.link import GatewayLink
 from runtimes.proxy.server import BodySink, Exchange, Router, error_document
 
@@ -90,8 +90,9 @@ class RuntimeApi:
         self.reinit = False  # a restarted runtime has not asked for `next` yet: init/error is its re-Init's error
         #: re-Init failed: (error type, body) of the error every invocation gets from now on (the environment is reset)
         self.failure: Callable[[Invoke], tuple[str, bytes]] | None = None
-        #: a restarted runtime posted init/error (type, message, stack): its re-Init failed (runtimes/proxy/main.py)
-        self.on_reinit_error: Callable[[str, str, bytes], None] = lambda error_type, message, stack: None
+        #: a restarted runtime posted init/error (type, message, its document: `init_document`): its re-Init failed
+        #: (runtimes/proxy/main.py)
+        self.on_reinit_error: Callable[[str, str, bytes], None] = lambda error_type, message, document: None
         self.on_init_error: Callable[[], None] = lambda: None  # Init failed and was reported: end the environment
         #: streamed responses: called with the exchange and its invocation when a runtime starts one (the id checked);
         #: the sink it returns takes the body as it arrives; `response` answers once it is complete (see streaming.py)
@@ -225,16 +226,14 @@ class RuntimeApi:
         body = exchange.body
         header = exchange.request.headers.get(ERROR_TYPE_HEADER)
         error_type = (header or _field(body, "errorType") or "Runtime.Unknown")[:MAX_ERROR_TYPE]
-        message = _field(body, "errorMessage") or ""
-        stack = _stack(body)
+        message = (_field(body, "errorMessage") or "")[:MAX_ERROR_MESSAGE]  # for the log and the gateway's notes
+        document = init_document(body, error_type)
         exchange.respond(202, _ACCEPTED)
         if self.reinit:
             self.reinit = False
-            self.on_reinit_error(error_type, message[:MAX_ERROR_MESSAGE], stack)
+            self.on_reinit_error(error_type, message, document)
             return
-        self.link.ready(
-            (time.perf_counter() - self.init_start) * 1000.0, error_type, message[:MAX_ERROR_MESSAGE], stack
-        )
+        self.link.ready((time.perf_counter() - self.init_start) * 1000.0, error_type, message, document)
         self.on_init_error()
 
     def fail(self, failure: Callable[[Invoke], tuple[str, bytes]]) -> None:
@@ -296,18 +295,11 @@ def _field(body: bytes, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _stack(body: bytes) -> bytes:
-    """An error document's stackTrace as the JSON array READY carries (empty when it has none)."""
-    doc = _document(body)
-    stack = doc.get("stackTrace") if doc is not None else None
-    if not isinstance(stack, list):
-        return b""
-    kept: list[str] = []
-    total = 0
-    for line in stack:  # whole lines only: the gateway splices the array into the caller's document unparsed
-        text = line if isinstance(line, str) else str(line)
-        total += len(text) + 8
-        if total > MAX_ERROR_MESSAGE:
-            break
-        kept.append(text)
-    return json.dumps(kept).encode()
+def init_document(body: bytes, error_type: str) -> bytes:
+    """What the caller of an invocation whose Init failed gets: the body the runtime posted to init/error, as it is
+    (Lambda passes it on unchanged, JSON or not), as READY's `stack_trace` carries a runtime's document (see
+    gateway/contracts/environment.py): never empty (an empty body becomes {"errorMessage": "", "errorType": ...}, as
+    for /error) and never starting with "[" (such a body gets one leading space: the same JSON, if it is JSON)."""
+    if not body:
+        return error_document(error_type, "")
+    return (b" " + body)[:MAX_SYNC_RESPONSE] if body[:1] == b"[" else body  # within READY's limit, as the body is

@@ -9,7 +9,9 @@ working directory, sys.path, logging, the handler's import, Lambda's Init error 
 or error as Lambda shapes them (runtimes/python/replies.py) posted to `/response` or `/error`. An Init error is posted
 to `/init/error` and the process exits. Standard library only, one connection (keep-alive), one invocation at a time.
 
-The gateway's packages are found from this file's own path (the jail shows it where the host has it), imported, and
+In a jail this file is /var/rapid/runtimes/python/api_client.py, its packages /var/runtime (gateway/execution/spec.py:
+python_bootstrap), so neither its command line nor sys.path names a host path. The gateway's modules it reuses
+(runtimes.python, gateway.contracts) are found from this file's own path (the tree above it), imported, and
 taken off sys.path again before the function's code is imported, so that the function sees its own code, its layers
 and the interpreter's packages, as on Lambda, not the gateway's tree.
 """
@@ -107,7 +109,9 @@ def _spec_from_environment(extra_paths: list[str]) -> Any:
 
 def main(argv: list[str]) -> None:
     packages, extra_paths = argv[1], argv[2:]
-    sys.path.insert(0, packages)  # boto3 ... (and msgpack, for the contracts module), after the code and layers
+    # boto3 ... (and msgpack, for the contracts module): after the standard library, not before it, since in a jail
+    # they are /var/runtime, where the runtime's own modules are too (its concurrent.py must not shadow the stdlib's)
+    sys.path.append(packages)
     context, init, replies = _import_runtime()
     from gateway.contracts.environment import ERROR
 
