@@ -52,7 +52,7 @@ from gateway.app_keys import (
     SETTINGS,
     ZYGOTES,
 )
-from gateway.catalog import Catalog
+from gateway.catalog import Catalog, Kind
 from gateway.changes import ChangePolicy, provisioning
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker
@@ -63,6 +63,7 @@ from gateway.isolation.leftovers import sweep_leftovers
 from gateway.isolation.network import HostNetwork
 from gateway.isolation.sandbox import Sandbox
 from gateway.isolation.uids import UidRange
+from gateway.nodes import node_version
 from gateway.observability.logstore import LogStore
 from gateway.observability.metrics import Metrics
 from gateway.pythons import own_python
@@ -236,15 +237,30 @@ async def _deploy(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 once every runtime zygote is ready to fork, 503 before (and while one restarts)."""
+    """200 once every runtime zygote is ready to fork, 503 before (and while one restarts). Each runtime says what
+    runs it (its zygote's `interpreter`; for nodejs* the Node.js `program` and its `version`, for provided.* the
+    function's "bootstrap"); `unavailable` names the runtimes this host cannot run, with the reason."""
     zygotes = request.app[ZYGOTES]
+    catalog = request.app[CATALOG]
+
+    def runs(runtime: str) -> dict[str, str | None]:
+        """What runs the runtime besides its zygote's Python: the Node.js (`program`, its `version`), the function's
+        own "bootstrap"; nothing more for the Python fast path."""
+        choice = catalog.get(runtime)
+        if choice is None or choice.kind is Kind.PYTHON:
+            return {}
+        if choice.kind is Kind.PROVIDED:
+            return {"program": "bootstrap"}
+        return {"program": choice.program, "version": node_version(choice.program) if choice.program else None}
+
     unique = {z for z in zygotes.values() if z.wanted}  # a lazy zygote no fork has asked for yet is not starting
     status = {
         "status": "ok" if all(z.ready for z in unique) else "starting",
         "runtimes": {
-            rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid, "started": z.wanted}
+            rt: {"ready": z.ready, "interpreter": z.interpreter, "pid": z.pid, "started": z.wanted, **runs(rt)}
             for rt, z in sorted(zygotes.items())
         },
+        "unavailable": dict(sorted(catalog.refusals().items())),
         "environments": request.app[POOLS].count(),
         "isolation": {
             **next(iter(unique)).sandbox.describe(all(z.jailed for z in unique), all(z.seccomp for z in unique)),

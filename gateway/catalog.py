@@ -42,13 +42,11 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway.catalog")
 
-#: runtime ids Lambda no longer accepts for new or updated functions (Lambda's own message names them so)
+#: runtime ids Lambda no longer accepts for new functions (past the "Block function create" date of AWS's runtime
+#: deprecation table, as read on 2026-12-07; Lambda's own message names them so). Not yet refused here although Lambda
+#: does: LENIENT_RUNTIMES.
 DEPRECATED_RUNTIMES = frozenset(
     {
-        "python2.7",
-        "python3.6",
-        "python3.7",
-        "python3.8",
         "nodejs",
         "nodejs4.3",
         "nodejs4.3-edge",
@@ -58,10 +56,28 @@ DEPRECATED_RUNTIMES = frozenset(
         "nodejs12.x",
         "nodejs14.x",
         "nodejs16.x",
+        "nodejs18.x",  # deprecated 2025-09-01
+        "python2.7",
+        "python3.6",
+        "python3.7",
+        "python3.8",
+        "python3.9",  # deprecated 2025-12-15, creation blocked since 2026-08-31
+        "java8",
+        "dotnetcore1.0",
+        "dotnetcore2.0",
+        "dotnetcore2.1",
+        "dotnetcore3.1",
+        "dotnet6",
+        "ruby2.5",
+        "ruby2.7",
+        "ruby3.2",  # deprecated 2026-03-31
         "provided",
         "go1.x",
     }
 )
+#: runtime ids past Lambda's "Block function create" date that this gateway still accepts, deliberately, with the
+#: date: a host may have only that version (Debian 12's Node.js is 20); the start-up log says so
+LENIENT_RUNTIMES = {"nodejs20.x": "2026-08-31"}
 #: the custom runtimes: the function brings its `bootstrap`
 PROVIDED_RUNTIMES = ("provided.al2023", "provided.al2")
 
@@ -132,7 +148,16 @@ class Catalog(Mapping[str, RuntimeChoice]):
             lambdas = lambda_runtimes()
             known = "is not supported by this gateway" if runtime in lambdas else "is not a Lambda runtime"
             reason = f"The runtime parameter of {runtime} {known}. Supported runtimes: {', '.join(sorted(self))}."
+            if runtime in lambdas:  # java*, ruby*, dotnet*: Lambda's own runtimes for them are not implemented here
+                reason += (
+                    " A custom runtime can bring it: create the function with runtime provided.al2023 and a "
+                    "`bootstrap` (in its code or a layer) that runs the language's Lambda runtime interface client."
+                )
         raise UnsupportedRuntime(reason)
+
+    def refusals(self) -> dict[str, str]:
+        """Lambda's runtime ids this host cannot run (not deprecated ones) -> why, as `resolve` says it."""
+        return dict(self._refusals)
 
     def note(self, runtime: str) -> str:
         """What a function's configuration says of its runtime on this host today (StateReason): that a fallback
@@ -200,9 +225,26 @@ class Catalog(Mapping[str, RuntimeChoice]):
                 choices[runtime] = RuntimeChoice(runtime, Kind.NODE, own.path, program=node[0], note=node[1])
                 if node[1]:
                     log.warning("%s (%s)", node[1], node[0])
-        ran = sorted(c.runtime for c in choices.values() if c.kind is Kind.PYTHON)
-        log.info("Python runtimes: %s; not here: %s", ", ".join(ran) or "none", ", ".join(sorted(refusals)) or "none")
+        _log_runtimes(choices, refusals)
+        for runtime, blocked in LENIENT_RUNTIMES.items():
+            if runtime in choices:
+                log.warning(
+                    "%s is accepted here although Lambda blocks creating functions on it since %s (deprecated "
+                    "runtime): this host's Node.js is that version. Prefer a supported runtime.",
+                    runtime,
+                    blocked,
+                )
         return cls(choices, refusals)
+
+
+def _log_runtimes(choices: Mapping[str, RuntimeChoice], refusals: Mapping[str, str]) -> None:
+    """One start-up line: the runtimes here, by kind, and those that are not (their reasons: /healthz)."""
+    kinds = {kind: sorted(c.runtime for c in choices.values() if c.kind is kind) for kind in Kind}
+    log.info(
+        "runtimes here: Python %s; Node.js %s; custom %s; not here: %s",
+        *(", ".join(kinds[kind]) or "none" for kind in (Kind.PYTHON, Kind.NODE, Kind.PROVIDED)),
+        ", ".join(sorted(refusals)) or "none",
+    )
 
 
 def _python_runtimes() -> dict[str, int]:

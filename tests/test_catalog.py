@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
 
-from gateway.catalog import Catalog, Kind, RuntimeChoice, UnsupportedRuntime, lambda_runtimes
+from gateway.catalog import (
+    DEPRECATED_RUNTIMES,
+    LENIENT_RUNTIMES,
+    Catalog,
+    Kind,
+    RuntimeChoice,
+    UnsupportedRuntime,
+    lambda_runtimes,
+)
 from gateway.pythons import candidates, find_pythons, own_python, probe
 from gateway.settings import Settings
 
@@ -157,9 +167,40 @@ def test_a_python_runtime_without_its_python_is_refused_with_what_to_do(tmp_path
     assert catalog.resolve(f"python3.{OWN.minor}").interpreter == OWN.path
 
 
-def test_python39_is_refused_the_runtime_needs_310(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedRuntime, match=r"needs Python 3\.10 or later"):
-        Catalog.discover(Settings(data_dir=tmp_path), bare_env(tmp_path)).resolve("python3.9")
+@pytest.mark.parametrize("runtime", ["python3.9", "nodejs18.x", "ruby3.2", "java8", "dotnet6"])
+def test_runtimes_past_lambdas_block_create_date_are_refused_as_deprecated(tmp_path: Path, runtime: str) -> None:
+    settings = Settings(data_dir=tmp_path, runtime_fallback=True)  # no fallback brings them back
+    catalog = Catalog.discover(settings, bare_env(tmp_path))
+    with pytest.raises(UnsupportedRuntime, match=f"{re.escape(runtime)} is no longer supported for creating"):
+        catalog.resolve(runtime)
+    assert runtime not in catalog.refusals()  # not a lack of this host: /healthz does not list them
+
+
+def test_a_lambda_runtime_not_implemented_here_points_at_custom_runtimes() -> None:
+    catalog = Catalog({"provided.al2023": RuntimeChoice("provided.al2023", Kind.PROVIDED, OWN.path)})
+    for runtime in ("java21", "ruby3.3", "dotnet8", "java8.al2023"):
+        with pytest.raises(UnsupportedRuntime) as refused:
+            catalog.resolve(runtime)
+        message = str(refused.value)
+        assert message.startswith(f"The runtime parameter of {runtime} is not supported by this gateway.")
+        assert "Supported runtimes: provided.al2023." in message
+        assert "A custom runtime can bring it: create the function with runtime provided.al2023" in message
+    with pytest.raises(UnsupportedRuntime) as refused:
+        catalog.resolve("cobol85")
+    assert "custom runtime" not in str(refused.value)  # not a Lambda runtime at all
+
+
+def test_nodejs20_is_accepted_past_lambdas_block_create_date_and_the_log_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert "nodejs20.x" not in DEPRECATED_RUNTIMES and LENIENT_RUNTIMES["nodejs20.x"] == "2026-08-31"
+    assert set(LENIENT_RUNTIMES) <= set(lambda_runtimes()) and not set(LENIENT_RUNTIMES) & DEPRECATED_RUNTIMES
+    catalog = Catalog.discover(Settings(data_dir=tmp_path))
+    if "nodejs20.x" not in catalog:
+        pytest.skip("no Node.js 20 on this host")
+    with caplog.at_level(logging.WARNING, logger="gateway.catalog"):
+        Catalog.discover(Settings(data_dir=tmp_path))
+    assert any("nodejs20.x is accepted here although Lambda blocks" in r.message for r in caplog.records)
 
 
 @pytest.mark.skipif(not unfound(14), reason="this host has a Python 3.14 in /usr/bin or /usr/local/bin")

@@ -44,6 +44,15 @@ def test_healthz_reports_runtimes(gateway_factory: GatewayFactory) -> None:
     others = {rt: z for rt, z in health["runtimes"].items() if z["interpreter"] != own["interpreter"]}
     assert not any(z["started"] for z in others.values())  # the other Pythons' zygotes start on demand
     assert f"run on {own['interpreter']}" in gw.log()
+    assert "program" not in own  # the Python fast path: its interpreter runs it
+    assert health["runtimes"]["provided.al2023"]["program"] == "bootstrap"
+    nodes = {rt: z for rt, z in health["runtimes"].items() if rt.startswith("nodejs")}
+    for runtime, entry in nodes.items():  # what runs each: the Node.js, not the proxy's Python
+        assert entry["program"] and entry["version"].startswith(runtime.removeprefix("nodejs").removesuffix("x"))
+    unavailable = health["unavailable"]
+    assert set(unavailable).isdisjoint(health["runtimes"]) and "java21" not in unavailable  # not a host's lack
+    assert all(reason.startswith("The runtime parameter of ") for reason in unavailable.values())
+    assert "runtimes here: Python " in gw.log() and "Node.js " in gw.log()
 
 
 def test_sigterm_drains_in_flight_invocations_then_stops_every_child(gateway_factory: GatewayFactory) -> None:

@@ -83,3 +83,22 @@ def test_the_spec_of_a_nodejs_environment(tmp_path: Path) -> None:
     assert any(m.target == "/var/runtime" and m.sources[0] == nodejs.NODE_RUNTIME_DIR for m in spec.mounts)
     python = environment_spec(UNSTORED_CONFIG, Settings(data_dir=tmp_path), "on-demand", True)
     assert python.bootstrap == [] and "NODE_PATH" not in python.env
+
+
+def test_a_jail_shows_the_layers_packages_where_es_modules_find_them(tmp_path: Path) -> None:
+    old, new, none = tmp_path / "old", tmp_path / "new", tmp_path / "none"
+    for path in (old / "nodejs/node_modules", old / "nodejs/node22/node_modules", new / "nodejs/node_modules"):
+        path.mkdir(parents=True)
+    none.mkdir()
+    layers = [str(old), str(new), str(none)]
+    assert nodejs.layer_module_mounts("nodejs22.x", layers, jailed=True) == [
+        Mount("/var/node_modules", [f"{old}/nodejs/node22/node_modules"]),
+        Mount("/node_modules", [f"{new}/nodejs/node_modules", f"{old}/nodejs/node_modules"]),  # the newest on top
+    ]
+    assert nodejs.layer_module_mounts("nodejs20.x", layers, jailed=True) == [
+        Mount("/node_modules", [f"{new}/nodejs/node_modules", f"{old}/nodejs/node_modules"])
+    ]
+    assert nodejs.layer_module_mounts("nodejs22.x", layers, jailed=False) == []
+    assert nodejs.layer_module_mounts("nodejs22.x", [str(none)], jailed=True) == []
+    (none / "nodejs").symlink_to(old / "nodejs")  # a mount would follow it, anywhere on the host
+    assert nodejs.layer_module_mounts("nodejs22.x", [str(none)], jailed=True) == []

@@ -1,5 +1,5 @@
 """What a nodejs* environment runs, as Lambda's Node.js runtimes run it: our runtime (runtimes/node/index.mjs) under
-the catalogue's Node.js (gateway/catalog.py), with Lambda's flags and NODE_PATH. Pure: no I/O.
+the catalogue's Node.js (gateway/catalog.py), with Lambda's flags and NODE_PATH. Pure but for a few stats.
 
 Lambda's /var/runtime/bootstrap for Node.js starts
 `node --expose-gc --max-http-header-size 81920 --max-semi-space-size=S --max-old-space-size=O index.mjs`, the heap
@@ -10,6 +10,10 @@ the old one), and sets NODE_PATH (unless the function does) so that `require` fi
 In a jail, a Node.js outside the system's directories runs as Lambda's does, from /var/lang/bin/node: its installation
 (gateway/nodes.py: node_prefix; the catalogue refused one a jail must not show) mounted read-only at /var/lang, and
 nothing else of the host's directories around it.
+
+NODE_PATH serves only `require`; an ES module's `import` resolves through the node_modules directories above the
+importing file. So that an .mjs handler imports the layers' packages as on Lambda (Node.js 18 and later), a jail
+also shows them at /var/node_modules and /node_modules, above /var/task (`layer_module_mounts`).
 """
 
 from __future__ import annotations
@@ -86,3 +90,35 @@ def node_path(runtime: str, task_root: str, layers: list[str], jailed: bool, run
     parts = [f"{root}/nodejs/node{major}/node_modules" for root in roots]
     parts += [f"{root}/nodejs/node_modules" for root in roots]
     return ":".join([*parts, f"{runtime_dir}/node_modules", runtime_dir, task_root])
+
+
+#: where a jail shows the layers' packages for ES modules: an `import` from /var/task/<file> walks up through
+#: /var/task/node_modules (the function's own, which wins), then these two, in NODE_PATH's order (`node_path`)
+ESM_LAYER_DIRS = (("/var/node_modules", "nodejs/node{major}/node_modules"), ("/node_modules", "nodejs/node_modules"))
+
+
+def layer_module_mounts(runtime: str, layers: list[str], jailed: bool) -> list[Mount]:
+    """What a jail mounts so that ES modules import the layers' packages, as Lambda's Node.js runtimes (18 and later)
+    let them: NODE_PATH serves only `require`, and an `import` resolves only through the node_modules directories
+    above the importing file. So /var/node_modules shows the layers' nodejs/node<N>/node_modules and /node_modules
+    their nodejs/node_modules, each merged as /opt merges them (a later layer on top), read-only; directories no
+    layer has are not mounted, nor any reached through a symbolic link (a mount follows links in its source, which
+    /opt never does: the code store refuses links in zips, and this holds without that). Without a jail: none (the
+    code's host directory has no such parents of ours; only `require` finds the layers' packages there). Stats each
+    layer's two directories."""
+    if not jailed:
+        return []
+    major = node_major(runtime)
+    mounts = []
+    for target, pattern in ESM_LAYER_DIRS:
+        sub = pattern.format(major=major)
+        sources = [f"{layer}/{sub}" for layer in reversed(layers) if _own_dir(layer, sub)]  # the newest on top
+        if sources:
+            mounts.append(Mount(target, sources))
+    return mounts
+
+
+def _own_dir(layer: str, sub: str) -> bool:
+    """Whether `layer`/`sub` is a directory of the layer's own tree (no link on the way)."""
+    path = os.path.join(layer, sub)
+    return os.path.isdir(path) and os.path.realpath(path) == os.path.join(os.path.realpath(layer), sub)

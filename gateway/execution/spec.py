@@ -66,6 +66,7 @@ def environment_spec(
     if config.runtime.startswith("nodejs"):
         bootstrap = nodejs.command(program, config.memory_size, jailed)
         mounts += nodejs.runtime_mounts(program, jailed)
+        mounts += nodejs.layer_module_mounts(config.runtime, [str(d) for d in config.layer_dirs], jailed)
         environ["LAMBDA_RUNTIME_DIR"] = nodejs.runtime_dir(jailed)
         if "NODE_PATH" not in config.environment:  # the function's own wins, as on Lambda
             layers = [str(d) for d in config.layer_dirs]
