@@ -37,7 +37,6 @@ THROTTLED = {
     for reason in (ACCOUNT_EXCEEDED, RESERVED_EXCEEDED)
 }
 _TOO_LARGE = f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
-LOG_TYPES = ("None", "Tail")
 
 
 # The checks of Invoke's and InvokeWithResponseStream's headers and their admission stay inline in each route (no
@@ -45,7 +44,7 @@ LOG_TYPES = ("None", "Tail")
 
 
 def invalid_types(inv_type: str, allowed: tuple[str, ...], log_type: str) -> ValidationException:
-    """Lambda's error for an invocation type not in `allowed` or a log type not in LOG_TYPES (either failed)."""
+    """Lambda's error for an invocation type not in `allowed` or a log type other than None and Tail (either failed)."""
     if inv_type not in allowed:
         listed = ", ".join(sorted(allowed, key=("Event", "RequestResponse", "DryRun").index))  # Lambda's order
         return ValidationException(
@@ -109,7 +108,7 @@ async def invoke(request: web.Request) -> web.Response:
 
     inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
     log_type = headers.get("X-Amz-Log-Type", "None")
-    if inv_type not in INVOCATION_TYPES or log_type not in LOG_TYPES:
+    if inv_type not in INVOCATION_TYPES or log_type not in ("None", "Tail"):  # a constant: no global lookup
         raise invalid_types(inv_type, INVOCATION_TYPES, log_type)
     if inv_type != "RequestResponse":
         return await _not_synchronous(request, ref, inv_type)

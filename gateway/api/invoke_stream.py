@@ -32,7 +32,7 @@ from time import perf_counter
 from aiohttp import web
 
 from gateway.api import eventstream
-from gateway.api.invoke import LOG_TYPES, invalid_types, read_payload, throttled
+from gateway.api.invoke import invalid_types, read_payload, throttled
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.errors import LambdaError, TooManyRequestsException
 from gateway.execution.invoker import Outcome, new_request_id
@@ -52,7 +52,7 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
     registry.resolve(ref.name, ref.qualifier)  # 404 before reading a body for nothing
     inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
     log_type = headers.get("X-Amz-Log-Type", "None")
-    if inv_type not in INVOCATION_TYPES or log_type not in LOG_TYPES:
+    if inv_type not in INVOCATION_TYPES or log_type not in ("None", "Tail"):  # a constant: no global lookup
         raise invalid_types(inv_type, INVOCATION_TYPES, log_type)
     if inv_type == "DryRun":
         await read_payload(request)
