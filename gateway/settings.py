@@ -85,7 +85,9 @@ class Settings:
     #: than the 60 s idle timeout of common proxies and load balancers, so one in front never reuses a connection
     #: the gateway is closing
     keepalive_timeout: float = 75.0
-    #: seconds a client may take to send a request body; past it: 408 RequestTimeoutException, connection closed
+    #: seconds a client may take to send a request body; past it: 408 RequestTimeoutException, connection closed.
+    #: Also how long a streamed answer (InvokeWithResponseStream) waits for a client that takes none of it before
+    #: its connection is aborted
     body_timeout: float = 60.0
     #: bytes of one request header field's value (or name); boto3's largest, X-Amz-Client-Context, is at most 3,583
     max_header_bytes: int = 16384

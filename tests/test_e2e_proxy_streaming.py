@@ -156,9 +156,27 @@ def test_past_lambdas_streaming_limit_the_invocation_fails(lam: Any, fname: str)
     """201 MB streamed: the proxy stops relaying at 200 MB and the invocation fails with Lambda's error."""
     _create(lam, fname, Timeout=60, MemorySize=512)
     start = time.monotonic()
-    resp, body = invoke_json(lam, fname, {"size": 1024 * 1024, "count": 201})
-    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Function.ResponseSizeTooLarge"
-    assert "(209715200 bytes)" in body["errorMessage"], body
+    events = _stream(lam, fname, {"size": 1024 * 1024, "count": 201})
+    complete = _complete(events)
+    assert complete["ErrorCode"] == "Function.ResponseSizeTooLarge", complete
+    assert "(209715200 bytes)" in complete["ErrorDetails"], complete
+    assert sum(map(len, _pieces(events))) <= 200 * 1024 * 1024
     print(f"201 MB through the proxy in {time.monotonic() - start:.2f} s")
     resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": ["next"]}')  # a new environment if need be
+    assert resp["Payload"].read() == b"next"
+
+
+def test_a_synchronous_invoke_stops_reading_past_six_megabytes(lam: Any, fname: str) -> None:
+    """Invoke's answer can only be Function.ResponseSizeTooLarge once 6 MB have come: it comes then (the environment
+    killed), not after the gateway has read the 201 MB the runtime would send."""
+    _create(lam, fname, Timeout=60, MemorySize=512)
+    assert lam.invoke(FunctionName=fname, Payload=b'{"pieces": ["warm"]}')["Payload"].read() == b"warm"
+    start = time.monotonic()
+    resp, body = invoke_json(lam, fname, {"size": 1024 * 1024, "count": 201})
+    took = time.monotonic() - start
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Function.ResponseSizeTooLarge"
+    assert "exceeded maximum allowed payload size (6291556 bytes)" in body["errorMessage"], body
+    read = int(body["errorMessage"].split("(", 1)[1].split(" ", 1)[0])
+    assert read < 8 * 1024 * 1024 and took < 1.0, (read, took)  # stopped at 6 MB (201 MB take about 1.3 s)
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": ["next"]}')  # a new environment
     assert resp["Payload"].read() == b"next"

@@ -10,6 +10,7 @@ joined (within 6 MB), and a forged piece kills only the environment that sent it
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import RunningGateway, create_function, invoke_json
+from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
 
 ECHO = "def lambda_handler(event, context):\n    print('handled', event)\n    return {'echo': event}\n"
 FAIL = "def lambda_handler(event, context):\n    raise KeyError('missing')\n"
@@ -152,7 +153,7 @@ def test_a_synchronous_invoke_of_a_streaming_function_gets_the_pieces_joined(lam
     assert resp["Payload"].read() == b'piece 0;piece 1;"end"' and "FunctionError" not in resp
     resp, body = invoke_json(lam, fname, {"pieces": 7, "size": 1024 * 1024})
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Function.ResponseSizeTooLarge"
-    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": 1}')  # the same environment serves on
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": 1}')  # a new environment (that one was killed)
     assert resp["Payload"].read() == b'piece 0;"end"'
 
 
@@ -241,3 +242,95 @@ def test_the_answer_begins_when_the_function_starts(lam: Any, fname: str) -> Non
     ended_after = time.monotonic() - start
     assert headers_after < 0.5 < 0.9 < ended_after, (headers_after, ended_after)
     assert events[0] == {"PayloadChunk": {"Payload": b"1"}}
+
+
+def test_a_synchronous_invoke_stops_reading_past_six_megabytes(lam: Any, fname: str) -> None:
+    """Once the pieces pass 6 MB the answer can only be Function.ResponseSizeTooLarge: the environment is killed there,
+    as for an overflow, instead of the gateway reading on (up to 200 MB) to throw it away."""
+    create_function(lam, fname, STREAMER, Timeout=60, MemorySize=512)
+    event = json.dumps({"pieces": 40, "size": 1024 * 1024}).encode()
+    start = time.monotonic()
+    resp = lam.invoke(FunctionName=fname, Payload=event, LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    assert body["errorType"] == "Function.ResponseSizeTooLarge" and resp["FunctionError"] == "Unhandled"
+    log = base64.b64decode(resp["LogResult"]).decode()
+    written = [int(line.split()[1]) for line in log.splitlines() if line.startswith("wrote ")]
+    assert max(written, default=-1) < 20, written  # it was stopped soon after 6 of its 40 MB
+    assert time.monotonic() - start < 10
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"pieces": 1}')  # the next invocation gets a new environment
+    assert resp["Payload"].read() == b'piece 0;"end"'
+
+
+def _stuck_reader(gw: RunningGateway, name: str, event: Any) -> socket.socket:
+    """A client that sends an InvokeWithResponseStream request, reads the status line and headers, then reads
+    nothing more while keeping its connection open (its receive window falls to zero)."""
+    body = json.dumps(event).encode()
+    head = (
+        f"POST /2021-11-15/functions/{name}/response-streaming-invocations HTTP/1.1\r\nHost: gateway\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.socket()
+    # Before connecting: a small window, and small segments, which keep the gateway's send buffer (sized from the
+    # segment size, about 1.3 MB on loopback's 64 KB) small too.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", gw.port))
+    sock.sendall(head + body)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(1)  # no further than the headers
+    assert received.startswith(b"HTTP/1.1 200 "), received
+    return sock
+
+
+def _throttled(lam: Any, name: str) -> bool:
+    try:
+        lam.invoke(FunctionName=name, Payload=b'{"pieces": 0}')
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "TooManyRequestsException"
+        return True
+    return False
+
+
+def test_a_reader_that_stops_reading_holds_no_slot_once_the_function_ended(gateway_factory: GatewayFactory) -> None:
+    """The concurrency slot is the invocation's: a function that has ended frees it while its answer still waits
+    for a client that reads nothing (1 MB: more than the connection takes, less than the gateway holds before it
+    stops reading the function's socket, which would keep it from seeing the function's end)."""
+    gw = gateway_factory(env={"GATEWAY_BODY_TIMEOUT": "60"})
+    lam = gw.client()
+    create_function(lam, "f", STREAMER, Timeout=10)
+    lam.put_function_concurrency(FunctionName="f", ReservedConcurrentExecutions=1)
+    sock = _stuck_reader(gw, "f", {"pieces": 2, "size": 512 * 1024})
+    try:
+        deadline = time.monotonic() + 10
+        while _throttled(lam, "f"):  # until the function ends, not until its answer is written
+            assert time.monotonic() < deadline, "the stuck reader holds the slot"
+            time.sleep(0.2)
+    finally:
+        sock.close()
+
+
+def test_a_reader_that_stops_reading_is_cut_after_the_body_timeout(gateway_factory: GatewayFactory) -> None:
+    """48 MB for a client that reads nothing: the function waits on the gateway (its slot held) until no write has
+    progressed for GATEWAY_BODY_TIMEOUT seconds; then the gateway aborts the connection, drops the rest, and the
+    function ends, freeing its slot."""
+    gw = gateway_factory(env={"GATEWAY_BODY_TIMEOUT": "2"})
+    lam = gw.client()
+    create_function(lam, "f", STREAMER, Timeout=60, MemorySize=512)
+    lam.put_function_concurrency(FunctionName="f", ReservedConcurrentExecutions=1)
+    size = 4 * 1024 * 1024
+    sock = _stuck_reader(gw, "f", {"pieces": 12, "size": size})
+    try:
+        time.sleep(0.5)
+        assert _throttled(lam, "f")  # the function waits for the reader
+        time.sleep(4)  # past the deadline: the gateway has given up on the reader
+        assert not _throttled(lam, "f")
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while data := sock.recv(65536):
+                received += len(data)
+        assert received < size, received  # the connection ended, not the response
+    finally:
+        sock.close()
+    assert gw.health()["status"] == "ok"

@@ -57,19 +57,34 @@ async def test_a_synchronous_invoke_gets_the_pieces_joined_before_the_results_pa
     assert (await task)[0].payload == b'"plain"'
 
 
-async def test_more_than_six_megabytes_is_response_size_too_large_and_the_environment_lives(
+async def test_more_than_six_megabytes_is_response_size_too_large_at_once_and_the_environment_killed(
+    runtime: FakeRuntime, env: Environment
+) -> None:
+    """A synchronous Invoke's answer can only be an error once the pieces pass 6 MB: the gateway reads no further
+    (the function would go on streaming up to 200 MB), as for any overflow."""
+    task, inv_id = await _start(runtime, env)
+    for _ in range(7):  # no RESULT: the reply comes from the piece that passed the limit
+        await runtime.send(wire.encode_chunk(inv_id, b"x" * wire.MAX_CHUNK))
+    reply, _, _ = await asyncio.wait_for(task, 2)
+    assert isinstance(reply, wire.Error) and reply.error_type == "Function.ResponseSizeTooLarge"
+    size = 7 * wire.MAX_CHUNK
+    assert size > wire.MAX_SYNC_RESPONSE >= size - wire.MAX_CHUNK
+    assert json.loads(reply.error_body)["errorMessage"] == (
+        f"Response payload size ({size} bytes) exceeded maximum allowed payload size (6291556 bytes)."
+    )
+    assert env.dead
+
+
+async def test_pieces_within_six_megabytes_and_a_larger_result_are_too_large_and_the_environment_lives(
     runtime: FakeRuntime, env: Environment
 ) -> None:
     task, inv_id = await _start(runtime, env)
-    for _ in range(7):
+    for _ in range(6):
         await runtime.send(wire.encode_chunk(inv_id, b"x" * wire.MAX_CHUNK))
-    await runtime.result(inv_id, b"")
+    await runtime.result(inv_id, b"y" * 1000)
     reply, _, _ = await task
     assert isinstance(reply, wire.Error) and reply.error_type == "Function.ResponseSizeTooLarge"
-    assert json.loads(reply.error_body)["errorMessage"] == (
-        f"Response payload size ({7 * wire.MAX_CHUNK} bytes) exceeded maximum allowed payload size (6291556 bytes)."
-    )
-    assert reply.duration_ms == 2.0 and not env.dead  # the function ended normally: its environment serves again
+    assert not env.dead  # the function ended normally: its environment serves again
     task, inv_id = await _start(runtime, env)
     await runtime.result(inv_id, b"1")
     assert (await task)[0].payload == b"1"
@@ -129,7 +144,11 @@ async def test_past_the_streaming_limit_the_invocation_fails_and_the_environment
     await runtime.send(wire.encode_chunk(inv_id, b"x" * 600) + wire.encode_chunk(inv_id, b"x" * 600))
     reply, _, _ = await asyncio.wait_for(task, 2)
     assert isinstance(reply, wire.Error) and reply.error_type == "Function.ResponseSizeTooLarge"
-    assert "(1200 bytes)" in json.loads(reply.error_body)["errorMessage"]
+    message = json.loads(reply.error_body)["errorMessage"]
+    if with_stream:  # a streamed response goes to MAX_STREAM
+        assert "(1200 bytes) exceeded maximum allowed payload size (1000 bytes)" in message
+    else:  # a synchronous Invoke's stops at the first piece past MAX_SYNC_RESPONSE
+        assert "(600 bytes) exceeded maximum allowed payload size (500 bytes)" in message
     assert reply.log == b"streaming\n"
     assert env.dead
 
@@ -208,8 +227,12 @@ async def test_begun_waits_for_the_environment_or_the_end() -> None:
 
 
 def test_an_overflow_of_tiny_pieces_says_so() -> None:
-    error = streams.overflowed(1, 300_000, b"")
-    message = json.loads(error.error_body)["errorMessage"]
-    assert "maximum allowed number of pieces (204800)" in message and "300000 bytes" in message
-    error = streams.overflowed(1, wire.MAX_STREAM + 1, b"")
+    for sink in (streams.Stream(), streams.Collector()):
+        sink.total = 300_000
+        error = streams.overflowed(1, sink, b"")
+        message = json.loads(error.error_body)["errorMessage"]
+        assert "maximum allowed number of pieces (204800)" in message and "300000 bytes" in message
+    sink = streams.Stream()
+    sink.total = wire.MAX_STREAM + 1
+    error = streams.overflowed(1, sink, b"")
     assert f"({wire.MAX_STREAM + 1} bytes) exceeded" in json.loads(error.error_body)["errorMessage"]

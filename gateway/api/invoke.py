@@ -21,6 +21,7 @@ from gateway.errors import (
     ValidationException,
 )
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
+from gateway.observability.metrics import Metrics
 from gateway.store.names import FunctionRef, parse_function_name
 
 #: Lambda's synchronous request limit
@@ -36,6 +37,31 @@ THROTTLED = {
     for reason in (ACCOUNT_EXCEEDED, RESERVED_EXCEEDED)
 }
 _TOO_LARGE = f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+
+
+# The checks of Invoke's and InvokeWithResponseStream's headers and their admission stay inline in each route (no
+# call on the hot path); what follows a failure is shared.
+
+
+def invalid_types(inv_type: str, allowed: tuple[str, ...], log_type: str) -> ValidationException:
+    """Lambda's error for an invocation type not in `allowed` or a log type other than None and Tail (either failed)."""
+    if inv_type not in allowed:
+        listed = ", ".join(sorted(allowed, key=("Event", "RequestResponse", "DryRun").index))  # Lambda's order
+        return ValidationException(
+            f"1 validation error detected: Value '{inv_type}' at 'invocationType' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{listed}]"
+        )
+    return ValidationException(
+        f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy constraint: "
+        "Member must satisfy enum value set: [None, Tail]"
+    )
+
+
+def throttled(metrics: Metrics, name: str, exc: TooManyRequestsException) -> web.Response:
+    """The 429 for an invocation of `name` that admission refused with `exc`, counted as a throttle."""
+    metrics.throttled(name, exc.reason)
+    body, throttle_headers = THROTTLED[exc.reason]
+    return web.Response(body=body, status=429, headers=throttle_headers)
 
 
 def _check_json(payload: bytes) -> None:
@@ -81,17 +107,9 @@ async def invoke(request: web.Request) -> web.Response:
     registry.resolve(ref.name, ref.qualifier)  # 404 before reading a body for nothing
 
     inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
-    if inv_type not in INVOCATION_TYPES:
-        raise ValidationException(
-            f"1 validation error detected: Value '{inv_type}' at 'invocationType' failed to satisfy "
-            "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
-        )
     log_type = headers.get("X-Amz-Log-Type", "None")
-    if log_type not in ("None", "Tail"):
-        raise ValidationException(
-            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy constraint: "
-            "Member must satisfy enum value set: [None, Tail]"
-        )
+    if inv_type not in INVOCATION_TYPES or log_type not in ("None", "Tail"):  # a constant: no global lookup
+        raise invalid_types(inv_type, INVOCATION_TYPES, log_type)
     if inv_type != "RequestResponse":
         return await _not_synchronous(request, ref, inv_type)
     concurrency = app[CONCURRENCY]
@@ -100,9 +118,7 @@ async def invoke(request: web.Request) -> web.Response:
     try:
         token = concurrency.admit(ref.name)
     except TooManyRequestsException as exc:
-        metrics.throttled(ref.name, exc.reason)
-        body, throttle_headers = THROTTLED[exc.reason]
-        return web.Response(body=body, status=429, headers=throttle_headers)
+        return throttled(metrics, ref.name, exc)
     try:
         payload, client_context = await read_payload(request)
         # Resolve again now that the body is in: no await may separate this from the pool choice, so an

@@ -18,8 +18,10 @@ a gateway error after that (the gateway stopping) can only be an `InvokeComplete
 
 Concurrency: the invocation runs in a task of its own, feeding a `Stream` (gateway/execution/streams.py) that this
 handler drains into the response; a slow client holds the function back (its socket is paused), never the gateway's
-memory. A client that leaves mid-stream does not stop the function (as on Lambda): the rest is discarded, and the
-concurrency slot is held until the function ends.
+memory. A client that leaves mid-stream does not stop the function (as on Lambda): the rest is discarded. A client
+that stops reading without leaving (its receive window at zero) is left after `Settings.body_timeout` seconds
+(GATEWAY_BODY_TIMEOUT) without progress on a write: its connection is aborted and the rest discarded. The
+concurrency slot is the invocation's: released when the function ends, however long its answer takes to write.
 """
 
 from __future__ import annotations
@@ -28,12 +30,11 @@ import asyncio
 from time import perf_counter
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from gateway.api import eventstream
-from gateway.api.invoke import THROTTLED, read_payload
+from gateway.api.invoke import invalid_types, read_payload, throttled
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
-from gateway.errors import LambdaError, TooManyRequestsException, ValidationException
+from gateway.errors import LambdaError, TooManyRequestsException
 from gateway.execution.invoker import Outcome, new_request_id
 from gateway.execution.streams import Stream
 from gateway.store.names import parse_function_name
@@ -42,30 +43,17 @@ PATH = "/2021-11-15/functions/{FunctionName}/response-streaming-invocations"
 INVOCATION_TYPES = ("RequestResponse", "DryRun")
 
 
-def _check_headers(headers: CIMultiDictProxy[str]) -> tuple[str, str]:
-    """The invocation and log types, validated as Lambda does."""
-    inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
-    if inv_type not in INVOCATION_TYPES:
-        raise ValidationException(
-            f"1 validation error detected: Value '{inv_type}' at 'invocationType' failed to satisfy "
-            "constraint: Member must satisfy enum value set: [RequestResponse, DryRun]"
-        )
-    log_type = headers.get("X-Amz-Log-Type", "None")
-    if log_type not in ("None", "Tail"):
-        raise ValidationException(
-            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy constraint: "
-            "Member must satisfy enum value set: [None, Tail]"
-        )
-    return inv_type, log_type
-
-
 async def invoke_with_response_stream(request: web.Request) -> web.StreamResponse:
     received = perf_counter()
     app = request.app
+    headers = request.headers
     ref = parse_function_name(request.match_info["FunctionName"], request.query.get("Qualifier"))
     registry = app[REGISTRY]
     registry.resolve(ref.name, ref.qualifier)  # 404 before reading a body for nothing
-    inv_type, log_type = _check_headers(request.headers)
+    inv_type = headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    log_type = headers.get("X-Amz-Log-Type", "None")
+    if inv_type not in INVOCATION_TYPES or log_type not in ("None", "Tail"):  # a constant: no global lookup
+        raise invalid_types(inv_type, INVOCATION_TYPES, log_type)
     if inv_type == "DryRun":
         await read_payload(request)
         config = registry.resolve(ref.name, ref.qualifier)
@@ -75,9 +63,8 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
     try:  # admission before the body is read, as for Invoke
         token = concurrency.admit(ref.name)
     except TooManyRequestsException as exc:
-        metrics.throttled(ref.name, exc.reason)
-        body, throttle_headers = THROTTLED[exc.reason]
-        return web.Response(body=body, status=429, headers=throttle_headers)
+        return throttled(metrics, ref.name, exc)
+    run: asyncio.Future[Outcome] | None = None
     try:
         payload, client_context = await read_payload(request)
         config = registry.resolve(ref.name, ref.qualifier, route=True)
@@ -86,13 +73,20 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
         run = asyncio.ensure_future(
             app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail", stream)
         )
-        run.add_done_callback(lambda _: stream.close())
-        response, outcome = await _answer(request, run, stream, config.version, log_type == "Tail")
+
+        def ended(_: object) -> None:  # the slot is the invocation's, not the answer's: a stuck reader holds none
+            stream.close()
+            concurrency.release(token)
+
+        run.add_done_callback(ended)
+        deadline = app[SETTINGS].body_timeout
+        response, outcome = await _answer(request, run, stream, config.version, log_type == "Tail", deadline)
     except TooManyRequestsException as exc:  # no room on the node for another environment
         metrics.throttled(ref.name, exc.reason)
         raise
     finally:
-        concurrency.release(token)
+        if run is None:  # it never started: nothing else releases the slot
+            concurrency.release(token)
     if outcome is not None:
         stamps = (outcome.written_at, outcome.replied_at)
         sent = stream.total + len(outcome.payload)
@@ -101,10 +95,10 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
 
 
 async def _answer(
-    request: web.Request, run: asyncio.Future[Outcome], stream: Stream, version: str, tail: bool
+    request: web.Request, run: asyncio.Future[Outcome], stream: Stream, version: str, tail: bool, deadline: float
 ) -> tuple[web.StreamResponse, Outcome | None]:
-    """Stream the pieces as they come, then the end. Raises the invocation's LambdaError if it failed before it
-    reached an environment (the status line goes out when it does)."""
+    """Stream the pieces as they come, then the end, each write within `deadline` seconds (see `_write`). Raises the
+    invocation's LambdaError if it failed before it reached an environment (the status line goes out when it does)."""
     try:
         await stream.begun()
         if run.done() and run.exception() is not None:  # failed before its function ran: an HTTP error
@@ -122,7 +116,7 @@ async def _answer(
         data = await stream.read()
         while data:
             if connected:
-                connected = await _write(response, stream, eventstream.payload_chunk(data))
+                connected = await _write(request, response, stream, eventstream.payload_chunk(data), deadline)
             data = await stream.read()
         outcome: Outcome | None = None
         try:
@@ -130,8 +124,8 @@ async def _answer(
             end = _end(outcome, tail)
         except LambdaError as exc:  # the gateway failed it (stopping): the caller has the status line already
             end = eventstream.invoke_complete(exc.name, exc.message)
-        if connected and await _write(response, stream, end):
-            await response.write_eof()
+        if connected and await _write(request, response, stream, end, deadline):
+            await _write(request, response, stream, None, deadline)
         return response, outcome
     except asyncio.CancelledError:
         run.cancel()  # the gateway stops and cuts this request: the invocation goes with it
@@ -148,10 +142,24 @@ def _end(outcome: Outcome, tail: bool) -> bytes:
     return last + eventstream.invoke_complete(log_result=log)
 
 
-async def _write(response: web.StreamResponse, stream: Stream, data: bytes) -> bool:
-    """Write to the caller; False once it is gone (what the function still sends is then dropped)."""
+async def _write(
+    request: web.Request, response: web.StreamResponse, stream: Stream, data: bytes | None, deadline: float
+) -> bool:
+    """Write `data` to the caller (None: the body's end); False once it is gone, and what the function still sends
+    is then dropped. A caller that takes none of it for `deadline` seconds (it stopped reading, the connection open)
+    is gone too: its connection is aborted, so that it holds neither the gateway's memory nor a task forever."""
     try:
-        await response.write(data)
+        async with asyncio.timeout(deadline):
+            if data is None:
+                await response.write_eof()
+            else:
+                await response.write(data)
+    except TimeoutError:
+        stream.discard()
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return False
     except (ConnectionError, RuntimeError):  # reset, or aiohttp's "cannot write to closing transport"
         stream.discard()
         return False

@@ -193,7 +193,7 @@ class Environment(asyncio.Protocol):
 
     def _chunk(self, inv_id: int, data: bytes) -> bool:
         """A piece of `inv_id`'s streamed response, for its sink (a `Collector` unless the caller gave one). False if
-        that killed it: a piece of no invocation in flight, or past MAX_STREAM (Function.ResponseSizeTooLarge)."""
+        that killed it: a piece of no invocation in flight, or past the sink's limit (Function.ResponseSizeTooLarge)."""
         fut = self._inflight.get(inv_id)
         if fut is None and inv_id in self._abandoned:  # sent before SHUTDOWN: dropped
             return True
@@ -203,7 +203,7 @@ class Environment(asyncio.Protocol):
         sink = self._sinks.get(inv_id) or self._sinks.setdefault(inv_id, streams.Collector())
         if sink.write(data):
             return True
-        fut.set_result((streams.overflowed(inv_id, sink.total, self.take_output()), time.perf_counter()))
+        fut.set_result((streams.overflowed(inv_id, sink, self.take_output()), time.perf_counter()))
         self.kill("its streamed response exceeded the limit")
         return False
 

@@ -3,9 +3,11 @@
 An `Environment` hands each CHUNK's piece to its invocation's sink, in order, then the reply to the sink's `end`:
 
 - `Collector` (made by the environment at an invocation's first CHUNK, when the caller gave no sink: a synchronous
-  Invoke of a function that streams, which Lambda answers with the whole response): keeps the pieces up to
-  `MAX_SYNC_RESPONSE` bytes and only counts the rest; `end` joins them before the RESULT's payload, or makes the
-  reply Function.ResponseSizeTooLarge when they were more, as Lambda does. An ERROR passes as it is.
+  Invoke of a function that streams, which Lambda answers with the whole response): keeps the pieces, at most
+  `MAX_SYNC_RESPONSE` bytes: its `write` returns False as soon as they are more (the answer can only be
+  Function.ResponseSizeTooLarge, so the gateway reads no further: the environment is killed as for an overflow
+  below); `end` joins them before the RESULT's payload, or makes the reply Function.ResponseSizeTooLarge when the
+  pieces and that payload are more, as Lambda does. An ERROR passes as it is.
 - `Stream` (InvokeWithResponseStream's, given by the caller): a buffer its reader empties as the pieces come. While
   more than `HIGH_WATER` bytes wait for the reader (a slow client), the environment's socket is not read, so the
   function waits on a full socket instead of the gateway buffering its response; the reader resumes it. A reader
@@ -13,10 +15,11 @@ An `Environment` hands each CHUNK's piece to its invocation's sink, in order, th
   function runs to its end as on Lambda (which does not stop a function whose caller left).
 
 Either sink takes at most `MAX_STREAM` bytes (Lambda's limit on a streamed response; each piece counting as at least
-`MIN_CHUNK_COST`): `write` returns False beyond, and the environment then ends the invocation with `overflowed(...)`
-and kills itself (it would go on streaming). Pieces are kept in one buffer, never as one object each, so the gateway's
-memory follows the bytes however small the pieces. Everything here runs on the event loop: `write` from the
-environment's `data_received`, `read` in the task that answers the caller.
+`MIN_CHUNK_COST`), a `Collector` at most `MAX_SYNC_RESPONSE`: `write` returns False beyond, and the environment then
+ends the invocation with `overflowed(...)` and kills itself (it would go on streaming). Pieces are kept in one
+buffer, never as one object each, so the gateway's memory follows the bytes however small the pieces. Everything
+here runs on the event loop: `write` from the environment's `data_received`, `read` in the task that answers the
+caller.
 """
 
 from __future__ import annotations
@@ -52,9 +55,13 @@ class Reading(Protocol):
     def resume_reading(self) -> None: ...
 
 
-def overflowed(inv_id: int, size: int, log: bytes) -> Error:
-    """The reply of an invocation whose response grew past MAX_STREAM (it had `size` bytes when it was cut: fewer when
-    its pieces were so many and small that they counted as more, see MIN_CHUNK_COST)."""
+def overflowed(inv_id: int, sink: Sink, log: bytes) -> Error:
+    """The reply of an invocation whose response grew past its sink's limit: MAX_SYNC_RESPONSE for a `Collector`, else
+    MAX_STREAM (it had `sink.total` bytes when it was cut: fewer when its pieces were so many and small that they
+    counted as more, see MIN_CHUNK_COST)."""
+    size = sink.total
+    if isinstance(sink, Collector) and size > MAX_SYNC_RESPONSE:
+        return Error(ERROR, inv_id, TOO_LARGE, _too_large_body(size, MAX_SYNC_RESPONSE), 0.0, 0, 0, log)
     limit = MAX_STREAM
     if size > limit:
         body = _too_large_body(size, limit)
@@ -85,9 +92,10 @@ class Collector:
     def write(self, data: bytes) -> bool:
         self.total += len(data)
         self._charged += max(len(data), MIN_CHUNK_COST)
-        if self.total <= MAX_SYNC_RESPONSE:  # beyond, only counted: the reply will be an error
-            self._kept += data
-        return self._charged <= MAX_STREAM
+        if self.total > MAX_SYNC_RESPONSE or self._charged > MAX_STREAM:  # the answer can only be an error now
+            return False
+        self._kept += data
+        return True
 
     def end(self, reply: Reply) -> Reply:
         if not isinstance(reply, Result):
