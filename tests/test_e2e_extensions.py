@@ -236,6 +236,17 @@ def test_extension_init_error_and_crash_fail_init(gateway: RunningGateway, lam: 
     assert sorted(body) == ["errorMessage", "errorType"] and body["errorMessage"].startswith("RequestId: ")
 
 
+@as_root
+def test_more_extensions_than_lambda_allows_fail_init(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    names = [f"extensions/e{i:02d}" for i in range(11)]
+    content = make_zip(dict.fromkeys(names, EXTENSION), executable=set(names))
+    layer = lam.publish_layer_version(LayerName="eleven", Content={"ZipFile": content})["LayerVersionArn"]
+    create(lam, fname, layer)
+    resp, body = invoke_json(lam, fname, {})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Extension.TooManyExtensions"
+    assert "Extension limit (10) reached" in body["errorMessage"]
+
+
 def seen_in(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -121,3 +121,10 @@ def test_an_extension_that_exits_during_init_is_a_crash_and_after_it_is_not_busy
     assert not api.idle
     api.exited(100, 9)  # killed while busy: nothing left to wait for
     assert api.idle
+
+
+def test_more_extensions_than_lambda_allows_fail_init_and_none_starts() -> None:
+    api, _ = make(*(f"e{i:02d}" for i in range(ext_api.MAX_EXTENSIONS + 1)))
+    api.launch("127.0.0.1:9001", "/")
+    assert api.failure == (ext_api.TOO_MANY, "Extension limit (10) reached: /opt/extensions holds 11")
+    assert all(ext.pid == 0 for ext in api.extensions)  # nothing was started

@@ -64,6 +64,8 @@ _ACCEPTED = json.dumps({"status": "OK"}).encode()
 
 #: the Init error types Lambda reports for extensions
 LAUNCH_ERROR = "Extension.LaunchError"
+#: Lambda's name for more extensions than MAX_EXTENSIONS (the Extensions API's 403 on the eleventh registration)
+TOO_MANY = "Extension.TooManyExtensions"
 CRASH = "Extension.Crash"
 INIT_ERROR = "Extension.InitError"
 EXIT_ERROR = "Extension.ExitError"
@@ -126,6 +128,7 @@ class Extensions:
 
     def __init__(self, paths: Sequence[str], env: Mapping[str, str], tele: telemetry.Telemetry, writer: relay.Writer):
         self.extensions = [Extension(p) for p in paths[:MAX_EXTENSIONS]]  # external ones (a path), then internal
+        self.declined = len(paths) - len(self.extensions)  # executables past the limit: Init fails, none starts
         self.env = env
         self.telemetry = tele
         self.writer = writer
@@ -148,6 +151,10 @@ class Extensions:
     # -- processes ----------------------------------------------------------------------------------------------
     def launch(self, runtime_api: str, cwd: str) -> None:
         """Start every extension; one that cannot be started fails Init (Extension.LaunchError)."""
+        if self.declined:  # loud, not silent: the layers hold more extensions than a function may have
+            total = len(self.extensions) + self.declined
+            self.fail(TOO_MANY, f"Extension limit ({MAX_EXTENSIONS}) reached: /opt/extensions holds {total}")
+            return
         env = dict(self.env)
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
         for ext in self.extensions:
@@ -269,7 +276,7 @@ class Extensions:
             exchange.respond(403, error_document("Extension.RegistrationClosed", message))
             return None
         if len(self.extensions) >= MAX_EXTENSIONS:
-            exchange.respond(403, error_document("Extension.TooManyExtensions", f"At most {MAX_EXTENSIONS} extensions"))
+            exchange.respond(403, error_document(TOO_MANY, f"Extension limit ({MAX_EXTENSIONS}) reached"))
             return None
         if "SHUTDOWN" in events:
             message = "Internal extensions cannot register for the SHUTDOWN event"
