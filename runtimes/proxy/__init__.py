@@ -1,6 +1,6 @@
 """The Runtime API proxy: an environment whose runtime is a program of its own (a custom runtime's `bootstrap`, Node.js,
 awslambdaric, ...) talks to the gateway through it. Standard library and msgpack only: it runs in a child of a zygote
-whose interpreter has a clean sys.path, on Python 3.9 and later.
+whose interpreter has a clean sys.path, on Python 3.10 and later.
 
 - main.py         the environment's main once sealed: where it listens, the runtime's start and end, READY
 - runtime_api.py  Lambda's Runtime API 2018-06-01 (next, response, error, init/error) for one runtime
