@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # the Python runtime's packages (boto3 ..., msgpack): what functions import besides the stdlib (gateway/runtime_packages.py)
 RUNTIME_PACKAGES := build/runtime-packages/.installed
+# the runtime's own sources, compiled again when they change (zygotes run with -B: they would compile at every start)
+RUNTIME_SOURCES := $(shell find runtimes gateway/contracts gateway/isolation -name '*.py')
+RUNTIME_BYTECODE := build/runtime-sources.compiled
 HOST ?= 127.0.0.1
 PORT ?= 9000
 DATA_DIR ?= ./.gateway-data
@@ -22,7 +25,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 $(RUNTIME_PACKAGES): $(STAMP) gateway/runtime_packages.py
 	$(BIN)/python -m gateway.runtime_packages
 
-install: $(STAMP) $(RUNTIME_PACKAGES)
+$(RUNTIME_BYTECODE): $(RUNTIME_PACKAGES) $(RUNTIME_SOURCES)
+	$(BIN)/python -m gateway.runtime_packages --sources
+	touch $(RUNTIME_BYTECODE)
+
+install: $(STAMP) $(RUNTIME_PACKAGES) $(RUNTIME_BYTECODE)
 
 run: install
 	$(BIN)/python -m gateway serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --deploy examples
@@ -52,4 +59,4 @@ bench-concurrency: install
 	$(BIN)/python bench/concurrency.py
 
 clean:
-	rm -rf $(VENV) build/runtime-packages $(DATA_DIR) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build/runtime-packages $(RUNTIME_BYTECODE) $(DATA_DIR) .mypy_cache .pytest_cache .ruff_cache

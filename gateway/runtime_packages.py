@@ -96,12 +96,18 @@ def compile_for(target: Path, pythons: Iterable[str]) -> None:
 
 
 def main() -> None:
-    """`make install`: build PACKAGES_DIR with this interpreter's pip, then compile it for every Python found."""
-    abis = build(PACKAGES_DIR, [sys.executable, "-m", "pip"])
+    """`make install`: build PACKAGES_DIR with this interpreter's pip, then compile it for every Python found. With
+    `--sources` (make, when the runtime's sources changed since): only compile those sources again."""
     pythons, _ = find_pythons(os.environ)  # the catalog's own discovery: the interpreters zygotes will run on
     gateway = PROJECT_ROOT / "gateway"
-    sources = (PACKAGES_DIR, PROJECT_ROOT / "runtimes", gateway / "contracts", gateway / "isolation")
-    for directory in sources:  # a zygote writes no bytecode (-B): its own modules' would be compiled at every start
+    sources = (PROJECT_ROOT / "runtimes", gateway / "contracts", gateway / "isolation")
+    if sys.argv[1:] == ["--sources"]:
+        for directory in sources:
+            compile_for(directory, [p.path for p in pythons.values()])
+        print(f"runtime sources compiled for {', '.join(p.version_text for p in pythons.values())}")
+        return
+    abis = build(PACKAGES_DIR, [sys.executable, "-m", "pip"])
+    for directory in (PACKAGES_DIR, *sources):  # a zygote writes no bytecode (-B): it would compile at every start
         compile_for(directory, [p.path for p in pythons.values()])
     found = ", ".join(f"{p.version_text} ({p.path})" for p in pythons.values())
     print(f"runtime packages in {PACKAGES_DIR}: msgpack C extension for {', '.join(abis)}; compiled for {found}")
