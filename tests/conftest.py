@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -647,6 +647,14 @@ class FakeRuntime:
         self.sock.close()
         with contextlib.suppress(OSError):
             os.close(self.output)
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[FakeRuntime]:
+    """A FakeRuntime for the environment tests (tests/test_environment.py, tests/test_streams.py), closed after."""
+    fake = FakeRuntime(tmp_path / "env")
+    yield fake
+    fake.close()
 
 
 class Recorded:

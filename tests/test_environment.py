@@ -8,20 +8,12 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from gateway.contracts import environment as wire
 from gateway.execution.environment import Environment, EnvironmentDied, InvocationTimeout, connect
 from tests.conftest import FakeRuntime
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[FakeRuntime]:
-    fake = FakeRuntime(tmp_path / "env")
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,13 +14,6 @@ from gateway.contracts import environment as wire
 from gateway.execution import streams
 from gateway.execution.environment import Environment, EnvironmentDied, connect
 from tests.conftest import FakeRuntime
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[FakeRuntime]:
-    fake = FakeRuntime(tmp_path / "env")
-    yield fake
-    fake.close()
 
 
 @pytest.fixture
