@@ -9,6 +9,9 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from gateway.catalog import Catalog
+    from gateway.events.delivery import Delivery
+    from gateway.events.dispatcher import Dispatcher
+    from gateway.events.queue import EventQueue
     from gateway.execution.admission import Concurrency
     from gateway.execution.invoker import Invoker
     from gateway.execution.pools import PoolManager
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     from gateway.observability.metrics import Metrics
     from gateway.settings import Settings
     from gateway.store.code import CodeStore
+    from gateway.store.event_configs import EventInvokeConfigs
     from gateway.store.layers import LayerStore
     from gateway.store.registry import Registry
 
@@ -39,3 +43,11 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SESSIONS: web.AppKey[SessionAuthority] = web.AppKey("sessions")
 #: jail mode: the environments' network (`gateway_address`: where environments reach the gateway); None otherwise
 NETWORK: web.AppKey[HostNetwork | None] = web.AppKey("network")
+#: Put/Get/Update/Delete/ListFunctionEventInvokeConfig(s): per function, version or alias (gateway.store.event_configs)
+EVENT_CONFIGS: web.AppKey[EventInvokeConfigs] = web.AppKey("event_configs")
+#: the durable queue of asynchronous invocations (gateway.events.queue; SQLite by default)
+EVENT_QUEUE: web.AppKey[EventQueue] = web.AppKey("event_queue")
+#: runs queued events through admission and the pools, retries them, delivers their outcomes (gateway.events)
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
+#: sends destination records and dead letters to SQS, SNS and EventBridge endpoints (gateway.events.delivery)
+DELIVERY: web.AppKey[Delivery] = web.AppKey("delivery")

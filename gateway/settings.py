@@ -129,6 +129,17 @@ class Settings:
     #: the uids jailed environments get: [uid_base, uid_base + uid_count), handed out in sequence (isolation.uids)
     uid_base: int = 1_900_000_000
     uid_count: int = 100_000_000
+    #: a factor on the delays between retries of asynchronous invocations (Lambda's 1 and 2 minutes after a function
+    #: error; 1 s doubling to 5 min after a throttle or a system error): <1 for tests and development
+    async_delay_scale: float = 1.0
+    #: asynchronous invocations of one function in flight at once: queued events never take more of a function's
+    #: (or the account's) concurrency than this, so synchronous callers keep the rest
+    async_concurrency: int = 10
+    #: where OnSuccess/OnFailure destinations and dead-letter queues of these services are delivered (AWS itself, or
+    #: a compatible server such as ElasticMQ or moto); None: ARNs of that service are refused with a clear error
+    sqs_endpoint: str | None = None
+    sns_endpoint: str | None = None
+    events_endpoint: str | None = None
 
     @property
     def loopback(self) -> bool:
@@ -205,6 +216,11 @@ class Settings:
             session_ttl=float(environ.get("GATEWAY_SESSION_TTL", cls.session_ttl)),
             uid_base=int(environ.get("GATEWAY_UID_BASE", cls.uid_base)),
             uid_count=int(environ.get("GATEWAY_UID_COUNT", cls.uid_count)),
+            async_delay_scale=float(environ.get("GATEWAY_ASYNC_DELAY_SCALE", cls.async_delay_scale)),
+            async_concurrency=int(environ.get("GATEWAY_ASYNC_CONCURRENCY", cls.async_concurrency)),
+            sqs_endpoint=environ.get("GATEWAY_SQS_ENDPOINT") or None,
+            sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
+            events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
         )
         settings.validate()
         return settings
@@ -252,6 +268,10 @@ class Settings:
             raise ValueError(
                 "the environments' listener must differ from the main listener (GATEWAY_ENVIRONMENT_LISTEN)"
             )
+        if not self.async_delay_scale > 0:
+            raise ValueError("the async delay scale must be positive")
+        if self.async_concurrency < 1:
+            raise ValueError("async concurrency must be at least 1")
         if self.session_ttl < 2:
             raise ValueError("the session TTL must be at least 2 seconds")
         if self.auth_required and not self.credentials:
