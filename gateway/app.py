@@ -24,6 +24,7 @@ from gateway.api import (
     aliases,
     catalog,
     concurrency,
+    event_invoke_config,
     functions,
     invoke,
     invoke_stream,
@@ -42,6 +43,7 @@ from gateway.app_keys import (
     CODESTORE,
     CONCURRENCY,
     CONCURRENCY_SETTINGS_LOCK,
+    EVENT_CONFIGS,
     INVOKER,
     LAYERS,
     METRICS,
@@ -70,6 +72,7 @@ from gateway.pythons import own_python
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
+from gateway.store.event_configs import EventInvokeConfigs
 from gateway.store.layers import LayerStore
 from gateway.store.records import FunctionConfig
 from gateway.store.registry import Registry
@@ -95,12 +98,17 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         codestore = CodeStore(data_dir / "code")
         registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
         layer_store = LayerStore(data_dir / "layers.sqlite3", codestore, settings)
+        event_configs = EventInvokeConfigs(data_dir / "event-invoke.sqlite3", settings)
+        event_configs.retain_existing(registry)  # a crash may have come between a delete and its configs'
+        registry.on_change.connect(event_configs.follow)  # a deleted function, version or alias takes its configs
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
         app[LAYERS] = layer_store
+        app[EVENT_CONFIGS] = event_configs
         try:
             yield
         finally:
+            event_configs.close()
             layer_store.close()
             registry.close()
     finally:
@@ -297,6 +305,7 @@ def create_app(settings: Settings) -> web.Application:
     aliases.add_routes(app)
     concurrency.add_routes(app)
     provisioned.add_routes(app)
+    event_invoke_config.add_routes(app)
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)

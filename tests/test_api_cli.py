@@ -56,7 +56,7 @@ def test_tag_resource_and_list_tags(gateway: RunningGateway, lam: Any, fname: st
 
 def test_an_operation_not_implemented_names_itself(gateway: RunningGateway, lam: Any, fname: str) -> None:
     create_function(lam, fname, SOURCE)
-    done = aws(gateway, "get-function-event-invoke-config", "--function-name", fname, check=False)
+    done = aws(gateway, "get-function-url-config", "--function-name", fname, check=False)
     assert done.returncode != 0
     assert "NotImplementedException" in done.stderr
-    assert "GetFunctionEventInvokeConfig is not implemented by this gateway yet" in done.stderr
+    assert "GetFunctionUrlConfig is not implemented by this gateway yet" in done.stderr
