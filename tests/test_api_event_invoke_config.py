@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 SOURCE = "def lambda_handler(event, context):\n    return event\n"
@@ -342,3 +342,48 @@ def test_configs_survive_a_restart_and_go_with_their_function(gateway_factory: G
     lam = gw.client()
     assert lam.list_function_event_invoke_configs(FunctionName=fname)["FunctionEventInvokeConfigs"] == []
     assert (gw.data_dir / "event-invoke.sqlite3").exists()
+
+
+# -- what a function may do ------------------------------------------------------------------------------------
+
+MEDDLER = r"""
+import boto3
+from botocore.exceptions import ClientError
+
+def lambda_handler(event, context):
+    lam = boto3.client("lambda")  # the session credentials and endpoint the gateway gave this environment
+    calls = {
+        "put": lambda name: lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0),
+        "update": lambda name: lam.update_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0),
+        "get": lambda name: lam.get_function_event_invoke_config(FunctionName=name),
+        "delete": lambda name: lam.delete_function_event_invoke_config(FunctionName=name, Qualifier="$LATEST"),
+        "list": lambda name: lam.list_function_event_invoke_configs(FunctionName=name),
+    }
+    out = {}
+    for target in (context.function_name, event["other"]):
+        for op, call in calls.items():
+            try:
+                call(target)
+                out[f"{op} {target}"] = "allowed"
+            except ClientError as exc:
+                out[f"{op} {target}"] = exc.response["Error"]["Code"]
+    return out
+"""
+
+
+def test_a_function_s_credentials_cannot_read_or_change_any_config(gateway_factory: GatewayFactory, fname: str) -> None:
+    port = free_port()
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits", "GATEWAY_ENVIRONMENT_LISTEN": f"127.0.0.2:{port}"})
+    lam = gw.client()
+    other = f"{fname}-other"
+    create_function(lam, fname, MEDDLER, Timeout=30)
+    create_function(lam, other, SOURCE)
+    before = {
+        name: _answer(lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=2))
+        for name in (fname, other)
+    }
+    _, results = invoke_json(lam, fname, {"other": other})
+    assert results and set(results.values()) == {"AccessDeniedException"}, results
+    assert len(results) == 10
+    for name, answer in before.items():  # the operator still sees both configs as they were
+        assert _answer(lam.get_function_event_invoke_config(FunctionName=name)) == answer
