@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -108,28 +109,36 @@ def to_wire(settings: Settings, config: EventInvokeConfig) -> dict[str, Any]:
 # -- request bodies ---------------------------------------------------------------------------------------
 
 
-def _parse(body: dict[str, Any], where: str) -> dict[str, Any]:
-    """The settings a Put or Update body gives: `retries`, `age`, and `destinations` as (on_success, on_failure)
-    when DestinationConfig is there (an empty Destination is none). Shape, then the model's constraints."""
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """What a Put or Update body sets; None: not in the body. `destinations` is (on_success, on_failure) when the
+    body has a DestinationConfig (an absent or empty Destination is None)."""
+
+    retries: int | None = None
+    age: int | None = None
+    destinations: tuple[str | None, str | None] | None = None
+
+
+def _parse(body: dict[str, Any], where: str) -> Requested:
+    """A Put or Update body: its shape, then the model's constraints (reported together), then at least one
+    setting."""
     check_members(body, _MEMBERS, where)
     v = _Violations()
-    out: dict[str, Any] = {}
-    if (retries := _opt(body, RETRIES, int)) is not None:
-        _bounded(v, retries, "maximumRetryAttempts", 0, 2)
-        out["retries"] = retries
-    if (age := _opt(body, EVENT_AGE, int)) is not None:
-        _bounded(v, age, "maximumEventAgeInSeconds", 60, 21600)
-        out["age"] = age
+    retries = _opt(body, RETRIES, int)
+    _bounded(v, retries, "maximumRetryAttempts", 0, 2)
+    age = _opt(body, EVENT_AGE, int)
+    _bounded(v, age, "maximumEventAgeInSeconds", 60, 21600)
+    destinations = None
     if (config := _opt(body, "DestinationConfig", dict)) is not None:
         check_members(config, frozenset(member for member, _ in _DESTINATIONS), "DestinationConfig")
-        arns: list[str | None] = []
-        for member, path in _DESTINATIONS:
-            arns.append(_destination(config, member, f"destinationConfig.{path}.destination", v))
-        out["destinations"] = (arns[0], arns[1])
+        on_success, on_failure = (
+            _destination(config, member, f"destinationConfig.{path}.destination", v) for member, path in _DESTINATIONS
+        )
+        destinations = (on_success, on_failure)
     v.raise_if_any()
-    if not out:
+    if retries is None and age is None and destinations is None:
         raise InvalidParameterValueException(NOTHING_SET)
-    return out
+    return Requested(retries, age, destinations)
 
 
 def _destination(config: dict[str, Any], member: str, path: str, v: _Violations) -> str | None:
@@ -156,12 +165,7 @@ def _check_destinations(request: web.Request, function: str, destinations: tuple
             continue
         parts = arn.split(":", 5)
         if len(parts) < 6 or parts[0] != "arn" or parts[2] not in _DESTINATION_SERVICES:
-            shown = [f"{member}(destination={a})" if a else "null" for a, (member, _) in zip(
-                destinations, _DESTINATIONS, strict=True)]  # fmt: skip
-            raise InvalidParameterValueException(
-                f"The provided destination config DestinationConfig(onSuccess={shown[0]}, onFailure={shown[1]}) "
-                "is invalid."
-            )
+            raise _invalid_config(destinations)
         target = check_destination(settings, arn)
         if target.service is Service.LAMBDA:
             if target.name == function:
@@ -170,22 +174,33 @@ def _check_destinations(request: web.Request, function: str, destinations: tuple
                 raise InvalidParameterValueException(f"The destination ARN {arn} is invalid.")
 
 
+def _invalid_config(destinations: tuple[str | None, str | None]) -> InvalidParameterValueException:
+    """Lambda's answer to a destination of a service it does not deliver to: the whole config, as Java prints it."""
+    on_success, on_failure = (
+        f"{member}(destination={arn})" if arn else "null"
+        for arn, (member, _) in zip(destinations, _DESTINATIONS, strict=True)
+    )
+    return InvalidParameterValueException(
+        f"The provided destination config DestinationConfig(onSuccess={on_success}, onFailure={on_failure}) is invalid."
+    )
+
+
 def _check_function(request: web.Request, function: str, qualifier: str) -> None:
     if not designates(request.app[REGISTRY], function, qualifier):
         raise ResourceNotFoundException(NO_FUNCTION)
 
 
-def _merged(current: EventInvokeConfig, settings: dict[str, Any], now: float) -> EventInvokeConfig:
-    """`current` with the given settings changed (Update); Put merges into an empty config."""
+def _merged(current: EventInvokeConfig, requested: Requested, now: float) -> EventInvokeConfig:
+    """`current` with what was requested changed (Update); a Put merges into an empty config."""
     retries, age = current.maximum_retry_attempts, current.maximum_event_age
     given = set(current.given)
-    if "retries" in settings:
-        retries = settings["retries"]
+    if requested.retries is not None:
+        retries = requested.retries
         given.add(RETRIES)
-    if "age" in settings:
-        age = settings["age"]
+    if requested.age is not None:
+        age = requested.age
         given.add(EVENT_AGE)
-    on_success, on_failure = settings.get("destinations", (current.on_success, current.on_failure))
+    on_success, on_failure = requested.destinations or (current.on_success, current.on_failure)
     return EventInvokeConfig(
         current.function, current.qualifier, retries, age, on_success, on_failure, now, frozenset(given)
     )
@@ -205,11 +220,12 @@ async def _after_write(request: web.Request, config: EventInvokeConfig) -> web.R
 async def put_function_event_invoke_config(request: web.Request) -> web.Response:
     """PutFunctionEventInvokeConfig: create or replace the whole config; what the body leaves out is removed."""
     function, qualifier = _target(request)
-    settings = _parse(await read_json_object(request), "PutFunctionEventInvokeConfigRequest")
+    requested = _parse(await read_json_object(request), "PutFunctionEventInvokeConfigRequest")
     _check_function(request, function, qualifier)
-    _check_destinations(request, function, settings.get("destinations", (None, None)))
+    if requested.destinations is not None:
+        _check_destinations(request, function, requested.destinations)
     empty = EventInvokeConfig(function, qualifier, DEFAULT_RETRY_ATTEMPTS, DEFAULT_EVENT_AGE)
-    config = _merged(empty, settings, time.time())
+    config = _merged(empty, requested, time.time())
     await asyncio.to_thread(request.app[EVENT_CONFIGS].put, config)
     log.info("function %s:%s: event invoke config put", function, qualifier)
     return await _after_write(request, config)
@@ -218,15 +234,17 @@ async def put_function_event_invoke_config(request: web.Request) -> web.Response
 async def update_function_event_invoke_config(request: web.Request) -> web.Response:
     """UpdateFunctionEventInvokeConfig: change the members given, keep the others; the config must exist."""
     function, qualifier = _target(request)
-    settings = _parse(await read_json_object(request), "UpdateFunctionEventInvokeConfigRequest")
+    requested = _parse(await read_json_object(request), "UpdateFunctionEventInvokeConfigRequest")
     _check_function(request, function, qualifier)
     store = request.app[EVENT_CONFIGS]
     if store.get(function, qualifier) is None:
         raise _missing(request.app[SETTINGS], function, qualifier)
-    if "destinations" in settings:
-        _check_destinations(request, function, settings["destinations"])
+    if requested.destinations is not None:
+        _check_destinations(request, function, requested.destinations)
     now = time.time()
-    config = await asyncio.to_thread(store.update, function, qualifier, lambda current: _merged(current, settings, now))
+    config = await asyncio.to_thread(
+        store.update, function, qualifier, lambda current: _merged(current, requested, now)
+    )
     if config is None:  # deleted meanwhile
         raise _missing(request.app[SETTINGS], function, qualifier)
     log.info("function %s:%s: event invoke config updated", function, qualifier)
