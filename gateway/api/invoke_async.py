@@ -4,8 +4,9 @@ Both answer 202 with the event's `x-amzn-RequestId` once the event is durable in
 a SIGKILL of the gateway right after the 202 loses nothing. The payload limit is Lambda's: 1 MB for Event (raised
 from 256 KB in 2025), 256 KB for InvokeAsync; over it, 413 RequestEntityTooLargeException in Lambda's words. The
 client context is not passed on (Lambda passes it to synchronous invocations only). If the queue cannot store the
-event (a full disk), the answer is a 500 ServiceException and the event is not accepted: the client may retry. A function with `GATEWAY_ASYNC_QUEUE_MAX` events on file gets no more
-(429 TooManyRequestsException): a function that invokes itself in a loop cannot fill the disk.
+event (a full disk), the answer is a 500 ServiceException and the event is not accepted: the client may retry.
+A function with `GATEWAY_ASYNC_QUEUE_MAX` events on file gets no more (429 TooManyRequestsException): a function
+that invokes itself in a loop cannot fill the disk.
 """
 
 from __future__ import annotations
