@@ -24,6 +24,7 @@ from gateway.api import (
     aliases,
     catalog,
     concurrency,
+    event_invoke_config,
     functions,
     invoke,
     invoke_async,
@@ -106,10 +107,13 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         codestore = CodeStore(data_dir / "code")
         registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
         layer_store = LayerStore(data_dir / "layers.sqlite3", codestore, settings)
-        event_configs = app[EVENT_CONFIGS] = EventInvokeConfigs(data_dir / "event-invoke.sqlite3", settings)
+        event_configs = EventInvokeConfigs(data_dir / "event-invoke.sqlite3", settings)
+        event_configs.retain_existing(registry)  # a crash may have come between a delete and its configs'
+        registry.on_change.connect(event_configs.follow)  # a deleted function, version or alias takes its configs
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
         app[LAYERS] = layer_store
+        app[EVENT_CONFIGS] = event_configs
         try:
             yield
         finally:
@@ -347,6 +351,7 @@ def create_app(settings: Settings) -> web.Application:
     aliases.add_routes(app)
     concurrency.add_routes(app)
     provisioned.add_routes(app)
+    event_invoke_config.add_routes(app)
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)

@@ -54,9 +54,26 @@ def test_tag_resource_and_list_tags(gateway: RunningGateway, lam: Any, fname: st
     assert json.loads(aws(gateway, "list-tags", "--resource", arn).stdout) == {"Tags": {"team": "core"}}
 
 
+def test_event_invoke_config(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    create_function(lam, fname, SOURCE)
+    put = aws(gateway, "put-function-event-invoke-config", "--function-name", fname, "--maximum-retry-attempts", "0")
+    assert json.loads(put.stdout)["FunctionArn"].endswith(f":function:{fname}:$LATEST")
+    update = aws(
+        gateway, "update-function-event-invoke-config", "--function-name", fname, "--maximum-event-age-in-seconds", "60"
+    )
+    got = json.loads(aws(gateway, "get-function-event-invoke-config", "--function-name", fname).stdout)
+    assert got == json.loads(update.stdout)
+    assert (got["MaximumRetryAttempts"], got["MaximumEventAgeInSeconds"]) == (0, 60)
+    listed = json.loads(aws(gateway, "list-function-event-invoke-configs", "--function-name", fname).stdout)
+    assert listed["FunctionEventInvokeConfigs"] == [got]
+    aws(gateway, "delete-function-event-invoke-config", "--function-name", fname)
+    done = aws(gateway, "get-function-event-invoke-config", "--function-name", fname, check=False)
+    assert done.returncode != 0 and "doesn't have an EventInvokeConfig" in done.stderr
+
+
 def test_an_operation_not_implemented_names_itself(gateway: RunningGateway, lam: Any, fname: str) -> None:
     create_function(lam, fname, SOURCE)
-    done = aws(gateway, "get-function-event-invoke-config", "--function-name", fname, check=False)
+    done = aws(gateway, "get-function-url-config", "--function-name", fname, check=False)
     assert done.returncode != 0
     assert "NotImplementedException" in done.stderr
-    assert "GetFunctionEventInvokeConfig is not implemented by this gateway yet" in done.stderr
+    assert "GetFunctionUrlConfig is not implemented by this gateway yet" in done.stderr

@@ -135,8 +135,8 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     ),
     _area(
         "Asynchronous invocation",
-        PLANNED,
-        "async invocation",
+        IMPLEMENTED,
+        "issue 15: per function, version or alias; destinations checked against what this gateway delivers to",
         "PutFunctionEventInvokeConfig GetFunctionEventInvokeConfig UpdateFunctionEventInvokeConfig "
         "DeleteFunctionEventInvokeConfig ListFunctionEventInvokeConfigs",
     ),
