@@ -102,7 +102,9 @@ def test_queue_depth_is_read_at_each_scrape_and_absent_without_a_callable(regist
     depths["f"] = 1
     del depths["g"]
     assert value(registry, "gateway_async_queue_depth", function="f") == 1
-    assert value(registry, "gateway_async_queue_depth", function="g") is None
+    assert value(registry, "gateway_async_queue_depth", function="g") is None  # never seen here: gone with the queue's
+    del depths["f"]
+    assert value(registry, "gateway_async_queue_depth", function="f") == 0  # has series, none waiting: 0, not a gap
     assert calls  # computed when scraped, never maintained between scrapes
 
 

@@ -14,6 +14,10 @@ dashboards (`tests/test_e2e_prometheus.py`):
 | `lambda_dead_letter_errors_total` | counter | function | DeadLetterErrors |
 | `gateway_async_queue_depth` | gauge | function | (none: Lambda's queue is invisible) |
 
+`reason` function_deleted counts events dropped because the version or alias they were for was deleted (the events
+of a deleted function go with it, and so do its series). The queue's depths are what the queue's `depths()` says
+(events waiting, delayed retries included, those being run not), and 0 for a function with series and none waiting.
+
 Every counter of a function is exported, at zero, from the first thing recorded for it (every `reason` of
 `DROP_REASONS`, every `service` of `DESTINATION_SERVICES`), so that the first drop or failure is an increase that
 `rate()` and `increase()` (and an alert on them) can see. A reason or service outside those tuples is counted too,
@@ -130,7 +134,7 @@ class AsyncMetrics:
             record.dead_letter += 1
 
     def watch_queue(self, depths: Callable[[], Mapping[str, int]]) -> None:
-        """Export `depths()` (function -> events queued) at each scrape; without it, no depth series."""
+        """Export `depths()` (function -> events waiting) at each scrape; without it, no depth series."""
         self.depths = depths
 
     def forget(self, function: str) -> None:
@@ -147,7 +151,10 @@ class AsyncMetrics:
             for name, r in self.functions.items()
         ]
         if self.depths is not None:
-            snap.depths = sorted(self.depths().items())
+            # a function that has had events and has none waiting shows 0, not a gap (the queue lists only waiting)
+            depths = dict.fromkeys(self.functions, 0)
+            depths.update(self.depths())
+            snap.depths = sorted(depths.items())
         return snap
 
 
@@ -235,7 +242,7 @@ class AsyncFamilies:
         )
         self.depth = GaugeMetricFamily(
             "gateway_async_queue_depth",
-            "Events in the asynchronous invocation queue per function, as the queue counts them when scraped.",
+            "Events waiting in the asynchronous invocation queue per function, retries included, in flight not.",
             labels=function,
         )
 
