@@ -7,6 +7,7 @@ What ran is read back from the function's log (the gateway's log API), where the
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ SCALE = "0.01"
 
 MARKS = """
 import json
+import sqlite3
 def lambda_handler(event, context):
     print("ran", context.aws_request_id, json.dumps(event))
     if event.get("fail"):
@@ -171,3 +173,61 @@ def test_many_events_all_run_once_each(gw: RunningGateway) -> None:
     wait_for(all_ran, what="every event to run")
     text = log_text(gw, "many")
     assert sum(text.count(f"ran {i}") for i in ids) == 61
+
+
+SLOW = """
+import time
+def lambda_handler(event, context):
+    print("ran", context.aws_request_id)
+    time.sleep(event.get("sleep", 0))
+    return "done"
+"""
+
+
+def test_async_work_never_takes_the_concurrency_synchronous_callers_need(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(env={"GATEWAY_ASYNC_CONCURRENCY": "2"})
+    lam = gw.client()
+    create_function(lam, "shared", SLOW)
+    lam.put_function_concurrency(FunctionName="shared", ReservedConcurrentExecutions=3)
+    for _ in range(8):
+        lam.invoke(FunctionName="shared", InvocationType="Event", Payload=b'{"sleep": 1.0}')
+    wait_for(lambda: log_text(gw, "shared").count("ran ") >= 2, what="the first events to run")
+    assert log_text(gw, "shared").count("ran ") == 2  # two at a time, the cap
+    resp = lam.invoke(FunctionName="shared", Payload=b'{"sleep": 0}')  # the third slot is the caller's
+    assert resp["StatusCode"] == 200 and resp["Payload"].read() == b'"done"'
+    stopping = time.monotonic()  # SIGTERM with events running and waiting: the running ones drain, the rest wait
+    assert gw.stop() == 0
+    assert time.monotonic() - stopping < 5.0
+
+
+def test_a_full_queue_refuses_more_events(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(env={"GATEWAY_ASYNC_QUEUE_MAX": "3"})
+    lam = gw.client()
+    create_function(lam, "flooded", MARKS)
+    lam.put_function_concurrency(FunctionName="flooded", ReservedConcurrentExecutions=0)
+    for _ in range(3):
+        lam.invoke(FunctionName="flooded", InvocationType="Event", Payload=b"{}")
+    with pytest.raises(ClientError) as exc:
+        lam.invoke(FunctionName="flooded", InvocationType="Event", Payload=b"{}")
+    error = exc.value.response
+    assert error["Error"]["Code"] == "TooManyRequestsException"
+    assert error["Reason"] == "CallerRateLimitExceeded"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+def test_an_event_older_than_its_maximum_age_is_not_run(gw: RunningGateway) -> None:
+    lam = gw.client()
+    create_function(lam, "aged", MARKS)
+    gw.stop()
+    db = sqlite3.connect(gw.data_dir / "events.sqlite3")
+    with db:  # as if accepted 7 hours ago, before a long outage (the default maximum age is 6 hours)
+        old = time.time() - 7 * 3600
+        db.execute(
+            "INSERT INTO events (id, request_id, function, qualifier, payload, received, due, attempts, backoff)"
+            " VALUES (1, 'old-event', 'aged', NULL, '{}', ?, ?, 0, 0)",
+            (old, old),
+        )
+    db.close()
+    gw.start()
+    wait_for(lambda: "old-event of" in gw.log() and "EventAgeExceeded after 0 attempts" in gw.log(), what="give-up")
+    assert "ran old-event" not in log_text(gw, "aged")

@@ -123,14 +123,20 @@ class Dispatcher:
         """Dispatch until cancelled."""
         while True:
             await self._wait()
-            if not self._taking:
+            if not self._taking:  # stopping: what is queued waits on file for the next start
+                self._ready.clear()
+                self._timers.clear()
                 continue
             now = time.time()
             while self._timers and self._timers[0][0] <= now:
                 self._ready.add(heapq.heappop(self._timers)[1])
             ready, self._ready = self._ready, set()
             for function in ready:
-                self._dispatch(function, now)
+                try:
+                    self._dispatch(function, now)
+                except Exception:  # a bug or an unreadable queue must not end the dispatching of every function
+                    log.exception("could not dispatch the queued events of %s; trying again shortly", function)
+                    heapq.heappush(self._timers, (now + PAUSED_CHECK, function))
 
     async def _wait(self) -> None:
         if self._ready:

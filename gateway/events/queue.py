@@ -76,5 +76,8 @@ class EventQueue(Protocol):
     def depths(self) -> Mapping[str, int]:
         """Events waiting per function (in flight not counted)."""
 
+    def depth(self, function: str) -> int:
+        """Events of `function` on file (waiting or in flight); O(1)."""
+
     async def close(self) -> None:
         """Write what is pending and release the storage."""

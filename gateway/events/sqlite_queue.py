@@ -123,6 +123,7 @@ class SqliteQueue:
         self._events: dict[int, QueuedEvent] = {}  # every event on file, waiting or in flight
         self._waiting: dict[str, list[tuple[float, int]]] = {}  # function -> heap of (due, id)
         self._inflight: set[int] = set()
+        self._counts: dict[str, int] = {}  # function -> events on file (indexed), for `depth`
         self._held = 0  # payload bytes held in memory
         self._next_id = 1
         self._load()
@@ -133,6 +134,7 @@ class SqliteQueue:
             ident, request_id, function, qualifier, received, due, attempts, backoff, size = row
             event = QueuedEvent(request_id, function, qualifier, None, received, due, attempts, backoff, ident, size)
             self._events[ident] = event
+            self._counts[function] = self._counts.get(function, 0) + 1
             self._waiting.setdefault(function, []).append((due, ident))
             self._next_id = ident + 1
         for heap in self._waiting.values():
@@ -167,6 +169,7 @@ class SqliteQueue:
             else:
                 self._held += event.size
         self._events[event.id] = event
+        self._counts[event.function] = self._counts.get(event.function, 0) + 1
         heapq.heappush(self._waiting.setdefault(event.function, []), (event.due, event.id))
 
     def take(self, function: str, limit: int, now: float) -> list[QueuedEvent]:
@@ -201,9 +204,10 @@ class SqliteQueue:
             return True
         row = self._read.execute("SELECT payload FROM events WHERE id = ?", (event.id,)).fetchone()
         if row is None:
-            self._events.pop(event.id, None)
+            if self._events.pop(event.id, None) is not None:
+                self._count_down(event.function)
             return False
-        event.payload = bytes(row[0])
+        event.payload = row[0] if isinstance(row[0], bytes) else str(row[0]).encode()
         self._held += event.size
         return True
 
@@ -221,9 +225,18 @@ class SqliteQueue:
 
     def finish(self, event: QueuedEvent) -> None:
         self._inflight.discard(event.id)
-        if self._events.pop(event.id, None) is not None and event.payload is not None:
-            self._held -= event.size
+        if self._events.pop(event.id, None) is not None:
+            self._count_down(event.function)
+            if event.payload is not None:
+                self._held -= event.size
         self._writer.submit("DELETE FROM events WHERE id = ?", (event.id,), None)
+
+    def _count_down(self, function: str) -> None:
+        left = self._counts.get(function, 1) - 1
+        if left > 0:
+            self._counts[function] = left
+        else:
+            self._counts.pop(function, None)
 
     def reschedule(self, event: QueuedEvent) -> None:
         self._inflight.discard(event.id)
@@ -239,6 +252,7 @@ class SqliteQueue:
 
     def drop(self, function: str) -> int:
         self._waiting.pop(function, None)
+        self._counts.pop(function, None)
         dropped = 0
         for ident, event in list(self._events.items()):
             if event.function == function:
@@ -251,6 +265,9 @@ class SqliteQueue:
 
     def depths(self) -> dict[str, int]:
         return {function: len(heap) for function, heap in self._waiting.items()}
+
+    def depth(self, function: str) -> int:
+        return self._counts.get(function, 0)
 
     async def close(self) -> None:
         await self._writer.close()
