@@ -45,6 +45,7 @@ SCENARIO_ORDER = (
     "payloads",
     "memory",
     "runtimes",
+    "async",
 )
 
 

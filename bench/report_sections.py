@@ -414,6 +414,41 @@ def _runtimes(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     return ["### Runtimes side by side", "", intro, "", *md_table(header, rows), *(["", *skipped] if skipped else [])]
 
 
+def _async(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
+    acc, lat = as_dict(s.get("acceptance")), as_dict(s.get("latency"))
+    sync, event = as_dict(acc.get("sync")), as_dict(acc.get("event"))
+    rows = [  # per second: only the answers with the expected status count
+        ["synchronous invokes (200)", fmt_rps(acc.get("sync_200_per_s")), lat_ms(sync, "p50"), lat_ms(sync, "p99")],
+        ["Event invokes (202, durably queued)", fmt_rps(acc.get("event_202_per_s")), lat_ms(event, "p50"),
+         lat_ms(event, "p99")],
+    ]  # fmt: skip
+    drained = (
+        f"the queue drained {fmt_num(acc.get('drain_after_loop_s'))} s after the loop "
+        f"({fmt_rps(acc.get('processed_per_s'))} events processed per second from the first 202)"
+        if acc.get("drained")
+        else "the queue had not drained when the scenario gave up"
+    )
+    out = [
+        "### Asynchronous invocation",
+        "",
+        f"One function, {fmt_int(acc.get('connections'))} connections, closed loop: Event invokes vs synchronous "
+        f"invokes, ratio **{fmt_ratio(num(acc.get('ratio_event_to_sync')))}**; {drained}.",
+        "",
+        *md_table("What|req/s|p50 ms|p99 ms", rows),
+    ]
+    summary = lat.get("from_202_ms")
+    if summary is not None:
+        out += [
+            "",
+            f"From the 202's arrival at the client to the handler's start, {fmt_int(lat.get('n'))} Event invokes one "
+            f"at a time ({fmt_int(lat.get('handler_starts_seen'))} starts seen in the function's log): p50 "
+            f"**{fmt_ms(get_in(summary, 'p50'))} ms**, p95 {fmt_ms(get_in(summary, 'p95'))} ms, p99 "
+            f"{fmt_ms(get_in(summary, 'p99'))} ms (from the request's send: p50 "
+            f"{fmt_ms(get_in(lat, 'from_send_ms', 'p50'))} ms).",
+        ]
+    return out
+
+
 SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = {
     "throughput": _throughput,
     "latency_vs_load": _latency_vs_load,
@@ -424,4 +459,5 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = 
     "payloads": _payloads,
     "memory": _memory,
     "runtimes": _runtimes,
+    "async": _async,
 }

@@ -35,6 +35,9 @@ Scenarios (`--only` takes these names):
   warmed, and invoked with Zipf-distributed popularity (s = 1).
 - payloads: 1 KB, 100 KB, 1 MB and 6 MB JSON events echoed by the handler, 4 connections, gateway and (a).
 - memory: 8 idle warm environments of a no-op function: USS (private: not shared with the zygote), PSS, RSS.
+- runtimes: the no-op function on each kind of runtime (bench/scenarios/runtimes.py).
+- async: Event invokes (202s/s) vs synchronous invokes/s of one function, the queue's drain, and the time from the
+  202 to the handler's start at low load (bench/scenarios/async_events.py).
 
 This module is the command: options, the run's metadata (machine, versions), running the scenarios in order,
 the verdicts against the issue's targets, and writing the results file. The scenarios are in bench/scenarios/.

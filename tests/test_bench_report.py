@@ -278,3 +278,18 @@ def test_the_runtimes_scenario_is_tabulated_side_by_side() -> None:
     assert rows[0] == "| Python, fast path | 9.10 | 5.00 | 1,500 | 4.20 | 12.0 |"
     assert rows[1].startswith("| Go, aws-lambda-go bootstrap")
     assert lines[-1] == "Node.js (Runtime API): not measured (no Node.js)."
+
+
+def test_the_async_scenario_compares_202s_with_sync_invokes(sample: dict[str, Any]) -> None:
+    from bench.report_sections import SECTIONS
+
+    lines = SECTIONS["async"]({}, sample["scenarios"]["async"])
+    text = "\n".join(lines)
+    assert lines[0] == "### Asynchronous invocation"
+    assert "ratio **1.50\u00d7**" in text and "the queue drained 8.4 s after the loop" in text
+    assert "| Event invokes (202, durably queued) | 4,350 | 7.10 | 22.0 |" in text
+    assert "| synchronous invokes (200) | 2,900 | 10.5 | 30.1 |" in text
+    assert "p50 **1.21 ms**, p95 2.05 ms" in text
+    undrained = {**sample["scenarios"]["async"]}
+    undrained["acceptance"] = {**undrained["acceptance"], "drained": False}
+    assert "had not drained" in "\n".join(SECTIONS["async"]({}, undrained))

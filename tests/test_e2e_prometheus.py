@@ -6,10 +6,11 @@
 
 `test_every_panel_query_returns_series` needs a `prometheus` binary on PATH (`.ci/run` installs Debian's package):
 it starts a gateway and a Prometheus on loopback scraping it every second, drives the gateway so that every panel
-has something to show, and evaluates every panel's PromQL through Prometheus' HTTP API (Grafana's variables replaced
-as Grafana would with "All" selected). A query fails if Prometheus rejects it, if it returns no series, or if all
-it returns is NaN (a quantile of nothing). Without the binary the test is skipped, except in CI (`CI=true`), where
-that is a failure.
+has something to show (Event invokes too: a function that fails them into an OnFailure destination and a dead-letter
+queue at an SQS endpoint where nothing listens, and a function with a reservation of 0 whose events stay queued), and
+evaluates every panel's PromQL through Prometheus' HTTP API (Grafana's variables replaced as Grafana would with "All"
+selected). A query fails if Prometheus rejects it, if it returns no series, or if all it returns is NaN (a quantile
+of nothing). Without the binary the test is skipped, except in CI (`CI=true`), where that is a failure.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ CONTRACT: dict[str, frozenset[str]] = {
         "gateway_zygote_restarts_total": "",
         "gateway_payload_bytes_total": "direction",
         "gateway_http_requests_total": "operation status",
+        "lambda_async_events_received_total": "function",
+        "lambda_async_event_age_seconds": "function",
+        "lambda_async_events_dropped_total": "function reason",
+        "lambda_destination_delivery_failures_total": "function service",
+        "lambda_dead_letter_errors_total": "function",
+        "gateway_async_queue_depth": "function",
     }.items()
 }
 HISTOGRAMS = {
@@ -71,6 +78,7 @@ HISTOGRAMS = {
     "lambda_init_duration_seconds",
     "gateway_overhead_seconds",
     "gateway_fork_seconds",
+    "lambda_async_event_age_seconds",
 }
 FUNCTION_FILTER = 'function=~"$function"'
 # Panels that compare all functions' in-flight count with the account's limits: never filtered by function.
@@ -232,12 +240,16 @@ EXITS = "import os\ndef lambda_handler(event, context):\n    os._exit(3)\n"
 BROKEN = "import no_such_module_anywhere\ndef lambda_handler(event, context):\n    return 1\n"
 
 
+#: where failed events of `raises` go: an SQS queue at GATEWAY_SQS_ENDPOINT, a port where nothing listens
+NOWHERE = "arn:aws:sqs:us-east-1:123456789012:nowhere"
+
+
 class Load:
     """Drives a gateway so that every panel of every dashboard has something to show."""
 
     def __init__(self, gw: RunningGateway) -> None:
         self.lam = gw.client()
-        self.callers = [gw.client() for _ in range(3)]
+        self.callers = [gw.client() for _ in range(4)]
         self.version = ""
 
     def deploy(self) -> None:
@@ -254,6 +266,12 @@ class Load:
         for name, source, extra in functions:
             create_function(self.lam, name, source, **extra)
         self.lam.put_function_concurrency(FunctionName="disabled", ReservedConcurrentExecutions=0)
+        # an Event invoke of `raises` fails once, then goes to both its OnFailure destination and its dead-letter
+        # queue, neither reachable: a drop (retries_exhausted), a destination delivery failure and a dead-letter error
+        self.lam.put_function_event_invoke_config(
+            FunctionName="raises", MaximumRetryAttempts=0, DestinationConfig={"OnFailure": {"Destination": NOWHERE}}
+        )
+        self.lam.update_function_configuration(FunctionName="raises", DeadLetterConfig={"TargetArn": NOWHERE})
         self.version = self.lam.publish_version(FunctionName="prov")["Version"]
         self.lam.put_provisioned_concurrency_config(
             FunctionName="prov", Qualifier=self.version, ProvisionedConcurrentExecutions=1
@@ -271,10 +289,15 @@ class Load:
             with pytest.raises(ClientError) as exc:
                 self.lam.invoke(FunctionName="disabled", Payload=b"{}")
             assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        # asynchronous: received and aged (`ok`), dropped and undeliverable (`raises`), queued while paused (`disabled`)
+        for name in ("ok", "ok", "raises", "disabled"):
+            resp = self.lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"async": true}')
+            assert resp["StatusCode"] == 202, (name, resp)
 
     def keep_busy(self, stop: threading.Event) -> threading.Thread:
         """Until `stop`: two concurrent callers of `prov`'s version with its one provisioned environment
-        (provisioned invocations, spillover, utilization, busy environments) and one of `ok`."""
+        (provisioned invocations, spillover, utilization, busy environments), one of `ok`, and Event invokes of `ok`
+        (event age)."""
         deadline = time.monotonic() + 20
         while self.lam.get_provisioned_concurrency_config(FunctionName="prov", Qualifier=self.version)["Status"] != (
             "READY"
@@ -284,10 +307,14 @@ class Load:
 
         def call(client: Any, target: str) -> None:
             while not stop.is_set():
-                invoke_json(client, target, {"sleep": 0.3})
+                if target == "ok (Event)":
+                    client.invoke(FunctionName="ok", InvocationType="Event", Payload=b"{}")
+                    stop.wait(0.3)
+                else:
+                    invoke_json(client, target, {"sleep": 0.3})
 
         def run() -> None:
-            targets = [f"prov:{self.version}", f"prov:{self.version}", "ok"]
+            targets = [f"prov:{self.version}", f"prov:{self.version}", "ok", "ok (Event)"]
             with ThreadPoolExecutor(len(targets)) as pool:
                 for future in [pool.submit(call, c, t) for c, t in zip(self.callers, targets, strict=True)]:
                     future.result()
@@ -385,7 +412,9 @@ def test_every_panel_query_returns_series(gateway_factory: GatewayFactory, tmp_p
             pytest.fail(message + "; CI must run this test")
         pytest.skip(message)
     started = time.monotonic()
-    gw = gateway_factory(env={"GATEWAY_REAP_INTERVAL": "0.5"})
+    gw = gateway_factory(
+        env={"GATEWAY_REAP_INTERVAL": "0.5", "GATEWAY_SQS_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    )
     status, _, body = gw.request("GET", "/metrics")
     assert status == 200, body[:500]
 
@@ -398,6 +427,13 @@ def test_every_panel_query_returns_series(gateway_factory: GatewayFactory, tmp_p
         # A series whose first sample already holds everything that happened shows no increase, no rate and a NaN
         # quantile: provoke it all again once the first round is scraped, so every counter moves under watch.
         _wait_for(url, 'count(lambda_errors_total{kind="timeout"} > 0)', "first round scraped")
+        for expr in (  # the asynchronous outcomes of the first round, so the second one moves them under watch
+            'lambda_async_events_dropped_total{function="raises",reason="retries_exhausted"}',
+            'lambda_destination_delivery_failures_total{function="raises",service="sqs"}',
+            'lambda_dead_letter_errors_total{function="raises"}',
+            'gateway_async_queue_depth{function="disabled"}',
+        ):
+            _wait_for(url, expr, expr)
         load.provoke()
         background = load.keep_busy(stop)
         try:

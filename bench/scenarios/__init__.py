@@ -7,6 +7,7 @@ read it).
 - cold.py    cold start (fresh functions, a fresh interpreter, scale from zero) and a burst of first invokes
 - scale.py   many functions deployed (Zipf popularity) vs one, and the memory of idle environments
 - runtimes.py  each kind of runtime side by side (Python fast path, awslambdaric, Go, Node.js): cold start, warm /s
+- async_events.py  Event invokes: 202s/s vs synchronous invokes/s, the queue's drain, 202 -> handler start
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench.scenarios.async_events import scenario_async
 from bench.scenarios.cold import scenario_burst, scenario_cold_start
 from bench.scenarios.common import Run
 from bench.scenarios.runtimes import scenario_runtimes
@@ -31,6 +33,7 @@ SCENARIOS = (
     "payloads",
     "memory",
     "runtimes",
+    "async",
 )
 RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": scenario_throughput,
@@ -42,4 +45,5 @@ RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "payloads": scenario_payloads,
     "memory": scenario_memory,
     "runtimes": scenario_runtimes,
+    "async": scenario_async,
 }

@@ -4,13 +4,16 @@
 copied on the event loop by `Metrics.snapshot()`; turning it into families (`collect`) or text (`render`) reads only
 those copies, so it may run in any thread. `render` formats the families labelled per function directly, byte for
 byte what prometheus_client's `generate_latest` makes of `collect()` (a test checks it) and about ten times faster:
-a worker thread holds the GIL while it renders, and the event loop may wait for it.
+a worker thread holds the GIL while it renders, and the event loop may wait for it. A snapshot's `parts` (the
+asynchronous invocation series: async_metrics.py) follow the contract's families. `Histogram` is the hot path's
+histogram (plain numbers, one thread), made cumulative here.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Protocol, cast
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -29,23 +32,60 @@ def buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, f
     return out
 
 
-_HistCopy = tuple[tuple[float, ...], list[int], float]
+HistCopy = tuple[tuple[float, ...], list[int], float]
+
+
+class Histogram:
+    """A histogram updated from one thread only: one bucket count per observation, made cumulative at scrape."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value: `le`
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs ending with +Inf, as HistogramMetricFamily wants them."""
+        return buckets(self.bounds, self.counts)
+
+    def copy(self) -> HistCopy:
+        """(bounds, counts, sum) as they are now: a snapshot another thread may read."""
+        return self.bounds, self.counts.copy(), self.sum
+
+
+class Part(Protocol):
+    """More families copied on the loop with the snapshot (gateway.observability.async_metrics): rendered after
+    the contract's families, in the same order by `collect()` and `render()`; both may run in any thread."""
+
+    def families(self) -> list[Metric]: ...
+
+    def render(self) -> bytes: ...
 
 
 class Snapshot:
     """Numbers copied on the loop; `collect()` and `render()` read only them, so they may run in any thread."""
 
     def __init__(self) -> None:
-        self.series: list[tuple[tuple[str, str, str], int, list[int], _HistCopy, int, int]] = []
+        self.series: list[tuple[tuple[str, str, str], int, list[int], HistCopy, int, int]] = []
         self.throttles: dict[tuple[str, str], int] = {}
-        self.init_duration: list[tuple[tuple[str, str], _HistCopy]] = []
+        self.init_duration: list[tuple[tuple[str, str], HistCopy]] = []
         self.cold_starts: dict[str, int] = {}
-        self.overhead: tuple[_HistCopy, _HistCopy] | None = None
-        self.fork: _HistCopy | None = None
+        self.overhead: tuple[HistCopy, HistCopy] | None = None
+        self.fork: HistCopy | None = None
         self.payload = (0, 0)
         self.http: dict[tuple[str, int], int] = {}
         self.zygote_restarts = 0
         self.gauges = Families()  # the pool and concurrency gauges, filled on the loop
+        self.parts: list[Part] = []
 
     def collect(self) -> Iterator[Metric]:
         fam = self.gauges
@@ -73,7 +113,7 @@ class Snapshot:
         for (operation, status), count in self.http.items():
             fam.http.add_metric((operation, str(status)), count)
         fam.zygote_restarts.add_metric((), self.zygote_restarts)
-        return iter(fam.all())
+        return iter(fam.all() + [metric for part in self.parts for metric in part.families()])
 
     def render(self) -> bytes:
         """The Prometheus text exposition of the snapshot, byte for byte what `generate_latest` makes of `collect()`.
@@ -94,6 +134,7 @@ class Snapshot:
             name = metric.name + "_total" if metric.type == "counter" else metric.name
             doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n{''.join(lines)}".encode())
+        out += [part.render() for part in self.parts]
         return b"".join(out)
 
     def _fast_lines(self, attr: str) -> list[str] | None:
@@ -102,30 +143,31 @@ class Snapshot:
         if attr in _SERIES_COUNTERS:
             name, index = _SERIES_COUNTERS[attr]
             for series in self.series:
-                f, r, v = map(_esc, series[0])
+                f, r, v = map(escape, series[0])
                 count = cast(int, series[index])
-                lines.append(f'{name}{{function="{f}",resource="{r}",version="{v}"}} {_num(count)}\n')
+                lines.append(f'{name}{{function="{f}",resource="{r}",version="{v}"}} {number(count)}\n')
         elif attr == "errors":
             for (f, r, v), _, errors, *_rest in self.series:
-                f, r, v = _esc(f), _esc(r), _esc(v)
+                f, r, v = escape(f), escape(r), escape(v)
                 for kind, count in zip(ERROR_KINDS, errors, strict=True):
                     head = f'lambda_errors_total{{function="{f}",kind="{kind}",resource="{r}",version="{v}"}} '
-                    lines.append(f"{head}{_num(count)}\n")
+                    lines.append(f"{head}{number(count)}\n")
         elif attr == "duration":
             for (f, r, v), _, _, hist, _, _ in self.series:
-                f, r, v = _esc(f), _esc(r), _esc(v)
-                _histogram_lines(lines, "lambda_duration_seconds", f'function="{f}",', f',resource="{r}",version="{v}"',
+                f, r, v = escape(f), escape(r), escape(v)
+                histogram_lines(lines, "lambda_duration_seconds", f'function="{f}",', f',resource="{r}",version="{v}"',
                                  hist)  # fmt: skip
         elif attr == "init_duration":
             for (f, v), hist in self.init_duration:
-                _histogram_lines(lines, "lambda_init_duration_seconds", f'function="{_esc(f)}",',
-                                 f',version="{_esc(v)}"', hist)  # fmt: skip
+                histogram_lines(lines, "lambda_init_duration_seconds", f'function="{escape(f)}",',
+                                 f',version="{escape(v)}"', hist)  # fmt: skip
         elif attr == "throttles":
             for (f, reason), count in self.throttles.items():
-                lines.append(f'lambda_throttles_total{{function="{_esc(f)}",reason="{_esc(reason)}"}} {_num(count)}\n')
+                head = f'lambda_throttles_total{{function="{escape(f)}",reason="{escape(reason)}"}}'
+                lines.append(f"{head} {number(count)}\n")
         elif attr == "cold_starts":
             for f, count in self.cold_starts.items():
-                lines.append(f'gateway_cold_starts_total{{function="{_esc(f)}"}} {_num(count)}\n')
+                lines.append(f'gateway_cold_starts_total{{function="{escape(f)}"}} {number(count)}\n')
         else:
             return None
         return lines
@@ -177,28 +219,28 @@ class _One:
         return iter((self.metric,))
 
 
-def _esc(value: str) -> str:
+def escape(value: str) -> str:
     """A label value escaped as the text format wants it (names and versions never need it: kept cheap)."""
     if "\\" in value or '"' in value or "\n" in value:
         return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
     return value
 
 
-def _histogram_lines(lines: list[str], name: str, before: str, after: str, hist: _HistCopy) -> None:
+def histogram_lines(lines: list[str], name: str, before: str, after: str, hist: HistCopy) -> None:
     """_bucket lines (the `le` label sorts between `before` and `after`), then _count and _sum, as generate_latest."""
     bounds, counts, total = hist
     running = 0
     for bound, count in zip(bounds, counts, strict=False):
         running += count
-        lines.append(f'{name}_bucket{{{before}le="{float(bound)!r}"{after}}} {_num(running)}\n')
+        lines.append(f'{name}_bucket{{{before}le="{float(bound)!r}"{after}}} {number(running)}\n')
     running += counts[-1]
-    lines.append(f'{name}_bucket{{{before}le="+Inf"{after}}} {_num(running)}\n')
-    labels = before + after[1:]
-    lines.append(f"{name}_count{{{labels}}} {_num(running)}\n")
+    lines.append(f'{name}_bucket{{{before}le="+Inf"{after}}} {number(running)}\n')
+    labels = (before + after[1:]).rstrip(",")  # `after` may be empty: `le` is the last label
+    lines.append(f"{name}_count{{{labels}}} {number(running)}\n")
     lines.append(f"{name}_sum{{{labels}}} {_go_float(total)}\n")
 
 
-def _num(value: int) -> str:
+def number(value: int) -> str:
     return f"{value}.0" if 0 <= value < 1_000_000 else _go_float(value)
 
 

@@ -15,6 +15,8 @@ zygotes, so nothing is maintained for them between scrapes and no other thread e
 worker thread (gateway.api.metrics). `Metrics` is also the registry's collector (`collect()` = snapshot + families,
 on the calling thread) for tools that scrape the registry directly.
 
+The asynchronous invocation series live in `AsyncMetrics` (async_metrics.py), which `Metrics` delegates to.
+
 Series of deleted functions and versions are dropped (`forget`, called from the registry's change hook); an
 invocation that ends after its function was deleted creates no new series (`alive`).
 """
@@ -22,7 +24,6 @@ invocation that ends after its function was deleted creates no new series (`aliv
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from gateway.errors import ERROR_KINDS
-from gateway.observability.exposition import Families, Snapshot, buckets
+from gateway.observability.async_metrics import AsyncFamilies, AsyncMetrics
+from gateway.observability.exposition import Families, Histogram, Snapshot
 from gateway.store.records import LATEST
 
 if TYPE_CHECKING:
@@ -72,33 +74,6 @@ ENVIRONMENT_STATES = ("initializing", "idle", "busy")
 _KIND_INDEX = {kind: i for i, kind in enumerate(ERROR_KINDS)}
 
 
-class Histogram:
-    """A histogram updated from one thread only: one bucket count per observation, made cumulative at scrape."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value: `le`
-        self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Cumulative (le, count) pairs ending with +Inf, as HistogramMetricFamily wants them."""
-        return buckets(self.bounds, self.counts)
-
-    def copy(self) -> tuple[tuple[float, ...], list[int], float]:
-        """(bounds, counts, sum) as they are now: a snapshot another thread may read."""
-        return self.bounds, self.counts.copy(), self.sum
-
-
 class Series:
     """What one (function, resource, executed version) has recorded."""
 
@@ -137,9 +112,12 @@ class Metrics:
     """The gateway's metrics, registered on `registry` as one collector.
 
     Hot-path entry points: `observe` (an `Invoker` observer), `throttled`, `exchanged` (the invoke route),
-    `forked` (a zygote's fork hook), `http` (per response). The gauges read `pools`, `concurrency`, `zygotes`
-    and `reservations` (function -> reserved concurrency) when scraped; any of them may be left out. `alive(function,
-    version)` says whether a version still exists: asked only when a label set is seen for the first time.
+    `forked` (a zygote's fork hook), `http` (per response); of asynchronous invocation (the event queue and its
+    dispatcher): `async_received`, `async_event_age`, `async_dropped`, `destination_failed`, `dead_letter_failed`,
+    and `watch_queue` for the queue's depth at scrape time (async_metrics.py has their series). The gauges read
+    `pools`, `concurrency`, `zygotes` and `reservations` (function -> reserved concurrency) when scraped; any of them
+    may be left out. `alive(function, version)` says whether a version still exists: asked only when a label set is
+    seen for the first time.
     """
 
     def __init__(
@@ -168,6 +146,7 @@ class Metrics:
         self.bytes_out = 0
         #: (operation, HTTP status) -> responses
         self.http_requests: dict[tuple[str, int], int] = {}
+        self.events = AsyncMetrics(None if alive is None else lambda function: alive(function, LATEST))
         registry.register(self)
 
     # -- hot path ------------------------------------------------------------------------------------
@@ -223,6 +202,7 @@ class Metrics:
             for key in [k for k in self.throttles if k[0] == function]:
                 del self.throttles[key]
             self.cold_starts.pop(function, None)
+            self.events.forget(function)
 
     def exchanged(self, received: float, stamps: Sequence[float], bytes_in: int, bytes_out: int, cold: bool) -> None:
         """The gateway's share of one invocation, in `time.perf_counter()` seconds, and its payload sizes.
@@ -248,11 +228,38 @@ class Metrics:
         key = (operation, status)
         self.http_requests[key] = self.http_requests.get(key, 0) + 1
 
+    # -- asynchronous invocation (gateway.observability.async_metrics): on the loop, cheap, never raise ----
+
+    def async_received(self, function: str) -> None:
+        """An Event invoke was durably queued: Lambda's AsyncEventsReceived."""
+        self.events.received(function)
+
+    def async_event_age(self, function: str, seconds: float) -> None:
+        """An attempt started `seconds` after its event was queued: AsyncEventAge, each attempt."""
+        self.events.event_age(function, seconds)
+
+    def async_dropped(self, function: str, reason: str) -> None:
+        """AsyncEventsDropped; `reason` one of async_metrics.DROP_REASONS."""
+        self.events.dropped(function, reason)
+
+    def destination_failed(self, function: str, service: str) -> None:
+        """DestinationDeliveryFailures; `service` lambda, sqs, sns or events."""
+        self.events.destination_failed(function, service)
+
+    def dead_letter_failed(self, function: str) -> None:
+        """DeadLetterErrors."""
+        self.events.dead_letter_failed(function)
+
+    def watch_queue(self, depths: Callable[[], Mapping[str, int]]) -> None:
+        """Export `depths()` (function -> events queued) as gateway_async_queue_depth, called on the loop at each
+        scrape: it must be cheap (in memory) and must not raise."""
+        self.events.watch_queue(depths)
+
     # -- scrape ----------------------------------------------------------------------------------------
 
     def describe(self) -> list[Metric]:
         """The families, without samples: lets the registry refuse a second collector with the same names."""
-        return Families().all()
+        return Families().all() + AsyncFamilies().all()
 
     def collect(self) -> Iterator[Metric]:
         """Every family with its samples: a snapshot made into families on the calling thread (the loop's)."""
@@ -273,6 +280,7 @@ class Metrics:
         snap.payload = (self.bytes_in, self.bytes_out)
         snap.http = dict(self.http_requests)
         snap.zygote_restarts = sum(z.restarts for z in self.zygotes)
+        snap.parts.append(self.events.snapshot())
         fam = snap.gauges
         self._collect_pools(fam)
         self._collect_concurrency(fam)
@@ -312,22 +320,3 @@ class Metrics:
         if self.reservations is not None:
             for name, reserved in sorted(self.reservations().items()):
                 fam.reserved.add_metric((name,), reserved)
-
-    # TEMPORARY STUBS (coordinator's local testing; replaced by helper C's work)
-    def async_received(self, function: str) -> None:
-        pass
-
-    def async_event_age(self, function: str, seconds: float) -> None:
-        pass
-
-    def async_dropped(self, function: str, reason: str) -> None:
-        pass
-
-    def destination_failed(self, function: str, service: str) -> None:
-        pass
-
-    def dead_letter_failed(self, function: str) -> None:
-        pass
-
-    def watch_queue(self, depths: object) -> None:
-        pass
