@@ -39,6 +39,7 @@ from gateway.store.code import CodeStore
 from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import Registry
 from runtimes.proxy.http import Request
+from tests.servers import MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
@@ -221,6 +222,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server (SQS, SNS, EventBridge: tests/servers.py) for the session's tests; resources get unique
+    names per test."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
