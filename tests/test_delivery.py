@@ -18,7 +18,7 @@ from gateway.events.delivery import Delivery, DeliveryFailed, is_aws_endpoint
 from gateway.events.targets import Target, parse_target
 from gateway.settings import Settings
 from tests.conftest import free_port
-from tests.servers import MotoServer
+from tests.servers import MotoServer, Server
 
 KEY_ID = "AKIDDELIVERYTESTKEY1"
 SECRET = "delivery-test-secret-never-shown"
@@ -48,6 +48,15 @@ def settings_for(url: str, **kwargs: Any) -> Settings:
 async def delivery(moto_server: MotoServer) -> AsyncIterator[Delivery]:
     d = Delivery(settings_for(moto_server.url))
     yield d
+    await d.close()
+
+
+@pytest.fixture(params=["moto_server", "elasticmq_server"])
+async def sqs(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Server, Delivery]]:
+    """Each SQS server, and a Delivery to it."""
+    server: Server = request.getfixturevalue(request.param)
+    d = Delivery(settings_for(server.url))
+    yield server, d
     await d.close()
 
 
@@ -87,11 +96,12 @@ def subscribed_topic(moto: MotoServer) -> tuple[str, str]:
     return topic, url
 
 
-async def test_record_reaches_an_sqs_queue(moto_server: MotoServer, delivery: Delivery) -> None:
-    url, arn = moto_server.queue(name("dest"))
+async def test_record_reaches_an_sqs_queue(sqs: tuple[Server, Delivery]) -> None:
+    server, delivery = sqs
+    url, arn = server.queue(name("dest"))
     rec = record()
     await delivery.send(target(arn), json.dumps(rec).encode(), True)
-    (message,) = moto_server.receive(url)
+    (message,) = server.receive(url)
     assert json.loads(message["Body"]) == rec
     assert "MessageAttributes" not in message
 
@@ -134,11 +144,12 @@ def attributes(message: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {k: (v["DataType"], v["StringValue"]) for k, v in message["MessageAttributes"].items()}
 
 
-async def test_dead_letter_reaches_an_sqs_queue(moto_server: MotoServer, delivery: Delivery) -> None:
-    url, arn = moto_server.queue(name("dlq"))
+async def test_dead_letter_reaches_an_sqs_queue(sqs: tuple[Server, Delivery]) -> None:
+    server, delivery = sqs
+    url, arn = server.queue(name("dlq"))
     event = b'{"order": 7, "note": "caf\xc3\xa9"}'
     await delivery.dead_letter(target(arn), event, "req-1", "200", "Test exception (this is intentional)")
-    (message,) = moto_server.receive(url)
+    (message,) = server.receive(url)
     assert message["Body"].encode() == event  # the original event, unchanged
     assert attributes(message) == {
         "RequestID": ("String", "req-1"),
@@ -225,9 +236,21 @@ async def test_too_large_is_refused_before_sending(moto_server: MotoServer, deli
 # -- failures: bounded, and saying why ---------------------------------------------------------------------------
 
 
-async def test_a_missing_queue_fails(moto_server: MotoServer, delivery: Delivery) -> None:
+async def test_a_missing_queue_fails(sqs: tuple[Server, Delivery]) -> None:
+    server, delivery = sqs
     with pytest.raises(DeliveryFailed, match=r"SQS did not take the message .*(NonExistentQueue|QueueDoesNotExist)"):
-        await delivery.send(target(moto_server.arn("sqs", name("nothere"))), b"{}", True)
+        await delivery.send(target(server.arn("sqs", name("nothere"))), b"{}", True)
+
+
+async def test_a_servers_own_smaller_limit_is_a_failure(elasticmq_server: Server) -> None:
+    """ElasticMQ keeps SQS's old 256 KiB limit: a record under AWS's 1 MiB but over that is refused by the server,
+    and the refusal is a DeliveryFailed saying so."""
+    delivery = Delivery(settings_for(elasticmq_server.url))
+    _, arn = elasticmq_server.queue(name("dest"))
+    rec = record(requestPayload={"blob": "x" * 300_000})
+    with pytest.raises(DeliveryFailed, match="MessageTooLong"):
+        await delivery.send(target(arn), json.dumps(rec).encode(), True)
+    await delivery.close()
 
 
 async def test_a_dead_endpoint_fails_fast() -> None:
