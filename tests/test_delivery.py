@@ -3,6 +3,7 @@ with boto3 as a consumer would: what arrives, in Lambda's form; what is refused,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -279,6 +280,48 @@ async def test_a_silent_endpoint_fails_within_the_timeouts(silent_server: str) -
     # two attempts of 0.5 s and a back-off of at most 1 s
     assert time.monotonic() - start < 4
     await delivery.close()
+
+
+async def test_the_loop_runs_while_an_endpoint_is_stuck(silent_server: str) -> None:
+    """Delivery blocks nothing but its own threads: the event loop ticks on while a request waits."""
+    delivery = Delivery(settings_for(silent_server), connect_timeout=0.5, read_timeout=1.0)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    with pytest.raises(DeliveryFailed):
+        await delivery.send(target("arn:aws:sns:us-east-1:123456789012:t"), b"{}", True)
+    task.cancel()
+    await delivery.close()
+    assert ticks > 50  # at least half a second of 10 ms ticks in the two seconds or so the attempts took
+
+
+def drain(server: MotoServer, url: str) -> list[dict[str, Any]]:
+    """Every message on a queue, deleted as read."""
+    got: list[dict[str, Any]] = []
+    while batch := server.receive(url, wait=1):
+        got += batch
+        for m in batch:
+            server.client("sqs").delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return got
+
+
+async def test_many_at_once(moto_server: MotoServer, delivery: Delivery) -> None:
+    """More deliveries than the pool has threads, to one queue and one topic: every one arrives."""
+    url, arn = moto_server.queue(name("many"))
+    topic, sub = subscribed_topic(moto_server)
+    events = [json.dumps({"n": n}).encode() for n in range(40)]
+    sends = [delivery.send(target(arn), event, True) for event in events]
+    sends += [delivery.dead_letter(target(topic), event, "r", "200", "x") for event in events[:20]]
+    await asyncio.gather(*sends)
+    assert sorted(json.loads(m["Body"])["n"] for m in drain(moto_server, url)) == list(range(40))
+    notes = drain(moto_server, sub)
+    assert sorted(json.loads(json.loads(m["Body"])["Message"])["n"] for m in notes) == list(range(20))
 
 
 async def test_no_endpoint_no_delivery() -> None:

@@ -20,10 +20,11 @@ Bounds: each request has a connect timeout (2 s) and a read timeout (5 s) and is
 standard retry mode, which backs off up to 1 s between the two), so a dead or stuck endpoint answers within about
 15 s; a refused connection fails within about a second.
 
-Concurrency model: the coroutines are called on the event loop; each runs its blocking botocore calls in a thread
-of Delivery's own pool (`WORKERS` threads, so that a slow endpoint never takes the loop's default executor), where
-the one client per service is created on first use under a lock (botocore sessions are not thread-safe; clients
-are, and are shared by the pool's threads). SQS queue URLs (GetQueueUrl, by name and owner account) are cached.
+Concurrency model: the coroutines are called on the event loop; each builds its message (decoding megabytes of
+JSON, maybe) and makes its blocking botocore calls in a thread of Delivery's own pool (`WORKERS` threads, so that a
+slow endpoint never takes the loop's default executor; more deliveries than threads wait their turn), where the one
+client per service is created on first use under a lock (botocore sessions are not thread-safe; clients are, and
+are shared by the pool's threads). SQS queue URLs (GetQueueUrl, by name and owner account) are cached.
 """
 
 from __future__ import annotations
@@ -93,11 +94,7 @@ class Delivery:
         `success` picks the EventBridge DetailType. Raises DeliveryFailed (the target did not take it, it is too
         large for the service, or the service has no endpoint).
         """
-        try:
-            message = messages.destination(target, record, success)
-        except ValueError as exc:
-            raise DeliveryFailed(f"record for {target.arn} not sent: {exc}") from None
-        await self._run(target, message)
+        await self._run(target, "record", lambda: messages.destination(target, record, success))
 
     async def dead_letter(
         self, target: Target, payload: bytes, request_id: str, error_code: str, error_message: str
@@ -105,11 +102,9 @@ class Delivery:
         """Put a discarded event on an SQS or SNS dead-letter queue: `payload` (the original event) as the body,
         message attributes RequestID, ErrorCode (a 3-digit HTTP status, e.g. "200" for a function error) and
         ErrorMessage (truncated to 1 KB). Raises DeliveryFailed."""
-        try:
-            message = messages.dead_letter(target, payload, request_id, error_code, error_message)
-        except ValueError as exc:
-            raise DeliveryFailed(f"dead letter for {target.arn} not sent: {exc}") from None
-        await self._run(target, message)
+        await self._run(
+            target, "dead letter", lambda: messages.dead_letter(target, payload, request_id, error_code, error_message)
+        )
 
     async def close(self) -> None:
         """Refuse new deliveries, wait for those in flight (bounded by the timeouts), close the clients."""
@@ -122,28 +117,33 @@ class Delivery:
 
     # -- in the pool's threads ----------------------------------------------------------------------------
 
-    async def _run(self, target: Target, message: Message) -> None:
+    async def _run(self, target: Target, what: str, build: Callable[[], Message]) -> None:
+        """Build the message and send it, both in the pool: a record can be megabytes of JSON to decode, and the
+        loop has better things to do."""
         if self._closed:
-            raise DeliveryFailed(f"not sent to {target.arn}: delivery is closed")
+            raise DeliveryFailed(f"{what} not sent to {target.arn}: delivery is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._guarded, target, what, build)
+        except RuntimeError as exc:  # the pool shut down between the check and the submission
+            raise DeliveryFailed(f"{what} not sent to {target.arn}: {exc}") from None
+
+    def _guarded(self, target: Target, what: str, build: Callable[[], Message]) -> None:
+        """Build and send, with every failure (a message the service would refuse, botocore's errors, the
+        service's refusal) turned into a scrubbed DeliveryFailed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            message = build()
+        except ValueError as exc:  # too large, not text, not a service sent to from here
+            raise DeliveryFailed(f"{what} not sent to {target.arn}: {exc}") from None
         senders: dict[Service, Callable[[Target, Message], None]] = {
             Service.SQS: self._send_sqs,
             Service.SNS: self._publish_sns,
             Service.EVENTS: self._put_events,
         }
-        work = senders[message.service]
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, self._guarded, work, target, message)
-        except RuntimeError as exc:  # the pool shut down between the check and the submission
-            raise DeliveryFailed(f"not sent to {target.arn}: {exc}") from None
-
-    def _guarded(self, work: Callable[[Target, Message], None], target: Target, message: Message) -> None:
-        """`work`, with every failure (botocore's errors, a service's refusal) turned into a scrubbed
-        DeliveryFailed."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            work(target, message)
+            senders[message.service](target, message)
         except DeliveryFailed as exc:
             raise DeliveryFailed(self._scrub(str(exc))) from None
         except ClientError as exc:
