@@ -26,6 +26,7 @@ from gateway.api import (
     concurrency,
     functions,
     invoke,
+    invoke_async,
     invoke_stream,
     layers,
     provisioned,
@@ -42,6 +43,10 @@ from gateway.app_keys import (
     CODESTORE,
     CONCURRENCY,
     CONCURRENCY_SETTINGS_LOCK,
+    DELIVERY,
+    DISPATCHER,
+    EVENT_CONFIGS,
+    EVENT_QUEUE,
     INVOKER,
     LAYERS,
     METRICS,
@@ -54,6 +59,11 @@ from gateway.app_keys import (
 )
 from gateway.catalog import Catalog, Kind
 from gateway.changes import ChangePolicy, provisioning
+from gateway.errors import ResourceNotFoundException
+from gateway.events.delivery import Delivery
+from gateway.events.destinations import Destinations
+from gateway.events.dispatcher import Dispatcher
+from gateway.events.sqlite_queue import SqliteQueue
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker
 from gateway.execution.pools import PoolManager
@@ -70,6 +80,7 @@ from gateway.pythons import own_python
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
+from gateway.store.event_configs import EventInvokeConfigs
 from gateway.store.layers import LayerStore
 from gateway.store.records import FunctionConfig
 from gateway.store.registry import Registry
@@ -95,12 +106,14 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         codestore = CodeStore(data_dir / "code")
         registry = Registry(data_dir / "registry.sqlite3", codestore, settings)
         layer_store = LayerStore(data_dir / "layers.sqlite3", codestore, settings)
+        event_configs = app[EVENT_CONFIGS] = EventInvokeConfigs(data_dir / "event-invoke.sqlite3", settings)
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
         app[LAYERS] = layer_store
         try:
             yield
         finally:
+            event_configs.close()
             layer_store.close()
             registry.close()
     finally:
@@ -226,6 +239,41 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
         logstore.close()
 
 
+def _exists(registry: Registry) -> Callable[[str, str | None], bool]:
+    def exists(name: str, qualifier: str | None) -> bool:
+        try:
+            registry.resolve(name, qualifier)
+        except ResourceNotFoundException:
+            return False
+        return True
+
+    return exists
+
+
+async def _events(app: web.Application) -> AsyncIterator[None]:
+    """The queue of asynchronous invocations and the dispatcher that runs it; on the way out, attempts still running
+    are cancelled (their events stay on file) and the queue's last writes are flushed."""
+    settings, registry, metrics = app[SETTINGS], app[REGISTRY], app[METRICS]
+    queue = app[EVENT_QUEUE] = SqliteQueue(settings.data_dir / "events.sqlite3")
+    delivery = app[DELIVERY] = Delivery(settings)
+    destinations = Destinations(queue, delivery, metrics, _exists(registry))
+    dispatcher = app[DISPATCHER] = Dispatcher(
+        settings, queue, registry, app[EVENT_CONFIGS], app[CONCURRENCY], app[INVOKER], destinations, metrics
+    )
+    registry.on_change.connect(dispatcher.follow)
+    metrics.watch_queue(queue.depths)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield
+    finally:
+        await dispatcher.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await delivery.close()
+        await queue.close()
+
+
 async def _deploy(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.deploy_dirs:
@@ -288,9 +336,11 @@ def create_app(settings: Settings) -> web.Application:
     app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_runtimes)
+    app.cleanup_ctx.append(_events)
     app.cleanup_ctx.append(_deploy)
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
+    invoke_async.add_routes(app)
     invoke_stream.add_routes(app)
     functions.add_routes(app)
     versions.add_routes(app)

@@ -135,6 +135,9 @@ class Settings:
     #: asynchronous invocations of one function in flight at once: queued events never take more of a function's
     #: (or the account's) concurrency than this, so synchronous callers keep the rest
     async_concurrency: int = 10
+    #: events one function may have waiting in the queue; one more is refused with 429 TooManyRequestsException, so
+    #: that a function that invokes itself in a loop (or a flood of Event invokes) cannot fill the disk
+    async_queue_max: int = 100_000
     #: where OnSuccess/OnFailure destinations and dead-letter queues of these services are delivered (AWS itself, or
     #: a compatible server such as ElasticMQ or moto); None: ARNs of that service are refused with a clear error
     sqs_endpoint: str | None = None
@@ -218,6 +221,7 @@ class Settings:
             uid_count=int(environ.get("GATEWAY_UID_COUNT", cls.uid_count)),
             async_delay_scale=float(environ.get("GATEWAY_ASYNC_DELAY_SCALE", cls.async_delay_scale)),
             async_concurrency=int(environ.get("GATEWAY_ASYNC_CONCURRENCY", cls.async_concurrency)),
+            async_queue_max=int(environ.get("GATEWAY_ASYNC_QUEUE_MAX", cls.async_queue_max)),
             sqs_endpoint=environ.get("GATEWAY_SQS_ENDPOINT") or None,
             sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
@@ -270,8 +274,8 @@ class Settings:
             )
         if not self.async_delay_scale > 0:
             raise ValueError("the async delay scale must be positive")
-        if self.async_concurrency < 1:
-            raise ValueError("async concurrency must be at least 1")
+        if self.async_concurrency < 1 or self.async_queue_max < 1:
+            raise ValueError("async concurrency and the async queue's maximum must be at least 1")
         if self.session_ttl < 2:
             raise ValueError("the session TTL must be at least 2 seconds")
         if self.auth_required and not self.credentials:

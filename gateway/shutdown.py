@@ -3,7 +3,8 @@
 `drain()` runs after SIGTERM/SIGINT, before the aiohttp runner's own cleanup:
 
 1. The listening sockets close (new connections are refused), idle keep-alive connections are closed, busy ones close
-   after their response, and log followers are ended.
+   after their response, log followers are ended, and the dispatcher starts no more asynchronous attempts (queued
+   events wait on file for the next start; the attempts in flight drain like requests).
 2. Up to `timeout` seconds for every connection to finish.
 3. Past it, in-flight invocations are cut: the invoker refuses new work, every environment's process group is killed,
    and each caller still waiting gets a Lambda-shaped 500 `ServiceException` saying the gateway stopped.
@@ -22,7 +23,8 @@ import logging
 from aiohttp import web
 
 from gateway.api.logs import LOGSTORE
-from gateway.app_keys import CONCURRENCY, INVOKER, POOLS
+from gateway.app_keys import CONCURRENCY, DISPATCHER, INVOKER, POOLS
+from gateway.events.dispatcher import Dispatcher
 
 log = logging.getLogger("gateway")
 
@@ -44,6 +46,9 @@ async def drain(runner: web.BaseRunner, app: web.Application, timeout: float) ->
     if server is None:  # the runner never started
         return
     server.pre_shutdown()
+    dispatcher = app.get(DISPATCHER)
+    if dispatcher is not None:  # queued events wait on file; attempts in flight drain like requests
+        dispatcher.stop_taking()
     for conn in list(
         server.connections
     ):  # idle keep-alive ones: close() only flags them, they would wait for a request
@@ -52,12 +57,12 @@ async def drain(runner: web.BaseRunner, app: web.Application, timeout: float) ->
     store = app.get(LOGSTORE)
     if store is not None:
         store.stop_following()
-    if await _finished(server, deadline):
+    if await _finished(server, deadline, dispatcher):
         return
     inflight = app[CONCURRENCY].inflight() if CONCURRENCY in app else 0
     log.warning("drain timeout (GATEWAY_DRAIN_TIMEOUT %.1f s) reached: cutting %d invocations", timeout, inflight)
     cut(app)
-    await _finished(server, loop.time() + CUT_GRACE)
+    await _finished(server, loop.time() + CUT_GRACE, dispatcher)
 
 
 def cut(app: web.Application) -> None:
@@ -68,10 +73,11 @@ def cut(app: web.Application) -> None:
         app[POOLS].close()
 
 
-async def _finished(server: web.Server, deadline: float) -> bool:
-    """Wait until the server has no connection left, or `deadline` (loop time); whether it has none."""
+async def _finished(server: web.Server, deadline: float, dispatcher: Dispatcher | None) -> bool:
+    """Wait until the server has no connection and the dispatcher no attempt left, or `deadline` (loop time);
+    whether nothing is left."""
     loop = asyncio.get_running_loop()
-    while server.connections:
+    while server.connections or (dispatcher is not None and dispatcher.inflight()):
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(POLL)

@@ -110,6 +110,7 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "PutProvisionedConcurrencyConfig", "GetProvisionedConcurrencyConfig", "DeleteProvisionedConcurrencyConfig",
         "ListProvisionedConcurrencyConfigs",
         "InvokeWithResponseStream",  # issue 14
+        "InvokeAsync",  # issue 15
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 

@@ -103,9 +103,9 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     _area(
         "Invocation",
         IMPLEMENTED,
-        "core; `Event` invocations come with the async invocation issue",
+        "core; `Event` invocations since issue 15 (queued durably, answered 202, retried, destinations)",
         "Invoke InvokeAsync InvokeWithResponseStream",
-        InvokeAsync=Status(PLANNED, "async invocation (a deprecated operation: 256 KB payloads, answers 202)"),
+        InvokeAsync=Status(IMPLEMENTED, "issue 15: a deprecated operation (256 KB payloads, answers 202)"),
         InvokeWithResponseStream=Status(
             IMPLEMENTED,
             "issue 14: pieces stream from Runtime API runtimes in streaming response mode; a Python function's whole "

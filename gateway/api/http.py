@@ -7,6 +7,7 @@ Only this module turns a `LambdaError` into a response. Anything else raised by 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -108,3 +109,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ServiceException("An internal error occurred in the gateway"))
+
+
+def check_json(payload: bytes) -> None:
+    """400 unless `payload` is JSON. orjson is strict (no lone surrogates, no 1e400): ask json before refusing.
+
+    Nesting deeper than orjson's limit (1024) is refused too, as Lambda refuses it (its parser stops at 1000):
+    json's C decoder then stops at the interpreter's recursion limit with a RecursionError, which is the caller's
+    fault (400), not ours (500)."""
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        try:
+            json.loads(payload)
+        except (ValueError, RecursionError):
+            raise InvalidRequestContentException(
+                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            ) from None

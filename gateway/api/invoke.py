@@ -1,21 +1,20 @@
-"""Invoke: `POST /2015-03-31/functions/{FunctionName}/invocations` (RequestResponse and DryRun)."""
+"""Invoke: `POST /2015-03-31/functions/{FunctionName}/invocations` (RequestResponse, DryRun; Event: invoke_async)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from time import perf_counter
 
 import orjson
 from aiohttp import web
 
-from gateway.api.http import read_body
+from gateway.api import invoke_async
+from gateway.api.http import check_json, read_body
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
-    NotImplementedException,
     RequestTooLargeException,
     TooManyRequestsException,
     ValidationException,
@@ -62,23 +61,6 @@ def throttled(metrics: Metrics, name: str, exc: TooManyRequestsException) -> web
     metrics.throttled(name, exc.reason)
     body, throttle_headers = THROTTLED[exc.reason]
     return web.Response(body=body, status=429, headers=throttle_headers)
-
-
-def _check_json(payload: bytes) -> None:
-    """400 unless `payload` is JSON. orjson is strict (no lone surrogates, no 1e400): ask json before refusing.
-
-    Nesting deeper than orjson's limit (1024) is refused too, as Lambda refuses it (its parser stops at 1000):
-    json's C decoder then stops at the interpreter's recursion limit with a RecursionError, which is the caller's
-    fault (400), not ours (500)."""
-    try:
-        orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        try:
-            json.loads(payload)
-        except (ValueError, RecursionError):
-            raise InvalidRequestContentException(
-                f"Could not parse request body into json: Could not parse payload into json: {exc}"
-            ) from None
 
 
 def _client_context(header: str | None) -> bytes | None:
@@ -155,21 +137,19 @@ async def read_payload(request: web.Request) -> tuple[bytes, bytes | None]:
     if len(payload) > MAX_SYNC_PAYLOAD:
         raise RequestTooLargeException(_TOO_LARGE)
     if payload:
-        _check_json(payload)
+        check_json(payload)
     else:
         payload = b"{}"
     return payload, _client_context(request.headers.get("X-Amz-Client-Context"))
 
 
 async def _not_synchronous(request: web.Request, ref: FunctionRef, inv_type: str) -> web.Response:
-    """DryRun validates the request and answers 204; Event is not implemented yet (never run synchronously)."""
+    """Event: queued (durably) and answered 202 (gateway.api.invoke_async); DryRun: validated, answered 204."""
+    if inv_type == "Event":
+        return await invoke_async.event(request, ref)
     await read_payload(request)
     config = request.app[REGISTRY].resolve(ref.name, ref.qualifier)
-    if inv_type == "DryRun":
-        return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})
-    raise NotImplementedException(
-        "Asynchronous invocation (InvocationType=Event) is not implemented by this gateway yet; use RequestResponse."
-    )
+    return web.Response(status=204, headers={"X-Amz-Executed-Version": config.version})
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,7 +2,9 @@
 
 `Delivery.send` puts an invocation record on a destination (an SQS queue, an SNS topic or an EventBridge bus) and
 `Delivery.dead_letter` a discarded event on a dead-letter queue (SQS or SNS), in the form Lambda gives them
-(`gateway/events/messages.py`); each raises `DeliveryFailed` when the target did not take it. A function target is
+(`gateway/events/messages.py`); each raises `DeliveryFailed` (defined with its catcher, `gateway.events.destinations`,
+and importable from here) when the target did not take it. Its message names the service, the target and the reason
+(the service's error code and words, or the size), never the payload and never a credential. A function target is
 not sent from here: the caller invokes it (asynchronously) itself.
 
 Where: each service at the endpoint the operator names for it (`targets.endpoint`: GATEWAY_SQS_ENDPOINT, ...; AWS
@@ -40,9 +42,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.events import messages
+from gateway.events.destinations import DeliveryFailed
 from gateway.events.messages import Message
 from gateway.events.targets import Service, Target, endpoint
 from gateway.settings import Settings
+
+__all__ = ["Delivery", "DeliveryFailed", "is_aws_endpoint"]
 
 log = logging.getLogger("gateway.events.delivery")
 
@@ -57,11 +62,6 @@ _AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 _PLACEHOLDER = ("AKIDGATEWAYPLACEHOLDER", "placeholder-secret-for-a-compatible-server")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _BOTOCORE_NAMES = {Service.SQS: "sqs", Service.SNS: "sns", Service.EVENTS: "events"}
-
-
-class DeliveryFailed(Exception):
-    """A record or dead letter its target did not take. The message names the service, the target and the reason
-    (the service's error code and words, or the size), never the payload and never a credential."""
 
 
 def is_aws_endpoint(url: str) -> bool:

@@ -177,11 +177,17 @@ class Invoker:
         client_context: bytes | None,
         want_log: bool,
         stream: Stream | None = None,
+        request_id: str | None = None,
     ) -> Outcome:
         """Run one invocation. With a `stream` (InvokeWithResponseStream), a function that streams its response
         hands its pieces to it as they come (the outcome's payload is then the reply's last piece, usually empty), and
-        the invocation takes the stream's `request_id`; without one they are joined into the outcome's payload."""
-        outcome = await self._run(config, invoked_arn, payload, client_context, want_log or self.always_log, stream)
+        the invocation takes the stream's `request_id`; without one they are joined into the outcome's payload.
+        `request_id`: the id an asynchronous invocation was accepted with (every attempt runs with it); else a new
+        one."""
+        if request_id is None:
+            request_id = new_request_id() if stream is None else stream.request_id
+        want_log = want_log or self.always_log
+        outcome = await self._run(config, invoked_arn, payload, client_context, want_log, stream, request_id)
         outcome.resource = invoked_arn[invoked_arn.index(":function:") + 10 :]
         self.on_outcome(config, outcome)
         return outcome
@@ -194,8 +200,9 @@ class Invoker:
         client_context: bytes | None,
         want_log: bool,
         stream: Stream | None,
+        request_id: str,
     ) -> Outcome:
-        inv = Invocation(config, new_request_id() if stream is None else stream.request_id, want_log)
+        inv = Invocation(config, request_id, want_log)
         if self.stopping:
             raise ServiceException(STOPPED)
         try:
