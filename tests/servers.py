@@ -1,8 +1,8 @@
 """Compatible servers the tests deliver to, started as real processes (tests/conftest.py makes them fixtures).
 
-- moto's server mode (`python -m moto.server`, from the `moto[server]` test dependency) speaks SQS, SNS and
-  EventBridge in one process, and routes between them as AWS does (an SNS topic's SQS subscription, an EventBridge
-  rule's SQS target), so what this gateway sends can be read back with boto3 as a consumer would.
+- moto's server mode (`python -m moto.server`; the test extra installs moto with its SQS, SNS and EventBridge extras
+  and Flask) speaks the three in one process, and routes between them as AWS does (an SNS topic's SQS subscription,
+  an EventBridge rule's SQS target), so what this gateway sends can be read back with boto3 as a consumer would.
 - ElasticMQ (SQS only; Scala, from Maven Central: `mvn` fetches it with tests/data/elasticmq/pom.xml into Maven's
   cache, once) runs on the JVM, configured for the region and account the tests' ARNs name.
 
