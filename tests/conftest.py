@@ -39,6 +39,7 @@ from gateway.store.code import CodeStore
 from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import Registry
 from runtimes.proxy.http import Request
+from tests.servers import ElasticMQServer, MotoServer, Unavailable, elasticmq_classpath
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
@@ -221,6 +222,30 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server (SQS, SNS, EventBridge: tests/servers.py) for the session's tests; resources get unique
+    names per test."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def elasticmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElasticMQServer]:
+    """ElasticMQ (SQS: tests/servers.py), fetched by Maven once; skips without Java or Maven (fails with CI=true)."""
+    work = tmp_path_factory.mktemp("elasticmq")
+    try:
+        classpath = elasticmq_classpath(work)
+    except Unavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    server = ElasticMQServer(work / "elasticmq.log", classpath=classpath).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -21,13 +21,16 @@ import orjson
 from gateway.api.tags import validate_tags
 from gateway.catalog import Catalog, UnsupportedRuntime
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
+from gateway.events.targets import check_dead_letter as check_dead_letter_arn
 from gateway.isolation.network import NETWORK_MODES, NETWORK_VARIABLE
+from gateway.settings import Settings
 from gateway.store.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
 from gateway.store.names import parse_function_name
 
 log = logging.getLogger("gateway.api.functions")
 
 ROLE_PATTERN = r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
+DLQ_ARN_PATTERN = r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()"
 HANDLER_PATTERN = r"[^\s]+"
 ENV_KEY_PATTERN = r"[a-zA-Z]([a-zA-Z0-9_])+"
 ENV_LIMIT = 4096
@@ -230,7 +233,11 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
     if kms := _opt(body, "KMSKeyArn", str):
         extra["KMSKeyArn"] = kms
     if (dlq := _struct(body, "DeadLetterConfig", {"TargetArn": str})) is not None:
-        extra["DeadLetterConfig"] = dlq
+        arn = dlq.get("TargetArn", "")
+        if len(arn) > 10000 or not re.fullmatch(DLQ_ARN_PATTERN, arn):
+            v.add(arn[:256], "deadLetterConfig.targetArn", f"Member must satisfy regular expression pattern: "
+                  f"{DLQ_ARN_PATTERN}")  # fmt: skip
+        extra["DeadLetterConfig"] = dlq if arn else None  # an empty TargetArn removes it, as on Lambda
     if (tracing := _struct(body, "TracingConfig", {"Mode": str})) is not None:
         mode = tracing.get("Mode", "PassThrough")
         if mode not in ("Active", "PassThrough"):
@@ -333,6 +340,12 @@ def _logging_config(cfg: dict[str, Any], v: _Violations, name: str) -> dict[str,
         )
     out["LogGroup"] = cfg.get("LogGroup", f"/aws/lambda/{name}")
     return out
+
+
+def check_dead_letter(changes: ConfigChanges, settings: Settings) -> None:
+    """A DeadLetterConfig's target must be an SQS queue or SNS topic this gateway delivers to (events/targets.py)."""
+    if dlq := changes.extra.get("DeadLetterConfig"):
+        check_dead_letter_arn(settings, dlq["TargetArn"])
 
 
 def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: Catalog) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.api.function_params import (
     ConfigChanges,
+    check_dead_letter,
     decode_zip,
     parse_code_update,
     parse_config_update,
@@ -95,7 +96,9 @@ def _resolved(changes: ConfigChanges, layer_store: LayerStore) -> dict[str, Any]
 
 
 def _apply(config: FunctionConfig, fields: dict[str, Any], changes: ConfigChanges) -> FunctionConfig:
-    return dataclasses.replace(config, **fields, extra={**config.extra, **changes.extra})
+    """`config` with the changes; an extra set to None (an emptied DeadLetterConfig) is removed."""
+    extra = {k: v for k, v in {**config.extra, **changes.extra}.items() if v is not None}
+    return dataclasses.replace(config, **fields, extra=extra)
 
 
 async def _check_unzipped_size(config: FunctionConfig, codestore: CodeStore, layer_store: LayerStore) -> None:
@@ -131,6 +134,7 @@ class Deployer:
     async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
         """Validate a body, store its code and return the configuration it describes (not registered)."""
         spec = parse_create(body, self.catalog)
+        check_dead_letter(spec.config, self.settings)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
@@ -293,6 +297,7 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     name = _latest_only(_ref(request), "UpdateFunctionConfiguration")
     body = await read_json_object(request)
     changes = parse_config_update(body, request.app[CATALOG], name)
+    check_dead_letter(changes, request.app[SETTINGS])
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:
         new = _apply(registry.get(name), fields, changes)

@@ -1,23 +1,258 @@
-"""TEMPORARY STUB (coordinator's local testing; replaced by helper B's module)."""
+"""Delivery of asynchronous invocations' outcomes to SQS, SNS and EventBridge, and of dead letters to SQS and SNS.
+
+`Delivery.send` puts an invocation record on a destination (an SQS queue, an SNS topic or an EventBridge bus) and
+`Delivery.dead_letter` a discarded event on a dead-letter queue (SQS or SNS), in the form Lambda gives them
+(`gateway/events/messages.py`); each raises `DeliveryFailed` (defined with its catcher, `gateway.events.destinations`,
+and importable from here) when the target did not take it. Its message names the service, the target and the reason
+(the service's error code and words, or the size), never the payload and never a credential. A function target is
+not sent from here: the caller invokes it (asynchronously) itself.
+
+Where: each service at the endpoint the operator names for it (`targets.endpoint`: GATEWAY_SQS_ENDPOINT, ...; AWS
+itself or a compatible server), requests signed for `settings.region`.
+
+Credentials: botocore's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE and
+the shared files, container and instance roles, ...), resolved when a service is first used. If the chain finds
+none and the endpoint is not an AWS one (a host under amazonaws.com, amazonaws.com.cn or api.aws), requests are
+signed with placeholder credentials: compatible servers (moto, ElasticMQ) take any, and a placeholder authenticates
+nowhere. Against AWS without credentials, every delivery fails, saying so. Credentials never appear in an error or
+a log line: error texts are scrubbed of the key id, the secret and the token, and botocore's DEBUG log (which
+prints request headers, a session token among them) is held at INFO.
+
+Bounds: each request has a connect timeout (2 s) and a read timeout (5 s) and is tried at most twice (botocore's
+standard retry mode, which backs off up to 1 s between the two), so a dead or stuck endpoint answers within about
+15 s; a refused connection fails within about a second.
+
+Concurrency model: the coroutines are called on the event loop; each builds its message (decoding megabytes of
+JSON, maybe) and makes its blocking botocore calls in a thread of Delivery's own pool (`WORKERS` threads, so that a
+slow endpoint never takes the loop's default executor; more deliveries than threads wait their turn), where the one
+client per service is created on first use under a lock (botocore sessions are not thread-safe; clients are, and
+are shared by the pool's threads). SQS queue URLs (GetQueueUrl, by name and owner account) are cached.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.events import messages
 from gateway.events.destinations import DeliveryFailed
-from gateway.events.targets import Target
+from gateway.events.messages import Message
+from gateway.events.targets import Service, Target, endpoint
 from gateway.settings import Settings
+
+__all__ = ["Delivery", "DeliveryFailed", "is_aws_endpoint"]
+
+log = logging.getLogger("gateway.events.delivery")
+
+WORKERS = 8
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 5.0
+#: attempts per request, the first included
+ATTEMPTS = 2
+#: how much of a service's error text an error keeps
+_ERROR_TEXT = 300
+_AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+_PLACEHOLDER = ("AKIDGATEWAYPLACEHOLDER", "placeholder-secret-for-a-compatible-server")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_BOTOCORE_NAMES = {Service.SQS: "sqs", Service.SNS: "sns", Service.EVENTS: "events"}
+
+
+def is_aws_endpoint(url: str) -> bool:
+    """Whether `url` is one of AWS's own endpoints (where placeholder credentials must never be used)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return any(host == suffix[1:] or host.endswith(suffix) for suffix in _AWS_HOSTS)
 
 
 class Delivery:
-    def __init__(self, settings: Settings) -> None:
+    """Sends records and dead letters to the SQS, SNS and EventBridge endpoints named in the settings."""
+
+    def __init__(
+        self, settings: Settings, *, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT
+    ) -> None:
         self.settings = settings
+        self._timeouts = (connect_timeout, read_timeout)
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="delivery")
+        self._lock = threading.Lock()
+        self._session: Any = None
+        #: botocore's credentials in use (None: none found, or not looked up yet)
+        self._credentials: Any = None
+        self._clients: dict[Service, Any] = {}
+        self._queue_urls: dict[tuple[str, str], str] = {}
+        self._closed = False
+        _quiet_botocore()
 
     async def send(self, target: Target, record: bytes, success: bool) -> None:
-        raise DeliveryFailed("stub")
+        """Put a destination record (JSON bytes) on an SQS queue, SNS topic or EventBridge bus, as Lambda does.
+
+        `success` picks the EventBridge DetailType. Raises DeliveryFailed (the target did not take it, it is too
+        large for the service, or the service has no endpoint).
+        """
+        await self._run(target, "record", lambda: messages.destination(target, record, success))
 
     async def dead_letter(
         self, target: Target, payload: bytes, request_id: str, error_code: str, error_message: str
     ) -> None:
-        raise DeliveryFailed("stub")
+        """Put a discarded event on an SQS or SNS dead-letter queue: `payload` (the original event) as the body,
+        message attributes RequestID, ErrorCode (a 3-digit HTTP status, e.g. "200" for a function error) and
+        ErrorMessage (truncated to 1 KB). Raises DeliveryFailed."""
+        await self._run(
+            target, "dead letter", lambda: messages.dead_letter(target, payload, request_id, error_code, error_message)
+        )
 
     async def close(self) -> None:
-        pass
+        """Refuse new deliveries, wait for those in flight (bounded by the timeouts), close the clients."""
+        self._closed = True
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    # -- in the pool's threads ----------------------------------------------------------------------------
+
+    async def _run(self, target: Target, what: str, build: Callable[[], Message]) -> None:
+        """Build the message and send it, both in the pool: a record can be megabytes of JSON to decode, and the
+        loop has better things to do."""
+        if self._closed:
+            raise DeliveryFailed(f"{what} not sent to {target.arn}: delivery is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._guarded, target, what, build)
+        except RuntimeError as exc:  # the pool shut down between the check and the submission
+            raise DeliveryFailed(f"{what} not sent to {target.arn}: {exc}") from None
+
+    def _guarded(self, target: Target, what: str, build: Callable[[], Message]) -> None:
+        """Build and send, with every failure (a message the service would refuse, botocore's errors, the
+        service's refusal) turned into a scrubbed DeliveryFailed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            message = build()
+        except ValueError as exc:  # too large, not text, not a service sent to from here
+            raise DeliveryFailed(f"{what} not sent to {target.arn}: {exc}") from None
+        senders: dict[Service, Callable[[Target, Message], None]] = {
+            Service.SQS: self._send_sqs,
+            Service.SNS: self._publish_sns,
+            Service.EVENTS: self._put_events,
+        }
+        try:
+            senders[message.service](target, message)
+        except DeliveryFailed as exc:
+            raise DeliveryFailed(self._scrub(str(exc))) from None
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            reason = f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
+            raise DeliveryFailed(self._failure(target, reason)) from None
+        except BotoCoreError as exc:
+            raise DeliveryFailed(self._failure(target, f"{type(exc).__name__}: {exc}")) from None
+        except Exception as exc:  # e.g. an endpoint botocore cannot use: the caller sees one exception type
+            log.warning("delivery to %s failed unexpectedly: %s", target.arn, type(exc).__name__)
+            raise DeliveryFailed(self._failure(target, f"{type(exc).__name__}: {exc}")) from None
+
+    def _failure(self, target: Target, reason: str) -> str:
+        service = target.service.value.upper()
+        return self._scrub(f"{service} did not take the message for {target.arn}: {reason[:_ERROR_TEXT]}")
+
+    def _scrub(self, text: str) -> str:
+        """`text` without the credentials in use, nor a user:password in a URL."""
+        text = _USERINFO.sub("***@", text)
+        for secret in self._secrets():
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _secrets(self) -> tuple[str, ...]:
+        with self._lock:
+            credentials = self._credentials
+        if credentials is None:
+            return ()
+        frozen = credentials.get_frozen_credentials()
+        return (frozen.access_key or "", frozen.secret_key or "", frozen.token or "")
+
+    def _client(self, service: Service) -> Any:
+        """The service's client, created on first use (credentials resolved then; placeholders as documented)."""
+        url = endpoint(self.settings, service)
+        if url is None:
+            raise DeliveryFailed(f"no endpoint is set for {service.value.upper()}")
+        with self._lock:
+            client = self._clients.get(service)
+            if client is not None:
+                return client
+            import botocore.session
+            from botocore.config import Config
+
+            if self._session is None:
+                self._session = botocore.session.get_session()
+            connect, read = self._timeouts
+            config = Config(
+                connect_timeout=connect,
+                read_timeout=read,
+                retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+                max_pool_connections=WORKERS,
+            )
+            keys: dict[str, str] = {}
+            self._credentials = self._session.get_credentials()
+            if self._credentials is None:
+                if is_aws_endpoint(url):
+                    raise DeliveryFailed(f"no AWS credentials are configured to reach {service.value.upper()}")
+                log.info("no AWS credentials found: signing %s requests with placeholders", service.value.upper())
+                keys = {"aws_access_key_id": _PLACEHOLDER[0], "aws_secret_access_key": _PLACEHOLDER[1]}
+            client = self._session.create_client(
+                _BOTOCORE_NAMES[service], region_name=self.settings.region, endpoint_url=url, config=config, **keys
+            )
+            self._clients[service] = client
+            return client
+
+    def _queue_url(self, client: Any, target: Target) -> str:
+        key = (target.account, target.name)
+        with self._lock:
+            url = self._queue_urls.get(key)
+        if url is None:
+            url = str(client.get_queue_url(QueueName=target.name, QueueOwnerAWSAccountId=target.account)["QueueUrl"])
+            with self._lock:
+                self._queue_urls[key] = url
+        return url
+
+    def _send_sqs(self, target: Target, message: Message) -> None:
+        from botocore.exceptions import ClientError
+
+        client = self._client(Service.SQS)
+        url = self._queue_url(client, target)
+        try:
+            answer = client.send_message(
+                QueueUrl=url, MessageBody=message.body, MessageAttributes=message.sqs_attributes()
+            )
+        except ClientError:
+            with self._lock:  # the queue may be gone, or have moved: ask again next time
+                self._queue_urls.pop((target.account, target.name), None)
+            raise
+        expected = hashlib.md5(message.body.encode(), usedforsecurity=False).hexdigest()
+        if answer.get("MD5OfMessageBody") != expected:
+            raise DeliveryFailed(self._failure(target, "the MD5 of the body it stored is not the body's"))
+
+    def _publish_sns(self, target: Target, message: Message) -> None:
+        self._client(Service.SNS).publish(
+            TopicArn=target.arn, Message=message.body, MessageAttributes=message.sqs_attributes()
+        )
+
+    def _put_events(self, target: Target, message: Message) -> None:
+        answer = self._client(Service.EVENTS).put_events(Entries=[message.entry])
+        if answer.get("FailedEntryCount"):
+            entry = (answer.get("Entries") or [{}])[0]
+            reason = f"{entry.get('ErrorCode', 'Failed')}: {entry.get('ErrorMessage', '')}"
+            raise DeliveryFailed(self._failure(target, reason))
+
+
+def _quiet_botocore() -> None:
+    """Hold botocore's log at INFO or above: at DEBUG it prints signed requests' headers, a session token among
+    them (a gateway run at GATEWAY_LOG_LEVEL=DEBUG must not write credentials to its log)."""
+    logger = logging.getLogger("botocore")
+    if logger.level == logging.NOTSET or logger.level < logging.INFO:
+        logger.setLevel(logging.INFO)

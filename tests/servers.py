@@ -1,0 +1,200 @@
+"""Compatible servers the tests deliver to, started as real processes (tests/conftest.py makes them fixtures).
+
+- moto's server mode (`python -m moto.server`; the test extra installs moto with its SQS, SNS and EventBridge extras
+  and Flask) speaks the three in one process, and routes between them as AWS does (an SNS topic's SQS subscription,
+  an EventBridge rule's SQS target), so what this gateway sends can be read back with boto3 as a consumer would.
+- ElasticMQ (SQS only; Scala, from Maven Central: `mvn` fetches it with tests/data/elasticmq/pom.xml into Maven's
+  cache, once) runs on the JVM, configured for the region and account the tests' ARNs name.
+
+Each runs on a free loopback port in its own session, and `stop` kills its process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: the account moto answers for when the access key is not a 12-digit account id (ElasticMQ is configured with it)
+ACCOUNT = "123456789012"
+#: what the tests' own clients sign with: both servers take any credentials
+KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Unavailable(Exception):
+    """A server that cannot be had on this machine (its runtime or its packages missing)."""
+
+
+@dataclass
+class Server:
+    """One server process on a loopback port, in its own session (killed by process group at `stop`)."""
+
+    log_path: Path
+    region: str = "us-east-1"
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    clients: dict[str, Any] = field(default_factory=dict)
+
+    #: where an HTTP answer (any status) means the server is up
+    ready_path = "/"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0, tries: int = 3) -> Self:
+        """Start on a free port and wait until it answers; another port if that one was taken meanwhile."""
+        for _ in range(tries):
+            self.port = _free_port()
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            if self._wait_ready(timeout):
+                return self
+            self.stop()
+        raise RuntimeError(f"{type(self).__name__} did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=1):
+                    return True
+            except urllib.error.HTTPError as exc:  # an answer all the same
+                exc.close()
+                return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of `service` on this server (one per service, closed at `stop`)."""
+        if service not in self.clients:
+            self.clients[service] = boto3.client(
+                service,
+                endpoint_url=self.url,
+                region_name=self.region,
+                config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30),
+                **KEYS,
+            )
+        return self.clients[service]
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{ACCOUNT}:{resource}"
+
+    def queue(self, name: str) -> tuple[str, str]:
+        """A new SQS queue: (its URL, its ARN)."""
+        url = self.client("sqs").create_queue(QueueName=name)["QueueUrl"]
+        return url, self.arn("sqs", name)
+
+    def receive(self, queue_url: str, wait: float = 5.0) -> list[dict[str, Any]]:
+        """The messages on a queue (with all their attributes), waiting up to `wait` seconds for the first."""
+        deadline = time.monotonic() + wait
+        while True:
+            answer = self.client("sqs").receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=1
+            )
+            messages: list[dict[str, Any]] = answer.get("Messages", [])
+            if messages or time.monotonic() > deadline:
+                return messages
+
+
+@dataclass
+class MotoServer(Server):
+    """moto: SQS, SNS and EventBridge."""
+
+    ready_path = "/moto-api/"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+
+ELASTICMQ_POM = ROOT / "tests" / "data" / "elasticmq" / "pom.xml"
+
+
+def elasticmq_classpath(work: Path) -> str:
+    """The jars of ElasticMQ's server, fetched by Maven (into its cache) if need be. Raises Unavailable without
+    Java or Maven, or if Maven cannot fetch them."""
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise Unavailable(f"ElasticMQ needs {tool}, not found on PATH")
+    out = work / "elasticmq.classpath"
+    done = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(ELASTICMQ_POM), "dependency:build-classpath", f"-Dmdep.outputFile={out}"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0 or not out.exists():
+        raise Unavailable(f"mvn could not fetch ElasticMQ:\n{done.stdout.decode(errors='replace')[-2000:]}")
+    return out.read_text().strip()
+
+
+@dataclass
+class ElasticMQServer(Server):
+    """ElasticMQ: SQS, with its default strict limits (256 KiB messages, AWS's limit before 2025)."""
+
+    classpath: str = ""
+    account: str = ACCOUNT
+
+    def command(self) -> list[str]:
+        config = self.log_path.with_suffix(".conf")
+        config.write_text(
+            'include classpath("application.conf")\n'
+            f'node-address {{ protocol = http, host = "127.0.0.1", port = {self.port}, context-path = "" }}\n'
+            f'rest-sqs {{ enabled = true, bind-port = {self.port}, bind-hostname = "127.0.0.1", '
+            "sqs-limits = strict }\n"
+            "rest-stats { enabled = false }\n"
+            f'aws {{ region = "{self.region}", accountId = "{self.account}" }}\n'
+        )
+        return ["java", "-Xmx256m", f"-Dconfig.file={config}", "-cp", self.classpath, "org.elasticmq.server.Main"]
