@@ -1,0 +1,205 @@
+"""The part of the EventBridge Scheduler API (2021-06-30) that schedules a function here: CreateSchedule,
+GetSchedule, UpdateSchedule, DeleteSchedule and ListSchedules, on the gateway's own port, so that
+`boto3.client("scheduler", endpoint_url=...)` works (requests signed for the service `scheduler`: gateway.api.auth).
+
+Only the `default` schedule group exists: a request naming another answers ResourceNotFoundException ("Schedule
+group NAME does not exist."), as Scheduler does for a group that was never created; the schedule-group and tagging
+operations answer 501. A schedule's target must be a function (or a version or alias of one) of this gateway, and
+is invoked asynchronously at each occurrence (gateway.events.schedules). UpdateSchedule replaces the whole
+schedule, as Scheduler's does: what the body leaves out takes its default again. Bodies are checked by
+gateway.api.scheduler_params; timestamps are answered as epoch seconds (rest-json's default).
+
+Concurrency model: handlers run on the event loop; reads use the store's cache, writes run in a worker thread and
+then wake the firing loop (`ScheduleRunner.changed`). A schedule's firing state is computed here (`plan`) and
+written with it, so the file never holds a schedule without its next fire time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.http import json_response, read_json_object
+from gateway.api.scheduler_params import (
+    SchedulerConflictException,
+    SchedulerNotFoundException,
+    SchedulerValidationException,
+    _Violations,
+    check_group,
+    check_name,
+    check_start_date,
+    parse_body,
+)
+from gateway.app_keys import REGISTRY, SCHEDULE_RUNNER, SCHEDULES, SETTINGS
+from gateway.events.schedules import plan, schedule_arn
+from gateway.settings import Settings
+from gateway.store.schedules import Schedule
+
+log = logging.getLogger("gateway.api.scheduler")
+
+#: the paths of the Scheduler API: requests to them are signed for the service `scheduler` (gateway.api.auth)
+PATH_PREFIXES = ("/schedules", "/schedule-groups", "/tags/")
+MAX_RESULTS = 100
+
+
+def is_scheduler_path(path: str) -> bool:
+    return path.startswith(PATH_PREFIXES)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/schedules/{Name}", create_schedule)
+    app.router.add_get("/schedules/{Name}", get_schedule)
+    app.router.add_put("/schedules/{Name}", update_schedule)
+    app.router.add_delete("/schedules/{Name}", delete_schedule)
+    app.router.add_get("/schedules", list_schedules)
+
+
+def _not_found(name: str) -> SchedulerNotFoundException:
+    return SchedulerNotFoundException(f"Schedule {name} does not exist.")
+
+
+def to_wire(settings: Settings, schedule: Schedule) -> dict[str, Any]:
+    """GetSchedule's answer: what was set, with Scheduler's defaults."""
+    window: dict[str, Any] = {"Mode": schedule.flexible_mode}
+    if schedule.flexible_window is not None:
+        window["MaximumWindowInMinutes"] = schedule.flexible_window
+    out: dict[str, Any] = {
+        "Arn": schedule_arn(settings, schedule.group, schedule.name),
+        "GroupName": schedule.group,
+        "Name": schedule.name,
+        "ScheduleExpression": schedule.expression,
+        "ScheduleExpressionTimezone": schedule.timezone,
+        "State": schedule.state,
+        "CreationDate": round(schedule.created, 3),
+        "LastModificationDate": round(schedule.modified, 3),
+        "Target": schedule.target,
+        "FlexibleTimeWindow": window,
+        "ActionAfterCompletion": schedule.action_after_completion,
+    }
+    for member, value in (
+        ("StartDate", schedule.start),
+        ("EndDate", schedule.end),
+        ("Description", schedule.description),
+        ("KmsKeyArn", schedule.kms_key_arn),
+    ):
+        if value is not None:
+            out[member] = value
+    return out
+
+
+def _summary(settings: Settings, schedule: Schedule) -> dict[str, Any]:
+    return {
+        "Arn": schedule_arn(settings, schedule.group, schedule.name),
+        "Name": schedule.name,
+        "GroupName": schedule.group,
+        "State": schedule.state,
+        "CreationDate": round(schedule.created, 3),
+        "LastModificationDate": round(schedule.modified, 3),
+        "Target": {"Arn": schedule.target["Arn"]},
+    }
+
+
+async def create_schedule(request: web.Request) -> web.Response:
+    """CreateSchedule: `POST /schedules/{Name}` -> `{"ScheduleArn"}`; ConflictException if it exists."""
+    app = request.app
+    name = request.match_info["Name"]
+    body = await read_json_object(request)
+    now = time.time()
+    requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], now)
+    check_start_date(requested.schedule, now)
+    schedule = plan(requested.schedule, now)
+    if not await asyncio.to_thread(app[SCHEDULES].create, schedule):
+        raise SchedulerConflictException(f"Schedule {name} already exists.")
+    app[SCHEDULE_RUNNER].changed()
+    log.info("schedule %s/%s created: %s -> %s", schedule.group, name, schedule.expression, schedule.target["Arn"])
+    return json_response({"ScheduleArn": schedule_arn(app[SETTINGS], schedule.group, name)})
+
+
+async def update_schedule(request: web.Request) -> web.Response:
+    """UpdateSchedule: `PUT /schedules/{Name}`: replaces the schedule (its creation date and rate grid stay)."""
+    app = request.app
+    name = request.match_info["Name"]
+    body = await read_json_object(request)
+    group = check_group(body.get("GroupName"))
+    current = app[SCHEDULES].get(group, check_name(name))
+    if current is None:
+        raise _not_found(name)
+    now = time.time()
+    requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], current.created)
+    schedule = replace(plan(requested.schedule, now), last_fired=current.last_fired)
+    if not await asyncio.to_thread(app[SCHEDULES].replace, schedule):
+        raise _not_found(name)
+    app[SCHEDULE_RUNNER].changed()
+    log.info("schedule %s/%s updated: %s -> %s", group, name, schedule.expression, schedule.target["Arn"])
+    return json_response({"ScheduleArn": schedule_arn(app[SETTINGS], group, name)})
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    """GetSchedule: `GET /schedules/{Name}?groupName=`."""
+    name = check_name(request.match_info["Name"])
+    group = check_group(request.query.get("groupName"))
+    schedule = request.app[SCHEDULES].get(group, name)
+    if schedule is None:
+        raise _not_found(name)
+    return json_response(to_wire(request.app[SETTINGS], schedule))
+
+
+async def delete_schedule(request: web.Request) -> web.Response:
+    """DeleteSchedule: `DELETE /schedules/{Name}?groupName=&clientToken=` -> `{}`; it fires no more."""
+    name = check_name(request.match_info["Name"])
+    group = check_group(request.query.get("groupName"))
+    if not await asyncio.to_thread(request.app[SCHEDULES].delete, group, name):
+        raise _not_found(name)
+    request.app[SCHEDULE_RUNNER].changed()
+    log.info("schedule %s/%s deleted", group, name)
+    return json_response({})
+
+
+def _token(text: str | None) -> str | None:
+    """The key after which a page starts (NextToken is the last key of the previous page, base64url)."""
+    if text is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise SchedulerValidationException("Invalid NextToken.") from None
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    """ListSchedules: `GET /schedules?ScheduleGroup=&NamePrefix=&State=&NextToken=&MaxResults=`, by name."""
+    query = request.query
+    group = query.get("ScheduleGroup")
+    if group is not None:
+        check_group(group)
+    v = _Violations()
+    prefix = v.string(query.get("NamePrefix"), "namePrefix", 1, 64, r"[0-9a-zA-Z-_.]+")
+    state = v.enum(query.get("State"), "state", ("ENABLED", "DISABLED"))
+    raw_max = query.get("MaxResults")
+    limit = MAX_RESULTS
+    if raw_max is not None:
+        if not raw_max.isdigit():
+            raise SchedulerValidationException(f"Invalid value for MaxResults: {raw_max}")
+        limit = v.integer(int(raw_max), "maxResults", 1, MAX_RESULTS) or MAX_RESULTS
+    v.raise_if_any()
+    after = _token(query.get("NextToken"))
+    matching = [
+        s
+        for s in request.app[SCHEDULES].all()
+        if (prefix is None or s.name.startswith(prefix))
+        and (state is None or s.state == state)
+        and (after is None or f"{s.group}/{s.name}" > after)
+    ]
+    page = matching[:limit]
+    settings = request.app[SETTINGS]
+    out: dict[str, Any] = {"Schedules": [_summary(settings, s) for s in page]}
+    if len(matching) > limit:
+        last = f"{page[-1].group}/{page[-1].name}"
+        out["NextToken"] = base64.urlsafe_b64encode(last.encode()).decode().rstrip("=")
+    return json_response(out)
