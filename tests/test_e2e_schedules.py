@@ -26,6 +26,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
+from tests.servers import MotoServer
 
 OPERATOR = {"GATEWAY_ACCESS_KEY_ID": "test", "GATEWAY_SECRET_ACCESS_KEY": "test"}
 ROLE = "arn:aws:iam::123456789012:role/scheduler-role"
@@ -144,6 +145,14 @@ def test_crud_defaults_paging_and_errors_as_scheduler_answers_them(gw: RunningGa
     with pytest.raises(ClientError) as exc:
         sch.create_schedule(Name="hourly", ScheduleExpression="rate(1 hour)", Target=target(), FlexibleTimeWindow=OFF)
     assert error_of(exc) == (409, "ConflictException", "Schedule hourly already exists.")
+    # a Create retried with its ClientToken is answered as the first was
+    retried = {"Name": "retried", "ScheduleExpression": "rate(3 hours)", "Target": target(), "FlexibleTimeWindow": OFF}
+    first = sch.create_schedule(ClientToken="token-1", **retried)["ScheduleArn"]
+    assert sch.create_schedule(ClientToken="token-1", **retried)["ScheduleArn"] == first
+    with pytest.raises(ClientError) as exc:
+        sch.create_schedule(ClientToken="token-2", **retried)
+    assert error_of(exc)[1] == "ConflictException"
+    sch.delete_schedule(Name="retried")
     with pytest.raises(ClientError) as exc:
         sch.get_schedule(Name="nope")
     assert error_of(exc) == (404, "ResourceNotFoundException", "Schedule nope does not exist.")
@@ -285,3 +294,29 @@ def test_requests_must_be_signed_for_scheduler_and_functions_may_not_schedule(gw
     status, code, message = error_of(exc)
     assert (status, code) == (403, "AccessDeniedException") and "scheduler:CreateSchedule" in message
     assert stored(gw, "evil") is None
+
+
+def test_a_firing_that_cannot_be_delivered_goes_to_its_dead_letter_queue(
+    gateway_factory: GatewayFactory, moto_server: MotoServer
+) -> None:
+    gw = gateway_factory(
+        env={
+            **OPERATOR,
+            "GATEWAY_SQS_ENDPOINT": moto_server.url,
+            "AWS_ACCESS_KEY_ID": "gateway-delivery",
+            "AWS_SECRET_ACCESS_KEY": "gateway-delivery-secret",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    lam = gw.client()
+    create_function(lam, "gone", MARKS)
+    url, dlq = moto_server.queue("schedule-dlq")
+    scheduler(gw).create_schedule(
+        Name="orphan", ScheduleExpression=at_in(2), FlexibleTimeWindow=OFF,
+        Target=target("gone", Input='{"x": 1}', DeadLetterConfig={"Arn": dlq}),
+    )  # fmt: skip
+    lam.delete_function(FunctionName="gone")  # Scheduler does not retry a target that is not there
+    messages = wait_for(lambda: moto_server.receive(url, wait=1), timeout=20, what="the dead letter")
+    assert len(messages) == 1 and json.loads(messages[0]["Body"]) == {"x": 1}
+    attributes = {k: v["StringValue"] for k, v in messages[0]["MessageAttributes"].items()}
+    assert attributes["ErrorCode"] == "404" and "does not exist" in attributes["ErrorMessage"]

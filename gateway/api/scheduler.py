@@ -107,7 +107,8 @@ def _summary(settings: Settings, schedule: Schedule) -> dict[str, Any]:
 
 
 async def create_schedule(request: web.Request) -> web.Response:
-    """CreateSchedule: `POST /schedules/{Name}` -> `{"ScheduleArn"}`; ConflictException if it exists."""
+    """CreateSchedule: `POST /schedules/{Name}` -> `{"ScheduleArn"}`; ConflictException if it exists (unless it was
+    made by a Create with the same ClientToken: that is a retry, answered alike)."""
     app = request.app
     name = request.match_info["Name"]
     body = await read_json_object(request)
@@ -115,10 +116,15 @@ async def create_schedule(request: web.Request) -> web.Response:
     requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], now)
     check_start_date(requested.schedule, now)
     schedule = plan(requested.schedule, now)
-    if not await asyncio.to_thread(app[SCHEDULES].create, schedule):
-        raise SchedulerConflictException(f"Schedule {name} already exists.")
-    app[SCHEDULE_RUNNER].changed()
-    log.info("schedule %s/%s created: %s -> %s", schedule.group, name, schedule.expression, schedule.target["Arn"])
+    if await asyncio.to_thread(app[SCHEDULES].create, schedule):
+        app[SCHEDULE_RUNNER].changed()
+        log.info("schedule %s/%s created: %s -> %s", schedule.group, name, schedule.expression, schedule.target["Arn"])
+    else:
+        existing = app[SCHEDULES].get(schedule.group, name)
+        token = requested.client_token
+        if existing is None or token is None or existing.client_token != token:
+            raise SchedulerConflictException(f"Schedule {name} already exists.")
+        # the same ClientToken (boto3 fills one in): a retry of the Create that made it, answered as that one was
     return json_response({"ScheduleArn": schedule_arn(app[SETTINGS], schedule.group, name)})
 
 

@@ -227,6 +227,7 @@ def parse_body(body: dict[str, Any], name: str, settings: Settings, registry: Re
         end=end,
         description=description,
         kms_key_arn=kms,
+        client_token=token,
     )
     _check_semantics(schedule, settings, registry)
     return Requested(schedule, token)

@@ -201,16 +201,19 @@ class ScheduleRunner:
     async def run(self) -> None:
         """The loop: fire what is due, then sleep until the next fire time or a change. Cancelled on shutdown."""
         while not self._closed:
-            now = self.clock()
-            for schedule in self.store.all():
-                if schedule.state != ENABLED:
-                    continue
-                if schedule.fire_at is not None and schedule.fire_at <= now:
-                    await self._guarded(schedule, now)
-                elif schedule.next_due is None and schedule.action_after_completion == "DELETE":
-                    await self._complete(schedule)
-            await self._retry_due(now)
+            await self.tick(self.clock())
             await self._sleep(self.clock())
+
+    async def tick(self, now: float) -> None:
+        """Fire every enabled schedule due by `now` (in order of group and name), then the retries due."""
+        for schedule in self.store.all():
+            if schedule.state != ENABLED:
+                continue
+            if schedule.fire_at is not None and schedule.fire_at <= now:
+                await self._guarded(schedule, now)
+            elif schedule.next_due is None and schedule.action_after_completion == "DELETE":
+                await self._complete(schedule)
+        await self._retry_due(now)
 
     async def _sleep(self, now: float) -> None:
         times = [s.fire_at for s in self.store.all() if s.state == ENABLED and s.fire_at is not None]

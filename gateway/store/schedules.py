@@ -53,6 +53,7 @@ class Schedule:
     end: float | None = None
     description: str | None = None
     kms_key_arn: str | None = None
+    client_token: str | None = None  # CreateSchedule's idempotency token: a retried Create answers as the first did
     #: firing state (gateway.events.schedules): the next occurrence's nominal time, when it fires, the last firing
     next_due: float | None = None
     fire_at: float | None = None
