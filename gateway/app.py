@@ -31,6 +31,7 @@ from gateway.api import (
     invoke_stream,
     layers,
     provisioned,
+    schedule_groups,
     scheduler,
     tags,
     versions,
@@ -381,6 +382,7 @@ def create_app(settings: Settings) -> web.Application:
     tags.add_routes(app)
     account.add_routes(app)
     scheduler.add_routes(app)
+    schedule_groups.add_routes(app)
     logs_api.add_routes(app)
     metrics_api.add_routes(app)
     catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"

@@ -163,6 +163,33 @@ def test_crud_defaults_paging_and_errors_as_scheduler_answers_them(gw: RunningGa
     with pytest.raises(ClientError) as exc:
         sch.delete_schedule(Name="hourly")
     assert error_of(exc)[:2] == (404, "ResourceNotFoundException")
+    # schedule groups: schedules of the same name in two groups; deleting a group deletes its schedules
+    team = sch.create_schedule_group(Name="team", Tags=[{"Key": "k", "Value": "v"}])["ScheduleGroupArn"]
+    assert team == "arn:aws:scheduler:us-east-1:123456789012:schedule-group/team"
+    nightly = {
+        "Name": "page-0",
+        "ScheduleExpression": "cron(0 3 * * ? *)",
+        "Target": target(),
+        "FlexibleTimeWindow": OFF,
+    }
+    assert sch.create_schedule(GroupName="team", **nightly)["ScheduleArn"].endswith("schedule/team/page-0")
+    assert sch.get_schedule(Name="page-0", GroupName="team")["GroupName"] == "team"
+    assert [s["GroupName"] for s in sch.list_schedules(NamePrefix="page-0")["Schedules"]] == ["default", "team"]
+    assert [s["Name"] for s in sch.list_schedules(GroupName="team")["Schedules"]] == ["page-0"]
+    groups = sch.list_schedule_groups()["ScheduleGroups"]
+    assert [(g["Name"], g["State"]) for g in groups] == [("default", "ACTIVE"), ("team", "ACTIVE")]
+    assert isinstance(sch.get_schedule_group(Name="team")["CreationDate"], dt.datetime)
+    with pytest.raises(ClientError) as exc:
+        sch.create_schedule_group(Name="team")
+    assert error_of(exc) == (409, "ConflictException", "Schedule group team already exists.")
+    sch.delete_schedule_group(Name="team")
+    assert stored(gw, "page-0") is not None  # the default group's is still there
+    with pytest.raises(ClientError) as exc:
+        sch.get_schedule(Name="page-0", GroupName="team")
+    assert error_of(exc) == (404, "ResourceNotFoundException", "Schedule group team does not exist.")
+    with pytest.raises(ClientError) as exc:
+        sch.delete_schedule_group(Name="default")
+    assert error_of(exc)[:2] == (400, "ValidationException")
 
 
 #: (what a bad CreateSchedule changes of a good one, a part of the ValidationException's message)

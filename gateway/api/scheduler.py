@@ -2,10 +2,10 @@
 GetSchedule, UpdateSchedule, DeleteSchedule and ListSchedules, on the gateway's own port, so that
 `boto3.client("scheduler", endpoint_url=...)` works (requests signed for the service `scheduler`: gateway.api.auth).
 
-Only the `default` schedule group exists: a request naming another answers ResourceNotFoundException ("Schedule
-group NAME does not exist."), as Scheduler does for a group that was never created; the schedule-group and tagging
-operations answer 501. A schedule's target must be a function (or a version or alias of one) of this gateway, and
-is invoked asynchronously at each occurrence (gateway.events.schedules). UpdateSchedule replaces the whole
+Schedules live in schedule groups (gateway.api.schedule_groups; `default` always exists): a request naming a group
+that does not exist answers ResourceNotFoundException ("Schedule group NAME does not exist."), as Scheduler does;
+the tagging operations answer 501. A schedule's target must be a function (or a version or alias of one) of this
+gateway, and is invoked asynchronously at each occurrence (gateway.events.schedules). UpdateSchedule replaces the whole
 schedule, as Scheduler's does: what the body leaves out takes its default again. Bodies are checked by
 gateway.api.scheduler_params; timestamps are answered as epoch seconds (rest-json's default).
 
@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.api.http import json_response, read_json_object
@@ -35,12 +36,13 @@ from gateway.api.scheduler_params import (
     check_group,
     check_name,
     check_start_date,
+    group_not_found,
     parse_body,
 )
 from gateway.app_keys import REGISTRY, SCHEDULE_RUNNER, SCHEDULES, SETTINGS
 from gateway.events.schedules import plan, schedule_arn
 from gateway.settings import Settings
-from gateway.store.schedules import Schedule
+from gateway.store.schedules import GroupNotFound, Schedule
 
 log = logging.getLogger("gateway.api.scheduler")
 
@@ -113,10 +115,14 @@ async def create_schedule(request: web.Request) -> web.Response:
     name = request.match_info["Name"]
     body = await read_json_object(request)
     now = time.time()
-    requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], now)
+    requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], app[SCHEDULES], now)
     check_start_date(requested.schedule, now)
     schedule = plan(requested.schedule, now)
-    if await asyncio.to_thread(app[SCHEDULES].create, schedule):
+    try:
+        created = await asyncio.to_thread(app[SCHEDULES].create, schedule)
+    except GroupNotFound:  # deleted since it was checked
+        raise group_not_found(schedule.group) from None
+    if created:
         app[SCHEDULE_RUNNER].changed()
         log.info("schedule %s/%s created: %s -> %s", schedule.group, name, schedule.expression, schedule.target["Arn"])
     else:
@@ -133,12 +139,12 @@ async def update_schedule(request: web.Request) -> web.Response:
     app = request.app
     name = request.match_info["Name"]
     body = await read_json_object(request)
-    group = check_group(body.get("GroupName"))
+    group = check_group(body.get("GroupName"), app[SCHEDULES])
     current = app[SCHEDULES].get(group, check_name(name))
     if current is None:
         raise _not_found(name)
     now = time.time()
-    requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], current.created)
+    requested = parse_body(body, name, app[SETTINGS], app[REGISTRY], app[SCHEDULES], current.created)
     schedule = replace(plan(requested.schedule, now), last_fired=current.last_fired)
     if not await asyncio.to_thread(app[SCHEDULES].replace, schedule):
         raise _not_found(name)
@@ -150,7 +156,7 @@ async def update_schedule(request: web.Request) -> web.Response:
 async def get_schedule(request: web.Request) -> web.Response:
     """GetSchedule: `GET /schedules/{Name}?groupName=`."""
     name = check_name(request.match_info["Name"])
-    group = check_group(request.query.get("groupName"))
+    group = check_group(request.query.get("groupName"), request.app[SCHEDULES])
     schedule = request.app[SCHEDULES].get(group, name)
     if schedule is None:
         raise _not_found(name)
@@ -160,7 +166,7 @@ async def get_schedule(request: web.Request) -> web.Response:
 async def delete_schedule(request: web.Request) -> web.Response:
     """DeleteSchedule: `DELETE /schedules/{Name}?groupName=&clientToken=` -> `{}`; it fires no more."""
     name = check_name(request.match_info["Name"])
-    group = check_group(request.query.get("groupName"))
+    group = check_group(request.query.get("groupName"), request.app[SCHEDULES])
     if not await asyncio.to_thread(request.app[SCHEDULES].delete, group, name):
         raise _not_found(name)
     request.app[SCHEDULE_RUNNER].changed()
@@ -168,14 +174,19 @@ async def delete_schedule(request: web.Request) -> web.Response:
     return json_response({})
 
 
-def _token(text: str | None) -> str | None:
-    """The key after which a page starts (NextToken is the last key of the previous page, base64url)."""
+def _token(text: str | None) -> tuple[str, str] | None:
+    """The key after which a page starts (NextToken: the last (group, name) of the previous page, JSON in base64url)."""
     if text is None:
         return None
     try:
-        return base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        group, name = orjson.loads(base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4)))
+        return str(group), str(name)
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
         raise SchedulerValidationException("Invalid NextToken.") from None
+
+
+def next_token(key: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
 
 
 async def list_schedules(request: web.Request) -> web.Response:
@@ -183,7 +194,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     query = request.query
     group = query.get("ScheduleGroup")
     if group is not None:
-        check_group(group)
+        check_group(group, request.app[SCHEDULES])
     v = _Violations()
     prefix = v.string(query.get("NamePrefix"), "namePrefix", 1, 64, r"[0-9a-zA-Z-_.]+")
     state = v.enum(query.get("State"), "state", ("ENABLED", "DISABLED"))
@@ -198,14 +209,14 @@ async def list_schedules(request: web.Request) -> web.Response:
     matching = [
         s
         for s in request.app[SCHEDULES].all()
-        if (prefix is None or s.name.startswith(prefix))
+        if (group is None or s.group == group)
+        and (prefix is None or s.name.startswith(prefix))
         and (state is None or s.state == state)
-        and (after is None or f"{s.group}/{s.name}" > after)
+        and (after is None or s.key > after)
     ]
     page = matching[:limit]
     settings = request.app[SETTINGS]
     out: dict[str, Any] = {"Schedules": [_summary(settings, s) for s in page]}
     if len(matching) > limit:
-        last = f"{page[-1].group}/{page[-1].name}"
-        out["NextToken"] = base64.urlsafe_b64encode(last.encode()).decode().rstrip("=")
+        out["NextToken"] = next_token(page[-1].key)
     return json_response(out)

@@ -24,7 +24,7 @@ from gateway.events.schedules import DEFAULT_EVENT_AGE, DEFAULT_RETRY_ATTEMPTS
 from gateway.events.targets import Service, parse_target
 from gateway.settings import Settings
 from gateway.store.registry import Registry
-from gateway.store.schedules import DEFAULT_GROUP, Schedule
+from gateway.store.schedules import DEFAULT_GROUP, Schedule, Schedules
 
 NAME_PATTERN = r"[0-9a-zA-Z-_.]+"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -154,14 +154,18 @@ def check_name(name: str, member: str = "name") -> str:
     return name
 
 
-def check_group(group: str | None) -> str:
-    """The schedule group: only `default` exists here (CreateScheduleGroup is not served)."""
+def check_group(group: str | None, store: Schedules) -> str:
+    """The schedule group named (`default` when none is): ResourceNotFoundException if it does not exist."""
     if group is None or group == "":
         return DEFAULT_GROUP
     check_name(group, "groupName")
-    if group != DEFAULT_GROUP:
-        raise SchedulerNotFoundException(f"Schedule group {group} does not exist.")
+    if not store.has_group(group):
+        raise group_not_found(group)
     return group
+
+
+def group_not_found(group: str) -> SchedulerNotFoundException:
+    return SchedulerNotFoundException(f"Schedule group {group} does not exist.")
 
 
 def _timestamp(value: object, member: str) -> float | None:
@@ -188,14 +192,16 @@ class Requested:
     client_token: str | None
 
 
-def parse_body(body: dict[str, Any], name: str, settings: Settings, registry: Registry, created: float) -> Requested:
+def parse_body(
+    body: dict[str, Any], name: str, settings: Settings, registry: Registry, store: Schedules, created: float
+) -> Requested:
     """A CreateSchedule / UpdateSchedule body (Update replaces the whole schedule, as Scheduler's does)."""
     unknown = sorted(set(body) - _BODY_MEMBERS)
     if unknown:
         raise SchedulerValidationException(f"Unknown parameter in input: {unknown[0]!r}")
     v = _Violations()
     check_name(name)
-    group = check_group(body.get("GroupName"))
+    group = check_group(body.get("GroupName"), store)
     expression = v.string(body.get("ScheduleExpression"), "scheduleExpression", 1, 256)
     if expression is None:
         v.add(None, "scheduleExpression", "Member must not be null")

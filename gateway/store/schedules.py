@@ -1,7 +1,11 @@
-"""EventBridge Scheduler schedules (Create/Get/Update/Delete/ListSchedules), persisted in SQLite
-(`schedules.sqlite3`), cached in memory, with each schedule's firing state.
+"""EventBridge Scheduler schedules (Create/Get/Update/Delete/ListSchedules) and schedule groups
+(Create/Get/Delete/ListScheduleGroups), persisted in SQLite (`schedules.sqlite3`), cached in memory, with each
+schedule's firing state.
 
-One table, `schedules(grp, name, record JSON)`. A `Schedule` holds what the caller set, as Scheduler answers it
+Two tables, `schedules(grp, name, record JSON)` and `schedule_groups(name, record JSON)`. The group `default`
+always exists and is not stored; a schedule is created only in a group that exists (checked under the write lock,
+so a group being deleted cannot gain a schedule), and deleting a group deletes its schedules in the same
+transaction, as Scheduler does. A `Schedule` holds what the caller set, as Scheduler answers it
 (the target as a JSON object with Scheduler's defaults filled in), and the firing state the loop
 (gateway.events.schedules) keeps: `next_due`, the nominal time of the next occurrence not yet fired (None: none is
 left), `fire_at`, when it is to fire (`next_due` plus a FLEXIBLE window's random delay), and `last_fired`. Both are
@@ -72,16 +76,43 @@ class Schedule:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleGroup:
+    """A schedule group other than `default`; `tags` as CreateScheduleGroup took them ([{"Key", "Value"}])."""
+
+    name: str
+    created: float
+    modified: float
+    tags: tuple[tuple[str, str], ...] = ()
+    client_token: str | None = None
+
+    def to_record(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_record(cls, raw: str | bytes) -> ScheduleGroup:
+        data: dict[str, Any] = orjson.loads(raw)
+        data["tags"] = tuple(tuple(tag) for tag in data.get("tags", ()))
+        return cls(**data)
+
+
+class GroupNotFound(LookupError):
+    """The schedule's group does not exist (it was never created, or was deleted meanwhile)."""
+
+
 class Schedules:
     """Schedules by (group, name), in SQLite with an in-memory cache."""
 
     def __init__(self, db_path: Path) -> None:
         self._lock = threading.Lock()
         self._schedules: dict[tuple[str, str], Schedule] = {}
+        self._groups: dict[str, ScheduleGroup] = {}
         self._db = sqlite.connect(db_path)
         self._migrate()
         for group, name, raw in self._db.execute("SELECT grp, name, record FROM schedules"):
             self._schedules[(group, name)] = Schedule.from_record(raw)
+        for name, raw in self._db.execute("SELECT name, record FROM schedule_groups"):
+            self._groups[name] = ScheduleGroup.from_record(raw)
         if self._schedules:
             log.info("loaded %d schedules", len(self._schedules))
 
@@ -91,6 +122,10 @@ class Schedules:
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS schedules (grp TEXT NOT NULL, name TEXT NOT NULL,"
                     " record TEXT NOT NULL, PRIMARY KEY (grp, name)) WITHOUT ROWID"
+                )
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS schedule_groups (name TEXT NOT NULL PRIMARY KEY, record TEXT NOT NULL)"
+                    " WITHOUT ROWID"
                 )
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -106,11 +141,25 @@ class Schedules:
     def __len__(self) -> int:
         return len(self._schedules)
 
+    def group(self, name: str) -> ScheduleGroup | None:
+        """A group other than `default` (which always exists: `has_group`)."""
+        return self._groups.get(name)
+
+    def has_group(self, name: str) -> bool:
+        return name == DEFAULT_GROUP or name in self._groups
+
+    def groups(self) -> list[ScheduleGroup]:
+        """The groups other than `default`, by name."""
+        return [self._groups[name] for name in sorted(self._groups)]
+
     # -- writes (SQLite first, then the cache; worker threads) ---------------------------------------------
 
     def create(self, schedule: Schedule) -> bool:
-        """Insert `schedule`; False (nothing written) if one of that group and name exists. Blocking."""
+        """Insert `schedule`; False (nothing written) if one of that group and name exists; GroupNotFound if its
+        group does not. Blocking."""
         with self._lock:
+            if not self.has_group(schedule.group):
+                raise GroupNotFound(schedule.group)
             if schedule.key in self._schedules:
                 return False
             self._write(schedule)
@@ -158,6 +207,33 @@ class Schedules:
                 db.execute("DELETE FROM schedules WHERE grp = ? AND name = ?", (group, name))
             del self._schedules[(group, name)]
         return True
+
+    def create_group(self, group: ScheduleGroup) -> bool:
+        """Insert `group`; False (nothing written) if it exists (`default` always does). Blocking."""
+        with self._lock:
+            if self.has_group(group.name):
+                return False
+            with sqlite.transaction(self._db) as db:
+                db.execute(
+                    "INSERT INTO schedule_groups (name, record) VALUES (?, ?)", (group.name, group.to_record().decode())
+                )
+            self._groups[group.name] = group
+        return True
+
+    def delete_group(self, name: str) -> int | None:
+        """Delete a group (not `default`) and its schedules in one transaction; how many schedules went, None if
+        there is no such group. Blocking."""
+        with self._lock:
+            if name not in self._groups:
+                return None
+            with sqlite.transaction(self._db) as db:
+                db.execute("DELETE FROM schedules WHERE grp = ?", (name,))
+                db.execute("DELETE FROM schedule_groups WHERE name = ?", (name,))
+            gone = [key for key in self._schedules if key[0] == name]
+            for key in gone:
+                del self._schedules[key]
+            del self._groups[name]
+        return len(gone)
 
     def close(self) -> None:
         self._db.close()
