@@ -253,8 +253,6 @@ def _flexible(value: object, v: _Violations) -> tuple[str, int | None]:
         raise SchedulerValidationException(
             "MaximumWindowInMinutes is required when the FlexibleTimeWindow is FLEXIBLE."
         )
-    if mode == "OFF" and window is not None:
-        raise SchedulerValidationException("MaximumWindowInMinutes must not be set when the FlexibleTimeWindow is OFF.")
     return mode or "OFF", window
 
 

@@ -199,10 +199,15 @@ class ScheduleRunner:
         self._wake.set()
 
     async def run(self) -> None:
-        """The loop: fire what is due, then sleep until the next fire time or a change. Cancelled on shutdown."""
+        """The loop: fire what is due, then sleep until the next fire time or a change. Cancelled on shutdown; an
+        unexpected error is logged and the loop goes on a second later (it never dies, and never spins)."""
         while not self._closed:
-            await self.tick(self.clock())
-            await self._sleep(self.clock())
+            try:
+                await self.tick(self.clock())
+                await self._sleep(self.clock())
+            except Exception:
+                log.exception("the schedules' loop failed; going on in a second")
+                await asyncio.sleep(1.0)
 
     async def tick(self, now: float) -> None:
         """Fire every enabled schedule due by `now` (in order of group and name), then the retries due."""
@@ -233,6 +238,9 @@ class ScheduleRunner:
         except (OSError, sqlite3.Error) as exc:
             log.error("schedule %s/%s: could not record its firing: %s", schedule.group, schedule.name, exc)
             await asyncio.sleep(1.0)  # the disk refuses writes: do not spin on it
+        except Exception:
+            log.exception("schedule %s/%s: its firing failed", schedule.group, schedule.name)
+            await asyncio.sleep(1.0)
 
     async def _fire(self, schedule: Schedule, now: float) -> None:
         expression = expression_of(schedule)

@@ -236,4 +236,5 @@ class Schedules:
         return len(gone)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # after a write still running in a worker thread
+            self._db.close()
