@@ -260,7 +260,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     settings, registry, metrics = app[SETTINGS], app[REGISTRY], app[METRICS]
     queue = app[EVENT_QUEUE] = SqliteQueue(settings.data_dir / "events.sqlite3")
     delivery = app[DELIVERY] = Delivery(settings)
-    destinations = Destinations(queue, delivery, metrics, _exists(registry))
+    destinations = Destinations(queue, delivery, metrics, _exists(registry), settings)
     dispatcher = app[DISPATCHER] = Dispatcher(
         settings, queue, registry, app[EVENT_CONFIGS], app[CONCURRENCY], app[INVOKER], destinations, metrics
     )
