@@ -322,6 +322,12 @@ async def healthz(request: web.Request) -> web.Response:
         "auth": "sigv4" if request.app[SETTINGS].auth_required else "off",
         "inflight": request.app[CONCURRENCY].inflight(),
     }
+    queue = request.app.get(EVENT_QUEUE)
+    if queue is not None:  # a queue that cannot store events refuses every Event invoke: not healthy
+        status["async_queue"] = {"events": sum(queue.depths().values()), "bytes": queue.size()}
+        if queue.broken is not None:
+            status["async_queue"]["error"] = str(queue.broken)
+            status["status"] = "degraded"
     return json_response(status, 200 if status["status"] == "ok" else 503)
 
 
