@@ -324,10 +324,11 @@ async def healthz(request: web.Request) -> web.Response:
     }
     queue = request.app.get(EVENT_QUEUE)
     if queue is not None:  # a queue that cannot store events refuses every Event invoke: not healthy
-        status["async_queue"] = {"events": sum(queue.depths().values()), "bytes": queue.size()}
+        described: dict[str, int | str] = {"events": sum(queue.depths().values()), "bytes": queue.size()}
         if queue.broken is not None:
-            status["async_queue"]["error"] = str(queue.broken)
+            described["error"] = str(queue.broken)
             status["status"] = "degraded"
+        status["async_queue"] = described
     return json_response(status, 200 if status["status"] == "ok" else 503)
 
 
