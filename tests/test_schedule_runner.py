@@ -33,6 +33,9 @@ class Queue:
     def depth(self, function: str) -> int:
         return 10**9 if self.full else len(self.events)
 
+    def size(self) -> int:
+        return sum(len(e.payload or b"") for e in self.events)
+
     async def put(self, event: QueuedEvent) -> None:
         self.events.append(event)
 

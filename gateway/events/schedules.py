@@ -24,8 +24,9 @@ one-time `at()` schedule missed during a downtime shorter than that age fires on
 crash between the two fires that occurrence again after the restart: at least once, never lost.
 
 **RetryPolicy and DeadLetterConfig.** Scheduler's policy governs its delivery to the target: here, the queueing.
-That fails only if the function is gone (not retried, as Scheduler does not retry a missing target), its queue is
-full (`GATEWAY_ASYNC_QUEUE_MAX`) or the disk refuses the write: those are retried with back-off (1 s doubling to
+That fails only if the function is gone (not retried, as Scheduler does not retry a missing target), the queue is
+full (`GATEWAY_ASYNC_QUEUE_MAX` for the function, `GATEWAY_ASYNC_QUEUE_MAX_BYTES` in all) or the disk refuses the
+write: those are retried with back-off (1 s doubling to
 `MAX_BACKOFF`) up to `MaximumRetryAttempts` and `MaximumEventAgeInSeconds`. Then the payload goes to the
 DeadLetterConfig's SQS queue (through gateway.events.delivery, with Lambda's dead-letter attributes: RequestID is the
 execution's id, ErrorCode 404/429/500, ErrorMessage), or, without one, is dropped with a log line. Retries wait in
@@ -56,7 +57,7 @@ import orjson
 
 from gateway.errors import ResourceNotFoundException
 from gateway.events.delivery import Delivery, DeliveryFailed
-from gateway.events.queue import EventQueue, QueuedEvent
+from gateway.events.queue import EventQueue, QueuedEvent, full
 from gateway.events.schedule_expressions import Expression, parse
 from gateway.events.targets import Service, Target, parse_target
 from gateway.observability.metrics import Metrics
@@ -319,8 +320,9 @@ class ScheduleRunner:
             self.registry.resolve(target.name, target.qualifier)
         except ResourceNotFoundException as exc:
             raise NotDelivered(f"the target function does not exist: {exc.message}", "404", False) from None
-        if self.queue.depth(target.name) >= self.settings.async_queue_max:
-            raise NotDelivered("the function's queue of asynchronous invocations is full", "429", True)
+        refusal = full(self.queue, self.settings, target.name, len(body))
+        if refusal:
+            raise NotDelivered(refusal, "429", True)
         now = self.clock()
         event = QueuedEvent(str(uuid.uuid4()), target.name, target.qualifier, body, now, now)
         try:
