@@ -31,6 +31,8 @@ from gateway.api import (
     invoke_stream,
     layers,
     provisioned,
+    schedule_groups,
+    scheduler,
     tags,
     versions,
 )
@@ -54,6 +56,8 @@ from gateway.app_keys import (
     NETWORK,
     POOLS,
     REGISTRY,
+    SCHEDULE_RUNNER,
+    SCHEDULES,
     SESSIONS,
     SETTINGS,
     ZYGOTES,
@@ -64,6 +68,7 @@ from gateway.errors import ResourceNotFoundException
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
 from gateway.events.dispatcher import Dispatcher
+from gateway.events.schedules import ScheduleRunner
 from gateway.events.sqlite_queue import SqliteQueue
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker
@@ -85,6 +90,7 @@ from gateway.store.event_configs import EventInvokeConfigs
 from gateway.store.layers import LayerStore
 from gateway.store.records import FunctionConfig
 from gateway.store.registry import Registry
+from gateway.store.schedules import Schedules
 
 log = logging.getLogger("gateway")
 
@@ -278,6 +284,25 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
         await queue.close()
 
 
+async def _schedules(app: web.Application) -> AsyncIterator[None]:
+    """The schedules (their own SQLite file) and the loop that fires them into the event queue; on the way out the
+    loop is stopped before the queue closes."""
+    settings = app[SETTINGS]
+    store = app[SCHEDULES] = Schedules(settings.data_dir / "schedules.sqlite3")
+    runner = app[SCHEDULE_RUNNER] = ScheduleRunner(
+        settings, store, app[EVENT_QUEUE], app[REGISTRY], app[METRICS], app[DELIVERY]
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        yield
+    finally:
+        runner.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+
 async def _deploy(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.deploy_dirs:
@@ -348,6 +373,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_runtimes)
     app.cleanup_ctx.append(_events)
+    app.cleanup_ctx.append(_schedules)
     app.cleanup_ctx.append(_deploy)
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
@@ -362,6 +388,8 @@ def create_app(settings: Settings) -> web.Application:
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)
+    scheduler.add_routes(app)
+    schedule_groups.add_routes(app)
     logs_api.add_routes(app)
     metrics_api.add_routes(app)
     catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"

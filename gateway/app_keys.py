@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from gateway.events.delivery import Delivery
     from gateway.events.dispatcher import Dispatcher
     from gateway.events.queue import EventQueue
+    from gateway.events.schedules import ScheduleRunner
     from gateway.execution.admission import Concurrency
     from gateway.execution.invoker import Invoker
     from gateway.execution.pools import PoolManager
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.store.event_configs import EventInvokeConfigs
     from gateway.store.layers import LayerStore
     from gateway.store.registry import Registry
+    from gateway.store.schedules import Schedules
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 #: the runtimes this gateway runs (gateway/catalog.py), found once at start-up
@@ -51,3 +53,6 @@ EVENT_QUEUE: web.AppKey[EventQueue] = web.AppKey("event_queue")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 #: sends destination records and dead letters to SQS, SNS and EventBridge endpoints (gateway.events.delivery)
 DELIVERY: web.AppKey[Delivery] = web.AppKey("delivery")
+#: EventBridge Scheduler schedules (gateway.store.schedules) and the loop that fires them (gateway.events.schedules)
+SCHEDULES: web.AppKey[Schedules] = web.AppKey("schedules")
+SCHEDULE_RUNNER: web.AppKey[ScheduleRunner] = web.AppKey("schedule_runner")

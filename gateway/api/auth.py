@@ -20,6 +20,9 @@ What a function's session credentials may do (`authorize`, checked from the head
 other function, layers, settings, logs, metrics, needs an operator's credential and is answered AWS's 403
 `AccessDeniedException`. A function's request body is at most Invoke's 6 MB.
 
+The Scheduler API's paths (gateway.api.scheduler) are checked the same way, with the credential scoped to the service
+`scheduler`, as boto3's scheduler client signs; a function's credentials may not call it.
+
 It runs inside the error middleware, so every refusal is Lambda-shaped, and before routing is acted upon, as AWS
 checks the signature before it looks at the operation.
 """
@@ -33,7 +36,8 @@ from aiohttp import web
 from gateway.api.catalog import load_operations, route_shape
 from gateway.api.http import Handler, error_response, read_body
 from gateway.api.invoke import MAX_SYNC_PAYLOAD
-from gateway.api.sigv4 import Verifier
+from gateway.api.scheduler import is_scheduler_path
+from gateway.api.sigv4 import SERVICE, Verifier
 from gateway.app_keys import SETTINGS
 from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException
 from gateway.isolation.credentials import Session
@@ -93,7 +97,7 @@ def authorize(request: web.Request, session: Session) -> None:
             if operation in OWN_FUNCTION and ref.name == session.function_name:
                 return
             resource = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
-    action = "lambda:" + _ACTIONS.get(operation, operation)
+    action = ("scheduler:" if is_scheduler_path(request.path) else "lambda:") + _ACTIONS.get(operation, operation)
     raise AccessDeniedException(
         f"User: {session.assumed_role_arn} is not authorized to perform: {action} on resource: {resource} "
         f"because no identity-based policy allows the {action} action"
@@ -122,7 +126,8 @@ def auth_middleware(verifier: Verifier, required: bool) -> web.middleware:  # ty
             return await handler(request)
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
-            pending = verifier.check_headers(request.method, request.raw_path, headers)
+            service = "scheduler" if is_scheduler_path(request.path) else SERVICE  # EventBridge Scheduler's API
+            pending = verifier.check_headers(request.method, request.raw_path, headers, service=service)
             session = pending.identity.session
             if session is not None:
                 authorize(request, session)

@@ -1,7 +1,8 @@
 """AWS Signature Version 4 for the gateway's API: verify what boto3 and the AWS CLI sign, and sign (for `gateway logs`).
 
 `Verifier.verify()` checks one request's `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=...,
-Signature=...` against the known credentials, the service `lambda` and this gateway's region, the time stamp
+Signature=...` against the known credentials, the service `lambda` (`scheduler` for the Scheduler API's paths: the
+caller says which) and this gateway's region, the time stamp
 (`X-Amz-Date`, within 15 minutes either way, as AWS allows) and the payload's SHA-256, and raises the error AWS
 answers: 403 MissingAuthenticationTokenException (no signature), IncompleteSignatureException (a malformed one),
 UnrecognizedClientException (an unknown access key, an invalid session token), ExpiredTokenException (a session
@@ -182,9 +183,15 @@ class Verifier:
         return Identity(key_id, session), self.sessions.secret_for(key_id)
 
     def check_headers(
-        self, method: str, raw_path: str, headers: Mapping[str, str], now: dt.datetime | None = None
+        self,
+        method: str,
+        raw_path: str,
+        headers: Mapping[str, str],
+        now: dt.datetime | None = None,
+        service: str = SERVICE,
     ) -> Pending:
-        """Every check the request head allows; raise AWS's 403 for the first that fails. Reads no body."""
+        """Every check the request head allows; raise AWS's 403 for the first that fails. Reads no body.
+        `service`: the one the credential must be scoped to (`scheduler` for the Scheduler API's paths)."""
         auth = headers.get("authorization")
         if not auth:
             raise MissingAuthenticationTokenException("Missing Authentication Token")
@@ -199,11 +206,11 @@ class Verifier:
             raise IncompleteSignatureException(
                 f"Credential should have the form KEY/DATE/REGION/SERVICE/aws4_request, got '{match['credential']}'."
             )
-        key_id, date, region, service, _ = parts
+        key_id, date, region, scoped, _ = parts
         now = now or dt.datetime.now(dt.UTC)
         identity, secret = self._identify(key_id, headers, now)
-        if service != SERVICE:
-            raise InvalidSignatureException(f"Credential should be scoped to correct service: '{SERVICE}'.")
+        if scoped != service:
+            raise InvalidSignatureException(f"Credential should be scoped to correct service: '{service}'.")
         if region != self.region:
             raise InvalidSignatureException(f"Credential should be scoped to a valid region, not '{region}'.")
         amz_date = headers.get("x-amz-date", "")
@@ -229,7 +236,7 @@ class Verifier:
         signed = match["signed"].split(";")
         if "host" not in signed or signed != sorted(signed):
             raise IncompleteSignatureException("SignedHeaders must include 'host', in sorted order.")
-        scope = f"{date}/{region}/{service}/aws4_request"
+        scope = f"{date}/{region}/{scoped}/aws4_request"
         payload_hash = headers.get("x-amz-content-sha256") or None
         pending = Pending(identity, secret, amz_date, scope, signed, match["signature"], payload_hash, False)
         if payload_hash is None:
