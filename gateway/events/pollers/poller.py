@@ -287,7 +287,11 @@ class Poller:
         if not destination:
             log.warning("event source mapping %s: %d records discarded", self.mapping.uuid, len(discarded))
             return
-        record = failure_record(self.mapping, self._hooks.function_arn(self.mapping), discarded, self.attempts)
+        age, now = self.mapping.maximum_record_age, time.time()
+        aged = age >= 0 and all(now - r.timestamp > age for r in discarded)
+        condition = "RecordAgeExceeded" if aged else "RetryAttemptsExhausted"
+        arn = self._hooks.function_arn(self.mapping)
+        record = failure_record(self.mapping, arn, discarded, self.attempts, condition)
         backoff = Backoff(self._hooks.backoff_base, self._hooks.backoff_max)
         while True:
             try:
@@ -336,7 +340,9 @@ def split_at_failures(records: list[Record], failed_ids: set[str]) -> tuple[list
     return good, bad
 
 
-def failure_record(mapping: Mapping, function_arn: str, discarded: list[Record], attempts: int) -> bytes:
+def failure_record(
+    mapping: Mapping, function_arn: str, discarded: list[Record], attempts: int, condition: str
+) -> bytes:
     """Lambda's OnFailure record of an event source mapping's discarded records: the context, and the records
     themselves (`payload`: as the function's event showed them)."""
     now = time.time()
@@ -354,7 +360,7 @@ def failure_record(mapping: Mapping, function_arn: str, discarded: list[Record],
             "requestContext": {
                 "requestId": str(uuid.uuid4()),
                 "functionArn": function_arn,
-                "condition": "RetryAttemptsExhausted" if attempts else "RecordAgeExceeded",
+                "condition": condition,
                 "approximateInvokeCount": attempts,
             },
             "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
