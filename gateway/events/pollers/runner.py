@@ -118,6 +118,7 @@ class Runner:
             return
         if mapping.state == DELETING:
             self._stop(mapping.uuid)
+            self._hooks.counts.forget(mapping.uuid)
             return
         if mapping.state in (ENABLED, DISABLED) and not starting:
             return  # written by this runner, or a status change: nothing to do
@@ -161,6 +162,7 @@ class Runner:
         except (ImportError, AttributeError, KeyError) as exc:
             reason = f"PROBLEM: this gateway cannot read {mapping.kind} sources: {exc}"
             log.warning("event source mapping %s: %s", mapping.uuid, reason)
+            self._hooks.counts.polling_error(mapping)
             self._spawn(self._status(mapping, reason, reason))
             return None
         self._factories[mapping.kind] = factory
