@@ -280,6 +280,17 @@ async def test_runner_follows_creation_disabling_and_deletion(store: Mappings) -
             break
         await asyncio.sleep(0.01)
     assert [r.item_id for r in source.acked] == ["0"] and runner.running() == ["u-1"]
+    # an Update that changes nothing the poller uses does not restart it; one that does, does
+    await asyncio.to_thread(store.update, "u-1", lambda m: dataclasses.replace(m, state="Updating"))
+    await _state(store, "u-1", ENABLED)
+    assert source.opened == 1
+    await asyncio.to_thread(store.update, "u-1", lambda m: dataclasses.replace(m, state="Updating", batch_size=2))
+    await _state(store, "u-1", ENABLED)
+    for _ in range(300):
+        if source.opened == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert source.opened == 2
     await asyncio.to_thread(store.update, "u-1", lambda m: dataclasses.replace(m, enabled=False, state="Disabling"))
     await _state(store, "u-1", DISABLED)
     assert runner.running() == []

@@ -233,6 +233,7 @@ class Poller:
             if attempt.reached:
                 return attempt
             log.info("event source mapping %s: invocation did not run: %s", self.mapping.uuid, attempt.reason)
+            await self._show(f"PROBLEM: the function could not be invoked: {attempt.reason}")
             await asyncio.sleep(self._backoff.next())
 
     async def _once(self, source: Source, records: list[Record]) -> tuple[list[Record], list[Record], str | None]:

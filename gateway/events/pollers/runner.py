@@ -83,6 +83,8 @@ class Runner:
             self._invoke, self._deliver, self._status, counts, self._function_arn, backoff[0], backoff[1]
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: the mapping each running poller was started with
+        self._configs: dict[str, Mapping] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -123,8 +125,10 @@ class Runner:
         if mapping.state in (ENABLED, DISABLED) and not starting:
             return  # written by this runner, or a status change: nothing to do
         if mapping.enabled:
-            self._stop(mapping.uuid)
-            self._begin(mapping)
+            running = self._configs.get(mapping.uuid)
+            if running is None or not same_settings(running, mapping) or self._tasks[mapping.uuid].done():
+                self._stop(mapping.uuid)
+                self._begin(mapping)
             if mapping.state != ENABLED:
                 self._transition(mapping, ENABLED)
         else:
@@ -139,6 +143,7 @@ class Runner:
         poller = Poller(mapping, lambda: factory(mapping, self._settings), self._hooks)
         task = asyncio.create_task(self._guarded(poller), name=f"poller {mapping.uuid}")
         self._tasks[mapping.uuid] = task
+        self._configs[mapping.uuid] = mapping
 
     async def _guarded(self, poller: Poller) -> None:
         """A poller that fails unexpectedly shows why and is not restarted (it would fail the same way)."""
@@ -169,6 +174,7 @@ class Runner:
         return factory
 
     def _stop(self, uuid: str) -> None:
+        self._configs.pop(uuid, None)
         task = self._tasks.pop(uuid, None)
         if task is not None:
             task.cancel()
@@ -229,6 +235,15 @@ class Runner:
         if target is None:
             raise ValueError(f"not a destination: {destination}")
         await self._send(target, record, False)
+
+
+def same_settings(a: Mapping, b: Mapping) -> bool:
+    """Whether two versions of a mapping differ only in their status (a poller need not restart)."""
+
+    def settings(m: Mapping) -> Mapping:
+        return dataclasses.replace(m, state="", state_transition_reason="", last_processing_result="", last_modified=0)
+
+    return settings(a) == settings(b)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
