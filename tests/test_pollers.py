@@ -316,3 +316,36 @@ async def test_a_missing_source_module_leaves_the_mapping_enabled_with_the_reaso
         await asyncio.sleep(0.01)
     assert "cannot read nope sources" in found.state_transition_reason
     await runner.close()
+
+
+async def test_maximum_concurrency_runs_that_many_pollers_each_with_its_own_source(store: Mappings) -> None:
+    sources: list[FakeSource] = []
+    shared = FakeSource()
+
+    def make(mapping: Mapping, settings: Settings) -> FakeSource:
+        sources.append(shared)  # one broker, a consumer per poller
+        return shared
+
+    inflight, peak = 0, 0
+
+    async def slow(mapping: Mapping, payload: bytes) -> Attempt:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        await asyncio.sleep(0.1)
+        inflight -= 1
+        return Attempt(True)
+
+    runner = _runner(store, {SQS: make}, Function())
+    runner._hooks = dataclasses.replace(runner._hooks, invoke=slow)
+    store.on_change.connect(runner.follow)
+    runner.start()
+    await asyncio.to_thread(store.put, _mapping(batch_size=1, maximum_concurrency=3))
+    await _state(store, "u-1", ENABLED)
+    shared.add(*range(9))
+    for _ in range(500):
+        if len(shared.acked) == 9:
+            break
+        await asyncio.sleep(0.01)
+    await runner.close()
+    assert len(sources) == 3 and len(shared.acked) == 9 and peak == 3

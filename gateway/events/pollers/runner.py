@@ -4,6 +4,10 @@ States: the API writes `Creating`, `Enabling`, `Updating`, `Disabling` (and dele
 (start, restart or stop the mapping's task) and writes `Enabled` or `Disabled` when done. At start-up every mapping
 is taken up again: the enabled ones resume from their brokers' committed positions.
 
+A mapping runs `ScalingConfig.MaximumConcurrency` pollers (1 when unset), each with its own `Source` and at most
+one batch in flight: SQS and RabbitMQ consumers share the queue, Kafka consumers of one group share the partitions
+(order is kept per partition).
+
 Which module reads which kind of source is `SOURCES` (kind -> module exposing `source_for(mapping, settings)`),
 imported lazily: a module that is not there (not installed, or its dependency missing) leaves the mapping Enabled
 with StateTransitionReason saying so, and nothing polled.
@@ -140,10 +144,20 @@ class Runner:
         factory = self._factory(mapping)
         if factory is None:
             return
-        poller = Poller(mapping, lambda: factory(mapping, self._settings), self._hooks)
-        task = asyncio.create_task(self._guarded(poller), name=f"poller {mapping.uuid}")
+        pollers = [
+            Poller(mapping, lambda: factory(mapping, self._settings), self._hooks)
+            for _ in range(mapping.maximum_concurrency or 1)
+        ]
+        task = asyncio.create_task(self._all(pollers), name=f"pollers {mapping.uuid}")
         self._tasks[mapping.uuid] = task
         self._configs[mapping.uuid] = mapping
+
+    async def _all(self, pollers: list[Poller]) -> None:
+        """ScalingConfig.MaximumConcurrency pollers, each with its own source (connection, consumer), each with at
+        most one batch in flight: as many concurrent invocations at most. Cancelled together."""
+        async with asyncio.TaskGroup() as group:
+            for poller in pollers:
+                group.create_task(self._guarded(poller))
 
     async def _guarded(self, poller: Poller) -> None:
         """A poller that fails unexpectedly shows why and is not restarted (it would fail the same way)."""
