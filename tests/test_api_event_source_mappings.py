@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 SOURCE = "def lambda_handler(event, context):\n    return None\n"
@@ -192,3 +192,43 @@ def test_mappings_survive_a_restart_and_go_with_their_function(gateway_factory: 
         lam.get_event_source_mapping(UUID=kept)
     assert _error(info)[1] == "ResourceNotFoundException"
     assert lam.list_event_source_mappings()["EventSourceMappings"] == []
+
+
+ABUSER = r"""
+import boto3
+from botocore.exceptions import ClientError
+
+def lambda_handler(event, context):
+    lam = boto3.client("lambda")
+    calls = {
+        "create": lambda: lam.create_event_source_mapping(
+            FunctionName=context.function_name, Topics=["t"], StartingPosition="LATEST",
+            SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["127.0.0.1:22"]}}),
+        "list": lambda: lam.list_event_source_mappings(),
+        "get": lambda: lam.get_event_source_mapping(UUID=event["uuid"]),
+        "update": lambda: lam.update_event_source_mapping(UUID=event["uuid"], Enabled=False),
+        "delete": lambda: lam.delete_event_source_mapping(UUID=event["uuid"]),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = "allowed"
+        except ClientError as exc:
+            out[name] = exc.response["Error"]["Code"]
+    return out
+"""
+
+
+def test_a_function_cannot_create_read_or_change_mappings(gateway_factory: GatewayFactory) -> None:
+    """A function's session credentials must not make the gateway connect anywhere (a mapping's broker address is
+    the gateway's own network, not the jail's) nor stop or read other mappings: 403 for each operation."""
+    port = free_port()
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits", "GATEWAY_ENVIRONMENT_LISTEN": f"127.0.0.2:{port}"})
+    lam = gw.client()
+    create_function(lam, "abuser", ABUSER, Timeout=30)
+    uuid = lam.create_event_source_mapping(FunctionName="abuser", **_kafka())["UUID"]
+    _, answer = invoke_json(lam, "abuser", {"uuid": uuid})
+    assert answer == dict.fromkeys(("create", "list", "get", "update", "delete"), "AccessDeniedException"), answer
+    assert [m["UUID"] for m in lam.list_event_source_mappings()["EventSourceMappings"]] == [uuid]
+    assert lam.get_event_source_mapping(UUID=uuid)["State"] in ("Creating", "Enabled")
