@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from gateway.catalog import Catalog
     from gateway.events.delivery import Delivery
     from gateway.events.dispatcher import Dispatcher
+    from gateway.events.pollers.runner import Runner
     from gateway.events.queue import EventQueue
     from gateway.events.schedules import ScheduleRunner
     from gateway.execution.admission import Concurrency
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.store.code import CodeStore
     from gateway.store.event_configs import EventInvokeConfigs
     from gateway.store.layers import LayerStore
+    from gateway.store.mappings import Mappings
     from gateway.store.registry import Registry
     from gateway.store.schedules import Schedules
 
@@ -56,3 +58,6 @@ DELIVERY: web.AppKey[Delivery] = web.AppKey("delivery")
 #: EventBridge Scheduler schedules (gateway.store.schedules) and the loop that fires them (gateway.events.schedules)
 SCHEDULES: web.AppKey[Schedules] = web.AppKey("schedules")
 SCHEDULE_RUNNER: web.AppKey[ScheduleRunner] = web.AppKey("schedule_runner")
+#: event source mappings (gateway.store.mappings) and their pollers (gateway.events.pollers.runner)
+MAPPINGS: web.AppKey[Mappings] = web.AppKey("mappings")
+POLLERS: web.AppKey[Runner] = web.AppKey("pollers")
