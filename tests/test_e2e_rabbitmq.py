@@ -27,7 +27,6 @@ WITNESS = """
 import base64, json, os, time
 def lambda_handler(event, context):
     started = time.time()
-    time.sleep(float(os.environ.get("PAUSE", "0")))
     ((key, records),) = event["rmqMessagesByQueue"].items()
     bodies = [base64.b64decode(r["data"]).decode() for r in records]
     for body, r in zip(bodies, records):
@@ -42,6 +41,7 @@ def lambda_handler(event, context):
         os.fsync(fd)
     finally:
         os.close(fd)
+    time.sleep(float(os.environ.get("PAUSE", "0")))  # witnessed, not yet acknowledged: where a kill makes duplicates
 """
 
 

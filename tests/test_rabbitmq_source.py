@@ -327,6 +327,27 @@ async def test_a_broker_that_goes_away_is_unavailable_and_loses_nothing(
     assert await _left(rabbitmq_server.url(), queue) == 0
 
 
+async def test_a_deleted_queue_is_a_reason(rabbitmq_server: RabbitMQServer) -> None:
+    """The broker cancels the consumer of a deleted queue (the channel stays open): fetch says so, open then
+    reports the missing queue."""
+    url, name = rabbitmq_server.url(), f"q-{next(_names)}"
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        await channel.declare_queue(name)
+        source = _source(rabbitmq_server, name)
+        await source.open()
+        try:
+            assert await source.fetch(10, 0.1) == []
+            await channel.queue_delete(name)
+            with pytest.raises(SourceUnavailable, match="cancelled our consumer"):
+                await source.fetch(10, 10.0)
+            await source.close()
+            with pytest.raises(SourceUnavailable, match="NOT_FOUND"):
+                await source.open()
+        finally:
+            await source.close()
+
+
 def test_pure_parts() -> None:
     assert java_date(datetime.datetime(1970, 1, 1, 0, 33, 41, tzinfo=datetime.UTC)) == "Jan 1, 1970, 12:33:41 AM"
     assert java_date(datetime.datetime(2026, 3, 9, 12, 0, 1, tzinfo=datetime.UTC)) == "Mar 9, 2026, 12:00:01 PM"

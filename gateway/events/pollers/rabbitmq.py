@@ -86,6 +86,7 @@ def source_for(mapping: Mapping, settings: Settings) -> RabbitMQSource:
         queue=mapping.queues[0] if mapping.queues else "",
         vhost=virtual_host(mapping),
         prefetch=mapping.batch_size,
+        name=f"lambda-gateway event source mapping {mapping.uuid} ({mapping.function})",
     )
 
 
@@ -101,8 +102,10 @@ class RabbitMQSource:
 
     kind = KIND
 
-    def __init__(self, arn: str, url: str | None, queue: str, vhost: str, prefetch: int) -> None:
+    def __init__(self, arn: str, url: str | None, queue: str, vhost: str, prefetch: int, name: str = "") -> None:
         self.arn = arn
+        #: the connection's name in the broker's management UI and logs
+        self.name = name or "lambda-gateway event source mapping"
         self.queue = queue
         self.vhost = vhost
         self.prefetch = max(1, min(prefetch, 65535))  # basic.qos's prefetch-count is 16 bits
@@ -143,13 +146,20 @@ class RabbitMQSource:
         generation = self._generation
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                self._connection = await aio_pika.connect(self._url, timeout=CONNECT_TIMEOUT)
+                self._connection = await aio_pika.connect(
+                    self._url, timeout=CONNECT_TIMEOUT, client_properties={"connection_name": self.name}
+                )
                 self._connection.close_callbacks.add(self._on_close)
                 channel = await self._connection.channel()
                 channel.close_callbacks.add(self._on_close)
                 await channel.set_qos(prefetch_count=self.prefetch)
                 await channel.get_queue(self.queue, ensure=True)  # passive: the queue must exist
                 self._channel = await channel.get_underlay_channel()
+                # the queue deleted (or a quorum queue's leader lost) cancels our consumer: the channel stays open
+                # but nothing comes; seen as a loss so that the runner's next `open` says why
+                cancels = getattr(self._channel, "on_consumer_cancel_callbacks", None)  # aiormq >= 7.2
+                if cancels is not None:
+                    cancels.add(self._on_cancel)
                 await self._channel.basic_consume(self.queue, lambda m: self._deliver(m, generation), no_ack=False)
         except asyncio.CancelledError:
             raise
@@ -163,10 +173,16 @@ class RabbitMQSource:
             self._inbox.put_nowait((message, time.time()))
 
     def _on_close(self, _sender: Any, exc: BaseException | None) -> None:
+        self._lost(self._reason("lost the connection to", exc))
+
+    def _on_cancel(self, _frame: Any) -> None:
+        self._lost(self._reason("the broker cancelled our consumer (queue deleted?) on", None))
+
+    def _lost(self, reason: str) -> None:
         if self._closing or self._broken is not None:
             return
-        self._broken = self._reason("lost the connection to", exc)
-        log.warning("%s", self._broken)
+        self._broken = reason
+        log.warning("%s", reason)
         self._inbox.put_nowait(None)  # wakes a waiting fetch
 
     def _check(self) -> None:
@@ -249,9 +265,7 @@ class RabbitMQSource:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if self._broken is None:
-                self._broken = self._reason(f"could not {how} a message on", exc)
-                log.warning("%s", self._broken)
+            self._lost(self._reason(f"could not {how} a message on", exc))
 
     async def close(self) -> None:
         """Close the connection; the broker requeues whatever was not acknowledged."""
