@@ -10,6 +10,7 @@ operator did not list leaves the mapping Enabled with the reason.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import time
@@ -41,6 +42,8 @@ def lambda_handler(event, context):
         os.fsync(fd)
     finally:
         os.close(fd)
+    if "poison" in bodies:
+        raise RuntimeError("poison always fails")
     time.sleep(float(os.environ.get("PAUSE", "0")))  # witnessed, not yet acknowledged: where a kill makes duplicates
 """
 
@@ -49,12 +52,12 @@ def _witnessed(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _publish(url: str, queue: str, bodies: list[str], declare: bool = False) -> None:
+def _publish(url: str, queue: str, bodies: list[str], declare: bool = False, **arguments: Any) -> None:
     async def run() -> None:
         async with await aio_pika.connect(url) as conn:
             channel = await conn.channel(publisher_confirms=True)
             if declare:
-                await channel.declare_queue(queue, durable=True)
+                await channel.declare_queue(queue, durable=True, arguments=arguments or None)
             for body in bodies:
                 message = aio_pika.Message(body.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 await channel.default_exchange.publish(message, routing_key=queue)
@@ -157,3 +160,30 @@ def test_sigkill_mid_batch_loses_no_message(
     assert set(seen) == set(bodies)
     assert duplicates <= 10  # at most the one batch in flight (prefetch = BatchSize) runs twice
     _wait(lambda: _ready_in(url, queue) == 0, 10, "an empty queue")
+
+
+def test_a_poison_message_ends_in_the_brokers_dead_letter_queue(
+    gateway_factory: GatewayFactory, rabbitmq_server: RabbitMQServer, tmp_path: Path
+) -> None:
+    """A handler that always fails: each failed batch is nacked (requeued) and the poller backs off before the next
+    (never a hot loop); a quorum queue's x-delivery-limit then dead-letters the message, as on Amazon MQ."""
+    witness, queue, url = tmp_path / "witness.jsonl", "e2e-poison", rabbitmq_server.url()
+    _publish(url, f"{queue}-dlq", [], declare=True)
+    dead_letter = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{queue}-dlq"}
+    _publish(url, queue, [], declare=True, **{"x-queue-type": "quorum", "x-delivery-limit": 2, **dead_letter})
+    gw = _gateway(gateway_factory, rabbitmq_server)
+    lam = gw.client()
+    create_function(lam, "rmq-poison", WITNESS, Environment={"Variables": {"WITNESS": str(witness)}})
+    uuid = _mapping(lam, "rmq-poison", queue, BatchSize=1)
+    _publish(url, queue, ["poison"])
+    _wait(lambda: _ready_in(url, f"{queue}-dlq") == 1, 60, "the dead-letter queue")
+    attempts = _witnessed(witness)
+    assert 2 <= len(attempts) <= 4, attempts  # the limit's deliveries, not a loop
+    assert [a["redelivered"] for a in attempts][:2] == [False, True]
+    gaps = [b["started"] - a["started"] for a, b in itertools.pairwise(attempts)]
+    print(f"poison: {len(attempts)} deliveries, {[round(g, 2) for g in gaps]} s apart, then dead-lettered")
+    assert min(gaps) >= 0.9, gaps  # the poller's back-off (1 s, 2 s, ...) between failed batches
+    time.sleep(2)
+    assert len(_witnessed(witness)) == len(attempts) and _ready_in(url, queue) == 0
+    got = lam.get_event_source_mapping(UUID=uuid)
+    assert got["State"] == "Enabled" and "Function call failed" in got["LastProcessingResult"]
