@@ -27,7 +27,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import RESULTS, ROLE, RUNTIME, gateway_server, make_zip, running, scratch_dir, summarize
+from bench.harness import (
+    RESULTS,
+    ROLE,
+    RUNTIME,
+    gateway_server,
+    machine_facts,
+    make_zip,
+    running,
+    scratch_dir,
+    summarize,
+)
 from bench.scenarios.common import Api
 
 ARN = "arn:aws:mq:us-east-1:123456789012:broker:bench:b-0123abcd"
@@ -133,12 +143,16 @@ def main() -> None:
     parser.add_argument("--amqp-url", default=None, help="a broker to use instead of starting one")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    machine = machine_facts()
     with scratch_dir("rabbitmq-latency-") as tmp:
         results = run(args, Path(tmp))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"rabbitmq-latency-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"messages": args.messages, "gap": args.gap, "latency_ms": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps({"machine": machine, "messages": args.messages, "gap": args.gap, "latency_ms": results}, indent=2)
+        + "\n"
+    )
     print(f"wrote {out}")
 
 
