@@ -110,7 +110,8 @@ class RabbitMQSource:
         self.vhost = vhost
         self.prefetch = max(1, min(prefetch, 65535))  # basic.qos's prefetch-count is 16 bits
         self._url = broker_url(url, vhost) if url else None
-        self._secret = self._url.password if self._url is not None else None
+        #: the password as given (percent-encoded) and decoded: neither may appear in a reason
+        self._secrets = {p for p in (self._url.raw_password, self._url.password) if p} if self._url else set()
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._generation = 0
@@ -131,7 +132,9 @@ class RabbitMQSource:
         """A reason for API callers: never the URL's password, which an error text might echo."""
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
         text = f"{what} {self._where()}{detail}"
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def open(self) -> None:
         """Connect, log in, open a channel with prefetch = BatchSize and consume the queue. Raises
