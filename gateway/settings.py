@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -148,6 +149,11 @@ class Settings:
     sqs_endpoint: str | None = None
     sns_endpoint: str | None = None
     events_endpoint: str | None = None
+    #: Amazon MQ for RabbitMQ: broker ARN -> the AMQP URL it is reached at (GATEWAY_MQ_BROKERS, a JSON object), with
+    #: the credentials the pollers log in with (a mapping's BASIC_AUTH secret is not resolved: see
+    #: gateway/events/pollers/rabbitmq.py). Only these brokers can be reached: an ARN given to
+    #: CreateEventSourceMapping names one of them, never a host
+    mq_brokers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def loopback(self) -> bool:
@@ -234,6 +240,7 @@ class Settings:
             sqs_endpoint=environ.get("GATEWAY_SQS_ENDPOINT") or None,
             sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
+            mq_brokers=mq_brokers(environ.get("GATEWAY_MQ_BROKERS", "")),
         )
         settings.validate()
         return settings
@@ -294,6 +301,33 @@ class Settings:
                 f"binding to {self.host} exposes an API that runs code: configure credentials (GATEWAY_ACCESS_KEY_ID "
                 "and GATEWAY_SECRET_ACCESS_KEY, or GATEWAY_CREDENTIALS_FILE), or pass --insecure-no-auth"
             )
+
+
+#: an Amazon MQ broker's ARN: arn:aws:mq:<region>:<account>:broker:<name>:<id>
+MQ_BROKER_ARN = re.compile(r"arn:aws[a-z-]*:mq:[a-z0-9-]+:\d{12}:broker:[^:\s]+:[^:\s]+")
+
+
+def mq_brokers(text: str) -> dict[str, str]:
+    """GATEWAY_MQ_BROKERS: a JSON object from Amazon MQ broker ARN to `amqp://` or `amqps://` URL
+    (`amqp://user:password@host:5672/`; the path, a virtual host, is replaced by each mapping's VIRTUAL_HOST).
+    "" -> {}. Raises ValueError (never echoing a URL: it may hold a password)."""
+    if not text.strip():
+        return {}
+    try:
+        brokers = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"GATEWAY_MQ_BROKERS is not JSON: {exc}") from None
+    if not isinstance(brokers, dict):
+        raise ValueError("GATEWAY_MQ_BROKERS must be a JSON object: broker ARN -> AMQP URL")
+    for arn, url in brokers.items():
+        if not MQ_BROKER_ARN.fullmatch(arn):
+            raise ValueError(
+                f"GATEWAY_MQ_BROKERS: {arn!r} is not a broker ARN (arn:aws:mq:REGION:ACCOUNT:broker:NAME:ID)"
+            )
+        scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
+        if not sep or scheme.lower() not in ("amqp", "amqps") or not rest.rpartition("@")[2].split("/")[0]:
+            raise ValueError(f"GATEWAY_MQ_BROKERS: the URL of {arn} must be amqp://[user:password@]host[:port][/vhost]")
+    return dict(brokers)
 
 
 def _metrics_auth(environ: Mapping[str, str]) -> dict[str, str]:

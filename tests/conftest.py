@@ -40,7 +40,7 @@ from gateway.store.code import CodeStore
 from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import Registry
 from runtimes.proxy.http import Request
-from tests.servers import ElasticMQServer, MotoServer, Unavailable, elasticmq_classpath
+from tests.servers import ElasticMQServer, MotoServer, RabbitMQServer, Unavailable, elasticmq_classpath
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
@@ -245,6 +245,21 @@ def elasticmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elast
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     server = ElasticMQServer(work / "elasticmq.log", classpath=classpath).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """One RabbitMQ node (tests/servers.py) for the session, vhosts "/" and "other"; queues get unique names per test.
+    Skips without Debian's rabbitmq-server (fails with CI=true)."""
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        server.start()
+    except Unavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
     yield server
     server.stop()
 

@@ -102,3 +102,23 @@ def test_environment_listener_and_session_ttl() -> None:
             Settings.from_args(_args(), {"GATEWAY_ENVIRONMENT_LISTEN": bad})
     with pytest.raises(ValueError):
         Settings.from_args(_args(), {"GATEWAY_SESSION_TTL": "1"})
+
+
+def test_mq_brokers() -> None:
+    arn = "arn:aws:mq:us-east-1:123456789012:broker:orders:b-1234"
+    brokers = f'{{"{arn}": "amqp://u:pw@127.0.0.1:5672/"}}'
+    s = Settings.from_args(_args(), {"GATEWAY_MQ_BROKERS": brokers})
+    assert s.mq_brokers == {arn: "amqp://u:pw@127.0.0.1:5672/"}
+    assert "pw" not in repr(s)  # the URLs hold passwords
+    assert Settings.from_args(_args(), {}).mq_brokers == {}
+    for bad in (
+        "{",
+        "[]",
+        '{"arn:aws:sqs:us-east-1:123456789012:q": "amqp://h/"}',
+        f'{{"{arn}": "http://u:secret-pw@h/"}}',
+        f'{{"{arn}": "amqp://u:secret-pw@/"}}',
+        f'{{"{arn}": 5}}',
+    ):
+        with pytest.raises(ValueError) as caught:
+            Settings.from_args(_args(), {"GATEWAY_MQ_BROKERS": bad})
+        assert "secret-pw" not in str(caught.value)
