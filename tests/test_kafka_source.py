@@ -10,6 +10,7 @@ import base64
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -331,6 +332,26 @@ async def test_an_unreachable_broker_is_source_unavailable_with_its_address() ->
     finally:
         await source.close()
     assert time.monotonic() - started < 15
+
+
+async def test_a_broker_that_goes_away_is_reported_by_fetch_and_close_still_works(
+    kafka_server: KafkaServer, tmp_path: Path
+) -> None:
+    """aiokafka keeps reconnecting on its own and fetches come back empty: the source asks for metadata after a
+    quiet spell, so that the runner learns the broker is gone (and reopens with back-off)."""
+    broker = KafkaServer(tmp_path / "kafka.log", classpath=kafka_server.classpath).start(timeout=120)
+    source = KafkaSource([broker.bootstrap], "gone", "g-gone")
+    try:
+        await source.open()
+        source.probe_every = 1.0
+        assert await source.fetch(10, 0.2) == []  # quiet, but there: no error
+        broker.stop()
+        with pytest.raises(SourceUnavailable, match=broker.bootstrap):
+            for _ in range(20):
+                await source.fetch(10, 0.5)
+    finally:
+        broker.stop()
+        await source.close()  # does not raise aiokafka's cancellation of its own retry
 
 
 async def test_no_bootstrap_servers_or_topic_is_source_unavailable() -> None:

@@ -30,6 +30,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,10 @@ TIMESTAMP_TYPES = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
 ASSIGNMENT_WAIT = 15.0
 #: how long `open` may take to reach a broker before the mapping is told it is unavailable
 CONNECT_TIMEOUT = 10.0
+#: aiokafka reconnects by itself and a fetch from brokers that are gone just comes back empty: after this many
+#: seconds without a record, a fetch asks a broker for metadata, so that brokers gone away are reported
+#: (SourceUnavailable: the runner shows why and reopens with back-off) and not mistaken for a quiet topic
+PROBE_EVERY = 10.0
 
 
 def source_for(mapping: Mapping, settings: Settings) -> KafkaSource:
@@ -167,6 +172,8 @@ class KafkaSource:
         self._consumer: Any = None
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._assigned_once = asyncio.Event()
+        self.probe_every = PROBE_EVERY
+        self._heard = 0.0  # time.monotonic() when a broker last answered with records or metadata
 
     async def open(self) -> None:
         """Connect, join the group and wait (up to ASSIGNMENT_WAIT) for partitions and their starting positions."""
@@ -189,6 +196,7 @@ class KafkaSource:
         except (KafkaError, OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise SourceUnavailable(f"Kafka brokers {','.join(self.servers)} unreachable: {reason}") from exc
+        self._heard = time.monotonic()
         try:
             await asyncio.wait_for(self._assigned_once.wait(), ASSIGNMENT_WAIT)
         except TimeoutError:
@@ -246,7 +254,19 @@ class KafkaSource:
             state.in_flight.update(m.offset for m in messages)
             state.next_fetch = messages[-1].offset + 1
             records.extend(to_record(m) for m in messages)
+        if records:
+            self._heard = time.monotonic()
+        elif time.monotonic() - self._heard >= self.probe_every:
+            await self._probe()
         return records
+
+    async def _probe(self) -> None:
+        try:
+            await asyncio.wait_for(self._consumer.topics(), CONNECT_TIMEOUT)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise SourceUnavailable(f"Kafka brokers {','.join(self.servers)} unreachable: {reason}") from exc
+        self._heard = time.monotonic()
 
     def event(self, records: list[Record]) -> bytes:
         """Lambda's SelfManagedKafka event: the records grouped by "<topic>-<partition>", in their order."""
@@ -321,4 +341,13 @@ class KafkaSource:
                 await consumer.stop()
             except (KafkaError, OSError) as exc:
                 log.warning("group %s: closing the consumer: %s", self.group_id, exc)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # with its broker gone, aiokafka's fetcher re-raises the cancellation of its own retry task from
+                # stop() before the client is closed: finish the stop so that no connection or task is left
+                for pending in getattr(consumer._fetcher, "_pending_tasks", ()):
+                    pending.cancel()
+                await consumer._client.close()
         self._partitions.clear()
