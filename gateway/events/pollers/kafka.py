@@ -189,6 +189,9 @@ class KafkaSource:
             auto_offset_reset="earliest" if self.starting_position == TRIM_HORIZON else "latest",
             client_id=f"lambda-gateway-{self.group_id}",
             request_timeout_ms=int(CONNECT_TIMEOUT * 1000),
+            # one invocation may run 900 s (and a stream batch is retried until it succeeds) between two fetches:
+            # past this the consumer would leave the group and its records be delivered twice
+            max_poll_interval_ms=1_000_000,
         )
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         try:
