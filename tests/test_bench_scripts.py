@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("suite.py", "concurrency.py", "profile.py", "soak.py", "loadgen.py", "report.py", "plots.py")
+SCRIPTS = (
+    "suite.py",
+    "concurrency.py",
+    "profile.py",
+    "soak.py",
+    "loadgen.py",
+    "report.py",
+    "plots.py",
+    "kafka_source.py",
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -224,6 +224,7 @@ async def test_offsets_are_committed_only_after_settle(
     records = await _fetch_all(again, 3)
     assert _offsets(records) == [0, 1, 2]
     await again.settle(records, [])
+    await again.flush()
     assert (await _committed(kafka_server, "g-commit"))[0] == 3
 
 
@@ -238,11 +239,13 @@ async def test_a_failed_record_comes_back_and_nothing_past_it_is_committed(
     by_offset = {(r.event["partition"], int(r.item_id)): r for r in records}
     failed = [by_offset[(0, 2)]]
     await source.settle([r for r in records if r not in failed], failed)
+    await source.flush()
     # partition 0 stops at its failed record, partition 1 is not held back by it
     assert await _committed(kafka_server, "g-fail") == {0: 2, 1: 1}
     again = await _fetch_all(source, 3)
     assert _offsets(again, 0) == [2, 3, 4] and _offsets(again, 1) == []
     await source.settle(again, [])
+    await source.flush()
     assert (await _committed(kafka_server, "g-fail"))[0] == 5
     assert await source.fetch(10, 0.5) == []
 
@@ -285,6 +288,7 @@ async def test_discard_commits_past_the_records(
     records = await _fetch_all(source, 2)
     await source.settle([], records)
     await source.discard(await _fetch_all(source, 2))
+    await source.flush()
     assert (await _committed(kafka_server, "g-discard"))[0] == 2
 
 

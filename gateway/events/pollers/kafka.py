@@ -9,6 +9,8 @@ Offsets (at least once, order kept per partition):
 - auto-commit is off; an offset is committed only in `settle` (the records that succeeded) and `discard` (the
   records whose OnFailure destination got them), and never past a record that has not: per partition the commit
   point is the lowest offset still in flight (fetched, not settled), or, with none in flight, the next one to fetch.
+  The commit is sent by `settle` and completes while the runner invokes the next batch (the next `settle`, and
+  `close`, wait for it first): a crash before it completes delivers those records again, as at least once allows.
 - a failed record is fetched again: `settle` seeks its partition back to the first failed offset and forgets the
   later records in flight there (a success reported later for one of those is ignored: it comes back too).
 - where the group has no committed offset for a partition, StartingPosition says where to begin (TRIM_HORIZON:
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -173,6 +176,7 @@ class KafkaSource:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._assigned_once = asyncio.Event()
         self.probe_every = PROBE_EVERY
+        self._committing: asyncio.Future[None] | None = None  # the commit in flight (see _commit)
         self._heard = 0.0  # time.monotonic() when a broker last answered with records or metadata
 
     async def open(self) -> None:
@@ -237,7 +241,7 @@ class KafkaSource:
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what is safe of the partitions going away, then forget them (runs in aiokafka's coordinator)."""
         try:
-            await self._commit(revoked)
+            await self._commit(revoked, wait=True)
         except SourceUnavailable as exc:  # theirs to fetch again: at least once
             log.warning("group %s: commit before rebalance failed: %s", self.group_id, exc)
         for tp in revoked:
@@ -316,14 +320,28 @@ class KafkaSource:
     def _where(record: Record) -> tuple[TopicPartition, int]:
         return TopicPartition(record.event["topic"], record.event["partition"]), int(record.item_id)
 
-    async def _commit(self, partitions: list[TopicPartition]) -> None:
+    async def _commit(self, partitions: list[TopicPartition], wait: bool = False) -> None:
+        """Commit the partitions' commit points. The commit runs in the background while the runner invokes the
+        next batch (one at a time: the next commit waits for it; `wait` waits for this one too); a commit that
+        failed on the connection raises SourceUnavailable from the next call."""
+        await self.flush()
         offsets: dict[TopicPartition, int] = {}
         for tp in partitions:
             state = self._partitions.get(tp)
             if state is not None and state.commit_point() > state.committed:
                 offsets[tp] = state.commit_point()
-        if not offsets:
-            return
+        if offsets:
+            self._committing = asyncio.ensure_future(self._send(offsets))
+            if wait:
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Wait for the commit in flight, if any (raises SourceUnavailable if it failed on the connection)."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
+
+    async def _send(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, RebalanceInProgressError) as exc:
@@ -334,10 +352,12 @@ class KafkaSource:
             raise SourceUnavailable(f"Kafka commit failed: {exc or type(exc).__name__}") from exc
         for tp, offset in offsets.items():
             if tp in self._partitions:
-                self._partitions[tp].committed = offset
+                self._partitions[tp].committed = max(offset, self._partitions[tp].committed)
 
     async def close(self) -> None:
-        """Leave the group without committing anything more (what is in flight is fetched again)."""
+        """Leave the group after the commit in flight (records not settled are fetched again)."""
+        with contextlib.suppress(SourceUnavailable):
+            await self.flush()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
