@@ -234,12 +234,15 @@ class KafkaServer(Server):
 
     classpath: str = ""
     controller_port: int = 0
+    #: the broker's port when it must be this one (a client was pointed at it before the broker started)
+    fixed_port: int = 0
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        self.port = self.fixed_port or self.port
         self.controller_port = _free_port()
         logs = self.log_path.with_suffix(".data")
         shutil.rmtree(logs, ignore_errors=True)

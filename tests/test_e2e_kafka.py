@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from tests.conftest import GatewayFactory, create_function
+from tests.conftest import GatewayFactory, create_function, free_port
 from tests.servers import KafkaServer
 
 pytestmark = pytest.mark.timeout(400)
@@ -171,3 +171,34 @@ def test_sigkill_mid_batch_loses_no_record(
     assert duplicates <= before - committed_at_kill
     _wait(lambda: sum(_committed(kafka_server, uuid).values()) == count, 30)
     assert _committed(kafka_server, uuid) == {0: count // 2, 1: count // 2}
+
+
+def test_an_unreachable_broker_is_shown_and_the_mapping_reconnects_when_it_comes(
+    kafka_server: KafkaServer, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """No broker at the address yet: the mapping stays Enabled with the reason; once a broker listens there, the
+    poller (backing off meanwhile, not in a hot loop) connects and the records reach the function."""
+    witness = tmp_path / "witness.txt"
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits"})
+    lam = gw.client()
+    create_function(lam, "later", WITNESS, Environment={"Variables": {"WITNESS": str(witness)}})
+    late = KafkaServer(tmp_path / "late.log", classpath=kafka_server.classpath, fixed_port=free_port())
+    uuid = lam.create_event_source_mapping(
+        FunctionName="later",
+        SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [f"127.0.0.1:{late.fixed_port}"]}},
+        Topics=["late"],
+        StartingPosition="TRIM_HORIZON",
+    )["UUID"]
+    _wait(lambda: lam.get_event_source_mapping(UUID=uuid)["StateTransitionReason"].startswith("PROBLEM"), 30)
+    shown = lam.get_event_source_mapping(UUID=uuid)
+    assert shown["State"] == "Enabled", shown
+    assert f"Kafka brokers 127.0.0.1:{late.fixed_port} unreachable" in shown["StateTransitionReason"], shown
+    try:
+        late.start(timeout=120)
+        _topic(late, "late")
+        _produce(late, "late", ["hello"])
+        _wait(lambda: _witnessed(witness) == [(0, 0, "hello")], 90)  # the back-off reaches 16-32 s meanwhile
+        assert _witnessed(witness) == [(0, 0, "hello")]
+        assert lam.get_event_source_mapping(UUID=uuid)["StateTransitionReason"] == "USER_INITIATED"
+    finally:
+        late.stop()
