@@ -112,6 +112,25 @@ def test_source_for_takes_the_mappings_group_topic_and_servers() -> None:
     assert named.group_id == "billing"
 
 
+async def test_authentication_it_cannot_do_is_refused_not_ignored() -> None:
+    """SASL/TLS secrets are not read here: the mapping is told so instead of being connected in plaintext."""
+    base = Mapping(
+        uuid="u",
+        function="f",
+        qualifier=None,
+        kind=KAFKA,
+        topics=("t",),
+        self_managed={"KAFKA_BOOTSTRAP_SERVERS": ["127.0.0.1:1"]},
+    )
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka"
+    access = ({"Type": "VPC_SUBNET", "URI": "subnet:subnet-1"}, {"Type": "SASL_SCRAM_512_AUTH", "URI": secret})
+    source = source_for(Mapping(**{**_fields(base), "source_access": access}), Settings())
+    with pytest.raises(SourceUnavailable, match="SASL_SCRAM_512_AUTH not supported"):
+        await source.open()
+    await source.close()
+    assert source_for(Mapping(**{**_fields(base), "source_access": access[:1]}), Settings()).unsupported == []
+
+
 def _fields(mapping: Mapping) -> dict[str, Any]:
     return {f: getattr(mapping, f) for f in mapping.__dataclass_fields__}
 

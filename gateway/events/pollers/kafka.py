@@ -64,6 +64,10 @@ CONNECT_TIMEOUT = 10.0
 PROBE_EVERY = 10.0
 
 
+#: SourceAccessConfigurations that say where Lambda's poller runs, not how to authenticate: nothing to do here
+PLACEMENT = ("VPC_SUBNET", "VPC_SECURITY_GROUP")
+
+
 def source_for(mapping: Mapping, settings: Settings) -> KafkaSource:
     """The source of a self-managed Kafka mapping (no I/O: `open` connects)."""
     del settings  # nothing of the gateway's configuration applies: the mapping names its brokers
@@ -73,6 +77,7 @@ def source_for(mapping: Mapping, settings: Settings) -> KafkaSource:
         group_id=mapping.group_id,
         starting_position=mapping.starting_position or TRIM_HORIZON,
         starting_timestamp=mapping.starting_position_timestamp,
+        unsupported=sorted({c.get("Type", "") for c in mapping.source_access} - set(PLACEMENT)),
     )
 
 
@@ -166,8 +171,12 @@ class KafkaSource:
         group_id: str,
         starting_position: str = TRIM_HORIZON,
         starting_timestamp: float | None = None,
+        unsupported: list[str] | None = None,
     ) -> None:
         self.servers = servers
+        #: SourceAccessConfigurations types asking for authentication or TLS (secrets in Secrets Manager), which
+        #: this source does not speak: such a mapping is told so rather than connected in plaintext
+        self.unsupported = unsupported or []
         self.topic = topic
         self.group_id = group_id
         self.starting_position = starting_position
@@ -185,6 +194,10 @@ class KafkaSource:
             raise SourceUnavailable(f"no {BOOTSTRAP} in SelfManagedEventSource.Endpoints")
         if not self.topic:
             raise SourceUnavailable("no topic: Topics names none")
+        if self.unsupported:
+            raise SourceUnavailable(
+                f"SourceAccessConfigurations {', '.join(self.unsupported)} not supported: PLAINTEXT brokers only"
+            )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers,
             group_id=self.group_id,
