@@ -40,7 +40,16 @@ from gateway.store.code import CodeStore
 from gateway.store.records import FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import Registry
 from runtimes.proxy.http import Request
-from tests.servers import ElasticMQServer, MotoServer, RabbitMQServer, Unavailable, elasticmq_classpath
+from tests.servers import (
+    KAFKA_POM,
+    ElasticMQServer,
+    KafkaServer,
+    MotoServer,
+    RabbitMQServer,
+    Unavailable,
+    elasticmq_classpath,
+    maven_classpath,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "lambda_function.lambda_handler"
@@ -260,6 +269,22 @@ def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit
         if os.environ.get("CI") == "true":
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServer]:
+    """Apache Kafka in KRaft mode (tests/servers.py), fetched by Maven once; skips without Java or Maven (fails
+    with CI=true). `kafka_server.bootstrap` is its "host:port"."""
+    work = tmp_path_factory.mktemp("kafka")
+    try:
+        classpath = maven_classpath(KAFKA_POM, work, "Apache Kafka")
+    except Unavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    server = KafkaServer(work / "kafka.log", classpath=classpath).start(timeout=120)
     yield server
     server.stop()
 

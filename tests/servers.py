@@ -5,6 +5,8 @@
   an EventBridge rule's SQS target), so what this gateway sends can be read back with boto3 as a consumer would.
 - ElasticMQ (SQS only; Scala, from Maven Central: `mvn` fetches it with tests/data/elasticmq/pom.xml into Maven's
   cache, once) runs on the JVM, configured for the region and account the tests' ARNs name.
+- Apache Kafka (`org.apache.kafka:kafka_2.13`, fetched likewise with tests/data/kafka/pom.xml) runs one KRaft node
+  (broker and controller) on the JVM, its storage formatted at each start in a directory of its own.
 
 - RabbitMQ (Debian's rabbitmq-server, an Erlang node with an epmd of its own) for the Amazon MQ event source.
 
@@ -26,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -323,3 +326,82 @@ class RabbitMQServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+KAFKA_POM = ROOT / "tests" / "data" / "kafka" / "pom.xml"
+
+
+def maven_classpath(pom: Path, work: Path, what: str) -> str:
+    """The jars `pom` depends on, fetched by Maven (into its cache) if need be. Raises Unavailable without Java or
+    Maven, or if Maven cannot fetch them."""
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise Unavailable(f"{what} needs {tool}, not found on PATH")
+    out = work / f"{pom.parent.name}.classpath"
+    done = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:build-classpath", f"-Dmdep.outputFile={out}"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0 or not out.exists():
+        raise Unavailable(f"mvn could not fetch {what}:\n{done.stdout.decode(errors='replace')[-2000:]}")
+    return out.read_text().strip()
+
+
+@dataclass
+class KafkaServer(Server):
+    """Apache Kafka, one node in KRaft mode (broker and controller, no ZooKeeper), its log in a directory of its
+    own, formatted at each start. `port` is the broker's listener (`bootstrap`), an HTTP-less one: ready means it
+    accepts connections."""
+
+    classpath: str = ""
+    controller_port: int = 0
+    #: the broker's port when it must be this one (a client was pointed at it before the broker started)
+    fixed_port: int = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        self.port = self.fixed_port or self.port
+        self.controller_port = _free_port()
+        logs = self.log_path.with_suffix(".data")
+        shutil.rmtree(logs, ignore_errors=True)
+        config = self.log_path.with_suffix(".properties")
+        config.write_text(
+            "process.roles=broker,controller\nnode.id=1\n"
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}\n"
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
+            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            f"log.dirs={logs}\nnum.partitions=1\nauto.create.topics.enable=true\n"
+            # one node: the internal topics cannot be replicated; a group starts without waiting for more members
+            "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=1\n"
+            "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
+            "share.coordinator.state.topic.replication.factor=1\ngroup.initial.rebalance.delay.ms=0\n"
+        )
+        java = ["java", "-Xmx256m", "-Xms64m", "-XX:+UseSerialGC", "-cp", self.classpath]
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        with open(self.log_path, "ab") as log:
+            subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+                check=True,
+            )
+        return [*java, "kafka.Kafka", str(config)]
+
+    def _wait_ready(self, timeout: float) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+            time.sleep(0.1)
+        return False

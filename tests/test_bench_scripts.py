@@ -19,6 +19,7 @@ SCRIPTS = (
     "report.py",
     "plots.py",
     "rabbitmq_latency.py",
+    "kafka_source.py",
 )
 
 
