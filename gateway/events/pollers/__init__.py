@@ -1,0 +1,1 @@
+"""Event source mappings' pollers: the sources (Kafka, RabbitMQ, SQS) behind one contract (source.py)."""
