@@ -25,6 +25,7 @@ from gateway.api import (
     catalog,
     concurrency,
     event_invoke_config,
+    event_source_mappings,
     functions,
     invoke,
     invoke_async,
@@ -50,8 +51,10 @@ from gateway.app_keys import (
     EVENT_QUEUE,
     INVOKER,
     LAYERS,
+    MAPPINGS,
     METRICS,
     NETWORK,
+    POLLERS,
     POOLS,
     REGISTRY,
     SESSIONS,
@@ -64,6 +67,7 @@ from gateway.errors import ResourceNotFoundException
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
 from gateway.events.dispatcher import Dispatcher
+from gateway.events.pollers.runner import Runner
 from gateway.events.sqlite_queue import SqliteQueue
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker
@@ -83,6 +87,7 @@ from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
 from gateway.store.event_configs import EventInvokeConfigs
 from gateway.store.layers import LayerStore
+from gateway.store.mappings import Mappings
 from gateway.store.records import FunctionConfig
 from gateway.store.registry import Registry
 
@@ -110,6 +115,10 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         event_configs = EventInvokeConfigs(data_dir / "event-invoke.sqlite3", settings)
         event_configs.retain_existing(registry)  # a crash may have come between a delete and its configs'
         registry.on_change.connect(event_configs.follow)  # a deleted function, version or alias takes its configs
+        mappings = Mappings(data_dir / "mappings.sqlite3")
+        mappings.retain_existing(registry.__contains__)
+        registry.on_change.connect(mappings.follow)  # FUNCTION_DELETED deletes the function's mappings
+        app[MAPPINGS] = mappings
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
         app[LAYERS] = layer_store
@@ -117,6 +126,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            mappings.close()
             event_configs.close()
             layer_store.close()
             registry.close()
@@ -278,6 +288,22 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
         await queue.close()
 
 
+async def _pollers(app: web.Application) -> AsyncIterator[None]:
+    """The event source mappings' pollers (after `_events`: OnFailure records go through its delivery); on the way
+    out they stop first, their unsettled records left to the brokers."""
+    mappings = app[MAPPINGS]
+    runner = app[POLLERS] = Runner(
+        app[SETTINGS], mappings, app[REGISTRY], app[CONCURRENCY], app[INVOKER], app[DELIVERY].send,
+        app[METRICS].mappings,
+    )  # fmt: skip
+    mappings.on_change.connect(runner.follow)
+    runner.start()
+    try:
+        yield
+    finally:
+        await runner.close()
+
+
 async def _deploy(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.deploy_dirs:
@@ -341,6 +367,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_runtimes)
     app.cleanup_ctx.append(_events)
+    app.cleanup_ctx.append(_pollers)
     app.cleanup_ctx.append(_deploy)
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
@@ -352,6 +379,7 @@ def create_app(settings: Settings) -> web.Application:
     concurrency.add_routes(app)
     provisioned.add_routes(app)
     event_invoke_config.add_routes(app)
+    event_source_mappings.add_routes(app)
     layers.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)

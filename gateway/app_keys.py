@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from gateway.catalog import Catalog
     from gateway.events.delivery import Delivery
     from gateway.events.dispatcher import Dispatcher
+    from gateway.events.pollers.runner import Runner
     from gateway.events.queue import EventQueue
     from gateway.execution.admission import Concurrency
     from gateway.execution.invoker import Invoker
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.store.code import CodeStore
     from gateway.store.event_configs import EventInvokeConfigs
     from gateway.store.layers import LayerStore
+    from gateway.store.mappings import Mappings
     from gateway.store.registry import Registry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -51,3 +53,6 @@ EVENT_QUEUE: web.AppKey[EventQueue] = web.AppKey("event_queue")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 #: sends destination records and dead letters to SQS, SNS and EventBridge endpoints (gateway.events.delivery)
 DELIVERY: web.AppKey[Delivery] = web.AppKey("delivery")
+#: event source mappings (gateway.store.mappings) and their pollers (gateway.events.pollers.runner)
+MAPPINGS: web.AppKey[Mappings] = web.AppKey("mappings")
+POLLERS: web.AppKey[Runner] = web.AppKey("pollers")

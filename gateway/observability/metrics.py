@@ -33,6 +33,7 @@ from prometheus_client.core import Metric
 from gateway.errors import ERROR_KINDS
 from gateway.observability.async_metrics import AsyncFamilies, AsyncMetrics
 from gateway.observability.exposition import Families, Histogram, Snapshot
+from gateway.observability.mapping_metrics import MappingMetrics, mapping_families
 from gateway.store.records import LATEST
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ class Metrics:
         #: (operation, HTTP status) -> responses
         self.http_requests: dict[tuple[str, int], int] = {}
         self.events = AsyncMetrics(None if alive is None else lambda function: alive(function, LATEST))
+        #: per event source mapping (mapping_metrics.py): the poller runtime's `Counts`
+        self.mappings = MappingMetrics()
         registry.register(self)
 
     # -- hot path ------------------------------------------------------------------------------------
@@ -259,7 +262,7 @@ class Metrics:
 
     def describe(self) -> list[Metric]:
         """The families, without samples: lets the registry refuse a second collector with the same names."""
-        return Families().all() + AsyncFamilies().all()
+        return Families().all() + AsyncFamilies().all() + mapping_families()
 
     def collect(self) -> Iterator[Metric]:
         """Every family with its samples: a snapshot made into families on the calling thread (the loop's)."""
@@ -281,6 +284,7 @@ class Metrics:
         snap.http = dict(self.http_requests)
         snap.zygote_restarts = sum(z.restarts for z in self.zygotes)
         snap.parts.append(self.events.snapshot())
+        snap.parts.append(self.mappings.snapshot())
         fam = snap.gauges
         self._collect_pools(fam)
         self._collect_concurrency(fam)
