@@ -18,6 +18,7 @@ import pytest
 from gateway.events.pollers.source import Record, SourceUnavailable
 from gateway.events.pollers.sqs import QueueArn, SqsSource, parse_queue_arn, record_of, source_for
 from gateway.settings import Settings
+from gateway.store.mappings import Mapping
 from tests.conftest import free_port
 from tests.servers import ACCOUNT, Server
 
@@ -177,10 +178,7 @@ def test_the_event_is_lambdas_records_list() -> None:
 
 
 async def test_without_an_endpoint_or_with_a_bad_arn_open_says_why() -> None:
-    class M:
-        event_source_arn = QUEUE.arn
-
-    src = source_for(M(), Settings())
+    src = source_for(Mapping("u", "f", None, "sqs", event_source_arn=QUEUE.arn), Settings())
     with pytest.raises(SourceUnavailable, match="GATEWAY_SQS_ENDPOINT is not set"):
         await src.open()
     await src.close()

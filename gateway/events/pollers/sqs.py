@@ -46,11 +46,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.events.aws import Clients, NoCredentials
 from gateway.events.pollers.source import Record, SourceUnavailable
 from gateway.settings import Settings
+from gateway.store.mappings import Mapping
 
 __all__ = ["QueueArn", "SqsSource", "parse_queue_arn", "record_of", "source_for"]
 
@@ -94,14 +95,7 @@ def parse_queue_arn(arn: str) -> QueueArn | None:
     return QueueArn(arn, region, account, name)
 
 
-class QueueMapping(Protocol):
-    """What this source reads of an event source mapping (the store's `Mapping` has it)."""
-
-    @property
-    def event_source_arn(self) -> str | None: ...
-
-
-def source_for(mapping: QueueMapping, settings: Settings) -> SqsSource:
+def source_for(mapping: Mapping, settings: Settings) -> SqsSource:
     """The source of a mapping on an SQS queue. Never raises: what is wrong with the ARN or the settings is a
     SourceUnavailable at `open`, so that the mapping says why."""
     return SqsSource(mapping.event_source_arn or "", settings.sqs_endpoint)
