@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port
 from tests.servers import Server
 
 HANDLER = """
@@ -228,3 +228,38 @@ def test_sigkill_mid_batch_loses_no_message(
     print(f"sent {MESSAGES}, run before the kill {len(before)}, lost 0, duplicates {duplicates}")
     assert set(seen) == set(ids)
     assert duplicates <= BATCH  # only the batch in flight at the kill runs twice
+
+
+def test_a_dead_endpoint_leaves_the_mapping_enabled_saying_why_and_the_gateway_stops_promptly(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    dead = Server(tmp_path / "none.log")
+    dead.port = free_port()
+    gw = _gateway(gateway_factory, dead)
+    lam = gw.client()
+    _function(lam, "lonely", tmp_path / "witness.jsonl")
+    uuid = _mapping(lam, "lonely", dead.arn("sqs", "q"))
+    _wait(
+        lambda: "EndpointConnectionError" in lam.get_event_source_mapping(UUID=uuid)["StateTransitionReason"],
+        15,
+        "the reason shown",
+    )
+    got = lam.get_event_source_mapping(UUID=uuid)
+    assert got["State"] == "Enabled" and got["LastProcessingResult"].startswith("PROBLEM")
+    started = time.monotonic()
+    gw.stop()
+    assert time.monotonic() - started < 5
+
+
+def test_the_gateway_stops_promptly_while_polling(
+    elasticmq_server: Server, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = _gateway(gateway_factory, elasticmq_server)
+    lam = gw.client()
+    _function(lam, "idle", tmp_path / "witness.jsonl")
+    _, arn = _queue(elasticmq_server, f"idle-{int(time.time() * 1000)}")
+    _mapping(lam, "idle", arn)
+    time.sleep(1.5)  # long polls under way
+    started = time.monotonic()
+    assert gw.stop() == 0
+    assert time.monotonic() - started < 5

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -430,3 +431,22 @@ async def test_no_credentials_in_a_reason(make_queue: Any, monkeypatch: pytest.M
     shown = str(caught.value)
     assert "pa55word" not in shown and "sqs-source-test-secret" not in shown and "AKIDSQSSOURCETEST" not in shown
     await src.close()
+
+
+async def test_closed_sources_leave_no_threads(make_queue: Any) -> None:
+    """The runner makes a new source at each reopen: the old one's workers must end."""
+    q: Queue = make_queue()
+
+    def workers() -> int:
+        return sum(t.name.startswith("sqs-source") for t in threading.enumerate())
+
+    before = workers()
+    for _ in range(5):
+        src = SqsSource(q.arn, q.server.url)
+        await src.open()
+        assert await src.fetch(10, 0) == []
+        await src.close()
+    deadline = time.monotonic() + 5
+    while workers() > before:
+        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+        await asyncio.sleep(0.05)
