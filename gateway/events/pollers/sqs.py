@@ -28,7 +28,10 @@ building of records (JSON-decoding bodies of up to 1 MB), runs in one of the sou
 daemon threads, so that a long poll in flight never holds up the gateway's exit nor takes the loop's default
 executor). A `fetch` cancelled while its ReceiveMessage is under way gives the messages it then gets back to the
 queue at once (ChangeMessageVisibility 0) rather than after their visibility timeout. `close` returns at once: the
-workers finish what was submitted (a pending delete still runs), close the clients and end.
+workers finish what was submitted (a pending delete still runs) and end. The botocore session and clients are the
+process's, shared by every SQS source (`_shared_clients`: thread-safe, made on first use under a lock), so that a
+source made again at each reopen, or one per poller of a mapping's MaximumConcurrency, costs two threads and no
+more loading of botocore's models.
 """
 
 from __future__ import annotations
@@ -68,9 +71,9 @@ CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
 #: attempts per request but ReceiveMessage (which is tried once), the first included
 ATTEMPTS = 2
-#: worker threads per source: a long poll, a delete and a release can run at once, with room for a runner that
-#: fetches for several groups in parallel
-WORKERS = 4
+#: worker threads per source: the runner makes one call at a time; the second releases an abandoned long poll's
+#: messages
+WORKERS = 2
 _ERROR_TEXT = 300
 _ARN = re.compile(r"arn:(aws[a-zA-Z0-9-]*):sqs:([a-z0-9-]+):(\d{12}):([a-zA-Z0-9_-]{1,80}(?:\.fifo)?)")
 _MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
@@ -154,6 +157,31 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+#: one botocore session for every SQS source of the process (a session costs some 9 MB and 0.3 s of CPU, mostly
+#: loading the service's model: a source is made again at each reopen, and per poller of MaximumConcurrency), and
+#: one pair of clients per endpoint, region and timeouts (botocore's clients are thread-safe; each keeps at most
+#: CONNECTIONS connections, opened on demand)
+_MAKER = Clients(log)
+_CLIENTS: dict[tuple[str, str, tuple[float, float]], tuple[Any, Any]] = {}
+_CLIENTS_LOCK = threading.Lock()
+CONNECTIONS = 1000
+
+
+def _shared_clients(endpoint: str, region: str, timeouts: tuple[float, float]) -> tuple[Any, Any]:
+    """The (client, receiver) pair for these, made on first use (blocking: in a worker). Raises NoCredentials."""
+    key = (endpoint, region, timeouts)
+    with _CLIENTS_LOCK:
+        made = _CLIENTS.get(key)
+        if made is None:
+            connect, read = timeouts
+            make = partial(_MAKER.create, "sqs", endpoint, region, connect_timeout=connect, connections=CONNECTIONS)
+            made = _CLIENTS[key] = (
+                make(read_timeout=read, attempts=ATTEMPTS),
+                make(read_timeout=LONG_POLL + read, attempts=1),
+            )
+        return made
+
+
 class SqsSource:
     """One mapping's queue. See the module's docstring for what each call does and its concurrency."""
 
@@ -172,10 +200,7 @@ class SqsSource:
         self.endpoint = endpoint
         self._timeouts = (connect_timeout, read_timeout)
         self._workers = _Workers(WORKERS, "sqs-source")
-        self._maker = Clients(log)
         self._lock = threading.Lock()
-        self._client: Any = None  # every call but ReceiveMessage
-        self._receiver: Any = None  # ReceiveMessage: its read timeout covers the long poll
         self._url: str | None = None
         self._closed = False
 
@@ -207,8 +232,6 @@ class SqsSource:
     async def close(self) -> None:
         """Stop: what was submitted still runs, then the clients are closed and the workers end. Returns at once."""
         self._closed = True
-        if self._workers.started:
-            self._workers.submit(self._close_clients)
         self._workers.stop()
 
     # -- on the loop ----------------------------------------------------------------------------------------
@@ -241,7 +264,7 @@ class SqsSource:
         try:
             return call()
         except SourceUnavailable as exc:
-            raise SourceUnavailable(self._maker.scrub(str(exc))) from None
+            raise SourceUnavailable(_MAKER.scrub(str(exc))) from None
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Error"))
@@ -256,35 +279,18 @@ class SqsSource:
             raise SourceUnavailable(self._reason(f"{type(exc).__name__}: {exc}")) from None
 
     def _reason(self, why: str) -> str:
-        return self._maker.scrub(f"SQS queue {self.arn} at {self.endpoint}: {why[:_ERROR_TEXT]}")
+        return _MAKER.scrub(f"SQS queue {self.arn} at {self.endpoint}: {why[:_ERROR_TEXT]}")
 
     def _clients(self) -> tuple[Any, Any]:
-        """The two clients, made on first use (credentials resolved then)."""
-        made = self._made()
-        if made is not None:
-            return made
+        """(the client of every call but ReceiveMessage, ReceiveMessage's: its read timeout covers the long poll)."""
         if self.queue is None:
             raise SourceUnavailable(f"{self.arn!r} is not an SQS queue's ARN")
         if not self.endpoint:
             raise SourceUnavailable(f"GATEWAY_SQS_ENDPOINT is not set: no SQS endpoint to read {self.arn} from")
-        connect, read = self._timeouts
-        make = partial(self._maker.create, "sqs", self.endpoint, self.queue.region, connect_timeout=connect)
         try:
-            client = make(read_timeout=read, attempts=ATTEMPTS, connections=WORKERS)
-            receiver = make(read_timeout=LONG_POLL + read, attempts=1, connections=WORKERS)
+            return _shared_clients(self.endpoint, self.queue.region, self._timeouts)
         except NoCredentials as exc:
             raise SourceUnavailable(str(exc)) from None
-        with self._lock:
-            if self._client is None:
-                self._client, self._receiver = client, receiver
-                return client, receiver
-        client.close()  # another worker made them meanwhile
-        receiver.close()
-        return self._client, self._receiver
-
-    def _made(self) -> tuple[Any, Any] | None:
-        with self._lock:
-            return None if self._client is None else (self._client, self._receiver)
 
     def _queue_url(self) -> str:
         client, _ = self._clients()
@@ -345,13 +351,6 @@ class SqsSource:
                 failure.get("Code", "Error"),
                 str(failure.get("Message", ""))[:_ERROR_TEXT],
             )
-
-    def _close_clients(self) -> None:
-        with self._lock:
-            clients, self._client, self._receiver = (self._client, self._receiver), None, None
-        for client in clients:
-            if client is not None:
-                client.close()
 
 
 class _Workers:
