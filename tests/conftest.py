@@ -33,6 +33,7 @@ from botocore.config import Config
 from gateway.contracts import environment as environment_contract
 from gateway.contracts import zygote as zygote_contract
 from gateway.contracts.environment import RESULT, EnvironmentSpec, Mount
+from gateway.events.pollers.source import Record, SourceUnavailable
 from gateway.execution.zygote import Forked
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
@@ -706,3 +707,78 @@ class Recorded:
     def document(self) -> Any:
         assert self.answer is not None
         return json.loads(self.answer[1])
+
+
+# -- an in-memory event source for the poller runtime (gateway.events.pollers.source.Source) ------------------------
+
+
+class FakeSource:
+    """A broker in memory: `add` puts messages on it; `fetch` hands out those not in flight, oldest first (waiting up
+    to max_wait for one); `settle` acknowledges the succeeded and puts the failed back at the front, in order;
+    `discard` acknowledges. `unavailable` (a reason) makes `open` and `fetch` raise SourceUnavailable. Every call is
+    counted in `calls` (name -> count) and what was acknowledged is in `acked` / `discarded`."""
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.waiting: list[Record] = []
+        self.in_flight: list[Record] = []
+        self.acked: list[Record] = []
+        self.discarded: list[Record] = []
+        self.unavailable: str | None = None
+        self.calls: dict[str, int] = {}
+        self.opened = self.closed = 0
+        self._added = asyncio.Event()
+
+    def add(self, *bodies: Any, group: str = "", timestamp: float | None = None, size: int = 10) -> list[Record]:
+        made = []
+        for body in bodies:
+            ident = str(len(self.waiting) + len(self.in_flight) + len(self.acked) + len(self.discarded) + len(made))
+            event = {"id": ident, "body": json.dumps(body)}
+            stamp = time.time() if timestamp is None else timestamp
+            made.append(Record(ident, event, {"id": ident, "body": body}, stamp, size, group))
+        self.waiting += made
+        self._added.set()
+        return made
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def open(self) -> None:
+        self._count("open")
+        if self.unavailable:
+            raise SourceUnavailable(self.unavailable)
+        self.opened += 1
+
+    async def fetch(self, max_records: int, max_wait: float) -> list[Record]:
+        self._count("fetch")
+        if self.unavailable:
+            raise SourceUnavailable(self.unavailable)
+        if not self.waiting:
+            self._added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._added.wait(), max_wait)
+        taken, self.waiting = self.waiting[:max_records], self.waiting[max_records:]
+        self.in_flight += taken
+        return taken
+
+    def event(self, records: list[Record]) -> bytes:
+        return json.dumps({"Records": [r.event for r in records]}).encode()
+
+    def _settled(self, records: list[Record]) -> None:
+        ids = {id(r) for r in records}
+        self.in_flight = [r for r in self.in_flight if id(r) not in ids]
+
+    async def settle(self, succeeded: list[Record], failed: list[Record]) -> None:
+        self._count("settle")
+        self._settled(succeeded + failed)
+        self.acked += succeeded
+        self.waiting = sorted(failed, key=lambda r: int(r.item_id)) + self.waiting
+
+    async def discard(self, records: list[Record]) -> None:
+        self._count("discard")
+        self._settled(records)
+        self.discarded += records
+
+    async def close(self) -> None:
+        self.closed += 1

@@ -113,6 +113,8 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "InvokeAsync",  # issue 15
         "PutFunctionEventInvokeConfig", "GetFunctionEventInvokeConfig", "UpdateFunctionEventInvokeConfig",
         "DeleteFunctionEventInvokeConfig", "ListFunctionEventInvokeConfigs",  # issue 15
+        "CreateEventSourceMapping", "GetEventSourceMapping", "UpdateEventSourceMapping", "DeleteEventSourceMapping",
+        "ListEventSourceMappings",  # issue 16
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 
@@ -193,8 +195,8 @@ def test_boto3_raises_the_named_error_without_retrying(lam: Any) -> None:
     assert err["Error"]["Message"] == catalog.not_implemented_message("GetFunctionUrlConfig")
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 501
     assert err["ResponseMetadata"]["RetryAttempts"] == 0
-    with pytest.raises(ClientError, match="ListEventSourceMappings is not implemented"):
-        lam.list_event_source_mappings(FunctionName="catalog-probe")
+    with pytest.raises(ClientError, match="ListFunctionUrlConfigs is not implemented"):
+        lam.list_function_url_configs(FunctionName="catalog-probe")
     with pytest.raises(ClientError, match="GetDurableExecution is not implemented"):
         lam.get_durable_execution(DurableExecutionArn=URI_VALUES["DurableExecutionArn"])
 
@@ -228,9 +230,9 @@ async def test_existing_routes_are_not_shadowed_and_static_queries_pick_the_oper
 
 
 def test_messages_say_planned_or_why_not() -> None:
-    assert catalog.not_implemented_message("CreateEventSourceMapping") == (
-        "CreateEventSourceMapping is not implemented by this gateway yet (planned: event source mappings, a later "
-        "issue (sources reachable from the host, e.g. SQS-compatible queues))"
+    assert catalog.not_implemented_message("CreateFunctionUrlConfig") == (
+        "CreateFunctionUrlConfig is not implemented by this gateway yet (planned: function URLs, a later issue "
+        "(AuthType NONE first; AWS_IAM needs request signing))"
     )
     assert "(not applicable: code signing" in catalog.not_implemented_message("CreateCodeSigningConfig")
     assert catalog.not_implemented_message("SomeFutureOperation") == (

@@ -71,6 +71,13 @@ CONTRACT: dict[str, frozenset[str]] = {
         "lambda_destination_delivery_failures_total": "function service",
         "lambda_dead_letter_errors_total": "function",
         "gateway_async_queue_depth": "function",
+        "lambda_esm_batches_total": "uuid function source",
+        "lambda_esm_records_total": "uuid function source",
+        "lambda_esm_records_failed_total": "uuid function source",
+        "lambda_esm_records_filtered_total": "uuid function source",
+        "lambda_esm_records_discarded_total": "uuid function source",
+        "lambda_esm_polling_errors_total": "uuid function source",
+        "lambda_esm_iterator_age_seconds": "uuid function source",
     }.items()
 }
 HISTOGRAMS = {
@@ -275,6 +282,13 @@ class Load:
         self.version = self.lam.publish_version(FunctionName="prov")["Version"]
         self.lam.put_provisioned_concurrency_config(
             FunctionName="prov", Qualifier=self.version, ProvisionedConcurrentExecutions=1
+        )
+        # an event source mapping on a Kafka broker nobody runs: its series, and polling errors as it retries
+        self.lam.create_event_source_mapping(
+            FunctionName="ok",
+            SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [f"127.0.0.1:{free_port()}"]}},
+            Topics=["nowhere"],
+            StartingPosition="LATEST",
         )
 
     def provoke(self) -> None:

@@ -142,8 +142,9 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     ),
     _area(
         "Event source mappings",
-        PLANNED,
-        "event source mappings, a later issue (sources reachable from the host, e.g. SQS-compatible queues)",
+        IMPLEMENTED,
+        "issue 16: self-managed Apache Kafka, Amazon MQ for RabbitMQ (GATEWAY_MQ_BROKERS) and SQS-compatible queues "
+        "(GATEWAY_SQS_ENDPOINT); other sources refused with a clear error",
         "CreateEventSourceMapping GetEventSourceMapping UpdateEventSourceMapping DeleteEventSourceMapping "
         "ListEventSourceMappings",
     ),

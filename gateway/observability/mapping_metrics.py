@@ -1,4 +1,4 @@
-"""Metrics of event source mappings, per mapping (labels `uuid`, `function`, `source`: kafka, rabbitmq, sqs).
+"""Metrics of event source mappings, per mapping (labels `function`, `source`: kafka, rabbitmq, sqs, and `uuid`).
 
 `Metrics` (metrics.py) owns one `MappingMetrics` as `Metrics.mappings`, hands it to the poller runtime (it is the
 runner's `Counts`) and adds its snapshot to each scrape; the families are part of the contract with the Grafana
@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from gateway.observability.exposition import _go_float, escape, number
 from gateway.store.mappings import Mapping
 
-_LABELS = ("uuid", "function", "source")
+_LABELS = ("function", "source", "uuid")
 #: the counters, in exposition order: (name without _total, help)
 COUNTERS = (
     ("lambda_esm_batches", "Batches an event source mapping invoked its function with (retries included)."),
@@ -51,7 +51,7 @@ class MappingMetrics:
     def _record(self, mapping: Mapping) -> tuple[list[int], list[float]]:
         found = self.series.get(mapping.uuid)
         if found is None:
-            found = self.series[mapping.uuid] = ((mapping.uuid, mapping.function, mapping.kind), [0] * 6, [0.0])
+            found = self.series[mapping.uuid] = ((mapping.function, mapping.kind, mapping.uuid), [0] * 6, [0.0])
         return found[1], found[2]
 
     def batch(self, mapping: Mapping, records: int, failed: int) -> None:
@@ -99,9 +99,9 @@ class MappingSnapshot:
         for index, metric in enumerate(mapping_families()):
             name = metric.name + "_total" if metric.type == "counter" else metric.name
             lines = [f"# HELP {name} {metric.documentation}\n# TYPE {name} {metric.type}\n"]
-            for (uuid, function, source), counts, age in self.rows:
+            for (function, source, uuid), counts, age in self.rows:
                 shown = number(counts[index]) if index < len(counts) else _go_float(age)
-                labels = f'uuid="{escape(uuid)}",function="{escape(function)}",source="{escape(source)}"'
+                labels = f'function="{escape(function)}",source="{escape(source)}",uuid="{escape(uuid)}"'
                 lines.append(f"{name}{{{labels}}} {shown}\n")
             out.append("".join(lines))
         return "".join(out).encode()

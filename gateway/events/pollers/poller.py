@@ -70,6 +70,7 @@ class Counts(Protocol):
     def lag(self, mapping: Mapping, seconds: float) -> None: ...
     def polling_error(self, mapping: Mapping) -> None: ...
     def discarded(self, mapping: Mapping, records: int) -> None: ...
+    def forget(self, uuid: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,7 @@ class Poller:
             if attempt.reached:
                 return attempt
             log.info("event source mapping %s: invocation did not run: %s", self.mapping.uuid, attempt.reason)
+            await self._show(f"PROBLEM: the function could not be invoked: {attempt.reason}")
             await asyncio.sleep(self._backoff.next())
 
     async def _once(self, source: Source, records: list[Record]) -> tuple[list[Record], list[Record], str | None]:
@@ -287,7 +289,11 @@ class Poller:
         if not destination:
             log.warning("event source mapping %s: %d records discarded", self.mapping.uuid, len(discarded))
             return
-        record = failure_record(self.mapping, self._hooks.function_arn(self.mapping), discarded, self.attempts)
+        age, now = self.mapping.maximum_record_age, time.time()
+        aged = age >= 0 and all(now - r.timestamp > age for r in discarded)
+        condition = "RecordAgeExceeded" if aged else "RetryAttemptsExhausted"
+        arn = self._hooks.function_arn(self.mapping)
+        record = failure_record(self.mapping, arn, discarded, self.attempts, condition)
         backoff = Backoff(self._hooks.backoff_base, self._hooks.backoff_max)
         while True:
             try:
@@ -336,7 +342,9 @@ def split_at_failures(records: list[Record], failed_ids: set[str]) -> tuple[list
     return good, bad
 
 
-def failure_record(mapping: Mapping, function_arn: str, discarded: list[Record], attempts: int) -> bytes:
+def failure_record(
+    mapping: Mapping, function_arn: str, discarded: list[Record], attempts: int, condition: str
+) -> bytes:
     """Lambda's OnFailure record of an event source mapping's discarded records: the context, and the records
     themselves (`payload`: as the function's event showed them)."""
     now = time.time()
@@ -354,7 +362,7 @@ def failure_record(mapping: Mapping, function_arn: str, discarded: list[Record],
             "requestContext": {
                 "requestId": str(uuid.uuid4()),
                 "functionArn": function_arn,
-                "condition": "RetryAttemptsExhausted" if attempts else "RecordAgeExceeded",
+                "condition": condition,
                 "approximateInvokeCount": attempts,
             },
             "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},

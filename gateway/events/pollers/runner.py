@@ -4,6 +4,10 @@ States: the API writes `Creating`, `Enabling`, `Updating`, `Disabling` (and dele
 (start, restart or stop the mapping's task) and writes `Enabled` or `Disabled` when done. At start-up every mapping
 is taken up again: the enabled ones resume from their brokers' committed positions.
 
+A mapping runs `ScalingConfig.MaximumConcurrency` pollers (1 when unset), each with its own `Source` and at most
+one batch in flight: SQS and RabbitMQ consumers share the queue, Kafka consumers of one group share the partitions
+(order is kept per partition).
+
 Which module reads which kind of source is `SOURCES` (kind -> module exposing `source_for(mapping, settings)`),
 imported lazily: a module that is not there (not installed, or its dependency missing) leaves the mapping Enabled
 with StateTransitionReason saying so, and nothing polled.
@@ -83,6 +87,8 @@ class Runner:
             self._invoke, self._deliver, self._status, counts, self._function_arn, backoff[0], backoff[1]
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: the mapping each running poller was started with
+        self._configs: dict[str, Mapping] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -118,12 +124,15 @@ class Runner:
             return
         if mapping.state == DELETING:
             self._stop(mapping.uuid)
+            self._hooks.counts.forget(mapping.uuid)
             return
         if mapping.state in (ENABLED, DISABLED) and not starting:
             return  # written by this runner, or a status change: nothing to do
         if mapping.enabled:
-            self._stop(mapping.uuid)
-            self._begin(mapping)
+            running = self._configs.get(mapping.uuid)
+            if running is None or not same_settings(running, mapping) or self._tasks[mapping.uuid].done():
+                self._stop(mapping.uuid)
+                self._begin(mapping)
             if mapping.state != ENABLED:
                 self._transition(mapping, ENABLED)
         else:
@@ -135,9 +144,20 @@ class Runner:
         factory = self._factory(mapping)
         if factory is None:
             return
-        poller = Poller(mapping, lambda: factory(mapping, self._settings), self._hooks)
-        task = asyncio.create_task(self._guarded(poller), name=f"poller {mapping.uuid}")
+        pollers = [
+            Poller(mapping, lambda: factory(mapping, self._settings), self._hooks)
+            for _ in range(mapping.maximum_concurrency or 1)
+        ]
+        task = asyncio.create_task(self._all(pollers), name=f"pollers {mapping.uuid}")
         self._tasks[mapping.uuid] = task
+        self._configs[mapping.uuid] = mapping
+
+    async def _all(self, pollers: list[Poller]) -> None:
+        """ScalingConfig.MaximumConcurrency pollers, each with its own source (connection, consumer), each with at
+        most one batch in flight: as many concurrent invocations at most. Cancelled together."""
+        async with asyncio.TaskGroup() as group:
+            for poller in pollers:
+                group.create_task(self._guarded(poller))
 
     async def _guarded(self, poller: Poller) -> None:
         """A poller that fails unexpectedly shows why and is not restarted (it would fail the same way)."""
@@ -161,12 +181,14 @@ class Runner:
         except (ImportError, AttributeError, KeyError) as exc:
             reason = f"PROBLEM: this gateway cannot read {mapping.kind} sources: {exc}"
             log.warning("event source mapping %s: %s", mapping.uuid, reason)
+            self._hooks.counts.polling_error(mapping)
             self._spawn(self._status(mapping, reason, reason))
             return None
         self._factories[mapping.kind] = factory
         return factory
 
     def _stop(self, uuid: str) -> None:
+        self._configs.pop(uuid, None)
         task = self._tasks.pop(uuid, None)
         if task is not None:
             task.cancel()
@@ -227,6 +249,15 @@ class Runner:
         if target is None:
             raise ValueError(f"not a destination: {destination}")
         await self._send(target, record, False)
+
+
+def same_settings(a: Mapping, b: Mapping) -> bool:
+    """Whether two versions of a mapping differ only in their status (a poller need not restart)."""
+
+    def settings(m: Mapping) -> Mapping:
+        return dataclasses.replace(m, state="", state_transition_reason="", last_processing_result="", last_modified=0)
+
+    return settings(a) == settings(b)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
