@@ -26,6 +26,7 @@ HANDLER = """
 import json, os, time
 
 def lambda_handler(event, context):
+    started = time.time()
     failures, lines, poison = [], [], False
     for r in event["Records"]:
         body = json.loads(r["body"])
@@ -33,7 +34,7 @@ def lambda_handler(event, context):
         lines.append(json.dumps({
             "id": r["messageId"], "n": body.get("n"), "count": count, "batch": len(event["Records"]),
             "source": r["eventSource"], "arn": r["eventSourceARN"], "region": r["awsRegion"],
-            "receipt": bool(r["receiptHandle"]), "md5": r["md5OfBody"], "t": time.time(),
+            "receipt": bool(r["receiptHandle"]), "md5": r["md5OfBody"], "t": time.time(), "started": started,
             "secret_seen": os.environ.get("AWS_SECRET_ACCESS_KEY") == "gateway-sqs-secret",
         }))
         if body.get("fail_once") and count == "1":
@@ -263,3 +264,21 @@ def test_the_gateway_stops_promptly_while_polling(
     started = time.monotonic()
     assert gw.stop() == 0
     assert time.monotonic() - started < 5
+
+
+def test_maximum_concurrency_reads_the_queue_with_parallel_pollers(
+    elasticmq_server: Server, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = _gateway(gateway_factory, elasticmq_server)
+    lam = gw.client()
+    witness = tmp_path / "witness.jsonl"
+    _function(lam, "wide", witness, sleep=1.0)
+    url, arn = _queue(elasticmq_server, f"wide-{int(time.time() * 1000)}")
+    _mapping(lam, "wide", arn, BatchSize=5, ScalingConfig={"MaximumConcurrency": 2})
+    ids = _send(elasticmq_server, url, [{"n": i} for i in range(20)])
+    _wait(lambda: {w["id"] for w in _witnessed(witness)} >= set(ids), 60, "every message run")
+    _wait(lambda: _counts(elasticmq_server, url) == (0, 0), 15, "the queue emptied")
+    seen = _witnessed(witness)
+    assert sorted(w["id"] for w in seen) == sorted(ids)  # each once
+    starts = sorted({w["started"] for w in seen})  # one per batch
+    assert any(b - a < 0.9 for a, b in itertools.pairwise(starts)), starts  # two batches ran at once
