@@ -282,3 +282,31 @@ def test_maximum_concurrency_reads_the_queue_with_parallel_pollers(
     assert sorted(w["id"] for w in seen) == sorted(ids)  # each once
     starts = sorted({w["started"] for w in seen})  # one per batch
     assert any(b - a < 0.9 for a, b in itertools.pairwise(starts)), starts  # two batches ran at once
+
+
+def test_a_fifo_queue_keeps_order_in_a_group_past_a_failure(
+    elasticmq_server: Server, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """ReportBatchItemFailures on a FIFO queue: from the first failed message of a group on, the group's messages go
+    back to the queue (Lambda's rule), and come again in order."""
+    gw = _gateway(gateway_factory, elasticmq_server)
+    lam = gw.client()
+    witness = tmp_path / "witness.jsonl"
+    _function(lam, "ordered", witness)
+    name = f"ordered-{int(time.time() * 1000)}.fifo"
+    url, arn = _queue(elasticmq_server, name, FifoQueue="true", VisibilityTimeout="2")
+    _mapping(lam, "ordered", arn, BatchSize=10, FunctionResponseTypes=["ReportBatchItemFailures"])
+    entries = [
+        {
+            "Id": str(i),
+            "MessageBody": json.dumps({"n": i, "fail_once": i == 2}),
+            "MessageGroupId": "g",
+            "MessageDeduplicationId": f"{name}-{i}",
+        }
+        for i in range(5)
+    ]
+    assert not elasticmq_server.client("sqs").send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
+    _wait(lambda: len(_witnessed(witness)) >= 8, 30, "the group's tail run again")
+    _wait(lambda: _counts(elasticmq_server, url) == (0, 0), 15, "the queue emptied")
+    runs = [(w["n"], w["count"]) for w in _witnessed(witness)]
+    assert runs == [(0, "1"), (1, "1"), (2, "1"), (3, "1"), (4, "1"), (2, "2"), (3, "2"), (4, "2")]
