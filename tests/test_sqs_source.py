@@ -122,7 +122,7 @@ def message(body: str, **extra: Any) -> dict[str, Any]:
         "MessageId": "m-1",
         "ReceiptHandle": "rh-1",
         "Body": body,
-        "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),
+        "MD5OfBody": hashlib.md5(body.encode(errors="surrogatepass")).hexdigest(),
         "Attributes": {"SentTimestamp": "1765100000123", "ApproximateReceiveCount": "1"},
         **extra,
     }
@@ -168,6 +168,13 @@ def test_a_body_that_is_not_json_is_seen_as_text_by_filters(body: str) -> None:
     fails on it for ever."""
     rec = record_of(message(body), QUEUE)
     assert rec.filter_view["body"] == body == rec.event["body"]
+
+
+def test_a_lone_surrogate_does_not_break_the_event() -> None:
+    rec = record_of(message("half \ud800 a pair"), QUEUE)
+    event = SqsSource(QUEUE.arn, None).event([rec])
+    assert json.loads(event)["Records"][0]["body"] == "half \ud800 a pair"
+    assert rec.size == len(event) - len(b'{"Records":[]}') + 1
 
 
 def test_the_event_is_lambdas_records_list() -> None:

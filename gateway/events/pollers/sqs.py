@@ -116,7 +116,7 @@ def record_of(message: dict[str, Any], queue_arn: QueueArn) -> Record:
         "messageAttributes": {
             name: _message_attribute(value) for name, value in (message.get("MessageAttributes") or {}).items()
         },
-        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "md5OfBody": message.get("MD5OfBody") or _md5(body),
     }
     if message.get("MD5OfMessageAttributes"):
         event["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
@@ -153,8 +153,17 @@ def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(errors="surrogatepass"), usedforsecurity=False).hexdigest()
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; a lone surrogate (which SQS does not allow, but a compatible server might hand over)
+    is escaped rather than failing the batch for ever."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 #: one botocore session for every SQS source of the process (a session costs some 9 MB and 0.3 s of CPU, mostly
