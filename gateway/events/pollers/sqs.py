@@ -106,6 +106,11 @@ def source_for(mapping: Mapping, settings: Settings) -> SqsSource:
 
 def record_of(message: dict[str, Any], queue_arn: QueueArn) -> Record:
     """Lambda's `aws:sqs` record for one message of a ReceiveMessage answer (botocore's shape)."""
+    return encoded_record(message, queue_arn)[0]
+
+
+def encoded_record(message: dict[str, Any], queue_arn: QueueArn) -> tuple[Record, bytes]:
+    """`record_of`, and the record's JSON as the event holds it."""
     body = str(message.get("Body", ""))
     attributes = {str(k): str(v) for k, v in (message.get("Attributes") or {}).items()}
     event: dict[str, Any] = {
@@ -130,14 +135,16 @@ def record_of(message: dict[str, Any], queue_arn: QueueArn) -> Record:
         sent = int(attributes["SentTimestamp"]) / 1000
     except (KeyError, ValueError):
         sent = time.time()
-    return Record(
+    encoded = _dumps(event)
+    record = Record(
         item_id=event["messageId"],
         event=event,
         filter_view=view,
         timestamp=sent,
-        size=len(_dumps(event)) + 1,  # and the comma between records
+        size=len(encoded) + 1,  # and the comma between records
         group=attributes.get("MessageGroupId", ""),
     )
+    return record, encoded
 
 
 def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
@@ -211,6 +218,9 @@ class SqsSource:
         self._workers = _Workers(WORKERS, "sqs-source")
         self._lock = threading.Lock()
         self._url: str | None = None
+        #: each fetched record's JSON by receipt handle, made in a worker so that `event` (on the loop) only joins
+        #: bytes (6 MB of JSON would hold the loop up for tens of ms); dropped when the record is settled
+        self._encoded: dict[str, bytes] = {}
         self._closed = False
 
     async def open(self) -> None:
@@ -222,26 +232,37 @@ class SqsSource:
         if max_records <= 0:
             return []
         wait = int(min(LONG_POLL, max(0.0, max_wait)))
-        return await self._run(partial(self._receive, min(PER_CALL, max_records), wait), release=True)
+        fetched = await self._run(partial(self._receive, min(PER_CALL, max_records), wait), release=True)
+        for record, encoded in fetched:
+            self._encoded[record.event["receiptHandle"]] = encoded
+        return [record for record, _ in fetched]
 
     def event(self, records: list[Record]) -> bytes:
         """`{"Records": [...]}`, Lambda's SQS event."""
-        return b'{"Records":[' + b",".join(_dumps(r.event) for r in records) + b"]}"
+        parts = (self._encoded.get(r.event["receiptHandle"]) or _dumps(r.event) for r in records)
+        return b'{"Records":[' + b",".join(parts) + b"]}"
 
     async def settle(self, succeeded: list[Record], failed: list[Record]) -> None:
         """Delete the succeeded messages; the failed ones come back after their visibility timeout."""
+        self._forget(succeeded + failed)
         if succeeded:
             await self._run(partial(self._delete, succeeded))
 
     async def discard(self, records: list[Record]) -> None:
         """Delete the messages (retries exhausted, OnFailure delivered)."""
+        self._forget(records)
         if records:
             await self._run(partial(self._delete, records))
 
     async def close(self) -> None:
-        """Stop: what was submitted still runs, then the clients are closed and the workers end. Returns at once."""
+        """Stop: what was submitted still runs, then the workers end. Returns at once."""
         self._closed = True
+        self._encoded.clear()
         self._workers.stop()
+
+    def _forget(self, records: list[Record]) -> None:
+        for record in records:
+            self._encoded.pop(record.event["receiptHandle"], None)
 
     # -- on the loop ----------------------------------------------------------------------------------------
 
@@ -262,7 +283,7 @@ class SqsSource:
         """Done callback (in a worker, or on the loop if the call was already done: so never blocking here)."""
         if future.cancelled() or future.exception() is not None or not future.result():
             return
-        records: list[Record] = future.result()
+        records = [record for record, _ in future.result()]
         self._workers.submit(partial(self._guarded, partial(self._release, records)))
 
     # -- in the workers -------------------------------------------------------------------------------------
@@ -313,7 +334,7 @@ class SqsSource:
                 self._url = url
         return url
 
-    def _receive(self, count: int, wait: int) -> list[Record]:
+    def _receive(self, count: int, wait: int) -> list[tuple[Record, bytes]]:
         url = self._queue_url()
         _, receiver = self._clients()
         assert self.queue is not None
@@ -324,7 +345,7 @@ class SqsSource:
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        return [record_of(message, self.queue) for message in answer.get("Messages") or []]
+        return [encoded_record(message, self.queue) for message in answer.get("Messages") or []]
 
     def _delete(self, records: list[Record]) -> None:
         url = self._queue_url()
