@@ -270,7 +270,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     settings, registry, metrics = app[SETTINGS], app[REGISTRY], app[METRICS]
     queue = app[EVENT_QUEUE] = SqliteQueue(settings.data_dir / "events.sqlite3")
     delivery = app[DELIVERY] = Delivery(settings)
-    destinations = Destinations(queue, delivery, metrics, _exists(registry))
+    destinations = Destinations(queue, delivery, metrics, _exists(registry), settings)
     dispatcher = app[DISPATCHER] = Dispatcher(
         settings, queue, registry, app[EVENT_CONFIGS], app[CONCURRENCY], app[INVOKER], destinations, metrics
     )
@@ -348,6 +348,13 @@ async def healthz(request: web.Request) -> web.Response:
         "auth": "sigv4" if request.app[SETTINGS].auth_required else "off",
         "inflight": request.app[CONCURRENCY].inflight(),
     }
+    queue = request.app.get(EVENT_QUEUE)
+    if queue is not None:  # a queue that cannot store events refuses every Event invoke: not healthy
+        described: dict[str, int | str] = {"events": sum(queue.depths().values()), "bytes": queue.size()}
+        if queue.broken is not None:
+            described["error"] = str(queue.broken)
+            status["status"] = "degraded"
+        status["async_queue"] = described
     return json_response(status, 200 if status["status"] == "ok" else 503)
 
 

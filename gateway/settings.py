@@ -135,9 +135,14 @@ class Settings:
     #: asynchronous invocations of one function in flight at once: queued events never take more of a function's
     #: (or the account's) concurrency than this, so synchronous callers keep the rest
     async_concurrency: int = 10
+    #: asynchronous invocations of all functions in flight at once (default: half the account concurrency), so that
+    #: queued work of many functions never takes the account's concurrency from synchronous callers
+    async_concurrency_total: int = 500
     #: events one function may have waiting in the queue; one more is refused with 429 TooManyRequestsException, so
     #: that a function that invokes itself in a loop (or a flood of Event invokes) cannot fill the disk
     async_queue_max: int = 100_000
+    #: bytes of queued events (all functions) the queue may hold; beyond it Event invokes get 429 until it drains
+    async_queue_max_bytes: int = 4 * 1024**3
     #: where OnSuccess/OnFailure destinations and dead-letter queues of these services are delivered (AWS itself, or
     #: a compatible server such as ElasticMQ or moto); None: ARNs of that service are refused with a clear error
     sqs_endpoint: str | None = None
@@ -222,6 +227,10 @@ class Settings:
             async_delay_scale=float(environ.get("GATEWAY_ASYNC_DELAY_SCALE", cls.async_delay_scale)),
             async_concurrency=int(environ.get("GATEWAY_ASYNC_CONCURRENCY", cls.async_concurrency)),
             async_queue_max=int(environ.get("GATEWAY_ASYNC_QUEUE_MAX", cls.async_queue_max)),
+            async_queue_max_bytes=int(environ.get("GATEWAY_ASYNC_QUEUE_MAX_BYTES", cls.async_queue_max_bytes)),
+            async_concurrency_total=int(
+                environ.get("GATEWAY_ASYNC_CONCURRENCY_TOTAL", max(1, account_concurrency // 2))
+            ),
             sqs_endpoint=environ.get("GATEWAY_SQS_ENDPOINT") or None,
             sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
@@ -274,8 +283,10 @@ class Settings:
             )
         if not self.async_delay_scale > 0:
             raise ValueError("the async delay scale must be positive")
-        if self.async_concurrency < 1 or self.async_queue_max < 1:
-            raise ValueError("async concurrency and the async queue's maximum must be at least 1")
+        if min(self.async_concurrency, self.async_concurrency_total, self.async_queue_max) < 1:
+            raise ValueError("async concurrency (per function and in all) and the async queue's maximum must be >= 1")
+        if self.async_queue_max_bytes < 1024 * 1024:
+            raise ValueError("the async queue's byte limit must hold at least one 1 MB event")
         if self.session_ttl < 2:
             raise ValueError("the session TTL must be at least 2 seconds")
         if self.auth_required and not self.credentials:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ SCALE = "0.01"
 MARKS = """
 import json
 import sqlite3
+import threading
 def lambda_handler(event, context):
     print("ran", context.aws_request_id, json.dumps(event))
     if event.get("fail"):
@@ -231,3 +233,66 @@ def test_an_event_older_than_its_maximum_age_is_not_run(gw: RunningGateway) -> N
     gw.start()
     wait_for(lambda: "old-event of" in gw.log() and "EventAgeExceeded after 0 attempts" in gw.log(), what="give-up")
     assert "ran old-event" not in log_text(gw, "aged")
+
+
+def test_deleting_a_function_while_its_event_runs_leaves_nothing_behind(gw: RunningGateway) -> None:
+    lam = gw.client()
+    create_function(lam, "deleted-busy", SLOW)
+    for _ in range(3):
+        lam.invoke(FunctionName="deleted-busy", InvocationType="Event", Payload=b'{"sleep": 1.5}')
+    wait_for(lambda: "ran " in log_text(gw, "deleted-busy"), what="the first event to start")
+    lam.delete_function(FunctionName="deleted-busy")
+    time.sleep(3.0)  # the running attempt ends; the dispatcher must not go on looking for the function
+    assert "could not dispatch" not in gw.log()
+    assert "Traceback" not in gw.log()
+
+
+def _throttles(gw: RunningGateway, function: str) -> float:
+    _, _, body = gw.request("GET", "/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("lambda_throttles_total{") and f'function="{function}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_throttled_function_is_read_more_slowly_not_spun_through(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()  # Lambda's own back-off: 1 s, 2 s, ...
+    lam = gw.client()
+    create_function(lam, "throttled", SLOW)
+    lam.put_function_concurrency(FunctionName="throttled", ReservedConcurrentExecutions=1)
+    blocker = threading.Thread(
+        target=lambda: gw.client().invoke(FunctionName="throttled", Payload=b'{"sleep": 3}'), daemon=True
+    )
+    blocker.start()  # the only slot, held for 3 s by a synchronous call
+    wait_for(lambda: "ran " in log_text(gw, "throttled"), what="the synchronous call to start")
+    for _ in range(30):
+        lam.invoke(FunctionName="throttled", InvocationType="Event", Payload=b'{"sleep": 0}')
+    time.sleep(2.5)
+    assert _throttles(gw, "throttled") <= 4  # one attempt, then 1 s, then 2 s: not 30 events times a spin
+    blocker.join()
+    wait_for(lambda: log_text(gw, "throttled").count("ran ") == 31, timeout=30, what="every event to run after all")
+
+
+RECEIVER = """
+import json
+def lambda_handler(event, context):
+    print("record", json.dumps({k: v for k, v in event.items() if k != "requestPayload"})[:300],
+          "has-request-payload" if "requestPayload" in event else "no-request-payload")
+"""
+
+
+def test_a_record_too_large_for_a_function_destination_loses_its_payloads(gw: RunningGateway) -> None:
+    lam = gw.client()
+    create_function(lam, "big-source", "def lambda_handler(event, context):\n    return 'x' * 1000\n")
+    create_function(lam, "big-target", RECEIVER)
+    target = "arn:aws:lambda:us-east-1:123456789012:function:big-target"
+    lam.put_function_event_invoke_config(
+        FunctionName="big-source", DestinationConfig={"OnSuccess": {"Destination": target}}
+    )
+    big = b'"' + b"x" * (1024 * 1024 - 2) + b'"'  # 1 MB: the record with it would be over the limit
+    lam.invoke(FunctionName="big-source", InvocationType="Event", Payload=big)
+    lam.invoke(FunctionName="big-source", InvocationType="Event", Payload=b'"small"')
+    wait_for(lambda: log_text(gw, "big-target").count("record ") == 2, what="both records")
+    text = log_text(gw, "big-target")
+    assert text.count("no-request-payload") == 1 and text.count("has-request-payload") == 1

@@ -23,19 +23,19 @@ class Idle:
             self.frozen_at = time.monotonic()
 
 
-async def test_an_idle_environment_is_frozen_within_twice_the_delay_and_a_busy_one_is_not() -> None:
-    queue = FreezeQueue(after=0.02)
+async def test_an_idle_environment_is_frozen_soon_after_the_delay_and_a_busy_one_is_not() -> None:
+    queue = FreezeQueue(after=0.1)  # not the production 5 ms: a loaded CI machine oversleeps by tens of ms
     idle, busy = Idle(), Idle()
     released = time.monotonic()
     queue.idle(cast(Any, idle))
     queue.idle(cast(Any, busy))
-    for _ in range(6):  # invoked again every 10 ms: always used more recently than the delay
-        await asyncio.sleep(0.01)
+    for _ in range(6):  # invoked again every 30 ms: always used more recently than the delay
+        await asyncio.sleep(0.03)
         busy.last_used = time.monotonic()
         queue.idle(cast(Any, busy))
-    assert idle.frozen_at is not None and 0.02 <= idle.frozen_at - released <= 0.06
+    assert idle.frozen_at is not None and 0.1 <= idle.frozen_at - released <= 0.3
     assert busy.frozen_at is None
-    await asyncio.sleep(0.06)  # now idle too
+    await asyncio.sleep(0.3)  # now idle too
     assert busy.frozen_at is not None
     queue.close()
 

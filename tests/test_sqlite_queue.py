@@ -47,7 +47,7 @@ async def test_payloads_beyond_the_budget_stay_on_disk(tmp_path: Path) -> None:
     q = SqliteQueue(tmp_path / "events.sqlite3", memory_budget=10)
     for n in range(3):
         await q.put(_event(n=n))
-    held = [e.payload is not None for e in q.waiting("f")]
+    held = [e.payload is not None for e in q.oldest("f", 10)]
     assert held == [True, False, False]
     assert [e.payload for e in q.take("f", 3, now=9999.0)] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
     await q.close()
@@ -67,14 +67,37 @@ async def test_drop_forgets_waiting_and_in_flight_events(tmp_path: Path) -> None
     assert SqliteQueue(path).depths() == {"other": 1}
 
 
-async def test_claim_takes_one_waiting_event_out_of_turn(tmp_path: Path) -> None:
+async def test_claim_takes_waiting_events_out_of_turn(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "events.sqlite3")
+    for n in range(4):
+        await q.put(_event(n=n, due=time.time() + 3600))
+    first, second = q.oldest("f", 2)
+    assert [e.request_id for e in q.claim([second])] == ["req-f-1"] and second.payload == b'{"n": 1}'
+    assert q.claim([second]) == []  # not waiting any more
+    assert [e.request_id for e in q.oldest("f", 10)] == ["req-f-0", "req-f-2", "req-f-3"]
+    assert q.take("f", 10, now=time.time() + 7200)[0] is first
+    await q.close()
+
+
+async def test_sizes_are_counted_for_the_byte_limit(tmp_path: Path) -> None:
     q = SqliteQueue(tmp_path / "events.sqlite3")
     for n in range(3):
-        await q.put(_event(n=n, due=time.time() + 3600))
-    middle = q.waiting("f")[1]
-    assert q.claim(middle) and middle.payload == b'{"n": 1}'
-    assert not q.claim(middle)
-    assert [e.request_id for e in q.waiting("f")] == ["req-f-0", "req-f-2"]
+        await q.put(_event(n=n))
+    assert q.size() == 3 * len(b'{"n": 0}') and q.depth("f") == 3
+    (event,) = q.take("f", 1, now=9999.0)
+    q.finish(event)
+    assert q.size() == 2 * len(b'{"n": 0}') and q.depth("f") == 2
+    assert q.drop("f") == 2 and q.size() == 0
+    await q.close()
+
+
+async def test_a_writer_that_stops_fails_every_later_put(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "events.sqlite3")
+    await q.put(_event())
+    q._writer._fail(RuntimeError("disk gone"))  # what the thread does when it cannot go on
+    assert q.broken is not None
+    with pytest.raises(RuntimeError, match="disk gone"):
+        await q.put(_event(n=2))
     await q.close()
 
 

@@ -15,11 +15,10 @@ the connection is closed if a body of more than `SMALL_BODY` bytes is still to c
 (within the body timeout and the operation's size limit) and the signature over its SHA-256 checked.
 
 What a function's session credentials may do (`authorize`, checked from the head too, so before the body):
-`Invoke` and `InvokeWithResponseStream` (and `InvokeAsync`, which this gateway answers 501) any function of the
-account, and `GetFunction` / `GetFunctionConfiguration` of its own function (any
-version or alias). Everything else, reading or changing any other function, layers, settings, logs, metrics,
-needs an operator's credential and is answered AWS's 403 `AccessDeniedException`. A function's request body is
-at most Invoke's 6 MB.
+`Invoke` (Event too), `InvokeWithResponseStream` and `InvokeAsync` any function of the account, and `GetFunction`
+/ `GetFunctionConfiguration` of its own function (any version or alias). Everything else, reading or changing any
+other function, layers, settings, logs, metrics, needs an operator's credential and is answered AWS's 403
+`AccessDeniedException`. A function's request body is at most Invoke's 6 MB.
 
 It runs inside the error middleware, so every refusal is Lambda-shaped, and before routing is acted upon, as AWS
 checks the signature before it looks at the operation.

@@ -5,8 +5,9 @@ a SIGKILL of the gateway right after the 202 loses nothing. The payload limit is
 from 256 KB in 2025), 256 KB for InvokeAsync; over it, 413 RequestEntityTooLargeException in Lambda's words. The
 client context is not passed on (Lambda passes it to synchronous invocations only). If the queue cannot store the
 event (a full disk), the answer is a 500 ServiceException and the event is not accepted: the client may retry.
-A function with `GATEWAY_ASYNC_QUEUE_MAX` events on file gets no more (429 TooManyRequestsException): a function
-that invokes itself in a loop cannot fill the disk.
+A function with `GATEWAY_ASYNC_QUEUE_MAX` events on file gets no more, nor does anyone once the queue holds
+`GATEWAY_ASYNC_QUEUE_MAX_BYTES` (429 TooManyRequestsException): a function that invokes itself in a loop cannot fill
+the disk.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import web
 from gateway.api.http import check_json, read_body
 from gateway.app_keys import EVENT_QUEUE, METRICS, REGISTRY, SETTINGS
 from gateway.errors import RequestTooLargeException, ServiceException, TooManyRequestsException
-from gateway.events.queue import QueuedEvent
+from gateway.events.queue import CALLER_RATE, QueuedEvent, full
 from gateway.execution.invoker import new_request_id
 from gateway.store.names import FunctionRef, parse_function_name
 
@@ -30,10 +31,6 @@ log = logging.getLogger("gateway.events")
 MAX_EVENT_PAYLOAD = 1024 * 1024
 #: InvokeAsync's own, older limit
 MAX_INVOKE_ASYNC_PAYLOAD = 256 * 1024
-QUEUE_FULL = (
-    "Rate Exceeded. The function's queue of asynchronous invocations is full (GATEWAY_ASYNC_QUEUE_MAX); retry later."
-)
-CALLER_RATE = "CallerRateLimitExceeded"
 
 
 def _too_large(size: int, limit: int, what: str) -> RequestTooLargeException:
@@ -54,8 +51,9 @@ async def accept(request: web.Request, ref: FunctionRef, limit: int, what: str) 
     else:
         payload = b"{}"
     app[REGISTRY].resolve(ref.name, ref.qualifier)  # it may have been deleted while the body came in
-    if app[EVENT_QUEUE].depth(ref.name) >= app[SETTINGS].async_queue_max:
-        raise TooManyRequestsException(QUEUE_FULL, CALLER_RATE)
+    refusal = full(app[EVENT_QUEUE], app[SETTINGS], ref.name, len(payload))
+    if refusal:
+        raise TooManyRequestsException(refusal, CALLER_RATE)
     now = time.time()
     event = QueuedEvent(new_request_id(), ref.name, ref.qualifier, payload, now, now)
     try:

@@ -11,18 +11,27 @@ Concurrency: on the event loop; `deliver` awaits the queue's disk and the servic
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.events.queue import EventQueue, QueuedEvent
+from gateway.events.queue import EventQueue, QueuedEvent, full
 from gateway.events.records import Response, error_message, invocation_record
 from gateway.events.retries import Condition
 from gateway.events.targets import Service, Target, parse_target
 from gateway.execution.invoker import new_request_id
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.events")
+
+#: Lambda's asynchronous payload limit, which a record for a function destination must keep (without its payloads
+#: when they make it larger), like any Event invoke
+MAX_EVENT_PAYLOAD = 1024 * 1024
+#: records over this many bytes of payloads are built in a worker thread
+RECORD_IN_THREAD = 256 * 1024
 
 
 class DeliveryFailed(Exception):
@@ -53,8 +62,14 @@ class Destinations:
     """Delivers invocation records and dead letters (see the module docstring)."""
 
     def __init__(
-        self, queue: EventQueue, sender: Sender | None, metrics: Counts, exists: Callable[[str, str | None], bool]
+        self,
+        queue: EventQueue,
+        sender: Sender | None,
+        metrics: Counts,
+        exists: Callable[[str, str | None], bool],
+        settings: Settings,
     ) -> None:
+        self._settings = settings
         self._queue = queue
         self._sender = sender
         self._metrics = metrics
@@ -73,7 +88,11 @@ class Destinations:
         `dead_letter` (if any)."""
         now = time.time()
         if destination and (target := parse_target(destination)) is not None:
-            record = invocation_record(event, function_arn, condition, response, now)
+            big = len(event.payload or b"") + (len(response.payload) if response else 0) > RECORD_IN_THREAD
+            build = functools.partial(invocation_record, event, function_arn, condition, response, now)
+            record = await asyncio.to_thread(build) if big else build()  # 6 MB of JSON is not for the loop
+            if target.service is Service.LAMBDA and len(record) > MAX_EVENT_PAYLOAD:
+                record = build(payloads=False)  # as Lambda does for a target's size limit
             if not await self._send(event.function, target, record, condition is Condition.SUCCESS, now):
                 self._metrics.destination_failed(event.function, target.service.value)
         failed = condition is not Condition.SUCCESS
@@ -85,6 +104,9 @@ class Destinations:
         if target.service is Service.LAMBDA:
             if not self._exists(target.name, target.qualifier):
                 log.warning("destination %s of %s: no such function here; record dropped", target.arn, function)
+                return False
+            if refusal := full(self._queue, self._settings, target.name, len(record)):
+                log.warning("destination %s of %s: record dropped: %s", target.arn, function, refusal)
                 return False
             try:
                 await self._queue.put(QueuedEvent(new_request_id(), target.name, target.qualifier, record, now, now))

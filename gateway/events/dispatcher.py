@@ -34,8 +34,12 @@ from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.events")
 
-#: how often a paused function (reserved concurrency 0) is looked at: to resume, and to age its events out
+#: how often a paused function (reserved concurrency 0) is looked at, to resume
 PAUSED_CHECK = 1.0
+#: how often the oldest events of a paused function are aged out
+EXPIRY_SCAN = 10.0
+#: how soon a function whose dispatch failed (a bug, an unreadable queue) is tried again
+DISPATCH_RETRY = 1.0
 DROPPED_REASON = {Condition.RETRIES_EXHAUSTED: "retries_exhausted", Condition.EVENT_AGE_EXCEEDED: "event_age_exceeded"}
 
 
@@ -92,8 +96,12 @@ class Dispatcher:
         self._destinations = destinations
         self._metrics = metrics
         self._inflight: dict[str, int] = {}
-        self._ready: set[str] = set(queue.functions())
-        self._timers: list[tuple[float, str]] = []  # heap of (when, function)
+        self._ready: set[str] = set(queue.functions())  # at start-up: every function with events on file
+        self._timers: list[tuple[float, str]] = []  # heap of (when, function); the live one is in _timer_at
+        self._timer_at: dict[str, float] = {}  # function -> when it is to be looked at again (one timer each)
+        self._held_until: dict[str, float] = {}  # function -> no attempt before this (it was throttled)
+        self._expiry_scan: dict[str, float] = {}  # paused function -> when its events were last aged out
+        self._starved: set[str] = set()  # functions that waited for the account-wide async cap
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._taking = True
@@ -102,11 +110,13 @@ class Dispatcher:
 
     def follow(self, change: Change) -> None:
         """The registry's change hook (any thread): a deleted function's queued events are dropped, as on Lambda."""
-        if change.what is Changed.FUNCTION_DELETED:
+        if change.what is Changed.FUNCTION_DELETED and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._drop, change.function)
 
     def _drop(self, function: str) -> None:
         dropped = self._queue.drop(function)
+        for state in (self._timer_at, self._held_until, self._expiry_scan):
+            state.pop(function, None)
         if dropped:
             log.warning("function %s was deleted: dropped its %d queued asynchronous invocations", function, dropped)
 
@@ -126,17 +136,21 @@ class Dispatcher:
             if not self._taking:  # stopping: what is queued waits on file for the next start
                 self._ready.clear()
                 self._timers.clear()
+                self._timer_at.clear()
                 continue
             now = time.time()
             while self._timers and self._timers[0][0] <= now:
-                self._ready.add(heapq.heappop(self._timers)[1])
+                when, function = heapq.heappop(self._timers)
+                if self._timer_at.get(function) == when:  # not a stale entry
+                    del self._timer_at[function]
+                    self._ready.add(function)
             ready, self._ready = self._ready, set()
             for function in ready:
                 try:
                     self._dispatch(function, now)
                 except Exception:  # a bug or an unreadable queue must not end the dispatching of every function
                     log.exception("could not dispatch the queued events of %s; trying again shortly", function)
-                    heapq.heappush(self._timers, (now + PAUSED_CHECK, function))
+                    self._later(function, now + DISPATCH_RETRY)
 
     async def _wait(self) -> None:
         if self._ready:
@@ -146,27 +160,62 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
 
+    def _later(self, function: str, when: float) -> None:
+        """Look at `function` again at `when` (or earlier, if it already has an earlier timer)."""
+        if self._timer_at.get(function, float("inf")) > when:
+            self._timer_at[function] = when
+            heapq.heappush(self._timers, (when, function))
+
     def _dispatch(self, function: str, now: float) -> None:
+        if function not in self._registry:  # deleted (its drop may not have reached the file before a crash)
+            self._drop(function)
+            return
         reserved = self._registry.reserved_concurrency(function)
         if reserved == 0:
             self._expire_waiting(function, now)
-            heapq.heappush(self._timers, (now + PAUSED_CHECK, function))
+            self._later(function, now + PAUSED_CHECK)
             return
-        cap = self._settings.async_concurrency if reserved is None else min(reserved, self._settings.async_concurrency)
-        free = cap - self._inflight.get(function, 0)
+        held = self._held_until.get(function, 0.0)
+        if held > now:  # throttled: read from its queue again only after the back-off
+            self._later(function, held)
+            return
+        free = min(self._cap(reserved) - self._inflight.get(function, 0), self._account_room(function))
         if free > 0:
             for event in self._queue.take(function, free, now):
                 self._start(event)
         due = self._queue.next_due(function)
         if due is not None and due > now:
-            heapq.heappush(self._timers, (due, function))
+            self._later(function, due)
+
+    def _cap(self, reserved: int | None) -> int:
+        """How many of a function's events may run at once: GATEWAY_ASYNC_CONCURRENCY, and within a reservation
+        above 1, one slot less than it, so that synchronous callers always keep one."""
+        cap = self._settings.async_concurrency
+        return cap if reserved is None else min(cap, max(reserved - 1, 1))
+
+    def _account_room(self, function: str) -> int:
+        """Attempts the account-wide async cap still allows; 0 marks `function` to be woken when one ends."""
+        room = self._settings.async_concurrency_total - len(self._tasks)
+        if room <= 0:
+            self._starved.add(function)
+        return room
 
     def _expire_waiting(self, function: str, now: float) -> None:
-        """Age out the events of a paused function that are too old to run (they still get their OnFailure)."""
-        for event in self._queue.waiting(function):
-            config = self._configs.effective(function, event.qualifier)
-            if expired(event, config.maximum_event_age, now) and self._queue.claim(event):
-                self._start(event)
+        """Age out the oldest events of a paused function that are too old to run (they still get their OnFailure),
+        at most as many at once as it may run, and look at most every EXPIRY_SCAN seconds."""
+        if now - self._expiry_scan.get(function, 0.0) < EXPIRY_SCAN:
+            return
+        self._expiry_scan[function] = now
+        room = min(self._settings.async_concurrency - self._inflight.get(function, 0), self._account_room(function))
+        if room <= 0:
+            return
+        old = [
+            event
+            for event in self._queue.oldest(function, room)
+            if expired(event, self._configs.effective(function, event.qualifier).maximum_event_age, now)
+        ]
+        for event in self._queue.claim(old):
+            self._start(event)
 
     def _start(self, event: QueuedEvent) -> None:
         self._inflight[event.function] = self._inflight.get(event.function, 0) + 1
@@ -188,6 +237,9 @@ class Dispatcher:
             else:
                 self._inflight.pop(event.function, None)
             self.ready(event.function)
+            if self._starved:  # a slot of the account-wide cap is free again
+                self._ready |= self._starved
+                self._starved.clear()
 
     async def _attempt(self, event: QueuedEvent) -> None:
         """One attempt at `event`, and what follows from its outcome."""
@@ -208,7 +260,10 @@ class Dispatcher:
         now = time.time()
         if response is None:  # throttled, or a system error: back to the queue, not counted as an attempt
             condition = after_throttle(event, config.maximum_event_age, now, scale)
+            if condition is None:  # and the function's queue is read more slowly too, as on Lambda
+                self._held_until[function] = max(self._held_until.get(function, 0.0), event.due)
         else:
+            self._held_until.pop(function, None)
             event.attempts += 1
             if response.function_error is None:
                 await self._end(event, config, Condition.SUCCESS, response, config.on_success)

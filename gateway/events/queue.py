@@ -10,9 +10,10 @@ backend (PostgreSQL, `FOR UPDATE SKIP LOCKED` for `take`, a lease column for wha
 methods. The dispatcher (gateway.events.dispatcher) is the only caller of everything but `put`, `drop` and
 `depths`.
 
-Concurrency: every method is called on the event loop. `put` awaits the disk; the others return at once (their
-writes follow, in order, with the next group commit), so a lost `finish` or `reschedule` means one more run of the
-event, never a lost one.
+Concurrency: every method is called on the event loop. `put` awaits the disk; the others queue their writes and
+return (the writes follow, in order, with the next group commit), so a lost `finish` or `reschedule` means one more
+run of the event, never a lost one. `take` and `claim` may read a payload that is not held in memory (SQLite, one
+row by primary key, from the page cache as a rule).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from gateway.settings import Settings
 
 
 @dataclass(slots=True)
@@ -51,15 +54,15 @@ class EventQueue(Protocol):
         """Up to `limit` of `function`'s events due by `now`, oldest first, payloads loaded; they are in flight
         until `finish` or `reschedule`: no other `take` returns them."""
 
-    def claim(self, event: QueuedEvent) -> bool:
-        """Take one waiting event out of turn (one that aged out while its function was paused), payload loaded;
-        False if it is not waiting any more."""
+    def claim(self, events: list[QueuedEvent]) -> list[QueuedEvent]:
+        """Take some of one function's waiting events out of turn (aged out while it was paused), payloads loaded;
+        those not waiting any more are left out."""
+
+    def oldest(self, function: str, limit: int) -> list[QueuedEvent]:
+        """Up to `limit` of `function`'s waiting events, oldest first, without payloads."""
 
     def next_due(self, function: str) -> float | None:
         """When `function`'s earliest waiting event is due (None: none waits)."""
-
-    def waiting(self, function: str) -> list[QueuedEvent]:
-        """`function`'s waiting events (not in flight), oldest first, without payloads: for expiring old ones."""
 
     def functions(self) -> list[str]:
         """The functions that have waiting events."""
@@ -79,5 +82,31 @@ class EventQueue(Protocol):
     def depth(self, function: str) -> int:
         """Events of `function` on file (waiting or in flight); O(1)."""
 
+    def size(self) -> int:
+        """Payload bytes of every event on file; O(1)."""
+
+    @property
+    def broken(self) -> Exception | None:
+        """Why the queue cannot store events any more, or None."""
+
     async def close(self) -> None:
         """Write what is pending and release the storage."""
+
+
+QUEUE_FULL = (
+    "Rate Exceeded. The function's queue of asynchronous invocations is full (GATEWAY_ASYNC_QUEUE_MAX); retry later."
+)
+QUEUE_BYTES = (
+    "Rate Exceeded. The queue of asynchronous invocations is full (GATEWAY_ASYNC_QUEUE_MAX_BYTES); retry later."
+)
+CALLER_RATE = "CallerRateLimitExceeded"
+
+
+def full(queue: EventQueue, settings: Settings, function: str, size: int) -> str:
+    """Why one more event of `size` bytes for `function` may not be queued now (the answer of a 429), "" if it may:
+    the bounds that keep a function invoking itself in a loop, or a flood of Event invokes, from filling the disk."""
+    if queue.depth(function) >= settings.async_queue_max:
+        return QUEUE_FULL
+    if queue.size() + size > settings.async_queue_max_bytes:
+        return QUEUE_BYTES
+    return ""

@@ -14,6 +14,7 @@ while throttled). The event is spliced in as accepted (it was checked to be JSON
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import orjson
 
@@ -21,15 +22,13 @@ from gateway.events.queue import QueuedEvent
 from gateway.events.retries import Condition
 
 
+@dataclass(slots=True)
 class Response:
     """What the last attempt that reached the function answered (gateway.execution.invoker.Outcome's part of it)."""
 
-    __slots__ = ("executed_version", "function_error", "payload")
-
-    def __init__(self, executed_version: str, payload: bytes, function_error: str | None) -> None:
-        self.executed_version = executed_version
-        self.payload = payload
-        self.function_error = function_error
+    executed_version: str
+    payload: bytes
+    function_error: str | None
 
 
 def timestamp(now: float) -> str:
@@ -48,9 +47,15 @@ def _json(payload: bytes) -> bytes:
 
 
 def invocation_record(
-    event: QueuedEvent, function_arn: str, condition: Condition, response: Response | None, now: float
+    event: QueuedEvent,
+    function_arn: str,
+    condition: Condition,
+    response: Response | None,
+    now: float,
+    payloads: bool = True,
 ) -> bytes:
-    """The record as JSON bytes; `function_arn` is the function as invoked, qualified (`:$LATEST` when not)."""
+    """The record as JSON bytes; `function_arn` is the function as invoked, qualified (`:$LATEST` when not).
+    Without `payloads`, `requestPayload` and `responsePayload` are left out (a record too large for its target)."""
     head = {
         "version": "1.0",
         "timestamp": timestamp(now),
@@ -61,12 +66,16 @@ def invocation_record(
             "approximateInvokeCount": event.attempts,
         },
     }
-    parts = [orjson.dumps(head)[:-1], b',"requestPayload":', event.payload or b"{}"]
+    parts = [orjson.dumps(head)[:-1]]
+    if payloads:
+        parts += [b',"requestPayload":', event.payload or b"{}"]
     if response is not None:
         context: dict[str, object] = {"statusCode": 200, "executedVersion": response.executed_version}
         if response.function_error is not None:
             context["functionError"] = response.function_error
-        parts += [b',"responseContext":', orjson.dumps(context), b',"responsePayload":', _json(response.payload)]
+        parts += [b',"responseContext":', orjson.dumps(context)]
+        if payloads:
+            parts += [b',"responsePayload":', _json(response.payload)]
     parts.append(b"}")
     return b"".join(parts)
 

@@ -51,10 +51,16 @@ class _Writer:
         self._path = path
         self._loop = loop
         self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        #: set when the thread could not go on: writes fail at once with it
+        self.failed: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="event-queue-writer", daemon=True)
         self._thread.start()
 
     def submit(self, sql: str, params: tuple[Any, ...], done: Callable[[BaseException | None], None] | None) -> None:
+        if self.failed is not None:
+            if done is not None:
+                self._loop.call_soon(done, self.failed)
+            return
         self._writes.put((sql, params, done))
 
     async def close(self) -> None:
@@ -63,7 +69,11 @@ class _Writer:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        db = sqlite.connect(self._path)
+        try:
+            db = sqlite.connect(self._path)
+        except BaseException as exc:  # whatever it is, every write must hear of it
+            self._fail(exc)
+            return
         try:
             stop = False
             while not stop:
@@ -80,6 +90,8 @@ class _Writer:
                         break
                 if batch:
                     self._commit(db, batch)
+        except BaseException as exc:  # the thread ends: fail what waits and what comes
+            self._fail(exc)
         finally:
             db.close()
 
@@ -92,12 +104,29 @@ class _Writer:
         except (sqlite3.Error, OSError) as exc:
             log.error("the event queue could not write %d changes: %s", len(batch), exc)
             error = exc
+        self._settle(batch, error)
+
+    def _settle(self, batch: list[_Write], error: BaseException | None) -> None:
         for _, _, done in batch:
             if done is not None:
                 try:
                     self._loop.call_soon_threadsafe(done, error)
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     return
+
+    def _fail(self, exc: BaseException) -> None:
+        """The writer cannot go on: every write queued or submitted from now on fails with `exc`."""
+        log.critical("the event queue's writer stopped: %r; asynchronous invocations are refused", exc)
+        self.failed = exc if isinstance(exc, Exception) else RuntimeError(f"the event queue's writer stopped: {exc!r}")
+        pending: list[_Write] = []
+        while True:
+            try:
+                item = self._writes.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                pending.append(item)
+        self._settle(pending, self.failed)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -124,6 +153,7 @@ class SqliteQueue:
         self._waiting: dict[str, list[tuple[float, int]]] = {}  # function -> heap of (due, id)
         self._inflight: set[int] = set()
         self._counts: dict[str, int] = {}  # function -> events on file (indexed), for `depth`
+        self._bytes = 0  # payload bytes on file (indexed)
         self._held = 0  # payload bytes held in memory
         self._next_id = 1
         self._load()
@@ -135,6 +165,7 @@ class SqliteQueue:
             event = QueuedEvent(request_id, function, qualifier, None, received, due, attempts, backoff, ident, size)
             self._events[ident] = event
             self._counts[function] = self._counts.get(function, 0) + 1
+            self._bytes += size
             self._waiting.setdefault(function, []).append((due, ident))
             self._next_id = ident + 1
         for heap in self._waiting.values():
@@ -170,33 +201,55 @@ class SqliteQueue:
                 self._held += event.size
         self._events[event.id] = event
         self._counts[event.function] = self._counts.get(event.function, 0) + 1
+        self._bytes += event.size
         heapq.heappush(self._waiting.setdefault(event.function, []), (event.due, event.id))
 
     def take(self, function: str, limit: int, now: float) -> list[QueuedEvent]:
         heap = self._waiting.get(function)
         taken: list[QueuedEvent] = []
         while heap and len(taken) < limit and heap[0][0] <= now:
-            _, ident = heapq.heappop(heap)
-            event = self._events.get(ident)
-            if event is None or ident in self._inflight or not self._loaded(event):
+            entry = heapq.heappop(heap)
+            event = self._events.get(entry[1])
+            if event is None or event.id in self._inflight:
                 continue
-            self._inflight.add(ident)
-            taken.append(event)
+            try:
+                loaded = self._loaded(event)
+            except BaseException:  # an unreadable file: it stays waiting, and what was taken goes ahead
+                heapq.heappush(heap, entry)
+                if taken:
+                    break
+                raise
+            if loaded:
+                self._inflight.add(event.id)
+                taken.append(event)
         if not heap:
             self._waiting.pop(function, None)
         return taken
 
-    def claim(self, event: QueuedEvent) -> bool:
-        """Take one waiting event out of turn (an expired one); False if it is not waiting any more."""
-        heap = self._waiting.get(event.function)
-        if heap is None or event.id in self._inflight or event.id not in self._events:
-            return False
-        heap[:] = [entry for entry in heap if entry[1] != event.id]
+    def oldest(self, function: str, limit: int) -> list[QueuedEvent]:
+        """Up to `limit` of `function`'s waiting events, oldest first, without payloads."""
+        ids = heapq.nsmallest(limit, (ident for _, ident in self._waiting.get(function, [])))
+        return [self._events[i] for i in ids if i in self._events and i not in self._inflight]
+
+    def claim(self, events: list[QueuedEvent]) -> list[QueuedEvent]:
+        """Take these waiting events out of turn (aged out while their function was paused), payloads loaded; those
+        not waiting any more are left out."""
+        if not events:
+            return []
+        function = events[0].function
+        heap = self._waiting.get(function, [])
+        wanted = {e.id for e in events if e.function == function and e.id in self._events}
+        wanted -= self._inflight
+        heap[:] = [entry for entry in heap if entry[1] not in wanted]
         heapq.heapify(heap)
         if not heap:
-            self._waiting.pop(event.function, None)
-        self._inflight.add(event.id)
-        return self._loaded(event)
+            self._waiting.pop(function, None)
+        claimed = []
+        for event in events:
+            if event.id in wanted and self._loaded(event):
+                self._inflight.add(event.id)
+                claimed.append(event)
+        return claimed
 
     def _loaded(self, event: QueuedEvent) -> bool:
         """Make sure the payload is in memory (read it from the file if not); False if the row is gone."""
@@ -205,7 +258,7 @@ class SqliteQueue:
         row = self._read.execute("SELECT payload FROM events WHERE id = ?", (event.id,)).fetchone()
         if row is None:
             if self._events.pop(event.id, None) is not None:
-                self._count_down(event.function)
+                self._count_down(event)
             return False
         event.payload = row[0] if isinstance(row[0], bytes) else str(row[0]).encode()
         self._held += event.size
@@ -215,23 +268,20 @@ class SqliteQueue:
         heap = self._waiting.get(function)
         return heap[0][0] if heap else None
 
-    def waiting(self, function: str) -> list[QueuedEvent]:
-        heap = self._waiting.get(function, [])
-        events = (self._events.get(ident) for _, ident in heap)
-        return sorted((e for e in events if e is not None and e.id not in self._inflight), key=lambda e: e.id)
-
     def functions(self) -> list[str]:
         return list(self._waiting)
 
     def finish(self, event: QueuedEvent) -> None:
         self._inflight.discard(event.id)
         if self._events.pop(event.id, None) is not None:
-            self._count_down(event.function)
+            self._count_down(event)
             if event.payload is not None:
                 self._held -= event.size
         self._writer.submit("DELETE FROM events WHERE id = ?", (event.id,), None)
 
-    def _count_down(self, function: str) -> None:
+    def _count_down(self, event: QueuedEvent) -> None:
+        self._bytes -= event.size
+        function = event.function
         left = self._counts.get(function, 1) - 1
         if left > 0:
             self._counts[function] = left
@@ -257,6 +307,7 @@ class SqliteQueue:
         for ident, event in list(self._events.items()):
             if event.function == function:
                 del self._events[ident]  # in flight too: it will not be put back
+                self._bytes -= event.size
                 dropped += ident not in self._inflight
                 if event.payload is not None:
                     self._held -= event.size
@@ -268,6 +319,14 @@ class SqliteQueue:
 
     def depth(self, function: str) -> int:
         return self._counts.get(function, 0)
+
+    def size(self) -> int:
+        return self._bytes
+
+    @property
+    def broken(self) -> Exception | None:
+        """Why the queue cannot store events any more (its writer stopped), or None."""
+        return self._writer.failed
 
     async def close(self) -> None:
         await self._writer.close()
