@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 SOURCE = "def lambda_handler(event, context):\n    return None\n"
 MQ = "arn:aws:mq:us-east-1:123456789012:broker:b1:b-0123abcd-0123-4567-89ab-0123456789ab"
 SQS = "arn:aws:sqs:us-east-1:123456789012:q1"
+PATH = "/2015-03-31/event-source-mappings/"
 
 
 def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
@@ -192,3 +195,81 @@ def test_mappings_survive_a_restart_and_go_with_their_function(gateway_factory: 
         lam.get_event_source_mapping(UUID=kept)
     assert _error(info)[1] == "ResourceNotFoundException"
     assert lam.list_event_source_mappings()["EventSourceMappings"] == []
+
+
+ABUSER = r"""
+import boto3
+from botocore.exceptions import ClientError
+
+def lambda_handler(event, context):
+    lam = boto3.client("lambda")
+    calls = {
+        "create": lambda: lam.create_event_source_mapping(
+            FunctionName=context.function_name, Topics=["t"], StartingPosition="LATEST",
+            SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["127.0.0.1:22"]}}),
+        "list": lambda: lam.list_event_source_mappings(),
+        "get": lambda: lam.get_event_source_mapping(UUID=event["uuid"]),
+        "update": lambda: lam.update_event_source_mapping(UUID=event["uuid"], Enabled=False),
+        "delete": lambda: lam.delete_event_source_mapping(UUID=event["uuid"]),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = "allowed"
+        except ClientError as exc:
+            out[name] = exc.response["Error"]["Code"]
+    return out
+"""
+
+
+def test_a_function_cannot_create_read_or_change_mappings(gateway_factory: GatewayFactory) -> None:
+    """A function's session credentials must not make the gateway connect anywhere (a mapping's broker address is
+    the gateway's own network, not the jail's) nor stop or read other mappings: 403 for each operation."""
+    port = free_port()
+    gw = gateway_factory(env={"GATEWAY_SANDBOX": "rlimits", "GATEWAY_ENVIRONMENT_LISTEN": f"127.0.0.2:{port}"})
+    lam = gw.client()
+    create_function(lam, "abuser", ABUSER, Timeout=30)
+    uuid = lam.create_event_source_mapping(FunctionName="abuser", **_kafka())["UUID"]
+    _, answer = invoke_json(lam, "abuser", {"uuid": uuid})
+    assert answer == dict.fromkeys(("create", "list", "get", "update", "delete"), "AccessDeniedException"), answer
+    assert [m["UUID"] for m in lam.list_event_source_mappings()["EventSourceMappings"]] == [uuid]
+    assert lam.get_event_source_mapping(UUID=uuid)["State"] in ("Creating", "Enabled")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+    max_leaves=10,
+)
+FIELDS = st.sampled_from(
+    ["FunctionName", "EventSourceArn", "Enabled", "BatchSize", "FilterCriteria", "MaximumBatchingWindowInSeconds",
+     "StartingPosition", "StartingPositionTimestamp", "Topics", "Queues", "SelfManagedEventSource",
+     "SourceAccessConfigurations", "FunctionResponseTypes", "ScalingConfig", "DestinationConfig",
+     "MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError",
+     "SelfManagedKafkaEventSourceConfig", "Unknown"]
+)  # fmt: skip
+
+
+def test_generated_bodies_get_lambda_shaped_answers(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    """Create and Update with generated bodies (a valid one with members replaced or added): a 2xx or a Lambda-shaped
+    4xx, never a 500; afterwards every mapping can be read."""
+    create_function(lam, fname, SOURCE)
+    base = {"FunctionName": fname, **_kafka(topic="fuzz")}
+    uuid = lam.create_event_source_mapping(**base)["UUID"]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.dictionaries(FIELDS, JSON_VALUES, max_size=4), st.booleans(), st.booleans())
+    def check(members: dict[str, Any], update: bool, from_base: bool) -> None:
+        body = {**(base if from_base else {}), **members}
+        method, path = ("PUT", f"/2015-03-31/event-source-mappings/{uuid}") if update else ("POST", PATH)
+        status, headers, raw = gateway.request(
+            method, path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        assert status < 500, (method, body, status, raw[:300])
+        if status >= 400:
+            assert headers.get("x-amzn-ErrorType") and "message" in json.loads(raw), raw[:300]
+
+    check()
+    for mapping in lam.list_event_source_mappings(FunctionName=fname)["EventSourceMappings"]:
+        assert lam.get_event_source_mapping(UUID=mapping["UUID"])["FunctionArn"].startswith(ARN + fname)

@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from gateway.events.pollers.poller import Attempt, Hooks, Poller, item_failures, split_at_failures
+from gateway.events.pollers.poller import (
+    Attempt,
+    Hooks,
+    Poller,
+    failure_record,
+    item_failures,
+    retries_of,
+    split_at_failures,
+)
 from gateway.events.pollers.runner import Runner
 from gateway.events.pollers.source import Record
 from gateway.observability.mapping_metrics import MappingMetrics
@@ -172,6 +180,7 @@ async def test_stream_retries_then_on_failure_then_discard_and_goes_on() -> None
     ((destination, record),) = harness.sent
     assert destination.endswith(":dlq") and record["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 3 and record["payload"][0]["id"] == "0"
+    assert record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["firstRecordOffset"] == "0"
     source.add("fine", group="t-0")
     await _run_until(poller, source, lambda: len(source.acked) == 1)
     assert harness.metrics.series["u-1"][1][4] == 1  # discarded
@@ -349,3 +358,14 @@ async def test_maximum_concurrency_runs_that_many_pollers_each_with_its_own_sour
         await asyncio.sleep(0.01)
     await runner.close()
     assert len(sources) == 3 and len(shared.acked) == 9 and peak == 3
+
+
+def test_no_retry_limit_with_a_destination_is_ten_and_a_large_record_goes_without_its_payload() -> None:
+    dlq = "arn:aws:sqs:us-east-1:123456789012:dlq"
+    assert retries_of(_mapping(KAFKA)) == -1
+    assert retries_of(_mapping(KAFKA, on_failure=dlq)) == 10
+    assert retries_of(_mapping(KAFKA, on_failure=dlq, maximum_retry_attempts=3)) == 3
+    big = [Record(str(i), {"value": "x" * 100_000}, {}, 0.0, 100_000, "t-0") for i in range(3)]
+    record = json.loads(failure_record(_mapping(KAFKA), "arn:f", big, 11, "RetryAttemptsExhausted"))
+    assert "payload" not in record and record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["lastRecordOffset"] == "2"
+    assert record["KafkaBatchInfo"]["payloadSize"] == 300_000

@@ -9,17 +9,20 @@ What follows an invocation:
 - ReportBatchItemFailures with failures: the records before the first failed one of each group succeeded, the rest
   failed (a malformed answer, or an identifier not in the batch, fails the whole batch, as on Lambda);
 - an error (function error, timeout): the whole batch failed.
-Failed records of a stream (Kafka, `Mapping.stream`) are retried here, after a back-off, until MaximumRetryAttempts
-(-1: no limit) or MaximumRecordAgeInSeconds end them; BisectBatchOnFunctionError splits a failed batch in two
-halves, each retried on its own; then they go to the OnFailure destination (delivery retried until it succeeds:
-durable before acknowledged) and are `discard`ed. Failed records of a queue (SQS, RabbitMQ) go back to the broker
-(`settle(..., failed)`) and the poller waits (back-off) before its next batch, so a poison message never makes a
-hot loop. A throttled invocation (no room) does not count as an attempt; it is retried after the back-off too.
 
-Concurrency model: one asyncio task per mapping runs `Poller.run`, on the event loop; the `Source` is used only by
-that task. Status changes (StateTransitionReason, LastProcessingResult) go through `Hooks.status`, which writes the
-store off the loop. Cancelling the task (the mapping disabled, updated or deleted; the gateway stopping) leaves
-unsettled records to the broker (they come back), never acknowledged.
+Failed records of a stream (Kafka, `Mapping.stream`) are retried here, after a back-off, until MaximumRetryAttempts
+(-1: no limit; 10 when there is an OnFailure destination, as on Lambda) or MaximumRecordAgeInSeconds end them;
+BisectBatchOnFunctionError splits a failed batch in two halves, each retried on its own; then they go to the
+OnFailure destination (delivery retried until it succeeds: durable before acknowledged) and are `discard`ed.
+Failed records of a queue (SQS, RabbitMQ) go back to the broker (`settle(..., failed)`) and the poller waits
+(back-off) before its next batch, so a poison message never makes a hot loop. A throttled invocation (no room)
+does not count as an attempt; it is retried after the back-off too.
+
+Concurrency model: one asyncio task per poller (a mapping has MaximumConcurrency of them, 1 by default) runs
+`Poller.run`, on the event loop; its `Source` is used only by that task. Status changes (StateTransitionReason,
+LastProcessingResult) go through `Hooks.status`, which writes the store off the loop. Cancelling the task (the
+mapping disabled, updated or deleted; the gateway stopping) leaves unsettled records to the broker (they come
+back), never acknowledged.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ log = logging.getLogger("gateway.pollers")
 MAX_BATCH_BYTES = 6 * 1024 * 1024
 #: how long one fetch waits for a first record when there is no window (then the loop checks it is still wanted)
 IDLE_WAIT = 1.0
+#: an OnFailure record larger than this goes without its `payload` (SQS's and SNS's 256 KB message limit)
+MAX_FAILURE_RECORD = 256 * 1024
+#: the retries of a stream with MaximumRetryAttempts -1 (no limit) and an OnFailure destination, as on Lambda
+RETRIES_WITH_DESTINATION = 10
 #: the shortest pause between two fetches that returned nothing at once (a source must not make a hot loop)
 MIN_IDLE_PAUSE = 0.05
 
@@ -269,7 +276,7 @@ class Poller:
                 break
             tried += 1
             await self._show(problem)
-            if 0 <= m.maximum_retry_attempts < tried:
+            if 0 <= retries_of(m) < tried:
                 discarded += bad
                 break
             await asyncio.sleep(self._backoff.next())
@@ -302,6 +309,13 @@ class Poller:
             except Exception as exc:
                 log.warning("event source mapping %s: OnFailure %s: %s", self.mapping.uuid, destination, exc)
                 await asyncio.sleep(backoff.next())
+
+
+def retries_of(mapping: Mapping) -> int:
+    """MaximumRetryAttempts in effect: -1 (no limit) becomes 10 when there is an OnFailure destination."""
+    if mapping.maximum_retry_attempts < 0 and mapping.on_failure:
+        return RETRIES_WITH_DESTINATION
+    return mapping.maximum_retry_attempts
 
 
 def item_failures(payload: bytes, ids: set[str]) -> set[str] | None:
@@ -345,31 +359,37 @@ def split_at_failures(records: list[Record], failed_ids: set[str]) -> tuple[list
 def failure_record(
     mapping: Mapping, function_arn: str, discarded: list[Record], attempts: int, condition: str
 ) -> bytes:
-    """Lambda's OnFailure record of an event source mapping's discarded records: the context, and the records
-    themselves (`payload`: as the function's event showed them)."""
-    now = time.time()
+    """Lambda's OnFailure record of a stream mapping's discarded records (`KafkaBatchInfo`: per topic-partition the
+    first and last offset and time). `payload`, the records as the function's event showed them, is added while the
+    record stays within MAX_FAILURE_RECORD (SQS's and SNS's message limit); Lambda puts it only in S3 records."""
+    groups: dict[str, list[Record]] = {}
+    for record in discarded:
+        groups.setdefault(record.group, []).append(record)
     info: dict[str, Any] = {
         "batchSize": len(discarded),
-        "approximateArrivalOfFirstRecord": timestamp(min(r.timestamp for r in discarded)),
-        "approximateArrivalOfLastRecord": timestamp(max(r.timestamp for r in discarded)),
-        "itemIdentifiers": [r.item_id for r in discarded],
+        "bootstrapServers": ",".join(mapping.self_managed.get("KAFKA_BOOTSTRAP_SERVERS", ())),
+        "payloadSize": sum(r.size for r in discarded),
+        "recordsInfo": {
+            group: {
+                "firstRecordOffset": records[0].item_id,
+                "lastRecordOffset": records[-1].item_id,
+                "firstRecordTimestamp": timestamp(records[0].timestamp),
+                "lastRecordTimestamp": timestamp(records[-1].timestamp),
+            }
+            for group, records in groups.items()
+        },
     }
-    if mapping.topics:
-        info["topic"] = mapping.topics[0]
-        info["bootstrapServers"] = ",".join(mapping.self_managed.get("KAFKA_BOOTSTRAP_SERVERS", ()))
-    return orjson.dumps(
-        {
-            "requestContext": {
-                "requestId": str(uuid.uuid4()),
-                "functionArn": function_arn,
-                "condition": condition,
-                "approximateInvokeCount": attempts,
-            },
-            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-            "version": "1.0",
-            "timestamp": timestamp(now),
-            "eventSourceMappingUUID": mapping.uuid,
-            "KafkaBatchInfo" if mapping.stream else "BatchInfo": info,
-            "payload": [r.event for r in discarded],
-        }
-    )
+    document: dict[str, Any] = {
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": attempts,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": timestamp(time.time()),
+        "KafkaBatchInfo": info,
+    }
+    with_payload = orjson.dumps({**document, "payload": [r.event for r in discarded]})
+    return with_payload if len(with_payload) <= MAX_FAILURE_RECORD else orjson.dumps(document)
