@@ -10,13 +10,9 @@ not sent from here: the caller invokes it (asynchronously) itself.
 Where: each service at the endpoint the operator names for it (`targets.endpoint`: GATEWAY_SQS_ENDPOINT, ...; AWS
 itself or a compatible server), requests signed for `settings.region`.
 
-Credentials: botocore's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE and
-the shared files, container and instance roles, ...), resolved when a service is first used. If the chain finds
-none and the endpoint is not an AWS one (a host under amazonaws.com, amazonaws.com.cn or api.aws), requests are
-signed with placeholder credentials: compatible servers (moto, ElasticMQ) take any, and a placeholder authenticates
-nowhere. Against AWS without credentials, every delivery fails, saying so. Credentials never appear in an error or
-a log line: error texts are scrubbed of the key id, the secret and the token, and botocore's DEBUG log (which
-prints request headers, a session token among them) is held at INFO.
+Credentials: botocore's standard chain, or placeholders for a compatible server; never in an error or a log line
+(`gateway/events/aws.py`, which makes the clients, says how). Against AWS without credentials, every delivery fails,
+saying so.
 
 Bounds: each request has a connect timeout (2 s) and a read timeout (5 s) and is tried at most twice (botocore's
 standard retry mode, which backs off up to 1 s between the two), so a dead or stuck endpoint answers within about
@@ -34,14 +30,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 from gateway.events import messages
+from gateway.events.aws import Clients, NoCredentials, is_aws_endpoint
 from gateway.events.destinations import DeliveryFailed
 from gateway.events.messages import Message
 from gateway.events.targets import Service, Target, endpoint
@@ -58,16 +53,7 @@ READ_TIMEOUT = 5.0
 ATTEMPTS = 2
 #: how much of a service's error text an error keeps
 _ERROR_TEXT = 300
-_AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
-_PLACEHOLDER = ("AKIDGATEWAYPLACEHOLDER", "placeholder-secret-for-a-compatible-server")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _BOTOCORE_NAMES = {Service.SQS: "sqs", Service.SNS: "sns", Service.EVENTS: "events"}
-
-
-def is_aws_endpoint(url: str) -> bool:
-    """Whether `url` is one of AWS's own endpoints (where placeholder credentials must never be used)."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    return any(host == suffix[1:] or host.endswith(suffix) for suffix in _AWS_HOSTS)
 
 
 class Delivery:
@@ -80,13 +66,10 @@ class Delivery:
         self._timeouts = (connect_timeout, read_timeout)
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="delivery")
         self._lock = threading.Lock()
-        self._session: Any = None
-        #: botocore's credentials in use (None: none found, or not looked up yet)
-        self._credentials: Any = None
+        self._maker = Clients(log)
         self._clients: dict[Service, Any] = {}
         self._queue_urls: dict[tuple[str, str], str] = {}
         self._closed = False
-        _quiet_botocore()
 
     async def send(self, target: Target, record: bytes, success: bool) -> None:
         """Put a destination record (JSON bytes) on an SQS queue, SNS topic or EventBridge bus, as Lambda does.
@@ -161,20 +144,7 @@ class Delivery:
         return self._scrub(f"{service} did not take the message for {target.arn}: {reason[:_ERROR_TEXT]}")
 
     def _scrub(self, text: str) -> str:
-        """`text` without the credentials in use, nor a user:password in a URL."""
-        text = _USERINFO.sub("***@", text)
-        for secret in self._secrets():
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
-
-    def _secrets(self) -> tuple[str, ...]:
-        with self._lock:
-            credentials = self._credentials
-        if credentials is None:
-            return ()
-        frozen = credentials.get_frozen_credentials()
-        return (frozen.access_key or "", frozen.secret_key or "", frozen.token or "")
+        return self._maker.scrub(text)
 
     def _client(self, service: Service) -> Any:
         """The service's client, created on first use (credentials resolved then; placeholders as documented)."""
@@ -185,28 +155,19 @@ class Delivery:
             client = self._clients.get(service)
             if client is not None:
                 return client
-            import botocore.session
-            from botocore.config import Config
-
-            if self._session is None:
-                self._session = botocore.session.get_session()
             connect, read = self._timeouts
-            config = Config(
-                connect_timeout=connect,
-                read_timeout=read,
-                retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
-                max_pool_connections=WORKERS,
-            )
-            keys: dict[str, str] = {}
-            self._credentials = self._session.get_credentials()
-            if self._credentials is None:
-                if is_aws_endpoint(url):
-                    raise DeliveryFailed(f"no AWS credentials are configured to reach {service.value.upper()}")
-                log.info("no AWS credentials found: signing %s requests with placeholders", service.value.upper())
-                keys = {"aws_access_key_id": _PLACEHOLDER[0], "aws_secret_access_key": _PLACEHOLDER[1]}
-            client = self._session.create_client(
-                _BOTOCORE_NAMES[service], region_name=self.settings.region, endpoint_url=url, config=config, **keys
-            )
+            try:
+                client = self._maker.create(
+                    _BOTOCORE_NAMES[service],
+                    url,
+                    self.settings.region,
+                    connect_timeout=connect,
+                    read_timeout=read,
+                    attempts=ATTEMPTS,
+                    connections=WORKERS,
+                )
+            except NoCredentials as exc:
+                raise DeliveryFailed(str(exc)) from None
             self._clients[service] = client
             return client
 
@@ -248,11 +209,3 @@ class Delivery:
             entry = (answer.get("Entries") or [{}])[0]
             reason = f"{entry.get('ErrorCode', 'Failed')}: {entry.get('ErrorMessage', '')}"
             raise DeliveryFailed(self._failure(target, reason))
-
-
-def _quiet_botocore() -> None:
-    """Hold botocore's log at INFO or above: at DEBUG it prints signed requests' headers, a session token among
-    them (a gateway run at GATEWAY_LOG_LEVEL=DEBUG must not write credentials to its log)."""
-    logger = logging.getLogger("botocore")
-    if logger.level == logging.NOTSET or logger.level < logging.INFO:
-        logger.setLevel(logging.INFO)
