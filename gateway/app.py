@@ -71,8 +71,8 @@ from gateway.errors import ResourceNotFoundException
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
 from gateway.events.dispatcher import Dispatcher
-from gateway.events.schedules import ScheduleRunner
 from gateway.events.pollers.runner import Runner
+from gateway.events.schedules import ScheduleRunner
 from gateway.events.sqlite_queue import SqliteQueue
 from gateway.execution.admission import Concurrency
 from gateway.execution.invoker import Invoker

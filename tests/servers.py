@@ -326,6 +326,8 @@ class RabbitMQServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+
+
 KAFKA_POM = ROOT / "tests" / "data" / "kafka" / "pom.xml"
 
 
