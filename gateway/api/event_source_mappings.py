@@ -141,6 +141,10 @@ def _check_unique(store: Mappings, mapping: Mapping) -> None:
             )
 
 
+#: serializes Creates (one event loop per gateway: an asyncio lock is enough)
+_CREATING = asyncio.Lock()
+
+
 async def create_event_source_mapping(request: web.Request) -> web.Response:
     """CreateEventSourceMapping: 202 with the mapping in state Creating."""
     settings, registry, store = request.app[SETTINGS], request.app[REGISTRY], request.app[MAPPINGS]
@@ -153,8 +157,9 @@ async def create_event_source_mapping(request: web.Request) -> web.Response:
     mapping = mapping_params.new_mapping(
         str(uuids.uuid4()), function, qualifier, source, requested, settings, time.time()
     )
-    _check_unique(store, mapping)
-    await asyncio.to_thread(store.put, mapping)
+    async with _CREATING:  # the check and the write together: two Creates for one source and function cannot both pass
+        _check_unique(store, mapping)
+        await asyncio.to_thread(store.put, mapping)
     log.info("event source mapping %s created: %s -> %s", mapping.uuid, mapping.kind, function)
     if function not in registry:  # deleted while it was written: follow() may have run before the write
         await asyncio.to_thread(store.forget, function)

@@ -285,6 +285,11 @@ def check_for_source(kind: str, requested: Requested, settings: Settings, window
                 raise _invalid(f"Unsupported {name} parameter for this event source ({kind}).")
     if kind != KAFKA and requested.consumer_group_id is not None:
         raise _invalid("SelfManagedKafkaEventSourceConfig is only for a Kafka event source.")
+    if kind == RABBITMQ and requested.response_types:  # the model lists streams, Kafka and SQS only
+        raise _invalid(f"Unsupported FunctionResponseTypes parameter for this event source ({kind}).")
+    age = requested.record_age
+    if age is not None and age != -1 and age < 60:  # Lambda: -1 (no limit) or 60 .. 604800
+        raise _invalid("MaximumRecordAgeInSeconds must be -1 or between 60 and 604800.")
     batch = requested.batch_size
     if batch is not None:
         high = MAX_FIFO_BATCH if fifo else MAX_BATCH[kind]

@@ -193,6 +193,9 @@ class ScheduleRunner:
         self.rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._retries: list[_Retry] = []
+        #: schedule -> the occurrence fired whose next fire time could not be written yet (a disk refusing writes):
+        #: it is not fired again while the write is retried
+        self._fired: dict[tuple[str, str], float] = {}
         self._closed = False
 
     def changed(self) -> None:
@@ -263,8 +266,9 @@ class ScheduleRunner:
                     "schedule %s/%s: runs missed since %s (the gateway was not running): firing the latest (%s) once",
                     schedule.group, schedule.name, _iso(schedule.next_due or occurrence), _iso(occurrence),
                 )  # fmt: skip
-        if fire:
+        if fire and self._fired.get(schedule.key) != occurrence:  # not fired already, with only the write failing
             execution_id = uuid.uuid4().hex[:16]
+            self._fired[schedule.key] = occurrence
             await self._attempt(_Retry(schedule, occurrence, execution_id, 1, now, 0.0))
         following = expression.next_after(max(occurrence, now) if late else occurrence)
         fired_at = now if fire else schedule.last_fired
@@ -277,6 +281,7 @@ class ScheduleRunner:
         current = await asyncio.to_thread(
             self.store.update, schedule.group, schedule.name, lambda cur: state if cur is schedule else cur
         )
+        self._fired.pop(schedule.key, None)  # written: the store now says what comes next
         if current is state and following is None:
             await self._complete(state)
 
@@ -297,6 +302,9 @@ class ScheduleRunner:
             attempts, max_age = retry_policy(schedule)
             now = self.clock()
             backoff = min(MAX_BACKOFF, max(1.0, pending.backoff * 2))
+            queued = any(r.schedule.key == schedule.key and r.occurrence == pending.occurrence for r in self._retries)
+            if queued:  # this occurrence already waits for a retry
+                return
             if exc.retryable and pending.attempt <= attempts and now + backoff - pending.occurrence <= max_age:
                 log.warning("schedule %s/%s: %s; retrying in %.0f s", *schedule.key, exc, backoff)
                 self._retries.append(

@@ -129,7 +129,8 @@ def to_record(message: Any) -> Record:
         item_id=str(message.offset),
         event=event,
         filter_view=filter_view(event),
-        timestamp=message.timestamp / 1000 if message.timestamp and message.timestamp > 0 else 0.0,
+        # a record without a time (-1) is taken as received now: not as 56 years old (MaximumRecordAgeInSeconds)
+        timestamp=message.timestamp / 1000 if message.timestamp and message.timestamp > 0 else time.time(),
         size=len(orjson.dumps(event)) + 1,  # + the comma between records
         group=f"{message.topic}-{message.partition}",
     )
@@ -184,6 +185,9 @@ class KafkaSource:
         self._consumer: Any = None
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._assigned_once = asyncio.Event()
+        #: partitions placed by StartingPosition LATEST / AT_TIMESTAMP whose position is not committed yet: the next
+        #: fetch commits it, so that a restart (or a rebalance) starts from the same place, not from a later "latest"
+        self._placed: list[TopicPartition] = []
         self.probe_every = PROBE_EVERY
         self._committing: asyncio.Future[None] | None = None  # the commit in flight (see _commit)
         self._heard = 0.0  # time.monotonic() when a broker last answered with records or metadata
@@ -247,7 +251,10 @@ class KafkaSource:
         elif fresh:
             await consumer.seek_to_beginning(*fresh)
         for tp in assigned:  # fix each position now, so that LATEST means "as of the assignment"
-            await consumer.position(tp)
+            position = await consumer.position(tp)
+            if tp in fresh and self.starting_position != TRIM_HORIZON:
+                self._partitions[tp].next_fetch = position
+                self._placed.append(tp)
         log.info("group %s: assigned %s", self.group_id, sorted(tp.partition for tp in assigned))
         self._assigned_once.set()
 
@@ -262,6 +269,9 @@ class KafkaSource:
 
     async def fetch(self, max_records: int, max_wait: float) -> list[Record]:
         """Up to `max_records` records, in offset order per partition; waits up to `max_wait` for the first."""
+        if self._placed:  # outside the rebalance callback: a commit there could wait on the rebalance itself
+            placed, self._placed = self._placed, []
+            await self._commit(placed, wait=True)
         try:
             batches = await self._consumer.getmany(timeout_ms=int(max_wait * 1000), max_records=max_records)
         except (KafkaError, IllegalStateError) as exc:

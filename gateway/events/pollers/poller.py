@@ -135,7 +135,8 @@ class Poller:
                 source = self._make_source()
                 await source.open()
                 await self._hooks.status(self.mapping, "USER_INITIATED", None)
-                self._backoff.reset()
+                # the back-off is reset by a batch that succeeds, not by a connection: a broker that accepts
+                # connections and then fails every fetch (an ACL, a corrupt record) is not reconnected every second
                 while True:
                     await self.poll_once(source)
             except SourceUnavailable as exc:
@@ -161,8 +162,9 @@ class Poller:
             return
         now = time.time()
         self._hooks.counts.lag(self.mapping, max(0.0, now - min(r.timestamp for r in batch)))
-        passed = [r for r in batch if self._filters.match(r.filter_view)]
-        dropped = [r for r in batch if not self._filters.match(r.filter_view)] if len(passed) < len(batch) else []
+        passed, dropped = [], []
+        for record in batch:  # each pattern once per record
+            (passed if self._filters.match(record.filter_view) else dropped).append(record)
         if dropped:
             self._hooks.counts.filtered(self.mapping, len(dropped))
         if not passed:

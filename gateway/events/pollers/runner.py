@@ -31,6 +31,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from gateway.errors import LambdaError, ResourceNotFoundException, TooManyRequestsException
 from gateway.events.pollers.poller import Attempt, Counts, Hooks, Poller
 from gateway.events.pollers.source import Source
@@ -48,6 +50,13 @@ from gateway.store.mappings import (
 from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.pollers")
+
+#: Lambda's synchronous payload limit: a batch over it can never run
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
+#: the longest wait before a poller that failed unexpectedly is started again
+RESTART_MAX = 60.0
+#: how long `close` lets state writes under way land
+UPDATES_GRACE = 2.0
 
 #: the module that reads each kind of source
 SOURCES = {
@@ -91,6 +100,7 @@ class Runner:
         self._configs: dict[str, Mapping] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._updates: set[asyncio.Task[Any]] = set()  # state writes under way (`_spawn`)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -113,6 +123,8 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._updates:  # state writes under way: let them land before the store closes
+            await asyncio.wait(set(self._updates), timeout=UPDATES_GRACE)
 
     def running(self) -> list[str]:
         """The UUIDs whose poller runs."""
@@ -160,15 +172,25 @@ class Runner:
                 group.create_task(self._guarded(poller))
 
     async def _guarded(self, poller: Poller) -> None:
-        """A poller that fails unexpectedly shows why and is not restarted (it would fail the same way)."""
-        try:
-            await poller.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("event source mapping %s: poller failed", poller.mapping.uuid)
-            reason = f"PROBLEM: the poller stopped: {type(exc).__name__}: {exc}"
-            await self._status(poller.mapping, reason, reason)
+        """A poller that fails unexpectedly (a bug, a client library's surprise such as a record it cannot decode)
+        shows why and is started again after a back-off (1 s doubling to RESTART_MAX): the mapping stays Enabled and
+        its records stay with the broker, as after any crash."""
+        delay = 1.0
+        while True:
+            try:
+                await poller.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception(
+                    "event source mapping %s: poller failed; restarting in %.0f s", poller.mapping.uuid, delay
+                )
+                self._hooks.counts.polling_error(poller.mapping)
+                reason = f"PROBLEM: the poller stopped: {type(exc).__name__}: {exc}"
+                await self._status(poller.mapping, reason, reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX)
 
     def _factory(self, mapping: Mapping) -> SourceFactory | None:
         """The kind's `source_for`, or None (and the reason shown) when its module cannot be imported."""
@@ -204,7 +226,10 @@ class Runner:
         self._spawn(asyncio.to_thread(self._mappings.update, mapping.uuid, change))
 
     def _spawn(self, work: Any) -> None:
+        """A state update in the background, owned here: `close` waits for (or cancels) it."""
         task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
         task.add_done_callback(_log_failure)
 
     # -- what the pollers use --------------------------------------------------------------------------------
@@ -232,6 +257,11 @@ class Runner:
             config = self._registry.resolve(mapping.function, mapping.qualifier, route=True)
         except ResourceNotFoundException:
             return Attempt(False, reason=f"function {mapping.function} not found")
+        if len(payload) > MAX_SYNC_PAYLOAD:  # it can never run: a failed attempt (retries, OnFailure, the broker's
+            # dead-letter mechanism apply), not a retry for ever
+            error = f"{len(payload)} byte payload is too large for a synchronous invocation (limit {MAX_SYNC_PAYLOAD})"
+            body = orjson.dumps({"errorMessage": error, "errorType": "RequestEntityTooLargeException"})
+            return Attempt(True, "Unhandled", body, config.version)
         try:
             token = self._admission.admit(mapping.function)
         except TooManyRequestsException as exc:
