@@ -162,7 +162,8 @@ class Poller:
             return
         now = time.time()
         self._hooks.counts.lag(self.mapping, max(0.0, now - min(r.timestamp for r in batch)))
-        passed, dropped = [], []
+        passed: list[Record] = []
+        dropped: list[Record] = []
         for record in batch:  # each pattern once per record
             (passed if self._filters.match(record.filter_view) else dropped).append(record)
         if dropped:
