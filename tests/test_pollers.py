@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -369,3 +370,43 @@ def test_no_retry_limit_with_a_destination_is_ten_and_a_large_record_goes_withou
     record = json.loads(failure_record(_mapping(KAFKA), "arn:f", big, 11, "RetryAttemptsExhausted"))
     assert "payload" not in record and record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["lastRecordOffset"] == "2"
     assert record["KafkaBatchInfo"]["payloadSize"] == 300_000
+
+
+class _AnyFunction:
+    """A registry in which every function exists (at $LATEST)."""
+
+    def resolve(self, name: str, qualifier: str | None, route: bool = False) -> Any:
+        return types.SimpleNamespace(version="$LATEST")
+
+
+async def test_a_batch_too_large_to_invoke_is_a_failed_attempt_not_a_retry_for_ever(store: Mappings) -> None:
+    runner = Runner(
+        Settings(),
+        store,
+        _AnyFunction(),
+        None,
+        None,
+        None,
+        MappingMetrics(),
+        {},
+        (0.01, 0.05),  # type: ignore[arg-type]
+    )
+    attempt = await runner._invoke(_mapping(), b"x" * (6 * 1024 * 1024 + 1))
+    assert attempt.reached and attempt.function_error == "Unhandled"  # retries, OnFailure, a broker's DLQ apply
+    assert json.loads(attempt.payload)["errorType"] == "RequestEntityTooLargeException"
+
+
+async def test_a_poller_that_fails_unexpectedly_is_started_again(store: Mappings) -> None:
+    runner = _runner(store, {}, Function())
+    runs: list[int] = []
+
+    class Flaky:
+        mapping = _mapping()
+
+        async def run(self) -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a header key a client could not decode")
+
+    await asyncio.wait_for(runner._guarded(Flaky()), 5)  # type: ignore[arg-type]
+    assert len(runs) == 2
