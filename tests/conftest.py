@@ -305,6 +305,24 @@ def fname(request: pytest.FixtureRequest) -> str:
     return f"{base}-{next(_counter)}"
 
 
+def function_log(gw: RunningGateway, name: str) -> str:
+    """A function's stored log (START ... REPORT lines and what it printed), through the gateway's logs API."""
+    status, _, body = gw.request("GET", f"/gateway/v1/functions/{name}/logs")
+    assert status == 200
+    return body.decode()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "", every: float = 0.05) -> Any:
+    """`check()`'s first truthy value, polled every `every` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
 def create_function(
     client: Any,
     name: str,

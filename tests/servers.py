@@ -172,20 +172,7 @@ ELASTICMQ_POM = ROOT / "tests" / "data" / "elasticmq" / "pom.xml"
 def elasticmq_classpath(work: Path) -> str:
     """The jars of ElasticMQ's server, fetched by Maven (into its cache) if need be. Raises Unavailable without
     Java or Maven, or if Maven cannot fetch them."""
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            raise Unavailable(f"ElasticMQ needs {tool}, not found on PATH")
-    out = work / "elasticmq.classpath"
-    done = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(ELASTICMQ_POM), "dependency:build-classpath", f"-Dmdep.outputFile={out}"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0 or not out.exists():
-        raise Unavailable(f"mvn could not fetch ElasticMQ:\n{done.stdout.decode(errors='replace')[-2000:]}")
-    return out.read_text().strip()
+    return maven_classpath(ELASTICMQ_POM, work, "ElasticMQ")
 
 
 @dataclass

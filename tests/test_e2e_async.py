@@ -10,13 +10,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, function_log, wait_for
 
 SCALE = "0.01"
 
@@ -37,24 +36,8 @@ def gw(gateway_factory: GatewayFactory) -> Iterator[RunningGateway]:
     yield gateway_factory(env={"GATEWAY_ASYNC_DELAY_SCALE": SCALE})
 
 
-def log_text(gw: RunningGateway, name: str) -> str:
-    status, _, body = gw.request("GET", f"/gateway/v1/functions/{name}/logs")
-    assert status == 200
-    return body.decode()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}")
-
-
 def runs_of(gw: RunningGateway, name: str, request_id: str) -> int:
-    return log_text(gw, name).count(f"ran {request_id}")
+    return function_log(gw, name).count(f"ran {request_id}")
 
 
 def test_event_is_answered_202_and_runs_with_its_request_id(gw: RunningGateway) -> None:
@@ -65,7 +48,7 @@ def test_event_is_answered_202_and_runs_with_its_request_id(gw: RunningGateway) 
     assert resp["Payload"].read() == b""
     request_id = resp["ResponseMetadata"]["RequestId"]
     wait_for(lambda: runs_of(gw, "marks", request_id), what="the event to run")
-    text = log_text(gw, "marks")
+    text = function_log(gw, "marks")
     assert f'ran {request_id} {{"n": 1}}' in text
     assert f"START RequestId: {request_id} Version: $LATEST" in text
 
@@ -104,7 +87,7 @@ def test_limits_and_bad_input_are_refused_before_anything_is_queued(gw: RunningG
         lam.invoke(FunctionName="limits:7", InvocationType="Event", Payload=b"{}")
     assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
     time.sleep(0.5)
-    assert log_text(gw, "limits").count("START RequestId") == 1  # only the 1 MB one
+    assert function_log(gw, "limits").count("START RequestId") == 1  # only the 1 MB one
 
 
 def test_invoke_async_the_deprecated_operation(gw: RunningGateway) -> None:
@@ -140,7 +123,7 @@ def test_qualified_event_runs_the_version_it_names(gw: RunningGateway) -> None:
     resp = lam.invoke(FunctionName="versioned", Qualifier="live", InvocationType="Event", Payload=b"{}")
     request_id = resp["ResponseMetadata"]["RequestId"]
     wait_for(lambda: runs_of(gw, "versioned", request_id), what="the alias's event")
-    assert f"START RequestId: {request_id} Version: 1" in log_text(gw, "versioned")
+    assert f"START RequestId: {request_id} Version: 1" in function_log(gw, "versioned")
 
 
 def test_deleting_a_function_drops_its_queued_events(gw: RunningGateway) -> None:
@@ -153,7 +136,7 @@ def test_deleting_a_function_drops_its_queued_events(gw: RunningGateway) -> None
     wait_for(lambda: "dropped its 5 queued asynchronous invocations" in gw.log(), what="the drop to be logged")
     create_function(lam, "doomed", MARKS)  # a new function of the same name inherits nothing
     time.sleep(1.5)
-    assert "ran " not in log_text(gw, "doomed")
+    assert "ran " not in function_log(gw, "doomed")
 
 
 def test_many_events_all_run_once_each(gw: RunningGateway) -> None:
@@ -169,11 +152,11 @@ def test_many_events_all_run_once_each(gw: RunningGateway) -> None:
     assert len(ids) == 61
 
     def all_ran() -> bool:
-        text = log_text(gw, "many")
+        text = function_log(gw, "many")
         return all(f"ran {i}" in text for i in ids)
 
     wait_for(all_ran, what="every event to run")
-    text = log_text(gw, "many")
+    text = function_log(gw, "many")
     assert sum(text.count(f"ran {i}") for i in ids) == 61
 
 
@@ -193,8 +176,8 @@ def test_async_work_never_takes_the_concurrency_synchronous_callers_need(gateway
     lam.put_function_concurrency(FunctionName="shared", ReservedConcurrentExecutions=3)
     for _ in range(8):
         lam.invoke(FunctionName="shared", InvocationType="Event", Payload=b'{"sleep": 1.0}')
-    wait_for(lambda: log_text(gw, "shared").count("ran ") >= 2, what="the first events to run")
-    assert log_text(gw, "shared").count("ran ") == 2  # two at a time, the cap
+    wait_for(lambda: function_log(gw, "shared").count("ran ") >= 2, what="the first events to run")
+    assert function_log(gw, "shared").count("ran ") == 2  # two at a time, the cap
     resp = lam.invoke(FunctionName="shared", Payload=b'{"sleep": 0}')  # the third slot is the caller's
     assert resp["StatusCode"] == 200 and resp["Payload"].read() == b'"done"'
     stopping = time.monotonic()  # SIGTERM with events running and waiting: the running ones drain, the rest wait
@@ -232,7 +215,7 @@ def test_an_event_older_than_its_maximum_age_is_not_run(gw: RunningGateway) -> N
     db.close()
     gw.start()
     wait_for(lambda: "old-event of" in gw.log() and "EventAgeExceeded after 0 attempts" in gw.log(), what="give-up")
-    assert "ran old-event" not in log_text(gw, "aged")
+    assert "ran old-event" not in function_log(gw, "aged")
 
 
 def test_deleting_a_function_while_its_event_runs_leaves_nothing_behind(gw: RunningGateway) -> None:
@@ -240,7 +223,7 @@ def test_deleting_a_function_while_its_event_runs_leaves_nothing_behind(gw: Runn
     create_function(lam, "deleted-busy", SLOW)
     for _ in range(3):
         lam.invoke(FunctionName="deleted-busy", InvocationType="Event", Payload=b'{"sleep": 1.5}')
-    wait_for(lambda: "ran " in log_text(gw, "deleted-busy"), what="the first event to start")
+    wait_for(lambda: "ran " in function_log(gw, "deleted-busy"), what="the first event to start")
     lam.delete_function(FunctionName="deleted-busy")
     time.sleep(3.0)  # the running attempt ends; the dispatcher must not go on looking for the function
     assert "could not dispatch" not in gw.log()
@@ -265,13 +248,13 @@ def test_a_throttled_function_is_read_more_slowly_not_spun_through(gateway_facto
         target=lambda: gw.client().invoke(FunctionName="throttled", Payload=b'{"sleep": 3}'), daemon=True
     )
     blocker.start()  # the only slot, held for 3 s by a synchronous call
-    wait_for(lambda: "ran " in log_text(gw, "throttled"), what="the synchronous call to start")
+    wait_for(lambda: "ran " in function_log(gw, "throttled"), what="the synchronous call to start")
     for _ in range(30):
         lam.invoke(FunctionName="throttled", InvocationType="Event", Payload=b'{"sleep": 0}')
     time.sleep(2.5)
     assert _throttles(gw, "throttled") <= 4  # one attempt, then 1 s, then 2 s: not 30 events times a spin
     blocker.join()
-    wait_for(lambda: log_text(gw, "throttled").count("ran ") == 31, timeout=30, what="every event to run after all")
+    wait_for(lambda: function_log(gw, "throttled").count("ran ") == 31, timeout=30, what="every event to run after all")
 
 
 RECEIVER = """
@@ -293,6 +276,6 @@ def test_a_record_too_large_for_a_function_destination_loses_its_payloads(gw: Ru
     big = b'"' + b"x" * (1024 * 1024 - 2) + b'"'  # 1 MB: the record with it would be over the limit
     lam.invoke(FunctionName="big-source", InvocationType="Event", Payload=big)
     lam.invoke(FunctionName="big-source", InvocationType="Event", Payload=b'"small"')
-    wait_for(lambda: log_text(gw, "big-target").count("record ") == 2, what="both records")
-    text = log_text(gw, "big-target")
+    wait_for(lambda: function_log(gw, "big-target").count("record ") == 2, what="both records")
+    text = function_log(gw, "big-target")
     assert text.count("no-request-payload") == 1 and text.count("has-request-payload") == 1

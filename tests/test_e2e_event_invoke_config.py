@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, function_log, wait_for
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
@@ -27,26 +26,10 @@ def lambda_handler(event, context):
 """
 
 
-def log_text(gw: RunningGateway, name: str) -> str:
-    status, _, body = gw.request("GET", f"/gateway/v1/functions/{name}/logs")
-    assert status == 200
-    return body.decode()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}")
-
-
 def records(gw: RunningGateway, name: str) -> list[dict[str, Any]]:
     """The destination records the recorder printed, in order."""
     prefix = "record {"
-    lines = [line for line in log_text(gw, name).splitlines() if prefix in line]
+    lines = [line for line in function_log(gw, name).splitlines() if prefix in line]
     return [json.loads(line[line.index(prefix) + len(prefix) - 1 :]) for line in lines]
 
 
@@ -80,7 +63,7 @@ def test_retries_and_destinations_follow_the_config_of_what_was_invoked(gateway_
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["functionArn"] == f"{ARN}worker:live"
     assert record["requestContext"]["approximateInvokeCount"] == 1
-    assert log_text(gw, "worker").count(f"ran {failed}") == 1
+    assert function_log(gw, "worker").count(f"ran {failed}") == 1
 
     succeeded = event(lam, "worker", {"n": 1}, "live")
     record = wait_for(lambda: [r for r in records(gw, "recorder") if r["requestContext"]["requestId"] == succeeded],
@@ -88,11 +71,11 @@ def test_retries_and_destinations_follow_the_config_of_what_was_invoked(gateway_
     assert record["requestContext"]["condition"] == "Success" and record["responsePayload"] == {"done": {"n": 1}}
 
     default = event(lam, "worker", {"fail": True})  # $LATEST has no config: Lambda's two retries, no destination
-    wait_for(lambda: log_text(gw, "worker").count(f"ran {default}") >= 3, what="three attempts")
+    wait_for(lambda: function_log(gw, "worker").count(f"ran {default}") >= 3, what="three attempts")
 
     lam.update_function_event_invoke_config(FunctionName="worker", Qualifier="live", DestinationConfig={})
     quiet = event(lam, "worker", {"n": 2}, "live")  # the update took the destinations away at once
-    wait_for(lambda: f"ran {quiet}" in log_text(gw, "worker"), what="the event to run")
+    wait_for(lambda: f"ran {quiet}" in function_log(gw, "worker"), what="the event to run")
     time.sleep(1.0)
     assert all(r["requestContext"]["requestId"] != quiet for r in records(gw, "recorder"))
     assert all(r["requestContext"]["requestId"] != default for r in records(gw, "recorder"))

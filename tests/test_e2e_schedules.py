@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
+from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json, wait_for
 from tests.servers import MotoServer
 
 OPERATOR = {"GATEWAY_ACCESS_KEY_ID": "test", "GATEWAY_SECRET_ACCESS_KEY": "test"}
@@ -77,16 +77,6 @@ def signed(gw: RunningGateway, method: str, path: str, service: str = "lambda") 
     request = AWSRequest(method=method, url=gw.url + path)
     SigV4Auth(Credentials("test", "test"), service, "us-east-1").add_auth(request)
     return gw.request(method, path, headers=dict(request.headers))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def error_of(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
