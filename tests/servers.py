@@ -372,7 +372,9 @@ class KafkaServer(Server):
             "share.coordinator.state.topic.replication.factor=1\ngroup.initial.rebalance.delay.ms=0\n"
         )
         java = ["java", "-Xmx256m", "-Xms64m", "-XX:+UseSerialGC", "-cp", self.classpath]
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster = "-"
+        while cluster.startswith("-"):  # an id that starts with "-" reads as an option to kafka-storage (1 in 64)
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         with open(self.log_path, "ab") as log:
             subprocess.run(
                 [*java, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)],
