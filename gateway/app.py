@@ -67,7 +67,6 @@ from gateway.app_keys import (
 )
 from gateway.catalog import Catalog, Kind
 from gateway.changes import ChangePolicy, provisioning
-from gateway.errors import ResourceNotFoundException
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
 from gateway.events.dispatcher import Dispatcher
@@ -90,10 +89,10 @@ from gateway.pythons import own_python
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
-from gateway.store.event_configs import EventInvokeConfigs
+from gateway.store.event_configs import EventInvokeConfigs, designates
 from gateway.store.layers import LayerStore
 from gateway.store.mappings import Mappings
-from gateway.store.records import FunctionConfig
+from gateway.store.records import LATEST, FunctionConfig
 from gateway.store.registry import Registry
 from gateway.store.schedules import Schedules
 
@@ -259,24 +258,17 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
         logstore.close()
 
 
-def _exists(registry: Registry) -> Callable[[str, str | None], bool]:
-    def exists(name: str, qualifier: str | None) -> bool:
-        try:
-            registry.resolve(name, qualifier)
-        except ResourceNotFoundException:
-            return False
-        return True
-
-    return exists
-
-
 async def _events(app: web.Application) -> AsyncIterator[None]:
     """The queue of asynchronous invocations and the dispatcher that runs it; on the way out, attempts still running
     are cancelled (their events stay on file) and the queue's last writes are flushed."""
     settings, registry, metrics = app[SETTINGS], app[REGISTRY], app[METRICS]
     queue = app[EVENT_QUEUE] = SqliteQueue(settings.data_dir / "events.sqlite3")
     delivery = app[DELIVERY] = Delivery(settings)
-    destinations = Destinations(queue, delivery, metrics, _exists(registry), settings)
+
+    def exists(name: str, qualifier: str | None) -> bool:
+        return designates(registry, name, qualifier or LATEST)
+
+    destinations = Destinations(queue, delivery, metrics, exists, settings)
     dispatcher = app[DISPATCHER] = Dispatcher(
         settings, queue, registry, app[EVENT_CONFIGS], app[CONCURRENCY], app[INVOKER], destinations, metrics
     )

@@ -35,11 +35,11 @@ from aiohttp import web
 
 from gateway.api.catalog import load_operations, route_shape
 from gateway.api.http import Handler, error_response, read_body
-from gateway.api.invoke import MAX_SYNC_PAYLOAD
 from gateway.api.scheduler import is_scheduler_path
 from gateway.api.sigv4 import SERVICE, Verifier
 from gateway.app_keys import SETTINGS
 from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException
+from gateway.execution.invoker import MAX_SYNC_PAYLOAD
 from gateway.isolation.credentials import Session
 from gateway.store.names import parse_function_name
 

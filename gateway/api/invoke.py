@@ -20,11 +20,10 @@ from gateway.errors import (
     ValidationException,
 )
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVED_EXCEEDED
+from gateway.execution.invoker import MAX_SYNC_PAYLOAD
 from gateway.observability.metrics import Metrics
 from gateway.store.names import FunctionRef, parse_function_name
 
-#: Lambda's synchronous request limit
-MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 #: bodies and headers of 429 answers, built once: a throttle must cost less than any real request

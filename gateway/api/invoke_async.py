@@ -21,14 +21,12 @@ from aiohttp import web
 from gateway.api.http import check_json, read_body
 from gateway.app_keys import EVENT_QUEUE, METRICS, REGISTRY, SETTINGS
 from gateway.errors import RequestTooLargeException, ServiceException, TooManyRequestsException
-from gateway.events.queue import CALLER_RATE, QueuedEvent, full
+from gateway.events.queue import CALLER_RATE, MAX_EVENT_PAYLOAD, QueuedEvent, full
 from gateway.execution.invoker import new_request_id
 from gateway.store.names import FunctionRef, parse_function_name
 
 log = logging.getLogger("gateway.events")
 
-#: Lambda's asynchronous payload limit (Invoke with InvocationType=Event)
-MAX_EVENT_PAYLOAD = 1024 * 1024
 #: InvokeAsync's own, older limit
 MAX_INVOKE_ASYNC_PAYLOAD = 256 * 1024
 

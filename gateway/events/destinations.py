@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.events.queue import EventQueue, QueuedEvent, full
+from gateway.events.queue import MAX_EVENT_PAYLOAD, EventQueue, QueuedEvent, full
 from gateway.events.records import Response, error_message, invocation_record
 from gateway.events.retries import Condition
 from gateway.events.targets import Service, Target, parse_target
@@ -27,9 +27,6 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway.events")
 
-#: Lambda's asynchronous payload limit, which a record for a function destination must keep (without its payloads
-#: when they make it larger), like any Event invoke
-MAX_EVENT_PAYLOAD = 1024 * 1024
 #: records over this many bytes of payloads are built in a worker thread
 RECORD_IN_THREAD = 256 * 1024
 

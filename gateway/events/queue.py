@@ -93,6 +93,8 @@ class EventQueue(Protocol):
         """Write what is pending and release the storage."""
 
 
+#: Lambda's asynchronous payload limit (Invoke with InvocationType=Event; a record for a function destination too)
+MAX_EVENT_PAYLOAD = 1024 * 1024
 QUEUE_FULL = (
     "Rate Exceeded. The function's queue of asynchronous invocations is full (GATEWAY_ASYNC_QUEUE_MAX); retry later."
 )

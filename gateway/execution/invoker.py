@@ -37,6 +37,8 @@ from gateway.store.records import FunctionConfig
 log = logging.getLogger("gateway.invoker")
 
 UNHANDLED = "Unhandled"
+#: Lambda's payload limit for a synchronous invocation (the API checks it on Invoke; pollers on their batches)
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 #: how long a crashed invocation waits for the zygote to report the exit status, for the error message
 EXIT_STATUS_WAIT = 0.2
 #: the answer to an invocation cut by the gateway's stop (GATEWAY_DRAIN_TIMEOUT)

@@ -38,7 +38,7 @@ from gateway.events.pollers.poller import Attempt, Counts, Hooks, Poller
 from gateway.events.pollers.source import Source
 from gateway.events.targets import parse_target
 from gateway.execution.admission import Concurrency
-from gateway.execution.invoker import Invoker
+from gateway.execution.invoker import MAX_SYNC_PAYLOAD, Invoker
 from gateway.settings import Settings
 from gateway.store.mappings import (
     DELETING,
@@ -51,8 +51,6 @@ from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.pollers")
 
-#: Lambda's synchronous payload limit: a batch over it can never run
-MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 #: the longest wait before a poller that failed unexpectedly is started again
 RESTART_MAX = 60.0
 #: how long `close` lets state writes under way land
