@@ -63,6 +63,18 @@ def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
 
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
+
+
+def function_log(port: int, function: str, since: float) -> bytes:
+    """A function's stored log lines since `since` (epoch seconds, minus 1 s of slack), from the gateway's logs API
+    (`GET /gateway/v1/functions/{F}/logs`): where the scenarios read back when their handlers started."""
+    with urllib.request.urlopen(
+        f"http://{HOST}:{port}/gateway/v1/functions/{function}/logs?since={since - 1:.3f}", timeout=30
+    ) as resp:
+        body: bytes = resp.read()
+    return body
+
+
 HANDLER_SOURCE = "def lambda_handler(e, c):\n    return e\n"
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 #: the runtime of the gateway's own Python, which its zygote runs from the start: the figures measure the gateway, not

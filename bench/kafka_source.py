@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import re
 import sys
@@ -39,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from bench.harness import HOST, RESULTS, gateway_server, machine_facts, running, scratch_dir, summarize
+from bench.harness import RESULTS, function_log, gateway_server, machine_facts, running, scratch_dir, summarize
 from bench.scenarios.common import Api
 
 HANDLER = """import base64, time
@@ -127,12 +126,7 @@ def _starts(port: int, since: float, want: int, topic: str) -> dict[str, float]:
     found: dict[str, float] = {}
     deadline = time.monotonic() + LOG_TIMEOUT
     while len(found) < want and time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
-        try:
-            conn.request("GET", f"/gateway/v1/functions/kafka-noop/logs?since={since - 1:.3f}")
-            body = conn.getresponse().read()
-        finally:
-            conn.close()
+        body = function_log(port, "kafka-noop", since)
         for match in _START.finditer(body):
             if match.group(1).decode() == topic:
                 found[match.group(2).decode()] = float(match.group(3))

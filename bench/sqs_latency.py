@@ -18,7 +18,6 @@ the event, the synchronous invoke of a warm environment.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import re
 import sys
@@ -33,10 +32,10 @@ import boto3
 from botocore.config import Config
 
 from bench.harness import (
-    HOST,
     RESULTS,
     ROLE,
     RUNTIME,
+    function_log,
     gateway_server,
     machine_facts,
     make_zip,
@@ -66,12 +65,7 @@ def _logged_starts(port: int, function: str, since: float, tokens: int) -> dict[
     found: dict[int, float] = {}
     deadline = time.monotonic() + LOG_TIMEOUT
     while len(found) < tokens and time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
-        try:
-            conn.request("GET", f"/gateway/v1/functions/{function}/logs?since={since - 1:.3f}")
-            body = conn.getresponse().read()
-        finally:
-            conn.close()
+        body = function_log(port, function, since)
         for match in _START.finditer(body):
             found[int(match.group(1))] = float(match.group(2))
         if len(found) < tokens:

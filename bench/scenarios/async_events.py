@@ -19,14 +19,13 @@ synchronous invokes of the same no-op function, in one run, from the same client
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import time
 from typing import Any
 
 from bench import loadgen
-from bench.harness import HOST, INVOKE_PATH, RawClient, header_value, summarize
+from bench.harness import HOST, INVOKE_PATH, RawClient, function_log, header_value, summarize
 from bench.scenarios.common import Api, Run, closed, metric_sum
 
 #: the no-op handler, which also says when it started for events that carry a token
@@ -105,12 +104,7 @@ def _logged_starts(port: int, function: str, since: float, tokens: int) -> dict[
     found: dict[int, tuple[str, float]] = {}
     deadline = time.monotonic() + LOG_TIMEOUT
     while len(found) < tokens and time.monotonic() < deadline:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
-        try:
-            conn.request("GET", f"/gateway/v1/functions/{function}/logs?since={since - 1:.3f}")
-            body = conn.getresponse().read()
-        finally:
-            conn.close()
+        body = function_log(port, function, since)
         for match in _START.finditer(body):
             found[int(match.group(1))] = (match.group(2).decode(), float(match.group(3)))
         if len(found) < tokens:
