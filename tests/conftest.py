@@ -290,6 +290,15 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServ
 
 
 @pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """An HTTP endpoint that takes connections and never answers (a stuck AWS endpoint, a hung server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
 def lam(gateway: RunningGateway) -> Iterator[Any]:
     yield gateway.client()
     gateway.close_clients()

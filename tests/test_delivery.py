@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -263,17 +262,8 @@ async def test_a_dead_endpoint_fails_fast() -> None:
     await delivery.close()
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """An endpoint that takes connections and never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-async def test_a_silent_endpoint_fails_within_the_timeouts(silent_server: str) -> None:
-    delivery = Delivery(settings_for(silent_server), connect_timeout=0.5, read_timeout=0.5)
+async def test_a_silent_endpoint_fails_within_the_timeouts(silent_endpoint: str) -> None:
+    delivery = Delivery(settings_for(silent_endpoint), connect_timeout=0.5, read_timeout=0.5)
     start = time.monotonic()
     with pytest.raises(DeliveryFailed, match="ReadTimeoutError"):
         await delivery.send(target("arn:aws:events:us-east-1:123456789012:event-bus/default"), b"{}", True)
@@ -282,9 +272,9 @@ async def test_a_silent_endpoint_fails_within_the_timeouts(silent_server: str) -
     await delivery.close()
 
 
-async def test_the_loop_runs_while_an_endpoint_is_stuck(silent_server: str) -> None:
+async def test_the_loop_runs_while_an_endpoint_is_stuck(silent_endpoint: str) -> None:
     """Delivery blocks nothing but its own threads: the event loop ticks on while a request waits."""
-    delivery = Delivery(settings_for(silent_server), connect_timeout=0.5, read_timeout=1.0)
+    delivery = Delivery(settings_for(silent_endpoint), connect_timeout=0.5, read_timeout=1.0)
     ticks = 0
 
     async def ticker() -> None:

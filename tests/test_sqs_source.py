@@ -8,10 +8,9 @@ import asyncio
 import base64
 import hashlib
 import json
-import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -408,15 +407,6 @@ async def test_a_dead_endpoint_fails_fast() -> None:
         await src.fetch(10, 20)
     assert time.monotonic() - start < 5
     await src.close()
-
-
-@pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """An endpoint that takes connections and never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def test_a_silent_endpoint_fails_within_the_timeouts(silent_endpoint: str) -> None:
