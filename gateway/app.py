@@ -19,28 +19,15 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.api import (
-    account,
-    aliases,
-    catalog,
-    concurrency,
-    event_invoke_config,
-    event_source_mappings,
-    functions,
-    invoke,
-    invoke_async,
-    invoke_stream,
-    layers,
-    provisioned,
-    schedule_groups,
-    scheduler,
-    tags,
-    versions,
-)
+from gateway.api import catalog
 from gateway.api import logs as logs_api
 from gateway.api import metrics as metrics_api
 from gateway.api.auth import auth_middleware
+from gateway.api.events import event_invoke_config, event_source_mappings
+from gateway.api.functions import account, aliases, concurrency, functions, layers, provisioned, tags, versions
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
+from gateway.api.invoke import invoke, invoke_async, invoke_stream
+from gateway.api.scheduler import schedule_groups, scheduler
 from gateway.api.sigv4 import Verifier
 from gateway.app_keys import (
     CATALOG,

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.api import functions
+from gateway.api.functions import functions
 from gateway.errors import LambdaError
 from gateway.store.code import from_directory
 from gateway.store.registry import Registry

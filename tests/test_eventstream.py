@@ -12,7 +12,7 @@ from botocore.parsers import create_parser
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.api import eventstream
+from gateway.api.invoke import eventstream
 
 
 def _messages(data: bytes, cuts: list[int] = []) -> list[Any]:  # noqa: B006 - read only

@@ -1,9 +1,9 @@
-"""The header errors Invoke and InvokeWithResponseStream share (gateway/api/invoke.py): Lambda's messages, each
+"""The header errors Invoke and InvokeWithResponseStream share (gateway/api/invoke/invoke.py): Lambda's messages, each
 route listing its own invocation types in Lambda's order."""
 
 from __future__ import annotations
 
-from gateway.api import invoke, invoke_stream
+from gateway.api.invoke import invoke, invoke_stream
 
 
 def test_an_unknown_invocation_type_lists_the_routes_types_in_lambdas_order() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.api.functions import Deployer
+from gateway.api.functions.functions import Deployer
 from gateway.catalog import Catalog
 from gateway.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
 from gateway.settings import Settings

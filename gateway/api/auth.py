@@ -20,8 +20,8 @@ What a function's session credentials may do (`authorize`, checked from the head
 other function, layers, settings, logs, metrics, needs an operator's credential and is answered AWS's 403
 `AccessDeniedException`. A function's request body is at most Invoke's 6 MB.
 
-The Scheduler API's paths (gateway.api.scheduler) are checked the same way, with the credential scoped to the service
-`scheduler`, as boto3's scheduler client signs; a function's credentials may not call it.
+The Scheduler API's paths (gateway.api.scheduler.scheduler) are checked the same way, with the credential scoped to
+the service `scheduler`, as boto3's scheduler client signs; a function's credentials may not call it.
 
 It runs inside the error middleware, so every refusal is Lambda-shaped, and before routing is acted upon, as AWS
 checks the signature before it looks at the operation.
@@ -35,7 +35,7 @@ from aiohttp import web
 
 from gateway.api.catalog import load_operations, route_shape
 from gateway.api.http import Handler, error_response, read_body
-from gateway.api.scheduler import is_scheduler_path
+from gateway.api.scheduler.scheduler import is_scheduler_path
 from gateway.api.sigv4 import SERVICE, Verifier
 from gateway.app_keys import SETTINGS
 from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException

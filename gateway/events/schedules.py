@@ -1,6 +1,6 @@
 """The schedules' firing loop: each occurrence of an enabled schedule becomes an asynchronous invocation of its target
-function, queued exactly as an `Event` invoke is (gateway/api/invoke_async.py), so the dispatcher runs it with the
-function's own retries, destinations and dead-letter queue, as Lambda runs what Scheduler hands it.
+function, queued exactly as an `Event` invoke is (gateway/api/invoke/invoke_async.py), so the dispatcher runs it with
+the function's own retries, destinations and dead-letter queue, as Lambda runs what Scheduler hands it.
 
 **When.** One task (`ScheduleRunner.run`, owned by the app) sleeps until the earliest `fire_at` of the enabled
 schedules (at most `MAX_SLEEP` s, so a wall-clock jump is noticed), or until `changed()` wakes it after an API

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.function_params import _bounded, _opt, _Violations, check_members
+from gateway.api.functions.function_params import _bounded, _opt, _Violations, check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import EVENT_CONFIGS, REGISTRY, SETTINGS
@@ -47,7 +47,7 @@ from gateway.store.event_configs import (
 from gateway.store.names import parse_function_name
 from gateway.store.records import LATEST
 
-log = logging.getLogger("gateway.api.event_invoke_config")
+log = logging.getLogger("gateway.api.events.event_invoke_config")
 
 PATH = "/2019-09-25/functions/{FunctionName}/event-invoke-config"
 #: the model's bound on ListFunctionEventInvokeConfigs' MaxItems

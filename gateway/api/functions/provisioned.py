@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.concurrency import provisioned_outside_reservations
-from gateway.api.function_params import check_members
+from gateway.api.functions.concurrency import provisioned_outside_reservations
+from gateway.api.functions.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, POOLS, REGISTRY, SETTINGS
@@ -41,7 +41,7 @@ from gateway.store.names import parse_function_name
 from gateway.store.records import LATEST, AliasConfig, ProvisionedConfig, now_last_modified
 from gateway.store.registry import Registry
 
-log = logging.getLogger("gateway.api.provisioned")
+log = logging.getLogger("gateway.api.functions.provisioned")
 
 PATH = "/2019-09-30/functions/{FunctionName}/provisioned-concurrency"
 

@@ -7,8 +7,8 @@ import logging
 
 from aiohttp import web
 
-from gateway.api.function_params import check_members
-from gateway.api.functions import configuration
+from gateway.api.functions.function_params import check_members
+from gateway.api.functions.functions import configuration
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import REGISTRY
@@ -16,7 +16,7 @@ from gateway.errors import InvalidParameterValueException, InvalidRequestContent
 from gateway.store.names import parse_function_name
 from gateway.store.records import LATEST
 
-log = logging.getLogger("gateway.api.versions")
+log = logging.getLogger("gateway.api.functions.versions")
 
 PREFIX = "/2015-03-31/functions/{FunctionName}/versions"
 

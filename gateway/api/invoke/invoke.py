@@ -9,8 +9,8 @@ from time import perf_counter
 import orjson
 from aiohttp import web
 
-from gateway.api import invoke_async
 from gateway.api.http import check_json, read_body
+from gateway.api.invoke import invoke_async
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,
@@ -143,7 +143,7 @@ async def read_payload(request: web.Request) -> tuple[bytes, bytes | None]:
 
 
 async def _not_synchronous(request: web.Request, ref: FunctionRef, inv_type: str) -> web.Response:
-    """Event: queued (durably) and answered 202 (gateway.api.invoke_async); DryRun: validated, answered 204."""
+    """Event: queued (durably) and answered 202 (gateway.api.invoke.invoke_async); DryRun: validated, answered 204."""
     if inv_type == "Event":
         return await invoke_async.event(request, ref)
     await read_payload(request)

@@ -2,12 +2,12 @@
 GetSchedule, UpdateSchedule, DeleteSchedule and ListSchedules, on the gateway's own port, so that
 `boto3.client("scheduler", endpoint_url=...)` works (requests signed for the service `scheduler`: gateway.api.auth).
 
-Schedules live in schedule groups (gateway.api.schedule_groups; `default` always exists): a request naming a group
-that does not exist answers ResourceNotFoundException ("Schedule group NAME does not exist."), as Scheduler does;
+Schedules live in schedule groups (gateway.api.scheduler.schedule_groups; `default` always exists): a request naming a
+group that does not exist answers ResourceNotFoundException ("Schedule group NAME does not exist."), as Scheduler does;
 the tagging operations answer 501. A schedule's target must be a function (or a version or alias of one) of this
 gateway, and is invoked asynchronously at each occurrence (gateway.events.schedules). UpdateSchedule replaces the whole
 schedule, as Scheduler's does: what the body leaves out takes its default again. Bodies are checked by
-gateway.api.scheduler_params; timestamps are answered as epoch seconds (rest-json's default).
+gateway.api.scheduler.scheduler_params; timestamps are answered as epoch seconds (rest-json's default).
 
 Concurrency model: handlers run on the event loop; reads use the store's cache, writes run in a worker thread and
 then wake the firing loop (`ScheduleRunner.changed`). A schedule's firing state is computed here (`plan`) and
@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from gateway.api.http import json_response, read_json_object
-from gateway.api.scheduler_params import (
+from gateway.api.scheduler.scheduler_params import (
     SchedulerConflictException,
     SchedulerNotFoundException,
     SchedulerValidationException,
@@ -44,7 +44,7 @@ from gateway.events.schedules import plan, schedule_arn
 from gateway.settings import Settings
 from gateway.store.schedules import GroupNotFound, Schedule
 
-log = logging.getLogger("gateway.api.scheduler")
+log = logging.getLogger("gateway.api.scheduler.scheduler")
 
 #: the paths of the Scheduler API: requests to them are signed for the service `scheduler` (gateway.api.auth)
 PATH_PREFIXES = ("/schedules", "/schedule-groups", "/tags/")

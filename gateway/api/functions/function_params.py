@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.api.tags import validate_tags
+from gateway.api.functions.tags import validate_tags
 from gateway.catalog import Catalog, UnsupportedRuntime
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.events.targets import check_dead_letter as check_dead_letter_arn
@@ -27,7 +27,7 @@ from gateway.settings import Settings
 from gateway.store.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
 from gateway.store.names import parse_function_name
 
-log = logging.getLogger("gateway.api.functions")
+log = logging.getLogger("gateway.api.functions.functions")
 
 ROLE_PATTERN = r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
 DLQ_ARN_PATTERN = r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()"

@@ -17,7 +17,7 @@ from collections.abc import Mapping as MappingType
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api.function_params import _bounded, _opt, _Violations, check_members
+from gateway.api.functions.function_params import _bounded, _opt, _Violations, check_members
 from gateway.errors import InvalidParameterValueException
 from gateway.events.filters import Filters
 from gateway.events.targets import Service, check_destination

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api import mapping_params
+from gateway.api.events import mapping_params
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import MAPPINGS, REGISTRY, SETTINGS
@@ -34,7 +34,7 @@ from gateway.store.mappings import KAFKA, Mapping, Mappings
 from gateway.store.names import parse_function_name
 from gateway.store.registry import Registry
 
-log = logging.getLogger("gateway.api.event_source_mappings")
+log = logging.getLogger("gateway.api.events.event_source_mappings")
 
 PATH = "/2015-03-31/event-source-mappings"
 #: one page of List holds at most this many (MaxItems 1..10000 per the model)

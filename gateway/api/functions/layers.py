@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.function_params import (
+from gateway.api.functions.function_params import (
     ARCHITECTURES,
     _opt,
     _shape_error,

@@ -1,13 +1,13 @@
 """EventBridge Scheduler's schedule groups: CreateScheduleGroup, GetScheduleGroup, DeleteScheduleGroup and
-ListScheduleGroups (botocore's scheduler model, 2021-06-30), next to the schedules (gateway.api.scheduler).
+ListScheduleGroups (botocore's scheduler model, 2021-06-30), next to the schedules (gateway.api.scheduler.scheduler).
 
 The group `default` always exists and cannot be created or deleted. Deleting a group deletes its schedules with it
 (Scheduler does so asynchronously, showing the group DELETING meanwhile; here it is one transaction, so the answer
 comes when they are gone and a group is always ACTIVE). Tags given at creation are kept and answered nowhere yet
 (the tagging operations answer 501).
 
-Concurrency model: as gateway.api.scheduler's: reads from the store's cache, writes in a worker thread, then the
-firing loop is woken.
+Concurrency model: as gateway.api.scheduler.scheduler's: reads from the store's cache, writes in a worker thread,
+then the firing loop is woken.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.http import json_response, read_json_object
-from gateway.api.scheduler import MAX_RESULTS, _token, next_token
-from gateway.api.scheduler_params import (
+from gateway.api.scheduler.scheduler import MAX_RESULTS, _token, next_token
+from gateway.api.scheduler.scheduler_params import (
     NAME_PATTERN,
     TOKEN_PATTERN,
     SchedulerConflictException,
@@ -34,7 +34,7 @@ from gateway.app_keys import SCHEDULE_RUNNER, SCHEDULES, SETTINGS
 from gateway.settings import Settings
 from gateway.store.schedules import DEFAULT_GROUP, ScheduleGroup
 
-log = logging.getLogger("gateway.api.scheduler")
+log = logging.getLogger("gateway.api.scheduler.scheduler")
 
 MAX_TAGS = 200
 

@@ -3,7 +3,7 @@
 The request is Invoke's (the same headers, limits, admission before the body, the same invoker, metrics and logs),
 with `X-Amz-Invocation-Type` RequestResponse (default) or DryRun (204, nothing runs). The answer is 200 with
 `Content-Type: application/vnd.amazon.eventstream` and `X-Amz-Executed-Version`, whose body is a stream of events
-(gateway/api/eventstream.py), written as they come:
+(gateway/api/invoke/eventstream.py), written as they come:
 
 - a `PayloadChunk` per piece a streaming function (a Runtime API runtime in streaming response mode) sends, as the
   piece arrives; a function that does not stream (the Python fast path, as Lambda's buffered runtimes) gets its
@@ -31,8 +31,8 @@ from time import perf_counter
 
 from aiohttp import web
 
-from gateway.api import eventstream
-from gateway.api.invoke import invalid_types, read_payload, throttled
+from gateway.api.invoke import eventstream
+from gateway.api.invoke.invoke import invalid_types, read_payload, throttled
 from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.errors import LambdaError, TooManyRequestsException
 from gateway.execution.invoker import Outcome, new_request_id

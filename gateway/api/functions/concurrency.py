@@ -11,14 +11,14 @@ import logging
 
 from aiohttp import web
 
-from gateway.api.function_params import check_members
+from gateway.api.functions.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, REGISTRY
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.store.names import parse_function_name
 from gateway.store.registry import Registry
 
-log = logging.getLogger("gateway.api.concurrency")
+log = logging.getLogger("gateway.api.functions.concurrency")
 
 
 def add_routes(app: web.Application) -> None:

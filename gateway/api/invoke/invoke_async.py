@@ -64,7 +64,7 @@ async def accept(request: web.Request, ref: FunctionRef, limit: int, what: str) 
 
 
 async def event(request: web.Request, ref: FunctionRef) -> web.Response:
-    """Invoke with InvocationType=Event (gateway.api.invoke has checked the headers)."""
+    """Invoke with InvocationType=Event (gateway.api.invoke.invoke has checked the headers)."""
     queued = await accept(request, ref, MAX_EVENT_PAYLOAD, "Event invocation type")
     return web.Response(status=202, headers={"x-amzn-RequestId": queued.request_id})
 

@@ -1,6 +1,6 @@
 """Function management routes of the Lambda API (2015-03-31): create, get, list, update, delete.
 
-Handlers parse and validate (`gateway.api.function_params`), do the CPU-heavy part of a code upload
+Handlers parse and validate (`gateway.api.functions.function_params`), do the CPU-heavy part of a code upload
 (base64, SHA-256, unzip) in a worker thread, and change the registry synchronously on the event loop,
 so each registry write is atomic with respect to other requests. Errors are `LambdaError`s rendered by
 `gateway.api.http.error_middleware`.
@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.function_params import (
+from gateway.api.functions.function_params import (
     ConfigChanges,
     check_dead_letter,
     decode_zip,
@@ -42,7 +42,7 @@ from gateway.store.names import FunctionRef, parse_function_name
 from gateway.store.records import LATEST, FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import REVISION_MISMATCH, Registry
 
-log = logging.getLogger("gateway.api.functions")
+log = logging.getLogger("gateway.api.functions.functions")
 
 PREFIX = "/2015-03-31/functions"
 #: ListFunctions returns at most this many functions a page, whatever MaxItems asks for

@@ -14,16 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.function_params import check_members
+from gateway.api.functions.function_params import check_members
+from gateway.api.functions.provisioned import check_alias_target
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
-from gateway.api.provisioned import check_alias_target
 from gateway.app_keys import REGISTRY, SETTINGS
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.store.names import parse_function_name
 from gateway.store.records import LATEST, AliasConfig, new_revision_id
 
-log = logging.getLogger("gateway.api.aliases")
+log = logging.getLogger("gateway.api.functions.aliases")
 
 PREFIX = "/2015-03-31/functions/{FunctionName}/aliases"
 ALIAS_PATTERN = r"(?!^[0-9]+$)([a-zA-Z0-9-_]+)"
