@@ -1,0 +1,109 @@
+"""The suite's `urls` scenario (`--only urls`): one no-op function called through its function URL and through the
+Invoke API, in one run, from the same client (bench/loadgen.py), so that the two figures are comparable.
+
+The function answers `{"ok": true}` whichever way it is called: Invoke returns it as the payload, the URL as a
+200 `application/json` body (a result without statusCode). What a URL costs more is what the issue asks to see:
+the 2.0 event the gateway builds from the request (headers, requestContext; the function gets ~0.6 kB more than
+Invoke's `{}`), the policy check of an AuthType NONE URL, and the mapping of the result back to HTTP.
+
+Three ways in, each a closed loop of the suite's `--connections` keep-alive connections for `--duration` s (after the
+warm-up), then each again on one connection (requests one after another: the latency of one request when nothing
+else waits), in this order:
+- `invoke`: `POST /2015-03-31/functions/{F}/invocations` with `{}`;
+- `url_host`: `GET /` with `Host: <url-id>.lambda-url.us-east-1.localhost:<port>` (the FunctionUrl's own form);
+- `url_path`: `GET /lambda-url/<url-id>/` (the path form, for clients that cannot set Host).
+
+On a gateway without function URLs (CreateFunctionUrlConfig answers 501) the scenario says so and measures nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench import loadgen
+from bench.harness import HOST, INVOKE_PATH
+from bench.scenarios.common import Api, Run, closed
+
+HANDLER = 'def lambda_handler(event, context):\n    return {"ok": True}\n'
+#: the ways in, in the order they are measured
+WAYS = ("invoke", "url_host", "url_path")
+#: the statements an AuthType NONE URL needs (AWS's rule since October 2025)
+STATEMENTS = (
+    {"StatementId": "url", "Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "NONE"},
+    {"StatementId": "url-invoke", "Action": "lambda:InvokeFunction", "Principal": "*", "InvokedViaFunctionUrl": True},
+)
+
+
+def create_url(api: Api, function: str) -> str | None:
+    """An AuthType NONE URL for `function` with its two statements: the FunctionUrl, or None (no URLs: 501)."""
+    status, body = api.call("POST", f"/2021-10-31/functions/{function}/url", {"AuthType": "NONE"})
+    if status == 501:
+        return None
+    if status != 201:
+        raise RuntimeError(f"CreateFunctionUrlConfig {function}: {status} {body}")
+    for statement in STATEMENTS:
+        status, answer = api.call("POST", f"/2015-03-31/functions/{function}/policy", statement)
+        if status != 201:
+            raise RuntimeError(f"AddPermission {function} {statement['StatementId']}: {status} {answer}")
+    return str(body["FunctionUrl"])
+
+
+def requests(port: int, function: str, url: str) -> dict[str, bytes]:
+    """The pre-encoded request of each way in."""
+    netloc = urlsplit(url).netloc
+    url_id = netloc.split(".", 1)[0]
+    headers = {"Content-Type": "application/json"}
+    return {
+        "invoke": loadgen.encode_request("POST", INVOKE_PATH.format(function), b"{}", headers, host=f"{HOST}:{port}"),
+        "url_host": loadgen.encode_request("GET", "/", host=netloc),
+        "url_path": loadgen.encode_request("GET", f"/lambda-url/{url_id}/", host=f"{HOST}:{port}"),
+    }
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
+
+
+def _p50(result: dict[str, Any]) -> Any:
+    return result.get("latency_ms", {}).get("p50")
+
+
+def scenario_urls(run: Run) -> dict[str, Any]:
+    p = run.params
+    port = run.server("gateway").port
+    api = Api(port)
+    function = f"url-noop-{int(time.time())}"
+    try:
+        api.create(function, HANDLER)
+        url = create_url(api, function)
+    finally:
+        api.close()
+    if url is None:
+        print("  skipped: this gateway has no function URLs (CreateFunctionUrlConfig answered 501)")
+        return {"skipped": "no function URLs (CreateFunctionUrlConfig answered 501)"}
+    reqs = requests(port, function, url)
+    loaded = {way: closed(port, [reqs[way]], p.connections, p.duration, p.warmup) for way in WAYS}
+    single = {way: closed(port, [reqs[way]], 1, p.duration, p.warmup) for way in WAYS}
+    out = {
+        "function": function,
+        "function_url": url,
+        "connections": p.connections,
+        "loaded": loaded,
+        "single": single,
+        "ratios": {
+            "url_host/invoke_rps": _ratio(loaded["url_host"]["throughput_rps"], loaded["invoke"]["throughput_rps"]),
+            "url_path/invoke_rps": _ratio(loaded["url_path"]["throughput_rps"], loaded["invoke"]["throughput_rps"]),
+            "url_host/invoke_p50_single": _ratio(_p50(single["url_host"]), _p50(single["invoke"])),
+        },
+    }
+    print(
+        "  "
+        + "; ".join(
+            f"{way} {loaded[way]['throughput_rps']} req/s (p50 {_p50(loaded[way])} ms), "
+            f"1 connection p50 {_p50(single[way])} ms"
+            for way in WAYS
+        )
+    )
+    return out
