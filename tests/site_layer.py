@@ -24,6 +24,7 @@ import io
 import py_compile
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterable
 from importlib import metadata
@@ -80,7 +81,9 @@ def layer_zip(names: Iterable[str]) -> bytes:
                 target = root / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-        compileall.compile_dir(root, quiet=2, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+        with warnings.catch_warnings():  # a library's SyntaxWarning is its own (pytest makes warnings errors)
+            warnings.simplefilter("ignore")
+            compileall.compile_dir(root, quiet=2, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
