@@ -16,6 +16,7 @@ PATH (fails with CI=true: .ci/run installs Debian's `chromium`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -25,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningGateway, create_function
+from tests.conftest import RunningGateway, create_function, wait_for
 from tests.url_client import add_url
 
 PAGE_FUNCTION = r'''
-import json
+import json, os
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>function URL page</title></head>
@@ -38,7 +39,13 @@ PAGE = """<!doctype html>
 <ul id="items"></ul>
 <p id="visitor"></p>
 <p id="agent"></p>
+<ol id="others"></ol>
 <script>
+for (const url of __OTHERS__) {  // other functions' URLs: a browser reads them only if they allow this origin
+  const li = document.getElementById("others").appendChild(document.createElement("li"));
+  fetch(url).then((r) => r.text()).then((t) => { li.textContent = "read " + t; })
+    .catch((e) => { li.textContent = "blocked " + e.name; });
+}
 fetch("api/greeting?who=chromium", {credentials: "same-origin"})
   .then((r) => r.json())
   .then((data) => {
@@ -61,7 +68,8 @@ def lambda_handler(event, context):
     path = event["rawPath"]
     if path == "/":
         return {"statusCode": 200, "headers": {"content-type": "text/html; charset=utf-8"},
-                "cookies": ["visitor=v-42; Path=/; SameSite=Lax"], "body": PAGE}
+                "cookies": ["visitor=v-42; Path=/; SameSite=Lax"],
+                "body": PAGE.replace("__OTHERS__", os.environ.get("OTHER_URLS", "[]"))}
     if path == "/api/greeting":
         cookies = dict(c.split("=", 1) for c in event.get("cookies", []))
         who = (event.get("queryStringParameters") or {}).get("who", "nobody")
@@ -69,6 +77,11 @@ def lambda_handler(event, context):
                 "visitor": cookies.get("visitor"), "agent": event["requestContext"]["http"]["userAgent"]}
     return {"statusCode": 404, "body": "not found"}
 '''
+
+SECRET = """
+def lambda_handler(event, context):
+    return {"secret": "s3"}
+"""
 
 #: how long Chromium may run the page (virtual time: network waits do not count) and the whole command (s)
 VIRTUAL_MS = 10_000
@@ -132,3 +145,30 @@ def test_chromium_renders_what_the_pages_script_fetched(
     assert re.findall(r"<li>(.*?)</li>", dom) == ["rendered", "by", "JavaScript"]
     assert _text(dom, "visitor") == "visitor v-42"  # the page's cookie went back with the fetch
     assert "HeadlessChrome" in _text(dom, "agent")
+
+
+def test_a_page_reads_another_functions_url_only_when_that_url_allows_its_origin(
+    gateway: RunningGateway, fname: str, tmp_path: Path
+) -> None:
+    """Host-form URLs are origins of their own, as on AWS: a page one function serves cannot read what another
+    function's URL answers (the browser's same-origin policy), unless that URL's Cors allows the page's origin (the
+    gateway's CORS headers, seen by a real browser)."""
+    client = gateway.client()
+    create_function(client, fname, PAGE_FUNCTION)
+    page = add_url(client, fname)
+    if page is None:
+        pytest.skip("this gateway has no function URLs yet (CreateFunctionUrlConfig answered 501)")
+    origin = page.rstrip("/")
+    others = []
+    for suffix, cors in (("closed", None), ("open", {"AllowOrigins": [origin], "AllowMethods": ["GET"]})):
+        create_function(client, f"{fname}-{suffix}", SECRET)
+        others.append(add_url(client, f"{fname}-{suffix}", **({"Cors": cors} if cors else {})))
+    variables = {"OTHER_URLS": json.dumps(others)}
+    client.update_function_configuration(FunctionName=fname, Environment={"Variables": variables})
+    wait_for(lambda: client.get_function(FunctionName=fname)["Configuration"]["LastUpdateStatus"] == "Successful")
+    dom = rendered_dom(page, tmp_path / "profile")
+    assert _text(dom, "title") == "Hello, chromium!", dom
+    listed = re.search(r'id="others">(.*?)</ol>', dom, re.S)
+    closed, opened = re.findall(r"<li>(.*?)</li>", listed.group(1) if listed else "")
+    assert closed == "blocked TypeError", dom  # the answer came, the browser withheld it from the page
+    assert opened.startswith("read ") and json.loads(opened[5:]) == {"secret": "s3"}, dom
