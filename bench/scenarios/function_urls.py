@@ -6,9 +6,12 @@ The function answers `{"ok": true}` whichever way it is called: Invoke returns i
 the 2.0 event the gateway builds from the request (headers, requestContext; the function gets ~0.6 kB more than
 Invoke's `{}`), the policy check of an AuthType NONE URL, and the mapping of the result back to HTTP.
 
-Three ways in, each a closed loop of the suite's `--connections` keep-alive connections for `--duration` s (after the
-warm-up), then each again on one connection (requests one after another: the latency of one request when nothing
-else waits), in this order:
+Three ways in, each a closed loop of the suite's `--connections` keep-alive connections for `--duration` s in all,
+then each again on one connection (requests one after another: the latency of one request when nothing else waits).
+The duration is cut into `rounds` (a round per 2 s), and each round runs the three ways one after another, in an
+order that turns by one each round: on a machine shared with other work, a burst of outside load then falls on every
+way alike instead of on whichever ran at that moment. Each way's rounds are added up into one result (requests,
+statuses, errors, and the latency histograms merged: loadgen's `Histogram.merge`). The ways in:
 - `invoke`: `POST /2015-03-31/functions/{F}/invocations` with `{}`;
 - `url_host`: `GET /` with `Host: <url-id>.lambda-url.us-east-1.localhost:<port>` (the FunctionUrl's own form);
 - `url_path`: `GET /lambda-url/<url-id>/` (the path form, for clients that cannot set Host).
@@ -19,12 +22,14 @@ On a gateway without function URLs (CreateFunctionUrlConfig answers 501) the sce
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench import loadgen
 from bench.harness import HOST, INVOKE_PATH
-from bench.scenarios.common import Api, Run, closed
+from bench.load.result import LoadResult
+from bench.scenarios.common import PROGRESS, Api, Run
 
 HANDLER = 'def lambda_handler(event, context):\n    return {"ok": True}\n'
 #: the ways in, in the order they are measured
@@ -62,6 +67,40 @@ def requests(port: int, function: str, url: str) -> dict[str, bytes]:
     }
 
 
+def _added(results: list[LoadResult]) -> LoadResult:
+    """One result for several runs of the same requests: counts added, histograms merged, worst lateness kept."""
+    first, *rest = results
+    total = replace(first, statuses=dict(first.statuses))
+    for r in rest:
+        total.histogram.merge(r.histogram)
+        for status, n in r.statuses.items():
+            total.statuses[status] = total.statuses.get(status, 0) + n
+        total.requests += r.requests
+        total.duration_s += r.duration_s
+        total.socket_errors += r.socket_errors
+        total.timeouts += r.timeouts
+        total.late_sends += r.late_sends
+        total.reconnects += r.reconnects
+        total.unfinished += r.unfinished
+        total.client_cpu_s += r.client_cpu_s
+        total.max_lateness_ms = max(total.max_lateness_ms, r.max_lateness_ms)
+    return total
+
+
+def interleaved(port: int, reqs: dict[str, bytes], connections: int, duration: float, warmup: float) -> dict[str, Any]:
+    """Each way's closed loop of `duration` s in all, in rounds of about 2 s whose order turns (the module's doc);
+    a full `warmup` before a way's first round, at most 0.5 s before the others (the environments are warm then)."""
+    rounds = max(1, round(duration / 2))
+    runs: dict[str, list[LoadResult]] = {way: [] for way in WAYS}
+    for i in range(rounds):
+        for way in WAYS[i % len(WAYS) :] + WAYS[: i % len(WAYS)]:
+            pause = warmup if i == 0 else min(warmup, 0.5)
+            loop = loadgen.closed_loop(HOST, port, [reqs[way]], connections, duration / rounds, warmup=pause,
+                                       progress=PROGRESS)  # fmt: skip
+            runs[way].append(loadgen.run(loop))
+    return {way: _added(results).to_dict() | {"rounds": rounds} for way, results in runs.items()}
+
+
 def _ratio(a: Any, b: Any) -> float | None:
     return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
 
@@ -84,8 +123,8 @@ def scenario_urls(run: Run) -> dict[str, Any]:
         print("  skipped: this gateway has no function URLs (CreateFunctionUrlConfig answered 501)")
         return {"skipped": "no function URLs (CreateFunctionUrlConfig answered 501)"}
     reqs = requests(port, function, url)
-    loaded = {way: closed(port, [reqs[way]], p.connections, p.duration, p.warmup) for way in WAYS}
-    single = {way: closed(port, [reqs[way]], 1, p.duration, p.warmup) for way in WAYS}
+    loaded = interleaved(port, reqs, p.connections, p.duration, p.warmup)
+    single = interleaved(port, reqs, 1, p.duration, p.warmup)
     out = {
         "function": function,
         "function_url": url,
