@@ -299,7 +299,8 @@ def test_the_urls_scenario_puts_a_function_url_next_to_invoke() -> None:
     from bench.report_sections import SECTIONS
 
     def run(rps: float, p50: float, p99: float) -> dict[str, Any]:
-        return {"throughput_rps": rps, "latency_ms": {"p50": p50, "p99": p99}}
+        cpu = {"gateway_us_per_request": 123.4, "environments_us_per_request": 87.0}
+        return {"throughput_rps": rps, "latency_ms": {"p50": p50, "p99": p99}, **cpu}
 
     scenario = {
         "connections": 32,
@@ -311,6 +312,7 @@ def test_the_urls_scenario_puts_a_function_url_next_to_invoke() -> None:
     text = "\n".join(lines)
     assert lines[0] == "### Function URLs"
     assert "requests/s **0.80\u00d7**, p50 on one connection **1.14\u00d7**" in text
-    assert "| Invoke API (POST .../invocations) | 3,000 | 9.50 | 20.0 | 1.05 |" in text
-    assert "| function URL, Host form | 2,400 | 12.0 | 25.0 | 1.20 |" in text
+    assert "| Invoke API (POST .../invocations) | 3,000 | 9.50 | 20.0 | 1.05 | 123 | 87 |" in text
+    assert "| function URL, Host form | 2,400 | 12.0 | 25.0 | 1.20 | 123 | 87 |" in text
+    assert "gateway CPU \u00b5s/req" in text
     assert SECTIONS["urls"]({}, {"skipped": "no function URLs"})[-1] == "Not measured: no function URLs."

@@ -8,10 +8,11 @@ Invoke's `{}`), the policy check of an AuthType NONE URL, and the mapping of the
 
 Three ways in, each a closed loop of the suite's `--connections` keep-alive connections for `--duration` s in all,
 then each again on one connection (requests one after another: the latency of one request when nothing else waits).
-The duration is cut into `rounds` (a round per 2 s), and each round runs the three ways one after another, in an
-order that turns by one each round: on a machine shared with other work, a burst of outside load then falls on every
-way alike instead of on whichever ran at that moment. Each way's rounds are added up into one result (requests,
-statuses, errors, and the latency histograms merged: loadgen's `Histogram.merge`). The ways in:
+The duration is cut into rounds (one per 2 s, at least 2), and each round runs the three ways one after another, in
+an order that turns by one each round: on a machine shared with other work, a burst of outside load then falls on
+every way alike instead of on whichever ran at that moment. Each way's rounds are added up into one result (requests,
+statuses, errors, and the latency histograms merged: loadgen's `Histogram.merge`), with the CPU time per request of
+the gateway's process and of the environments (the rounds after the first). The ways in:
 - `invoke`: `POST /2015-03-31/functions/{F}/invocations` with `{}`;
 - `url_host`: `GET /` with `Host: <url-id>.lambda-url.us-east-1.localhost:<port>` (the FunctionUrl's own form);
 - `url_path`: `GET /lambda-url/<url-id>/` (the path form, for clients that cannot set Host).
@@ -27,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import loadgen
-from bench.harness import HOST, INVOKE_PATH
+from bench.harness import HOST, INVOKE_PATH, CpuMeter
 from bench.load.result import LoadResult
 from bench.scenarios.common import PROGRESS, Api, Run
 
@@ -87,18 +88,39 @@ def _added(results: list[LoadResult]) -> LoadResult:
     return total
 
 
-def interleaved(port: int, reqs: dict[str, bytes], connections: int, duration: float, warmup: float) -> dict[str, Any]:
-    """Each way's closed loop of `duration` s in all, in rounds of about 2 s whose order turns (the module's doc);
-    a full `warmup` before a way's first round, at most 0.5 s before the others (the environments are warm then)."""
-    rounds = max(1, round(duration / 2))
+def interleaved(
+    port: int, root: int, reqs: dict[str, bytes], connections: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """Each way's closed loop of `duration` s in all, in rounds of about 2 s (at least 2) whose order turns (the
+    module's doc). The first round has the `warmup`; the others none (environments and connections are warm then),
+    and they also measure the CPU the gateway's process (`root`) and its tree (zygotes, environments) used: per
+    request, as each way's `gateway_us_per_request` and `environments_us_per_request` (a figure that outside load on
+    the machine moves far less than requests/s)."""
+    rounds = max(2, round(duration / 2))
     runs: dict[str, list[LoadResult]] = {way: [] for way in WAYS}
+    cpu = {way: [0.0, 0.0, 0] for way in WAYS}  # gateway s, tree s, requests: the rounds after the first
     for i in range(rounds):
         for way in WAYS[i % len(WAYS) :] + WAYS[: i % len(WAYS)]:
-            pause = warmup if i == 0 else min(warmup, 0.5)
-            loop = loadgen.closed_loop(HOST, port, [reqs[way]], connections, duration / rounds, warmup=pause,
-                                       progress=PROGRESS)  # fmt: skip
-            runs[way].append(loadgen.run(loop))
-    return {way: _added(results).to_dict() | {"rounds": rounds} for way, results in runs.items()}
+            loop = loadgen.closed_loop(HOST, port, [reqs[way]], connections, duration / rounds,
+                                       warmup=warmup if i == 0 else 0.0, progress=PROGRESS)  # fmt: skip
+            t0 = time.monotonic()
+            with CpuMeter(root).measure() as used:
+                result = loadgen.run(loop)
+            wall = time.monotonic() - t0
+            runs[way].append(result)
+            if i > 0:
+                cpu[way][0] += used["server_process_cpu_pct"] * wall / 100
+                cpu[way][1] += used["server_tree_cpu_pct"] * wall / 100
+                cpu[way][2] += result.requests
+    out: dict[str, Any] = {}
+    for way, results in runs.items():
+        gateway_s, tree_s, n = cpu[way]
+        out[way] = _added(results).to_dict() | {
+            "rounds": rounds,
+            "gateway_us_per_request": round(gateway_s * 1e6 / n, 1) if n else None,
+            "environments_us_per_request": round((tree_s - gateway_s) * 1e6 / n, 1) if n else None,
+        }
+    return out
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -123,8 +145,10 @@ def scenario_urls(run: Run) -> dict[str, Any]:
         print("  skipped: this gateway has no function URLs (CreateFunctionUrlConfig answered 501)")
         return {"skipped": "no function URLs (CreateFunctionUrlConfig answered 501)"}
     reqs = requests(port, function, url)
-    loaded = interleaved(port, reqs, p.connections, p.duration, p.warmup)
-    single = interleaved(port, reqs, 1, p.duration, p.warmup)
+    root = run.server("gateway").proc
+    assert root is not None
+    loaded = interleaved(port, root.pid, reqs, p.connections, p.duration, p.warmup)
+    single = interleaved(port, root.pid, reqs, 1, p.duration, p.warmup)
     out = {
         "function": function,
         "function_url": url,
@@ -135,13 +159,16 @@ def scenario_urls(run: Run) -> dict[str, Any]:
             "url_host/invoke_rps": _ratio(loaded["url_host"]["throughput_rps"], loaded["invoke"]["throughput_rps"]),
             "url_path/invoke_rps": _ratio(loaded["url_path"]["throughput_rps"], loaded["invoke"]["throughput_rps"]),
             "url_host/invoke_p50_single": _ratio(_p50(single["url_host"]), _p50(single["invoke"])),
+            "url_host/invoke_gateway_cpu": _ratio(
+                loaded["url_host"]["gateway_us_per_request"], loaded["invoke"]["gateway_us_per_request"]
+            ),
         },
     }
     print(
         "  "
         + "; ".join(
-            f"{way} {loaded[way]['throughput_rps']} req/s (p50 {_p50(loaded[way])} ms), "
-            f"1 connection p50 {_p50(single[way])} ms"
+            f"{way} {loaded[way]['throughput_rps']} req/s (p50 {_p50(loaded[way])} ms, gateway "
+            f"{loaded[way]['gateway_us_per_request']} us/request), 1 connection p50 {_p50(single[way])} ms"
             for way in WAYS
         )
     )
