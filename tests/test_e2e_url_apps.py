@@ -181,6 +181,15 @@ def test_fastapi_errors_and_binary_bodies(fastapi_app: App, via: str) -> None:
     assert got.json() == {"sha256": hashlib.sha256(upload).hexdigest(), "size": len(upload)}
 
 
+def test_fastapi_builds_its_redirects_from_the_urls_host(fastapi_app: App) -> None:
+    """Starlette's trailing-slash redirect is absolute, made from the Host the client sent: in the Host form it
+    points at the URL itself. (In the path form it would miss the /lambda-url/<id> prefix, which the function never
+    sees: the README tells browser apps to use the Host form.)"""
+    got = fastapi_app.send("host", "GET", "/items/3/?q=x")
+    assert got.status == 307 and got.header("location") == f"{fastapi_app.url}items/3?q=x"
+    assert fastapi_app.send("host", "GET", "/items/3?q=x").json()["item_id"] == 3
+
+
 @pytest.mark.parametrize("via", VIAS)
 def test_powertools_resolver_routes_query_body_and_not_found(powertools_app: App, via: str) -> None:
     got = powertools_app.send(via, "GET", "/hello/ada?greeting=hey")
