@@ -279,6 +279,16 @@ def test_in_policy_mode_a_handler_invokes_only_what_a_policy_grants_its_role(gat
     with pytest.raises(ClientError) as exc:
         session.invoke_async(FunctionName="callee", InvokeArgs=b"{}")
     assert _error(exc)[:2] == (403, "AccessDeniedException")
+
+    # InvokeAsync runs the unqualified function whatever the query says: a ?Qualifier= naming the granted alias
+    # must not lend its policy to it
+    def add_qualifier(request: Any, **_: Any) -> None:
+        request.url += "?Qualifier=live"
+
+    session.meta.events.register("before-sign.lambda.InvokeAsync", add_qualifier)
+    with pytest.raises(ClientError) as exc:
+        session.invoke_async(FunctionName="callee", InvokeArgs=b"{}")
+    assert _error(exc) == (403, "AccessDeniedException", _denied_by_policy(CALLEE)["message"])
     # the operator is never held to resource policies
     assert invoke_json(op, "callee", {})[1] == {"echo": {}}
 

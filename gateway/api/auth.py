@@ -93,6 +93,10 @@ def operation_of(request: web.Request) -> str:
 def authorize(request: web.Request, session: Session) -> None:
     """Allow what a function's credentials may do; AccessDeniedException (AWS's wording) for anything else."""
     operation = operation_of(request)
+    if operation in ANY_FUNCTION:
+        if request.app[SETTINGS].function_invoke != "any":
+            _authorize_invoke(request, session, operation)
+        return
     if request.path.startswith("/2018-10-31/layers"):
         if operation == "GetLayerVersionByArn" and request.query.get("find") != "LayerVersion":
             operation = "ListLayers"  # one route serves both: the static query tells them apart
@@ -101,40 +105,49 @@ def authorize(request: web.Request, session: Session) -> None:
             return
     target = request.match_info.get("FunctionName")
     resource = "*"
-    ref = None
     if target is not None:
         try:
             ref = parse_function_name(target, request.query.get("Qualifier"))
         except LambdaError:
             ref = None
         if ref is not None:
+            if operation in OWN_FUNCTION and ref.name == session.function_name:
+                return
             resource = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
-    if operation in ANY_FUNCTION:
-        if request.app[SETTINGS].function_invoke == "any":
-            return
-        if ref is None:  # a malformed name: the route answers its ValidationException
-            return
-        if request.app[POLICIES].allows(ref.name, ref.qualifier or LATEST, session.role_arn, INVOKE):
-            return
-        raise _denied(session, "lambda:InvokeFunction", resource, "resource-based")
-    if ref is not None and operation in OWN_FUNCTION and ref.name == session.function_name:
-        return
     action = ("scheduler:" if is_scheduler_path(request.path) else "lambda:") + _ACTIONS.get(operation, operation)
     raise _denied(session, action, resource, "identity-based")
 
 
+def _authorize_invoke(request: web.Request, session: Session, operation: str) -> None:
+    """GATEWAY_FUNCTION_INVOKE=policy: the target's policy, for the qualifier the route will run, must allow the
+    session's role `lambda:InvokeFunction`. The name is parsed exactly as the route parses it (InvokeAsync takes no
+    Qualifier), so that the document checked is the one of what runs."""
+    try:
+        qualifier = None if operation == "InvokeAsync" else request.query.get("Qualifier")
+        ref = parse_function_name(request.match_info["FunctionName"], qualifier)
+    except LambdaError:
+        return  # a malformed name: the route answers its error and runs nothing
+    if request.app[POLICIES].allows(ref.name, ref.qualifier or LATEST, session.role_arn, INVOKE):
+        return
+    resource = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
+    raise _denied(session, INVOKE, resource, "resource-based")
+
+
 def _authorize_layer(request: web.Request, session: Session, operation: str) -> None:
-    """GetLayerVersion(ByArn): allowed when the layer version's policy grants the session's account (or *)."""
+    """GetLayerVersion(ByArn): allowed when the layer version's policy grants the session's role, its account, or
+    `*` (the role's account: the function's, for a role ARN that names none)."""
     layers = request.app[LAYERS]
     if operation == "GetLayerVersionByArn":
-        raw = request.query.get("Arn", "")
-        name_or_arn, _, number = raw.rpartition(":")
+        resource = request.query.get("Arn", "")
+        name_or_arn, _, number = resource.rpartition(":")
     else:
         name_or_arn, number = request.match_info.get("LayerName", ""), request.match_info.get("VersionNumber", "")
+        resource = "*"
     name = layers.local_name(name_or_arn) if name_or_arn else None
-    resource = f"{layers.layer_arn(name)}:{number}" if name is not None else raw if operation.endswith("Arn") else "*"
-    account = account_of(session.role_arn) or session.function_arn.split(":")[4]
-    if name is not None and number.isdigit() and request.app[POLICIES].allows_layer(name, int(number), account):
+    if name is not None:
+        resource = f"{layers.layer_arn(name)}:{number}"
+    principal = session.role_arn if account_of(session.role_arn) else session.function_arn.split(":")[4]
+    if name is not None and number.isdigit() and request.app[POLICIES].allows_layer(name, int(number), principal):
         return
     raise _denied(session, "lambda:GetLayerVersion", resource, "resource-based")
 
