@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import GatewayFactory, RunningGateway, create_function, make_zip
 from tests.test_api_cli import aws
@@ -284,6 +286,82 @@ def test_policies_survive_a_restart(gateway_factory: GatewayFactory) -> None:
     assert [_policy(lam, "kept"), _policy(lam, "kept", Qualifier="1")] == before
     layer_after = lam.get_layer_version_policy(LayerName="kept-layer", VersionNumber=1)
     assert (layer_after["Policy"], layer_after["RevisionId"]) == (layer_before["Policy"], layer_before["RevisionId"])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=6,
+)
+_MEMBER = st.sampled_from(
+    [
+        "StatementId",
+        "Action",
+        "Principal",
+        "SourceArn",
+        "SourceAccount",
+        "PrincipalOrgID",
+        "EventSourceToken",
+        "FunctionUrlAuthType",
+        "InvokedViaFunctionUrl",
+        "OrganizationId",
+    ]
+)
+_SEGMENT = st.sampled_from(
+    [
+        "fuzzpol",
+        "fuzzpol:1",
+        "fuzzpol:live",
+        "nope",
+        "x" * 300,
+        "%24LATEST",
+        "a%2Fb",
+        "..",
+        "fuzzpol?Qualifier=%24LATEST",
+        "fuzzpol?Qualifier=9",
+        "fuzzpol?RevisionId=x",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.dictionaries(_MEMBER, _JSON, max_size=6),
+    target=_SEGMENT,
+    sid=st.sampled_from(["a", "a.b", "%20", "x" * 150]),
+    layer=st.sampled_from(
+        [
+            "fuzzlayer/versions/1",
+            "fuzzlayer/versions/99",
+            "fuzzlayer/versions/-1",
+            "fuzzlayer/versions/x",
+            "nolayer/versions/1",
+        ]
+    ),
+)
+def test_bad_input_gets_a_lambda_shaped_4xx(
+    gateway: RunningGateway, body: dict[str, Any], target: str, sid: str, layer: str
+) -> None:
+    lam = gateway.client()
+    if gateway.request("GET", "/2015-03-31/functions/fuzzpol")[0] != 200:
+        create_function(lam, "fuzzpol", SOURCE, Publish=True)
+        lam.create_alias(FunctionName="fuzzpol", Name="live", FunctionVersion="1")
+        _layer(lam, "fuzzlayer")
+    path, _, query = target.partition("?")
+    query = "?" + query if query else ""
+    layer_path = f"/2018-10-31/layers/{layer}/policy"
+    for method, url, data in (
+        ("POST", f"/2015-03-31/functions/{path}/policy{query}", json.dumps(body).encode()),
+        ("GET", f"/2015-03-31/functions/{path}/policy{query}", None),
+        ("DELETE", f"/2015-03-31/functions/{path}/policy/{sid}{query}", None),
+        ("POST", layer_path, json.dumps(body).encode()),
+        ("GET", layer_path, None),
+        ("DELETE", f"{layer_path}/{sid}", None),
+    ):
+        status, headers, raw = gateway.request(method, url, data, {"Content-Type": "application/json"})
+        assert status < 500, (method, url, body, status, raw)
+        if status >= 400:
+            assert "x-amzn-ErrorType" in headers and json.loads(raw)["message"], (method, url, raw)
 
 
 # -- the AWS CLI ----------------------------------------------------------------------------------------------
