@@ -24,7 +24,18 @@ from gateway.api import logs as logs_api
 from gateway.api import metrics as metrics_api
 from gateway.api.auth import auth_middleware
 from gateway.api.events import event_invoke_config, event_source_mappings
-from gateway.api.functions import account, aliases, concurrency, functions, layers, provisioned, tags, versions
+from gateway.api.functions import (
+    account,
+    aliases,
+    concurrency,
+    functions,
+    layer_permissions,
+    layers,
+    permissions,
+    provisioned,
+    tags,
+    versions,
+)
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
 from gateway.api.scheduler import schedule_groups, scheduler
@@ -43,6 +54,7 @@ from gateway.app_keys import (
     MAPPINGS,
     METRICS,
     NETWORK,
+    POLICIES,
     POLLERS,
     POOLS,
     REGISTRY,
@@ -54,6 +66,7 @@ from gateway.app_keys import (
 )
 from gateway.catalog import Catalog, Kind
 from gateway.changes import ChangePolicy, provisioning
+from gateway.errors import LambdaError
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
 from gateway.events.dispatcher import Dispatcher
@@ -79,6 +92,7 @@ from gateway.store.codegc import CodeCollector
 from gateway.store.event_configs import EventInvokeConfigs, designates
 from gateway.store.layers import LayerStore
 from gateway.store.mappings import Mappings
+from gateway.store.policies import Policies
 from gateway.store.records import LATEST, FunctionConfig
 from gateway.store.registry import Registry
 from gateway.store.schedules import Schedules
@@ -110,6 +124,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         mappings = Mappings(data_dir / "mappings.sqlite3")
         mappings.retain_existing(registry.__contains__)
         registry.on_change.connect(mappings.follow)  # FUNCTION_DELETED deletes the function's mappings
+        policies = app[POLICIES] = _policies(data_dir, settings, registry, layer_store)
         app[MAPPINGS] = mappings
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
@@ -118,12 +133,30 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            policies.close()
             mappings.close()
             event_configs.close()
             layer_store.close()
             registry.close()
     finally:
         lock.close()
+
+
+def _policies(data_dir: Path, settings: Settings, registry: Registry, layer_store: LayerStore) -> Policies:
+    """Resource policies, without those of what a crash left deleted; deleted functions, versions and aliases take
+    theirs (DeleteLayerVersion drops a layer version's)."""
+    policies = Policies(data_dir / "policies.sqlite3", settings)
+
+    def layer_exists(name: str, version: int) -> bool:
+        try:
+            layer_store.get(name, version)
+        except LambdaError:
+            return False
+        return True
+
+    policies.retain_existing(lambda f, q: designates(registry, f, q), layer_exists)
+    registry.on_change.connect(policies.follow)
+    return policies
 
 
 def _zygotes_for(settings: Settings, catalog: Catalog, sandbox: Sandbox) -> dict[str, Zygote]:
@@ -393,6 +426,8 @@ def create_app(settings: Settings) -> web.Application:
     event_invoke_config.add_routes(app)
     event_source_mappings.add_routes(app)
     layers.add_routes(app)
+    permissions.add_routes(app)
+    layer_permissions.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)
     scheduler.add_routes(app)

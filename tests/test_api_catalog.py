@@ -115,6 +115,8 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "DeleteFunctionEventInvokeConfig", "ListFunctionEventInvokeConfigs",  # issue 15
         "CreateEventSourceMapping", "GetEventSourceMapping", "UpdateEventSourceMapping", "DeleteEventSourceMapping",
         "ListEventSourceMappings",  # issue 16
+        "AddPermission", "GetPolicy", "RemovePermission", "AddLayerVersionPermission", "GetLayerVersionPolicy",
+        "RemoveLayerVersionPermission",  # issue 17
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 

@@ -83,8 +83,15 @@ def _area(title: str, state: str, note: str, names: str, **exceptions: Status) -
 
 
 _PERMISSIONS = (
-    "resource-based policies grant other AWS accounts and services access; the gateway serves one account "
-    "and does not authorize requests"
+    "issue 17: stored and answered as Lambda does; enforced for function URLs and, with "
+    "GATEWAY_FUNCTION_INVOKE=policy, for invocations made with a function's credentials"
+)
+_LAYER_PERMISSIONS = (
+    "issue 17: stored and answered as Lambda does; a function's credentials may GetLayerVersion what grants its "
+    "account or *"
+)
+_RESOURCE_POLICIES = (
+    "whole-document policies (API version 2026-07-09) over the documents AddPermission writes, a later change"
 )
 _DURABLE = "durable functions need Lambda's durable execution SDK and checkpoint store"
 _MANAGED_INSTANCES = "Lambda Managed Instances run functions on EC2 capacity; the gateway runs them on its own host"
@@ -157,10 +164,16 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     ),
     _area(
         "Permissions",
-        NOT_APPLICABLE,
+        IMPLEMENTED,
         _PERMISSIONS,
         "AddPermission GetPolicy RemovePermission AddLayerVersionPermission GetLayerVersionPolicy "
         "RemoveLayerVersionPermission PutResourcePolicy GetResourcePolicy DeleteResourcePolicy",
+        AddLayerVersionPermission=Status(IMPLEMENTED, _LAYER_PERMISSIONS),
+        GetLayerVersionPolicy=Status(IMPLEMENTED, _LAYER_PERMISSIONS),
+        RemoveLayerVersionPermission=Status(IMPLEMENTED, _LAYER_PERMISSIONS),
+        PutResourcePolicy=Status(PLANNED, _RESOURCE_POLICIES),
+        GetResourcePolicy=Status(PLANNED, _RESOURCE_POLICIES),
+        DeleteResourcePolicy=Status(PLANNED, _RESOURCE_POLICIES),
     ),
     _area(
         "Code signing",
