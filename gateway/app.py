@@ -29,6 +29,8 @@ from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
 from gateway.api.scheduler import schedule_groups, scheduler
 from gateway.api.sigv4 import Verifier
+from gateway.api.urls import configs as url_configs
+from gateway.api.urls.router import url_middleware
 from gateway.app_keys import (
     CATALOG,
     CODESTORE,
@@ -38,6 +40,7 @@ from gateway.app_keys import (
     DISPATCHER,
     EVENT_CONFIGS,
     EVENT_QUEUE,
+    FUNCTION_URLS,
     INVOKER,
     LAYERS,
     MAPPINGS,
@@ -77,6 +80,7 @@ from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
 from gateway.store.event_configs import EventInvokeConfigs, designates
+from gateway.store.function_urls import FunctionUrls
 from gateway.store.layers import LayerStore
 from gateway.store.mappings import Mappings
 from gateway.store.records import LATEST, FunctionConfig
@@ -115,9 +119,13 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         app[REGISTRY] = registry
         app[LAYERS] = layer_store
         app[EVENT_CONFIGS] = event_configs
+        function_urls = app[FUNCTION_URLS] = FunctionUrls(data_dir / "function-urls.sqlite3", settings)
+        function_urls.retain_existing(registry)  # a crash may have come between a delete and its URL's
+        registry.on_change.connect(function_urls.follow)  # a deleted function or alias takes its URL
         try:
             yield
         finally:
+            function_urls.close()
             mappings.close()
             event_configs.close()
             layer_store.close()
@@ -364,7 +372,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     sessions = SessionAuthority(settings.session_ttl)  # functions' credentials; its key lives in memory only
-    middlewares = [error_middleware]
+    # function URLs first: a URL request is answered by its function, never by the API's routes and middlewares
+    middlewares = [url_middleware(settings, sessions), error_middleware]
     # Environments may reach the API (their own listener, or a wildcard main one) wherever they may be jailed with a
     # network of their own: their requests must be signed then, whatever the operator configured.
     if settings.auth_required or settings.environment_listen is not None or Sandbox.may_jail(settings.sandbox):
@@ -397,6 +406,7 @@ def create_app(settings: Settings) -> web.Application:
     account.add_routes(app)
     scheduler.add_routes(app)
     schedule_groups.add_routes(app)
+    url_configs.add_routes(app)
     logs_api.add_routes(app)
     metrics_api.add_routes(app)
     catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"
