@@ -319,10 +319,12 @@ async def _pollers(app: web.Application) -> AsyncIterator[None]:
 async def _deploy(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.deploy_dirs:
-        from gateway.deploy import deploy_directories
+        from gateway.deploy import UrlDeployment, deploy_directories
 
         deployer = functions.Deployer.from_app(app)
-        await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs)
+        # STAND-IN until helper P's policies land: the coordinator passes `app[POLICIES]` as the third argument
+        urls = UrlDeployment(app[FUNCTION_URLS], settings, None)
+        await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs, urls)
     yield
 
 

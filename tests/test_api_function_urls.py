@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,3 +303,41 @@ def test_the_aws_cli(gateway: RunningGateway, lam: Any, fname: str) -> None:
     listed = _aws(gateway, "list-function-url-configs", "--function-name", fname)
     assert [u["FunctionUrl"] for u in listed["FunctionUrlConfigs"]] == [created["FunctionUrl"]]
     assert _aws(gateway, "delete-function-url-config", "--function-name", fname) is None
+
+
+# -- deploy's FunctionUrlConfig ----------------------------------------------------------------------------------
+
+
+def test_deploy_creates_the_url_once_and_updates_it_in_place(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
+    top = tmp_path / "deploy"
+    (top / "site").mkdir(parents=True)
+    (top / "site" / "lambda_function.py").write_text(SOURCE)
+    function_json = top / "site" / "function.json"
+    function_json.write_text(json.dumps({"Handler": "lambda_function.lambda_handler",
+                                         "FunctionUrlConfig": {"AuthType": "NONE"}}))  # fmt: skip
+    gw = gateway_factory(args=("--deploy", str(top)))
+    first = gw.client().get_function_url_config(FunctionName="site")
+    assert first["AuthType"] == "NONE" and URL_RE.fullmatch(first["FunctionUrl"])
+    assert f"function URL of site: {first['FunctionUrl']} (NONE)" in gw.log()
+    gw.restart()
+    again = gw.client().get_function_url_config(FunctionName="site")
+    assert _answer(again) == _answer(first)  # unchanged: same URL, same times
+    function_json.write_text(json.dumps({"Handler": "lambda_function.lambda_handler", "FunctionUrlConfig": {
+        "AuthType": "AWS_IAM", "Cors": {"AllowOrigins": ["*"]}, "InvokeMode": "RESPONSE_STREAM"}}))  # fmt: skip
+    gw.restart()
+    updated = gw.client().get_function_url_config(FunctionName="site")
+    assert updated["FunctionUrl"] == first["FunctionUrl"] and updated["AuthType"] == "AWS_IAM"
+    assert updated["Cors"] == {"AllowOrigins": ["*"]} and updated["InvokeMode"] == "RESPONSE_STREAM"
+    function_json.write_text(json.dumps({"Handler": "lambda_function.lambda_handler",
+                                         "FunctionUrlConfig": {"AuthType": "OPEN"}}))  # fmt: skip
+    gw.restart()
+    assert "Value 'OPEN' at 'authType' failed to satisfy constraint" in gw.log()
+    assert gw.client().get_function_url_config(FunctionName="site")["AuthType"] == "AWS_IAM"  # left as it was
+
+
+def test_the_web_example_is_deployed_with_a_url(gateway_factory: GatewayFactory) -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    gw = gateway_factory(args=("--deploy", str(examples)))
+    url = gw.client().get_function_url_config(FunctionName="web")
+    assert url["AuthType"] == "NONE"
+    assert f"function URL of web: {url['FunctionUrl']} (NONE)" in gw.log()
