@@ -16,7 +16,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from gateway.api.urls.router import looks_like_url, url_target
-from tests.conftest import GatewayFactory, RunningGateway, create_function
+from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
 
 #: the function answers what it was asked: the same keys as the router's stand-in serve
 SOURCE = """
@@ -232,3 +232,58 @@ def test_none_needs_the_function_s_policy(gateway: RunningGateway, lam: Any, fna
     _allow_url(lam, fname)
     status, _, answer = _request(gateway, "GET", "/", host)
     assert (status, answer) == (200, {"path": "/", "query": ""})
+
+
+# -- functions as callers ------------------------------------------------------------------------------------------
+
+URL_CALLER = r"""
+import os, urllib.error, urllib.request
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+def lambda_handler(event, context):
+    url = os.environ["AWS_ENDPOINT_URL_LAMBDA"] + event["path"]
+    headers = {}
+    if event.get("sign"):
+        request = AWSRequest(method="GET", url=url)
+        SigV4Auth(botocore.session.Session().get_credentials(), "lambda", os.environ["AWS_REGION"]).add_auth(request)
+        headers = dict(request.headers.items())
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+            return {"status": resp.status, "body": resp.read().decode()}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": exc.read().decode()}
+"""
+
+
+def test_functions_call_urls_with_their_own_credentials(gateway_factory: GatewayFactory) -> None:
+    """A handler reaches URLs through the environments' listener (where the API needs a signature): an AWS_IAM URL
+    with its session credentials, a NONE URL without; unsigned, the AWS_IAM one is refused."""
+    port = free_port()
+    env = {**CREDENTIALS, "GATEWAY_SANDBOX": "rlimits", "GATEWAY_ENVIRONMENT_LISTEN": f"127.0.0.2:{port}"}
+    gw = gateway_factory(env=env)
+    lam = gw.client()
+    create_function(lam, "url-caller", URL_CALLER, Timeout=30)
+    create_function(lam, "iam-callee", SOURCE)
+    create_function(lam, "open-callee", SOURCE)
+    iam_id, _ = _url(lam, "iam-callee", "AWS_IAM")
+    open_id, _ = _url(lam, "open-callee", "NONE")
+    try:
+        _allow_url(lam, "open-callee")
+    except pytest.skip.Exception:
+        pass
+
+    def call(path: str, sign: bool) -> dict[str, Any]:
+        _, answer = invoke_json(lam, "url-caller", {"path": path, "sign": sign})
+        assert isinstance(answer, dict) and "status" in answer, answer
+        return answer
+
+    signed = call(f"/lambda-url/{iam_id}/who", True)
+    assert signed["status"] == 200 and json.loads(signed["body"]) == {"path": "/who", "query": ""}, signed
+    unsigned = call(f"/lambda-url/{iam_id}/who", False)
+    assert unsigned["status"] == 403 and json.loads(unsigned["body"]) == FORBIDDEN
+    public = call(f"/lambda-url/{open_id}/", False)
+    assert public["status"] == 200, public
+    api = call("/2015-03-31/functions/", False)  # the API itself still wants a signature there
+    assert api["status"] == 403 and json.loads(api["body"]).get("Message") != "Forbidden"
