@@ -86,7 +86,9 @@ def url_target(host: str, raw_path: str) -> tuple[str, str]:
     return rest[:cut].lower(), tail if tail.startswith("/") else "/" + tail
 
 
-# -- STAND-INS until helpers P (policies) and S (responses, serving) land: the coordinator replaces these -------------
+# -- STAND-INS until helpers P (policies) and S (responses, serving) land: the coordinator deletes this block and
+# imports `forbidden, too_large, unknown_url, url_error` from gateway.api.urls.responses, `serve` from
+# gateway.api.urls.serving, and makes `_policies` return `request.app[POLICIES]` --------------------------------------
 
 
 class UrlPolicy(Protocol):
@@ -111,13 +113,28 @@ def _policies(request: web.Request) -> UrlPolicy:
     return request.app.get(URL_POLICY, _ALLOW_EVERY_URL)
 
 
-def url_error(status: int, message: str, error_type: str | None = None) -> web.Response:
-    """STAND-IN for `gateway.api.urls.responses.url_error` (helper S): a URL's error as AWS answers it,
-    `{"Message": ...}` with `x-amzn-ErrorType` (AccessDeniedException for a 403)."""
-    headers = {"x-amzn-ErrorType": error_type or ("AccessDeniedException" if status == 403 else "InternalFailure")}
+def url_error(status: int, message: str | None, error_type: str | None = None) -> web.Response:
+    """STAND-IN for `gateway.api.urls.responses.url_error` (helper S): `{"Message": ...}` with `x-amzn-ErrorType`."""
+    headers = {"x-amzn-ErrorType": error_type} if error_type is not None else {}
     return web.Response(
         status=status, body=orjson.dumps({"Message": message}), headers=headers, content_type="application/json"
     )
+
+
+def forbidden() -> web.Response:
+    """STAND-IN for `responses.forbidden` (helper S): a caller the URL refuses."""
+    return url_error(403, "Forbidden", "AccessDeniedException")
+
+
+def unknown_url() -> web.Response:
+    """STAND-IN for `responses.unknown_url` (helper S): an id that names no URL."""
+    return url_error(403, "Forbidden", "AccessDeniedException")
+
+
+def too_large(limit: int) -> web.Response:
+    """STAND-IN for `responses.too_large` (helper S)."""
+    message = f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+    return url_error(413, message, "RequestTooLargeException")
 
 
 async def _serve_stand_in(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
@@ -130,10 +147,6 @@ serve = _serve_stand_in  # STAND-IN: `from gateway.api.urls.serving import serve
 
 
 # -- the middleware --------------------------------------------------------------------------------------------------
-
-
-def forbidden() -> web.Response:
-    return url_error(403, "Forbidden")
 
 
 class _AnyOperatorKey(dict[str, str]):
@@ -196,7 +209,7 @@ def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web
         url_id, path = url_target(host, raw_path)
         url = request.app[FUNCTION_URLS].by_id(url_id) if is_url_id(url_id) else None
         if url is None:
-            return _refuse(request, forbidden())
+            return _refuse(request, unknown_url())
         request = request.clone(client_max_size=MAX_SYNC_PAYLOAD)
         caller: Identity | None = None
         if url.auth_type == "AWS_IAM":
@@ -208,7 +221,7 @@ def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web
                     return _refuse(request, forbidden())
                 return _refuse(request, url_error(err.status, err.message, err.name))
             except web.HTTPRequestEntityTooLarge:
-                return _refuse(request, url_error(413, "Request must be smaller than 6291456 bytes", "RequestTooLarge"))
+                return _refuse(request, too_large(MAX_SYNC_PAYLOAD))
         principal = None if caller is None or caller.session is None else caller.session.role_arn
         checked = caller is None or (caller.session is not None and function_invoke == "policy")
         if checked and not _policies(request).allows_url(url, principal):
@@ -220,6 +233,6 @@ def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web
             raise
         except Exception:  # outside the error middleware: nothing else would answer it as a URL answers
             log.exception("URL %s: %s %s failed", url_id, request.method, path)
-            return url_error(500, "Internal Server Error")
+            return url_error(500, "Internal Server Error", "ServiceException")
 
     return route_urls
