@@ -338,6 +338,25 @@ def test_deploy_creates_the_url_once_and_updates_it_in_place(gateway_factory: Ga
 def test_the_web_example_is_deployed_with_a_url(gateway_factory: GatewayFactory) -> None:
     examples = Path(__file__).resolve().parent.parent / "examples"
     gw = gateway_factory(args=("--deploy", str(examples)))
-    url = gw.client().get_function_url_config(FunctionName="web")
+    lam = gw.client()
+    url = lam.get_function_url_config(FunctionName="web")
     assert url["AuthType"] == "NONE"
     assert f"function URL of web: {url['FunctionUrl']} (NONE)" in gw.log()
+    try:
+        policy = json.loads(lam.get_policy(FunctionName="web")["Policy"])
+    except ClientError as exc:
+        if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 501:
+            raise
+        return  # no policy store on this branch (helper P's)
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["FunctionURLAllowPublicAccess"]["Action"] == "lambda:InvokeFunctionUrl"
+    assert statements["FunctionURLAllowPublicAccess"]["Condition"] == {
+        "StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}
+    }
+    assert statements["FunctionURLAllowInvokeAction"]["Condition"] == {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}
+    gw.restart()  # deployed again: each statement once
+    policy = json.loads(gw.client().get_policy(FunctionName="web")["Policy"])
+    assert sorted(s["Sid"] for s in policy["Statement"]) == [
+        "FunctionURLAllowInvokeAction",
+        "FunctionURLAllowPublicAccess",
+    ]

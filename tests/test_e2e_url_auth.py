@@ -244,6 +244,14 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 def lambda_handler(event, context):
+    if "create" in event:  # a function's credentials may not make or change URLs
+        import boto3
+        from botocore.exceptions import ClientError
+        try:
+            boto3.client("lambda").create_function_url_config(FunctionName=event["create"], AuthType="NONE")
+            return {"status": 201, "body": "created"}
+        except ClientError as exc:
+            return {"status": exc.response["ResponseMetadata"]["HTTPStatusCode"], "body": exc.response["Error"]["Code"]}
     url = os.environ["AWS_ENDPOINT_URL_LAMBDA"] + event["path"]
     headers = {}
     if event.get("sign"):
@@ -288,3 +296,6 @@ def test_functions_call_urls_with_their_own_credentials(gateway_factory: Gateway
     assert public["status"] == 200, public
     api = call("/2015-03-31/functions/", False)  # the API itself still wants a signature there
     assert api["status"] == 403 and json.loads(api["body"]).get("Message") != "Forbidden"
+    _, denied = invoke_json(lam, "url-caller", {"create": "url-caller"})
+    assert denied == {"status": 403, "body": "AccessDeniedException"}
+    assert lam.list_function_url_configs(FunctionName="url-caller")["FunctionUrlConfigs"] == []
