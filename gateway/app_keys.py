@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.code import CodeStore
     from gateway.store.event_configs import EventInvokeConfigs
+    from gateway.store.function_urls import FunctionUrls
     from gateway.store.layers import LayerStore
     from gateway.store.mappings import Mappings
     from gateway.store.policies import Policies
@@ -64,3 +65,5 @@ MAPPINGS: web.AppKey[Mappings] = web.AppKey("mappings")
 POLLERS: web.AppKey[Runner] = web.AppKey("pollers")
 #: resource-based policies of functions (per qualifier) and layer versions (gateway.store.policies)
 POLICIES: web.AppKey[Policies] = web.AppKey("policies")
+#: function URL configs by (function, qualifier) and by URL id (gateway.store.function_urls)
+FUNCTION_URLS: web.AppKey[FunctionUrls] = web.AppKey("function_urls")

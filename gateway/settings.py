@@ -185,6 +185,11 @@ class Settings:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
         return f"{arn}:{qualifier}" if qualifier else arn
 
+    def function_url(self, url_id: str) -> str:
+        """A function URL as CreateFunctionUrlConfig answers it: `http://<url-id>.lambda-url.<region>.localhost:<port>/`
+        (`*.localhost` resolves to loopback in curl and browsers; any name that reaches the gateway works)."""
+        return f"http://{url_id}.lambda-url.{self.region}.localhost:{self.port}/"
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         """Build settings from parsed `serve` flags and an environment mapping; raise ValueError if invalid."""

@@ -96,7 +96,6 @@ _RESOURCE_POLICIES = (
 _DURABLE = "durable functions need Lambda's durable execution SDK and checkpoint store"
 _MANAGED_INSTANCES = "Lambda Managed Instances run functions on EC2 capacity; the gateway runs them on its own host"
 _RECURSION = "recursive loop detection watches events through SQS, SNS and S3, which the gateway does not have"
-_URLS = "function URLs, a later issue (AuthType NONE first; AWS_IAM needs request signing)"
 
 #: every operation's state, by area; the order is the order of OPERATIONS.md
 AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
@@ -157,8 +156,9 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     ),
     _area(
         "Function URLs",
-        PLANNED,
-        _URLS,
+        IMPLEMENTED,
+        "issue 17: `http://<url-id>.lambda-url.<region>.localhost:<port>/` (routed by Host, or by the path "
+        "`/lambda-url/<url-id>/`), AuthType NONE and AWS_IAM, on `$LATEST` or an alias",
         "CreateFunctionUrlConfig GetFunctionUrlConfig UpdateFunctionUrlConfig DeleteFunctionUrlConfig "
         "ListFunctionUrlConfigs",
     ),
