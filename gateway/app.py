@@ -29,6 +29,7 @@ from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
 from gateway.api.scheduler import schedule_groups, scheduler
 from gateway.api.sigv4 import Verifier
+from gateway.api.urls import standin  # STAND-IN (urlserve): removed at merge
 from gateway.app_keys import (
     CATALOG,
     CODESTORE,
@@ -365,6 +366,7 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     sessions = SessionAuthority(settings.session_ttl)  # functions' credentials; its key lives in memory only
     middlewares = [error_middleware]
+    middlewares.insert(0, standin.standin_middleware)  # STAND-IN (urlserve): removed at merge
     # Environments may reach the API (their own listener, or a wildcard main one) wherever they may be jailed with a
     # network of their own: their requests must be signed then, whatever the operator configured.
     if settings.auth_required or settings.environment_listen is not None or Sandbox.may_jail(settings.sandbox):
@@ -374,6 +376,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[CATALOG] = Catalog.discover(settings)
     app[SESSIONS] = sessions
+    standin.install(app)  # STAND-IN (urlserve): removed at merge
     app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_runtimes)
