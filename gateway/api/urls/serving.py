@@ -2,7 +2,8 @@
 
 `serve(request, url, path)` is called by the URL router (gateway/api/urls/router.py) once the request is recognised
 and its caller authorised (`request["url_caller"]`: the SigV4 `Identity` of an AWS_IAM URL's caller, None for NONE).
-It takes the path the function sees (`/` and what follows the URL's root) and the raw query string of the request.
+It takes the path the function sees (`/` and what follows the URL's root); the query string is the request's as sent
+(from `raw_path`: aiohttp's `query_string` is percent-decoded).
 
 1. CORS (gateway/api/urls/cors.py): with a Cors configuration, a preflight is answered here, nothing invoked.
 2. Admission, as Invoke: `Concurrency.admit` before the body is read; a refusal is the URL's 429.
@@ -180,7 +181,7 @@ def _event(request: web.Request, url: UrlTarget, path: str, body: bytes, request
         url_id=url.url_id,
         method=request.method,
         raw_path=path,
-        raw_query=request.query_string,
+        raw_query=request.raw_path.partition("?")[2],  # aiohttp's query_string is decoded: the function sees it raw
         header_lines=request.headers.items(),
         body=body,
         source_ip=peer,
