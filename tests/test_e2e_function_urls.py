@@ -226,6 +226,15 @@ export const http = awslambda.streamifyResponse(async (event, responseStream) =>
   await new Promise((r) => setTimeout(r, 100));
   stream.end(event.rawPath + "</p>");
 });
+export const inject = awslambda.streamifyResponse(async (event, responseStream) => {
+  const stream = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 200, headers: { "x-a": "1\\r\\nSet-Cookie: evil=1" } });
+  stream.end("body");
+});
+export const endless = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.setContentType("application/vnd.awslambda.http-integration-response");
+  responseStream.end("{".repeat(100000));  // a prelude that never ends
+});
 export const long = awslambda.streamifyResponse(async (event, responseStream) => {
   for (let i = 0; i < 30; i++) {
     responseStream.write("x".repeat(1024));
@@ -284,3 +293,14 @@ def test_a_client_that_leaves_mid_stream_holds_nothing(gateway: RunningGateway, 
         what="the invocation's end",
     )
     assert f'lambda_url_requests_total{{function="{fname}",resource="{fname}",status_class="2xx"}} 1.0' in text
+
+
+@pytest.mark.parametrize("handler", ["index.inject", "index.endless"])
+def test_a_streamed_prelude_cannot_forge_a_response(
+    gateway: RunningGateway, lam: Any, fname: str, handler: str
+) -> None:
+    create_node_function(lam, fname, {"index.mjs": STREAMING}, handler=handler, Timeout=10)
+    site = url_for(gateway, lam, fname, invoke_mode="RESPONSE_STREAM")
+    resp = http.request("GET", f"{site}/")
+    assert (resp.status, resp.data) == (502, b"Internal Server Error")
+    assert "evil=1" not in str(resp.headers)
