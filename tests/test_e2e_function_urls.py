@@ -150,6 +150,14 @@ def test_function_errors_and_malformed_results_are_502(site: str) -> None:
         assert "evil=1" not in str(resp.headers.getlist("Set-Cookie")) and "x-amzn-RequestId" in resp.headers
 
 
+def test_a_function_that_times_out_is_502(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    create_function(lam, fname, HANDLER, Timeout=1)
+    site = url_for(gateway, lam, fname)
+    resp = http.request("GET", f"{site}/sleep?s=3")
+    assert (resp.status, resp.data) == (502, b"Internal Server Error")
+    assert http.request("GET", f"{site}/string").status == 200  # a new environment for the next request
+
+
 def test_a_body_over_6_mb_is_413_before_anything_runs(site: str) -> None:
     resp = http.request("POST", f"{site}/echo", body=b"x" * (6 * 1024 * 1024 + 1))
     assert resp.status == 413 and resp.headers["x-amzn-ErrorType"] == "RequestTooLargeException"
