@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.conftest import RunningGateway, create_function, wait_for
@@ -57,7 +60,7 @@ http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, rea
 
 def url_for(gateway: RunningGateway, lam: Any, function: str, qualifier: str | None = None, **config: Any) -> str:
     """The base of `function`'s URL in the path form (`http://127.0.0.1:<port>/lambda-url/<id>`), NONE auth."""
-    params: dict[str, Any] = {"FunctionName": function, "AuthType": "NONE"}
+    params: dict[str, Any] = {"FunctionName": function, "AuthType": config.get("auth_type", "NONE")}
     if qualifier:
         params["Qualifier"] = qualifier
     if "cors" in config:
@@ -70,15 +73,17 @@ def url_for(gateway: RunningGateway, lam: Any, function: str, qualifier: str | N
         if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 501:
             raise
     else:  # the real API (branch urlconfig) and policies (branch policies): a NONE URL needs its statements
+        url_id = re.match(r"https?://([a-z0-9]+)\.", created["FunctionUrl"]).group(1)  # type: ignore[union-attr]
+        if params["AuthType"] == "AWS_IAM":
+            return f"{gateway.url}/lambda-url/{url_id}"
         permission = {"FunctionName": function, "Principal": "*", **({"Qualifier": qualifier} if qualifier else {})}
         lam.add_permission(
             StatementId="url", Action="lambda:InvokeFunctionUrl", FunctionUrlAuthType="NONE", **permission
         )
         lam.add_permission(StatementId="invoke", Action="lambda:InvokeFunction", **permission)
-        url_id = re.match(r"https?://([a-z0-9]+)\.", created["FunctionUrl"]).group(1)  # type: ignore[union-attr]
         return f"{gateway.url}/lambda-url/{url_id}"
     url_id = f"{abs(hash((function, qualifier))):032d}"[:32]  # STAND-IN (urlserve): removed at merge
-    body = {"function": function, "qualifier": qualifier or "$LATEST", "auth_type": "NONE"}
+    body = {"function": function, "qualifier": qualifier or "$LATEST", "auth_type": params["AuthType"]}
     body |= {"invoke_mode": config.get("invoke_mode", "BUFFERED"), "cors": config.get("cors")}
     status, _, _ = gateway.request("PUT", f"/_standin/function-urls/{url_id}", json.dumps(body).encode())
     assert status == 200
@@ -117,6 +122,22 @@ def test_the_function_sees_the_request_as_a_2_0_event(site: str) -> None:
     assert ctx["stage"] == "$default" and abs(ctx["timeEpoch"] / 1000 - time.time()) < 60
     assert ctx["requestId"] == seen["id"] == resp.headers["x-amzn-RequestId"]  # one id: the invocation's
     assert "body" not in event and event["isBase64Encoded"] is False
+
+
+def test_an_aws_iam_caller_is_in_the_event_and_its_signed_body_too(
+    gateway: RunningGateway, lam: Any, fname: str
+) -> None:
+    create_function(lam, fname, HANDLER)
+    site = url_for(gateway, lam, fname, auth_type="AWS_IAM")
+    request = AWSRequest("POST", f"{site}/echo", data=b'{"signed": true}', headers={"Content-Type": "application/json"})
+    credentials = Credentials("test", "test")  # the test gateway runs open: any operator key
+    SigV4Auth(credentials, "lambda", "us-east-1").add_auth(request)
+    resp = http.request("POST", f"{site}/echo", body=request.body, headers=dict(request.headers))
+    assert resp.status == 200, resp.data
+    event = json.loads(resp.data)["event"]
+    assert event["body"] == '{"signed": true}' and event["requestContext"]["accountId"] == "123456789012"
+    iam = event["requestContext"]["authorizer"]["iam"]
+    assert iam["accountId"] == "123456789012" and iam["userArn"] == "arn:aws:iam::123456789012:root"
 
 
 def test_bodies_are_text_or_base64_by_content_type(site: str) -> None:

@@ -157,16 +157,22 @@ async def _read_body(request: web.Request) -> bytes | None:
     length = request.content_length
     if length is not None and length > MAX_SYNC_PAYLOAD:
         return None
+    if request.content.is_eof():  # all there already, or read before (an AWS_IAM signature covers the body): kept
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return None
+        return body if len(body) <= MAX_SYNC_PAYLOAD else None
     timeout = request.app[SETTINGS].body_timeout
-    body = bytearray()
+    pieces = bytearray()
     try:
         async with asyncio.timeout(timeout):
             while True:
                 piece = await request.content.read(_READ_PIECE)
                 if not piece:
-                    return bytes(body)
-                body += piece
-                if len(body) > MAX_SYNC_PAYLOAD:
+                    return bytes(pieces)
+                pieces += piece
+                if len(pieces) > MAX_SYNC_PAYLOAD:
                     return None
     except TimeoutError:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
