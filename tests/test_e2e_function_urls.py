@@ -77,10 +77,14 @@ def url_for(gateway: RunningGateway, lam: Any, function: str, qualifier: str | N
         if params["AuthType"] == "AWS_IAM":
             return f"{gateway.url}/lambda-url/{url_id}"
         permission = {"FunctionName": function, "Principal": "*", **({"Qualifier": qualifier} if qualifier else {})}
-        lam.add_permission(
-            StatementId="url", Action="lambda:InvokeFunctionUrl", FunctionUrlAuthType="NONE", **permission
-        )
-        lam.add_permission(StatementId="invoke", Action="lambda:InvokeFunction", **permission)
+        try:
+            lam.add_permission(
+                StatementId="url", Action="lambda:InvokeFunctionUrl", FunctionUrlAuthType="NONE", **permission
+            )
+            lam.add_permission(StatementId="invoke", Action="lambda:InvokeFunction", **permission)
+        except ClientError as exc:  # policies not merged yet: the router allows every URL meanwhile
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 501:
+                raise
         return f"{gateway.url}/lambda-url/{url_id}"
     url_id = f"{abs(hash((function, qualifier))):032d}"[:32]  # STAND-IN (urlserve): removed at merge
     body = {"function": function, "qualifier": qualifier or "$LATEST", "auth_type": params["AuthType"]}
