@@ -355,8 +355,7 @@ async def _deploy(app: web.Application) -> AsyncIterator[None]:
         from gateway.deploy import UrlDeployment, deploy_directories
 
         deployer = functions.Deployer.from_app(app)
-        # STAND-IN until helper P's policies land: the coordinator passes `app[POLICIES]` as the third argument
-        urls = UrlDeployment(app[FUNCTION_URLS], settings, None)
+        urls = UrlDeployment(app[FUNCTION_URLS], settings, app[POLICIES])
         await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs, urls)
     yield
 

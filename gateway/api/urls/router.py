@@ -37,19 +37,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.api.http import Handler, read_body
 from gateway.api.sigv4 import SERVICE, Identity, Verifier
-from gateway.app_keys import FUNCTION_URLS
+from gateway.api.urls.responses import forbidden, too_large, unknown_url, url_error
+from gateway.api.urls.serving import serve
+from gateway.app_keys import FUNCTION_URLS, POLICIES
 from gateway.errors import LambdaError
 from gateway.execution.invoker import MAX_SYNC_PAYLOAD
 from gateway.isolation.credentials import ACCESS_KEY_PREFIX, SessionAuthority
 from gateway.settings import Settings
-from gateway.store.function_urls import FunctionUrl, is_url_id
+from gateway.store.function_urls import is_url_id
 
 log = logging.getLogger("gateway.api.urls")
 
@@ -84,66 +85,6 @@ def url_target(host: str, raw_path: str) -> tuple[str, str]:
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     tail = rest[cut:]
     return rest[:cut].lower(), tail if tail.startswith("/") else "/" + tail
-
-
-# -- STAND-INS until helpers P (policies) and S (responses, serving) land: the coordinator deletes this block and
-# imports `forbidden, too_large, unknown_url, url_error` from gateway.api.urls.responses, `serve` from
-# gateway.api.urls.serving, and makes `_policies` return `request.app[POLICIES]` --------------------------------------
-
-
-class UrlPolicy(Protocol):
-    """What the router needs of `gateway.store.policies.Policies` (helper P)."""
-
-    def allows_url(self, url: FunctionUrl, principal: str | None) -> bool: ...
-
-
-class _AllowEveryUrl:
-    """STAND-IN for `Policies` (helper P): every URL allowed by policy. Replaced by `request.app[POLICIES]`."""
-
-    def allows_url(self, url: FunctionUrl, principal: str | None) -> bool:
-        return True
-
-
-#: STAND-IN app key: the coordinator replaces `_policies` below with `request.app[POLICIES]` (gateway.app_keys)
-URL_POLICY: web.AppKey[UrlPolicy] = web.AppKey("url_policy")
-_ALLOW_EVERY_URL = _AllowEveryUrl()
-
-
-def _policies(request: web.Request) -> UrlPolicy:
-    return request.app.get(URL_POLICY, _ALLOW_EVERY_URL)
-
-
-def url_error(status: int, message: str | None, error_type: str | None = None) -> web.Response:
-    """STAND-IN for `gateway.api.urls.responses.url_error` (helper S): `{"Message": ...}` with `x-amzn-ErrorType`."""
-    headers = {"x-amzn-ErrorType": error_type} if error_type is not None else {}
-    return web.Response(
-        status=status, body=orjson.dumps({"Message": message}), headers=headers, content_type="application/json"
-    )
-
-
-def forbidden() -> web.Response:
-    """STAND-IN for `responses.forbidden` (helper S): a caller the URL refuses."""
-    return url_error(403, "Forbidden", "AccessDeniedException")
-
-
-def unknown_url() -> web.Response:
-    """STAND-IN for `responses.unknown_url` (helper S): an id that names no URL."""
-    return url_error(403, "Forbidden", "AccessDeniedException")
-
-
-def too_large(limit: int) -> web.Response:
-    """STAND-IN for `responses.too_large` (helper S)."""
-    message = f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
-    return url_error(413, message, "RequestTooLargeException")
-
-
-async def _serve_stand_in(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
-    """STAND-IN for `gateway.api.urls.serving.serve` (helper S): invokes nothing, answers the path and query the
-    function would see (what tests/test_e2e_url_auth.py's function answers through the real `serve`)."""
-    return web.json_response({"path": path, "query": request.query_string})
-
-
-serve = _serve_stand_in  # STAND-IN: `from gateway.api.urls.serving import serve` once helper S's module lands
 
 
 # -- the middleware --------------------------------------------------------------------------------------------------
@@ -199,7 +140,7 @@ def _refuse(request: web.Request, response: web.Response) -> web.Response:
 def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web.middleware:  # type: ignore[valid-type]
     """The outermost middleware: URL requests are answered here (never by the API's routes), others pass on."""
     authenticator = UrlAuthenticator(settings, sessions)
-    function_invoke = getattr(settings, "function_invoke", "any")  # helper P's GATEWAY_FUNCTION_INVOKE
+    function_invoke = settings.function_invoke
 
     @web.middleware
     async def route_urls(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -224,7 +165,7 @@ def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web
                 return _refuse(request, too_large(MAX_SYNC_PAYLOAD))
         principal = None if caller is None or caller.session is None else caller.session.role_arn
         checked = caller is None or (caller.session is not None and function_invoke == "policy")
-        if checked and not _policies(request).allows_url(url, principal):
+        if checked and not request.app[POLICIES].allows_url(url, principal):
             return _refuse(request, forbidden())
         request[CALLER] = caller
         try:
