@@ -28,17 +28,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from gateway.errors import PolicyLengthExceededException, PreconditionFailedException, ResourceConflictException
 from gateway.settings import Settings
 from gateway.store import sqlite
+from gateway.store.function_urls import FunctionUrl
 from gateway.store.records import LATEST, Change, Changed
 from gateway.store.statements import ANONYMOUS, FUNCTION_URL_AUTH_TYPE, INVOKED_VIA_FUNCTION_URL, allowed
 
-__all__ = ["ANONYMOUS", "Policies", "PolicyDocument", "UrlTarget"]
+__all__ = ["ANONYMOUS", "Policies", "PolicyDocument"]
 
 log = logging.getLogger("gateway.policies")
 
@@ -49,17 +50,6 @@ INVOKE = "lambda:InvokeFunction"
 INVOKE_URL = "lambda:InvokeFunctionUrl"
 GET_LAYER_VERSION = "lambda:GetLayerVersion"
 _NO_CONTEXT: Mapping[str, str] = {}
-
-
-class UrlTarget(Protocol):
-    """What `allows_url` needs of a function URL (gateway.store.function_urls.FunctionUrl has it)."""
-
-    @property
-    def function(self) -> str: ...
-    @property
-    def qualifier(self) -> str: ...
-    @property
-    def auth_type(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +151,7 @@ class Policies:
         resource = self.settings.function_arn(function, None if qualifier == LATEST else qualifier)
         return allowed(document.statements, principal, action, resource, context)
 
-    def allows_url(self, url: UrlTarget, principal: str | None) -> bool:
+    def allows_url(self, url: FunctionUrl, principal: str | None) -> bool:
         """Whether a request through the function URL `url` by `principal` is allowed (AWS's rule since October
         2025): the policy of the URL's (function, qualifier) allows `lambda:InvokeFunctionUrl` with
         `lambda:FunctionUrlAuthType` = the URL's auth type, AND `lambda:InvokeFunction` with

@@ -33,9 +33,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -48,30 +47,14 @@ from gateway.app_keys import CONCURRENCY, INVOKER, METRICS, REGISTRY, SETTINGS
 from gateway.errors import LambdaError, RequestTimeoutException, ResourceNotFoundException, TooManyRequestsException
 from gateway.execution.invoker import MAX_SYNC_PAYLOAD, Outcome, new_request_id
 from gateway.execution.streams import Stream
+from gateway.store.function_urls import FunctionUrl
 from gateway.store.records import LATEST
 
 STREAMING = "RESPONSE_STREAM"
 _READ_PIECE = 256 * 1024
 
 
-class UrlTarget(Protocol):
-    """What `serve` reads of a URL's configuration (gateway.store.function_urls.FunctionUrl has it)."""
-
-    @property
-    def url_id(self) -> str: ...
-    @property
-    def function(self) -> str: ...
-    @property
-    def qualifier(self) -> str: ...
-    @property
-    def auth_type(self) -> str: ...
-    @property
-    def invoke_mode(self) -> str: ...
-    @property
-    def cors(self) -> Mapping[str, Any] | None: ...
-
-
-async def serve(request: web.Request, url: UrlTarget, path: str) -> web.StreamResponse:
+async def serve(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
     """The answer to `request` through `url` (see the module's docstring); `path` is what the function sees."""
     received = perf_counter()
     resource = url.function if url.qualifier == LATEST else f"{url.function}:{url.qualifier}"
@@ -84,7 +67,7 @@ async def serve(request: web.Request, url: UrlTarget, path: str) -> web.StreamRe
         request.app[METRICS].urls.request(url.function, resource, status, perf_counter() - received)
 
 
-async def _serve(request: web.Request, url: UrlTarget, path: str) -> web.StreamResponse:
+async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
     app = request.app
     config_cors = url_cors.Cors.of(url.cors)
     if config_cors is not None and url_cors.is_preflight(request.method, request.headers):
@@ -129,7 +112,7 @@ async def _serve(request: web.Request, url: UrlTarget, path: str) -> web.StreamR
             concurrency.release(token)
 
 
-def _failed(url: UrlTarget, exc: LambdaError, request_id: str) -> web.Response:
+def _failed(url: FunctionUrl, exc: LambdaError, request_id: str) -> web.Response:
     """A failure before the function answered, as the URL answers it."""
     if isinstance(exc, TooManyRequestsException):  # no room on the node for another environment
         return responses.throttled(request_id)
@@ -178,7 +161,7 @@ async def _read_body(request: web.Request) -> bytes | None:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
 
 
-def _event(request: web.Request, url: UrlTarget, path: str, body: bytes, request_id: str) -> dict[str, Any]:
+def _event(request: web.Request, url: FunctionUrl, path: str, body: bytes, request_id: str) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     caller = request.get("url_caller") if url.auth_type == "AWS_IAM" else None
     peer = request.remote or ""
