@@ -149,6 +149,22 @@ async def _start_environment_site(runner: web.AppRunner, settings: Settings, acc
     log.info("environments reach the gateway at http://%s:%d (signed requests only)", *address)
 
 
+#: function URLs listed at start-up; past this many, only a count
+MAX_LOGGED_URLS = 20
+
+
+def _log_function_urls(app: web.Application, settings: Settings) -> None:
+    """One line per function URL (`make run` shows where to open the examples), the first MAX_LOGGED_URLS."""
+    from gateway.app_keys import FUNCTION_URLS
+
+    urls = app[FUNCTION_URLS].all()
+    for url in urls[:MAX_LOGGED_URLS]:
+        target = url.function if url.qualifier == "$LATEST" else f"{url.function}:{url.qualifier}"
+        log.info("function URL of %s: %s (%s)", target, settings.function_url(url.url_id), url.auth_type)
+    if len(urls) > MAX_LOGGED_URLS:
+        log.info("... and %d more function URLs (ListFunctionUrlConfigs)", len(urls) - MAX_LOGGED_URLS)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, drain in-flight requests, stop every child."""
     loop = asyncio.get_running_loop()
@@ -184,6 +200,7 @@ async def serve(settings: Settings) -> None:
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info("listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
+        _log_function_urls(runner.app, settings)
         if settings.auth_required:
             scrape = "needs its bearer token" if settings.metrics_token else "is open"
             log.info("API requests must be SigV4-signed (%d access keys); /healthz is open, /metrics %s",

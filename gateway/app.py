@@ -24,11 +24,24 @@ from gateway.api import logs as logs_api
 from gateway.api import metrics as metrics_api
 from gateway.api.auth import auth_middleware
 from gateway.api.events import event_invoke_config, event_source_mappings
-from gateway.api.functions import account, aliases, concurrency, functions, layers, provisioned, tags, versions
+from gateway.api.functions import (
+    account,
+    aliases,
+    concurrency,
+    functions,
+    layer_permissions,
+    layers,
+    permissions,
+    provisioned,
+    tags,
+    versions,
+)
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
 from gateway.api.scheduler import schedule_groups, scheduler
 from gateway.api.sigv4 import Verifier
+from gateway.api.urls import configs as url_configs
+from gateway.api.urls.router import url_middleware
 from gateway.app_keys import (
     CATALOG,
     CODESTORE,
@@ -38,11 +51,13 @@ from gateway.app_keys import (
     DISPATCHER,
     EVENT_CONFIGS,
     EVENT_QUEUE,
+    FUNCTION_URLS,
     INVOKER,
     LAYERS,
     MAPPINGS,
     METRICS,
     NETWORK,
+    POLICIES,
     POLLERS,
     POOLS,
     REGISTRY,
@@ -54,6 +69,7 @@ from gateway.app_keys import (
 )
 from gateway.catalog import Catalog, Kind
 from gateway.changes import ChangePolicy, provisioning
+from gateway.errors import LambdaError
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
 from gateway.events.dispatcher import Dispatcher
@@ -77,8 +93,10 @@ from gateway.settings import Settings
 from gateway.store.code import CodeStore
 from gateway.store.codegc import CodeCollector
 from gateway.store.event_configs import EventInvokeConfigs, designates
+from gateway.store.function_urls import FunctionUrls
 from gateway.store.layers import LayerStore
 from gateway.store.mappings import Mappings
+from gateway.store.policies import Policies
 from gateway.store.records import LATEST, FunctionConfig
 from gateway.store.registry import Registry
 from gateway.store.schedules import Schedules
@@ -110,20 +128,43 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         mappings = Mappings(data_dir / "mappings.sqlite3")
         mappings.retain_existing(registry.__contains__)
         registry.on_change.connect(mappings.follow)  # FUNCTION_DELETED deletes the function's mappings
+        policies = app[POLICIES] = _policies(data_dir, settings, registry, layer_store)
         app[MAPPINGS] = mappings
         app[CODESTORE] = codestore
         app[REGISTRY] = registry
         app[LAYERS] = layer_store
         app[EVENT_CONFIGS] = event_configs
+        function_urls = app[FUNCTION_URLS] = FunctionUrls(data_dir / "function-urls.sqlite3", settings)
+        function_urls.retain_existing(registry)  # a crash may have come between a delete and its URL's
+        registry.on_change.connect(function_urls.follow)  # a deleted function or alias takes its URL
         try:
             yield
         finally:
+            policies.close()
+            function_urls.close()
             mappings.close()
             event_configs.close()
             layer_store.close()
             registry.close()
     finally:
         lock.close()
+
+
+def _policies(data_dir: Path, settings: Settings, registry: Registry, layer_store: LayerStore) -> Policies:
+    """Resource policies, without those of what a crash left deleted; deleted functions, versions and aliases take
+    theirs (DeleteLayerVersion drops a layer version's)."""
+    policies = Policies(data_dir / "policies.sqlite3", settings)
+
+    def layer_exists(name: str, version: int) -> bool:
+        try:
+            layer_store.get(name, version)
+        except LambdaError:
+            return False
+        return True
+
+    policies.retain_existing(lambda f, q: designates(registry, f, q), layer_exists)
+    registry.on_change.connect(policies.follow)
+    return policies
 
 
 def _zygotes_for(settings: Settings, catalog: Catalog, sandbox: Sandbox) -> dict[str, Zygote]:
@@ -311,10 +352,11 @@ async def _pollers(app: web.Application) -> AsyncIterator[None]:
 async def _deploy(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.deploy_dirs:
-        from gateway.deploy import deploy_directories
+        from gateway.deploy import UrlDeployment, deploy_directories
 
         deployer = functions.Deployer.from_app(app)
-        await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs)
+        urls = UrlDeployment(app[FUNCTION_URLS], settings, app[POLICIES])
+        await deploy_directories(app[REGISTRY], deployer, settings.deploy_dirs, urls)
     yield
 
 
@@ -364,7 +406,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     sessions = SessionAuthority(settings.session_ttl)  # functions' credentials; its key lives in memory only
-    middlewares = [error_middleware]
+    # function URLs first: a URL request is answered by its function, never by the API's routes and middlewares
+    middlewares = [url_middleware(settings, sessions), error_middleware]
     # Environments may reach the API (their own listener, or a wildcard main one) wherever they may be jailed with a
     # network of their own: their requests must be signed then, whatever the operator configured.
     if settings.auth_required or settings.environment_listen is not None or Sandbox.may_jail(settings.sandbox):
@@ -393,10 +436,13 @@ def create_app(settings: Settings) -> web.Application:
     event_invoke_config.add_routes(app)
     event_source_mappings.add_routes(app)
     layers.add_routes(app)
+    permissions.add_routes(app)
+    layer_permissions.add_routes(app)
     tags.add_routes(app)
     account.add_routes(app)
     scheduler.add_routes(app)
     schedule_groups.add_routes(app)
+    url_configs.add_routes(app)
     logs_api.add_routes(app)
     metrics_api.add_routes(app)
     catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"

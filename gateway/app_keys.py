@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.code import CodeStore
     from gateway.store.event_configs import EventInvokeConfigs
+    from gateway.store.function_urls import FunctionUrls
     from gateway.store.layers import LayerStore
     from gateway.store.mappings import Mappings
+    from gateway.store.policies import Policies
     from gateway.store.registry import Registry
     from gateway.store.schedules import Schedules
 
@@ -61,3 +63,7 @@ SCHEDULE_RUNNER: web.AppKey[ScheduleRunner] = web.AppKey("schedule_runner")
 #: event source mappings (gateway.store.mappings) and their pollers (gateway.events.pollers.runner)
 MAPPINGS: web.AppKey[Mappings] = web.AppKey("mappings")
 POLLERS: web.AppKey[Runner] = web.AppKey("pollers")
+#: resource-based policies of functions (per qualifier) and layer versions (gateway.store.policies)
+POLICIES: web.AppKey[Policies] = web.AppKey("policies")
+#: function URL configs by (function, qualifier) and by URL id (gateway.store.function_urls)
+FUNCTION_URLS: web.AppKey[FunctionUrls] = web.AppKey("function_urls")

@@ -82,6 +82,14 @@ class PreconditionFailedException(LambdaError):
     kind = "User"
 
 
+class PolicyLengthExceededException(LambdaError):
+    """A resource policy (of a function or layer version) that would grow past Lambda's 20 KB."""
+
+    name = "PolicyLengthExceededException"
+    status = 400
+    kind = "User"
+
+
 class RequestTooLargeException(LambdaError):
     """A request body over the limit. Lambda names it `RequestEntityTooLargeException` on the wire."""
 

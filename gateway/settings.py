@@ -29,6 +29,8 @@ _PYTHON_OVERRIDE = re.compile(r"GATEWAY_RUNTIME_PYTHON3_(\d+)")
 #: GATEWAY_RUNTIME_NODEJS22_X=/path: the Node.js that runs nodejs22.x (likewise)
 _NODE_OVERRIDE = re.compile(r"GATEWAY_RUNTIME_NODEJS(\d+)_X")
 _TRUE = ("1", "true", "yes")
+#: GATEWAY_FUNCTION_INVOKE: a function's credentials invoke any function, or what resource policies grant them
+FUNCTION_INVOKE_MODES = ("any", "policy")
 
 
 def explicit_runtimes(environ: Mapping[str, str]) -> dict[str, str]:
@@ -154,6 +156,10 @@ class Settings:
     #: gateway/events/pollers/rabbitmq.py). Only these brokers can be reached: an ARN given to
     #: CreateEventSourceMapping names one of them, never a host
     mq_brokers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: what a function's own credentials may invoke (Invoke, InvokeWithResponseStream, InvokeAsync, AWS_IAM function
+    #: URLs): "any" function of the account (as a role allowed lambda:InvokeFunction on *), or only what the target's
+    #: resource policy grants its role, its account or * ("policy"; see gateway.api.auth)
+    function_invoke: str = "any"
 
     @property
     def loopback(self) -> bool:
@@ -178,6 +184,11 @@ class Settings:
     def function_arn(self, name: str, qualifier: str | None = None) -> str:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
         return f"{arn}:{qualifier}" if qualifier else arn
+
+    def function_url(self, url_id: str) -> str:
+        """A function URL as CreateFunctionUrlConfig answers it: `http://<url-id>.lambda-url.<region>.localhost:<port>/`
+        (`*.localhost` resolves to loopback in curl and browsers; any name that reaches the gateway works)."""
+        return f"http://{url_id}.lambda-url.{self.region}.localhost:{self.port}/"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -241,6 +252,7 @@ class Settings:
             sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
             mq_brokers=mq_brokers(environ.get("GATEWAY_MQ_BROKERS", "")),
+            function_invoke=environ.get("GATEWAY_FUNCTION_INVOKE", cls.function_invoke).strip().lower(),
         )
         settings.validate()
         return settings
@@ -274,6 +286,8 @@ class Settings:
             raise ValueError(f"max headers must be at least {MIN_HEADERS}: boto3 and proxies send a dozen or more")
         if self.access_log not in ("api", "all", "off"):
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
+        if self.function_invoke not in FUNCTION_INVOKE_MODES:
+            raise ValueError(f"GATEWAY_FUNCTION_INVOKE must be any or policy, got {self.function_invoke!r}")
         if self.sandbox not in ("auto", "rlimits"):
             raise ValueError(f"sandbox must be auto or rlimits, got {self.sandbox!r}")
         if self.uid_base < 65536 or self.uid_count < 1 or self.uid_base + self.uid_count - 1 > 2**32 - 2:

@@ -115,6 +115,10 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "DeleteFunctionEventInvokeConfig", "ListFunctionEventInvokeConfigs",  # issue 15
         "CreateEventSourceMapping", "GetEventSourceMapping", "UpdateEventSourceMapping", "DeleteEventSourceMapping",
         "ListEventSourceMappings",  # issue 16
+        "AddPermission", "GetPolicy", "RemovePermission", "AddLayerVersionPermission", "GetLayerVersionPolicy",
+        "RemoveLayerVersionPermission",  # issue 17
+        "CreateFunctionUrlConfig", "GetFunctionUrlConfig", "UpdateFunctionUrlConfig", "DeleteFunctionUrlConfig",
+        "ListFunctionUrlConfigs",  # issue 17
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 
@@ -189,14 +193,14 @@ def test_paths_outside_the_model_answer_a_lambda_shaped_error(gateway: RunningGa
 
 def test_boto3_raises_the_named_error_without_retrying(lam: Any) -> None:
     with pytest.raises(ClientError) as info:
-        lam.get_function_url_config(FunctionName="catalog-probe")
+        lam.get_runtime_management_config(FunctionName="catalog-probe")
     err = info.value.response
     assert err["Error"]["Code"] == "NotImplementedException"
-    assert err["Error"]["Message"] == catalog.not_implemented_message("GetFunctionUrlConfig")
+    assert err["Error"]["Message"] == catalog.not_implemented_message("GetRuntimeManagementConfig")
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 501
     assert err["ResponseMetadata"]["RetryAttempts"] == 0
-    with pytest.raises(ClientError, match="ListFunctionUrlConfigs is not implemented"):
-        lam.list_function_url_configs(FunctionName="catalog-probe")
+    with pytest.raises(ClientError, match="ListCodeSigningConfigs is not implemented"):
+        lam.list_code_signing_configs()
     with pytest.raises(ClientError, match="GetDurableExecution is not implemented"):
         lam.get_durable_execution(DurableExecutionArn=URI_VALUES["DurableExecutionArn"])
 
@@ -229,10 +233,10 @@ async def test_existing_routes_are_not_shadowed_and_static_queries_pick_the_oper
         assert (await resp.json())["message"] == catalog.not_implemented_message("PutProvisionedConcurrencyConfig")
 
 
-def test_messages_say_planned_or_why_not() -> None:
-    assert catalog.not_implemented_message("CreateFunctionUrlConfig") == (
-        "CreateFunctionUrlConfig is not implemented by this gateway yet (planned: function URLs, a later issue "
-        "(AuthType NONE first; AWS_IAM needs request signing))"
+def test_messages_say_planned_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(catalog.STATUS, "SomePlannedOperation", catalog.Status(PLANNED, "a later issue"))
+    assert catalog.not_implemented_message("SomePlannedOperation") == (
+        "SomePlannedOperation is not implemented by this gateway yet (planned: a later issue)"
     )
     assert "(not applicable: code signing" in catalog.not_implemented_message("CreateCodeSigningConfig")
     assert catalog.not_implemented_message("SomeFutureOperation") == (

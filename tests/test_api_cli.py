@@ -73,7 +73,7 @@ def test_event_invoke_config(gateway: RunningGateway, lam: Any, fname: str) -> N
 
 def test_an_operation_not_implemented_names_itself(gateway: RunningGateway, lam: Any, fname: str) -> None:
     create_function(lam, fname, SOURCE)
-    done = aws(gateway, "get-function-url-config", "--function-name", fname, check=False)
+    done = aws(gateway, "get-runtime-management-config", "--function-name", fname, check=False)
     assert done.returncode != 0
     assert "NotImplementedException" in done.stderr
-    assert "GetFunctionUrlConfig is not implemented by this gateway yet" in done.stderr
+    assert "GetRuntimeManagementConfig is not implemented by this gateway (not applicable" in done.stderr

@@ -284,3 +284,38 @@ def test_reset_is_a_frame_an_environment_may_send() -> None:
     assert decoder.feed(wire.encode((wire.RESET,))) == [[wire.RESET]]
     with pytest.raises(wire.ProtocolError):
         wire.FrameDecoder(wire.FROM_ENVIRONMENT).feed(wire.encode((wire.RESET, 1)))
+
+
+@given(ids, st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=256))
+def test_head_round_trip(inv_id: int, content_type: str) -> None:
+    (frame,) = wire.FrameDecoder().feed(wire.encode((wire.HEAD, inv_id, content_type)))
+    assert frame == [wire.HEAD, inv_id, content_type]
+    with pytest.raises(wire.ProtocolError):  # the gateway never sends HEAD
+        wire.FrameDecoder(wire.FROM_GATEWAY).feed(wire.encode((wire.HEAD, inv_id, content_type)))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        [wire.HEAD, 1, ""],  # no content type at all
+        [wire.HEAD, 1, "x" * (wire.MAX_CONTENT_TYPE + 1)],  # longer than a header field needs
+        [wire.HEAD, 1, "text/html\r\nSet-Cookie: a=b"],  # a header line smuggled into the caller's response
+        [wire.HEAD, 1, "text/html\nx"],
+        [wire.HEAD, 1, "text/\x00html"],
+        [wire.HEAD, 1, "text/html\t"],
+        [wire.HEAD, 1, "téxt/html"],  # not ASCII
+        [wire.HEAD, 1, b"text/html"],  # a string, never bytes
+        [wire.HEAD, 1],
+        [wire.HEAD, 1, "a", "b"],
+        [wire.HEAD, True, "text/html"],
+    ],
+)
+def test_malformed_heads_are_protocol_errors(frame: list[object]) -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameDecoder().feed(wire.encode(frame))
+
+
+def test_valid_content_type_is_what_the_decoder_accepts() -> None:
+    assert wire.valid_content_type("application/vnd.awslambda.http-integration-response")
+    assert wire.valid_content_type("text/html; charset=utf-8")
+    assert not wire.valid_content_type("text/html\r\n")

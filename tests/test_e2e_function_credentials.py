@@ -18,7 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json
+from tests.conftest import GatewayFactory, RunningGateway, create_function, free_port, invoke_json, make_zip
 
 CALLER = r"""
 import json, os, urllib.error, urllib.request
@@ -54,6 +54,26 @@ def lambda_handler(event, context):
             return {"ok": True}
         if action == "list":
             return {"ok": [f["FunctionName"] for f in lam.list_functions()["Functions"]]}
+        if action == "add_permission":  # widening a policy: operators only
+            lam.add_permission(FunctionName=target, StatementId="mine", Action="lambda:InvokeFunction", Principal="*")
+            return {"ok": True}
+        if action == "remove_permission":
+            lam.remove_permission(FunctionName=target, StatementId="grant")
+            return {"ok": True}
+        if action == "get_policy":
+            return {"ok": lam.get_policy(FunctionName=target)["Policy"]}
+        if action == "add_layer_permission":
+            lam.add_layer_version_permission(LayerName=target, VersionNumber=1, StatementId="mine",
+                                             Action="lambda:GetLayerVersion", Principal="*")
+            return {"ok": True}
+        if action == "get_layer_policy":
+            return {"ok": lam.get_layer_version_policy(LayerName=target, VersionNumber=1)["Policy"]}
+        if action == "get_layer":
+            return {"ok": lam.get_layer_version(LayerName=target, VersionNumber=1)["LayerVersionArn"]}
+        if action == "get_layer_by_arn":
+            return {"ok": lam.get_layer_version_by_arn(Arn=target)["LayerVersionArn"]}
+        if action == "list_layers":
+            return {"ok": [layer["LayerName"] for layer in lam.list_layers()["Layers"]]}
     except ClientError as exc:
         err = exc.response["Error"]
         return {"status": exc.response["ResponseMetadata"]["HTTPStatusCode"], "error": err["Code"],
@@ -203,3 +223,124 @@ def test_with_operator_credentials_sessions_work_on_the_main_listener_and_operat
     gw.client().delete_function(FunctionName="callee")
     gone = _call(gw, "invoke", "callee")
     assert gone.get("error") == "ResourceNotFoundException", gone
+
+
+# -- resource-based policies (GATEWAY_FUNCTION_INVOKE=policy) ------------------------------------------------------
+
+CALLEE = "arn:aws:lambda:us-east-1:123456789012:function:callee"
+
+
+def _denied_by_policy(resource: str, action: str = "lambda:InvokeFunction") -> dict[str, Any]:
+    return {
+        "status": 403,
+        "error": "AccessDeniedException",
+        "message": f"User: {ASSUMED} is not authorized to perform: {action} on resource: {resource} "
+        f"because no resource-based policy allows the {action} action",
+    }
+
+
+def test_in_policy_mode_a_handler_invokes_only_what_a_policy_grants_its_role(gateway_factory: GatewayFactory) -> None:
+    gw, endpoint = _start(gateway_factory, GATEWAY_FUNCTION_INVOKE="policy")
+    op = gw.client()
+    op.publish_version(FunctionName="callee")
+    op.create_alias(FunctionName="callee", Name="live", FunctionVersion="1")
+    assert _call(gw, "invoke", "callee") == _denied_by_policy(CALLEE)
+    # statements that do not name this caller, or apply only through a function URL, grant nothing
+    op.add_permission(FunctionName="callee", StatementId="other", Action="lambda:InvokeFunction",
+                      Principal="arn:aws:iam::123456789012:role/other")  # fmt: skip
+    op.add_permission(FunctionName="callee", StatementId="s3", Action="lambda:InvokeFunction",
+                      Principal="s3.amazonaws.com")  # fmt: skip
+    op.add_permission(FunctionName="callee", StatementId="url", Action="lambda:InvokeFunction", Principal="*",
+                      InvokedViaFunctionUrl=True)  # fmt: skip
+    op.add_permission(FunctionName="callee", StatementId="get", Action="lambda:GetFunction", Principal=ROLE)
+    assert _call(gw, "invoke", "callee") == _denied_by_policy(CALLEE)
+    op.add_permission(FunctionName="callee", StatementId="grant", Action="lambda:InvokeFunction", Principal=ROLE)
+    assert _call(gw, "invoke", "callee") == {"ok": {"echo": {"from": "caller"}}}
+    # each qualifier has its own document: the alias is still closed, until its account is granted
+    assert _call(gw, "invoke", "callee:live") == _denied_by_policy(CALLEE + ":live")
+    op.add_permission(FunctionName="callee:live", StatementId="acct", Action="lambda:*", Principal="123456789012")
+    assert _call(gw, "invoke", "callee:live") == {"ok": {"echo": {"from": "caller"}}}
+    # InvokeAsync and InvokeWithResponseStream are held to the same policy
+    creds = _call(gw, "env")
+    session = _session_client(endpoint, creds)
+    assert session.invoke(FunctionName="callee", InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    assert session.invoke_async(FunctionName="callee", InvokeArgs=b"{}")["Status"] == 202
+    stream = session.invoke_with_response_stream(FunctionName="callee", Payload=b"{}")
+    assert any("PayloadChunk" in event for event in stream["EventStream"])
+    for call in (
+        lambda: session.invoke(FunctionName="callee:1", Payload=b"{}"),
+        lambda: session.invoke_with_response_stream(FunctionName="callee:1", Payload=b"{}"),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _error(exc)[:2] == (403, "AccessDeniedException")
+    op.remove_permission(FunctionName="callee", StatementId="grant")
+    assert _call(gw, "invoke", "callee") == _denied_by_policy(CALLEE)
+    with pytest.raises(ClientError) as exc:
+        session.invoke_async(FunctionName="callee", InvokeArgs=b"{}")
+    assert _error(exc)[:2] == (403, "AccessDeniedException")
+
+    # InvokeAsync runs the unqualified function whatever the query says: a ?Qualifier= naming the granted alias
+    # must not lend its policy to it
+    def add_qualifier(request: Any, **_: Any) -> None:
+        request.url += "?Qualifier=live"
+
+    session.meta.events.register("before-sign.lambda.InvokeAsync", add_qualifier)
+    with pytest.raises(ClientError) as exc:
+        session.invoke_async(FunctionName="callee", InvokeArgs=b"{}")
+    assert _error(exc) == (403, "AccessDeniedException", _denied_by_policy(CALLEE)["message"])
+    # the operator is never held to resource policies
+    assert invoke_json(op, "callee", {})[1] == {"echo": {}}
+
+
+def test_in_any_mode_a_handler_invokes_without_a_policy(gateway_factory: GatewayFactory) -> None:
+    gw, _ = _start(gateway_factory, GATEWAY_FUNCTION_INVOKE="any")
+    assert _call(gw, "invoke", "callee") == {"ok": {"echo": {"from": "caller"}}}
+
+
+def test_a_function_cannot_read_or_change_policies(gateway_factory: GatewayFactory) -> None:
+    gw, _ = _start(gateway_factory, GATEWAY_FUNCTION_INVOKE="policy")
+    op = gw.client()
+    op.add_permission(FunctionName="callee", StatementId="grant", Action="lambda:InvokeFunction", Principal="*")
+    op.publish_layer_version(LayerName="lay", Content={"ZipFile": make_zip({"python/x.py": "X = 1\n"})})
+    for target in ("callee", "caller"):  # another function's policy, or its own
+        arn = f"arn:aws:lambda:us-east-1:123456789012:function:{target}"
+        for action, operation in (
+            ("add_permission", "AddPermission"),
+            ("remove_permission", "RemovePermission"),
+            ("get_policy", "GetPolicy"),
+        ):
+            assert _call(gw, action, target) == {
+                "status": 403, "error": "AccessDeniedException", "message": _denied(operation, arn),
+            }, (action, target)  # fmt: skip
+    for action in ("add_layer_permission", "get_layer_policy"):
+        got = _call(gw, action, "lay")
+        assert (got["status"], got["error"]) == (403, "AccessDeniedException"), action
+    # nothing changed
+    policy = json.loads(op.get_policy(FunctionName="callee")["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["grant"]
+    with pytest.raises(ClientError):
+        op.get_layer_version_policy(LayerName="lay", VersionNumber=1)
+
+
+def test_a_handler_reads_a_layer_version_only_once_its_policy_grants_the_account(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw, _ = _start(gateway_factory)
+    op = gw.client()
+    lv_arn = op.publish_layer_version(LayerName="lay", Content={"ZipFile": make_zip({"python/x.py": "X = 1\n"})})[
+        "LayerVersionArn"
+    ]
+    denied = _denied_by_policy(lv_arn, "lambda:GetLayerVersion")
+    assert _call(gw, "get_layer", "lay") == denied
+    assert _call(gw, "get_layer_by_arn", lv_arn) == denied
+    op.add_layer_version_permission(LayerName="lay", VersionNumber=1, StatementId="other", Principal="210987654321",
+                                    Action="lambda:GetLayerVersion")  # fmt: skip
+    assert _call(gw, "get_layer", "lay") == denied
+    op.add_layer_version_permission(LayerName="lay", VersionNumber=1, StatementId="acct", Principal="123456789012",
+                                    Action="lambda:GetLayerVersion")  # fmt: skip
+    assert _call(gw, "get_layer", "lay") == {"ok": lv_arn}
+    assert _call(gw, "get_layer_by_arn", lv_arn) == {"ok": lv_arn}
+    assert _call(gw, "list_layers") == {
+        "status": 403, "error": "AccessDeniedException", "message": _denied("ListLayers", "*"),
+    }  # fmt: skip

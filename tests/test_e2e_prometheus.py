@@ -37,6 +37,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ROOT, GatewayFactory, RunningGateway, create_function, free_port, invoke_json
+from tests.test_e2e_function_urls import url_for
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 
@@ -78,6 +79,8 @@ CONTRACT: dict[str, frozenset[str]] = {
         "lambda_esm_records_discarded_total": "uuid function source",
         "lambda_esm_polling_errors_total": "uuid function source",
         "lambda_esm_iterator_age_seconds": "uuid function source",
+        "lambda_url_requests_total": "function resource status_class",
+        "lambda_url_request_duration_seconds": "function resource",
     }.items()
 }
 HISTOGRAMS = {
@@ -86,6 +89,7 @@ HISTOGRAMS = {
     "gateway_overhead_seconds",
     "gateway_fork_seconds",
     "lambda_async_event_age_seconds",
+    "lambda_url_request_duration_seconds",
 }
 FUNCTION_FILTER = 'function=~"$function"'
 # Panels that compare all functions' in-flight count with the account's limits: never filtered by function.
@@ -255,7 +259,9 @@ class Load:
     """Drives a gateway so that every panel of every dashboard has something to show."""
 
     def __init__(self, gw: RunningGateway) -> None:
+        self.gw = gw
         self.lam = gw.client()
+        self.urls: list[str] = []
         self.callers = [gw.client() for _ in range(4)]
         self.version = ""
 
@@ -283,6 +289,8 @@ class Load:
         self.lam.put_provisioned_concurrency_config(
             FunctionName="prov", Qualifier=self.version, ProvisionedConcurrentExecutions=1
         )
+        # function URLs: one answering 200 (`ok`), one 502 (`raises`)
+        self.urls = [url_for(self.gw, self.lam, name) for name in ("ok", "raises")]
         # an event source mapping on a Kafka broker nobody runs: its series, and polling errors as it retries
         self.lam.create_event_source_mapping(
             FunctionName="ok",
@@ -299,6 +307,9 @@ class Load:
         for name in ("raises", "slow", "exits", "broken"):
             resp, _ = invoke_json(self.lam, name)
             assert resp.get("FunctionError") == "Unhandled", (name, resp)
+        for url, status in zip(self.urls, (200, 502), strict=True):
+            for _ in range(3):
+                assert self.gw.request("GET", url.removeprefix(self.gw.url) + "/")[0] == status
         for _ in range(3):
             with pytest.raises(ClientError) as exc:
                 self.lam.invoke(FunctionName="disabled", Payload=b"{}")

@@ -30,6 +30,10 @@ class Link:
     def __init__(self) -> None:
         self.ready_sent = True
         self.sent: list[tuple[Any, ...]] = []
+        self.heads: list[tuple[int, str]] = []  # HEAD frames: (inv_id, content type)
+
+    def head(self, inv_id: int, content_type: str) -> None:
+        self.heads.append((inv_id, content_type))
 
     def chunk(self, inv_id: int, data: bytes) -> None:
         self.sent.append(("CHUNK", inv_id, data))
@@ -151,4 +155,26 @@ async def test_a_streamed_body_may_pass_six_megabytes_up_to_the_streaming_limit(
     kind, inv_id, error_type, body = link.sent[-1]
     assert (kind, inv_id, error_type) == (ERROR, 7, "Function.ResponseSizeTooLarge")
     assert "(209715200 bytes)" in json.loads(body)["errorMessage"]  # a streamed response's limit, not 6 MB
+    await _close(writer)
+
+
+@pytest.mark.parametrize(
+    ("header", "sent"),
+    [
+        ("Content-Type: text/plain; charset=utf-8\r\n", "text/plain; charset=utf-8"),
+        ("", "application/octet-stream"),  # none declared
+        ("Content-Type: " + "x" * 300 + "\r\n", "application/octet-stream"),  # none a HEAD frame may carry
+        ("Content-Type: text/\tplain\r\n", "application/octet-stream"),  # a tab: no control character passes
+    ],
+)
+async def test_the_content_type_goes_first_as_a_head_frame(
+    api: tuple[RuntimeApi, Link, int], header: str, sent: str
+) -> None:
+    _, link, port = api
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEAD.replace(b"Host: x\r\n", b"Host: x\r\n" + header.encode("latin-1")) + _chunk(b"a"))
+    await _until(lambda: link.sent)
+    assert link.heads == [(7, sent)]  # before the first piece
+    writer.write(b"0\r\n\r\n")
+    assert await _answer(reader) == b"HTTP/1.1 202 Accepted"
     await _close(writer)

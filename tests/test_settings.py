@@ -122,3 +122,11 @@ def test_mq_brokers() -> None:
         with pytest.raises(ValueError) as caught:
             Settings.from_args(_args(), {"GATEWAY_MQ_BROKERS": bad})
         assert "secret-pw" not in str(caught.value)
+
+
+def test_function_invoke() -> None:
+    assert Settings.from_args(_args(), {}).function_invoke == "any"
+    assert Settings.from_args(_args(), {"GATEWAY_FUNCTION_INVOKE": "Policy "}).function_invoke == "policy"
+    assert Settings.from_args(_args(), {"GATEWAY_FUNCTION_INVOKE": "any"}).function_invoke == "any"
+    with pytest.raises(ValueError, match="GATEWAY_FUNCTION_INVOKE"):
+        Settings.from_args(_args(), {"GATEWAY_FUNCTION_INVOKE": "none"})

@@ -228,3 +228,34 @@ def test_an_overflow_of_tiny_pieces_says_so() -> None:
     sink.total = wire.MAX_STREAM + 1
     error = streams.overflowed(1, sink, b"")
     assert f"({wire.MAX_STREAM + 1} bytes) exceeded" in json.loads(error.error_body)["errorMessage"]
+
+
+async def test_a_head_frame_gives_the_stream_its_content_type(runtime: FakeRuntime, env: Environment) -> None:
+    stream = streams.Stream()
+    task, inv_id = await _start(runtime, env, stream)
+    await runtime.send(wire.encode((wire.HEAD, inv_id, "text/event-stream")) + wire.encode_chunk(inv_id, b"data"))
+    assert await asyncio.wait_for(stream.read(), 2) == b"data" and stream.content_type == "text/event-stream"
+    await runtime.result(inv_id, b"")
+    await task
+    task, inv_id = await _start(runtime, env)  # without a stream (a synchronous Invoke) it is kept and ignored
+    await runtime.send(wire.encode((wire.HEAD, inv_id, "text/plain")) + wire.encode_chunk(inv_id, b"x"))
+    await runtime.result(inv_id, b"y")
+    assert (await task)[0].payload == b"xy"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain\r\nSet-Cookie: a=b", "x" * (wire.MAX_CONTENT_TYPE + 1)])
+async def test_a_head_a_header_cannot_carry_kills_the_environment(
+    runtime: FakeRuntime, env: Environment, content_type: str
+) -> None:
+    task, inv_id = await _start(runtime, env, streams.Stream())
+    await runtime.send(wire.encode((wire.HEAD, inv_id, content_type)))
+    with pytest.raises(EnvironmentDied):
+        await asyncio.wait_for(task, 2)
+    assert env.dead
+
+
+async def test_a_head_of_no_invocation_in_flight_kills_it(runtime: FakeRuntime, env: Environment) -> None:
+    task, inv_id = await _start(runtime, env)
+    await runtime.send(wire.encode((wire.HEAD, inv_id + 7, "text/plain")))
+    with pytest.raises(EnvironmentDied):
+        await asyncio.wait_for(task, 2)

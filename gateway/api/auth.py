@@ -15,10 +15,14 @@ the connection is closed if a body of more than `SMALL_BODY` bytes is still to c
 (within the body timeout and the operation's size limit) and the signature over its SHA-256 checked.
 
 What a function's session credentials may do (`authorize`, checked from the head too, so before the body):
-`Invoke` (Event too), `InvokeWithResponseStream` and `InvokeAsync` any function of the account, and `GetFunction`
-/ `GetFunctionConfiguration` of its own function (any version or alias). Everything else, reading or changing any
-other function, layers, settings, logs, metrics, needs an operator's credential and is answered AWS's 403
-`AccessDeniedException`. A function's request body is at most Invoke's 6 MB.
+`Invoke` (Event too), `InvokeWithResponseStream` and `InvokeAsync` any function of the account (with
+`GATEWAY_FUNCTION_INVOKE=policy`, only a function whose resource policy for the qualifier invoked allows
+`lambda:InvokeFunction` to the session's role, its account or `*`: gateway.store.policies), `GetFunction` /
+`GetFunctionConfiguration` of its own function (any version or alias), and `GetLayerVersion` /
+`GetLayerVersionByArn` of a layer version whose policy grants its account or `*`. Everything else, reading or
+changing any other function, permissions and policies, layers, settings, logs, metrics, needs an operator's
+credential and is answered AWS's 403 `AccessDeniedException`. A function's request body is at most Invoke's 6 MB.
+Operators are never checked against resource policies (an operator is the account's administrator).
 
 The Scheduler API's paths (gateway.api.scheduler.scheduler) are checked the same way, with the credential scoped to
 the service `scheduler`, as boto3's scheduler client signs; a function's credentials may not call it.
@@ -37,11 +41,14 @@ from gateway.api.catalog import load_operations, route_shape
 from gateway.api.http import Handler, error_response, read_body
 from gateway.api.scheduler.scheduler import is_scheduler_path
 from gateway.api.sigv4 import SERVICE, Verifier
-from gateway.app_keys import SETTINGS
+from gateway.app_keys import LAYERS, POLICIES, SETTINGS
 from gateway.errors import AccessDeniedException, LambdaError, RequestTooLargeException
 from gateway.execution.invoker import MAX_SYNC_PAYLOAD
 from gateway.isolation.credentials import Session
 from gateway.store.names import parse_function_name
+from gateway.store.policies import INVOKE
+from gateway.store.records import LATEST
+from gateway.store.statements import account_of
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 #: a refused request whose body may still bring more than this is answered and its connection closed
@@ -49,6 +56,8 @@ SMALL_BODY = 64 * 1024
 #: what a function's credentials may do to any function / to its own function
 ANY_FUNCTION = frozenset({"Invoke", "InvokeAsync", "InvokeWithResponseStream"})
 OWN_FUNCTION = frozenset({"GetFunction", "GetFunctionConfiguration"})
+#: what a function's credentials may do to a layer version whose policy grants its account
+LAYER_READS = frozenset({"GetLayerVersion", "GetLayerVersionByArn"})
 #: IAM action names that differ from the operation's
 _ACTIONS = {
     "Invoke": "InvokeFunction",
@@ -84,9 +93,17 @@ def operation_of(request: web.Request) -> str:
 def authorize(request: web.Request, session: Session) -> None:
     """Allow what a function's credentials may do; AccessDeniedException (AWS's wording) for anything else."""
     operation = operation_of(request)
-    target = request.match_info.get("FunctionName")
     if operation in ANY_FUNCTION:
+        if request.app[SETTINGS].function_invoke != "any":
+            _authorize_invoke(request, session, operation)
         return
+    if request.path.startswith("/2018-10-31/layers"):
+        if operation == "GetLayerVersionByArn" and request.query.get("find") != "LayerVersion":
+            operation = "ListLayers"  # one route serves both: the static query tells them apart
+        if operation in LAYER_READS:
+            _authorize_layer(request, session, operation)
+            return
+    target = request.match_info.get("FunctionName")
     resource = "*"
     if target is not None:
         try:
@@ -98,9 +115,47 @@ def authorize(request: web.Request, session: Session) -> None:
                 return
             resource = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
     action = ("scheduler:" if is_scheduler_path(request.path) else "lambda:") + _ACTIONS.get(operation, operation)
-    raise AccessDeniedException(
+    raise _denied(session, action, resource, "identity-based")
+
+
+def _authorize_invoke(request: web.Request, session: Session, operation: str) -> None:
+    """GATEWAY_FUNCTION_INVOKE=policy: the target's policy, for the qualifier the route will run, must allow the
+    session's role `lambda:InvokeFunction`. The name is parsed exactly as the route parses it (InvokeAsync takes no
+    Qualifier), so that the document checked is the one of what runs."""
+    try:
+        qualifier = None if operation == "InvokeAsync" else request.query.get("Qualifier")
+        ref = parse_function_name(request.match_info["FunctionName"], qualifier)
+    except LambdaError:
+        return  # a malformed name: the route answers its error and runs nothing
+    if request.app[POLICIES].allows(ref.name, ref.qualifier or LATEST, session.role_arn, INVOKE):
+        return
+    resource = request.app[SETTINGS].function_arn(ref.name, ref.qualifier)
+    raise _denied(session, INVOKE, resource, "resource-based")
+
+
+def _authorize_layer(request: web.Request, session: Session, operation: str) -> None:
+    """GetLayerVersion(ByArn): allowed when the layer version's policy grants the session's role, its account, or
+    `*` (the role's account: the function's, for a role ARN that names none)."""
+    layers = request.app[LAYERS]
+    if operation == "GetLayerVersionByArn":
+        resource = request.query.get("Arn", "")
+        name_or_arn, _, number = resource.rpartition(":")
+    else:
+        name_or_arn, number = request.match_info.get("LayerName", ""), request.match_info.get("VersionNumber", "")
+        resource = "*"
+    name = layers.local_name(name_or_arn) if name_or_arn else None
+    if name is not None:
+        resource = f"{layers.layer_arn(name)}:{number}"
+    principal = session.role_arn if account_of(session.role_arn) else session.function_arn.split(":")[4]
+    if name is not None and number.isdigit() and request.app[POLICIES].allows_layer(name, int(number), principal):
+        return
+    raise _denied(session, "lambda:GetLayerVersion", resource, "resource-based")
+
+
+def _denied(session: Session, action: str, resource: str, kind: str) -> AccessDeniedException:
+    return AccessDeniedException(
         f"User: {session.assumed_role_arn} is not authorized to perform: {action} on resource: {resource} "
-        f"because no identity-based policy allows the {action} action"
+        f"because no {kind} policy allows the {action} action"
     )
 
 

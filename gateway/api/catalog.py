@@ -83,13 +83,19 @@ def _area(title: str, state: str, note: str, names: str, **exceptions: Status) -
 
 
 _PERMISSIONS = (
-    "resource-based policies grant other AWS accounts and services access; the gateway serves one account "
-    "and does not authorize requests"
+    "issue 17: stored and answered as Lambda does; enforced for function URLs and, with "
+    "GATEWAY_FUNCTION_INVOKE=policy, for invocations made with a function's credentials"
+)
+_LAYER_PERMISSIONS = (
+    "issue 17: stored and answered as Lambda does; a function's credentials may GetLayerVersion what grants its "
+    "account or *"
+)
+_RESOURCE_POLICIES = (
+    "whole-document policies (API version 2026-07-09) over the documents AddPermission writes, a later change"
 )
 _DURABLE = "durable functions need Lambda's durable execution SDK and checkpoint store"
 _MANAGED_INSTANCES = "Lambda Managed Instances run functions on EC2 capacity; the gateway runs them on its own host"
 _RECURSION = "recursive loop detection watches events through SQS, SNS and S3, which the gateway does not have"
-_URLS = "function URLs, a later issue (AuthType NONE first; AWS_IAM needs request signing)"
 
 #: every operation's state, by area; the order is the order of OPERATIONS.md
 AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
@@ -150,17 +156,24 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     ),
     _area(
         "Function URLs",
-        PLANNED,
-        _URLS,
+        IMPLEMENTED,
+        "issue 17: `http://<url-id>.lambda-url.<region>.localhost:<port>/` (routed by Host, or by the path "
+        "`/lambda-url/<url-id>/`), AuthType NONE and AWS_IAM, on `$LATEST` or an alias",
         "CreateFunctionUrlConfig GetFunctionUrlConfig UpdateFunctionUrlConfig DeleteFunctionUrlConfig "
         "ListFunctionUrlConfigs",
     ),
     _area(
         "Permissions",
-        NOT_APPLICABLE,
+        IMPLEMENTED,
         _PERMISSIONS,
         "AddPermission GetPolicy RemovePermission AddLayerVersionPermission GetLayerVersionPolicy "
         "RemoveLayerVersionPermission PutResourcePolicy GetResourcePolicy DeleteResourcePolicy",
+        AddLayerVersionPermission=Status(IMPLEMENTED, _LAYER_PERMISSIONS),
+        GetLayerVersionPolicy=Status(IMPLEMENTED, _LAYER_PERMISSIONS),
+        RemoveLayerVersionPermission=Status(IMPLEMENTED, _LAYER_PERMISSIONS),
+        PutResourcePolicy=Status(PLANNED, _RESOURCE_POLICIES),
+        GetResourcePolicy=Status(PLANNED, _RESOURCE_POLICIES),
+        DeleteResourcePolicy=Status(PLANNED, _RESOURCE_POLICIES),
     ),
     _area(
         "Code signing",

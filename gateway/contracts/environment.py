@@ -10,6 +10,7 @@ and result payloads travel as raw `bytes` (JSON text): neither side re-encodes u
     RESULT   [RESULT, id, payload, duration_ms, max_rss_kb, pending, log]
     ERROR    [ERROR, id, error_type, error_body, duration_ms, max_rss_kb, pending, log]
     CHUNK    [CHUNK, id, data]                                   env -> gateway: a piece of a streamed response
+    HEAD     [HEAD, id, content_type]           env -> gateway: a streamed response begins (before its first CHUNK)
     SHUTDOWN [SHUTDOWN]                                          gateway -> environment
     SPEC     [SPEC, spec]               gateway -> a zygote's spare, first and once: become this environment
                                         (`spec`: an `EnvironmentSpec`'s wire form, a map)
@@ -39,12 +40,13 @@ A streamed response (a Runtime API runtime's `/response` in `Lambda-Runtime-Func
 any number of CHUNK frames for an invocation, in order, then the RESULT or ERROR that ends it: RESULT's `payload`
 is its last piece (usually empty); an ERROR discards what was streamed for a synchronous Invoke (the caller of
 InvokeWithResponseStream has had the pieces already, and gets the error at the end). A CHUNK for an invocation that is
-not in flight is a broken peer's, like such a reply. The pieces of one response add up to at most `MAX_STREAM` bytes
-(Lambda's limit for a streamed response); a synchronous Invoke keeps at most `MAX_SYNC_RESPONSE` of them
-(Function.ResponseSizeTooLarge beyond). A sender splits larger writes into pieces of at most `MAX_CHUNK` bytes (the
-decoder takes any piece within `MAX_FRAME`); each piece counts as at least `MIN_CHUNK_COST` bytes toward the limit,
-so that a response is at most MAX_STREAM / MIN_CHUNK_COST frames however small its pieces (each costs the gateway
-a decode, whatever its size).
+not in flight is a broken peer's, like such a reply. HEAD (once, before the first CHUNK) is the `Content-Type` of the
+runtime's streaming `/response`, which a function URL answers with (`valid_content_type`, checked by the decoder).
+The pieces of one response add up to at most `MAX_STREAM` bytes (Lambda's limit for a streamed response); a
+synchronous Invoke keeps at most `MAX_SYNC_RESPONSE` of them (Function.ResponseSizeTooLarge beyond). A sender splits
+larger writes into pieces of at most `MAX_CHUNK` bytes (the decoder takes any piece within `MAX_FRAME`); each piece
+counts as at least `MIN_CHUNK_COST` bytes toward the limit, so that a response is at most MAX_STREAM / MIN_CHUNK_COST
+frames however small its pieces (each costs the gateway a decode, whatever its size).
 
 Frames from an environment (READY, RESULT, ERROR, CHUNK, RESET) are decoded under strict limits
 (`FROM_ENVIRONMENT`): one flat array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension
@@ -81,6 +83,7 @@ SHUTDOWN = 5
 SPEC = 6
 CHUNK = 7
 RESET = 8
+HEAD = 9
 
 #: frame size limits. Payloads are at most 6 MB each way; the rest is headroom for fields and logs.
 MAX_PAYLOAD = 6 * 1024 * 1024
@@ -96,6 +99,9 @@ MIN_CHUNK_COST = 1024
 MAX_SYNC_RESPONSE = 6291556
 #: the largest piece a sender puts in one CHUNK frame (each becomes one event of the caller's stream)
 MAX_CHUNK = 1024 * 1024
+
+#: the longest content type a HEAD frame may carry (one short header field)
+MAX_CONTENT_TYPE = 256
 
 #: the longest string (in UTF-8 bytes) a frame from an environment may hold: an error message of Lambda's
 #: 256 KB limit in characters, 4 bytes each at worst
@@ -119,6 +125,7 @@ _SCHEMA: dict[int, tuple[type | tuple[type, ...], ...]] = {
     SPEC: (dict,),
     CHUNK: (int, bytes),
     RESET: (),
+    HEAD: (int, str),
 }
 
 
@@ -312,7 +319,7 @@ class Peer:
 
 #: frames the gateway reads from an environment (hostile code may write anything on that socket)
 FROM_ENVIRONMENT = Peer(
-    frozenset({READY, RESULT, ERROR, CHUNK, RESET}),
+    frozenset({READY, RESULT, ERROR, CHUNK, RESET, HEAD}),
     {"max_array_len": 8, "max_map_len": 0, "max_str_len": MAX_STR, "max_bin_len": MAX_FRAME, "max_ext_len": 0},
     flat=True,
 )
@@ -357,6 +364,11 @@ def encode_chunk(inv_id: int, data: bytes) -> bytes:
     """CHUNK (see `Chunk`): `data` is at most MAX_CHUNK bytes."""
     body: bytes = _packb((CHUNK, inv_id, data), use_bin_type=True)
     return len(body).to_bytes(4, "big") + body
+
+
+def valid_content_type(value: str) -> bool:
+    """Whether HEAD may carry `value`: 1..MAX_CONTENT_TYPE visible ASCII characters or spaces (a header's value)."""
+    return 0 < len(value) <= MAX_CONTENT_TYPE and value.isascii() and value.isprintable()
 
 
 def encode_invoke(
@@ -482,3 +494,5 @@ def _check(frame: Any, kinds: frozenset[int]) -> None:
             raise ProtocolError(f"field of wrong type in frame: {str(frame)[:200]}")
     if frame[0] == READY and len(frame[6]) > MAX_SYNC_RESPONSE:  # an Init error's document is a response
         raise ProtocolError(f"READY with an oversized error: {str(frame)[:200]}")
+    if frame[0] == HEAD and not valid_content_type(frame[2]):  # it becomes a header of the caller's response
+        raise ProtocolError(f"HEAD with an invalid content type: {str(frame)[:200]}")

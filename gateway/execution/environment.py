@@ -178,8 +178,8 @@ class Environment(asyncio.Protocol):
                     return
                 frame[LOG] = self.take_output(frame[LOG], frame[PENDING] != 0)
                 fut.set_result((typed(reply, frame), received))
-            elif kind == CHUNK:
-                if not self._chunk(frame[INV_ID], frame[2]):
+            elif kind == CHUNK or kind == wire.HEAD:
+                if not self._chunk(frame[INV_ID], frame[2], kind == wire.HEAD):
                     return
             elif kind == READY and not self._ready.done():
                 self._ready.set_result(typed(wire.Ready, frame))
@@ -191,9 +191,10 @@ class Environment(asyncio.Protocol):
                 self.kill(f"unexpected frame kind {kind}")
                 return
 
-    def _chunk(self, inv_id: int, data: bytes) -> bool:
-        """A piece of `inv_id`'s streamed response, for its sink (a `Collector` unless the caller gave one). False if
-        that killed it: a piece of no invocation in flight, or past the sink's limit (Function.ResponseSizeTooLarge)."""
+    def _chunk(self, inv_id: int, data: Any, head: bool = False) -> bool:
+        """A piece of `inv_id`'s streamed response (`head`: its content type, a HEAD frame's), for its sink (a
+        `Collector` unless the caller gave one). False if that killed it: a piece of no invocation in flight, or past
+        the sink's limit (Function.ResponseSizeTooLarge)."""
         fut = self._inflight.get(inv_id)
         if fut is None and inv_id in self._abandoned:  # sent before SHUTDOWN: dropped
             return True
@@ -201,6 +202,9 @@ class Environment(asyncio.Protocol):
             self.kill(f"unexpected frame: a piece of invocation {inv_id}, which is not in flight")
             return False
         sink = self._sinks.get(inv_id) or self._sinks.setdefault(inv_id, streams.Collector())
+        if head:
+            sink.content_type = data
+            return True
         if sink.write(data):
             return True
         fut.set_result((streams.overflowed(inv_id, sink, self.take_output()), time.perf_counter()))

@@ -38,9 +38,11 @@ HIGH_WATER = 1024 * 1024
 
 
 class Sink(Protocol):
-    """Where an invocation's streamed pieces go (see the module's docstring). `total`: the bytes written so far."""
+    """Where an invocation's streamed pieces go (see the module's docstring). `total`: the bytes written so far;
+    `content_type`: the streamed response's, as the runtime declared it (a HEAD frame), "" until then."""
 
     total: int
+    content_type: str
 
     def write(self, data: bytes) -> bool: ...
 
@@ -82,11 +84,12 @@ def _too_large_body(size: int, limit: int) -> bytes:
 class Collector:
     """A synchronous Invoke's sink: the pieces of a response Lambda returns whole."""
 
-    __slots__ = ("_charged", "_kept", "total")
+    __slots__ = ("_charged", "_kept", "content_type", "total")
 
     def __init__(self) -> None:
         self._kept = bytearray()
         self.total = 0
+        self.content_type = ""
         self._charged = 0
 
     def write(self, data: bytes) -> bool:
@@ -121,6 +124,7 @@ class Stream:
         "_started",
         "_transport",
         "_waiter",
+        "content_type",
         "request_id",
         "total",
     )
@@ -128,6 +132,8 @@ class Stream:
     def __init__(self, request_id: str = "") -> None:
         #: the invocation's request id, known before it starts (the caller's answer begins before its outcome)
         self.request_id = request_id
+        #: the streamed response's content type as the runtime declared it ("" until it does: before its first piece)
+        self.content_type = ""
         self._buffer = bytearray()  # what waits for the reader
         self.total = 0
         self._charged = 0

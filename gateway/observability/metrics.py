@@ -34,6 +34,7 @@ from gateway.errors import ERROR_KINDS
 from gateway.observability.async_metrics import AsyncFamilies, AsyncMetrics
 from gateway.observability.exposition import Families, Histogram, Snapshot
 from gateway.observability.mapping_metrics import MappingMetrics, mapping_families
+from gateway.observability.url_metrics import UrlMetrics, url_families
 from gateway.store.records import LATEST
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ class Metrics:
         self.events = AsyncMetrics(None if alive is None else lambda function: alive(function, LATEST))
         #: per event source mapping (mapping_metrics.py): the poller runtime's `Counts`
         self.mappings = MappingMetrics()
+        #: per function URL (url_metrics.py): the URL route records each request
+        self.urls = UrlMetrics()
         registry.register(self)
 
     # -- hot path ------------------------------------------------------------------------------------
@@ -206,6 +209,7 @@ class Metrics:
                 del self.throttles[key]
             self.cold_starts.pop(function, None)
             self.events.forget(function)
+            self.urls.forget(function)
 
     def exchanged(self, received: float, stamps: Sequence[float], bytes_in: int, bytes_out: int, cold: bool) -> None:
         """The gateway's share of one invocation, in `time.perf_counter()` seconds, and its payload sizes.
@@ -262,7 +266,7 @@ class Metrics:
 
     def describe(self) -> list[Metric]:
         """The families, without samples: lets the registry refuse a second collector with the same names."""
-        return Families().all() + AsyncFamilies().all() + mapping_families()
+        return Families().all() + AsyncFamilies().all() + mapping_families() + list(url_families())
 
     def collect(self) -> Iterator[Metric]:
         """Every family with its samples: a snapshot made into families on the calling thread (the loop's)."""
@@ -285,6 +289,7 @@ class Metrics:
         snap.zygote_restarts = sum(z.restarts for z in self.zygotes)
         snap.parts.append(self.events.snapshot())
         snap.parts.append(self.mappings.snapshot())
+        snap.parts.append(self.urls.snapshot())
         fam = snap.gauges
         self._collect_pools(fam)
         self._collect_concurrency(fam)

@@ -91,6 +91,10 @@ class GatewayLink:
         """CHUNK: a piece of invocation `inv_id`'s streamed response (at most MAX_CHUNK bytes), before its reply."""
         self._write(wire.encode_chunk(inv_id, data))
 
+    def head(self, inv_id: int, content_type: str) -> None:
+        """HEAD: invocation `inv_id`'s streamed response begins, of `content_type` (one `valid_content_type`)."""
+        self._write(wire.encode((wire.HEAD, inv_id, content_type)))
+
     def _write(self, frame: bytes) -> None:
         try:
             self._send(frame)

@@ -13,6 +13,8 @@ response).
 - The body may be chunked (as runtimes send it) or of a declared length, up to MAX_STREAM bytes (Lambda's limit for
   a streamed response; a buffered one stops at 6 MB): beyond, the invocation fails with Function.ResponseSizeTooLarge
   (`RuntimeApi.too_large`).
+- Its `Content-Type` (`application/octet-stream` when the runtime sent none or one the contract refuses) goes first,
+  as a HEAD frame, when the response's head arrives: a function URL answers with it.
 - Pieces go out only while the invocation is the runtime's current one: once it is answered (a runtime that gave up
   on the stream and posted /error on another connection), the rest is dropped, since a CHUNK after the reply is a
   broken peer's to the gateway, which kills the environment.
@@ -24,10 +26,13 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.contracts.environment import MAX_CHUNK, MAX_STREAM, Invoke
+from gateway.contracts.environment import MAX_CHUNK, MAX_STREAM, Invoke, valid_content_type
 from runtimes.proxy.link import GatewayLink
 from runtimes.proxy.runtime_api import RuntimeApi
 from runtimes.proxy.server import BodySink, Exchange
+
+#: the content type of a streamed response whose runtime declared none (or one no header may carry)
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
 class StreamedResponse(BodySink):
@@ -69,6 +74,8 @@ def install(api: RuntimeApi, link: GatewayLink) -> None:
     """Relay `api`'s streamed responses to the gateway through `link`."""
 
     def sink(exchange: Exchange, invoke: Invoke) -> StreamedResponse:
+        content_type = exchange.request.headers.get("content-type", "")
+        link.head(invoke.inv_id, content_type if valid_content_type(content_type) else DEFAULT_CONTENT_TYPE)
         return StreamedResponse(api, link, invoke)
 
     api.stream_sink = sink

@@ -25,7 +25,7 @@ from gateway.api.functions.function_params import (
     decode_zip,
 )
 from gateway.api.http import json_response, read_json_object
-from gateway.app_keys import CODESTORE, LAYERS
+from gateway.app_keys import CODESTORE, LAYERS, POLICIES
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
 from gateway.store.layers import LAYER_NAME_PATTERN, LAYER_VERSION_ARN_PATTERN, NOT_FOUND, LayerVersion
 
@@ -289,4 +289,5 @@ async def delete_layer_version(request: web.Request) -> web.Response:
     version = _version_number(request)
     if name is not None:
         await asyncio.to_thread(store.delete, name, version)
+        await asyncio.to_thread(request.app[POLICIES].forget_layer, name, version)  # its policy goes with it
     return web.Response(status=204)

@@ -1,0 +1,32 @@
+"""gateway/api/urls/serving.py's pure part: who an AWS_IAM URL's caller is, as `requestContext.authorizer.iam`."""
+
+from __future__ import annotations
+
+from gateway.api.sigv4 import Identity
+from gateway.api.urls.serving import iam_of
+from gateway.isolation.credentials import Session
+
+
+def test_an_operator_is_the_accounts_root() -> None:
+    iam = iam_of(Identity("AKIAOPERATOR"), "123456789012")
+    assert iam == {
+        "accessKey": "AKIAOPERATOR",
+        "accountId": "123456789012",
+        "callerId": "123456789012",
+        "cognitoIdentity": None,
+        "principalOrgId": None,
+        "userArn": "arn:aws:iam::123456789012:root",
+        "userId": "123456789012",
+    }
+
+
+def test_a_function_is_its_roles_session() -> None:
+    session = Session(
+        "ASIAFUNCTION", "arn:aws:lambda:us-east-1:123456789012:function:f", "arn:aws:iam::123456789012:role/r", 0.0
+    )
+    iam = iam_of(Identity("ASIAFUNCTION", session), "123456789012")
+    assert iam["accessKey"] == "ASIAFUNCTION" and iam["accountId"] == "123456789012"
+    assert iam["userArn"] == "arn:aws:sts::123456789012:assumed-role/r/f"
+    role_id, _, name = iam["userId"].partition(":")
+    assert role_id.startswith("AROA") and len(role_id) == 21 and name == "f" and iam["callerId"] == iam["userId"]
+    assert iam_of(Identity("ASIAOTHER", session), "123456789012")["userId"] == iam["userId"]  # stable per role
