@@ -325,9 +325,14 @@ def test_deploy_creates_the_url_once_and_updates_it_in_place(gateway_factory: Ga
     first = gw.client().get_function_url_config(FunctionName="site")
     assert first["AuthType"] == "NONE" and URL_RE.fullmatch(first["FunctionUrl"])
     assert f"function URL of site: {first['FunctionUrl']} (NONE)" in gw.log()
+    statements = json.loads(gw.client().get_policy(FunctionName="site")["Policy"])["Statement"]
+    assert len(statements) == 2  # AWS's two for a public URL
+    gw.client().remove_permission(FunctionName="site", StatementId=statements[0]["Sid"])  # the operator closes it
     gw.restart()
     again = gw.client().get_function_url_config(FunctionName="site")
     assert _answer(again) == _answer(first)  # unchanged: same URL, same times
+    left = json.loads(gw.client().get_policy(FunctionName="site")["Policy"])["Statement"]
+    assert [st["Sid"] for st in left] == [statements[1]["Sid"]]  # a restart does not reopen it
     function_json.write_text(json.dumps({"Handler": "lambda_function.lambda_handler", "FunctionUrlConfig": {
         "AuthType": "AWS_IAM", "Cors": {"AllowOrigins": ["*"]}, "InvokeMode": "RESPONSE_STREAM"}}))  # fmt: skip
     gw.restart()
