@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -117,10 +118,10 @@ def lambda_handler(event, context):
 """
 
 
-def deploy(gateway: RunningGateway, layer: str, name: str, source: str, handler: str) -> App:
+def deploy(gateway: RunningGateway, layer: str, name: str, source: str, handler: str, **url: Any) -> App:
     client = gateway.client()
     create_function(client, name, source, handler=handler, Layers=[layer], Timeout=30, MemorySize=512)
-    return App(client, gateway.port, name, add_url(client, name))
+    return App(client, gateway.port, name, add_url(client, name, **url))
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,22 @@ def test_powertools_cors_answers_the_apps_origin(powertools_app: App, via: str) 
     assert got.header("access-control-max-age") == "300"
     got = powertools_app.send(via, "GET", "/hello/ada", headers={"Origin": "https://evil.example"})
     assert got.header("access-control-allow-origin") is None
+
+
+def test_a_urls_cors_replaces_the_apps_own(gateway: RunningGateway, layer: str) -> None:
+    """With Cors on the URL, the gateway answers CORS and drops the app's Access-Control-* headers: the Powertools
+    app allows https://shop.example, its URL only https://admin.example, and the URL wins (a function cannot widen
+    what its URL allows)."""
+    cors = {"AllowOrigins": ["https://admin.example"], "AllowMethods": ["GET", "POST"], "MaxAge": 60}
+    app = deploy(gateway, layer, "powertools-cors", POWERTOOLS_APP, "lambda_function.lambda_handler", Cors=cors)
+    got = app.send("host", "GET", "/hello/ada", headers={"Origin": "https://shop.example"})
+    assert got.status == 200 and got.json()["hello"] == "ada"
+    assert got.header("access-control-allow-origin") is None, got.headers
+    got = app.send("host", "GET", "/hello/ada", headers={"Origin": "https://admin.example"})
+    assert got.header("access-control-allow-origin") == "https://admin.example"
+    preflight = {"Origin": "https://admin.example", "Access-Control-Request-Method": "POST"}
+    got = app.send("host", "OPTIONS", "/todos", headers=preflight)
+    assert got.status == 200 and got.header("access-control-max-age") == "60"  # the gateway's answer (the app's: 204)
 
 
 # -- Node.js: server-sent events behind a RESPONSE_STREAM URL ------------------------------------------------------
