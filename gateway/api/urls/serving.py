@@ -6,8 +6,14 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
 (from `raw_path`: aiohttp's `query_string` is percent-decoded).
 
 1. CORS (gateway/api/urls/cors.py): with a Cors configuration, a preflight is answered here, nothing invoked.
-2. Admission, as Invoke: `Concurrency.admit` before the body is read; a refusal is the URL's 429.
-3. The body (at most 6 MB, else 413, read within `Settings.body_timeout`) and the request become the event
+2. The body (at most 6 MB, else 413, read within `Settings.body_timeout`, else 408), read BEFORE admission: unlike
+   Invoke's callers (operators and functions, who hold credentials), a NONE URL's caller is anyone, and a slow body
+   read after admission would hold one of the function's concurrency slots for as long as the client likes. What
+   URL bodies being read hold at once is bounded instead: at most `BODY_BUDGET` bytes over every URL request (a
+   declared Content-Length is reserved whole before anything is read, a chunked body piece by piece); a request
+   that does not fit is refused with the URL's 429 (`Rate Exceeded.`, what clients retry) and its connection
+   closed, its body unread.
+3. Admission, as Invoke: `Concurrency.admit`; a refusal is the URL's 429. The body and the request become the event
    (events.py), with a new request id: the invocation's (`requestContext.requestId`, `x-amzn-RequestId`).
 4. The invocation runs through the same `Invoker` as Invoke, with the URL's function and qualifier (`$LATEST` or an
    alias), invoked as its ARN (so metrics and logs name the alias as Lambda's `Resource` does).
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import weakref
 from time import perf_counter
 from typing import Any
 
@@ -72,22 +79,24 @@ async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.Strea
     config_cors = url_cors.Cors.of(url.cors)
     if config_cors is not None and url_cors.is_preflight(request.method, request.headers):
         return web.Response(status=200, headers=url_cors.preflight(config_cors, request.headers))
+    request_id = new_request_id()
+    try:
+        body = await _read_body(request, request_id)
+    except RequestTimeoutException as exc:  # the rest may still trickle in: never read it
+        return _closing(request, responses.url_error(408, exc.message, exc.name, request_id))
+    if isinstance(body, web.Response):
+        return body
+    payload = orjson.dumps(_event(request, url, path, body, request_id))
+    if len(payload) > MAX_SYNC_PAYLOAD:  # base64 and the request's fields count: the event is the payload
+        return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
     concurrency = app[CONCURRENCY]
-    metrics = app[METRICS]
-    try:  # admission before the body is read, as for Invoke
+    try:  # admission once the body is in: a slow client holds none of the function's slots
         token = concurrency.admit(url.function)
     except TooManyRequestsException as exc:
-        metrics.throttled(url.function, exc.reason)
-        return responses.throttled()
-    request_id = new_request_id()
+        app[METRICS].throttled(url.function, exc.reason)
+        return responses.throttled(request_id)
     streamed = False
     try:
-        body = await _read_body(request)
-        if body is None:
-            return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
-        payload = orjson.dumps(_event(request, url, path, body, request_id))
-        if len(payload) > MAX_SYNC_PAYLOAD:  # base64 and the request's fields count: the event is the payload
-            return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
         qualifier = None if url.qualifier == LATEST else url.qualifier
         config = app[REGISTRY].resolve(url.function, qualifier, route=True)
         invoked_arn = app[SETTINGS].function_arn(url.function, qualifier)
@@ -118,8 +127,6 @@ def _failed(url: FunctionUrl, exc: LambdaError, request_id: str) -> web.Response
         return responses.throttled(request_id)
     if isinstance(exc, ResourceNotFoundException):  # its function or alias went while the request was read
         return responses.unknown_url(request_id)
-    if isinstance(exc, RequestTimeoutException):  # the body did not arrive in time
-        return responses.url_error(408, str(exc), None, request_id)
     return responses.bad_gateway(request_id)
 
 
@@ -134,18 +141,71 @@ def _buffered(outcome: Outcome, config_cors: url_cors.Cors | None, origin: str |
     return responses.response(mapped, outcome.request_id)
 
 
-async def _read_body(request: web.Request) -> bytes | None:
-    """The request's body, at most MAX_SYNC_PAYLOAD bytes (None beyond: nothing more is read), within the body
-    timeout (else RequestTimeoutException)."""
+#: the bytes URL request bodies being read may hold at once, per application (see the module's docstring, 2): ten
+#: bodies of 6 MB, or thousands of small ones
+BODY_BUDGET = 64 * 1024 * 1024
+
+
+class BodyBudget:
+    """The bytes of URL request bodies being read, over every URL request of one application. On the event loop:
+    plain numbers, no lock."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int = BODY_BUDGET) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` more bytes; False, with nothing reserved, when they do not fit."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        """Give back bytes `take` reserved."""
+        self.used -= size
+
+
+_BUDGETS: weakref.WeakKeyDictionary[web.Application, BodyBudget] = weakref.WeakKeyDictionary()
+
+
+def body_budget(app: web.Application) -> BodyBudget:
+    """The application's budget (the main listener and the environments' listener each have one)."""
+    found = _BUDGETS.get(app)
+    if found is None:
+        found = _BUDGETS[app] = BodyBudget()
+    return found
+
+
+def _closing(request: web.Request, response: web.Response) -> web.Response:
+    """`response`, after which the connection closes without reading what is left of the body."""
+    response.force_close()
+    refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
+    if refuse_body is not None:
+        refuse_body()
+    return response
+
+
+async def _read_body(request: web.Request, request_id: str) -> bytes | web.Response:
+    """The request's body within the body timeout (else RequestTimeoutException), or the answer that refuses it:
+    413 beyond MAX_SYNC_PAYLOAD bytes, 429 beyond the `BodyBudget` (the connection then closes, the rest unread)."""
     length = request.content_length
     if length is not None and length > MAX_SYNC_PAYLOAD:
-        return None
+        return _closing(request, responses.too_large(MAX_SYNC_PAYLOAD, request_id))
     if request.content.is_eof():  # all there already, or read before (an AWS_IAM signature covers the body): kept
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return None
-        return body if len(body) <= MAX_SYNC_PAYLOAD else None
+            body = None
+        if body is None or len(body) > MAX_SYNC_PAYLOAD:
+            return _closing(request, responses.too_large(MAX_SYNC_PAYLOAD, request_id))
+        return body
+    budget = body_budget(request.app)
+    reserved = length or 0  # a declared length is reserved whole: a slow body cannot creep past the budget
+    if not budget.take(reserved):
+        return _closing(request, responses.throttled(request_id))
     timeout = request.app[SETTINGS].body_timeout
     pieces = bytearray()
     try:
@@ -154,11 +214,18 @@ async def _read_body(request: web.Request) -> bytes | None:
                 piece = await request.content.read(_READ_PIECE)
                 if not piece:
                     return bytes(pieces)
+                size = len(pieces) + len(piece)
+                if size > MAX_SYNC_PAYLOAD:
+                    return _closing(request, responses.too_large(MAX_SYNC_PAYLOAD, request_id))
+                if size > reserved:  # chunked (or more than declared, which aiohttp refuses anyway)
+                    if not budget.take(size - reserved):
+                        return _closing(request, responses.throttled(request_id))
+                    reserved = size
                 pieces += piece
-                if len(pieces) > MAX_SYNC_PAYLOAD:
-                    return None
     except TimeoutError:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
+    finally:
+        budget.give(reserved)
 
 
 def _event(request: web.Request, url: FunctionUrl, path: str, body: bytes, request_id: str) -> dict[str, Any]:

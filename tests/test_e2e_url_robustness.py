@@ -1,0 +1,54 @@
+"""Function URLs against callers and functions that misbehave, through the real gateway: a public caller's slow body
+holds no concurrency slot, and bodies being read are bounded in memory (gateway/api/urls/serving.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+from tests.conftest import RunningGateway, create_function
+from tests.test_e2e_function_urls import HANDLER, http, url_for
+
+SIX_MB = 6 * 1024 * 1024
+
+
+def _open_body(gateway: RunningGateway, site: str, length: int, sent: bytes = b"") -> socket.socket:
+    """A connection that sent a POST's head declaring `length` bytes and `sent` of them, and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    path = site.removeprefix(gateway.url) + "/echo"
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode() + sent)
+    return sock
+
+
+def test_a_slow_body_holds_no_concurrency_slot(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    create_function(lam, fname, HANDLER, Timeout=5)
+    site = url_for(gateway, lam, fname)
+    lam.put_function_concurrency(FunctionName=fname, ReservedConcurrentExecutions=1)
+    with _open_body(gateway, site, 1000, b"x" * 10):  # 990 bytes still to come, slowly
+        time.sleep(0.3)
+        resp = http.request("POST", f"{site}/echo", body=b"hello", headers={"Content-Type": "text/plain"})
+        assert resp.status == 200, resp.data
+        assert json.loads(resp.data)["event"]["body"] == "hello"
+
+
+def test_bodies_being_read_are_bounded_by_the_budget(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    create_function(lam, fname, HANDLER, Timeout=5)
+    site = url_for(gateway, lam, fname)
+    held = [_open_body(gateway, site, SIX_MB) for _ in range(10)]  # 60 MB of the 64 MB budget reserved
+    try:
+        time.sleep(0.5)
+        with _open_body(gateway, site, SIX_MB) as sock:  # no room: refused at once, not read
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 429"), answer
+        assert b'{"Message":"Rate Exceeded."}' in answer and b"TooManyRequestsException" in answer
+        assert http.request("POST", f"{site}/echo", body=b"small").status == 200  # a small body still fits
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)  # the clients left: their reservations are given back
+    with _open_body(gateway, site, SIX_MB) as sock:
+        sock.sendall(b"y" * SIX_MB)
+        answer = sock.recv(4096)  # read whole: only its event (base64, with the request) is over 6 MB
+        assert answer.startswith(b"HTTP/1.1 413") and b"RequestTooLargeException" in answer, answer
