@@ -52,3 +52,19 @@ def test_bodies_being_read_are_bounded_by_the_budget(gateway: RunningGateway, la
         sock.sendall(b"y" * SIX_MB)
         answer = sock.recv(4096)  # read whole: only its event (base64, with the request) is over 6 MB
         assert answer.startswith(b"HTTP/1.1 413") and b"RequestTooLargeException" in answer, answer
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    create_function(lam, fname, HANDLER, Timeout=5)
+    site = url_for(gateway, lam, fname)
+    logged = gateway.log_path.stat().st_size
+    with _open_body(gateway, site, 1000, b"x" * 10):
+        time.sleep(0.3)  # the gateway is reading the body when the client leaves
+    time.sleep(0.5)
+    text = http.request("GET", f"{gateway.url}/metrics").data.decode()
+    assert f'lambda_url_requests_total{{function="{fname}",resource="{fname}",status_class="5xx"}}' not in text
+    with gateway.log_path.open("rb") as log:
+        log.seek(logged)
+        tail = log.read().decode(errors="replace")
+    assert "Traceback" not in tail and "ERROR" not in tail and '" 500 ' not in tail, tail
+    assert http.request("POST", f"{site}/echo", body=b"x").status == 200

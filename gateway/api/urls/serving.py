@@ -12,7 +12,8 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
    URL bodies being read hold at once is bounded instead: at most `BODY_BUDGET` bytes over every URL request (a
    declared Content-Length is reserved whole before anything is read, a chunked body piece by piece); a request
    that does not fit is refused with the URL's 429 (`Rate Exceeded.`, what clients retry) and its connection
-   closed, its body unread.
+   closed, its body unread. A client that leaves while its body is read (a reset, a close before the body's end)
+   is no error of the gateway's: a debug line, `CLIENT_GONE` (499) in the access log, nothing in the URL's metrics.
 3. Admission, as Invoke: `Concurrency.admit`; a refusal is the URL's 429. The body and the request become the event
    (events.py), with a new request id: the invocation's (`requestContext.requestId`, `x-amzn-RequestId`).
 4. The invocation runs through the same `Invoker` as Invoke, with the URL's function and qualifier (`$LATEST` or an
@@ -38,13 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import weakref
 from time import perf_counter
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from gateway.api.invoke.invoke_stream import _write
 from gateway.api.urls import cors as url_cors
@@ -57,7 +59,11 @@ from gateway.execution.streams import Stream
 from gateway.store.function_urls import FunctionUrl
 from gateway.store.records import LATEST
 
+log = logging.getLogger("gateway.api.urls")
+
 STREAMING = "RESPONSE_STREAM"
+#: the status of a request whose client left before it was answered (nginx's 499): in the access log, not in metrics
+CLIENT_GONE = 499
 _READ_PIECE = 256 * 1024
 
 
@@ -71,7 +77,8 @@ async def serve(request: web.Request, url: FunctionUrl, path: str) -> web.Stream
         status = response.status
         return response
     finally:
-        request.app[METRICS].urls.request(url.function, resource, status, perf_counter() - received)
+        if status != CLIENT_GONE:  # nobody is there to see the answer: neither the URL's error nor its success
+            request.app[METRICS].urls.request(url.function, resource, status, perf_counter() - received)
 
 
 async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
@@ -224,6 +231,9 @@ async def _read_body(request: web.Request, request_id: str) -> bytes | web.Respo
                 pieces += piece
     except TimeoutError:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
+    except (ConnectionError, ClientPayloadError) as exc:  # reset, or the connection closed before the body's end
+        log.debug("URL request %s: the client left while its body was read (%s)", request_id, exc)
+        return _closing(request, web.Response(status=CLIENT_GONE))
     finally:
         budget.give(reserved)
 
