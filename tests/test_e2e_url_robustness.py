@@ -8,8 +8,11 @@ import socket
 import time
 from typing import Any
 
-from tests.conftest import RunningGateway, create_function
+import pytest
+
+from tests.conftest import RunningGateway, create_function, wait_for
 from tests.test_e2e_function_urls import HANDLER, http, url_for
+from tests.test_e2e_node import create_node_function
 
 SIX_MB = 6 * 1024 * 1024
 
@@ -68,3 +71,35 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(gateway: RunningGatewa
         tail = log.read().decode(errors="replace")
     assert "Traceback" not in tail and "ERROR" not in tail and '" 500 ' not in tail, tail
     assert http.request("POST", f"{site}/echo", body=b"x").status == 200
+
+
+BAD_PRELUDES = """
+const PRELUDE = "application/vnd.awslambda.http-integration-response";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const badjson = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.setContentType(PRELUDE);
+  responseStream.write("{not json" + "\\u0000".repeat(8) + "body");
+  await sleep(3000);
+  responseStream.end();
+});
+export const nodelimiter = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.setContentType(PRELUDE);
+  responseStream.write("{".repeat(70000));  // past the prelude's limit, no delimiter
+  await sleep(3000);
+  responseStream.end();
+});
+"""
+
+
+@pytest.mark.parametrize("handler", ["index.badjson", "index.nodelimiter"])
+def test_a_malformed_prelude_is_502_at_once(gateway: RunningGateway, lam: Any, fname: str, handler: str) -> None:
+    create_node_function(lam, fname, {"index.mjs": BAD_PRELUDES}, handler=handler, Timeout=10)
+    site = url_for(gateway, lam, fname, invoke_mode="RESPONSE_STREAM")
+    http.request("GET", f"{site}/")  # a cold start, whose Init is not what is measured
+    lam.put_function_concurrency(FunctionName=fname, ReservedConcurrentExecutions=1)
+    started = time.monotonic()
+    resp = http.request("GET", f"{site}/")
+    assert (resp.status, resp.data) == (502, b"Internal Server Error")
+    assert time.monotonic() - started < 2.0  # not when the function ends, 3 s later
+    # the function runs on and holds its slot until its end, which releases it
+    wait_for(lambda: http.request("GET", f"{site}/").status == 502, timeout=20, what="the slot back")

@@ -22,7 +22,9 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
    response is 502. RESPONSE_STREAM: the invocation gets a `Stream` (gateway/execution/streams.py), and the status
    line goes out when the function's first bytes arrive: a stream whose content type is Lambda's
    `application/vnd.awslambda.http-integration-response` starts with the prelude `HttpResponseStream.from` wrote
-   (status, headers, cookies; 8 NUL bytes), any other is 200 of the content type the function set. A function that
+   (status, headers, cookies; 8 NUL bytes; a malformed one, bad JSON or no delimiter within `MAX_PRELUDE` bytes, is
+   a 502 at once: the function runs on to its end, what it still sends dropped, and its end releases its slot), any
+   other is 200 of the content type the function set. A function that
    does not stream (the Python fast path, as Lambda's buffered runtimes) has its result sent as it is, 200
    `application/json`, without the BUFFERED mapping (what Lambda does for a RESPONSE_STREAM URL); its error is a 502.
    A function error after the head went out cannot change it: the connection is cut before the body's end (chunked:
@@ -113,9 +115,11 @@ async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.Strea
             stream = Stream(request_id)
             run = asyncio.ensure_future(app[INVOKER].invoke(config, invoked_arn, payload, None, False, stream))
 
-            def ended(_: object) -> None:  # the slot is the invocation's, not the answer's
+            def ended(done: asyncio.Future[Outcome]) -> None:  # the slot is the invocation's, not the answer's
                 stream.close()
                 concurrency.release(token)
+                if not done.cancelled():
+                    done.exception()  # retrieved: an answer given before the end (a 502) does not await it
 
             run.add_done_callback(ended)
             return await _streamed(request, run, stream, config_cors, origin)
@@ -297,8 +301,8 @@ async def _streamed(
         if not first:  # nothing streamed: the function answered at once (or failed)
             return _unstreamed(await run, config_cors, origin)
         head, first = await _head(stream, first)
-        if head is None:
-            await run  # it may still fail: a 502 either way
+        if head is None:  # malformed: answered now, not when the function ends; what it still sends is dropped,
+            stream.discard()  # and its end releases its slot (the run's done-callback)
             return responses.bad_gateway(stream.request_id)
         if config_cors is not None:
             head.headers = url_cors.apply(config_cors, origin, head.headers)
