@@ -3,6 +3,7 @@ holds no concurrency slot, and bodies being read are bounded in memory (gateway/
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 import time
@@ -103,3 +104,27 @@ def test_a_malformed_prelude_is_502_at_once(gateway: RunningGateway, lam: Any, f
     assert time.monotonic() - started < 2.0  # not when the function ends, 3 s later
     # the function runs on and holds its slot until its end, which releases it
     wait_for(lambda: http.request("GET", f"{site}/").status == 502, timeout=20, what="the slot back")
+
+
+def _url_series(gateway: RunningGateway, fname: str) -> list[str]:
+    text = http.request("GET", f"{gateway.url}/metrics").data.decode()
+    return [line for line in text.splitlines() if line.startswith("lambda_url_") and f'function="{fname}"' in line]
+
+
+def test_url_series_go_with_their_alias_and_function(gateway: RunningGateway, lam: Any, fname: str) -> None:
+    create_function(lam, fname, HANDLER, Timeout=10)
+    version = lam.publish_version(FunctionName=fname)["Version"]
+    lam.create_alias(FunctionName=fname, Name="live", FunctionVersion=version)
+    live = url_for(gateway, lam, fname, "live")
+    site = url_for(gateway, lam, fname)
+    assert http.request("GET", f"{live}/string").status == 200
+    assert any(f'resource="{fname}:live"' in line for line in _url_series(gateway, fname))
+    lam.delete_alias(FunctionName=fname, Name="live")
+    wait_for(lambda: not any("live" in line for line in _url_series(gateway, fname)), timeout=10, what="alias gone")
+    # a request that ends after its function was deleted brings no series back
+    pending = concurrent.futures.ThreadPoolExecutor(1).submit(http.request, "GET", f"{site}/sleep?s=2")
+    time.sleep(1.0)
+    lam.delete_function(FunctionName=fname)
+    assert pending.result(timeout=20).status in (200, 502)
+    time.sleep(0.3)
+    assert _url_series(gateway, fname) == []
