@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 from gateway.api.sigv4 import Identity
+from gateway.api.urls import serving
 from gateway.api.urls.serving import BodyBudget, iam_of
 from gateway.isolation.credentials import Session
 
@@ -39,3 +43,16 @@ def test_the_body_budget_reserves_what_fits_and_gets_it_back() -> None:
     budget.give(60)
     budget.give(40)
     assert budget.used == 0 and budget.take(100)
+
+
+def test_serving_uses_no_private_name_of_another_module() -> None:
+    tree = ast.parse(Path(serving.__file__).read_text())
+    private = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert private == []
+    assert serving._serve.__doc__  # its contract: what it answers, who releases the slot

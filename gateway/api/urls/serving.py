@@ -33,8 +33,8 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
 
 Concurrency: on the event loop; the streamed invocation runs in a task of its own, as InvokeWithResponseStream's
 does, and its admission slot is released when it ends, not when its answer is written. A client that leaves or stops
-reading mid-stream is left after `Settings.body_timeout` without progress (invoke_stream's `_write`): what the
-function still sends is discarded, and it runs to its end as on Lambda.
+reading mid-stream is left after `Settings.body_timeout` without progress (`invoke_stream.write_piece`): what
+the function still sends is discarded, and it runs to its end as on Lambda.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any
 import orjson
 from aiohttp import ClientPayloadError, web
 
-from gateway.api.invoke.invoke_stream import _write
+from gateway.api.invoke.invoke_stream import write_piece
 from gateway.api.urls import cors as url_cors
 from gateway.api.urls import responses
 from gateway.api.urls.events import build_event
@@ -84,6 +84,9 @@ async def serve(request: web.Request, url: FunctionUrl, path: str) -> web.Stream
 
 
 async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
+    """`serve` without the metrics: steps 1 to 5 of the module's docstring. Returns the answer (a URL error, the
+    function's response, `CLIENT_GONE`) and never raises a LambdaError: each failure is answered as a URL answers it.
+    The admission slot is released here for a buffered invocation, by the run's end for a streamed one."""
     app = request.app
     config_cors = url_cors.Cors.of(url.cors)
     if config_cors is not None and url_cors.is_preflight(request.method, request.headers):
@@ -348,13 +351,13 @@ async def _pump(
     connected = True
     while data:
         if connected:
-            connected = await _write(request, response, stream, data, deadline)
+            connected = await write_piece(request, response, stream, data, deadline)
         data = await stream.read()
     try:
         outcome = await run
         failed = outcome.function_error is not None
         if not failed and outcome.payload and connected:  # the reply's last piece
-            connected = await _write(request, response, stream, outcome.payload, deadline)
+            connected = await write_piece(request, response, stream, outcome.payload, deadline)
     except LambdaError:
         failed = True
     if failed:  # the head is out: cut the connection so that the client cannot take the body for complete
@@ -362,5 +365,5 @@ async def _pump(
         if transport is not None:
             transport.abort()
     elif connected:
-        await _write(request, response, stream, None, deadline)
+        await write_piece(request, response, stream, None, deadline)
     return response
