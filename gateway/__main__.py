@@ -312,6 +312,20 @@ def logs_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def policy_unenforceable(settings: Settings) -> str | None:
+    """Why `GATEWAY_FUNCTION_INVOKE=policy` could not hold with these settings, or None: without operator credentials
+    the main listener is open, and environments that are not jailed (no network of their own) reach it unsigned."""
+    from gateway.isolation.sandbox import Sandbox
+
+    if settings.function_invoke != "policy" or settings.auth_required or Sandbox.may_jail(settings.sandbox):
+        return None
+    return (
+        "GATEWAY_FUNCTION_INVOKE=policy cannot be enforced: functions that are not jailed (GATEWAY_SANDBOX=rlimits, "
+        "or not root) reach the open API on loopback unsigned; configure operator credentials "
+        "(GATEWAY_ACCESS_KEY_ID / GATEWAY_SECRET_ACCESS_KEY) or run as root"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "logs":
@@ -320,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_args(args, os.environ)
     except ValueError as exc:
         sys.exit(f"gateway: {exc}")
+    unenforceable = policy_unenforceable(settings)
+    if unenforceable:
+        sys.exit(f"gateway: {unenforceable}")
     configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop

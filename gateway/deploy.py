@@ -83,6 +83,7 @@ def deploy_url(name: str, config: Any, target: UrlDeployment) -> str:
     auth_type, invoke_mode = str(wanted.auth_type), wanted.invoke_mode or "BUFFERED"
     url, created = target.urls.create(name, LATEST, auth_type, invoke_mode, wanted.cors, time.time())
     action = "created"
+    was_public = not created and url.auth_type == "NONE"  # an operator may have removed the statements since
     if not created:
         action = "unchanged"
         if (url.auth_type, url.invoke_mode, url.cors) != (auth_type, invoke_mode, wanted.cors):
@@ -93,7 +94,7 @@ def deploy_url(name: str, config: Any, target: UrlDeployment) -> str:
                                               modified=now),
             )  # fmt: skip
             url, action = changed or url, "updated"
-    if auth_type == "NONE" and target.policies is not None:
+    if auth_type == "NONE" and not was_public and target.policies is not None:
         for statement in public_url_statements(target.settings.function_arn(name)):
             try:
                 target.policies.add_function_statement(name, LATEST, statement)

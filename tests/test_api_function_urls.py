@@ -62,6 +62,9 @@ def test_create_get_update_list_delete(gateway: RunningGateway, lam: Any, fname:
     cors = {"AllowOrigins": ["https://example.com"], "AllowMethods": ["GET", "POST"], "MaxAge": 300}
     updated = lam.update_function_url_config(FunctionName=fname, AuthType="AWS_IAM", Cors=cors)
     assert updated["AuthType"] == "AWS_IAM" and updated["Cors"] == cors
+    cleared = lam.update_function_url_config(FunctionName=fname, Cors={})  # an empty Cors clears it
+    assert "Cors" not in cleared and "Cors" not in lam.get_function_url_config(FunctionName=fname)
+    lam.update_function_url_config(FunctionName=fname, Cors=cors)
     assert updated["FunctionUrl"] == created["FunctionUrl"]  # a URL never changes
     assert updated["LastModifiedTime"] >= got["LastModifiedTime"]
     again = lam.update_function_url_config(FunctionName=fname, InvokeMode="RESPONSE_STREAM")
@@ -105,11 +108,14 @@ def test_an_alias_has_its_own_url_and_versions_are_refused(lam: Any, fname: str)
     assert aliased["FunctionArn"] == f"{ARN}{fname}:live"
     assert aliased["FunctionUrl"] != plain["FunctionUrl"]
     assert lam.get_function_url_config(FunctionName=fname, Qualifier="live")["AuthType"] == "AWS_IAM"
-    assert lam.get_function_url_config(FunctionName=fname, Qualifier="$LATEST")["AuthType"] == "NONE"
+    assert lam.get_function_url_config(FunctionName=fname)["AuthType"] == "NONE"
     version_error = (
         f"1 validation error detected: Value '{version}' at 'qualifier' failed to satisfy constraint: Member must "
         r"satisfy regular expression pattern: ((?!^\d+$)^[0-9a-zA-Z-_]+$)"
     )
+    with pytest.raises(ClientError) as info:  # the model's pattern has no `$`: the unqualified function is $LATEST's
+        lam.get_function_url_config(FunctionName=fname, Qualifier="$LATEST")
+    assert _error(info) == (400, "ValidationException", version_error.replace(f"'{version}'", "'$LATEST'"))
     for call, extra in (
         (lam.create_function_url_config, {"AuthType": "NONE"}),
         (lam.get_function_url_config, {}),
@@ -319,9 +325,14 @@ def test_deploy_creates_the_url_once_and_updates_it_in_place(gateway_factory: Ga
     first = gw.client().get_function_url_config(FunctionName="site")
     assert first["AuthType"] == "NONE" and URL_RE.fullmatch(first["FunctionUrl"])
     assert f"function URL of site: {first['FunctionUrl']} (NONE)" in gw.log()
+    statements = json.loads(gw.client().get_policy(FunctionName="site")["Policy"])["Statement"]
+    assert len(statements) == 2  # AWS's two for a public URL
+    gw.client().remove_permission(FunctionName="site", StatementId=statements[0]["Sid"])  # the operator closes it
     gw.restart()
     again = gw.client().get_function_url_config(FunctionName="site")
     assert _answer(again) == _answer(first)  # unchanged: same URL, same times
+    left = json.loads(gw.client().get_policy(FunctionName="site")["Policy"])["Statement"]
+    assert [st["Sid"] for st in left] == [statements[1]["Sid"]]  # a restart does not reopen it
     function_json.write_text(json.dumps({"Handler": "lambda_function.lambda_handler", "FunctionUrlConfig": {
         "AuthType": "AWS_IAM", "Cors": {"AllowOrigins": ["*"]}, "InvokeMode": "RESPONSE_STREAM"}}))  # fmt: skip
     gw.restart()

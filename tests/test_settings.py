@@ -130,3 +130,14 @@ def test_function_invoke() -> None:
     assert Settings.from_args(_args(), {"GATEWAY_FUNCTION_INVOKE": "any"}).function_invoke == "any"
     with pytest.raises(ValueError, match="GATEWAY_FUNCTION_INVOKE"):
         Settings.from_args(_args(), {"GATEWAY_FUNCTION_INVOKE": "none"})
+
+
+def test_policy_mode_is_refused_where_functions_reach_an_open_api() -> None:
+    from gateway.__main__ import policy_unenforceable
+
+    rlimits = {"GATEWAY_FUNCTION_INVOKE": "policy", "GATEWAY_SANDBOX": "rlimits"}
+    reason = policy_unenforceable(Settings.from_args(_args(), rlimits))
+    assert reason is not None and "GATEWAY_FUNCTION_INVOKE=policy cannot be enforced" in reason
+    keys = {"GATEWAY_ACCESS_KEY_ID": "k", "GATEWAY_SECRET_ACCESS_KEY": "s"}
+    assert policy_unenforceable(Settings.from_args(_args(), rlimits | keys)) is None
+    assert policy_unenforceable(Settings.from_args(_args(), {"GATEWAY_SANDBOX": "rlimits"})) is None

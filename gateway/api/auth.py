@@ -38,7 +38,7 @@ import re
 from aiohttp import web
 
 from gateway.api.catalog import load_operations, route_shape
-from gateway.api.http import Handler, error_response, read_body
+from gateway.api.http import Handler, error_response, read_body, refuse_unread
 from gateway.api.scheduler.scheduler import is_scheduler_path
 from gateway.api.sigv4 import SERVICE, Verifier
 from gateway.app_keys import LAYERS, POLICIES, SETTINGS
@@ -51,8 +51,6 @@ from gateway.store.records import LATEST
 from gateway.store.statements import account_of
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
-#: a refused request whose body may still bring more than this is answered and its connection closed
-SMALL_BODY = 64 * 1024
 #: what a function's credentials may do to any function / to its own function
 ANY_FUNCTION = frozenset({"Invoke", "InvokeAsync", "InvokeWithResponseStream"})
 OWN_FUNCTION = frozenset({"GetFunction", "GetFunctionConfiguration"})
@@ -159,16 +157,9 @@ def _denied(session: Session, action: str, resource: str, kind: str) -> AccessDe
     )
 
 
-def _refuse(request: web.Request, err: LambdaError) -> web.Response:
-    """The answer to a request refused before its body was read; a large body still to come closes the connection
-    (read and discarded it would cost the gateway its transfer; a small one is drained so keep-alive goes on)."""
-    response = error_response(err)
-    if not request.content.is_eof() and (request.content_length is None or request.content_length > SMALL_BODY):
-        response.force_close()
-        refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
-        if refuse_body is not None:
-            refuse_body()
-    return response
+def _refuse(request: web.Request, err: LambdaError) -> web.StreamResponse:
+    """The answer to a request refused before its body was read (see `refuse_unread`)."""
+    return refuse_unread(request, error_response(err))
 
 
 def auth_middleware(verifier: Verifier, required: bool) -> web.middleware:  # type: ignore[valid-type]

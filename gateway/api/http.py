@@ -126,3 +126,19 @@ def check_json(payload: bytes) -> None:
             raise InvalidRequestContentException(
                 f"Could not parse request body into json: Could not parse payload into json: {exc}"
             ) from None
+
+
+#: a request refused before its body was read whose body may still bring more than this has its connection closed
+SMALL_BODY = 64 * 1024
+
+
+def refuse_unread(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """`response` to a request refused before its body was read. A large body still to come (or one of unknown size)
+    closes the connection unread: read and discarded it would cost the gateway its transfer; a small one is drained
+    so keep-alive goes on."""
+    if not request.content.is_eof() and (request.content_length is None or request.content_length > SMALL_BODY):
+        response.force_close()
+        refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
+        if refuse_body is not None:
+            refuse_body()
+    return response

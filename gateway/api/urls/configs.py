@@ -1,8 +1,8 @@
 """Function URL configs: Create/Get/Update/Delete FunctionUrlConfig, ListFunctionUrlConfigs (2021-10-31).
 
 A URL belongs to a function's `$LATEST` (unqualified) or to an alias: `?Qualifier=` (or `name:alias`) names the alias;
-a version number is refused as Lambda refuses it (the model's pattern `((?!^\\d+$)^[0-9a-zA-Z-_]+$)`); an explicit
-`$LATEST` is taken as the unqualified function (older API documents allow it). Create answers 201 and refuses a
+a version number and `$LATEST` are refused as Lambda refuses them (the model's pattern `((?!^\\d+$)^[0-9a-zA-Z-_]+$)`;
+the unqualified function is `$LATEST`'s URL). Create answers 201 and refuses a
 second URL for the same function or alias (ResourceConflictException with Lambda's wording); Update changes what it
 is given (a Cors replaces the whole Cors); Delete answers 204.
 
@@ -77,7 +77,7 @@ def _target(request: web.Request) -> tuple[str, str]:
     """(function, qualifier) of the request: an alias, or `$LATEST` when none; a version is refused."""
     ref = parse_function_name(request.match_info["FunctionName"], request.query.get("Qualifier"))
     qualifier = ref.qualifier
-    if qualifier is None or qualifier == LATEST:
+    if qualifier is None:
         return ref.name, LATEST
     if not _QUALIFIER_RE.fullmatch(qualifier):
         raise ValidationException(
@@ -118,6 +118,8 @@ class Requested:
     auth_type: str | None = None
     invoke_mode: str | None = None
     cors: dict[str, Any] | None = None
+    #: the body had a Cors member; an empty one (`--cors '{}'`) clears the configuration (`cors` None)
+    cors_given: bool = False
 
 
 def parse_body(body: dict[str, Any], where: str, *, create: bool) -> Requested:
@@ -136,7 +138,7 @@ def parse_body(body: dict[str, Any], where: str, *, create: bool) -> Requested:
     if invoke_mode is not None and invoke_mode not in INVOKE_MODES:
         v.add(invoke_mode, "invokeMode", f"Member must satisfy enum value set: {INVOKE_MODE_ENUM}")
     v.raise_if_any()
-    return Requested(auth_type, invoke_mode, cors)
+    return Requested(auth_type, invoke_mode, cors or None, cors is not None)
 
 
 def _check_cors(cors: dict[str, Any], v: _Violations) -> None:
@@ -212,7 +214,7 @@ async def update_function_url_config(request: web.Request) -> web.Response:
             current,
             auth_type=requested.auth_type or current.auth_type,
             invoke_mode=requested.invoke_mode or current.invoke_mode,
-            cors=requested.cors if requested.cors is not None else current.cors,
+            cors=requested.cors if requested.cors_given else current.cors,
             modified=now,
         )
 

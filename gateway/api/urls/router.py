@@ -18,7 +18,9 @@ answers a URL it refuses: 403 `{"Message": "Forbidden"}`. Then the URL's auth ty
   never read for a caller who cannot be authenticated; then the signature over the body). Operators' keys and
   functions' session credentials are accepted; with no operator credentials configured (the gateway runs open) any
   key is taken as an operator's, but the Authorization header must still be a well-formed SigV4 one, scoped to
-  `lambda` and this region, and fresh. Unsigned or bad: 403.
+  `lambda` and this region, and fresh — except on the environments' listener, where only real credentials count (a
+  function's session, a configured operator key), so that no function passes for an operator. The signature must
+  cover the body (`UNSIGNED-PAYLOAD` is refused). Unsigned or bad: 403.
 - `NONE`: no authentication.
 
 Then the function's resource policy (`Policies.allows_url`: `lambda:InvokeFunctionUrl` with the URL's auth type and
@@ -41,8 +43,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.http import Handler, read_body
-from gateway.api.sigv4 import SERVICE, Identity, Verifier
+from gateway.api.http import Handler, read_body, refuse_unread
+from gateway.api.sigv4 import SERVICE, Identity, InvalidSignatureException, Verifier
+from gateway.api.urls.cors import is_preflight
 from gateway.api.urls.responses import forbidden, too_large, unknown_url, url_error
 from gateway.api.urls.serving import serve
 from gateway.app_keys import FUNCTION_URLS, POLICIES
@@ -58,10 +61,10 @@ log = logging.getLogger("gateway.api.urls")
 HOST_LABEL = "lambda-url."
 #: the path form's prefix
 PATH_PREFIX = "/lambda-url/"
+#: the payload hash that leaves a body unsigned (S3's; refused here)
+UNSIGNED = "UNSIGNED-PAYLOAD"
 #: the key of the verified caller in a URL request (`Identity | None`)
 CALLER = "url_caller"
-#: a refused request whose body may still bring more than this is answered and its connection closed
-SMALL_BODY = 64 * 1024
 
 
 def _host_is_url(host: str) -> bool:
@@ -74,6 +77,12 @@ def looks_like_url(host: str, raw_path: str) -> bool:
     """Whether a request is a URL request (by Host or by path): the whole cost on the non-URL hot path, which the
     middleware inlines. A Host without a "-" (`127.0.0.1:9000`, `localhost:9000`) cannot name a URL."""
     return ("-" in host and _host_is_url(host)) or raw_path.startswith(PATH_PREFIX)
+
+
+def _bare_root(raw_path: str, url_id: str) -> bool:
+    """Whether a path-form request names the URL's root without its slash (`/lambda-url/<id>` or `...<id>?q`)."""
+    end = len(PATH_PREFIX) + len(url_id)
+    return len(raw_path) == end or raw_path[end] == "?"
 
 
 def url_target(host: str, raw_path: str) -> tuple[str, str]:
@@ -99,18 +108,24 @@ class _AnyOperatorKey(dict[str, str]):
 
 
 class UrlAuthenticator:
-    """SigV4 for AWS_IAM URLs: operators' keys (any key when the gateway runs open) and functions' sessions."""
+    """SigV4 for AWS_IAM URLs: operators' keys and functions' sessions. `open`: no operator credentials are
+    configured, and any key but a session's is taken as an operator's (checked for form only). Never open for
+    requests that come from environments (the environments' listener): there only real credentials count, or a
+    function could sign with a made-up "operator" key and pass for the account's administrator."""
 
-    def __init__(self, settings: Settings, sessions: SessionAuthority | None) -> None:
-        self.open = not settings.credentials
-        credentials: Mapping[str, str] = _AnyOperatorKey() if self.open else settings.credentials
-        self.verifier = Verifier(credentials, settings.region, sessions)
-        if self.open:
+    def __init__(
+        self, credentials: Mapping[str, str], region: str, sessions: SessionAuthority | None, *, open_: bool
+    ) -> None:
+        self.open = open_
+        self.verifier = Verifier(credentials, region, sessions)
+        if open_:
             self.verifier.credentials = _AnyOperatorKey()  # Verifier copies what it is given into a plain dict
 
     async def caller(self, request: web.Request) -> Identity:
         """The verified caller of `request`; LambdaError (AWS's 403s, 408, 413) otherwise. Reads the body."""
         headers = {name.lower(): value for name, value in request.headers.items()}
+        if headers.get("x-amz-content-sha256") == UNSIGNED:  # a captured request could be replayed with any body
+            raise InvalidSignatureException("A function URL request's signature must cover its payload.")
         operator_unchecked = self.open and not _access_key(headers).startswith(ACCESS_KEY_PREFIX)
         if operator_unchecked:
             headers.pop("x-amz-content-sha256", None)  # an open operator's signature is not checked: no secret
@@ -127,19 +142,12 @@ def _access_key(headers: Mapping[str, str]) -> str:
     return rest.partition("/")[0] if found else ""
 
 
-def _refuse(request: web.Request, response: web.Response) -> web.Response:
-    """A refusal before the body was read: a large body still to come closes the connection, unread."""
-    if not request.content.is_eof() and (request.content_length is None or request.content_length > SMALL_BODY):
-        response.force_close()
-        refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
-        if refuse_body is not None:
-            refuse_body()
-    return response
-
-
 def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web.middleware:  # type: ignore[valid-type]
     """The outermost middleware: URL requests are answered here (never by the API's routes), others pass on."""
-    authenticator = UrlAuthenticator(settings, sessions)
+    credentials, region = settings.credentials, settings.region
+    authenticator = UrlAuthenticator(credentials, region, sessions, open_=not credentials)
+    # from environments only real credentials count: a function's session, or an operator's configured key
+    strict = UrlAuthenticator(credentials, region, sessions, open_=False)
     function_invoke = settings.function_invoke
 
     @web.middleware
@@ -147,26 +155,35 @@ def url_middleware(settings: Settings, sessions: SessionAuthority | None) -> web
         host, raw_path = request.headers.get("Host", ""), request.raw_path
         if not (("-" in host and _host_is_url(host)) or raw_path.startswith(PATH_PREFIX)):  # looks_like_url, inlined
             return await handler(request)
+        host_form = "-" in host and _host_is_url(host)
         url_id, path = url_target(host, raw_path)
         url = request.app[FUNCTION_URLS].by_id(url_id) if is_url_id(url_id) else None
         if url is None:
-            return _refuse(request, unknown_url())
+            return refuse_unread(request, unknown_url())
+        if not host_form and _bare_root(raw_path, url_id):  # `/lambda-url/<id>`: relative links need the slash
+            end = len(PATH_PREFIX) + len(url_id)
+            raise web.HTTPPermanentRedirect(raw_path[:end] + "/" + raw_path[end:])
         request = request.clone(client_max_size=MAX_SYNC_PAYLOAD)
         caller: Identity | None = None
-        if url.auth_type == "AWS_IAM":
+        if url.cors is not None and is_preflight(request.method, request.headers):
+            pass  # browsers never sign a preflight: the URL's CORS answers it, the function is not invoked
+        elif url.auth_type == "AWS_IAM":
             try:
-                caller = await authenticator.caller(request)
+                facing = getattr(request.protocol, "environment_facing", False)
+                caller = await (strict if facing else authenticator).caller(request)
             except LambdaError as err:
                 log.debug("URL %s: %s refused: %s", url_id, request.method, err.message)
                 if err.status == 403:
-                    return _refuse(request, forbidden())
-                return _refuse(request, url_error(err.status, err.message, err.name))
+                    return refuse_unread(request, forbidden())
+                return refuse_unread(request, url_error(err.status, err.message, err.name))
             except web.HTTPRequestEntityTooLarge:
-                return _refuse(request, too_large(MAX_SYNC_PAYLOAD))
+                return refuse_unread(request, too_large(MAX_SYNC_PAYLOAD))
         principal = None if caller is None or caller.session is None else caller.session.role_arn
-        checked = caller is None or (caller.session is not None and function_invoke == "policy")
+        checked = url.auth_type == "NONE" or (
+            caller is not None and caller.session is not None and function_invoke == "policy"
+        )
         if checked and not request.app[POLICIES].allows_url(url, principal):
-            return _refuse(request, forbidden())
+            return refuse_unread(request, forbidden())
         request[CALLER] = caller
         try:
             return await serve(request, url, path.partition("?")[0] or "/")
