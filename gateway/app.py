@@ -266,6 +266,7 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     concurrency = app[CONCURRENCY] = _admission(settings, registry)
     metrics = Metrics(CollectorRegistry(), pools, concurrency, zygotes.values(), registry.all_reserved, registry.exists)
     app[METRICS] = metrics
+    metrics.urls.alive = lambda function, qualifier: designates(registry, function, qualifier)  # a URL's alias too
     collector = CodeCollector(app[CODESTORE], registry, app[LAYERS], pools.code_in_use)
     policy = ChangePolicy(asyncio.get_running_loop(), pools, metrics, logstore, collector, concurrency)
     _connect(app, unique, logstore, policy)

@@ -259,3 +259,29 @@ async def test_a_head_of_no_invocation_in_flight_kills_it(runtime: FakeRuntime, 
     await runtime.send(wire.encode((wire.HEAD, inv_id + 7, "text/plain")))
     with pytest.raises(EnvironmentDied):
         await asyncio.wait_for(task, 2)
+
+
+@pytest.mark.parametrize("sink", [streams.Stream, None])
+@pytest.mark.parametrize("after", ["head", "chunk"])
+async def test_a_head_after_the_response_began_kills_the_environment(
+    runtime: FakeRuntime, env: Environment, sink: type[streams.Stream] | None, after: str
+) -> None:
+    """HEAD comes once, before the first CHUNK: a second one, or one after a piece, is a broken runtime's."""
+    task, inv_id = await _start(runtime, env, None if sink is None else sink())
+    first = wire.encode((wire.HEAD, inv_id, "text/plain")) if after == "head" else wire.encode_chunk(inv_id, b"x")
+    await runtime.send(first + wire.encode((wire.HEAD, inv_id, "text/html")))
+    with pytest.raises(EnvironmentDied):
+        await asyncio.wait_for(task, 2)
+    assert env.dead
+
+
+@pytest.mark.parametrize("sink", [streams.Collector, streams.Stream])
+def test_a_head_counts_as_a_piece_toward_the_limit(sink: type[streams.Collector | streams.Stream]) -> None:
+    taker = sink()
+    assert taker.head("text/plain") and taker.content_type == "text/plain"
+    assert not taker.head("text/html") and taker.content_type == "text/plain"  # once
+    pieces = wire.MAX_STREAM // wire.MIN_CHUNK_COST - 1  # the head took one piece's cost
+    assert all(taker.write(b"x") for _ in range(pieces))
+    assert not taker.write(b"x")
+    late = sink()
+    assert late.write(b"x") and not late.head("text/plain")  # after the first piece: too late

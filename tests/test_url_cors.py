@@ -62,11 +62,28 @@ def test_wildcards() -> None:
         "Access-Control-Allow-Methods": "PATCH",
         "Access-Control-Allow-Headers": "x-a, x-b",
     }
-    with_credentials = Cors.of({"AllowOrigins": ["*"], "AllowCredentials": True})
-    assert with_credentials is not None  # a browser refuses "*" with credentials: the origin is echoed
-    assert dict(with_credentials.origin_headers("https://x.test"))["Access-Control-Allow-Origin"] == "https://x.test"
     partial = Cors.of({"AllowOrigins": ["https://*.example.com"]})
     assert partial is not None and partial.origin_headers(SITE) == []  # no partial wildcards
+
+
+def test_any_origin_is_never_echoed_with_credentials() -> None:
+    # AWS echoes any Origin with Allow-Credentials for this combination: any site could then read a logged-in
+    # user's answers. Here "*" is answered "*", which browsers refuse for a credentialed request.
+    anyone = Cors.of({"AllowOrigins": ["*"], "AllowCredentials": True, "AllowMethods": ["GET"]})
+    assert anyone is not None
+    assert anyone.origin_headers("https://evil.example") == [("Access-Control-Allow-Origin", "*")]
+    assert dict(preflight(anyone, asking("https://evil.example", "GET"))) == {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET",
+    }
+    assert ("Access-Control-Allow-Credentials", "true") not in apply(anyone, "https://evil.example", [])
+    listed = Cors.of({"AllowOrigins": ["*", SITE], "AllowCredentials": True})  # an origin named: echoed, credentials
+    assert listed is not None and listed.origin_headers(SITE) == [
+        ("Access-Control-Allow-Origin", SITE),
+        ("Vary", "Origin"),
+        ("Access-Control-Allow-Credentials", "true"),
+    ]
+    assert listed.origin_headers("https://evil.example") == [("Access-Control-Allow-Origin", "*"), ("Vary", "Origin")]
 
 
 def test_the_urls_headers_replace_the_functions() -> None:

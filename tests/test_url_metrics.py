@@ -33,3 +33,28 @@ def test_the_metrics_scrape_includes_them_and_a_deleted_function_drops_them() ->
     assert metrics.snapshot().render() == generate_latest(registry)
     metrics.forget("f")
     assert 'function="f"' not in generate_latest(registry).decode()
+
+
+def test_a_deleted_alias_or_function_has_no_series_and_gets_none_back() -> None:
+    existing = {("f", "$LATEST"), ("f", "live"), ("g", "$LATEST")}
+    metrics = Metrics(CollectorRegistry(), alive=lambda function, version: (function, version) in existing)
+    urls = metrics.urls
+    urls.alive = lambda function, qualifier: (function, qualifier) in existing  # what gateway/app.py wires
+    for resource in ("f", "f:live"):
+        urls.request("f", resource, 200, 0.01)
+    urls.request("g", "g", 200, 0.01)
+    existing.discard(("f", "live"))  # DeleteAlias: its URL went with it; its series go at the next scrape
+    text = metrics.snapshot().render().decode()
+    assert 'resource="f:live"' not in text and 'resource="f"' in text
+    urls.request("f", "f:live", 200, 0.01)  # a request that ends after its alias was deleted records nothing
+    assert 'resource="f:live"' not in metrics.snapshot().render().decode()
+    existing -= {("g", "$LATEST")}
+    metrics.forget("g")  # DeleteFunction
+    urls.request("g", "g", 502, 0.01)  # ended after the delete: no series comes back
+    assert 'function="g"' not in metrics.snapshot().render().decode()
+
+
+def test_without_the_wiring_a_deleted_function_still_gets_no_series_back() -> None:
+    metrics = Metrics(CollectorRegistry(), alive=lambda function, version: False)
+    metrics.urls.request("gone", "gone", 200, 0.01)
+    assert 'function="gone"' not in metrics.snapshot().render().decode()

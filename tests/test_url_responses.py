@@ -73,6 +73,9 @@ def test_base64_bodies() -> None:
         {"statusCode": True},
         {"statusCode": 99},
         {"statusCode": 600},
+        {"statusCode": 101},  # Switching Protocols would hand the connection over: no final status below 200
+        {"statusCode": 100},
+        {"statusCode": 199},
         {"statusCode": 200, "headers": ["x"]},
         {"statusCode": 200, "headers": {"x": {"nested": 1}}},
         {"statusCode": 200, "headers": {"x": "a\r\nSet-Cookie: injected=1"}},  # no header line may be added
@@ -111,6 +114,8 @@ def test_the_prelude_of_a_streamed_response() -> None:
     assert parse_prelude(b"{bad" + b"\0" * 8) == (None, b"")
     assert parse_prelude(b"[1]" + b"\0" * 8) == (None, b"")
     assert parse_prelude(b"{" * (responses.MAX_PRELUDE + 1)) == (None, b"")  # a prelude without end is refused
+    for status in (101, 100, 199, 600):  # only a final status: 200..599
+        assert parse_prelude(orjson.dumps({"statusCode": status}) + b"\0" * 8) == (None, b"")
 
 
 def test_url_errors() -> None:
@@ -131,7 +136,7 @@ token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, ma
 
 
 @given(
-    st.integers(100, 599),
+    st.integers(200, 599),
     st.dictionaries(token.filter(lambda t: t not in ("connection", "te", "trailer", "upgrade")), safe_text),
     st.lists(safe_text, max_size=4),
     st.binary(max_size=64),

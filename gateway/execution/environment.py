@@ -193,8 +193,8 @@ class Environment(asyncio.Protocol):
 
     def _chunk(self, inv_id: int, data: Any, head: bool = False) -> bool:
         """A piece of `inv_id`'s streamed response (`head`: its content type, a HEAD frame's), for its sink (a
-        `Collector` unless the caller gave one). False if that killed it: a piece of no invocation in flight, or past
-        the sink's limit (Function.ResponseSizeTooLarge)."""
+        `Collector` unless the caller gave one). False if that killed it: a piece of no invocation in flight, a HEAD
+        out of place (a second one, or after a piece), or past the sink's limit (Function.ResponseSizeTooLarge)."""
         fut = self._inflight.get(inv_id)
         if fut is None and inv_id in self._abandoned:  # sent before SHUTDOWN: dropped
             return True
@@ -203,8 +203,10 @@ class Environment(asyncio.Protocol):
             return False
         sink = self._sinks.get(inv_id) or self._sinks.setdefault(inv_id, streams.Collector())
         if head:
-            sink.content_type = data
-            return True
+            if sink.head(data):  # once, before the first piece: see streams.Sink
+                return True
+            self.kill(f"bad frame from the environment: a second HEAD, or one after a CHUNK, of invocation {inv_id}")
+            return False
         if sink.write(data):
             return True
         fut.set_result((streams.overflowed(inv_id, sink, self.take_output()), time.perf_counter()))

@@ -14,7 +14,9 @@ An `Environment` hands each CHUNK's piece to its invocation's sink, in order, th
   that can no longer deliver (the client left) calls `discard`: pieces are then dropped as they come, so the
   function runs to its end as on Lambda (which does not stop a function whose caller left).
 
-Either sink takes at most `MAX_STREAM` bytes (Lambda's limit on a streamed response; each piece counting as at least
+Either sink takes one HEAD (the content type), before any piece, charged as a piece; a second one, or one after a
+piece, is a broken runtime's (`head` returns False and the environment kills itself, as for a bad frame). Either sink
+takes at most `MAX_STREAM` bytes (Lambda's limit on a streamed response; each piece and the HEAD counting as at least
 `MIN_CHUNK_COST`), a `Collector` at most `MAX_SYNC_RESPONSE`: `write` returns False beyond, and the environment then
 ends the invocation with `overflowed(...)` and kills itself (it would go on streaming). Pieces are kept in one
 buffer, never as one object each, so the gateway's memory follows the bytes however small the pieces. Everything
@@ -39,10 +41,13 @@ HIGH_WATER = 1024 * 1024
 
 class Sink(Protocol):
     """Where an invocation's streamed pieces go (see the module's docstring). `total`: the bytes written so far;
-    `content_type`: the streamed response's, as the runtime declared it (a HEAD frame), "" until then."""
+    `content_type`: the streamed response's, as the runtime declared it (a HEAD frame), "" until then. `head` takes
+    that HEAD: False if one came already or a piece did (the environment then dies, as for any bad frame)."""
 
     total: int
     content_type: str
+
+    def head(self, content_type: str) -> bool: ...
 
     def write(self, data: bytes) -> bool: ...
 
@@ -81,6 +86,16 @@ def _too_large_body(size: int, limit: int) -> bytes:
     return orjson.dumps({"errorMessage": message, "errorType": TOO_LARGE})
 
 
+def _head(sink: Collector | Stream, content_type: str) -> bool:
+    """A sink's HEAD: taken only first (nothing charged yet: no HEAD, no piece), and charged as a piece, so that HEAD
+    frames are never free."""
+    if sink._charged:
+        return False
+    sink._charged = MIN_CHUNK_COST
+    sink.content_type = content_type
+    return True
+
+
 class Collector:
     """A synchronous Invoke's sink: the pieces of a response Lambda returns whole."""
 
@@ -91,6 +106,9 @@ class Collector:
         self.total = 0
         self.content_type = ""
         self._charged = 0
+
+    def head(self, content_type: str) -> bool:
+        return _head(self, content_type)
 
     def write(self, data: bytes) -> bool:
         self.total += len(data)
@@ -155,6 +173,9 @@ class Stream:
         """Wait until the invocation has reached its environment (`attach`), or is over without having reached one."""
         while not self._started and not self._closed:
             await self._wait()
+
+    def head(self, content_type: str) -> bool:
+        return _head(self, content_type)
 
     def write(self, data: bytes) -> bool:
         self.total += len(data)

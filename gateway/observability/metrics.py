@@ -152,7 +152,7 @@ class Metrics:
         #: per event source mapping (mapping_metrics.py): the poller runtime's `Counts`
         self.mappings = MappingMetrics()
         #: per function URL (url_metrics.py): the URL route records each request
-        self.urls = UrlMetrics()
+        self.urls = UrlMetrics(None if alive is None else lambda function, _: alive(function, LATEST))
         registry.register(self)
 
     # -- hot path ------------------------------------------------------------------------------------

@@ -10,11 +10,18 @@ the Grafana dashboards (`tests/test_e2e_prometheus.py`):
 - `lambda_url_request_duration_seconds{function,resource}` (histogram): UrlRequestLatency, from the request's
   arrival to its answer's head (a streamed body's end is not waited for).
 
-A deleted function's series go (`forget`). Concurrency model, as in metrics.py: updates run on the event loop and
-add to plain numbers; `snapshot()`, on the loop, copies them; its `families()` and `render()` run in any thread.
+Series live as long as what their URL invokes: a deleted function's go at once (`forget`, from `Metrics.forget`), a
+deleted alias's at the next scrape (`snapshot` drops the series `alive` denies); and a request that ends after its
+function or alias was deleted creates no series again (`alive` is asked when a series would be created). `alive`
+(function, qualifier: `$LATEST` or an alias) is set by `Metrics` to whether the function exists and by gateway/app.py
+to whether the function and the alias exist (`designates`). Concurrency model, as in metrics.py: updates run on the
+event loop and add to plain numbers; `snapshot()`, on the loop, copies them; its `families()` and `render()` run in
+any thread.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -31,14 +38,18 @@ LATENCY = ("lambda_url_request_duration_seconds", "Time from a function URL requ
 class UrlMetrics:
     """The series of every URL (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, alive: Callable[[str, str], bool] | None = None) -> None:
         #: (function, resource) -> (counts per STATUS_CLASSES, latency)
         self.series: dict[tuple[str, str], tuple[list[int], Histogram]] = {}
+        #: (function, qualifier) -> whether what a URL of it invokes still exists (see the module's docstring)
+        self.alive = alive
 
     def request(self, function: str, resource: str, status: int, seconds: float) -> None:
         """One request answered with `status` after `seconds`: cheap, never raises."""
         found = self.series.get((function, resource))
         if found is None:
+            if self.alive is not None and not self.alive(function, _qualifier(resource)):
+                return  # it ended after its function or alias was deleted: no series comes back
             found = self.series[(function, resource)] = ([0] * len(STATUS_CLASSES), Histogram(LATENCY_BUCKETS))
         found[0][min(max(status // 100 - 2, 0), 3)] += 1  # 1xx counts as 2xx: the URL answered
         found[1].observe(seconds)
@@ -48,7 +59,17 @@ class UrlMetrics:
             del self.series[key]
 
     def snapshot(self) -> UrlSnapshot:
+        """A copy of the numbers (on the loop), without the series of what no longer exists (dropped for good)."""
+        alive = self.alive
+        if alive is not None:
+            for key in [k for k in self.series if not alive(k[0], _qualifier(k[1]))]:
+                del self.series[key]
         return UrlSnapshot([(key, list(counts), hist.copy()) for key, (counts, hist) in self.series.items()])
+
+
+def _qualifier(resource: str) -> str:
+    """The qualifier of a URL's resource label: `function:alias` -> alias, `function` -> $LATEST."""
+    return resource.partition(":")[2] or "$LATEST"
 
 
 class UrlSnapshot:

@@ -97,8 +97,9 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
 async def _answer(
     request: web.Request, run: asyncio.Future[Outcome], stream: Stream, version: str, tail: bool, deadline: float
 ) -> tuple[web.StreamResponse, Outcome | None]:
-    """Stream the pieces as they come, then the end, each write within `deadline` seconds (see `_write`). Raises the
-    invocation's LambdaError if it failed before it reached an environment (the status line goes out when it does)."""
+    """Stream the pieces as they come, then the end, each write within `deadline` seconds (see `write_piece`). Raises
+    the invocation's LambdaError if it failed before it reached an environment (the status line goes out when it
+    does)."""
     try:
         await stream.begun()
         if run.done() and run.exception() is not None:  # failed before its function ran: an HTTP error
@@ -116,7 +117,7 @@ async def _answer(
         data = await stream.read()
         while data:
             if connected:
-                connected = await _write(request, response, stream, eventstream.payload_chunk(data), deadline)
+                connected = await write_piece(request, response, stream, eventstream.payload_chunk(data), deadline)
             data = await stream.read()
         outcome: Outcome | None = None
         try:
@@ -124,8 +125,8 @@ async def _answer(
             end = _end(outcome, tail)
         except LambdaError as exc:  # the gateway failed it (stopping): the caller has the status line already
             end = eventstream.invoke_complete(exc.name, exc.message)
-        if connected and await _write(request, response, stream, end, deadline):
-            await _write(request, response, stream, None, deadline)
+        if connected and await write_piece(request, response, stream, end, deadline):
+            await write_piece(request, response, stream, None, deadline)
         return response, outcome
     except asyncio.CancelledError:
         run.cancel()  # the gateway stops and cuts this request: the invocation goes with it
@@ -142,12 +143,13 @@ def _end(outcome: Outcome, tail: bool) -> bytes:
     return last + eventstream.invoke_complete(log_result=log)
 
 
-async def _write(
+async def write_piece(
     request: web.Request, response: web.StreamResponse, stream: Stream, data: bytes | None, deadline: float
 ) -> bool:
     """Write `data` to the caller (None: the body's end); False once it is gone, and what the function still sends
     is then dropped. A caller that takes none of it for `deadline` seconds (it stopped reading, the connection open)
-    is gone too: its connection is aborted, so that it holds neither the gateway's memory nor a task forever."""
+    is gone too: its connection is aborted, so that it holds neither the gateway's memory nor a task forever.
+    Public: the function URLs' streamed answers (gateway/api/urls/serving.py) are written through it too."""
     try:
         async with asyncio.timeout(deadline):
             if data is None:

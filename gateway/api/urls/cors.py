@@ -14,10 +14,13 @@ AllowOrigins, ExposeHeaders, MaxAge: the API's object):
   headers, the configured CORS headers on the function URL take precedence"): every `Access-Control-*` header the
   function set is dropped, so that a function cannot widen what its URL allows.
 
-Origins match exactly (case-insensitively), or all of them with "*" (AWS documents no partial wildcards). An
-allowed origin is echoed, with `Vary: Origin`, except for "*" without credentials, which is answered "*" (a browser
-refuses "*" on a credentialed request). AllowMethods "*" allows every method and AllowHeaders "*" every header: the
-preflight answer then names the ones asked for.
+Origins match exactly (case-insensitively), or all of them with "*" (AWS documents no partial wildcards). An origin
+AllowOrigins names is echoed, with `Vary: Origin` (and `-Allow-Credentials: true` with AllowCredentials); any other
+origin "*" allows is answered "*", without `-Allow-Credentials`, with or without AllowCredentials. AWS accepts
+AllowOrigins ["*"] with AllowCredentials true and echoes every origin with credentials allowed, which lets any site
+read what a logged-in user's browser gets; here a browser refuses a credentialed request answered "*" (and a request
+without credentials works as on AWS), so credentials need the origins named. AllowMethods "*" allows every method
+and AllowHeaders "*" every header: the preflight answer then names the ones asked for.
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ class Cors:
         """Access-Control-Allow-Origin (and Vary, Allow-Credentials) for a request from `origin`; [] if refused."""
         if not origin:
             return []
-        if "*" in self.allow_origins and not self.allow_credentials:
-            return [("Access-Control-Allow-Origin", "*")]
         lowered = origin.lower()
-        if "*" not in self.allow_origins and all(o.lower() != lowered for o in self.allow_origins):
-            return []
+        if all(o.lower() != lowered for o in self.allow_origins):  # not named: allowed only through "*"
+            if "*" not in self.allow_origins:
+                return []
+            out = [("Access-Control-Allow-Origin", "*")]
+            if len(self.allow_origins) > 1:  # named origins get another answer: a cache must tell them apart
+                out.append(("Vary", "Origin"))
+            return out
         out = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         if self.allow_credentials:
             out.append(("Access-Control-Allow-Credentials", "true"))

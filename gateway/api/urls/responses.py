@@ -2,10 +2,11 @@
 
 `map_result(payload)` (pure) reads a buffered invocation's result (JSON text):
 
-- an object with `statusCode` is a response: `statusCode` (an integer 100..599), `headers` (names to strings;
-  numbers and booleans are written as JSON writes them), `cookies` (each one `Set-Cookie`), `body` (a string; with
-  `isBase64Encoded` true, base64 of the bytes; another JSON value is sent as its JSON text), `isBase64Encoded`; its
-  content type is `application/json` unless `headers` set one;
+- an object with `statusCode` is a response: `statusCode` (an integer 200..599: a 1xx is no final status, and
+  101 would claim the connection switched protocols), `headers` (names to strings; numbers and booleans are written
+  as JSON writes them), `cookies` (each one `Set-Cookie`), `body` (a string; with `isBase64Encoded` true, base64 of
+  the bytes; another JSON value is sent as its JSON text), `isBase64Encoded`; its content type is `application/json`
+  unless `headers` set one;
 - a string is sent as its text (not JSON-quoted: what AWS answers, though its guide's table shows the quotes),
   any other JSON value without `statusCode` (an object, an array, a number, true, null) as the JSON text the function
   returned: both are 200 `application/json`;
@@ -17,7 +18,7 @@ Headers the gateway owns are not taken from the function: the framing (`Content-
 `Connection`, `Keep-Alive`, `Upgrade`, `TE`, `Trailer`, `Proxy-Connection`) and `x-amzn-RequestId`.
 
 `parse_prelude(data)` reads the head of a streamed response written by `awslambda.HttpResponseStream.from` (its JSON
-`{statusCode, headers, cookies}` then 8 NUL bytes), with the same rules.
+`{statusCode, headers, cookies}` then 8 NUL bytes), with the same rules (a status outside 200..599 is malformed).
 
 `url_error(status, message, error_type)`: how a URL answers what is not the function's answer (a JSON document
 `{"Message": ...}`, `x-amzn-ErrorType`, `x-amzn-RequestId`): 403 `{"Message":"Forbidden"}` (AccessDeniedException)
@@ -76,7 +77,7 @@ def _text(value: Any) -> str | None:
 def _head(doc: dict[str, Any]) -> Mapped | None:
     """Status, headers and cookies of a response object (`statusCode` present), or None if malformed."""
     status = doc.get("statusCode")
-    if type(status) is not int or not 100 <= status <= 599:
+    if type(status) is not int or not 200 <= status <= 599:  # a final status: 1xx would be an interim one
         return None
     mapped = Mapped(status)
     headers = doc.get("headers") or {}

@@ -6,8 +6,15 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
 (from `raw_path`: aiohttp's `query_string` is percent-decoded).
 
 1. CORS (gateway/api/urls/cors.py): with a Cors configuration, a preflight is answered here, nothing invoked.
-2. Admission, as Invoke: `Concurrency.admit` before the body is read; a refusal is the URL's 429.
-3. The body (at most 6 MB, else 413, read within `Settings.body_timeout`) and the request become the event
+2. The body (at most 6 MB, else 413, read within `Settings.body_timeout`, else 408), read BEFORE admission: unlike
+   Invoke's callers (operators and functions, who hold credentials), a NONE URL's caller is anyone, and a slow body
+   read after admission would hold one of the function's concurrency slots for as long as the client likes. What
+   URL bodies being read hold at once is bounded instead: at most `BODY_BUDGET` bytes over every URL request (a
+   declared Content-Length is reserved whole before anything is read, a chunked body piece by piece); a request
+   that does not fit is refused with the URL's 429 (`Rate Exceeded.`, what clients retry) and its connection
+   closed, its body unread. A client that leaves while its body is read (a reset, a close before the body's end)
+   is no error of the gateway's: a debug line, `CLIENT_GONE` (499) in the access log, nothing in the URL's metrics.
+3. Admission, as Invoke: `Concurrency.admit`; a refusal is the URL's 429. The body and the request become the event
    (events.py), with a new request id: the invocation's (`requestContext.requestId`, `x-amzn-RequestId`).
 4. The invocation runs through the same `Invoker` as Invoke, with the URL's function and qualifier (`$LATEST` or an
    alias), invoked as its ARN (so metrics and logs name the alias as Lambda's `Resource` does).
@@ -15,7 +22,9 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
    response is 502. RESPONSE_STREAM: the invocation gets a `Stream` (gateway/execution/streams.py), and the status
    line goes out when the function's first bytes arrive: a stream whose content type is Lambda's
    `application/vnd.awslambda.http-integration-response` starts with the prelude `HttpResponseStream.from` wrote
-   (status, headers, cookies; 8 NUL bytes), any other is 200 of the content type the function set. A function that
+   (status, headers, cookies; 8 NUL bytes; a malformed one, bad JSON or no delimiter within `MAX_PRELUDE` bytes, is
+   a 502 at once: the function runs on to its end, what it still sends dropped, and its end releases its slot), any
+   other is 200 of the content type the function set. A function that
    does not stream (the Python fast path, as Lambda's buffered runtimes) has its result sent as it is, 200
    `application/json`, without the BUFFERED mapping (what Lambda does for a RESPONSE_STREAM URL); its error is a 502.
    A function error after the head went out cannot change it: the connection is cut before the body's end (chunked:
@@ -24,22 +33,24 @@ It takes the path the function sees (`/` and what follows the URL's root); the q
 
 Concurrency: on the event loop; the streamed invocation runs in a task of its own, as InvokeWithResponseStream's
 does, and its admission slot is released when it ends, not when its answer is written. A client that leaves or stops
-reading mid-stream is left after `Settings.body_timeout` without progress (invoke_stream's `_write`): what the
-function still sends is discarded, and it runs to its end as on Lambda.
+reading mid-stream is left after `Settings.body_timeout` without progress (`invoke_stream.write_piece`): what
+the function still sends is discarded, and it runs to its end as on Lambda.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
+import weakref
 from time import perf_counter
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
-from gateway.api.invoke.invoke_stream import _write
+from gateway.api.invoke.invoke_stream import write_piece
 from gateway.api.urls import cors as url_cors
 from gateway.api.urls import responses
 from gateway.api.urls.events import build_event
@@ -50,7 +61,11 @@ from gateway.execution.streams import Stream
 from gateway.store.function_urls import FunctionUrl
 from gateway.store.records import LATEST
 
+log = logging.getLogger("gateway.api.urls")
+
 STREAMING = "RESPONSE_STREAM"
+#: the status of a request whose client left before it was answered (nginx's 499): in the access log, not in metrics
+CLIENT_GONE = 499
 _READ_PIECE = 256 * 1024
 
 
@@ -64,30 +79,36 @@ async def serve(request: web.Request, url: FunctionUrl, path: str) -> web.Stream
         status = response.status
         return response
     finally:
-        request.app[METRICS].urls.request(url.function, resource, status, perf_counter() - received)
+        if status != CLIENT_GONE:  # nobody is there to see the answer: neither the URL's error nor its success
+            request.app[METRICS].urls.request(url.function, resource, status, perf_counter() - received)
 
 
 async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.StreamResponse:
+    """`serve` without the metrics: steps 1 to 5 of the module's docstring. Returns the answer (a URL error, the
+    function's response, `CLIENT_GONE`) and never raises a LambdaError: each failure is answered as a URL answers it.
+    The admission slot is released here for a buffered invocation, by the run's end for a streamed one."""
     app = request.app
     config_cors = url_cors.Cors.of(url.cors)
     if config_cors is not None and url_cors.is_preflight(request.method, request.headers):
         return web.Response(status=200, headers=url_cors.preflight(config_cors, request.headers))
+    request_id = new_request_id()
+    try:
+        body = await _read_body(request, request_id)
+    except RequestTimeoutException as exc:  # the rest may still trickle in: never read it
+        return _closing(request, responses.url_error(408, exc.message, exc.name, request_id))
+    if isinstance(body, web.Response):
+        return body
+    payload = orjson.dumps(_event(request, url, path, body, request_id))
+    if len(payload) > MAX_SYNC_PAYLOAD:  # base64 and the request's fields count: the event is the payload
+        return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
     concurrency = app[CONCURRENCY]
-    metrics = app[METRICS]
-    try:  # admission before the body is read, as for Invoke
+    try:  # admission once the body is in: a slow client holds none of the function's slots
         token = concurrency.admit(url.function)
     except TooManyRequestsException as exc:
-        metrics.throttled(url.function, exc.reason)
-        return responses.throttled()
-    request_id = new_request_id()
+        app[METRICS].throttled(url.function, exc.reason)
+        return responses.throttled(request_id)
     streamed = False
     try:
-        body = await _read_body(request)
-        if body is None:
-            return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
-        payload = orjson.dumps(_event(request, url, path, body, request_id))
-        if len(payload) > MAX_SYNC_PAYLOAD:  # base64 and the request's fields count: the event is the payload
-            return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
         qualifier = None if url.qualifier == LATEST else url.qualifier
         config = app[REGISTRY].resolve(url.function, qualifier, route=True)
         invoked_arn = app[SETTINGS].function_arn(url.function, qualifier)
@@ -97,9 +118,11 @@ async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.Strea
             stream = Stream(request_id)
             run = asyncio.ensure_future(app[INVOKER].invoke(config, invoked_arn, payload, None, False, stream))
 
-            def ended(_: object) -> None:  # the slot is the invocation's, not the answer's
+            def ended(done: asyncio.Future[Outcome]) -> None:  # the slot is the invocation's, not the answer's
                 stream.close()
                 concurrency.release(token)
+                if not done.cancelled():
+                    done.exception()  # retrieved: an answer given before the end (a 502) does not await it
 
             run.add_done_callback(ended)
             return await _streamed(request, run, stream, config_cors, origin)
@@ -118,8 +141,6 @@ def _failed(url: FunctionUrl, exc: LambdaError, request_id: str) -> web.Response
         return responses.throttled(request_id)
     if isinstance(exc, ResourceNotFoundException):  # its function or alias went while the request was read
         return responses.unknown_url(request_id)
-    if isinstance(exc, RequestTimeoutException):  # the body did not arrive in time
-        return responses.url_error(408, str(exc), None, request_id)
     return responses.bad_gateway(request_id)
 
 
@@ -134,18 +155,71 @@ def _buffered(outcome: Outcome, config_cors: url_cors.Cors | None, origin: str |
     return responses.response(mapped, outcome.request_id)
 
 
-async def _read_body(request: web.Request) -> bytes | None:
-    """The request's body, at most MAX_SYNC_PAYLOAD bytes (None beyond: nothing more is read), within the body
-    timeout (else RequestTimeoutException)."""
+#: the bytes URL request bodies being read may hold at once, per application (see the module's docstring, 2): ten
+#: bodies of 6 MB, or thousands of small ones
+BODY_BUDGET = 64 * 1024 * 1024
+
+
+class BodyBudget:
+    """The bytes of URL request bodies being read, over every URL request of one application. On the event loop:
+    plain numbers, no lock."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int = BODY_BUDGET) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` more bytes; False, with nothing reserved, when they do not fit."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        """Give back bytes `take` reserved."""
+        self.used -= size
+
+
+_BUDGETS: weakref.WeakKeyDictionary[web.Application, BodyBudget] = weakref.WeakKeyDictionary()
+
+
+def body_budget(app: web.Application) -> BodyBudget:
+    """The application's budget (the main listener and the environments' listener each have one)."""
+    found = _BUDGETS.get(app)
+    if found is None:
+        found = _BUDGETS[app] = BodyBudget()
+    return found
+
+
+def _closing(request: web.Request, response: web.Response) -> web.Response:
+    """`response`, after which the connection closes without reading what is left of the body."""
+    response.force_close()
+    refuse_body = getattr(request.protocol, "refuse_body", None)  # a GatewayRequestHandler's (gateway.api.server)
+    if refuse_body is not None:
+        refuse_body()
+    return response
+
+
+async def _read_body(request: web.Request, request_id: str) -> bytes | web.Response:
+    """The request's body within the body timeout (else RequestTimeoutException), or the answer that refuses it:
+    413 beyond MAX_SYNC_PAYLOAD bytes, 429 beyond the `BodyBudget` (the connection then closes, the rest unread)."""
     length = request.content_length
     if length is not None and length > MAX_SYNC_PAYLOAD:
-        return None
+        return _closing(request, responses.too_large(MAX_SYNC_PAYLOAD, request_id))
     if request.content.is_eof():  # all there already, or read before (an AWS_IAM signature covers the body): kept
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return None
-        return body if len(body) <= MAX_SYNC_PAYLOAD else None
+            body = None
+        if body is None or len(body) > MAX_SYNC_PAYLOAD:
+            return _closing(request, responses.too_large(MAX_SYNC_PAYLOAD, request_id))
+        return body
+    budget = body_budget(request.app)
+    reserved = length or 0  # a declared length is reserved whole: a slow body cannot creep past the budget
+    if not budget.take(reserved):
+        return _closing(request, responses.throttled(request_id))
     timeout = request.app[SETTINGS].body_timeout
     pieces = bytearray()
     try:
@@ -154,11 +228,21 @@ async def _read_body(request: web.Request) -> bytes | None:
                 piece = await request.content.read(_READ_PIECE)
                 if not piece:
                     return bytes(pieces)
+                size = len(pieces) + len(piece)
+                if size > MAX_SYNC_PAYLOAD:
+                    return _closing(request, responses.too_large(MAX_SYNC_PAYLOAD, request_id))
+                if size > reserved:  # chunked (or more than declared, which aiohttp refuses anyway)
+                    if not budget.take(size - reserved):
+                        return _closing(request, responses.throttled(request_id))
+                    reserved = size
                 pieces += piece
-                if len(pieces) > MAX_SYNC_PAYLOAD:
-                    return None
     except TimeoutError:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
+    except (ConnectionError, ClientPayloadError) as exc:  # reset, or the connection closed before the body's end
+        log.debug("URL request %s: the client left while its body was read (%s)", request_id, exc)
+        return _closing(request, web.Response(status=CLIENT_GONE))
+    finally:
+        budget.give(reserved)
 
 
 def _event(request: web.Request, url: FunctionUrl, path: str, body: bytes, request_id: str) -> dict[str, Any]:
@@ -220,8 +304,8 @@ async def _streamed(
         if not first:  # nothing streamed: the function answered at once (or failed)
             return _unstreamed(await run, config_cors, origin)
         head, first = await _head(stream, first)
-        if head is None:
-            await run  # it may still fail: a 502 either way
+        if head is None:  # malformed: answered now, not when the function ends; what it still sends is dropped,
+            stream.discard()  # and its end releases its slot (the run's done-callback)
             return responses.bad_gateway(stream.request_id)
         if config_cors is not None:
             head.headers = url_cors.apply(config_cors, origin, head.headers)
@@ -267,13 +351,13 @@ async def _pump(
     connected = True
     while data:
         if connected:
-            connected = await _write(request, response, stream, data, deadline)
+            connected = await write_piece(request, response, stream, data, deadline)
         data = await stream.read()
     try:
         outcome = await run
         failed = outcome.function_error is not None
         if not failed and outcome.payload and connected:  # the reply's last piece
-            connected = await _write(request, response, stream, outcome.payload, deadline)
+            connected = await write_piece(request, response, stream, outcome.payload, deadline)
     except LambdaError:
         failed = True
     if failed:  # the head is out: cut the connection so that the client cannot take the body for complete
@@ -281,5 +365,5 @@ async def _pump(
         if transport is not None:
             transport.abort()
     elif connected:
-        await _write(request, response, stream, None, deadline)
+        await write_piece(request, response, stream, None, deadline)
     return response
