@@ -46,6 +46,7 @@ SCENARIO_ORDER = (
     "memory",
     "runtimes",
     "async",
+    "urls",
 )
 
 

@@ -449,6 +449,35 @@ def _async(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     return out
 
 
+_URL_COLUMNS = f"Way in|req/s|p50 ms|p99 ms|p50 ms, 1 connection|gateway CPU {MICRO}s/req|environments {MICRO}s/req"
+
+
+def _urls(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
+    if s.get("skipped"):
+        return ["### Function URLs", "", f"Not measured: {s['skipped']}."]
+    loaded, single = as_dict(s.get("loaded")), as_dict(s.get("single"))
+    names = {"invoke": "Invoke API (POST .../invocations)", "url_host": "function URL, Host form",
+             "url_path": "function URL, path form (/lambda-url/<id>/)"}  # fmt: skip
+    rows = [
+        [what, fmt_rps(get_in(loaded, way, "throughput_rps")), lat_ms(loaded.get(way), "p50"),
+         lat_ms(loaded.get(way), "p99"), lat_ms(single.get(way), "p50"),
+         fmt_sig(get_in(loaded, way, "gateway_us_per_request")),
+         fmt_sig(get_in(loaded, way, "environments_us_per_request"))]
+        for way, what in names.items()
+    ]  # fmt: skip
+    ratios = as_dict(s.get("ratios"))
+    return [
+        "### Function URLs",
+        "",
+        f"One no-op function through its URL and through Invoke, {fmt_int(s.get('connections'))} connections, closed "
+        f"loop, then one connection: URL (Host form) / Invoke requests/s "
+        f"**{fmt_ratio(num(ratios.get('url_host/invoke_rps')))}**, p50 on one connection "
+        f"**{fmt_ratio(num(ratios.get('url_host/invoke_p50_single')))}**.",
+        "",
+        *md_table(_URL_COLUMNS, rows),
+    ]
+
+
 SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = {
     "throughput": _throughput,
     "latency_vs_load": _latency_vs_load,
@@ -460,4 +489,5 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = 
     "memory": _memory,
     "runtimes": _runtimes,
     "async": _async,
+    "urls": _urls,
 }

@@ -38,6 +38,8 @@ Scenarios (`--only` takes these names):
 - runtimes: the no-op function on each kind of runtime (bench/scenarios/runtimes.py).
 - async: Event invokes (202s/s) vs synchronous invokes/s of one function, the queue's drain, and the time from the
   202 to the handler's start at low load (bench/scenarios/async_events.py).
+- urls: the same no-op function through its function URL (Host form, path form) and through the Invoke API:
+  requests/s and latency under the closed loop, then p50 on one connection (bench/scenarios/function_urls.py).
 
 This module is the command: options, the run's metadata (machine, versions), running the scenarios in order,
 the verdicts against the issue's targets, and writing the results file. The scenarios are in bench/scenarios/.

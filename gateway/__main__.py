@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 
 from gateway.api.sigv4 import sign
+from gateway.api.urls.router import looks_like_url
 from gateway.settings import Settings, load_credentials
 
 log = logging.getLogger("gateway")
@@ -60,11 +61,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+def _data_plane(request: web.BaseRequest) -> bool:
+    """An Invoke or a function URL request: counted by the metrics, not written to the `api` access log (a line
+    per request cost a function URL request ~15 % of the gateway's CPU: BENCHMARKS.md, issue 17)."""
+    return request.path.endswith("/invocations") or looks_like_url(request.headers.get("Host", ""), request.raw_path)
+
+
 class ApiAccessLogger(AccessLogger):
-    """aiohttp's text access log, for control-plane requests only (Invoke is counted by the metrics)."""
+    """aiohttp's text access log, for control-plane requests only (Invoke and function URLs: the metrics)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if not request.path.endswith("/invocations"):
+        if not _data_plane(request):
             super().log(request, response, time)
 
 
@@ -74,7 +81,7 @@ class JsonAccessLogger(AbstractAccessLogger):
     invokes = True  # False: control-plane requests only
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if not self.invokes and request.path.endswith("/invocations"):
+        if not self.invokes and _data_plane(request):
             return
         fields = {
             "method": request.method,

@@ -849,3 +849,12 @@ class FakeSource:
 
     async def close(self) -> None:
         self.closed += 1
+
+
+@pytest.fixture(scope="session")
+def web_layer() -> bytes:
+    """FastAPI, Mangum, Powertools and what they require, as a Python layer zip (`python/...`) built once per session
+    from this venv (tests/site_layer.py)."""
+    from tests.site_layer import layer_zip
+
+    return layer_zip(["fastapi", "mangum", "aws-lambda-powertools"])

@@ -293,3 +293,26 @@ def test_the_async_scenario_compares_202s_with_sync_invokes(sample: dict[str, An
     undrained = {**sample["scenarios"]["async"]}
     undrained["acceptance"] = {**undrained["acceptance"], "drained": False}
     assert "had not drained" in "\n".join(SECTIONS["async"]({}, undrained))
+
+
+def test_the_urls_scenario_puts_a_function_url_next_to_invoke() -> None:
+    from bench.report_sections import SECTIONS
+
+    def run(rps: float, p50: float, p99: float) -> dict[str, Any]:
+        cpu = {"gateway_us_per_request": 123.4, "environments_us_per_request": 87.0}
+        return {"throughput_rps": rps, "latency_ms": {"p50": p50, "p99": p99}, **cpu}
+
+    scenario = {
+        "connections": 32,
+        "loaded": {"invoke": run(3000, 9.5, 20), "url_host": run(2400, 12.0, 25), "url_path": run(2350, 12.2, 26)},
+        "single": {"invoke": run(900, 1.05, 2), "url_host": run(800, 1.2, 2.2), "url_path": run(790, 1.21, 2.3)},
+        "ratios": {"url_host/invoke_rps": 0.8, "url_path/invoke_rps": 0.783, "url_host/invoke_p50_single": 1.143},
+    }
+    lines = SECTIONS["urls"]({}, scenario)
+    text = "\n".join(lines)
+    assert lines[0] == "### Function URLs"
+    assert "requests/s **0.80\u00d7**, p50 on one connection **1.14\u00d7**" in text
+    assert "| Invoke API (POST .../invocations) | 3,000 | 9.50 | 20.0 | 1.05 | 123 | 87 |" in text
+    assert "| function URL, Host form | 2,400 | 12.0 | 25.0 | 1.20 | 123 | 87 |" in text
+    assert "gateway CPU \u00b5s/req" in text
+    assert SECTIONS["urls"]({}, {"skipped": "no function URLs"})[-1] == "Not measured: no function URLs."

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,3 +45,22 @@ def test_quick_suite_measures_every_target_and_leaves_nothing_running(tmp_path: 
     assert results["survivors"] == {name: 0 for name in results["survivors"]}
     assert {row["name"] for row in results["targets"]} >= {"warm throughput, gateway / (a) in-process"}
     assert all(row["met"] is None or isinstance(row["met"], bool) for row in results["targets"])
+
+
+def test_the_urls_scenario_measures_a_function_url_next_to_invoke(tmp_path: Path) -> None:
+    out = tmp_path / "suite.json"
+    cmd = [sys.executable, "bench/suite.py", "--quick", "--only", "urls", "--no-report", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    urls = results["scenarios"]["urls"]
+    if "skipped" in urls:
+        pytest.skip(urls["skipped"])
+    for load in ("loaded", "single"):
+        for way in ("invoke", "url_host", "url_path"):
+            run = urls[load][way]
+            assert run["requests"] > 0 and set(run["statuses"]) == {"200"}, (load, way, run["statuses"])
+            assert run["errors"] == {"socket": 0, "timeout": 0, "non_2xx": 0}, (load, way)
+    assert urls["ratios"]["url_host/invoke_rps"] > 0
+    assert urls["function_url"].startswith("http://") and ".lambda-url.us-east-1.localhost:" in urls["function_url"]
+    assert results["survivors"] == {name: 0 for name in results["survivors"]}

@@ -208,9 +208,14 @@ def test_access_log_leaves_invokes_out_by_default(gateway_factory: GatewayFactor
     lam = gw.client()
     create_function(lam, fname, PRINTS)
     invoke_json(lam, fname, {"n": 1})
+    url = lam.create_function_url_config(FunctionName=fname, AuthType="NONE")["FunctionUrl"]
+    url_id = url.split("//", 1)[1].split(".", 1)[0]
+    gw.request("GET", "/by-host", headers={"Host": url.split("//", 1)[1].rstrip("/")})  # 403s: no policy; no matter
+    gw.request("GET", f"/lambda-url/{url_id}/by-path")
     gw.stop()
     assert '"POST /2015-03-31/functions HTTP/1.1" 201' in gw.log()  # the control plane is logged
     assert "/invocations HTTP/1.1" not in gw.log()  # invokes are counted by the metrics instead
+    assert "/by-host" not in gw.log() and "/by-path" not in gw.log()  # so are function URL requests
 
 
 @pytest.mark.parametrize("retention", [2])

@@ -8,6 +8,7 @@ read it).
 - scale.py   many functions deployed (Zipf popularity) vs one, and the memory of idle environments
 - runtimes.py  each kind of runtime side by side (Python fast path, awslambdaric, Go, Node.js): cold start, warm /s
 - async_events.py  Event invokes: 202s/s vs synchronous invokes/s, the queue's drain, 202 -> handler start
+- function_urls.py  one no-op function through its function URL (Host and path forms) vs the Invoke API
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from bench.scenarios.async_events import scenario_async
 from bench.scenarios.cold import scenario_burst, scenario_cold_start
 from bench.scenarios.common import Run
+from bench.scenarios.function_urls import scenario_urls
 from bench.scenarios.runtimes import scenario_runtimes
 from bench.scenarios.scale import scenario_functions, scenario_memory
 from bench.scenarios.warm import scenario_latency_vs_load, scenario_payloads, scenario_throttling, scenario_throughput
@@ -34,6 +36,7 @@ SCENARIOS = (
     "memory",
     "runtimes",
     "async",
+    "urls",
 )
 RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "throughput": scenario_throughput,
@@ -46,4 +49,5 @@ RUNNERS: dict[str, Callable[[Run], dict[str, Any]]] = {
     "memory": scenario_memory,
     "runtimes": scenario_runtimes,
     "async": scenario_async,
+    "urls": scenario_urls,
 }
