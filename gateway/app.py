@@ -36,7 +36,7 @@ from gateway.api.functions import (
     tags,
     versions,
 )
-from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response
+from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response, not_routed
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
 from gateway.api.scheduler import schedule_groups, scheduler
 from gateway.api.sigv4 import Verifier
@@ -447,4 +447,5 @@ def create_app(settings: Settings) -> web.Application:
     logs_api.add_routes(app)
     metrics_api.add_routes(app)
     catalog.add_routes(app)  # last: every operation of the model not served above answers "not implemented"
+    app.router.add_route("*", "/{tail:.*}", not_routed)  # after everything: see not_routed
     return app

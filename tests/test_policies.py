@@ -209,6 +209,10 @@ def test_allows_url_needs_both_statements(store: Policies) -> None:
     assert store.allows_url(url, ANONYMOUS)
     assert not store.allows_url(_Url("AWS_IAM"), ROLE)  # the URL statement is for NONE
     assert not store.allows("f", LATEST, ROLE, "lambda:InvokeFunction")  # "via" only applies through a URL
+    store.remove_function_statement("f", LATEST, "via")  # decisions are remembered per document revision
+    assert not store.allows_url(url, ANONYMOUS)
+    store.add_function_statement("f", LATEST, _named("via", invoked_via_function_url=True))
+    assert store.allows_url(url, ANONYMOUS) and store.allows_url(url, ANONYMOUS)
     other = open_store(store.settings.data_dir / "other")
     other.add_function_statement("f", LATEST, _named("url", action="lambda:InvokeFunctionUrl",
                                                       function_url_auth_type="AWS_IAM"))  # fmt: skip

@@ -142,3 +142,22 @@ def refuse_unread(request: web.Request, response: web.StreamResponse) -> web.Str
         if refuse_body is not None:
             refuse_body()
     return response
+
+
+async def not_routed(request: web.Request) -> web.StreamResponse:
+    """The last route, `/{tail:.*}` for every method: a path no operation has.
+
+    aiohttp resolves a route before any middleware runs, and a miss costs it an `HTTPNotFound` built and the
+    middleware chain wrapped again; a function URL's requests (answered by the URL middleware before any handler,
+    whatever their path) would pay that every time. With this route they resolve like any other request. Requests
+    that do reach it are answered as a miss is: 405 when another route has the path with other methods, else 404
+    (the error middleware words both). This is the error path: it may look at every route."""
+    allowed: set[str] = set()
+    this = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not this:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

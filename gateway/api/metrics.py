@@ -26,7 +26,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.api.catalog import Operation, load_operations, route_shape
-from gateway.api.http import error_response
+from gateway.api.http import error_response, not_routed
 from gateway.app_keys import METRICS, SETTINGS
 from gateway.errors import LambdaError
 from gateway.observability.metrics import Metrics
@@ -112,7 +112,7 @@ class OperationNames:
 
     def _lookup(self, route: AbstractRoute) -> str | tuple[Operation, ...]:
         resource = route.resource
-        if resource is None:  # the router's own answer: no route matched (404, 405)
+        if resource is None or route.handler is not_routed:  # no operation has the path (404, 405; a URL's)
             return UNMATCHED
         ops = self._by_shape.get((route.method, route_shape(resource.canonical)))
         if ops:

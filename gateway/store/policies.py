@@ -49,6 +49,8 @@ MAX_POLICY_BYTES = 20 * 1024
 INVOKE = "lambda:InvokeFunction"
 INVOKE_URL = "lambda:InvokeFunctionUrl"
 GET_LAYER_VERSION = "lambda:GetLayerVersion"
+#: `allows_url` decisions kept before the cache starts over (principals are few: anonymous, roles)
+MAX_URL_DECISIONS = 4096
 _NO_CONTEXT: Mapping[str, str] = {}
 
 
@@ -95,6 +97,10 @@ class Policies:
         self._lock = threading.Lock()
         self._functions: dict[_FunctionKey, PolicyDocument] = {}
         self._layers: dict[_LayerKey, PolicyDocument] = {}
+        #: `allows_url`'s decisions by (function, qualifier, the document's RevisionId, auth type, principal): a
+        #: document is replaced, never changed, with a new RevisionId, so a decision never outlives its document.
+        #: Read and written on the loop only; emptied when it reaches MAX_URL_DECISIONS.
+        self._url_decisions: dict[tuple[str, str, str, str, str | None], bool] = {}
         self._db = sqlite.connect(db_path)
         self._migrate()
         self._load()
@@ -156,10 +162,20 @@ class Policies:
         2025): the policy of the URL's (function, qualifier) allows `lambda:InvokeFunctionUrl` with
         `lambda:FunctionUrlAuthType` = the URL's auth type, AND `lambda:InvokeFunction` with
         `lambda:InvokedViaFunctionUrl` = "true" (a grant of InvokeFunction without that condition also does)."""
-        context = {FUNCTION_URL_AUTH_TYPE: url.auth_type, INVOKED_VIA_FUNCTION_URL: "true"}
-        return self.allows(url.function, url.qualifier, principal, INVOKE_URL, context) and self.allows(
-            url.function, url.qualifier, principal, INVOKE, context
-        )
+        document = self._functions.get((url.function, url.qualifier))
+        if document is None:
+            return False
+        key = (url.function, url.qualifier, document.revision_id, url.auth_type, principal)
+        decision = self._url_decisions.get(key)
+        if decision is None:  # evaluated once per document and caller: a URL's hot path is one dict lookup
+            context = {FUNCTION_URL_AUTH_TYPE: url.auth_type, INVOKED_VIA_FUNCTION_URL: "true"}
+            decision = self.allows(url.function, url.qualifier, principal, INVOKE_URL, context) and self.allows(
+                url.function, url.qualifier, principal, INVOKE, context
+            )
+            if len(self._url_decisions) >= MAX_URL_DECISIONS:
+                self._url_decisions.clear()
+            self._url_decisions[key] = decision
+        return decision
 
     def allows_layer(self, layer: str, version: int, principal: str | None) -> bool:
         """Whether the layer version's policy lets `principal` (an account id or an IAM ARN) GetLayerVersion."""
