@@ -173,7 +173,7 @@ class LayerStore:
     # -- names and ARNs ----------------------------------------------------------------------------
 
     def layer_arn(self, name: str) -> str:
-        return f"arn:aws:lambda:{self.settings.region}:{self.settings.account_id}:layer:{name}"
+        return f"arn:{self.settings.partition}:lambda:{self.settings.region}:{self.settings.account_id}:layer:{name}"
 
     def local_name(self, layer_name: str) -> str | None:
         """The layer name a LayerName parameter designates (a name or a layer ARN, already validated
