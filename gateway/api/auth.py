@@ -77,7 +77,7 @@ _WORD = re.compile(r"(?:^|_)([a-z0-9])")
 
 
 #: the request's key for a function's `Session` (absent for an operator), set once its signature is checked
-SESSION = "gateway.session"
+SESSION = web.RequestKey("session", Session)
 
 
 def iam_action(operation: str) -> str:

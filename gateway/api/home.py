@@ -27,9 +27,8 @@ from gateway.store.names import check_home
 def caller_arn(request: web.Request, settings: Settings) -> str:
     """Who AWS's AccessDenied message names: a function's assumed-role session, else the account's root user (an
     operator is the account's administrator)."""
-    session = request.get(SESSION)
-    if session is not None:
-        return str(session.assumed_role_arn)
+    if SESSION in request:
+        return request[SESSION].assumed_role_arn
     return f"arn:{settings.partition}:iam::{settings.account_id}:root"
 
 
