@@ -12,6 +12,8 @@ Sources of the answers pinned here:
 - [S4] botocore's rest-json parser (botocore/parsers.py, `_populate_response_metadata`): `ResponseMetadata.RequestId`
   is the `x-amzn-RequestId` header, which AWS sends on every answer, errors included (the Go error in [S2] carries
   one for a 404).
+- [S5] AWS's answer to a layer of another region, quoted in a CloudFormation failure event: "Layers are not in the
+  same region as the function. Layers are expected to be in region us-west-2. (Service: Lambda, Status Code: 400".
 """
 
 from __future__ import annotations
@@ -205,6 +207,20 @@ def test_the_partition_follows_the_region(gateway_factory: GatewayFactory, fname
         assert invoke_json(lam, arn)[1] == {"v": 1}
         alias = lam.create_alias(FunctionName=arn, Name="live", FunctionVersion="1")
         assert alias["AliasArn"] == arn + ":live"
+        layer = lam.publish_layer_version(LayerName="lib", Content={"ZipFile": make_zip({"python/lib.py": "X = 1\n"})})
+        assert layer["LayerVersionArn"] == f"arn:aws-cn:lambda:cn-north-1:{ACCOUNT}:layer:lib:1"
+        assert lam.get_layer_version_by_arn(Arn=layer["LayerVersionArn"])["Version"] == 1
+        updated = lam.update_function_configuration(FunctionName=arn, Layers=[layer["LayerVersionArn"]])
+        assert updated["Layers"][0]["Arn"] == layer["LayerVersionArn"]
+        with pytest.raises(ClientError) as exc:  # [S5] the same layer under the `aws` partition's region: elsewhere
+            lam.update_function_configuration(
+                FunctionName=arn, Layers=[f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:lib:1"]
+            )
+        assert _error(exc) == (
+            400,
+            "InvalidParameterValueException",
+            "Layers are not in the same region as the function. Layers are expected to be in region cn-north-1.",
+        )
         with pytest.raises(ClientError) as exc:
             lam.get_function(FunctionName=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{fname}")
         assert _error(exc) == _unreachable("us-east-1", "cn-north-1")

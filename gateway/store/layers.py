@@ -181,7 +181,8 @@ class LayerStore:
         m = _LAYER_ARN_RE.fullmatch(layer_name)
         if m is None:
             return layer_name
-        if (m["partition"], m["region"], m["account"]) != ("aws", self.settings.region, self.settings.account_id):
+        settings = self.settings
+        if (m["partition"], m["region"], m["account"]) != (settings.partition, settings.region, settings.account_id):
             return None
         return m["name"]
 
