@@ -77,9 +77,15 @@ def test_create_with_publish_answers_the_unqualified_arn_and_version_1(lam: Any,
     assert created["RevisionId"] and created["CodeSha256"]
 
 
-def test_create_without_publish_is_unchanged(lam: Any, fname: str) -> None:
+def test_create_without_publish_and_update_with_publish_are_unchanged(lam: Any, fname: str) -> None:
+    """Only CreateFunction answers a published version under the unqualified ARN: UpdateFunctionCode(Publish=True)
+    answers the new version's qualified ARN (LocalStack's provider, `map_config_out(version,
+    return_qualified_arn=bool(Publish))`, validated against AWS by its test_publish_with_update)."""
     created = create_function(lam, fname, SOURCE)
     assert (created["FunctionArn"], created["Version"]) == (ARN + fname, "$LATEST")
+    zip_bytes = make_zip({"lambda_function.py": SOURCE.replace("1", "2")})
+    updated = lam.update_function_code(FunctionName=fname, ZipFile=zip_bytes, Publish=True)
+    assert (updated["FunctionArn"], updated["Version"]) == (f"{ARN}{fname}:1", "1")
 
 
 # -- cause 2: region and account in ARNs -------------------------------------------------------------
