@@ -36,6 +36,7 @@ from gateway.api.functions import (
     tags,
     versions,
 )
+from gateway.api.home import home_middleware
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response, not_routed
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
 from gateway.api.scheduler import schedule_groups, scheduler
@@ -414,6 +415,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.auth_required or settings.environment_listen is not None or Sandbox.may_jail(settings.sandbox):
         verifier = Verifier(settings.credentials, settings.region, sessions)
         middlewares.append(auth_middleware(verifier, settings.auth_required))
+    middlewares.append(home_middleware(settings))  # innermost: ARNs of another region or account are refused
     app = web.Application(middlewares=middlewares, client_max_size=MAX_CONTROL_BODY)
     app[SETTINGS] = settings
     app[CATALOG] = Catalog.discover(settings)

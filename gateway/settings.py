@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import functools
 import json
 import os
 import re
@@ -181,8 +182,13 @@ class Settings:
             host = "::1"
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    @property
+    def partition(self) -> str:
+        """The ARN partition of `region`: `aws-cn` for China, `aws-us-gov` for GovCloud ... (see `partition_of`)."""
+        return partition_of(self.region)
+
     def function_arn(self, name: str, qualifier: str | None = None) -> str:
-        arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+        arn = f"arn:{partition_of(self.region)}:lambda:{self.region}:{self.account_id}:function:{name}"
         return f"{arn}:{qualifier}" if qualifier else arn
 
     def function_url(self, url_id: str) -> str:
@@ -315,6 +321,28 @@ class Settings:
                 f"binding to {self.host} exposes an API that runs code: configure credentials (GATEWAY_ACCESS_KEY_ID "
                 "and GATEWAY_SECRET_ACCESS_KEY, or GATEWAY_CREDENTIALS_FILE), or pass --insecure-no-auth"
             )
+
+
+#: region prefix -> ARN partition, as botocore's partitions.json (`regionRegex`) assigns them; every other region is
+#: in `aws`. Longest prefixes first: `us-isob-` before `us-iso-`.
+_PARTITIONS = (
+    ("us-gov-", "aws-us-gov"),
+    ("us-isob-", "aws-iso-b"),
+    ("us-isof-", "aws-iso-f"),
+    ("us-iso-", "aws-iso"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("eusc-", "aws-eusc"),
+    ("cn-", "aws-cn"),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def partition_of(region: str) -> str:
+    """The ARN partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`, `aws-iso`, ...)."""
+    for prefix, partition in _PARTITIONS:
+        if region.startswith(prefix):
+            return partition
+    return "aws"
 
 
 #: an Amazon MQ broker's ARN: arn:aws:mq:<region>:<account>:broker:<name>:<id>

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import botocore
 import pytest
 
-from gateway.settings import Settings
+from gateway.settings import Settings, partition_of
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -141,3 +143,20 @@ def test_policy_mode_is_refused_where_functions_reach_an_open_api() -> None:
     keys = {"GATEWAY_ACCESS_KEY_ID": "k", "GATEWAY_SECRET_ACCESS_KEY": "s"}
     assert policy_unenforceable(Settings.from_args(_args(), rlimits | keys)) is None
     assert policy_unenforceable(Settings.from_args(_args(), {"GATEWAY_SANDBOX": "rlimits"})) is None
+
+
+def test_the_partition_follows_the_region_as_botocore_says() -> None:
+    """Issue 18, cause 2. Source: botocore's partitions.json (each partition's regions and `regionRegex`)."""
+    partitions = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())["partitions"]
+    checked = 0
+    for partition in partitions:
+        for region in partition["regions"]:
+            if region.startswith(partition["id"]):  # `aws-global` and its kind are endpoints, not regions
+                continue
+            assert partition_of(region) == partition["id"], region
+            checked += 1
+    assert checked > 30
+    assert Settings(region="cn-northwest-1").function_arn("f", "1") == (
+        "arn:aws-cn:lambda:cn-northwest-1:123456789012:function:f:1"
+    )
+    assert Settings().partition == "aws"

@@ -76,6 +76,15 @@ _OPERATIONS = _operations()
 _WORD = re.compile(r"(?:^|_)([a-z0-9])")
 
 
+#: the request's key for a function's `Session` (absent for an operator), set once its signature is checked
+SESSION = web.RequestKey("session", Session)
+
+
+def iam_action(operation: str) -> str:
+    """`lambda:<Action>`, the IAM action of a Lambda operation, as AWS's AccessDenied messages name it."""
+    return "lambda:" + _ACTIONS.get(operation, operation)
+
+
 def operation_of(request: web.Request) -> str:
     """The Lambda operation a routed request means; for the gateway's own routes, its handler's name in CamelCase."""
     route = request.match_info.route
@@ -185,6 +194,7 @@ def auth_middleware(verifier: Verifier, required: bool) -> web.middleware:  # ty
             return _refuse(request, err)
         if session is not None:  # a chunked body is cut at the same size
             request = request.clone(client_max_size=MAX_SYNC_PAYLOAD)
+            request[SESSION] = session
         body = await read_body(request)
         verifier.finish(pending, request.method, request.raw_path, headers, body)
         return await handler(request)

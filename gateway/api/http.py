@@ -24,6 +24,7 @@ from gateway.errors import (
     RequestTooLargeException,
     ServiceException,
 )
+from gateway.execution.invoker import new_request_id
 
 log = logging.getLogger("gateway.api")
 
@@ -33,12 +34,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_CONTROL_BODY = 69905067
 
 
+#: the header naming a request on every answer of the API (boto3's `ResponseMetadata.RequestId`), successes and errors
+REQUEST_ID = "x-amzn-RequestId"
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def error_response(err: LambdaError) -> web.Response:
-    headers = {"x-amzn-ErrorType": err.name}
+    headers = {"x-amzn-ErrorType": err.name, REQUEST_ID: new_request_id()}
     retry_after = getattr(err, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -90,6 +95,17 @@ async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY) 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer of the API leaves here: a `LambdaError` (or aiohttp's 404, 405, 413) as Lambda words it, any other
+    exception as a 500 ServiceException; and each answer not yet sent carries `x-amzn-RequestId` (errors get theirs
+    from `error_response`; the invoke routes set the invocation's own; a streamed answer, sent already, sets its own
+    before it starts)."""
+    response = await _answer(request, handler)
+    if not response.prepared and REQUEST_ID not in response.headers:
+        response.headers[REQUEST_ID] = new_request_id()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except LambdaError as err:

@@ -79,7 +79,7 @@ DEFAULT_RETRY_ATTEMPTS = 185
 
 
 def schedule_arn(settings: Settings, group: str, name: str) -> str:
-    return f"arn:aws:scheduler:{settings.region}:{settings.account_id}:schedule/{group}/{name}"
+    return f"arn:{settings.partition}:scheduler:{settings.region}:{settings.account_id}:schedule/{group}/{name}"
 
 
 def expression_of(schedule: Schedule) -> Expression:

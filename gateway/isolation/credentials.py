@@ -64,9 +64,9 @@ class Session:
     @property
     def assumed_role_arn(self) -> str:
         """`arn:aws:sts::<account>:assumed-role/<role name>/<function name>`, the caller AWS names in its errors."""
-        account = self.function_arn.split(":")[4]
+        _, partition, _, _, account, *_ = self.function_arn.split(":")
         role_name = self.role_arn.rsplit("/", 1)[-1]
-        return f"arn:aws:sts::{account}:assumed-role/{role_name}/{self.function_name}"
+        return f"arn:{partition}:sts::{account}:assumed-role/{role_name}/{self.function_name}"
 
 
 def max_environment_age(ttl: float) -> float:

@@ -173,7 +173,7 @@ class LayerStore:
     # -- names and ARNs ----------------------------------------------------------------------------
 
     def layer_arn(self, name: str) -> str:
-        return f"arn:aws:lambda:{self.settings.region}:{self.settings.account_id}:layer:{name}"
+        return f"arn:{self.settings.partition}:lambda:{self.settings.region}:{self.settings.account_id}:layer:{name}"
 
     def local_name(self, layer_name: str) -> str | None:
         """The layer name a LayerName parameter designates (a name or a layer ARN, already validated
@@ -181,7 +181,8 @@ class LayerStore:
         m = _LAYER_ARN_RE.fullmatch(layer_name)
         if m is None:
             return layer_name
-        if (m["partition"], m["region"], m["account"]) != ("aws", self.settings.region, self.settings.account_id):
+        settings = self.settings
+        if (m["partition"], m["region"], m["account"]) != (settings.partition, settings.region, settings.account_id):
             return None
         return m["name"]
 

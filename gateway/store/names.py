@@ -10,12 +10,18 @@ import functools
 import re
 from typing import NamedTuple
 
-from gateway.errors import InvalidParameterValueException, ValidationException
+from gateway.errors import (
+    AccessDeniedException,
+    InvalidParameterValueException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from gateway.settings import partition_of
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 QUALIFIER_RE = re.compile(r"\$LATEST|[a-zA-Z0-9_-]{1,128}")
 _ARN_RE = re.compile(
-    r"(?:arn:(?:aws[a-zA-Z-]*):lambda:(?P<region>[a-z]{2}(?:-gov)?-[a-z]+-\d{1}):)?"
+    r"(?:arn:(?:aws[a-zA-Z-]*):lambda:(?P<region>(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1}):)?"
     r"(?:(?P<account>\d{12}):)?"
     r"(?:function:)?"
     r"(?P<name>[a-zA-Z0-9_.-]+)"
@@ -65,3 +71,37 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
             "The derived qualifier from the function name does not match the specified qualifier."
         )
     return FunctionRef(name, in_name if in_name is not None else qualifier)
+
+
+@functools.lru_cache(maxsize=4096)
+def home_of(raw: str) -> tuple[str | None, str | None]:
+    """(region, account) a FunctionName's ARN names; None for what it leaves out (a plain name leaves out both, a
+    partial ARN the region), and (None, None) for a malformed name (its route refuses it in its own words)."""
+    m = _ARN_RE.fullmatch(raw)
+    return (None, None) if m is None else (m["region"], m["account"])
+
+
+def check_home(raw: str, region: str, account_id: str, caller: str, action: str) -> None:
+    """Refuse a FunctionName whose ARN names another account or region than the gateway's, as Lambda does.
+
+    Another account: 403 AccessDeniedException (no cross-account resource policy can allow it: this gateway serves
+    one account), worded as AWS words a cross-account denial, with `caller` (the caller's IAM ARN) and `action`
+    (`lambda:GetFunction`). Another region (checked second, as Lambda does): 404 ResourceNotFoundException
+    "Functions from 'R' are not reachable in this region ('ours')". Pure; cheap for a plain name.
+    """
+    if ":" not in raw:
+        return
+    arn_region, arn_account = home_of(raw)
+    if arn_account is not None and arn_account != account_id:
+        m = _ARN_RE.fullmatch(raw)
+        assert m is not None  # home_of matched it
+        where = arn_region or region
+        resource = f"arn:{partition_of(where)}:lambda:{where}:{arn_account}:function:{m['name']}"
+        if m["qualifier"] is not None:
+            resource += f":{m['qualifier']}"
+        raise AccessDeniedException(
+            f"User: {caller} is not authorized to perform: {action} on resource: {resource} "
+            f"because no resource-based policy allows the {action} action"
+        )
+    if arn_region is not None and arn_region != region:
+        raise ResourceNotFoundException(f"Functions from '{arn_region}' are not reachable in this region ('{region}')")

@@ -182,7 +182,8 @@ class Policies:
         document = self._layers.get((layer, version))
         if document is None:
             return False
-        resource = f"arn:aws:lambda:{self.settings.region}:{self.settings.account_id}:layer:{layer}:{version}"
+        settings = self.settings
+        resource = f"arn:{settings.partition}:lambda:{settings.region}:{settings.account_id}:layer:{layer}:{version}"
         return allowed(document.statements, principal, GET_LAYER_VERSION, resource, _NO_CONTEXT)
 
     # -- writes (SQLite first, then the cache; worker threads) -----------------------------------------------

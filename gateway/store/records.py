@@ -87,9 +87,9 @@ class FunctionConfig:
     @property
     def runtime_version_arn(self) -> str:
         """A stable, Lambda-shaped id of the runtime build that runs this function (its runtime id here)."""
-        region = self.arn.split(":")[3]
+        _, partition, _, region, *_ = self.arn.split(":")
         digest = hashlib.sha256(self.runtime.encode()).hexdigest()
-        return f"arn:aws:lambda:{region}::runtime:{digest}"
+        return f"arn:{partition}:lambda:{region}::runtime:{digest}"
 
     @property
     def qualified_arn(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.events import mapping_params
+from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import MAPPINGS, REGISTRY, SETTINGS
@@ -53,7 +54,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def mapping_arn(settings: Settings, uuid: str) -> str:
-    return f"arn:aws:lambda:{settings.region}:{settings.account_id}:event-source-mapping:{uuid}"
+    return f"arn:{settings.partition}:lambda:{settings.region}:{settings.account_id}:event-source-mapping:{uuid}"
 
 
 def to_wire(settings: Settings, m: Mapping) -> dict[str, Any]:
@@ -152,6 +153,7 @@ async def create_event_source_mapping(request: web.Request) -> web.Response:
     requested = mapping_params.parse(body, mapping_params.CREATE_MEMBERS, "CreateEventSourceMappingRequest")
     if requested.function is None:
         raise InvalidParameterValueException("FunctionName is required.")
+    check_request(request, settings, requested.function)
     source = mapping_params.source(body, settings)
     function, qualifier = _function(registry, settings, requested.function)
     mapping = mapping_params.new_mapping(
@@ -174,6 +176,8 @@ async def update_event_source_mapping(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     requested = mapping_params.parse(body, mapping_params.UPDATE_MEMBERS, "UpdateEventSourceMappingRequest")
     _mapping(store, uuid)
+    if requested.function is not None:
+        check_request(request, settings, requested.function)
     function = None if requested.function is None else _function(registry, settings, requested.function)
     now = time.time()
 
@@ -213,6 +217,7 @@ async def list_event_source_mappings(request: web.Request) -> web.Response:
     if (arn := request.query.get("EventSourceArn")) is not None:
         mappings = [m for m in mappings if m.event_source_arn == arn]
     if (raw := request.query.get("FunctionName")) is not None:
+        check_request(request, settings, raw)
         ref = parse_function_name(raw)
         mappings = [
             m for m in mappings if m.function == ref.name and (ref.qualifier is None or m.qualifier == ref.qualifier)

@@ -24,6 +24,7 @@ from gateway.api.functions.function_params import (
     parse_config_update,
     parse_create,
 )
+from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size
 from gateway.app_keys import CATALOG, CODESTORE, LAYERS, REGISTRY, SETTINGS
@@ -196,9 +197,16 @@ def configuration(app: web.Application, config: FunctionConfig) -> dict[str, Any
 
 
 async def create_function(request: web.Request) -> web.Response:
-    """CreateFunction: 201 with the new FunctionConfiguration."""
-    config = await Deployer.from_app(request.app).create(await read_json_object(request))
-    return json_response(configuration(request.app, config), status=201)
+    """CreateFunction: 201 with the new FunctionConfiguration. With Publish, that of version 1 under the function's
+    unqualified ARN (AWS answers `FunctionArn` unqualified and `Version: "1"`: the ARN a caller keeps, and hands to
+    DeleteFunction, names the function, not its version 1)."""
+    body = await read_json_object(request)
+    if isinstance(raw := body.get("FunctionName"), str):
+        check_request(request, request.app[SETTINGS], raw, "CreateFunction")
+    config = await Deployer.from_app(request.app).create(body)
+    wire = configuration(request.app, config)
+    wire["FunctionArn"] = config.arn
+    return json_response(wire, status=201)
 
 
 async def list_functions(request: web.Request) -> web.Response:

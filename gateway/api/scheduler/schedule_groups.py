@@ -47,7 +47,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def group_arn(settings: Settings, name: str) -> str:
-    return f"arn:aws:scheduler:{settings.region}:{settings.account_id}:schedule-group/{name}"
+    return f"arn:{settings.partition}:scheduler:{settings.region}:{settings.account_id}:schedule-group/{name}"
 
 
 def _to_wire(settings: Settings, name: str, group: ScheduleGroup | None) -> dict[str, Any]:

@@ -335,7 +335,7 @@ def _check_target(schedule: Schedule, settings: Settings, registry: Registry) ->
     if target is None or target.service is not Service.LAMBDA:
         raise SchedulerValidationException(
             f"The target {arn} is not supported: this gateway's schedules invoke its Lambda functions only "
-            f"(arn:aws:lambda:{settings.region}:{settings.account_id}:function:NAME[:QUALIFIER])."
+            f"(arn:{settings.partition}:lambda:{settings.region}:{settings.account_id}:function:NAME[:QUALIFIER])."
         )
     if (target.region, target.account) != (settings.region, settings.account_id):
         raise SchedulerValidationException(
