@@ -29,8 +29,10 @@ log = logging.getLogger("gateway.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: the largest JSON body a control-plane call accepts: Lambda's figure (a 50 MB zip, base64 encoded, plus fields)
-MAX_CONTROL_BODY = 69905067
+#: the largest JSON body a control-plane call accepts: AWS's figure for CreateFunction and UpdateFunctionCode (a
+#: 50 MB zip, base64 encoded, plus room for the other fields): "Request must be smaller than 70167211 bytes for the
+#: CreateFunction operation" (LocalStack's LAMBDA_LIMITS_CREATE_FUNCTION_REQUEST_SIZE, recorded against AWS)
+MAX_CONTROL_BODY = 70167211
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -70,10 +72,12 @@ async def read_body(request: web.Request) -> bytes:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
 
 
-async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY) -> dict[str, Any]:
-    """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException."""
+async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY, operation: str = "") -> dict[str, Any]:
+    """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException, and
+    RequestEntityTooLargeException over `limit` (worded as AWS words it, naming `operation` when given)."""
     if request.content_length is not None and request.content_length > limit:
-        raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for the operation")
+        what = f"the {operation} operation" if operation else "the operation"
+        raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for {what}")
     body = await read_body(request)
     if not body:
         return {}
