@@ -42,11 +42,11 @@ def test_long_names_and_lowercase_latest_parse() -> None:
     assert parse_function_name("a" * 65) == FunctionRef("a" * 65, None)
     assert parse_function_name("f", "$latest") == FunctionRef("f", "$latest")
     check_create_name("a" * 64, FunctionRef("a" * 64, None))
-    with pytest.raises(ValidationException, match="less than or equal to 64$"):
+    with pytest.raises(ValidationException, match=r"less than or equal to 64$"):
         check_create_name("a" * 65, FunctionRef("a" * 65, None))
     arn = "arn:aws:lambda:us-east-1:123456789012:function:" + "a" * 64
     check_create_name(arn, FunctionRef("a" * 64, None))
-    with pytest.raises(ValidationException, match="less than or equal to 64$"):
+    with pytest.raises(ValidationException, match=r"less than or equal to 64$"):
         check_create_name(arn + "a", FunctionRef("a" * 65, None))
 
 
