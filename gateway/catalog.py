@@ -33,6 +33,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -106,6 +107,26 @@ class UnsupportedRuntime(ValueError):
     """This gateway cannot run the runtime; the message says why, in Lambda's words where Lambda has them."""
 
 
+#: families whose successor has another name: .NET Core became .NET, Go runs on an OS-only runtime
+_SUCCESSOR_FAMILY = {"dotnetcore": "dotnet", "go": "provided"}
+
+
+def _family(runtime: str) -> str:
+    """`python` of `python3.12`: the letters an id starts with."""
+    return re.sub(r"[^a-z].*", "", runtime)
+
+
+def successor(runtime: str) -> str:
+    """The runtime AWS recommends instead of a deprecated one ("We recommend you use the new runtime (python3.12)
+    ..."): its family's newest id in botocore's model that Lambda still accepts."""
+    family = _family(runtime)
+    family = _SUCCESSOR_FAMILY.get(family, family)
+    candidates = [r for r in lambda_runtimes() if _family(r) == family and r not in DEPRECATED_RUNTIMES]
+    if not candidates:
+        return "a supported runtime"
+    return max(candidates, key=lambda r: tuple(int(n) for n in re.findall(r"\d+", r)))
+
+
 @functools.cache
 def lambda_runtimes() -> tuple[str, ...]:
     """Lambda's runtime ids, in the order of botocore's model of the Lambda API."""
@@ -141,7 +162,8 @@ class Catalog(Mapping[str, RuntimeChoice]):
         if runtime in DEPRECATED_RUNTIMES:
             raise UnsupportedRuntime(
                 f"The runtime parameter of {runtime} is no longer supported for creating or updating AWS "
-                "Lambda functions. We recommend you use a supported runtime while creating or updating functions."
+                f"Lambda functions. We recommend you use the new runtime ({successor(runtime)}) while creating or "
+                "updating functions."
             )
         reason = self._refusals.get(runtime)
         if reason is None:

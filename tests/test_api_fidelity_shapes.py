@@ -18,6 +18,7 @@ import botocore
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.catalog import lambda_runtimes
 from tests.conftest import HANDLER, RUNTIME, RunningGateway, create_function, make_zip
 
 SOURCE = "def lambda_handler(event, context):\n    return {'v': 1}\n"
@@ -280,5 +281,23 @@ def test_concurrency_wording(lam: Any, fname: str) -> None:
         "InvalidParameterValueException",
         "This operation is permitted on Lambda functions only. Aliases and versions do not support this operation. "
         "Please specify either a function name or an unqualified function ARN.",
+        400,
+    )
+
+
+def test_deprecated_runtime_wording(lam: Any, fname: str) -> None:
+    """AWS's answer, as recorded in CloudFormation's error ("The runtime parameter of python3.7 is no longer supported
+    for creating or updating AWS Lambda functions. We recommend you use the new runtime (python3.12) while creating
+    or updating functions.", when python3.12 was the newest): the new runtime is the family's newest, here the
+    newest id of botocore's model."""
+    newest = max(
+        (r for r in lambda_runtimes() if r.startswith("python3.")), key=lambda r: int(r.removeprefix("python3."))
+    )
+    with pytest.raises(ClientError) as exc:
+        create_function(lam, fname, SOURCE, Runtime="python3.7")
+    assert _error(exc) == (
+        "InvalidParameterValueException",
+        "The runtime parameter of python3.7 is no longer supported for creating or updating AWS Lambda functions. "
+        f"We recommend you use the new runtime ({newest}) while creating or updating functions.",
         400,
     )

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.catalog import successor
 from tests.conftest import (
     HANDLER,
     ROLE,
@@ -299,7 +300,8 @@ INVALID_CREATE = [
                  + "\"}", id="env-too-big"),
     pytest.param({"Runtime": "python2.7"}, "InvalidParameterValueException", "The runtime parameter of "
                  "python2.7 is no longer supported for creating or updating AWS Lambda functions. We "
-                 "recommend you use a supported runtime while creating or updating functions.",
+                 f"recommend you use the new runtime ({successor('python2.7')}) while creating or updating "
+                 "functions.",
                  id="runtime-deprecated"),
     pytest.param({"Runtime": "nodejs22.x"}, "InvalidParameterValueException", None, id="runtime-unsupported"),
     pytest.param({"Code": {"S3Bucket": "b", "S3Key": "k"}}, "InvalidParameterValueException", None, id="s3"),
