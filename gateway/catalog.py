@@ -165,11 +165,17 @@ class Catalog(Mapping[str, RuntimeChoice]):
                 f"Lambda functions. We recommend you use the new runtime ({successor(runtime)}) while creating or "
                 "updating functions."
             )
+        lambdas = lambda_runtimes()
+        if runtime not in lambdas:  # AWS's words (LocalStack's recorded answer): the ids it accepts, model order
+            accepted = ", ".join(r for r in lambdas if r not in DEPRECATED_RUNTIMES)
+            raise UnsupportedRuntime(
+                f"Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
+                f"[{accepted}] or be a valid ARN"
+            )
         reason = self._refusals.get(runtime)
         if reason is None:
-            lambdas = lambda_runtimes()
-            known = "is not supported by this gateway" if runtime in lambdas else "is not a Lambda runtime"
-            reason = f"The runtime parameter of {runtime} {known}. Supported runtimes: {', '.join(sorted(self))}."
+            reason = f"The runtime parameter of {runtime} is not supported by this gateway. Supported runtimes: "
+            reason += f"{', '.join(sorted(self))}."
             if runtime in lambdas:  # java*, ruby*, dotnet*: Lambda's own runtimes for them are not implemented here
                 reason += (
                     " A custom runtime can bring it: create the function with runtime provided.al2023 and a "
