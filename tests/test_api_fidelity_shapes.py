@@ -301,3 +301,29 @@ def test_deprecated_runtime_wording(lam: Any, fname: str) -> None:
         f"We recommend you use the new runtime ({newest}) while creating or updating functions.",
         400,
     )
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (b'"\xaf"', "Invalid UTF-8 start byte 0xaf"),
+        (b'"\xe3-"', "Invalid UTF-8 middle byte 0x2d"),
+    ],
+)
+def test_invalid_utf8_payload_wording(
+    gateway: RunningGateway, lam: Any, fname: str, payload: bytes, words: str
+) -> None:
+    """AWS's answers as the AWS CLI printed them (InvalidRequestContentException): "Could not parse request body into
+    json: Could not parse payload into json: Invalid UTF-8 start byte 0xaf\\n at [Source: REDACTED
+    (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled); line: 1, column: 3]", and "... Invalid UTF-8 middle
+    byte 0x2d ... line: 1, column: 4]" (Jackson, AWS's parser, counts the column one past the bad byte)."""
+    create_function(lam, fname, SOURCE)
+    status, headers, raw = gateway.request("POST", f"/2015-03-31/functions/{fname}/invocations", payload)
+    assert status == 400 and headers.get("x-amzn-ErrorType") == "InvalidRequestContentException"
+    column = 3 if "start" in words else 4
+    assert json.loads(raw) == {
+        "Type": "User",
+        "message": "Could not parse request body into json: Could not parse payload into json: "
+        f"{words}\n at [Source: REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled); line: 1, "
+        f"column: {column}]",
+    }

@@ -127,9 +127,41 @@ def check_json(payload: bytes) -> None:
         try:
             json.loads(payload)
         except (ValueError, RecursionError):
+            why = jackson_utf8_error(payload) or str(exc)
             raise InvalidRequestContentException(
-                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+                f"Could not parse request body into json: Could not parse payload into json: {why}"
             ) from None
+
+
+#: where AWS's parser (Jackson) says it stopped; it does not quote the payload
+_SOURCE = "\n at [Source: REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled); line: {}, column: {}]"
+
+
+def jackson_utf8_error(payload: bytes) -> str | None:
+    """AWS's words for a payload whose first bad UTF-8 sequence is inside a JSON string, as its parser (Jackson) says
+    them: "Invalid UTF-8 start byte 0xaf" for a byte that cannot begin a sequence, "Invalid UTF-8 middle byte 0x2d"
+    for a lead byte followed by a byte that cannot continue it, then where (line, and column: one past the bad byte,
+    counted from 1). None where Jackson would say something else (a bad byte outside a string, a sequence cut short,
+    one only Python refuses: overlong, surrogate)."""
+    try:
+        payload.decode()
+        return None
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    if (payload.count(b'"', 0, start) - payload.count(b'\\"', 0, start)) % 2 == 0:  # outside a string
+        return None
+    lead = payload[start]
+    follow = 1 if lead & 0xE0 == 0xC0 else 2 if lead & 0xF0 == 0xE0 else 3 if lead & 0xF8 == 0xF0 else 0
+    bad, kind = start, "start"
+    if follow:
+        tail = payload[start + 1 : start + 1 + follow]
+        wrong = [i for i, b in enumerate(tail) if b & 0xC0 != 0x80]
+        if not wrong or len(tail) < follow:
+            return None
+        bad, kind = start + 1 + wrong[0], "middle"
+    line_start = payload.rfind(b"\n", 0, bad) + 1
+    where = _SOURCE.format(payload.count(b"\n", 0, bad) + 1, bad - line_start + 2)
+    return f"Invalid UTF-8 {kind} byte 0x{payload[bad]:02x}{where}"
 
 
 #: a request refused before its body was read whose body may still bring more than this has its connection closed
