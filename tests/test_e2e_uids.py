@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DAEMON, RUNTIME, GatewayFactory, alive, create_function, gone, invoke_json
+from tests.conftest import DAEMON, RUNTIME, GatewayFactory, alive, create_function, gone, invoke_json, wait_for
 from tests.test_e2e_lifecycle import DETACHED
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
@@ -190,4 +190,6 @@ def test_without_a_jail_too_a_handlers_process_dies_with_a_gateway_sigkill(gatew
     gw.proc.send_signal(signal.SIGKILL)
     gw.proc.wait()
     assert gone({child}, timeout=5.0)  # the zygote found it by its mounts of the data directory
-    assert "the gateway died" in gw.log()
+    wait_for(
+        lambda: "the gateway died" in gw.log(), timeout=10.0, what="the zygote's line (it may come after the kill)"
+    )

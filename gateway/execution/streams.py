@@ -32,7 +32,16 @@ from typing import Protocol
 
 import orjson
 
-from gateway.contracts.environment import ERROR, MAX_STREAM, MAX_SYNC_RESPONSE, MIN_CHUNK_COST, Error, Reply, Result
+from gateway.contracts.environment import (
+    ERROR,
+    MAX_CHUNK,
+    MAX_STREAM,
+    MAX_SYNC_RESPONSE,
+    MIN_CHUNK_COST,
+    Error,
+    Reply,
+    Result,
+)
 
 TOO_LARGE = "Function.ResponseSizeTooLarge"
 #: bytes of a stream that may wait for its reader before the environment's socket stops being read
@@ -70,7 +79,7 @@ def overflowed(inv_id: int, sink: Sink, log: bytes) -> Error:
     if isinstance(sink, Collector) and size > MAX_SYNC_RESPONSE:
         return Error(ERROR, inv_id, TOO_LARGE, _too_large_body(size, MAX_SYNC_RESPONSE), 0.0, 0, 0, log)
     limit = MAX_STREAM
-    if size > limit:
+    if size > limit - MAX_CHUNK:  # cut by its bytes (what a HEAD frame is charged may tip the last piece over)
         body = _too_large_body(size, limit)
     else:
         message = (
