@@ -304,7 +304,8 @@ def logs_command(args: argparse.Namespace) -> int:
         with exc:
             body = exc.read()
         try:
-            message = orjson.loads(body).get("message", body.decode(errors="replace"))
+            doc = orjson.loads(body)  # the key is `message` or `Message`, as the error's shape in Lambda's model
+            message = doc.get("message") or doc.get("Message") or body.decode(errors="replace")
         except (orjson.JSONDecodeError, AttributeError):
             message = body.decode(errors="replace")
         print(f"gateway logs: {exc.code}: {message}", file=sys.stderr)

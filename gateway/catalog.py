@@ -33,6 +33,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -106,6 +107,26 @@ class UnsupportedRuntime(ValueError):
     """This gateway cannot run the runtime; the message says why, in Lambda's words where Lambda has them."""
 
 
+#: families whose successor has another name: .NET Core became .NET, Go runs on an OS-only runtime
+_SUCCESSOR_FAMILY = {"dotnetcore": "dotnet", "go": "provided"}
+
+
+def _family(runtime: str) -> str:
+    """`python` of `python3.12`: the letters an id starts with."""
+    return re.sub(r"[^a-z].*", "", runtime)
+
+
+def successor(runtime: str) -> str:
+    """The runtime AWS recommends instead of a deprecated one ("We recommend you use the new runtime (python3.12)
+    ..."): its family's newest id in botocore's model that Lambda still accepts."""
+    family = _family(runtime)
+    family = _SUCCESSOR_FAMILY.get(family, family)
+    candidates = [r for r in lambda_runtimes() if _family(r) == family and r not in DEPRECATED_RUNTIMES]
+    if not candidates:
+        return "a supported runtime"
+    return max(candidates, key=lambda r: tuple(int(n) for n in re.findall(r"\d+", r)))
+
+
 @functools.cache
 def lambda_runtimes() -> tuple[str, ...]:
     """Lambda's runtime ids, in the order of botocore's model of the Lambda API."""
@@ -141,13 +162,20 @@ class Catalog(Mapping[str, RuntimeChoice]):
         if runtime in DEPRECATED_RUNTIMES:
             raise UnsupportedRuntime(
                 f"The runtime parameter of {runtime} is no longer supported for creating or updating AWS "
-                "Lambda functions. We recommend you use a supported runtime while creating or updating functions."
+                f"Lambda functions. We recommend you use the new runtime ({successor(runtime)}) while creating or "
+                "updating functions."
+            )
+        lambdas = lambda_runtimes()
+        if runtime not in lambdas:  # AWS's words (LocalStack's recorded answer): the ids it accepts, model order
+            accepted = ", ".join(r for r in lambdas if r not in DEPRECATED_RUNTIMES)
+            raise UnsupportedRuntime(
+                f"Value {runtime} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
+                f"[{accepted}] or be a valid ARN"
             )
         reason = self._refusals.get(runtime)
         if reason is None:
-            lambdas = lambda_runtimes()
-            known = "is not supported by this gateway" if runtime in lambdas else "is not a Lambda runtime"
-            reason = f"The runtime parameter of {runtime} {known}. Supported runtimes: {', '.join(sorted(self))}."
+            reason = f"The runtime parameter of {runtime} is not supported by this gateway. Supported runtimes: "
+            reason += f"{', '.join(sorted(self))}."
             if runtime in lambdas:  # java*, ruby*, dotnet*: Lambda's own runtimes for them are not implemented here
                 reason += (
                     " A custom runtime can bring it: create the function with runtime provided.al2023 and a "

@@ -1,8 +1,12 @@
 """One error tree for everything the API can answer.
 
 Each class carries its Lambda wire name and HTTP status; only the HTTP layer (`gateway.api.http`)
-turns an error into a response: status, header `x-amzn-ErrorType: <name>` and the JSON body
-`{"Type": "User", "message": ...}` that botocore maps to the named exception.
+turns an error into a response: status, header `x-amzn-ErrorType: <name>` and the JSON body that botocore maps
+to the named exception. The body is shaped as AWS sends each error (botocore's Lambda model lists each error
+shape's members): `{"Type": "User", "Message": ...}` for ResourceNotFoundException, ServiceException and the others
+whose shape has `Message`; `{"Type": "User", "message": ...}` for InvalidParameterValueException,
+ResourceConflictException, TooManyRequestsException and the others whose shape has `message`; ValidationException
+(the AWS front end's, not in Lambda's model) is `{"message": ...}` alone. `message_key` and `typed` say which.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ class LambdaError(Exception):
     name: ClassVar[str] = "ServiceException"
     status: ClassVar[int] = 500
     kind: ClassVar[str] = "Service"
+    #: the body's key for the message: the member's name in the error shape of botocore's Lambda model
+    message_key: ClassVar[str] = "message"
+    #: whether the body carries `Type` (every error shape of Lambda's model has it; the front end's errors do not)
+    typed: ClassVar[bool] = True
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -23,12 +31,15 @@ class LambdaError(Exception):
         self.extra = extra
 
     def to_dict(self) -> dict[str, Any]:
-        return {"Type": self.kind, "message": self.message, **self.extra}
+        if not self.typed:
+            return {self.message_key: self.message, **self.extra}
+        return {"Type": self.kind, self.message_key: self.message, **self.extra}
 
 
 class ServiceException(LambdaError):
     name = "ServiceException"
     status = 500
+    message_key = "Message"
 
 
 class InvalidParameterValueException(LambdaError):
@@ -44,15 +55,20 @@ class InvalidRequestContentException(LambdaError):
 
 
 class ValidationException(LambdaError):
+    """The AWS front end's validation of a request against the model (not an error shape of Lambda's model): AWS
+    sends `{"message": "1 validation error detected: ..."}` with no `Type`."""
+
     name = "ValidationException"
     status = 400
     kind = "User"
+    typed = False
 
 
 class ResourceNotFoundException(LambdaError):
     name = "ResourceNotFoundException"
     status = 404
     kind = "User"
+    message_key = "Message"
 
 
 class ResourceConflictException(LambdaError):

@@ -361,7 +361,8 @@ def test_bad_input_gets_a_lambda_shaped_4xx(
         status, headers, raw = gateway.request(method, url, data, {"Content-Type": "application/json"})
         assert status < 500, (method, url, body, status, raw)
         if status >= 400:
-            assert "x-amzn-ErrorType" in headers and json.loads(raw)["message"], (method, url, raw)
+            doc = json.loads(raw)  # `message` or `Message`: the error shape's key in Lambda's model (issue 18)
+            assert "x-amzn-ErrorType" in headers and (doc.get("message") or doc.get("Message")), (method, url, raw)
 
 
 # -- the AWS CLI ----------------------------------------------------------------------------------------------

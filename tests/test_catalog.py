@@ -55,7 +55,13 @@ def test_deprecated_runtimes_are_refused_in_lambdas_words() -> None:
 
 
 def test_an_unknown_runtime_is_not_a_lambda_runtime() -> None:
-    with pytest.raises(UnsupportedRuntime, match="cobol85 is not a Lambda runtime"):
+    # issue 18 cause 11: AWS's words (LocalStack's recorded answer): "Value X at 'runtime' failed to satisfy
+    # constraint: Member must satisfy enum value set: [...] or be a valid ARN"
+    with pytest.raises(
+        UnsupportedRuntime,
+        match=r"^Value cobol85 at 'runtime' failed to satisfy constraint: Member "
+        r"must satisfy enum value set: \[nodejs20\.x, .*python3\.12.*\] or be a valid ARN$",
+    ):
         Catalog({}).resolve("cobol85")
 
 

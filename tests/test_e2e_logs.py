@@ -100,7 +100,7 @@ def test_since_filters_and_unknown_function_is_404(gateway: RunningGateway, lam:
     assert status == 400 and headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
     status, headers, body = _logs(gateway, "no-such-function")
     assert status == 404 and headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
-    assert "function:no-such-function" in json.loads(body)["message"]
+    assert "function:no-such-function" in json.loads(body)["Message"]  # ResourceNotFoundException's key (the model)
 
 
 def test_follow_streams_a_new_invocation_within_a_second(gateway: RunningGateway, lam: Any, fname: str) -> None:

@@ -12,7 +12,7 @@ from gateway.errors import (
     ResourceNotFoundException,
     ValidationException,
 )
-from gateway.store.names import FunctionRef, check_home, home_of, parse_function_name
+from gateway.store.names import FunctionRef, check_create_name, check_home, home_of, parse_function_name
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function"
 
@@ -35,10 +35,24 @@ def test_accepted_forms(raw: str, qualifier: str | None, expected: FunctionRef) 
     assert parse_function_name(raw, qualifier) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "f/g", "function:f", "a" * 65, "f:", "f:a:b", "arn:aws:s3:::bucket", "f g"])
+@pytest.mark.parametrize("raw", ["", "f/g", "function:f", "f:", "f:a:b", "arn:aws:s3:::bucket", "f g"])
 def test_malformed_names(raw: str) -> None:
     with pytest.raises(ValidationException):
         parse_function_name(raw)
+
+
+def test_long_names_and_lowercase_latest_parse() -> None:
+    """Issue 18 cause 9: AWS answers a 65-character name, or the qualifier `$latest`, with 404 (no such function),
+    not a validation error: they parse; CreateFunction checks its own limits (64 for a name, 140 for an ARN)."""
+    assert parse_function_name("a" * 65) == FunctionRef("a" * 65, None)
+    assert parse_function_name("f", "$latest") == FunctionRef("f", "$latest")
+    check_create_name("a" * 64, FunctionRef("a" * 64, None))
+    with pytest.raises(ValidationException, match=r"less than or equal to 64$"):
+        check_create_name("a" * 65, FunctionRef("a" * 65, None))
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:" + "a" * 64
+    check_create_name(arn, FunctionRef("a" * 64, None))
+    with pytest.raises(ValidationException, match=r"less than or equal to 64$"):
+        check_create_name(arn + "a", FunctionRef("a" * 65, None))
 
 
 def test_conflicting_qualifiers() -> None:

@@ -30,8 +30,10 @@ log = logging.getLogger("gateway.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: the largest JSON body a control-plane call accepts: Lambda's figure (a 50 MB zip, base64 encoded, plus fields)
-MAX_CONTROL_BODY = 69905067
+#: the largest JSON body a control-plane call accepts: AWS's figure for CreateFunction and UpdateFunctionCode (a
+#: 50 MB zip, base64 encoded, plus room for the other fields): "Request must be smaller than 70167211 bytes for the
+#: CreateFunction operation" (LocalStack's LAMBDA_LIMITS_CREATE_FUNCTION_REQUEST_SIZE, recorded against AWS)
+MAX_CONTROL_BODY = 70167211
 
 
 #: the header naming a request on every answer of the API (boto3's `ResponseMetadata.RequestId`), successes and errors
@@ -75,10 +77,12 @@ async def read_body(request: web.Request) -> bytes:
         raise RequestTimeoutException(f"The request body did not arrive within {timeout:g} seconds") from None
 
 
-async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY) -> dict[str, Any]:
-    """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException."""
+async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY, operation: str = "") -> dict[str, Any]:
+    """The request body as a JSON object; `{}` when empty. Raises InvalidRequestContentException, and
+    RequestEntityTooLargeException over `limit` (worded as AWS words it, naming `operation` when given)."""
     if request.content_length is not None and request.content_length > limit:
-        raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for the operation")
+        what = f"the {operation} operation" if operation else "the operation"
+        raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for {what}")
     body = await read_body(request)
     if not body:
         return {}
@@ -139,9 +143,41 @@ def check_json(payload: bytes) -> None:
         try:
             json.loads(payload)
         except (ValueError, RecursionError):
+            why = jackson_utf8_error(payload) or str(exc)
             raise InvalidRequestContentException(
-                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+                f"Could not parse request body into json: Could not parse payload into json: {why}"
             ) from None
+
+
+#: where AWS's parser (Jackson) says it stopped; it does not quote the payload
+_SOURCE = "\n at [Source: REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled); line: {}, column: {}]"
+
+
+def jackson_utf8_error(payload: bytes) -> str | None:
+    """AWS's words for a payload whose first bad UTF-8 sequence is inside a JSON string, as its parser (Jackson) says
+    them: "Invalid UTF-8 start byte 0xaf" for a byte that cannot begin a sequence, "Invalid UTF-8 middle byte 0x2d"
+    for a lead byte followed by a byte that cannot continue it, then where (line, and column: one past the bad byte,
+    counted from 1). None where Jackson would say something else (a bad byte outside a string, a sequence cut short,
+    one only Python refuses: overlong, surrogate)."""
+    try:
+        payload.decode()
+        return None
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    if (payload.count(b'"', 0, start) - payload.count(b'\\"', 0, start)) % 2 == 0:  # outside a string
+        return None
+    lead = payload[start]
+    follow = 1 if lead & 0xE0 == 0xC0 else 2 if lead & 0xF0 == 0xE0 else 3 if lead & 0xF8 == 0xF0 else 0
+    bad, kind = start, "start"
+    if follow:
+        tail = payload[start + 1 : start + 1 + follow]
+        wrong = [i for i, b in enumerate(tail) if b & 0xC0 != 0x80]
+        if not wrong or len(tail) < follow:
+            return None
+        bad, kind = start + 1 + wrong[0], "middle"
+    line_start = payload.rfind(b"\n", 0, bad) + 1
+    where = _SOURCE.format(payload.count(b"\n", 0, bad) + 1, bad - line_start + 2)
+    return f"Invalid UTF-8 {kind} byte 0x{payload[bad]:02x}{where}"
 
 
 #: a request refused before its body was read whose body may still bring more than this has its connection closed

@@ -19,7 +19,8 @@ from gateway.errors import (
 from gateway.settings import partition_of
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-QUALIFIER_RE = re.compile(r"\$LATEST|[a-zA-Z0-9_-]{1,128}")
+#: the model's Qualifier pattern, `(|[a-zA-Z0-9$_-]+)`: `$latest` passes it and is then not found (404), as on AWS
+QUALIFIER_RE = re.compile(r"[a-zA-Z0-9$_-]{1,128}")
 _ARN_RE = re.compile(
     r"(?:arn:(?:aws[a-zA-Z-]*):lambda:(?P<region>(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1}):)?"
     r"(?:(?P<account>\d{12}):)?"
@@ -39,7 +40,9 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
     """Split a path's FunctionName into (name, qualifier), merging `?Qualifier=`.
 
     Raises ValidationException for a malformed name, InvalidParameterValueException when the
-    qualifier in the name and the one in the query string differ.
+    qualifier in the name and the one in the query string differ. A name longer than 64 characters is not refused
+    here: no function has it, so the operation answers ResourceNotFoundException as AWS does (CreateFunction checks
+    the length itself: `check_create_name`).
     """
     if len(raw) > 256:
         raise ValidationException(
@@ -54,12 +57,7 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
             r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
             r"(\d{12}:)?(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?"
         )
-    name = m["name"]
-    if len(name) > 64:
-        raise ValidationException(
-            f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: "
-            "Member must have length less than or equal to 64"
-        )
+    name = m["name"]  # longer than a function's 64 characters: no such function (404), as on AWS
     in_name = m["qualifier"]
     if qualifier is not None and not QUALIFIER_RE.fullmatch(qualifier):
         raise ValidationException(
@@ -105,3 +103,20 @@ def check_home(raw: str, region: str, account_id: str, caller: str, action: str)
         )
     if arn_region is not None and arn_region != region:
         raise ResourceNotFoundException(f"Functions from '{arn_region}' are not reachable in this region ('{region}')")
+
+
+#: CreateFunction's limits on FunctionName (AWS's messages): a name alone, and a full or partial ARN
+CREATE_NAME_MAX = 64
+CREATE_ARN_MAX = 140
+
+
+def check_create_name(raw: str, ref: FunctionRef) -> None:
+    """CreateFunction's length rule: a name of at most 64 characters; given as an ARN, the whole ARN at most 140
+    (AWS reports each limit by its own figure). ValidationException otherwise."""
+    limit = CREATE_NAME_MAX if raw == ref.name else CREATE_ARN_MAX
+    if len(raw) > limit or len(ref.name) > CREATE_NAME_MAX:
+        limit = limit if len(raw) > limit else CREATE_NAME_MAX
+        raise ValidationException(
+            f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {limit}"
+        )

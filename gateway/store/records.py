@@ -78,6 +78,12 @@ class FunctionConfig:
     max_concurrency: int = 1
     layers: tuple[LayerRef, ...] = ()  # in the function's order
     layer_dirs: tuple[Path, ...] = ()  # their extracted code, same order; derived, not stored
+    #: the function was given an `Environment` (perhaps empty): AWS then shows `{"Variables": {}}`, else no
+    #: Environment at all
+    environment_given: bool = False
+    #: of a published version: `$LATEST`'s Description when it was published (its own may be PublishVersion's);
+    #: None for `$LATEST` and for versions stored before this was kept
+    published_from_description: str | None = None
 
     @property
     def code_sha256_b64(self) -> str:
@@ -100,8 +106,9 @@ class FunctionConfig:
 
         `$LATEST` is shown with the unqualified ARN, a published version with its qualified one. `runtime_note`, when
         set, is the catalogue's word on the runtime today (it runs on a stand-in, or cannot run here): StateReason and
-        LastUpdateStatusReason say it (it is not stored: it follows the host). As on
-        AWS, `Environment` and `Layers` are left out when empty.
+        LastUpdateStatusReason say it (it is not stored: it follows the host). As on AWS, `Layers` is left out when
+        empty, `Environment` when none was ever given (an empty one given is shown), `VpcConfig` always (no VPC
+        here); `SnapStart` echoes ApplyOn, with OptimizationStatus On for a published version when it applies.
         """
         wire: dict[str, Any] = {
             "FunctionName": self.name,
@@ -125,16 +132,17 @@ class FunctionConfig:
             "EphemeralStorage": {"Size": self.ephemeral_storage},
             "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
-            "VpcConfig": {"SubnetIds": [], "SecurityGroupIds": [], "VpcId": "", "Ipv6AllowedForDualStack": False},
             "RuntimeVersionConfig": {"RuntimeVersionArn": self.runtime_version_arn},
         }
-        if self.environment:
+        if self.environment or self.environment_given:
             wire["Environment"] = {"Variables": dict(self.environment)}
         if self.layers:
             wire["Layers"] = [layer.to_wire() for layer in self.layers]
         if runtime_note:  # the runtime runs on a stand-in here, or cannot run here now (gateway/catalog.py)
             wire["StateReason"] = wire["LastUpdateStatusReason"] = runtime_note
         wire.update(self.extra)
+        if self.version != LATEST and wire["SnapStart"]["ApplyOn"] == "PublishedVersions":
+            wire["SnapStart"] = {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
         return wire
 
     def to_record(self) -> bytes:

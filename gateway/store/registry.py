@@ -56,8 +56,11 @@ REVISION_MISMATCH = (
     "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
 )
 
-#: fields that do not make two versions different (PublishVersion with nothing changed returns the latest)
-_NOT_COMPARED = frozenset({"version", "revision_id", "last_modified", "description", "tags", "code_dir", "layer_dirs"})
+#: fields that do not make two versions different (PublishVersion with nothing changed returns the latest). Every
+#: configuration field counts, Description too (compared apart: `_unchanged_since`), as AWS counts it; tags are the
+#: function's, not a version's; identical code is no change (the digest is compared)
+_NOT_COMPARED = frozenset({"version", "revision_id", "last_modified", "description", "tags", "code_dir", "layer_dirs",
+                           "published_from_description"})  # fmt: skip
 
 
 class _Function:
@@ -174,7 +177,7 @@ class Registry:
     def get_alias(self, name: str, alias: str) -> AliasConfig:
         found = self._function(name).aliases.get(alias)
         if found is None:
-            raise ResourceNotFoundException(f"Alias not found: {self.settings.function_arn(name, alias)}")
+            raise ResourceNotFoundException(f"Cannot find alias arn: {self.settings.function_arn(name, alias)}")
         return found
 
     def resolve(self, name: str, qualifier: str | None, route: bool = False) -> FunctionConfig:
@@ -328,7 +331,7 @@ class Registry:
                     f"({latest.code_sha256_b64}). Please try again with the current CodeSHA256."
                 )
             newest = max(fn.versions.values(), key=_version_key)
-            if newest.version != LATEST and _same_snapshot(newest, latest):
+            if newest.version != LATEST and _unchanged_since(newest, latest):
                 return newest
             number = fn.last_version + 1
             version = dataclasses.replace(
@@ -338,6 +341,7 @@ class Registry:
                 last_modified=now_last_modified(),
                 description=latest.description if description is None else description,
                 tags={},
+                published_from_description=latest.description,
             )
             with self._tx() as db:
                 db.execute(
@@ -483,9 +487,10 @@ class Registry:
         self._db.close()
 
 
-def _same_snapshot(a: FunctionConfig, b: FunctionConfig) -> bool:
-    return all(
-        getattr(a, f.name) == getattr(b, f.name)
-        for f in dataclasses.fields(FunctionConfig)
-        if f.name not in _NOT_COMPARED
-    )
+def _unchanged_since(published: FunctionConfig, latest: FunctionConfig) -> bool:
+    """Whether `$LATEST` is as it was when `published` was taken from it: its Description included (a version's own
+    Description may be PublishVersion's, so the one `$LATEST` had then is compared)."""
+    then = published.published_from_description
+    fields = (f.name for f in dataclasses.fields(FunctionConfig) if f.name not in _NOT_COMPARED)
+    same = all(getattr(published, f) == getattr(latest, f) for f in fields)
+    return same and (published.description if then is None else then) == latest.description

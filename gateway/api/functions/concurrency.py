@@ -13,9 +13,15 @@ from aiohttp import web
 
 from gateway.api.functions.function_params import check_members
 from gateway.api.http import json_response, read_json_object
-from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, REGISTRY
-from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
+from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, REGISTRY, SETTINGS
+from gateway.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    ResourceNotFoundException,
+    ValidationException,
+)
 from gateway.store.names import parse_function_name
+from gateway.store.records import LATEST
 from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.api.functions.concurrency")
@@ -27,17 +33,29 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/2017-10-31/functions/{FunctionName}/concurrency", delete_function_concurrency)
 
 
-def _function(request: web.Request) -> str:
+#: AWS's words for a qualified name (LocalStack's recorded AWS answers)
+QUALIFIED = (
+    "This operation is permitted on Lambda functions only. Aliases and versions do not support this operation. "
+    "Please specify either a function name or an unqualified function ARN."
+)
+
+
+def _function(request: web.Request, latest_arn: bool = False) -> str:
+    """The function named; ResourceNotFoundException naming its ARN, qualified with `$LATEST` when `latest_arn`
+    (PutFunctionConcurrency's wording on AWS)."""
     ref = parse_function_name(request.match_info["FunctionName"])
     if ref.qualifier is not None:
-        raise InvalidParameterValueException("Reserved concurrency applies to a function, not to a qualifier.")
-    request.app[REGISTRY].get(ref.name)  # ResourceNotFoundException
+        raise InvalidParameterValueException(QUALIFIED)
+    registry = request.app[REGISTRY]
+    if latest_arn and ref.name not in registry:
+        raise ResourceNotFoundException(f"Function not found: {request.app[SETTINGS].function_arn(ref.name, LATEST)}")
+    registry.get(ref.name)  # ResourceNotFoundException
     return ref.name
 
 
 async def put_function_concurrency(request: web.Request) -> web.Response:
     """Reserve concurrency: at most that many in flight, carved out of the account's unreserved pool."""
-    name = _function(request)
+    name = _function(request, latest_arn=True)
     body = await read_json_object(request)
     check_members(body, frozenset({"ReservedConcurrentExecutions"}), "PutFunctionConcurrencyRequest")
     value = body.get("ReservedConcurrentExecutions")

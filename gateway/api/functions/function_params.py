@@ -25,7 +25,7 @@ from gateway.events.targets import check_dead_letter as check_dead_letter_arn
 from gateway.isolation.network import NETWORK_MODES, NETWORK_VARIABLE
 from gateway.settings import Settings
 from gateway.store.layers import LAYER_VERSION_ARN_PATTERN, MAX_LAYERS
-from gateway.store.names import parse_function_name
+from gateway.store.names import check_create_name, parse_function_name
 
 log = logging.getLogger("gateway.api.functions.functions")
 
@@ -65,26 +65,22 @@ _LAYER_CONSTRAINTS = (
 )
 
 # Members of the botocore model. Those in _UNSUPPORTED are refused when set; those in _IGNORED are accepted
-# and have no effect; DeadLetterConfig, KMSKeyArn, TracingConfig, LoggingConfig and CapacityProviderConfig are
+# and have no effect; DeadLetterConfig, KMSKeyArn, TracingConfig, LoggingConfig, SnapStart, CapacityProviderConfig are
 # kept and echoed (of the last, PerExecutionEnvironmentMaxConcurrency takes effect: see _capacity_provider).
-_CONFIG_MEMBERS = frozenset(
-    {
-        "Role", "Handler", "Description", "Timeout", "MemorySize", "VpcConfig", "Environment", "Runtime",
-        "DeadLetterConfig", "KMSKeyArn", "TracingConfig", "Layers", "FileSystemConfigs", "ImageConfig",
-        "EphemeralStorage", "SnapStart", "LoggingConfig", "CapacityProviderConfig", "DurableConfig",
-    }
-)  # fmt: skip
+_CONFIG_MEMBERS = frozenset({
+    "Role", "Handler", "Description", "Timeout", "MemorySize", "VpcConfig", "Environment", "Runtime",
+    "DeadLetterConfig", "KMSKeyArn", "TracingConfig", "Layers", "FileSystemConfigs", "ImageConfig",
+    "EphemeralStorage", "SnapStart", "LoggingConfig", "CapacityProviderConfig", "DurableConfig",
+})  # fmt: skip
 CREATE_MEMBERS = _CONFIG_MEMBERS | {
     "FunctionName", "Code", "Publish", "PackageType", "Tags", "CodeSigningConfigArn", "Architectures",
     "PublishTo", "TenancyConfig",
 }  # fmt: skip
 UPDATE_CONFIG_MEMBERS = _CONFIG_MEMBERS | {"FunctionName", "RevisionId"}
-UPDATE_CODE_MEMBERS = frozenset(
-    {
-        "FunctionName", "ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "Publish", "DryRun",
-        "RevisionId", "Architectures", "SourceKMSKeyArn", "PublishTo",
-    }
-)  # fmt: skip
+UPDATE_CODE_MEMBERS = frozenset({
+    "FunctionName", "ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "Publish", "DryRun",
+    "RevisionId", "Architectures", "SourceKMSKeyArn", "PublishTo",
+})  # fmt: skip
 _CODE_MEMBERS = frozenset({"ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn"})
 _UNSUPPORTED = (
     "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
@@ -220,7 +216,7 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
         if not all(_ENV_KEY_RE.fullmatch(k) for k in variables):
             v.add(None, "environment.variables", "Map keys must satisfy constraint: [Member must satisfy "
                   f"regular expression pattern: {ENV_KEY_PATTERN}]", sensitive=True)  # fmt: skip
-        out["environment"] = variables
+        out["environment"], out["environment_given"] = variables, True
     if (storage := _opt(body, "EphemeralStorage", dict)) is not None:
         check_members(storage, frozenset({"Size"}), "EphemeralStorage")
         size = _opt(storage, "Size", int)
@@ -248,8 +244,11 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
         extra["LoggingConfig"] = _logging_config(logging_config, v, name)
     if (capacity := _capacity_provider(body, v)) is not None:
         extra["CapacityProviderConfig"], out["max_concurrency"] = capacity
-    for key in ("VpcConfig", "SnapStart"):
-        _opt(body, key, dict)  # ignored, but not if malformed
+    _opt(body, "VpcConfig", dict)  # ignored, but not if malformed
+    if (snap := _struct(body, "SnapStart", {"ApplyOn": str})) is not None:  # echoed as AWS does; no effect here
+        if (apply_on := snap.get("ApplyOn", "None")) not in ("PublishedVersions", "None"):
+            v.add(apply_on, "snapStart.applyOn", "Member must satisfy enum value set: [PublishedVersions, None]")
+        extra["SnapStart"] = {"ApplyOn": apply_on, "OptimizationStatus": "Off"}
     return ConfigChanges(out, extra)
 
 
@@ -385,7 +384,7 @@ def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: C
     for key in _UNSUPPORTED:
         if body.get(key):
             raise InvalidParameterValueException(f"{key} is not supported by this gateway.")
-    for key in ("VpcConfig", "SnapStart", "PublishTo", "SourceKMSKeyArn"):
+    for key in ("VpcConfig", "PublishTo", "SourceKMSKeyArn"):
         if body.get(key):
             log.info("ignoring %s: it has no effect on this gateway", key)
 
@@ -421,6 +420,7 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
     name = ""
     if raw_name is not None:
         ref = parse_function_name(raw_name)
+        check_create_name(raw_name, ref)
         if ref.qualifier is not None:
             raise InvalidParameterValueException(f"The function name of CreateFunction cannot be qualified: {raw_name}")
         name = ref.name

@@ -26,10 +26,11 @@ from gateway.api.functions.function_params import (
 )
 from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
-from gateway.api.paging import page_size
+from gateway.api.paging import page_size, paginate
 from gateway.app_keys import CATALOG, CODESTORE, LAYERS, REGISTRY, SETTINGS
 from gateway.catalog import Catalog
 from gateway.errors import (
+    AccessDeniedException,
     InvalidParameterValueException,
     PreconditionFailedException,
     ResourceConflictException,
@@ -87,6 +88,14 @@ async def _store_code(codestore: CodeStore, zip_b64: str, *, dry_run: bool = Fal
     return await asyncio.to_thread(work)
 
 
+def check_role(changes: ConfigChanges, settings: Settings) -> None:
+    """A role of another account than the gateway's: AWS refuses to pass it (AccessDeniedException, 403, "Cross-account
+    pass role is not allowed."; LocalStack's recorded AWS answer). The role's partition and path are not checked."""
+    role: str | None = changes.fields.get("role")
+    if role is not None and role.split(":")[4:5] != [settings.account_id]:
+        raise AccessDeniedException("Cross-account pass role is not allowed.")
+
+
 def _resolved(changes: ConfigChanges, layer_store: LayerStore) -> dict[str, Any]:
     """The request's field changes, with layer version ARNs resolved to layers and their code."""
     fields = dict(changes.fields)
@@ -135,6 +144,7 @@ class Deployer:
     async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
         """Validate a body, store its code and return the configuration it describes (not registered)."""
         spec = parse_create(body, self.catalog)
+        check_role(spec.config, self.settings)
         check_dead_letter(spec.config, self.settings)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
@@ -200,7 +210,7 @@ async def create_function(request: web.Request) -> web.Response:
     """CreateFunction: 201 with the new FunctionConfiguration. With Publish, that of version 1 under the function's
     unqualified ARN (AWS answers `FunctionArn` unqualified and `Version: "1"`: the ARN a caller keeps, and hands to
     DeleteFunction, names the function, not its version 1)."""
-    body = await read_json_object(request)
+    body = await read_json_object(request, operation="CreateFunction")
     if isinstance(raw := body.get("FunctionName"), str):
         check_request(request, request.app[SETTINGS], raw, "CreateFunction")
     config = await Deployer.from_app(request.app).create(body)
@@ -220,26 +230,61 @@ async def list_functions(request: web.Request) -> web.Response:
             f"1 validation error detected: Value '{version}' at 'functionVersion' failed to satisfy "
             "constraint: Member must satisfy enum value set: [ALL]"
         )
+    if version == "ALL":
+        return json_response(_list_all_versions(request))
     configs, more = registry.list_page(query.get("Marker") or None, page)
-    out: dict[str, Any] = {"Functions": [configuration(request.app, c) for c in configs]}
+    out: dict[str, Any] = {"Functions": [list_item(request.app, c) for c in configs]}
     if more and configs:
         out["NextMarker"] = configs[-1].name
     return json_response(out)
 
 
+def _list_all_versions(request: web.Request) -> dict[str, Any]:
+    """ListFunctions with FunctionVersion=ALL: every function's `$LATEST` and published versions, each with its
+    qualified ARN (`$LATEST` too), by name then version; the marker is the last item's `name:version`."""
+    registry = request.app[REGISTRY]
+    items = [c for config in registry.list() for c in registry.versions(config.name)]
+
+    def order(key: str) -> tuple[str, int]:
+        name, _, version = key.rpartition(":")
+        return name, -1 if version == LATEST else int(version)
+
+    page, more = paginate(items, request.query, lambda c: f"{c.name}:{c.version}", order, LIST_PAGE_LIMIT)
+    wires = [list_item(request.app, c) for c in page]
+    for wire in wires:
+        if wire["Version"] == LATEST:
+            wire["FunctionArn"] += ":" + LATEST
+    return {"Functions": wires, **more}
+
+
+#: what AWS leaves out of a FunctionConfiguration in ListFunctions and ListVersionsByFunction (LocalStack's
+#: recorded AWS responses: its `map_to_list_response`)
+_NOT_LISTED = ("State", "StateReason", "StateReasonCode", "LastUpdateStatus", "LastUpdateStatusReason",
+               "LastUpdateStatusReasonCode", "RuntimeVersionConfig")  # fmt: skip
+
+
+def list_item(app: web.Application, config: FunctionConfig) -> dict[str, Any]:
+    """A FunctionConfiguration as the List operations show it: without state and runtime version."""
+    wire = configuration(app, config)
+    for key in _NOT_LISTED:
+        wire.pop(key, None)
+    return wire
+
+
 async def get_function(request: web.Request) -> web.Response:
-    """GetFunction: {Configuration, Code{RepositoryType, Location}, Tags}."""
+    """GetFunction: {Configuration, Code{RepositoryType, Location}, Tags (when any), Concurrency (when reserved)}."""
     ref = _ref(request)
     config = request.app[REGISTRY].resolve(ref.name, ref.qualifier)
     location = f"{request.scheme}://{request.host}{PREFIX}/{quote(config.name, safe='')}/code-zip"
     if config.version != LATEST:
         location += f"?Qualifier={quote(config.version, safe='')}"
     registry = request.app[REGISTRY]
-    out = {
+    out: dict[str, Any] = {
         "Configuration": _wire(request, ref, config),
         "Code": {"RepositoryType": "S3", "Location": location},
-        "Tags": dict(registry.get(ref.name).tags),
     }
+    if tags := registry.get(ref.name).tags:  # AWS leaves Tags out for an untagged function
+        out["Tags"] = dict(tags)
     reserved = registry.reserved_concurrency(ref.name)
     if reserved is not None:
         out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
@@ -274,7 +319,7 @@ async def update_function_code(request: web.Request) -> web.Response:
     """UpdateFunctionCode: new package for `$LATEST`; RevisionId checked; DryRun validates only."""
     registry = request.app[REGISTRY]
     name = _latest_only(_ref(request), "UpdateFunctionCode")
-    spec = parse_code_update(await read_json_object(request))
+    spec = parse_code_update(await read_json_object(request, operation="UpdateFunctionCode"))
     current = registry.get(name)
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
@@ -305,6 +350,7 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     name = _latest_only(_ref(request), "UpdateFunctionConfiguration")
     body = await read_json_object(request)
     changes = parse_config_update(body, request.app[CATALOG], name)
+    check_role(changes, request.app[SETTINGS])
     check_dead_letter(changes, request.app[SETTINGS])
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:

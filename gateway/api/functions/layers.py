@@ -86,6 +86,14 @@ def _version_number(request: web.Request) -> int:
         raise InvalidParameterValueException(f"Invalid value for VersionNumber: {raw}") from None
 
 
+def _positive_version(request: web.Request) -> int:
+    """GetLayerVersion's and DeleteLayerVersion's number: below 1 is AWS's 400, before the layer is looked up."""
+    version = _version_number(request)
+    if version < 1:
+        raise InvalidParameterValueException("Layer Version Cannot be less than 1")
+    return version
+
+
 def _filters(request: web.Request, v: _Violations) -> tuple[str | None, str | None, int]:
     """CompatibleRuntime, CompatibleArchitecture and the page size of a list call."""
     query = request.query
@@ -193,7 +201,7 @@ async def publish_layer_version(request: web.Request) -> web.Response:
 def _get(request: web.Request) -> LayerVersion:
     store = request.app[LAYERS]
     name = store.local_name(_layer_name(request))
-    version = _version_number(request)
+    version = _positive_version(request)
     if name is None:
         raise ResourceNotFoundException(NOT_FOUND)
     return store.get(name, version)
@@ -286,7 +294,7 @@ async def delete_layer_version(request: web.Request) -> web.Response:
     """DeleteLayerVersion: 204, also when there is no such version (as on AWS)."""
     store = request.app[LAYERS]
     name = store.local_name(_layer_name(request))
-    version = _version_number(request)
+    version = _positive_version(request)
     if name is not None:
         await asyncio.to_thread(store.delete, name, version)
         await asyncio.to_thread(request.app[POLICIES].forget_layer, name, version)  # its policy goes with it

@@ -141,6 +141,8 @@ async def tag_resource(request: web.Request) -> web.Response:
     """TagResource: 204. Adds the tags, replacing the values of keys already present."""
     name = function_of(request)
     tags = _tags_member(await read_json_object(request))
+    if not tags:  # AWS's answer to an empty tag set (LocalStack's recorded AWS snapshot)
+        raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
     validate_tags(tags)
 
     def merge(current: dict[str, str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from gateway.api.functions.function_params import check_members
-from gateway.api.functions.functions import configuration
+from gateway.api.functions.functions import configuration, list_item
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
 from gateway.app_keys import REGISTRY
@@ -66,7 +66,7 @@ async def list_versions(request: web.Request) -> web.Response:
         raise InvalidParameterValueException("ListVersionsByFunction takes an unqualified function name.")
     versions = request.app[REGISTRY].versions(ref.name)
     page, more = paginate(versions, request.query, lambda v: v.version, _version_order)
-    wires = [configuration(request.app, v) for v in page]
+    wires = [list_item(request.app, v) for v in page]
     for wire in wires:  # in this list, $LATEST is shown with its qualified ARN
         if wire["Version"] == LATEST:
             wire["FunctionArn"] += ":" + LATEST
