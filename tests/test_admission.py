@@ -129,7 +129,6 @@ def test_tokens_survive_removal_of_the_reservation() -> None:
     assert (c.inflight("f"), c.unreserved_inflight, c.inflight()) == (0, 0, 0)
 
 
-
 # -- provisioned concurrency counts against the reservation (issue 18, cause 6) -------------------------------
 # AWS: "provisioned concurrency counts towards a function's reserved concurrency" — a config may not exceed the
 # reservation (PutProvisionedConcurrencyConfig's "Requested Provisioned Concurrency should not be greater than the

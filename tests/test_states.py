@@ -2,7 +2,7 @@
 
 Sources, for every string pinned here:
 - CreateFunction's answer `"State": "Pending", "StateReason": "The function is being created.", "StateReasonCode":
-  "Creating"` and no LastUpdateStatus: AWS CLI outputs of `aws lambda create-function` recorded in 2022–2025, and
+  "Creating"` and no LastUpdateStatus: AWS CLI outputs of `aws lambda create-function` recorded in 2022-2025, and
   LocalStack's provider (CreateFunction renders `return_update_status=False`), whose snapshots are AWS's answers.
 - UpdateFunctionCode / UpdateFunctionConfiguration's answer `"State": "Active", "LastUpdateStatus": "InProgress",
   "LastUpdateStatusReason": "The function is being created.", "LastUpdateStatusReasonCode": "Creating"`: recorded
