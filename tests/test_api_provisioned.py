@@ -483,3 +483,8 @@ def test_provisioned_counts_against_the_reservation(gateway_factory: GatewayFact
         assert body["init"] == "provisioned-concurrency"
     lam.delete_provisioned_concurrency_config(FunctionName=fname, Qualifier=version)
     assert invoke_json(lam, fname)[1]["version"] == "$LATEST"
+    _put(lam, fname, "live", 1)  # and after a restart, admission knows it from the registry
+    lam = gw.restart().client()
+    with pytest.raises(ClientError) as exc:
+        lam.invoke(FunctionName=fname)
+    assert _error(exc)[:2] == (429, "TooManyRequestsException")
