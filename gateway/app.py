@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -69,7 +70,7 @@ from gateway.app_keys import (
     ZYGOTES,
 )
 from gateway.catalog import Catalog, Kind
-from gateway.changes import ChangePolicy, provisioning
+from gateway.changes import ChangePolicy, provisioned_slots, provisioning
 from gateway.errors import LambdaError
 from gateway.events.delivery import Delivery
 from gateway.events.destinations import Destinations
@@ -232,10 +233,13 @@ async def _sandbox(settings: Settings, envs_root: Path) -> Sandbox:
 
 
 def _admission(settings: Settings, registry: Registry) -> Concurrency:
-    """Admission with the account's limits and every function's reservation."""
+    """Admission with the account's limits, every function's reservation and what its provisioned concurrency
+    serves (it counts against the reservation)."""
     concurrency = Concurrency(settings.account_concurrency, settings.unreserved_min)
     for name, reserved in registry.all_reserved().items():
         concurrency.set_reserved(name, reserved)
+    for name in {prov.function for prov in registry.provisioned_configs()}:
+        concurrency.set_provisioned(name, provisioned_slots(registry, name))
     return concurrency
 
 
@@ -269,7 +273,8 @@ async def _runtimes(app: web.Application) -> AsyncIterator[None]:
     app[METRICS] = metrics
     metrics.urls.alive = lambda function, qualifier: designates(registry, function, qualifier)  # a URL's alias too
     collector = CodeCollector(app[CODESTORE], registry, app[LAYERS], pools.code_in_use)
-    policy = ChangePolicy(asyncio.get_running_loop(), pools, metrics, logstore, collector, concurrency)
+    slots = partial(provisioned_slots, registry)
+    policy = ChangePolicy(asyncio.get_running_loop(), pools, metrics, logstore, collector, concurrency, slots)
     _connect(app, unique, logstore, policy)
     tasks = [asyncio.create_task(z.supervise()) for z in unique]
     tasks.append(asyncio.create_task(pools.reap_forever()))

@@ -9,7 +9,9 @@ There, `apply()`:
   metrics series and log streams of a deleted version or function are forgotten (an update keeps `$LATEST`'s),
   the code collector is asked to look for packages nothing uses now, and a deleted function's reserved
   concurrency is dropped from admission;
-- reconciles provisioned concurrency (`PoolManager.reconcile`) after every change but those that cannot move it
+- tells admission what each function's provisioned concurrency serves (`provisioned_slots`: it counts against
+  the reservation) and reconciles provisioned concurrency (`PoolManager.reconcile`) after every change but those
+  that cannot move it
   (`KEEPS_PROVISIONING`: a new function, a new `$LATEST`, a new version; a provisioned config names a published
   version or an alias, and neither changes then). A put of a config also retries a FAILED one. The routes do not
   reconcile by hand: this is the one place; the reaper's tick and a runtime's readiness (`runtime_ready`) are
@@ -30,7 +32,7 @@ Concurrency: `follow` from any thread; everything else on the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from gateway.errors import ResourceNotFoundException
@@ -69,6 +71,8 @@ class Reservations(Protocol):
 
     def set_reserved(self, name: str, value: int | None) -> None: ...
 
+    def set_provisioned(self, name: str, served: dict[str, tuple[str, int]]) -> None: ...
+
 
 class ChangePolicy:
     """Keeps pools, metrics, logs, code and admission in step with the registry (see the module docstring)."""
@@ -81,8 +85,11 @@ class ChangePolicy:
         logs: Forgets,
         collector: Collector,
         reservations: Reservations,
+        slots: Callable[[str], dict[str, tuple[str, int]]] | None = None,
     ) -> None:
+        """`slots(function)` is `provisioned_slots` over the registry: what admission counts as provisioned."""
         self.loop = loop
+        self.slots = slots
         self.pools = pools
         self.metrics = metrics
         self.logs = logs
@@ -100,6 +107,8 @@ class ChangePolicy:
             if change.what is Changed.FUNCTION_DELETED:  # the function is gone, and its reservation with it
                 self.reservations.set_reserved(change.function, None)
         if change.what not in KEEPS_PROVISIONING:
+            if self.slots is not None:
+                self.reservations.set_provisioned(change.function, self.slots(change.function))
             self.pools.reconcile(retry_failed=change.what is Changed.PROVISIONED_PUT)  # a Put retries a FAILED one
 
     def _retire(self, name: str, version: str | None) -> None:
@@ -126,3 +135,21 @@ def provisioning(registry: Registry) -> Provisioning:
                 continue
 
     return wanted
+
+
+def provisioned_slots(registry: Registry, name: str) -> dict[str, tuple[str, int]]:
+    """What the function's provisioned concurrency serves, for `Concurrency.set_provisioned`: {a qualifier an
+    invocation may name: (the config's qualifier, its environments)}. A config serves its own qualifier, the
+    version it provisions and the aliases that name that version; empty when the function has none (or is gone)."""
+    served: dict[str, tuple[str, int]] = {}
+    try:
+        configs = registry.provisioned_configs(name)
+        aliases = registry.aliases(name) if configs else []
+        for prov in configs:
+            slot = (prov.qualifier, prov.requested)
+            version = registry.resolve(name, prov.qualifier).version
+            served[prov.qualifier] = served[version] = slot
+            served.update((a.name, slot) for a in aliases if a.function_version == version and a.name not in served)
+    except ResourceNotFoundException:
+        return {}
+    return served

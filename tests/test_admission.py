@@ -129,6 +129,61 @@ def test_tokens_survive_removal_of_the_reservation() -> None:
     assert (c.inflight("f"), c.unreserved_inflight, c.inflight()) == (0, 0, 0)
 
 
+# -- provisioned concurrency counts against the reservation (issue 18, cause 6) -------------------------------
+# AWS: "provisioned concurrency counts towards a function's reserved concurrency" — a config may not exceed the
+# reservation (PutProvisionedConcurrencyConfig's "Requested Provisioned Concurrency should not be greater than the
+# reservedConcurrentExecution for function"), and what is provisioned is held for its version or alias: the rest
+# of the function (`$LATEST`, other versions, spill-over) has the reservation less what is provisioned.
+
+
+def test_provisioned_is_taken_out_of_the_reservation_for_everything_else() -> None:
+    c = Concurrency(account_limit=10, unreserved_min=0)
+    c.set_reserved("f", 3)
+    c.set_provisioned("f", {"live": ("live", 2), "1": ("live", 2)})  # alias live -> version 1, 2 environments
+    assert c.provisioned("f") == 2
+    on_demand = c.admit("f")  # $LATEST: the on-demand share is 3 - 2 = 1
+    assert _throttled(c, "f").reason == RESERVED_EXCEEDED
+    warm = [c.admit("f", "live"), c.admit("f", "1")]  # the provisioned two, by alias or by version
+    assert warm[0] == warm[1] != on_demand
+    with pytest.raises(TooManyRequestsException) as info:  # spill-over: the on-demand share is taken
+        c.admit("f", "live")
+    assert info.value.reason == RESERVED_EXCEEDED
+    assert c.inflight("f") == 3 and c.inflight() == 3
+    c.release(on_demand)
+    spill = c.admit("f", "live")  # the on-demand slot serves the alias's spill-over
+    c.release(warm[0])
+    again = c.admit("f", "1")  # a provisioned slot is free again
+    assert again == warm[0]
+    for token in (spill, again, warm[1]):
+        c.release(token)
+    assert c.inflight("f") == 0 and c.inflight() == 0
+
+
+def test_reservation_equal_to_provisioned_throttles_latest() -> None:
+    """The issue's case: everything reserved is provisioned on a version, so `$LATEST` runs nowhere (AWS throttles
+    it), while the version runs."""
+    c = Concurrency(account_limit=10, unreserved_min=0)
+    c.set_reserved("f", 1)
+    c.set_provisioned("f", {"1": ("1", 1)})
+    assert _throttled(c, "f").reason == RESERVED_EXCEEDED
+    with pytest.raises(TooManyRequestsException):
+        c.admit("f", "2")  # another version is on demand as well
+    token = c.admit("f", "1")
+    c.release(token)
+    c.set_provisioned("f", {})  # the config deleted: the whole reservation is on demand again
+    c.release(c.admit("f"))
+
+
+def test_provisioned_without_a_reservation_changes_nothing_in_admission() -> None:
+    c = Concurrency(account_limit=2, unreserved_min=0)
+    c.set_provisioned("f", {"1": ("1", 1)})
+    tokens = [c.admit("f", "1"), c.admit("f")]
+    assert tokens == [UNRESERVED, UNRESERVED]
+    assert _throttled(c, "f").reason == ACCOUNT_EXCEEDED
+    for token in tokens:
+        c.release(token)
+
+
 # -- property: any sequence of set_reserved / admit / release ------------------------------------------------
 
 NAMES = ("a", "b", "c", "d")

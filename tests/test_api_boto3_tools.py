@@ -65,11 +65,18 @@ def test_function_exists_gives_up_on_a_missing_function(lam: Any) -> None:
 
 
 def test_active_and_updated_waiters(lam: Any, fname: str) -> None:
-    create_function(lam, fname, SOURCE)
+    """A deploy tool's sequence as on AWS (issue 18, cause 7): CreateFunction answers Pending and
+    UpdateFunctionConfiguration InProgress, the tool waits with botocore's own waiters, which succeed at their
+    first poll here (the gateway's work is done before it answers: a waiter's Delay is never spent)."""
+    created = create_function(lam, fname, SOURCE)
+    assert created["State"] == "Pending" and "LastUpdateStatus" not in created
+    started = time.monotonic()
     for waiter in ("function_active_v2", "function_active", "function_updated_v2", "function_updated"):
         lam.get_waiter(waiter).wait(FunctionName=fname, WaiterConfig=FAST)
-    lam.update_function_configuration(FunctionName=fname, Timeout=10)
+    updated = lam.update_function_configuration(FunctionName=fname, Timeout=10)
+    assert updated["LastUpdateStatus"] == "InProgress"
     lam.get_waiter("function_updated_v2").wait(FunctionName=fname, WaiterConfig=FAST)
+    assert time.monotonic() - started < FAST["Delay"]  # no waiter had to poll twice
     assert lam.get_function(FunctionName=fname)["Configuration"]["Timeout"] == 10
     version = lam.publish_version(FunctionName=fname)["Version"]
     lam.get_waiter("published_version_active").wait(FunctionName=fname, Qualifier=version, WaiterConfig=FAST)

@@ -75,7 +75,11 @@ def test_create_and_get(gateway: RunningGateway, lam: Any, fname: str) -> None:
     assert (created["Timeout"], created["MemorySize"], created["Description"]) == (30, 256, "first")
     assert created["Environment"] == {"Variables": {"GREETING": "hi"}}
     assert created["Version"] == "$LATEST"
-    assert created["State"] == "Active" and created["LastUpdateStatus"] == "Successful"
+    # AWS answers CreateFunction Pending, without LastUpdateStatus (recorded answers; gateway/store/states.py)
+    assert (created["State"], created["StateReason"], created["StateReasonCode"]) == (
+        "Pending", "The function is being created.", "Creating"
+    )  # fmt: skip
+    assert "LastUpdateStatus" not in created
     assert created["PackageType"] == "Zip" and created["Architectures"] == ["x86_64"]
     assert created["EphemeralStorage"] == {"Size": 512}
     assert created["LoggingConfig"]["LogGroup"] == f"/aws/lambda/{fname}"
@@ -83,7 +87,11 @@ def test_create_and_get(gateway: RunningGateway, lam: Any, fname: str) -> None:
     assert re.fullmatch(r"[0-9a-f-]{36}", created["RevisionId"])
 
     got = lam.get_function(FunctionName=fname)
-    config = {k: v for k, v in created.items() if k != "ResponseMetadata"}
+    # the next call sees it Active and Successful, with a new RevisionId (AWS's move to Active gives one)
+    assert (got["Configuration"]["State"], got["Configuration"]["LastUpdateStatus"]) == ("Active", "Successful")
+    assert got["Configuration"]["RevisionId"] != created["RevisionId"]
+    config = {k: v for k, v in created.items() if k not in ("ResponseMetadata", "StateReason", "StateReasonCode")}
+    config |= {"State": "Active", "LastUpdateStatus": "Successful", "RevisionId": got["Configuration"]["RevisionId"]}
     assert got["Configuration"] == config
     assert got["Code"]["RepositoryType"] == "S3"
     with urllib.request.urlopen(got["Code"]["Location"], timeout=10) as resp:
@@ -91,7 +99,7 @@ def test_create_and_get(gateway: RunningGateway, lam: Any, fname: str) -> None:
     assert "Tags" not in got  # issue 18 cause 8: AWS leaves Tags out for an untagged function
     for ident in (fname, ARN_PREFIX + fname, f"123456789012:function:{fname}", f"{fname}:$LATEST"):
         conf = lam.get_function_configuration(FunctionName=ident)
-        assert conf["RevisionId"] == created["RevisionId"]
+        assert conf["RevisionId"] == config["RevisionId"]
     assert lam.get_function(FunctionName=fname, Qualifier="$LATEST")["Configuration"]["FunctionName"] == fname
     assert "Environment" not in create_function(lam, fname + "-noenv", SOURCE)
 
@@ -161,18 +169,32 @@ def test_list_paging(gateway_factory: GatewayFactory) -> None:
 # -- update ------------------------------------------------------------------------------------------
 
 
+def _assert_in_progress(answer: dict[str, Any]) -> None:
+    """AWS's answer to UpdateFunctionCode / UpdateFunctionConfiguration: the update InProgress, its reason and code
+    "The function is being created." / Creating (recorded AWS answers, e.g. `aws lambda update-function-code`
+    output; LocalStack's provider, validated against AWS, sets the same; gateway/store/states.py)."""
+    assert answer["State"] == "Active" and "StateReason" not in answer
+    assert (answer["LastUpdateStatus"], answer["LastUpdateStatusReason"], answer["LastUpdateStatusReasonCode"]) == (
+        "InProgress", "The function is being created.", "Creating"
+    )  # fmt: skip
+
+
 def test_update_code(lam: Any, fname: str) -> None:
     created = create_function(lam, fname, SOURCE)
-    assert invoke_json(lam, fname)[1] == {"v": 1}
+    assert invoke_json(lam, fname)[1] == {"v": 1}  # right after CreateFunction: it runs
+    created = lam.get_function_configuration(FunctionName=fname)  # Active, with its RevisionId
     new_zip = make_zip({"lambda_function.py": SOURCE_V2})
     updated = lam.update_function_code(FunctionName=fname, ZipFile=new_zip, RevisionId=created["RevisionId"])
+    _assert_in_progress(updated)
     assert updated["CodeSha256"] == base64.b64encode(hashlib.sha256(new_zip).digest()).decode()
     assert updated["CodeSize"] == len(new_zip)
     assert updated["RevisionId"] != created["RevisionId"]
     assert updated["Handler"] == created["Handler"] and updated["Timeout"] == created["Timeout"]
     # after the update returned, no invocation runs the old code
     assert invoke_json(lam, fname)[1] == {"v": 2}
-    assert lam.get_function(FunctionName=fname)["Configuration"]["RevisionId"] == updated["RevisionId"]
+    settled = lam.get_function(FunctionName=fname)["Configuration"]
+    assert settled["LastUpdateStatus"] == "Successful" and "LastUpdateStatusReason" not in settled
+    assert settled["RevisionId"] not in (updated["RevisionId"], created["RevisionId"])
 
     with pytest.raises(ClientError) as exc:
         lam.update_function_code(FunctionName=fname, ZipFile=new_zip, RevisionId=created["RevisionId"])
@@ -182,7 +204,8 @@ def test_update_code(lam: Any, fname: str) -> None:
 
 
 def test_update_code_dry_run_changes_nothing(gateway: RunningGateway, lam: Any, fname: str) -> None:
-    created = create_function(lam, fname, SOURCE)
+    create_function(lam, fname, SOURCE)
+    created = lam.get_function_configuration(FunctionName=fname)
     before = _code_dirs(gateway)
     new_zip = make_zip({"lambda_function.py": "X = 'dry run only'\n"})
     dry = lam.update_function_code(FunctionName=fname, ZipFile=new_zip, DryRun=True)
@@ -193,7 +216,8 @@ def test_update_code_dry_run_changes_nothing(gateway: RunningGateway, lam: Any, 
 
 
 def test_update_configuration(lam: Any, fname: str) -> None:
-    created = create_function(lam, fname, SOURCE, Environment={"Variables": {"AA": "1"}})
+    create_function(lam, fname, SOURCE, Environment={"Variables": {"AA": "1"}})
+    created = lam.get_function_configuration(FunctionName=fname)
     updated = lam.update_function_configuration(
         FunctionName=fname, Timeout=60, MemorySize=512, Description="d", Handler="other.handler",
         Environment={"Variables": {"BB": "2"}}, EphemeralStorage={"Size": 1024}, Runtime="python3.11",
@@ -205,9 +229,10 @@ def test_update_configuration(lam: Any, fname: str) -> None:
     assert updated["EphemeralStorage"] == {"Size": 1024}
     assert updated["CodeSha256"] == created["CodeSha256"]
     assert updated["RevisionId"] != created["RevisionId"]
+    _assert_in_progress(updated)
 
     with pytest.raises(ClientError) as exc:
-        lam.update_function_configuration(FunctionName=fname, Timeout=5, RevisionId=created["RevisionId"])
+        lam.update_function_configuration(FunctionName=fname, Timeout=5, RevisionId=updated["RevisionId"])
     assert _error(exc)[0::2] == ("PreconditionFailedException", 412)
     assert lam.get_function_configuration(FunctionName=fname)["Timeout"] == 60
 
@@ -335,7 +360,8 @@ def test_create_validation(
 
 def test_update_configuration_validation(gateway: RunningGateway, fname: str) -> None:
     lam = gateway.client(parameter_validation=False)
-    created = create_function(lam, fname, SOURCE)
+    create_function(lam, fname, SOURCE)
+    created = lam.get_function_configuration(FunctionName=fname)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"Timeout": 1200}, "ValidationException"),
         ({"MemorySize": 100000}, "ValidationException"),
@@ -426,7 +452,8 @@ def test_unsafe_zip_is_refused_and_nothing_stored(
     assert _registry_rows(gateway, fname) == 0
     assert not (gateway.data_dir / "escape.py").exists() and not Path("/tmp/absolute.py").exists()
 
-    created = create_function(lam, fname, SOURCE)
+    create_function(lam, fname, SOURCE)
+    created = lam.get_function_configuration(FunctionName=fname)
     before = _code_dirs(gateway)
     with pytest.raises(ClientError) as exc:
         lam.update_function_code(FunctionName=fname, ZipFile=zip_bytes)
@@ -458,7 +485,8 @@ def test_functions_survive_restart(gateway_factory: GatewayFactory) -> None:
     lam = gw.client()
     keep = create_function(lam, "keep", SOURCE, Environment={"Variables": {"KK": "v"}}, Tags={"t": "1"})
     changed = lam.update_function_code(FunctionName="keep", ZipFile=make_zip({"lambda_function.py": SOURCE_V2}))
-    changed = lam.update_function_configuration(FunctionName="keep", Timeout=42)
+    lam.update_function_configuration(FunctionName="keep", Timeout=42)
+    changed = lam.get_function_configuration(FunctionName="keep")
     create_function(lam, "gone", SOURCE)
     lam.delete_function(FunctionName="gone")
     assert changed["RevisionId"] != keep["RevisionId"]

@@ -172,7 +172,8 @@ def test_errors(lam: Any, fname: str) -> None:
 
 
 def test_first_statement_accepts_the_function_s_revision_and_size_is_limited(lam: Any, fname: str) -> None:
-    config = create_function(lam, fname, SOURCE)
+    create_function(lam, fname, SOURCE)
+    config = lam.get_function_configuration(FunctionName=fname)  # Active, with its settled RevisionId
     lam.add_permission(FunctionName=fname, StatementId="first", Action="lambda:InvokeFunction", Principal="*",
                        RevisionId=config["RevisionId"])  # fmt: skip
     arn = "arn:aws:s3:::" + "b" * 1000

@@ -458,3 +458,33 @@ def test_update_alias_keeps_the_provisioned_rules(lam: Any, fname: str) -> None:
         assert lam.get_alias(FunctionName=fname, Name="live")["FunctionVersion"] == v1
     finally:
         lam.delete_function(FunctionName=fname)
+
+
+def test_provisioned_counts_against_the_reservation(gateway_factory: GatewayFactory, fname: str) -> None:
+    """Issue 18, cause 6: with the whole reservation provisioned on a version, `$LATEST` is throttled as AWS
+    throttles it (TooManyRequestsException, Reason ReservedFunctionConcurrentInvocationLimitExceeded: botocore's
+    model), the version runs; the config deleted, `$LATEST` runs again."""
+    gw = gateway_factory(env=FAST_RECONCILE)
+    lam = gw.client()
+    create_function(lam, fname, SOURCE)
+    version = _publish(lam, fname, "one")
+    lam.create_alias(FunctionName=fname, Name="live", FunctionVersion=version)
+    lam.put_function_concurrency(FunctionName=fname, ReservedConcurrentExecutions=1)
+    invoke_json(lam, fname)  # before: the reservation is all on demand
+    _put(lam, fname, version, 1)
+    _wait_status(lam, fname, version)
+    for qualifier in (None, "$LATEST"):
+        with pytest.raises(ClientError) as exc:
+            lam.invoke(FunctionName=fname, **({"Qualifier": qualifier} if qualifier else {}))
+        assert _error(exc) == (429, "TooManyRequestsException", "Rate Exceeded.")
+        assert exc.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    for name in (f"{fname}:{version}", f"{fname}:live"):  # the version runs, by number or through an alias
+        _, body, _ = _invoke_tail(lam, name)
+        assert body["init"] == "provisioned-concurrency"
+    lam.delete_provisioned_concurrency_config(FunctionName=fname, Qualifier=version)
+    assert invoke_json(lam, fname)[1]["version"] == "$LATEST"
+    _put(lam, fname, "live", 1)  # and after a restart, admission knows it from the registry
+    lam = gw.restart().client()
+    with pytest.raises(ClientError) as exc:
+        lam.invoke(FunctionName=fname)
+    assert _error(exc)[:2] == (429, "TooManyRequestsException")

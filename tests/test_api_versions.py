@@ -69,7 +69,8 @@ def test_version_keeps_its_settings(lam: Any, fname: str) -> None:
 
 
 def test_publish_checks(lam: Any, fname: str) -> None:
-    created = create_function(lam, fname, SOURCE)
+    create_function(lam, fname, SOURCE)
+    created = lam.get_function_configuration(FunctionName=fname)  # Active, with its RevisionId
     with pytest.raises(ClientError) as exc:
         lam.publish_version(FunctionName=fname, CodeSha256=base64.b64encode(hashlib.sha256(b"x").digest()).decode())
     assert _error(exc) == (400, "InvalidParameterValueException")

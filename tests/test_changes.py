@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from gateway.changes import ChangePolicy, provisioning
+from gateway.changes import ChangePolicy, provisioned_slots, provisioning
 from gateway.store.records import LATEST, AliasConfig, Change, Changed, ProvisionedConfig, now_last_modified
 from gateway.store.registry import Registry
 from tests.conftest import FUNCTION_ARN, FakeFollowers, function_config, open_registry
@@ -125,5 +125,27 @@ def test_provisioning_wants_the_version_an_alias_names(tmp_path: Path) -> None:
         assert sorted((c.name, c.version, n) for c, n in wanted()) == [("f", "1", 3), ("g", "1", 1)]
         registry.delete("g")
         assert [(c.name, c.version, n) for c, n in wanted()] == [("f", "1", 3)]
+    finally:
+        registry.close()
+
+
+def test_provisioned_slots_name_what_each_config_serves(tmp_path: Path) -> None:
+    """What admission counts as provisioned (issue 18, cause 6): a config's own qualifier, the version it
+    provisions and the other aliases of that version; nothing for a function without configs or one gone."""
+    registry = open_registry(tmp_path)
+    try:
+        registry.create(function_config(registry.codestore, "f"), publish=True)
+        registry.update("f", lambda c: dataclasses.replace(c, timeout=9), publish=True)
+        registry.create_alias(AliasConfig("f", "live", FUNCTION_ARN + "f:live", "2", "r1"))
+        registry.create_alias(AliasConfig("f", "also", FUNCTION_ARN + "f:also", "2", "r2"))
+        registry.create_alias(AliasConfig("f", "old", FUNCTION_ARN + "f:old", "1", "r3"))
+        assert provisioned_slots(registry, "f") == {}
+        registry.put_provisioned(ProvisionedConfig("f", "live", 3, now_last_modified()))
+        registry.put_provisioned(ProvisionedConfig("f", "1", 1, now_last_modified()))
+        assert provisioned_slots(registry, "f") == {
+            "live": ("live", 3), "2": ("live", 3), "also": ("live", 3), "1": ("1", 1), "old": ("1", 1)
+        }  # fmt: skip
+        registry.delete("f")
+        assert provisioned_slots(registry, "f") == {}
     finally:
         registry.close()

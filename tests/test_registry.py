@@ -49,8 +49,11 @@ def _open(settings: Settings, codestore: CodeStore) -> Registry:
 
 def test_create_get_resolve_delete(settings: Settings, codestore: CodeStore) -> None:
     registry = _open(settings, codestore)
-    cfg = registry.create(_config(codestore, "f", environment={"KEY": "v"}))
-    assert registry.get("f") is cfg
+    created = registry.create(_config(codestore, "f", environment={"KEY": "v"}))
+    cfg = registry.get("f")
+    # answered Pending, stored Active with a new RevisionId (gateway/store/states.py)
+    assert (created.state, cfg.state, cfg.last_update) == ("Pending", "Active", "Successful")
+    assert created.revision_id != cfg.revision_id and created.environment == cfg.environment
     assert registry.resolve("f", None) is cfg and registry.resolve("f", "$LATEST") is cfg
     with pytest.raises(ResourceNotFoundException, match=f"Function not found: {ARN}f:1$"):
         registry.resolve("f", "1")
@@ -68,12 +71,16 @@ def test_update_checks_revision_and_notifies(settings: Settings, codestore: Code
     registry = _open(settings, codestore)
     seen: list[Change] = []
     registry.on_change.connect(seen.append)
-    cfg = registry.create(_config(codestore, "f"))
+    registry.create(_config(codestore, "f"))
+    cfg = registry.get("f")
     assert seen == [Change(Changed.FUNCTION_CREATED, "f", "$LATEST")]
     seen.clear()
     new = registry.update("f", lambda c: dataclasses.replace(c, timeout=9), if_revision=cfg.revision_id)
     assert (new.timeout, seen) == (9, [Change(Changed.LATEST_UPDATED, "f", "$LATEST")])
     assert new.revision_id != cfg.revision_id
+    # answered InProgress; stored Successful with yet another RevisionId
+    assert (new.last_update, registry.get("f").last_update) == ("InProgress", "Successful")
+    assert registry.get("f").revision_id not in (new.revision_id, cfg.revision_id)
     with pytest.raises(PreconditionFailedException):
         registry.update("f", lambda c: dataclasses.replace(c, timeout=10), if_revision=cfg.revision_id)
     registry.update_tags("f", lambda tags: {"t": "1"})  # tags are not configuration: nobody is told

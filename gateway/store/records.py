@@ -22,6 +22,14 @@ import orjson
 
 LATEST = "$LATEST"
 
+#: FunctionConfiguration.State and LastUpdateStatus values (botocore's model: State, LastUpdateStatus)
+PENDING, ACTIVE = "Pending", "Active"
+IN_PROGRESS, SUCCESSFUL = "InProgress", "Successful"
+#: what AWS says of a function being created and of an update being applied: StateReason and
+#: LastUpdateStatusReason alike (recorded CreateFunction and UpdateFunctionCode/Configuration answers)
+BEING_CREATED = "The function is being created."
+CREATING = "Creating"
+
 
 @dataclass(frozen=True, slots=True)
 class LayerRef:
@@ -84,6 +92,10 @@ class FunctionConfig:
     #: of a published version: `$LATEST`'s Description when it was published (its own may be PublishVersion's);
     #: None for `$LATEST` and for versions stored before this was kept
     published_from_description: str | None = None
+    #: Lambda's State (Pending while created, then Active) and LastUpdateStatus (InProgress while an update is
+    #: applied, then Successful); see gateway.store.states for the transitions and what each state refuses
+    state: str = ACTIVE
+    last_update: str = SUCCESSFUL
 
     @property
     def code_sha256_b64(self) -> str:
@@ -125,8 +137,7 @@ class FunctionConfig:
             "Version": self.version,
             "TracingConfig": {"Mode": "PassThrough"},
             "RevisionId": self.revision_id,
-            "State": "Active",
-            "LastUpdateStatus": "Successful",
+            **self._state_wire(),
             "PackageType": "Zip",
             "Architectures": list(self.architectures),
             "EphemeralStorage": {"Size": self.ephemeral_storage},
@@ -138,12 +149,31 @@ class FunctionConfig:
             wire["Environment"] = {"Variables": dict(self.environment)}
         if self.layers:
             wire["Layers"] = [layer.to_wire() for layer in self.layers]
-        if runtime_note:  # the runtime runs on a stand-in here, or cannot run here now (gateway/catalog.py)
+        if runtime_note and self.state == ACTIVE and self.last_update == SUCCESSFUL:
+            # the runtime runs on a stand-in here, or cannot run here now (gateway/catalog.py)
             wire["StateReason"] = wire["LastUpdateStatusReason"] = runtime_note
         wire.update(self.extra)
         if self.version != LATEST and wire["SnapStart"]["ApplyOn"] == "PublishedVersions":
             wire["SnapStart"] = {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
         return wire
+
+    def _state_wire(self) -> dict[str, str]:
+        """State and LastUpdateStatus with their reasons, as AWS sends each phase.
+
+        Pending (CreateFunction's answer): State, StateReason, StateReasonCode and no LastUpdateStatus; an update
+        in progress: State Active, LastUpdateStatus InProgress with LastUpdateStatusReason and ...ReasonCode;
+        afterwards only State Active and LastUpdateStatus Successful.
+        """
+        if self.state == PENDING:
+            return {"State": PENDING, "StateReason": BEING_CREATED, "StateReasonCode": CREATING}
+        if self.last_update == IN_PROGRESS:
+            return {
+                "State": self.state,
+                "LastUpdateStatus": IN_PROGRESS,
+                "LastUpdateStatusReason": BEING_CREATED,
+                "LastUpdateStatusReasonCode": CREATING,
+            }
+        return {"State": self.state, "LastUpdateStatus": self.last_update}
 
     def to_record(self) -> bytes:
         """JSON for the `config` column. Code directories are not stored: they follow from the digests."""

@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.hooks import Hook
 from gateway.settings import Settings
-from gateway.store import sqlite
+from gateway.store import sqlite, states
 from gateway.store.code import CodeStore
 from gateway.store.records import (
     LATEST,
@@ -58,9 +58,9 @@ REVISION_MISMATCH = (
 
 #: fields that do not make two versions different (PublishVersion with nothing changed returns the latest). Every
 #: configuration field counts, Description too (compared apart: `_unchanged_since`), as AWS counts it; tags are the
-#: function's, not a version's; identical code is no change (the digest is compared)
+#: function's, not a version's; identical code is no change (the digest is compared); states are not configuration
 _NOT_COMPARED = frozenset({"version", "revision_id", "last_modified", "description", "tags", "code_dir", "layer_dirs",
-                           "published_from_description"})  # fmt: skip
+                           "published_from_description", "state", "last_update"})  # fmt: skip
 
 
 class _Function:
@@ -246,11 +246,13 @@ class Registry:
     def create(self, config: FunctionConfig, *, publish: bool = False) -> FunctionConfig:
         """Add a new function's `$LATEST` (and with `publish`, version 1 of it, returned instead).
 
-        Raises ResourceConflictException if the name is taken.
+        Its code is ready: it is stored Active (gateway.store.states); the answer is the Pending snapshot the call
+        made. Raises ResourceConflictException if the name is taken.
         """
         with self._lock:
             if config.name in self._functions:
                 raise ResourceConflictException(f"Function already exist: {config.name}")
+            answer, config = states.created(config), states.settled(config)
             with self._tx() as db:
                 db.execute(
                     "INSERT INTO function_versions (name, version, config) VALUES (?, ?, ?)",
@@ -263,7 +265,7 @@ class Registry:
             bisect.insort(self._names, config.name)
             self.codestore.adopt(config.code_sha256)  # referenced now: its package is kept for as long as it is
             self.on_change(Change(Changed.FUNCTION_CREATED, config.name, LATEST))
-            return self.publish(config.name) if publish else config
+            return states.created(self.publish(config.name)) if publish else answer
 
     def update(
         self,
@@ -277,21 +279,22 @@ class Registry:
 
         With `publish`, the new `$LATEST` is published in the same atomic step and that version is
         returned (so it holds exactly this change). `change` must be pure and fast (it runs under the
-        lock). Raises ResourceNotFoundException, and PreconditionFailedException when `if_revision` is
-        not the current revision.
+        lock). Stored Successful, answered InProgress (gateway.store.states). Raises ResourceNotFoundException,
+        ResourceConflictException while the function is busy, and PreconditionFailedException when `if_revision`
+        is not the current revision.
         """
         with self._lock:
             current = self.get(name)
+            states.check_changeable(current)
             if if_revision is not None and if_revision != current.revision_id:
                 raise PreconditionFailedException(REVISION_MISMATCH)
             new = dataclasses.replace(change(current), revision_id=new_revision_id(), last_modified=now_last_modified())
             if new.name != name or new.version != LATEST:
                 raise ValueError("update() changes the $LATEST of the same function only")
-            self._write_latest(new)
+            self._write_latest(states.settled(new))
             if new.code_sha256 != current.code_sha256:
                 self.codestore.adopt(new.code_sha256)
-            if publish:
-                new = self.publish(name)
+            new = self.publish(name) if publish else states.updating(new)
         self.on_change(Change(Changed.LATEST_UPDATED, name, LATEST))
         return new
 
@@ -323,6 +326,7 @@ class Registry:
         with self._lock:
             fn = self._function(name)
             latest = fn.versions[LATEST]
+            states.check_changeable(latest)
             if if_revision is not None and if_revision != latest.revision_id:
                 raise PreconditionFailedException(REVISION_MISMATCH)
             if code_sha256_b64 is not None and code_sha256_b64 != latest.code_sha256_b64:

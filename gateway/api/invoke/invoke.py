@@ -23,6 +23,8 @@ from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED, RESERVE
 from gateway.execution.invoker import MAX_SYNC_PAYLOAD
 from gateway.observability.metrics import Metrics
 from gateway.store.names import FunctionRef, parse_function_name
+from gateway.store.records import ACTIVE
+from gateway.store.states import check_invocable
 
 MAX_CLIENT_CONTEXT = 3583
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
@@ -97,7 +99,7 @@ async def invoke(request: web.Request) -> web.Response:
     metrics = app[METRICS]
     # Admission before the body is read or parsed: throttling stays cheaper than any real request.
     try:
-        token = concurrency.admit(ref.name)
+        token = concurrency.admit(ref.name, ref.qualifier)  # provisioned slots are the qualifier's
     except TooManyRequestsException as exc:
         return throttled(metrics, ref.name, exc)
     try:
@@ -105,6 +107,8 @@ async def invoke(request: web.Request) -> web.Response:
         # Resolve again now that the body is in: no await may separate this from the pool choice, so an
         # invocation never runs configuration older than the last update that returned before it started.
         config = registry.resolve(ref.name, ref.qualifier, route=True)
+        if config.state != ACTIVE:  # Pending: AWS's ResourceConflictException (gateway.store.states)
+            check_invocable(config)
         invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
         outcome = await app[INVOKER].invoke(config, invoked_arn, payload, client_context, log_type == "Tail")
     except TooManyRequestsException as exc:  # no room on the node for another environment

@@ -38,6 +38,7 @@ from gateway.errors import LambdaError, TooManyRequestsException
 from gateway.execution.invoker import Outcome, new_request_id
 from gateway.execution.streams import Stream
 from gateway.store.names import parse_function_name
+from gateway.store.states import check_invocable
 
 PATH = "/2021-11-15/functions/{FunctionName}/response-streaming-invocations"
 INVOCATION_TYPES = ("RequestResponse", "DryRun")
@@ -61,13 +62,14 @@ async def invoke_with_response_stream(request: web.Request) -> web.StreamRespons
     concurrency = app[CONCURRENCY]
     metrics = app[METRICS]
     try:  # admission before the body is read, as for Invoke
-        token = concurrency.admit(ref.name)
+        token = concurrency.admit(ref.name, ref.qualifier)
     except TooManyRequestsException as exc:
         return throttled(metrics, ref.name, exc)
     run: asyncio.Future[Outcome] | None = None
     try:
         payload, client_context = await read_payload(request)
         config = registry.resolve(ref.name, ref.qualifier, route=True)
+        check_invocable(config)  # Pending: AWS's ResourceConflictException (gateway.store.states)
         invoked_arn = app[SETTINGS].function_arn(ref.name, ref.qualifier)
         stream = Stream(new_request_id())
         run = asyncio.ensure_future(
