@@ -38,7 +38,8 @@ from gateway.store.registry import Registry
 
 log = logging.getLogger("gateway.deploy")
 
-DEFAULT_ROLE = "arn:aws:iam::123456789012:role/gateway-example"
+#: the execution role of a function.json that names none, in the gateway's account (a role of another is refused)
+DEFAULT_ROLE = "arn:{partition}:iam::{account}:role/gateway-example"
 #: the runtime of a function.json that names none: the gateway's own Python (so `make run` deploys the examples on
 #: any host that runs the gateway)
 OWN_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -103,11 +104,11 @@ def deploy_url(name: str, config: Any, target: UrlDeployment) -> str:
     return f"URL {action}: {target.settings.function_url(url.url_id)} ({auth_type})"
 
 
-def _request_body(directory: Path) -> dict[str, Any]:
+def _request_body(directory: Path, role: str) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads((directory / "function.json").read_bytes())
     body.setdefault("FunctionName", directory.name)
     body.setdefault("Runtime", OWN_RUNTIME)
-    body.setdefault("Role", DEFAULT_ROLE)
+    body.setdefault("Role", role)
     zip_bytes = from_directory(directory)
     body["Code"] = {"ZipFile": base64.b64encode(zip_bytes).decode()}
     return body
@@ -118,13 +119,15 @@ async def deploy_directories(
 ) -> None:
     """Create or update one function per sub-directory (and its URL, given `urls`); a broken one is logged and
     skipped."""
+    settings = deployer.settings
+    role = DEFAULT_ROLE.format(partition=settings.partition, account=settings.account_id)
     for top in dirs:
         if not top.is_dir():
             log.warning("deploy: %s is not a directory; skipped", top)
             continue
         for directory in sorted(p for p in top.iterdir() if (p / "function.json").is_file()):
             try:
-                body = await asyncio.to_thread(_request_body, directory)
+                body = await asyncio.to_thread(_request_body, directory, role)
                 url_config = body.pop(URL_MEMBER, None)
                 action = await deployer.create_or_update(body)
                 if url_config is not None and urls is not None:

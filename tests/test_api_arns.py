@@ -19,6 +19,7 @@ Sources of the answers pinned here:
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -281,3 +282,12 @@ def test_invoke_keeps_the_invocations_request_id(lam: Any, fname: str) -> None:
     create_function(lam, fname, "def lambda_handler(event, context):\n    return context.aws_request_id\n")
     resp, payload = invoke_json(lam, fname)
     assert resp["ResponseMetadata"]["RequestId"] == payload
+
+
+def test_deployed_examples_take_a_role_of_the_gateway_s_own_account(gateway_factory: GatewayFactory) -> None:
+    """A role of another account is refused (AWS: "Cross-account pass role is not allowed."): the role `--deploy`
+    gives a function.json without one is in the account the gateway serves."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    gw = gateway_factory(args=("--deploy", str(examples)), env={"GATEWAY_ACCOUNT_ID": "111122223333"})
+    role = gw.client().get_function(FunctionName="hello")["Configuration"]["Role"]
+    assert role == "arn:aws:iam::111122223333:role/gateway-example"
