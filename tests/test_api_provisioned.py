@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
+from tests.conftest import GatewayFactory, RunningGateway, create_function, function_log, invoke_json, wait_for
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 FAST_RECONCILE = {"GATEWAY_REAP_INTERVAL": "0.2"}
@@ -488,3 +488,29 @@ def test_provisioned_counts_against_the_reservation(gateway_factory: GatewayFact
     with pytest.raises(ClientError) as exc:
         lam.invoke(FunctionName=fname)
     assert _error(exc)[:2] == (429, "TooManyRequestsException")
+
+
+def test_urls_and_async_events_of_an_alias_use_its_provisioned_slots(
+    gateway_factory: GatewayFactory, fname: str
+) -> None:
+    """With the whole reservation provisioned on an alias, what invokes the alias through other doors — its function
+    URL and its asynchronous (Event) invocations — runs on the provisioned slots, as Invoke does: admission is told the
+    qualifier, or every one of them would be throttled as on-demand (R - P = 0)."""
+    import urllib.request
+
+    from tests.test_e2e_function_urls import url_for
+
+    gw = gateway_factory(env=FAST_RECONCILE)
+    lam = gw.client()
+    create_function(lam, fname, SOURCE)
+    version = _publish(lam, fname, "one")
+    lam.create_alias(FunctionName=fname, Name="live", FunctionVersion=version)
+    lam.put_function_concurrency(FunctionName=fname, ReservedConcurrentExecutions=1)
+    _put(lam, fname, "live", 1)
+    _wait_status(lam, fname, "live")
+    base = url_for(gw, lam, fname, "live")
+    with urllib.request.urlopen(base + "/", timeout=30) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["init"] == "provisioned-concurrency"
+    lam.invoke(FunctionName=fname, Qualifier="live", InvocationType="Event", Payload=b'{"mark": "event"}')
+    # run, not held as throttled (a throttled event would wait for a retry): a second START in the function's log
+    wait_for(lambda: function_log(gw, fname).count("START RequestId") >= 2, timeout=20, what="the Event ran")

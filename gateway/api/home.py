@@ -11,7 +11,8 @@ local function of the same name.
 concurrency, policy, URL and event-invoke-config operation); the operations that take a FunctionName in their body
 or query (CreateFunction, Create/Update/ListEventSourceMappings) call `check_request` themselves. It runs innermost,
 after the signature is checked (AWS authenticates first), so a refusal is Lambda-shaped by the error middleware.
-Cost on the invoke path: one dictionary look-up and one substring test for a plain name.
+Cost on the invoke path: one dictionary look-up and one substring test for a plain name; for `name:alias` or an
+ARN, a cached parse and two comparisons (who is refused, and how, is worked out only for a refusal).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp import web
 from gateway.api.auth import SESSION, iam_action, operation_of
 from gateway.api.http import Handler
 from gateway.settings import Settings
-from gateway.store.names import check_home
+from gateway.store.names import check_home, home_of
 
 
 def caller_arn(request: web.Request, settings: Settings) -> str:
@@ -42,11 +43,17 @@ def check_request(request: web.Request, settings: Settings, raw: str, operation:
 def home_middleware(settings: Settings) -> web.middleware:  # type: ignore[valid-type]
     """The middleware checking a route's `{FunctionName}` (see the module's docstring)."""
 
+    region, account = settings.region, settings.account_id
+
     @web.middleware
     async def home(request: web.Request, handler: Handler) -> web.StreamResponse:
         raw = request.match_info.get("FunctionName")
-        if raw is not None and ":" in raw:
-            check_request(request, settings, raw)
+        if raw is not None and ":" in raw:  # `name:alias` and ARNs; a plain name is home
+            arn_region, arn_account = home_of(raw)  # cached: a name's ARN is parsed once
+            if (arn_account is not None and arn_account != account) or (
+                arn_region is not None and arn_region != region
+            ):
+                check_request(request, settings, raw)  # words the refusal (only now: the caller, the action)
         return await handler(request)
 
     return home

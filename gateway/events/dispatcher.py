@@ -278,7 +278,7 @@ class Dispatcher:
         """Run the attempt; None if it never reached the function (throttled, or a system error)."""
         function = event.function
         try:
-            token = self._admission.admit(function)
+            token = self._admission.admit(function, event.qualifier)
         except TooManyRequestsException as exc:
             self._metrics.throttled(function, exc.reason)
             return None

@@ -122,7 +122,8 @@ async def _check_unzipped_size(config: FunctionConfig, codestore: CodeStore, lay
 
 #: fields that make two configurations of one function equivalent (identity and bookkeeping excluded)
 _COMPARED = ("runtime", "handler", "role", "code_sha256", "description", "timeout", "memory_size",
-             "environment", "ephemeral_storage", "architectures", "extra", "tags", "layers")  # fmt: skip
+             "environment", "environment_given", "ephemeral_storage", "architectures", "extra", "tags",
+             "layers")  # fmt: skip
 
 
 class Deployer:
@@ -243,7 +244,12 @@ def _list_all_versions(request: web.Request) -> dict[str, Any]:
     """ListFunctions with FunctionVersion=ALL: every function's `$LATEST` and published versions, each with its
     qualified ARN (`$LATEST` too), by name then version; the marker is the last item's `name:version`."""
     registry = request.app[REGISTRY]
-    items = [c for config in registry.list() for c in registry.versions(config.name)]
+    items: list[FunctionConfig] = []
+    for config in registry.list():
+        try:
+            items += registry.versions(config.name)
+        except ResourceNotFoundException:  # deleted (by a worker thread) since `list()`: it is not listed
+            continue
 
     def order(key: str) -> tuple[str, int]:
         name, _, version = key.rpartition(":")

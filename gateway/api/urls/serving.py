@@ -103,7 +103,7 @@ async def _serve(request: web.Request, url: FunctionUrl, path: str) -> web.Strea
         return responses.too_large(MAX_SYNC_PAYLOAD, request_id)
     concurrency = app[CONCURRENCY]
     try:  # admission once the body is in: a slow client holds none of the function's slots
-        token = concurrency.admit(url.function)
+        token = concurrency.admit(url.function, None if url.qualifier == LATEST else url.qualifier)
     except TooManyRequestsException as exc:
         app[METRICS].throttled(url.function, exc.reason)
         return responses.throttled(request_id)

@@ -261,7 +261,7 @@ class Runner:
             body = orjson.dumps({"errorMessage": error, "errorType": "RequestEntityTooLargeException"})
             return Attempt(True, "Unhandled", body, config.version)
         try:
-            token = self._admission.admit(mapping.function)
+            token = self._admission.admit(mapping.function, mapping.qualifier)
         except TooManyRequestsException as exc:
             return Attempt(False, reason=f"throttled: {exc.reason}")
         try:
