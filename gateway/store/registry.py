@@ -36,6 +36,7 @@ from gateway.hooks import Hook
 from gateway.settings import Settings
 from gateway.store import sqlite, states
 from gateway.store.code import CodeStore
+from gateway.store.publishing import unchanged_since
 from gateway.store.records import (
     LATEST,
     AliasConfig,
@@ -55,12 +56,6 @@ REVISION_MISMATCH = (
     "The Revision Id provided does not match the latest Revision Id. "
     "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
 )
-
-#: fields that do not make two versions different (PublishVersion with nothing changed returns the latest). Every
-#: configuration field counts, Description too (compared apart: `_unchanged_since`), as AWS counts it; tags are the
-#: function's, not a version's; identical code is no change (the digest is compared); states are not configuration
-_NOT_COMPARED = frozenset({"version", "revision_id", "last_modified", "description", "tags", "code_dir", "layer_dirs",
-                           "published_from_description", "state", "last_update"})  # fmt: skip
 
 
 class _Function:
@@ -335,7 +330,7 @@ class Registry:
                     f"({latest.code_sha256_b64}). Please try again with the current CodeSHA256."
                 )
             newest = max(fn.versions.values(), key=_version_key)
-            if newest.version != LATEST and _unchanged_since(newest, latest):
+            if newest.version != LATEST and unchanged_since(newest, latest):
                 return newest
             number = fn.last_version + 1
             version = dataclasses.replace(
@@ -489,12 +484,3 @@ class Registry:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _unchanged_since(published: FunctionConfig, latest: FunctionConfig) -> bool:
-    """Whether `$LATEST` is as it was when `published` was taken from it: its Description included (a version's own
-    Description may be PublishVersion's, so the one `$LATEST` had then is compared)."""
-    then = published.published_from_description
-    fields = (f.name for f in dataclasses.fields(FunctionConfig) if f.name not in _NOT_COMPARED)
-    same = all(getattr(published, f) == getattr(latest, f) for f in fields)
-    return same and (published.description if then is None else then) == latest.description
