@@ -103,15 +103,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     exception as a 500 ServiceException; and each answer not yet sent carries `x-amzn-RequestId` (errors get theirs
     from `error_response`; the invoke routes set the invocation's own; a streamed answer, sent already, sets its own
     before it starts)."""
-    response = await _answer(request, handler)
-    if not response.prepared and REQUEST_ID not in response.headers:
-        response.headers[REQUEST_ID] = new_request_id()
-    return response
-
-
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response = await handler(request)  # one coroutine per request: the invoke path pays no other frame here
     except LambdaError as err:
         return error_response(err)
     except web.HTTPRequestEntityTooLarge:
@@ -129,6 +122,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ServiceException("An internal error occurred in the gateway"))
+    if not response.prepared and REQUEST_ID not in response.headers:
+        response.headers[REQUEST_ID] = new_request_id()
+    return response
 
 
 def check_json(payload: bytes) -> None:
