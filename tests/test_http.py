@@ -26,3 +26,9 @@ def test_jackson_words(payload: bytes, expected: str) -> None:
 def test_none_where_jackson_says_something_else(payload: bytes) -> None:
     """Valid UTF-8, a bad byte outside a string, a sequence cut short, a surrogate (Jackson takes it): not ours."""
     assert jackson_utf8_error(payload) is None
+
+
+def test_an_escaped_backslash_before_a_quote_ends_the_string() -> None:
+    """`"x\\\\"` is a string ending in a backslash: the bad byte after the next opening quote is inside a string."""
+    payload = b'{"a": "x\\\\", "b": "\xaf"}'
+    assert (jackson_utf8_error(payload) or "").startswith("Invalid UTF-8 start byte 0xaf")

@@ -149,6 +149,19 @@ def check_json(payload: bytes) -> None:
 _SOURCE = "\n at [Source: REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled); line: {}, column: {}]"
 
 
+def _inside_string(payload: bytes, end: int) -> bool:
+    """Whether byte `end` of a JSON text is inside a string (quotes counted, escaped ones skipped)."""
+    inside = escaped = False
+    for byte in payload[:end]:
+        if escaped:
+            escaped = False
+        elif inside and byte == 0x5C:  # a backslash escapes the next byte
+            escaped = True
+        elif byte == 0x22:
+            inside = not inside
+    return inside
+
+
 def jackson_utf8_error(payload: bytes) -> str | None:
     """AWS's words for a payload whose first bad UTF-8 sequence is inside a JSON string, as its parser (Jackson) says
     them: "Invalid UTF-8 start byte 0xaf" for a byte that cannot begin a sequence, "Invalid UTF-8 middle byte 0x2d"
@@ -160,7 +173,7 @@ def jackson_utf8_error(payload: bytes) -> str | None:
         return None
     except UnicodeDecodeError as exc:
         start = exc.start
-    if (payload.count(b'"', 0, start) - payload.count(b'\\"', 0, start)) % 2 == 0:  # outside a string
+    if not _inside_string(payload, start):
         return None
     lead = payload[start]
     follow = 1 if lead & 0xE0 == 0xC0 else 2 if lead & 0xF0 == 0xE0 else 3 if lead & 0xF8 == 0xF0 else 0
