@@ -32,6 +32,17 @@ def test_text_of_a_cold_invocation() -> None:
     assert len(lines) == 5
 
 
+def test_an_unended_last_line_does_not_run_into_the_platform_lines() -> None:
+    """A function killed mid-write (or printing without a newline) leaves a partial line: START and END still begin
+    lines of their own, as Lambda's are log events of their own."""
+    inv = Invocation(CONFIG, "rid", True, b"init", 1.0, b"wrote 6", 3.0)
+    lines = log_text(inv).decode().splitlines()
+    assert lines[:4] == ["init", "START RequestId: rid Version: $LATEST", "wrote 6", "END RequestId: rid"]
+    json_lines = log_text(replace(inv, config=json_config())).decode().splitlines()
+    assert [line for line in json_lines if not line.startswith("{")] == ["init", "wrote 6"]
+    assert len(records(log_text(replace(inv, config=json_config())))) == 3
+
+
 def test_text_of_a_warm_timeout() -> None:
     inv = Invocation(CONFIG, "rid", True, duration_ms=3000.0, error_type=SANDBOX_TIMEDOUT)
     report = log_text(inv).decode().splitlines()[-1]

@@ -60,6 +60,12 @@ def _billed_ms(inv: Invocation) -> int:
     return math.ceil(inv.duration_ms + (inv.init_ms or 0.0))
 
 
+def _lines(output: bytes) -> bytes:
+    """Output as whole lines: Lambda's platform lines are log events of their own, so a last line the function left
+    unended (killed mid-write, or a print without a newline) must not run into START, END or a JSON platform event."""
+    return output if not output or output.endswith(b"\n") else output + b"\n"
+
+
 def _text(inv: Invocation) -> bytes:
     """Init output, START, the invocation's output, END, REPORT."""
     config, request_id, error_type = inv.config, inv.request_id, inv.error_type
@@ -74,9 +80,9 @@ def _text(inv: Invocation) -> bytes:
     elif error_type in _CRASHES:
         report += f"Status: error\tError Type: {error_type}\t"
     return (
-        inv.init_log
+        _lines(inv.init_log)
         + f"START RequestId: {request_id} Version: {config.version}\n".encode()
-        + inv.output
+        + _lines(inv.output)
         + f"END RequestId: {request_id}\n{report}\n".encode()
     )
 
@@ -114,7 +120,7 @@ def _json(inv: Invocation, logging_config: dict[str, str]) -> bytes:
         }
         head = _platform_line("platform.initStart", init_record)
     start = _platform_line("platform.start", {"requestId": request_id, "version": config.version})
-    parts = [head, inv.init_log, start, inv.output]
+    parts = [head, _lines(inv.init_log), start, _lines(inv.output)]
     if system_level == "DEBUG":
         done: dict[str, object] = {"requestId": request_id, "status": status}
         parts.append(_platform_line("platform.runtimeDone", done))
