@@ -28,9 +28,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import _bounded, _opt, _Violations, check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
+from gateway.api.params import Violations, bounded, check_members, opt
 from gateway.app_keys import EVENT_CONFIGS, REGISTRY, SETTINGS
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
 from gateway.events.targets import Service, check_destination
@@ -123,13 +123,13 @@ def _parse(body: dict[str, Any], where: str) -> Requested:
     """A Put or Update body: its shape, then the model's constraints (reported together), then at least one
     setting."""
     check_members(body, _MEMBERS, where)
-    v = _Violations()
-    retries = _opt(body, RETRIES, int)
-    _bounded(v, retries, "maximumRetryAttempts", 0, 2)
-    age = _opt(body, EVENT_AGE, int)
-    _bounded(v, age, "maximumEventAgeInSeconds", 60, 21600)
+    v = Violations()
+    retries = opt(body, RETRIES, int)
+    bounded(v, retries, "maximumRetryAttempts", 0, 2)
+    age = opt(body, EVENT_AGE, int)
+    bounded(v, age, "maximumEventAgeInSeconds", 60, 21600)
     destinations = None
-    if (config := _opt(body, "DestinationConfig", dict)) is not None:
+    if (config := opt(body, "DestinationConfig", dict)) is not None:
         check_members(config, frozenset(member for member, _ in _DESTINATIONS), "DestinationConfig")
         on_success, on_failure = (
             _destination(config, member, f"destinationConfig.{path}.destination", v) for member, path in _DESTINATIONS
@@ -141,13 +141,13 @@ def _parse(body: dict[str, Any], where: str) -> Requested:
     return Requested(retries, age, destinations)
 
 
-def _destination(config: dict[str, Any], member: str, path: str, v: _Violations) -> str | None:
+def _destination(config: dict[str, Any], member: str, path: str, v: Violations) -> str | None:
     """One `{"Destination": ARN}` member: the ARN (checked against the model), None when absent or empty."""
-    inner = _opt(config, member, dict)
+    inner = opt(config, member, dict)
     if inner is None:
         return None
     check_members(inner, frozenset({"Destination"}), member)
-    arn: str | None = _opt(inner, "Destination", str)
+    arn: str | None = opt(inner, "Destination", str)
     if not arn:
         return None
     if len(arn) > DESTINATION_MAX:  # before the pattern: a huge string is refused without scanning it

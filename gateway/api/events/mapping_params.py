@@ -17,7 +17,7 @@ from collections.abc import Mapping as MappingType
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.api.functions.function_params import _bounded, _opt, _Violations, check_members
+from gateway.api.params import Violations, bounded, check_members, opt
 from gateway.errors import InvalidParameterValueException
 from gateway.events.filters import Filters
 from gateway.events.targets import Service, check_destination
@@ -97,22 +97,22 @@ def _invalid(message: str) -> InvalidParameterValueException:
 def parse(body: dict[str, Any], members: frozenset[str], where: str) -> Requested:
     """The members common to Create and Update: shape, then the model's bounds (together), then unsupported ones."""
     check_members(body, members, where)
-    v = _Violations()
-    batch = _opt(body, "BatchSize", int)
-    _bounded(v, batch, "batchSize", 1, 10000)
-    window = _opt(body, "MaximumBatchingWindowInSeconds", int)
-    _bounded(v, window, "maximumBatchingWindowInSeconds", 0, 300)
-    retries = _opt(body, "MaximumRetryAttempts", int)
-    _bounded(v, retries, "maximumRetryAttempts", -1, 10000)
-    age = _opt(body, "MaximumRecordAgeInSeconds", int)
-    _bounded(v, age, "maximumRecordAgeInSeconds", -1, 604800)
+    v = Violations()
+    batch = opt(body, "BatchSize", int)
+    bounded(v, batch, "batchSize", 1, 10000)
+    window = opt(body, "MaximumBatchingWindowInSeconds", int)
+    bounded(v, window, "maximumBatchingWindowInSeconds", 0, 300)
+    retries = opt(body, "MaximumRetryAttempts", int)
+    bounded(v, retries, "maximumRetryAttempts", -1, 10000)
+    age = opt(body, "MaximumRecordAgeInSeconds", int)
+    bounded(v, age, "maximumRecordAgeInSeconds", -1, 604800)
     concurrency = None
-    if (scaling := _opt(body, "ScalingConfig", dict)) is not None:
+    if (scaling := opt(body, "ScalingConfig", dict)) is not None:
         check_members(scaling, frozenset({"MaximumConcurrency"}), "ScalingConfig")
-        concurrency = _opt(scaling, "MaximumConcurrency", int)
-        _bounded(v, concurrency, "scalingConfig.maximumConcurrency", 2, 1000)
+        concurrency = opt(scaling, "MaximumConcurrency", int)
+        bounded(v, concurrency, "scalingConfig.maximumConcurrency", 2, 1000)
         concurrency = concurrency or 0
-    types = _opt(body, "FunctionResponseTypes", list)
+    types = opt(body, "FunctionResponseTypes", list)
     if types is not None:
         if len(types) > 1:
             v.add(types, "functionResponseTypes", "Member must have length less than or equal to 1")
@@ -124,15 +124,15 @@ def parse(body: dict[str, Any], members: frozenset[str], where: str) -> Requeste
         if body.get(name) is not None:
             raise _invalid(f"{name} is not supported by this gateway.")
     return Requested(
-        function=_opt(body, "FunctionName", str),
-        enabled=_opt(body, "Enabled", bool),
+        function=opt(body, "FunctionName", str),
+        enabled=opt(body, "Enabled", bool),
         batch_size=batch,
         window=window,
         filters=_filters(body),
         response_types=None if types is None else tuple(types),
         retries=retries,
         record_age=age,
-        bisect=_opt(body, "BisectBatchOnFunctionError", bool),
+        bisect=opt(body, "BisectBatchOnFunctionError", bool),
         on_failure=_on_failure(body),
         maximum_concurrency=concurrency,
         source_access=_source_access(body),
@@ -143,35 +143,35 @@ def parse(body: dict[str, Any], members: frozenset[str], where: str) -> Requeste
 
 def _filters(body: dict[str, Any]) -> tuple[str, ...] | None:
     """FilterCriteria's patterns, each compiled once to refuse a malformed one (InvalidParameterValueException)."""
-    criteria = _opt(body, "FilterCriteria", dict)
+    criteria = opt(body, "FilterCriteria", dict)
     if criteria is None:
         return None
     check_members(criteria, frozenset({"Filters"}), "FilterCriteria")
     patterns: list[str] = []
-    for item in _opt(criteria, "Filters", list) or []:
+    for item in opt(criteria, "Filters", list) or []:
         if not isinstance(item, dict):
             raise _invalid('Each filter of FilterCriteria is {"Pattern": "<JSON>"}.')
         check_members(item, frozenset({"Pattern"}), "Filter")
-        patterns.append(_opt(item, "Pattern", str) or "")
+        patterns.append(opt(item, "Pattern", str) or "")
     Filters.compile(patterns)
     return tuple(patterns)
 
 
 def _on_failure(body: dict[str, Any]) -> str | None:
     """DestinationConfig.OnFailure.Destination ("" when the config clears it); OnSuccess is refused."""
-    config = _opt(body, "DestinationConfig", dict)
+    config = opt(body, "DestinationConfig", dict)
     if config is None:
         return None
     check_members(config, frozenset({"OnSuccess", "OnFailure"}), "DestinationConfig")
-    if (_opt(config, "OnSuccess", dict) or {}).get("Destination"):
+    if (opt(config, "OnSuccess", dict) or {}).get("Destination"):
         raise _invalid("Unsupported DestinationConfig parameter for this event source mapping: OnSuccess.")
-    inner = _opt(config, "OnFailure", dict) or {}
+    inner = opt(config, "OnFailure", dict) or {}
     check_members(inner, frozenset({"Destination"}), "OnFailure")
-    return _opt(inner, "Destination", str) or ""
+    return opt(inner, "Destination", str) or ""
 
 
 def _source_access(body: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
-    items = _opt(body, "SourceAccessConfigurations", list)
+    items = opt(body, "SourceAccessConfigurations", list)
     if items is None:
         return None
     if len(items) > 23:
@@ -181,7 +181,7 @@ def _source_access(body: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
         if not isinstance(item, dict):
             raise _invalid('Each SourceAccessConfiguration is {"Type": ..., "URI": ...}.')
         check_members(item, frozenset({"Type", "URI"}), "SourceAccessConfiguration")
-        kind, uri = _opt(item, "Type", str), _opt(item, "URI", str)
+        kind, uri = opt(item, "Type", str), opt(item, "URI", str)
         if not kind or not uri or len(uri) > 200 or not _URI_RE.fullmatch(uri):
             raise _invalid(f"Invalid SourceAccessConfiguration: {item}")
         out.append({"Type": kind, "URI": uri})
@@ -189,13 +189,13 @@ def _source_access(body: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
 
 
 def _consumer_group(body: dict[str, Any]) -> str | None:
-    config = _opt(body, "SelfManagedKafkaEventSourceConfig", dict)
+    config = opt(body, "SelfManagedKafkaEventSourceConfig", dict)
     if config is None:
         return None
     check_members(config, frozenset({"ConsumerGroupId", "SchemaRegistryConfig", "ConsumptionMode"}), "Config")
     if config.get("SchemaRegistryConfig") is not None:
         raise _invalid("SchemaRegistryConfig is not supported by this gateway.")
-    group: str | None = _opt(config, "ConsumerGroupId", str)
+    group: str | None = opt(config, "ConsumerGroupId", str)
     if group is not None and (not 1 <= len(group) <= 200 or not _URI_RE.fullmatch(group)):
         raise _invalid(f"Invalid ConsumerGroupId: {group}")
     return group
@@ -219,12 +219,12 @@ class Source:
 
 def source(body: dict[str, Any], settings: Settings) -> Source:
     """The source a Create names: self-managed Kafka, an MQ broker or an SQS queue; others refused."""
-    arn = _opt(body, "EventSourceArn", str)
-    self_managed = _opt(body, "SelfManagedEventSource", dict)
-    topics = tuple(_opt(body, "Topics", list) or ())
-    queues = tuple(_opt(body, "Queues", list) or ())
-    position = _opt(body, "StartingPosition", str)
-    timestamp = _opt(body, "StartingPositionTimestamp", float)
+    arn = opt(body, "EventSourceArn", str)
+    self_managed = opt(body, "SelfManagedEventSource", dict)
+    topics = tuple(opt(body, "Topics", list) or ())
+    queues = tuple(opt(body, "Queues", list) or ())
+    position = opt(body, "StartingPosition", str)
+    timestamp = opt(body, "StartingPositionTimestamp", float)
     if position is not None and position not in POSITIONS:
         raise _invalid(f"StartingPosition must be one of {', '.join(POSITIONS)}.")
     if (position == "AT_TIMESTAMP") != (timestamp is not None):
@@ -261,7 +261,7 @@ def _kafka(
     timestamp: float | None,
 ) -> Source:
     check_members(self_managed, frozenset({"Endpoints"}), "SelfManagedEventSource")
-    endpoints = _opt(self_managed, "Endpoints", dict) or {}
+    endpoints = opt(self_managed, "Endpoints", dict) or {}
     servers = endpoints.get(KAFKA_SERVERS)
     if set(endpoints) != {KAFKA_SERVERS} or not isinstance(servers, list) or not 1 <= len(servers) <= 10:
         raise _invalid(f"SelfManagedEventSource.Endpoints must hold {KAFKA_SERVERS}: one to ten host:port strings.")

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import check_members
 from gateway.api.functions.provisioned import check_alias_target
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
+from gateway.api.params import check_members
 from gateway.app_keys import REGISTRY, SETTINGS
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 from gateway.store.names import parse_function_name

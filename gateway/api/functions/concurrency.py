@@ -11,8 +11,8 @@ import logging
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import check_members
 from gateway.api.http import json_response, read_json_object
+from gateway.api.params import check_members
 from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,

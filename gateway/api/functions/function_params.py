@@ -8,8 +8,6 @@ constraint: ...`), then the service's own rules (InvalidParameterValueException)
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Mapping
@@ -18,9 +16,11 @@ from typing import Any
 
 import orjson
 
+from gateway.api.functions.code_params import CODE_MEMBERS, CodeSource, code_source, parse_architectures
 from gateway.api.functions.tags import validate_tags
+from gateway.api.params import Violations, bounded, check_members, opt, shape_error, str_map
 from gateway.catalog import Catalog, UnsupportedRuntime
-from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
+from gateway.errors import InvalidParameterValueException
 from gateway.events.targets import check_dead_letter as check_dead_letter_arn
 from gateway.isolation.network import NETWORK_MODES, NETWORK_VARIABLE
 from gateway.settings import Settings
@@ -34,7 +34,6 @@ DLQ_ARN_PATTERN = r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()"
 HANDLER_PATTERN = r"[^\s]+"
 ENV_KEY_PATTERN = r"[a-zA-Z]([a-zA-Z0-9_])+"
 ENV_LIMIT = 4096
-ARCHITECTURES = ("x86_64", "arm64")
 #: keys Lambda sets itself and refuses in a function's configuration
 RESERVED_ENV_KEYS = frozenset(
     {
@@ -77,22 +76,9 @@ CREATE_MEMBERS = _CONFIG_MEMBERS | {
     "PublishTo", "TenancyConfig",
 }  # fmt: skip
 UPDATE_CONFIG_MEMBERS = _CONFIG_MEMBERS | {"FunctionName", "RevisionId"}
-UPDATE_CODE_MEMBERS = frozenset({
-    "FunctionName", "ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "Publish", "DryRun",
-    "RevisionId", "Architectures", "SourceKMSKeyArn", "PublishTo",
-})  # fmt: skip
-_CODE_MEMBERS = frozenset({"ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn"})
 _UNSUPPORTED = (
     "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
 )  # fmt: skip
-
-_JAVA_TYPES = {
-    str: "java.lang.String",
-    int: "java.lang.Integer",
-    float: "java.lang.Double",
-    bool: "java.lang.Boolean",
-    dict: "Map",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,126 +93,55 @@ class ConfigChanges:
 @dataclass(frozen=True, slots=True)
 class CreateSpec:
     name: str
-    zip_b64: str
+    code: CodeSource
     config: ConfigChanges
     tags: dict[str, str]
     publish: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CodeSpec:
-    zip_b64: str
-    revision_id: str | None
-    dry_run: bool
-    publish: bool
-    architectures: tuple[str, ...] | None
-
-
-class _Violations:
-    """Constraint violations, reported together as Lambda does."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, value: object, member: str, constraint: str, *, sensitive: bool = False) -> None:
-        shown = "" if sensitive else "null " if value is None else f"'{value}' "
-        self.items.append(f"Value {shown}at '{member}' failed to satisfy constraint: {constraint}")
-
-    def raise_if_any(self) -> None:
-        n = len(self.items)
-        if n:
-            plural = "s" if n > 1 else ""
-            raise ValidationException(f"{n} validation error{plural} detected: " + "; ".join(self.items))
-
-
-def _shape_error(key: str, value: object, expected: type) -> InvalidRequestContentException:
-    java = _JAVA_TYPES.get(expected, expected.__name__)
-    got = "null" if value is None else type(value).__name__
-    return InvalidRequestContentException(
-        f"Could not parse request body into json: Cannot deserialize value of type `{java}` from {got} value at '{key}'"
-    )
-
-
-def check_members(body: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    for key in body:
-        if key not in known:
-            raise InvalidRequestContentException(
-                f'Could not parse request body into json: Unrecognized field "{key}" ({where}), not marked as ignorable'
-            )
-
-
-def _opt(body: Mapping[str, Any], key: str, expected: type) -> Any:
-    """`body[key]` if it is of type `expected` (a float member also takes a JSON integer), None if absent or null."""
-    value = body.get(key)
-    if value is None:
-        return None
-    if expected is float and type(value) is int:
-        return float(value)
-    # bool is an int in Python; JSON true is not a number
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise _shape_error(key, value, expected)
-    return value
-
-
-def _str_map(body: Mapping[str, Any], key: str) -> dict[str, str] | None:
-    value: dict[str, str] | None = _opt(body, key, dict)
-    if value is not None and not all(isinstance(v, str) for v in value.values()):
-        raise _shape_error(key, value, dict)
-    return value
-
-
-def _bounded(v: _Violations, value: float | None, member: str, low: float, high: float) -> None:
-    if value is None:
-        return
-    if value < low:
-        v.add(value, member, f"Member must have value greater than or equal to {low}")
-    elif value > high:
-        v.add(value, member, f"Member must have value less than or equal to {high}")
-
-
-def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges:
+def _config(body: Mapping[str, Any], v: Violations, name: str) -> ConfigChanges:
     """The configuration members common to CreateFunction and UpdateFunctionConfiguration."""
     out: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    if (runtime := _opt(body, "Runtime", str)) is not None:
+    if (runtime := opt(body, "Runtime", str)) is not None:
         out["runtime"] = runtime
-    if (handler := _opt(body, "Handler", str)) is not None:
+    if (handler := opt(body, "Handler", str)) is not None:
         if len(handler) > 128:
             v.add(handler, "handler", "Member must have length less than or equal to 128")
         elif not _HANDLER_RE.fullmatch(handler):
             v.add(handler, "handler", f"Member must satisfy regular expression pattern: {HANDLER_PATTERN}")
         out["handler"] = handler
-    if (role := _opt(body, "Role", str)) is not None:
+    if (role := opt(body, "Role", str)) is not None:
         if not _ROLE_RE.fullmatch(role):
             v.add(role, "role", f"Member must satisfy regular expression pattern: {ROLE_PATTERN}")
         out["role"] = role
-    if (description := _opt(body, "Description", str)) is not None:
+    if (description := opt(body, "Description", str)) is not None:
         if len(description) > 256:
             v.add(description, "description", "Member must have length less than or equal to 256")
         out["description"] = description
-    if (timeout := _opt(body, "Timeout", int)) is not None:
-        _bounded(v, timeout, "timeout", 1, 900)
+    if (timeout := opt(body, "Timeout", int)) is not None:
+        bounded(v, timeout, "timeout", 1, 900)
         out["timeout"] = timeout
-    if (memory := _opt(body, "MemorySize", int)) is not None:
-        _bounded(v, memory, "memorySize", 128, 10240)
+    if (memory := opt(body, "MemorySize", int)) is not None:
+        bounded(v, memory, "memorySize", 128, 10240)
         out["memory_size"] = memory
-    if (env := _opt(body, "Environment", dict)) is not None:
+    if (env := opt(body, "Environment", dict)) is not None:
         check_members(env, frozenset({"Variables"}), "Environment")
-        variables = _str_map(env, "Variables") or {}
+        variables = str_map(env, "Variables") or {}
         if not all(_ENV_KEY_RE.fullmatch(k) for k in variables):
             v.add(None, "environment.variables", "Map keys must satisfy constraint: [Member must satisfy "
                   f"regular expression pattern: {ENV_KEY_PATTERN}]", sensitive=True)  # fmt: skip
         out["environment"], out["environment_given"] = variables, True
-    if (storage := _opt(body, "EphemeralStorage", dict)) is not None:
+    if (storage := opt(body, "EphemeralStorage", dict)) is not None:
         check_members(storage, frozenset({"Size"}), "EphemeralStorage")
-        size = _opt(storage, "Size", int)
+        size = opt(storage, "Size", int)
         if size is None:
             v.add(None, "ephemeralStorage.size", "Member must not be null")
-        _bounded(v, size, "ephemeralStorage.size", 512, 10240)
+        bounded(v, size, "ephemeralStorage.size", 512, 10240)
         out["ephemeral_storage"] = size
     if (layers := _layers(body, v)) is not None:
         out["layer_arns"] = layers
-    if kms := _opt(body, "KMSKeyArn", str):
+    if kms := opt(body, "KMSKeyArn", str):
         extra["KMSKeyArn"] = kms
     if (dlq := _struct(body, "DeadLetterConfig", {"TargetArn": str})) is not None:
         arn = dlq.get("TargetArn", "")
@@ -244,7 +159,7 @@ def _config(body: Mapping[str, Any], v: _Violations, name: str) -> ConfigChanges
         extra["LoggingConfig"] = _logging_config(logging_config, v, name)
     if (capacity := _capacity_provider(body, v)) is not None:
         extra["CapacityProviderConfig"], out["max_concurrency"] = capacity
-    _opt(body, "VpcConfig", dict)  # ignored, but not if malformed
+    opt(body, "VpcConfig", dict)  # ignored, but not if malformed
     if (snap := _struct(body, "SnapStart", {"ApplyOn": str})) is not None:  # echoed as AWS does; no effect here
         if (apply_on := snap.get("ApplyOn", "None")) not in ("PublishedVersions", "None"):
             v.add(apply_on, "snapStart.applyOn", "Member must satisfy enum value set: [PublishedVersions, None]")
@@ -260,7 +175,7 @@ _MANAGED_MEMBERS = {
 }
 
 
-def _capacity_provider(body: Mapping[str, Any], v: _Violations) -> tuple[dict[str, Any], int] | None:
+def _capacity_provider(body: Mapping[str, Any], v: Violations) -> tuple[dict[str, Any], int] | None:
     """`CapacityProviderConfig`: (the structure to echo, invocations one environment may run at once), or None.
 
     Only PerExecutionEnvironmentMaxConcurrency has an effect here (absent: 1); more than 1 takes effect for
@@ -284,21 +199,19 @@ def _capacity_provider(body: Mapping[str, Any], v: _Violations) -> tuple[dict[st
             v.add(arn, f"{where}.capacityProviderArn",
                   f"Member must satisfy regular expression pattern: {CAPACITY_PROVIDER_ARN_PATTERN}")  # fmt: skip
     max_concurrency = inner.get("PerExecutionEnvironmentMaxConcurrency")
-    _bounded(v, max_concurrency, f"{where}.perExecutionEnvironmentMaxConcurrency", 1, MAX_CONCURRENCY_PER_ENVIRONMENT)
-    _bounded(
-        v, inner.get("ExecutionEnvironmentMemoryGiBPerVCpu"), f"{where}.executionEnvironmentMemoryGiBPerVCpu", 2, 8
-    )
+    bounded(v, max_concurrency, f"{where}.perExecutionEnvironmentMaxConcurrency", 1, MAX_CONCURRENCY_PER_ENVIRONMENT)
+    bounded(v, inner.get("ExecutionEnvironmentMemoryGiBPerVCpu"), f"{where}.executionEnvironmentMemoryGiBPerVCpu", 2, 8)
     return {_MANAGED: inner}, max_concurrency or 1
 
 
-def _layers(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] | None:
+def _layers(body: Mapping[str, Any], v: Violations) -> tuple[str, ...] | None:
     """`Layers`: layer version ARNs in the function's order; the store resolves them (they may not exist)."""
-    arns = _opt(body, "Layers", list)
+    arns = opt(body, "Layers", list)
     if arns is None:
         return None
     for arn in arns:
         if arn is not None and not isinstance(arn, str):
-            raise _shape_error("Layers", arn, str)
+            raise shape_error("Layers", arn, str)
     if not all(arn is not None and len(arn) <= 140 and _LAYER_ARN_RE.fullmatch(arn) for arn in arns):
         v.add("[" + ", ".join(str(arn) for arn in arns) + "]", "layers", _LAYER_CONSTRAINTS)
     return tuple(arns)
@@ -306,18 +219,18 @@ def _layers(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] | None:
 
 def _struct(body: Mapping[str, Any], key: str, members: Mapping[str, type]) -> dict[str, Any] | None:
     """A nested object with known members of known types (None members dropped), or None if absent."""
-    value = _opt(body, key, dict)
+    value = opt(body, key, dict)
     if value is None:
         return None
     check_members(value, frozenset(members), key)
-    return {k: _opt(value, k, t) for k, t in members.items() if value.get(k) is not None}
+    return {k: opt(value, k, t) for k, t in members.items() if value.get(k) is not None}
 
 
 _APP_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 _SYSTEM_LEVELS = ("DEBUG", "INFO", "WARN")
 
 
-def _logging_config(cfg: dict[str, Any], v: _Violations, name: str) -> dict[str, Any]:
+def _logging_config(cfg: dict[str, Any], v: Violations, name: str) -> dict[str, Any]:
     """LoggingConfig as Lambda stores it: LogFormat Text|JSON; log levels only (and by default) with JSON."""
     fmt = cfg.get("LogFormat", "Text")
     if fmt not in ("Text", "JSON"):
@@ -389,34 +302,20 @@ def _service_checks(body: Mapping[str, Any], changes: ConfigChanges, runtimes: C
             log.info("ignoring %s: it has no effect on this gateway", key)
 
 
-def _architectures(body: Mapping[str, Any], v: _Violations) -> tuple[str, ...] | None:
-    archs = _opt(body, "Architectures", list)
-    if archs is None:
-        return None
-    shown = "[" + ", ".join(str(a) for a in archs) + "]"
-    if len(archs) != 1:
-        bound = "greater than or equal to 1" if not archs else "less than or equal to 1"
-        v.add(shown, "architectures", f"Member must have length {bound}")
-    elif archs[0] not in ARCHITECTURES:
-        v.add(shown, "architectures", "Member must satisfy constraint: "
-              "[Member must satisfy enum value set: [x86_64, arm64]]")  # fmt: skip
-    return tuple(str(a) for a in archs)
-
-
 def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
     """Validate a CreateFunction body; `runtimes` are the runtime ids this gateway runs."""
     check_members(body, CREATE_MEMBERS, "CreateFunctionRequest")
-    v = _Violations()
-    raw_name = _opt(body, "FunctionName", str)
+    v = Violations()
+    raw_name = opt(body, "FunctionName", str)
     if raw_name is None:
         v.add(None, "functionName", "Member must not be null")
     if body.get("Role") is None:
         v.add(None, "role", "Member must not be null")
-    code = _opt(body, "Code", dict)
+    code = opt(body, "Code", dict)
     if code is None:
         v.add(None, "code", "Member must not be null")
     else:
-        check_members(code, _CODE_MEMBERS, "FunctionCode")
+        check_members(code, CODE_MEMBERS, "FunctionCode")
     name = ""
     if raw_name is not None:
         ref = parse_function_name(raw_name)
@@ -425,18 +324,19 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
             raise InvalidParameterValueException(f"The function name of CreateFunction cannot be qualified: {raw_name}")
         name = ref.name
     changes = _config(body, v, name)
-    archs = _architectures(body, v)
-    package_type = _opt(body, "PackageType", str)
+    archs = parse_architectures(body, v)
+    package_type = opt(body, "PackageType", str)
     if package_type not in (None, "Zip", "Image"):
         v.add(package_type, "packageType", "Member must satisfy enum value set: [Zip, Image]")
-    tags = _str_map(body, "Tags") or {}
+    tags = str_map(body, "Tags") or {}
     validate_tags(tags)
-    publish = bool(_opt(body, "Publish", bool))
-    zip_b64 = _opt(code, "ZipFile", str) if code is not None else None
+    publish = bool(opt(body, "Publish", bool))
+    if code is not None:
+        opt(code, "ZipFile", str)
     v.raise_if_any()
     assert code is not None
 
-    zip_b64 = _zip_only(code, zip_b64, "Code.ZipFile", image=package_type == "Image")
+    source = code_source(code, "Code.ZipFile", image=package_type == "Image")
     if "runtime" not in changes.fields or "handler" not in changes.fields:
         raise InvalidParameterValueException(
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
@@ -444,56 +344,15 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
     _service_checks(body, changes, runtimes)
     if archs is not None:
         changes.fields["architectures"] = archs
-    return CreateSpec(name, zip_b64, changes, tags, publish)
-
-
-def _zip_only(source: Mapping[str, Any], zip_b64: str | None, member: str, image: bool = False) -> str:
-    """This gateway takes code as an inline zip only: refuse images and S3 locations by name."""
-    if image or source.get("ImageUri"):
-        raise InvalidParameterValueException(
-            f"This gateway runs .zip file archives only ({member}); container images are not supported."
-        )
-    if any(source.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
-        raise InvalidParameterValueException(
-            f"This gateway accepts function code only as {member}; S3Bucket/S3Key are not supported."
-        )
-    if zip_b64 is None:
-        raise InvalidParameterValueException("Please provide a source for function code.")
-    return zip_b64
+    return CreateSpec(name, source, changes, tags, publish)
 
 
 def parse_config_update(body: Mapping[str, Any], runtimes: Catalog, name: str) -> ConfigChanges:
     """Validate an UpdateFunctionConfiguration body: only the members present change."""
     check_members(body, UPDATE_CONFIG_MEMBERS, "UpdateFunctionConfigurationRequest")
-    v = _Violations()
+    v = Violations()
     changes = _config(body, v, name)
-    revision_id = _opt(body, "RevisionId", str)
+    revision_id = opt(body, "RevisionId", str)
     v.raise_if_any()
     _service_checks(body, changes, runtimes)
     return ConfigChanges(changes.fields, changes.extra, revision_id)
-
-
-def parse_code_update(body: Mapping[str, Any]) -> CodeSpec:
-    """Validate an UpdateFunctionCode body."""
-    check_members(body, UPDATE_CODE_MEMBERS, "UpdateFunctionCodeRequest")
-    v = _Violations()
-    archs = _architectures(body, v)
-    zip_b64 = _opt(body, "ZipFile", str)
-    revision_id = _opt(body, "RevisionId", str)
-    dry_run = bool(_opt(body, "DryRun", bool))
-    publish = bool(_opt(body, "Publish", bool))
-    v.raise_if_any()
-    zip_b64 = _zip_only(body, zip_b64, "ZipFile")
-    if body.get("SourceKMSKeyArn") or body.get("PublishTo"):
-        log.info("ignoring SourceKMSKeyArn/PublishTo: they have no effect on this gateway")
-    return CodeSpec(zip_b64, revision_id, dry_run, publish, archs)
-
-
-def decode_zip(zip_b64: str) -> bytes:
-    """The ZipFile blob's bytes. CPU-heavy for big packages: call it in a worker thread."""
-    try:
-        return base64.b64decode(zip_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequestContentException(
-            "Could not parse request body into json: ZipFile is not valid base64"
-        ) from None

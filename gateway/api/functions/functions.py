@@ -16,14 +16,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import (
-    ConfigChanges,
-    check_dead_letter,
-    decode_zip,
-    parse_code_update,
-    parse_config_update,
-    parse_create,
-)
+from gateway.api.functions.code_params import CodeSource, decode_zip, parse_code_update
+from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
 from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size, paginate
@@ -78,8 +72,10 @@ def _latest_only(ref: FunctionRef, operation: str) -> str:
     return ref.name
 
 
-async def _store_code(codestore: CodeStore, zip_b64: str, *, dry_run: bool = False) -> CodeInfo:
+async def _store_code(codestore: CodeStore, source: CodeSource, *, dry_run: bool = False) -> CodeInfo:
     """Decode, hash, validate and (unless `dry_run`) store a package, off the event loop."""
+    zip_b64 = source.zip_b64
+    assert zip_b64 is not None
 
     def work() -> CodeInfo:
         data = decode_zip(zip_b64)
@@ -150,7 +146,7 @@ class Deployer:
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
-        code = await _store_code(self.codestore, spec.zip_b64)
+        code = await _store_code(self.codestore, spec.code)
         base = FunctionConfig(
             name=spec.name,
             arn=self.settings.function_arn(spec.name),
@@ -330,7 +326,7 @@ async def update_function_code(request: web.Request) -> web.Response:
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
         raise PreconditionFailedException(REVISION_MISMATCH)
-    code = await _store_code(request.app[CODESTORE], spec.zip_b64, dry_run=spec.dry_run)
+    code = await _store_code(request.app[CODESTORE], spec.code, dry_run=spec.dry_run)
     fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
     if spec.architectures is not None:
         fields["architectures"] = spec.architectures

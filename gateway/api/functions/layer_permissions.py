@@ -20,7 +20,6 @@ import logging
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import _opt, _Violations, check_members
 from gateway.api.functions.layers import _layer_name, _version_number
 from gateway.api.functions.permissions import (
     NO_POLICY,
@@ -30,6 +29,7 @@ from gateway.api.functions.permissions import (
     revision_query,
 )
 from gateway.api.http import json_response, read_json_object
+from gateway.api.params import Violations, check_members, opt
 from gateway.app_keys import LAYERS, POLICIES
 from gateway.errors import ResourceConflictException, ResourceNotFoundException
 from gateway.store.policies import statement_json
@@ -69,8 +69,8 @@ async def add_layer_version_permission(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     check_members(body, _MEMBERS, "AddLayerVersionPermissionRequest")
     keys = ("StatementId", "Action", "Principal", "OrganizationId")
-    sid, action, principal, org = (_opt(body, key, str) for key in keys)
-    v = _Violations()
+    sid, action, principal, org = (opt(body, key, str) for key in keys)
+    v = Violations()
     check_string(v, sid, "statementId", STATEMENT_ID, required=True, max_len=100, min_len=1)
     check_string(v, action, "action", LAYER_ACTION, required=True, max_len=22)
     check_string(v, principal, "principal", LAYER_PRINCIPAL, required=True, max_len=10000)
@@ -102,7 +102,7 @@ async def get_layer_version_policy(request: web.Request) -> web.Response:
 async def remove_layer_version_permission(request: web.Request) -> web.Response:
     """RemoveLayerVersionPermission: 204; `?RevisionId=` must be the document's."""
     sid = request.match_info["StatementId"]
-    v = _Violations()
+    v = Violations()
     check_string(v, sid, "statementId", STATEMENT_ID, max_len=100)
     v.raise_if_any()
     name, version = _layer_version(request)

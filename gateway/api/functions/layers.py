@@ -16,15 +16,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import (
-    ARCHITECTURES,
-    _opt,
-    _shape_error,
-    _Violations,
-    check_members,
-    decode_zip,
-)
+from gateway.api.functions.code_params import ARCHITECTURES, decode_zip
 from gateway.api.http import json_response, read_json_object
+from gateway.api.params import Violations, check_members, opt, shape_error
 from gateway.app_keys import CODESTORE, LAYERS, POLICIES
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
 from gateway.store.layers import LAYER_NAME_PATTERN, LAYER_VERSION_ARN_PATTERN, NOT_FOUND, LayerVersion
@@ -65,10 +59,10 @@ def add_routes(app: web.Application) -> None:
 # -- parameters ------------------------------------------------------------------------------------
 
 
-def _layer_name(request: web.Request, v: _Violations | None = None) -> str:
+def _layer_name(request: web.Request, v: Violations | None = None) -> str:
     """The LayerName path parameter, checked against the model (a name or a layer ARN)."""
     raw = request.match_info["LayerName"]
-    own = v or _Violations()
+    own = v or Violations()
     if len(raw) > 140:
         own.add(raw, "layerName", "Member must have length less than or equal to 140")
     elif not _LAYER_NAME_RE.fullmatch(raw):
@@ -94,7 +88,7 @@ def _positive_version(request: web.Request) -> int:
     return version
 
 
-def _filters(request: web.Request, v: _Violations) -> tuple[str | None, str | None, int]:
+def _filters(request: web.Request, v: Violations) -> tuple[str | None, str | None, int]:
     """CompatibleRuntime, CompatibleArchitecture and the page size of a list call."""
     query = request.query
     runtime = query.get("CompatibleRuntime")
@@ -118,16 +112,16 @@ def _filters(request: web.Request, v: _Violations) -> tuple[str | None, str | No
 
 
 def _str_list(body: dict[str, Any], key: str) -> list[str] | None:
-    items: list[Any] | None = _opt(body, key, list)
+    items: list[Any] | None = opt(body, key, list)
     if items is not None:
         for item in items:
             if not isinstance(item, str):
-                raise _shape_error(key, item, str)
+                raise shape_error(key, item, str)
     return items
 
 
 def _enum_list(
-    v: _Violations, items: list[str] | None, member: str, allowed: Iterable[str], enum: str, most: int
+    v: Violations, items: list[str] | None, member: str, allowed: Iterable[str], enum: str, most: int
 ) -> None:
     if items is None:
         return
@@ -150,18 +144,18 @@ async def publish_layer_version(request: web.Request) -> web.Response:
     store = request.app[LAYERS]
     body = await read_json_object(request)
     check_members(body, _PUBLISH_MEMBERS, "PublishLayerVersionRequest")
-    v = _Violations()
+    v = Violations()
     raw_name = _layer_name(request, v)
-    content = _opt(body, "Content", dict)
+    content = opt(body, "Content", dict)
     if content is None:
         v.add(None, "content", "Member must not be null")
     else:
         check_members(content, _CONTENT_MEMBERS, "LayerVersionContentInput")
-    zip_b64 = _opt(content, "ZipFile", str) if content is not None else None
-    description = _opt(body, "Description", str) or ""
+    zip_b64 = opt(content, "ZipFile", str) if content is not None else None
+    description = opt(body, "Description", str) or ""
     if len(description) > 256:
         v.add(description, "description", "Member must have length less than or equal to 256")
-    license_info = _opt(body, "LicenseInfo", str)
+    license_info = opt(body, "LicenseInfo", str)
     if license_info is not None and len(license_info) > 512:
         v.add(license_info, "licenseInfo", "Member must have length less than or equal to 512")
     runtimes = _str_list(body, "CompatibleRuntimes")
@@ -231,7 +225,7 @@ async def list_layers_or_get_by_arn(request: web.Request) -> web.Response:
 
 def _get_by_arn(request: web.Request) -> web.Response:
     arn = request.query.get("Arn")
-    v = _Violations()
+    v = Violations()
     if arn is None:
         v.add(None, "arn", "Member must not be null")
     elif len(arn) > 140:
@@ -247,7 +241,7 @@ def _get_by_arn(request: web.Request) -> web.Response:
 def _list_layers(request: web.Request) -> web.Response:
     """ListLayers: per layer (sorted by name) its newest version passing the filters; paged by name."""
     store = request.app[LAYERS]
-    v = _Violations()
+    v = Violations()
     runtime, arch, page = _filters(request, v)
     v.raise_if_any()
     items: list[dict[str, Any]] = []
@@ -269,7 +263,7 @@ async def list_layer_versions(request: web.Request) -> web.Response:
     `NextMarker` is the last version number returned; the next page holds the older ones.
     """
     store = request.app[LAYERS]
-    v = _Violations()
+    v = Violations()
     raw_name = _layer_name(request, v)
     runtime, arch, page = _filters(request, v)
     v.raise_if_any()

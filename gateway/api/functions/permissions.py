@@ -30,8 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import _opt, _Violations, check_members
 from gateway.api.http import json_response, read_json_object
+from gateway.api.params import Violations, check_members, opt
 from gateway.app_keys import POLICIES, REGISTRY, SETTINGS
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
 from gateway.store.event_configs import designates
@@ -81,7 +81,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def check_string(
-    v: _Violations,
+    v: Violations,
     value: str | None,
     member: str,
     pattern: str | None,
@@ -141,9 +141,9 @@ def _revision_of(registry: Registry, function: str, qualifier: str) -> str:
 def _parse_add(body: dict[str, Any]) -> dict[str, Any]:
     """AddPermission's body: shape, then the model's constraints together."""
     check_members(body, _MEMBERS, "AddPermissionRequest")
-    got: dict[str, Any] = {key: _opt(body, key, str) for key in _MEMBERS - {"InvokedViaFunctionUrl"}}
-    got["InvokedViaFunctionUrl"] = _opt(body, "InvokedViaFunctionUrl", bool)
-    v = _Violations()
+    got: dict[str, Any] = {key: opt(body, key, str) for key in _MEMBERS - {"InvokedViaFunctionUrl"}}
+    got["InvokedViaFunctionUrl"] = opt(body, "InvokedViaFunctionUrl", bool)
+    v = Violations()
     check_string(v, got["StatementId"], "statementId", STATEMENT_ID, required=True, max_len=100, min_len=1)
     check_string(v, got["Action"], "action", ACTION, required=True, max_len=10000)
     check_string(v, got["Principal"], "principal", PRINCIPAL, required=True, max_len=2048)
@@ -216,7 +216,7 @@ async def remove_permission(request: web.Request) -> web.Response:
     """RemovePermission: 204; the document goes with its last statement. `?RevisionId=` must be the document's."""
     function, qualifier = _target(request)
     sid = request.match_info["StatementId"]
-    v = _Violations()
+    v = Violations()
     check_string(v, sid, "statementId", NAMESPACED_STATEMENT_ID, max_len=100)
     v.raise_if_any()
     settings = request.app[SETTINGS]

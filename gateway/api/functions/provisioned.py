@@ -25,9 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.functions.concurrency import provisioned_outside_reservations
-from gateway.api.functions.function_params import check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
+from gateway.api.params import check_members
 from gateway.app_keys import CONCURRENCY, CONCURRENCY_SETTINGS_LOCK, POOLS, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,

@@ -29,9 +29,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.functions.function_params import _bounded, _opt, _Violations, check_members
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import paginate
+from gateway.api.params import Violations, bounded, check_members, opt
 from gateway.app_keys import FUNCTION_URLS, REGISTRY, SETTINGS
 from gateway.errors import ResourceConflictException, ResourceNotFoundException, ValidationException
 from gateway.settings import Settings
@@ -125,33 +125,33 @@ class Requested:
 def parse_body(body: dict[str, Any], where: str, *, create: bool) -> Requested:
     """A Create or Update body: its shape, then the model's constraints, reported together as Lambda does."""
     check_members(body, _MEMBERS, where)
-    v = _Violations()
-    auth_type = _opt(body, "AuthType", str)
+    v = Violations()
+    auth_type = opt(body, "AuthType", str)
     if auth_type is None and create:
         v.add(None, "authType", "Member must not be null")
     elif auth_type is not None and auth_type not in AUTH_TYPES:
         v.add(auth_type, "authType", f"Member must satisfy enum value set: {AUTH_TYPE_ENUM}")
-    cors = _opt(body, "Cors", dict)
+    cors = opt(body, "Cors", dict)
     if cors is not None:
         _check_cors(cors, v)
-    invoke_mode = _opt(body, "InvokeMode", str)
+    invoke_mode = opt(body, "InvokeMode", str)
     if invoke_mode is not None and invoke_mode not in INVOKE_MODES:
         v.add(invoke_mode, "invokeMode", f"Member must satisfy enum value set: {INVOKE_MODE_ENUM}")
     v.raise_if_any()
     return Requested(auth_type, invoke_mode, cors or None, cors is not None)
 
 
-def _check_cors(cors: dict[str, Any], v: _Violations) -> None:
+def _check_cors(cors: dict[str, Any], v: Violations) -> None:
     check_members(cors, _CORS_MEMBERS, "Cors")
-    _opt(cors, "AllowCredentials", bool)
-    _bounded(v, _opt(cors, "MaxAge", int), "cors.maxAge", 0, 86400)
+    opt(cors, "AllowCredentials", bool)
+    bounded(v, opt(cors, "MaxAge", int), "cors.maxAge", 0, 86400)
     for member, path, most, shortest, longest in _CORS_LISTS:
-        items = _opt(cors, member, list)
+        items = opt(cors, member, list)
         if items is None:
             continue
         for item in items:
             if item is not None and not isinstance(item, str):
-                _opt({member: item}, member, str)  # Lambda's shape error for a non-string item
+                opt({member: item}, member, str)  # Lambda's shape error for a non-string item
         shown = "[" + ", ".join("null" if item is None else item for item in items) + "]"
         if len(items) > most:
             v.add(shown, path, f"Member must have length less than or equal to {most}")
