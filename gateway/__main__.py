@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,9 +28,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 
-from gateway.api.sigv4 import sign
+from gateway.api.sigv4 import sign as sign_request
 from gateway.api.urls.router import looks_like_url
 from gateway.settings import Settings, load_credentials
+from gateway.store.signatures import DEFAULT_VALID_DAYS, SigningProfiles, generate_key, load_private_key, sign
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -248,6 +250,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--log-format", choices=("text", "json"), help="the gateway's own log (text; env GATEWAY_LOG_FORMAT)"
     )
+    sg = sub.add_parser("sign", help="sign a .zip package for a signing profile (or make a key pair)")
+    sg.add_argument("package", nargs="?", help="the .zip to sign (signed in place unless --output)")
+    sg.add_argument("--key", help="the signing profile's Ed25519 private key (PEM, PKCS#8)")
+    sg.add_argument("--profile", help="the signing-profile-version ARN the key belongs to")
+    sg.add_argument("--output", "-o", help="write the signed package here instead")
+    sg.add_argument("--valid-days", type=int, default=DEFAULT_VALID_DAYS, help="the signature's validity (4110)")
+    sg.add_argument("--generate-key", metavar="NAME", help="write a new key pair: NAME.key (private) and NAME.pub")
     lg = sub.add_parser("logs", help="print a function's stored logs")
     lg.add_argument("function", help="function name")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines as they are written")
@@ -293,7 +302,7 @@ def logs_command(args: argparse.Namespace) -> int:
         headers = {"Host": parts.netloc}
         raw_path = parts.path + (f"?{parts.query}" if parts.query else "")
         region = os.environ.get("GATEWAY_REGION", "us-east-1")
-        for name, value in sign("GET", raw_path, headers, b"", key_id, secret, region).items():
+        for name, value in sign_request("GET", raw_path, headers, b"", key_id, secret, region).items():
             request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=None if args.follow else 60) as resp:
@@ -334,12 +343,43 @@ def policy_unenforceable(settings: Settings) -> str | None:
     )
 
 
+def sign_command(args: argparse.Namespace) -> int:
+    """`gateway sign`: sign a package (gateway.store.signatures documents the format), or make a key pair."""
+    if args.generate_key:
+        private, public = generate_key()
+        key_path, pub_path = Path(args.generate_key + ".key"), Path(args.generate_key + ".pub")
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        pub_path.write_bytes(public)
+        print(f"wrote {key_path} (private: keep it secret) and {pub_path} (register it in GATEWAY_SIGNING_PROFILES)")
+        return 0
+    if not (args.package and args.key and args.profile):
+        print("gateway sign: PACKAGE, --key and --profile are required (or --generate-key NAME)", file=sys.stderr)
+        return 2
+    try:
+        key = load_private_key(Path(args.key).read_bytes())
+        signed = sign(Path(args.package).read_bytes(), key, args.profile, int(time.time()), args.valid_days)
+    except (OSError, ValueError) as exc:
+        print(f"gateway sign: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.output or args.package)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(signed)
+    tmp.replace(out)
+    print(f"signed {args.package} for {args.profile}: {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "logs":
         sys.exit(logs_command(args))
+    if args.command == "sign":
+        sys.exit(sign_command(args))
     try:
         settings = Settings.from_args(args, os.environ)
+        SigningProfiles.load(settings.signing_profiles)  # a malformed file stops the start with its culprit named
     except ValueError as exc:
         sys.exit(f"gateway: {exc}")
     unenforceable = policy_unenforceable(settings)

@@ -28,6 +28,7 @@ from gateway.api.events import event_invoke_config, event_source_mappings
 from gateway.api.functions import (
     account,
     aliases,
+    code_signing,
     concurrency,
     functions,
     layer_permissions,
@@ -46,6 +47,7 @@ from gateway.api.urls import configs as url_configs
 from gateway.api.urls.router import url_middleware
 from gateway.app_keys import (
     CATALOG,
+    CODE_SIGNING,
     CODESTORE,
     CONCURRENCY,
     CONCURRENCY_SETTINGS_LOCK,
@@ -67,6 +69,7 @@ from gateway.app_keys import (
     SCHEDULES,
     SESSIONS,
     SETTINGS,
+    SIGNING_PROFILES,
     ZYGOTES,
 )
 from gateway.catalog import Catalog, Kind
@@ -93,6 +96,7 @@ from gateway.observability.metrics import Metrics
 from gateway.pythons import own_python
 from gateway.settings import Settings
 from gateway.store.code import CodeStore
+from gateway.store.code_signing import CodeSigningConfigs
 from gateway.store.codegc import CodeCollector
 from gateway.store.event_configs import EventInvokeConfigs, designates
 from gateway.store.function_urls import FunctionUrls
@@ -102,6 +106,7 @@ from gateway.store.policies import Policies
 from gateway.store.records import LATEST, FunctionConfig
 from gateway.store.registry import Registry
 from gateway.store.schedules import Schedules
+from gateway.store.signatures import SigningProfiles
 
 log = logging.getLogger("gateway")
 
@@ -139,9 +144,13 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         function_urls = app[FUNCTION_URLS] = FunctionUrls(data_dir / "function-urls.sqlite3", settings)
         function_urls.retain_existing(registry)  # a crash may have come between a delete and its URL's
         registry.on_change.connect(function_urls.follow)  # a deleted function or alias takes its URL
+        signing = app[CODE_SIGNING] = CodeSigningConfigs(data_dir / "code-signing.sqlite3")
+        signing.retain_existing(registry.__contains__)
+        registry.on_change.connect(signing.follow)  # a deleted function's code signing configuration is let go
         try:
             yield
         finally:
+            signing.close()
             policies.close()
             function_urls.close()
             mappings.close()
@@ -424,6 +433,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=MAX_CONTROL_BODY)
     app[SETTINGS] = settings
     app[CATALOG] = Catalog.discover(settings)
+    app[SIGNING_PROFILES] = SigningProfiles.load(settings.signing_profiles)  # ValueError: `main` says which
     app[SESSIONS] = sessions
     app[CONCURRENCY_SETTINGS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_storage)
@@ -437,6 +447,7 @@ def create_app(settings: Settings) -> web.Application:
     invoke_async.add_routes(app)
     invoke_stream.add_routes(app)
     functions.add_routes(app)
+    code_signing.add_routes(app)
     versions.add_routes(app)
     aliases.add_routes(app)
     concurrency.add_routes(app)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gateway.observability.metrics import Metrics
     from gateway.settings import Settings
     from gateway.store.code import CodeStore
+    from gateway.store.code_signing import CodeSigningConfigs
     from gateway.store.event_configs import EventInvokeConfigs
     from gateway.store.function_urls import FunctionUrls
     from gateway.store.layers import LayerStore
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from gateway.store.policies import Policies
     from gateway.store.registry import Registry
     from gateway.store.schedules import Schedules
+    from gateway.store.signatures import SigningProfiles
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 #: the runtimes this gateway runs (gateway/catalog.py), found once at start-up
@@ -67,3 +69,7 @@ POLLERS: web.AppKey[Runner] = web.AppKey("pollers")
 POLICIES: web.AppKey[Policies] = web.AppKey("policies")
 #: function URL configs by (function, qualifier) and by URL id (gateway.store.function_urls)
 FUNCTION_URLS: web.AppKey[FunctionUrls] = web.AppKey("function_urls")
+#: code signing configurations and which function uses which (gateway.store.code_signing)
+CODE_SIGNING: web.AppKey[CodeSigningConfigs] = web.AppKey("code_signing")
+#: the signing profiles (public keys) the operator registered (GATEWAY_SIGNING_PROFILES; gateway.store.signatures)
+SIGNING_PROFILES: web.AppKey[SigningProfiles] = web.AppKey("signing_profiles")

@@ -92,6 +92,35 @@ class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
     kind = "User"
 
 
+class CodeSigningConfigNotFoundException(LambdaError):
+    """A code signing configuration named in a request does not exist (botocore's model: 404, `Message`)."""
+
+    name = "CodeSigningConfigNotFoundException"
+    status = 404
+    kind = "User"
+    message_key = "Message"
+
+
+class CodeVerificationFailedException(LambdaError):
+    """A package failed a signature check the function's code signing policy enforces (mismatch, expiry,
+    revocation with `Enforce`): 400, `Message` (botocore's model)."""
+
+    name = "CodeVerificationFailedException"
+    status = 400
+    kind = "User"
+    message_key = "Message"
+
+
+class InvalidCodeSignatureException(LambdaError):
+    """A package's signature failed the integrity check: refused whatever the policy, `Warn` too (botocore's model:
+    400, `Message`)."""
+
+    name = "InvalidCodeSignatureException"
+    status = 400
+    kind = "User"
+    message_key = "Message"
+
+
 class PreconditionFailedException(LambdaError):
     name = "PreconditionFailedException"
     status = 412

@@ -161,6 +161,8 @@ class Settings:
     #: URLs): "any" function of the account (as a role allowed lambda:InvokeFunction on *), or only what the target's
     #: resource policy grants its role, its account or * ("policy"; see gateway.api.auth)
     function_invoke: str = "any"
+    #: JSON file: signing-profile-version ARN -> Ed25519 public key (GATEWAY_SIGNING_PROFILES; store/signatures.py)
+    signing_profiles: Path | None = None
 
     @property
     def loopback(self) -> bool:
@@ -259,6 +261,7 @@ class Settings:
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
             mq_brokers=mq_brokers(environ.get("GATEWAY_MQ_BROKERS", "")),
             function_invoke=environ.get("GATEWAY_FUNCTION_INVOKE", cls.function_invoke).strip().lower(),
+            signing_profiles=Path(p) if (p := environ.get("GATEWAY_SIGNING_PROFILES")) else None,
         )
         settings.validate()
         return settings

@@ -119,6 +119,9 @@ def test_the_brief_s_implemented_operations_are_marked_implemented() -> None:
         "RemoveLayerVersionPermission",  # issue 17
         "CreateFunctionUrlConfig", "GetFunctionUrlConfig", "UpdateFunctionUrlConfig", "DeleteFunctionUrlConfig",
         "ListFunctionUrlConfigs",  # issue 17
+        "CreateCodeSigningConfig", "GetCodeSigningConfig", "UpdateCodeSigningConfig", "DeleteCodeSigningConfig",
+        "ListCodeSigningConfigs", "ListFunctionsByCodeSigningConfig", "PutFunctionCodeSigningConfig",
+        "GetFunctionCodeSigningConfig", "DeleteFunctionCodeSigningConfig",  # issue 18
     }  # fmt: skip
     assert {op.name for op in IMPLEMENTED_OPS} == expected
 
@@ -199,8 +202,8 @@ def test_boto3_raises_the_named_error_without_retrying(lam: Any) -> None:
     assert err["Error"]["Message"] == catalog.not_implemented_message("GetRuntimeManagementConfig")
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 501
     assert err["ResponseMetadata"]["RetryAttempts"] == 0
-    with pytest.raises(ClientError, match="ListCodeSigningConfigs is not implemented"):
-        lam.list_code_signing_configs()
+    with pytest.raises(ClientError, match="ListCapacityProviders is not implemented"):
+        lam.list_capacity_providers()
     with pytest.raises(ClientError, match="GetDurableExecution is not implemented"):
         lam.get_durable_execution(DurableExecutionArn=URI_VALUES["DurableExecutionArn"])
 
@@ -238,7 +241,7 @@ def test_messages_say_planned_or_why_not(monkeypatch: pytest.MonkeyPatch) -> Non
     assert catalog.not_implemented_message("SomePlannedOperation") == (
         "SomePlannedOperation is not implemented by this gateway yet (planned: a later issue)"
     )
-    assert "(not applicable: code signing" in catalog.not_implemented_message("CreateCodeSigningConfig")
+    assert "(not applicable: runtimes are" in catalog.not_implemented_message("PutRuntimeManagementConfig")
     assert catalog.not_implemented_message("SomeFutureOperation") == (
         "SomeFutureOperation is not implemented by this gateway yet"
     )

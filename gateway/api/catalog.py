@@ -177,8 +177,8 @@ AREAS: tuple[tuple[str, dict[str, Status]], ...] = (
     ),
     _area(
         "Code signing",
-        NOT_APPLICABLE,
-        "code signing verifies packages against AWS Signer profiles, which the gateway has no access to",
+        IMPLEMENTED,
+        "issue 18: packages signed by `gateway sign` with the operator's signing profiles (GATEWAY_SIGNING_PROFILES)",
         "CreateCodeSigningConfig GetCodeSigningConfig UpdateCodeSigningConfig DeleteCodeSigningConfig "
         "ListCodeSigningConfigs ListFunctionsByCodeSigningConfig PutFunctionCodeSigningConfig "
         "GetFunctionCodeSigningConfig DeleteFunctionCodeSigningConfig",

@@ -77,7 +77,7 @@ CREATE_MEMBERS = _CONFIG_MEMBERS | {
 }  # fmt: skip
 UPDATE_CONFIG_MEMBERS = _CONFIG_MEMBERS | {"FunctionName", "RevisionId"}
 _UNSUPPORTED = (
-    "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
+    "FileSystemConfigs", "ImageConfig", "DurableConfig", "TenancyConfig",
 )  # fmt: skip
 
 

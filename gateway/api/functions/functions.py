@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -18,10 +19,18 @@ from aiohttp import web
 
 from gateway.api.functions.code_params import CodeSource, decode_zip, parse_code_update
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
+from gateway.api.functions.signing_checks import (
+    check_added_layers,
+    check_layers,
+    deployment_check,
+    function_check,
+    requested_config,
+    signed,
+)
 from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size, paginate
-from gateway.app_keys import CATALOG, CODESTORE, LAYERS, REGISTRY, SETTINGS
+from gateway.app_keys import CATALOG, CODE_SIGNING, CODESTORE, LAYERS, REGISTRY, SETTINGS, SIGNING_PROFILES
 from gateway.catalog import Catalog
 from gateway.errors import (
     AccessDeniedException,
@@ -33,10 +42,12 @@ from gateway.errors import (
 )
 from gateway.settings import Settings
 from gateway.store.code import CodeInfo, CodeStore
+from gateway.store.code_signing import CodeSigningConfigs
 from gateway.store.layers import LayerStore
 from gateway.store.names import FunctionRef, parse_function_name
 from gateway.store.records import LATEST, FunctionConfig, new_revision_id, now_last_modified
 from gateway.store.registry import REVISION_MISMATCH, Registry
+from gateway.store.signatures import SigningProfiles
 
 log = logging.getLogger("gateway.api.functions.functions")
 
@@ -72,13 +83,18 @@ def _latest_only(ref: FunctionRef, operation: str) -> str:
     return ref.name
 
 
-async def _store_code(codestore: CodeStore, source: CodeSource, *, dry_run: bool = False) -> CodeInfo:
-    """Decode, hash, validate and (unless `dry_run`) store a package, off the event loop."""
+async def _store_code(
+    codestore: CodeStore, source: CodeSource, *, dry_run: bool = False, check: Callable[[bytes], None] | None = None
+) -> CodeInfo:
+    """Decode, hash, validate and (unless `dry_run`) store a package, off the event loop. `check` (code signing's,
+    gateway.api.functions.signing_checks) sees the package's bytes first and may refuse them."""
     zip_b64 = source.zip_b64
     assert zip_b64 is not None
 
     def work() -> CodeInfo:
         data = decode_zip(zip_b64)
+        if check is not None:
+            check(data)
         return codestore.check(data) if dry_run else codestore.put(data)
 
     return await asyncio.to_thread(work)
@@ -126,17 +142,21 @@ class Deployer:
     """Creates functions from CreateFunction request bodies: for the API and for start-up deployment."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, registry: Registry, codestore: CodeStore, layer_store: LayerStore
-    ) -> None:
+        self, settings: Settings, catalog: Catalog, registry: Registry, codestore: CodeStore, layer_store: LayerStore,
+        signing: CodeSigningConfigs | None = None, profiles: SigningProfiles | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.catalog = catalog
         self.registry = registry
         self.codestore = codestore
         self.layer_store = layer_store
+        self.signing = signing
+        self.profiles = profiles or SigningProfiles()
 
     @classmethod
     def from_app(cls, app: web.Application) -> Deployer:
-        return cls(app[SETTINGS], app[CATALOG], app[REGISTRY], app[CODESTORE], app[LAYERS])
+        return cls(app[SETTINGS], app[CATALOG], app[REGISTRY], app[CODESTORE], app[LAYERS], app[CODE_SIGNING],
+                   app[SIGNING_PROFILES])  # fmt: skip
 
     async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
         """Validate a body, store its code and return the configuration it describes (not registered)."""
@@ -146,7 +166,10 @@ class Deployer:
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
-        code = await _store_code(self.codestore, spec.code)
+        csc = requested_config(body, self.signing) if self.signing is not None else None
+        await check_layers(fields.get("layers", ()), csc, self.profiles, self.codestore)
+        check = deployment_check(csc, self.profiles, self.settings.function_arn(spec.name))
+        code = await _store_code(self.codestore, spec.code, check=check)
         base = FunctionConfig(
             name=spec.name,
             arn=self.settings.function_arn(spec.name),
@@ -160,7 +183,7 @@ class Deployer:
             revision_id=new_revision_id(),
             tags=spec.tags,
         )
-        config = _apply(base, fields, spec.config)
+        config = signed(_apply(base, fields, spec.config), check)
         await _check_unzipped_size(config, self.codestore, self.layer_store)
         return config
 
@@ -171,6 +194,8 @@ class Deployer:
         """
         built = await self._build(body)
         config = await asyncio.to_thread(self.registry.create, built, publish=body.get("Publish") is True)
+        if self.signing is not None and (csc := requested_config(body, self.signing)) is not None:
+            await asyncio.to_thread(self.signing.attach, config.name, csc.arn)
         log.info("created function %s (code %s)", config.name, config.code_sha256)
         return config
 
@@ -326,17 +351,19 @@ async def update_function_code(request: web.Request) -> web.Response:
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
         raise PreconditionFailedException(REVISION_MISMATCH)
-    code = await _store_code(request.app[CODESTORE], spec.code, dry_run=spec.dry_run)
+    check = function_check(request.app, name)
+    code = await _store_code(request.app[CODESTORE], spec.code, dry_run=spec.dry_run, check=check)
     fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
     if spec.architectures is not None:
         fields["architectures"] = spec.architectures
     if spec.dry_run:
-        return json_response(configuration(request.app, dataclasses.replace(registry.get(name), **fields)))
+        dry = signed(dataclasses.replace(registry.get(name), **fields), check)
+        return json_response(configuration(request.app, dry))
     await _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
         registry.update,
         name,
-        lambda c: dataclasses.replace(c, **fields),
+        lambda c: signed(dataclasses.replace(c, **fields), check),
         if_revision=spec.revision_id,
         publish=spec.publish,  # the version returned holds exactly this code, whatever runs concurrently
     )
@@ -357,6 +384,7 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:
         new = _apply(registry.get(name), fields, changes)
+        await check_added_layers(request.app, name, registry.get(name), new)
         await _check_unzipped_size(new, request.app[CODESTORE], request.app[LAYERS])
     config = await asyncio.to_thread(
         registry.update, name, lambda c: _apply(c, fields, changes), if_revision=changes.revision_id

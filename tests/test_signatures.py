@@ -1,0 +1,202 @@
+"""gateway.store.signatures: the signed-package format, the four checks of AWS's "Signature validation"
+(docs.aws.amazon.com/lambda/latest/dg/configuration-codesigning.html: integrity, expiry, mismatch, revocation), and
+the signing profiles file. Pure: no gateway."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import time
+import zipfile
+from pathlib import Path
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.store import signatures
+from gateway.store.signatures import DamagedSignature, SigningProfiles
+from tests.conftest import make_zip
+
+PROFILE = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/Team_A/abcdef1234"
+OTHER = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/Team_B/0123456789"
+NOW = int(time.time())
+
+
+def _profiles(tmp_path: Path, **extra: object) -> tuple[signatures.Ed25519PrivateKey, SigningProfiles]:
+    private, public = signatures.generate_key()
+    path = tmp_path / "profiles.json"
+    path.write_bytes(orjson.dumps({PROFILE: {"public_key": public.decode(), **extra}}))
+    return signatures.load_private_key(private), SigningProfiles.load(path)
+
+
+def _package() -> bytes:
+    return make_zip({"lambda_function.py": "def lambda_handler(e, c):\n    return 1\n", "lib/data.txt": "x" * 100})
+
+
+def test_a_signed_package_is_the_same_zip_with_a_comment_and_passes(tmp_path: Path) -> None:
+    key, profiles = _profiles(tmp_path)
+    data = _package()
+    signed = signatures.sign(data, key, PROFILE, NOW)
+    with zipfile.ZipFile(io.BytesIO(signed)) as zf, zipfile.ZipFile(io.BytesIO(data)) as original:
+        assert [(i.filename, zf.read(i)) for i in zf.infolist()] == [
+            (i.filename, original.read(i)) for i in original.infolist()
+        ]
+        assert zf.comment.startswith(signatures.MAGIC)
+    verdict = signatures.check(signed, frozenset({PROFILE}), profiles, NOW + 1)
+    assert verdict.failure is None
+    assert verdict.signature is not None and verdict.signature.profile == PROFILE
+    assert verdict.signature.job_arn().startswith("arn:aws:signer:us-east-1:123456789012:/signing-jobs/")
+    # re-signing replaces the signature, never stacks a second one
+    again = signatures.sign(signed, key, PROFILE, NOW)
+    assert again.count(signatures.MAGIC) == 1
+    assert signatures.check(again, frozenset({PROFILE}), profiles, NOW).failure is None
+
+
+def test_every_byte_of_the_code_is_covered(tmp_path: Path) -> None:
+    """Integrity: a change anywhere but in the signature itself fails, whatever the policy."""
+    key, profiles = _profiles(tmp_path)
+    signed = signatures.sign(_package(), key, PROFILE, NOW)
+    end = signed.rfind(b"PK\x05\x06") + 20  # the signed bytes end before the comment's length
+    for offset in [*range(0, end, 7), end - 1]:
+        tampered = bytearray(signed)
+        tampered[offset] ^= 0x01
+        if end - 20 <= offset < end - 16:  # the record's own magic: no zip any more, and no signature either
+            assert signatures.read(bytes(tampered)) is None
+            with pytest.raises(zipfile.BadZipFile):
+                zipfile.ZipFile(io.BytesIO(bytes(tampered)))
+            continue
+        with pytest.raises(DamagedSignature):
+            signatures.check(bytes(tampered), frozenset({PROFILE}), profiles, NOW)
+
+
+def test_the_comment_length_and_a_second_signature_are_damage(tmp_path: Path) -> None:
+    key, _ = _profiles(tmp_path)
+    signed = signatures.sign(_package(), key, PROFILE, NOW)
+    eocd = signed.rfind(b"PK\x05\x06")
+    (length,) = struct.unpack("<H", signed[eocd + 20 : eocd + 22])
+    shorter = signed[: eocd + 20] + struct.pack("<H", length - 1) + signed[eocd + 22 :]
+    with pytest.raises(DamagedSignature, match="does not end"):
+        signatures.read(shorter)
+    comment = signed[eocd + 22 :]
+    twice = signed[: eocd + 20] + struct.pack("<H", 2 * len(comment) + 1) + comment + b" " + comment
+    with pytest.raises(DamagedSignature, match="does not parse"):
+        signatures.read(twice)
+    garbage = signed[: eocd + 20] + struct.pack("<H", 12) + signatures.MAGIC + b"!!!!!"
+    with pytest.raises(DamagedSignature):
+        signatures.read(garbage)
+
+
+def test_replaying_a_signature_onto_other_code_fails_integrity(tmp_path: Path) -> None:
+    key, profiles = _profiles(tmp_path)
+    signed = signatures.sign(_package(), key, PROFILE, NOW)
+    comment = signed[signed.rfind(b"PK\x05\x06") + 22 :]
+    other = make_zip({"lambda_function.py": "import os\ndef lambda_handler(e, c):\n    return os.environ\n"})
+    eocd = other.rfind(b"PK\x05\x06")
+    replayed = other[: eocd + 20] + struct.pack("<H", len(comment)) + comment
+    with pytest.raises(DamagedSignature, match="modified"):
+        signatures.check(replayed, frozenset({PROFILE}), profiles, NOW)
+
+
+def test_a_forged_signature_fails_integrity(tmp_path: Path) -> None:
+    """Signed with a key that is not the registered one, for the registered profile's ARN."""
+    _, profiles = _profiles(tmp_path)
+    forger = signatures.load_private_key(signatures.generate_key()[0])
+    forged = signatures.sign(_package(), forger, PROFILE, NOW)
+    with pytest.raises(DamagedSignature, match="does not verify"):
+        signatures.check(forged, frozenset({PROFILE}), profiles, NOW)
+
+
+def test_a_later_expiry_cannot_be_written_into_a_signature(tmp_path: Path) -> None:
+    key, profiles = _profiles(tmp_path)
+    signed = signatures.sign(_package(), key, PROFILE, NOW, valid_days=1)
+    eocd = signed.rfind(b"PK\x05\x06")
+    doc = orjson.loads(base64.b64decode(signed[eocd + 22 + len(signatures.MAGIC) :]))
+    doc["expires"] += 10 * 86400
+    comment = signatures.MAGIC + base64.b64encode(orjson.dumps(doc))
+    extended = signed[: eocd + 20] + struct.pack("<H", len(comment)) + comment
+    with pytest.raises(DamagedSignature, match="does not verify"):
+        signatures.check(extended, frozenset({PROFILE}), profiles, NOW)
+
+
+def test_unsigned_unknown_and_disallowed_profiles_are_mismatches(tmp_path: Path) -> None:
+    """Mismatch: untrusted, not damaged (the policy decides)."""
+    key, profiles = _profiles(tmp_path)
+    assert signatures.check(_package(), frozenset({PROFILE}), profiles, NOW).failure == "the package is not signed"
+    signed = signatures.sign(_package(), key, PROFILE, NOW)
+    assert "not allowed" in str(signatures.check(signed, frozenset({OTHER}), profiles, NOW).failure)
+    unregistered = signatures.sign(_package(), key, OTHER, NOW)
+    assert "not registered" in str(signatures.check(unregistered, frozenset({OTHER}), profiles, NOW).failure)
+    # a damaged package signed by a profile the configuration does not trust is simply untrusted
+    tampered = bytearray(unregistered)
+    tampered[40] ^= 1
+    assert signatures.check(bytes(tampered), frozenset({OTHER}), profiles, NOW).failure is not None
+
+
+def test_expiry_and_revocation(tmp_path: Path) -> None:
+    key, profiles = _profiles(tmp_path)
+    signed = signatures.sign(_package(), key, PROFILE, NOW, valid_days=1)
+    assert signatures.check(signed, frozenset({PROFILE}), profiles, NOW + 86400).failure == "the signature has expired"
+    private, public = signatures.generate_key()
+    key2 = signatures.load_private_key(private)
+    path = tmp_path / "jobs.json"
+    sig2 = signatures.sign(_package(), key2, PROFILE, NOW)
+    job = signatures.read(sig2)
+    assert job is not None
+    path.write_bytes(orjson.dumps({PROFILE: {"public_key": public.decode(), "revoked_jobs": [job.job]}}))
+    jobs = SigningProfiles.load(path)
+    assert signatures.check(sig2, frozenset({PROFILE}), jobs, NOW).failure == "the signature has been revoked"
+    path.write_bytes(orjson.dumps({PROFILE: {"public_key": public.decode(), "revoked": True}}))
+    assert signatures.check(sig2, frozenset({PROFILE}), SigningProfiles.load(path), NOW).failure == (
+        "the signature has been revoked"
+    )
+
+
+def test_sign_refuses_what_nobody_should_vouch_for(tmp_path: Path) -> None:
+    key, _ = _profiles(tmp_path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("lambda_function.py", "a = 1\n")
+        zf.writestr("lambda_function.py", "a = 2\n")
+    with pytest.raises(ValueError, match="two entries of the same name"):
+        signatures.sign(buf.getvalue(), key, PROFILE, NOW)
+    with pytest.raises(ValueError, match=r"not a \.zip"):
+        signatures.sign(b"hello", key, PROFILE, NOW)
+    with pytest.raises(ValueError, match="signing-profile-version ARN"):
+        signatures.sign(_package(), key, "arn:aws:signer:us-east-1:123456789012:/signing-profiles/x", NOW)
+
+
+def test_profiles_file_errors_name_the_culprit(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    assert SigningProfiles.load(None).profiles == {}
+    with pytest.raises(ValueError, match="cannot read"):
+        SigningProfiles.load(path)
+    path.write_text("[]")
+    with pytest.raises(ValueError, match="JSON object"):
+        SigningProfiles.load(path)
+    path.write_text(orjson.dumps({"arn:aws:iam::123456789012:role/x": "pem"}).decode())
+    with pytest.raises(ValueError, match="not a signing-profile-version ARN"):
+        SigningProfiles.load(path)
+    path.write_text(orjson.dumps({PROFILE: "not a key"}).decode())
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        SigningProfiles.load(path)
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    path.write_text(orjson.dumps({PROFILE: ec_pem.decode()}).decode())
+    with pytest.raises(ValueError, match="not an Ed25519 public key"):
+        SigningProfiles.load(path)
+    path.write_text(orjson.dumps({PROFILE: {"public_key_file": "missing.pub"}}).decode())
+    with pytest.raises(ValueError, match=r"missing\.pub"):
+        SigningProfiles.load(path)
+    path.write_text(orjson.dumps({PROFILE: {"public_key": "x", "trusted": True}}).decode())
+    with pytest.raises(ValueError, match="unknown members"):
+        SigningProfiles.load(path)
+    _, public = signatures.generate_key()
+    (tmp_path / "team.pub").write_bytes(public)
+    path.write_text(orjson.dumps({PROFILE: {"public_key_file": "team.pub"}}).decode())
+    assert PROFILE in SigningProfiles.load(path)
