@@ -160,6 +160,25 @@ def test_create_get_update_list_delete(lam: Any) -> None:
         )
 
 
+def test_tags_of_a_configuration(lam: Any) -> None:
+    """CreateCodeSigningConfig's Tags, and TagResource / UntagResource / ListTags with its ARN (the model's
+    TaggableResource includes code-signing-config ARNs)."""
+    config = lam.create_code_signing_config(AllowedPublishers={"SigningProfileVersionArns": [TRUSTED]},
+                                            Tags={"team": "a"})["CodeSigningConfig"]  # fmt: skip
+    arn = config["CodeSigningConfigArn"]
+    assert lam.list_tags(Resource=arn)["Tags"] == {"team": "a"}
+    lam.tag_resource(Resource=arn, Tags={"env": "test"})
+    lam.untag_resource(Resource=arn, TagKeys=["team"])
+    assert lam.list_tags(Resource=arn)["Tags"] == {"env": "test"}
+    assert (
+        lam.get_code_signing_config(CodeSigningConfigArn=arn)["CodeSigningConfig"]["LastModified"]
+        == (config["LastModified"])
+    )
+    with pytest.raises(ClientError) as exc:
+        lam.list_tags(Resource=MISSING_CSC)
+    assert _error(exc)[0::2] == ("ResourceNotFoundException", 404)
+
+
 def test_the_model_s_constraints(gw: RunningGateway) -> None:
     raw = gw.client(parameter_validation=False)
     cases: list[tuple[dict[str, Any], str]] = [
@@ -419,3 +438,62 @@ def test_a_malformed_profiles_file_stops_the_start(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode != 0
     assert "GATEWAY_SIGNING_PROFILES" in done.stderr
+
+
+# -- a function against code signing ------------------------------------------------------------------------------
+
+ESCAPER = r"""
+import boto3
+from botocore.exceptions import ClientError
+
+def lambda_handler(event, context):
+    lam = boto3.client("lambda")
+    me, csc = context.function_name, event["csc"]
+    attempts = {
+        "drop its configuration": lambda: lam.delete_function_code_signing_config(FunctionName=me),
+        "point at a lax one": lambda: lam.put_function_code_signing_config(FunctionName=me, CodeSigningConfigArn=csc),
+        "relax the policy": lambda: lam.update_code_signing_config(
+            CodeSigningConfigArn=csc, CodeSigningPolicies={"UntrustedArtifactOnDeployment": "Warn"}),
+        "trust another profile": lambda: lam.create_code_signing_config(
+            AllowedPublishers={"SigningProfileVersionArns": [event["profile"]]}),
+        "delete it": lambda: lam.delete_code_signing_config(CodeSigningConfigArn=csc),
+        "list them": lambda: lam.list_code_signing_configs(),
+    }
+    out = {}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            out[what] = "done"
+        except ClientError as exc:
+            out[what] = exc.response["Error"]["Code"]
+    return out
+"""
+
+
+def test_a_function_cannot_loosen_its_own_code_signing(tmp_path: Path, keys: Keys) -> None:
+    """Functions are other people's code: with its own session credentials a handler may not drop, replace or relax
+    the configuration that checks its deployments (gateway.api.auth: 403 for everything but invoking and reading
+    itself). The environments' listener of the rlimits mode stands in for the jail's bridge."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = _gateway_env(GATEWAY_SIGNING_PROFILES=str(keys.path), GATEWAY_SANDBOX="rlimits",
+                       GATEWAY_ENVIRONMENT_LISTEN=f"127.0.0.2:{port}")  # fmt: skip
+    own = RunningGateway(tmp_path / "data", env)
+    own.start()
+    try:
+        op = own.client()
+        strict, lax = _csc(op, "Enforce"), _csc(op, "Warn")
+        package = make_zip({"lambda_function.py": ESCAPER})
+        op.create_function(FunctionName="escaper", Runtime=RUNTIME, Role=ROLE, Handler=HANDLER, Timeout=30,
+                           Code={"ZipFile": keys.sign(package)}, CodeSigningConfigArn=strict)  # fmt: skip
+        op.get_waiter("function_active_v2").wait(FunctionName="escaper")
+        _, got = invoke_json(op, "escaper", {"csc": lax, "profile": OTHER})
+        assert got == dict.fromkeys(got, "AccessDeniedException") and len(got) == 6, got
+        assert op.get_function_code_signing_config(FunctionName="escaper")["CodeSigningConfigArn"] == strict
+        assert op.get_code_signing_config(CodeSigningConfigArn=lax)["CodeSigningConfig"]["CodeSigningPolicies"] == {
+            "UntrustedArtifactOnDeployment": "Warn"
+        }
+        assert len(op.list_code_signing_configs()["CodeSigningConfigs"]) == 2
+    finally:
+        own.stop()

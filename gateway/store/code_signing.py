@@ -145,6 +145,10 @@ class CodeSigningConfigs:
             self._write(new)
         return new
 
+    def update_tags(self, arn: str, change: Callable[[dict[str, str]], dict[str, str]]) -> CodeSigningConfig | None:
+        """Replace the configuration's tags with `change(current)` atomically (TagResource, UntagResource). Blocking."""
+        return self.update(arn, lambda c: dataclasses.replace(c, tags=change(dict(c.tags))))
+
     def _write(self, config: CodeSigningConfig) -> None:
         with sqlite.transaction(self._db) as db:
             db.execute("INSERT OR REPLACE INTO configs (arn, record) VALUES (?, ?)", (config.arn, config.to_record()))

@@ -1,7 +1,8 @@
 """Tag routes of the Lambda API (2017-03-31): TagResource, UntagResource, ListTags.
 
 Tags belong to a function, not to a version or alias: the resource is an unqualified function ARN. They
-are kept by the registry next to `$LATEST` and never change its RevisionId. TagResource and UntagResource
+are kept by the registry next to `$LATEST` and never change its RevisionId. A code signing configuration's ARN
+names its tags (kept by gateway.store.code_signing; they never change its LastModified). TagResource and UntagResource
 change the map through `Registry.update_tags` (atomic read-change-write under the registry's lock, a
 blocking SQLite write run in a worker thread), so two concurrent changes cannot lose one another.
 `validate_tags` holds Lambda's limits for any operation that takes tags (CreateFunction too).
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
 from gateway.api.http import json_response, read_json_object
-from gateway.app_keys import REGISTRY, SETTINGS
+from gateway.app_keys import CODE_SIGNING, REGISTRY, SETTINGS
 from gateway.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -43,6 +44,7 @@ _FUNCTION_RE = re.compile(
     r"arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:(?P<name>[a-zA-Z0-9_-]+)"
     r"(?::(?P<qualifier>.+))?"
 )
+_CSC_RE = re.compile(r"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:code-signing-config:csc-[a-z0-9]{17}")
 _TAG_PATTERN = r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
 
 
@@ -88,6 +90,27 @@ def _check_count(tags: Mapping[str, str]) -> None:
 def _check_key_not_reserved(key: str) -> None:
     if key.lower().startswith(RESERVED_PREFIX):
         raise InvalidParameterValueException("aws: prefixed tag key names are not allowed for external use.")
+
+
+class Tagged(NamedTuple):
+    """A taggable resource of this gateway: its tags now, and how to change them (blocking: in a worker thread)."""
+
+    read: Callable[[], Mapping[str, str]]
+    update: Callable[[Callable[[dict[str, str]], dict[str, str]]], object]
+
+
+def tagged(request: web.Request) -> Tagged:
+    """The function or code signing configuration the request's `{Resource}` designates (errors: `function_of`)."""
+    resource = request.match_info["Resource"]
+    if _CSC_RE.fullmatch(resource) and _TAGGABLE_RE.fullmatch(resource):
+        store = request.app[CODE_SIGNING]
+        config = store.get(resource)
+        if config is None:
+            raise ResourceNotFoundException(f"The resource you requested does not exist: {resource}")
+        return Tagged(lambda: config.tags, lambda change: store.update_tags(resource, change))
+    name = function_of(request)
+    registry = request.app[REGISTRY]
+    return Tagged(lambda: registry.get(name).tags, lambda change: registry.update_tags(name, change))
 
 
 def function_of(request: web.Request) -> str:
@@ -139,7 +162,7 @@ def _tags_member(body: Mapping[str, Any]) -> dict[str, str]:
 
 async def tag_resource(request: web.Request) -> web.Response:
     """TagResource: 204. Adds the tags, replacing the values of keys already present."""
-    name = function_of(request)
+    target = tagged(request)
     tags = _tags_member(await read_json_object(request))
     if not tags:  # AWS's answer to an empty tag set (LocalStack's recorded AWS snapshot)
         raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
@@ -150,13 +173,13 @@ async def tag_resource(request: web.Request) -> web.Response:
         _check_count(merged)  # the limit is on the function's tags, not on one request's
         return merged
 
-    await asyncio.to_thread(request.app[REGISTRY].update_tags, name, merge)
+    await asyncio.to_thread(target.update, merge)
     return web.Response(status=204)
 
 
 async def untag_resource(request: web.Request) -> web.Response:
     """UntagResource: 204. Removes the keys given as `?tagKeys=`; keys the function lacks are ignored."""
-    name = function_of(request)
+    target = tagged(request)
     keys = request.query.getall("tagKeys", [])
     if not keys:
         raise ValidationException(
@@ -170,13 +193,10 @@ async def untag_resource(request: web.Request) -> web.Response:
                 "Member must have length greater than or equal to 1]"
             )
         _check_key_not_reserved(key)
-    await asyncio.to_thread(
-        request.app[REGISTRY].update_tags, name, lambda current: {k: v for k, v in current.items() if k not in keys}
-    )
+    await asyncio.to_thread(target.update, lambda current: {k: v for k, v in current.items() if k not in keys})
     return web.Response(status=204)
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    """ListTags: `{"Tags": {...}}` of the function."""
-    name = function_of(request)
-    return json_response({"Tags": dict(request.app[REGISTRY].get(name).tags)})
+    """ListTags: `{"Tags": {...}}` of the function or code signing configuration."""
+    return json_response({"Tags": dict(tagged(request).read())})
