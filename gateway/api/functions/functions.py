@@ -42,7 +42,7 @@ from gateway.errors import (
 )
 from gateway.settings import Settings
 from gateway.store.code import CodeInfo, CodeStore
-from gateway.store.code_signing import CodeSigningConfigs
+from gateway.store.code_signing import CodeSigningConfig, CodeSigningConfigs
 from gateway.store.layers import LayerStore
 from gateway.store.names import FunctionRef, parse_function_name
 from gateway.store.records import LATEST, FunctionConfig, new_revision_id, now_last_modified
@@ -166,7 +166,7 @@ class Deployer:
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
-        csc = requested_config(body, self.signing) if self.signing is not None else None
+        csc = self._signing_config(body, spec.name, replacing)
         await check_layers(fields.get("layers", ()), csc, self.profiles, self.codestore)
         check = deployment_check(csc, self.profiles, self.settings.function_arn(spec.name))
         code = await _store_code(self.codestore, spec.code, check=check)
@@ -186,6 +186,14 @@ class Deployer:
         config = signed(_apply(base, fields, spec.config), check)
         await _check_unzipped_size(config, self.codestore, self.layer_store)
         return config
+
+    def _signing_config(self, body: dict[str, Any], name: str, replacing: bool) -> CodeSigningConfig | None:
+        """The code signing configuration the body names; when it names none and replaces a function (start-up
+        deployment), the one that function uses."""
+        if self.signing is None:
+            return None
+        named = requested_config(body, self.signing)
+        return named if named is not None or not replacing else self.signing.of_function(name)
 
     async def create(self, body: dict[str, Any]) -> FunctionConfig:
         """CreateFunction (and with Publish, PublishVersion): the new `$LATEST`, or version 1 if published.
@@ -217,6 +225,8 @@ class Deployer:
                                                                  "code_dir": desired.code_dir,
                                                                  "layer_dirs": desired.layer_dirs}  # fmt: skip
         await asyncio.to_thread(self.registry.update, name, lambda c: dataclasses.replace(c, **changes))
+        if self.signing is not None and (csc := requested_config(body, self.signing)) is not None:
+            await asyncio.to_thread(self.signing.attach, name, csc.arn)
         return "updated"
 
 
