@@ -92,7 +92,7 @@ def signed_message(profile: str, job: str, signed: int, expires: int, sha256: st
 
 def _split(data: bytes) -> tuple[bytes, bytes]:
     """(signed bytes, comment) of a .zip; DamagedSignature if no end-of-central-directory record ends it."""
-    eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - 0xFFFF))
+    eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     if eocd < 0 or len(data) - eocd < _EOCD_SIZE:
         raise DamagedSignature("no end-of-central-directory record")
     (length,) = struct.unpack("<H", data[eocd + 20 : eocd + 22])
@@ -106,7 +106,7 @@ def read(data: bytes) -> Signature | None:
 
     The digest of the signed bytes is computed here (`Signature.actual_sha256`): CPU-bound, call it in a thread.
     """
-    eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - 0xFFFF))
+    eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     if eocd < 0 or not data[eocd + _EOCD_SIZE :].startswith(MAGIC):
         return None  # an unsigned package, or not a zip at all (the code store says so)
     # the record zipfile reads too (it looks for the last one in the same window): the signature is that record's
@@ -162,7 +162,7 @@ def sign(data: bytes, key: Ed25519PrivateKey, profile: str, now: int, valid_days
         raise ValueError(f"not a .zip file: {exc}") from None
     if len(set(names)) != len(names):
         raise ValueError("the package has two entries of the same name")
-    eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - 0xFFFF))
+    eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     signed = data[: eocd + 20]
     job = str(uuid.uuid4())
     digest = hashlib.sha256(signed).hexdigest()
@@ -284,11 +284,12 @@ class Verdict:
 
 
 def check(data: bytes, allowed: frozenset[str], profiles: SigningProfiles, now: float) -> Verdict:
-    """Lambda's four checks, in its order (configuration-codesigning.html, "Signature validation"): integrity,
-    expiry, mismatch, revocation. An unsigned package, or one signed by a profile the configuration does not allow or
-    the gateway has no key of, is a mismatch (untrusted: the policy decides). A signature of an allowed, registered
-    profile whose digest or Ed25519 signature does not hold fails integrity: DamagedSignature, whatever the policy.
-    CPU-bound: call it in a thread."""
+    """Lambda's four checks (configuration-codesigning.html, "Signature validation": integrity, expiry, mismatch,
+    revocation). Mismatch comes first here, since integrity can only be judged with a key the configuration trusts:
+    an unsigned package, or one signed by a profile the configuration does not allow or the gateway has no key of, is
+    untrusted (the policy decides). Then a signature of an allowed, registered profile whose digest or Ed25519
+    signature does not hold fails integrity: DamagedSignature, whatever the policy; so does a damaged signature
+    (`read`). Then expiry and revocation (the policy decides). CPU-bound: call it in a thread."""
     sig = read(data)
     if sig is None:
         return Verdict(None, "the package is not signed")
