@@ -150,6 +150,7 @@ def test_create_get_update_list_delete(lam: Any) -> None:
         lam.get_code_signing_config,
         lam.delete_code_signing_config,
         lam.list_functions_by_code_signing_config,
+        lam.update_code_signing_config,
     ):
         with pytest.raises(ClientError) as exc:
             call(CodeSigningConfigArn=arn)
