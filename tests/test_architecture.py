@@ -21,6 +21,7 @@ LAYERS = (
         "gateway.hooks",
         "gateway.settings",
         "gateway.catalog",
+        "gateway.architectures",
         "gateway.pythons",
         "gateway.nodes",
         "gateway.runtime_packages",

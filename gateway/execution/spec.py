@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gateway import architectures
 from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
 from gateway.execution import nodejs
@@ -150,12 +151,17 @@ def custom_bootstrap(config: FunctionConfig, task_root: str, jailed: bool) -> li
     """A custom runtime's command line, as Lambda finds it: `bootstrap` in the function's code (LAMBDA_TASK_ROOT),
     else in its layers (/opt/bootstrap: the last layer that has one, as their merge shows it). With neither, the
     code's path: the proxy then reports Runtime.InvalidEntrypoint ("Couldn't find valid bootstrap(s)"), as Lambda
-    does; one that is not executable likewise ("permission denied")."""
-    if not (Path(config.code_dir) / "bootstrap").exists():
+    does; one that is not executable likewise ("permission denied"). A bootstrap built for the function's architecture
+    when that is not the host's runs through QEMU's emulator (gateway/architectures.py)."""
+    found = Path(config.code_dir) / "bootstrap"
+    argv = [f"{task_root}/bootstrap"]
+    if not found.exists():
         for layer in reversed(config.layer_dirs):
             if (Path(layer) / "bootstrap").exists():
-                return [f"{LAYERS_ROOT}/bootstrap" if jailed else str(Path(layer) / "bootstrap")]
-    return [f"{task_root}/bootstrap"]
+                found = Path(layer) / "bootstrap"
+                argv = [f"{LAYERS_ROOT}/bootstrap" if jailed else str(found)]
+                break
+    return architectures.emulated(argv, str(found), config.architectures)
 
 
 def environment_variables(

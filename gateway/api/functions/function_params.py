@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway import architectures
 from gateway.api.functions.code_params import CODE_MEMBERS, CodeSource, code_source, parse_architectures
 from gateway.api.functions.tags import validate_tags
 from gateway.api.params import Violations, bounded, check_members, opt, shape_error, str_map
@@ -342,6 +343,7 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
         )
     _service_checks(body, changes, runtimes)
+    architectures.check(changes.fields["runtime"], archs or ("x86_64",))
     if archs is not None:
         changes.fields["architectures"] = archs
     return CreateSpec(name, source, changes, tags, publish)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway import architectures
 from gateway.api.functions.code_params import CodeSource, decode_zip, parse_code_update
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
 from gateway.api.home import check_request
@@ -326,6 +327,8 @@ async def update_function_code(request: web.Request) -> web.Response:
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
         raise PreconditionFailedException(REVISION_MISMATCH)
+    if spec.architectures is not None:
+        architectures.check(current.runtime, spec.architectures)
     code = await _store_code(request.app[CODESTORE], spec.code, dry_run=spec.dry_run)
     fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
     if spec.architectures is not None:
@@ -354,6 +357,8 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     changes = parse_config_update(body, request.app[CATALOG], name)
     check_role(changes, request.app[SETTINGS])
     check_dead_letter(changes, request.app[SETTINGS])
+    if "runtime" in changes.fields:
+        architectures.check(changes.fields["runtime"], registry.get(name).architectures)
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:
         new = _apply(registry.get(name), fields, changes)
