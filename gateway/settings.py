@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import file_systems
+from gateway.file_systems import AccessPoint
+
 
 def _machine_memory_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
@@ -161,6 +164,8 @@ class Settings:
     #: URLs): "any" function of the account (as a role allowed lambda:InvokeFunction on *), or only what the target's
     #: resource policy grants its role, its account or * ("policy"; see gateway.api.auth)
     function_invoke: str = "any"
+    #: access-point ARN -> host directory and POSIX user a function's FileSystemConfigs may mount (GATEWAY_FILE_SYSTEMS)
+    file_systems: Mapping[str, AccessPoint] = field(default_factory=dict)
 
     @property
     def loopback(self) -> bool:
@@ -258,6 +263,7 @@ class Settings:
             sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
             mq_brokers=mq_brokers(environ.get("GATEWAY_MQ_BROKERS", "")),
+            file_systems=file_systems.parse(environ.get("GATEWAY_FILE_SYSTEMS", "")),
             function_invoke=environ.get("GATEWAY_FUNCTION_INVOKE", cls.function_invoke).strip().lower(),
         )
         settings.validate()

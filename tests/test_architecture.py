@@ -22,6 +22,7 @@ LAYERS = (
         "gateway.settings",
         "gateway.catalog",
         "gateway.architectures",
+        "gateway.file_systems",
         "gateway.pythons",
         "gateway.nodes",
         "gateway.runtime_packages",

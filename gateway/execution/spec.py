@@ -17,6 +17,8 @@ from pathlib import Path
 from gateway import architectures
 from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
+from gateway.contracts.file_systems import FileSystemMount
+from gateway.errors import EFSMountFailureException
 from gateway.execution import nodejs
 from gateway.isolation.network import NETWORK_VARIABLE
 from gateway.nodes import PROJECT
@@ -88,12 +90,29 @@ def environment_spec(
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
         bootstrap=bootstrap,
         extensions=extensions,
+        file_systems=file_system_mounts(config, settings, jailed),
     )
     if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):
         private = [str(settings.data_dir), PROJECT]
         argv, more = python_bootstrap(interpreter or sys.executable, extra_paths, jailed, private)
         spec = spec._replace(bootstrap=argv, mounts=[*mounts, *more])
     return spec
+
+
+def file_system_mounts(config: FunctionConfig, settings: Settings, jailed: bool) -> list[FileSystemMount]:
+    """The function's FileSystemConfigs as its environment mounts them: each access point's directory and POSIX user
+    (GATEWAY_FILE_SYSTEMS, gateway/file_systems.py). Raises EFSMountFailureException, Invoke's error, when an access
+    point is no longer mapped (the settings changed since the function was configured) or the zygote does not jail."""
+    mounts = []
+    for fs in config.extra.get("FileSystemConfigs") or ():
+        access_point = settings.file_systems.get(fs["Arn"])
+        if access_point is None or not jailed:
+            why = "it is not mapped here" if access_point is None else "this gateway does not jail its environments"
+            raise EFSMountFailureException(
+                f"The function couldn't mount the file system of access point {fs['Arn']}: {why}."
+            )
+        mounts.append(FileSystemMount(fs["LocalMountPath"], access_point.path, access_point.uid, access_point.gid))
+    return mounts
 
 
 def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:

@@ -18,6 +18,7 @@ import orjson
 
 from gateway import architectures
 from gateway.api.functions.code_params import CODE_MEMBERS, CodeSource, code_source, parse_architectures
+from gateway.api.functions.file_system_params import file_system_configs
 from gateway.api.functions.tags import validate_tags
 from gateway.api.params import Violations, bounded, check_members, opt, shape_error, str_map
 from gateway.catalog import Catalog, UnsupportedRuntime
@@ -78,7 +79,7 @@ CREATE_MEMBERS = _CONFIG_MEMBERS | {
 }  # fmt: skip
 UPDATE_CONFIG_MEMBERS = _CONFIG_MEMBERS | {"FunctionName", "RevisionId"}
 _UNSUPPORTED = (
-    "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
+    "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
 )  # fmt: skip
 
 
@@ -158,6 +159,8 @@ def _config(body: Mapping[str, Any], v: Violations, name: str) -> ConfigChanges:
     logging_members = {"LogFormat": str, "ApplicationLogLevel": str, "SystemLogLevel": str, "LogGroup": str}
     if (logging_config := _struct(body, "LoggingConfig", logging_members)) is not None:
         extra["LoggingConfig"] = _logging_config(logging_config, v, name)
+    if (file_systems := file_system_configs(body, v)) is not None:
+        extra["FileSystemConfigs"] = file_systems or None  # an empty list removes it
     if (capacity := _capacity_provider(body, v)) is not None:
         extra["CapacityProviderConfig"], out["max_concurrency"] = capacity
     opt(body, "VpcConfig", dict)  # ignored, but not if malformed

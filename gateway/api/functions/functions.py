@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import architectures
 from gateway.api.functions.code_params import CodeSource, decode_zip, parse_code_update
+from gateway.api.functions.file_system_params import check_file_systems
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
 from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
@@ -144,6 +145,7 @@ class Deployer:
         spec = parse_create(body, self.catalog)
         check_role(spec.config, self.settings)
         check_dead_letter(spec.config, self.settings)
+        check_file_systems(spec.config.extra, self.settings)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
@@ -357,6 +359,7 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     changes = parse_config_update(body, request.app[CATALOG], name)
     check_role(changes, request.app[SETTINGS])
     check_dead_letter(changes, request.app[SETTINGS])
+    check_file_systems(changes.extra, request.app[SETTINGS])
     if "runtime" in changes.fields:
         architectures.check(changes.fields["runtime"], registry.get(name).architectures)
     fields = _resolved(changes, request.app[LAYERS])
