@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +106,13 @@ def _access_point(arn: str, value: object) -> AccessPoint:
         if type(number) is not int or not 0 < number <= _MAX_ID:
             raise ValueError(f"{_VARIABLE}: the {name} of {arn} must be an integer in [1, {_MAX_ID}] (0 is refused)")
     return AccessPoint(os.path.realpath(path), uid, gid)
+
+
+def check_outside(access_points: Mapping[str, AccessPoint], data_dir: Path) -> None:
+    """Refuse (ValueError) an access point whose directory holds the gateway's data directory or lies in it: a
+    function would reach the registry, other functions' code and the logs with its access point's permissions."""
+    data = os.path.realpath(data_dir)
+    for arn, access_point in access_points.items():
+        path = access_point.path
+        if path == data or data.startswith(path.rstrip("/") + "/") or path.startswith(data + "/"):
+            raise ValueError(f"{_VARIABLE}: the directory of {arn} must not hold, nor be in, the data directory")

@@ -83,3 +83,12 @@ def test_the_spec_names_the_mapped_directory_and_user_only_in_a_jail(tmp_path: P
 def test_a_mount_out_of_bounds_is_not_a_spec(wire: list[object]) -> None:
     with pytest.raises((TypeError, ValueError)):
         FileSystemMount.from_wire(wire)
+
+
+def test_an_access_point_must_not_reach_the_data_directory(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "code").mkdir(parents=True)
+    for path in (tmp_path, data, data / "code"):
+        with pytest.raises(ValueError, match="data directory"):
+            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000)}, data)
+    file_systems.check_outside({ARN: AccessPoint(str(tmp_path / "datab"), 1000, 1000)}, data)
