@@ -10,6 +10,7 @@ the mount path starts with /mnt/, the access point's POSIX user owns what the fu
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -205,3 +206,20 @@ def test_an_access_point_no_longer_mapped_fails_the_invoke(gateway_factory: Gate
         f"The function couldn't mount the file system of access point {ARN}: it is not mapped here.",
         403,
     )
+
+
+def test_a_directory_that_cannot_be_mounted_fails_init_before_any_code_runs(
+    gw: RunningGateway, shared_dir: Path
+) -> None:
+    lam = gw.client()
+    create_function(lam, "efs-gone", SOURCE, FileSystemConfigs=[{"Arn": ARN, "LocalMountPath": MOUNT}])
+    moved = shared_dir.with_name("moved")
+    shared_dir.rename(moved)  # the operator's directory went away after the gateway started
+    resp = lam.invoke(FunctionName="efs-gone", Payload=b'{"op": "listdir", "path": "/mnt"}', LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.ExitError"
+    assert "the environment's sandbox could not be set up: [Errno 2] open_tree" in log
+    assert str(moved) not in log and str(shared_dir) not in log  # no host path in what the function's owner reads
+    moved.rename(shared_dir)
+    assert _run(lam, "efs-gone", op="listdir", path="/mnt") == {"names": ["data"]}

@@ -74,8 +74,10 @@ def user_namespace(uid: int, gid: int, own: int) -> int:
         try:
             os.close(ready_r)
             os.close(hold_w)
-            if _libc.unshare(CLONE_NEWUSER) == 0:
-                os.write(ready_w, b"1")
+            if _libc.unshare(CLONE_NEWUSER) != 0:
+                os._exit(1)  # the parent reads EOF: it never waits on a child that failed
+            os.write(ready_w, b"1")
+            os.close(ready_w)
             os.read(hold_r, 1)
         finally:
             os._exit(0)
