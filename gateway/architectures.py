@@ -57,6 +57,14 @@ def emulator(architecture: str) -> str | None:
     return None
 
 
+def default() -> tuple[str, ...]:
+    """A new function's Architectures when CreateFunction names none: Lambda's default, x86_64, on an x86_64 host;
+    the host's own on an aarch64 one, where an x86_64 Python or Node.js function could not run (so that functions
+    and examples deployed without the member run there, and say truly what they run on)."""
+    host = host_architecture()
+    return (host,) if host in ARCHITECTURES else ("x86_64",)
+
+
 def supported(runtime: str, host: str | None = None) -> tuple[str, ...]:
     """The architectures `runtime` runs on here, in Lambda's order: the host's; and for a custom runtime also those
     an emulator is installed for."""

@@ -24,6 +24,16 @@ def test_interpreted_runtimes_run_only_on_the_hosts_architecture(monkeypatch: py
     assert architectures.supported("nodejs22.x", "arm64") == ("arm64",)
 
 
+@pytest.mark.parametrize(("machine", "expected"), [("x86_64", ("x86_64",)), ("aarch64", ("arm64",))])
+def test_a_function_without_architectures_gets_the_hosts(
+    monkeypatch: pytest.MonkeyPatch, machine: str, expected: tuple[str, ...]
+) -> None:
+    """Lambda's default (x86_64) where the host runs it; on an aarch64 host its own, so that a Python function created
+    without the member (the examples `make run` deploys) runs there instead of being refused."""
+    monkeypatch.setattr(architectures.os, "uname", lambda: type("U", (), {"machine": machine})())
+    assert architectures.default() == expected
+
+
 def test_custom_runtimes_run_the_other_architecture_only_with_an_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_emulator(monkeypatch)
     assert architectures.supported("provided.al2023", "x86_64") == ("x86_64",)

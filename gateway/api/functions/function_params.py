@@ -346,9 +346,9 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
         )
     _service_checks(body, changes, runtimes)
-    architectures.check(changes.fields["runtime"], archs or ("x86_64",))
-    if archs is not None:
-        changes.fields["architectures"] = archs
+    archs = archs or architectures.default()
+    architectures.check(changes.fields["runtime"], archs)
+    changes.fields["architectures"] = archs
     return CreateSpec(name, source, changes, tags, publish)
 
 
