@@ -198,6 +198,15 @@ class Deployer:
         named = requested_config(body, self.signing)
         return named if named is not None or not replacing else self.signing.of_function(name)
 
+    async def _attach_signing(self, body: dict[str, Any], name: str) -> None:
+        """The function uses the configuration its (validated) body names from now on. Never raises: the function
+        exists already; a configuration deleted since its package was checked is only logged."""
+        arn = body.get("CodeSigningConfigArn")
+        if self.signing is None or not isinstance(arn, str) or not arn:
+            return
+        if not await asyncio.to_thread(self.signing.attach, name, arn):
+            log.warning("function %s: its code signing configuration %s was deleted meanwhile", name, arn)
+
     async def create(self, body: dict[str, Any]) -> FunctionConfig:
         """CreateFunction (and with Publish, PublishVersion): the new `$LATEST`, or version 1 if published.
 
@@ -205,8 +214,7 @@ class Deployer:
         """
         built = await self._build(body)
         config = await asyncio.to_thread(self.registry.create, built, publish=body.get("Publish") is True)
-        if self.signing is not None and (csc := requested_config(body, self.signing)) is not None:
-            await asyncio.to_thread(self.signing.attach, config.name, csc.arn)
+        await self._attach_signing(body, config.name)
         log.info("created function %s (code %s)", config.name, config.code_sha256)
         return config
 
@@ -228,8 +236,7 @@ class Deployer:
                                                                  "code_dir": desired.code_dir,
                                                                  "layer_dirs": desired.layer_dirs}  # fmt: skip
         await asyncio.to_thread(self.registry.update, name, lambda c: dataclasses.replace(c, **changes))
-        if self.signing is not None and (csc := requested_config(body, self.signing)) is not None:
-            await asyncio.to_thread(self.signing.attach, name, csc.arn)
+        await self._attach_signing(body, name)
         return "updated"
 
 
