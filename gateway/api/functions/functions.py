@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.functions.code_params import CodeSource, decode_zip, parse_code_update
+from gateway.api.functions.code_params import CodeSource, parse_code_update
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
+from gateway.api.functions.packages import package_bytes
 from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
 from gateway.api.paging import page_size, paginate
@@ -72,14 +73,16 @@ def _latest_only(ref: FunctionRef, operation: str) -> str:
     return ref.name
 
 
-async def _store_code(codestore: CodeStore, source: CodeSource, *, dry_run: bool = False) -> CodeInfo:
-    """Decode, hash, validate and (unless `dry_run`) store a package, off the event loop."""
-    zip_b64 = source.zip_b64
-    assert zip_b64 is not None
+async def _store_code(
+    codestore: CodeStore, source: CodeSource, settings: Settings, *, dry_run: bool = False
+) -> CodeInfo:
+    """Get (decode, or fetch from S3: `packages.package_bytes`), hash, validate and (unless `dry_run`) store a
+    package, off the event loop."""
+    data = await package_bytes(settings, source)
+    direct = not source.in_s3
 
     def work() -> CodeInfo:
-        data = decode_zip(zip_b64)
-        return codestore.check(data) if dry_run else codestore.put(data)
+        return codestore.check(data, direct=direct) if dry_run else codestore.put(data, direct=direct)
 
     return await asyncio.to_thread(work)
 
@@ -146,7 +149,7 @@ class Deployer:
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
-        code = await _store_code(self.codestore, spec.code)
+        code = await _store_code(self.codestore, spec.code, self.settings)
         base = FunctionConfig(
             name=spec.name,
             arn=self.settings.function_arn(spec.name),
@@ -326,7 +329,7 @@ async def update_function_code(request: web.Request) -> web.Response:
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
         raise PreconditionFailedException(REVISION_MISMATCH)
-    code = await _store_code(request.app[CODESTORE], spec.code, dry_run=spec.dry_run)
+    code = await _store_code(request.app[CODESTORE], spec.code, request.app[SETTINGS], dry_run=spec.dry_run)
     fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
     if spec.architectures is not None:
         fields["architectures"] = spec.architectures
