@@ -384,11 +384,15 @@ class FakeEndpoint:
         self.thread.start()
 
     def _serve(self) -> None:
+        self.listener.settimeout(0.1)  # to see `stopping`: closing a socket does not wake an accept() blocked on it
         while not self.stopping.is_set():
             try:
                 conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             self.conns.append(conn)
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
@@ -405,10 +409,10 @@ class FakeEndpoint:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.thread.join(5)
         self.listener.close()
         for conn in self.conns:
             conn.close()
-        self.thread.join(5)
 
 
 @pytest.fixture
