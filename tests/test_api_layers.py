@@ -207,7 +207,7 @@ def test_delete_layer_version(lam: Any, lname: str) -> None:
         pytest.param(
             {"Content": {"S3Key": "layer.zip"}},
             "InvalidParameterValueException",
-            "Please provide a source for function code.",
+            "S3 Bucket and Key are required for uploading with S3 parameters.",
             id="s3-without-bucket",
         ),
         pytest.param(

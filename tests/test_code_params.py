@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from gateway.api.functions.code_params import BOTH_SOURCES, NO_SOURCE, CodeSource, check_s3_members, code_source
+from gateway.api.functions.code_params import (
+    BOTH_SOURCES,
+    INCOMPLETE_S3,
+    NO_SOURCE,
+    CodeSource,
+    check_s3_members,
+    code_source,
+)
 from gateway.api.params import Violations
 from gateway.errors import InvalidParameterValueException, InvalidRequestContentException, ValidationException
 
@@ -77,9 +84,11 @@ def test_sources() -> None:
     [
         ({"ZipFile": "eA==", "S3Bucket": "bkt", "S3Key": "k"}, BOTH_SOURCES),
         ({"ZipFile": "eA==", "S3Key": "k"}, BOTH_SOURCES),
-        ({"S3Bucket": "bkt"}, NO_SOURCE),
-        ({"S3Key": "k"}, NO_SOURCE),
-        ({"S3ObjectVersion": "1"}, NO_SOURCE),
+        ({"ZipFile": "eA==", "S3ObjectStorageMode": "COPY"}, BOTH_SOURCES),
+        ({"S3Bucket": "bkt"}, INCOMPLETE_S3),
+        ({"S3Key": "k"}, INCOMPLETE_S3),
+        ({"S3ObjectVersion": "1"}, INCOMPLETE_S3),
+        ({"S3Bucket": "", "S3Key": "k"}, INCOMPLETE_S3),
         ({}, NO_SOURCE),
     ],
 )
