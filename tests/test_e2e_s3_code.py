@@ -540,3 +540,37 @@ def test_aws_s3_without_credentials(gateway_factory: GatewayFactory) -> None:
         f"{GET_OBJECT} No AWS credentials are configured to reach S3 at https://s3.us-east-1.amazonaws.com.",
         500,
     )
+
+
+def test_slow_fetches_do_not_hold_up_other_deployments(
+    gateway_factory: GatewayFactory,
+    fake: Callable[[Callable[[FakeEndpoint, socket.socket], None]], FakeEndpoint],
+) -> None:
+    """Eight creates from an endpoint that never answers: they wait their turn in the S3 pool (two at a time), and an
+    inline create and an invoke meanwhile finish before the first of them gives up."""
+    endpoint = fake(_silent)
+    gw = gateway_factory(env=_s3_env(endpoint.url, GATEWAY_S3_TIMEOUT="4"))
+    ended: list[float] = []
+    codes: list[str] = []
+
+    def slow() -> None:
+        try:
+            _create(gw.client(), _fname(), {"S3Bucket": "bucket", "S3Key": "app.zip"})
+        except ClientError as exc:
+            codes.append(exc.response["Error"]["Code"])
+        ended.append(time.monotonic())
+
+    workers = [threading.Thread(target=slow) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5)
+    lam = gw.client()
+    name = _fname()
+    _create(lam, name, {"ZipFile": _source("inline")})
+    assert invoke_json(lam, name)[1] == {"tag": "inline"}
+    done_inline = time.monotonic()
+    for worker in workers:
+        worker.join(90)
+    assert codes == ["ServiceException"] * 8
+    assert done_inline < min(ended)
+    assert max(ended) - min(ended) > 8  # four turns of two, each cut off after about 4 s

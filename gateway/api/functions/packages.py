@@ -18,10 +18,11 @@ denied) is InvalidParameterValueException (400) with S3's own code and message; 
 unreachable or too slow endpoint, or no credentials for AWS are ServiceException (500: the gateway's side, which
 boto3 retries). Credentials never appear in a message: texts pass `Clients.scrub`.
 
-Concurrency model: `package_bytes` runs on the event loop and does the blocking part in a worker thread; at most
-`FETCHES_AT_ONCE` S3 fetches run at once (an `asyncio.Semaphore` per endpoint), so slow endpoints cannot take all of
-the default executor's few threads, which registry writes and code extraction need too, nor hold more than that many
-packages in memory. The botocore client is made once per endpoint, in a worker thread, and shared (thread-safe).
+Concurrency model: `package_bytes` runs on the event loop and does the blocking part in a worker thread. S3 fetches
+run in a pool of their own, `FETCHES_AT_ONCE` threads per endpoint (more wait their turn), so slow endpoints never
+take the default executor's few threads, which registry writes and code extraction need, nor hold more than that
+many packages in memory at once. The botocore client is made once per endpoint, in a pool thread, and shared
+(thread-safe).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway.api.functions.code_params import CodeSource, decode_zip
@@ -71,8 +73,8 @@ class S3Packages:
         self._clients = Clients(log)
         self._client: Any = None
         self._lock = threading.Lock()
-        #: bounds the fetches running at once (taken on the event loop by `package_bytes`)
-        self.slots = asyncio.Semaphore(FETCHES_AT_ONCE)
+        #: the threads fetches run in (created on demand; like every executor's, joined at the interpreter's exit)
+        self.pool = ThreadPoolExecutor(max_workers=FETCHES_AT_ONCE, thread_name_prefix="s3-packages")
 
     def fetch(self, bucket: str, key: str, version: str | None, limit: int = MAX_S3_PACKAGE) -> bytes:
         """The object's bytes. Raises InvalidParameterValueException (S3's 4xx answers, over `limit`) or
@@ -166,5 +168,7 @@ async def package_bytes(settings: Settings, source: CodeSource) -> bytes:
         return await asyncio.to_thread(decode_zip, source.zip_b64)
     assert source.s3_bucket is not None and source.s3_key is not None
     packages = s3_packages(settings)
-    async with packages.slots:
-        return await asyncio.to_thread(packages.fetch, source.s3_bucket, source.s3_key, source.s3_object_version)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        packages.pool, packages.fetch, source.s3_bucket, source.s3_key, source.s3_object_version
+    )
