@@ -45,9 +45,9 @@ def go_toolchain() -> str | None:
     return next((p for p in candidates if p and os.access(p, os.X_OK)), None)
 
 
-def go_bootstrap(directory: Path, source: str = GO_ECHO) -> Path:
+def go_bootstrap(directory: Path, source: str = GO_ECHO, goarch: str | None = None) -> Path:
     """Build `source` (package main, using aws-lambda-go) as a static `bootstrap` in `directory` (tag lambda.norpc:
-    the Runtime API only, as provided.* runtimes want)."""
+    the Runtime API only, as provided.* runtimes want), for `goarch` (Go's name: amd64, arm64) or the host's."""
     go = go_toolchain()
     if go is None:
         raise Unavailable("no Go toolchain")
@@ -56,6 +56,8 @@ def go_bootstrap(directory: Path, source: str = GO_ECHO) -> Path:
     module, version = AWS_LAMBDA_GO
     (directory / "go.mod").write_text(f"module example.com/fn\n\ngo 1.18\n\nrequire {module} {version}\n")
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOOS": "linux"}
+    if goarch is not None:
+        env["GOARCH"] = goarch
     cmd = [go, "build", "-trimpath", "-tags", "lambda.norpc", "-o", "bootstrap", "."]
     done = subprocess.run(cmd, cwd=directory, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:

@@ -77,6 +77,16 @@ class ResourceConflictException(LambdaError):
     kind = "User"
 
 
+class EFSMountFailureException(LambdaError):
+    """An environment could not mount its function's file system (gateway/file_systems.py): the access point is no
+    longer mapped, or the gateway cannot jail. Invoke's error, 403 in Lambda's model."""
+
+    name = "EFSMountFailureException"
+    status = 403
+    kind = "User"
+    message_key = "Message"
+
+
 class AccessDeniedException(LambdaError):
     """A signed caller whose credentials do not allow the operation (a function's session credentials: see
     `gateway.api.auth`); the message names the caller, action and resource as AWS's does."""

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import file_systems
+from gateway.file_systems import AccessPoint
+
 
 def _machine_memory_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
@@ -165,6 +168,8 @@ class Settings:
     #: URLs): "any" function of the account (as a role allowed lambda:InvokeFunction on *), or only what the target's
     #: resource policy grants its role, its account or * ("policy"; see gateway.api.auth)
     function_invoke: str = "any"
+    #: access-point ARN -> host directory and POSIX user a function's FileSystemConfigs may mount (GATEWAY_FILE_SYSTEMS)
+    file_systems: Mapping[str, AccessPoint] = field(default_factory=dict)
 
     @property
     def loopback(self) -> bool:
@@ -264,6 +269,7 @@ class Settings:
             s3_endpoint=environ.get("GATEWAY_S3_ENDPOINT") or None,
             s3_timeout=float(environ.get("GATEWAY_S3_TIMEOUT", cls.s3_timeout)),
             mq_brokers=mq_brokers(environ.get("GATEWAY_MQ_BROKERS", "")),
+            file_systems=file_systems.parse(environ.get("GATEWAY_FILE_SYSTEMS", "")),
             function_invoke=environ.get("GATEWAY_FUNCTION_INVOKE", cls.function_invoke).strip().lower(),
         )
         settings.validate()
@@ -300,6 +306,7 @@ class Settings:
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
         if self.function_invoke not in FUNCTION_INVOKE_MODES:
             raise ValueError(f"GATEWAY_FUNCTION_INVOKE must be any or policy, got {self.function_invoke!r}")
+        file_systems.check_outside(self.file_systems, self.data_dir)
         if self.sandbox not in ("auto", "rlimits"):
             raise ValueError(f"sandbox must be auto or rlimits, got {self.sandbox!r}")
         if self.uid_base < 65536 or self.uid_count < 1 or self.uid_base + self.uid_count - 1 > 2**32 - 2:

@@ -21,6 +21,8 @@ LAYERS = (
         "gateway.hooks",
         "gateway.settings",
         "gateway.catalog",
+        "gateway.architectures",
+        "gateway.file_systems",
         "gateway.pythons",
         "gateway.nodes",
         "gateway.runtime_packages",

@@ -1,9 +1,9 @@
 """The gateway <-> environment wire protocol: msgpack frames on one stream socket. No I/O here.
 
-A frame is a 4-byte big-endian length followed by one msgpack array whose first element is the frame
-kind (the length lets a reader refuse an oversized frame before buffering it). Invocation frames carry an id, so
-several invocations can be in flight on one connection and replies may come back in any order. Event
-and result payloads travel as raw `bytes` (JSON text): neither side re-encodes user JSON.
+A frame is a 4-byte big-endian length followed by one msgpack array whose first element is the frame kind (the length
+lets a reader refuse an oversized frame before buffering it). Invocation frames carry an id, so several invocations can
+be in flight on one connection and replies may come back in any order. Event and result payloads travel as raw `bytes`
+(JSON text): neither side re-encodes user JSON.
 
     READY    [READY, pid, init_ms, capacity, error_type | None, error_message, stack_trace]   env -> gateway, once
     INVOKE   [INVOKE, id, payload, deadline_ms, request_id, invoked_arn, client_context | None]
@@ -36,41 +36,41 @@ that finds nothing still costs a system call); a function that lies about it onl
 invocation's log. `capacity` is how many invocations the environment runs at once (more than 1 only for async
 handlers that opted in); the gateway never sends it more.
 
-A streamed response (a Runtime API runtime's `/response` in `Lambda-Runtime-Function-Response-Mode: streaming`) is
-any number of CHUNK frames for an invocation, in order, then the RESULT or ERROR that ends it: RESULT's `payload`
-is its last piece (usually empty); an ERROR discards what was streamed for a synchronous Invoke (the caller of
+A streamed response (a Runtime API runtime's `/response` in `Lambda-Runtime-Function-Response-Mode: streaming`) is any
+number of CHUNK frames for an invocation, in order, then the RESULT or ERROR that ends it: RESULT's `payload` is its
+last piece (usually empty); an ERROR discards what was streamed for a synchronous Invoke (the caller of
 InvokeWithResponseStream has had the pieces already, and gets the error at the end). A CHUNK for an invocation that is
 not in flight is a broken peer's, like such a reply. HEAD (once, before the first CHUNK) is the `Content-Type` of the
-runtime's streaming `/response`, which a function URL answers with (`valid_content_type`, checked by the decoder).
-The pieces of one response add up to at most `MAX_STREAM` bytes (Lambda's limit for a streamed response); a
-synchronous Invoke keeps at most `MAX_SYNC_RESPONSE` of them (Function.ResponseSizeTooLarge beyond). A sender splits
-larger writes into pieces of at most `MAX_CHUNK` bytes (the decoder takes any piece within `MAX_FRAME`); each piece
-counts as at least `MIN_CHUNK_COST` bytes toward the limit, so that a response is at most MAX_STREAM / MIN_CHUNK_COST
-frames however small its pieces (each costs the gateway a decode, whatever its size).
+runtime's streaming `/response`, which a function URL answers with (`valid_content_type`, checked by the decoder). The
+pieces of one response add up to at most `MAX_STREAM` bytes (Lambda's limit for a streamed response); a synchronous
+Invoke keeps at most `MAX_SYNC_RESPONSE` of them (Function.ResponseSizeTooLarge beyond). A sender splits larger writes
+into pieces of at most `MAX_CHUNK` bytes (the decoder takes any piece within `MAX_FRAME`); each piece counts as at least
+`MIN_CHUNK_COST` bytes toward the limit, so that a response is at most MAX_STREAM / MIN_CHUNK_COST frames however small
+its pieces (each costs the gateway a decode, whatever its size).
 
-Frames from an environment (READY, RESULT, ERROR, CHUNK, RESET) are decoded under strict limits
-(`FROM_ENVIRONMENT`): one flat array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension
-types, no nested containers. So decoding costs time linear in the frame's size and builds at most a handful of
-objects, whatever a hostile function writes on its socket: a nested structure is refused at its second array, before
-it is built.
-The decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
+Frames from an environment (READY, RESULT, ERROR, CHUNK, RESET) are decoded under strict limits (`FROM_ENVIRONMENT`):
+one flat array of at most 8 scalars, strings of at most `MAX_STR` bytes, no maps, no extension types, no nested
+containers. So decoding costs time linear in the frame's size and builds at most a handful of objects, whatever a
+hostile function writes on its socket: a nested structure is refused at its second array, before it is built. The
+decoder checks every field's type, so a peer cannot smuggle a value the reader would trip over.
 
-The same module runs inside the environments (the runtime imports it), so it imports only msgpack.
-A frame the decoder rejects, or one larger than `MAX_FRAME`, means the peer is broken: the reader must
-drop the connection and kill the peer, never read from it again.
+The same module runs inside the environments (the runtime imports it), so it imports only msgpack and its sibling
+contracts. A frame the decoder rejects, or one larger than `MAX_FRAME`, means the peer is broken: the reader must drop
+the connection and kill the peer, never read from it again.
 
-Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`,
-`Chunk` name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked
-twice). The hot paths encode with `encode_invoke`, `encode_reply` and `encode_chunk`, which build the same bytes as
-`encode(record)`. The spec a new
-environment gets (`EnvironmentSpec`, the SPEC frame's map and the zygote's FORK request) is checked once, when read.
-"""
+Typed records: a decoded frame is a list whose fields have been checked; `Ready`, `Invoke`, `Result`, `Error`, `Chunk`
+name them (`typed(Result, frame)`: a tuple, as cheap as the list it is made from; nothing is checked twice). The hot
+paths encode with `encode_invoke`, `encode_reply` and `encode_chunk`, which build the same bytes as `encode(record)`.
+The spec a new environment gets (`EnvironmentSpec`, the SPEC frame's map and the zygote's FORK request) is checked once,
+when read."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
 import msgpack
+
+from gateway.contracts.file_systems import FileSystemMount
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
@@ -251,6 +251,7 @@ class EnvironmentSpec(NamedTuple):
     network: bool
     bootstrap: list[str] = []
     extensions: list[str] = []
+    file_systems: list[FileSystemMount] = []  # a jail's FileSystemConfigs (gateway/contracts/file_systems.py)
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map the SPEC frame and the FORK request carry (`mounts` as [target, [sources]] arrays)."""
@@ -276,8 +277,9 @@ class EnvironmentSpec(NamedTuple):
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
                 extensions=wire.get("extensions", []),
+                file_systems=[FileSystemMount.from_wire(f) for f in wire.get("file_systems", ())],
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"malformed spec: {exc!r}") from None
         _check_spec(spec)
         return spec

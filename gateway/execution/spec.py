@@ -14,8 +14,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gateway import architectures
 from gateway.catalog import PROVIDED_RUNTIMES
 from gateway.contracts.environment import EnvironmentSpec, Mount
+from gateway.contracts.file_systems import FileSystemMount
+from gateway.errors import EFSMountFailureException
 from gateway.execution import nodejs
 from gateway.isolation.network import NETWORK_VARIABLE
 from gateway.nodes import PROJECT
@@ -87,12 +90,29 @@ def environment_spec(
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
         bootstrap=bootstrap,
         extensions=extensions,
+        file_systems=file_system_mounts(config, settings, jailed),
     )
     if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):
         private = [str(settings.data_dir), PROJECT]
         argv, more = python_bootstrap(interpreter or sys.executable, extra_paths, jailed, private)
         spec = spec._replace(bootstrap=argv, mounts=[*mounts, *more])
     return spec
+
+
+def file_system_mounts(config: FunctionConfig, settings: Settings, jailed: bool) -> list[FileSystemMount]:
+    """The function's FileSystemConfigs as its environment mounts them: each access point's directory and POSIX user
+    (GATEWAY_FILE_SYSTEMS, gateway/file_systems.py). Raises EFSMountFailureException, Invoke's error, when an access
+    point is no longer mapped (the settings changed since the function was configured) or the zygote does not jail."""
+    mounts = []
+    for fs in config.extra.get("FileSystemConfigs") or ():
+        access_point = settings.file_systems.get(fs["Arn"])
+        if access_point is None or not jailed:
+            why = "it is not mapped here" if access_point is None else "this gateway does not jail its environments"
+            raise EFSMountFailureException(
+                f"The function couldn't mount the file system of access point {fs['Arn']}: {why}."
+            )
+        mounts.append(FileSystemMount(fs["LocalMountPath"], access_point.path, access_point.uid, access_point.gid))
+    return mounts
 
 
 def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
@@ -150,12 +170,17 @@ def custom_bootstrap(config: FunctionConfig, task_root: str, jailed: bool) -> li
     """A custom runtime's command line, as Lambda finds it: `bootstrap` in the function's code (LAMBDA_TASK_ROOT),
     else in its layers (/opt/bootstrap: the last layer that has one, as their merge shows it). With neither, the
     code's path: the proxy then reports Runtime.InvalidEntrypoint ("Couldn't find valid bootstrap(s)"), as Lambda
-    does; one that is not executable likewise ("permission denied")."""
-    if not (Path(config.code_dir) / "bootstrap").exists():
+    does; one that is not executable likewise ("permission denied"). A bootstrap built for the function's architecture
+    when that is not the host's runs through QEMU's emulator (gateway/architectures.py)."""
+    found = Path(config.code_dir) / "bootstrap"
+    argv = [f"{task_root}/bootstrap"]
+    if not found.exists():
         for layer in reversed(config.layer_dirs):
             if (Path(layer) / "bootstrap").exists():
-                return [f"{LAYERS_ROOT}/bootstrap" if jailed else str(Path(layer) / "bootstrap")]
-    return [f"{task_root}/bootstrap"]
+                found = Path(layer) / "bootstrap"
+                argv = [f"{LAYERS_ROOT}/bootstrap" if jailed else str(found)]
+                break
+    return architectures.emulated(argv, str(found), config.architectures)
 
 
 def environment_variables(

@@ -35,8 +35,10 @@ import sys
 from collections.abc import Sequence
 
 from gateway.contracts.environment import Mount
+from gateway.contracts.file_systems import FileSystemMount
 from gateway.contracts.zygote import ExitCode
 from gateway.isolation import network as netns
+from runtimes.python import file_systems as file_system_mounts
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -251,9 +253,17 @@ def _scrub_exec_strings() -> None:
     # on the machines here.
 
 
-def seal(mounts: Sequence[Mount], tmp_mb: int, network: bool, uid: int, zygote_pid: int) -> None:
+def seal(
+    mounts: Sequence[Mount],
+    tmp_mb: int,
+    network: bool,
+    uid: int,
+    zygote_pid: int,
+    file_systems: Sequence[FileSystemMount] = (),
+) -> None:
     """Finish the jail `build()` made and drop root: mount the code read-only (`mounts`: [target, [host directories]],
-    one directory bound, several merged in an overlay, the first on top), size /tmp, cut the network off unless
+    one directory bound, several merged in an overlay, the first on top), the function's `file_systems` read-write
+    (runtimes/python/file_systems.py: idmapped to `uid`), size /tmp, cut the network off unless
     `network` (delete eth0 from the namespace `build()` made: only lo stays), let go of the host's root, make /
     read-only, and become `uid` (gid the same).
 
@@ -264,6 +274,7 @@ def seal(mounts: Sequence[Mount], tmp_mb: int, network: bool, uid: int, zygote_p
         else:
             lower = ":".join(_escape(HOST + source) for source in sources)
             _mount("overlay", _mountpoint("", target), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=" + lower)
+    file_system_mounts.mount_all(file_systems, HOST, uid)
     _mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_mb}m")
     if not network:
         netns.disconnect()

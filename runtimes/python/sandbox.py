@@ -53,7 +53,9 @@ class Prepared:
             if self.cgroup_fds:
                 cgroups.limit(self.cgroup_version, self.cgroup_fds, spec.memory_size)
             if self.uid is not None:
-                jail.seal(spec.mounts, spec.ephemeral_storage, spec.network, self.uid, self.zygote_pid)
+                jail.seal(
+                    spec.mounts, spec.ephemeral_storage, spec.network, self.uid, self.zygote_pid, spec.file_systems
+                )
                 jail.runtime_on_path()
             limits = rlimits_for(spec.memory_size, spec.ephemeral_storage, self.uid is not None, bool(spec.bootstrap))
             for limit, (soft, hard) in limits.items():

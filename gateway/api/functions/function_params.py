@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway import architectures
 from gateway.api.functions.code_params import (
     CODE_MEMBERS,
     CodeSource,
@@ -23,6 +24,7 @@ from gateway.api.functions.code_params import (
     code_source,
     parse_architectures,
 )
+from gateway.api.functions.file_system_params import file_system_configs
 from gateway.api.functions.tags import validate_tags
 from gateway.api.params import Violations, bounded, check_members, opt, shape_error, str_map
 from gateway.catalog import Catalog, UnsupportedRuntime
@@ -83,7 +85,7 @@ CREATE_MEMBERS = _CONFIG_MEMBERS | {
 }  # fmt: skip
 UPDATE_CONFIG_MEMBERS = _CONFIG_MEMBERS | {"FunctionName", "RevisionId"}
 _UNSUPPORTED = (
-    "FileSystemConfigs", "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
+    "ImageConfig", "CodeSigningConfigArn", "DurableConfig", "TenancyConfig",
 )  # fmt: skip
 
 
@@ -163,6 +165,8 @@ def _config(body: Mapping[str, Any], v: Violations, name: str) -> ConfigChanges:
     logging_members = {"LogFormat": str, "ApplicationLogLevel": str, "SystemLogLevel": str, "LogGroup": str}
     if (logging_config := _struct(body, "LoggingConfig", logging_members)) is not None:
         extra["LoggingConfig"] = _logging_config(logging_config, v, name)
+    if (file_systems := file_system_configs(body, v)) is not None:
+        extra["FileSystemConfigs"] = file_systems or None  # an empty list removes it
     if (capacity := _capacity_provider(body, v)) is not None:
         extra["CapacityProviderConfig"], out["max_concurrency"] = capacity
     opt(body, "VpcConfig", dict)  # ignored, but not if malformed
@@ -349,8 +353,9 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
             "Runtime and Handler are mandatory parameters for functions created with deployment packages."
         )
     _service_checks(body, changes, runtimes)
-    if archs is not None:
-        changes.fields["architectures"] = archs
+    archs = archs or architectures.default()
+    architectures.check(changes.fields["runtime"], archs)
+    changes.fields["architectures"] = archs
     return CreateSpec(name, source, changes, tags, publish)
 
 

@@ -16,7 +16,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway import architectures
 from gateway.api.functions.code_params import CodeSource, parse_code_update
+from gateway.api.functions.file_system_params import check_file_systems
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
 from gateway.api.functions.packages import package_bytes
 from gateway.api.home import check_request
@@ -146,6 +148,7 @@ class Deployer:
         spec = parse_create(body, self.catalog)
         check_role(spec.config, self.settings)
         check_dead_letter(spec.config, self.settings)
+        check_file_systems(spec.config.extra, self.settings)
         if spec.name in self.registry and not replacing:  # fail fast, before the upload is unzipped
             raise ResourceConflictException(f"Function already exist: {spec.name}")
         fields = _resolved(spec.config, self.layer_store)
@@ -329,6 +332,8 @@ async def update_function_code(request: web.Request) -> web.Response:
     # fail fast, before the upload is unzipped; checked again atomically by registry.update
     if spec.revision_id is not None and spec.revision_id != current.revision_id:
         raise PreconditionFailedException(REVISION_MISMATCH)
+    if spec.architectures is not None:
+        architectures.check(current.runtime, spec.architectures)
     code = await _store_code(request.app[CODESTORE], spec.code, request.app[SETTINGS], dry_run=spec.dry_run)
     fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
     if spec.architectures is not None:
@@ -357,6 +362,9 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     changes = parse_config_update(body, request.app[CATALOG], name)
     check_role(changes, request.app[SETTINGS])
     check_dead_letter(changes, request.app[SETTINGS])
+    check_file_systems(changes.extra, request.app[SETTINGS])
+    if "runtime" in changes.fields:
+        architectures.check(changes.fields["runtime"], registry.get(name).architectures)
     fields = _resolved(changes, request.app[LAYERS])
     if "layers" in fields:
         new = _apply(registry.get(name), fields, changes)

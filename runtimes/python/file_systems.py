@@ -1,0 +1,126 @@
+"""A function's file systems (Lambda's FileSystemConfigs) in its jail: idmapped mounts of the access points'
+directories (gateway/file_systems.py says what an access point is here).
+
+Each directory is shown read-write at its LocalMountPath (/mnt/...), nosuid and nodev, through an idmapped mount
+(mount_setattr(2), MOUNT_ATTR_IDMAP: Linux 5.12 and a file system that allows it: ext4, xfs, btrfs, tmpfs from 6.3
+...): the access point's uid and gid on the host are the environment's own uid in the jail. So what the function
+creates belongs, on the host, to the access point's POSIX user; it can read and write what that user (with only
+that group) can; files of other owners show as nobody (65534) and allow what "others" may. The environment keeps
+its own uid, which no other process has: it cannot signal or trace the host's processes of the access point's
+user, as it could if it ran as that uid. Another environment of the function mounts the same directory the same
+way, so they share its files; a function without FileSystemConfigs has no /mnt at all.
+
+A symlink a function leaves in the directory resolves, in every jail, inside that jail's own root: it leads nowhere
+the jail does not show. Only the host's own processes would follow it on the host.
+
+Runs in the environment, as root, in `jail.seal()` before the old root is let go (the directories are reached
+through it) and before the uid drop and the seccomp filter (which forbid all of this). A failure ends the
+environment before any of the function's code runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+
+from gateway.contracts.file_systems import FileSystemMount
+
+CLONE_NEWUSER = 0x10000000
+#: the same numbers on x86_64 and aarch64 (the generic table every architecture shares from 5.2 on)
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class MountAttr(ctypes.Structure):
+    """struct mount_attr (linux/mount.h)."""
+
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def _syscall(number: int, *args: object, what: str) -> int:
+    """syscall(2) with explicitly typed arguments; raises OSError naming `what`."""
+    result = int(_libc.syscall(ctypes.c_long(number), *args))
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+def user_namespace(uid: int, gid: int, own: int) -> int:
+    """An fd of a new user namespace where `uid` and `gid` (inside) are `own` (outside), and nothing else is mapped:
+    the idmapping of the mounts. A child process makes it (a namespace needs a process to exist; the fd keeps it
+    afterwards), its maps written from here (as root: no setgroups restriction applies)."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: unshare, say so, wait until the parent has the fd (its end closes), leave
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            if _libc.unshare(CLONE_NEWUSER) != 0:
+                os._exit(1)  # the parent reads EOF: it never waits on a child that failed
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+            os.read(hold_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(0, "unshare(CLONE_NEWUSER) failed in the helper process")
+        for name, inside in (("uid_map", uid), ("gid_map", gid)):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"{inside} {own} 1\n")
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)
+        os.waitpid(pid, 0)
+
+
+def mount(fs: FileSystemMount, host_root: str, own: int, target: str) -> None:
+    """Show `host_root` + `fs.source` at `target` (already a directory), idmapped so that `fs.uid`/`fs.gid` are
+    `own`, read-write, nosuid, nodev. Raises OSError."""
+    userns = user_namespace(fs.uid, fs.gid, own)
+    tree = -1
+    try:
+        source = (host_root + fs.source).encode()
+        flags = OPEN_TREE_CLONE | os.O_CLOEXEC  # not recursive: mounts below the directory stay hidden
+        tree = _syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), source, ctypes.c_uint(flags), what="open_tree")
+        attr = MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, userns)
+        size = ctypes.c_size_t(ctypes.sizeof(attr))
+        at_empty = ctypes.c_uint(AT_EMPTY_PATH)
+        _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree), b"", at_empty, ctypes.byref(attr), size, what="mount_setattr")
+        move = ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)
+        _syscall(
+            SYS_MOVE_MOUNT, ctypes.c_int(tree), b"", ctypes.c_int(AT_FDCWD), target.encode(), move, what="move_mount"
+        )
+    finally:
+        os.close(userns)
+        if tree >= 0:
+            os.close(tree)
+
+
+def mount_all(file_systems: Sequence[FileSystemMount], host_root: str, own: int) -> None:
+    """Mount each of `file_systems` at its target (made here, in the jail's root: still writable). Raises OSError."""
+    for fs in file_systems:
+        os.makedirs(fs.target, mode=0o755, exist_ok=True)
+        mount(fs, host_root, own, fs.target)

@@ -1,0 +1,115 @@
+"""Architectures through the real gateway: what the host runs, and a custom runtime of the other architecture run by
+QEMU's user-mode emulator in the jail (an aws-lambda-go bootstrap built with GOARCH for the other architecture).
+
+Lambda's wording for an architecture a runtime does not support is from CreateFunction's answer quoted in
+github.com/serverless/serverless issue 10057 ("Runtime provided does not support the following architectures
+[arm64]. Please select different architectures from [x86_64, arm64] or select a different runtime.").
+
+The emulated test needs Go (and the Go module proxy) and `qemu-<arch>-static` (Debian's qemu-user-static): without
+them it skips, with CI=true it fails (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NoReturn
+
+import pytest
+from botocore.exceptions import ClientError
+
+from bench import runtime_builds
+from gateway import architectures
+from tests.conftest import ROLE, RUNTIME, create_function, make_zip
+
+HOST = architectures.host_architecture()
+OTHER = "arm64" if HOST == "x86_64" else "x86_64"
+GOARCH = {"arm64": "arm64", "x86_64": "amd64"}
+GO_SOURCE = """package main
+
+import (
+	"context"
+	"runtime"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func handler(ctx context.Context, event map[string]any) (map[string]any, error) {
+	return map[string]any{"echo": event, "goarch": runtime.GOARCH}, nil
+}
+
+func main() { lambda.Start(handler) }
+"""
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def foreign_go_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A Go bootstrap of the architecture that is not the host's."""
+    if architectures.emulator(OTHER) is None:
+        _unavailable(f"no QEMU user-mode emulator for {OTHER} (apt-get install qemu-user-static)")
+    try:
+        binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-foreign"), GO_SOURCE, GOARCH[OTHER])
+    except runtime_builds.Unavailable as exc:
+        _unavailable(str(exc))
+    assert architectures.elf_architecture(str(binary)) == OTHER
+    return make_zip({"bootstrap": binary.read_bytes()}, executable={"bootstrap"})
+
+
+def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
+    err = exc.value.response
+    return err["Error"]["Code"], err["Error"]["Message"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _refusal(runtime: str) -> str:
+    return (
+        f"Runtime {runtime} does not support the following architectures [{OTHER}]. Please select different "
+        f"architectures from [{HOST}] or select a different runtime."
+    )
+
+
+def test_python_of_another_architecture_is_refused_as_lambda_refuses_it(lam: Any, fname: str) -> None:
+    with pytest.raises(ClientError) as exc:
+        create_function(lam, fname, "def lambda_handler(e, c): return 1\n", Architectures=[OTHER])
+    assert _error(exc) == ("InvalidParameterValueException", _refusal(RUNTIME), 400)
+    created = create_function(lam, fname, "def lambda_handler(e, c): return 1\n")
+    assert created["Architectures"] == ["x86_64"]  # Lambda's default, whatever the host
+    if HOST == "x86_64":
+        with pytest.raises(ClientError) as exc:  # switching the architecture with new code: checked the same
+            lam.update_function_code(FunctionName=fname, ZipFile=make_zip({"a.py": ""}), Architectures=[OTHER])
+        assert _error(exc) == ("InvalidParameterValueException", _refusal(RUNTIME), 400)
+        assert lam.get_function_configuration(FunctionName=fname)["Architectures"] == ["x86_64"]
+
+
+def test_a_custom_runtime_of_the_other_architecture_runs_under_qemu_in_the_jail(
+    lam: Any, fname: str, foreign_go_zip: bytes
+) -> None:
+    lam.create_function(FunctionName=fname, Runtime="provided.al2023", Role=ROLE, Handler="x",
+                        Code={"ZipFile": foreign_go_zip}, Architectures=[OTHER])  # fmt: skip
+    assert lam.get_function_configuration(FunctionName=fname)["Architectures"] == [OTHER]
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 1}')
+    body = json.loads(resp["Payload"].read())
+    assert "FunctionError" not in resp, body
+    assert body == {"echo": {"n": 1}, "goarch": GOARCH[OTHER]}
+    with pytest.raises(ClientError) as exc:  # Node.js cannot follow it to that architecture
+        lam.update_function_configuration(FunctionName=fname, Runtime="nodejs22.x", Handler="index.handler")
+    assert _error(exc)[0] == "InvalidParameterValueException"
+
+
+def test_a_foreign_bootstrap_of_a_function_of_the_hosts_architecture_is_not_emulated(
+    lam: Any, fname: str, foreign_go_zip: bytes
+) -> None:
+    """Lambda runs a function on the architecture it names: a program built for another one does not start there
+    ("exec format error"), and the gateway does not quietly emulate it."""
+    lam.create_function(FunctionName=fname, Runtime="provided.al2023", Role=ROLE, Handler="x",
+                        Code={"ZipFile": foreign_go_zip}, Architectures=[HOST])  # fmt: skip
+    resp = lam.invoke(FunctionName=fname, Payload=b"{}")
+    body = json.loads(resp["Payload"].read())
+    assert resp["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Runtime.InvalidEntrypoint" and "exec format error" in body["errorMessage"]

@@ -1,0 +1,94 @@
+"""gateway/file_systems.py (GATEWAY_FILE_SYSTEMS, the model's patterns), the spec's file systems
+(gateway/execution/spec.py) and their wire form (gateway/contracts/file_systems.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway import file_systems
+from gateway.contracts.environment import EnvironmentSpec
+from gateway.contracts.file_systems import FileSystemMount
+from gateway.errors import EFSMountFailureException
+from gateway.execution.spec import environment_spec
+from gateway.file_systems import AccessPoint
+from gateway.settings import Settings
+from tests.test_spec import CONFIG
+
+ARN = "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-0123456789abcdef0"
+
+
+def test_parse_inline_or_from_a_file(tmp_path: Path) -> None:
+    text = json.dumps({ARN: {"path": str(tmp_path), "uid": 1000, "gid": 1000}})
+    assert file_systems.parse(text) == {ARN: AccessPoint(str(tmp_path), 1000, 1000)}
+    (tmp_path / "fs.json").write_text(text)
+    assert file_systems.parse(str(tmp_path / "fs.json")) == file_systems.parse(text)
+    assert file_systems.parse("  ") == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ({"path": "relative", "uid": 1, "gid": 1}, "existing directory"),
+        ({"path": "/nonexistent/dir", "uid": 1, "gid": 1}, "existing directory"),
+        ({"path": "/", "uid": 0, "gid": 1}, "0 is refused"),
+        ({"path": "/", "uid": 1, "gid": 0}, "0 is refused"),
+        ({"path": "/", "uid": "1", "gid": 1}, "integer"),
+        ({"path": "/", "uid": 1}, "exactly"),
+    ],
+)
+def test_parse_refuses_what_would_not_mount_or_would_be_unsafe(value: object, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        file_systems.parse(json.dumps({ARN: value}))
+
+
+def test_parse_refuses_other_arns_and_bad_json() -> None:
+    with pytest.raises(ValueError, match="not an access point ARN"):
+        file_systems.parse(json.dumps({ARN.replace("access-point", "file-system"): {}}))
+    with pytest.raises(ValueError, match="not JSON"):
+        file_systems.parse("{nope")
+
+
+def test_the_models_patterns() -> None:
+    assert file_systems.is_access_point_arn(ARN)
+    s3files = (
+        "arn:aws:s3files:us-east-1:123456789012:file-system/fs-0123456789abcdef0/access-point/fsap-0123456789abcdef0"
+    )
+    assert file_systems.is_access_point_arn(s3files)
+    assert not file_systems.is_access_point_arn(ARN + "0" * 300)
+    assert file_systems.is_local_mount_path("/mnt/data-1.x_y")
+    for bad in ("/mnt/", "/mnt/a/b", "/tmp/a", "/mnt/..", "/mnt/.", "/mnt/" + "a" * 160):
+        assert not file_systems.is_local_mount_path(bad)
+
+
+def test_the_spec_names_the_mapped_directory_and_user_only_in_a_jail(tmp_path: Path) -> None:
+    settings = Settings(data_dir=Path("/data"), file_systems={ARN: AccessPoint(str(tmp_path), 1000, 1001)})
+    config = dataclasses.replace(CONFIG, extra={"FileSystemConfigs": [{"Arn": ARN, "LocalMountPath": "/mnt/d"}]})
+    spec = environment_spec(config, settings, "on-demand", jailed=True)
+    assert spec.file_systems == [FileSystemMount("/mnt/d", str(tmp_path), 1000, 1001)]
+    assert EnvironmentSpec.from_wire(spec.to_wire()) == spec
+    with pytest.raises(EFSMountFailureException, match="does not jail"):
+        environment_spec(config, settings, "on-demand", jailed=False)
+    with pytest.raises(EFSMountFailureException, match="not mapped here"):
+        environment_spec(config, Settings(data_dir=Path("/data")), "on-demand", jailed=True)
+    assert environment_spec(CONFIG, settings, "on-demand", jailed=True).file_systems == []
+
+
+@pytest.mark.parametrize(
+    "wire", [["/tmp/x", "/d", 1, 1], ["/mnt/x", "d", 1, 1], ["/mnt/x", "/d", 0, 1], [1, "/d", 1, 1]]
+)
+def test_a_mount_out_of_bounds_is_not_a_spec(wire: list[object]) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        FileSystemMount.from_wire(wire)
+
+
+def test_an_access_point_must_not_reach_the_data_directory(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "code").mkdir(parents=True)
+    for path in (tmp_path, data, data / "code"):
+        with pytest.raises(ValueError, match="data directory"):
+            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000)}, data)
+    file_systems.check_outside({ARN: AccessPoint(str(tmp_path / "datab"), 1000, 1000)}, data)
