@@ -155,6 +155,10 @@ class Settings:
     sqs_endpoint: str | None = None
     sns_endpoint: str | None = None
     events_endpoint: str | None = None
+    #: where packages named by S3Bucket/S3Key (functions, layers) are fetched: a compatible server's URL, or None for
+    #: AWS S3 of `region`; and the seconds one fetch may take in all (gateway.api.functions.packages)
+    s3_endpoint: str | None = None
+    s3_timeout: float = 60.0
     #: Amazon MQ for RabbitMQ: broker ARN -> the AMQP URL it is reached at (GATEWAY_MQ_BROKERS, a JSON object), with
     #: the credentials the pollers log in with (a mapping's BASIC_AUTH secret is not resolved: see
     #: gateway/events/pollers/rabbitmq.py). Only these brokers can be reached: an ARN given to
@@ -264,6 +268,8 @@ class Settings:
             sqs_endpoint=environ.get("GATEWAY_SQS_ENDPOINT") or None,
             sns_endpoint=environ.get("GATEWAY_SNS_ENDPOINT") or None,
             events_endpoint=environ.get("GATEWAY_EVENTS_ENDPOINT") or None,
+            s3_endpoint=environ.get("GATEWAY_S3_ENDPOINT") or None,
+            s3_timeout=float(environ.get("GATEWAY_S3_TIMEOUT", cls.s3_timeout)),
             mq_brokers=mq_brokers(environ.get("GATEWAY_MQ_BROKERS", "")),
             file_systems=file_systems.parse(environ.get("GATEWAY_FILE_SYSTEMS", "")),
             function_invoke=environ.get("GATEWAY_FUNCTION_INVOKE", cls.function_invoke).strip().lower(),

@@ -1,8 +1,9 @@
 """Compatible servers the tests deliver to, started as real processes (tests/conftest.py makes them fixtures).
 
-- moto's server mode (`python -m moto.server`; the test extra installs moto with its SQS, SNS and EventBridge extras
-  and Flask) speaks the three in one process, and routes between them as AWS does (an SNS topic's SQS subscription,
-  an EventBridge rule's SQS target), so what this gateway sends can be read back with boto3 as a consumer would.
+- moto's server mode (`python -m moto.server`; the test extra installs moto with its SQS, SNS, EventBridge and S3
+  extras and Flask) speaks the four in one process (S3: where function code is fetched from), and routes between
+  them as AWS does (an SNS topic's SQS subscription, an EventBridge rule's SQS target), so what this gateway sends
+  can be read back with boto3 as a consumer would.
 - ElasticMQ (SQS only; Scala, from Maven Central: `mvn` fetches it with tests/data/elasticmq/pom.xml into Maven's
   cache, once) runs on the JVM, configured for the region and account the tests' ARNs name.
 - Apache Kafka (`org.apache.kafka:kafka_2.13`, fetched likewise with tests/data/kafka/pom.xml) runs one KRaft node
@@ -63,6 +64,8 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     clients: dict[str, Any] = field(default_factory=dict)
+    #: environment variables the process gets on top of the tests' own
+    environ: dict[str, str] = field(default_factory=dict)
 
     #: where an HTTP answer (any status) means the server is up
     ready_path = "/"
@@ -81,6 +84,7 @@ class Server:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     self.command(),
+                    env={**os.environ, **self.environ},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -131,7 +135,12 @@ class Server:
                 service,
                 endpoint_url=self.url,
                 region_name=self.region,
-                config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30),
+                config=Config(
+                    retries={"total_max_attempts": 1},
+                    connect_timeout=5,
+                    read_timeout=30,
+                    s3={"addressing_style": "path"},  # 127.0.0.1 has no bucket subdomains
+                ),
                 **KEYS,
             )
         return self.clients[service]
@@ -158,7 +167,8 @@ class Server:
 
 @dataclass
 class MotoServer(Server):
-    """moto: SQS, SNS and EventBridge."""
+    """moto: SQS, SNS, EventBridge and S3 (with versioning). With `environ={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}` it
+    checks credentials: an access key it does not know is refused (403), as S3 refuses a caller without access."""
 
     ready_path = "/moto-api/"
 

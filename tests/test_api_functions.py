@@ -331,7 +331,11 @@ INVALID_CREATE = [
                  "functions.",
                  id="runtime-deprecated"),
     pytest.param({"Runtime": "nodejs22.x"}, "InvalidParameterValueException", None, id="runtime-unsupported"),
-    pytest.param({"Code": {"S3Bucket": "b", "S3Key": "k"}}, "InvalidParameterValueException", None, id="s3"),
+    pytest.param({"Code": {"S3Bucket": "b", "S3Key": "k"}}, "ValidationException",
+                 "1 validation error detected: Value 'b' at 'code.s3Bucket' failed to satisfy constraint: Member must "
+                 "have length greater than or equal to 3", id="s3-bucket-length"),
+    pytest.param({"Code": {"S3Bucket": "bucket"}}, "InvalidParameterValueException",
+                 "S3 Bucket and Key are required for uploading with S3 parameters.", id="s3-without-key"),
     pytest.param({"Code": {"ImageUri": "x.dkr.ecr/y:1"}, "PackageType": "Image"},
                  "InvalidParameterValueException", None, id="image"),
     pytest.param({"Code": {}}, "InvalidParameterValueException", "Please provide a source for function code.",

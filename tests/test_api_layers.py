@@ -205,10 +205,10 @@ def test_delete_layer_version(lam: Any, lname: str) -> None:
         pytest.param({"Description": "d" * 257}, "ValidationException", None, id="description"),
         pytest.param({"LicenseInfo": "l" * 513}, "ValidationException", None, id="license"),
         pytest.param(
-            {"Content": {"S3Bucket": "bucket", "S3Key": "layer.zip"}},
+            {"Content": {"S3Key": "layer.zip"}},
             "InvalidParameterValueException",
-            "This gateway accepts layer content only as Content.ZipFile; S3Bucket/S3Key are not supported.",
-            id="s3",
+            "S3 Bucket and Key are required for uploading with S3 parameters.",
+            id="s3-without-bucket",
         ),
         pytest.param(
             {"Content": {"ZipFile": b"not a zip"}},

@@ -62,10 +62,12 @@ class Clients:
         read_timeout: float,
         attempts: int,
         connections: int,
+        s3_addressing: str | None = None,
     ) -> Any:
         """A new client of `service` ("sqs", "sns", "events") at `url`, signing for `region`: each request bounded
         by the timeouts and tried at most `attempts` times (botocore's standard retry mode, which backs off up to
-        1 s between tries), `connections` kept open at most. Blocking. Raises NoCredentials."""
+        1 s between tries), `connections` kept open at most; `s3_addressing` ("path", "virtual") for S3 clients.
+        Blocking. Raises NoCredentials."""
         import botocore.session
         from botocore.config import Config
 
@@ -74,6 +76,7 @@ class Clients:
             read_timeout=read_timeout,
             retries={"mode": "standard", "total_max_attempts": attempts},
             max_pool_connections=connections,
+            s3={"addressing_style": s3_addressing} if s3_addressing else None,
         )
         with self._lock:
             if self._session is None:

@@ -105,16 +105,17 @@ class CodeStore:
         self.path_for(sha256_hex)  # validates the digest
         return self.root / "zips" / f"{sha256_hex}.zip"
 
-    def put(self, zip_bytes: bytes) -> CodeInfo:
+    def put(self, zip_bytes: bytes, *, direct: bool = True) -> CodeInfo:
         """Store and extract a zip, or reuse the copy already stored. Blocking: run it in a thread.
 
         Raises InvalidParameterValueException (and stores nothing) if the zip is too large, invalid or unsafe.
+        `direct`: uploaded in the request, so bounded by `max_zipped` (a package from S3 only by the unzipped limit).
         """
-        return self._store(zip_bytes, keep=True)
+        return self._store(zip_bytes, keep=True, direct=direct)
 
-    def check(self, zip_bytes: bytes) -> CodeInfo:
+    def check(self, zip_bytes: bytes, *, direct: bool = True) -> CodeInfo:
         """Validate a zip exactly as `put` does, without storing it (DryRun). Blocking."""
-        return self._store(zip_bytes, keep=False)
+        return self._store(zip_bytes, keep=False, direct=direct)
 
     def ensure_extracted(self, sha256_hex: str) -> bool:
         """Re-extract a stored zip whose directory went missing; False if the zip is missing too."""
@@ -200,8 +201,8 @@ class CodeStore:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _store(self, zip_bytes: bytes, *, keep: bool) -> CodeInfo:
-        if len(zip_bytes) > self.max_zipped:
+    def _store(self, zip_bytes: bytes, *, keep: bool, direct: bool = True) -> CodeInfo:
+        if direct and len(zip_bytes) > self.max_zipped:
             raise InvalidParameterValueException(f"Zipped size must be smaller than {self.max_zipped} bytes")
         digest = hashlib.sha256(zip_bytes).digest()
         hex_ = digest.hex()

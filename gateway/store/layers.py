@@ -296,12 +296,14 @@ class LayerStore:
         compatible_runtimes: tuple[str, ...] = (),
         compatible_architectures: tuple[str, ...] = (),
         license_info: str | None = None,
+        direct: bool = True,
     ) -> LayerVersion:
         """Store the zip and add the layer's next version (one more than any it ever had). Blocking.
 
-        Raises InvalidParameterValueException (nothing stored) for a zip the code store refuses.
+        Raises InvalidParameterValueException (nothing stored) for a zip the code store refuses (`direct`: see
+        `CodeStore.put`).
         """
-        info = self.codestore.put(zip_bytes)
+        info = self.codestore.put(zip_bytes, direct=direct)
         with self._lock:
             layer = self._layers.get(name, _Layer())
             lv = LayerVersion(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,25 @@ log = logging.getLogger("gateway.api.functions.functions")
 ARCHITECTURES = ("x86_64", "arm64")
 UPDATE_CODE_MEMBERS = frozenset({
     "FunctionName", "ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "Publish", "DryRun",
-    "RevisionId", "Architectures", "SourceKMSKeyArn", "PublishTo",
+    "RevisionId", "Architectures", "SourceKMSKeyArn", "PublishTo", "S3ObjectStorageMode",
 })  # fmt: skip
-CODE_MEMBERS = frozenset({"ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn"})
+CODE_MEMBERS = frozenset({
+    "ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "S3ObjectStorageMode", "ImageUri", "SourceKMSKeyArn",
+})  # fmt: skip
+#: botocore's model: shapes S3Bucket (3..63), S3Key and S3ObjectVersion (1..1024, any characters)
+S3_BUCKET_PATTERN = r"[0-9A-Za-z\.\-_]*(?<!\.)"
+_S3_BUCKET_RE = re.compile(S3_BUCKET_PATTERN)
+_S3_LENGTHS = {"S3Bucket": (3, 63), "S3Key": (1, 1024), "S3ObjectVersion": (1, 1024)}
+#: the model's S3ObjectStorageMode enum; this gateway always copies the package (REFERENCE is taken as COPY: what
+#: runs is the same code, and a later change of the object does not change a published version either way)
+STORAGE_MODES = ("COPY", "REFERENCE")
+#: Lambda's answer to a ZipFile with any S3 member: asserted by an integration test run against AWS (the AWS SDK for
+#: Java's InvalidParameterValueException) and quoted by CloudFormation template linters as the create's failure
+BOTH_SOURCES = "Please do not provide other FunctionCode parameters when providing a ZipFile."
+NO_SOURCE = "Please provide a source for function code."
+#: an S3 member without both the bucket and the key: the wording of another Lambda emulator that otherwise answers
+#: in AWS's words (not found in a recorded AWS answer)
+INCOMPLETE_S3 = "S3 Bucket and Key are required for uploading with S3 parameters."
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,23 +84,49 @@ def parse_architectures(body: Mapping[str, Any], v: Violations) -> tuple[str, ..
     return tuple(str(a) for a in archs)
 
 
-def code_source(source: Mapping[str, Any], member: str, image: bool = False) -> CodeSource:
-    """The package `source` names (a `Code` or `Content` structure, or an UpdateFunctionCode body).
+def check_s3_members(source: Mapping[str, Any], v: Violations, prefix: str = "") -> None:
+    """The model's constraints on `S3Bucket`, `S3Key`, `S3ObjectVersion` and `S3ObjectStorageMode` of `source`
+    (their JSON shape first, as Jackson does), added to `v` under `prefix` + the member's name (`code.s3Bucket`)."""
+    for key, (low, high) in _S3_LENGTHS.items():
+        value = opt(source, key, str)
+        if value is None:
+            continue
+        member = prefix + key[0].lower() + key[1:]
+        if len(value) < low:
+            v.add(value, member, f"Member must have length greater than or equal to {low}")
+        elif len(value) > high:
+            v.add(value, member, f"Member must have length less than or equal to {high}")
+        elif key == "S3Bucket" and not _S3_BUCKET_RE.fullmatch(value):
+            v.add(value, member, f"Member must satisfy regular expression pattern: {S3_BUCKET_PATTERN}")
+    mode = opt(source, "S3ObjectStorageMode", str)
+    if mode is not None and mode not in STORAGE_MODES:
+        v.add(mode, prefix + "s3ObjectStorageMode", "Member must satisfy enum value set: [COPY, REFERENCE]")
 
-    `member` is how the inline form is named in messages (`Code.ZipFile`, `ZipFile`). Container images are refused.
+
+def code_source(source: Mapping[str, Any], member: str, image: bool = False) -> CodeSource:
+    """The package `source` names (a `Code` or `Content` structure, or an UpdateFunctionCode body), after
+    `check_s3_members`: inline (`ZipFile`) or an S3 object (`S3Bucket` and `S3Key`, `S3ObjectVersion` optional).
+
+    `member` is how the inline form is named in messages (`Code.ZipFile`, `ZipFile`). Container images are refused;
+    so are two sources at once and an S3 object named without its bucket or its key.
     """
     zip_b64 = opt(source, "ZipFile", str)
     if image or source.get("ImageUri"):
         raise InvalidParameterValueException(
             f"This gateway runs .zip file archives only ({member}); container images are not supported."
         )
-    if any(source.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
-        raise InvalidParameterValueException(
-            f"This gateway accepts function code only as {member}; S3Bucket/S3Key are not supported."
-        )
-    if zip_b64 is None:
-        raise InvalidParameterValueException("Please provide a source for function code.")
-    return CodeSource(zip_b64=zip_b64)
+    bucket, key = opt(source, "S3Bucket", str), opt(source, "S3Key", str)
+    version = opt(source, "S3ObjectVersion", str)
+    in_s3 = any(v is not None for v in (bucket, key, version, source.get("S3ObjectStorageMode")))
+    if zip_b64 is not None and in_s3:
+        raise InvalidParameterValueException(BOTH_SOURCES)
+    if zip_b64 is not None:
+        return CodeSource(zip_b64=zip_b64)
+    if not in_s3:
+        raise InvalidParameterValueException(NO_SOURCE)
+    if not (bucket and key):
+        raise InvalidParameterValueException(INCOMPLETE_S3)
+    return CodeSource(s3_bucket=bucket, s3_key=key, s3_object_version=version)
 
 
 def parse_code_update(body: Mapping[str, Any]) -> CodeSpec:
@@ -92,6 +135,7 @@ def parse_code_update(body: Mapping[str, Any]) -> CodeSpec:
     v = Violations()
     archs = parse_architectures(body, v)
     opt(body, "ZipFile", str)
+    check_s3_members(body, v)
     revision_id = opt(body, "RevisionId", str)
     dry_run = bool(opt(body, "DryRun", bool))
     publish = bool(opt(body, "Publish", bool))

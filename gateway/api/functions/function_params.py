@@ -17,7 +17,13 @@ from typing import Any
 import orjson
 
 from gateway import architectures
-from gateway.api.functions.code_params import CODE_MEMBERS, CodeSource, code_source, parse_architectures
+from gateway.api.functions.code_params import (
+    CODE_MEMBERS,
+    CodeSource,
+    check_s3_members,
+    code_source,
+    parse_architectures,
+)
 from gateway.api.functions.file_system_params import file_system_configs
 from gateway.api.functions.tags import validate_tags
 from gateway.api.params import Violations, bounded, check_members, opt, shape_error, str_map
@@ -337,6 +343,7 @@ def parse_create(body: Mapping[str, Any], runtimes: Catalog) -> CreateSpec:
     publish = bool(opt(body, "Publish", bool))
     if code is not None:
         opt(code, "ZipFile", str)
+        check_s3_members(code, v, "code.")
     v.raise_if_any()
     assert code is not None
 

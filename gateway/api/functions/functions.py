@@ -18,9 +18,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway import architectures
-from gateway.api.functions.code_params import CodeSource, decode_zip, parse_code_update
+from gateway.api.functions.code_params import CodeSource, parse_code_update
 from gateway.api.functions.file_system_params import check_file_systems
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
+from gateway.api.functions.packages import package_bytes
 from gateway.api.functions.signing_checks import (
     check_added_layers,
     check_layers,
@@ -86,18 +87,23 @@ def _latest_only(ref: FunctionRef, operation: str) -> str:
 
 
 async def _store_code(
-    codestore: CodeStore, source: CodeSource, *, dry_run: bool = False, check: Callable[[bytes], None] | None = None
+    codestore: CodeStore,
+    source: CodeSource,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    check: Callable[[bytes], None] | None = None,
 ) -> CodeInfo:
-    """Decode, hash, validate and (unless `dry_run`) store a package, off the event loop. `check` (code signing's,
-    gateway.api.functions.signing_checks) sees the package's bytes first and may refuse them."""
-    zip_b64 = source.zip_b64
-    assert zip_b64 is not None
+    """Get (decode, or fetch from S3: `packages.package_bytes`), hash, validate and (unless `dry_run`) store a
+    package, off the event loop. `check` (code signing's, gateway.api.functions.signing_checks) sees the package's
+    bytes first, in the worker thread, and may refuse them."""
+    data = await package_bytes(settings, source)
+    direct = not source.in_s3
 
     def work() -> CodeInfo:
-        data = decode_zip(zip_b64)
         if check is not None:
             check(data)
-        return codestore.check(data) if dry_run else codestore.put(data)
+        return codestore.check(data, direct=direct) if dry_run else codestore.put(data, direct=direct)
 
     return await asyncio.to_thread(work)
 
@@ -172,7 +178,7 @@ class Deployer:
         csc = self._signing_config(body, spec.name, replacing)
         await check_layers(fields.get("layers", ()), csc, self.profiles, self.codestore)
         check = deployment_check(csc, self.profiles, self.settings.function_arn(spec.name))
-        code = await _store_code(self.codestore, spec.code, check=check)
+        code = await _store_code(self.codestore, spec.code, self.settings, check=check)
         base = FunctionConfig(
             name=spec.name,
             arn=self.settings.function_arn(spec.name),
@@ -374,7 +380,9 @@ async def update_function_code(request: web.Request) -> web.Response:
     if spec.architectures is not None:
         architectures.check(current.runtime, spec.architectures)
     check = function_check(request.app, name)
-    code = await _store_code(request.app[CODESTORE], spec.code, dry_run=spec.dry_run, check=check)
+    code = await _store_code(
+        request.app[CODESTORE], spec.code, request.app[SETTINGS], dry_run=spec.dry_run, check=check
+    )
     fields: dict[str, Any] = {"code_sha256": code.sha256_hex, "code_size": code.size, "code_dir": code.path}
     if spec.architectures is not None:
         fields["architectures"] = spec.architectures

@@ -2,7 +2,7 @@
 
 Handlers validate in Lambda's order (JSON shape → InvalidRequestContentException, the model's
 constraints together → ValidationException, then the service's rules), and run the blocking part of a
-publish (base64, SHA-256, unzip, SQLite) in a worker thread. Reads come from the layer store's cache.
+publish (base64 or the S3 fetch, SHA-256, unzip, SQLite) in a worker thread. Reads come from the layer store's cache.
 `Content.Location` points at a route of this gateway that serves the zip (not a Lambda operation).
 """
 
@@ -16,10 +16,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.functions.code_params import ARCHITECTURES, decode_zip
+from gateway.api.functions.code_params import ARCHITECTURES, check_s3_members, code_source
+from gateway.api.functions.packages import package_bytes
 from gateway.api.http import json_response, read_json_object
 from gateway.api.params import Violations, check_members, opt, shape_error
-from gateway.app_keys import CODESTORE, LAYERS, POLICIES
+from gateway.app_keys import CODESTORE, LAYERS, POLICIES, SETTINGS
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
 from gateway.store.layers import LAYER_NAME_PATTERN, LAYER_VERSION_ARN_PATTERN, NOT_FOUND, LayerVersion
 
@@ -37,7 +38,7 @@ RUNTIMES = (
 )  # fmt: skip
 
 _PUBLISH_MEMBERS = frozenset({"Description", "Content", "CompatibleRuntimes", "LicenseInfo", "CompatibleArchitectures"})
-_CONTENT_MEMBERS = frozenset({"S3Bucket", "S3Key", "S3ObjectVersion", "ZipFile"})
+_CONTENT_MEMBERS = frozenset({"S3Bucket", "S3Key", "S3ObjectVersion", "S3ObjectStorageMode", "ZipFile"})
 _LAYER_NAME_RE = re.compile(LAYER_NAME_PATTERN)
 _VERSION_ARN_RE = re.compile(LAYER_VERSION_ARN_PATTERN)
 _RUNTIME_ENUM = "[" + ", ".join(RUNTIMES) + "]"
@@ -140,7 +141,8 @@ def _location(request: web.Request, lv: LayerVersion) -> str:
 
 
 async def publish_layer_version(request: web.Request) -> web.Response:
-    """PublishLayerVersion: 201 with the new version; code as `Content.ZipFile` (base64) only."""
+    """PublishLayerVersion: 201 with the new version; code as `Content.ZipFile` (base64) or an S3 object
+    (`Content.S3Bucket`, `S3Key`, `S3ObjectVersion`: `gateway.api.functions.packages`)."""
     store = request.app[LAYERS]
     body = await read_json_object(request)
     check_members(body, _PUBLISH_MEMBERS, "PublishLayerVersionRequest")
@@ -151,7 +153,9 @@ async def publish_layer_version(request: web.Request) -> web.Response:
         v.add(None, "content", "Member must not be null")
     else:
         check_members(content, _CONTENT_MEMBERS, "LayerVersionContentInput")
-    zip_b64 = opt(content, "ZipFile", str) if content is not None else None
+    if content is not None:
+        opt(content, "ZipFile", str)
+        check_s3_members(content, v, "content.")
     description = opt(body, "Description", str) or ""
     if len(description) > 256:
         v.add(description, "description", "Member must have length less than or equal to 256")
@@ -171,21 +175,18 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             f"Layer {raw_name} is not in this gateway's region ({store.settings.region}) and account "
             f"({store.settings.account_id})."
         )
-    if any(content.get(k) for k in ("S3Bucket", "S3Key", "S3ObjectVersion")):
-        raise InvalidParameterValueException(
-            "This gateway accepts layer content only as Content.ZipFile; S3Bucket/S3Key are not supported."
-        )
-    if not zip_b64:
-        raise InvalidParameterValueException("Please provide a source for layer content: Content.ZipFile.")
+    source = code_source(content, "Content.ZipFile")
+    data = await package_bytes(request.app[SETTINGS], source)
 
     def publish() -> LayerVersion:
         return store.publish(
             name,
-            decode_zip(zip_b64),
+            data,
             description=description,
             compatible_runtimes=tuple(runtimes or ()),
             compatible_architectures=tuple(archs or ()),
             license_info=license_info,
+            direct=not source.in_s3,
         )
 
     lv = await asyncio.to_thread(publish)

@@ -1,0 +1,94 @@
+"""Unit tests of gateway/api/functions/packages.py: AWS's S3 endpoints, how S3's answers become Lambda's errors
+("Error occurred while GetObject. S3 Error Code: NoSuchKey. S3 Error Message: The specified key does not exist.":
+AWS's answer as CloudFormation and CloudTrail record it, e.g. serverless/serverless#13208), scrubbing, and the
+bounded read. The live paths (moto's S3, slow and huge endpoints) are in tests/test_e2e_s3_code.py."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from gateway.api.functions.packages import S3Packages, aws_s3_url
+from gateway.errors import InvalidParameterValueException, ServiceException
+
+
+def test_aws_endpoints() -> None:
+    assert aws_s3_url("us-east-1") == "https://s3.us-east-1.amazonaws.com"
+    assert aws_s3_url("eu-central-1") == "https://s3.eu-central-1.amazonaws.com"
+    assert aws_s3_url("cn-north-1") == "https://s3.cn-north-1.amazonaws.com.cn"
+
+
+def _answer(code: str, message: str, status: int) -> dict[str, Any]:
+    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+@pytest.fixture
+def packages(monkeypatch: pytest.MonkeyPatch) -> S3Packages:
+    """A fetcher whose client was made (no request is sent) with known credentials, so that they can be scrubbed."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNITTESTKEYID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit-test-secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    fetcher = S3Packages("http://127.0.0.1:1", "us-east-1", 5.0)
+    fetcher._client_for_fetch()
+    return fetcher
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "error"),
+    [
+        ("NoSuchKey", "The specified key does not exist.", 404, InvalidParameterValueException),
+        ("NoSuchBucket", "The specified bucket does not exist", 404, InvalidParameterValueException),
+        ("AccessDenied", "Access Denied", 403, InvalidParameterValueException),
+        ("InvalidArgument", "Invalid version id specified", 400, InvalidParameterValueException),
+        ("InternalError", "We encountered an internal error. Please try again.", 500, ServiceException),
+        ("SlowDown", "Please reduce your request rate.", 503, ServiceException),
+    ],
+)
+def test_s3_errors_in_lambdas_words(packages: S3Packages, code: str, message: str, status: int, error: type) -> None:
+    got = packages._s3_error(_answer(code, message, status))
+    assert type(got) is error
+    assert got.message == f"Error occurred while GetObject. S3 Error Code: {code}. S3 Error Message: {message}"
+
+
+def test_s3_errors_are_scrubbed_and_cut(packages: S3Packages) -> None:
+    got = packages._s3_error(_answer("AccessDenied", "key AKIAUNITTESTKEYID secret unit-test-secret " + "x" * 999, 403))
+    assert "AKIAUNITTESTKEYID" not in got.message and "unit-test-secret" not in got.message
+    assert len(got.message) < 600
+
+
+def test_an_error_without_a_body(packages: S3Packages) -> None:
+    got = packages._s3_error({"Error": {}, "ResponseMetadata": {"HTTPStatusCode": 404}})
+    assert got.message == "Error occurred while GetObject. S3 Error Code: 404. S3 Error Message: "
+
+
+class _Raw(io.BytesIO):
+    """urllib3's response as far as `_read` uses it: read1 returns what one receive would."""
+
+    def read1(self, size: int = -1) -> bytes:
+        return super().read1(min(size, 3) if size > 0 else 3)
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._raw_stream = _Raw(data)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_bounded_read(packages: S3Packages) -> None:
+    body = _Body(b"0123456789")
+    assert packages._read({"Body": body, "ContentLength": 10}, 10, float("inf")) == b"0123456789"
+    assert body.closed
+    with pytest.raises(InvalidParameterValueException, match=r"^Unzipped size must be smaller than 9 bytes$"):
+        packages._read({"Body": _Body(b"0123456789")}, 9, float("inf"))  # no length announced: read, then cut off
+    with pytest.raises(InvalidParameterValueException, match=r"^Unzipped size must be smaller than 9 bytes$"):
+        packages._read({"Body": _Body(b""), "ContentLength": 10}, 9, float("inf"))  # announced: refused unread
+    with pytest.raises(ServiceException, match="did not send the object within 5 seconds"):
+        packages._read({"Body": _Body(b"0123456789")}, 100, 0.0)
+    with pytest.raises(ServiceException, match="S3 sent 4 of the object's 10 bytes"):
+        packages._read({"Body": _Body(b"0123"), "ContentLength": 10}, 100, float("inf"))
