@@ -52,11 +52,15 @@ _VARIABLE = "GATEWAY_FILE_SYSTEMS"
 
 @dataclass(frozen=True, slots=True)
 class AccessPoint:
-    """An access point as the operator maps it: its root on the host and its POSIX user."""
+    """An access point as the operator maps it: its root on the host (`path`, with no symlink in it) and its POSIX
+    user; `dev` and `ino` are the directory's as the gateway found it at start (an environment mounts the path only
+    while it is still that directory: runtimes/python/file_systems.py)."""
 
     path: str
     uid: int
     gid: int
+    dev: int
+    ino: int
 
 
 def is_access_point_arn(arn: str) -> bool:
@@ -105,7 +109,9 @@ def _access_point(arn: str, value: object) -> AccessPoint:
     for name, number in (("uid", uid), ("gid", gid)):
         if type(number) is not int or not 0 < number <= _MAX_ID:
             raise ValueError(f"{_VARIABLE}: the {name} of {arn} must be an integer in [1, {_MAX_ID}] (0 is refused)")
-    return AccessPoint(os.path.realpath(path), uid, gid)
+    path = os.path.realpath(path)
+    st = os.stat(path)
+    return AccessPoint(path, uid, gid, st.st_dev, st.st_ino)
 
 
 def check_outside(access_points: Mapping[str, AccessPoint], data_dir: Path) -> None:

@@ -219,7 +219,61 @@ def test_a_directory_that_cannot_be_mounted_fails_init_before_any_code_runs(
     body = json.loads(resp["Payload"].read())
     log = base64.b64decode(resp["LogResult"]).decode()
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.ExitError"
-    assert "the environment's sandbox could not be set up: [Errno 2] open_tree" in log
+    assert "the environment's sandbox could not be set up: [Errno 2] openat2" in log
     assert str(moved) not in log and str(shared_dir) not in log  # no host path in what the function's owner reads
     moved.rename(shared_dir)
     assert _run(lam, "efs-gone", op="listdir", path="/mnt") == {"names": ["data"]}
+
+
+NESTED_ARN = "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-0123456789abcdef2"
+SWAP_SOURCE = """import os
+def lambda_handler(event, context):
+    op = event["op"]
+    if op == "swap":  # the inner access point's directory, seen through the outer one's mount
+        os.rename(event["path"], event["path"] + ".old")
+        if event.get("to"):
+            os.symlink(event["to"], event["path"])
+        else:
+            os.mkdir(event["path"])
+        return "ok"
+    if op == "restore":
+        (os.unlink if os.path.islink(event["path"]) else os.rmdir)(event["path"])
+        os.rename(event["path"] + ".old", event["path"])
+        return "ok"
+    if op == "walk":
+        return sorted(dp for dp, dn, fn in os.walk(event["path"]))
+"""
+
+
+def test_nested_access_points_a_swapped_inner_directory_is_not_mounted(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """The outer access point's function replaces the inner one's directory by a symlink to the gateway's data
+    directory (through /.host, the host's root an environment reaches while its jail is built), or by another
+    directory: the inner one's environments refuse to mount rather than show it (runtimes/python/file_systems.py)."""
+    outer = tmp_path / "efs"
+    inner = outer / "inner"
+    inner.mkdir(parents=True)
+    for d in (outer, inner):
+        os.chown(d, UID, GID)
+    (inner / "mine").write_text("inner's")
+    mapping = {
+        ARN: {"path": str(outer), "uid": UID, "gid": GID},
+        NESTED_ARN: {"path": str(inner), "uid": UID, "gid": GID},
+    }
+    gw = gateway_factory(env={"GATEWAY_FILE_SYSTEMS": json.dumps(mapping)})
+    lam = gw.client()
+    create_function(lam, "outer", SWAP_SOURCE, FileSystemConfigs=[{"Arn": ARN, "LocalMountPath": "/mnt/a"}])
+    create_function(lam, "other", SWAP_SOURCE)  # whose code the data directory holds
+    for i, to in enumerate(("/.host" + str(gw.data_dir), None)):
+        assert _run(lam, "outer", op="swap", path="/mnt/a/inner", to=to) == "ok"
+        name = f"inner-{i}"  # a function whose environments all start after the swap
+        create_function(lam, name, SWAP_SOURCE, FileSystemConfigs=[{"Arn": NESTED_ARN, "LocalMountPath": "/mnt/b"}])
+        try:
+            seen = invoke_json(lam, name, {"op": "walk", "path": "/mnt/b"})[1]
+        except ClientError as exc:
+            seen = exc.response["Error"]
+        assert not any("/code" in str(p) for p in seen) and "/mnt/b" not in seen, seen
+        assert _run(lam, "outer", op="restore", path="/mnt/a/inner") == "ok"
+        # the directory itself (moved away and back: the same one) mounts again
+        assert _run(lam, name, op="walk", path="/mnt/b") == ["/mnt/b"]

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from gateway.errors import EFSMountFailureException
 from gateway.execution.spec import environment_spec
 from gateway.file_systems import AccessPoint
 from gateway.settings import Settings
+from runtimes.python.file_systems import open_source
 from tests.test_spec import CONFIG
 
 ARN = "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-0123456789abcdef0"
@@ -23,7 +26,8 @@ ARN = "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-012345
 
 def test_parse_inline_or_from_a_file(tmp_path: Path) -> None:
     text = json.dumps({ARN: {"path": str(tmp_path), "uid": 1000, "gid": 1000}})
-    assert file_systems.parse(text) == {ARN: AccessPoint(str(tmp_path), 1000, 1000)}
+    st = tmp_path.stat()
+    assert file_systems.parse(text) == {ARN: AccessPoint(str(tmp_path), 1000, 1000, st.st_dev, st.st_ino)}
     (tmp_path / "fs.json").write_text(text)
     assert file_systems.parse(str(tmp_path / "fs.json")) == file_systems.parse(text)
     assert file_systems.parse("  ") == {}
@@ -65,10 +69,10 @@ def test_the_models_patterns() -> None:
 
 
 def test_the_spec_names_the_mapped_directory_and_user_only_in_a_jail(tmp_path: Path) -> None:
-    settings = Settings(data_dir=Path("/data"), file_systems={ARN: AccessPoint(str(tmp_path), 1000, 1001)})
+    settings = Settings(data_dir=Path("/data"), file_systems={ARN: AccessPoint(str(tmp_path), 1000, 1001, 5, 7)})
     config = dataclasses.replace(CONFIG, extra={"FileSystemConfigs": [{"Arn": ARN, "LocalMountPath": "/mnt/d"}]})
     spec = environment_spec(config, settings, "on-demand", jailed=True)
-    assert spec.file_systems == [FileSystemMount("/mnt/d", str(tmp_path), 1000, 1001)]
+    assert spec.file_systems == [FileSystemMount("/mnt/d", str(tmp_path), 1000, 1001, 5, 7)]
     assert EnvironmentSpec.from_wire(spec.to_wire()) == spec
     with pytest.raises(EFSMountFailureException, match="does not jail"):
         environment_spec(config, settings, "on-demand", jailed=False)
@@ -78,7 +82,15 @@ def test_the_spec_names_the_mapped_directory_and_user_only_in_a_jail(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "wire", [["/tmp/x", "/d", 1, 1], ["/mnt/x", "d", 1, 1], ["/mnt/x", "/d", 0, 1], [1, "/d", 1, 1]]
+    "wire",
+    [
+        ["/tmp/x", "/d", 1, 1, 1, 1],
+        ["/mnt/x", "d", 1, 1, 1, 1],
+        ["/mnt/x", "/d", 0, 1, 1, 1],
+        [1, "/d", 1, 1, 1, 1],
+        ["/mnt/x", "/d", 1, 1, 1, 0],
+        ["/mnt/x", "/d", 1, 1],
+    ],
 )
 def test_a_mount_out_of_bounds_is_not_a_spec(wire: list[object]) -> None:
     with pytest.raises((TypeError, ValueError)):
@@ -90,5 +102,40 @@ def test_an_access_point_must_not_reach_the_data_directory(tmp_path: Path) -> No
     (data / "code").mkdir(parents=True)
     for path in (tmp_path, data, data / "code"):
         with pytest.raises(ValueError, match="data directory"):
-            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000)}, data)
-    file_systems.check_outside({ARN: AccessPoint(str(tmp_path / "datab"), 1000, 1000)}, data)
+            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000, 0, 1)}, data)
+    file_systems.check_outside({ARN: AccessPoint(str(tmp_path / "datab"), 1000, 1000, 0, 1)}, data)
+
+
+def test_the_environment_opens_only_the_directory_the_gateway_found(tmp_path: Path) -> None:
+    """runtimes/python/file_systems.py `open_source`: no symlink followed (anywhere on the path), nothing outside
+    the root, and the same directory (st_dev, st_ino) as at the gateway's start."""
+    inner = tmp_path / "outer" / "inner"
+    inner.mkdir(parents=True)
+    st = inner.stat()
+    fs = FileSystemMount("/mnt/b", "/outer/inner", 1000, 1000, st.st_dev, st.st_ino)
+    fd = open_source(fs, str(tmp_path))
+    assert os.path.samestat(os.fstat(fd), st)
+    os.close(fd)
+    (tmp_path / "elsewhere").mkdir()
+    inner.rename(tmp_path / "inner.old")
+    inner.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError) as exc:
+        open_source(fs, str(tmp_path))
+    assert exc.value.errno == errno.ELOOP
+    inner.unlink()
+    (tmp_path / "outer").rename(tmp_path / "outer.old")
+    (tmp_path / "outer").symlink_to(tmp_path / "outer.old")  # a symlink higher up
+    (tmp_path / "inner.old").rename(tmp_path / "outer.old" / "inner")
+    with pytest.raises(OSError) as exc:
+        open_source(fs, str(tmp_path))
+    assert exc.value.errno == errno.ELOOP
+    (tmp_path / "outer").unlink()
+    (tmp_path / "outer.old").rename(tmp_path / "outer")
+    os.close(open_source(fs, str(tmp_path)))  # back where it was: the same directory
+    inner.rename(tmp_path / "inner.old")
+    inner.mkdir()  # another directory by the same name (the old one kept: its inode number is not reused)
+    with pytest.raises(OSError) as exc:
+        open_source(fs, str(tmp_path))
+    assert exc.value.errno == errno.ESTALE
+    with pytest.raises(OSError):  # nothing beneath the root reaches outside it
+        open_source(fs._replace(source="/../" + tmp_path.name + "/outer/inner"), str(tmp_path))

@@ -111,7 +111,8 @@ def file_system_mounts(config: FunctionConfig, settings: Settings, jailed: bool)
             raise EFSMountFailureException(
                 f"The function couldn't mount the file system of access point {fs['Arn']}: {why}."
             )
-        mounts.append(FileSystemMount(fs["LocalMountPath"], access_point.path, access_point.uid, access_point.gid))
+        ap = access_point
+        mounts.append(FileSystemMount(fs["LocalMountPath"], ap.path, ap.uid, ap.gid, ap.dev, ap.ino))
     return mounts
 
 
