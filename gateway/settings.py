@@ -309,7 +309,9 @@ class Settings:
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
         if self.function_invoke not in FUNCTION_INVOKE_MODES:
             raise ValueError(f"GATEWAY_FUNCTION_INVOKE must be any or policy, got {self.function_invoke!r}")
-        file_systems.check_outside(self.file_systems, self.data_dir)
+        if self.file_systems:
+            private = file_systems.private_paths(self.data_dir, self.runtimes, os.environ)
+            file_systems.check_outside(self.file_systems, private)
         if self.sandbox not in ("auto", "rlimits"):
             raise ValueError(f"sandbox must be auto or rlimits, got {self.sandbox!r}")
         if self.uid_base < 65536 or self.uid_count < 1 or self.uid_base + self.uid_count - 1 > 2**32 - 2:

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from gateway.contracts.file_systems import FileSystemMount
 from gateway.errors import EFSMountFailureException
 from gateway.execution.spec import environment_spec
 from gateway.file_systems import AccessPoint
+from gateway.nodes import PROJECT
+from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from runtimes.python.file_systems import open_source
 from tests.test_spec import CONFIG
@@ -100,10 +103,46 @@ def test_a_mount_out_of_bounds_is_not_a_spec(wire: list[object]) -> None:
 def test_an_access_point_must_not_reach_the_data_directory(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "code").mkdir(parents=True)
+    private = file_systems.private_paths(data, {}, {})
     for path in (tmp_path, data, data / "code"):
         with pytest.raises(ValueError, match="data directory"):
-            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000, 0, 1)}, data)
-    file_systems.check_outside({ARN: AccessPoint(str(tmp_path / "datab"), 1000, 1000, 0, 1)}, data)
+            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000, 0, 1)}, private)
+    file_systems.check_outside({ARN: AccessPoint(str(tmp_path / "datab"), 1000, 1000, 0, 1)}, private)
+
+
+def test_an_access_point_must_not_reach_the_runtime_the_interpreters_or_the_system(tmp_path: Path) -> None:
+    """What every jail shows (the project's runtimes and runtime packages, the interpreters, /usr ...) must not be
+    writable through an access point: a function would change what other functions run."""
+    node = tmp_path / "node" / "bin" / "node"
+    node.parent.mkdir(parents=True)
+    (tmp_path / "node" / "include" / "node").mkdir(parents=True)
+    node.write_text("")
+    python = tmp_path / "py" / "bin" / "python3.12"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    runtimes = {"nodejs22.x": str(node), "python3.12": str(python)}
+    settings = Settings(data_dir=tmp_path / "data", runtimes=runtimes)
+    private = file_systems.private_paths(settings.data_dir, runtimes, {})
+    project = Path(PROJECT)
+    for path in (
+        project,
+        project / "runtimes",
+        PACKAGES_DIR,
+        Path(sys.base_prefix),
+        Path(sys.prefix) / "lib",
+        Path("/usr/local"),
+        Path("/etc"),
+        tmp_path / "node",
+        tmp_path / "py" / "lib",
+        tmp_path,
+    ):
+        with pytest.raises(ValueError, match="must not hold, nor be in"):
+            file_systems.check_outside({ARN: AccessPoint(str(path), 1000, 1000, 0, 1)}, private)
+        with pytest.raises(ValueError, match="must not hold, nor be in"):
+            dataclasses.replace(settings, file_systems={ARN: AccessPoint(str(path), 1000, 1000, 0, 1)}).validate()
+    fine = {ARN: AccessPoint(str(tmp_path / "efs"), 1000, 1000, 0, 1)}
+    file_systems.check_outside(fine, private)
+    dataclasses.replace(settings, file_systems=fine).validate()
 
 
 def test_the_environment_opens_only_the_directory_the_gateway_found(tmp_path: Path) -> None:
