@@ -10,7 +10,6 @@ the mount path starts with /mnt/, the access point's POSIX user owns what the fu
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import threading
@@ -208,19 +207,21 @@ def test_an_access_point_no_longer_mapped_fails_the_invoke(gateway_factory: Gate
     )
 
 
-def test_a_directory_that_cannot_be_mounted_fails_init_before_any_code_runs(
+def test_a_directory_that_cannot_be_mounted_fails_the_invoke_before_any_code_runs(
     gw: RunningGateway, shared_dir: Path
 ) -> None:
     lam = gw.client()
     create_function(lam, "efs-gone", SOURCE, FileSystemConfigs=[{"Arn": ARN, "LocalMountPath": MOUNT}])
     moved = shared_dir.with_name("moved")
     shared_dir.rename(moved)  # the operator's directory went away after the gateway started
-    resp = lam.invoke(FunctionName="efs-gone", Payload=b'{"op": "listdir", "path": "/mnt"}', LogType="Tail")
-    body = json.loads(resp["Payload"].read())
-    log = base64.b64decode(resp["LogResult"]).decode()
-    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.ExitError"
-    assert "the environment's sandbox could not be set up: [Errno 2] openat2" in log
-    assert str(moved) not in log and str(shared_dir) not in log  # no host path in what the function's owner reads
+    with pytest.raises(ClientError) as exc:
+        lam.invoke(FunctionName="efs-gone", Payload=b'{"op": "listdir", "path": "/mnt"}', LogType="Tail")
+    code, message, status = _error(exc)
+    assert (code, status) == ("EFSMountFailureException", 403)  # as Lambda answers, not Runtime.ExitError
+    assert ARN in message and str(moved) not in message and str(shared_dir) not in message  # no host path
+    # why, with the host's path, is in the operator's log
+    assert "efs-gone could not mount its file system: the function's file system could not be mounted: [Errno 2] " \
+        "openat2" in gw.log_path.read_text()  # fmt: skip
     moved.rename(shared_dir)
     assert _run(lam, "efs-gone", op="listdir", path="/mnt") == {"names": ["data"]}
 
@@ -274,6 +275,7 @@ def test_nested_access_points_a_swapped_inner_directory_is_not_mounted(
         except ClientError as exc:
             seen = exc.response["Error"]
         assert not any("/code" in str(p) for p in seen) and "/mnt/b" not in seen, seen
+        assert seen["Code"] == "EFSMountFailureException", seen
         assert _run(lam, "outer", op="restore", path="/mnt/a/inner") == "ok"
         # the directory itself (moved away and back: the same one) mounts again
         assert _run(lam, name, op="walk", path="/mnt/b") == ["/mnt/b"]

@@ -15,7 +15,9 @@ import pytest
 from gateway import file_systems
 from gateway.contracts.environment import EnvironmentSpec
 from gateway.contracts.file_systems import FileSystemMount
+from gateway.contracts.zygote import ExitCode
 from gateway.errors import EFSMountFailureException
+from gateway.execution.failures import mount_failure
 from gateway.execution.spec import environment_spec
 from gateway.file_systems import AccessPoint
 from gateway.nodes import PROJECT
@@ -178,3 +180,13 @@ def test_the_environment_opens_only_the_directory_the_gateway_found(tmp_path: Pa
     assert exc.value.errno == errno.ESTALE
     with pytest.raises(OSError):  # nothing beneath the root reaches outside it
         open_source(fs._replace(source="/../" + tmp_path.name + "/outer/inner"), str(tmp_path))
+
+
+def test_an_environment_that_could_not_mount_is_efs_mount_failure() -> None:
+    """gateway/execution/failures.py: ExitCode.MOUNT_FAILED (runtimes/python/sandbox.py) is Lambda's
+    EFSMountFailureException (403); any other end is not."""
+    extra = {"FileSystemConfigs": [{"Arn": ARN, "LocalMountPath": "/mnt/d"}]}
+    failure = mount_failure(extra, ExitCode.MOUNT_FAILED << 8)
+    assert isinstance(failure, EFSMountFailureException) and failure.status == 403 and ARN in str(failure)
+    for status in (None, ExitCode.SANDBOX_FAILED << 8, 9, 0):
+        assert mount_failure(extra, status) is None

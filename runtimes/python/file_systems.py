@@ -21,8 +21,9 @@ symlink (to the gateway's data directory, say) or another directory in its place
 one's functions then refuse to mount (EFSMountFailureException) rather than show what the swap points to.
 
 Runs in the environment, as root, in `jail.seal()` before the old root is let go (the directories are reached
-through it) and before the uid drop and the seccomp filter (which forbid all of this). A failure ends the
-environment before any of the function's code runs.
+through it) and before the uid drop and the seccomp filter (which forbid all of this). A failure (`MountFailed`)
+ends the environment before any of the function's code runs, with ExitCode.MOUNT_FAILED: Invoke then answers
+EFSMountFailureException, as Lambda does (gateway/execution/failures.py).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ MOUNT_ATTR_IDMAP = 0x100000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+
+
+class MountFailed(OSError):
+    """A function's file system could not be mounted (runtimes/python/sandbox.py: ExitCode.MOUNT_FAILED)."""
 
 
 class MountAttr(ctypes.Structure):
@@ -162,7 +167,11 @@ def mount(fs: FileSystemMount, host_root: str, own: int, target: str) -> None:
 
 
 def mount_all(file_systems: Sequence[FileSystemMount], host_root: str, own: int) -> None:
-    """Mount each of `file_systems` at its target (made here, in the jail's root: still writable). Raises OSError."""
+    """Mount each of `file_systems` at its target (made here, in the jail's root: still writable). Raises
+    MountFailed."""
     for fs in file_systems:
-        os.makedirs(fs.target, mode=0o755, exist_ok=True)
-        mount(fs, host_root, own, fs.target)
+        try:
+            os.makedirs(fs.target, mode=0o755, exist_ok=True)
+            mount(fs, host_root, own, fs.target)
+        except OSError as exc:
+            raise MountFailed(exc.errno, exc.strerror) from exc

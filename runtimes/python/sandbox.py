@@ -16,6 +16,7 @@ from gateway.contracts.environment import EnvironmentSpec
 from gateway.contracts.zygote import ExitCode
 from gateway.isolation import cgroups, uids
 from runtimes.python import jail, seccomp
+from runtimes.python.file_systems import MountFailed
 from runtimes.python.isolation import Isolation
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
 from runtimes.python.output import OutputCapture
@@ -28,6 +29,9 @@ AS_HEADROOM_MB = 1024
 
 
 def _failed(exc: BaseException) -> NoReturn:
+    if isinstance(exc, MountFailed):  # Invoke answers EFSMountFailureException (gateway/execution/failures.py)
+        sys.stderr.write(f"the function's file system could not be mounted: {exc}\n")
+        os._exit(ExitCode.MOUNT_FAILED)
     sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
     os._exit(ExitCode.SANDBOX_FAILED)
 
