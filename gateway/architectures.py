@@ -15,6 +15,12 @@ only what the host can run (`check`, at CreateFunction, UpdateFunctionCode and U
   CreateFunction: "Runtime provided does not support the following architectures [arm64]. Please select different
   architectures from [x86_64, arm64] or select a different runtime.").
 
+On a host whose kernel has binfmt_misc handlers for QEMU (Debian registers them, with the F flag, when
+qemu-user-static is installed along binfmt-support or systemd's binfmt), the kernel itself runs any program of the
+other architecture through QEMU, in a jail too: a function of the host's architecture whose bootstrap is of the
+other one then runs, where Lambda answers "exec format error". The gateway cannot see nor refuse that; remove the
+handlers (`update-binfmts --disable`, or /proc/sys/fs/binfmt_misc/qemu-*: echo 0) for Lambda's behaviour.
+
 Pure apart from `emulator` (a PATH look-up, cached) and `elf_architecture` (reads 20 bytes).
 """
 
