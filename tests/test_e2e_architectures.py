@@ -11,6 +11,7 @@ them it skips, with CI=true it fails (.ci/run installs both).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any, NoReturn
@@ -39,6 +40,42 @@ func handler(ctx context.Context, event map[string]any) (map[string]any, error) 
 }
 
 func main() { lambda.Start(handler) }
+"""
+
+
+GO_EXTENSION = """package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+)
+
+func main() {
+	api := "http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + "/2020-01-01/extension"
+	req, _ := http.NewRequest("POST", api+"/register", bytes.NewBufferString(`{"events": ["INVOKE"]}`))
+	req.Header.Set("Lambda-Extension-Name", "arch-ext")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		os.Exit(1)
+	}
+	id := resp.Header.Get("Lambda-Extension-Identifier")
+	resp.Body.Close()
+	fmt.Printf("extension goarch=%s\\n", runtime.GOARCH)
+	for {
+		req, _ := http.NewRequest("GET", api+"/event/next", nil)
+		req.Header.Set("Lambda-Extension-Identifier", id)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			os.Exit(1)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
 """
 
 
@@ -75,6 +112,16 @@ def binfmt_handler(architecture: str, root: str = "/proc/sys/fs/binfmt_misc") ->
     except OSError:
         return None
     return path if enabled else None
+
+
+@pytest.fixture(scope="session")
+def foreign_extension_layer(tmp_path_factory: pytest.TempPathFactory, foreign_go_zip: bytes) -> bytes:
+    """A layer whose extensions/arch-ext is a Go program of the architecture that is not the host's."""
+    try:
+        binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-ext"), GO_EXTENSION, GOARCH[OTHER])
+    except runtime_builds.Unavailable as exc:
+        _unavailable(str(exc))
+    return make_zip({"extensions/arch-ext": binary.read_bytes()}, executable={"extensions/arch-ext"})
 
 
 def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
@@ -141,3 +188,20 @@ def test_binfmt_handler_finds_only_an_enabled_handler(tmp_path: Any) -> None:
     (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
     assert binfmt_handler("arm64", str(tmp_path)) == str(tmp_path / "qemu-aarch64")
     assert binfmt_handler("x86_64", str(tmp_path)) is None
+
+
+def test_an_extension_of_the_functions_architecture_runs_under_qemu_too(
+    lam: Any, fname: str, foreign_go_zip: bytes, foreign_extension_layer: bytes
+) -> None:
+    """Lambda runs a layer's extensions on the function's architecture, as its runtime: an extension built for it is
+    started through the emulator as the bootstrap is (without, its exec fails: Extension.LaunchError)."""
+    layer = lam.publish_layer_version(LayerName=f"{fname}-ext", Content={"ZipFile": foreign_extension_layer})
+    lam.create_function(FunctionName=fname, Runtime="provided.al2023", Role=ROLE, Handler="x",
+                        Code={"ZipFile": foreign_go_zip}, Architectures=[OTHER],
+                        Layers=[layer["LayerVersionArn"]])  # fmt: skip
+    resp = lam.invoke(FunctionName=fname, Payload=b'{"n": 2}', LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert "FunctionError" not in resp, (body, log)
+    assert body == {"echo": {"n": 2}, "goarch": GOARCH[OTHER]}
+    assert f"extension goarch={GOARCH[OTHER]}" in log

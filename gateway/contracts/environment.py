@@ -237,7 +237,9 @@ class EnvironmentSpec(NamedTuple):
     Runtime API and runs this command line as the runtime (a custom runtime's `bootstrap`, Node.js, ...); empty, it
     is the Python fast path (the environment process imports the handler itself). `extensions` (a Runtime API
     environment's only) are the external extensions the proxy starts before the runtime: executables as the
-    environment sees them (/opt/extensions/<name> in a jail), in the order Lambda starts them (by name).
+    environment sees them (/opt/extensions/<name> in a jail), in the order Lambda starts them (by name);
+    `extension_emulators` maps those of them that are programs of the function's architecture, when it is not the
+    host's, to the emulator that runs them (QEMU's user mode: gateway/architectures.py `emulated`).
     """
 
     env: dict[str, str]
@@ -251,6 +253,7 @@ class EnvironmentSpec(NamedTuple):
     network: bool
     bootstrap: list[str] = []
     extensions: list[str] = []
+    extension_emulators: dict[str, str] = {}
     file_systems: list[FileSystemMount] = []  # a jail's FileSystemConfigs (gateway/contracts/file_systems.py)
 
     def to_wire(self) -> dict[str, Any]:
@@ -277,6 +280,7 @@ class EnvironmentSpec(NamedTuple):
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
                 extensions=wire.get("extensions", []),
+                extension_emulators=wire.get("extension_emulators", {}),
                 file_systems=[FileSystemMount.from_wire(f) for f in wire.get("file_systems", ())],
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -303,6 +307,8 @@ def _check_spec(spec: EnvironmentSpec) -> None:
         and all(type(a) is str for a in spec.bootstrap)
         and type(spec.extensions) is list
         and all(type(a) is str for a in spec.extensions)
+        and type(spec.extension_emulators) is dict
+        and all(type(k) is str and type(v) is str for k, v in spec.extension_emulators.items())
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")
