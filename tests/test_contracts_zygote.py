@@ -161,6 +161,8 @@ def test_spec_defaults_and_malformed_specs() -> None:
         {**minimal, "network": 1},
         {**minimal, "mounts": [["/t"]]},
         {**minimal, "mounts": [["/t", "/not-a-list"]]},
+        {**minimal, "extension_emulators": {"/opt/extensions/a": 1}},
+        {**minimal, "extension_emulators": [["/opt/extensions/a", "/usr/bin/qemu-aarch64-static"]]},
         {k: v for k, v in minimal.items() if k != "handler"},
     ):
         with pytest.raises(SpecError):
