@@ -24,6 +24,7 @@ from gateway.nodes import PROJECT
 from gateway.runtime_packages import PACKAGES_DIR
 from gateway.settings import Settings
 from runtimes.python.file_systems import open_source
+from runtimes.python.sandbox import Prepared
 from tests.test_spec import CONFIG
 
 ARN = "arn:aws:elasticfilesystem:us-east-1:123456789012:access-point/fsap-0123456789abcdef0"
@@ -190,3 +191,24 @@ def test_an_environment_that_could_not_mount_is_efs_mount_failure() -> None:
     assert isinstance(failure, EFSMountFailureException) and failure.status == 403 and ARN in str(failure)
     for status in (None, ExitCode.SANDBOX_FAILED << 8, 9, 0):
         assert mount_failure(extra, status) is None
+
+
+def test_an_environment_without_a_jail_refuses_a_file_system(tmp_path: Path) -> None:
+    """runtimes/python/sandbox.py: a spec with file systems in an environment that has no jail ends it
+    (ExitCode.MOUNT_FAILED) rather than run the function without them."""
+    config = dataclasses.replace(CONFIG, extra={"FileSystemConfigs": [{"Arn": ARN, "LocalMountPath": "/mnt/d"}]})
+    st = tmp_path.stat()
+    settings = Settings(
+        data_dir=Path("/data"), file_systems={ARN: AccessPoint(str(tmp_path), 1000, 1001, st.st_dev, st.st_ino)}
+    )
+    spec = environment_spec(config, settings, "on-demand", jailed=True)
+    pid = os.fork()
+    if pid == 0:  # the child: what a forked environment does, without a jail (uid None)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            Prepared(str(tmp_path), str(tmp_path / "tmp"), None, os.getppid(), None).seal(spec)  # type: ignore[arg-type]
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == ExitCode.MOUNT_FAILED

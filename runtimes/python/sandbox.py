@@ -6,6 +6,7 @@ here ends the process with ExitCode.SANDBOX_FAILED: no user code runs in a half-
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -56,6 +57,8 @@ class Prepared:
         try:
             if self.cgroup_fds:
                 cgroups.limit(self.cgroup_version, self.cgroup_fds, spec.memory_size)
+            if spec.file_systems and self.uid is None:  # the gateway asks only a jail (gateway/execution/spec.py)
+                raise MountFailed(errno.EPERM, "a file system is mounted only in a jail, and this environment has none")
             if self.uid is not None:
                 jail.seal(
                     spec.mounts, spec.ephemeral_storage, spec.network, self.uid, self.zygote_pid, spec.file_systems
