@@ -81,13 +81,14 @@ def supported(runtime: str, host: str | None = None) -> tuple[str, ...]:
 
 
 def check(runtime: str, architectures: tuple[str, ...], host: str | None = None) -> None:
-    """Refuse, with Lambda's InvalidParameterValueException, a runtime and architecture this host cannot run."""
+    """Refuse, with Lambda's InvalidParameterValueException, a runtime and architecture this host cannot run. The
+    message lists Lambda's architectures, as AWS's does (what runs here is in the first part: the refused ones)."""
     runs = supported(runtime, host)
     wanted = [a for a in architectures if a not in runs]
     if wanted:
         raise InvalidParameterValueException(
             f"Runtime {runtime} does not support the following architectures [{', '.join(wanted)}]. Please select "
-            f"different architectures from [{', '.join(runs)}] or select a different runtime."
+            f"different architectures from [{', '.join(ARCHITECTURES)}] or select a different runtime."
         )
 
 

@@ -45,14 +45,17 @@ def test_the_refusal_is_lambdas(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lambda's words for an architecture a runtime does not support, as CreateFunction answered them through
     CloudFormation (github.com/serverless/serverless issue 10057: "Runtime provided does not support the following
     architectures [arm64]. Please select different architectures from [x86_64, arm64] or select a different
-    runtime."), with the architectures this host runs the runtime on."""
+    runtime."): the list is Lambda's architectures, whatever the host (an unknown one runs none of them)."""
     _no_emulator(monkeypatch)
     with pytest.raises(InvalidParameterValueException) as exc:
         architectures.check("python3.12", ("arm64",), "x86_64")
     assert str(exc.value) == (
         "Runtime python3.12 does not support the following architectures [arm64]. Please select different "
-        "architectures from [x86_64] or select a different runtime."
+        "architectures from [x86_64, arm64] or select a different runtime."
     )
+    with pytest.raises(InvalidParameterValueException) as exc:
+        architectures.check("python3.12", ("x86_64",), "riscv64")
+    assert "[x86_64]. Please select different architectures from [x86_64, arm64] or" in str(exc.value)
     architectures.check("python3.12", ("x86_64",), "x86_64")
     _emulator(monkeypatch)
     architectures.check("provided.al2", ("arm64",), "x86_64")

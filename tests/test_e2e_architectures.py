@@ -132,7 +132,7 @@ def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
 def _refusal(runtime: str) -> str:
     return (
         f"Runtime {runtime} does not support the following architectures [{OTHER}]. Please select different "
-        f"architectures from [{HOST}] or select a different runtime."
+        "architectures from [x86_64, arm64] or select a different runtime."
     )
 
 
