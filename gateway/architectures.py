@@ -8,8 +8,10 @@ only what the host can run (`check`, at CreateFunction, UpdateFunctionCode and U
   (`qemu-aarch64-static` or `qemu-aarch64` for arm64 on x86_64; `qemu-x86_64[-static]` the other way; Debian's
   package `qemu-user-static`). A bootstrap that is an ELF program of the function's architecture is then started
   through it (`emulated`: the environment runs `qemu-aarch64-static /var/task/bootstrap`); it must be statically
-  linked (Go with CGO_ENABLED=0, Rust with musl), as the jail holds no libraries of the other architecture. Anything
-  else (a shell script bootstrap) is started as it is: what it executes must run on the host.
+  linked (Go with CGO_ENABLED=0, Rust with musl), as the jail holds no libraries of the other architecture. An ELF
+  program of the host's architecture goes through the emulator too, which refuses it: it does not quietly run
+  natively in a function that says it is of the other architecture. Anything else (a shell script bootstrap) is
+  started as it is: what it executes must run on the host. A layer's extensions are started the same way.
 - Python and Node.js need an interpreter built for the function's architecture, which this gateway does not have:
   refused, as Lambda refuses an architecture a runtime does not support (`check`'s message is Lambda's, as it answers
   CreateFunction: "Runtime provided does not support the following architectures [arm64]. Please select different
@@ -106,10 +108,14 @@ def elf_architecture(path: str) -> str | None:
 
 
 def emulated(bootstrap: list[str], host_path: str, architectures: tuple[str, ...]) -> list[str]:
-    """A custom runtime's command line, through the emulator when the function's architecture is not the host's and
-    its bootstrap (`host_path`: where the gateway reads it) is a program of that architecture; else `bootstrap`."""
+    """A custom runtime's command line (or an extension's), through the emulator when the function's architecture is
+    not the host's and its program (`host_path`: where the gateway reads it) is an ELF program: of the function's
+    architecture, it runs; of the host's, the emulator refuses it ("Invalid ELF image for this architecture": the
+    environment exits), as Lambda's processor would not run it (there, "exec format error") instead of letting it
+    run natively. Anything else (a script, the host's architecture's function): `bootstrap` as it is."""
     wanted = architectures[0] if architectures else "x86_64"
-    if wanted == host_architecture() or elf_architecture(host_path) != wanted:
+    host = host_architecture()
+    if wanted == host or elf_architecture(host_path) not in (wanted, host):
         return bootstrap
     program = emulator(wanted)
     return [program, *bootstrap] if program is not None else bootstrap

@@ -87,5 +87,11 @@ def test_emulated_only_a_program_of_the_functions_foreign_architecture(
     argv = ["/var/task/bootstrap"]
     assert architectures.emulated(argv, str(program), (other,)) == [f"/usr/bin/qemu-{other}-static", *argv]
     assert architectures.emulated(argv, str(program), (host,)) == argv  # the host's: exec format error, as Lambda
+    native = tmp_path / "native"
+    machine = (0x3E if other == "arm64" else 0xB7).to_bytes(2, "little")
+    native.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 11 + machine)
+    # the host's program in a function of the other architecture: the emulator refuses it (not run natively)
+    assert architectures.emulated(argv, str(native), (other,)) == [f"/usr/bin/qemu-{other}-static", *argv]
+    assert architectures.emulated(argv, str(native), (host,)) == argv
     program.write_text("#!/bin/sh\n")
     assert architectures.emulated(argv, str(program), (other,)) == argv  # a script runs on the host's shell

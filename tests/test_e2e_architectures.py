@@ -115,6 +115,16 @@ def binfmt_handler(architecture: str, root: str = "/proc/sys/fs/binfmt_misc") ->
 
 
 @pytest.fixture(scope="session")
+def native_go_zip(tmp_path_factory: pytest.TempPathFactory, foreign_go_zip: bytes) -> bytes:
+    """A Go bootstrap of the host's architecture (after `foreign_go_zip`: skipped where it is)."""
+    try:
+        binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-native"), GO_SOURCE, GOARCH[HOST])
+    except runtime_builds.Unavailable as exc:
+        _unavailable(str(exc))
+    return make_zip({"bootstrap": binary.read_bytes()}, executable={"bootstrap"})
+
+
+@pytest.fixture(scope="session")
 def foreign_extension_layer(tmp_path_factory: pytest.TempPathFactory, foreign_go_zip: bytes) -> bytes:
     """A layer whose extensions/arch-ext is a Go program of the architecture that is not the host's."""
     try:
@@ -205,3 +215,18 @@ def test_an_extension_of_the_functions_architecture_runs_under_qemu_too(
     assert "FunctionError" not in resp, (body, log)
     assert body == {"echo": {"n": 2}, "goarch": GOARCH[OTHER]}
     assert f"extension goarch={GOARCH[OTHER]}" in log
+
+
+def test_a_bootstrap_of_the_hosts_architecture_does_not_run_in_a_function_of_the_other(
+    lam: Any, fname: str, native_go_zip: bytes
+) -> None:
+    """Lambda's processor of the function's architecture does not run a program of another: neither does the
+    emulator that stands in for it (the program is not run natively behind the function's Architectures)."""
+    lam.create_function(FunctionName=fname, Runtime="provided.al2023", Role=ROLE, Handler="x",
+                        Code={"ZipFile": native_go_zip}, Architectures=[OTHER])  # fmt: skip
+    resp = lam.invoke(FunctionName=fname, Payload=b"{}", LogType="Tail")
+    body = json.loads(resp["Payload"].read())
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert resp.get("FunctionError") == "Unhandled", body
+    assert body["errorType"] == "Runtime.ExitError" and "goarch" not in body, body
+    assert "Invalid ELF image" in log, log
