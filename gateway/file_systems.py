@@ -80,11 +80,17 @@ def is_access_point_arn(arn: str) -> bool:
 
 
 def is_local_mount_path(path: str) -> bool:
-    """Whether `path` satisfies the model's pattern and length. `.` and `..` match the pattern but are refused:
-    /mnt/.. would mount over the jail's root."""
-    return (
-        len(path) <= MAX_LOCAL_MOUNT_PATH and _MOUNT_PATH_RE.fullmatch(path) is not None and path[5:] not in (".", "..")
-    )
+    """Whether `path` satisfies the model's pattern and length (ValidationException when not)."""
+    return len(path) <= MAX_LOCAL_MOUNT_PATH and _MOUNT_PATH_RE.fullmatch(path) is not None
+
+
+def mount_path_problem(path: str) -> str | None:
+    """Why a LocalMountPath that satisfies the model is refused (InvalidParameterValueException), or None: `/mnt/.`
+    and `/mnt/..` match its pattern, but name /mnt itself and the jail's root (a mount there would hide the
+    runtime)."""
+    if path[5:] in (".", ".."):
+        return f"The LocalMountPath {path} is not a directory in /mnt: name one (/mnt/<name>), not . or .."
+    return None
 
 
 def parse(text: str) -> dict[str, AccessPoint]:

@@ -162,7 +162,10 @@ def test_constraints_and_unmapped_access_points_are_refused(gw: RunningGateway) 
         ([{"Arn": ARN, "LocalMountPath": "/tmp/data"}], "ValidationException",
          "1 validation error detected: Value '/tmp/data' at 'fileSystemConfigs.1.member.localMountPath' failed to "
          "satisfy constraint: Member must satisfy regular expression pattern: /mnt/[a-zA-Z0-9-_.]+", 400),
-        ([{"Arn": ARN, "LocalMountPath": "/mnt/.."}], "ValidationException", None, 400),
+        ([{"Arn": ARN, "LocalMountPath": "/mnt/.."}], "InvalidParameterValueException",
+         "The LocalMountPath /mnt/.. is not a directory in /mnt: name one (/mnt/<name>), not . or ..", 400),
+        ([{"Arn": OTHER_ARN, "LocalMountPath": "/mnt/."}], "InvalidParameterValueException",
+         "The LocalMountPath /mnt/. is not a directory in /mnt: name one (/mnt/<name>), not . or ..", 400),
         ([{"Arn": ARN, "LocalMountPath": "/mnt/a"}, {"Arn": ARN, "LocalMountPath": "/mnt/b"}],
          "ValidationException", None, 400),
         ([{"Arn": "arn:aws:elasticfilesystem:us-east-1:123456789012:file-system/fs-0123",

@@ -70,8 +70,12 @@ def test_the_models_patterns() -> None:
     assert file_systems.is_access_point_arn(s3files)
     assert not file_systems.is_access_point_arn(ARN + "0" * 300)
     assert file_systems.is_local_mount_path("/mnt/data-1.x_y")
-    for bad in ("/mnt/", "/mnt/a/b", "/tmp/a", "/mnt/..", "/mnt/.", "/mnt/" + "a" * 160):
+    for bad in ("/mnt/", "/mnt/a/b", "/tmp/a", "/mnt/" + "a" * 160):
         assert not file_systems.is_local_mount_path(bad)
+    for dots in ("/mnt/..", "/mnt/."):  # the pattern's, but not a directory in /mnt: refused with words of its own
+        assert file_systems.is_local_mount_path(dots)
+        assert "not a directory in /mnt" in (file_systems.mount_path_problem(dots) or "")
+    assert file_systems.mount_path_problem("/mnt/...") is None
 
 
 def test_the_spec_names_the_mapped_directory_and_user_only_in_a_jail(tmp_path: Path) -> None:
