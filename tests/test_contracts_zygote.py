@@ -33,7 +33,7 @@ specs = st.builds(
     file_systems=st.lists(
         st.builds(
             FileSystemMount,
-            text.map(lambda t: "/mnt/" + t),
+            st.from_regex(r"/mnt/[a-z][a-z0-9._-]{0,20}", fullmatch=True),
             text.map(lambda t: "/" + t),
             st.integers(1, 2**32 - 2),
             st.integers(1, 2**32 - 2),

@@ -100,6 +100,9 @@ def test_the_spec_names_the_mapped_directory_and_user_only_in_a_jail(tmp_path: P
         [1, "/d", 1, 1, 1, 1],
         ["/mnt/x", "/d", 1, 1, 1, 0],
         ["/mnt/x", "/d", 1, 1],
+        ["/mnt/..", "/d", 1, 1, 1, 1],
+        ["/mnt/.", "/d", 1, 1, 1, 1],
+        ["/mnt/a/../..", "/d", 1, 1, 1, 1],
     ],
 )
 def test_a_mount_out_of_bounds_is_not_a_spec(wire: list[object]) -> None:

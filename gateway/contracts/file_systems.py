@@ -25,6 +25,8 @@ class FileSystemMount(NamedTuple):
         target, source, uid, gid, dev, ino = wire
         if not (type(target) is str and type(source) is str and all(type(n) is int for n in (uid, gid, dev, ino))):
             raise TypeError(f"malformed file system mount: {str(wire)[:200]}")
-        if not (target.startswith("/mnt/") and source.startswith("/") and uid > 0 and gid > 0 and dev >= 0 and ino > 0):
+        name = target[5:]  # one directory in /mnt, not /mnt itself nor the root: the API refuses those too
+        in_mnt = target.startswith("/mnt/") and name not in ("", ".", "..") and "/" not in name
+        if not (in_mnt and source.startswith("/") and uid > 0 and gid > 0 and dev >= 0 and ino > 0):
             raise ValueError(f"file system mount out of bounds: {str(wire)[:200]}")
         return cls(target, source, uid, gid, dev, ino)
