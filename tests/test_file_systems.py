@@ -219,3 +219,15 @@ def test_an_environment_without_a_jail_refuses_a_file_system(tmp_path: Path) -> 
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == ExitCode.MOUNT_FAILED
+
+
+def test_an_access_points_user_is_none_of_the_environments(tmp_path: Path) -> None:
+    """Settings.validate: an access point's uid or gid in the environments' uid range would give a function the
+    files (and, as the uid of a running environment, the processes) of another environment."""
+    settings = Settings(data_dir=tmp_path / "data", uid_base=100000, uid_count=1000)
+    for uid, gid in ((100000, 1000), (1000, 100999), (100500, 100500)):
+        point = AccessPoint(str(tmp_path / "efs"), uid, gid, 0, 1)
+        with pytest.raises(ValueError, match="outside the environments' uid range"):
+            dataclasses.replace(settings, file_systems={ARN: point}).validate()
+    for uid in (99999, 101000):
+        dataclasses.replace(settings, file_systems={ARN: AccessPoint(str(tmp_path / "efs"), uid, uid, 0, 1)}).validate()
