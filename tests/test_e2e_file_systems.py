@@ -130,6 +130,10 @@ def test_environments_of_a_function_share_its_file_system_as_the_access_points_u
 
 
 def test_a_symlink_in_the_shared_directory_leads_nowhere_outside_the_jail(gw: RunningGateway, shared_dir: Path) -> None:
+    """What a function reads through a symlink it left is resolved in its own jail's root (pivot_root, not the
+    idmap, makes it so: this test would pass without the idmap, except for the link's owner). The risk on the host's
+    side, a symlink the environment's own mount would follow while the host's root is reachable, is
+    test_nested_access_points_a_swapped_inner_directory_is_not_mounted's."""
     lam = gw.client()
     create_function(lam, "efs-links", SOURCE, FileSystemConfigs=[{"Arn": ARN, "LocalMountPath": MOUNT}])
     data_dir = str(gw.data_dir)  # the gateway's registry, code and logs, on the host
