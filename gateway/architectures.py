@@ -8,12 +8,20 @@ only what the host can run (`check`, at CreateFunction, UpdateFunctionCode and U
   (`qemu-aarch64-static` or `qemu-aarch64` for arm64 on x86_64; `qemu-x86_64[-static]` the other way; Debian's
   package `qemu-user-static`). A bootstrap that is an ELF program of the function's architecture is then started
   through it (`emulated`: the environment runs `qemu-aarch64-static /var/task/bootstrap`); it must be statically
-  linked (Go with CGO_ENABLED=0, Rust with musl), as the jail holds no libraries of the other architecture. Anything
-  else (a shell script bootstrap) is started as it is: what it executes must run on the host.
+  linked (Go with CGO_ENABLED=0, Rust with musl), as the jail holds no libraries of the other architecture. An ELF
+  program of the host's architecture goes through the emulator too, which refuses it: it does not quietly run
+  natively in a function that says it is of the other architecture. Anything else (a shell script bootstrap) is
+  started as it is: what it executes must run on the host. A layer's extensions are started the same way.
 - Python and Node.js need an interpreter built for the function's architecture, which this gateway does not have:
   refused, as Lambda refuses an architecture a runtime does not support (`check`'s message is Lambda's, as it answers
   CreateFunction: "Runtime provided does not support the following architectures [arm64]. Please select different
   architectures from [x86_64, arm64] or select a different runtime.").
+
+On a host whose kernel has binfmt_misc handlers for QEMU (Debian registers them, with the F flag, when
+qemu-user-static is installed along binfmt-support or systemd's binfmt), the kernel itself runs any program of the
+other architecture through QEMU, in a jail too: a function of the host's architecture whose bootstrap is of the
+other one then runs, where Lambda answers "exec format error". The gateway cannot see nor refuse that; remove the
+handlers (`update-binfmts --disable`, or /proc/sys/fs/binfmt_misc/qemu-*: echo 0) for Lambda's behaviour.
 
 Pure apart from `emulator` (a PATH look-up, cached) and `elf_architecture` (reads 20 bytes).
 """
@@ -75,13 +83,14 @@ def supported(runtime: str, host: str | None = None) -> tuple[str, ...]:
 
 
 def check(runtime: str, architectures: tuple[str, ...], host: str | None = None) -> None:
-    """Refuse, with Lambda's InvalidParameterValueException, a runtime and architecture this host cannot run."""
+    """Refuse, with Lambda's InvalidParameterValueException, a runtime and architecture this host cannot run. The
+    message lists Lambda's architectures, as AWS's does (what runs here is in the first part: the refused ones)."""
     runs = supported(runtime, host)
     wanted = [a for a in architectures if a not in runs]
     if wanted:
         raise InvalidParameterValueException(
             f"Runtime {runtime} does not support the following architectures [{', '.join(wanted)}]. Please select "
-            f"different architectures from [{', '.join(runs)}] or select a different runtime."
+            f"different architectures from [{', '.join(ARCHITECTURES)}] or select a different runtime."
         )
 
 
@@ -99,10 +108,14 @@ def elf_architecture(path: str) -> str | None:
 
 
 def emulated(bootstrap: list[str], host_path: str, architectures: tuple[str, ...]) -> list[str]:
-    """A custom runtime's command line, through the emulator when the function's architecture is not the host's and
-    its bootstrap (`host_path`: where the gateway reads it) is a program of that architecture; else `bootstrap`."""
+    """A custom runtime's command line (or an extension's), through the emulator when the function's architecture is
+    not the host's and its program (`host_path`: where the gateway reads it) is an ELF program: of the function's
+    architecture, it runs; of the host's, the emulator refuses it ("Invalid ELF image for this architecture": the
+    environment exits), as Lambda's processor would not run it (there, "exec format error") instead of letting it
+    run natively. Anything else (a script, the host's architecture's function): `bootstrap` as it is."""
     wanted = architectures[0] if architectures else "x86_64"
-    if wanted == host_architecture() or elf_architecture(host_path) != wanted:
+    host = host_architecture()
+    if wanted == host or elf_architecture(host_path) not in (wanted, host):
         return bootstrap
     program = emulator(wanted)
     return [program, *bootstrap] if program is not None else bootstrap

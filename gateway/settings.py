@@ -309,11 +309,19 @@ class Settings:
             raise ValueError(f"access log must be api, all or off, got {self.access_log!r}")
         if self.function_invoke not in FUNCTION_INVOKE_MODES:
             raise ValueError(f"GATEWAY_FUNCTION_INVOKE must be any or policy, got {self.function_invoke!r}")
-        file_systems.check_outside(self.file_systems, self.data_dir)
+        if self.file_systems:
+            private = file_systems.private_paths(self.data_dir, self.runtimes, os.environ)
+            file_systems.check_outside(self.file_systems, private)
         if self.sandbox not in ("auto", "rlimits"):
             raise ValueError(f"sandbox must be auto or rlimits, got {self.sandbox!r}")
         if self.uid_base < 65536 or self.uid_count < 1 or self.uid_base + self.uid_count - 1 > 2**32 - 2:
             raise ValueError("the uid range (GATEWAY_UID_BASE, GATEWAY_UID_COUNT) must lie in [65536, 4294967294]")
+        for arn, point in self.file_systems.items():  # an environment's uid: its files, its processes
+            if any(self.uid_base <= n < self.uid_base + self.uid_count for n in (point.uid, point.gid)):
+                raise ValueError(
+                    f"GATEWAY_FILE_SYSTEMS: the uid and gid of {arn} must lie outside the environments' uid range "
+                    f"[{self.uid_base}, {self.uid_base + self.uid_count - 1}] (GATEWAY_UID_BASE, GATEWAY_UID_COUNT)"
+                )
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.log_max_bytes < 1 or self.log_retention_files < 0:

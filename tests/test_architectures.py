@@ -45,14 +45,17 @@ def test_the_refusal_is_lambdas(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lambda's words for an architecture a runtime does not support, as CreateFunction answered them through
     CloudFormation (github.com/serverless/serverless issue 10057: "Runtime provided does not support the following
     architectures [arm64]. Please select different architectures from [x86_64, arm64] or select a different
-    runtime."), with the architectures this host runs the runtime on."""
+    runtime."): the list is Lambda's architectures, whatever the host (an unknown one runs none of them)."""
     _no_emulator(monkeypatch)
     with pytest.raises(InvalidParameterValueException) as exc:
         architectures.check("python3.12", ("arm64",), "x86_64")
     assert str(exc.value) == (
         "Runtime python3.12 does not support the following architectures [arm64]. Please select different "
-        "architectures from [x86_64] or select a different runtime."
+        "architectures from [x86_64, arm64] or select a different runtime."
     )
+    with pytest.raises(InvalidParameterValueException) as exc:
+        architectures.check("python3.12", ("x86_64",), "riscv64")
+    assert "[x86_64]. Please select different architectures from [x86_64, arm64] or" in str(exc.value)
     architectures.check("python3.12", ("x86_64",), "x86_64")
     _emulator(monkeypatch)
     architectures.check("provided.al2", ("arm64",), "x86_64")
@@ -84,5 +87,11 @@ def test_emulated_only_a_program_of_the_functions_foreign_architecture(
     argv = ["/var/task/bootstrap"]
     assert architectures.emulated(argv, str(program), (other,)) == [f"/usr/bin/qemu-{other}-static", *argv]
     assert architectures.emulated(argv, str(program), (host,)) == argv  # the host's: exec format error, as Lambda
+    native = tmp_path / "native"
+    machine = (0x3E if other == "arm64" else 0xB7).to_bytes(2, "little")
+    native.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 11 + machine)
+    # the host's program in a function of the other architecture: the emulator refuses it (not run natively)
+    assert architectures.emulated(argv, str(native), (other,)) == [f"/usr/bin/qemu-{other}-static", *argv]
+    assert architectures.emulated(argv, str(native), (host,)) == argv
     program.write_text("#!/bin/sh\n")
     assert architectures.emulated(argv, str(program), (other,)) == argv  # a script runs on the host's shell

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.contracts import zygote as control
 from gateway.contracts.environment import EnvironmentSpec, Mount, SpecError
+from gateway.contracts.file_systems import FileSystemMount
 from tests.conftest import sample_spec
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
@@ -29,6 +30,18 @@ specs = st.builds(
     memory_size=st.integers(128, 10240),
     ephemeral_storage=st.integers(512, 10240),
     network=st.booleans(),
+    file_systems=st.lists(
+        st.builds(
+            FileSystemMount,
+            st.from_regex(r"/mnt/[a-z][a-z0-9._-]{0,20}", fullmatch=True),
+            text.map(lambda t: "/" + t),
+            st.integers(1, 2**32 - 2),
+            st.integers(1, 2**32 - 2),
+            st.integers(0, 2**64 - 1),
+            st.integers(1, 2**64 - 1),
+        ),
+        max_size=1,
+    ),
 )
 features = st.builds(control.Features, st.booleans(), st.booleans(), st.booleans())
 requests = st.one_of(st.builds(control.Fork, ids, specs), st.builds(control.Taken, ids), st.builds(control.Stop))
@@ -148,6 +161,8 @@ def test_spec_defaults_and_malformed_specs() -> None:
         {**minimal, "network": 1},
         {**minimal, "mounts": [["/t"]]},
         {**minimal, "mounts": [["/t", "/not-a-list"]]},
+        {**minimal, "extension_emulators": {"/opt/extensions/a": 1}},
+        {**minimal, "extension_emulators": [["/opt/extensions/a", "/usr/bin/qemu-aarch64-static"]]},
         {k: v for k, v in minimal.items() if k != "handler"},
     ):
         with pytest.raises(SpecError):
@@ -165,4 +180,4 @@ def test_sandbox_plan_as_json() -> None:
 
 
 def test_exit_codes_are_the_numbers_the_runtime_always_used() -> None:
-    assert [int(code) for code in control.ExitCode] == [0, 1, 3, 4]
+    assert [int(code) for code in control.ExitCode] == [0, 1, 3, 4, 5]

@@ -251,6 +251,7 @@ class EnvironmentSpec(NamedTuple):
     network: bool
     bootstrap: list[str] = []
     extensions: list[str] = []
+    extension_emulators: dict[str, str] = {}  # an extension -> what runs it (QEMU: gateway/architectures.py)
     file_systems: list[FileSystemMount] = []  # a jail's FileSystemConfigs (gateway/contracts/file_systems.py)
 
     def to_wire(self) -> dict[str, Any]:
@@ -259,9 +260,8 @@ class EnvironmentSpec(NamedTuple):
 
     @classmethod
     def from_wire(cls, wire: Any) -> EnvironmentSpec:
-        """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults
-        (`extra_paths` none, `max_concurrency` 1, `mounts` none, `network` True, `bootstrap` and `extensions`
-        none)."""
+        """Read and check a spec's wire form; raises SpecError. Missing optional keys take their defaults (`network`
+        True, `max_concurrency` 1, the lists and maps empty)."""
         if type(wire) is not dict:
             raise SpecError(f"a spec is a map, not {type(wire).__name__}")
         try:
@@ -277,6 +277,7 @@ class EnvironmentSpec(NamedTuple):
                 network=wire.get("network", True),
                 bootstrap=wire.get("bootstrap", []),
                 extensions=wire.get("extensions", []),
+                extension_emulators=wire.get("extension_emulators", {}),
                 file_systems=[FileSystemMount.from_wire(f) for f in wire.get("file_systems", ())],
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -286,23 +287,22 @@ class EnvironmentSpec(NamedTuple):
 
 
 def _check_spec(spec: EnvironmentSpec) -> None:
+    emulators = spec.extension_emulators
     ok = (
         type(spec.env) is dict
         and all(type(k) is str and type(v) is str for k, v in spec.env.items())
         and type(spec.code_dir) is str
         and type(spec.handler) is str
-        and type(spec.extra_paths) is list
-        and all(type(p) is str for p in spec.extra_paths)
         and type(spec.max_concurrency) is int
         and all(type(m.target) is str and type(m.sources) is list for m in spec.mounts)
         and all(type(s) is str for m in spec.mounts for s in m.sources)
         and type(spec.memory_size) is int
         and type(spec.ephemeral_storage) is int
         and type(spec.network) is bool
-        and type(spec.bootstrap) is list
-        and all(type(a) is str for a in spec.bootstrap)
-        and type(spec.extensions) is list
-        and all(type(a) is str for a in spec.extensions)
+        and type(spec.extra_paths) is type(spec.bootstrap) is type(spec.extensions) is list
+        and type(emulators) is dict
+        and all(type(a) is str for a in (*spec.extra_paths, *spec.bootstrap, *spec.extensions, *emulators))
+        and all(type(a) is str for a in emulators.values())
     )
     if not ok:
         raise SpecError(f"a field of the spec has the wrong type: {str(spec)[:200]}")

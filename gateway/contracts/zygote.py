@@ -64,6 +64,9 @@ class ExitCode(enum.IntEnum):
     BAD_FRAME = 3
     #: its sandbox could not be set up: no user code ran
     SANDBOX_FAILED = 4
+    #: its function's file system (FileSystemConfigs) could not be mounted: no user code ran. Invoke answers
+    #: EFSMountFailureException (gateway/execution/failures.py)
+    MOUNT_FAILED = 5
 
 
 class MessageError(ValueError):

@@ -1,10 +1,31 @@
 """How an invocation fails for want of its environment: the environment died, or the invocation ran out of time.
-Raised by gateway/execution/environment.py (which re-exports them), caught by the invoker and the pool."""
+Raised by gateway/execution/environment.py (which re-exports them), caught by the invoker and the pool; and how the
+invoker words a death that is the platform's, not the function's (`mount_failure`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.contracts.zygote import ExitCode
+from gateway.errors import EFSMountFailureException
+
+
+def mount_failure(extra: Mapping[str, Any], wait_status: int | None) -> EFSMountFailureException | None:
+    """Invoke's error when an environment of a function (`extra`: its FunctionConfig.extra) ended, before any of its
+    code ran, because it could not mount its file system (runtimes/python/file_systems.py: ExitCode.MOUNT_FAILED),
+    as Lambda answers it (EFSMountFailureException, 403); else None. The message names no host path: why is in the
+    gateway's log."""
+    if wait_status is None or not os.WIFEXITED(wait_status) or os.WEXITSTATUS(wait_status) != ExitCode.MOUNT_FAILED:
+        return None
+    arns = [fs["Arn"] for fs in extra.get("FileSystemConfigs") or ()]
+    which = f" of access point {arns[0]}" if arns else ""
+    return EFSMountFailureException(
+        f"The function couldn't mount the file system{which}: its directory could not be mounted here."
+    )
 
 
 class EnvironmentDied(Exception):

@@ -27,6 +27,7 @@ from gateway.errors import (
     ServiceException,
 )
 from gateway.execution.environment import INIT_TIMEOUT, EnvironmentDied, InvocationTimeout
+from gateway.execution.failures import mount_failure
 from gateway.execution.lambda_logs import failure_line, init_error_line, log_tail, log_text
 from gateway.execution.pools import PoolManager
 from gateway.execution.streams import Stream
@@ -254,7 +255,15 @@ class Invoker:
         invocation ran until it died (0 when it died in Init)."""
         if self.stopping:
             raise ServiceException(STOPPED)
-        status = await self._exit_status(exc)
+        wait_status = await self._exit_status(exc)
+        if (failure := mount_failure(inv.config.extra, wait_status)) is not None:
+            log.warning(
+                "%s could not mount its file system: %s",
+                inv.config.name,
+                exc.output[-2000:].decode("utf-8", "replace").strip(),
+            )
+            raise failure
+        status = describe_wait_status(wait_status)
         what = f"Runtime exited with error: {status}"
         if exc.oom_peak is None or status != "signal: killed":  # the OOM killer may have ended a child before
             return _failed(inv, RUNTIME_EXIT_ERROR, what)
@@ -262,11 +271,11 @@ class Invoker:
         return _failed(inv, RUNTIME_OUT_OF_MEMORY, what)
 
     @staticmethod
-    async def _exit_status(exc: EnvironmentDied) -> str:
+    async def _exit_status(exc: EnvironmentDied) -> int | None:
         status: int | None = None
         if exc.exit_status is not None:
             try:
                 status = await asyncio.wait_for(asyncio.shield(exc.exit_status), EXIT_STATUS_WAIT)
             except TimeoutError:
                 status = None
-        return describe_wait_status(status)
+        return status

@@ -90,6 +90,7 @@ def environment_spec(
         network=config.environment.get(NETWORK_VARIABLE, "default") == "default",
         bootstrap=bootstrap,
         extensions=extensions,
+        extension_emulators=extension_emulators(config, jailed),
         file_systems=file_system_mounts(config, settings, jailed),
     )
     if not spec.bootstrap and config.runtime.startswith("python") and (extensions or EXEC_WRAPPER in environ):
@@ -111,14 +112,13 @@ def file_system_mounts(config: FunctionConfig, settings: Settings, jailed: bool)
             raise EFSMountFailureException(
                 f"The function couldn't mount the file system of access point {fs['Arn']}: {why}."
             )
-        mounts.append(FileSystemMount(fs["LocalMountPath"], access_point.path, access_point.uid, access_point.gid))
+        ap = access_point
+        mounts.append(FileSystemMount(fs["LocalMountPath"], ap.path, ap.uid, ap.gid, ap.dev, ap.ino))
     return mounts
 
 
-def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
-    """The function's external extensions: the files of its layers' extensions/ directories, as Lambda's merged
-    /opt/extensions shows them (a later layer's file hides an earlier one's of the same name), sorted by name (the
-    order Lambda starts them in); paths as the environment sees them."""
+def _extension_files(config: FunctionConfig, jailed: bool) -> dict[str, Path]:
+    """The function's external extensions: path as the environment sees it -> the file on the host."""
     found: dict[str, Path] = {}
     for layer in config.layer_dirs:
         directory = Path(layer) / "extensions"
@@ -126,7 +126,26 @@ def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
             for entry in directory.iterdir():
                 if entry.is_file():
                     found[entry.name] = entry
-    return [f"{LAYERS_ROOT}/extensions/{name}" if jailed else str(found[name]) for name in sorted(found)]
+    return {f"{LAYERS_ROOT}/extensions/{name}" if jailed else str(found[name]): found[name] for name in sorted(found)}
+
+
+def extension_paths(config: FunctionConfig, jailed: bool) -> list[str]:
+    """The function's external extensions: the files of its layers' extensions/ directories, as Lambda's merged
+    /opt/extensions shows them (a later layer's file hides an earlier one's of the same name), sorted by name (the
+    order Lambda starts them in); paths as the environment sees them."""
+    return list(_extension_files(config, jailed))
+
+
+def extension_emulators(config: FunctionConfig, jailed: bool) -> dict[str, str]:
+    """Which of the function's extensions run through an emulator (an ELF program of the function's architecture,
+    when it is not the host's: gateway/architectures.py `emulated`), and which: path as the environment sees it ->
+    the emulator."""
+    out = {}
+    for path, host in _extension_files(config, jailed).items():
+        argv = architectures.emulated([path], str(host), config.architectures)
+        if argv != [path]:
+            out[path] = argv[0]
+    return out
 
 
 def python_bootstrap(

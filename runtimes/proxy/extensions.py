@@ -76,10 +76,14 @@ Failure = tuple[str, str]  # (error type, message)
 class Extension:
     """One external extension: its process, its registration, its pending `next` and undelivered events."""
 
-    __slots__ = ("busy", "events", "exit_status", "ext_id", "name", "path", "pid", "queue", "ready", "relay", "waiter")
+    __slots__ = (
+        "busy", "emulator", "events", "exit_status", "ext_id", "name", "path", "pid", "queue", "ready", "relay",
+        "waiter",
+    )  # fmt: skip
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, emulator: str = "") -> None:
         self.path = path
+        self.emulator = emulator  # "" or QEMU's user mode, that runs it (EnvironmentSpec.extension_emulators)
         self.name = os.path.basename(path)
         self.ext_id = ""  # set when it registers
         self.events: frozenset[str] = frozenset()
@@ -108,16 +112,18 @@ def _send_event(exchange: Exchange, event: bytes) -> None:
     exchange.respond(200, event, f"Lambda-Extension-Event-Identifier: {uuid.uuid4()}\r\n")
 
 
-def spawn(path: str, env: Mapping[str, str], cwd: str, output: int) -> int:
-    """Start one extension (as the runtime is started: runtimes/proxy/process.py), fds 1 and 2 on `output`."""
+def spawn(path: str, env: Mapping[str, str], cwd: str, output: int, emulator: str = "") -> int:
+    """Start one extension (as the runtime is started: runtimes/proxy/process.py), fds 1 and 2 on `output`; through
+    `emulator` when one is named."""
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_DUP2, output, 1),
         (os.POSIX_SPAWN_DUP2, output, 2),
     ]
     os.chdir(cwd)
+    argv = [emulator, path] if emulator else [path]
     return os.posix_spawn(
-        path, [path], dict(env), file_actions=actions, setsigdef=process._DEFAULT_SIGNALS, setsigmask=()
+        argv[0], argv, dict(env), file_actions=actions, setsigdef=process._DEFAULT_SIGNALS, setsigmask=()
     )
 
 
@@ -126,8 +132,17 @@ class Extensions:
     sets the callbacks: `on_registered` (start the runtime), `on_change` (an extension asked for its next event,
     exited, or failed: re-check whatever waits on them)."""
 
-    def __init__(self, paths: Sequence[str], env: Mapping[str, str], tele: telemetry.Telemetry, writer: relay.Writer):
-        self.extensions = [Extension(p) for p in paths[:MAX_EXTENSIONS]]  # external ones (a path), then internal
+    def __init__(
+        self,
+        paths: Sequence[str],
+        env: Mapping[str, str],
+        tele: telemetry.Telemetry,
+        writer: relay.Writer,
+        emulators: Mapping[str, str] | None = None,
+    ):
+        emulators = emulators or {}
+        # external ones (a path), then internal
+        self.extensions = [Extension(p, emulators.get(p, "")) for p in paths[:MAX_EXTENSIONS]]
         self.declined = len(paths) - len(self.extensions)  # executables past the limit: Init fails, none starts
         self.env = env
         self.telemetry = tele
@@ -160,7 +175,7 @@ class Extensions:
         for ext in self.extensions:
             read_end, write_end = relay.pipe_for_child()
             try:
-                ext.pid = spawn(ext.path, env, cwd, write_end)
+                ext.pid = spawn(ext.path, env, cwd, write_end, ext.emulator)
             except OSError as exc:
                 os.close(read_end)
                 ext.exit_status = 127 << 8

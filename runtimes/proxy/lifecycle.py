@@ -63,6 +63,7 @@ class ExtensionLink(GatewayLink):
         memory_mb: int,
         init_start: float,
         pending: Callable[[], int],
+        emulators: dict[str, str] | None = None,
     ) -> None:
         super().__init__(sock, self._invoke, self._end)
         self._deliver = on_invoke
@@ -73,7 +74,7 @@ class ExtensionLink(GatewayLink):
         self.memory_mb = memory_mb
         self.telemetry = telemetry.Telemetry()
         self.writer = relay.Writer()
-        self.extensions = Extensions(extensions, spec_env, self.telemetry, self.writer)
+        self.extensions = Extensions(extensions, spec_env, self.telemetry, self.writer, emulators)
         self.extensions.on_change = self._check
         self.runtime_relay: relay.Relay | None = None
         self.runtime_pid: Callable[[], int] = lambda: 0

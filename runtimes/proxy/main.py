@@ -75,6 +75,7 @@ class Proxy:
                 spec.memory_size,
                 init_start,
                 pending,
+                spec.extension_emulators,
             )
             self.extensions.runtime_pid = lambda: self.pid
         else:

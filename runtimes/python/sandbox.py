@@ -6,6 +6,7 @@ here ends the process with ExitCode.SANDBOX_FAILED: no user code runs in a half-
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -16,6 +17,7 @@ from gateway.contracts.environment import EnvironmentSpec
 from gateway.contracts.zygote import ExitCode
 from gateway.isolation import cgroups, uids
 from runtimes.python import jail, seccomp
+from runtimes.python.file_systems import MountFailed
 from runtimes.python.isolation import Isolation
 from runtimes.python.jail import PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _libc, private_tmp_mount
 from runtimes.python.output import OutputCapture
@@ -28,6 +30,9 @@ AS_HEADROOM_MB = 1024
 
 
 def _failed(exc: BaseException) -> NoReturn:
+    if isinstance(exc, MountFailed):  # Invoke answers EFSMountFailureException (gateway/execution/failures.py)
+        sys.stderr.write(f"the function's file system could not be mounted: {exc}\n")
+        os._exit(ExitCode.MOUNT_FAILED)
     sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
     os._exit(ExitCode.SANDBOX_FAILED)
 
@@ -52,6 +57,8 @@ class Prepared:
         try:
             if self.cgroup_fds:
                 cgroups.limit(self.cgroup_version, self.cgroup_fds, spec.memory_size)
+            if spec.file_systems and self.uid is None:  # the gateway asks only a jail (gateway/execution/spec.py)
+                raise MountFailed(errno.EPERM, "a file system is mounted only in a jail, and this environment has none")
             if self.uid is not None:
                 jail.seal(
                     spec.mounts, spec.ephemeral_storage, spec.network, self.uid, self.zygote_pid, spec.file_systems

@@ -20,6 +20,7 @@ from gateway.file_systems import (
     MAX_LOCAL_MOUNT_PATH,
     is_access_point_arn,
     is_local_mount_path,
+    mount_path_problem,
 )
 from gateway.isolation.sandbox import Sandbox
 from gateway.settings import Settings
@@ -65,13 +66,16 @@ def file_system_configs(body: Mapping[str, Any], v: Violations) -> list[dict[str
 
 
 def check_file_systems(extra: Mapping[str, Any], settings: Settings) -> None:
-    """The service's rules for the FileSystemConfigs a request sets (in `extra`, as `_config` keeps it): an access
-    point this gateway maps (GATEWAY_FILE_SYSTEMS), and a gateway that jails its environments (only a jail can mount
-    it: without one, an environment runs as the gateway's user and would see the host as that user does)."""
+    """The service's rules for the FileSystemConfigs a request sets (in `extra`, as `_config` keeps it): a mount
+    path in /mnt (`mount_path_problem`), an access point this gateway maps (GATEWAY_FILE_SYSTEMS), and a gateway
+    that jails its environments (only a jail can mount it: without one, an environment runs as the gateway's user
+    and would see the host as that user does)."""
     configs = extra.get(KEY)
     if not configs:
         return
     for config in configs:
+        if problem := mount_path_problem(config["LocalMountPath"]):
+            raise InvalidParameterValueException(problem)
         if config["Arn"] not in settings.file_systems:
             raise InvalidParameterValueException(
                 f"EFS access point {config['Arn']} was not found. This gateway mounts only the access points that "
