@@ -14,7 +14,8 @@
   configuration is created or its layers change.
 
 A package that passes makes the function's configuration show `SigningProfileVersionArn` and `SigningJobArn`; one
-deployed under Warn without passing shows neither. Functions without a configuration are not checked.
+deployed under Warn without passing shows neither. Functions without a configuration are not checked (and new code of
+theirs shows neither: the members describe the package deployed, not one before).
 
 Concurrency model: the checks are CPU-bound (SHA-256 of the package) and run in the worker thread that decodes and
 stores the package (`DeploymentCheck.__call__`), or in one of their own for layers.
@@ -136,10 +137,10 @@ async def check_layers(
 
 
 def signed(config: FunctionConfig, check: DeploymentCheck | None) -> FunctionConfig:
-    """`config` showing what `check` found of its package (unchanged when its function has no configuration)."""
-    if check is None:
-        return config
-    extra = {k: v for k, v in {**config.extra, **check.signing_members()}.items() if v is not None}
+    """`config`, whose package was just deployed, showing what `check` found of that package: a function without a
+    configuration (`check` None) shows no signature, whatever its package before was signed with."""
+    members = dict.fromkeys(SIGNING_MEMBERS) if check is None else check.signing_members()
+    extra = {k: v for k, v in {**config.extra, **members}.items() if v is not None}
     return dataclasses.replace(config, extra=extra)
 
 
