@@ -6,9 +6,17 @@ otherwise). Helpers and fixtures are tests/test_api_code_signing.py's (that modu
 
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
+import zlib
 from typing import Any
 
-from tests.test_api_code_signing import Keys, _code, _create, _csc, _name
+import pytest
+from botocore.exceptions import ClientError
+
+from gateway.store import signatures
+from tests.test_api_code_signing import OTHER, TRUSTED, UNREGISTERED, Keys, _code, _create, _csc, _error, _name
 from tests.test_api_code_signing import gw as gw
 from tests.test_api_code_signing import keys as keys
 from tests.test_api_code_signing import lam as lam
@@ -28,3 +36,31 @@ def test_new_code_of_a_function_without_a_configuration_shows_no_signature(lam: 
     out = lam.update_function_code(FunctionName=name, ZipFile=_code(2))
     assert not any(k in out for k in SIGNING)
     assert not any(k in lam.get_function_configuration(FunctionName=name) for k in SIGNING)
+
+
+def _tampered(keys: Keys, profile: str) -> bytes:
+    """A stored (uncompressed) package signed for `profile`, then edited with its CRCs fixed: a valid zip whose
+    signed bytes no longer hash to the signature's digest."""
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("lambda_function.py", "def lambda_handler(e, c):\n    return {'v': 'AAAA'}\n")
+    s = bytearray(keys.sign(z.getvalue(), profile, key_of=TRUSTED if profile == UNREGISTERED else None))
+    j = s.find(b"AAAA")
+    s[j : j + 4] = b"BBBB"
+    crc = struct.pack("<I", zlib.crc32(b"def lambda_handler(e, c):\n    return {'v': 'BBBB'}\n"))
+    k = s.find(b"PK\x03\x04")
+    s[k + 14 : k + 18] = crc
+    k = s.find(b"PK\x01\x02")
+    s[k + 16 : k + 20] = crc
+    return bytes(s)
+
+
+@pytest.mark.parametrize("profile", [OTHER, UNREGISTERED])
+def test_a_tampered_package_fails_integrity_under_warn_whatever_its_profile(lam: Any, keys: Keys, profile: str) -> None:
+    tampered = _tampered(keys, profile)
+    sig = signatures.read(tampered)
+    assert sig is not None and sig.sha256 != sig.actual_sha256
+    csc = _csc(lam, "Warn")  # allows TRUSTED only
+    with pytest.raises(ClientError) as exc:
+        _create(lam, _name(), tampered, csc)
+    assert _error(exc)[0] == "InvalidCodeSignatureException"

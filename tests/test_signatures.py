@@ -129,10 +129,22 @@ def test_unsigned_unknown_and_disallowed_profiles_are_mismatches(tmp_path: Path)
     assert "not allowed" in str(signatures.check(signed, frozenset({OTHER}), profiles, NOW).failure)
     unregistered = signatures.sign(_package(), key, OTHER, NOW)
     assert "not registered" in str(signatures.check(unregistered, frozenset({OTHER}), profiles, NOW).failure)
-    # a damaged package signed by a profile the configuration does not trust is simply untrusted
-    tampered = bytearray(unregistered)
-    tampered[40] ^= 1
-    assert signatures.check(bytes(tampered), frozenset({OTHER}), profiles, NOW).failure is not None
+
+
+def test_integrity_is_checked_before_trust(tmp_path: Path) -> None:
+    """A package modified after signing fails integrity whatever profile it claims (allowed or not, registered or
+    not: the digest needs no key), and so does a signature a registered profile's key does not verify, even when the
+    configuration does not allow that profile: the policy (Warn) never decides for a tampered package."""
+    key, profiles = _profiles(tmp_path)
+    for claimed in (PROFILE, OTHER):  # registered but not allowed below; not registered at all
+        tampered = bytearray(signatures.sign(_package(), key, claimed, NOW))
+        tampered[40] ^= 1
+        for allowed in (frozenset({PROFILE}), frozenset({OTHER}), frozenset()):
+            with pytest.raises(DamagedSignature, match="modified after it was signed"):
+                signatures.check(bytes(tampered), allowed, profiles, NOW)
+    forged = signatures.sign(_package(), signatures.load_private_key(signatures.generate_key()[0]), PROFILE, NOW)
+    with pytest.raises(DamagedSignature, match="does not verify"):
+        signatures.check(forged, frozenset({OTHER}), profiles, NOW)
 
 
 def test_expiry_and_revocation(tmp_path: Path) -> None:

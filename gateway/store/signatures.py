@@ -285,24 +285,26 @@ class Verdict:
 
 def check(data: bytes, allowed: frozenset[str], profiles: SigningProfiles, now: float) -> Verdict:
     """Lambda's four checks (configuration-codesigning.html, "Signature validation": integrity, expiry, mismatch,
-    revocation). Mismatch comes first here, since integrity can only be judged with a key the configuration trusts:
-    an unsigned package, or one signed by a profile the configuration does not allow or the gateway has no key of, is
-    untrusted (the policy decides). Then a signature of an allowed, registered profile whose digest or Ed25519
-    signature does not hold fails integrity: DamagedSignature, whatever the policy; so does a damaged signature
-    (`read`). Then expiry and revocation (the policy decides). CPU-bound: call it in a thread."""
+    revocation). Integrity comes first and needs no trust: a package whose signed bytes do not hash to the digest its
+    signature claims, or a damaged signature (`read`), fails it (DamagedSignature, whatever the policy), and so does a
+    signature that does not verify with the key of the profile it names, when the gateway has that key (whether or
+    not the configuration allows that profile). Then mismatch: an unsigned package, or one signed by a profile the
+    configuration does not allow or the gateway has no key of, is untrusted (the policy decides). Then expiry and
+    revocation (the policy decides). CPU-bound: call it in a thread."""
     sig = read(data)
     if sig is None:
         return Verdict(None, "the package is not signed")
+    if sig.sha256 != sig.actual_sha256:
+        raise DamagedSignature("the package was modified after it was signed")
     profile = profiles.get(sig.profile)
+    if profile is not None:
+        try:
+            profile.key.verify(sig.sig, sig.message())
+        except InvalidSignature:
+            raise DamagedSignature("the signature does not verify with the signing profile's key") from None
     if sig.profile not in allowed or profile is None:
         why = "not allowed by the code signing configuration" if sig.profile not in allowed else "not registered"
         return Verdict(sig, f"the signing profile {sig.profile} is {why}")
-    if sig.sha256 != sig.actual_sha256:
-        raise DamagedSignature("the package was modified after it was signed")
-    try:
-        profile.key.verify(sig.sig, sig.message())
-    except InvalidSignature:
-        raise DamagedSignature("the signature does not verify with the signing profile's key") from None
     if sig.expires <= now:
         return Verdict(sig, "the signature has expired")
     if profile.revoked or sig.job in profile.revoked_jobs:
