@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from gateway.store import signatures
+from tests.conftest import HANDLER, ROLE, RUNTIME, RunningGateway, _gateway_env
 from tests.test_api_code_signing import OTHER, TRUSTED, UNREGISTERED, Keys, _code, _create, _csc, _error, _name
 from tests.test_api_code_signing import gw as gw
 from tests.test_api_code_signing import keys as keys
@@ -64,3 +69,123 @@ def test_a_tampered_package_fails_integrity_under_warn_whatever_its_profile(lam:
     with pytest.raises(ClientError) as exc:
         _create(lam, _name(), tampered, csc)
     assert _error(exc)[0] == "InvalidCodeSignatureException"
+
+
+class _SlowS3(BaseHTTPRequestHandler):
+    """Serves `package` for any GET after `delay` seconds (an S3 endpoint that stalls a deployment)."""
+
+    package = b""
+    delay = 3.0
+
+    def do_GET(self) -> None:
+        time.sleep(self.delay)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.package)))
+        self.send_header("Content-Type", "application/zip")
+        self.end_headers()
+        self.wfile.write(self.package)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[RunningGateway]:
+    """A gateway whose S3 endpoint stalls 3 s before answering an unsigned package."""
+    handler = type("H", (_SlowS3,), {"package": _code(99)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = _gateway_env(GATEWAY_SIGNING_PROFILES=str(keys.path),
+                       GATEWAY_S3_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}")  # fmt: skip
+    gateway = RunningGateway(tmp_path_factory.mktemp("slow-s3") / "data", env)
+    gateway.start()
+    yield gateway
+    gateway.stop()
+    server.shutdown()
+    thread.join()
+
+
+def _during(gateway: RunningGateway, deploy: Callable[[Any], Any], meanwhile: Callable[[], None]) -> dict[str, Any]:
+    """Run `deploy(client)` in a thread; 1 s in (while its package is being fetched), `meanwhile()`; the outcome."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["out"] = deploy(gateway.client())
+        except ClientError as exc:
+            result["err"] = exc.response["Error"]["Code"]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1)
+    meanwhile()
+    thread.join()
+    return result
+
+
+def test_a_configuration_attached_during_an_update_applies_to_it(slow: RunningGateway) -> None:
+    op = slow.client()
+    name = _name()
+    op.create_function(FunctionName=name, Runtime=RUNTIME, Role=ROLE, Handler=HANDLER,
+                       Code={"ZipFile": _code(1)})  # fmt: skip
+    op.get_waiter("function_active_v2").wait(FunctionName=name)
+    before = op.get_function_configuration(FunctionName=name)["CodeSha256"]
+    csc = _csc(op, "Enforce")
+    result = _during(
+        slow,
+        lambda c: c.update_function_code(FunctionName=name, S3Bucket="bucket", S3Key="k.zip"),
+        lambda: op.put_function_code_signing_config(FunctionName=name, CodeSigningConfigArn=csc),
+    )
+    assert result.get("err") == "ResourceConflictException"
+    assert op.get_function_configuration(FunctionName=name)["CodeSha256"] == before
+
+
+def test_a_policy_changed_during_a_create_applies_to_it(slow: RunningGateway) -> None:
+    op = slow.client()
+    name = _name()
+    csc = _csc(op, "Warn")
+    result = _during(
+        slow,
+        lambda c: c.create_function(FunctionName=name, Runtime=RUNTIME, Role=ROLE,
+                                    Handler=HANDLER, CodeSigningConfigArn=csc,
+                                    Code={"S3Bucket": "bucket", "S3Key": "k.zip"}),
+        lambda: op.update_code_signing_config(CodeSigningConfigArn=csc,
+                                              CodeSigningPolicies={"UntrustedArtifactOnDeployment": "Enforce"}),
+    )  # fmt: skip
+    assert result.get("err") == "ResourceConflictException"
+    with pytest.raises(ClientError) as exc:
+        op.get_function(FunctionName=name)
+    assert _error(exc)[0] == "ResourceNotFoundException"
+    assert op.list_functions_by_code_signing_config(CodeSigningConfigArn=csc)["FunctionArns"] == []
+
+
+def test_a_configuration_deleted_during_a_create_fails_it(slow: RunningGateway) -> None:
+    """CreateFunction attaches its configuration before the function exists (never after): a configuration deleted
+    while the package is fetched fails the creation, and no function is left without it."""
+    op = slow.client()
+    name = _name()
+    csc = _csc(op, "Warn")
+    result = _during(
+        slow,
+        lambda c: c.create_function(FunctionName=name, Runtime=RUNTIME, Role=ROLE, Handler=HANDLER,
+                                    CodeSigningConfigArn=csc, Code={"S3Bucket": "bucket", "S3Key": "k.zip"}),
+        lambda: op.delete_code_signing_config(CodeSigningConfigArn=csc),
+    )  # fmt: skip
+    assert result.get("err") == "CodeSigningConfigNotFoundException"
+    with pytest.raises(ClientError) as exc:
+        op.get_function(FunctionName=name)
+    assert _error(exc)[0] == "ResourceNotFoundException"
+
+
+def test_a_failed_creation_takes_its_mapping_back(lam: Any, keys: Keys) -> None:
+    name = _name()
+    csc = _csc(lam, "Warn")
+    _create(lam, name, keys.sign(_code(1)), csc)
+    other = _csc(lam, "Warn")
+    with pytest.raises(ClientError) as exc:  # the name is taken: the existing function keeps its configuration
+        _create(lam, name, _code(2), other)
+    assert _error(exc)[0] == "ResourceConflictException"
+    assert lam.get_function_code_signing_config(FunctionName=name)["CodeSigningConfigArn"] == csc
+    assert lam.list_functions_by_code_signing_config(CodeSigningConfigArn=other)["FunctionArns"] == []
+    lam.delete_code_signing_config(CodeSigningConfigArn=other)
