@@ -18,8 +18,9 @@ Ed25519 signature is over `lambda-gateway-signature-v1\\n` followed by the canon
 every member but `sig`: the profile, job, times and digest are bound together, so a signature cannot be moved to other
 code, another profile or a later expiry. Unzip tools ignore the comment; re-signing replaces it.
 
-A comment that does not begin with `LGSIG1 ` means an unsigned package. One that does but does not parse, or whose
-length field does not end it at the package's last byte, is a damaged signature: the integrity check fails. The
+A comment that does not begin with `LGSIG1 ` means an unsigned package. One that does but does not parse, is not in
+the one encoding `sign` writes (members in the order above and no others, compact JSON, padded standard base64), or
+whose length field does not end it at the package's last byte, is a damaged signature: the integrity check fails. The
 record is found as Python's zipfile finds it (the last one in the file's last 64 KiB + 22 bytes), so the code store
 extracts exactly the entries the signature covers.
 
@@ -57,6 +58,8 @@ _EOCD = b"PK\x05\x06"
 _EOCD_SIZE = 22
 #: about 135 months: AWS Signer's default signature validity period
 DEFAULT_VALID_DAYS = 4110
+#: a signature valid longer is as good as one that never expires
+MAX_VALID_DAYS = 36500
 
 
 class DamagedSignature(ValueError):
@@ -90,15 +93,25 @@ def signed_message(profile: str, job: str, signed: int, expires: int, sha256: st
     return CONTEXT + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-def _split(data: bytes) -> tuple[bytes, bytes]:
-    """(signed bytes, comment) of a .zip; DamagedSignature if no end-of-central-directory record ends it."""
+def _split(data: bytes) -> tuple[memoryview, bytes]:
+    """(signed bytes, a view: no copy; comment) of a .zip; DamagedSignature if no end-of-central-directory record
+    ends it."""
     eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     if eocd < 0 or len(data) - eocd < _EOCD_SIZE:
         raise DamagedSignature("no end-of-central-directory record")
     (length,) = struct.unpack("<H", data[eocd + 20 : eocd + 22])
     if eocd + _EOCD_SIZE + length != len(data):
         raise DamagedSignature("the end-of-central-directory record does not end the package")
-    return data[: eocd + 20], data[eocd + _EOCD_SIZE :]
+    return memoryview(data)[: eocd + 20], data[eocd + _EOCD_SIZE :]
+
+
+def _comment(profile: str, job: str, signed: int, expires: int, sha256: str, sig: bytes) -> bytes:
+    """The one encoding of a signature: members in this order, compact JSON, standard base64 with padding. `read`
+    accepts no other, so one signature is one comment and one package (a signature cannot be re-encoded, or carry
+    members of its own, to make packages of other digests that pass with it)."""
+    doc = {"v": 1, "profile": profile, "job": job, "signed": signed, "expires": expires, "sha256": sha256,
+           "sig": base64.b64encode(sig).decode()}  # fmt: skip
+    return MAGIC + base64.b64encode(orjson.dumps(doc))
 
 
 def read(data: bytes) -> Signature | None:
@@ -125,6 +138,8 @@ def read(data: bytes) -> Signature | None:
             sig=base64.b64decode(_str(doc, "sig"), validate=True),
             actual_sha256=hashlib.sha256(signed).hexdigest(),
         )
+        if comment != _comment(sig.profile, sig.job, sig.signed, sig.expires, sig.sha256, sig.sig):
+            raise DamagedSignature("the signature is not in its canonical encoding")
     except (binascii.Error, orjson.JSONDecodeError, ValueError) as exc:
         if isinstance(exc, DamagedSignature):
             raise
@@ -150,30 +165,46 @@ def sign(data: bytes, key: Ed25519PrivateKey, profile: str, now: int, valid_days
     """`data` (a .zip) signed for `profile`: its comment replaced by the signature. ValueError for a profile ARN
     of the wrong form, a package that is not a zip, or one with two entries of one name (extractors disagree on
     which one wins: nobody should vouch for such a package)."""
-    import io
-    import zipfile
-
     if not _PROFILE_ARN_RE.fullmatch(profile):
         raise ValueError(f"not a signing-profile-version ARN: {profile} (pattern {PROFILE_ARN_PATTERN})")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = [info.filename for info in zf.infolist()]
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"not a .zip file: {exc}") from None
-    if len(set(names)) != len(names):
-        raise ValueError("the package has two entries of the same name")
+    if not 1 <= valid_days <= MAX_VALID_DAYS:
+        raise ValueError(f"the validity must be 1 to {MAX_VALID_DAYS} days, not {valid_days}")
+    _check_signable(data)
     eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     signed = data[: eocd + 20]
     job = str(uuid.uuid4())
     digest = hashlib.sha256(signed).hexdigest()
     expires = now + valid_days * 86400
-    message = signed_message(profile, job, now, expires, digest)
-    doc = {"v": 1, "profile": profile, "job": job, "signed": now, "expires": expires, "sha256": digest,
-           "sig": base64.b64encode(key.sign(message)).decode()}  # fmt: skip
-    comment = MAGIC + base64.b64encode(orjson.dumps(doc))
+    comment = _comment(profile, job, now, expires, digest, key.sign(signed_message(profile, job, now, expires, digest)))
     if len(comment) > 0xFFFF:
         raise ValueError("the signature does not fit in a zip comment")
     return signed + struct.pack("<H", len(comment)) + comment
+
+
+def _check_signable(data: bytes) -> None:
+    """ValueError unless `data` is a .zip every reader reads alike: no two entries of one name as the code store
+    extracts them (`x`, `./x` and `a\\..\\x` are one file there), and no end-of-central-directory record inside the
+    comment of another (the record zipfile finds would not be the one the package's writer meant)."""
+    import io
+    import posixpath
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [posixpath.normpath(info.filename.replace("\\", "/")) for info in zf.infolist()]
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"not a .zip file: {exc}") from None
+    names = [n for n in names if n != "."]
+    if len(set(names)) != len(names):
+        raise ValueError("the package has two entries of the same name")
+    start = max(0, len(data) - _EOCD_SIZE - (1 << 16))
+    last = data.rfind(_EOCD, start)
+    at = data.find(_EOCD, start)
+    while 0 <= at < last:
+        (length,) = struct.unpack("<H", data[at + 20 : at + 22].ljust(2, b"\xff"))
+        if at + _EOCD_SIZE + length == len(data):
+            raise ValueError("the package's comment holds an end-of-central-directory record")
+        at = data.find(_EOCD, at + 1)
 
 
 # -- keys and profiles --------------------------------------------------------------------------------------------
@@ -190,7 +221,11 @@ def generate_key() -> tuple[bytes, bytes]:
 
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+    """An unencrypted Ed25519 private key (PEM); ValueError for anything else (an encrypted key included)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # the key is encrypted: `password=None` cannot open it
+        raise ValueError("the private key is encrypted: give an unencrypted PKCS#8 PEM key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the private key is not an Ed25519 key")
     return key
@@ -265,7 +300,10 @@ def _profile(arn: str, entry: object, base: Path) -> Profile:
     jobs = entry.get("revoked_jobs", [])
     if not isinstance(jobs, list) or not all(isinstance(j, str) for j in jobs):
         raise ValueError(f"{where}: revoked_jobs must be a list of job ids")
-    return Profile(arn, _public_key(pem, where), bool(entry.get("revoked", False)), frozenset(jobs))
+    revoked = entry.get("revoked", False)
+    if not isinstance(revoked, bool):
+        raise ValueError(f"{where}: revoked must be true or false")
+    return Profile(arn, _public_key(pem, where), revoked, frozenset(jobs))
 
 
 # -- checks ---------------------------------------------------------------------------------------------------------
