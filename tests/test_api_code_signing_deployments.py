@@ -14,8 +14,10 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 
@@ -189,3 +191,34 @@ def test_a_failed_creation_takes_its_mapping_back(lam: Any, keys: Keys) -> None:
     assert lam.get_function_code_signing_config(FunctionName=name)["CodeSigningConfigArn"] == csc
     assert lam.list_functions_by_code_signing_config(CodeSigningConfigArn=other)["FunctionArns"] == []
     lam.delete_code_signing_config(CodeSigningConfigArn=other)
+
+
+def test_start_up_deployment_of_signed_packages(tmp_path: Path, keys: Keys) -> None:
+    """`serve --deploy`: a directory's `package.zip` is its package byte for byte, so a signed one deploys under
+    Enforce (a zip of the directory never could); a configuration a function.json names from a restart on is attached
+    even when nothing else changed."""
+    top = tmp_path / "deploy"
+    plain, packaged = top / "plain", top / "packaged"
+    plain.mkdir(parents=True)
+    packaged.mkdir()
+    (plain / "lambda_function.py").write_text("def lambda_handler(e, c):\n    return 1\n")
+    (plain / "function.json").write_text('{"Handler": "lambda_function.lambda_handler"}')
+    gateway = RunningGateway(tmp_path / "data", _gateway_env(GATEWAY_SIGNING_PROFILES=str(keys.path)),
+                             args=("--deploy", str(top)))  # fmt: skip
+    gateway.start()
+    try:
+        op = gateway.client()
+        enforce, warn = _csc(op, "Enforce"), _csc(op, "Warn")
+        (packaged / "package.zip").write_bytes(keys.sign(_code(5)))
+        (packaged / "function.json").write_text(orjson.dumps({"Handler": HANDLER, "CodeSigningConfigArn": enforce})
+                                                .decode())  # fmt: skip
+        (plain / "function.json").write_text(orjson.dumps({"Handler": HANDLER, "CodeSigningConfigArn": warn}).decode())
+        gateway.stop()
+        gateway.start()
+        op = gateway.client()
+        got = op.get_function_configuration(FunctionName="packaged")
+        assert got["SigningProfileVersionArn"] == TRUSTED
+        assert op.get_function_code_signing_config(FunctionName="packaged")["CodeSigningConfigArn"] == enforce
+        assert op.get_function_code_signing_config(FunctionName="plain")["CodeSigningConfigArn"] == warn
+    finally:
+        gateway.stop()
