@@ -22,7 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.store import signatures
-from tests.conftest import HANDLER, ROLE, RUNTIME, RunningGateway, _gateway_env
+from tests.conftest import HANDLER, ROLE, RUNTIME, RunningGateway, _gateway_env, make_zip
 from tests.test_api_code_signing import OTHER, TRUSTED, UNREGISTERED, Keys, _code, _create, _csc, _error, _name
 from tests.test_api_code_signing import gw as gw
 from tests.test_api_code_signing import keys as keys
@@ -222,3 +222,24 @@ def test_start_up_deployment_of_signed_packages(tmp_path: Path, keys: Keys) -> N
         assert op.get_function_code_signing_config(FunctionName="plain")["CodeSigningConfigArn"] == warn
     finally:
         gateway.stop()
+
+
+def test_a_layer_s_stored_package_is_checked_as_published(lam: Any, keys: Keys, gw: RunningGateway) -> None:
+    """The layer check reads the stored zip: one changed on disk is not the package published (and is never
+    verified in its place); one missing is a Lambda error, not a crash."""
+    import base64
+    import hashlib
+
+    layer = keys.sign(make_zip({"python/helper.py": f"X = {time.time()}\n"}))
+    published = lam.publish_layer_version(LayerName="stored-layer", Content={"ZipFile": layer})
+    digest = base64.b64decode(published["Content"]["CodeSha256"]).hex()
+    assert digest == hashlib.sha256(layer).hexdigest()
+    (stored,) = gw.data_dir.rglob(f"zips/{digest}.zip")
+    csc = _csc(lam, "Enforce")
+    stored.chmod(0o644)
+    stored.write_bytes(keys.sign(make_zip({"python/helper.py": "X = 'swapped'\n"})))  # signed, but not this layer
+    for _ in range(2):
+        with pytest.raises(ClientError) as exc:
+            _create(lam, _name(), keys.sign(_code(1)), csc, Layers=[published["LayerVersionArn"]])
+        assert _error(exc)[0] == "ServiceException" and "missing from, or damaged in" in _error(exc)[1]
+        stored.unlink(missing_ok=True)

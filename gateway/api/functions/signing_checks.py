@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ from gateway.errors import (
     CodeVerificationFailedException,
     InvalidCodeSignatureException,
     ResourceConflictException,
+    ServiceException,
 )
 from gateway.store import signatures
 from gateway.store.code import CodeStore
@@ -128,6 +130,20 @@ def deployment_check(
     return None if config is None else DeploymentCheck(config, profiles, function_arn)
 
 
+def _stored_package(codestore: CodeStore, layer: LayerRef) -> bytes:
+    """The layer version's package as published: its stored zip, whose SHA-256 must be the one recorded (a zip
+    missing or changed on disk is not the package that was published; it is never checked in its place)."""
+    try:
+        data = codestore.zip_path(layer.code_sha256).read_bytes()
+    except FileNotFoundError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != layer.code_sha256:
+        log.error("code signing: the stored package of layer version %s is %s", layer.arn,
+                  "missing" if data is None else "not the one published")  # fmt: skip
+        raise ServiceException(f"The package of layer version {layer.arn} is missing from, or damaged in, the code store.")
+    return data
+
+
 async def check_layers(
     layers: tuple[LayerRef, ...], config: CodeSigningConfig | None, profiles: SigningProfiles, codestore: CodeStore
 ) -> None:
@@ -138,7 +154,7 @@ async def check_layers(
 
     def work() -> None:
         for layer in layers:
-            verify(codestore.zip_path(layer.code_sha256).read_bytes(), config, profiles, layer.arn)
+            verify(_stored_package(codestore, layer), config, profiles, layer.arn)
 
     await asyncio.to_thread(work)
 
