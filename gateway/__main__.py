@@ -31,7 +31,14 @@ from aiohttp.web_log import AccessLogger
 from gateway.api.sigv4 import sign as sign_request
 from gateway.api.urls.router import looks_like_url
 from gateway.settings import Settings, load_credentials
-from gateway.store.signatures import DEFAULT_VALID_DAYS, SigningProfiles, generate_key, load_private_key, sign
+from gateway.store.signatures import (
+    DEFAULT_VALID_DAYS,
+    MAX_VALID_DAYS,
+    SigningProfiles,
+    generate_key,
+    load_private_key,
+    sign,
+)
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -403,6 +410,9 @@ def sign_command(args: argparse.Namespace) -> int:
     if not (args.package and args.key and args.profile):
         print("gateway sign: PACKAGE, --key and --profile are required (or --generate-key NAME)", file=sys.stderr)
         return 2
+    if not 1 <= args.valid_days <= MAX_VALID_DAYS:  # (the library signs with any: tests make expired signatures)
+        print(f"gateway sign: the validity must be 1 to {MAX_VALID_DAYS} days, not {args.valid_days}", file=sys.stderr)
+        return 1
     try:
         if os.stat(args.key).st_mode & 0o077:
             print(f"gateway sign: warning: {args.key} is readable by others than its owner (chmod 600 it)",

@@ -243,3 +243,17 @@ def test_a_layer_s_stored_package_is_checked_as_published(lam: Any, keys: Keys, 
             _create(lam, _name(), keys.sign(_code(1)), csc, Layers=[published["LayerVersionArn"]])
         assert _error(exc)[0] == "ServiceException" and "missing from, or damaged in" in _error(exc)[1]
         stored.unlink(missing_ok=True)
+
+
+def test_empty_values_are_not_defaults_and_the_configuration_is_checked_first(lam: Any, keys: Keys) -> None:
+    with pytest.raises(ClientError) as exc:
+        lam.create_code_signing_config(AllowedPublishers={"SigningProfileVersionArns": [TRUSTED]},
+                                       CodeSigningPolicies={"UntrustedArtifactOnDeployment": ""})  # fmt: skip
+    assert _error(exc)[0] == "ValidationException" and "enum value set" in _error(exc)[1]
+    with pytest.raises(ClientError) as exc:
+        _create(lam, _name(), keys.sign(_code(1)), CodeSigningConfigArn="")
+    assert _error(exc)[0] == "ValidationException" and "codeSigningConfigArn" in _error(exc)[1]
+    missing = "arn:aws:lambda:us-east-1:123456789012:code-signing-config:csc-0123456789abcdef0"
+    with pytest.raises(ClientError) as exc:  # neither exists: the configuration is named (LocalStack's order)
+        lam.put_function_code_signing_config(FunctionName="no-such-function", CodeSigningConfigArn=missing)
+    assert _error(exc)[0] == "CodeSigningConfigNotFoundException"

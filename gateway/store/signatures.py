@@ -167,8 +167,6 @@ def sign(data: bytes, key: Ed25519PrivateKey, profile: str, now: int, valid_days
     which one wins: nobody should vouch for such a package)."""
     if not _PROFILE_ARN_RE.fullmatch(profile):
         raise ValueError(f"not a signing-profile-version ARN: {profile} (pattern {PROFILE_ARN_PATTERN})")
-    if not 1 <= valid_days <= MAX_VALID_DAYS:
-        raise ValueError(f"the validity must be 1 to {MAX_VALID_DAYS} days, not {valid_days}")
     _check_signable(data)
     eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     signed = data[: eocd + 20]

@@ -111,9 +111,9 @@ class DeploymentCheck:
 
 def requested_config(body: Mapping[str, Any], store: CodeSigningConfigs) -> CodeSigningConfig | None:
     """CreateFunction's `CodeSigningConfigArn`: the configuration it names (None when absent). ValidationException for
-    a malformed ARN, CodeSigningConfigNotFoundException for one that does not exist."""
+    a malformed ARN ("" included), CodeSigningConfigNotFoundException for one that does not exist."""
     arn = body.get("CodeSigningConfigArn")
-    if arn is None or arn == "":
+    if arn is None:
         return None
     if not isinstance(arn, str):
         raise shape_error("CodeSigningConfigArn", arn, str)
@@ -140,7 +140,9 @@ def _stored_package(codestore: CodeStore, layer: LayerRef) -> bytes:
     if data is None or hashlib.sha256(data).hexdigest() != layer.code_sha256:
         log.error("code signing: the stored package of layer version %s is %s", layer.arn,
                   "missing" if data is None else "not the one published")  # fmt: skip
-        raise ServiceException(f"The package of layer version {layer.arn} is missing from, or damaged in, the code store.")
+        raise ServiceException(
+            f"The package of layer version {layer.arn} is missing from, or damaged in, the code store."
+        )
     return data
 
 
