@@ -257,3 +257,24 @@ def test_empty_values_are_not_defaults_and_the_configuration_is_checked_first(la
     with pytest.raises(ClientError) as exc:  # neither exists: the configuration is named (LocalStack's order)
         lam.put_function_code_signing_config(FunctionName="no-such-function", CodeSigningConfigArn=missing)
     assert _error(exc)[0] == "CodeSigningConfigNotFoundException"
+
+
+def test_layer_versions_show_their_signer(lam: Any, keys: Keys) -> None:
+    """Layer (FunctionConfiguration.Layers[]) and LayerVersionContentOutput carry SigningProfileVersionArn and
+    SigningJobArn of a package whose signature holds; an unsigned or tampered one shows neither."""
+    layer = make_zip({"python/signed_helper.py": "X = 1\n"})
+    signed = lam.publish_layer_version(LayerName="signer-shown", Content={"ZipFile": keys.sign(layer)})
+    sig = signatures.read(keys.sign(layer))
+    assert sig is not None
+    assert signed["Content"]["SigningProfileVersionArn"] == TRUSTED
+    assert signed["Content"]["SigningJobArn"].startswith(sig.job_arn().rsplit("/", 1)[0] + "/")
+    got = lam.get_layer_version(LayerName="signer-shown", VersionNumber=signed["Version"])
+    assert got["Content"]["SigningJobArn"] == signed["Content"]["SigningJobArn"]
+    plain = lam.publish_layer_version(LayerName="signer-hidden", Content={"ZipFile": layer})
+    tampered = lam.publish_layer_version(LayerName="signer-hidden", Content={"ZipFile": _tampered(keys, TRUSTED)})
+    assert not any(k in plain["Content"] or k in tampered["Content"] for k in SIGNING)
+    name = _name()
+    out = _create(lam, name, _code(1), Layers=[signed["LayerVersionArn"], plain["LayerVersionArn"]])
+    assert out["Layers"][0]["SigningProfileVersionArn"] == TRUSTED
+    assert out["Layers"][0]["SigningJobArn"] == signed["Content"]["SigningJobArn"]
+    assert not any(k in out["Layers"][1] for k in SIGNING)

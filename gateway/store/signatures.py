@@ -304,6 +304,24 @@ def _profile(arn: str, entry: object, base: Path) -> Profile:
     return Profile(arn, _public_key(pem, where), revoked, frozenset(jobs))
 
 
+def attested(data: bytes, profiles: SigningProfiles) -> Signature | None:
+    """The signature `data` carries if it holds (intact, and verified with the registered key of the profile it
+    names), whatever any configuration trusts; None otherwise, never an error. What a layer version shows of its
+    signer (SigningProfileVersionArn, SigningJobArn). CPU-bound: call it in a thread."""
+    try:
+        sig = read(data)
+    except DamagedSignature:
+        return None
+    profile = None if sig is None else profiles.get(sig.profile)
+    if sig is None or profile is None or sig.sha256 != sig.actual_sha256:
+        return None
+    try:
+        profile.key.verify(sig.sig, sig.message())
+    except InvalidSignature:
+        return None
+    return sig
+
+
 # -- checks ---------------------------------------------------------------------------------------------------------
 
 
