@@ -31,7 +31,14 @@ from aiohttp.web_log import AccessLogger
 from gateway.api.sigv4 import sign as sign_request
 from gateway.api.urls.router import looks_like_url
 from gateway.settings import Settings, load_credentials
-from gateway.store.signatures import DEFAULT_VALID_DAYS, SigningProfiles, generate_key, load_private_key, sign
+from gateway.store.signatures import (
+    DEFAULT_VALID_DAYS,
+    MAX_VALID_DAYS,
+    SigningProfiles,
+    generate_key,
+    load_private_key,
+    sign,
+)
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -343,30 +350,80 @@ def policy_unenforceable(settings: Settings) -> str | None:
     )
 
 
+def signing_bypassable(settings: Settings) -> str | None:
+    """Why code signing could not bind what functions themselves deploy with these settings, or None: as for
+    `policy_unenforceable`, functions that are not jailed reach an API without operator credentials unsigned, and
+    can detach or loosen their own configuration. Only said when signing profiles are registered (code signing in
+    use); a warning, not a refusal: the gateway's own operator may be the only one deploying."""
+    from gateway.isolation.sandbox import Sandbox
+
+    if settings.signing_profiles is None or settings.auth_required or Sandbox.may_jail(settings.sandbox):
+        return None
+    return (
+        "code signing (GATEWAY_SIGNING_PROFILES) does not bind functions: functions that are not jailed "
+        "(GATEWAY_SANDBOX=rlimits, or not root) reach the open API on loopback unsigned and can change code signing "
+        "configurations and deploy code; configure operator credentials (GATEWAY_ACCESS_KEY_ID / "
+        "GATEWAY_SECRET_ACCESS_KEY) or run as root"
+    )
+
+
+def _generate_key_pair(name: str) -> int:
+    """`gateway sign --generate-key NAME`: NAME.key (0600) and NAME.pub, neither overwritten."""
+    private, public = generate_key()
+    key_path, pub_path = Path(name + ".key"), Path(name + ".pub")
+    written: list[Path] = []
+    try:
+        for path, data, mode in ((key_path, private, 0o600), (pub_path, public, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # never overwrite a key
+            written.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except OSError as exc:
+        for path in written:  # a half-written pair is no pair
+            path.unlink(missing_ok=True)
+        print(f"gateway sign: {exc.strerror}: {exc.filename} (a key pair is never overwritten)", file=sys.stderr)
+        return 1
+    print(f"wrote {key_path} (private: keep it secret) and {pub_path} (register it in GATEWAY_SIGNING_PROFILES)")
+    return 0
+
+
+def _write_atomically(out: Path, data: bytes) -> None:
+    """`out` replaced by `data` in one step (a temporary file of a unique name beside it), keeping its mode."""
+    import tempfile
+
+    mode = out.stat().st_mode & 0o777 if out.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def sign_command(args: argparse.Namespace) -> int:
     """`gateway sign`: sign a package (gateway.store.signatures documents the format), or make a key pair."""
     if args.generate_key:
-        private, public = generate_key()
-        key_path, pub_path = Path(args.generate_key + ".key"), Path(args.generate_key + ".pub")
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-        pub_path.write_bytes(public)
-        print(f"wrote {key_path} (private: keep it secret) and {pub_path} (register it in GATEWAY_SIGNING_PROFILES)")
-        return 0
+        return _generate_key_pair(args.generate_key)
     if not (args.package and args.key and args.profile):
         print("gateway sign: PACKAGE, --key and --profile are required (or --generate-key NAME)", file=sys.stderr)
         return 2
+    if not 1 <= args.valid_days <= MAX_VALID_DAYS:  # (the library signs with any: tests make expired signatures)
+        print(f"gateway sign: the validity must be 1 to {MAX_VALID_DAYS} days, not {args.valid_days}", file=sys.stderr)
+        return 1
     try:
+        if os.stat(args.key).st_mode & 0o077:
+            print(f"gateway sign: warning: {args.key} is readable by others than its owner (chmod 600 it)",
+                  file=sys.stderr)  # fmt: skip
         key = load_private_key(Path(args.key).read_bytes())
         signed = sign(Path(args.package).read_bytes(), key, args.profile, int(time.time()), args.valid_days)
+        out = Path(args.output or args.package)
+        _write_atomically(out, signed)
     except (OSError, ValueError) as exc:
         print(f"gateway sign: {exc}", file=sys.stderr)
         return 1
-    out = Path(args.output or args.package)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(signed)
-    tmp.replace(out)
     print(f"signed {args.package} for {args.profile}: {out}")
     return 0
 
@@ -386,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unenforceable:
         sys.exit(f"gateway: {unenforceable}")
     configure_logging(settings.log_level, settings.log_format)
+    if bypassable := signing_bypassable(settings):
+        log.warning("%s", bypassable)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it

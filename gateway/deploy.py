@@ -2,8 +2,10 @@
 
 Each sub-directory of DIR holding a `function.json` (a CreateFunction request body without `Code`;
 FunctionName defaults to the directory name, Runtime to the gateway's own Python, which every host running it has)
-becomes a function whose package is the directory's content. An existing function is updated only when its code or
-settings differ, so restarts are cheap.
+becomes a function whose package is the directory's content, or, when the directory holds a `package.zip`, that file
+byte for byte (the rest of the directory is then not deployed): the way to deploy a package signed by `gateway sign`
+(a zip of the directory can carry no signature), so that a function.json naming a `CodeSigningConfigArn` under
+Enforce deploys. An existing function is updated only when its code or settings differ, so restarts are cheap.
 
 A `function.json` may also carry `"FunctionUrlConfig": {"AuthType": "NONE" | "AWS_IAM", "Cors": {...},
 "InvokeMode": ...}` (a CreateFunctionUrlConfig body, checked the same way): the function's URL is created, or updated
@@ -46,6 +48,8 @@ OWN_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
 URL_MEMBER = "FunctionUrlConfig"
+#: a directory's package as built (and signed) elsewhere: deployed as it is instead of a zip of the directory
+PACKAGE_FILE = "package.zip"
 
 
 class PolicyStatements(Protocol):
@@ -109,7 +113,8 @@ def _request_body(directory: Path, role: str) -> dict[str, Any]:
     body.setdefault("FunctionName", directory.name)
     body.setdefault("Runtime", OWN_RUNTIME)
     body.setdefault("Role", role)
-    zip_bytes = from_directory(directory)
+    package = directory / PACKAGE_FILE
+    zip_bytes = package.read_bytes() if package.is_file() else from_directory(directory)
     body["Code"] = {"ZipFile": base64.b64encode(zip_bytes).decode()}
     return body
 

@@ -45,3 +45,51 @@ def test_a_config_in_use_is_not_deleted_and_deleted_functions_let_go(tmp_path: P
     assert store.delete(config.arn) == "deleted"
     assert store.delete(config.arn) == "missing"
     store.close()
+
+
+def test_readers_see_snapshots_while_writers_change_the_mapping(tmp_path: Path) -> None:
+    """Reads (on the event loop, or under the registry's lock) iterate the caches while worker threads write: the
+    caches are copy-on-write, so an iteration never fails with "dictionary changed size"."""
+    import threading
+
+    store = CodeSigningConfigs(tmp_path / "cs.sqlite3")
+    config = store.create(_make)
+    for i in range(200):
+        store.attach(f"f{i}", config.arn)
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            store.attach(f"g{i % 50}", config.arn) if i % 2 == 0 else store.detach(f"g{i % 50}")
+            i += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(300):
+            assert len(store.functions_of(config.arn)) >= 200
+            assert store.all() == [config]
+    finally:
+        stop.set()
+        writer.join()
+    store.close()
+
+
+def test_attach_new_never_takes_over_a_mapping(tmp_path: Path) -> None:
+    import dataclasses
+
+    store = CodeSigningConfigs(tmp_path / "cs.sqlite3")
+    config = store.create(_make)
+    assert store.attach_new("f", config, lambda name: False) == "attached"
+    assert store.attach_new("f", config, lambda name: False) == "taken"
+    assert store.attach_new("g", config, lambda name: name == "g") == "taken"
+    loosened = dataclasses.replace(config, untrusted_artifact_on_deployment="Warn")
+    assert store.attach_new("h", loosened, lambda name: False) == "changed"
+    store.update(config.arn, lambda c: dataclasses.replace(c, description="only the description"))
+    assert store.attach_new("h", config, lambda name: False) == "attached"  # the rules are the same
+    store.detach("f")
+    store.detach("h")
+    assert store.delete(config.arn) == "deleted"
+    assert store.attach_new("f", config, lambda name: False) == "missing"
+    store.close()

@@ -145,6 +145,19 @@ def test_policy_mode_is_refused_where_functions_reach_an_open_api() -> None:
     assert policy_unenforceable(Settings.from_args(_args(), {"GATEWAY_SANDBOX": "rlimits"})) is None
 
 
+def test_code_signing_on_an_open_api_is_warned_about(tmp_path: Path) -> None:
+    """Functions that are not jailed reach an API without operator credentials unsigned: code signing binds only
+    what the operator deploys, and the start-up log says so (a warning: the gateway still starts)."""
+    from gateway.__main__ import signing_bypassable
+
+    profiles = {"GATEWAY_SIGNING_PROFILES": str(tmp_path / "profiles.json"), "GATEWAY_SANDBOX": "rlimits"}
+    reason = signing_bypassable(Settings.from_args(_args(), profiles))
+    assert reason is not None and "code signing (GATEWAY_SIGNING_PROFILES) does not bind functions" in reason
+    keys = {"GATEWAY_ACCESS_KEY_ID": "k", "GATEWAY_SECRET_ACCESS_KEY": "s"}
+    assert signing_bypassable(Settings.from_args(_args(), profiles | keys)) is None
+    assert signing_bypassable(Settings.from_args(_args(), {"GATEWAY_SANDBOX": "rlimits"})) is None
+
+
 def test_the_partition_follows_the_region_as_botocore_says() -> None:
     """Issue 18, cause 2. Source: botocore's partitions.json (each partition's regions and `regionRegex`)."""
     partitions = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())["partitions"]

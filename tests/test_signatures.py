@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -129,10 +131,22 @@ def test_unsigned_unknown_and_disallowed_profiles_are_mismatches(tmp_path: Path)
     assert "not allowed" in str(signatures.check(signed, frozenset({OTHER}), profiles, NOW).failure)
     unregistered = signatures.sign(_package(), key, OTHER, NOW)
     assert "not registered" in str(signatures.check(unregistered, frozenset({OTHER}), profiles, NOW).failure)
-    # a damaged package signed by a profile the configuration does not trust is simply untrusted
-    tampered = bytearray(unregistered)
-    tampered[40] ^= 1
-    assert signatures.check(bytes(tampered), frozenset({OTHER}), profiles, NOW).failure is not None
+
+
+def test_integrity_is_checked_before_trust(tmp_path: Path) -> None:
+    """A package modified after signing fails integrity whatever profile it claims (allowed or not, registered or
+    not: the digest needs no key), and so does a signature a registered profile's key does not verify, even when the
+    configuration does not allow that profile: the policy (Warn) never decides for a tampered package."""
+    key, profiles = _profiles(tmp_path)
+    for claimed in (PROFILE, OTHER):  # registered but not allowed below; not registered at all
+        tampered = bytearray(signatures.sign(_package(), key, claimed, NOW))
+        tampered[40] ^= 1
+        for allowed in (frozenset({PROFILE}), frozenset({OTHER}), frozenset()):
+            with pytest.raises(DamagedSignature, match="modified after it was signed"):
+                signatures.check(bytes(tampered), allowed, profiles, NOW)
+    forged = signatures.sign(_package(), signatures.load_private_key(signatures.generate_key()[0]), PROFILE, NOW)
+    with pytest.raises(DamagedSignature, match="does not verify"):
+        signatures.check(forged, frozenset({OTHER}), profiles, NOW)
 
 
 def test_expiry_and_revocation(tmp_path: Path) -> None:
@@ -200,3 +214,85 @@ def test_profiles_file_errors_name_the_culprit(tmp_path: Path) -> None:
     (tmp_path / "team.pub").write_bytes(public)
     path.write_text(orjson.dumps({PROFILE: {"public_key_file": "team.pub"}}).decode())
     assert PROFILE in SigningProfiles.load(path)
+    path.write_text(orjson.dumps({PROFILE: {"public_key_file": "team.pub", "revoked": "false"}}).decode())
+    with pytest.raises(ValueError, match="revoked must be true or false"):
+        SigningProfiles.load(path)
+
+
+def _recomment(signed: bytes, comment: bytes) -> bytes:
+    eocd = signed.rfind(b"PK\x05\x06")
+    return signed[: eocd + 20] + struct.pack("<H", len(comment)) + comment
+
+
+def test_a_signature_has_one_encoding(tmp_path: Path) -> None:
+    """Members of its own, another order, spaces or another base64 make a damaged signature: one signature cannot
+    be re-encoded into packages of other digests (CodeSha256) that pass with it."""
+    key, profiles = _profiles(tmp_path)
+    signed = signatures.sign(_package(), key, PROFILE, NOW)
+    comment = signed[signed.rfind(b"PK\x05\x06") + 22 :]
+    doc = orjson.loads(base64.b64decode(comment[len(signatures.MAGIC) :]))
+    variants = [
+        orjson.dumps({**doc, "extra": "x"}),
+        orjson.dumps(dict(reversed(doc.items()))),
+        orjson.dumps(doc, option=orjson.OPT_INDENT_2),
+    ]
+    for raw in variants:
+        with pytest.raises(DamagedSignature, match="canonical"):
+            signatures.check(_recomment(signed, signatures.MAGIC + base64.b64encode(raw)), frozenset({PROFILE}),
+                             profiles, NOW)  # fmt: skip
+    unpadded = signatures.MAGIC + base64.b64encode(orjson.dumps(doc)).rstrip(b"=")
+    if unpadded != comment:
+        with pytest.raises(DamagedSignature):
+            signatures.check(_recomment(signed, unpadded), frozenset({PROFILE}), profiles, NOW)
+    assert signatures.check(_recomment(signed, comment), frozenset({PROFILE}), profiles, NOW).failure is None
+
+
+def test_sign_refuses_names_the_code_store_makes_one_and_hidden_records(tmp_path: Path) -> None:
+    key, _ = _profiles(tmp_path)
+    for other in ("./lambda_function.py", "lib/../lambda_function.py", "lib\\..\\lambda_function.py"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("lambda_function.py", "benign = 1\n")
+            zf.writestr(other, "evil = 1\n")
+        with pytest.raises(ValueError, match="two entries of the same name"):
+            signatures.sign(buf.getvalue(), key, PROFILE, NOW)
+    data = _package()
+    fake = b"PK\x05\x06" + b"\0" * 18  # an empty archive's record, hidden in the real record's comment
+    with pytest.raises(ValueError, match="comment holds an end-of-central-directory record"):
+        signatures.sign(data[:-2] + struct.pack("<H", len(fake)) + fake, key, PROFILE, NOW)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "sign", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+def test_the_sign_command_fails_cleanly(tmp_path: Path) -> None:
+    """`gateway sign`: a second --generate-key touches neither file; an encrypted key, a bad validity, a missing file
+    are one line on stderr, no traceback; a key others can read is warned about; no temporary file is left."""
+    assert _cli("--generate-key", "team", cwd=tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "team.key").unlink()
+    again = _cli("--generate-key", "team", cwd=tmp_path)  # the .pub is there: nothing written
+    assert again.returncode == 1 and "Traceback" not in again.stderr and "never overwritten" in again.stderr
+    assert not (tmp_path / "team.key").exists() and (tmp_path / "team.pub").read_bytes() == before["team.pub"]
+    assert _cli("--generate-key", "team", cwd=tmp_path).returncode == 1
+    (tmp_path / "team.key").write_bytes(before["team.key"])
+    (tmp_path / "team.key").chmod(0o600)
+    (tmp_path / "fn.zip").write_bytes(_package())
+    args = ("fn.zip", "--key", "team.key", "--profile", PROFILE)
+    for days in ("-5", "0", str(signatures.MAX_VALID_DAYS + 1)):
+        bad_days = _cli(*args, "--valid-days", days, cwd=tmp_path)
+        assert bad_days.returncode == 1 and "validity" in bad_days.stderr and "Traceback" not in bad_days.stderr
+    encrypted = signatures.load_private_key(before["team.key"]).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    )
+    (tmp_path / "enc.key").write_bytes(encrypted)
+    (tmp_path / "enc.key").chmod(0o600)
+    done = _cli("fn.zip", "--key", "enc.key", "--profile", PROFILE, cwd=tmp_path)
+    assert done.returncode == 1 and "encrypted" in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "team.key").chmod(0o644)
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == 0 and "readable by others" in done.stderr
+    assert signatures.read((tmp_path / "fn.zip").read_bytes()) is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

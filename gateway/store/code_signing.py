@@ -11,9 +11,11 @@ Writes go to SQLite first (one transaction), then to the caches; reads only touc
 takes its mapping with it: `follow` is connected to `Registry.on_change`, and `retain_existing` drops at start-up what
 a crash between the two writes left behind.
 
-Concurrency model: reads run on the event loop (dict lookups, no I/O). Writes block on SQLite and run in worker
-threads (the API's `asyncio.to_thread`, the registry's writer thread for `follow`); a lock makes each atomic, and the
-check that a configuration is unused happens under it, so a delete never races a Put into a dangling mapping.
+Concurrency model: reads run on the event loop, and in worker threads (a deployment's last check, under the
+registry's lock): dict lookups and iterations, no I/O. Writes block on SQLite and run in worker threads (the API's
+`asyncio.to_thread`, the registry's writer thread for `follow`); a lock makes each atomic, and the check that a
+configuration is unused happens under it, so a delete never races a Put into a dangling mapping. The two caches are
+copy-on-write (a write builds a new dict and swaps it in), so a reader iterating one never sees it change size.
 Records are replaced, never mutated.
 """
 
@@ -56,6 +58,10 @@ class CodeSigningConfig:
     @property
     def enforce(self) -> bool:
         return self.untrusted_artifact_on_deployment == "Enforce"
+
+    def rules(self) -> tuple[str, tuple[str, ...], str]:
+        """What decides a deployment's fate (not the description, tags or LastModified): equal rules, equal checks."""
+        return self.arn, self.allowed, self.untrusted_artifact_on_deployment
 
     def to_wire(self) -> dict[str, Any]:
         """The CodeSigningConfig structure of botocore's model."""
@@ -118,7 +124,7 @@ class CodeSigningConfigs:
         return None if arn is None else self._configs.get(arn)
 
     def functions_of(self, arn: str) -> list[str]:
-        """The names of the functions using the configuration, sorted."""
+        """The names of the functions using the configuration, sorted (of one snapshot of the mapping)."""
         return sorted(f for f, a in self._functions.items() if a == arn)
 
     # -- writes (SQLite first, then the caches; worker threads) ----------------------------------------------------
@@ -152,7 +158,7 @@ class CodeSigningConfigs:
     def _write(self, config: CodeSigningConfig) -> None:
         with sqlite.transaction(self._db) as db:
             db.execute("INSERT OR REPLACE INTO configs (arn, record) VALUES (?, ?)", (config.arn, config.to_record()))
-        self._configs[config.arn] = config
+        self._configs = {**self._configs, config.arn: config}
 
     def delete(self, arn: str) -> str:
         """Remove the configuration: "deleted", "missing", or "in use" (nothing done: functions use it). Blocking."""
@@ -163,7 +169,7 @@ class CodeSigningConfigs:
                 return "in use"
             with sqlite.transaction(self._db) as db:
                 db.execute("DELETE FROM configs WHERE arn = ?", (arn,))
-            del self._configs[arn]
+            self._configs = {a: c for a, c in self._configs.items() if a != arn}
         return "deleted"
 
     def attach(self, function: str, arn: str) -> bool:
@@ -171,10 +177,28 @@ class CodeSigningConfigs:
         with self._lock:
             if arn not in self._configs:
                 return False
-            with sqlite.transaction(self._db) as db:
-                db.execute("INSERT OR REPLACE INTO functions (function, arn) VALUES (?, ?)", (function, arn))
-            self._functions[function] = arn
+            self._map(function, arn)
         return True
+
+    def attach_new(self, function: str, config: CodeSigningConfig, taken: Callable[[str], bool]) -> str:
+        """CreateFunction's mapping, made before the function is: "attached"; or nothing done and "missing" (the
+        configuration was deleted), "changed" (its rules are no longer `config`'s, which the package was checked
+        against) or "taken" (`function` has a mapping already, or `taken(function)`: the name is in use). Blocking."""
+        with self._lock:
+            current = self._configs.get(config.arn)
+            if current is None:
+                return "missing"
+            if current.rules() != config.rules():
+                return "changed"
+            if function in self._functions or taken(function):
+                return "taken"
+            self._map(function, config.arn)
+        return "attached"
+
+    def _map(self, function: str, arn: str) -> None:
+        with sqlite.transaction(self._db) as db:
+            db.execute("INSERT OR REPLACE INTO functions (function, arn) VALUES (?, ?)", (function, arn))
+        self._functions = {**self._functions, function: arn}
 
     def detach(self, function: str) -> None:
         """`function` uses no configuration (nothing to do if it used none). Blocking."""
@@ -183,7 +207,7 @@ class CodeSigningConfigs:
                 return
             with sqlite.transaction(self._db) as db:
                 db.execute("DELETE FROM functions WHERE function = ?", (function,))
-            del self._functions[function]
+            self._functions = {f: a for f, a in self._functions.items() if f != function}
 
     # -- following the registry ------------------------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ class LayerVersion:
     compatible_runtimes: tuple[str, ...] = ()
     compatible_architectures: tuple[str, ...] = ()
     license_info: str | None = None
+    #: who signed the package, when it carried a signature that held on publishing (gateway.store.signatures)
+    signing_profile_version_arn: str | None = None
+    signing_job_arn: str | None = None
 
     @property
     def arn(self) -> str:
@@ -74,7 +77,9 @@ class LayerVersion:
         return base64.b64encode(bytes.fromhex(self.code_sha256)).decode("ascii")
 
     def ref(self) -> LayerRef:
-        return LayerRef(self.arn, self.code_size, self.code_sha256)
+        return LayerRef(
+            self.arn, self.code_size, self.code_sha256, self.signing_profile_version_arn, self.signing_job_arn
+        )
 
     def matches(self, runtime: str | None, architecture: str | None) -> bool:
         """Whether the version passes ListLayers' CompatibleRuntime / CompatibleArchitecture filters."""
@@ -100,11 +105,11 @@ class LayerVersion:
 
     def to_wire(self, location: str) -> dict[str, Any]:
         """The GetLayerVersion / PublishLayerVersion response; `location` is the URL serving the zip."""
-        return {
-            "Content": {"Location": location, "CodeSha256": self.code_sha256_b64, "CodeSize": self.code_size},
-            "LayerArn": self.layer_arn,
-            **self.to_list_item(),
-        }
+        content: dict[str, Any] = {"Location": location, "CodeSha256": self.code_sha256_b64, "CodeSize": self.code_size}
+        if self.signing_profile_version_arn is not None:
+            content["SigningProfileVersionArn"] = self.signing_profile_version_arn
+            content["SigningJobArn"] = self.signing_job_arn
+        return {"Content": content, "LayerArn": self.layer_arn, **self.to_list_item()}
 
     def to_record(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self))
@@ -297,11 +302,12 @@ class LayerStore:
         compatible_architectures: tuple[str, ...] = (),
         license_info: str | None = None,
         direct: bool = True,
+        signed_by: tuple[str, str] | None = None,
     ) -> LayerVersion:
         """Store the zip and add the layer's next version (one more than any it ever had). Blocking.
 
         Raises InvalidParameterValueException (nothing stored) for a zip the code store refuses (`direct`: see
-        `CodeStore.put`).
+        `CodeStore.put`). `signed_by`: the (profile version ARN, job ARN) of the package's signature that held.
         """
         info = self.codestore.put(zip_bytes, direct=direct)
         with self._lock:
@@ -317,6 +323,8 @@ class LayerStore:
                 compatible_runtimes=compatible_runtimes,
                 compatible_architectures=compatible_architectures,
                 license_info=license_info,
+                signing_profile_version_arn=signed_by[0] if signed_by else None,
+                signing_job_arn=signed_by[1] if signed_by else None,
             )
             with self._tx() as db:
                 db.execute(

@@ -33,14 +33,22 @@ CREATING = "Creating"
 
 @dataclass(frozen=True, slots=True)
 class LayerRef:
-    """A layer version a function uses: its ARN, zip size and the digest its extracted code is stored under."""
+    """A layer version a function uses: its ARN, zip size and the digest its extracted code is stored under; and
+    who signed its package, when it carried a signature that held on publishing (gateway.store.signatures)."""
 
     arn: str
     code_size: int
     code_sha256: str  # hex
+    signing_profile_version_arn: str | None = None
+    signing_job_arn: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"Arn": self.arn, "CodeSize": self.code_size}
+        """A Layer of FunctionConfiguration.Layers (the signing members only for a signed package)."""
+        wire: dict[str, Any] = {"Arn": self.arn, "CodeSize": self.code_size}
+        if self.signing_profile_version_arn is not None:
+            wire["SigningProfileVersionArn"] = self.signing_profile_version_arn
+            wire["SigningJobArn"] = self.signing_job_arn
+        return wire
 
 
 def new_revision_id() -> str:

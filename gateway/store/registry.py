@@ -238,15 +238,20 @@ class Registry:
 
     # -- writes (SQLite first, then the cache) -----------------------------------------------------
 
-    def create(self, config: FunctionConfig, *, publish: bool = False) -> FunctionConfig:
+    def create(
+        self, config: FunctionConfig, *, publish: bool = False, guard: Callable[[], None] | None = None
+    ) -> FunctionConfig:
         """Add a new function's `$LATEST` (and with `publish`, version 1 of it, returned instead).
 
         Its code is ready: it is stored Active (gateway.store.states); the answer is the Pending snapshot the call
-        made. Raises ResourceConflictException if the name is taken.
+        made. Raises ResourceConflictException if the name is taken. `guard` (pure and fast: it runs under the lock,
+        like `update`'s `change`) may raise to refuse the creation at the moment it would commit.
         """
         with self._lock:
             if config.name in self._functions:
                 raise ResourceConflictException(f"Function already exist: {config.name}")
+            if guard is not None:
+                guard()
             answer, config = states.created(config), states.settled(config)
             with self._tx() as db:
                 db.execute(

@@ -18,8 +18,9 @@ Ed25519 signature is over `lambda-gateway-signature-v1\\n` followed by the canon
 every member but `sig`: the profile, job, times and digest are bound together, so a signature cannot be moved to other
 code, another profile or a later expiry. Unzip tools ignore the comment; re-signing replaces it.
 
-A comment that does not begin with `LGSIG1 ` means an unsigned package. One that does but does not parse, or whose
-length field does not end it at the package's last byte, is a damaged signature: the integrity check fails. The
+A comment that does not begin with `LGSIG1 ` means an unsigned package. One that does but does not parse, is not in
+the one encoding `sign` writes (members in the order above and no others, compact JSON, padded standard base64), or
+whose length field does not end it at the package's last byte, is a damaged signature: the integrity check fails. The
 record is found as Python's zipfile finds it (the last one in the file's last 64 KiB + 22 bytes), so the code store
 extracts exactly the entries the signature covers.
 
@@ -57,6 +58,8 @@ _EOCD = b"PK\x05\x06"
 _EOCD_SIZE = 22
 #: about 135 months: AWS Signer's default signature validity period
 DEFAULT_VALID_DAYS = 4110
+#: a signature valid longer is as good as one that never expires
+MAX_VALID_DAYS = 36500
 
 
 class DamagedSignature(ValueError):
@@ -90,15 +93,25 @@ def signed_message(profile: str, job: str, signed: int, expires: int, sha256: st
     return CONTEXT + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-def _split(data: bytes) -> tuple[bytes, bytes]:
-    """(signed bytes, comment) of a .zip; DamagedSignature if no end-of-central-directory record ends it."""
+def _split(data: bytes) -> tuple[memoryview, bytes]:
+    """(signed bytes, a view: no copy; comment) of a .zip; DamagedSignature if no end-of-central-directory record
+    ends it."""
     eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     if eocd < 0 or len(data) - eocd < _EOCD_SIZE:
         raise DamagedSignature("no end-of-central-directory record")
     (length,) = struct.unpack("<H", data[eocd + 20 : eocd + 22])
     if eocd + _EOCD_SIZE + length != len(data):
         raise DamagedSignature("the end-of-central-directory record does not end the package")
-    return data[: eocd + 20], data[eocd + _EOCD_SIZE :]
+    return memoryview(data)[: eocd + 20], data[eocd + _EOCD_SIZE :]
+
+
+def _comment(profile: str, job: str, signed: int, expires: int, sha256: str, sig: bytes) -> bytes:
+    """The one encoding of a signature: members in this order, compact JSON, standard base64 with padding. `read`
+    accepts no other, so one signature is one comment and one package (a signature cannot be re-encoded, or carry
+    members of its own, to make packages of other digests that pass with it)."""
+    doc = {"v": 1, "profile": profile, "job": job, "signed": signed, "expires": expires, "sha256": sha256,
+           "sig": base64.b64encode(sig).decode()}  # fmt: skip
+    return MAGIC + base64.b64encode(orjson.dumps(doc))
 
 
 def read(data: bytes) -> Signature | None:
@@ -125,6 +138,8 @@ def read(data: bytes) -> Signature | None:
             sig=base64.b64decode(_str(doc, "sig"), validate=True),
             actual_sha256=hashlib.sha256(signed).hexdigest(),
         )
+        if comment != _comment(sig.profile, sig.job, sig.signed, sig.expires, sig.sha256, sig.sig):
+            raise DamagedSignature("the signature is not in its canonical encoding")
     except (binascii.Error, orjson.JSONDecodeError, ValueError) as exc:
         if isinstance(exc, DamagedSignature):
             raise
@@ -150,30 +165,44 @@ def sign(data: bytes, key: Ed25519PrivateKey, profile: str, now: int, valid_days
     """`data` (a .zip) signed for `profile`: its comment replaced by the signature. ValueError for a profile ARN
     of the wrong form, a package that is not a zip, or one with two entries of one name (extractors disagree on
     which one wins: nobody should vouch for such a package)."""
-    import io
-    import zipfile
-
     if not _PROFILE_ARN_RE.fullmatch(profile):
         raise ValueError(f"not a signing-profile-version ARN: {profile} (pattern {PROFILE_ARN_PATTERN})")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = [info.filename for info in zf.infolist()]
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"not a .zip file: {exc}") from None
-    if len(set(names)) != len(names):
-        raise ValueError("the package has two entries of the same name")
+    _check_signable(data)
     eocd = data.rfind(_EOCD, max(0, len(data) - _EOCD_SIZE - (1 << 16)))
     signed = data[: eocd + 20]
     job = str(uuid.uuid4())
     digest = hashlib.sha256(signed).hexdigest()
     expires = now + valid_days * 86400
-    message = signed_message(profile, job, now, expires, digest)
-    doc = {"v": 1, "profile": profile, "job": job, "signed": now, "expires": expires, "sha256": digest,
-           "sig": base64.b64encode(key.sign(message)).decode()}  # fmt: skip
-    comment = MAGIC + base64.b64encode(orjson.dumps(doc))
+    comment = _comment(profile, job, now, expires, digest, key.sign(signed_message(profile, job, now, expires, digest)))
     if len(comment) > 0xFFFF:
         raise ValueError("the signature does not fit in a zip comment")
     return signed + struct.pack("<H", len(comment)) + comment
+
+
+def _check_signable(data: bytes) -> None:
+    """ValueError unless `data` is a .zip every reader reads alike: no two entries of one name as the code store
+    extracts them (`x`, `./x` and `a\\..\\x` are one file there), and no end-of-central-directory record inside the
+    comment of another (the record zipfile finds would not be the one the package's writer meant)."""
+    import io
+    import posixpath
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [posixpath.normpath(info.filename.replace("\\", "/")) for info in zf.infolist()]
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"not a .zip file: {exc}") from None
+    names = [n for n in names if n != "."]
+    if len(set(names)) != len(names):
+        raise ValueError("the package has two entries of the same name")
+    start = max(0, len(data) - _EOCD_SIZE - (1 << 16))
+    last = data.rfind(_EOCD, start)
+    at = data.find(_EOCD, start)
+    while 0 <= at < last:
+        (length,) = struct.unpack("<H", data[at + 20 : at + 22].ljust(2, b"\xff"))
+        if at + _EOCD_SIZE + length == len(data):
+            raise ValueError("the package's comment holds an end-of-central-directory record")
+        at = data.find(_EOCD, at + 1)
 
 
 # -- keys and profiles --------------------------------------------------------------------------------------------
@@ -190,7 +219,11 @@ def generate_key() -> tuple[bytes, bytes]:
 
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+    """An unencrypted Ed25519 private key (PEM); ValueError for anything else (an encrypted key included)."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # the key is encrypted: `password=None` cannot open it
+        raise ValueError("the private key is encrypted: give an unencrypted PKCS#8 PEM key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the private key is not an Ed25519 key")
     return key
@@ -265,7 +298,28 @@ def _profile(arn: str, entry: object, base: Path) -> Profile:
     jobs = entry.get("revoked_jobs", [])
     if not isinstance(jobs, list) or not all(isinstance(j, str) for j in jobs):
         raise ValueError(f"{where}: revoked_jobs must be a list of job ids")
-    return Profile(arn, _public_key(pem, where), bool(entry.get("revoked", False)), frozenset(jobs))
+    revoked = entry.get("revoked", False)
+    if not isinstance(revoked, bool):
+        raise ValueError(f"{where}: revoked must be true or false")
+    return Profile(arn, _public_key(pem, where), revoked, frozenset(jobs))
+
+
+def attested(data: bytes, profiles: SigningProfiles) -> Signature | None:
+    """The signature `data` carries if it holds (intact, and verified with the registered key of the profile it
+    names), whatever any configuration trusts; None otherwise, never an error. What a layer version shows of its
+    signer (SigningProfileVersionArn, SigningJobArn). CPU-bound: call it in a thread."""
+    try:
+        sig = read(data)
+    except DamagedSignature:
+        return None
+    profile = None if sig is None else profiles.get(sig.profile)
+    if sig is None or profile is None or sig.sha256 != sig.actual_sha256:
+        return None
+    try:
+        profile.key.verify(sig.sig, sig.message())
+    except InvalidSignature:
+        return None
+    return sig
 
 
 # -- checks ---------------------------------------------------------------------------------------------------------
@@ -285,24 +339,26 @@ class Verdict:
 
 def check(data: bytes, allowed: frozenset[str], profiles: SigningProfiles, now: float) -> Verdict:
     """Lambda's four checks (configuration-codesigning.html, "Signature validation": integrity, expiry, mismatch,
-    revocation). Mismatch comes first here, since integrity can only be judged with a key the configuration trusts:
-    an unsigned package, or one signed by a profile the configuration does not allow or the gateway has no key of, is
-    untrusted (the policy decides). Then a signature of an allowed, registered profile whose digest or Ed25519
-    signature does not hold fails integrity: DamagedSignature, whatever the policy; so does a damaged signature
-    (`read`). Then expiry and revocation (the policy decides). CPU-bound: call it in a thread."""
+    revocation). Integrity comes first and needs no trust: a package whose signed bytes do not hash to the digest its
+    signature claims, or a damaged signature (`read`), fails it (DamagedSignature, whatever the policy), and so does a
+    signature that does not verify with the key of the profile it names, when the gateway has that key (whether or
+    not the configuration allows that profile). Then mismatch: an unsigned package, or one signed by a profile the
+    configuration does not allow or the gateway has no key of, is untrusted (the policy decides). Then expiry and
+    revocation (the policy decides). CPU-bound: call it in a thread."""
     sig = read(data)
     if sig is None:
         return Verdict(None, "the package is not signed")
+    if sig.sha256 != sig.actual_sha256:
+        raise DamagedSignature("the package was modified after it was signed")
     profile = profiles.get(sig.profile)
+    if profile is not None:
+        try:
+            profile.key.verify(sig.sig, sig.message())
+        except InvalidSignature:
+            raise DamagedSignature("the signature does not verify with the signing profile's key") from None
     if sig.profile not in allowed or profile is None:
         why = "not allowed by the code signing configuration" if sig.profile not in allowed else "not registered"
         return Verdict(sig, f"the signing profile {sig.profile} is {why}")
-    if sig.sha256 != sig.actual_sha256:
-        raise DamagedSignature("the package was modified after it was signed")
-    try:
-        profile.key.verify(sig.sig, sig.message())
-    except InvalidSignature:
-        raise DamagedSignature("the signature does not verify with the signing profile's key") from None
     if sig.expires <= now:
         return Verdict(sig, "the signature has expired")
     if profile.revoked or sig.job in profile.revoked_jobs:

@@ -124,8 +124,10 @@ def _body(body: Mapping[str, Any], v: Violations, *, create: bool) -> dict[str, 
     policies = opt(body, "CodeSigningPolicies", dict)
     if policies is not None:
         check_members(policies, frozenset({"UntrustedArtifactOnDeployment"}), "CodeSigningPolicies")
-        policy = opt(policies, "UntrustedArtifactOnDeployment", str) or "Warn"
-        if policy not in POLICIES:
+        policy = opt(policies, "UntrustedArtifactOnDeployment", str)
+        if policy is None:
+            policy = "Warn"  # the model's default
+        elif policy not in POLICIES:  # "" too: an empty value is not the default
             v.add(policy, "codeSigningPolicies.untrustedArtifactOnDeployment",
                   "Member must satisfy enum value set: [Enforce, Warn]")  # fmt: skip
         out["untrusted_artifact_on_deployment"] = policy
@@ -274,8 +276,10 @@ async def put_function_config(request: web.Request) -> web.Response:
             "Member must not be null"
         )
     check_config_arn(arn)
+    if request.app[CODE_SIGNING].get(arn) is None:  # the configuration first, then the function (LocalStack's order)
+        raise config_not_found(arn)
     name = _function(request)
-    if not await asyncio.to_thread(request.app[CODE_SIGNING].attach, name, arn):
+    if not await asyncio.to_thread(request.app[CODE_SIGNING].attach, name, arn):  # deleted meanwhile
         raise config_not_found(arn)
     if not request.app[REGISTRY].exists(name, LATEST):  # deleted meanwhile: its mapping must not outlive it
         await asyncio.to_thread(request.app[CODE_SIGNING].detach, name)

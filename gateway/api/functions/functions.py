@@ -23,12 +23,15 @@ from gateway.api.functions.file_system_params import check_file_systems
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
 from gateway.api.functions.packages import package_bytes
 from gateway.api.functions.signing_checks import (
+    attach_outcome,
     check_added_layers,
     check_layers,
     deployment_check,
     function_check,
+    guard,
     requested_config,
     signed,
+    still_current,
 )
 from gateway.api.home import check_request
 from gateway.api.http import json_response, read_json_object
@@ -166,8 +169,11 @@ class Deployer:
         return cls(app[SETTINGS], app[CATALOG], app[REGISTRY], app[CODESTORE], app[LAYERS], app[CODE_SIGNING],
                    app[SIGNING_PROFILES])  # fmt: skip
 
-    async def _build(self, body: dict[str, Any], *, replacing: bool = False) -> FunctionConfig:
-        """Validate a body, store its code and return the configuration it describes (not registered)."""
+    async def _build(
+        self, body: dict[str, Any], *, replacing: bool = False
+    ) -> tuple[FunctionConfig, CodeSigningConfig | None]:
+        """Validate a body, store its code and return the configuration it describes (not registered), with the code
+        signing configuration its code and layers were checked against (None: unchecked)."""
         spec = parse_create(body, self.catalog)
         check_role(spec.config, self.settings)
         check_dead_letter(spec.config, self.settings)
@@ -194,7 +200,7 @@ class Deployer:
         )
         config = signed(_apply(base, fields, spec.config), check)
         await _check_unzipped_size(config, self.codestore, self.layer_store)
-        return config
+        return config, csc
 
     def _signing_config(self, body: dict[str, Any], name: str, replacing: bool) -> CodeSigningConfig | None:
         """The code signing configuration the body names; when it names none and replaces a function (start-up
@@ -204,9 +210,15 @@ class Deployer:
         named = requested_config(body, self.signing)
         return named if named is not None or not replacing else self.signing.of_function(name)
 
+    def _guard(self, name: str, csc: CodeSigningConfig | None) -> Callable[[], None] | None:
+        """The registry guard of a deployment checked against `csc` (signing_checks.still_current)."""
+        signing = self.signing
+        return None if signing is None else lambda: still_current(signing, name, csc)
+
     async def _attach_signing(self, body: dict[str, Any], name: str) -> None:
-        """The function uses the configuration its (validated) body names from now on. Never raises: the function
-        exists already; a configuration deleted since its package was checked is only logged."""
+        """Start-up deployment: the function uses the configuration its (validated) body names from now on (before
+        its update, which is checked against it). A configuration deleted since its package was checked is only
+        logged."""
         arn = body.get("CodeSigningConfigArn")
         if self.signing is None or not isinstance(arn, str) or not arn:
             return
@@ -218,9 +230,18 @@ class Deployer:
 
         Raises ResourceConflictException if the name is taken, or a validation error.
         """
-        built = await self._build(body)
-        config = await asyncio.to_thread(self.registry.create, built, publish=body.get("Publish") is True)
-        await self._attach_signing(body, config.name)
+        built, csc = await self._build(body)
+        if csc is not None and self.signing is not None:  # first: the function never exists without it
+            outcome = await asyncio.to_thread(self.signing.attach_new, built.name, csc, self.registry.__contains__)
+            attach_outcome(outcome, built.name, csc)
+        try:
+            config = await asyncio.to_thread(
+                self.registry.create, built, publish=body.get("Publish") is True, guard=self._guard(built.name, csc)
+            )
+        except Exception:
+            if csc is not None and self.signing is not None:  # attach_new made the mapping: it is ours to undo
+                await asyncio.to_thread(self.signing.detach, built.name)
+            raise
         log.info("created function %s (code %s)", config.name, config.code_sha256)
         return config
 
@@ -233,7 +254,8 @@ class Deployer:
         if name not in self.registry:
             await self.create(body)
             return "created"
-        desired = await self._build(body, replacing=True)
+        desired, csc = await self._build(body, replacing=True)
+        await self._attach_signing(body, name)
         current = self.registry.get(name)
         if all(getattr(current, f) == getattr(desired, f) for f in _COMPARED):
             self.codestore.adopt(desired.code_sha256)  # the stored package is the one registered: no lease to keep
@@ -241,8 +263,14 @@ class Deployer:
         changes = {f: getattr(desired, f) for f in _COMPARED} | {"code_size": desired.code_size,
                                                                  "code_dir": desired.code_dir,
                                                                  "layer_dirs": desired.layer_dirs}  # fmt: skip
-        await asyncio.to_thread(self.registry.update, name, lambda c: dataclasses.replace(c, **changes))
-        await self._attach_signing(body, name)
+        guard = self._guard(name, csc)
+
+        def change(c: FunctionConfig) -> FunctionConfig:
+            if guard is not None:
+                guard()
+            return dataclasses.replace(c, **changes)
+
+        await asyncio.to_thread(self.registry.update, name, change)
         return "updated"
 
 
@@ -390,10 +418,16 @@ async def update_function_code(request: web.Request) -> web.Response:
         dry = signed(dataclasses.replace(registry.get(name), **fields), check)
         return json_response(configuration(request.app, dry))
     await _check_unzipped_size(dataclasses.replace(current, **fields), request.app[CODESTORE], request.app[LAYERS])
+    still_checked = guard(request.app, name, check)
+
+    def change(c: FunctionConfig) -> FunctionConfig:
+        still_checked()  # the configuration the package was checked against is still the function's
+        return signed(dataclasses.replace(c, **fields), check)
+
     config = await asyncio.to_thread(
         registry.update,
         name,
-        lambda c: signed(dataclasses.replace(c, **fields), check),
+        change,
         if_revision=spec.revision_id,
         publish=spec.publish,  # the version returned holds exactly this code, whatever runs concurrently
     )
@@ -415,13 +449,17 @@ async def update_function_configuration(request: web.Request) -> web.Response:
     if "runtime" in changes.fields:
         architectures.check(changes.fields["runtime"], registry.get(name).architectures)
     fields = _resolved(changes, request.app[LAYERS])
+    still_checked: Callable[[], None] = lambda: None  # noqa: E731 - replaced when layers are checked
     if "layers" in fields:
         new = _apply(registry.get(name), fields, changes)
-        await check_added_layers(request.app, name, registry.get(name), new)
+        still_checked = await check_added_layers(request.app, name, registry.get(name), new)
         await _check_unzipped_size(new, request.app[CODESTORE], request.app[LAYERS])
-    config = await asyncio.to_thread(
-        registry.update, name, lambda c: _apply(c, fields, changes), if_revision=changes.revision_id
-    )
+
+    def change(c: FunctionConfig) -> FunctionConfig:
+        still_checked()  # the layers were checked against the function's configuration of now
+        return _apply(c, fields, changes)
+
+    config = await asyncio.to_thread(registry.update, name, change, if_revision=changes.revision_id)
     log.info("updated configuration of function %s", name)
     return json_response(configuration(request.app, config))
 

@@ -20,8 +20,9 @@ from gateway.api.functions.code_params import ARCHITECTURES, check_s3_members, c
 from gateway.api.functions.packages import package_bytes
 from gateway.api.http import json_response, read_json_object
 from gateway.api.params import Violations, check_members, opt, shape_error
-from gateway.app_keys import CODESTORE, LAYERS, POLICIES, SETTINGS
+from gateway.app_keys import CODESTORE, LAYERS, POLICIES, SETTINGS, SIGNING_PROFILES
 from gateway.errors import InvalidParameterValueException, ResourceNotFoundException
+from gateway.store import signatures
 from gateway.store.layers import LAYER_NAME_PATTERN, LAYER_VERSION_ARN_PATTERN, NOT_FOUND, LayerVersion
 
 PREFIX = "/2018-10-31/layers"
@@ -178,7 +179,10 @@ async def publish_layer_version(request: web.Request) -> web.Response:
     source = code_source(content, "Content.ZipFile")
     data = await package_bytes(request.app[SETTINGS], source)
 
+    profiles = request.app[SIGNING_PROFILES]
+
     def publish() -> LayerVersion:
+        sig = signatures.attested(data, profiles)
         return store.publish(
             name,
             data,
@@ -187,6 +191,7 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             compatible_architectures=tuple(archs or ()),
             license_info=license_info,
             direct=not source.in_s3,
+            signed_by=None if sig is None else (sig.profile, sig.job_arn()),
         )
 
     lv = await asyncio.to_thread(publish)
