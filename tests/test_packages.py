@@ -5,13 +5,19 @@ bounded read. The live paths (moto's S3, slow and huge endpoints) are in tests/t
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
+import time
 from typing import Any
 
 import pytest
 
-from gateway.api.functions.packages import S3Packages, aws_s3_url
+from gateway.api.functions import functions
+from gateway.api.functions.code_params import CodeSource
+from gateway.api.functions.packages import FETCHES_AT_ONCE, S3Packages, aws_s3_url
 from gateway.errors import InvalidParameterValueException, ServiceException
+from gateway.settings import Settings
 
 
 def test_aws_endpoints() -> None:
@@ -92,3 +98,38 @@ def test_bounded_read(packages: S3Packages) -> None:
         packages._read({"Body": _Body(b"0123456789")}, 100, 0.0)
     with pytest.raises(ServiceException, match="S3 sent 4 of the object's 10 bytes"):
         packages._read({"Body": _Body(b"0123"), "ContentLength": 10}, 100, float("inf"))
+
+
+def test_packages_in_memory_are_bounded_until_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many S3 creates at once: a package fetched holds its endpoint's slot until it is stored, so no more than
+    FETCHES_AT_ONCE packages wait in memory for a slow extraction (not one per create)."""
+    lock = threading.Lock()
+    alive = peak = 0
+
+    def fetch(self: S3Packages, *args: Any, **kwargs: Any) -> bytes:
+        nonlocal alive, peak
+        time.sleep(0.01)  # a fast S3
+        with lock:
+            alive += 1
+            peak = max(peak, alive)
+        return b"package"
+
+    class SlowStore:
+        def put(self, data: bytes, direct: bool = True) -> None:
+            nonlocal alive
+            time.sleep(0.1)  # extraction of a big package
+            with lock:
+                alive -= 1
+
+        check = put
+
+    monkeypatch.setattr(S3Packages, "fetch", fetch)
+    settings = Settings(s3_endpoint="http://127.0.0.1:1", s3_timeout=30.0)
+    source = CodeSource(s3_bucket="bucket", s3_key="app.zip")
+
+    async def main() -> None:
+        store: Any = SlowStore()
+        await asyncio.gather(*(functions._store_code(store, source, settings) for _ in range(12)))
+
+    asyncio.run(main())
+    assert 1 <= peak <= FETCHES_AT_ONCE

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.api.functions.code_params import ARCHITECTURES, check_s3_members, code_source
-from gateway.api.functions.packages import package_bytes
+from gateway.api.functions.packages import with_package
 from gateway.api.http import json_response, read_json_object
 from gateway.api.params import Violations, check_members, opt, shape_error
 from gateway.app_keys import CODESTORE, LAYERS, POLICIES, SETTINGS
@@ -176,9 +176,8 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             f"({store.settings.account_id})."
         )
     source = code_source(content, "Content.ZipFile")
-    data = await package_bytes(request.app[SETTINGS], source)
 
-    def publish() -> LayerVersion:
+    def publish(data: bytes) -> LayerVersion:
         return store.publish(
             name,
             data,
@@ -189,7 +188,7 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             direct=not source.in_s3,
         )
 
-    lv = await asyncio.to_thread(publish)
+    lv = await with_package(request.app[SETTINGS], source, publish)
     return json_response(lv.to_wire(_location(request, lv)), status=201)
 
 

@@ -18,11 +18,14 @@ denied) is InvalidParameterValueException (400) with S3's own code and message; 
 unreachable or too slow endpoint, or no credentials for AWS are ServiceException (500: the gateway's side, which
 boto3 retries). Credentials never appear in a message: texts pass `Clients.scrub`.
 
-Concurrency model: `package_bytes` runs on the event loop and does the blocking part in a worker thread. S3 fetches
-run in a pool of their own, `FETCHES_AT_ONCE` threads per endpoint (more wait their turn), so slow endpoints never
-take the default executor's few threads, which registry writes and code extraction need, nor hold more than that
-many packages in memory at once. The botocore client is made once per endpoint, in a pool thread, and shared
-(thread-safe).
+Concurrency model: `with_package` runs on the event loop and calls the caller's `work` (hash, check, extract, store)
+with the bytes in a worker thread. An S3 package is fetched and worked on in a thread of its own while it holds one of
+`FETCHES_AT_ONCE` slots of its endpoint, from the start of the fetch until `work` returns: more requests wait their
+turn (within the fetch's deadline, which starts when the request does), so at most that many S3 packages per endpoint
+are in memory at once, and slow endpoints never take the default executor's few threads, which registry writes and
+inline packages need. The threads are daemons, so a fetch in flight never holds up the gateway's exit; the app stops
+the fetchers when it ends (`stop_fetchers`), and a fetch stopped so stores nothing. The botocore client is made once
+per endpoint, in a fetch thread, and shared (thread-safe).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gateway.api.functions.code_params import CodeSource, decode_zip
 from gateway.errors import InvalidParameterValueException, LambdaError, ServiceException
@@ -40,7 +44,7 @@ from gateway.events.aws import Clients, NoCredentials
 from gateway.settings import Settings
 from gateway.store.code import MAX_UNZIPPED
 
-__all__ = ["FETCHES_AT_ONCE", "MAX_S3_PACKAGE", "S3Packages", "package_bytes", "s3_packages"]
+__all__ = ["FETCHES_AT_ONCE", "MAX_S3_PACKAGE", "S3Packages", "s3_packages", "with_package"]
 
 log = logging.getLogger("gateway.api.functions.packages")
 
@@ -49,20 +53,22 @@ MAX_S3_PACKAGE = MAX_UNZIPPED
 #: S3 packages fetched at once per endpoint
 FETCHES_AT_ONCE = 2
 GET_OBJECT = "Error occurred while GetObject."
+STOPPING = f"{GET_OBJECT} The gateway is stopping."
 _PIECE = 1 << 20
 #: S3's messages are cut to this many characters (a compatible server's could be anything)
 _MESSAGE_MAX = 512
-_CN = ("cn-north-1", "cn-northwest-1")
+T = TypeVar("T")
 
 
 def aws_s3_url(region: str) -> str:
     """AWS S3's regional endpoint."""
-    suffix = "amazonaws.com.cn" if region in _CN or region.startswith("cn-") else "amazonaws.com"
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"https://s3.{region}.{suffix}"
 
 
 class S3Packages:
-    """Reads S3 objects from one endpoint for one region. `fetch` blocks (worker threads only); thread-safe."""
+    """Reads S3 objects from one endpoint for one region. `run` is called on the event loop; `fetch` blocks (its
+    threads only). Thread-safe; `close` stops it (see the module docstring)."""
 
     def __init__(self, endpoint: str | None, region: str, timeout: float) -> None:
         self.url = endpoint or aws_s3_url(region)
@@ -73,15 +79,83 @@ class S3Packages:
         self._clients = Clients(log)
         self._client: Any = None
         self._lock = threading.Lock()
-        #: the threads fetches run in (created on demand; like every executor's, joined at the interpreter's exit)
-        self.pool = ThreadPoolExecutor(max_workers=FETCHES_AT_ONCE, thread_name_prefix="s3-packages")
+        #: FETCHES_AT_ONCE slots per event loop (an asyncio semaphore belongs to one loop; a gateway has one)
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: set by `close`: fetches in flight end at their next piece and store nothing
+        self.stopping = threading.Event()
 
-    def fetch(self, bucket: str, key: str, version: str | None, limit: int = MAX_S3_PACKAGE) -> bytes:
-        """The object's bytes. Raises InvalidParameterValueException (S3's 4xx answers, over `limit`) or
-        ServiceException (S3's 5xx, unreachable, too slow, no credentials for AWS)."""
+    async def run(self, source: CodeSource, work: Callable[[bytes], T]) -> T:
+        """Fetch `source`'s object and call `work` with its bytes, in a thread of its own, within one of the
+        endpoint's FETCHES_AT_ONCE slots, held until `work` returns (so at most that many of this endpoint's
+        packages are in memory, whatever the number of requests). The fetch ends within about `timeout` seconds of
+        this call, waiting for a slot included. The slot is freed when the thread ends, even if the caller is
+        cancelled first."""
+        deadline = time.monotonic() + self.timeout
+        loop = asyncio.get_running_loop()
+        slots = self._slots.setdefault(loop, asyncio.Semaphore(FETCHES_AT_ONCE))
+        try:
+            await asyncio.wait_for(slots.acquire(), self.timeout)
+        except TimeoutError:
+            raise ServiceException(
+                f"{GET_OBJECT} Every S3 fetch of this gateway was busy for {self.timeout:g} seconds."
+            ) from None
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            slots.release()
+            if future.done():
+                return  # the caller was cancelled
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]  # T when error is None
+
+        def target() -> None:
+            result, error = None, None
+            try:
+                result = self._fetch_and_work(source, work, deadline)
+            except BaseException as exc:  # handed to the caller, whatever it is
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, result, error)
+            except RuntimeError:
+                pass  # the loop is closed: the gateway stopped
+
+        # A daemon thread, not a pool's: a fetch waiting for a silent server never holds up the gateway's exit.
+        thread = threading.Thread(target=target, name="s3-package", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            slots.release()
+            raise
+        return await future
+
+    def _fetch_and_work(self, source: CodeSource, work: Callable[[bytes], T], deadline: float) -> T:
+        assert source.s3_bucket is not None and source.s3_key is not None
+        data = self.fetch(source.s3_bucket, source.s3_key, source.s3_object_version, deadline=deadline)
+        if self.stopping.is_set():
+            raise ServiceException(STOPPING)
+        return work(data)
+
+    def close(self) -> None:
+        """Stop: fetches in flight end at their next piece and store nothing (their threads are daemons)."""
+        self.stopping.set()
+
+    def fetch(
+        self, bucket: str, key: str, version: str | None, limit: int = MAX_S3_PACKAGE, deadline: float | None = None
+    ) -> bytes:
+        """The object's bytes, read until `deadline` (time.monotonic(); default: `timeout` from now). Blocking.
+        Raises InvalidParameterValueException (S3's 4xx answers, over `limit`) or ServiceException (S3's 5xx,
+        unreachable, too slow, no credentials for AWS, stopping)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout if deadline is None else deadline
+        if self.stopping.is_set():
+            raise ServiceException(STOPPING)
+        if time.monotonic() >= deadline:
+            raise self._too_slow()
         args = {"Bucket": bucket, "Key": key} | ({"VersionId": version} if version else {})
         try:
             answer = self._client_for_fetch().get_object(**args)
@@ -94,6 +168,9 @@ class S3Packages:
         except BotoCoreError as exc:
             log.warning("GetObject of an S3 package failed: %s", self._clients.scrub(str(exc)))
             raise ServiceException(f"{GET_OBJECT} S3 could not be reached: {self._clients.scrub(str(exc))}") from None
+
+    def _too_slow(self) -> ServiceException:
+        return ServiceException(f"{GET_OBJECT} S3 did not send the object within {self.timeout:g} seconds.")
 
     def _client_for_fetch(self) -> Any:
         with self._lock:
@@ -122,8 +199,10 @@ class S3Packages:
                 data += piece
                 if len(data) > limit:
                     raise _too_large(limit)
+                if self.stopping.is_set():
+                    raise ServiceException(STOPPING)
                 if time.monotonic() > deadline:
-                    raise ServiceException(f"{GET_OBJECT} S3 did not send the object within {self.timeout:g} seconds.")
+                    raise self._too_slow()
             expected = answer.get("ContentLength")
             if expected is not None and len(data) != int(expected):
                 raise ServiceException(f"{GET_OBJECT} S3 sent {len(data)} of the object's {expected} bytes.")
@@ -160,15 +239,12 @@ def s3_packages(settings: Settings) -> S3Packages:
         return _PACKAGES[key]
 
 
-async def package_bytes(settings: Settings, source: CodeSource) -> bytes:
-    """The package's bytes: the inline zip decoded, or the S3 object fetched (module docstring: limits, errors).
-    The blocking part runs in a worker thread."""
+async def with_package(settings: Settings, source: CodeSource, work: Callable[[bytes], T]) -> T:
+    """`work` called with the package's bytes (the inline zip decoded, or the S3 object fetched: module docstring,
+    limits and errors) in a worker thread, and its result. An S3 package holds its endpoint's slot until `work`
+    returns (`S3Packages.run`)."""
     if not source.in_s3:
-        assert source.zip_b64 is not None
-        return await asyncio.to_thread(decode_zip, source.zip_b64)
-    assert source.s3_bucket is not None and source.s3_key is not None
-    packages = s3_packages(settings)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        packages.pool, packages.fetch, source.s3_bucket, source.s3_key, source.s3_object_version
-    )
+        zip_b64 = source.zip_b64
+        assert zip_b64 is not None
+        return await asyncio.to_thread(lambda: work(decode_zip(zip_b64)))
+    return await s3_packages(settings).run(source, work)
