@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -451,6 +452,17 @@ def _declared_huge(endpoint: FakeEndpoint, conn: socket.socket) -> None:
     endpoint.stopping.wait(60)
 
 
+def _stall(endpoint: FakeEndpoint, conn: socket.socket) -> None:
+    endpoint.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")  # a few bytes, then silence
+    endpoint.stopping.wait(60)
+
+
+def _reset(endpoint: FakeEndpoint, conn: socket.socket) -> None:
+    endpoint.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    conn.close()
+
+
 def _endless(endpoint: FakeEndpoint, conn: socket.socket) -> None:
     endpoint.send(conn, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")  # a body that ends when the server closes
     piece = b"\0" * (1 << 20)
@@ -463,10 +475,12 @@ def _endless(endpoint: FakeEndpoint, conn: socket.socket) -> None:
     [
         (_silent, 500, "Error occurred while GetObject. S3 could not be reached: Read timeout on endpoint URL: "),
         (_trickle, 500, "Error occurred while GetObject. S3 did not send the object within 2 seconds."),
+        (_stall, 500, "Error occurred while GetObject. S3 did not send the object within 2 seconds."),
+        (_reset, 500, "Error occurred while GetObject. S3 could not be reached: "),
         (_declared_huge, 400, f"Unzipped size must be smaller than {LIMIT} bytes"),
         (_endless, 400, f"Unzipped size must be smaller than {LIMIT} bytes"),
     ],
-    ids=["silent", "trickle", "declared-huge", "endless"],
+    ids=["silent", "trickle", "stall", "reset", "declared-huge", "endless"],
 )
 def test_slow_or_huge_endpoint(
     gateway_factory: GatewayFactory,

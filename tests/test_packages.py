@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+import urllib3.exceptions
 
 from gateway.api.functions import functions
 from gateway.api.functions.code_params import CodeSource
@@ -133,3 +134,19 @@ def test_packages_in_memory_are_bounded_until_stored(monkeypatch: pytest.MonkeyP
 
     asyncio.run(main())
     assert 1 <= peak <= FETCHES_AT_ONCE
+
+
+class _Broken(_Raw):
+    def read1(self, size: int = -1) -> bytes:
+        raise urllib3.exceptions.ProtocolError("Connection broken: reset by peer near AKIAUNITTESTKEYID")
+
+
+def test_errors_mid_body_are_service_exceptions(packages: S3Packages) -> None:
+    """urllib3's and the socket's errors while reading the body (not botocore's): ServiceException, scrubbed."""
+    body = _Body(b"")
+    body._raw_stream = _Broken(b"")
+    with pytest.raises(
+        ServiceException, match=r"S3 could not be reached: Connection broken: reset by peer near \*\*\*"
+    ):
+        packages._read({"Body": body, "ContentLength": 10}, 100, float("inf"))
+    assert body.closed

@@ -31,6 +31,8 @@ per endpoint, in a fetch thread, and shared (thread-safe).
 from __future__ import annotations
 
 import asyncio
+import http.client
+import io
 import logging
 import threading
 import time
@@ -55,6 +57,8 @@ FETCHES_AT_ONCE = 2
 GET_OBJECT = "Error occurred while GetObject."
 STOPPING = f"{GET_OBJECT} The gateway is stopping."
 _PIECE = 1 << 20
+#: a receive that timed out this close to the deadline was cut off by it
+_SLACK = 0.05
 #: S3's messages are cut to this many characters (a compatible server's could be anything)
 _MESSAGE_MAX = 512
 T = TypeVar("T")
@@ -188,27 +192,48 @@ class S3Packages:
             return self._client
 
     def _read(self, answer: dict[str, Any], limit: int, deadline: float) -> bytes:
-        """The body, a piece at a time (each receive returns what has arrived), against `limit` and `deadline`."""
+        """The body (`_receive`), closed in any case. A server that resets or stalls mid-body is a ServiceException
+        (unreachable, or too slow once past `deadline`): urllib3's and the socket's errors are not botocore's."""
+        import urllib3.exceptions
+
         body = answer["Body"]
         try:
-            if int(answer.get("ContentLength") or 0) > limit:
-                raise _too_large(limit)
-            raw = body._raw_stream  # urllib3's response: read1 returns after one receive, however little came
-            data = bytearray()
-            while piece := raw.read1(_PIECE):
-                data += piece
-                if len(data) > limit:
-                    raise _too_large(limit)
-                if self.stopping.is_set():
-                    raise ServiceException(STOPPING)
-                if time.monotonic() > deadline:
-                    raise self._too_slow()
             expected = answer.get("ContentLength")
-            if expected is not None and len(data) != int(expected):
-                raise ServiceException(f"{GET_OBJECT} S3 sent {len(data)} of the object's {expected} bytes.")
-            return bytes(data)
+            if int(expected or 0) > limit:
+                raise _too_large(limit)
+            return self._receive(body._raw_stream, expected, limit, deadline)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            if time.monotonic() >= deadline - _SLACK:
+                raise self._too_slow() from None
+            text = self._clients.scrub(str(exc))[:_MESSAGE_MAX]
+            log.warning("GetObject of an S3 package failed while reading: %s", text)
+            raise ServiceException(f"{GET_OBJECT} S3 could not be reached: {text}") from None
         finally:
             body.close()
+
+    def _receive(self, raw: Any, expected: Any, limit: int, deadline: float) -> bytes:
+        """The body of urllib3's response `raw`, a piece at a time (read1 returns after one receive, however little
+        came), against `limit`, `deadline` and `stopping`. Each receive waits at most the time left (the socket's
+        timeout, set before it), so a server that stalls mid-body is cut off at the deadline."""
+        data = io.BytesIO()  # its getvalue() hands over the buffer: the package is not copied at the end
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)  # urllib3 2: the connection being read
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._too_slow()
+            if sock is not None:
+                sock.settimeout(left)  # urllib3 sets it again before the connection's next request
+            piece = raw.read1(_PIECE)
+            if not piece:
+                break
+            data.write(piece)
+            if data.tell() > limit:
+                raise _too_large(limit)
+            if self.stopping.is_set():
+                raise ServiceException(STOPPING)
+        if expected is not None and data.tell() != int(expected):
+            raise ServiceException(f"{GET_OBJECT} S3 sent {data.tell()} of the object's {expected} bytes.")
+        return data.getvalue()
 
     def _s3_error(self, response: dict[str, Any]) -> LambdaError:
         error = response.get("Error") or {}
