@@ -17,7 +17,7 @@ import urllib3.exceptions
 from gateway.api.functions import functions
 from gateway.api.functions.code_params import CodeSource
 from gateway.api.functions.packages import FETCHES_AT_ONCE, S3Packages, aws_s3_url
-from gateway.errors import InvalidParameterValueException, ServiceException
+from gateway.errors import AccessDeniedException, InvalidParameterValueException, ServiceException
 from gateway.settings import Settings
 
 
@@ -48,26 +48,37 @@ def packages(monkeypatch: pytest.MonkeyPatch) -> S3Packages:
     [
         ("NoSuchKey", "The specified key does not exist.", 404, InvalidParameterValueException),
         ("NoSuchBucket", "The specified bucket does not exist", 404, InvalidParameterValueException),
-        ("AccessDenied", "Access Denied", 403, InvalidParameterValueException),
         ("InvalidArgument", "Invalid version id specified", 400, InvalidParameterValueException),
         ("InternalError", "We encountered an internal error. Please try again.", 500, ServiceException),
         ("SlowDown", "Please reduce your request rate.", 503, ServiceException),
     ],
 )
 def test_s3_errors_in_lambdas_words(packages: S3Packages, code: str, message: str, status: int, error: type) -> None:
-    got = packages._s3_error(_answer(code, message, status))
+    got = packages._s3_error(_answer(code, message, status), "bucket", "app.zip")
     assert type(got) is error
     assert got.message == f"Error occurred while GetObject. S3 Error Code: {code}. S3 Error Message: {message}"
 
 
+def test_access_denied_in_lambdas_words(packages: S3Packages) -> None:
+    """AWS's answer (403 AccessDeniedException, recorded in binxio/cfn-lb-ip-address-provider#4 and
+    iann0036/amazon-connect-cfn#4), naming the bucket and key."""
+    got = packages._s3_error(_answer("AccessDenied", "Access Denied", 403), "my-bucket", "builds/app.zip")
+    assert type(got) is AccessDeniedException and got.status == 403
+    assert got.message == (
+        "Your access has been denied by S3, please make sure your request credentials have permission to GetObject "
+        "for my-bucket/builds/app.zip. S3 Error Code: AccessDenied. S3 Error Message: Access Denied"
+    )
+
+
 def test_s3_errors_are_scrubbed_and_cut(packages: S3Packages) -> None:
-    got = packages._s3_error(_answer("AccessDenied", "key AKIAUNITTESTKEYID secret unit-test-secret " + "x" * 999, 403))
+    secrets = "key AKIAUNITTESTKEYID secret unit-test-secret " + "x" * 999
+    got = packages._s3_error(_answer("NoSuchKey", secrets, 404), "bucket", "app.zip")
     assert "AKIAUNITTESTKEYID" not in got.message and "unit-test-secret" not in got.message
     assert len(got.message) < 600
 
 
 def test_an_error_without_a_body(packages: S3Packages) -> None:
-    got = packages._s3_error({"Error": {}, "ResponseMetadata": {"HTTPStatusCode": 404}})
+    got = packages._s3_error({"Error": {}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "bucket", "app.zip")
     assert got.message == "Error occurred while GetObject. S3 Error Code: 404. S3 Error Message: "
 
 

@@ -13,10 +13,13 @@ says it is larger). A fetch takes at most about `Settings.s3_timeout` seconds: e
 body is read a piece at a time against the deadline, so a server that trickles bytes is cut off too.
 
 Errors, in Lambda's words (recorded AWS answers, e.g. "Error occurred while GetObject. S3 Error Code: NoSuchKey. S3
-Error Message: The specified key does not exist."): an S3 error answer (4xx: missing bucket, key or version, access
-denied) is InvalidParameterValueException (400) with S3's own code and message; an S3 server error (5xx), an
-unreachable or too slow endpoint, or no credentials for AWS are ServiceException (500: the gateway's side, which
-boto3 retries). Credentials never appear in a message: texts pass `Clients.scrub`.
+Error Message: The specified key does not exist."): an S3 error answer (4xx: missing bucket, key or version) is
+InvalidParameterValueException (400) with S3's own code and message, except S3's AccessDenied: AccessDeniedException
+(403) "Your access has been denied by S3, please make sure your request credentials have permission to GetObject for
+<bucket>/<key>. S3 Error Code: AccessDenied. S3 Error Message: Access Denied" (AWS's answer, recorded in
+binxio/cfn-lb-ip-address-provider#4); an S3 server error (5xx), an unreachable or too slow endpoint (a reset or a
+stall mid-body too), or no credentials for AWS are ServiceException (500: the gateway's side, which boto3 retries).
+Credentials never appear in a message: texts pass `Clients.scrub`.
 
 Concurrency model: `with_package` runs on the event loop and calls the caller's `work` (hash, check, extract, store)
 with the bytes in a worker thread. An S3 package is fetched and worked on in a thread of its own while it holds one of
@@ -41,7 +44,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from gateway.api.functions.code_params import CodeSource, decode_zip
-from gateway.errors import InvalidParameterValueException, LambdaError, ServiceException
+from gateway.errors import AccessDeniedException, InvalidParameterValueException, LambdaError, ServiceException
 from gateway.events.aws import Clients, NoCredentials
 from gateway.settings import Settings
 from gateway.store.code import MAX_UNZIPPED
@@ -165,7 +168,7 @@ class S3Packages:
             answer = self._client_for_fetch().get_object(**args)
             return self._read(answer, limit, deadline)
         except ClientError as exc:
-            raise self._s3_error(exc.response) from None
+            raise self._s3_error(exc.response, bucket, key) from None
         except NoCredentials:
             no_keys = f"{GET_OBJECT} No AWS credentials are configured to reach S3 at {self._clients.scrub(self.url)}."
             raise ServiceException(no_keys) from None
@@ -235,12 +238,20 @@ class S3Packages:
             raise ServiceException(f"{GET_OBJECT} S3 sent {data.tell()} of the object's {expected} bytes.")
         return data.getvalue()
 
-    def _s3_error(self, response: dict[str, Any]) -> LambdaError:
+    def _s3_error(self, response: dict[str, Any], bucket: str, key: str) -> LambdaError:
+        """S3's error answer in Lambda's words: AccessDenied is AccessDeniedException (403, naming the object, as
+        AWS's answer does); another 4xx InvalidParameterValueException, a 5xx ServiceException."""
         error = response.get("Error") or {}
         status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 500)
         code = self._clients.scrub(str(error.get("Code") or status))[:_MESSAGE_MAX]
         message = self._clients.scrub(str(error.get("Message") or ""))[:_MESSAGE_MAX]
-        text = f"{GET_OBJECT} S3 Error Code: {code}. S3 Error Message: {message}"
+        said = f"S3 Error Code: {code}. S3 Error Message: {message}"
+        if code == "AccessDenied":
+            return AccessDeniedException(
+                "Your access has been denied by S3, please make sure your request credentials have permission to "
+                f"GetObject for {bucket}/{key}. {said}"
+            )
+        text = f"{GET_OBJECT} {said}"
         if status >= 500:
             log.warning("GetObject of an S3 package failed: %s", text)
             return ServiceException(text)
