@@ -19,6 +19,7 @@ Lambda's answers pinned here, and where they come from:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -595,3 +596,29 @@ def test_slow_fetches_do_not_hold_up_other_deployments(
     assert codes == ["ServiceException"] * 8
     assert done_inline < min(ended)
     assert max(ended) - started < 8  # about 4 s for every one of them, not four turns of 4 s
+
+
+def test_stopping_does_not_wait_for_fetches_in_flight(
+    gateway_factory: GatewayFactory,
+    fake: Callable[[Callable[[FakeEndpoint, socket.socket], None]], FakeEndpoint],
+) -> None:
+    """Creates waiting for a silent endpoint with a long GATEWAY_S3_TIMEOUT: the gateway, told to stop, exits after
+    its drain, not when the fetches time out."""
+    endpoint = fake(_silent)
+    gw = gateway_factory(env=_s3_env(endpoint.url, GATEWAY_S3_TIMEOUT="60", GATEWAY_DRAIN_TIMEOUT="1"))
+    lam = gw.client()
+
+    def slow() -> None:
+        with contextlib.suppress(Exception):  # the gateway goes away under it
+            _create(lam, _fname(), {"S3Bucket": "bucket", "S3Key": "app.zip"})
+
+    workers = [threading.Thread(target=slow, daemon=True) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 10
+    while len(endpoint.conns) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(endpoint.conns) == 2  # two fetches at a time; the others wait their turn
+    started = time.monotonic()
+    assert gw.stop(timeout=40) == 0
+    assert time.monotonic() - started < 15

@@ -161,3 +161,18 @@ def test_errors_mid_body_are_service_exceptions(packages: S3Packages) -> None:
     ):
         packages._read({"Body": body, "ContentLength": 10}, 100, float("inf"))
     assert body.closed
+
+
+def test_a_closed_fetcher_stores_nothing(packages: S3Packages) -> None:
+    """After `close` (the app's end), a fetch and the work after it are refused; the slot is given back."""
+    packages.close()
+    stored: list[bytes] = []
+    source = CodeSource(s3_bucket="bucket", s3_key="app.zip")
+
+    async def main() -> None:
+        for _ in range(FETCHES_AT_ONCE + 1):
+            with pytest.raises(ServiceException, match="The gateway is stopping"):
+                await packages.run(source, stored.append)
+
+    asyncio.run(main())
+    assert stored == []

@@ -40,16 +40,19 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from gateway.api.functions.code_params import CodeSource, decode_zip
+from gateway.app_keys import SETTINGS
 from gateway.errors import AccessDeniedException, InvalidParameterValueException, LambdaError, ServiceException
 from gateway.events.aws import Clients, NoCredentials
 from gateway.settings import Settings
 from gateway.store.code import MAX_UNZIPPED
 
-__all__ = ["FETCHES_AT_ONCE", "MAX_S3_PACKAGE", "S3Packages", "s3_packages", "with_package"]
+__all__ = ["FETCHES_AT_ONCE", "MAX_S3_PACKAGE", "S3Packages", "s3_packages", "stop_fetchers", "with_package"]
 
 log = logging.getLogger("gateway.api.functions.packages")
 
@@ -266,13 +269,27 @@ _PACKAGES: dict[tuple[str | None, str, float], S3Packages] = {}
 _PACKAGES_LOCK = threading.Lock()
 
 
+def _key(settings: Settings) -> tuple[str | None, str, float]:
+    return (settings.s3_endpoint, settings.region, settings.s3_timeout)
+
+
 def s3_packages(settings: Settings) -> S3Packages:
     """The fetcher of `settings`' endpoint and region (one per process and endpoint: it holds a client's pool)."""
-    key = (settings.s3_endpoint, settings.region, settings.s3_timeout)
+    key = _key(settings)
     with _PACKAGES_LOCK:
         if key not in _PACKAGES:
             _PACKAGES[key] = S3Packages(*key)
         return _PACKAGES[key]
+
+
+async def stop_fetchers(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: when the app ends, its fetcher is closed and forgotten (fetches in flight end at their next
+    piece and store nothing; their threads are daemons, so none holds up the process's exit)."""
+    yield
+    with _PACKAGES_LOCK:
+        fetcher = _PACKAGES.pop(_key(app[SETTINGS]), None)
+    if fetcher is not None:
+        fetcher.close()
 
 
 async def with_package(settings: Settings, source: CodeSource, work: Callable[[bytes], T]) -> T:
