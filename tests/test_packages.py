@@ -176,3 +176,28 @@ def test_a_closed_fetcher_stores_nothing(packages: S3Packages) -> None:
 
     asyncio.run(main())
     assert stored == []
+
+
+def test_the_deadline_counts_the_wait_for_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetch's deadline starts with the request: one queued behind slow fetches fails when it passes (busy),
+    instead of waiting its turn and then its own full timeout."""
+
+    def fetch(self: S3Packages, *args: Any, **kwargs: Any) -> bytes:
+        time.sleep(1.0)
+        return b"package"
+
+    monkeypatch.setattr(S3Packages, "fetch", fetch)
+    fetcher = S3Packages("http://127.0.0.1:1", "us-east-1", 0.3)
+    source = CodeSource(s3_bucket="bucket", s3_key="app.zip")
+
+    async def main() -> list[Any]:
+        runs = [fetcher.run(source, len) for _ in range(FETCHES_AT_ONCE + 1)]
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    started = time.monotonic()
+    outcomes = asyncio.run(main())
+    assert outcomes[:FETCHES_AT_ONCE] == [7] * FETCHES_AT_ONCE
+    busy = outcomes[FETCHES_AT_ONCE]
+    assert isinstance(busy, ServiceException)
+    assert busy.message == "Error occurred while GetObject. Every S3 fetch of this gateway was busy for 0.3 seconds."
+    assert time.monotonic() - started < 2.5
