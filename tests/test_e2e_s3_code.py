@@ -309,6 +309,13 @@ def test_sources_together_or_incomplete(lam: Any, bucket: str) -> None:
         with pytest.raises(ClientError) as exc:
             _create(lam, _fname(), code)
         assert _error(exc) == want
+    layer_both = ("InvalidParameterValueException", "Please do not provide other Content parameters when providing a "
+                  "ZipFile.", 400)  # fmt: skip
+    layer_none = ("InvalidParameterValueException", "Please provide a source for layer content.", 400)
+    for content, want in [({"ZipFile": _source("z"), "S3Bucket": bucket, "S3Key": "k"}, layer_both), ({}, layer_none)]:
+        with pytest.raises(ClientError) as exc:
+            lam.publish_layer_version(LayerName="l", Content=content)
+        assert _error(exc) == want  # a layer has no FunctionCode: its own wording
 
 
 def test_storage_mode_is_accepted(lam: Any, moto_server: MotoServer, bucket: str) -> None:
@@ -348,8 +355,9 @@ def test_keys_are_sent_as_given_and_never_leave_the_bucket(lam: Any, moto_server
 
 
 def test_access_denied_and_unknown_keys_never_show_credentials(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
-    """moto checking credentials: keys without a policy get S3's AccessDenied, unknown keys InvalidAccessKeyId; the
-    answers carry S3's words, never the key id nor the secret (neither does the gateway's log)."""
+    """moto checking credentials: keys without a policy get S3's AccessDenied (Lambda's AccessDeniedException), unknown
+    keys InvalidAccessKeyId (the gateway's own credentials: ServiceException); the answers carry S3's words, never the
+    key id nor the secret (neither does the gateway's log)."""
     server = MotoServer(tmp_path / "moto-auth.log", environ={"INITIAL_NO_AUTH_ACTION_COUNT": "3"}).start()
     try:
         iam = server.client("iam")
@@ -366,7 +374,7 @@ def test_access_denied_and_unknown_keys_never_show_credentials(gateway_factory: 
         )
         cases = [
             ((key["AccessKeyId"], key["SecretAccessKey"]), ("AccessDeniedException", denied, 403)),
-            ((KEY_ID, SECRET), ("InvalidParameterValueException", unknown, 400)),
+            ((KEY_ID, SECRET), ("ServiceException", unknown, 500)),  # the gateway's credentials: its fault
         ]
         for (key_id, secret), answer in cases:
             gw = gateway_factory(env=_s3_env(server.url, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret))

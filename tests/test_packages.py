@@ -21,6 +21,13 @@ from gateway.errors import AccessDeniedException, InvalidParameterValueException
 from gateway.settings import Settings
 
 
+def test_addressing_style() -> None:
+    """Path-style for a compatible server; an AWS host (given or the default) is left to botocore."""
+    assert S3Packages("http://127.0.0.1:9000", "us-east-1", 5.0)._addressing == "path"
+    assert S3Packages("https://s3.eu-west-1.amazonaws.com", "eu-west-1", 5.0)._addressing is None
+    assert S3Packages(None, "eu-west-1", 5.0)._addressing is None
+
+
 def test_aws_endpoints() -> None:
     assert aws_s3_url("us-east-1") == "https://s3.us-east-1.amazonaws.com"
     assert aws_s3_url("eu-central-1") == "https://s3.eu-central-1.amazonaws.com"
@@ -51,6 +58,21 @@ def packages(monkeypatch: pytest.MonkeyPatch) -> S3Packages:
         ("InvalidArgument", "Invalid version id specified", 400, InvalidParameterValueException),
         ("InternalError", "We encountered an internal error. Please try again.", 500, ServiceException),
         ("SlowDown", "Please reduce your request rate.", 503, ServiceException),
+        # the gateway's own credentials or clock, not the caller's request: the gateway's fault
+        (
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            403,
+            ServiceException,
+        ),
+        ("SignatureDoesNotMatch", "The request signature we calculated does not match", 403, ServiceException),
+        ("ExpiredToken", "The provided token has expired.", 400, ServiceException),
+        (
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            403,
+            ServiceException,
+        ),
     ],
 )
 def test_s3_errors_in_lambdas_words(packages: S3Packages, code: str, message: str, status: int, error: type) -> None:

@@ -175,7 +175,7 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             f"Layer {raw_name} is not in this gateway's region ({store.settings.region}) and account "
             f"({store.settings.account_id})."
         )
-    source = code_source(content, "Content.ZipFile")
+    source = code_source(content, "Content.ZipFile", layer=True)
 
     def publish(data: bytes) -> LayerVersion:
         return store.publish(

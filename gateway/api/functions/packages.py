@@ -2,9 +2,12 @@
 
 Functions (`Code.S3Bucket`/`S3Key`/`S3ObjectVersion`, UpdateFunctionCode's `S3*`) and layers (`Content.S3*`) name
 S3 objects; they are read with GetObject from `Settings.s3_endpoint` (a compatible server, addressed path-style: the
-bucket never becomes part of the host name) or, unset, from AWS S3 of the gateway's region, signed by botocore's
-credentials chain (placeholders for a compatible server without credentials: `gateway.events.aws.Clients`). The key
-is sent as given, percent-encoded: `../` in a key names an object of that bucket, never another path of the endpoint.
+bucket never becomes part of the host name; an AWS host given there is addressed as botocore chooses) or, unset, from
+AWS S3 of the gateway's region, signed by botocore's credentials chain (placeholders for a compatible server without
+credentials: `gateway.events.aws.Clients`). The key is sent as botocore sends it: percent-encoded except `/`, and dot
+segments are not removed (`GET /bucket/../x/s.zip`): S3 and compatible servers take what follows the bucket as the
+key, so such a key names an object of that bucket; a proxy in front of the server that normalizes paths could make it
+another bucket's, which the caller could name directly anyway (no more access than S3Bucket gives).
 
 Limits: a direct upload is bounded by Lambda's 50 MB (the code store checks it); an S3 package only by the unzipped
 limit (AWS: CodeSizeZipped is "the maximum size of a deployment package when it's uploaded directly to Lambda. Use
@@ -17,8 +20,10 @@ Error Message: The specified key does not exist."): an S3 error answer (4xx: mis
 InvalidParameterValueException (400) with S3's own code and message, except S3's AccessDenied: AccessDeniedException
 (403) "Your access has been denied by S3, please make sure your request credentials have permission to GetObject for
 <bucket>/<key>. S3 Error Code: AccessDenied. S3 Error Message: Access Denied" (AWS's answer, recorded in
-binxio/cfn-lb-ip-address-provider#4); an S3 server error (5xx), an unreachable or too slow endpoint (a reset or a
-stall mid-body too), or no credentials for AWS are ServiceException (500: the gateway's side, which boto3 retries).
+binxio/cfn-lb-ip-address-provider#4); an S3 server error (5xx), an error of the gateway's own credentials
+(`GATEWAY_FAULTS`: unknown key, bad signature, expired token, skewed clock; logged as a warning), an unreachable or
+too slow endpoint (a reset or a stall mid-body too), or no credentials for AWS are ServiceException (500: the
+gateway's side, which boto3 retries).
 Credentials never appear in a message: texts pass `Clients.scrub`.
 
 Concurrency model: `with_package` runs on the event loop and calls the caller's `work` (hash, check, extract, store)
@@ -48,7 +53,7 @@ from aiohttp import web
 from gateway.api.functions.code_params import CodeSource, decode_zip
 from gateway.app_keys import SETTINGS
 from gateway.errors import AccessDeniedException, InvalidParameterValueException, LambdaError, ServiceException
-from gateway.events.aws import Clients, NoCredentials
+from gateway.events.aws import Clients, NoCredentials, is_aws_endpoint
 from gateway.settings import Settings
 from gateway.store.code import MAX_UNZIPPED
 
@@ -68,6 +73,11 @@ _SLACK = 0.05
 #: S3's messages are cut to this many characters (a compatible server's could be anything)
 _MESSAGE_MAX = 512
 T = TypeVar("T")
+#: S3's answers to the gateway's own credentials or clock, not to anything the caller named: ServiceException
+GATEWAY_FAULTS = frozenset({
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+    "RequestTimeTooSkewed",
+})  # fmt: skip
 
 
 def aws_s3_url(region: str) -> str:
@@ -85,7 +95,7 @@ class S3Packages:
         self.region = region
         self.timeout = max(timeout, 0.1)
         #: path-style for compatible servers (a host like 127.0.0.1 has no bucket subdomains); AWS picks its own
-        self._addressing = "path" if endpoint else None
+        self._addressing = None if is_aws_endpoint(self.url) else "path"
         self._clients = Clients(log)
         self._client: Any = None
         self._lock = threading.Lock()
@@ -243,7 +253,8 @@ class S3Packages:
 
     def _s3_error(self, response: dict[str, Any], bucket: str, key: str) -> LambdaError:
         """S3's error answer in Lambda's words: AccessDenied is AccessDeniedException (403, naming the object, as
-        AWS's answer does); another 4xx InvalidParameterValueException, a 5xx ServiceException."""
+        AWS's answer does); a 5xx or one of `GATEWAY_FAULTS` ServiceException (logged); another 4xx
+        InvalidParameterValueException."""
         error = response.get("Error") or {}
         status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 500)
         code = self._clients.scrub(str(error.get("Code") or status))[:_MESSAGE_MAX]
@@ -255,7 +266,7 @@ class S3Packages:
                 f"GetObject for {bucket}/{key}. {said}"
             )
         text = f"{GET_OBJECT} {said}"
-        if status >= 500:
+        if status >= 500 or code in GATEWAY_FAULTS:
             log.warning("GetObject of an S3 package failed: %s", text)
             return ServiceException(text)
         return InvalidParameterValueException(text)
