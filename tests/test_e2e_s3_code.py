@@ -477,6 +477,15 @@ def _reset(endpoint: FakeEndpoint, conn: socket.socket) -> None:
     conn.close()
 
 
+def _moved(endpoint: FakeEndpoint, conn: socket.socket) -> None:
+    body = (
+        b"<Error><Code>PermanentRedirect</Code><Message>moved</Message><Endpoint>elsewhere.example</Endpoint></Error>"
+    )
+    head = f"HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-west-1\r\nContent-Length: {len(body)}\r\n\r\n"
+    endpoint.send(conn, head.encode() + body)
+    endpoint.stopping.wait(60)
+
+
 def _endless(endpoint: FakeEndpoint, conn: socket.socket) -> None:
     endpoint.send(conn, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")  # a body that ends when the server closes
     piece = b"\0" * (1 << 20)
@@ -491,10 +500,16 @@ def _endless(endpoint: FakeEndpoint, conn: socket.socket) -> None:
         (_trickle, 500, "Error occurred while GetObject. S3 did not send the object within 2 seconds."),
         (_stall, 500, "Error occurred while GetObject. S3 did not send the object within 2 seconds."),
         (_reset, 500, "Error occurred while GetObject. S3 could not be reached: "),
+        (
+            _moved,
+            400,
+            "Error occurred while GetObject. S3 Error Code: PermanentRedirect. S3 Error Message: The bucket "
+            "is in this region: eu-west-1. Please use this region to retry the request",
+        ),
         (_declared_huge, 400, f"Unzipped size must be smaller than {LIMIT} bytes"),
         (_endless, 400, f"Unzipped size must be smaller than {LIMIT} bytes"),
     ],
-    ids=["silent", "trickle", "stall", "reset", "declared-huge", "endless"],
+    ids=["silent", "trickle", "stall", "reset", "moved", "declared-huge", "endless"],
 )
 def test_slow_or_huge_endpoint(
     gateway_factory: GatewayFactory,
@@ -531,6 +546,8 @@ def test_slow_or_huge_endpoint(
     assert (code, got_status) == ("ServiceException" if status == 500 else "InvalidParameterValueException", status)
     assert got.startswith(message)
     assert elapsed < 15
+    if respond is _moved:
+        assert len(endpoint.conns) == 1  # not followed, not retried
     if respond is _endless:
         assert endpoint.sent < LIMIT + 64 * 1024 * 1024  # stopped soon after the limit (what the socket buffers held)
 

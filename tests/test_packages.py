@@ -223,3 +223,27 @@ def test_the_deadline_counts_the_wait_for_a_slot(monkeypatch: pytest.MonkeyPatch
     assert isinstance(busy, ServiceException)
     assert busy.message == "Error occurred while GetObject. Every S3 fetch of this gateway was busy for 0.3 seconds."
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "headers", "region"),
+    [
+        ("PermanentRedirect", 301, {"x-amz-bucket-region": "eu-west-1"}, None),
+        ("AuthorizationHeaderMalformed", 400, {}, "ap-south-1"),  # the Region S3 gives in the error
+    ],
+)
+def test_a_bucket_of_another_region(
+    packages: S3Packages, code: str, status: int, headers: dict[str, str], region: str | None
+) -> None:
+    """Lambda's answer for a bucket of another region (it does not follow S3 there, and neither does the gateway)."""
+    answer = _answer(code, "moved", status)
+    answer["ResponseMetadata"]["HTTPHeaders"] = headers
+    if region:
+        answer["Error"]["Region"] = region
+    got = packages._s3_error(answer, "bucket", "app.zip")
+    assert type(got) is InvalidParameterValueException
+    where = headers.get("x-amz-bucket-region") or region
+    assert got.message == (
+        "Error occurred while GetObject. S3 Error Code: PermanentRedirect. S3 Error Message: The bucket is in this "
+        f"region: {where}. Please use this region to retry the request"
+    )

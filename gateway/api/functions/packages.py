@@ -20,7 +20,9 @@ Error Message: The specified key does not exist."): an S3 error answer (4xx: mis
 InvalidParameterValueException (400) with S3's own code and message, except S3's AccessDenied: AccessDeniedException
 (403) "Your access has been denied by S3, please make sure your request credentials have permission to GetObject for
 <bucket>/<key>. S3 Error Code: AccessDenied. S3 Error Message: Access Denied" (AWS's answer, recorded in
-binxio/cfn-lb-ip-address-provider#4); an S3 server error (5xx), an error of the gateway's own credentials
+binxio/cfn-lb-ip-address-provider#4); a bucket of another region is not followed there (botocore would) but
+answered "S3 Error Code: PermanentRedirect. S3 Error Message: The bucket is in this region: <region>. Please use this
+region to retry the request", as Lambda does; an S3 server error (5xx), an error of the gateway's own credentials
 (`GATEWAY_FAULTS`: unknown key, bad signature, expired token, skewed clock; logged as a warning), an unreachable or
 too slow endpoint (a reset or a stall mid-body too), or no credentials for AWS are ServiceException (500: the
 gateway's side, which boto3 retries).
@@ -205,6 +207,7 @@ class S3Packages:
                     connections=FETCHES_AT_ONCE,
                     s3_addressing=self._addressing,
                 )
+                self._client.meta.events.register("before-call.s3.GetObject", _no_region_redirects)
             return self._client
 
     def _read(self, answer: dict[str, Any], limit: int, deadline: float) -> bytes:
@@ -253,13 +256,20 @@ class S3Packages:
 
     def _s3_error(self, response: dict[str, Any], bucket: str, key: str) -> LambdaError:
         """S3's error answer in Lambda's words: AccessDenied is AccessDeniedException (403, naming the object, as
-        AWS's answer does); a 5xx or one of `GATEWAY_FAULTS` ServiceException (logged); another 4xx
-        InvalidParameterValueException."""
+        AWS's answer does); a bucket of another region PermanentRedirect naming its region; a 5xx or one of
+        `GATEWAY_FAULTS` ServiceException (logged); another 4xx InvalidParameterValueException."""
         error = response.get("Error") or {}
         status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 500)
         code = self._clients.scrub(str(error.get("Code") or status))[:_MESSAGE_MAX]
         message = self._clients.scrub(str(error.get("Message") or ""))[:_MESSAGE_MAX]
         said = f"S3 Error Code: {code}. S3 Error Message: {message}"
+        headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+        region = self._clients.scrub(str(headers.get("x-amz-bucket-region") or error.get("Region") or ""))[:64]
+        if region and (status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed")):
+            return InvalidParameterValueException(  # a bucket of another region: Lambda's words
+                f"{GET_OBJECT} S3 Error Code: PermanentRedirect. S3 Error Message: The bucket is in this region: "
+                f"{region}. Please use this region to retry the request"
+            )
         if code == "AccessDenied":
             return AccessDeniedException(
                 "Your access has been denied by S3, please make sure your request credentials have permission to "
@@ -270,6 +280,12 @@ class S3Packages:
             log.warning("GetObject of an S3 package failed: %s", text)
             return ServiceException(text)
         return InvalidParameterValueException(text)
+
+
+def _no_region_redirects(context: dict[str, Any], **_: Any) -> None:
+    """botocore follows S3's answer for a bucket of another region (it retries there); Lambda does not, it names the
+    region. A request botocore believes redirected already is not redirected again (S3RegionRedirectorv2)."""
+    context.setdefault("s3_redirect", {})["redirected"] = True
 
 
 def _too_large(limit: int) -> InvalidParameterValueException:
