@@ -38,6 +38,7 @@ from gateway.api.functions import (
     tags,
     versions,
 )
+from gateway.api.functions.packages import stop_fetchers
 from gateway.api.home import home_middleware
 from gateway.api.http import MAX_CONTROL_BODY, error_middleware, json_response, not_routed
 from gateway.api.invoke import invoke, invoke_async, invoke_stream
@@ -442,6 +443,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_schedules)
     app.cleanup_ctx.append(_pollers)
     app.cleanup_ctx.append(_deploy)
+    app.cleanup_ctx.append(stop_fetchers)  # last, so cleaned up first: no fetch stores code after this
     app.router.add_get("/healthz", healthz)
     invoke.add_routes(app)
     invoke_async.add_routes(app)

@@ -113,6 +113,8 @@ def _request_body(directory: Path, role: str) -> dict[str, Any]:
     body.setdefault("FunctionName", directory.name)
     body.setdefault("Runtime", OWN_RUNTIME)
     body.setdefault("Role", role)
+    if body.get("Code"):  # e.g. S3Bucket/S3Key: the directory is the code, whatever function.json says
+        log.warning("deploy: %s: function.json's Code is ignored; the directory's files are the code", directory)
     package = directory / PACKAGE_FILE
     zip_bytes = package.read_bytes() if package.is_file() else from_directory(directory)
     body["Code"] = {"ZipFile": base64.b64encode(zip_bytes).decode()}

@@ -10,11 +10,13 @@ import argparse
 import configparser
 import functools
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway import file_systems
 from gateway.file_systems import AccessPoint
@@ -340,6 +342,7 @@ class Settings:
             raise ValueError("the async queue's byte limit must hold at least one 1 MB event")
         if self.session_ttl < 2:
             raise ValueError("the session TTL must be at least 2 seconds")
+        _check_s3(self.s3_endpoint, self.s3_timeout)
         if self.auth_required and not self.credentials:
             raise ValueError(
                 f"binding to {self.host} exposes an API that runs code: configure credentials (GATEWAY_ACCESS_KEY_ID "
@@ -442,3 +445,14 @@ def load_credentials(environ: Mapping[str, str]) -> dict[str, str]:
         if not found:
             raise ValueError(f"the credentials file {path} has no aws_access_key_id / aws_secret_access_key pair")
     return keys
+
+
+def _check_s3(endpoint: str | None, timeout: float) -> None:
+    """GATEWAY_S3_ENDPOINT an http(s) URL with a host (botocore refuses `minio:9000` only when a request is made:
+    every S3 create would fail), GATEWAY_S3_TIMEOUT a finite number of seconds above 0."""
+    if endpoint is not None:
+        url = urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"GATEWAY_S3_ENDPOINT must be an http:// or https:// URL with a host, got {endpoint!r}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"GATEWAY_S3_TIMEOUT must be a positive number of seconds, got {timeout!r}")

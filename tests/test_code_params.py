@@ -96,3 +96,13 @@ def test_refused_sources(source: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidParameterValueException) as exc:
         code_source(source, "Code.ZipFile")
     assert exc.value.message == message
+
+
+def test_a_layers_content_in_its_own_words() -> None:
+    """A layer request has no FunctionCode: its refusals name Content and layer content."""
+    with pytest.raises(InvalidParameterValueException) as exc:
+        code_source({"ZipFile": "eA==", "S3Bucket": "bkt", "S3Key": "k"}, "Content.ZipFile", layer=True)
+    assert exc.value.message == "Please do not provide other Content parameters when providing a ZipFile."
+    with pytest.raises(InvalidParameterValueException) as exc:
+        code_source({}, "Content.ZipFile", layer=True)
+    assert exc.value.message == "Please provide a source for layer content."

@@ -43,11 +43,28 @@ def test_runtime_interpreter_override() -> None:
 
 
 @pytest.mark.parametrize(
-    "env", [{"GATEWAY_ACCOUNT_ID": "42"}, {"GATEWAY_PORT": "70000"}, {"GATEWAY_IDLE_TIMEOUT": "0"}]
+    "env",
+    [
+        {"GATEWAY_ACCOUNT_ID": "42"},
+        {"GATEWAY_PORT": "70000"},
+        {"GATEWAY_IDLE_TIMEOUT": "0"},
+        {"GATEWAY_S3_ENDPOINT": "minio:9000"},  # no scheme: botocore would refuse it at every S3 create
+        {"GATEWAY_S3_ENDPOINT": "ftp://minio:9000"},
+        {"GATEWAY_S3_ENDPOINT": "http://"},
+        {"GATEWAY_S3_TIMEOUT": "0"},
+        {"GATEWAY_S3_TIMEOUT": "nan"},
+        {"GATEWAY_S3_TIMEOUT": "inf"},
+        {"GATEWAY_S3_TIMEOUT": "-1"},
+    ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Settings.from_args(_args(), env)
+
+
+def test_s3_endpoint_and_timeout() -> None:
+    s = Settings.from_args(_args(), {"GATEWAY_S3_ENDPOINT": "https://minio.internal:9000", "GATEWAY_S3_TIMEOUT": "2.5"})
+    assert (s.s3_endpoint, s.s3_timeout) == ("https://minio.internal:9000", 2.5)
 
 
 def test_authentication_is_required_beyond_loopback_or_with_credentials() -> None:

@@ -39,6 +39,10 @@ STORAGE_MODES = ("COPY", "REFERENCE")
 #: Java's InvalidParameterValueException) and quoted by CloudFormation template linters as the create's failure
 BOTH_SOURCES = "Please do not provide other FunctionCode parameters when providing a ZipFile."
 NO_SOURCE = "Please provide a source for function code."
+#: the same for a layer's `Content` (PublishLayerVersion): the gateway's words, in the style of the function's (no
+#: recorded AWS answer found); a function's wording would name FunctionCode, which a layer request does not have
+LAYER_BOTH_SOURCES = "Please do not provide other Content parameters when providing a ZipFile."
+LAYER_NO_SOURCE = "Please provide a source for layer content."
 #: an S3 member without both the bucket and the key: the wording of another Lambda emulator that otherwise answers
 #: in AWS's words (not found in a recorded AWS answer)
 INCOMPLETE_S3 = "S3 Bucket and Key are required for uploading with S3 parameters."
@@ -103,12 +107,13 @@ def check_s3_members(source: Mapping[str, Any], v: Violations, prefix: str = "")
         v.add(mode, prefix + "s3ObjectStorageMode", "Member must satisfy enum value set: [COPY, REFERENCE]")
 
 
-def code_source(source: Mapping[str, Any], member: str, image: bool = False) -> CodeSource:
+def code_source(source: Mapping[str, Any], member: str, image: bool = False, *, layer: bool = False) -> CodeSource:
     """The package `source` names (a `Code` or `Content` structure, or an UpdateFunctionCode body), after
     `check_s3_members`: inline (`ZipFile`) or an S3 object (`S3Bucket` and `S3Key`, `S3ObjectVersion` optional).
 
-    `member` is how the inline form is named in messages (`Code.ZipFile`, `ZipFile`). Container images are refused;
-    so are two sources at once and an S3 object named without its bucket or its key.
+    `member` is how the inline form is named in messages (`Code.ZipFile`, `ZipFile`); `layer`: a layer's `Content`
+    (its own wording). Container images are refused; so are two sources at once and an S3 object named without its
+    bucket or its key.
     """
     zip_b64 = opt(source, "ZipFile", str)
     if image or source.get("ImageUri"):
@@ -119,11 +124,11 @@ def code_source(source: Mapping[str, Any], member: str, image: bool = False) -> 
     version = opt(source, "S3ObjectVersion", str)
     in_s3 = any(v is not None for v in (bucket, key, version, source.get("S3ObjectStorageMode")))
     if zip_b64 is not None and in_s3:
-        raise InvalidParameterValueException(BOTH_SOURCES)
+        raise InvalidParameterValueException(LAYER_BOTH_SOURCES if layer else BOTH_SOURCES)
     if zip_b64 is not None:
         return CodeSource(zip_b64=zip_b64)
     if not in_s3:
-        raise InvalidParameterValueException(NO_SOURCE)
+        raise InvalidParameterValueException(LAYER_NO_SOURCE if layer else NO_SOURCE)
     if not (bucket and key):
         raise InvalidParameterValueException(INCOMPLETE_S3)
     return CodeSource(s3_bucket=bucket, s3_key=key, s3_object_version=version)

@@ -21,7 +21,7 @@ from gateway import architectures
 from gateway.api.functions.code_params import CodeSource, parse_code_update
 from gateway.api.functions.file_system_params import check_file_systems
 from gateway.api.functions.function_params import ConfigChanges, check_dead_letter, parse_config_update, parse_create
-from gateway.api.functions.packages import package_bytes
+from gateway.api.functions.packages import with_package
 from gateway.api.functions.signing_checks import (
     attach_outcome,
     check_added_layers,
@@ -97,18 +97,17 @@ async def _store_code(
     dry_run: bool = False,
     check: Callable[[bytes], None] | None = None,
 ) -> CodeInfo:
-    """Get (decode, or fetch from S3: `packages.package_bytes`), hash, validate and (unless `dry_run`) store a
+    """Get (decode, or fetch from S3: `packages.with_package`), hash, validate and (unless `dry_run`) store a
     package, off the event loop. `check` (code signing's, gateway.api.functions.signing_checks) sees the package's
     bytes first, in the worker thread, and may refuse them."""
-    data = await package_bytes(settings, source)
     direct = not source.in_s3
 
-    def work() -> CodeInfo:
+    def work(data: bytes) -> CodeInfo:
         if check is not None:
             check(data)
         return codestore.check(data, direct=direct) if dry_run else codestore.put(data, direct=direct)
 
-    return await asyncio.to_thread(work)
+    return await with_package(settings, source, work)
 
 
 def check_role(changes: ConfigChanges, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.api.functions.code_params import ARCHITECTURES, check_s3_members, code_source
-from gateway.api.functions.packages import package_bytes
+from gateway.api.functions.packages import with_package
 from gateway.api.http import json_response, read_json_object
 from gateway.api.params import Violations, check_members, opt, shape_error
 from gateway.app_keys import CODESTORE, LAYERS, POLICIES, SETTINGS, SIGNING_PROFILES
@@ -176,12 +176,11 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             f"Layer {raw_name} is not in this gateway's region ({store.settings.region}) and account "
             f"({store.settings.account_id})."
         )
-    source = code_source(content, "Content.ZipFile")
-    data = await package_bytes(request.app[SETTINGS], source)
+    source = code_source(content, "Content.ZipFile", layer=True)
 
     profiles = request.app[SIGNING_PROFILES]
 
-    def publish() -> LayerVersion:
+    def publish(data: bytes) -> LayerVersion:
         sig = signatures.attested(data, profiles)
         return store.publish(
             name,
@@ -194,7 +193,7 @@ async def publish_layer_version(request: web.Request) -> web.Response:
             signed_by=None if sig is None else (sig.profile, sig.job_arn()),
         )
 
-    lv = await asyncio.to_thread(publish)
+    lv = await with_package(request.app[SETTINGS], source, publish)
     return json_response(lv.to_wire(_location(request, lv)), status=201)
 
 
