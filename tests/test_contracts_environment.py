@@ -234,6 +234,7 @@ def test_typed_encoders_write_the_bytes_of_plain_arrays() -> None:
         "network": True,
         "bootstrap": [],
         "extensions": [],
+        "extension_emulators": {},
         "file_systems": [],
     }
     assert wire.encode_spec(spec) == wire.encode([wire.SPEC, plain])
