@@ -15,7 +15,7 @@ import pytest
 from gateway import file_systems
 from gateway.contracts.environment import EnvironmentSpec
 from gateway.contracts.file_systems import FileSystemMount
-from gateway.contracts.zygote import ExitCode
+from gateway.contracts.zygote import MOUNT_FAILED_LINE, ExitCode
 from gateway.errors import EFSMountFailureException
 from gateway.execution.failures import mount_failure
 from gateway.execution.spec import environment_spec
@@ -194,10 +194,14 @@ def test_an_environment_that_could_not_mount_is_efs_mount_failure() -> None:
     """gateway/execution/failures.py: ExitCode.MOUNT_FAILED (runtimes/python/sandbox.py) is Lambda's
     EFSMountFailureException (403); any other end is not."""
     extra = {"FileSystemConfigs": [{"Arn": ARN, "LocalMountPath": "/mnt/d"}]}
-    failure = mount_failure(extra, ExitCode.MOUNT_FAILED << 8)
+    said = MOUNT_FAILED_LINE + b"[Errno 116] Stale file handle\n"
+    failure = mount_failure(extra, ExitCode.MOUNT_FAILED << 8, b"init output\n" + said)
     assert isinstance(failure, EFSMountFailureException) and failure.status == 403 and ARN in str(failure)
     for status in (None, ExitCode.SANDBOX_FAILED << 8, 9, 0):
-        assert mount_failure(extra, status) is None
+        assert mount_failure(extra, status, said) is None
+    # a function's own exit status 5 (aws-lambda-go's os.Exit(5)) is its own, with or without file systems
+    assert mount_failure(extra, ExitCode.MOUNT_FAILED << 8, b"exiting\n") is None
+    assert mount_failure({}, ExitCode.MOUNT_FAILED << 8, said) is None
 
 
 def test_an_environment_without_a_jail_refuses_a_file_system(tmp_path: Path) -> None:

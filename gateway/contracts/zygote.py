@@ -69,6 +69,11 @@ class ExitCode(enum.IntEnum):
     MOUNT_FAILED = 5
 
 
+#: the line an environment writes to its output before it exits with ExitCode.MOUNT_FAILED: a function's own process
+#: may exit with 5 too (an aws-lambda-go handler's os.Exit(5)), so the status alone does not say a mount failed
+MOUNT_FAILED_LINE = b"the function's file system could not be mounted: "
+
+
 class MessageError(ValueError):
     """A control message that is not one of this contract's. `req_id` is set when it was a FORK whose request id
     could be read, so that the zygote can still answer FORK_FAILED (the gateway's fork then does not wait)."""

@@ -10,19 +10,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.contracts.zygote import ExitCode
+from gateway.contracts.zygote import MOUNT_FAILED_LINE, ExitCode
 from gateway.errors import EFSMountFailureException
 
 
-def mount_failure(extra: Mapping[str, Any], wait_status: int | None) -> EFSMountFailureException | None:
+def mount_failure(extra: Mapping[str, Any], wait_status: int | None, output: bytes) -> EFSMountFailureException | None:
     """Invoke's error when an environment of a function (`extra`: its FunctionConfig.extra) ended, before any of its
-    code ran, because it could not mount its file system (runtimes/python/file_systems.py: ExitCode.MOUNT_FAILED),
-    as Lambda answers it (EFSMountFailureException, 403); else None. The message names no host path: why is in the
-    gateway's log."""
-    if wait_status is None or not os.WIFEXITED(wait_status) or os.WEXITSTATUS(wait_status) != ExitCode.MOUNT_FAILED:
-        return None
+    code ran, because it could not mount its file system, as Lambda answers it (EFSMountFailureException, 403); else
+    None. That is: the function has FileSystemConfigs, the environment exited with ExitCode.MOUNT_FAILED, and its
+    `output` holds MOUNT_FAILED_LINE (runtimes/python/sandbox.py) — a function's own exit status 5 is its own. The
+    message names no host path: why is in the gateway's log."""
     arns = [fs["Arn"] for fs in extra.get("FileSystemConfigs") or ()]
-    which = f" of access point {arns[0]}" if arns else ""
+    if not arns or wait_status is None or not os.WIFEXITED(wait_status):
+        return None
+    if os.WEXITSTATUS(wait_status) != ExitCode.MOUNT_FAILED or MOUNT_FAILED_LINE not in output:
+        return None
+    which = f" of access point {arns[0]}"
     return EFSMountFailureException(
         f"The function couldn't mount the file system{which}: its directory could not be mounted here."
     )

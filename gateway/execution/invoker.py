@@ -256,7 +256,7 @@ class Invoker:
         if self.stopping:
             raise ServiceException(STOPPED)
         wait_status = await self._exit_status(exc)
-        if (failure := mount_failure(inv.config.extra, wait_status)) is not None:
+        if (failure := mount_failure(inv.config.extra, wait_status, exc.output)) is not None:
             log.warning(
                 "%s could not mount its file system: %s",
                 inv.config.name,
