@@ -216,6 +216,10 @@ def _cold_start(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         rows.append(_summary_row(what, fn.get("client_ms"), fn.get("n")))
         if fn.get("init_duration_ms") is not None:
             rows.append(_summary_row("... of which Init Duration (REPORT)", fn.get("init_duration_ms")))
+    after = as_dict(s.get("right_after_create"))
+    if after:
+        what = "Gateway: first invoke right after its CreateFunction returned (client)"
+        rows.append(_summary_row(what, after.get("client_ms"), after.get("n")))
     fp = as_dict(s.get("fresh_process"))
     if fp:
         rows.append(

@@ -1,4 +1,5 @@
-"""The suite's cold scenarios: first invokes of fresh functions (with Init Duration from the log tail) next to
+"""The suite's cold scenarios: first invokes of fresh functions (with Init Duration from the log tail; 50 ms after
+their CreateFunction, and right after it, as a user deploys and invokes) next to
 (b)'s fresh interpreter per invocation, scale from zero, and a burst of simultaneous first invokes.
 
 The simultaneous invokes run on an asyncio loop of their own (`asyncio.run`), each on an already-open
@@ -59,6 +60,7 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
             "samples_ms": [round(s, 3) for s in samples],
         }
     }
+    out["right_after_create"] = _right_after_create(gateway.port, api, stamp, p.cold_n)
     fresh = run.server("fresh_process")
     client = RawClient(fresh.port, timeout=60)
     fresh_samples = []
@@ -82,9 +84,38 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
     api.close()
     answers = asyncio.run(_concurrent_invokes(gateway.port, name, 10, b'{"sleep": 0.05}'))
     out["scale_from_zero"] = _concurrent_summary(answers, handler_ms=50.0)
+    print(f"  first invoke right after CreateFunction p50 {out['right_after_create']['client_ms'].get('p50')} ms")
     print(f"  cold start p50 {out['fresh_function']['client_ms'].get('p50')} ms; fresh process p50 "
           f"{out['fresh_process']['client_ms'].get('p50')} ms")  # fmt: skip
     return out
+
+
+def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
+    """As a user deploys: CreateFunction returns, and the first Invoke follows at once (no pause), `n` times, each with
+    a new function of its own code. Client time of the invoke alone; CreateFunction's own time beside it."""
+    client = RawClient(port, timeout=60)
+    samples, creates, errors = [], [], 0
+    try:
+        for i in range(n):
+            name = f"deployed-{stamp}-{i}"
+            t0 = time.perf_counter()
+            api.create(name, NOOP + f"# {name}: code of its own\n")
+            creates.append((time.perf_counter() - t0) * 1000)
+            ms, status, _, body = _timed(client, invoke_bytes(port, name))
+            if status != 200 or body != b"{}":
+                errors += 1
+                continue
+            samples.append(ms)
+    finally:
+        client.close()
+    return {
+        "n": len(samples),
+        "errors": errors,
+        "pause_between_ms": 0,
+        "client_ms": summarize(samples, (50, 90, 99)),
+        "create_ms": summarize(creates, (50, 90, 99)),
+        "samples_ms": [round(s, 3) for s in samples],
+    }
 
 
 async def _concurrent_invokes(port: int, function: str, n: int, body: bytes) -> list[tuple[float, int, bytes]]:
