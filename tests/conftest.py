@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 import pytest
@@ -243,6 +243,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
     server.stop()
 
 
+def unavailable(reason: str) -> NoReturn:
+    """What a test or fixture does when something it needs is missing: skip, or fail with CI=true (.ci/run installs
+    everything the tests need, so there a missing piece is a failure)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def elasticmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElasticMQServer]:
     """ElasticMQ (SQS: tests/servers.py), fetched by Maven once; skips without Java or Maven (fails with CI=true)."""
@@ -250,9 +258,7 @@ def elasticmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elast
     try:
         classpath = elasticmq_classpath(work)
     except Unavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     server = ElasticMQServer(work / "elasticmq.log", classpath=classpath).start()
     yield server
     server.stop()
@@ -266,9 +272,7 @@ def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit
     try:
         server.start()
     except Unavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     yield server
     server.stop()
 
@@ -281,9 +285,7 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServ
     try:
         classpath = maven_classpath(KAFKA_POM, work, "Apache Kafka")
     except Unavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     server = KafkaServer(work / "kafka.log", classpath=classpath).start(timeout=120)
     yield server
     server.stop()

@@ -14,14 +14,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from bench import runtime_builds
 from gateway import architectures
-from tests.conftest import ROLE, RUNTIME, create_function, make_zip
+from tests.conftest import ROLE, RUNTIME, create_function, make_zip, unavailable
 
 HOST = architectures.host_architecture()
 OTHER = "arm64" if HOST == "x86_64" else "x86_64"
@@ -79,22 +79,15 @@ func main() {
 """
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture(scope="session")
 def foreign_go_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A Go bootstrap of the architecture that is not the host's."""
     if architectures.emulator(OTHER) is None:
-        _unavailable(f"no QEMU user-mode emulator for {OTHER} (apt-get install qemu-user-static)")
+        unavailable(f"no QEMU user-mode emulator for {OTHER} (apt-get install qemu-user-static)")
     try:
         binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-foreign"), GO_SOURCE, GOARCH[OTHER])
     except runtime_builds.Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     assert architectures.elf_architecture(str(binary)) == OTHER
     return make_zip({"bootstrap": binary.read_bytes()}, executable={"bootstrap"})
 
@@ -120,7 +113,7 @@ def native_go_zip(tmp_path_factory: pytest.TempPathFactory, foreign_go_zip: byte
     try:
         binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-native"), GO_SOURCE, GOARCH[HOST])
     except runtime_builds.Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     return make_zip({"bootstrap": binary.read_bytes()}, executable={"bootstrap"})
 
 
@@ -130,7 +123,7 @@ def foreign_extension_layer(tmp_path_factory: pytest.TempPathFactory, foreign_go
     try:
         binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-ext"), GO_EXTENSION, GOARCH[OTHER])
     except runtime_builds.Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     return make_zip({"extensions/arch-ext": binary.read_bytes()}, executable={"extensions/arch-ext"})
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from bench import runtime_builds
-from tests.conftest import ROLE, GatewayFactory, invoke_json, make_zip
+from tests.conftest import ROLE, GatewayFactory, invoke_json, make_zip, unavailable
 
 GO_SOURCE = """package main
 
@@ -63,19 +62,12 @@ def handler(event, context):
 """
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture(scope="session")
 def go_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     try:
         binary = runtime_builds.go_bootstrap(tmp_path_factory.mktemp("go-function"), GO_SOURCE)
     except runtime_builds.Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     return make_zip({"bootstrap": binary.read_bytes()}, executable={"bootstrap"})
 
 
@@ -84,7 +76,7 @@ def ric_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     try:
         root = runtime_builds.awslambdaric_tree(tmp_path_factory.mktemp("awslambdaric"))
     except runtime_builds.Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     files = {**runtime_builds.tree_files(root), "bootstrap": runtime_builds.RIC_BOOTSTRAP, "app.py": RIC_APP}
     return make_zip(files, executable={"bootstrap"})
 

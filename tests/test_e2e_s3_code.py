@@ -27,7 +27,6 @@ import os
 import shutil
 import socket
 import struct
-import subprocess
 import threading
 import time
 import urllib.request
@@ -42,6 +41,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import HANDLER, ROLE, RUNTIME, GatewayFactory, RunningGateway, invoke_json, make_zip
 from tests.servers import MotoServer
+from tests.test_api_cli import aws
 
 KEY_ID = "AKIAGATEWAYS3TESTKEY"
 SECRET = "gateway-s3-secret-that-must-never-leak"
@@ -185,20 +185,8 @@ def test_s3_package_may_exceed_the_direct_upload_limit(lam: Any, moto_server: Mo
 def test_aws_cli_create_function_from_s3(gw: RunningGateway, moto_server: MotoServer, bucket: str) -> None:
     moto_server.client("s3").put_object(Bucket=bucket, Key="cli.zip", Body=_source("cli"))
     name = _fname()
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_PAGER": "",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-    cmd = ["aws", "--endpoint-url", gw.url, "--output", "json", "lambda", "create-function", "--function-name", name,
-           "--runtime", RUNTIME, "--role", ROLE, "--handler", HANDLER,
-           "--code", f"S3Bucket={bucket},S3Key=cli.zip"]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
+    done = aws(gw, "create-function", "--function-name", name, "--runtime", RUNTIME, "--role", ROLE, "--handler",
+               HANDLER, "--code", f"S3Bucket={bucket},S3Key=cli.zip")  # fmt: skip
     assert json.loads(done.stdout)["CodeSha256"] == _sha(_source("cli"))
     assert invoke_json(gw.client(), name)[1] == {"tag": "cli"}
 
