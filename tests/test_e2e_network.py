@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -258,9 +259,11 @@ def test_functions_cannot_reach_each_others_sockets(gateway_factory: GatewayFact
     assert "FunctionError" not in resp, b
     assert b["tcp"] in ("TimeoutError", "OSError", "ConnectionRefusedError") and "connected" not in b["tcp"]
     assert b["unix"] == "ConnectionRefusedError"  # abstract sockets belong to the network namespace
-    show = ["bridge", "-d", "link", "show", "master", network["bridge"]]
-    ports = subprocess.run(show, capture_output=True, text=True)
-    assert ports.stdout.count("isolated on") >= 2 and "isolated off" not in ports.stdout  # no frames between them
+    # no frames between them: every environment's port of a sub-bridge is isolated, and so is every trunk
+    ports = subprocess.run(["bridge", "-d", "link", "show"], capture_output=True, text=True).stdout.split("\n")
+    ours = [line for line in ports if re.match(rf"\d+: {network['bridge']}[vt]\d+", line)]
+    assert sum(1 for line in ours if re.match(rf"\d+: {network['bridge']}v", line)) >= 2, ports
+    assert all("isolated on" in ports[ports.index(line) + 1] for line in ours), ports
     # the same port is free in another environment: B can listen on it too
     _, b_listens = invoke_json(lam, "b", listen)
     assert b_listens["self_tcp"] == "connected: neighbour"
@@ -304,7 +307,8 @@ def _leftovers(bridge: str, owner: int | None = None) -> list[str]:
     with nl.Netlink() as rt, nl.Netlink(nl.NETLINK_NETFILTER) as nf:
         for _, name, _, alias in nl.links(rt):
             ours = owner is None or alias.split()[1:2] == [str(owner)]
-            if (name == bridge and ours) or (name.startswith(bridge + "v") and owner is None):
+            part = re.fullmatch(rf"{bridge}[vstu]\d+", name)  # environments' veths, sub-bridges, trunks
+            if (name == bridge and ours) or (part and owner is None):
                 found.append(name)
         found += [t for t in nl.nft_tables(nf, nl.NFPROTO_INET) if t == f"lambda_gateway_{slot}" and owner is None]
     return found
@@ -324,7 +328,8 @@ def test_nothing_is_left_after_a_stop_or_a_sigkill_and_restart(gateway_factory: 
     lam = gw.client()
     create_function(lam, "f", "def lambda_handler(e, c):\n    return 1\n")
     invoke_json(lam, "f")
-    assert bridge in _leftovers(bridge) and any(x.startswith(bridge + "v") for x in _leftovers(bridge))
+    left = _leftovers(bridge)
+    assert bridge in left and any(x.startswith(bridge + "v") for x in left) and bridge + "s0" in left
     first_pid = gw.proc.pid  # type: ignore[union-attr]
     gw.stop(signal.SIGKILL)  # its zygote and environments die with it; its bridge and table stay
     assert bridge in _leftovers(bridge, first_pid)

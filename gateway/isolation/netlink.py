@@ -31,6 +31,7 @@ RTM_NEWADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 24, 26
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_IFALIAS = 1, 3, 10, 18, 19, 20
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, VETH_INFO_PEER = 1, 2, 4, 5, 1
 IFLA_BRPORT_ISOLATED = 33
+IFLA_GROUP = 27
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 IFF_UP = 1
@@ -39,7 +40,9 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 1, 2, 3, 6
 NFPROTO_INET, NFPROTO_IPV4 = 1, 2
-HOOK_INPUT, HOOK_FORWARD, HOOK_POSTROUTING = 1, 2, 4
+HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_POSTROUTING = 0, 1, 2, 4
+#: the raw priority (NF_IP_PRI_RAW): before conntrack
+PRIORITY_RAW = -300
 NF_DROP, NF_ACCEPT = 0, 1
 META_IIFNAME, META_OIFNAME, META_NFPROTO, META_L4PROTO = 6, 7, 15, 16
 CMP_EQ, CMP_NEQ = 0, 1
@@ -169,14 +172,15 @@ class Netlink:
 # -- rtnetlink ------------------------------------------------------------------------------------------------
 
 
-def create_bridge(nl: Netlink, name: str) -> None:
+def create_bridge(nl: Netlink, name: str, group: int = 0) -> None:
     """A new bridge `name` (EEXIST if the name is taken), down, with a MAC address of its own (random, locally
     administered). Without one a bridge takes the lowest of its ports' addresses, so it changes when a port goes:
     the environments' ARP caches would then point at an address that no longer exists, and their packets to the
-    gateway would be lost until the entries expire."""
+    gateway would be lost until the entries expire. `group`: its device group (deleted all at once by
+    `delete_group`)."""
     mac = bytes([0x02]) + os.urandom(5)
     linkinfo = nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "bridge"))
-    body = ifinfo() + string(IFLA_IFNAME, name) + attr(IFLA_ADDRESS, mac) + linkinfo
+    body = ifinfo() + string(IFLA_IFNAME, name) + attr(IFLA_ADDRESS, mac) + u32(IFLA_GROUP, group) + linkinfo
     nl.request((RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body))
 
 
@@ -188,14 +192,18 @@ def set_alias(nl: Netlink, index: int, alias: str) -> None:
 Message = tuple[int, int, bytes]
 
 
-def create_veth(name: str, master: int, peer: str, peer_pid: int) -> Message:
+def create_veth(name: str, master: int, peer: str, peer_pid: int, group: int = 0) -> Message:
     """A veth pair: `name` here, up, a port of the bridge with index `master`; `peer` created directly in the
-    network namespace of process `peer_pid` (so it never exists here). EEXIST if `name` is taken."""
+    network namespace of process `peer_pid` (so it never exists here). EEXIST if `name` is taken. Both ends in
+    device group `group`."""
     peer_info = ifinfo() + string(IFLA_IFNAME, peer) + u32(IFLA_NET_NS_PID, peer_pid)
+    peer_info += u32(IFLA_GROUP, group) if group else b""
     data = nested(IFLA_INFO_DATA, nested(VETH_INFO_PEER, peer_info))
     linkinfo = nested(IFLA_LINKINFO, string(IFLA_INFO_KIND, "veth"), data)
-    body = ifinfo(0, IFF_UP, IFF_UP) + string(IFLA_IFNAME, name) + u32(IFLA_MASTER, master) + linkinfo
-    return RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body
+    body = ifinfo(0, IFF_UP, IFF_UP) + string(IFLA_IFNAME, name) + u32(IFLA_MASTER, master)
+    if group:
+        body += u32(IFLA_GROUP, group)
+    return RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + linkinfo
 
 
 def isolate_port(name: str) -> Message:
@@ -206,12 +214,22 @@ def isolate_port(name: str) -> Message:
     return RTM_NEWLINK, 0, ifinfo() + string(IFLA_IFNAME, name) + linkinfo
 
 
+def enslave(name: str, master: int) -> Message:
+    """Make link `name` a port of the bridge with index `master`, and up."""
+    return RTM_NEWLINK, 0, ifinfo(0, IFF_UP, IFF_UP) + string(IFLA_IFNAME, name) + u32(IFLA_MASTER, master)
+
+
 def set_up(index: int) -> Message:
     return RTM_NEWLINK, 0, ifinfo(index, IFF_UP, IFF_UP)
 
 
 def delete_link(index: int) -> Message:
     return RTM_DELLINK, 0, ifinfo(index)
+
+
+def delete_group(group: int) -> Message:
+    """Delete every link of device group `group` at once (one unregistration, not one RCU grace period each)."""
+    return RTM_DELLINK, 0, ifinfo() + u32(IFLA_GROUP, group)
 
 
 def add_address(index: int, address: str, prefix: int) -> Message:
@@ -342,6 +360,11 @@ def ct_state() -> bytes:
 def verdict(code: int) -> bytes:
     data = nested(2, nested(2, be32(1, code)))  # NFTA_IMMEDIATE_DATA: NFTA_DATA_VERDICT: NFTA_VERDICT_CODE
     return _expr("immediate", be32(1, REG_VERDICT), data)
+
+
+def notrack() -> bytes:
+    """Leave the packet untracked by conntrack (in a chain of raw priority)."""
+    return nested(1, string(1, "notrack"))
 
 
 def masquerade() -> bytes:

@@ -2,25 +2,43 @@
 
 Layout (as root, jail mode), per gateway, in a slot `n` (0..63) that it claims at start-up:
 
-    host:  bridge lgw<n>, address 100.(64+n).0.1/16 (the gateway as environments reach it), IPv6 off
-           one veth per environment, lgw<n>v<i>, a port of the bridge, `isolated` (no frames to another port)
+    host:  bridge lgw<n>, address 100.(64+n).0.1/16 (the gateway as environments reach it), IPv6 off; its only
+           ports are SUB_BRIDGES trunks, lgw<n>t<k>, each `isolated` (no frames to another port: environments on
+           different sub-bridges cannot reach each other, only the host)
+           sub-bridges lgw<n>s<k> (no address, IPv6 off, answer no ARP), each joined to lgw<n> by its trunk (a veth
+           pair lgw<n>t<k> / lgw<n>u<k>, the lgw<n>u<k> end a plain port of the sub-bridge)
+           one veth per environment, lgw<n>v<i>, a port of sub-bridge (i - 2) // PORTS_PER_BRIDGE, `isolated`
     environment (its own network namespace):  lo, and eth0 = 100.(64+n).<i>/16, default route via the bridge
 
-and one nf_tables table, `inet lambda_gateway_<n>`:
+Why sub-bridges: a Linux bridge holds at most 1,023 ports (BR_MAX_PORTS, 10-bit port numbers), and one bridge
+capped a node at ~1,023 networked environments. An environment's index fixes its sub-bridge, and an index is held
+by one veth at most (its name), so a sub-bridge never has more than PORTS_PER_BRIDGE environments plus its trunk:
+none is ever full, and a node holds as many environments as the /16 has addresses (SUB_BRIDGES * PORTS_PER_BRIDGE).
+Traffic from environments still reaches the host's IP layer through lgw<n> (frames go to its MAC address), so the
+rules below name lgw<n>; the sub-bridges only switch frames.
 
+and one nf_tables table, `inet lambda_gateway_<n>` (isolation/firewall.py):
+
+    prerouting  (raw priority) from a sub-bridge: not tracked. Only br_netfilter (bridge-nf-call-iptables) shows
+                IP hooks the frames a sub-bridge switches (with the sub-bridge as the device), and conntrack would
+                bind each connection to no NAT there, before lgw<n> routes it and it should be masqueraded.
     input       from the bridge: only TCP to <bridge address>:<port> (the environment-facing listener); the rest,
                 the host's loopback services and its other addresses included, is dropped. To the bridge address
-                from anywhere but the bridge or lo: dropped (other hosts cannot reach that listener).
+                from anywhere but the bridge or lo: dropped (other hosts cannot reach that listener). From a
+                sub-bridge (a frame sent to its own MAC address): everything dropped.
     forward     into the bridge: only replies (conntrack established/related), so neither another environment nor
                 another host can open a connection to an environment; from the bridge to 169.254.0.0/16 (cloud
-                metadata services): dropped.
-    postrouting environments' traffic leaving the host is masqueraded.
+                metadata services): dropped. Routed from a sub-bridge: dropped (frames it switches between its
+                ports pass: with br_netfilter on they show up here with the sub-bridge as both devices).
+    postrouting environments' traffic leaving the host is masqueraded (not frames a sub-bridge switches, which
+                br_netfilter also shows here).
 
 Forwarding must be on: the gateway sets net.ipv4.ip_forward=1 (and leaves it so: other software may rely on it).
 
-Who does what: the gateway claims a slot, makes the bridge and the table (`HostNetwork.create`, blocking, run in a
-thread), and removes them at shutdown (`close`); every start first sweeps what a gateway killed with SIGKILL left
-(its bridge names its owner's pid and start time). Each environment builds its side itself, ahead of demand in the
+Who does what: the gateway claims a slot, makes the bridge, its sub-bridges and trunks and the table
+(`HostNetwork.create`, blocking, run in a thread), and removes them at shutdown (`close`); every start first sweeps
+what a gateway killed with SIGKILL left (its bridge names its owner's pid and start time; the rest of its slot goes
+with it). Each environment builds its side itself, ahead of demand in the
 zygote's spare, while still root and before any user code (`attach`, from runtimes/python/jail.py): it creates its
 veth pair with the far end directly in its own new namespace, so the pair dies with that namespace and nothing is
 left when it exits. An index free on the host is found by trying veth names (the kernel refuses a taken one), so
@@ -34,6 +52,7 @@ network), the log says why and /healthz reports `"network": {"mode": "none", ...
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import logging
@@ -45,6 +64,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.isolation import firewall
 from gateway.isolation import netlink as nl
 from gateway.isolation.netlink import Netlink
 
@@ -65,17 +85,50 @@ OWNER = "lambda-gateway"
 FIRST_INDEX, LAST_INDEX = 2, 65534
 #: the environment's end of its veth pair
 ENV_LINK = "eth0"
-METADATA = ipaddress.IPv4Network("169.254.0.0/16")
 #: where systemd-resolved lists the servers its loopback stub forwards to
 UPSTREAM_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 #: taken by gateways of this host while they sweep and claim a slot
 LOCK = "/run/lambda-gateway-network.lock"
+#: environments a sub-bridge holds: a bridge has at most 1,023 ports (the kernel's BR_MAX_PORTS is 1,024, port
+#: number 0 is never used), and one of them is the sub-bridge's trunk
+PORTS_PER_BRIDGE = 1022
+#: sub-bridges per gateway: 16,352 environments (a test may lower both constants). Each costs ~7 ms of the gateway's
+#: start and stop; 65 would hold the whole /16 (a node's memory runs out long before: 16,352 x 128 MB is 2 TB)
+SUB_BRIDGES = 16
+#: net.ipv4.conf.<sub-bridge>.arp_ignore: answer no ARP request at all (it must never pose as the gateway)
+ARP_IGNORE_ALL = "8"
+#: why an environment could not be connected when every index is taken or every sub-bridge is full
+NO_ROOM = "no room on the environments' bridges"
+SIOCGIFINDEX = 0x8933
+#: the device group of a slot's sub-bridges and trunks is this plus the slot: they go in one deletion
+GROUP_BASE = 0x6C677700
 _VETH = re.compile(r"lgw(\d+)v\d+")
+#: a slot's sub-bridges (s) and the two ends of their trunks (t on lgw<n>, u on the sub-bridge)
+_PART = re.compile(r"lgw(\d+)[stu]\d+")
 _BRIDGE = re.compile(r"lgw(\d+)")
 
 
 def bridge_name(slot: int) -> str:
     return f"{BRIDGE_PREFIX}{slot}"
+
+
+def sub_bridge_name(slot: int, k: int) -> str:
+    return f"{BRIDGE_PREFIX}{slot}s{k}"
+
+
+def trunk_names(slot: int, k: int) -> tuple[str, str]:
+    """The trunk of sub-bridge `k`: (its end on the gateway's bridge, its end on the sub-bridge)."""
+    return f"{BRIDGE_PREFIX}{slot}t{k}", f"{BRIDGE_PREFIX}{slot}u{k}"
+
+
+def capacity() -> int:
+    """How many environments a gateway's network holds: an index each, on SUB_BRIDGES sub-bridges."""
+    return min(LAST_INDEX - FIRST_INDEX + 1, SUB_BRIDGES * PORTS_PER_BRIDGE)
+
+
+def sub_bridge_of(index: int) -> int:
+    """The sub-bridge the environment with address index `index` is a port of."""
+    return (index - FIRST_INDEX) // PORTS_PER_BRIDGE
 
 
 def table_name(slot: int) -> str:
@@ -124,6 +177,8 @@ class HostNetwork:
             "mode": "namespace per environment",
             "subnet": str(subnet(self.slot)),
             "bridge": bridge_name(self.slot),
+            "sub_bridges": SUB_BRIDGES,
+            "capacity": capacity(),
             "gateway_address": self.gateway_address,
             "outbound": "masquerade",
         }
@@ -150,8 +205,8 @@ class HostNetwork:
         return cls(slot, port)
 
     def close(self) -> None:
-        """Remove the table and the bridge (at shutdown, once the environments are gone; their veth pairs go with
-        their namespaces). Blocking."""
+        """Remove the table, the bridges and trunks (at shutdown, once the environments are gone; their veth pairs go
+        with their namespaces). Blocking."""
         if self.slot is None:
             return
         with Netlink() as rt, Netlink(nl.NETLINK_NETFILTER) as nf:
@@ -187,9 +242,9 @@ def _owner_alive(alias: str) -> bool:
 
 
 def sweep(rt: Netlink, nf: Netlink) -> int:
-    """Remove the tables, bridges and veths of gateways that are gone (killed with SIGKILL); returns how many
-    bridges. Tables are listed before links: a live gateway makes its bridge before its table, so a table seen
-    here without a bridge seen after it is a dead gateway's."""
+    """Remove the tables, bridges (sub-bridges and trunks too) and veths of gateways that are gone (killed with
+    SIGKILL); returns how many bridges. Tables are listed before links: a live gateway makes its bridge before its
+    table, so a table seen here without a bridge seen after it is a dead gateway's."""
     tables = [t for t in nl.nft_tables(nf, nl.NFPROTO_INET) if t.startswith(TABLE_PREFIX)]
     links = nl.links(rt)
     live_slots: set[str] = set()
@@ -210,6 +265,9 @@ def sweep(rt: Netlink, nf: Netlink) -> int:
     for index in dead:
         with contextlib.suppress(OSError):
             rt.request(nl.delete_link(index))
+    for slot in {m.group(1) for _, name, _, _ in links if (m := _PART.fullmatch(name))} - live_slots:
+        with contextlib.suppress(OSError):  # a dead slot's sub-bridges and trunks, in one go
+            rt.request(nl.delete_group(GROUP_BASE + int(slot)))
     for index, name, _, _ in links:  # environments' veths left by a dead gateway (they also go with their netns)
         match = _VETH.fullmatch(name)
         if match and match.group(1) not in live_slots:
@@ -252,17 +310,37 @@ def _set_up(rt: Netlink, nf: Netlink, slot: int, port: int) -> None:
         _write(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6", "1")
     index = socket.if_nametoindex(bridge)
     rt.batch([nl.add_address(index, address(slot, 1), 16), nl.set_up(index)])
+    for k in range(SUB_BRIDGES):
+        _set_up_sub_bridge(rt, slot, k, index)
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         if f.read().strip() != "1":
             _write("/proc/sys/net/ipv4/ip_forward", "1")
             log.warning("turned on net.ipv4.ip_forward (environments' traffic is forwarded and masqueraded); "
                         "it stays on after the gateway stops")  # fmt: skip
-    nl.nft_batch(nf, nl.NFPROTO_INET, _ruleset(slot, port))
+    nl.nft_batch(nf, nl.NFPROTO_INET, firewall.ruleset(table_name(slot), bridge_name(slot), subnet(slot), port))
+
+
+def _set_up_sub_bridge(rt: Netlink, slot: int, k: int, bridge: int) -> None:
+    """Sub-bridge `k`, up, with no IPv6 and no ARP answers of its own, joined to the gateway's bridge (index
+    `bridge`) by its trunk, whose end there is isolated."""
+    name = sub_bridge_name(slot, k)
+    trunk, peer = trunk_names(slot, k)
+    nl.create_bridge(rt, name, GROUP_BASE + slot)
+    _write(f"/proc/sys/net/ipv4/conf/{name}/arp_ignore", ARP_IGNORE_ALL)
+    sub = socket.if_nametoindex(name)
+    # the trunk's two ends are made here (peer_pid: our own namespace), then its far end joins the sub-bridge
+    trunk_pair = nl.create_veth(trunk, bridge, peer, os.getpid(), GROUP_BASE + slot)
+    rt.batch([trunk_pair, nl.isolate_port(trunk), nl.enslave(peer, sub), nl.set_up(sub)])
+    for link in (name, trunk, peer):
+        with contextlib.suppress(OSError):
+            _write(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6", "1")
 
 
 def _tear_down(rt: Netlink, nf: Netlink, slot: int) -> None:
     with contextlib.suppress(OSError):
         nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table_name(slot))])
+    with contextlib.suppress(OSError):  # sub-bridges and trunks (the environments' veths are not in the group)
+        rt.request(nl.delete_group(GROUP_BASE + slot))
     with contextlib.suppress(OSError):
         rt.request(nl.delete_link(socket.if_nametoindex(bridge_name(slot))))
 
@@ -273,50 +351,6 @@ def _write(path: str, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
-
-
-def _ruleset(slot: int, port: int) -> list[tuple[int, int, bytes]]:
-    """The table of the module's docstring, as nf_tables messages."""
-    table = table_name(slot)
-    bridge = nl.ifname(bridge_name(slot))
-    gateway = socket.inet_aton(address(slot, 1))
-    net = subnet(slot)
-    iif, oif = nl.meta(nl.META_IIFNAME), nl.meta(nl.META_OIFNAME)
-    ipv4 = [nl.meta(nl.META_NFPROTO), nl.cmp(nl.CMP_EQ, bytes([nl.NFPROTO_IPV4]))]
-    to_gateway = [*ipv4, nl.payload(nl.PAYLOAD_NETWORK, 16, 4), nl.cmp(nl.CMP_EQ, gateway)]
-    tcp_port = [
-        nl.meta(nl.META_L4PROTO),
-        nl.cmp(nl.CMP_EQ, bytes([socket.IPPROTO_TCP])),
-        nl.payload(nl.PAYLOAD_TRANSPORT, 2, 2),
-        nl.cmp(nl.CMP_EQ, struct.pack("!H", port)),
-    ]
-    replies = [
-        nl.ct_state(),
-        nl.mask(struct.pack("=I", nl.CT_ESTABLISHED | nl.CT_RELATED)),
-        nl.cmp(nl.CMP_NEQ, bytes(4)),
-    ]
-    metadata = [
-        *ipv4,
-        nl.payload(nl.PAYLOAD_NETWORK, 16, 4),
-        nl.mask(METADATA.netmask.packed),
-        nl.cmp(nl.CMP_EQ, METADATA.network_address.packed),
-    ]
-    from_subnet = [*ipv4, nl.payload(nl.PAYLOAD_NETWORK, 12, 4), nl.mask(net.netmask.packed),
-                   nl.cmp(nl.CMP_EQ, net.network_address.packed)]  # fmt: skip
-    accept, drop = nl.verdict(nl.NF_ACCEPT), nl.verdict(nl.NF_DROP)
-    return [
-        nl.new_table(table),
-        nl.new_chain(table, "input", nl.HOOK_INPUT, 0, "filter"),
-        nl.new_chain(table, "forward", nl.HOOK_FORWARD, 0, "filter"),
-        nl.new_chain(table, "postrouting", nl.HOOK_POSTROUTING, 100, "nat"),
-        nl.new_rule(table, "input", iif, nl.cmp(nl.CMP_EQ, bridge), *to_gateway, *tcp_port, accept),
-        nl.new_rule(table, "input", iif, nl.cmp(nl.CMP_EQ, bridge), drop),
-        nl.new_rule(table, "input", *to_gateway, iif, nl.cmp(nl.CMP_NEQ, nl.ifname("lo")), drop),
-        nl.new_rule(table, "forward", oif, nl.cmp(nl.CMP_EQ, bridge), *replies, accept),
-        nl.new_rule(table, "forward", oif, nl.cmp(nl.CMP_EQ, bridge), drop),
-        nl.new_rule(table, "forward", iif, nl.cmp(nl.CMP_EQ, bridge), *metadata, drop),
-        nl.new_rule(table, "postrouting", *from_subnet, oif, nl.cmp(nl.CMP_NEQ, bridge), nl.masquerade()),
-    ]
 
 
 def resolver_config(path: str = "/etc/resolv.conf", upstream: str = UPSTREAM_RESOLV_CONF) -> str | None:
@@ -348,34 +382,30 @@ def _is_loopback(server: str) -> bool:
 
 class HostSide:
     """What `attach` needs from the host's namespace, taken before the environment leaves it: a netlink socket
-    there and the bridge's index. Close it (`attach` does) before any user code: a netlink socket keeps its
-    opener's privileges."""
+    there, through which it also looks up the sub-bridges' indexes (an ioctl on a socket acts in the socket's
+    namespace). Close it (`attach` does) before any user code: a netlink socket keeps its opener's privileges."""
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
-        self.bridge = socket.if_nametoindex(bridge_name(slot))
         self.rt = Netlink()
+
+    def sub_bridge(self, k: int) -> int:
+        """The host's index of sub-bridge `k` of our slot (OSError if there is none)."""
+        request = struct.pack("16si20x", sub_bridge_name(self.slot, k).encode(), 0)  # struct ifreq: name, index
+        answer = fcntl.ioctl(self.rt.sock.fileno(), SIOCGIFINDEX, request)
+        return int(struct.unpack_from("i", answer, 16)[0])
 
 
 def attach(host: HostSide) -> str:
-    """In an environment that has just entered a network namespace of its own: give it eth0, connected to the
-    gateway's bridge, with a free address and a default route via the bridge; returns the address. Closes `host`.
-    Raises OSError (the environment must then not run user code)."""
+    """In an environment that has just entered a network namespace of its own: give it eth0, connected to its
+    sub-bridge of the gateway's network, with a free address and a default route via the bridge; returns the
+    address. Closes `host`. Raises OSError (the environment must then not run user code), EXFULL when no bridge has
+    room (`NO_ROOM`)."""
     pid = os.getpid()
     try:
         with contextlib.suppress(OSError):  # eth0 gets no IPv6 address (lo keeps ::1)
             _write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-        span = LAST_INDEX - FIRST_INDEX + 1
-        for attempt in range(span):
-            index = FIRST_INDEX + (pid + attempt) % span
-            name = f"{bridge_name(host.slot)}v{index}"
-            try:  # isolated before the environment has an address, let alone user code
-                host.rt.batch([nl.create_veth(name, host.bridge, ENV_LINK, pid), nl.isolate_port(name)])
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise OSError(0, "no free address for the environment")
+        index = _connect(host, pid)
     finally:
         host.rt.close()
     ip = address(host.slot, index)
@@ -384,6 +414,30 @@ def attach(host: HostSide) -> str:
         gateway = address(host.slot, 1)
         rt.batch([nl.set_up(1), nl.add_address(eth0, ip, 16), nl.set_up(eth0), nl.add_default_route(eth0, gateway)])
     return ip
+
+
+def _connect(host: HostSide, pid: int) -> int:
+    """Make our veth pair on the sub-bridge of the first free index from one our pid picks; returns the index. An
+    index is one veth name, so a sub-bridge holds at most PORTS_PER_BRIDGE of ours; one that is full anyway (ports
+    someone else added) is skipped whole."""
+    span = capacity()
+    full: set[int] = set()
+    for attempt in range(span):
+        index = FIRST_INDEX + (pid + attempt) % span
+        k = sub_bridge_of(index)
+        if k in full:
+            continue
+        name = f"{bridge_name(host.slot)}v{index}"
+        try:  # isolated before the environment has an address, let alone user code
+            host.rt.batch([nl.create_veth(name, host.sub_bridge(k), ENV_LINK, pid), nl.isolate_port(name)])
+            return index
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno != errno.EXFULL:  # the kernel's answer when a bridge has no port number left
+                raise
+            full.add(k)
+    raise OSError(errno.EXFULL, NO_ROOM)
 
 
 def disconnect() -> None:

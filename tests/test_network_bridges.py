@@ -1,0 +1,202 @@
+"""The environments' sub-bridges (isolation/network.py): beyond one bridge's 1,023 ports, with the same isolation.
+
+As root: a real HostNetwork with its sub-bridges and table, and real environments' sides, each a process that enters
+a network namespace of its own and runs `attach` (as runtimes/python/jail.py does). Both sides lower the per-bridge
+port count to 2 and the sub-bridges to 3, so that 6 environments fill the network (each process sets the module's
+constants itself: the same code, a smaller cap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.isolation import netlink as nl
+from gateway.isolation import network
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+ROOT = str(Path(__file__).resolve().parent.parent)
+PORTS, BRIDGES = 2, 3
+
+#: an environment's network side: attach, say its address, then serve TCP on it or connect where told (stdin)
+ENVIRONMENT = f"""
+import ctypes, socket, sys
+from gateway.isolation import network
+network.PORTS_PER_BRIDGE, network.SUB_BRIDGES = {PORTS}, {BRIDGES}
+host = network.HostSide(int(sys.argv[1]))
+if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+    raise OSError(ctypes.get_errno(), 'unshare')
+try:
+    print('address', network.attach(host), flush=True)
+except OSError as exc:
+    print('failed', exc.errno, exc.strerror, flush=True)
+    sys.exit(0)
+server = socket.socket()
+server.bind(('0.0.0.0', 8080))
+server.listen()
+for line in sys.stdin:
+    host, port = line.split()
+    try:
+        with socket.create_connection((host, int(port)), timeout=1) as conn:
+            print('connected', conn.recv(100).decode(), flush=True)
+    except OSError as exc:
+        print(type(exc).__name__, flush=True)
+"""
+
+#: a gateway that dies with SIGKILL once its network is up (what the next start's sweep must clean)
+DYING_GATEWAY = f"""
+import os, signal
+from gateway.isolation import network
+network.PORTS_PER_BRIDGE, network.SUB_BRIDGES = {PORTS}, {BRIDGES}
+print(network.HostNetwork.create(9).slot, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+class Environment:
+    """One environment's process: `address` (None: attach failed, `failure` says how)."""
+
+    def __init__(self, slot: int) -> None:
+        command = [sys.executable, "-c", ENVIRONMENT, str(slot)]
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline().split(None, 1)
+        self.address = first[1].strip() if first[0] == "address" else None
+        self.failure = first[1].strip() if first[0] == "failed" else ""
+
+    def connect(self, host: str, port: int) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{host} {port}\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def sub_bridge(self, slot: int) -> str:
+        """The sub-bridge its host-side veth is a port of."""
+        assert self.address is not None
+        index = int(self.address.split(".")[2]) * 256 + int(self.address.split(".")[3])
+        return os.path.basename(os.readlink(f"/sys/class/net/lgw{slot}v{index}/master"))
+
+    def end(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def small_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[network.HostNetwork]:
+    """A gateway's network with BRIDGES sub-bridges of PORTS environments each, and its listener on the gateway's
+    address answering 'gateway'."""
+    monkeypatch.setattr(network, "PORTS_PER_BRIDGE", PORTS)
+    monkeypatch.setattr(network, "SUB_BRIDGES", BRIDGES)
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    host = network.HostNetwork.create(listener.getsockname()[1])
+    if host.slot is None:
+        listener.close()
+        pytest.fail(host.reason)
+    listener.close()
+    with socket.create_server((host.gateway_address or "", host.port)) as server:
+        server.settimeout(0.2)
+        stop = False
+
+        def serve() -> None:
+            while not stop:
+                with contextlib.suppress(TimeoutError):
+                    conn = server.accept()[0]
+                    conn.sendall(b"gateway")
+                    conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield host
+        finally:
+            stop = True
+            thread.join()
+            host.close()
+
+
+def _parts(slot: int) -> list[str]:
+    """The sub-bridges and trunk ends of slot `slot` that exist now."""
+    with nl.Netlink() as rt:
+        return [name for _, name, _, _ in nl.links(rt) if re.fullmatch(rf"lgw{slot}[stu]\d+", name)]
+
+
+@as_root
+def test_environments_fill_every_sub_bridge_and_reach_only_the_gateway(small_network: network.HostNetwork) -> None:
+    slot = small_network.slot
+    assert slot is not None and small_network.describe()["capacity"] == PORTS * BRIDGES
+    assert sorted(_parts(slot)) == sorted(
+        [network.sub_bridge_name(slot, k) for k in range(BRIDGES)]
+        + [name for k in range(BRIDGES) for name in network.trunk_names(slot, k)]
+    )
+    envs: list[Environment] = []
+    try:
+        for _ in range(PORTS * BRIDGES):
+            envs.append(Environment(slot))
+        assert all(env.address is not None for env in envs), [env.failure for env in envs]
+        # each sub-bridge holds exactly PORTS environments: once one is full the next go to the next ones
+        on = sorted(env.sub_bridge(slot) for env in envs)
+        assert on == sorted(network.sub_bridge_name(slot, k) for k in range(BRIDGES) for _ in range(PORTS))
+        extra = Environment(slot)
+        envs.append(extra)
+        assert extra.address is None and extra.failure.startswith(f"{54} ")  # EXFULL
+        assert network.NO_ROOM in extra.failure
+        first = envs[0]
+        neighbour = next(env for env in envs[1:] if env.sub_bridge(slot) == first.sub_bridge(slot))
+        far = next(env for env in envs[1:] if env.sub_bridge(slot) != first.sub_bridge(slot))
+        gateway = small_network.gateway_address
+        assert gateway is not None
+        for env in (first, neighbour, far):
+            assert env.connect(gateway, small_network.port) == "connected gateway"
+            assert env.connect(gateway, 22) == "TimeoutError"  # another port of the host's: dropped
+        for a, b in ((first, neighbour), (neighbour, first), (first, far), (far, first)):
+            assert b.address is not None
+            result = a.connect(b.address, 8080)  # b listens there; frames between them go nowhere (no ARP either)
+            assert result in ("TimeoutError", "OSError") and "connected" not in result, result
+        # no neighbour entry was ever resolved: ARP between environments gets no answer, on one sub-bridge or two
+        neigh = subprocess.run(
+            ["nsenter", "-t", str(first.proc.pid), "-n", "ip", "neigh", "show"], capture_output=True, text=True
+        )
+        for env in (neighbour, far):
+            assert not re.search(rf"^{re.escape(env.address or '')} .*lladdr", neigh.stdout, re.M), neigh.stdout
+        # environments' ports are isolated on their sub-bridges, and so is every trunk on the gateway's bridge
+        for env in envs[:-1]:
+            assert env.address is not None
+            index = int(env.address.split(".")[2]) * 256 + int(env.address.split(".")[3])
+            assert Path(f"/sys/class/net/lgw{slot}v{index}/brport/isolated").read_text().strip() == "1"
+        for k in range(BRIDGES):
+            trunk, peer = network.trunk_names(slot, k)
+            assert Path(f"/sys/class/net/{trunk}/brport/isolated").read_text().strip() == "1"
+            assert Path(f"/sys/class/net/{peer}/master").resolve().name == network.sub_bridge_name(slot, k)
+    finally:
+        for env in envs:
+            env.end()
+    small_network.close()
+    assert _parts(slot) == []
+
+
+@as_root
+def test_the_sweep_removes_a_dead_gateways_sub_bridges_and_trunks() -> None:
+    done = subprocess.run([sys.executable, "-c", DYING_GATEWAY], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    slot = int(done.stdout.strip())
+    assert len(_parts(slot)) == 3 * BRIDGES  # left behind: a sub-bridge and two trunk ends each
+    network.HostNetwork.create(9).close()  # the next start sweeps first (then takes a slot: maybe that one)
+    assert _parts(slot) == []
+    with nl.Netlink(nl.NETLINK_NETFILTER) as nf:
+        assert network.table_name(slot) not in nl.nft_tables(nf, nl.NFPROTO_INET)
+    assert not os.path.exists(f"/sys/class/net/{network.bridge_name(slot)}")
