@@ -16,13 +16,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from gateway.isolation import netlink as nl
 from gateway.isolation import network
+from tests.conftest import GatewayFactory, RunningGateway, create_function, invoke_json
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -200,3 +205,48 @@ def test_the_sweep_removes_a_dead_gateways_sub_bridges_and_trunks() -> None:
     with nl.Netlink(nl.NETLINK_NETFILTER) as nf:
         assert network.table_name(slot) not in nl.nft_tables(nf, nl.NFPROTO_INET)
     assert not os.path.exists(f"/sys/class/net/{network.bridge_name(slot)}")
+
+
+SLOW = "import time\ndef lambda_handler(e, c):\n    time.sleep(0.3)\n    return 1\n"
+
+
+def _forks(gw: RunningGateway) -> float:
+    status, _, body = gw.request("GET", "/metrics")
+    assert status == 200
+    match = re.search(rb"^gateway_fork_seconds_count(?:\{[^}]*\})? (\S+)$", body, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+@as_root
+def test_no_fork_storm_while_environments_cannot_be_set_up(gateway_factory: GatewayFactory) -> None:
+    """The host side breaks (here: its sub-bridges are gone, so every environment fails in `attach`): a loaded
+    function's cold starts fail at once instead of forking one environment per invocation, and the log says why
+    once."""
+    gw = gateway_factory()
+    net = gw.health()["isolation"]["network"]
+    lam = gw.client()
+    create_function(lam, "f", SLOW)
+    invoke_json(lam, "f")
+    for k in range(net["sub_bridges"]):
+        subprocess.run(["ip", "link", "del", f"{net['bridge']}s{k}"], check=True)
+    before = _forks(gw)
+    clients = [gw.client() for _ in range(8)]
+
+    def load(client: Any) -> list[str]:
+        outcomes, stop = [], time.monotonic() + 3
+        while time.monotonic() < stop:
+            try:
+                resp, _ = invoke_json(client, "f")
+                outcomes.append(resp.get("FunctionError", "ok"))  # Unhandled: an environment died in its set-up
+            except ClientError as exc:
+                outcomes.append(exc.response["Error"]["Code"])
+        return outcomes
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [o for batch in pool.map(load, clients) for o in batch]
+    forks = _forks(gw) - before
+    assert outcomes.count("ServiceException") > 20, (forks, outcomes)  # each a cold start that did not fork
+    assert forks <= 12, (forks, len(outcomes))  # pauses of 0.1, 0.2, 0.4 ... s, one fork after each
+    said = gw.log().count("environments of f cannot be set up")
+    assert said == 1, gw.log()[-3000:]
+    assert "No such device" in gw.log()

@@ -72,6 +72,9 @@ class ExitCode(enum.IntEnum):
 #: the line an environment writes to its output before it exits with ExitCode.MOUNT_FAILED: a function's own process
 #: may exit with 5 too (an aws-lambda-go handler's os.Exit(5)), so the status alone does not say a mount failed
 MOUNT_FAILED_LINE = b"the function's file system could not be mounted: "
+#: the line an environment writes to its output, first, before it exits with ExitCode.SANDBOX_FAILED (a pool then
+#: pauses its cold starts: gateway/execution/setup_failures.py)
+SANDBOX_FAILED_LINE = b"the environment's sandbox could not be set up: "
 
 
 class MessageError(ValueError):

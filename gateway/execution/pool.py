@@ -27,7 +27,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from gateway.errors import TooManyRequestsException
-from gateway.execution.environment import Environment, connect
+from gateway.execution.environment import Environment, EnvironmentDied, connect
+from gateway.execution.setup_failures import SetupFailures
 from gateway.execution.spec import environment_spec
 from gateway.execution.zygote import READY_WAIT, Zygote, ZygoteUnavailable
 from gateway.isolation.freezer import FreezeQueue, Freezer
@@ -94,6 +95,8 @@ class Pool(ABC):
         self.credentials = credentials
         #: environments started before this (monotonic) are shut when idle: their credentials are about to expire
         self.born_before = -math.inf
+        #: no fork per invocation while environments cannot be set up (gateway/execution/setup_failures.py)
+        self.setup_failures = SetupFailures(config.name)
         self._hold_idle()
 
     # -- serving: what each mode implements --------------------------------------------------------
@@ -137,6 +140,20 @@ class Pool(ABC):
             self.freezing.idle(env)
 
     async def _spawn(self, init_type: str = ON_DEMAND) -> Environment:
+        """A new environment, READY; ZygoteUnavailable at once while this pool's environments cannot be set up."""
+        self.setup_failures.start()
+        try:
+            env = await self._fork_and_init(init_type)
+        except EnvironmentDied as exc:
+            self.setup_failures.end(exc.output)
+            raise
+        except BaseException:
+            self.setup_failures.end(None)
+            raise
+        self.setup_failures.end(None)
+        return env
+
+    async def _fork_and_init(self, init_type: str) -> Environment:
         config = self.config
         self.make_room(self)
         if not self.zygote.ready:  # whether it jails (the spec's paths depend on it) is known once it said HELLO

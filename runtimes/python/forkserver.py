@@ -48,6 +48,8 @@ from runtimes.python.isolation import Isolation
 SPARE_DELAY = 0.02
 #: the longest pause between attempts while spares cannot be forked or keep dying before they are taken
 MAX_SPARE_BACKOFF = 2.0
+#: seconds between two lines on stderr (the gateway's log) saying that spares cannot set up their sandbox
+SAY_EVERY = 60.0
 
 
 class _Spare(NamedTuple):
@@ -104,6 +106,7 @@ class ForkServer:
         self.spare_due = 0.0  # when to fork the next one: not while the environment that took the last one starts
         self.backoff = SPARE_DELAY  # grows while spares cannot be forked or die untaken (a full disk, no pids ...)
         self.orphaned = False  # the gateway died (our PDEATHSIG)
+        self.said = -SAY_EVERY  # when stderr last said why spares die
         self.stopped = False  # the gateway said STOP: a stop, not a death
         self._wakeup_r = self._wakeup_w = -1
         self._selector = selectors.DefaultSelector()
@@ -159,6 +162,15 @@ class ForkServer:
         self.backoff = min(self.backoff * 2, MAX_SPARE_BACKOFF)
         self.spare_due = time.monotonic() + self.backoff
 
+    def _say_why(self, status: int) -> None:
+        """A spare died untaken: if in its set-up (no user code ran in it), say so, at most once a minute."""
+        now = time.monotonic()
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == ExitCode.SANDBOX_FAILED and now - self.said >= SAY_EVERY:
+            self.said = now
+            sys.stderr.write(f"zygote {self.pid}: spares cannot set up their sandbox (exit status 4; an environment's "
+                             f"output says why): the next in {self.backoff:.2f} s (said once a minute)\n")  # fmt: skip
+            sys.stderr.flush()
+
     def _reap(self) -> None:
         """SIGCHLD: reap every child that ended and report it (a spare that died untaken: the gateway drops it)."""
         with contextlib.suppress(BlockingIOError):
@@ -174,6 +186,7 @@ class ForkServer:
             if self.spare is not None and pid == self.spare.pid:
                 self.spare = None
                 self._back_off()
+                self._say_why(status)
             self._send(control.Exited(pid, status))
 
     def _on_control(self) -> bool:

@@ -14,7 +14,7 @@ import sys
 from typing import Any, NoReturn
 
 from gateway.contracts.environment import EnvironmentSpec
-from gateway.contracts.zygote import MOUNT_FAILED_LINE, ExitCode
+from gateway.contracts.zygote import MOUNT_FAILED_LINE, SANDBOX_FAILED_LINE, ExitCode
 from gateway.isolation import cgroups, uids
 from runtimes.python import jail, seccomp
 from runtimes.python.file_systems import MountFailed
@@ -33,7 +33,7 @@ def _failed(exc: BaseException) -> NoReturn:
     if isinstance(exc, MountFailed):  # Invoke answers EFSMountFailureException (gateway/execution/failures.py)
         sys.stderr.write(MOUNT_FAILED_LINE.decode() + f"{exc}\n")
         os._exit(ExitCode.MOUNT_FAILED)
-    sys.stderr.write(f"the environment's sandbox could not be set up: {exc}\n")
+    sys.stderr.write(SANDBOX_FAILED_LINE.decode() + f"{exc}\n")
     os._exit(ExitCode.SANDBOX_FAILED)
 
 
