@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.isolation import network
 from gateway.isolation.network import RANGE, HostNetwork, address, resolver_config, subnet
 
 
@@ -35,3 +36,17 @@ def test_a_loopback_resolver_is_replaced_by_its_upstream_servers(tmp_path: Path)
     conf.write_text("nameserver ::1\n")
     assert resolver_config(str(conf), str(tmp_path / "missing")) == "nameserver ::1\n"  # nothing better known
     assert resolver_config(str(tmp_path / "none"), str(upstream)) is None
+
+
+def test_the_sub_bridges_hold_the_design_target_and_never_more_than_a_bridge_can() -> None:
+    """Issue 19: at least 8,000 networked environments; a sub-bridge holds at most 1,023 ports, one its trunk."""
+    assert network.capacity() >= 8000
+    assert network.PORTS_PER_BRIDGE + 1 <= 1023
+    first, last = network.FIRST_INDEX, network.FIRST_INDEX + network.capacity() - 1
+    assert network.sub_bridge_of(first) == 0 and network.sub_bridge_of(last) == network.SUB_BRIDGES - 1
+    per_bridge = [0] * network.SUB_BRIDGES
+    for index in range(first, last + 1):
+        per_bridge[network.sub_bridge_of(index)] += 1
+    assert max(per_bridge) == network.PORTS_PER_BRIDGE
+    assert len(network.sub_bridge_name(63, network.SUB_BRIDGES - 1)) < 16  # an interface name's limit (IFNAMSIZ)
+    assert all(len(name) < 16 for name in network.trunk_names(63, network.SUB_BRIDGES - 1))

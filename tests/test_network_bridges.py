@@ -183,7 +183,8 @@ def test_environments_fill_every_sub_bridge_and_reach_only_the_gateway(small_net
             assert env.address is not None
             index = int(env.address.split(".")[2]) * 256 + int(env.address.split(".")[3])
             assert Path(f"/sys/class/net/lgw{slot}v{index}/brport/isolated").read_text().strip() == "1"
-        for k in range(BRIDGES):
+        for k in range(BRIDGES):  # a sub-bridge answers no ARP: it never poses as the gateway
+            assert Path(f"/proc/sys/net/ipv4/conf/{network.sub_bridge_name(slot, k)}/arp_ignore").read_text() == "8\n"
             trunk, peer = network.trunk_names(slot, k)
             assert Path(f"/sys/class/net/{trunk}/brport/isolated").read_text().strip() == "1"
             assert Path(f"/sys/class/net/{peer}/master").resolve().name == network.sub_bridge_name(slot, k)
