@@ -110,6 +110,10 @@ class Pool(ABC):
         """Create the containers this mode keeps its idle (or shareable) environments in (from the constructor)."""
 
     @abstractmethod
+    def take(self) -> Environment | None:
+        """A warm environment for one invocation, handed out now; None if a cold start is needed (`acquire`)."""
+
+    @abstractmethod
     async def acquire(self) -> tuple[Environment, bool]:
         """An environment for one invocation, and whether it was just created (a cold start)."""
 
