@@ -212,6 +212,17 @@ def _latency_vs_load(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]
             f"{fmt_ms(overhead.get('client_p50_ms'))} ms, handler mean {fmt_ms(overhead.get('handler_mean_ms'))} ms, "
             f"overhead p50 **{fmt_ms(overhead.get('overhead_p50_ms'))} ms**.",
         ]
+        if overhead.get("baseline_p50_ms") is not None:
+            out[-1] += (
+                f" (a) at the same rate, same client: p50 {fmt_ms(overhead.get('baseline_p50_ms'))} ms, what the"
+                f" client, the kernel and an aiohttp server cost anyway; the gateway's overhead over (a): "
+                f"**{fmt_ms(overhead.get('over_baseline_p50_ms'))} ms**."
+            )
+        if overhead.get("gateway_mean_ms") is not None:
+            out[-1] += (
+                f" The gateway's own time per invocation outside the environment"
+                f" (`gateway_overhead_seconds`, in + out), mean: {fmt_ms(overhead.get('gateway_mean_ms'))} ms."
+            )
     return [*out, "", md_image("latency_vs_load", "Latency percentiles vs offered load")]
 
 

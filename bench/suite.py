@@ -116,6 +116,8 @@ def verdicts(s: dict[str, Any]) -> list[dict[str, Any]]:
          get("cold_start", "right_after_update", "client_ms", "p50"), "<= 5", "ms", lambda v: v <= 5.0),
         ("gateway overhead p50 at 50 % of max load", get("latency_vs_load", "overhead", "overhead_p50_ms"),
          "<= 0.3", "ms", lambda v: v <= 0.3),
+        ("  the same, over (a)'s p50 at that rate (the client's and the kernel's share taken out)",
+         get("latency_vs_load", "overhead", "over_baseline_p50_ms"), "<= 0.3", "ms", lambda v: v <= 0.3),
         ("throughput, 1000 functions (Zipf) / 1 function", get("functions", "ratio"), ">= 0.8", "x",
          lambda v: v >= 0.8),
         ("cold start, (b) fresh process p50 / gateway p50", get("cold_start", "ratio_p50"), ">= 15", "x",
