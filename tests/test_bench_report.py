@@ -74,7 +74,7 @@ def test_markdown_key_figures(sample: dict[str, Any]) -> None:
     assert "0.41\u00d7" in md  # gateway / inprocess
     assert "1.30\u00d7" in md  # gateway / gunicorn, 1.3 in the JSON
     assert "0.398" in md  # overhead p50
-    assert "the gateway's overhead over (a): **0.088 ms**" in md and "in + out), mean: 0.052 ms" in md
+    assert "the gateway's overhead over (a): **0.0880 ms**" in md and "in + out), mean: 0.0520 ms" in md
     assert "24,105 MB" in md and "abc1234" in md and "3.14.5" in md
     assert "`make bench  (.venv/bin/python bench/suite.py)`" in md
     assert "(bench/results/suite-20261123T180000Z.json)" in md
