@@ -9,7 +9,7 @@ Commands:
 - soak.py         `make soak`: the gateway's footprint under churn and long runs
 - loadgen.py      the load generator (closed and open loop), a library and a CLI; its parts in load/
 - report.py       BENCHMARKS.md's results section from a suite results file (report_sections.py,
-                  report_format.py); plots.py draws its charts
+                  report_paths.py, report_format.py); plots.py draws its charts
 
 Shared: harness.py (servers in their own sessions, CPU from /proc, a blocking raw HTTP client, wrk) and
 baselines/ (the servers the gateway is compared with).

@@ -222,7 +222,9 @@ def _cold_start(results: Mapping[str, Any]) -> Figure | None:
     scenario = as_dict(get_in(results, "scenarios", "cold_start"))
     groups: list[tuple[str, str, list[float], float | None]] = []
     for key, target, what in (
-        ("fresh_function", "gateway", "gateway: first invoke of a fresh function"),
+        ("fresh_function", "gateway", "gateway: first invoke of a fresh function (50 ms after its creation)"),
+        ("right_after_create", "right_after_create", "gateway: first invoke right after CreateFunction"),
+        ("right_after_update", "right_after_update", "gateway: first invoke right after UpdateFunctionCode"),
         ("fresh_process", "fresh_process", f"{target_label(results, 'fresh_process')}"),
     ):
         part = as_dict(scenario.get(key))
@@ -257,7 +259,7 @@ def _cold_start(results: Mapping[str, Any]) -> Figure | None:
     ax.set_ylabel("fraction of invocations \u2264 x (ECDF)")
     ax.grid(which="both", alpha=0.25)
     ax.legend(loc="best", fontsize=8)
-    what = "Cold start: fresh function on the gateway vs fresh process per invoke"
+    what = "Cold start: first invokes on the gateway vs a fresh process per invoke"
     ratio = num(scenario.get("ratio_p50"))
     if ratio is not None:
         what += f" (p50 ratio {ratio:.2f})"

@@ -13,8 +13,9 @@ JSON (nothing is hard-coded); missing scenarios are left out and missing or null
 requests/s to integers with thousands separators, milliseconds to 3 significant digits, ratios to 2 decimals.
 
 `render_markdown(results, results_path)` builds the section; `replace_marked_section(text, section)` does the
-substitution on a string. The sections are in bench/report_sections.py, the number and table formatting in
-bench/report_format.py.
+substitution on a string. The sections are in bench/report_sections.py (those of the runtimes, async and urls
+scenarios, each next to the synchronous Python invoke, in bench/report_paths.py), the number and table formatting
+in bench/report_format.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The sections of bench/report.py's Markdown, one function per part: the run's header (command, machine,
 versions), the targets table, and one table per suite scenario (`SECTIONS`, by scenario name), each followed by
 its chart's link where bench/plots.py draws one. Every figure comes from the results dict; a section gets the
-whole results (for target labels) and its scenario's dict, and returns its lines.
+whole results (for target labels) and its scenario's dict, and returns its lines. The sections of the paths earlier
+issues added (runtimes, async, urls: each next to the synchronous Python invoke) are in bench/report_paths.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bench import report_paths
 from bench.report_format import (
     MICRO,
     NA,
@@ -106,10 +108,20 @@ def render_targets(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
+_THROUGHPUT_COLUMNS = (
+    f"Target|req/s|vs (a)|p50 ms|p90 ms|p99 ms|errors|server CPU|tree CPU|server CPU {MICRO}s/req|"
+    f"workers CPU {MICRO}s/req|server CPU/req vs (a)|client CPU {MICRO}s/req"
+)
+
+#: the targets whose server process answers the requests itself (the others' hands them to workers or children)
+_SERVES_ITSELF = ("gateway", "inprocess")
+
+
 def _throughput(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     loads = as_dict(s.get("results"))
     cpu = as_dict(s.get("cpu"))
     base = num(get_in(loads, "inprocess", "throughput_rps"))
+    base_cpu = get_in(cpu, "inprocess", "server_us_per_request")
     rows = []
     for target in ordered([*loads, *cpu]):
         load = loads.get(target)
@@ -126,6 +138,11 @@ def _throughput(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
                 fmt_errors(get_in(load, "errors")),
                 fmt_pct(get_in(cpu, target, "server_cpu_pct")),
                 fmt_pct(get_in(cpu, target, "tree_cpu_pct")),
+                fmt_sig(get_in(cpu, target, "server_us_per_request")),
+                fmt_sig(get_in(cpu, target, "workers_us_per_request")),
+                report_paths.ratio(get_in(cpu, target, "server_us_per_request"), base_cpu)
+                if target in _SERVES_ITSELF
+                else NA,
                 fmt_sig(get_in(load, "client_cpu_us_per_request")),
             ]
         )
@@ -138,13 +155,18 @@ def _throughput(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         "### Warm throughput",
         "",
         "Closed loop, no-op handler" + (f", {', '.join(detail)}" if detail else "") + ". CPU: 100 % = one core "
-        "(server process, and its whole process tree).",
+        "(server process, and its whole process tree); per request: the server process's CPU time, its workers' "
+        "(environments, gunicorn workers, interpreters), and the server process's over (a)'s where the server "
+        "process answers the requests itself (the gateway, (a); (b)'s and (c)'s hand them to other processes).",
         "",
-        *md_table(f"Target|req/s|vs (a)|p50 ms|p90 ms|p99 ms|errors|server CPU|tree CPU|client CPU {MICRO}s/req", rows),
+        *md_table(_THROUGHPUT_COLUMNS, rows),
     ]
     ratios = {k: v for k, v in as_dict(s.get("ratios")).items() if num(v) is not None}
     if ratios:
         out += ["", "Ratios: " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in ratios.items()) + "."]
+    cpu_ratio = report_paths.ratio(get_in(cpu, "gateway", "server_us_per_request"), base_cpu)
+    if cpu_ratio != NA:
+        out += ["", f"Gateway CPU per warm invocation / (a)'s CPU per request: **{cpu_ratio}**."]
     return [*out, "", md_image("throughput", "Warm throughput per target")]
 
 
@@ -190,6 +212,17 @@ def _latency_vs_load(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]
             f"{fmt_ms(overhead.get('client_p50_ms'))} ms, handler mean {fmt_ms(overhead.get('handler_mean_ms'))} ms, "
             f"overhead p50 **{fmt_ms(overhead.get('overhead_p50_ms'))} ms**.",
         ]
+        if overhead.get("baseline_p50_ms") is not None:
+            out[-1] += (
+                f" (a) at the same rate, same client: p50 {fmt_ms(overhead.get('baseline_p50_ms'))} ms, what the"
+                f" client, the kernel and an aiohttp server cost anyway; the gateway's overhead over (a): "
+                f"**{fmt_ms(overhead.get('over_baseline_p50_ms'))} ms**."
+            )
+        if overhead.get("gateway_mean_ms") is not None:
+            out[-1] += (
+                f" The gateway's own time per invocation outside the environment"
+                f" (`gateway_overhead_seconds`, in + out), mean: {fmt_ms(overhead.get('gateway_mean_ms'))} ms."
+            )
     return [*out, "", md_image("latency_vs_load", "Latency percentiles vs offered load")]
 
 
@@ -216,10 +249,14 @@ def _cold_start(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
         rows.append(_summary_row(what, fn.get("client_ms"), fn.get("n")))
         if fn.get("init_duration_ms") is not None:
             rows.append(_summary_row("... of which Init Duration (REPORT)", fn.get("init_duration_ms")))
-    after = as_dict(s.get("right_after_create"))
-    if after:
-        what = "Gateway: first invoke right after its CreateFunction returned (client)"
-        rows.append(_summary_row(what, after.get("client_ms"), after.get("n")))
+    for key, what in (("right_after_create", "its CreateFunction"),
+                      ("right_after_update", "UpdateFunctionCode (new code) of a warm function")):  # fmt: skip
+        after = as_dict(s.get(key))
+        if after:
+            rows.append(_summary_row(f"Gateway: first invoke right after {what} returned (client)",
+                                     after.get("client_ms"), after.get("n")))  # fmt: skip
+            if after.get("init_duration_ms") is not None:
+                rows.append(_summary_row("... of which Init Duration (REPORT)", after.get("init_duration_ms")))
     fp = as_dict(s.get("fresh_process"))
     if fp:
         rows.append(
@@ -234,6 +271,12 @@ def _cold_start(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     ratio = num(s.get("ratio_p50"))
     if ratio is not None:
         notes.append(f"p50 ratio {_ratio_direction(ratio, fn, fp)}: **{fmt_ratio(ratio)}**.")
+    calls = [f"{call} p50 {fmt_ms(get_in(s, key, field, 'p50'))} ms"
+             for key, field, call in (("right_after_create", "create_ms", "CreateFunction"),
+                                      ("right_after_update", "update_ms", "UpdateFunctionCode"))
+             if num(get_in(s, key, field, "p50")) is not None]  # fmt: skip
+    if calls:
+        notes.append(f"The calls themselves, before those invokes: {', '.join(calls)}.")
     if sz and num(sz.get("errors")) is not None:
         notes.append(f"Scale-from-zero errors: {fmt_int(sz.get('errors'))}.")
     if notes:
@@ -382,106 +425,6 @@ def _memory(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
     return ["### Memory", "", intro, "", *md_table(header, rows)]
 
 
-RUNTIME_LABELS = {
-    "python": "Python, fast path",
-    "python_awslambdaric": "Python, awslambdaric 4.2.2 (provided.al2023, Runtime API)",
-    "go": "Go, aws-lambda-go bootstrap (provided.al2023, Runtime API)",
-    "nodejs": "Node.js (Runtime API)",
-}
-
-
-def _runtimes(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
-    rows, skipped = [], []
-    for kind, figures in as_dict(s.get("kinds")).items():
-        label = RUNTIME_LABELS.get(kind, kind)
-        figures = as_dict(figures)
-        if "skipped" in figures:
-            skipped.append(f"{label}: not measured ({as_str(figures['skipped'])[:120]}).")
-            continue
-        cold, warm = as_dict(figures.get("cold_start")), as_dict(figures.get("warm"))
-        rows.append(
-            [
-                label,
-                fmt_ms(get_in(cold, "client_ms", "p50")),
-                fmt_ms(get_in(cold, "init_duration_ms", "p50")),
-                fmt_rps(warm.get("throughput_rps")),
-                lat_ms(warm, "p50"),
-                lat_ms(warm, "p99"),
-            ]
-        )
-    header = "runtime|cold start p50 ms|Init Duration p50 ms|warm invokes/s|warm p50 ms|warm p99 ms"
-    conns = fmt_int(get_in(s, "kinds", "python", "warm", "connections"))
-    intro = (
-        f"The no-op function on each kind of runtime: the first invoke of {fmt_int(s.get('cold_n'))} fresh functions "
-        f"each, then a closed loop of {conns} connections on warm environments."
-    )
-    return ["### Runtimes side by side", "", intro, "", *md_table(header, rows), *(["", *skipped] if skipped else [])]
-
-
-def _async(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
-    acc, lat = as_dict(s.get("acceptance")), as_dict(s.get("latency"))
-    sync, event = as_dict(acc.get("sync")), as_dict(acc.get("event"))
-    rows = [  # per second: only the answers with the expected status count
-        ["synchronous invokes (200)", fmt_rps(acc.get("sync_200_per_s")), lat_ms(sync, "p50"), lat_ms(sync, "p99")],
-        ["Event invokes (202, durably queued)", fmt_rps(acc.get("event_202_per_s")), lat_ms(event, "p50"),
-         lat_ms(event, "p99")],
-    ]  # fmt: skip
-    drained = (
-        f"the queue drained {fmt_num(acc.get('drain_after_loop_s'))} s after the loop "
-        f"({fmt_rps(acc.get('processed_per_s'))} events processed per second from the first 202)"
-        if acc.get("drained")
-        else "the queue had not drained when the scenario gave up"
-    )
-    out = [
-        "### Asynchronous invocation",
-        "",
-        f"One function, {fmt_int(acc.get('connections'))} connections, closed loop: Event invokes vs synchronous "
-        f"invokes, ratio **{fmt_ratio(num(acc.get('ratio_event_to_sync')))}**; {drained}.",
-        "",
-        *md_table("What|req/s|p50 ms|p99 ms", rows),
-    ]
-    summary = lat.get("from_202_ms")
-    if summary is not None:
-        out += [
-            "",
-            f"From the 202's arrival at the client to the handler's start, {fmt_int(lat.get('n'))} Event invokes one "
-            f"at a time ({fmt_int(lat.get('handler_starts_seen'))} starts seen in the function's log): p50 "
-            f"**{fmt_ms(get_in(summary, 'p50'))} ms**, p95 {fmt_ms(get_in(summary, 'p95'))} ms, p99 "
-            f"{fmt_ms(get_in(summary, 'p99'))} ms (from the request's send: p50 "
-            f"{fmt_ms(get_in(lat, 'from_send_ms', 'p50'))} ms).",
-        ]
-    return out
-
-
-_URL_COLUMNS = f"Way in|req/s|p50 ms|p99 ms|p50 ms, 1 connection|gateway CPU {MICRO}s/req|environments {MICRO}s/req"
-
-
-def _urls(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
-    if s.get("skipped"):
-        return ["### Function URLs", "", f"Not measured: {s['skipped']}."]
-    loaded, single = as_dict(s.get("loaded")), as_dict(s.get("single"))
-    names = {"invoke": "Invoke API (POST .../invocations)", "url_host": "function URL, Host form",
-             "url_path": "function URL, path form (/lambda-url/<id>/)"}  # fmt: skip
-    rows = [
-        [what, fmt_rps(get_in(loaded, way, "throughput_rps")), lat_ms(loaded.get(way), "p50"),
-         lat_ms(loaded.get(way), "p99"), lat_ms(single.get(way), "p50"),
-         fmt_sig(get_in(loaded, way, "gateway_us_per_request")),
-         fmt_sig(get_in(loaded, way, "environments_us_per_request"))]
-        for way, what in names.items()
-    ]  # fmt: skip
-    ratios = as_dict(s.get("ratios"))
-    return [
-        "### Function URLs",
-        "",
-        f"One no-op function through its URL and through Invoke, {fmt_int(s.get('connections'))} connections, closed "
-        f"loop, then one connection: URL (Host form) / Invoke requests/s "
-        f"**{fmt_ratio(num(ratios.get('url_host/invoke_rps')))}**, p50 on one connection "
-        f"**{fmt_ratio(num(ratios.get('url_host/invoke_p50_single')))}**.",
-        "",
-        *md_table(_URL_COLUMNS, rows),
-    ]
-
-
 SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = {
     "throughput": _throughput,
     "latency_vs_load": _latency_vs_load,
@@ -491,7 +434,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], dict[str, Any]], list[str]]] = 
     "functions": _functions,
     "payloads": _payloads,
     "memory": _memory,
-    "runtimes": _runtimes,
-    "async": _async,
-    "urls": _urls,
+    "runtimes": report_paths.runtimes,
+    "async": report_paths.async_events,
+    "urls": report_paths.urls,
 }

@@ -187,6 +187,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from gateway.api import front_door
     from gateway.api.server import GatewaySite
     from gateway.app import create_app
 
@@ -204,6 +205,7 @@ async def serve(settings: Settings) -> None:
     # the drain enforces GATEWAY_DRAIN_TIMEOUT itself; the runner only gets a short grace for what is left after it
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=RUNNER_GRACE)
     await runner.setup()
+    front_door.install(runner)  # plain synchronous Invokes skip the middlewares that would pass them on
     try:
         raise_open_files_limit(settings)
         # the site makes each connection's protocol: the access log and the HTTP limits are its arguments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -73,3 +74,6 @@ FUNCTION_URLS: web.AppKey[FunctionUrls] = web.AppKey("function_urls")
 CODE_SIGNING: web.AppKey[CodeSigningConfigs] = web.AppKey("code_signing")
 #: the signing profiles (public keys) the operator registered (GATEWAY_SIGNING_PROFILES; gateway.store.signatures)
 SIGNING_PROFILES: web.AppKey[SigningProfiles] = web.AppKey("signing_profiles")
+#: counts one answered request of the API: (request, response), called by the server once the answer went out
+#: (gateway.api.server's `GatewayRequestHandler.log_access`; set by gateway.api.metrics)
+RESPONSE_COUNTER: web.AppKey[Callable[[web.Request, web.StreamResponse], None]] = web.AppKey("response_counter")

@@ -49,7 +49,7 @@ KEEPS_PROVISIONING = frozenset({Changed.FUNCTION_CREATED, Changed.LATEST_UPDATED
 class Pools(Protocol):
     """What the policy needs of `gateway.execution.pools.PoolManager`."""
 
-    def retire_function(self, name: str, version: str | None = None) -> None: ...
+    def retire_function(self, name: str, version: str | None = None, replaced: bool = False) -> None: ...
 
     def reconcile(self, retry_failed: bool = False) -> None: ...
 
@@ -103,7 +103,7 @@ class ChangePolicy:
     def apply(self, change: Change) -> None:
         """Do what follows `change` (event loop only)."""
         if change.what in RETIRES:
-            self._retire(change.function, change.qualifier)
+            self._retire(change.function, change.qualifier, replaced=change.what is Changed.LATEST_UPDATED)
             if change.what is Changed.FUNCTION_DELETED:  # the function is gone, and its reservation with it
                 self.reservations.set_reserved(change.function, None)
         if change.what not in KEEPS_PROVISIONING:
@@ -111,8 +111,8 @@ class ChangePolicy:
                 self.reservations.set_provisioned(change.function, self.slots(change.function))
             self.pools.reconcile(retry_failed=change.what is Changed.PROVISIONED_PUT)  # a Put retries a FAILED one
 
-    def _retire(self, name: str, version: str | None) -> None:
-        self.pools.retire_function(name, version)
+    def _retire(self, name: str, version: str | None, replaced: bool = False) -> None:
+        self.pools.retire_function(name, version, replaced)
         self.metrics.forget(name, version)  # a deleted function's (version's) series and log files go with it
         if version != LATEST:
             self.logs.forget(name, version)

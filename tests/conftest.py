@@ -499,8 +499,8 @@ class FakeFollowers:
 class _FakePools:
     calls: list[tuple[object, ...]]
 
-    def retire_function(self, name: str, version: str | None = None) -> None:
-        self.calls.append(("pools", "retire", name, version))
+    def retire_function(self, name: str, version: str | None = None, replaced: bool = False) -> None:
+        self.calls.append(("pools", "retire", name, version, replaced))
 
     def reconcile(self, retry_failed: bool = False) -> None:
         self.calls.append(("pools", "reconcile", retry_failed))

@@ -74,6 +74,7 @@ def test_markdown_key_figures(sample: dict[str, Any]) -> None:
     assert "0.41\u00d7" in md  # gateway / inprocess
     assert "1.30\u00d7" in md  # gateway / gunicorn, 1.3 in the JSON
     assert "0.398" in md  # overhead p50
+    assert "the gateway's overhead over (a): **0.0880 ms**" in md and "in + out), mean: 0.0520 ms" in md
     assert "24,105 MB" in md and "abc1234" in md and "3.14.5" in md
     assert "`make bench  (.venv/bin/python bench/suite.py)`" in md
     assert "(bench/results/suite-20261123T180000Z.json)" in md
@@ -275,7 +276,7 @@ def test_the_runtimes_scenario_is_tabulated_side_by_side() -> None:
     lines = SECTIONS["runtimes"]({}, scenario)
     assert lines[0] == "### Runtimes side by side"
     rows = [line for line in lines if line.startswith("| Python") or line.startswith("| Go")]
-    assert rows[0] == "| Python, fast path | 9.10 | 5.00 | 1,500 | 4.20 | 12.0 |"
+    assert rows[0] == "| Python, fast path | 9.10 | 5.00 | 1,500 | 4.20 | 12.0 | 1.00\u00d7 | 1.00\u00d7 |"
     assert rows[1].startswith("| Go, aws-lambda-go bootstrap")
     assert lines[-1] == "Node.js (Runtime API): not measured (no Node.js)."
 
@@ -287,8 +288,9 @@ def test_the_async_scenario_compares_202s_with_sync_invokes(sample: dict[str, An
     text = "\n".join(lines)
     assert lines[0] == "### Asynchronous invocation"
     assert "ratio **1.50\u00d7**" in text and "the queue drained 8.4 s after the loop" in text
-    assert "| Event invokes (202, durably queued) | 4,350 | 7.10 | 22.0 |" in text
-    assert "| synchronous invokes (200) | 2,900 | 10.5 | 30.1 |" in text
+    assert "| Event invokes (202, durably queued) | 4,350 | 7.10 | 22.0 | 1.50\u00d7 | 0.68\u00d7 |" in text
+    assert "| synchronous Python invokes (200) | 2,900 | 10.5 | 30.1 | 1.00\u00d7 | 1.00\u00d7 |" in text
+    assert "| What | req/s | p50 ms | p99 ms | req/s vs sync Python | p50 vs sync Python |" in text
     assert "p50 **1.21 ms**, p95 2.05 ms" in text
     undrained = {**sample["scenarios"]["async"]}
     undrained["acceptance"] = {**undrained["acceptance"], "drained": False}
@@ -312,7 +314,65 @@ def test_the_urls_scenario_puts_a_function_url_next_to_invoke() -> None:
     text = "\n".join(lines)
     assert lines[0] == "### Function URLs"
     assert "requests/s **0.80\u00d7**, p50 on one connection **1.14\u00d7**" in text
-    assert "| Invoke API (POST .../invocations) | 3,000 | 9.50 | 20.0 | 1.05 | 123 | 87 |" in text
-    assert "| function URL, Host form | 2,400 | 12.0 | 25.0 | 1.20 | 123 | 87 |" in text
+    invoke = (
+        "| Invoke API (POST .../invocations): the synchronous Python invoke | 3,000 | 9.50 | 20.0 | 1.05 | 123 | 87 |"
+    )
+    assert invoke + " 1.00\u00d7 | 1.00\u00d7 |" in text
+    assert "| function URL, Host form | 2,400 | 12.0 | 25.0 | 1.20 | 123 | 87 | 0.80\u00d7 | 1.26\u00d7 |" in text
     assert "gateway CPU \u00b5s/req" in text
     assert SECTIONS["urls"]({}, {"skipped": "no function URLs"})[-1] == "Not measured: no function URLs."
+
+
+def test_the_throughput_table_shows_cpu_per_request_of_each_server_and_its_workers(sample: dict[str, Any]) -> None:
+    from bench.report_sections import SECTIONS
+
+    lines = SECTIONS["throughput"](sample, sample["scenarios"]["throughput"])
+    text = "\n".join(lines)
+    assert "| server CPU \u00b5s/req | workers CPU \u00b5s/req | server CPU/req vs (a) |" in text
+    gateway = next(line for line in lines if line.startswith("| gateway (Lambda invoke API) |"))
+    assert "| 129 | 76.4 | 2.34\u00d7 |" in gateway  # 128.9 us over (a)'s 55.0 us
+    inprocess = next(line for line in lines if line.startswith("| (a)"))
+    assert "| 55 | 0 | 1.00\u00d7 |" in inprocess
+    assert "Gateway CPU per warm invocation / (a)'s CPU per request: **2.34\u00d7**." in text
+    del sample["scenarios"]["throughput"]["cpu"]["inprocess"]
+    text = "\n".join(SECTIONS["throughput"](sample, sample["scenarios"]["throughput"]))
+    assert "Gateway CPU per warm invocation" not in text and "| 129 | 76.4 | n/a |" in text
+
+
+def test_the_cold_start_table_has_the_first_invokes_right_after_create_and_update(sample: dict[str, Any]) -> None:
+    from bench.report_sections import SECTIONS
+
+    lines = SECTIONS["cold_start"](sample, sample["scenarios"]["cold_start"])
+    text = "\n".join(lines)
+    create = lines.index("| Gateway: first invoke right after its CreateFunction returned (client) | 30 | 8.61 | 9.80 "
+                         "| 12.4 | 12.4 | 9.04 |")  # fmt: skip
+    assert lines[create + 1].startswith("| ... of which Init Duration (REPORT) | 30 | 3.95 |")
+    update = [line for line in lines if "right after UpdateFunctionCode (new code) of a warm function" in line]
+    assert update == ["| Gateway: first invoke right after UpdateFunctionCode (new code) of a warm function returned "
+                      "(client) | 30 | 7.42 | 8.90 | 11.3 | 11.3 | 7.79 |"]  # fmt: skip
+    assert lines[lines.index(update[0]) + 1].startswith("| ... of which Init Duration (REPORT) | 30 | 3.71 |")
+    assert "| Gateway: first invoke of a fresh function (client) |" in text  # the 50 ms-paused row stays
+    assert (
+        "The calls themselves, before those invokes: CreateFunction p50 14.2 ms, UpdateFunctionCode p50 12.8 ms."
+        in text
+    )
+    del sample["scenarios"]["cold_start"]["right_after_update"]
+    text = "\n".join(SECTIONS["cold_start"](sample, sample["scenarios"]["cold_start"]))
+    assert "UpdateFunctionCode" not in text and "right after its CreateFunction" in text
+
+
+def test_other_runtimes_are_shown_next_to_the_python_fast_path(sample: dict[str, Any]) -> None:
+    from bench.report_sections import SECTIONS
+
+    scenario = sample["scenarios"]["runtimes"]
+    lines = SECTIONS["runtimes"]({}, scenario)
+    assert lines[4].endswith("| req/s vs sync Python | p50 vs sync Python |")
+    python = scenario["kinds"]["python"]["warm"]
+    for kind, label in (("go", "| Go, aws-lambda-go"), ("python_awslambdaric", "| Python, awslambdaric")):
+        warm = scenario["kinds"][kind]["warm"]
+        row = next(line for line in lines if line.startswith(label))
+        rps = warm["throughput_rps"] / python["throughput_rps"]
+        p50 = warm["latency_ms"]["p50"] / python["latency_ms"]["p50"]
+        assert row.endswith(f"| {rps:.2f}\u00d7 | {p50:.2f}\u00d7 |"), row
+    del scenario["kinds"]["python"]
+    assert all(line.endswith("| n/a | n/a |") for line in SECTIONS["runtimes"]({}, scenario) if line.startswith("| Go"))

@@ -17,15 +17,19 @@ from tests.conftest import FUNCTION_ARN, FakeFollowers, function_config, open_re
 
 Calls = list[tuple[object, ...]]
 
-RETIRED_LATEST: Calls = [("pools", "retire", "f", LATEST), ("metrics", "forget", "f", LATEST), ("collector", "request")]
+RETIRED_LATEST: Calls = [
+    ("pools", "retire", "f", LATEST, True),  # replaced: its idle environments leave after RETIRE_GRACE
+    ("metrics", "forget", "f", LATEST),
+    ("collector", "request"),
+]
 RETIRED_1: Calls = [
-    ("pools", "retire", "f", "1"),
+    ("pools", "retire", "f", "1", False),
     ("metrics", "forget", "f", "1"),
     ("logs", "forget", "f", "1"),
     ("collector", "request"),
 ]
 RETIRED_ALL: Calls = [
-    ("pools", "retire", "f", None),
+    ("pools", "retire", "f", None, False),
     ("metrics", "forget", "f", None),
     ("logs", "forget", "f", None),
     ("collector", "request"),

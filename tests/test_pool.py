@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import TooManyRequestsException
 from gateway.execution.modes import ExclusivePool, SharedPool
-from gateway.execution.pool import PoolCensus
+from gateway.execution.pool import RETIRE_GRACE, PoolCensus
 from tests.conftest import FakeEnvironment
 
 MakePool = Callable[..., tuple[Any, Any]]
@@ -143,15 +143,38 @@ async def test_aged_environments_are_shut_when_idle_provisioned_ones_too(fake_po
     assert busy.killed == "shut down" and pool.environments == set()
 
 
-async def test_a_retired_pool_shuts_idle_environments_now_and_busy_ones_on_release(fake_pool: MakePool) -> None:
+async def test_a_replaced_pool_shuts_idle_environments_after_a_grace_and_busy_ones_on_release(
+    fake_pool: MakePool,
+) -> None:
     pool, _ = fake_pool()
     idle, busy = await serve(pool, 2)
     pool.release(idle)
-    pool.retire()
-    assert idle.killed == "shut down" and busy.killed is None and not pool.empty
+    pool.retire(replaced=True)
+    # leaving, not shut yet: its teardown must not run while the new code's first invocation cold-starts
+    assert idle.killed is None and pool.leaving == {idle} and pool.evictable() == [idle]
+    assert idle not in pool._waiting()  # never handed out again
+    await asyncio.sleep(RETIRE_GRACE + 0.05)
+    assert idle.killed == "shut down" and busy.killed is None and not pool.empty and not pool.leaving
     assert pool.in_use  # its code stays on disk while the busy one runs
     pool.release(busy)
-    assert busy.killed == "shut down" and pool.empty and not pool.in_use
+    assert busy.killed == "shut down"
+
+
+async def test_a_deleted_functions_idle_environments_are_shut_at_once(fake_pool: MakePool) -> None:
+    pool, _ = fake_pool()
+    (idle,) = await serve(pool, 1)
+    pool.release(idle)
+    pool.retire()
+    assert idle.killed == "shut down" and pool.empty
+
+
+async def test_a_leaving_environment_is_evicted_first_to_make_room(fake_pool: MakePool) -> None:
+    pool, _ = fake_pool()
+    (idle,) = await serve(pool, 1)
+    pool.release(idle)
+    pool.retire(replaced=True)
+    pool.evict(idle)
+    assert idle.killed == "shut down" and not pool.leaving and pool.empty
 
 
 async def test_evictable_lists_idle_on_demand_environments_only(fake_pool: MakePool) -> None:
@@ -190,7 +213,9 @@ async def test_a_shared_environment_takes_invocations_while_it_has_free_slots(fa
     for env in (a, a, c):
         pool.release(env)
     assert counts(pool.census()) == (0, 2, 0, 0)
-    pool.retire()
+    pool.retire(replaced=True)
+    assert counts(pool.census()) == (0, 2, 0, 0)  # leaving: still idle
+    await asyncio.sleep(RETIRE_GRACE + 0.05)
     assert a.killed == c.killed == "shut down" and pool.empty
 
 

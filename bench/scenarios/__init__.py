@@ -4,7 +4,8 @@ read it).
 
 - common.py  the run (parameters, servers started on first use), Lambda API calls, invoke requests, load runs
 - warm.py    throughput, latency vs load, payload sizes, throttling
-- cold.py    cold start (fresh functions, a fresh interpreter, scale from zero) and a burst of first invokes
+- cold.py    cold start (fresh functions; first invokes right after CreateFunction and UpdateFunctionCode; a fresh
+             interpreter; scale from zero) and a burst of first invokes
 - scale.py   many functions deployed (Zipf popularity) vs one, and the memory of idle environments
 - runtimes.py  each kind of runtime side by side (Python fast path, awslambdaric, Go, Node.js): cold start, warm /s
 - async_events.py  Event invokes: 202s/s vs synchronous invokes/s, the queue's drain, 202 -> handler start

@@ -1,6 +1,7 @@
 """The suite's cold scenarios: first invokes of fresh functions (with Init Duration from the log tail; 50 ms after
-their CreateFunction, and right after it, as a user deploys and invokes) next to
-(b)'s fresh interpreter per invocation, scale from zero, and a burst of simultaneous first invokes.
+their CreateFunction, and right after it, as a user deploys and invokes), the first invoke right after an
+UpdateFunctionCode of a warm function (new code: a new environment), next to (b)'s fresh interpreter per
+invocation, scale from zero, and a burst of simultaneous first invokes.
 
 The simultaneous invokes run on an asyncio loop of their own (`asyncio.run`), each on an already-open
 connection, so that they leave at the same moment.
@@ -19,6 +20,13 @@ from typing import Any
 
 from bench.harness import HOST, INIT_RE, RawClient, header_value, summarize
 from bench.scenarios.common import NOOP, SLEEPER, Api, Run, invoke_bytes
+
+
+def _init_duration(head: bytes) -> float | None:
+    """The Init Duration (ms) of the REPORT line in an answer's X-Amz-Log-Result, None without one (no cold start)."""
+    log = header_value(head, "X-Amz-Log-Result")
+    match = INIT_RE.search(base64.b64decode(log).decode(errors="replace")) if log else None
+    return float(match.group(1)) if match else None
 
 
 def _timed(client: RawClient, raw: bytes) -> tuple[float, int, bytes, bytes]:
@@ -41,13 +49,12 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
         for name in names:
             time.sleep(0.05)
             ms, status, head, body = _timed(client, invoke_bytes(gateway.port, name, tail=True))
-            log = header_value(head, "X-Amz-Log-Result")
-            match = INIT_RE.search(base64.b64decode(log).decode(errors="replace")) if log else None
-            if status != 200 or body != b"{}" or match is None:
+            init = _init_duration(head)
+            if status != 200 or body != b"{}" or init is None:
                 errors += 1
                 continue
             samples.append(ms)
-            inits.append(float(match.group(1)))
+            inits.append(init)
     finally:
         client.close()
     out: dict[str, Any] = {
@@ -61,6 +68,7 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
         }
     }
     out["right_after_create"] = _right_after_create(gateway.port, api, stamp, p.cold_n)
+    out["right_after_update"] = _right_after_update(gateway.port, api, stamp, p.cold_n)
     fresh = run.server("fresh_process")
     client = RawClient(fresh.port, timeout=60)
     fresh_samples = []
@@ -84,7 +92,8 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
     api.close()
     answers = asyncio.run(_concurrent_invokes(gateway.port, name, 10, b'{"sleep": 0.05}'))
     out["scale_from_zero"] = _concurrent_summary(answers, handler_ms=50.0)
-    print(f"  first invoke right after CreateFunction p50 {out['right_after_create']['client_ms'].get('p50')} ms")
+    print(f"  first invoke right after CreateFunction p50 {out['right_after_create']['client_ms'].get('p50')} ms, "
+          f"UpdateFunctionCode p50 {out['right_after_update']['client_ms'].get('p50')} ms")  # fmt: skip
     print(f"  cold start p50 {out['fresh_function']['client_ms'].get('p50')} ms; fresh process p50 "
           f"{out['fresh_process']['client_ms'].get('p50')} ms")  # fmt: skip
     return out
@@ -92,20 +101,23 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
 
 def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
     """As a user deploys: CreateFunction returns, and the first Invoke follows at once (no pause), `n` times, each with
-    a new function of its own code. Client time of the invoke alone; CreateFunction's own time beside it."""
+    a new function of its own code. Client time of the invoke alone, Init Duration from its log tail (the tail costs
+    the same in every row); CreateFunction's own time beside it."""
     client = RawClient(port, timeout=60)
-    samples, creates, errors = [], [], 0
+    samples, inits, creates, errors = [], [], [], 0
     try:
         for i in range(n):
             name = f"deployed-{stamp}-{i}"
             t0 = time.perf_counter()
             api.create(name, NOOP + f"# {name}: code of its own\n")
             creates.append((time.perf_counter() - t0) * 1000)
-            ms, status, _, body = _timed(client, invoke_bytes(port, name))
-            if status != 200 or body != b"{}":
+            ms, status, head, body = _timed(client, invoke_bytes(port, name, tail=True))
+            init = _init_duration(head)
+            if status != 200 or body != b"{}" or init is None:
                 errors += 1
                 continue
             samples.append(ms)
+            inits.append(init)
     finally:
         client.close()
     return {
@@ -113,7 +125,43 @@ def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, An
         "errors": errors,
         "pause_between_ms": 0,
         "client_ms": summarize(samples, (50, 90, 99)),
+        "init_duration_ms": summarize(inits, (50, 90, 99)),
         "create_ms": summarize(creates, (50, 90, 99)),
+        "samples_ms": [round(s, 3) for s in samples],
+    }
+
+
+def _right_after_update(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
+    """As a user redeploys: one function, warm (invoked once), gets `n` UpdateFunctionCode calls, each with a zip of
+    its own (its handler answers {"v": i}, so the answer proves the new code ran, in a new environment), and the
+    Invoke follows each at once (no pause). Client time of the invoke alone, Init Duration from its log tail;
+    UpdateFunctionCode's own time beside it. An answer of other code, or without Init Duration, is an error."""
+    name = f"updated-{stamp}"
+    api.create(name, NOOP + f"# {name}: the code before the first update\n")
+    client = RawClient(port, timeout=60)
+    samples, inits, updates, errors = [], [], [], 0
+    try:
+        client.request(invoke_bytes(port, name))  # warm: the environment an update must replace
+        for i in range(n):
+            t0 = time.perf_counter()
+            api.update_code(name, f"def lambda_handler(event, context):\n    return {{'v': {i}}}\n")
+            updates.append((time.perf_counter() - t0) * 1000)
+            ms, status, head, body = _timed(client, invoke_bytes(port, name, tail=True))
+            init = _init_duration(head)
+            if status != 200 or json.loads(body or b"null") != {"v": i} or init is None:
+                errors += 1
+                continue
+            samples.append(ms)
+            inits.append(init)
+    finally:
+        client.close()
+    return {
+        "n": len(samples),
+        "errors": errors,
+        "pause_between_ms": 0,
+        "client_ms": summarize(samples, (50, 90, 99)),
+        "init_duration_ms": summarize(inits, (50, 90, 99)),
+        "update_ms": summarize(updates, (50, 90, 99)),
         "samples_ms": [round(s, 3) for s in samples],
     }
 

@@ -81,6 +81,14 @@ class Api:
         if status != 201:
             raise RuntimeError(f"CreateFunction {name}: {status} {body}")
 
+    def update_code(self, name: str, source: str) -> None:
+        """UpdateFunctionCode with `source` as lambda_function.py (a zip of its own: the gateway must start a new
+        environment for the next invoke)."""
+        zip_b64 = base64.b64encode(make_zip({"lambda_function.py": source})).decode()
+        status, body = self.call("PUT", f"/2015-03-31/functions/{name}/code", {"ZipFile": zip_b64})
+        if status != 200:
+            raise RuntimeError(f"UpdateFunctionCode {name}: {status} {body}")
+
     def metrics(self) -> str:
         self.conn.request("GET", "/metrics")
         resp = self.conn.getresponse()

@@ -80,10 +80,37 @@ def scenario_latency_vs_load(run: Run) -> dict[str, Any]:
                     "client_p50_ms": client_p50,
                     "handler_mean_ms": round(handler_ms, 4),
                     "overhead_p50_ms": round(client_p50 - handler_ms, 4),
+                    "gateway_mean_ms": _own_overhead_ms(before, after),
+                    **_over_baseline(run, rate, client_p50 - handler_ms),
                 }
             print(f"  latency {name} at {fraction:.0%} ({rate:.0f}/s): p50 {result['latency_ms']['p50']:.3f} ms")
         out["targets"][name] = {"max_rps": max_rps, "points": points}
     return out
+
+
+def _own_overhead_ms(before: str, after: str) -> float | None:
+    """The gateway's own mean time per invocation outside the environment (request in -> payload written, reply in ->
+    answer written: `gateway_overhead_seconds`), between two scrapes."""
+    counts = [metric_sum(t, "gateway_overhead_seconds_count", direction="in") for t in (before, after)]
+    sums = [metric_sum(t, "gateway_overhead_seconds_sum", direction=d) for t in (before, after) for d in ("in", "out")]
+    n = counts[1] - counts[0]
+    return round(1000 * ((sums[2] + sums[3]) - (sums[0] + sums[1])) / n, 4) if n else None
+
+
+def _over_baseline(run: Run, rate: float, overhead_ms: float) -> dict[str, Any]:
+    """(a) under the same open loop at the same rate: its client p50 is what this client, the kernel and an aiohttp
+    server cost a request anyway; the gateway's overhead over (a) is what the gateway adds to that."""
+    if not run.available("inprocess"):
+        return {}
+    base = run.server("inprocess")
+    result = load(
+        loadgen.open_loop(
+            HOST, base.port, [invoke_bytes(base.port, "noop")], rate, run.params.open_duration, connections=64,
+            warmup=1.0, progress=PROGRESS,
+        )
+    )  # fmt: skip
+    baseline = result["latency_ms"]["p50"]
+    return {"baseline_p50_ms": baseline, "over_baseline_p50_ms": round(overhead_ms - baseline, 4)}
 
 
 def scenario_payloads(run: Run) -> dict[str, Any]:

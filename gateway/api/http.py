@@ -97,14 +97,13 @@ async def read_json_object(request: web.Request, limit: int = MAX_CONTROL_BODY, 
     return data
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer of the API leaves here: a `LambdaError` (or aiohttp's 404, 405, 413) as Lambda words it, any other
+async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`handler`'s answer to `request`: a `LambdaError` (or aiohttp's 404, 405, 413) as Lambda words it, any other
     exception as a 500 ServiceException; and each answer not yet sent carries `x-amzn-RequestId` (errors get theirs
     from `error_response`; the invoke routes set the invocation's own; a streamed answer, sent already, sets its own
     before it starts)."""
     try:
-        response = await handler(request)  # one coroutine per request: the invoke path pays no other frame here
+        response = await handler(request)
     except LambdaError as err:
         return error_response(err)
     except web.HTTPRequestEntityTooLarge:
@@ -125,6 +124,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if not response.prepared and REQUEST_ID not in response.headers:
         response.headers[REQUEST_ID] = new_request_id()
     return response
+
+
+#: the middleware that answers every request of the API (gateway.api.front_door calls `guarded` itself)
+error_middleware = web.middleware(guarded)
 
 
 def check_json(payload: bytes) -> None:

@@ -8,8 +8,9 @@ in a tight loop costs at most one render per interval, and an answer never shows
 With `Settings.metrics_token` set (`GATEWAY_METRICS_AUTH=bearer`), a scrape must carry `Authorization: Bearer
 <token>` (Prometheus: `authorization: {credentials: ...}` in its scrape config); otherwise 401.
 
-Every response the application prepares, whatever produced it (a handler, the error middleware, a raised
-`HTTPException`), is counted by an `on_response_prepare` hook under the name of the operation its route serves:
+Every response the application answers, whatever produced it (a handler, the error middleware, a raised
+`HTTPException`), is counted once it went out (`RESPONSE_COUNTER`, called by the server's `log_access`: one plain
+call per request, where a response signal would cost a coroutine) under the name of the operation its route serves:
 the Lambda API model's name when the route's method and path are an operation of the model (`Invoke`,
 `CreateFunction`), else the handler's name in CamelCase (`Healthz`, `Metrics`), so the label set is bounded by
 the routes. Routes shared by several operations told apart by a static query (`?List=ALL`) are named per request.
@@ -27,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.api.catalog import Operation, load_operations, route_shape
 from gateway.api.http import error_response, not_routed
-from gateway.app_keys import METRICS, SETTINGS
+from gateway.app_keys import METRICS, RESPONSE_COUNTER, SETTINGS
 from gateway.errors import LambdaError
 from gateway.observability.metrics import Metrics
 
@@ -125,7 +126,7 @@ def add_routes(app: web.Application) -> None:
     """Register `GET /metrics` and the response counter; call before `catalog.add_routes`."""
     names = OperationNames(load_operations())
 
-    async def count_response(request: web.Request, response: web.StreamResponse) -> None:
+    def count_response(request: web.Request, response: web.StreamResponse) -> None:
         registry = request.app.get(METRICS)  # absent only if start-up failed before the runtimes came up
         if registry is not None:
             registry.http(names(request), response.status)
@@ -133,6 +134,6 @@ def add_routes(app: web.Application) -> None:
     async def make_scraper(app: web.Application) -> None:  # runs after the cleanup contexts made METRICS
         app[SCRAPER] = Scraper(app[METRICS])
 
-    app.on_response_prepare.append(count_response)
+    app[RESPONSE_COUNTER] = count_response
     app.on_startup.append(make_scraper)
     app.router.add_get("/metrics", metrics)

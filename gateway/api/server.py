@@ -38,6 +38,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from yarl import URL
 
 from gateway.api.http import error_response
+from gateway.app_keys import RESPONSE_COUNTER
 from gateway.errors import (
     BadRequestException,
     LambdaError,
@@ -112,6 +113,17 @@ class GatewayRequestHandler(web.RequestHandler):
         """Close this connection after the current response without reading what is left of the request's body
         (aiohttp would otherwise read and discard it for up to 10 s to keep the connection alive)."""
         self._lingering_time = 0.0
+
+    def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        """Once per answered request (aiohttp calls it when the answer went out): count it for the metrics
+        (`RESPONSE_COUNTER`), then write the access log. A request that never reached the app (refused by the parser)
+        has no route, and is not counted."""
+        match_info = getattr(request, "_match_info", None)  # a web.Request the app routed (or the front door)
+        if match_info is not None:
+            count = match_info.current_app.get(RESPONSE_COUNTER)
+            if count is not None:
+                count(request, response)
+        super().log_access(request, response, time)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         limiter, self._limiter = self._limiter, None

@@ -210,7 +210,10 @@ class Invoker:
             raise ServiceException(STOPPED)
         try:
             pool = self.pools.pool_for(config)
-            env, cold = await pool.acquire()
+            env = pool.take()  # warm: no coroutine to run
+            cold = env is None
+            if env is None:
+                env, cold = await pool.acquire()
         except ZygoteUnavailable as exc:
             log.warning("cannot start an environment for %s: %s", config.name, exc)
             raise ServiceException("The runtime for this function is not available; try again.") from None

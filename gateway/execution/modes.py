@@ -29,13 +29,19 @@ class ExclusivePool(Pool):
         self.idle: list[Environment] = []  # on-demand, most recently used last
         self.warm: list[Environment] = []  # idle provisioned environments
 
-    async def acquire(self) -> tuple[Environment, bool]:
+    def take(self) -> Environment | None:
         for stack in (self.warm, self.idle):
             while stack:
                 env = stack.pop()
                 if not env.dead:
-                    return env, False
+                    return env
                 self._forget(env)
+        return None
+
+    async def acquire(self) -> tuple[Environment, bool]:
+        env = self.take()
+        if env is not None:
+            return env, False
         return await self._spawn(), True
 
     def release(self, env: Environment) -> None:
@@ -81,11 +87,17 @@ class SharedPool(Pool):
     def _hold_idle(self) -> None:
         self.shared: list[Environment] = []  # every live environment, newest last
 
-    async def acquire(self) -> tuple[Environment, bool]:
+    def take(self) -> Environment | None:
         for env in reversed(self.shared):
             if not env.dead and env.load < env.capacity:
                 env.load += 1
-                return env, False
+                return env
+        return None
+
+    async def acquire(self) -> tuple[Environment, bool]:
+        env = self.take()
+        if env is not None:
+            return env, False
         env = await self._spawn()
         env.load += 1
         self.shared.append(env)

@@ -80,13 +80,14 @@ class PoolManager:
             )
         return pool
 
-    def retire_function(self, name: str, version: str | None = None) -> None:
-        """Retire the pool of one version of a function, or of all its versions (after an update or delete)."""
+    def retire_function(self, name: str, version: str | None = None, replaced: bool = False) -> None:
+        """Retire the pool of one version of a function, or of all its versions (after an update or delete);
+        `replaced`: by new code or configuration (`Pool.retire`)."""
         for key in [k for k in self.pools if k[0] == name and version in (None, k[1])]:
-            self._retire(self.pools.pop(key))
+            self._retire(self.pools.pop(key), replaced)
 
-    def _retire(self, pool: Pool) -> None:
-        pool.retire()
+    def _retire(self, pool: Pool, replaced: bool = False) -> None:
+        pool.retire(replaced)
         if not pool.empty:
             self.retired.append(pool)
 
