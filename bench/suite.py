@@ -33,8 +33,9 @@ Scenarios (`--only` takes these names):
   own environment; latency distribution and the time until the last answer.
 - throttling: a function with reserved concurrency 0 under a 64-connection closed loop (every answer a 429)
   next to (a) under the same load: throttles/s vs requests/s.
-- functions: a second gateway (node memory budget raised to fit 1000 functions of 128 MB: their environments
-  really use a few MB each, see `memory`): throughput with 1 function deployed, then with 1000 deployed,
+- functions: a second gateway (node memory budget raised to fit 1000 functions of 128 MB and 512 more environments
+  for the popular ones' peaks: their environments really use a few MB each, see `memory`; a tighter budget measures
+  evictions instead): throughput with 1 function deployed, then with 1000 deployed,
   warmed, and invoked with Zipf-distributed popularity (s = 1).
 - payloads: 1 KB, 100 KB, 1 MB and 6 MB JSON events echoed by the handler, 4 connections, gateway and (a).
 - memory: 8 idle warm environments of a no-op function: USS (private: not shared with the zygote), PSS, RSS.
