@@ -277,6 +277,10 @@ def _cold_start(results: Mapping[str, Any], s: dict[str, Any]) -> list[str]:
              if num(get_in(s, key, field, "p50")) is not None]  # fmt: skip
     if calls:
         notes.append(f"The calls themselves, before those invokes: {', '.join(calls)}.")
+    settle = num(get_in(s, "right_after_create", "settle_between_samples_ms"))
+    if settle is not None:
+        notes.append(f"Each of those deploys is a sample of its own: {fmt_int(settle)} ms after the previous invoke, "
+                     "no pause between the call and its invoke.")  # fmt: skip
     if sz and num(sz.get("errors")) is not None:
         notes.append(f"Scale-from-zero errors: {fmt_int(sz.get('errors'))}.")
     if notes:

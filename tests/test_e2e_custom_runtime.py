@@ -297,7 +297,7 @@ def test_a_runtime_that_exits_after_answering_is_started_again_for_the_next_invo
     _, first = invoke_json(lam, fname, {"n": 0})
     pids = {first["pid"]}
     for i in range(10):
-        how = {"exit_after": 1 + i % 2, "as_error": i % 3 == 0, "linger": 0.1 if i % 4 == 1 else 0}
+        how = {"exit_after": 1 + i % 2, "as_error": i % 3 == 0, "linger": 0.3 if i % 4 == 1 else 0}
         resp, body = invoke_json(lam, fname, {"n": i, **how})
         if how["as_error"]:
             assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Custom.Crash", body

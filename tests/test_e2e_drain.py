@@ -63,7 +63,7 @@ def test_idle_keep_alive_connections_do_not_hold_shutdown(gateway_factory: Gatew
     lam = gw.client()
     create_function(lam, "short", LONG, Timeout=30)
     invoke_json(lam, "short")  # boto3 keeps this connection open, idle
-    time.sleep(0.1)  # the environment goes idle (and, with a freezer, frozen)
+    time.sleep(0.3)  # the environment goes idle (and, with a freezer, frozen: 50-100 ms after)
     children = descendants(gw.proc.pid)
     signalled = time.monotonic()
     os.kill(gw.proc.pid, signal.SIGTERM)

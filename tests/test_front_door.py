@@ -6,6 +6,7 @@ recording middleware, and the Invoke route's real path; the handler reports what
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from aiohttp import web
 
 from gateway.api import front_door
 from gateway.api.http import error_middleware
-from gateway.app_keys import SETTINGS
+from gateway.api.server import GatewaySite
+from gateway.app_keys import RESPONSE_COUNTER, SETTINGS
 from gateway.errors import ResourceNotFoundException
 from gateway.settings import Settings
 
@@ -110,5 +112,53 @@ async def test_a_gateway_that_requires_signatures_sends_every_invoke_through_the
         async with aiohttp.ClientSession() as session, session.post(base + INVOKE.format("f"), data=b"{}") as resp:
             assert resp.status == 200
         assert seen == ["/2015-03-31/functions/f/invocations"]
+    finally:
+        await runner.cleanup()
+
+
+async def _gateway_site(tmp_path: Path, environment_facing: bool) -> tuple[web.AppRunner, str, list[str], list[int]]:
+    """The app of `_serve` behind the gateway's own site (GatewayRequestHandler), counting answers."""
+    seen: list[str] = []
+    counted: list[int] = []
+
+    @web.middleware
+    async def recording(request: web.Request, handler: front_door.Handler) -> web.StreamResponse:
+        seen.append(request.path)
+        return await handler(request)  # type: ignore[arg-type]
+
+    settings = Settings(data_dir=tmp_path)
+    app = web.Application(middlewares=[error_middleware, recording])
+    app[SETTINGS] = settings
+    app[RESPONSE_COUNTER] = lambda request, response: counted.append(response.status)
+    app.router.add_post(front_door.INVOKE_PATH, _handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    front_door.install(runner)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    site = GatewaySite(runner, settings, address=("127.0.0.1", port), environment_facing=environment_facing)
+    await site.start()
+    return runner, f"http://127.0.0.1:{port}", seen, counted
+
+
+async def test_an_environments_invoke_takes_the_apps_path(tmp_path: Path) -> None:
+    runner, base, seen, _ = await _gateway_site(tmp_path, environment_facing=True)
+    try:
+        async with aiohttp.ClientSession() as session, session.post(base + INVOKE.format("f"), data=b"{}") as resp:
+            assert resp.status == 200
+        assert seen == ["/2015-03-31/functions/f/invocations"]  # where the app's authentication would check it
+    finally:
+        await runner.cleanup()
+
+
+async def test_every_answer_is_counted_once(tmp_path: Path) -> None:
+    runner, base, seen, counted = await _gateway_site(tmp_path, environment_facing=False)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for name, headers in (("f", {}), ("missing", {}), ("f", {"X-Amz-Invocation-Type": "DryRun"})):
+                async with session.post(base + INVOKE.format(name), data=b"{}", headers=headers) as resp:
+                    await resp.read()
+        assert counted == [200, 404, 200] and seen == ["/2015-03-31/functions/f/invocations"]
     finally:
         await runner.cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,10 @@ import pytest
 from gateway.errors import TooManyRequestsException
 from gateway.execution.modes import ExclusivePool, SharedPool
 from gateway.execution.pool import RETIRE_GRACE, PoolCensus
-from tests.conftest import FakeEnvironment
+from gateway.execution.pools import PoolManager
+from gateway.settings import Settings
+from gateway.store.records import LATEST, FunctionConfig
+from tests.conftest import ROLE, RUNTIME, FakeEnvironment, FakeZygoteClient
 
 MakePool = Callable[..., tuple[Any, Any]]
 
@@ -267,3 +271,54 @@ async def test_the_census_counts_environments_by_state(fake_pool: MakePool) -> N
     for env in (started, crashed, busy):
         pool.release(env)
     assert counts(pool.census()) == (0, 4, 0, 0)
+
+
+# -- the node's memory across pools (PoolManager.make_room) and retirement ---------------------------------------
+
+
+def _manager(tmp_path: Path, budget_mb: int) -> tuple[PoolManager, Callable[[str], FunctionConfig]]:
+    def config(name: str) -> FunctionConfig:
+        return FunctionConfig(
+            name=name,
+            arn=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
+            runtime=RUNTIME,
+            handler="lambda_function.lambda_handler",
+            role=ROLE,
+            code_sha256="0" * 64,
+            code_size=1,
+            code_dir=tmp_path / "code",
+            last_modified="2026-11-23T14:38:00.000+0000",
+            revision_id="r1",
+            version=LATEST,
+        )
+
+    settings = Settings(data_dir=tmp_path, memory_budget_mb=budget_mb)
+    return PoolManager(settings, {RUNTIME: FakeZygoteClient()}), config  # type: ignore[dict-item]
+
+
+async def test_room_is_made_by_evicting_a_replaced_pools_leaving_environment_first(
+    fake_pool: MakePool, tmp_path: Path
+) -> None:
+    pools, config = _manager(tmp_path, budget_mb=256)
+    g_env, _ = await pools.pool_for(config("g")).acquire()
+    pools.pool_for(config("g")).release(g_env)
+    old_f = pools.pool_for(config("f"))
+    f_env, _ = await old_f.acquire()
+    old_f.release(f_env)  # used after g's: plain LRU would evict g's
+    pools.retire_function("f", LATEST, replaced=True)  # UpdateFunctionCode
+    assert old_f.leaving == {f_env}
+    _, cold = await pools.pool_for(config("f")).acquire()  # the node is full: room for one more
+    assert cold and f_env.killed == "shut down" and g_env.killed is None
+
+
+async def test_a_delete_right_after_an_update_shuts_the_leaving_environments_at_once(
+    fake_pool: MakePool, tmp_path: Path
+) -> None:
+    pools, config = _manager(tmp_path, budget_mb=1024)
+    old_f = pools.pool_for(config("f"))
+    f_env, _ = await old_f.acquire()
+    old_f.release(f_env)
+    pools.retire_function("f", LATEST, replaced=True)
+    assert f_env.killed is None
+    pools.retire_function("f")  # DeleteFunction within RETIRE_GRACE
+    assert f_env.killed == "shut down" and not old_f.leaving

@@ -99,6 +99,12 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
     return out
 
 
+#: seconds between two deploys of the right-after rows (after an invoke, before the next API call): each sample is a
+#: deploy of its own, as a user's are, not one that overlaps what the previous started (the zygote's next spare, the
+#: replaced environment's teardown 250 ms after an update); the API call and its invoke have no pause between them
+SETTLE = 0.5
+
+
 def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
     """As a user deploys: CreateFunction returns, and the first Invoke follows at once (no pause), `n` times, each with
     a new function of its own code. Client time of the invoke alone, Init Duration from its log tail (the tail costs
@@ -107,6 +113,7 @@ def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, An
     samples, inits, creates, errors = [], [], [], 0
     try:
         for i in range(n):
+            time.sleep(SETTLE)
             name = f"deployed-{stamp}-{i}"
             t0 = time.perf_counter()
             api.create(name, NOOP + f"# {name}: code of its own\n")
@@ -124,6 +131,7 @@ def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, An
         "n": len(samples),
         "errors": errors,
         "pause_between_ms": 0,
+        "settle_between_samples_ms": SETTLE * 1000,
         "client_ms": summarize(samples, (50, 90, 99)),
         "init_duration_ms": summarize(inits, (50, 90, 99)),
         "create_ms": summarize(creates, (50, 90, 99)),
@@ -143,6 +151,7 @@ def _right_after_update(port: int, api: Api, stamp: int, n: int) -> dict[str, An
     try:
         client.request(invoke_bytes(port, name))  # warm: the environment an update must replace
         for i in range(n):
+            time.sleep(SETTLE)
             t0 = time.perf_counter()
             api.update_code(name, f"def lambda_handler(event, context):\n    return {{'v': {i}}}\n")
             updates.append((time.perf_counter() - t0) * 1000)
@@ -159,6 +168,7 @@ def _right_after_update(port: int, api: Api, stamp: int, n: int) -> dict[str, An
         "n": len(samples),
         "errors": errors,
         "pause_between_ms": 0,
+        "settle_between_samples_ms": SETTLE * 1000,
         "client_ms": summarize(samples, (50, 90, 99)),
         "init_duration_ms": summarize(inits, (50, 90, 99)),
         "update_ms": summarize(updates, (50, 90, 99)),

@@ -122,7 +122,10 @@ class GatewayRequestHandler(web.RequestHandler):
         if match_info is not None:
             count = match_info.current_app.get(RESPONSE_COUNTER)
             if count is not None:
-                count(request, response)
+                try:
+                    count(request, response)
+                except Exception:  # a metric must not cost the access log line or the connection
+                    log.exception("cannot count the answer to %s %s", request.method, request.path)
         super().log_access(request, response, time)
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -304,9 +304,10 @@ class Pool(ABC):
                 self._discard(env)
             return
         self.leaving.update(idle)
-        loop.call_later(RETIRE_GRACE, self._shut_leaving)
+        loop.call_later(RETIRE_GRACE, self.shut_leaving)
 
-    def _shut_leaving(self) -> None:
+    def shut_leaving(self) -> None:
+        """Shut the `leaving` environments now (RETIRE_GRACE is over, or the function was deleted meanwhile)."""
         leaving, self.leaving = self.leaving, set()
         for env in leaving:
             self._discard(env)

@@ -85,6 +85,10 @@ class PoolManager:
         `replaced`: by new code or configuration (`Pool.retire`)."""
         for key in [k for k in self.pools if k[0] == name and version in (None, k[1])]:
             self._retire(self.pools.pop(key), replaced)
+        if not replaced:  # deleted: what an earlier update left leaving goes now too
+            for pool in self.retired:
+                if pool.config.name == name and version in (None, pool.config.version):
+                    pool.shut_leaving()
 
     def _retire(self, pool: Pool, replaced: bool = False) -> None:
         pool.retire(replaced)
@@ -106,15 +110,15 @@ class PoolManager:
         used = self.memory_in_use()
         if used + need <= self.memory_budget:
             return
-        candidates = sorted(
+        candidates = sorted(  # a replaced pool's `leaving` environments first (shut soon anyway), then LRU
             (
-                (env.last_used, id(env), other, env)
+                (env not in other.leaving, env.last_used, id(env), other, env)
                 for other in self._all()
                 if other is not pool
                 for env in other.evictable()
             ),
         )
-        for evicted, (_, _, other, env) in enumerate(candidates, 1):
+        for evicted, (_, _, _, other, env) in enumerate(candidates, 1):
             other.evict(env)
             used -= other.config.memory_size
             if used + need <= self.memory_budget:
