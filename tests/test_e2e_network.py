@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,26 @@ HOST_ADDRESS, REMOTE_ADDRESS = "198.51.100.1", "198.51.100.2"
 #: the remote host also answers at a link-local address, as a cloud's metadata service would (not .169.254: the
 #: test must not take over this machine's own)
 METADATA_ADDRESS = "169.254.77.77"
+#: other clouds' metadata services, which the remote host also answers at (each only where this machine is not on that
+#: cloud: the test must not take over the host's own); Azure's WireServer also answers DNS (port 53), which passes
+ALIBABA_METADATA, AZURE_WIRESERVER = "100.100.100.200", "168.63.129.16"
+
+
+def _on_cloud() -> str:
+    """This machine's cloud as its DMI says ("alibaba", "azure"), else ""."""
+    try:
+        vendor = Path("/sys/class/dmi/id/sys_vendor").read_text().lower()
+        tag = Path("/sys/class/dmi/id/chassis_asset_tag").read_text().strip()
+    except OSError:
+        return ""
+    if "alibaba" in vendor:
+        return "alibaba"
+    return "azure" if tag == "7783-7084-3265-9085" or "microsoft" in vendor else ""
+
+
+_CLOUDS = (("alibaba_metadata", ALIBABA_METADATA, "alibaba"), ("wireserver", AZURE_WIRESERVER, "azure"))
+#: the other clouds' addresses the remote host answers at here
+CLOUD_ADDRESSES = {name: address for name, address, cloud in _CLOUDS if _on_cloud() != cloud}
 #: a TCP server in the remote namespace: answers every connection with the address it came from, for 60 s at most
 REMOTE_SERVER = """
 import socket, sys, time
@@ -92,7 +113,7 @@ def remote() -> Iterator[tuple[str, int]]:
     """A "remote host": a namespace with a TCP server at REMOTE_ADDRESS, a veth to the host at HOST_ADDRESS."""
     ns, host_link, remote_link = f"rmt{os.getpid()}", f"rmt{os.getpid()}h", f"rmt{os.getpid()}r"
     port = free_port()
-    server: subprocess.Popen[str] | None = None
+    servers: list[subprocess.Popen[str]] = []
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
@@ -107,13 +128,18 @@ def remote() -> Iterator[tuple[str, int]]:
         ip("-n", ns, "link", "set", "lo", "up")
         ip("-n", ns, "addr", "add", f"{METADATA_ADDRESS}/32", "dev", remote_link)
         ip("route", "add", f"{METADATA_ADDRESS}/32", "dev", host_link)
+        for address in CLOUD_ADDRESSES.values():  # routes go with the link
+            ip("-n", ns, "addr", "add", f"{address}/32", "dev", remote_link)
+            ip("route", "add", f"{address}/32", "dev", host_link)
         ip("-n", ns, "route", "add", "100.64.0.0/10", "via", HOST_ADDRESS)  # it tries to reach environments
-        command = ["ip", "netns", "exec", ns, sys.executable, "-c", REMOTE_SERVER, REMOTE_ADDRESS, str(port)]
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        for server_port in (port, 53):  # 53: as Azure's WireServer answers DNS
+            command = ["ip", "netns", "exec", ns, sys.executable, "-c", REMOTE_SERVER, REMOTE_ADDRESS, str(server_port)]
+            servers.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True))
+            stdout = servers[-1].stdout
+            assert stdout is not None and stdout.readline().strip() == "ready"
         yield REMOTE_ADDRESS, port
     finally:
-        if server is not None:
+        for server in servers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait()
@@ -182,7 +208,10 @@ def test_a_function_reaches_other_hosts_and_nothing_of_the_host(
             "bridge_other_port": (gateway_address, any_port),  # the host's address towards the environments
             "api_on_loopback": ("127.0.0.1", gw.port),
             "metadata": (METADATA_ADDRESS, remote[1]),  # a cloud's metadata service: never
+            **{name: (address, remote[1]) for name, address in CLOUD_ADDRESSES.items()},  # nor another cloud's
         }
+        if "wireserver" in CLOUD_ADDRESSES:
+            targets["wireserver_dns"] = (AZURE_WIRESERVER, 53)
         event = {"targets": targets, "api": [gateway_address, gw.port]}
         resp, out = invoke_json(lam, "probe", event)
         assert "FunctionError" not in resp, out
@@ -198,6 +227,12 @@ def test_a_function_reaches_other_hosts_and_nothing_of_the_host(
     assert out["endpoint"] == f"http://{gateway_address}:{gw.port}"
     assert out["signed"] == "Active"
     assert out["metadata"] == "TimeoutError"
+    for name, address in CLOUD_ADDRESSES.items():
+        assert out[name] == "TimeoutError", (name, out)
+        with socket.create_connection((address, remote[1]), timeout=2) as conn:  # the host itself does
+            assert conn.recv(100).startswith(b"remote saw")
+    if "wireserver" in CLOUD_ADDRESSES:
+        assert out["wireserver_dns"] == f"connected: remote saw {HOST_ADDRESS}"  # Azure's DNS: reached
     with socket.create_connection((METADATA_ADDRESS, remote[1]), timeout=2) as conn:  # the host itself does
         assert conn.recv(100).startswith(b"remote saw")
     # other hosts reach neither the environment-facing listener nor an environment (here: the one that served)

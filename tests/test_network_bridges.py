@@ -9,6 +9,8 @@ constants itself: the same code, a smaller cap).
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
 import signal
@@ -251,3 +253,54 @@ def test_no_fork_storm_while_environments_cannot_be_set_up(gateway_factory: Gate
     said = gw.log().count("environments of f cannot be set up")
     assert said == 1, gw.log()[-3000:]
     assert "No such device" in gw.log()
+
+
+@as_root
+def test_at_stop_the_links_go_before_the_firewall_and_a_link_that_stays_keeps_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S1 (review 19): the table is deleted only once the bridge and its parts are gone; if they cannot be deleted,
+    the table stays (lgw<n> is never up unfiltered). Also: br_netfilter on, the start says what other firewalls need."""
+    monkeypatch.setattr(network, "PORTS_PER_BRIDGE", PORTS)
+    monkeypatch.setattr(network, "SUB_BRIDGES", BRIDGES)
+    sysctl = tmp_path / "bridge-nf-call-iptables"
+    sysctl.write_text("1\n")
+    monkeypatch.setattr(network, "BRIDGE_NF_CALL_IPTABLES", str(sysctl))
+    caplog.set_level(logging.WARNING, "gateway.network")
+    host = network.HostNetwork.create(9)
+    slot = host.slot
+    assert slot is not None, host.reason
+    assert any('oifname "lgw*" accept' in r.getMessage() for r in caplog.records), caplog.text
+
+    def tables() -> list[str]:
+        with nl.Netlink(nl.NETLINK_NETFILTER) as nf:
+            return nl.nft_tables(nf, nl.NFPROTO_INET)
+
+    real_request, real_batch = nl.Netlink.request, nl.nft_batch
+    try:
+
+        def refuse(self: nl.Netlink, message: nl.Message) -> None:
+            if message[0] == nl.RTM_DELLINK:
+                raise OSError(errno.EBUSY, "refused by the test")
+            real_request(self, message)
+
+        monkeypatch.setattr(nl.Netlink, "request", refuse)
+        host.close()
+        assert host.slot == slot and network.table_name(slot) in tables()  # the bridge stays, and so does its table
+        assert os.path.exists(f"/sys/class/net/{network.bridge_name(slot)}") and len(_parts(slot)) == 3 * BRIDGES
+        monkeypatch.setattr(nl.Netlink, "request", real_request)
+        seen: list[bool] = []
+
+        def batch(nf: nl.Netlink, family: int, messages: list[nl.Message]) -> None:
+            seen.append(os.path.exists(f"/sys/class/net/{network.bridge_name(slot)}") or bool(_parts(slot)))
+            real_batch(nf, family, messages)
+
+        monkeypatch.setattr(nl, "nft_batch", batch)
+        host.close()  # again: now everything goes, the links first
+        assert seen == [False] and host.slot is None
+    finally:
+        monkeypatch.setattr(nl.Netlink, "request", real_request)
+        monkeypatch.setattr(nl, "nft_batch", real_batch)
+        host.close()
+    assert _parts(slot) == [] and network.table_name(slot) not in tables()
+    assert not os.path.exists(f"/sys/class/net/{network.bridge_name(slot)}")

@@ -30,6 +30,7 @@ from gateway.execution.environment import INIT_TIMEOUT, EnvironmentDied, Invocat
 from gateway.execution.failures import mount_failure
 from gateway.execution.lambda_logs import failure_line, init_error_line, log_tail, log_text
 from gateway.execution.pools import PoolManager
+from gateway.execution.setup_failures import ColdStartsPaused
 from gateway.execution.streams import Stream
 from gateway.execution.zygote import ZygoteUnavailable, describe_wait_status
 from gateway.hooks import Hook
@@ -215,7 +216,8 @@ class Invoker:
             if env is None:
                 env, cold = await pool.acquire()
         except ZygoteUnavailable as exc:
-            log.warning("cannot start an environment for %s: %s", config.name, exc)
+            if not isinstance(exc, ColdStartsPaused):  # its pool says why, once a minute (a function's own words)
+                log.warning("cannot start an environment for %s: %s", config.name, exc)
             raise ServiceException("The runtime for this function is not available; try again.") from None
         except InvocationTimeout:
             return _failed(inv, SANDBOX_TIMEDOUT, INIT_TIMED_OUT)

@@ -156,7 +156,7 @@ class Pool(ABC):
         try:
             env = await self._fork_and_init(init_type)
         except EnvironmentDied as exc:
-            self.setup_failures.end(exc.output)
+            await self.setup_failures.died(exc)
             raise
         except BaseException:
             self.setup_failures.end(None)

@@ -27,9 +27,10 @@ and one nf_tables table, `inet lambda_gateway_<n>` (isolation/firewall.py):
                 from anywhere but the bridge or lo: dropped (other hosts cannot reach that listener). From a
                 sub-bridge (a frame sent to its own MAC address): everything dropped.
     forward     into the bridge: only replies (conntrack established/related), so neither another environment nor
-                another host can open a connection to an environment; from the bridge to 169.254.0.0/16 (cloud
-                metadata services): dropped. Routed from a sub-bridge: dropped (frames it switches between its
-                ports pass: with br_netfilter on they show up here with the sub-bridge as both devices).
+                another host can open a connection to an environment; from the bridge to cloud metadata services
+                (firewall.METADATA; Azure's WireServer but for DNS): dropped. Routed from a sub-bridge: dropped
+                (frames it switches between its ports pass: with br_netfilter on they show up here with the
+                sub-bridge as both devices; other tables' DROP then cuts them: `firewall.bridge_netfilter_warning`).
     postrouting environments' traffic leaving the host is masqueraded (not frames a sub-bridge switches, which
                 br_netfilter also shows here).
 
@@ -44,6 +45,8 @@ veth pair with the far end directly in its own new namespace, so the pair dies w
 left when it exits. An index free on the host is found by trying veth names (the kernel refuses a taken one), so
 two environments never share an address, whichever zygote forked them. `disconnect` (GATEWAY_NETWORK=none) deletes
 eth0 at seal time: only lo is left.
+
+Links go before the table (`close`, the sweep): lgw<n> is never up without its firewall; a link that stays keeps it.
 
 Fail closed: if the host side cannot be set up, environments get a namespace with only lo (never the host's
 network), the log says why and /healthz reports `"network": {"mode": "none", ...}`.
@@ -102,10 +105,15 @@ NO_ROOM = "no room on the environments' bridges"
 SIOCGIFINDEX = 0x8933
 #: the device group of a slot's sub-bridges and trunks is this plus the slot: they go in one deletion
 GROUP_BASE = 0x6C677700
-_VETH = re.compile(r"lgw(\d+)v\d+")
+#: a slot as a name of ours writes it: no leading zero (`lgw07u1` is nobody's), ASCII digits only
+_SLOT = "(0|[1-9][0-9]*)"
+_VETH = re.compile(rf"lgw{_SLOT}v[0-9]+")
 #: a slot's sub-bridges (s) and the two ends of their trunks (t on lgw<n>, u on the sub-bridge)
-_PART = re.compile(r"lgw(\d+)[stu]\d+")
-_BRIDGE = re.compile(r"lgw(\d+)")
+_PART = re.compile(rf"lgw{_SLOT}[stu][0-9]+")
+_BRIDGE = re.compile(rf"lgw{_SLOT}")
+_TABLE = re.compile(rf"{TABLE_PREFIX}{_SLOT}")
+#: 1 when br_netfilter shows the host's IP hooks what bridges switch (firewall.bridge_netfilter_warning)
+BRIDGE_NF_CALL_IPTABLES = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 def bridge_name(slot: int) -> str:
@@ -131,12 +139,24 @@ def sub_bridge_of(index: int) -> int:
     return (index - FIRST_INDEX) // PORTS_PER_BRIDGE
 
 
+def _slot(match: re.Match[str] | None) -> int | None:
+    """The slot a name of ours (matched by _BRIDGE, _PART, _VETH or _TABLE) is of; None: not one of ours."""
+    if match is None:
+        return None
+    slot = int(match.group(1))
+    return slot if slot < SLOTS else None
+
+
 def table_name(slot: int) -> str:
     return f"{TABLE_PREFIX}{slot}"
 
 
 def subnet(slot: int) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network((int(RANGE.network_address) + (slot << 16), 16))
+
+
+#: slots never claimed: their /16 holds a cloud's metadata service (36: Alibaba's 100.100.100.200; dropped routed)
+UNCLAIMED = frozenset(slot for slot in range(SLOTS) if any(net.subnet_of(subnet(slot)) for net in firewall.METADATA))
 
 
 def address(slot: int, index: int) -> str:
@@ -202,16 +222,20 @@ class HostNetwork:
             return cls(None, port, reason)
         log.info("environments' network: %s via bridge %s, gateway at %s", subnet(slot), bridge_name(slot),
                  address(slot, 1))  # fmt: skip
+        with contextlib.suppress(OSError), open(BRIDGE_NF_CALL_IPTABLES) as f:
+            if (warning := firewall.bridge_netfilter_warning(f.read())) is not None:
+                log.warning("%s", warning)
         return cls(slot, port)
 
     def close(self) -> None:
-        """Remove the table, the bridges and trunks (at shutdown, once the environments are gone; their veth pairs go
-        with their namespaces). Blocking."""
+        """Remove the bridges and trunks, then the table (at shutdown, once the environments are gone; their veth
+        pairs go with their namespaces). Blocking. If a link stays, so do the table and `slot` (a later call tries
+        again; the next start's sweep removes what is left)."""
         if self.slot is None:
             return
         with Netlink() as rt, Netlink(nl.NETLINK_NETFILTER) as nf:
-            _tear_down(rt, nf, self.slot)
-        self.slot = None
+            if _tear_down(rt, nf, self.slot):
+                self.slot = None
 
 
 @contextlib.contextmanager
@@ -242,51 +266,61 @@ def _owner_alive(alias: str) -> bool:
 
 
 def sweep(rt: Netlink, nf: Netlink) -> int:
-    """Remove the tables, bridges (sub-bridges and trunks too) and veths of gateways that are gone (killed with
+    """Remove the bridges (sub-bridges and trunks too), veths and tables of gateways that are gone (killed with
     SIGKILL); returns how many bridges. Tables are listed before links: a live gateway makes its bridge before its
-    table, so a table seen here without a bridge seen after it is a dead gateway's."""
-    tables = [t for t in nl.nft_tables(nf, nl.NFPROTO_INET) if t.startswith(TABLE_PREFIX)]
+    table, so a table seen here without a bridge seen after it is a dead gateway's. The links are deleted first and
+    the tables last, and a dead slot whose bridge stays keeps its table (as `close`)."""
+    tables = {slot: t for t in nl.nft_tables(nf, nl.NFPROTO_INET) if (slot := _slot(_TABLE.fullmatch(t))) is not None}
     links = nl.links(rt)
-    live_slots: set[str] = set()
-    dead: list[int] = []
+    live: set[int] = set()
+    dead: list[tuple[int, int]] = []  # (slot, bridge's index)
     for index, name, kind, alias in links:
-        match = _BRIDGE.fullmatch(name)
-        if match and kind == "bridge":
+        slot = _slot(_BRIDGE.fullmatch(name))
+        if slot is not None and kind == "bridge":
             # ours and dead: named by a gateway that is gone, or not yet labelled (its gateway died while claiming;
             # a live one claims under the lock we hold); a bridge someone else labelled is left alone
             if alias == "" or (alias.startswith(OWNER + " ") and not _owner_alive(alias)):
-                dead.append(index)
+                dead.append((slot, index))
             else:
-                live_slots.add(match.group(1))
-    for table in tables:
-        if table[len(TABLE_PREFIX) :] not in live_slots:
-            with contextlib.suppress(OSError):
-                nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table)])
-    for index in dead:
-        with contextlib.suppress(OSError):
-            rt.request(nl.delete_link(index))
-    for slot in {m.group(1) for _, name, _, _ in links if (m := _PART.fullmatch(name))} - live_slots:
+                live.add(slot)
+    for slot in {s for _, name, _, _ in links if (s := _slot(_PART.fullmatch(name))) is not None} - live:
         with contextlib.suppress(OSError):  # a dead slot's sub-bridges and trunks, in one go
-            rt.request(nl.delete_group(GROUP_BASE + int(slot)))
+            rt.request(nl.delete_group(GROUP_BASE + slot))
+    kept: set[int] = set()  # dead slots whose bridge could not be deleted: their tables stay
+    for slot, index in dead:
+        try:
+            rt.request(nl.delete_link(index))
+        except OSError as exc:
+            if not nl.is_missing(exc):
+                kept.add(slot)
     for index, name, _, _ in links:  # environments' veths left by a dead gateway (they also go with their netns)
-        match = _VETH.fullmatch(name)
-        if match and match.group(1) not in live_slots:
+        slot = _slot(_VETH.fullmatch(name))
+        if slot is not None and slot not in live:
             with contextlib.suppress(OSError):
                 rt.request(nl.delete_link(index))
+    for slot, table in tables.items():
+        if slot not in live and slot not in kept:
+            with contextlib.suppress(OSError):
+                nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table)])
     if dead:
         log.warning("removed the network of %d gateways that are gone (bridges and firewall tables)", len(dead))
+    if kept:
+        log.error("the bridges of dead gateways' slots %s could not be removed: their firewall tables stay", kept)
     return len(dead)
 
 
 def _claim(rt: Netlink) -> int:
-    """Make the bridge of the first free slot whose subnet no route of the host overlaps; its alias names us."""
+    """Make the bridge of the first free slot (not an UNCLAIMED one) whose subnet no route of the host overlaps; its
+    alias names us."""
     taken = {name for _, name, _, _ in nl.links(rt)}
     routes = nl.ipv4_routes(rt)
     alias = f"{OWNER} {os.getpid()} {_start_time(os.getpid())}"
     for slot in range(SLOTS):
         net = subnet(slot)
         first, last = int(net.network_address), int(net.broadcast_address)
-        if bridge_name(slot) in taken or any(_overlaps(first, last, dst, prefix) for dst, prefix in routes):
+        if slot in UNCLAIMED or bridge_name(slot) in taken:
+            continue
+        if any(_overlaps(first, last, dst, prefix) for dst, prefix in routes):
             continue
         try:
             nl.create_bridge(rt, bridge_name(slot))
@@ -336,13 +370,26 @@ def _set_up_sub_bridge(rt: Netlink, slot: int, k: int, bridge: int) -> None:
             _write(f"/proc/sys/net/ipv6/conf/{link}/disable_ipv6", "1")
 
 
-def _tear_down(rt: Netlink, nf: Netlink, slot: int) -> None:
-    with contextlib.suppress(OSError):
-        nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table_name(slot))])
+def _tear_down(rt: Netlink, nf: Netlink, slot: int) -> bool:
+    """Remove slot `slot`'s links, then its table: deleting the links cuts every environment off at L2, so lgw<n> is
+    never up without its firewall, whatever fails or wherever we die. A link that stays (its deletion failed) keeps
+    the table: logged, and the next start's sweep removes both. Returns whether everything went."""
     with contextlib.suppress(OSError):  # sub-bridges and trunks (the environments' veths are not in the group)
         rt.request(nl.delete_group(GROUP_BASE + slot))
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # OSError from if_nametoindex: gone already
         rt.request(nl.delete_link(socket.if_nametoindex(bridge_name(slot))))
+    try:
+        ours = (name for _, name, _, _ in nl.links(rt))
+        left = [name for name in ours if _slot(_BRIDGE.fullmatch(name) or _PART.fullmatch(name)) == slot]
+    except OSError as exc:
+        left = [f"unknown: the links could not be listed ({exc})"]
+    if left:
+        log.error("the environments' network of slot %d could not be removed (left: %s): its firewall table %s stays "
+                  "until the next start's sweep", slot, ", ".join(left), table_name(slot))  # fmt: skip
+        return False
+    with contextlib.suppress(OSError):
+        nl.nft_batch(nf, nl.NFPROTO_INET, [nl.delete_table(table_name(slot))])
+    return True
 
 
 def _write(path: str, value: str) -> None:
