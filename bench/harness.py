@@ -291,6 +291,8 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     #: processes of its tree still alive after it exited (then SIGKILLed)
     survivors: int = 0
+    #: where it runs (default: this checkout); bench/compare.py runs other checkouts' gateways
+    cwd: Path | None = None
 
     @property
     def url(self) -> str:
@@ -300,7 +302,7 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*self.argv, "--port", str(self.port)],
-                cwd=ROOT,
+                cwd=self.cwd or ROOT,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
