@@ -58,6 +58,11 @@ def test_bodies_being_read_are_bounded_by_the_budget(gateway: RunningGateway, la
         assert answer.startswith(b"HTTP/1.1 413") and b"RequestTooLargeException" in answer, answer
 
 
+def _poller_line(line: str) -> bool:
+    """A log line of an event source poller or its broker client (other tests' mappings on the shared gateway)."""
+    return line.split(" ERROR ", 1)[1].startswith(("aiokafka", "aiormq", "aio_pika", "gateway.pollers"))
+
+
 def test_a_client_that_leaves_mid_body_is_no_server_error(gateway: RunningGateway, lam: Any, fname: str) -> None:
     create_function(lam, fname, HANDLER, Timeout=5)
     site = url_for(gateway, lam, fname)
@@ -70,7 +75,9 @@ def test_a_client_that_leaves_mid_body_is_no_server_error(gateway: RunningGatewa
     with gateway.log_path.open("rb") as log:
         log.seek(logged)
         tail = log.read().decode(errors="replace")
-    assert "Traceback" not in tail and "ERROR" not in tail and '" 500 ' not in tail, tail
+    # the shared gateway's event source pollers may log their brokers' errors meanwhile: those are not this request's
+    errors = [line for line in tail.splitlines() if " ERROR " in line and not _poller_line(line)]
+    assert "Traceback" not in tail and not errors and '" 500 ' not in tail, tail
     assert http.request("POST", f"{site}/echo", body=b"x").status == 200
 
 

@@ -322,3 +322,15 @@ async def test_a_delete_right_after_an_update_shuts_the_leaving_environments_at_
     assert f_env.killed is None
     pools.retire_function("f")  # DeleteFunction within RETIRE_GRACE
     assert f_env.killed == "shut down" and not old_f.leaving
+
+
+async def test_a_functions_pools_share_one_brake_on_set_up_failures(fake_pool: MakePool, tmp_path: Path) -> None:
+    """A replaced pool's successor keeps the brake (and its once-a-minute log line); a deleted function's goes."""
+    pools, config = _manager(tmp_path, budget_mb=1024)
+    first = pools.pool_for(config("f"))
+    pools.retire_function("f", LATEST, replaced=True)
+    second = pools.pool_for(config("f"))
+    assert second is not first and second.setup_failures is first.setup_failures
+    assert pools.pool_for(config("g")).setup_failures is not first.setup_failures
+    pools.retire_function("f")
+    assert pools.pool_for(config("f")).setup_failures is not first.setup_failures

@@ -23,6 +23,7 @@ from gateway.errors import TooManyRequestsException
 from gateway.execution.admission import ACCOUNT_EXCEEDED, RATE_EXCEEDED
 from gateway.execution.modes import pool_class
 from gateway.execution.pool import Pool, PoolCensus
+from gateway.execution.setup_failures import SetupFailures
 from gateway.execution.zygote import Zygote, ZygoteUnavailable
 from gateway.isolation.credentials import max_environment_age
 from gateway.isolation.freezer import FreezeQueue
@@ -64,6 +65,8 @@ class PoolManager:
         self._tasks: set[asyncio.Task[None]] = set()
         #: freezes the idle environments of every pool (gateway/isolation/freezer.py)
         self.freezing = FreezeQueue()
+        #: each function's brake on cold starts while its environments cannot be set up, shared by its pools
+        self.setup_failures: dict[str, SetupFailures] = {}
 
     def pool_for(self, config: FunctionConfig) -> Pool:
         """The pool serving exactly this configuration snapshot (hot path: one dict lookup)."""
@@ -78,6 +81,8 @@ class PoolManager:
             pool = self.pools[key] = pool_class(config)(
                 config, self.settings, zygote, self.make_room, self.freezing, self.credentials
             )
+            # one brake per function, whichever of its pools (versions, replaced code) hits a set-up failure
+            pool.setup_failures = self.setup_failures.setdefault(config.name, pool.setup_failures)
         return pool
 
     def retire_function(self, name: str, version: str | None = None, replaced: bool = False) -> None:
@@ -85,6 +90,8 @@ class PoolManager:
         `replaced`: by new code or configuration (`Pool.retire`)."""
         for key in [k for k in self.pools if k[0] == name and version in (None, k[1])]:
             self._retire(self.pools.pop(key), replaced)
+        if version is None:  # the function is gone: its brake with it
+            self.setup_failures.pop(name, None)
         if not replaced:  # deleted: what an earlier update left leaving goes now too
             for pool in self.retired:
                 if pool.config.name == name and version in (None, pool.config.version):
