@@ -73,8 +73,8 @@ class PoolManager:
         key = (config.name, config.version)
         pool = self.pools.get(key)
         if pool is None or pool.config.revision_id != config.revision_id:
-            if pool is not None:
-                self._retire(pool)
+            if pool is not None:  # a newer revision (new code or configuration): its successor cold-starts now
+                self._retire(pool, replaced=True)
             zygote = self.zygotes.get(config.runtime)
             if zygote is None:
                 raise ZygoteUnavailable(f"no zygote serves runtime {config.runtime}")
