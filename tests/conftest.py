@@ -594,13 +594,32 @@ class FakeZygoteClient:
         return env
 
 
+def fake_config(tmp_path: Path, name: str = "f", version: str = "1", max_concurrency: int = 1) -> Any:
+    """A function's configuration for pools over a `FakeZygoteClient` (code under `tmp_path`, never read)."""
+    from gateway.store.records import FunctionConfig
+
+    return FunctionConfig(
+        name=name,
+        arn=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
+        runtime=RUNTIME,
+        handler="lambda_function.lambda_handler",
+        role=ROLE,
+        code_sha256="0" * 64,
+        code_size=1,
+        code_dir=tmp_path / "code",
+        last_modified="2026-11-23T14:38:00.000+0000",
+        revision_id="r1",
+        version=version,
+        max_concurrency=max_concurrency,
+    )
+
+
 @pytest.fixture
 def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Any]:
     """A factory of pools over a `FakeZygoteClient`: `fake_pool(max_concurrency=1)` -> (pool, zygote)."""
     from gateway.execution import pool as pool_module
     from gateway.execution.modes import pool_class
     from gateway.settings import Settings
-    from gateway.store.records import FunctionConfig
 
     async def connect(key: Any, forked: FakeEnvironment) -> FakeEnvironment:
         return forked
@@ -611,20 +630,7 @@ def fake_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., 
     def make(
         max_concurrency: int = 1, make_room: Callable[[Any], None] = lambda pool: None
     ) -> tuple[Any, FakeZygoteClient]:
-        config = FunctionConfig(
-            name="f",
-            arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-            runtime=RUNTIME,
-            handler="lambda_function.lambda_handler",
-            role=ROLE,
-            code_sha256="0" * 64,
-            code_size=1,
-            code_dir=tmp_path / "code",
-            last_modified="2026-11-23T14:38:00.000+0000",
-            revision_id="r1",
-            version="1",
-            max_concurrency=max_concurrency,
-        )
+        config = fake_config(tmp_path, "f", "1", max_concurrency)
         zygote = FakeZygoteClient(capacity=max_concurrency)
         return pool_class(config)(config, settings, zygote, make_room), zygote  # type: ignore[arg-type]
 

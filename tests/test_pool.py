@@ -17,7 +17,7 @@ from gateway.execution.pool import RETIRE_GRACE, PoolCensus
 from gateway.execution.pools import PoolManager
 from gateway.settings import Settings
 from gateway.store.records import LATEST, FunctionConfig
-from tests.conftest import ROLE, RUNTIME, FakeEnvironment, FakeZygoteClient
+from tests.conftest import RUNTIME, FakeEnvironment, FakeZygoteClient, fake_config
 
 MakePool = Callable[..., tuple[Any, Any]]
 
@@ -278,19 +278,7 @@ async def test_the_census_counts_environments_by_state(fake_pool: MakePool) -> N
 
 def _manager(tmp_path: Path, budget_mb: int) -> tuple[PoolManager, Callable[[str], FunctionConfig]]:
     def config(name: str) -> FunctionConfig:
-        return FunctionConfig(
-            name=name,
-            arn=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
-            runtime=RUNTIME,
-            handler="lambda_function.lambda_handler",
-            role=ROLE,
-            code_sha256="0" * 64,
-            code_size=1,
-            code_dir=tmp_path / "code",
-            last_modified="2026-11-23T14:38:00.000+0000",
-            revision_id="r1",
-            version=LATEST,
-        )
+        return fake_config(tmp_path, name, LATEST)  # type: ignore[no-any-return]
 
     settings = Settings(data_dir=tmp_path, memory_budget_mb=budget_mb)
     return PoolManager(settings, {RUNTIME: FakeZygoteClient()}), config  # type: ignore[dict-item]

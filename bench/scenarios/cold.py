@@ -16,6 +16,7 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import HOST, INIT_RE, RawClient, header_value, summarize
@@ -105,22 +106,23 @@ def scenario_cold_start(run: Run) -> dict[str, Any]:
 SETTLE = 0.5
 
 
-def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
-    """As a user deploys: CreateFunction returns, and the first Invoke follows at once (no pause), `n` times, each with
-    a new function of its own code. Client time of the invoke alone, Init Duration from its log tail (the tail costs
-    the same in every row); CreateFunction's own time beside it."""
+def _right_after(
+    port: int, n: int, call: str, deploy: Callable[[int], str], expected: Callable[[int], Any]
+) -> dict[str, Any]:
+    """`n` deploys, `SETTLE` apart: `deploy(i)` makes the API call (its time recorded under `<call>_ms`) and names the
+    function, whose first Invoke follows at once. Client time of the invoke alone and Init Duration from its log tail;
+    an answer other than `expected(i)`, or one without Init Duration (no cold start), is an error."""
     client = RawClient(port, timeout=60)
-    samples, inits, creates, errors = [], [], [], 0
+    samples, inits, calls, errors = [], [], [], 0
     try:
         for i in range(n):
             time.sleep(SETTLE)
-            name = f"deployed-{stamp}-{i}"
             t0 = time.perf_counter()
-            api.create(name, NOOP + f"# {name}: code of its own\n")
-            creates.append((time.perf_counter() - t0) * 1000)
+            name = deploy(i)
+            calls.append((time.perf_counter() - t0) * 1000)
             ms, status, head, body = _timed(client, invoke_bytes(port, name, tail=True))
             init = _init_duration(head)
-            if status != 200 or body != b"{}" or init is None:
+            if status != 200 or json.loads(body or b"null") != expected(i) or init is None:
                 errors += 1
                 continue
             samples.append(ms)
@@ -134,46 +136,40 @@ def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, An
         "settle_between_samples_ms": SETTLE * 1000,
         "client_ms": summarize(samples, (50, 90, 99)),
         "init_duration_ms": summarize(inits, (50, 90, 99)),
-        "create_ms": summarize(creates, (50, 90, 99)),
+        f"{call}_ms": summarize(calls, (50, 90, 99)),
         "samples_ms": [round(s, 3) for s in samples],
     }
+
+
+def _right_after_create(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
+    """As a user deploys: CreateFunction returns, and the first Invoke follows at once (no pause), `n` times, each with
+    a new function of its own code. CreateFunction's own time beside it."""
+
+    def create(i: int) -> str:
+        name = f"deployed-{stamp}-{i}"
+        api.create(name, NOOP + f"# {name}: code of its own\n")
+        return name
+
+    return _right_after(port, n, "create", create, lambda i: {})
 
 
 def _right_after_update(port: int, api: Api, stamp: int, n: int) -> dict[str, Any]:
     """As a user redeploys: one function, warm (invoked once), gets `n` UpdateFunctionCode calls, each with a zip of
     its own (its handler answers {"v": i}, so the answer proves the new code ran, in a new environment), and the
-    Invoke follows each at once (no pause). Client time of the invoke alone, Init Duration from its log tail;
-    UpdateFunctionCode's own time beside it. An answer of other code, or without Init Duration, is an error."""
+    Invoke follows each at once (no pause). UpdateFunctionCode's own time beside it."""
     name = f"updated-{stamp}"
     api.create(name, NOOP + f"# {name}: the code before the first update\n")
-    client = RawClient(port, timeout=60)
-    samples, inits, updates, errors = [], [], [], 0
+    warm = RawClient(port, timeout=60)
     try:
-        client.request(invoke_bytes(port, name))  # warm: the environment an update must replace
-        for i in range(n):
-            time.sleep(SETTLE)
-            t0 = time.perf_counter()
-            api.update_code(name, f"def lambda_handler(event, context):\n    return {{'v': {i}}}\n")
-            updates.append((time.perf_counter() - t0) * 1000)
-            ms, status, head, body = _timed(client, invoke_bytes(port, name, tail=True))
-            init = _init_duration(head)
-            if status != 200 or json.loads(body or b"null") != {"v": i} or init is None:
-                errors += 1
-                continue
-            samples.append(ms)
-            inits.append(init)
+        warm.request(invoke_bytes(port, name))  # the environment an update must replace
     finally:
-        client.close()
-    return {
-        "n": len(samples),
-        "errors": errors,
-        "pause_between_ms": 0,
-        "settle_between_samples_ms": SETTLE * 1000,
-        "client_ms": summarize(samples, (50, 90, 99)),
-        "init_duration_ms": summarize(inits, (50, 90, 99)),
-        "update_ms": summarize(updates, (50, 90, 99)),
-        "samples_ms": [round(s, 3) for s in samples],
-    }
+        warm.close()
+
+    def update(i: int) -> str:
+        api.update_code(name, f"def lambda_handler(event, context):\n    return {{'v': {i}}}\n")
+        return name
+
+    return _right_after(port, n, "update", update, lambda i: {"v": i})
 
 
 async def _concurrent_invokes(port: int, function: str, n: int, body: bytes) -> list[tuple[float, int, bytes]]:
